@@ -1,0 +1,114 @@
+//! Enum dispatch over the backends: probe io_uring, fall back to epoll with a logged reason.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::uring::UringDriver;
+use super::{Backend, Completion, EventFd, Op, OpId};
+use crate::error::Error;
+
+/// The driver a loop runs on. Methods are two-arm matches; see the contract in `driver/mod.rs`.
+#[derive(Debug)]
+pub(crate) enum Driver<T> {
+    /// io_uring.
+    Uring(UringDriver<T>),
+    /// epoll (feature `fallback`).
+    #[cfg(feature = "fallback")]
+    Epoll(super::epoll::EpollDriver<T>),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $d:ident => $body:expr) => {
+        match $self {
+            Driver::Uring($d) => $body,
+            #[cfg(feature = "fallback")]
+            Driver::Epoll($d) => $body,
+        }
+    };
+}
+
+impl<T: Clone> Driver<T> {
+    /// Opens the backend `choice` names, or the best the kernel has when it is `None`.
+    pub(crate) fn open(choice: Option<Backend>) -> Result<Driver<T>, Error> {
+        match choice {
+            Some(Backend::Uring) => UringDriver::new().map(Driver::Uring).map_err(uring_error),
+            Some(Backend::Epoll) => Self::open_epoll(),
+            None => match UringDriver::new() {
+                Ok(driver) => Ok(Driver::Uring(driver)),
+                Err(err) if cfg!(feature = "fallback") => {
+                    log::warn!("io_uring is unavailable ({err}); ringloop falls back to epoll");
+                    Self::open_epoll()
+                }
+                Err(err) => Err(uring_error(err)),
+            },
+        }
+    }
+
+    #[cfg(feature = "fallback")]
+    fn open_epoll() -> Result<Driver<T>, Error> {
+        super::epoll::EpollDriver::new()
+            .map(Driver::Epoll)
+            .map_err(|e| Error::io("creating the epoll driver", e))
+    }
+
+    #[cfg(not(feature = "fallback"))]
+    fn open_epoll() -> Result<Driver<T>, Error> {
+        Err(Error::Unsupported(
+            "the epoll backend is not compiled in: build ringloop with `--features fallback`"
+                .into(),
+        ))
+    }
+
+    /// Which backend this is.
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::Uring,
+            #[cfg(feature = "fallback")]
+            Driver::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Queues `op` for the kernel; `owner` comes back with its completion.
+    pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
+        dispatch!(self, d => d.submit(op, owner))
+    }
+
+    /// Detaches `id`'s owner and cancels the op; see the contract.
+    pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
+        dispatch!(self, d => d.cancel(id))
+    }
+
+    /// Submits, waits up to `timeout` (`None` = until something happens), collects completions.
+    pub(crate) fn turn(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut Vec<Completion<T>>,
+    ) -> io::Result<()> {
+        dispatch!(self, d => d.turn(timeout, out))
+    }
+
+    /// The eventfd that interrupts a blocked [`turn`](Self::turn) from any thread.
+    pub(crate) fn waker(&self) -> Arc<EventFd> {
+        dispatch!(self, d => d.waker())
+    }
+
+    /// The optional kernel features in use, for logs (`["single_issuer", "defer_taskrun", ...]`).
+    pub(crate) fn features(&self) -> Vec<&'static str> {
+        dispatch!(self, d => d.features())
+    }
+
+    /// Ops submitted whose final completion has not arrived (cancelled ones included).
+    pub(crate) fn in_flight(&self) -> usize {
+        dispatch!(self, d => d.in_flight())
+    }
+}
+
+fn uring_error(err: io::Error) -> Error {
+    let hint = if cfg!(feature = "fallback") {
+        ""
+    } else {
+        "; build ringloop with `--features fallback` to run on epoll instead"
+    };
+    Error::Unsupported(format!("io_uring is unavailable on this kernel ({err}){hint}"))
+}

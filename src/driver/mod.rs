@@ -1,0 +1,110 @@
+//! The backend seam: completion-style operations under one contract, two backends.
+//!
+//! Everything above this module (the loop, transports, servers) is backend-agnostic; everything
+//! OS-specific lives below it: `uring/` (io_uring, the proactor) and `epoll.rs` (readiness
+//! emulating the same completions, feature `fallback`). [`any::Driver`] picks one at run time.
+//!
+//! # The contract every backend meets
+//!
+//! * **Submission.** [`Driver::submit`](any::Driver::submit) takes an [`Op`] (which owns every
+//!   buffer and address the kernel may touch) and an *owner* value `T` chosen by the loop, and
+//!   returns an [`OpId`]. The op is handed to the kernel at the next
+//!   [`turn`](any::Driver::turn) at the latest; submission never blocks and never calls back.
+//! * **Completion.** [`turn`](any::Driver::turn) submits everything queued, then waits (one
+//!   `io_uring_enter` or `epoll_wait`) until at least one completion is ready, the timeout
+//!   passes, or the [`EventFd`] from [`waker`](any::Driver::waker) is woken; it appends the
+//!   completions to the caller's vector and returns. It never runs loop code: dispatch happens
+//!   after it returns, so handlers may submit and cancel freely. A completion carries the owner
+//!   and the kernel's result (`Ok(n)` or the errno as `io::Error`). For a one-shot op it is
+//!   final. Spurious returns with no completion are allowed; `EINTR`, `EBUSY`/`EAGAIN` from the
+//!   kernel and CQ overflow are handled inside and never reach the caller.
+//! * **Ownership.** The driver owns an op's resources from `submit` until the kernel's *final*
+//!   completion for it, whatever happens to the owner meanwhile. No kernel-visible pointer points
+//!   into a future, a task or a user buffer.
+//! * **Cancellation.** [`cancel`](any::Driver::cancel) detaches the owner at once and returns
+//!   it; no completion for that op is delivered afterwards. io_uring submits `ASYNC_CANCEL` and
+//!   keeps the op's memory until the final CQE arrives; epoll drops the interest at once.
+//! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
+//!   final completions; memory the kernel could still use is leaked rather than freed.
+//!
+//! `Poll` is one-shot and level-checked when armed: if the fd is already ready it completes at
+//! once. Re-arming after each dispatch therefore gives selector (level-triggered) semantics on
+//! both backends, which is what `add_reader`/`add_writer` promise.
+
+pub(crate) mod any;
+#[cfg(feature = "fallback")]
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub(crate) use ringloop_fallback::EventFd;
+
+/// Identity of an op in flight: the key of its slot in the driver's slab (the SQE `user_data`
+/// on io_uring). Keys are reused after the final completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct OpId(pub(crate) usize);
+
+/// Readiness a `Poll` op waits for, as `poll(2)` bits (`POLLIN`, `POLLOUT`; `POLLERR` and
+/// `POLLHUP` are always reported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Interest(pub(crate) u32);
+
+impl Interest {
+    /// Readable (`POLLIN`).
+    pub(crate) const READ: Interest = Interest(libc::POLLIN as u32);
+    /// Writable (`POLLOUT`).
+    pub(crate) const WRITE: Interest = Interest(libc::POLLOUT as u32);
+}
+
+/// An operation for the driver. Each variant owns whatever memory the kernel reads or writes.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Complete once when `fd` is ready for `interest` (already ready: at once); the result is
+    /// the `poll(2)` revents mask.
+    Poll {
+        /// The watched descriptor (borrowed: the loop keeps it open while the op is in flight).
+        fd: RawFd,
+        /// What to wait for.
+        interest: Interest,
+    },
+}
+
+/// One completion handed back by [`turn`](any::Driver::turn).
+#[derive(Debug)]
+pub(crate) struct Completion<T> {
+    /// The op this completes.
+    pub(crate) id: OpId,
+    /// The owner given at submit (a clone when `more` is true, moved out when final).
+    pub(crate) owner: T,
+    /// `Ok(res)` for a non-negative CQE result, otherwise the errno.
+    pub(crate) result: io::Result<u32>,
+    /// True while a multishot op keeps going (this completion is not final).
+    pub(crate) more: bool,
+}
+
+/// Which backend a loop runs on (`SelectorEventLoop` ↔ `Epoll`, `ProactorEventLoop` ↔ `Uring`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// io_uring: the completion-based proactor.
+    Uring,
+    /// epoll readiness with emulated completions (feature `fallback`).
+    Epoll,
+}
+
+impl Backend {
+    /// The name used by `RINGLOOP_BACKEND` and in logs: `"uring"` or `"epoll"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,140 @@
+//! `ringloop::Error`: the typed errors that stand in for asyncio's exceptions.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// Shorthand for `Result<T, ringloop::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ringloop, each with a message saying what and why.
+///
+/// | asyncio | ringloop |
+/// |---|---|
+/// | `RuntimeError` (loop closed) | [`Error::Closed`] |
+/// | `RuntimeError` (misuse: nested run, close while running, wrong thread, stopped early) | [`Error::Runtime`] |
+/// | `InvalidStateError` | [`Error::InvalidState`] |
+/// | `ValueError` / `TypeError` | [`Error::InvalidArgument`] |
+/// | `OSError` and subclasses | [`Error::Io`] |
+/// | `CancelledError` | [`Error::Cancelled`] |
+/// | `TimeoutError` | [`Error::Timeout`] |
+/// | an exception raised by a callback or coroutine | [`Error::Panic`] / [`Error::Custom`] |
+/// | `ExceptionGroup` | [`Error::Multiple`] |
+///
+/// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
+/// reach several awaiters, as in asyncio.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event loop is closed.
+    Closed,
+    /// The call is not allowed in the loop's current state (asyncio's `RuntimeError`).
+    Runtime(String),
+    /// A future or task is not in the state the call needs (asyncio's `InvalidStateError`).
+    InvalidState(String),
+    /// An argument is invalid (asyncio's `ValueError`/`TypeError`).
+    InvalidArgument(String),
+    /// An OS error, with the operation that met it.
+    Io {
+        /// What was being done ("add_reader(fd 7)", "creating the ring", ...).
+        context: String,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
+    /// The future or task was cancelled.
+    Cancelled,
+    /// An operation timed out.
+    Timeout(String),
+    /// A callback or task panicked; the payload's message.
+    Panic(String),
+    /// The kernel or the build lacks what the call needs.
+    Unsupported(String),
+    /// An error set by user code (`Future::set_exception`).
+    Custom(Arc<dyn std::error::Error + Send + Sync>),
+    /// Several errors at once (asyncio's `ExceptionGroup`).
+    Multiple(Vec<Error>),
+}
+
+impl Error {
+    /// An [`Error::Io`] from `source`, saying what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io { context: context.into(), source: Arc::new(source) }
+    }
+
+    /// Wraps any error type as [`Error::Custom`] (asyncio's `set_exception(exc)`).
+    pub fn custom(err: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Custom(Arc::new(err))
+    }
+
+    /// The OS error inside an [`Error::Io`], if this is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The errno of an [`Error::Io`] from the OS.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.io_error().and_then(io::Error::raw_os_error)
+    }
+
+    /// True for [`Error::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Closed => f.write_str("the event loop is closed"),
+            Error::Runtime(msg)
+            | Error::InvalidState(msg)
+            | Error::InvalidArgument(msg)
+            | Error::Timeout(msg)
+            | Error::Unsupported(msg) => f.write_str(msg),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Cancelled => f.write_str("cancelled"),
+            Error::Panic(msg) => write!(f, "panicked: {msg}"),
+            Error::Custom(err) => err.fmt(f),
+            Error::Multiple(errors) => {
+                f.write_str("multiple errors: ")?;
+                for (i, err) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    err.fmt(f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(&**source),
+            Error::Custom(err) => Some(&**err),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::io("I/O error", err)
+    }
+}
+
+/// A panic payload as text, for [`Error::Panic`] and exception-handler messages.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
