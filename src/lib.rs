@@ -1,8 +1,77 @@
-//! ringloop: Python asyncio's event loop for Linux, io_uring first.
-#![deny(unsafe_op_in_unsafe_fn)]
+//! ringloop: the event loop of Python's asyncio for Linux, io_uring first.
+//!
+//! One [`EventLoop`] per thread runs callbacks, timers and tasks (any Rust
+//! [`Future`](std::future::Future)) and drives I/O through io_uring, batching submissions and
+//! waits into one `io_uring_enter` per iteration. With the `fallback` feature the same loop
+//! runs on epoll when the kernel has no io_uring.
+//!
+//! ```
+//! let output = ringloop::run(async {
+//!     let event_loop = ringloop::get_running_loop().unwrap();
+//!     let fut = event_loop.create_future::<&str>();
+//!     let setter = fut.clone();
+//!     event_loop.call_later(0.01, move || setter.set_result("Hello World").unwrap()).unwrap();
+//!     fut.await.unwrap()
+//! })
+//! .unwrap();
+//! assert_eq!(output, "Hello World");
+//! ```
+//!
+//! # asyncio → ringloop
+//!
+//! | asyncio | ringloop |
+//! |---|---|
+//! | `asyncio.run(coro)` | [`run`] |
+//! | `new_event_loop`, `get_running_loop`, `get_event_loop`, `set_event_loop` | free functions of the same names |
+//! | `loop.run_forever`, `run_until_complete`, `stop`, `close`, `is_running`, `is_closed` | [`EventLoop`] methods of the same names |
+//! | `loop.call_soon`, `call_later`, `call_at`, `time` | same names; delays are `f64` seconds or `Duration` |
+//! | `loop.call_soon_threadsafe` | [`LoopHandle::call_soon_threadsafe`] from other threads |
+//! | `Handle`, `TimerHandle` | [`Handle`], [`TimerHandle`] |
+//! | `loop.create_future`, `Future` | [`EventLoop::create_future`], [`Future`] |
+//! | `loop.create_task`, `Task`, task factory | [`EventLoop::create_task`], [`Task`], [`TaskFactory`] |
+//! | `loop.add_reader`/`add_writer`/`remove_*` | same names, on a `RawFd` |
+//! | `loop.run_in_executor`, `ThreadPoolExecutor` | [`EventLoop::run_in_executor`], [`Executor`] |
+//! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
+//! | exceptions | [`Error`] variants |
+//! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
+//!
+//! Not applicable in Rust, by design: `contextvars.Context` arguments, `shutdown_asyncgens`
+//! (Rust has no async generators), and `BaseException` escaping callbacks (a panic in a
+//! callback or task is caught and reported through the exception handler). See
+//! `docs/asyncio-mapping.md`.
+#![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 
 pub(crate) mod driver;
 mod error;
+mod event_loop;
+mod executor;
+mod future;
+mod task;
 
 pub use driver::Backend;
 pub use error::{Error, Result};
+pub use event_loop::{
+    get_event_loop, get_running_loop, new_event_loop, set_event_loop, Delay, EventLoop,
+    ExceptionContext, ExceptionHandler, Handle, LoopHandle, ThreadsafeHandle, TimerHandle,
+};
+pub use executor::Executor;
+pub use future::Future;
+pub use task::{LocalBoxFuture, Task, TaskFactory};
+
+/// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this
+/// thread's running loop, tasks still pending when `future` finishes are cancelled and given a
+/// chance to unwind, and the default executor is shut down before the loop closes.
+pub fn run<F>(future: F) -> Result<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    let event_loop = EventLoop::new()?;
+    let result = event_loop.run_until_complete(future);
+    event_loop.cancel_all_tasks();
+    let shutdown = event_loop.clone();
+    let _ = event_loop
+        .run_until_complete(async move { shutdown.shutdown_default_executor(None).await });
+    event_loop.close()?;
+    result
+}

@@ -24,7 +24,11 @@ impl<T: Clone> EpollDriver<T> {
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
         todo!()
     }
-    pub(crate) fn turn(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion<T>>) -> io::Result<()> {
+    pub(crate) fn turn(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut Vec<Completion<T>>,
+    ) -> io::Result<()> {
         todo!()
     }
     pub(crate) fn waker(&self) -> Arc<EventFd> {

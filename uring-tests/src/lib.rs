@@ -1,1 +1,97 @@
+//! The harness of ringloop's integration suite: each test is written once and run on every
+//! backend built in (`uring`, plus `epoll` with `--features fallback`).
+//!
+//! A backend the kernel lacks is skipped with a printed line; `RINGLOOP_REQUIRE_URING=1` turns
+//! the io_uring skip into a failure (CI sets it where io_uring is expected).
 
+use ringloop::{Backend, Error, EventLoop};
+
+/// The backends compiled into this build.
+pub fn built_backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Uring];
+    if cfg!(feature = "fallback") {
+        backends.push(Backend::Epoll);
+    }
+    backends
+}
+
+/// A new loop on `backend`, or `None` (after printing why) when the kernel lacks it.
+pub fn open_loop(backend: Backend, test: &str) -> Option<EventLoop> {
+    match EventLoop::with_backend(backend) {
+        Ok(event_loop) => Some(event_loop),
+        Err(Error::Unsupported(why)) => {
+            let required = backend == Backend::Uring
+                && std::env::var_os("RINGLOOP_REQUIRE_URING").is_some_and(|v| v == "1");
+            assert!(!required, "{test}: io_uring required (RINGLOOP_REQUIRE_URING=1) but: {why}");
+            println!("SKIPPED {test} on {backend}: {why}");
+            None
+        }
+        Err(err) => panic!("{test}: cannot create a loop on {backend}: {err}"),
+    }
+}
+
+/// Runs `body` with a fresh loop on `backend` and closes the loop afterwards.
+pub fn with_loop(backend: Backend, test: &str, body: impl FnOnce(&EventLoop)) {
+    let Some(event_loop) = open_loop(backend, test) else { return };
+    body(&event_loop);
+    if !event_loop.is_running() {
+        event_loop.close().expect("closing the loop");
+    }
+}
+
+/// Defines tests that run once per backend: `backend_tests! { fn name(lp) { ... } }` makes
+/// `name::uring` and (with `fallback`) `name::epoll`, each given a fresh `&EventLoop`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* fn $name:ident($lp:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn body($lp: &::ringloop::EventLoop) $body
+
+                $(#[$meta])*
+                #[test]
+                fn uring() {
+                    $crate::with_loop(::ringloop::Backend::Uring, concat!(stringify!($name), "::uring"), body);
+                }
+
+                $(#[$meta])*
+                #[cfg(feature = "fallback")]
+                #[test]
+                fn epoll() {
+                    $crate::with_loop(::ringloop::Backend::Epoll, concat!(stringify!($name), "::epoll"), body);
+                }
+            }
+        )*
+    };
+}
+
+/// Runs the loop until `cond` is true or `timeout_secs` of loop time pass; true if it held.
+pub fn run_until(event_loop: &EventLoop, timeout_secs: f64, cond: impl Fn() -> bool) -> bool {
+    let deadline = event_loop.time() + timeout_secs;
+    while !cond() {
+        if event_loop.time() > deadline {
+            return false;
+        }
+        let stopper = event_loop.clone();
+        let tick = event_loop.call_later(0.001, move || stopper.stop()).expect("call_later");
+        event_loop.run_forever().expect("run_forever");
+        tick.cancel();
+    }
+    true
+}
+
+/// Open fds of this process (from `/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// A connected, non-blocking `AF_UNIX` stream socketpair.
+pub fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    a.set_nonblocking(true).expect("nonblocking");
+    b.set_nonblocking(true).expect("nonblocking");
+    (a, b)
+}

@@ -1,0 +1,97 @@
+//! Per-thread loops: the running loop, the current loop, `get_event_loop` and friends.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::{EventLoop, LoopState};
+use crate::error::{Error, Result};
+
+thread_local! {
+    /// The loop running on this thread, if any.
+    static RUNNING: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
+    /// The loop `set_event_loop` made current on this thread.
+    static CURRENT: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
+}
+
+/// A new event loop (asyncio's `new_event_loop`); see [`EventLoop::new`].
+pub fn new_event_loop() -> Result<EventLoop> {
+    EventLoop::new()
+}
+
+/// The loop running on this thread, or [`Error::Runtime`] when none runs.
+pub fn get_running_loop() -> Result<EventLoop> {
+    RUNNING
+        .with(|running| running.borrow().clone())
+        .ok_or_else(|| Error::Runtime("no running event loop".into()))
+}
+
+/// The running loop, else the one set with [`set_event_loop`] on this thread, else an error.
+pub fn get_event_loop() -> Result<EventLoop> {
+    if let Ok(running) = get_running_loop() {
+        return Ok(running);
+    }
+    CURRENT.with(|current| current.borrow().clone()).ok_or_else(|| {
+        let thread = std::thread::current();
+        Error::Runtime(format!(
+            "there is no current event loop in thread {:?}: create one with new_event_loop() \
+             and set_event_loop()",
+            thread.name().unwrap_or("<unnamed>")
+        ))
+    })
+}
+
+/// Makes `event_loop` this thread's current loop (`None` clears it).
+pub fn set_event_loop(event_loop: Option<EventLoop>) {
+    CURRENT.with(|current| *current.borrow_mut() = event_loop);
+}
+
+/// Calls `f` with the loop running on this thread, if any (no clone, no allocation).
+pub(crate) fn with_running_loop<R>(f: impl FnOnce(&EventLoop) -> R) -> Option<R> {
+    RUNNING.with(|running| running.borrow().as_ref().map(f))
+}
+
+/// Marks a loop running on this thread for the guard's lifetime (also on unwind).
+pub(crate) struct RunningGuard {
+    /// The loop that runs.
+    event_loop: EventLoop,
+}
+
+impl RunningGuard {
+    /// Errors if `event_loop` is closed or already running, or another loop runs here.
+    pub(crate) fn check_can_run(event_loop: &EventLoop) -> Result<()> {
+        event_loop.check_open()?;
+        if event_loop.is_running() {
+            return Err(Error::Runtime("This event loop is already running".into()));
+        }
+        if RUNNING.with(|running| running.borrow().is_some()) {
+            return Err(Error::Runtime(
+                "Cannot run the event loop while another loop is running".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn enter(event_loop: &EventLoop) -> Result<RunningGuard> {
+        Self::check_can_run(event_loop)?;
+        event_loop.inner.state.set(LoopState::Running);
+        RUNNING.with(|running| *running.borrow_mut() = Some(event_loop.clone()));
+        Ok(RunningGuard { event_loop: event_loop.clone() })
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let inner = &self.event_loop.inner;
+        inner.stopping.set(false);
+        if inner.state.get() == LoopState::Running {
+            inner.state.set(LoopState::Idle);
+        }
+        let this = Rc::as_ptr(&inner);
+        RUNNING.with(|running| {
+            let mut running = running.borrow_mut();
+            if running.as_ref().is_some_and(|l| Rc::as_ptr(&l.inner) == this) {
+                *running = None;
+            }
+        });
+    }
+}

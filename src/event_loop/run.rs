@@ -1,0 +1,209 @@
+//! Running, stopping and closing the loop; `run_once` is the only place callbacks run.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use super::current::RunningGuard;
+use super::remote::RemoteItem;
+use super::{monotonic_ns, EventLoop, LoopState, OpOwner, Ready};
+use crate::error::{panic_message, Error, Result};
+use crate::event_loop::ExceptionContext;
+
+/// The longest single wait in the kernel; a loop with only far-away timers wakes this often.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+impl EventLoop {
+    /// Runs until [`stop`](Self::stop) is called. `stop()` called before lets one iteration
+    /// run (I/O polled with a zero timeout, ready callbacks run) and returns.
+    pub fn run_forever(&self) -> Result<()> {
+        let _running = RunningGuard::enter(self)?;
+        loop {
+            self.run_once()?;
+            if self.inner.stopping.get() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `future` completes and returns its output (asyncio's `run_until_complete`).
+    /// The future is wrapped in a task; if the loop is stopped before it completes the result
+    /// is an [`Error::Runtime`] and the task stays pending.
+    pub fn run_until_complete<F>(&self, future: F) -> Result<F::Output>
+    where
+        F: std::future::Future + 'static,
+        F::Output: 'static,
+    {
+        self.check_open()?;
+        RunningGuard::check_can_run(self)?;
+        let task = self.create_task(future)?;
+        let stopper = self.clone();
+        let callback = task.add_done_callback(move || stopper.stop());
+        if let Err(err) = self.run_forever() {
+            task.remove_done_callback(callback);
+            return Err(err);
+        }
+        if !task.done() {
+            task.remove_done_callback(callback);
+            return Err(Error::Runtime("Event loop stopped before Future completed.".into()));
+        }
+        task.take_output()
+    }
+
+    /// Stops the loop after the current batch of callbacks (asyncio's `stop`).
+    pub fn stop(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// True while the loop runs.
+    pub fn is_running(&self) -> bool {
+        self.inner.state.get() == LoopState::Running
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.get() == LoopState::Closed
+    }
+
+    /// Closes the loop: pending callbacks and timers are discarded, unfinished tasks are
+    /// dropped (their futures released), fd watches removed, the default executor shut down
+    /// without waiting, and the backend (ring or epoll fd, eventfd) closed. A running loop
+    /// cannot be closed; closing twice does nothing.
+    pub fn close(&self) -> Result<()> {
+        match self.inner.state.get() {
+            LoopState::Running => {
+                return Err(Error::Runtime("Cannot close a running event loop".into()))
+            }
+            LoopState::Closed => return Ok(()),
+            LoopState::Idle => {}
+        }
+        self.inner.state.set(LoopState::Closed);
+        // Everything is taken out first and dropped after the borrows end: dropping user
+        // closures and futures may call back into the loop.
+        let ready = std::mem::take(&mut *self.inner.ready.borrow_mut());
+        let timers = self.inner.timers.borrow_mut().clear();
+        let remote = self.inner.remote.close();
+        let watches = std::mem::take(&mut *self.inner.watches.borrow_mut());
+        let tasks: Vec<_> = self.inner.tasks.borrow_mut().drain().collect();
+        if self.get_debug() {
+            for task in &tasks {
+                log::warn!(target: "ringloop", "Task was destroyed but it is pending: {}", task.name());
+            }
+        }
+        drop((ready, timers, remote, watches));
+        for task in tasks {
+            task.abandon();
+        }
+        drop(std::mem::take(&mut *self.inner.executor_calls.borrow_mut()));
+        if let Some(executor) = self.inner.default_executor.borrow_mut().take() {
+            executor.shutdown(false, None);
+        }
+        let driver = self.inner.driver.borrow_mut().take();
+        drop(driver);
+        Ok(())
+    }
+
+    /// One iteration (asyncio's `_run_once`).
+    ///
+    /// 1. drop cancelled timers (rebuild the heap when mostly cancelled);
+    /// 2. timeout = 0 if callbacks are ready or the loop is stopping, else the time to the
+    ///    earliest live timer, else none;
+    /// 3. one driver turn: submit queued ops and wait for completions;
+    /// 4. dispatch completions and work queued by other threads;
+    /// 5. move due timers to the ready queue;
+    /// 6. run exactly the callbacks that were ready when this step began: callbacks they
+    ///    schedule run at the next iteration.
+    pub(crate) fn run_once(&self) -> Result<()> {
+        self.absorb_remote();
+        let timeout = self.poll_timeout();
+        self.turn_driver(timeout)?;
+        self.absorb_remote();
+        self.inner.timers.borrow_mut().pop_due(monotonic_ns(), |handle| {
+            self.inner.ready.borrow_mut().push_back(Ready::Handle(handle))
+        });
+        let ntodo = self.inner.ready.borrow().len();
+        for _ in 0..ntodo {
+            let Some(item) = self.inner.ready.borrow_mut().pop_front() else { break };
+            match item {
+                Ready::Handle(handle) => self.run_handle(&handle),
+                Ready::Task(task) => task.step(self),
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let mut timers = self.inner.timers.borrow_mut();
+        timers.purge_cancelled();
+        if !self.inner.ready.borrow().is_empty() || self.inner.stopping.get() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = timers.next_deadline()?;
+        let wait = Duration::from_nanos(deadline.saturating_sub(monotonic_ns()));
+        Some(wait.min(MAX_WAIT))
+    }
+
+    fn turn_driver(&self, timeout: Option<Duration>) -> Result<()> {
+        let mut completions = std::mem::take(&mut *self.inner.completions.borrow_mut());
+        let turned = self.with_driver(|driver| driver.turn(timeout, &mut completions));
+        if let Some(Err(err)) = turned {
+            return Err(Error::io("waiting for I/O completions", err));
+        }
+        for completion in completions.drain(..) {
+            match completion.owner {
+                OpOwner::Watch { fd, dir } => {
+                    self.on_watch_ready(fd, dir, completion.id, completion.result)
+                }
+            }
+        }
+        *self.inner.completions.borrow_mut() = completions;
+        Ok(())
+    }
+
+    /// Runs one callback, catching a panic and reporting it; logs slow callbacks in debug.
+    fn run_handle(&self, handle: &super::Handle) {
+        if handle.cancelled() {
+            return;
+        }
+        let started = self.get_debug().then(Instant::now);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handle.run())) {
+            let context = ExceptionContext::new(format!("Exception in callback {handle:?}"))
+                .with_error(Error::Panic(panic_message(&*payload)))
+                .with_handle(handle.clone());
+            self.call_exception_handler(context);
+        }
+        if let Some(started) = started {
+            self.warn_if_slow(&format!("{handle:?}"), started);
+        }
+    }
+
+    /// Debug mode: warns when a callback or task step ran longer than allowed.
+    pub(crate) fn warn_if_slow(&self, what: &str, started: Instant) {
+        let took = started.elapsed();
+        if took >= self.slow_callback_duration() {
+            log::warn!(target: "ringloop", "Executing {what} took {:.3} seconds", took.as_secs_f64());
+        }
+    }
+
+    /// Handles everything other threads queued.
+    pub(crate) fn drain_remote(&self) {
+        for item in self.inner.remote.take() {
+            match item {
+                RemoteItem::Callback(callback) => {
+                    let handle = super::Handle::once(move || callback.run(), None);
+                    self.inner.ready.borrow_mut().push_back(Ready::Handle(handle));
+                }
+                RemoteItem::WithLoop(f) => {
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                        self.call_exception_handler(
+                            ExceptionContext::new("Exception in a cross-thread completion")
+                                .with_error(Error::Panic(panic_message(&*payload))),
+                        );
+                    }
+                }
+                RemoteItem::Wake(task_id) => self.wake_task(task_id),
+                RemoteItem::Stop => self.stop(),
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `add_reader`/`add_writer`: selector semantics (level-triggered) on top of one-shot polls.
+//!
+//! Each watched direction keeps one `Poll` op in flight. When it completes, the watcher's
+//! handle goes to the ready queue and the poll is re-armed at once; the kernel evaluates the
+//! re-armed poll at the next driver turn, after the callback ran, so a callback that leaves
+//! the fd ready runs again next iteration, as with a selector.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::{EventLoop, ExceptionContext, Handle, OpOwner, Ready};
+use crate::driver::{Interest, Op, OpId};
+use crate::error::{Error, Result};
+
+/// Which callback of an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// `add_reader`.
+    Read,
+    /// `add_writer`.
+    Write,
+}
+
+impl Direction {
+    fn interest(self) -> Interest {
+        match self {
+            Direction::Read => Interest::READ,
+            Direction::Write => Interest::WRITE,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Read => "add_reader",
+            Direction::Write => "add_writer",
+        }
+    }
+}
+
+/// One registered callback and its poll.
+pub(crate) struct Watcher {
+    /// The repeating callback.
+    handle: Handle,
+    /// The poll in flight (none between completion and re-arm, or after a failure).
+    op: Option<OpId>,
+}
+
+/// What is watched on one fd.
+#[derive(Default)]
+pub(crate) struct FdWatch {
+    /// The `add_reader` callback.
+    reader: Option<Watcher>,
+    /// The `add_writer` callback.
+    writer: Option<Watcher>,
+}
+
+impl FdWatch {
+    fn slot(&mut self, dir: Direction) -> &mut Option<Watcher> {
+        match dir {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+}
+
+fn check_fd(fd: RawFd, what: &str) -> Result<()> {
+    if fd < 0 {
+        return Err(Error::InvalidArgument(format!("{what}: invalid file descriptor {fd}")));
+    }
+    // SAFETY: F_GETFD only inspects the descriptor table; no memory is passed.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::io(
+            format!("{what}(fd {fd}): not an open file descriptor"),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+impl EventLoop {
+    /// Calls `callback` whenever `fd` is readable, until [`remove_reader`](Self::remove_reader)
+    /// (asyncio's `add_reader`). Registering again replaces the callback. The fd's blocking
+    /// mode is left as it is. An fd that is not open gives an error.
+    pub fn add_reader<F: FnMut() + 'static>(&self, fd: RawFd, callback: F) -> Result<()> {
+        self.add_watch(fd, Direction::Read, Handle::repeating(callback))
+    }
+
+    /// Calls `callback` whenever `fd` is writable (asyncio's `add_writer`).
+    pub fn add_writer<F: FnMut() + 'static>(&self, fd: RawFd, callback: F) -> Result<()> {
+        self.add_watch(fd, Direction::Write, Handle::repeating(callback))
+    }
+
+    /// Stops watching `fd` for reading; true if it was watched (false after close).
+    pub fn remove_reader(&self, fd: RawFd) -> bool {
+        self.remove_watch(fd, Direction::Read)
+    }
+
+    /// Stops watching `fd` for writing; true if it was watched (false after close).
+    pub fn remove_writer(&self, fd: RawFd) -> bool {
+        self.remove_watch(fd, Direction::Write)
+    }
+
+    fn add_watch(&self, fd: RawFd, dir: Direction, handle: Handle) -> Result<()> {
+        self.check_open()?;
+        check_fd(fd, dir.name())?;
+        let old = {
+            let mut watches = self.inner.watches.borrow_mut();
+            let slot = watches.entry(fd).or_default().slot(dir);
+            match slot {
+                Some(watcher) => {
+                    let old = std::mem::replace(&mut watcher.handle, handle);
+                    if watcher.op.is_none() {
+                        watcher.op = self.arm(fd, dir);
+                    }
+                    Some(old)
+                }
+                None => {
+                    *slot = Some(Watcher { handle, op: self.arm(fd, dir) });
+                    None
+                }
+            }
+        };
+        if let Some(old) = old {
+            old.cancel();
+        }
+        Ok(())
+    }
+
+    fn arm(&self, fd: RawFd, dir: Direction) -> Option<OpId> {
+        let op = Op::Poll { fd, interest: dir.interest() };
+        self.with_driver(|driver| driver.submit(op, OpOwner::Watch { fd, dir }))
+    }
+
+    fn remove_watch(&self, fd: RawFd, dir: Direction) -> bool {
+        let removed = {
+            let mut watches = self.inner.watches.borrow_mut();
+            let Some(entry) = watches.get_mut(&fd) else { return false };
+            let removed = entry.slot(dir).take();
+            if entry.reader.is_none() && entry.writer.is_none() {
+                watches.remove(&fd);
+            }
+            removed
+        };
+        let Some(watcher) = removed else { return false };
+        if let Some(op) = watcher.op {
+            self.with_driver(|driver| driver.cancel(op));
+        }
+        watcher.handle.cancel();
+        true
+    }
+
+    /// A watch poll completed: queue the callback and re-arm, or drop a cancelled watch.
+    pub(crate) fn on_watch_ready(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        id: OpId,
+        result: io::Result<u32>,
+    ) {
+        let handle = {
+            let mut watches = self.inner.watches.borrow_mut();
+            let Some(watcher) = watches.get_mut(&fd).and_then(|e| e.slot(dir).as_mut()) else {
+                return;
+            };
+            if watcher.op != Some(id) {
+                return;
+            }
+            watcher.op = None;
+            if result.is_ok() && !watcher.handle.cancelled() {
+                watcher.op = self.arm(fd, dir);
+            }
+            watcher.handle.clone()
+        };
+        match result {
+            Ok(_) if !handle.cancelled() => {
+                self.inner.ready.borrow_mut().push_back(Ready::Handle(handle));
+            }
+            Ok(_) => {
+                self.remove_watch(fd, dir);
+            }
+            Err(err) => {
+                self.remove_watch(fd, dir);
+                let context = ExceptionContext {
+                    fd: Some(fd),
+                    ..ExceptionContext::new(format!("{} watch on fd {fd} failed", dir.name()))
+                        .with_error(Error::io(format!("polling fd {fd}"), err))
+                        .with_handle(handle)
+                };
+                self.call_exception_handler(context);
+            }
+        }
+    }
+}
