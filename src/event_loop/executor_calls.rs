@@ -1,15 +1,51 @@
 //! `run_in_executor`, `set_default_executor`, `shutdown_default_executor`.
 
 use std::any::Any;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use super::EventLoop;
+use super::{EventLoop, LoopHandle};
 use crate::error::{panic_message, Error, Result};
 use crate::executor::Executor;
 use crate::future::Future;
 
+/// Carries one value from another thread to a callback registered on the loop thread. If the
+/// loop has closed when the value arrives, the value is dropped on the sending thread.
+struct CrossThread<V> {
+    /// The loop's thread-safe side.
+    handle: LoopHandle,
+    /// Key of the waiting callback in `Inner::executor_calls`.
+    call: usize,
+    /// The value type.
+    _value: PhantomData<fn(V)>,
+}
+
+impl<V: Send + 'static> CrossThread<V> {
+    fn send(self, value: V) {
+        let call = self.call;
+        let _ = self.handle.call_with_loop(move |event_loop| {
+            let deliver = event_loop.inner.executor_calls.borrow_mut().try_remove(call);
+            if let Some(deliver) = deliver {
+                deliver(Box::new(value));
+            }
+        });
+    }
+}
+
 impl EventLoop {
+    /// Registers `deliver` to receive a value sent from another thread.
+    fn cross_thread<V: Send + 'static>(&self, deliver: impl FnOnce(V) + 'static) -> CrossThread<V> {
+        let call = self.inner.executor_calls.borrow_mut().insert(Box::new(
+            move |value: Box<dyn Any + Send>| {
+                if let Ok(value) = value.downcast::<V>() {
+                    deliver(*value);
+                }
+            },
+        ));
+        CrossThread { handle: self.handle(), call, _value: PhantomData }
+    }
+
     /// Runs `f` on `executor` (the default executor when `None`) and returns a future for its
     /// result (asyncio's `run_in_executor`). A panic in `f` becomes `Error::Panic`. Cancelling
     /// the future does not stop `f`; its result is then dropped, and nothing is delivered to a
@@ -26,32 +62,17 @@ impl EventLoop {
         };
         let future = self.create_future::<R>();
         let target = future.clone();
-        let call = self.inner.executor_calls.borrow_mut().insert(Box::new(
-            move |result: Box<dyn Any + Send>| {
-                if target.done() {
-                    return; // cancelled meanwhile
-                }
-                let result = match result.downcast::<std::thread::Result<R>>() {
-                    Ok(result) => *result,
-                    Err(_) => return,
-                };
-                let _ = match result {
-                    Ok(value) => target.set_result(value),
-                    Err(payload) => target.set_exception(Error::Panic(panic_message(&*payload))),
-                };
-            },
-        ));
-        let handle = self.handle();
-        let job = move || {
-            let result: std::thread::Result<R> = catch_unwind(AssertUnwindSafe(f));
-            // Err(Closed): the loop is gone; the result is dropped here, on this thread.
-            let _ = handle.call_with_loop(move |event_loop| {
-                let deliver = event_loop.inner.executor_calls.borrow_mut().try_remove(call);
-                if let Some(deliver) = deliver {
-                    deliver(Box::new(result));
-                }
-            });
-        };
+        let sender = self.cross_thread(move |result: std::thread::Result<R>| {
+            if target.done() {
+                return; // cancelled meanwhile
+            }
+            let _ = match result {
+                Ok(value) => target.set_result(value),
+                Err(payload) => target.set_exception(Error::Panic(panic_message(&*payload))),
+            };
+        });
+        let call = sender.call;
+        let job = move || sender.send(catch_unwind(AssertUnwindSafe(f)));
         if let Err(err) = executor.submit(Box::new(job)) {
             drop(self.inner.executor_calls.borrow_mut().try_remove(call));
             return Err(err);
@@ -80,27 +101,16 @@ impl EventLoop {
         let Some(executor) = self.inner.default_executor.borrow_mut().take() else {
             return Ok(());
         };
-        let done = self.create_future::<bool>();
-        let target = done.clone();
-        let handle = self.handle();
-        let call = self.inner.executor_calls.borrow_mut().insert(Box::new(
-            move |joined: Box<dyn Any + Send>| {
-                let _ = target.set_result(joined.downcast::<bool>().map(|b| *b).unwrap_or(false));
-            },
-        ));
+        let joined = self.create_future::<bool>();
+        let target = joined.clone();
+        let sender = self.cross_thread(move |all_joined: bool| {
+            let _ = target.set_result(all_joined);
+        });
         std::thread::Builder::new()
             .name("ringloop-executor-shutdown".into())
-            .spawn(move || {
-                let joined = executor.shutdown(true, timeout);
-                let _ = handle.call_with_loop(move |event_loop| {
-                    let deliver = event_loop.inner.executor_calls.borrow_mut().try_remove(call);
-                    if let Some(deliver) = deliver {
-                        deliver(Box::new(joined));
-                    }
-                });
-            })
+            .spawn(move || sender.send(executor.shutdown(true, timeout)))
             .map_err(|e| Error::io("spawning the executor shutdown thread", e))?;
-        if !done.await? {
+        if !joined.await? {
             log::warn!(
                 target: "ringloop",
                 "The executor did not finish joining its threads within {:?}",

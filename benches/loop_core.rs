@@ -1,0 +1,135 @@
+//! Callback and timer throughput of the loop core, each beside a raw baseline measured in the
+//! same run: `call_soon` against a `VecDeque<Box<dyn FnOnce()>>` drained in a loop, timers
+//! against a `BinaryHeap` of deadlines.
+//!
+//! Run: `cargo bench --bench loop_core` (`RINGLOOP_BACKEND=epoll` with `--features fallback`
+//! for the epoll backend; the backend barely matters here: no I/O is involved).
+
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringloop::EventLoop;
+
+const CALLBACKS: u64 = 1_000_000;
+const TIMERS: u64 = 100_000;
+const CANCELLED: u64 = 1_000_000;
+
+fn call_soon(c: &mut Criterion) {
+    let mut group = c.benchmark_group("call_soon_1M");
+    group.throughput(Throughput::Elements(CALLBACKS));
+    group.sample_size(10);
+    let event_loop = EventLoop::new().expect("event loop");
+    group.bench_function("ringloop", |b| {
+        b.iter(|| {
+            let count = Rc::new(Cell::new(0u64));
+            for _ in 0..CALLBACKS {
+                let count = count.clone();
+                event_loop.call_soon(move || count.set(count.get() + 1)).unwrap();
+            }
+            let stopper = event_loop.clone();
+            event_loop.call_soon(move || stopper.stop()).unwrap();
+            event_loop.run_forever().unwrap();
+            assert_eq!(count.get(), CALLBACKS);
+        })
+    });
+    group.bench_function("raw_vecdeque", |b| {
+        b.iter(|| {
+            let count = Rc::new(Cell::new(0u64));
+            let mut queue: VecDeque<Box<dyn FnOnce()>> = VecDeque::new();
+            for _ in 0..CALLBACKS {
+                let count = count.clone();
+                queue.push_back(Box::new(move || count.set(count.get() + 1)));
+            }
+            while let Some(callback) = queue.pop_front() {
+                callback();
+            }
+            assert_eq!(count.get(), CALLBACKS);
+        })
+    });
+    group.finish();
+    event_loop.close().unwrap();
+}
+
+fn timers_fired(c: &mut Criterion) {
+    let mut group = c.benchmark_group("call_at_100k_fired_in_order");
+    group.throughput(Throughput::Elements(TIMERS));
+    group.sample_size(10);
+    let event_loop = EventLoop::new().expect("event loop");
+    group.bench_function("ringloop", |b| {
+        b.iter(|| {
+            // Deadlines already past, in reverse order of scheduling: the heap must sort them.
+            let base = event_loop.time() - 1.0;
+            let last = Rc::new(Cell::new(0u64));
+            for i in 0..TIMERS {
+                let last = last.clone();
+                let when = base + (TIMERS - i) as f64 * 1e-6;
+                event_loop.call_at(when, move || last.set(i)).unwrap();
+            }
+            let stopper = event_loop.clone();
+            event_loop.call_soon(move || stopper.stop()).unwrap();
+            event_loop.run_forever().unwrap();
+            assert_eq!(last.get(), 0, "the earliest-scheduled deadline is the latest");
+        })
+    });
+    group.bench_function("raw_binaryheap", |b| {
+        b.iter(|| {
+            let last = Rc::new(Cell::new(0u64));
+            let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+            let mut callbacks: Vec<Option<Box<dyn FnOnce()>>> = Vec::new();
+            for i in 0..TIMERS {
+                let last = last.clone();
+                heap.push(Reverse(((TIMERS - i) * 1000, i)));
+                callbacks.push(Some(Box::new(move || last.set(i))));
+            }
+            while let Some(Reverse((_, i))) = heap.pop() {
+                if let Some(callback) = callbacks[i as usize].take() {
+                    callback();
+                }
+            }
+            assert_eq!(last.get(), 0);
+        })
+    });
+    group.finish();
+    event_loop.close().unwrap();
+}
+
+fn timers_cancelled(c: &mut Criterion) {
+    let mut group = c.benchmark_group("call_later_1M_cancelled");
+    group.throughput(Throughput::Elements(CANCELLED));
+    group.sample_size(10);
+    let event_loop = EventLoop::new().expect("event loop");
+    group.bench_function("ringloop", |b| {
+        b.iter(|| {
+            for i in 0..CANCELLED {
+                event_loop.call_later(3600.0 + i as f64, || {}).unwrap().cancel();
+            }
+            let stopper = event_loop.clone();
+            event_loop.call_soon(move || stopper.stop()).unwrap();
+            event_loop.run_forever().unwrap();
+            assert!(event_loop.scheduled_timers().0 < 1000);
+        })
+    });
+    group.bench_function("raw_binaryheap", |b| {
+        b.iter_batched(
+            BinaryHeap::new,
+            |mut heap: BinaryHeap<Reverse<(u64, u64)>>| {
+                let mut cancelled = vec![false; CANCELLED as usize];
+                for i in 0..CANCELLED {
+                    heap.push(Reverse((3600 + i, i)));
+                    cancelled[i as usize] = true;
+                }
+                heap.retain(|Reverse((_, i))| !cancelled[*i as usize]);
+                assert!(heap.is_empty());
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+    event_loop.close().unwrap();
+}
+
+criterion_group!(benches, call_soon, timers_fired, timers_cancelled);
+criterion_main!(benches);
