@@ -46,8 +46,9 @@ pub fn set_event_loop(event_loop: Option<EventLoop>) {
 }
 
 /// Calls `f` with the loop running on this thread, if any (no clone, no allocation).
+/// `None` also during thread teardown, when the thread-local is already gone.
 pub(crate) fn with_running_loop<R>(f: impl FnOnce(&EventLoop) -> R) -> Option<R> {
-    RUNNING.with(|running| running.borrow().as_ref().map(f))
+    RUNNING.try_with(|running| running.borrow().as_ref().map(f)).ok().flatten()
 }
 
 /// Marks a loop running on this thread for the guard's lifetime (also on unwind).

@@ -106,10 +106,14 @@ impl EventLoop {
         let sender = self.cross_thread(move |all_joined: bool| {
             let _ = target.set_result(all_joined);
         });
-        std::thread::Builder::new()
+        let call = sender.call;
+        let spawned = std::thread::Builder::new()
             .name("ringloop-executor-shutdown".into())
-            .spawn(move || sender.send(executor.shutdown(true, timeout)))
-            .map_err(|e| Error::io("spawning the executor shutdown thread", e))?;
+            .spawn(move || sender.send(executor.shutdown(true, timeout)));
+        if let Err(err) = spawned {
+            drop(self.inner.executor_calls.borrow_mut().try_remove(call));
+            return Err(Error::io("spawning the executor shutdown thread", err));
+        }
         if !joined.await? {
             log::warn!(
                 target: "ringloop",
