@@ -14,11 +14,8 @@ pub struct EventFd {
 impl EventFd {
     /// Creates a non-blocking, close-on-exec eventfd with a zero counter.
     pub fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes no pointers; the result is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: eventfd takes no pointers.
+        let fd = syscall!(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
         // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
         Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
@@ -28,26 +25,24 @@ impl EventFd {
     pub fn wake(&self) -> io::Result<()> {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live local u64 to a descriptor we own.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(err);
-            }
+        match syscall!(unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) })
+        {
+            Err(err) if err.kind() != io::ErrorKind::WouldBlock => Err(err),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Resets the counter to zero; returns the number of wakes it held (0 if none).
     pub fn drain(&self) -> io::Result<u64> {
         let mut value: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live local u64 from a descriptor we own.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(err) };
+        match syscall!(unsafe {
+            libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8)
+        }) {
+            Ok(_) => Ok(value),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(err) => Err(err),
         }
-        Ok(value)
     }
 }
 

@@ -98,6 +98,18 @@ impl<T: Clone> Driver<T> {
         dispatch!(self, d => d.features())
     }
 
+    /// The loop stopped using `fd` (every op on it done or cancelled); it may be closed and
+    /// its number reused before the next turn. See the contract in `driver/mod.rs`.
+    pub(crate) fn forget_fd(&mut self, fd: std::os::fd::RawFd) {
+        match self {
+            // io_uring polls the file, not the number: nothing is keyed by the fd.
+            Driver::Uring(_) => {}
+            #[cfg(feature = "fallback")]
+            Driver::Epoll(d) => d.forget_fd(fd),
+        }
+        let _ = fd;
+    }
+
     /// Ops submitted whose final completion has not arrived (cancelled ones included).
     pub(crate) fn in_flight(&self) -> usize {
         dispatch!(self, d => d.in_flight())

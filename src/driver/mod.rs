@@ -24,6 +24,10 @@
 //! * **Cancellation.** [`cancel`](any::Driver::cancel) detaches the owner at once and returns
 //!   it; no completion for that op is delivered afterwards. io_uring submits `ASYNC_CANCEL` and
 //!   keeps the op's memory until the final CQE arrives; epoll drops the interest at once.
+//! * **Fd numbers.** Ops borrow fds; the loop keeps an fd open while an op on it is in
+//!   flight. When the loop stops using an fd it calls [`forget_fd`](any::Driver::forget_fd)
+//!   so a backend that keys state by fd number (epoll) drops it before the number can be
+//!   reused. A negative fd completes with `EBADF`; a regular file polls as always ready.
 //! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
 //!   final completions; memory the kernel could still use is leaked rather than freed.
 //!

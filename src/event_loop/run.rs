@@ -152,6 +152,7 @@ impl EventLoop {
         for completion in completions.drain(..) {
             match completion.owner {
                 OpOwner::Watch { fd, dir } => {
+                    debug_assert!(!completion.more, "watch polls are one-shot");
                     self.on_watch_ready(fd, dir, completion.id, completion.result)
                 }
             }

@@ -132,19 +132,25 @@ impl EventLoop {
     }
 
     fn remove_watch(&self, fd: RawFd, dir: Direction) -> bool {
-        let removed = {
+        let (removed, unwatched) = {
             let mut watches = self.inner.watches.borrow_mut();
             let Some(entry) = watches.get_mut(&fd) else { return false };
             let removed = entry.slot(dir).take();
-            if entry.reader.is_none() && entry.writer.is_none() {
+            let unwatched = entry.reader.is_none() && entry.writer.is_none();
+            if unwatched {
                 watches.remove(&fd);
             }
-            removed
+            (removed, unwatched)
         };
         let Some(watcher) = removed else { return false };
-        if let Some(op) = watcher.op {
-            self.with_driver(|driver| driver.cancel(op));
-        }
+        self.with_driver(|driver| {
+            if let Some(op) = watcher.op {
+                driver.cancel(op);
+            }
+            if unwatched {
+                driver.forget_fd(fd);
+            }
+        });
         watcher.handle.cancel();
         true
     }
