@@ -1,43 +1,342 @@
-//! io_uring backend (STUB: being written; same API as the final one).
-#![allow(dead_code, unused_variables)]
+//! io_uring backend: the proactor driver, one ring per loop (contract in `driver/mod.rs`).
+//!
+//! # Implementation
+//! * `setup.rs` picks the best setup flags the kernel accepts and probes the opcodes.
+//! * `op.rs` holds each op in a slab slot, keyed by its SQE `user_data`, from `submit` to its
+//!   final CQE, with an explicit lifecycle; `user_data` values at the top of the range are the
+//!   driver's own SQEs.
+//! * `internal.rs` has those SQEs: the eventfd read that keeps `turn` wakeable and the timer
+//!   that bounds waits on kernels without `IORING_FEAT_EXT_ARG`.
+//! * `shutdown.rs` cancels and drains everything when the driver is dropped.
+//!
+//! SQEs reach the SQ in the order they are pushed (a full SQ spills into an ordered backlog),
+//! so an `AsyncCancel` is always submitted after the op it targets and before any op that later
+//! reuses the same slab key.
 
+// Nothing outside the tests drives this backend until the event loop lands; drop this then.
+#![cfg_attr(not(test), allow(dead_code))]
+
+mod internal;
+mod op;
+mod setup;
+mod shutdown;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
+use slab::Slab;
+
+use self::internal::{FallbackTimer, WakeOp};
+use self::op::{Slot, Tag};
+use self::setup::{Feature, FeatureSet};
 use super::{Completion, EventFd, Op, OpId};
 
-/// The io_uring driver.
-#[derive(Debug)]
+/// Waits this long or longer are treated as "no timeout" (the kernel's timespec would
+/// otherwise overflow).
+const FOREVER: Duration = Duration::from_secs(1 << 32);
+
+/// How many times `turn` enters again to flush CQEs that overflowed the CQ ring.
+const MAX_OVERFLOW_FLUSHES: usize = 16;
+
+/// How many enters in a row may accept nothing from a full SQ before `turn` gives up.
+const MAX_STALLED_SUBMITS: usize = 64;
+
+/// The io_uring driver. See the module docs and the contract in `driver/mod.rs`.
 pub(crate) struct UringDriver<T> {
-    waker: Arc<EventFd>,
-    owners: slab::Slab<T>,
+    /// The ring: SQ, CQ and the ring fd.
+    ring: IoUring,
+    /// The optional kernel features in use.
+    features: FeatureSet,
+    /// Which opcodes the kernel has, for ops newer than `POLL_ADD`.
+    probe: Box<Probe>,
+    /// Every user op between `submit` and its final CQE; the key is the SQE `user_data`.
+    slots: Slab<Slot<T>>,
+    /// SQEs that found the SQ full while the kernel would not take more (`EBUSY`); they go to
+    /// the SQ, in order and ahead of anything newer, at the next `turn`.
+    backlog: VecDeque<squeue::Entry>,
+    /// The eventfd read kept armed so that `waker().wake()` ends a wait.
+    wake: WakeOp,
+    /// Bounds waits when `io_uring_enter` cannot take a timeout (no `EXT_ARG`).
+    timer: FallbackTimer,
 }
 
 impl<T: Clone> UringDriver<T> {
+    /// Sets up a ring with the best features the kernel has, minus those named in the
+    /// comma-separated `RINGLOOP_DISABLE` (`single_issuer`, `defer_taskrun`, `coop_taskrun`,
+    /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`).
     pub(crate) fn new() -> io::Result<Self> {
-        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
+        Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
     }
+
+    /// Queues `op` in the SQ at once (the kernel sees it at the next `turn` at the latest).
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        todo!()
+        let key = self.slots.insert(Slot::new(op, owner));
+        let sqe = self.slots[key].sqe(key);
+        // SAFETY: whatever the SQE points to is owned by the op in slot `key`, which is freed
+        // only at the op's final CQE (or leaked at shutdown).
+        unsafe { self.push_sqe(sqe) };
+        OpId(key)
     }
+
+    /// Detaches `id`'s owner and sends an `AsyncCancel`; the slot (and the op's memory) stays
+    /// until the op's final CQE, and nothing is reported for it. `None` for an unknown or
+    /// already cancelled id.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
-        todo!()
+        let owner = self.slots.get_mut(id.0)?.cancel()?;
+        let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build().user_data(op::CANCEL);
+        // SAFETY: an `AsyncCancel` SQE points to no memory.
+        unsafe { self.push_sqe(sqe) };
+        Some(owner)
     }
+
+    /// Submits everything queued and waits, in one `io_uring_enter`, for a completion, the
+    /// timeout (`None`: forever; zero: do not wait) or a wakeup; then appends the completions.
     pub(crate) fn turn(
         &mut self,
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        todo!()
+        self.turn_with(timeout, &mut |slots, key, res, flags| {
+            op::complete(slots, key, res, flags, out)
+        })
     }
+
+    /// The eventfd that ends a blocked [`turn`](Self::turn) from any thread.
     pub(crate) fn waker(&self) -> Arc<EventFd> {
-        self.waker.clone()
+        Arc::clone(self.wake.eventfd())
     }
+
+    /// The optional kernel features in use, for logs.
     pub(crate) fn features(&self) -> Vec<&'static str> {
-        Vec::new()
+        self.features.names()
     }
+
+    /// User ops whose final CQE has not arrived, cancelled ones included.
     pub(crate) fn in_flight(&self) -> usize {
-        0
+        self.slots.len()
+    }
+}
+
+impl<T> UringDriver<T> {
+    /// [`new`](Self::new) with the `RINGLOOP_DISABLE` list given directly.
+    fn with_disabled(disabled: &[&str]) -> io::Result<Self> {
+        let setup = setup::setup(FeatureSet::from_names(disabled.iter().copied()))?;
+        let eventfd = EventFd::new().map_err(|e| {
+            io::Error::new(e.kind(), format!("creating the io_uring driver's eventfd: {e}"))
+        })?;
+        let mut driver = UringDriver {
+            ring: setup.ring,
+            features: setup.features,
+            probe: setup.probe,
+            slots: Slab::new(),
+            backlog: VecDeque::new(),
+            wake: WakeOp::new(Arc::new(eventfd)),
+            timer: FallbackTimer::new(),
+        };
+        driver.arm_wake();
+        Ok(driver)
+    }
+
+    /// [`turn`](UringDriver::turn) with user-op CQEs handed to `on_op(slots, key, res, flags)`.
+    fn turn_with<F>(&mut self, timeout: Option<Duration>, on_op: &mut F) -> io::Result<()>
+    where
+        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+    {
+        let reaped = self.flush_backlog(on_op)?;
+        let timeout = if reaped > 0 { Some(Duration::ZERO) } else { timeout };
+        let waited = self.wait(timeout);
+        self.drain_cq(on_op);
+        self.flush_overflow(on_op)?;
+        waited
+    }
+
+    /// Pushes `sqe` to the SQ, behind anything in the backlog. A full SQ is submitted to the
+    /// kernel to make room; if the kernel takes nothing (`EBUSY`: its CQ is backed up, which
+    /// only `turn` may drain), the SQE waits in the backlog.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` must stay valid until the kernel is done with it: for an op,
+    /// until its final CQE.
+    unsafe fn push_sqe(&mut self, sqe: squeue::Entry) {
+        if self.backlog.is_empty() {
+            for _ in 0..2 {
+                // SAFETY: the caller keeps what `sqe` points to valid until its final CQE.
+                if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                    return;
+                }
+                match self.ring.submitter().submit() {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => {
+                        log::debug!("io_uring: SQ full and submit failed ({e}); backlogged");
+                        break;
+                    }
+                }
+            }
+        }
+        self.backlog.push_back(sqe);
+    }
+
+    /// Arms the wake op.
+    fn arm_wake(&mut self) {
+        let sqe = self.wake.arm();
+        // SAFETY: the read lands in the wake op's boxed buffer, owned by the driver and freed
+        // only once the wake op is idle (its CQE arrived), leaked otherwise at shutdown.
+        unsafe { self.push_sqe(sqe) };
+    }
+
+    /// Moves the backlog into the SQ, submitting (and reaping, to make room for the
+    /// completions) whenever it fills; returns how many user-op CQEs were reaped meanwhile.
+    fn flush_backlog<F>(&mut self, on_op: &mut F) -> io::Result<usize>
+    where
+        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+    {
+        let (mut reaped, mut stalled) = (0, 0);
+        while let Some(sqe) = self.backlog.front() {
+            // SAFETY: backlogged SQEs came through `push_sqe`, whose callers keep what they
+            // point to valid until their final CQE.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                self.backlog.pop_front();
+                continue;
+            }
+            let submitted = self.enter(0, None).or_else(expected_enter_error)?;
+            reaped += self.drain_cq(on_op);
+            stalled = if submitted == 0 { stalled + 1 } else { 0 };
+            if stalled > MAX_STALLED_SUBMITS {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "io_uring: the kernel accepts no SQEs ({} waiting)",
+                        self.backlog.len()
+                    ),
+                ));
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// The one `io_uring_enter` of a turn: submit the SQ, wait up to `timeout` for a CQE.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = timeout.filter(|t| *t < FOREVER);
+        let ext_arg = self.features.contains(Feature::ExtArg);
+        if let Some(wait) = timeout.filter(|t| !t.is_zero() && !ext_arg) {
+            for sqe in self.timer.arm(wait).into_iter().flatten() {
+                // SAFETY: timer SQEs point only to the timer's boxed timespec, which lives as
+                // long as the driver; the kernel copies it at submission.
+                unsafe { self.push_sqe(sqe) };
+            }
+        }
+        // An SQE left in the backlog (the timer's, maybe) would not be submitted: do not block.
+        let poll_only = timeout.is_some_and(|t| t.is_zero()) || !self.backlog.is_empty();
+        let (want, timeout) = match timeout {
+            _ if poll_only && self.features.contains(Feature::DeferTaskrun) && ext_arg => {
+                // Since 6.13 an enter runs only max(20, want) deferred completions per pass;
+                // asking for a batch with a zero timeout takes them all without waiting.
+                (setup::RING_ENTRIES, Some(Duration::ZERO))
+            }
+            _ if poll_only => (0, None),
+            Some(wait) if ext_arg => (1, Some(wait)),
+            _ => (1, None),
+        };
+        self.enter(want, timeout).or_else(expected_enter_error).map(drop)
+    }
+
+    /// `io_uring_enter`: submits the whole SQ and, with `GETEVENTS` (which also runs the
+    /// `DEFER_TASKRUN` completion work), waits for `want` CQEs, at most `timeout` (via
+    /// `EXT_ARG`; only when the kernel has it).
+    fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<usize> {
+        let to_submit = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+        let submitter = self.ring.submitter();
+        let flags = EnterFlags::GETEVENTS;
+        match timeout {
+            Some(wait) => {
+                let ts = types::Timespec::from(wait);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                let flags = (flags | EnterFlags::EXT_ARG).bits();
+                // SAFETY: with `EXT_ARG`, `arg` must point to an `io_uring_getevents_arg` of
+                // the size passed: `SubmitArgs` is that struct (`repr(transparent)`), and it
+                // and the timespec it points to are locals that outlive the call.
+                unsafe { submitter.enter(to_submit, want, flags, Some(&args)) }
+            }
+            // SAFETY: no argument: a null signal mask, which the kernel ignores.
+            None => unsafe {
+                submitter.enter::<libc::sigset_t>(to_submit, want, flags.bits(), None)
+            },
+        }
+    }
+
+    /// Drains the CQ: user-op CQEs to `on_op`, internal ones handled here. Returns how many
+    /// user-op CQEs there were.
+    fn drain_cq<F>(&mut self, on_op: &mut F) -> usize
+    where
+        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+    {
+        let (mut ops, mut rearm_wake) = (0, false);
+        for cqe in self.ring.completion() {
+            let res = cqe.result();
+            match Tag::of(cqe.user_data()) {
+                Tag::Op(key) => {
+                    ops += 1;
+                    on_op(&mut self.slots, key, res, cqe.flags());
+                }
+                Tag::Wake => rearm_wake = self.wake.on_complete(res),
+                Tag::Timer => self.timer.on_complete(),
+                Tag::CancelAny if res == -libc::EINVAL => self.features.remove(Feature::CancelAny),
+                Tag::Cancel | Tag::CancelAny | Tag::TimerRemove => {}
+            }
+        }
+        if rearm_wake {
+            self.arm_wake();
+        }
+        ops
+    }
+
+    /// With `NODROP`, CQEs that overflowed the CQ ring wait in the kernel until an enter with
+    /// `GETEVENTS` flushes them; do that while the SQ ring says so.
+    fn flush_overflow<F>(&mut self, on_op: &mut F) -> io::Result<()>
+    where
+        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+    {
+        for _ in 0..MAX_OVERFLOW_FLUSHES {
+            if !self.ring.submission().cq_overflow() {
+                break;
+            }
+            self.enter(0, None).or_else(expected_enter_error)?;
+            self.drain_cq(on_op);
+        }
+        Ok(())
+    }
+}
+
+/// `io_uring_enter` errors that only mean "look at the CQ and carry on": the wait timed out
+/// (`ETIME`), a signal arrived (`EINTR`), or the kernel is short of CQ space or memory for
+/// now (`EBUSY`, `EAGAIN`). Others are returned.
+fn expected_enter_error(err: io::Error) -> io::Result<usize> {
+    match err.raw_os_error() {
+        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => Ok(0),
+        _ => Err(err),
+    }
+}
+
+impl<T> fmt::Debug for UringDriver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UringDriver")
+            .field("ring_fd", &self.ring.as_raw_fd())
+            .field("features", &self.features)
+            .field("in_flight", &self.slots.len())
+            .field("backlog", &self.backlog.len())
+            .field("wake", &self.wake)
+            .field("timer", &self.timer)
+            .field("probe", &self.probe)
+            .finish()
     }
 }

@@ -1,0 +1,268 @@
+//! Ring setup: the best setup flags the kernel accepts, the opcode probe, `RINGLOOP_DISABLE`.
+
+use std::fmt;
+use std::io;
+
+use io_uring::{opcode, IoUring, Probe};
+
+/// Submission queue entries; the kernel sizes the completion queue at twice this.
+pub(super) const RING_ENTRIES: u32 = 256;
+
+/// An optional kernel feature the driver may use, by the name logs, `features()` and
+/// `RINGLOOP_DISABLE` use for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Feature {
+    /// `IORING_SETUP_SINGLE_ISSUER` (6.0): only the creating thread submits.
+    SingleIssuer,
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1): completion work runs only inside our `GETEVENTS` enter.
+    DeferTaskrun,
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19): no inter-processor interrupt to run completion work.
+    CoopTaskrun,
+    /// `IORING_SETUP_TASKRUN_FLAG` (5.19): the kernel flags pending completion work in the SQ ring.
+    TaskrunFlag,
+    /// `IORING_SETUP_SUBMIT_ALL` (5.18): one failing SQE does not stop the rest of the batch.
+    SubmitAll,
+    /// `IORING_FEAT_EXT_ARG` (5.11): the wait timeout is an `io_uring_enter` argument rather
+    /// than an internal `Timeout` SQE.
+    ExtArg,
+    /// `IORING_FEAT_NODROP` (5.5): the kernel keeps CQEs that overflow the CQ ring.
+    NoDrop,
+    /// `IORING_ASYNC_CANCEL_ANY` (5.19): one SQE cancels everything at shutdown.
+    CancelAny,
+}
+
+impl Feature {
+    /// Every feature, in the order `features()` lists them.
+    pub(super) const ALL: [Feature; 8] = [
+        Feature::SingleIssuer,
+        Feature::DeferTaskrun,
+        Feature::CoopTaskrun,
+        Feature::TaskrunFlag,
+        Feature::SubmitAll,
+        Feature::ExtArg,
+        Feature::NoDrop,
+        Feature::CancelAny,
+    ];
+
+    /// The name used in logs and in `RINGLOOP_DISABLE`.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Feature::SingleIssuer => "single_issuer",
+            Feature::DeferTaskrun => "defer_taskrun",
+            Feature::CoopTaskrun => "coop_taskrun",
+            Feature::TaskrunFlag => "taskrun_flag",
+            Feature::SubmitAll => "submit_all",
+            Feature::ExtArg => "ext_arg",
+            Feature::NoDrop => "nodrop",
+            Feature::CancelAny => "cancel_any",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+/// A set of [`Feature`]s: the ones in use, or the ones switched off.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct FeatureSet {
+    /// One bit per [`Feature`], by discriminant.
+    bits: u16,
+}
+
+impl FeatureSet {
+    /// Whether `f` is in the set.
+    pub(super) fn contains(self, f: Feature) -> bool {
+        self.bits & f.bit() != 0
+    }
+
+    /// Adds `f`.
+    pub(super) fn insert(&mut self, f: Feature) {
+        self.bits |= f.bit();
+    }
+
+    /// Removes `f`.
+    pub(super) fn remove(&mut self, f: Feature) {
+        self.bits &= !f.bit();
+    }
+
+    /// The names of the features in the set, in [`Feature::ALL`] order.
+    pub(super) fn names(self) -> Vec<&'static str> {
+        Feature::ALL.iter().filter(|f| self.contains(**f)).map(|f| f.name()).collect()
+    }
+
+    /// Parses feature names (as `RINGLOOP_DISABLE` lists them); unknown names are logged and
+    /// skipped. `nodrop` is a kernel guarantee, not a choice, so it cannot be switched off.
+    pub(super) fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> FeatureSet {
+        let mut set = FeatureSet::default();
+        for name in names.into_iter().map(str::trim).filter(|n| !n.is_empty()) {
+            match Feature::ALL.iter().find(|f| f.name().eq_ignore_ascii_case(name)) {
+                Some(Feature::NoDrop) => {
+                    log::warn!("RINGLOOP_DISABLE: `nodrop` is a kernel guarantee; ignored")
+                }
+                Some(f) => set.insert(*f),
+                None => log::warn!(
+                    "RINGLOOP_DISABLE: unknown io_uring feature `{name}` ignored (known: {})",
+                    Feature::ALL.map(Feature::name).join(", ")
+                ),
+            }
+        }
+        set
+    }
+}
+
+impl fmt::Debug for FeatureSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
+}
+
+/// A set of setup flags to try, best first. `core` features must all be allowed or the rung is
+/// skipped; `extra` features are dropped one by one when switched off.
+struct Rung {
+    /// What makes this rung worth trying.
+    core: &'static [Feature],
+    /// Added when not switched off.
+    extra: &'static [Feature],
+}
+
+/// Setup flag sets, best first; a kernel that rejects one (`EINVAL`) gets the next.
+const LADDER: [Rung; 5] = [
+    Rung { core: &[Feature::SingleIssuer, Feature::DeferTaskrun], extra: &[Feature::SubmitAll] },
+    Rung {
+        core: &[Feature::CoopTaskrun],
+        extra: &[Feature::SingleIssuer, Feature::TaskrunFlag, Feature::SubmitAll],
+    },
+    Rung { core: &[Feature::CoopTaskrun], extra: &[Feature::TaskrunFlag, Feature::SubmitAll] },
+    Rung { core: &[Feature::SubmitAll], extra: &[] },
+    Rung { core: &[], extra: &[] },
+];
+
+/// A ring with what was learnt while setting it up.
+pub(super) struct Setup {
+    /// The ring.
+    pub(super) ring: IoUring,
+    /// The optional features in use.
+    pub(super) features: FeatureSet,
+    /// Which opcodes the kernel has (`IORING_REGISTER_PROBE`); boxed, it is 2 KiB.
+    pub(super) probe: Box<Probe>,
+}
+
+/// Opcodes the driver cannot work without, with the names errors give them.
+const REQUIRED: [(u8, &str); 3] = [
+    (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::Read::CODE, "READ"),
+];
+
+/// Sets up a ring with the best flags the kernel accepts, minus `disabled`, and probes it.
+///
+/// A setup flag the kernel rejects with `EINVAL` degrades to the next rung of [`LADDER`]; any
+/// other setup error (`ENOSYS`, `EPERM` from `kernel.io_uring_disabled`, `ENOMEM`) is returned
+/// as is. A kernel without the probe (< 5.6) or without a [`REQUIRED`] opcode is refused with
+/// `ErrorKind::Unsupported`, so that the loop falls back to epoll.
+pub(super) fn setup(disabled: FeatureSet) -> io::Result<Setup> {
+    let (ring, mut features) = build_ring(disabled)?;
+    let mut probe = Box::new(Probe::new());
+    ring.submitter().register_probe(&mut probe).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("io_uring opcode probe (IORING_REGISTER_PROBE) failed, kernel < 5.6? ({e})"),
+        )
+    })?;
+    for (code, name) in REQUIRED {
+        if !probe.is_supported(code) {
+            return Err(unsupported(name));
+        }
+    }
+    let params = ring.params();
+    if params.is_feature_nodrop() {
+        features.insert(Feature::NoDrop);
+    }
+    if params.is_feature_ext_arg() && !disabled.contains(Feature::ExtArg) {
+        features.insert(Feature::ExtArg);
+    } else if !probe.is_supported(opcode::Timeout::CODE) {
+        return Err(unsupported("TIMEOUT (needed without IORING_FEAT_EXT_ARG)"));
+    }
+    // `IORING_ASYNC_CANCEL_ANY` has no probe bit of its own; it came in 5.19 with the SOCKET
+    // opcode, which does. The shutdown path still copes with an `EINVAL` answer.
+    if probe.is_supported(opcode::Socket::CODE) && !disabled.contains(Feature::CancelAny) {
+        features.insert(Feature::CancelAny);
+    }
+    log::debug!("io_uring ring set up with {features:?} (disabled: {disabled:?})");
+    Ok(Setup { ring, features, probe })
+}
+
+fn unsupported(opcode: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("this kernel's io_uring lacks the {opcode} opcode that ringloop requires"),
+    )
+}
+
+/// Walks down [`LADDER`] until the kernel accepts a set of setup flags.
+fn build_ring(disabled: FeatureSet) -> io::Result<(IoUring, FeatureSet)> {
+    let mut tried: Vec<FeatureSet> = Vec::with_capacity(LADDER.len());
+    let mut last_err = None;
+    for rung in &LADDER {
+        if rung.core.iter().any(|f| disabled.contains(*f)) {
+            continue;
+        }
+        let mut flags = FeatureSet::default();
+        rung.core.iter().chain(rung.extra).filter(|f| !disabled.contains(**f)).for_each(|f| {
+            flags.insert(*f);
+        });
+        if tried.contains(&flags) {
+            continue;
+        }
+        tried.push(flags);
+        match build_with(flags) {
+            Ok(ring) => return Ok((ring, flags)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!("io_uring_setup rejected {flags:?} with EINVAL; trying fewer flags");
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // The last rung has no flags, so EINVAL there means the kernel rejects even a plain ring.
+    Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+fn build_with(flags: FeatureSet) -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    for f in Feature::ALL.into_iter().filter(|f| flags.contains(*f)) {
+        match f {
+            Feature::SingleIssuer => builder.setup_single_issuer(),
+            Feature::DeferTaskrun => builder.setup_defer_taskrun(),
+            Feature::CoopTaskrun => builder.setup_coop_taskrun(),
+            Feature::TaskrunFlag => builder.setup_taskrun_flag(),
+            Feature::SubmitAll => builder.setup_submit_all(),
+            Feature::ExtArg | Feature::NoDrop | Feature::CancelAny => continue,
+        };
+    }
+    builder.build(RING_ENTRIES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disable_list_parses_names_and_skips_unknown_ones() {
+        let set = FeatureSet::from_names(" defer_taskrun,EXT_ARG,,bogus,nodrop".split(','));
+        assert_eq!(set.names(), ["defer_taskrun", "ext_arg"]);
+    }
+
+    #[test]
+    fn ladder_degrades_to_the_next_rung_when_flags_are_disabled() {
+        let all = FeatureSet::from_names(Feature::ALL.map(Feature::name));
+        let (_, flags) = build_ring(all).expect("a plain ring");
+        assert_eq!(flags, FeatureSet::default());
+        let mut no_defer = FeatureSet::default();
+        no_defer.insert(Feature::DeferTaskrun);
+        let (_, flags) = build_ring(no_defer).expect("a ring");
+        assert!(flags.contains(Feature::CoopTaskrun), "{flags:?}");
+        assert!(!flags.contains(Feature::DeferTaskrun));
+    }
+}

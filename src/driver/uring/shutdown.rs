@@ -1,0 +1,99 @@
+//! Dropping the driver: cancel every op in flight, wait (bounded) for their final CQEs, and
+//! leak whatever memory the kernel may still touch.
+
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types::CancelBuilder};
+use slab::Slab;
+
+use super::op::{self, Slot, CANCEL, CANCEL_ANY, WAKE};
+use super::setup::Feature;
+use super::UringDriver;
+
+/// How long a dropped driver waits for the kernel to finish with its ops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+impl<T> Drop for UringDriver<T> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl<T> UringDriver<T> {
+    /// Cancels everything and waits up to [`SHUTDOWN_GRACE`] for the final CQEs; returns
+    /// whether they all came (otherwise the memory the kernel may still touch is leaked).
+    ///
+    /// # Implementation
+    /// Closing the ring fd does make the kernel cancel what is left, but asynchronously, in a
+    /// kernel worker that may run after `close` returns: an op could still write into its
+    /// buffer after Rust freed it. So the driver cancels everything itself and waits for each
+    /// final CQE. Whatever is still out after the grace period (an op the kernel cannot
+    /// interrupt, or a driver dropped on a thread a `SINGLE_ISSUER` ring refuses) has its
+    /// memory deliberately leaked with `mem::forget`: a few bytes lost beat a kernel write
+    /// into freed memory. Owners are dropped at once either way; the kernel sees none of
+    /// their memory.
+    pub(super) fn shutdown(&mut self) -> bool {
+        if !self.holds_kernel_memory() {
+            return true;
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        self.wake.retire();
+        for (_, slot) in self.slots.iter_mut() {
+            drop(slot.cancel());
+        }
+        let mut any_sent = self.cancel_all();
+        let mut retire = |slots: &mut Slab<Slot<T>>, key: usize, _res: i32, flags: u32| {
+            op::retire(slots, key, flags)
+        };
+        while self.holds_kernel_memory() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if any_sent && !self.features.contains(Feature::CancelAny) {
+                // The kernel answered IORING_ASYNC_CANCEL_ANY with EINVAL: cancel one by one.
+                any_sent = self.cancel_all();
+            }
+            if let Err(e) = self.turn_with(Some(deadline - now), &mut retire) {
+                log::warn!("io_uring: waiting for cancelled ops at shutdown failed: {e}");
+                break;
+            }
+        }
+        if !self.holds_kernel_memory() {
+            return true;
+        }
+        log::warn!(
+            "io_uring: {} op(s){} still in the kernel at shutdown; leaking their memory \
+             rather than freeing what the kernel may still write",
+            self.slots.len(),
+            if self.wake.is_armed() { " and the wakeup read" } else { "" },
+        );
+        std::mem::forget(std::mem::take(&mut self.slots));
+        self.wake.abandon();
+        false
+    }
+
+    /// Whether the kernel may still use memory the driver owns.
+    fn holds_kernel_memory(&self) -> bool {
+        !self.slots.is_empty() || self.wake.is_armed()
+    }
+
+    /// Sends cancels for everything in the kernel: one `IORING_ASYNC_CANCEL_ANY` when the
+    /// kernel has it (returns `true`), otherwise one `AsyncCancel` per op (returns `false`).
+    fn cancel_all(&mut self) -> bool {
+        if self.features.contains(Feature::CancelAny) {
+            let sqe = opcode::AsyncCancel2::new(CancelBuilder::any()).build();
+            // SAFETY: an `AsyncCancel` SQE points to no memory.
+            unsafe { self.push_sqe(sqe.user_data(CANCEL_ANY)) };
+            return true;
+        }
+        let ops = self.slots.iter().map(|(key, _)| op::user_data(key));
+        let targets: Vec<u64> = ops.chain(self.wake.is_armed().then_some(WAKE)).collect();
+        for target in targets {
+            let sqe = opcode::AsyncCancel::new(target).build().user_data(CANCEL);
+            // SAFETY: an `AsyncCancel` SQE points to no memory.
+            unsafe { self.push_sqe(sqe) };
+        }
+        false
+    }
+}

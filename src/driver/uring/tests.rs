@@ -1,0 +1,324 @@
+//! Tests of the io_uring driver with real fds, each run on several ring configurations.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::internal::WakeMode;
+use super::UringDriver;
+use crate::driver::{Completion, Interest, Op, OpId};
+
+/// `RINGLOOP_DISABLE` lists to run every test under: the best ring, no `DEFER_TASKRUN`
+/// (`COOP_TASKRUN`), and an old-kernel ring (no setup flags, no `EXT_ARG`, no cancel-any).
+const CONFIGS: [&[&str]; 3] = [
+    &[],
+    &["defer_taskrun"],
+    &["single_issuer", "defer_taskrun", "coop_taskrun", "submit_all", "ext_arg", "cancel_any"],
+];
+
+const SECOND: Option<Duration> = Some(Duration::from_secs(1));
+
+fn each_config(test: impl Fn(&[&str], UringDriver<u32>)) {
+    for disabled in CONFIGS {
+        let driver = UringDriver::with_disabled(disabled).expect("io_uring setup");
+        test(disabled, driver);
+    }
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a live array of two ints, as pipe2 requires.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just created and nothing else owns them.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn write_byte(fd: &OwnedFd) {
+    // SAFETY: writes one byte from a live static to an fd we own.
+    let n = unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    assert_eq!(n, 1);
+}
+
+fn poll(fd: &impl AsRawFd, interest: Interest) -> Op {
+    Op::Poll { fd: fd.as_raw_fd(), interest }
+}
+
+/// Turns until `want` completions arrived or `limit` passed.
+fn collect(d: &mut UringDriver<u32>, want: usize, limit: Duration) -> Vec<Completion<u32>> {
+    let (start, mut out) = (Instant::now(), Vec::new());
+    while out.len() < want && start.elapsed() < limit {
+        d.turn(Some(limit.saturating_sub(start.elapsed())), &mut out).expect("turn");
+    }
+    out
+}
+
+#[test]
+fn features_follow_the_disable_list() {
+    let best = UringDriver::<u32>::with_disabled(&[]).expect("io_uring setup");
+    let features = best.features();
+    assert!(features.contains(&"ext_arg") && features.contains(&"nodrop"), "{features:?}");
+    if features.contains(&"defer_taskrun") {
+        assert!(features.contains(&"single_issuer"));
+    }
+    let old = UringDriver::<u32>::with_disabled(CONFIGS[2]).expect("io_uring setup");
+    assert_eq!(old.features(), ["nodrop"]);
+}
+
+#[test]
+fn poll_completes_with_pollin_after_a_write() {
+    each_config(|cfg, mut d| {
+        let (r, w) = pipe();
+        let id = d.submit(poll(&r, Interest::READ), 7);
+        let mut out = Vec::new();
+        d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
+        assert!(out.is_empty(), "{cfg:?}: {out:?}");
+        write_byte(&w);
+        let out = collect(&mut d, 1, Duration::from_secs(5));
+        assert_eq!(out.len(), 1, "{cfg:?}");
+        let c = &out[0];
+        assert_eq!((c.id, c.owner, c.more), (id, 7, false));
+        assert_ne!(c.result.as_ref().unwrap() & libc::POLLIN as u32, 0, "{cfg:?}");
+        assert_eq!(d.in_flight(), 0);
+    });
+}
+
+#[test]
+fn poll_on_a_ready_fd_completes_at_once() {
+    each_config(|cfg, mut d| {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"hi").unwrap();
+        d.submit(poll(&a, Interest::READ), 1);
+        d.submit(poll(&b, Interest::WRITE), 2);
+        let start = Instant::now();
+        let mut out = collect(&mut d, 2, Duration::from_secs(5));
+        assert!(start.elapsed() < Duration::from_secs(1), "{cfg:?}");
+        out.sort_by_key(|c| c.owner);
+        assert_eq!(out.len(), 2, "{cfg:?}");
+        assert_ne!(out[0].result.as_ref().unwrap() & libc::POLLIN as u32, 0);
+        assert_ne!(out[1].result.as_ref().unwrap() & libc::POLLOUT as u32, 0);
+    });
+}
+
+#[test]
+fn a_timeout_with_nothing_to_do_waits_at_least_that_long() {
+    each_config(|cfg, mut d| {
+        for wait in [Duration::from_millis(10), Duration::from_nanos(1), Duration::ZERO] {
+            let (start, mut out) = (Instant::now(), Vec::new());
+            d.turn(Some(wait), &mut out).unwrap();
+            assert!(start.elapsed() >= wait, "{cfg:?}: {wait:?} took {:?}", start.elapsed());
+            assert!(out.is_empty());
+        }
+    });
+}
+
+#[test]
+fn the_waker_interrupts_a_wait_from_another_thread() {
+    each_config(|cfg, mut d| {
+        for round in 0..3 {
+            let (waker, woke) = (d.waker(), Arc::new(AtomicBool::new(false)));
+            let woke2 = Arc::clone(&woke);
+            let t = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(30));
+                woke2.store(true, Ordering::SeqCst);
+                waker.wake().unwrap();
+            });
+            let (start, mut out) = (Instant::now(), Vec::new());
+            while !woke.load(Ordering::SeqCst) {
+                d.turn(None, &mut out).unwrap();
+            }
+            d.turn(Some(Duration::ZERO), &mut out).unwrap();
+            assert!(out.is_empty() && start.elapsed() < Duration::from_secs(5), "{cfg:?} {round}");
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn the_poll_wake_mode_works_too() {
+    let mut d = UringDriver::<u32>::with_disabled(&[]).unwrap();
+    d.wake.mode = WakeMode::Poll;
+    // The read armed at setup is still queued; let it complete once, then the poll takes over.
+    d.waker().wake().unwrap();
+    let mut out = Vec::new();
+    d.turn(SECOND, &mut out).unwrap();
+    let waker = d.waker();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        waker.wake().unwrap();
+    });
+    let start = Instant::now();
+    d.turn(Some(Duration::from_secs(5)), &mut out).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(4));
+    t.join().unwrap();
+}
+
+#[test]
+fn cancel_suppresses_the_completion_and_frees_the_slot() {
+    each_config(|cfg, mut d| {
+        let (r, w) = pipe();
+        let (r2, w2) = pipe();
+        let waiting = d.submit(poll(&r, Interest::READ), 1);
+        let mut out = Vec::new();
+        d.turn(Some(Duration::ZERO), &mut out).unwrap();
+        assert_eq!(d.cancel(waiting), Some(1));
+        assert_eq!(d.cancel(waiting), None);
+        // A poll that completes in the kernel before its cancel is seen is suppressed too.
+        write_byte(&w2);
+        let ready = d.submit(poll(&r2, Interest::READ), 2);
+        assert_eq!(d.cancel(ready), Some(2));
+        write_byte(&w);
+        for _ in 0..5 {
+            d.turn(Some(Duration::from_millis(10)), &mut out).unwrap();
+        }
+        assert!(out.is_empty(), "{cfg:?}: {out:?}");
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+        assert_eq!(d.cancel(OpId(12345)), None);
+    });
+}
+
+#[test]
+fn dropping_a_driver_with_ops_in_flight_does_not_hang() {
+    each_config(|cfg, mut d| {
+        let (r, _w) = pipe();
+        for i in 0..100 {
+            d.submit(poll(&r, Interest::READ), i);
+        }
+        d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+        d.submit(poll(&r, Interest::READ), 100); // never submitted before the drop
+        let start = Instant::now();
+        drop(d);
+        assert!(start.elapsed() < Duration::from_millis(900), "{cfg:?}: {:?}", start.elapsed());
+    });
+}
+
+#[test]
+fn many_submits_and_cancels_do_not_grow_memory() {
+    each_config(|cfg, mut d| {
+        let (r, _w) = pipe();
+        let mut out = Vec::new();
+        for i in 0..10_000 {
+            let id = d.submit(poll(&r, Interest::READ), i);
+            assert_eq!(d.cancel(id), Some(i));
+            if i % 64 == 0 {
+                d.turn(Some(Duration::ZERO), &mut out).unwrap();
+            }
+        }
+        for _ in 0..10 {
+            if d.in_flight() == 0 {
+                break;
+            }
+            d.turn(Some(Duration::from_millis(10)), &mut out).unwrap();
+        }
+        assert!(out.is_empty());
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+        assert!(d.slots.capacity() <= 1024, "{cfg:?}: slab grew to {}", d.slots.capacity());
+    });
+}
+
+#[test]
+fn more_ops_than_the_sq_holds_all_complete() {
+    each_config(|cfg, mut d| {
+        let (r, w) = pipe();
+        for i in 0..1000 {
+            d.submit(poll(&r, Interest::READ), i);
+        }
+        write_byte(&w);
+        let out = collect(&mut d, 1000, Duration::from_secs(5));
+        assert_eq!(out.len(), 1000, "{cfg:?}");
+        assert!(out.iter().all(|c| c.result.is_ok()));
+        assert_eq!(d.in_flight(), 0);
+    });
+}
+
+#[test]
+fn an_invalid_fd_completes_with_ebadf() {
+    // SAFETY: F_GETFD on a number we do not own only reads its flags.
+    assert_eq!(unsafe { libc::fcntl(9999, libc::F_GETFD) }, -1, "fd 9999 is open");
+    each_config(|cfg, mut d| {
+        d.submit(Op::Poll { fd: 9999, interest: Interest::READ }, 5);
+        let out = collect(&mut d, 1, Duration::from_secs(5));
+        assert_eq!(out.len(), 1, "{cfg:?}");
+        assert_eq!(out[0].result.as_ref().unwrap_err().raw_os_error(), Some(libc::EBADF));
+    });
+}
+
+#[test]
+fn shrinking_timeouts_still_bound_the_wait() {
+    // Without EXT_ARG every new, shorter wait withdraws the previous timer.
+    each_config(|cfg, mut d| {
+        let mut out = Vec::new();
+        let (r, w) = pipe();
+        d.submit(poll(&r, Interest::READ), 1);
+        let waker = d.waker();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            waker.wake().unwrap();
+        });
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(20) {
+            d.turn(Some(Duration::from_secs(30)), &mut out).unwrap();
+        }
+        t.join().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(15) {
+            d.turn(Some(Duration::from_millis(15).saturating_sub(start.elapsed())), &mut out)
+                .unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "{cfg:?}: {:?}", start.elapsed());
+        assert!(out.is_empty());
+        write_byte(&w);
+        assert_eq!(collect(&mut d, 1, Duration::from_secs(5)).len(), 1);
+    });
+}
+
+#[test]
+fn shutdown_gets_every_final_cqe_back() {
+    each_config(|cfg, mut d| {
+        let (r, _w) = pipe();
+        let (a, _b) = UnixStream::pair().unwrap();
+        for i in 0..300 {
+            d.submit(poll(&r, Interest::READ), i);
+        }
+        let cancelled = d.submit(poll(&r, Interest::READ), 300);
+        d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+        d.cancel(cancelled);
+        d.submit(poll(&a, Interest::WRITE), 301); // completes, never reaped
+        d.submit(poll(&r, Interest::READ), 302); // never submitted
+        assert!(d.shutdown(), "{cfg:?}");
+        assert_eq!(d.in_flight(), 0);
+        assert!(!d.wake.is_armed());
+    });
+}
+
+#[test]
+fn a_driver_dropped_on_another_thread_does_not_hang() {
+    each_config(|cfg, mut d| {
+        let (r, _w) = pipe();
+        d.submit(poll(&r, Interest::READ), 1);
+        d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+        let start = Instant::now();
+        thread::spawn(move || drop(d)).join().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(3), "{cfg:?}");
+    });
+}
+
+#[test]
+fn completions_that_overflow_the_cq_are_all_delivered() {
+    each_config(|cfg, mut d| {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let n = 3000; // the CQ holds 512
+        for i in 0..n {
+            d.submit(poll(&a, Interest::WRITE), i);
+        }
+        let mut owners: Vec<u32> =
+            collect(&mut d, n as usize, Duration::from_secs(5)).iter().map(|c| c.owner).collect();
+        owners.sort_unstable();
+        assert_eq!(owners, (0..n).collect::<Vec<_>>(), "{cfg:?}");
+        assert_eq!(d.in_flight(), 0);
+    });
+}
