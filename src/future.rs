@@ -166,16 +166,21 @@ impl<T> StdFuture for Future<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let mut state = self.inner.state.borrow_mut();
-        match std::mem::replace(&mut *state, State::Taken) {
+        match &*state {
             State::Pending => {
-                *state = State::Pending;
                 let mut wakers = self.inner.wakers.borrow_mut();
                 if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
                     wakers.push(cx.waker().clone());
                 }
                 Poll::Pending
             }
-            State::Done(result) => Poll::Ready(result),
+            // Errors (cancellation included) stay: every awaiter gets them, and `cancelled()`
+            // and `exception()` keep reporting them.
+            State::Done(Err(err)) => Poll::Ready(Err(err.clone())),
+            State::Done(Ok(_)) => match std::mem::replace(&mut *state, State::Taken) {
+                State::Done(Ok(value)) => Poll::Ready(Ok(value)),
+                _ => unreachable!("checked to be a value just above"),
+            },
             State::Taken => Poll::Ready(Err(taken())),
         }
     }

@@ -22,6 +22,9 @@ pub type LocalBoxFuture = Pin<Box<dyn StdFuture<Output = ()>>>;
 /// object; in Rust the loop keeps building the task and the factory shapes what it runs.
 pub type TaskFactory = Rc<dyn Fn(&EventLoop, LocalBoxFuture) -> LocalBoxFuture>;
 
+/// A task's done callback.
+type DoneCallback = Box<dyn FnOnce()>;
+
 static TASK_COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// Where a task is in its life.
@@ -58,7 +61,7 @@ pub(crate) struct TaskCore {
     /// Tasks and futures awaiting this one.
     join_wakers: RefCell<Vec<Waker>>,
     /// Done callbacks, by id.
-    done_callbacks: RefCell<Vec<(u64, Box<dyn FnOnce()>)>>,
+    done_callbacks: RefCell<Vec<(u64, DoneCallback)>>,
     /// Next done-callback id.
     next_callback: Cell<u64>,
     /// Live `Task<T>` handles; when none is left a failure is reported at once.

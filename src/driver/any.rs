@@ -10,6 +10,9 @@ use crate::error::Error;
 
 /// The driver a loop runs on. Methods are two-arm matches; see the contract in `driver/mod.rs`.
 #[derive(Debug)]
+// One driver per loop, inside `Rc<Inner>`: its size does not matter, and boxing the larger
+// variant would add a pointer chase to every call on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driver<T> {
     /// io_uring.
     Uring(UringDriver<T>),

@@ -87,7 +87,7 @@ impl Drop for RunningGuard {
         if inner.state.get() == LoopState::Running {
             inner.state.set(LoopState::Idle);
         }
-        let this = Rc::as_ptr(&inner);
+        let this = Rc::as_ptr(inner);
         RUNNING.with(|running| {
             let mut running = running.borrow_mut();
             if running.as_ref().is_some_and(|l| Rc::as_ptr(&l.inner) == this) {

@@ -32,6 +32,9 @@ use crate::task::{TaskCore, TaskFactory};
 use timers::TimerHeap;
 use watch::{Direction, FdWatch};
 
+/// Delivers a value sent from another thread to the callback waiting for it on the loop.
+pub(crate) type CrossThreadDelivery = Box<dyn FnOnce(Box<dyn std::any::Any + Send>)>;
+
 /// Who is waiting for an op's completion (the driver's owner type).
 #[derive(Clone, Debug)]
 pub(crate) enum OpOwner {
@@ -101,7 +104,7 @@ pub(crate) struct Inner {
     /// `shutdown_default_executor` was called: the default executor refuses new work.
     pub(crate) executor_shutdown_called: Cell<bool>,
     /// Results from executor threads waiting to be delivered, keyed by call id.
-    pub(crate) executor_calls: RefCell<slab::Slab<Box<dyn FnOnce(Box<dyn std::any::Any + Send>)>>>,
+    pub(crate) executor_calls: RefCell<slab::Slab<CrossThreadDelivery>>,
 }
 
 /// An event loop: one per thread, `!Send`. Clones are cheap and refer to the same loop.
