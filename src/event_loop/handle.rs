@@ -199,6 +199,9 @@ impl PartialEq for TimerHandle {
     }
 }
 
+/// `when` is never NaN (`call_at` rejects it), so equality is an equivalence.
+impl Eq for TimerHandle {}
+
 impl PartialOrd for TimerHandle {
     fn partial_cmp(&self, other: &TimerHandle) -> Option<std::cmp::Ordering> {
         match self.when.partial_cmp(&other.when)? {

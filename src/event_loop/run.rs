@@ -203,7 +203,20 @@ impl EventLoop {
                     }
                 }
                 RemoteItem::Wake(task_id) => self.wake_task(task_id),
-                RemoteItem::Stop => self.stop(),
+                // Queued like `call_soon_threadsafe(loop.stop)`: callbacks queued before it run
+                // first. Weak, so a queued stop never keeps a loop alive.
+                RemoteItem::Stop => {
+                    let inner = std::rc::Rc::downgrade(&self.inner);
+                    let stop = super::Handle::once(
+                        move || {
+                            if let Some(inner) = inner.upgrade() {
+                                inner.stopping.set(true);
+                            }
+                        },
+                        None,
+                    );
+                    self.inner.ready.borrow_mut().push_back(Ready::Handle(stop));
+                }
             }
         }
     }
