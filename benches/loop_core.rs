@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringloop::EventLoop;
 
 const CALLBACKS: u64 = 1_000_000;
@@ -113,19 +113,19 @@ fn timers_cancelled(c: &mut Criterion) {
         })
     });
     group.bench_function("raw_binaryheap", |b| {
-        b.iter_batched(
-            BinaryHeap::new,
-            |mut heap: BinaryHeap<Reverse<(u64, u64)>>| {
-                let mut cancelled = vec![false; CANCELLED as usize];
-                for i in 0..CANCELLED {
-                    heap.push(Reverse((3600 + i, i)));
-                    cancelled[i as usize] = true;
-                }
-                heap.retain(|Reverse((_, i))| !cancelled[*i as usize]);
-                assert!(heap.is_empty());
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter(|| {
+            // Like for like: a boxed callback per timer, dropped when cancelled, and the
+            // heap compacted once at the end.
+            let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+            let mut callbacks: Vec<Option<Box<dyn FnOnce()>>> = Vec::new();
+            for i in 0..CANCELLED {
+                heap.push(Reverse((3600 + i, i)));
+                callbacks.push(Some(Box::new(move || drop(i))));
+                callbacks[i as usize] = None;
+            }
+            heap.retain(|Reverse((_, i))| callbacks[*i as usize].is_some());
+            assert!(heap.is_empty());
+        })
     });
     group.finish();
     event_loop.close().unwrap();
