@@ -120,7 +120,9 @@ fn timers_cancelled(c: &mut Criterion) {
             let mut callbacks: Vec<Option<Box<dyn FnOnce()>>> = Vec::new();
             for i in 0..CANCELLED {
                 heap.push(Reverse((3600 + i, i)));
-                callbacks.push(Some(Box::new(move || drop(i))));
+                callbacks.push(Some(Box::new(move || {
+                    std::hint::black_box(i);
+                })));
                 callbacks[i as usize] = None;
             }
             heap.retain(|Reverse((_, i))| callbacks[*i as usize].is_some());
