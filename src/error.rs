@@ -20,6 +20,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `TimeoutError` | [`Error::Timeout`] |
 /// | an exception raised by a callback or coroutine | [`Error::Panic`] / [`Error::Custom`] |
 /// | `ExceptionGroup` | [`Error::Multiple`] |
+/// | `socket.gaierror` | [`Error::Dns`] |
 ///
 /// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
 /// reach several awaiters, as in asyncio.
@@ -53,6 +54,14 @@ pub enum Error {
     Custom(Arc<dyn std::error::Error + Send + Sync>),
     /// Several errors at once (asyncio's `ExceptionGroup`).
     Multiple(Vec<Error>),
+    /// Name resolution failed (asyncio's `socket.gaierror`): the `EAI_*` code and
+    /// `gai_strerror`'s text, with the host and port asked for.
+    Dns {
+        /// The `EAI_*` code (negative on glibc, e.g. `libc::EAI_NONAME`).
+        code: i32,
+        /// What was asked and what failed.
+        message: String,
+    },
 }
 
 impl Error {
@@ -95,6 +104,7 @@ impl fmt::Display for Error {
             | Error::Timeout(msg)
             | Error::Unsupported(msg) => f.write_str(msg),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Dns { message, .. } => f.write_str(message),
             Error::Cancelled => f.write_str("cancelled"),
             Error::Panic(msg) => write!(f, "panicked: {msg}"),
             Error::Custom(err) => err.fmt(f),

@@ -46,6 +46,7 @@ mod error;
 mod event_loop;
 mod executor;
 mod future;
+pub mod net;
 mod task;
 
 pub use driver::Backend;

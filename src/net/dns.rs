@@ -1,0 +1,1 @@
+//! Name resolution: `getaddrinfo` and `getnameinfo` (STUB: being written).

@@ -1,0 +1,3 @@
+//! Networking: name resolution (and, as they land, connections, servers and socket ops).
+
+pub mod dns;
