@@ -13,7 +13,8 @@
 //! * **Completion.** [`turn`](any::Driver::turn) submits everything queued, then waits (one
 //!   `io_uring_enter` or `epoll_wait`) until at least one completion is ready, the timeout
 //!   passes, or the [`EventFd`] from [`waker`](any::Driver::waker) is woken; it appends the
-//!   completions to the caller's vector and returns. It never runs loop code: dispatch happens
+//!   completions to the caller's vector and returns (even when it then returns an error:
+//!   the caller dispatches what is in the vector either way). It never runs loop code: dispatch happens
 //!   after it returns, so handlers may submit and cancel freely. A completion carries the owner
 //!   and the kernel's result (`Ok(n)` or the errno as `io::Error`). For a one-shot op it is
 //!   final. Spurious returns with no completion are allowed; `EINTR`, `EBUSY`/`EAGAIN` from the
@@ -28,6 +29,8 @@
 //!   flight. When the loop stops using an fd it calls [`forget_fd`](any::Driver::forget_fd)
 //!   so a backend that keys state by fd number (epoll) drops it before the number can be
 //!   reused. A negative fd completes with `EBADF`; a regular file polls as always ready.
+//! * **Threads.** A driver is created, turned and dropped on one thread (the loop is `!Send`);
+//!   io_uring's `SINGLE_ISSUER` relies on it. Only the [`EventFd`] crosses threads.
 //! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
 //!   final completions; memory the kernel could still use is leaked rather than freed.
 //!

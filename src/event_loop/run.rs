@@ -12,6 +12,21 @@ use crate::event_loop::ExceptionContext;
 /// The longest single wait in the kernel; a loop with only far-away timers wakes this often.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// The cap on one wait in the kernel: [`MAX_WAIT`], or `RINGLOOP_MAX_WAIT_MS` when set.
+///
+/// The variable is a debugging knob for tools that serialise threads and do not know that
+/// `io_uring_enter` blocks (valgrind 3.19 keeps its big lock across it, so no other thread runs
+/// while the loop waits): with a cap of a few milliseconds the loop lets them in.
+fn max_wait() -> Duration {
+    static CAP: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::env::var("RINGLOOP_MAX_WAIT_MS")
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map_or(MAX_WAIT, Duration::from_millis)
+    })
+}
+
 impl EventLoop {
     /// Runs until [`stop`](Self::stop) is called. `stop()` called before lets one iteration
     /// run (I/O polled with a zero timeout, ready callbacks run) and returns.
@@ -138,17 +153,18 @@ impl EventLoop {
         if !self.inner.ready.borrow().is_empty() || self.inner.stopping.get() {
             return Some(Duration::ZERO);
         }
-        let deadline = timers.next_deadline()?;
+        let cap = max_wait();
+        let Some(deadline) = timers.next_deadline() else {
+            return (cap < MAX_WAIT).then_some(cap);
+        };
         let wait = Duration::from_nanos(deadline.saturating_sub(monotonic_ns()));
-        Some(wait.min(MAX_WAIT))
+        Some(wait.min(cap))
     }
 
     fn turn_driver(&self, timeout: Option<Duration>) -> Result<()> {
         let mut completions = std::mem::take(&mut *self.inner.completions.borrow_mut());
         let turned = self.with_driver(|driver| driver.turn(timeout, &mut completions));
-        if let Some(Err(err)) = turned {
-            return Err(Error::io("waiting for I/O completions", err));
-        }
+        // Completions collected before an error are dispatched all the same.
         for completion in completions.drain(..) {
             match completion.owner {
                 OpOwner::Watch { fd, dir } => {
@@ -158,7 +174,10 @@ impl EventLoop {
             }
         }
         *self.inner.completions.borrow_mut() = completions;
-        Ok(())
+        match turned {
+            Some(Err(err)) => Err(Error::io("waiting for I/O completions", err)),
+            _ => Ok(()),
+        }
     }
 
     /// Runs one callback, catching a panic and reporting it; logs slow callbacks in debug.
