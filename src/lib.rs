@@ -48,6 +48,7 @@ mod executor;
 mod future;
 pub mod net;
 mod task;
+mod transport;
 
 pub use driver::Backend;
 pub use error::{Error, Result};

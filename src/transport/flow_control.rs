@@ -1,0 +1,205 @@
+//! The write buffer of a transport and its high/low water marks (asyncio's
+//! `FlowControlMixin`).
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes};
+
+use crate::error::{Error, Result};
+
+/// asyncio's default high-water mark: 64 KiB.
+pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// Whether the protocol was told to pause writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteFlow {
+    /// Writing is welcome.
+    Flowing,
+    /// `pause_writing` was called; `resume_writing` comes when the buffer drains to `low`.
+    Paused,
+}
+
+/// What the protocol must be told after a buffer change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlowEvent {
+    /// Call `pause_writing`.
+    Pause,
+    /// Call `resume_writing`.
+    Resume,
+}
+
+/// Bytes accepted by `write` and not yet sent, in order, with the water marks.
+#[derive(Debug)]
+pub(crate) struct WriteBuffer {
+    /// Queued chunks; the front one may be partly sent (`front_offset`).
+    chunks: VecDeque<Bytes>,
+    /// Bytes queued, the front chunk's unsent part included.
+    len: usize,
+    /// Pause the protocol above this many bytes.
+    high: usize,
+    /// Resume it at or below this many bytes.
+    low: usize,
+    /// Flow state.
+    flow: WriteFlow,
+}
+
+impl Default for WriteBuffer {
+    fn default() -> WriteBuffer {
+        WriteBuffer {
+            chunks: VecDeque::new(),
+            len: 0,
+            high: DEFAULT_HIGH_WATER,
+            low: DEFAULT_HIGH_WATER / 4,
+            flow: WriteFlow::Flowing,
+        }
+    }
+}
+
+impl WriteBuffer {
+    /// Bytes waiting to be sent.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `(low, high)`, as asyncio's `get_write_buffer_limits`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.low, self.high)
+    }
+
+    /// Sets the marks as asyncio does: `high` alone gives `low = high / 4`; `low` alone gives
+    /// `high = 4 * low`; neither gives the defaults; `high < low` is an error. Returns a pause
+    /// event when the buffer is already above the new high mark.
+    pub(crate) fn set_limits(
+        &mut self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<Option<FlowEvent>> {
+        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
+        let low = low.unwrap_or(high / 4);
+        if high < low {
+            return Err(Error::InvalidArgument(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        self.high = high;
+        self.low = low;
+        Ok(self.check_pause())
+    }
+
+    /// Queues `data` (not empty); returns `Pause` when it pushed the buffer over `high`.
+    pub(crate) fn push(&mut self, data: Bytes) -> Option<FlowEvent> {
+        debug_assert!(!data.is_empty());
+        self.len += data.len();
+        self.chunks.push_back(data);
+        self.check_pause()
+    }
+
+    /// The next bytes to send (a cheap clone of the front chunk's unsent part).
+    pub(crate) fn front(&self) -> Option<Bytes> {
+        self.chunks.front().cloned()
+    }
+
+    /// Records that `n` bytes from the front were sent; returns `Resume` when that brought the
+    /// buffer to `low` or below while paused.
+    pub(crate) fn consume(&mut self, mut n: usize) -> Option<FlowEvent> {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else { break };
+            if n < front.len() {
+                front.advance(n);
+                break;
+            }
+            n -= front.len();
+            self.chunks.pop_front();
+        }
+        if self.flow == WriteFlow::Paused && self.len <= self.low {
+            self.flow = WriteFlow::Flowing;
+            return Some(FlowEvent::Resume);
+        }
+        None
+    }
+
+    /// Drops everything queued (abort); no flow event.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    fn check_pause(&mut self) -> Option<FlowEvent> {
+        if self.flow == WriteFlow::Flowing && self.len > self.high {
+            self.flow = WriteFlow::Paused;
+            return Some(FlowEvent::Pause);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_asyncios() {
+        assert_eq!(WriteBuffer::default().limits(), (16 * 1024, 64 * 1024));
+    }
+
+    #[test]
+    fn set_limits_derives_the_missing_mark_and_rejects_high_below_low() {
+        let mut buf = WriteBuffer::default();
+        buf.set_limits(Some(100), None).unwrap();
+        assert_eq!(buf.limits(), (25, 100));
+        buf.set_limits(None, Some(10)).unwrap();
+        assert_eq!(buf.limits(), (10, 40));
+        assert!(matches!(buf.set_limits(Some(1), Some(2)), Err(Error::InvalidArgument(_))));
+        assert_eq!(buf.limits(), (10, 40), "a rejected call changes nothing");
+    }
+
+    #[test]
+    fn pauses_above_high_and_resumes_at_low() {
+        // BEHAVIOURS 114: high=4: 3 bytes do not pause, 3+6 do.
+        let mut buf = WriteBuffer::default();
+        buf.set_limits(Some(4), Some(0)).unwrap();
+        assert_eq!(buf.push(Bytes::from_static(b"abc")), None);
+        assert_eq!(buf.push(Bytes::from_static(b"defghi")), Some(FlowEvent::Pause));
+        assert_eq!(buf.push(Bytes::from_static(b"j")), None, "pause is reported once");
+        assert_eq!(buf.consume(5), None);
+        assert_eq!(buf.front().unwrap(), Bytes::from_static(b"fghi"));
+        assert_eq!(buf.consume(5), Some(FlowEvent::Resume));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn lowering_high_below_the_buffer_pauses_at_once() {
+        // BEHAVIOURS 113.
+        let mut buf = WriteBuffer::default();
+        buf.push(Bytes::from(vec![0u8; 1000]));
+        assert_eq!(buf.set_limits(Some(500), None).unwrap(), Some(FlowEvent::Pause));
+    }
+
+    #[test]
+    fn consume_spans_chunks_in_order() {
+        let mut buf = WriteBuffer::default();
+        buf.push(Bytes::from_static(b"ta1"));
+        buf.push(Bytes::from_static(b"data2"));
+        buf.consume(2);
+        assert_eq!(buf.front().unwrap(), Bytes::from_static(b"1"));
+        buf.consume(2);
+        assert_eq!(buf.front().unwrap(), Bytes::from_static(b"ata2"));
+        assert_eq!(buf.len(), 4);
+    }
+
+    #[test]
+    fn clear_drops_everything_without_a_flow_event() {
+        let mut buf = WriteBuffer::default();
+        buf.set_limits(Some(1), None).unwrap();
+        assert_eq!(buf.push(Bytes::from_static(b"abc")), Some(FlowEvent::Pause));
+        buf.clear();
+        assert!(buf.is_empty() && buf.front().is_none());
+    }
+}
