@@ -47,6 +47,7 @@ mod event_loop;
 mod executor;
 mod future;
 pub mod net;
+mod protocol;
 mod task;
 mod transport;
 
@@ -58,7 +59,9 @@ pub use event_loop::{
 };
 pub use executor::Executor;
 pub use future::Future;
+pub use protocol::{BaseProtocol, BufferedProtocol, Protocol};
 pub use task::{LocalBoxFuture, Task, TaskFactory};
+pub use transport::{ExtraInfo, Transport};
 
 /// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this
 /// thread's running loop, tasks still pending when `future` finishes are cancelled and given a

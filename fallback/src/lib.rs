@@ -26,6 +26,11 @@
 ///
 /// The caller writes the `unsafe` block (and its `// SAFETY:` comment) itself:
 /// `syscall!(unsafe { libc::close(fd) })`.
+///
+/// Exported so that ringloop's epoll backend wraps its socket syscalls the same way; not part of
+/// this crate's documented API.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! syscall {
     ($ret:expr) => {{
         let ret = $ret;

@@ -1,7 +1,7 @@
 //! The backend seam: completion-style operations under one contract, two backends.
 //!
 //! Everything above this module (the loop, transports, servers) is backend-agnostic; everything
-//! OS-specific lives below it: `uring/` (io_uring, the proactor) and `epoll.rs` (readiness
+//! OS-specific lives below it: `uring/` (io_uring, the proactor) and `epoll/` (readiness
 //! emulating the same completions, feature `fallback`). [`any::Driver`] picks one at run time.
 //!
 //! # The contract every backend meets
@@ -65,8 +65,37 @@ impl Interest {
     pub(crate) const WRITE: Interest = Interest(libc::POLLOUT as u32);
 }
 
-/// An operation for the driver. Each variant owns whatever memory the kernel reads or writes.
+/// A socket address the kernel reads (connect) or writes (accept), in a stable heap slot.
+#[derive(Clone, Copy)]
+pub(crate) struct SockAddrBuf {
+    /// The address bytes.
+    pub(crate) storage: libc::sockaddr_storage,
+    /// How many bytes of `storage` are meaningful (in: the capacity for accept).
+    pub(crate) len: libc::socklen_t,
+}
+
+// `Accept`, `Connect` and `Close` are used by `create_server`/`create_connection`, which land
+// next (issue 3); the backends implement and unit-test them already.
+#[allow(dead_code)]
+impl SockAddrBuf {
+    /// An empty buffer, sized for any address (for `Accept`).
+    pub(crate) fn empty() -> Box<SockAddrBuf> {
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+        let storage = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
+        Box::new(SockAddrBuf { storage, len: std::mem::size_of::<libc::sockaddr_storage>() as _ })
+    }
+}
+
+impl std::fmt::Debug for SockAddrBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SockAddrBuf(family {}, len {})", self.storage.ss_family, self.len)
+    }
+}
+
+/// An operation for the driver. Each variant owns whatever memory the kernel reads or writes;
+/// the memory comes back in the final [`Completion::op`].
 #[derive(Debug)]
+#[allow(dead_code)] // see `SockAddrBuf`: Accept, Connect and Close have no caller yet
 pub(crate) enum Op {
     /// Complete once when `fd` is ready for `interest` (already ready: at once); the result is
     /// the `poll(2)` revents mask.
@@ -75,6 +104,51 @@ pub(crate) enum Op {
         fd: RawFd,
         /// What to wait for.
         interest: Interest,
+    },
+    /// Accept one connection on the listening socket `fd`. Result: the new fd, already
+    /// non-blocking and close-on-exec; the peer's address lands in `addr`.
+    Accept {
+        /// The listening socket.
+        fd: RawFd,
+        /// Receives the peer address (`len` in: capacity; out: actual length).
+        addr: Box<SockAddrBuf>,
+    },
+    /// Connect the non-blocking socket `fd` to `addr`. Result: 0.
+    Connect {
+        /// The socket.
+        fd: RawFd,
+        /// Where to connect.
+        addr: Box<SockAddrBuf>,
+    },
+    /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`). Result: the
+    /// byte count (0 = end of stream); the driver has extended `buf.len()` by it.
+    Recv {
+        /// The socket (or pipe: any fd `recv`/`read` works on; sockets use `recv`).
+        fd: RawFd,
+        /// Where the bytes land.
+        buf: Vec<u8>,
+    },
+    /// Send `buf[offset..]` with `MSG_NOSIGNAL`. Result: bytes sent (may be short).
+    Send {
+        /// The socket.
+        fd: RawFd,
+        /// The bytes.
+        buf: bytes::Bytes,
+        /// Where in `buf` to start.
+        offset: usize,
+    },
+    /// `shutdown(fd, how)` (`libc::SHUT_WR` ...). Result: 0.
+    Shutdown {
+        /// The socket.
+        fd: RawFd,
+        /// `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
+        how: i32,
+    },
+    /// Close `fd` (the driver forgets it first, as [`forget_fd`](any::Driver::forget_fd)).
+    /// Result: 0. Every other op on `fd` must be finished or cancelled before.
+    Close {
+        /// The descriptor, owned by the op from submit on.
+        fd: RawFd,
     },
 }
 
@@ -89,6 +163,8 @@ pub(crate) struct Completion<T> {
     pub(crate) result: io::Result<u32>,
     /// True while a multishot op keeps going (this completion is not final).
     pub(crate) more: bool,
+    /// The op with its buffers, handed back on the final completion (`None` when `more`).
+    pub(crate) op: Option<Op>,
 }
 
 /// Which backend a loop runs on (`SelectorEventLoop` ↔ `Epoll`, `ProactorEventLoop` ↔ `Uring`).

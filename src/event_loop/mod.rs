@@ -36,7 +36,7 @@ use watch::{Direction, FdWatch};
 pub(crate) type CrossThreadDelivery = Box<dyn FnOnce(Box<dyn std::any::Any + Send>)>;
 
 /// Who is waiting for an op's completion (the driver's owner type).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum OpOwner {
     /// An `add_reader`/`add_writer` poll.
     Watch {
@@ -44,6 +44,13 @@ pub(crate) enum OpOwner {
         fd: RawFd,
         /// Which callback it serves.
         dir: Direction,
+    },
+    /// An op of a stream transport.
+    Stream {
+        /// The transport.
+        core: Rc<crate::transport::StreamCore>,
+        /// Which of its ops.
+        op: crate::transport::StreamOp,
     },
 }
 

@@ -7,16 +7,23 @@
 //!   driver's own SQEs.
 //! * `internal.rs` has those SQEs: the eventfd read that keeps `turn` wakeable and the timer
 //!   that bounds waits on kernels without `IORING_FEAT_EXT_ARG`.
+//! * `sync.rs` runs the socket ops whose opcodes the kernel lacks as plain syscalls.
 //! * `shutdown.rs` cancels and drains everything when the driver is dropped.
 //!
 //! SQEs reach the SQ in the order they are pushed (a full SQ spills into an ordered backlog),
 //! so an `AsyncCancel` is always submitted after the op it targets and before any op that later
 //! reuses the same slab key.
 
+// Nothing outside the tests drives this backend until the event loop lands; drop this then.
+#![cfg_attr(not(test), allow(dead_code))]
+
 mod internal;
 mod op;
 mod setup;
 mod shutdown;
+#[cfg(test)]
+mod socket_tests;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +38,7 @@ use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
 use slab::Slab;
 
 use self::internal::{FallbackTimer, WakeOp};
-use self::op::{Slot, Tag};
+use self::op::{Slot, Start, Tag};
 use self::setup::{Feature, FeatureSet};
 use super::{Completion, EventFd, Op, OpId};
 
@@ -58,6 +65,9 @@ pub(crate) struct UringDriver<T> {
     /// SQEs that found the SQ full while the kernel would not take more (`EBUSY`); they go to
     /// the SQ, in order and ahead of anything newer, at the next `turn`.
     backlog: VecDeque<squeue::Entry>,
+    /// Ops finished by a syscall at submit (slab key, CQE-style result), delivered at the
+    /// next `turn` as if their CQE had come.
+    ready: VecDeque<(usize, i32)>,
     /// The eventfd read kept armed so that `waker().wake()` ends a wait.
     wake: WakeOp,
     /// Bounds waits when `io_uring_enter` cannot take a timeout (no `EXT_ARG`).
@@ -67,30 +77,39 @@ pub(crate) struct UringDriver<T> {
 impl<T: Clone> UringDriver<T> {
     /// Sets up a ring with the best features the kernel has, minus those named in the
     /// comma-separated `RINGLOOP_DISABLE` (`single_issuer`, `defer_taskrun`, `coop_taskrun`,
-    /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`).
+    /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`, and `op_accept`, `op_connect`,
+    /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, which make those ops take their
+    /// syscall fallback).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
     }
 
     /// Queues `op` in the SQ at once (the kernel sees it at the next `turn` at the latest).
+    /// An op whose opcode the kernel lacks runs its syscall here (see `sync.rs`); its result,
+    /// if it has one already, is delivered at the next `turn`.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
         let key = self.slots.insert(Slot::new(op, owner));
-        let sqe = self.slots[key].sqe(key);
-        // SAFETY: whatever the SQE points to is owned by the op in slot `key`, which is freed
-        // only at the op's final CQE (or leaked at shutdown).
-        unsafe { self.push_sqe(sqe) };
+        match self.slots[key].start(key, self.features) {
+            // SAFETY: whatever the SQE points to is owned by the op in slot `key`, which is
+            // freed only at the op's final CQE (or leaked at shutdown).
+            Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
+            Start::Done(res) => self.ready.push_back((key, res)),
+        }
         OpId(key)
     }
 
-    /// Detaches `id`'s owner and sends an `AsyncCancel`; the slot (and the op's memory) stays
-    /// until the op's final CQE, and nothing is reported for it. `None` for an unknown or
-    /// already cancelled id.
+    /// Detaches `id`'s owner and sends an `AsyncCancel` (none for an op already finished at
+    /// submit, nor for a `Close`, which happens regardless); the slot (and the op's memory)
+    /// stays until the op's final CQE, and nothing is reported for it. `None` for an unknown
+    /// or already cancelled id.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
-        let owner = self.slots.get_mut(id.0)?.cancel()?;
-        let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build().user_data(op::CANCEL);
-        // SAFETY: an `AsyncCancel` SQE points to no memory.
-        unsafe { self.push_sqe(sqe) };
+        let (owner, in_kernel) = self.slots.get_mut(id.0)?.cancel()?;
+        if in_kernel {
+            let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build();
+            // SAFETY: an `AsyncCancel` SQE points to no memory.
+            unsafe { self.push_sqe(sqe.user_data(op::CANCEL)) };
+        }
         Some(owner)
     }
 
@@ -101,9 +120,15 @@ impl<T: Clone> UringDriver<T> {
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        self.turn_with(timeout, &mut |slots, key, res, flags| {
-            op::complete(slots, key, res, flags, out)
-        })
+        let mut rearm = Vec::new();
+        let turned = self.turn_with(timeout, &mut |slots, key, res, flags| {
+            rearm.extend(op::complete(slots, key, res, flags, out));
+        });
+        for sqe in rearm {
+            // SAFETY: a `POLL_ADD` points to no memory; the op it waits for stays in its slot.
+            unsafe { self.push_sqe(sqe) };
+        }
+        turned
     }
 
     /// The eventfd that ends a blocked [`turn`](Self::turn) from any thread.
@@ -135,6 +160,7 @@ impl<T> UringDriver<T> {
             probe: setup.probe,
             slots: Slab::new(),
             backlog: VecDeque::new(),
+            ready: VecDeque::new(),
             wake: WakeOp::new(Arc::new(eventfd)),
             timer: FallbackTimer::new(),
         };
@@ -147,7 +173,11 @@ impl<T> UringDriver<T> {
     where
         F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
     {
-        let reaped = self.flush_backlog(on_op)?;
+        let mut reaped = self.ready.len();
+        for (key, res) in self.ready.drain(..) {
+            on_op(&mut self.slots, key, res, 0);
+        }
+        reaped += self.flush_backlog(on_op)?;
         let timeout = if reaped > 0 { Some(Duration::ZERO) } else { timeout };
         let waited = self.wait(timeout);
         self.drain_cq(on_op);
@@ -331,6 +361,7 @@ impl<T> fmt::Debug for UringDriver<T> {
             .field("features", &self.features)
             .field("in_flight", &self.slots.len())
             .field("backlog", &self.backlog.len())
+            .field("ready", &self.ready.len())
             .field("wake", &self.wake)
             .field("timer", &self.timer)
             .field("probe", &self.probe)

@@ -1,10 +1,14 @@
 //! Ops in flight: the slab slot that owns an op until its final CQE, its SQE, `user_data` tags.
 
 use std::io;
+use std::os::fd::RawFd;
 
-use io_uring::{cqueue, opcode, squeue, types};
+use io_uring::types::Fd;
+use io_uring::{cqueue, opcode, squeue};
 use slab::Slab;
 
+use super::setup::{Feature, FeatureSet};
+use super::sync::{self, Attempt};
 use crate::driver::{Completion, Op, OpId};
 
 /// `user_data` of the armed eventfd read (or poll) that wakes `turn`.
@@ -65,75 +69,190 @@ pub(super) fn user_data(key: usize) -> u64 {
 pub(super) enum Lifecycle<T> {
     /// Submitted (or queued for submission); its completions go to the owner.
     InFlight(T),
-    /// The owner was detached by `cancel` and an `AsyncCancel` sent; the slot waits for the
-    /// op's final CQE (whatever its result) to be freed, and reports nothing.
+    /// The owner was detached by `cancel` (and an `AsyncCancel` sent if the op is in the
+    /// kernel); the slot waits for the op's final CQE (whatever its result) to be freed, and
+    /// reports nothing.
     Cancelled,
+}
+
+/// How an op reaches its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Its own opcode is in the kernel; that CQE is its result.
+    Opcode,
+    /// Its opcode is missing: a `POLL_ADD` under its `user_data` is in the kernel, and at
+    /// that CQE the driver retries the syscall (see `sync.rs`).
+    Readiness,
+    /// Finished by a syscall at submit; the result waits in the driver's ready queue for the
+    /// next `turn`. Nothing of it is in the kernel.
+    Done,
+}
+
+/// How [`Slot::start`] got an op going.
+#[derive(Debug)]
+pub(super) enum Start {
+    /// Push this SQE.
+    Sqe(squeue::Entry),
+    /// Finished at once with this result: queue it for the next `turn`.
+    Done(i32),
 }
 
 /// One op in flight: the memory the kernel may touch, and its lifecycle.
 ///
 /// # Implementation
 /// Slots live inline in a `Slab`, which moves them when it grows. So an `Op` must keep every
-/// kernel-visible buffer, address or iovec behind a heap pointer (`Box`, `Vec`, ...) whose
-/// target does not move; the slot only keeps that allocation alive until the final CQE.
+/// kernel-visible buffer, address or iovec behind a heap pointer whose target does not move
+/// (`Box<SockAddrBuf>` for accept/connect, the `Vec`'s heap block for recv, the `Bytes`'
+/// storage for send); the slot keeps that allocation alive until the final CQE.
+///
+/// Cancelling does not shorten that: a cancelled op keeps its buffers and address in the slot
+/// until the final CQE (`-ECANCELED`, or the result if the op won the race) says the kernel is
+/// done with them, and only then is the slot freed with them. A `Close` cannot be called back
+/// once submitted: cancelling it only detaches the owner, and the fd is closed regardless.
 #[derive(Debug)]
 pub(super) struct Slot<T> {
     /// The op, owner of whatever memory its SQE points to.
     op: Op,
     /// Where it is in its life.
     state: Lifecycle<T>,
+    /// How it gets its result.
+    route: Route,
 }
 
 impl<T> Slot<T> {
-    /// A slot for an op just submitted.
+    /// A slot for an op just submitted (its route is set by [`start`](Self::start)).
     pub(super) fn new(op: Op, owner: T) -> Slot<T> {
-        Slot { op, state: Lifecycle::InFlight(owner) }
+        Slot { op, state: Lifecycle::InFlight(owner), route: Route::Opcode }
     }
 
-    /// The SQE for this slot's op, tagged with its key.
-    pub(super) fn sqe(&self, key: usize) -> squeue::Entry {
-        match self.op {
-            Op::Poll { fd, interest } => {
-                opcode::PollAdd::new(types::Fd(fd), interest.0).build().user_data(user_data(key))
+    /// Gets the op going: its own SQE when `features` has the opcode, else the synchronous
+    /// attempt (and a `POLL_ADD` if that would block).
+    pub(super) fn start(&mut self, key: usize, features: FeatureSet) -> Start {
+        if let Some(sqe) = self.sqe(features) {
+            self.route = Route::Opcode;
+            return match sqe {
+                Ok(sqe) => Start::Sqe(sqe.user_data(user_data(key))),
+                Err(res) => {
+                    self.route = Route::Done;
+                    Start::Done(res)
+                }
+            };
+        }
+        match sync::attempt(&mut self.op) {
+            Attempt::Done(res) => {
+                self.route = Route::Done;
+                Start::Done(res)
+            }
+            Attempt::Wait(fd, bits) => {
+                self.route = Route::Readiness;
+                Start::Sqe(poll_sqe(key, fd, bits))
             }
         }
     }
 
-    /// Detaches the owner and marks the slot cancelled; `None` if it already was.
-    pub(super) fn cancel(&mut self) -> Option<T> {
+    /// The op's own SQE (untagged), `None` if the kernel lacks the opcode, `Err(-errno)` for
+    /// an op that cannot be submitted.
+    fn sqe(&mut self, features: FeatureSet) -> Option<Result<squeue::Entry, i32>> {
+        let has = |f| features.contains(f);
+        let sqe = match &mut self.op {
+            Op::Poll { fd, interest } => opcode::PollAdd::new(Fd(*fd), interest.0).build(),
+            Op::Accept { fd, addr } if has(Feature::OpAccept) => {
+                let storage = &mut addr.storage as *mut libc::sockaddr_storage;
+                opcode::Accept::new(Fd(*fd), storage.cast(), &mut addr.len)
+                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                    .build()
+            }
+            Op::Connect { fd, addr } if has(Feature::OpConnect) => {
+                let storage = &addr.storage as *const libc::sockaddr_storage;
+                opcode::Connect::new(Fd(*fd), storage.cast(), addr.len).build()
+            }
+            Op::Recv { fd, buf } if has(Feature::OpRecv) => {
+                let spare = buf.spare_capacity_mut();
+                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+                opcode::Recv::new(Fd(*fd), spare.as_mut_ptr().cast(), len).build()
+            }
+            Op::Send { fd, buf, offset } if has(Feature::OpSend) => {
+                let Some(bytes) = buf.get(*offset..) else { return Some(Err(-libc::EINVAL)) };
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                opcode::Send::new(Fd(*fd), bytes.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+            }
+            Op::Shutdown { fd, how } if has(Feature::OpShutdown) => {
+                opcode::Shutdown::new(Fd(*fd), *how).build()
+            }
+            Op::Close { fd } if has(Feature::OpClose) => opcode::Close::new(Fd(*fd)).build(),
+            _ => return None,
+        };
+        Some(Ok(sqe))
+    }
+
+    /// Detaches the owner and marks the slot cancelled; `None` if it already was. The second
+    /// value says whether to send an `AsyncCancel`: not for an op the kernel does not hold
+    /// ([`Route::Done`]) nor for a `Close` (it happens regardless).
+    pub(super) fn cancel(&mut self) -> Option<(T, bool)> {
         match std::mem::replace(&mut self.state, Lifecycle::Cancelled) {
-            Lifecycle::InFlight(owner) => Some(owner),
+            Lifecycle::InFlight(owner) => {
+                let in_kernel = self.route != Route::Done && !matches!(self.op, Op::Close { .. });
+                Some((owner, in_kernel))
+            }
             Lifecycle::Cancelled => None,
         }
     }
 }
 
-/// Handles the CQE of user op `key`: reports it to its owner unless cancelled, and frees the
-/// slot (with the op's memory) when the CQE is final.
+/// A one-shot `POLL_ADD` for `bits` on `fd`, tagged with slab key `key`.
+fn poll_sqe(key: usize, fd: RawFd, bits: u32) -> squeue::Entry {
+    opcode::PollAdd::new(Fd(fd), bits).build().user_data(user_data(key))
+}
+
+/// Handles the CQE of user op `key` (or the result of a [`Route::Done`] op, with `flags` 0):
+/// reports it to its owner unless cancelled, and frees the slot when the CQE is final, the op
+/// going back in the completion. Returns the `POLL_ADD` to push when a [`Route::Readiness`]
+/// op must wait again.
 pub(super) fn complete<T: Clone>(
     slots: &mut Slab<Slot<T>>,
     key: usize,
     res: i32,
     flags: u32,
     out: &mut Vec<Completion<T>>,
-) {
+) -> Option<squeue::Entry> {
     let Some(slot) = slots.get_mut(key) else {
         log::error!("io_uring: CQE for unknown op {key} (res {res}) ignored");
-        return;
+        return None;
     };
     let id = OpId(key);
-    if cqueue::more(flags) {
-        if let Lifecycle::InFlight(owner) = &slot.state {
-            out.push(Completion { id, owner: owner.clone(), result: result(res), more: true });
+    match &slot.state {
+        Lifecycle::InFlight(owner) if cqueue::more(flags) => {
+            let (owner, result) = (owner.clone(), result(res));
+            out.push(Completion { id, owner, result, more: true, op: None });
+            return None;
         }
-        return;
-    }
-    match slots.remove(key).state {
-        Lifecycle::InFlight(owner) => {
-            out.push(Completion { id, owner, result: result(res), more: false })
+        Lifecycle::Cancelled if cqueue::more(flags) => return None,
+        Lifecycle::Cancelled => {
+            slots.remove(key);
+            return None;
         }
-        Lifecycle::Cancelled => {}
+        Lifecycle::InFlight(_) => {}
     }
+    let res = match slot.route {
+        Route::Readiness => match sync::after_poll(&mut slot.op, res) {
+            Attempt::Done(res) => res,
+            Attempt::Wait(fd, bits) => return Some(poll_sqe(key, fd, bits)),
+        },
+        Route::Opcode | Route::Done => res,
+    };
+    let Slot { mut op, state: Lifecycle::InFlight(owner), .. } = slots.remove(key) else {
+        unreachable!("a cancelled slot returned above")
+    };
+    if let (Op::Recv { buf, .. }, Ok(n)) = (&mut op, usize::try_from(res)) {
+        let spare = buf.capacity() - buf.len();
+        debug_assert!(n <= spare, "recv of {n} bytes into {spare} bytes of spare capacity");
+        // SAFETY: the kernel (io_uring or recv(2)) wrote `n` bytes at the start of the spare
+        // capacity it was given, so `len + n` bytes are initialised; `n` never exceeds that
+        // spare capacity, the length the read was given (`min` keeps it so regardless).
+        unsafe { buf.set_len(buf.len() + n.min(spare)) };
+    }
+    out.push(Completion { id, owner, result: result(res), more: false, op: Some(op) });
+    None
 }
 
 /// Handles the CQE of user op `key` at shutdown, when every slot is cancelled: frees the slot
@@ -173,7 +292,7 @@ mod tests {
         let mut slots = Slab::new();
         let op = Op::Poll { fd: 0, interest: Interest::READ };
         let key = slots.insert(Slot::new(op, "owner"));
-        assert_eq!(slots[key].cancel(), Some("owner"));
+        assert_eq!(slots[key].cancel(), Some(("owner", true)));
         assert_eq!(slots[key].cancel(), None);
         let mut out = Vec::new();
         complete(&mut slots, key, 1, 2 /* IORING_CQE_F_MORE */, &mut out);

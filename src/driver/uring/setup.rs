@@ -29,11 +29,24 @@ pub(super) enum Feature {
     NoDrop,
     /// `IORING_ASYNC_CANCEL_ANY` (5.19): one SQE cancels everything at shutdown.
     CancelAny,
+    /// `IORING_OP_ACCEPT` (5.5); without it `Accept` runs `accept4` (plus `POLL_ADD` to wait).
+    OpAccept,
+    /// `IORING_OP_CONNECT` (5.5); without it `Connect` runs `connect`, then `POLL_ADD` and
+    /// `SO_ERROR`.
+    OpConnect,
+    /// `IORING_OP_RECV` (5.6); without it `Recv` runs `recv` (plus `POLL_ADD` to wait).
+    OpRecv,
+    /// `IORING_OP_SEND` (5.6); without it `Send` runs `send` (plus `POLL_ADD` to wait).
+    OpSend,
+    /// `IORING_OP_SHUTDOWN` (5.11); without it `Shutdown` runs `shutdown` at submit.
+    OpShutdown,
+    /// `IORING_OP_CLOSE` (5.6); without it `Close` runs `close` at submit.
+    OpClose,
 }
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 8] = [
+    pub(super) const ALL: [Feature; 14] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -42,6 +55,22 @@ impl Feature {
         Feature::ExtArg,
         Feature::NoDrop,
         Feature::CancelAny,
+        Feature::OpAccept,
+        Feature::OpConnect,
+        Feature::OpRecv,
+        Feature::OpSend,
+        Feature::OpShutdown,
+        Feature::OpClose,
+    ];
+
+    /// The socket-op features and the opcodes whose probe bits they stand for.
+    const OPCODES: [(Feature, u8); 6] = [
+        (Feature::OpAccept, opcode::Accept::CODE),
+        (Feature::OpConnect, opcode::Connect::CODE),
+        (Feature::OpRecv, opcode::Recv::CODE),
+        (Feature::OpSend, opcode::Send::CODE),
+        (Feature::OpShutdown, opcode::Shutdown::CODE),
+        (Feature::OpClose, opcode::Close::CODE),
     ];
 
     /// The name used in logs and in `RINGLOOP_DISABLE`.
@@ -55,6 +84,12 @@ impl Feature {
             Feature::ExtArg => "ext_arg",
             Feature::NoDrop => "nodrop",
             Feature::CancelAny => "cancel_any",
+            Feature::OpAccept => "op_accept",
+            Feature::OpConnect => "op_connect",
+            Feature::OpRecv => "op_recv",
+            Feature::OpSend => "op_send",
+            Feature::OpShutdown => "op_shutdown",
+            Feature::OpClose => "op_close",
         }
     }
 
@@ -189,6 +224,11 @@ pub(super) fn setup(disabled: FeatureSet) -> io::Result<Setup> {
     if probe.is_supported(opcode::Socket::CODE) && !disabled.contains(Feature::CancelAny) {
         features.insert(Feature::CancelAny);
     }
+    for (f, code) in Feature::OPCODES {
+        if probe.is_supported(code) && !disabled.contains(f) {
+            features.insert(f);
+        }
+    }
     log::debug!("io_uring ring set up with {features:?} (disabled: {disabled:?})");
     Ok(Setup { ring, features, probe })
 }
@@ -238,7 +278,7 @@ fn build_with(flags: FeatureSet) -> io::Result<IoUring> {
             Feature::CoopTaskrun => builder.setup_coop_taskrun(),
             Feature::TaskrunFlag => builder.setup_taskrun_flag(),
             Feature::SubmitAll => builder.setup_submit_all(),
-            Feature::ExtArg | Feature::NoDrop | Feature::CancelAny => continue,
+            _ => continue,
         };
     }
     builder.build(RING_ENTRIES)

@@ -1,0 +1,152 @@
+//! epoll backend: the io_uring completions, emulated on level-triggered readiness.
+//!
+//! * `table.rs` keeps the ops in flight, grouped by fd, and reconciles the epoll set lazily.
+//! * `ops.rs` says what each op waits for and does its non-blocking syscall.
+// Nothing outside the tests drives `any::Driver` until `event_loop/` exists: drop this then.
+
+mod ops;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringloop_fallback::{Events, Poller};
+
+use self::table::{FdTable, Registration};
+use super::{Completion, EventFd, Op, OpId};
+
+/// The waker's token. An fd's token is the fd itself, which is never negative once registered.
+const WAKER_TOKEN: u64 = u64::MAX;
+/// Ready fds taken from the kernel per turn; the others stay ready for the next one.
+const EVENTS_PER_TURN: usize = 1024;
+
+/// The epoll driver: the contract of `driver/mod.rs` on top of a [`Poller`].
+///
+/// # Implementation
+///
+/// epoll allows one registration per fd, while several ops may wait on one fd (a reader and a
+/// writer, as with `add_reader` + `add_writer`). So ops are grouped by fd in an [`FdTable`]: each
+/// fd has a FIFO list of waiting ops and the event mask registered for it, the union of what its
+/// ops wait for (a `Recv` and a `Send` on one socket share a `POLLIN | POLLOUT` registration).
+/// When the fd reports what an op waits for, or `POLLERR`/`POLLHUP`, the op is attempted: a
+/// `Poll` finishes with the readiness; an I/O op does its non-blocking syscall, which either
+/// gives the result io_uring would give (an error and end of stream included) or `EAGAIN`, and
+/// then the op keeps waiting.
+///
+/// Ops that usually need no wait (`Send`), that have a syscall to make before they can wait
+/// (`Connect`) or that never wait (`Shutdown`, `Close`) are queued by `submit` instead and tried
+/// at the start of the next turn, before the wait; a `Send` that gets `EAGAIN` (a `Connect` that
+/// gets `EINPROGRESS`) then waits for `POLLOUT`. Submission itself makes no syscall. `Close`
+/// forgets its fd (table entry and registration) before closing it. A `Recv` waits first: with
+/// level triggering, a socket that still holds data is reported by the very wait every turn
+/// makes anyway, so an optimistic `recv` before it would save no syscall.
+///
+/// Registrations follow the ops lazily. Finishing or cancelling an op only marks its fd dirty;
+/// the next [`turn`](Self::turn) reconciles the dirty fds before it waits (`ADD` a new fd, `MOD`
+/// a changed mask, `DEL` an fd nothing waits on). The loop re-arms a `Poll` right after its
+/// completion, so in the steady state the mask is unchanged and no `epoll_ctl` is made at all.
+/// Level triggering makes a re-armed op see readiness that is still there.
+///
+/// Verdicts of `epoll_ctl` are completions, as io_uring would give them: `EPERM` (a regular file
+/// or directory, always ready for `poll(2)`) finishes the ops with `DEFAULT_POLLMASK`; `EBADF`
+/// and any other error finish them with that errno. `ENOENT` on `MOD` means the fd was closed
+/// and its number reused: it is added again. A turn with such completions pending does not block.
+///
+/// Known limit: an fd closed and reused *with an unchanged mask* between two turns (a callback
+/// closes fd 7 after its `Poll` completed, accepts a new fd 7 and polls it for reading) keeps a
+/// registration the kernel dropped at `close`, and its op never fires. Only a close that the
+/// driver sees (an `Op::Close`, or a `forget(fd)` before `close`) can prevent it for free.
+#[derive(Debug)]
+pub(crate) struct EpollDriver<T> {
+    /// The epoll instance.
+    poller: Poller,
+    /// The buffer each wait fills.
+    events: Events,
+    /// Interrupts a blocked turn from any thread; registered under [`WAKER_TOKEN`].
+    waker: Arc<EventFd>,
+    /// Ops in flight and the fds they wait on.
+    table: FdTable<T>,
+}
+
+impl<T: Clone> EpollDriver<T> {
+    /// Creates the epoll instance and registers the waker.
+    pub(crate) fn new() -> io::Result<Self> {
+        let poller = Poller::new()?;
+        let waker = Arc::new(EventFd::new()?);
+        poller.add(waker.as_raw_fd(), libc::EPOLLIN as u32, WAKER_TOKEN)?;
+        Ok(EpollDriver {
+            poller,
+            events: Events::with_capacity(EVENTS_PER_TURN),
+            waker,
+            table: FdTable::default(),
+        })
+    }
+
+    /// Queues `op`; it is armed (its fd registered) at the next turn.
+    pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
+        OpId(self.table.submit(op, owner))
+    }
+
+    /// Detaches `id` at once: its owner comes back and no completion is ever delivered for it.
+    pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
+        self.table.cancel(id.0)
+    }
+
+    /// Reconciles registrations, waits once, and appends the completions to `out`.
+    pub(crate) fn turn(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut Vec<Completion<T>>,
+    ) -> io::Result<()> {
+        self.table.start_queued(&self.poller);
+        self.table.reconcile(&self.poller);
+        let timeout = if self.table.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+        self.poller.wait(&mut self.events, timeout)?;
+        for (token, revents) in &self.events {
+            if token == WAKER_TOKEN {
+                self.waker.drain()?;
+            } else if !self.table.wake(token as RawFd, revents) {
+                // Registered under a token the table no longer knows: stop its reports.
+                let _ = self.poller.delete(token as RawFd);
+            }
+        }
+        self.table.deliver(out);
+        Ok(())
+    }
+
+    /// The eventfd that interrupts a blocked [`turn`](Self::turn).
+    pub(crate) fn waker(&self) -> Arc<EventFd> {
+        Arc::clone(&self.waker)
+    }
+
+    /// `["epoll_pwait2"]` when waits have nanosecond timeouts, else nothing.
+    pub(crate) fn features(&self) -> Vec<&'static str> {
+        if self.poller.uses_epoll_pwait2() {
+            vec!["epoll_pwait2"]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The loop no longer uses `fd` (it may be closed and its number reused at once): drop its
+    /// registration now if no op waits on it, instead of lazily at the next turn.
+    pub(crate) fn forget_fd(&mut self, fd: RawFd) {
+        let Some(entry) = self.table.fds.get(&fd) else { return };
+        if !entry.is_idle() {
+            return;
+        }
+        if let Registration::Epoll(_) = entry.registration {
+            let _ = self.poller.delete(fd);
+        }
+        self.table.fds.remove(&fd);
+    }
+
+    /// Ops submitted and neither completed nor cancelled.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.table.len()
+    }
+}

@@ -1,0 +1,400 @@
+//! The epoll driver's op table: ops in flight, grouped by the fd they wait on, and the lazy
+//! reconcile of the epoll set with what they wait for.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+use ringloop_fallback::Poller;
+use slab::Slab;
+
+use super::ops::{self, readiness};
+use crate::driver::{Completion, Op, OpId};
+
+/// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
+/// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
+const DEFAULT_POLLMASK: u32 =
+    (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
+
+/// An op in flight, in the driver's slab; its key is its [`OpId`].
+#[derive(Debug)]
+struct OpSlot<T> {
+    /// Handed back with the completion, or by `cancel`.
+    owner: T,
+    /// What to do; owns the op's memory, handed back with the completion.
+    op: Op,
+    /// Where the op is in its life.
+    state: OpState,
+}
+
+/// The life of an epoll op: `submit` → (`Queued` →) `Waiting` → `Ready` → delivered, or
+/// `Queued` → `Ready`; `cancel` is possible in every state. Slots are freed at delivery or
+/// cancellation: the kernel never sees an op's memory between syscalls, so unlike io_uring no
+/// op outlives its owner.
+#[derive(Debug)]
+enum OpState {
+    /// Listed in [`FdTable::queued`]: tried at the start of the next turn (see
+    /// [`ops::tries_first`]), then finished or put to wait.
+    Queued,
+    /// In its fd's waiter list, waiting for readiness.
+    Waiting(Link),
+    /// Finished with this result; listed in [`FdTable::ready`] for the end of the turn.
+    Ready(io::Result<u32>),
+}
+
+/// Neighbours in an fd's waiter list (slab keys).
+#[derive(Clone, Copy, Debug, Default)]
+struct Link {
+    /// The op that waited longer.
+    prev: Option<usize>,
+    /// The op that waited less long.
+    next: Option<usize>,
+}
+
+impl<T> OpSlot<T> {
+    fn link(&mut self) -> &mut Link {
+        match &mut self.state {
+            OpState::Waiting(link) => link,
+            _ => unreachable!("only a waiting op is in a waiter list"),
+        }
+    }
+}
+
+/// What the kernel knows of an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Registration {
+    /// Not in the epoll set yet.
+    Unregistered,
+    /// In the epoll set with this event mask.
+    Epoll(u32),
+    /// Refused by epoll (`EPERM`): a regular file or directory, always ready.
+    AlwaysReady,
+}
+
+/// One fd that ops wait on.
+#[derive(Debug)]
+pub(super) struct FdEntry {
+    /// The op waiting longest, first to be attempted.
+    head: Option<usize>,
+    /// The op waiting least long.
+    tail: Option<usize>,
+    /// The registration as of the last reconcile.
+    pub(super) registration: Registration,
+    /// Listed in [`FdTable::dirty`]: its waiters changed since the last reconcile.
+    dirty: bool,
+}
+
+impl FdEntry {
+    /// Whether no op waits on the fd.
+    pub(super) fn is_idle(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+/// Ops in flight, grouped by the fd they wait on.
+#[derive(Debug)]
+pub(super) struct FdTable<T> {
+    /// Every op in flight.
+    ops: Slab<OpSlot<T>>,
+    /// The fds with waiting ops, and those idle since the last reconcile.
+    pub(super) fds: HashMap<RawFd, FdEntry>,
+    /// Fds to reconcile at the next turn.
+    pub(super) dirty: Vec<RawFd>,
+    /// Ops to try at the next turn, in submission order.
+    pub(super) queued: Vec<usize>,
+    /// Ready ops, in the order their completions go out.
+    pub(super) ready: Vec<usize>,
+    /// Fds of `Close` ops cancelled before they ran: the fd is the op's, so it is still closed
+    /// (at the next turn, as io_uring would have), with no completion.
+    orphan_closes: Vec<RawFd>,
+}
+
+impl<T> Default for FdTable<T> {
+    fn default() -> Self {
+        FdTable {
+            ops: Slab::new(),
+            fds: HashMap::new(),
+            dirty: Vec::new(),
+            queued: Vec::new(),
+            ready: Vec::new(),
+            orphan_closes: Vec::new(),
+        }
+    }
+}
+
+impl<T> FdTable<T> {
+    /// Ops submitted and neither delivered nor cancelled.
+    pub(super) fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub(super) fn submit(&mut self, op: Op, owner: T) -> usize {
+        let (fd, _) = readiness(&op);
+        if fd < 0 {
+            // Not an fd: io_uring fails the op in its CQE, so do the same.
+            let state = OpState::Ready(Err(io::Error::from_raw_os_error(libc::EBADF)));
+            let key = self.ops.insert(OpSlot { owner, op, state });
+            self.ready.push(key);
+            return key;
+        }
+        if ops::tries_first(&op) {
+            let key = self.ops.insert(OpSlot { owner, op, state: OpState::Queued });
+            self.queued.push(key);
+            return key;
+        }
+        let key = self.ops.insert(OpSlot { owner, op, state: OpState::Waiting(Link::default()) });
+        self.link(fd, key);
+        key
+    }
+
+    pub(super) fn cancel(&mut self, key: usize) -> Option<T> {
+        let queued = match self.ops.get(key)?.state {
+            OpState::Queued => {
+                self.queued.retain(|&k| k != key);
+                true
+            }
+            OpState::Waiting(_) => {
+                self.unlink(key);
+                false
+            }
+            OpState::Ready(_) => {
+                self.ready.retain(|&k| k != key);
+                false
+            }
+        };
+        let slot = self.ops.remove(key);
+        if let (true, Op::Close { fd }) = (queued, slot.op) {
+            self.orphan_closes.push(fd);
+        }
+        Some(slot.owner)
+    }
+
+    /// Tries every queued op (closes first), before the turn reconciles and waits: each
+    /// finishes or starts waiting for readiness.
+    pub(super) fn start_queued(&mut self, poller: &Poller) {
+        for fd in mem::take(&mut self.orphan_closes) {
+            self.forget_for_close(poller, fd, None);
+            let _ = ops::close(fd);
+        }
+        let mut queued = mem::take(&mut self.queued);
+        for key in queued.drain(..) {
+            let slot = &mut self.ops[key];
+            let result = match slot.op {
+                Op::Close { fd } => {
+                    self.forget_for_close(poller, fd, Some(key));
+                    Some(ops::close(fd))
+                }
+                _ => ops::start(&mut slot.op),
+            };
+            match result {
+                Some(result) => {
+                    self.ops[key].state = OpState::Ready(result);
+                    self.ready.push(key);
+                }
+                None => {
+                    self.ops[key].state = OpState::Waiting(Link::default());
+                    self.link(readiness(&self.ops[key].op).0, key);
+                }
+            }
+        }
+        // Keep the allocation; starting submits nothing.
+        debug_assert!(self.queued.is_empty());
+        self.queued = queued;
+    }
+
+    /// Drops `fd` from the table and the epoll set before op `closing` (if any) closes it.
+    ///
+    /// The registration must go explicitly: epoll keeps it while a `dup` of the fd is open.
+    fn forget_for_close(&mut self, poller: &Poller, fd: RawFd, closing: Option<usize>) {
+        debug_assert!(
+            self.ops.iter().all(|(key, slot)| Some(key) == closing
+                || matches!(slot.state, OpState::Ready(_))
+                || readiness(&slot.op).0 != fd),
+            "Close of fd {fd} while another op on it is in flight"
+        );
+        if let Some(FdEntry { registration: Registration::Epoll(_), .. }) = self.fds.get(&fd) {
+            let _ = poller.delete(fd);
+        }
+        // Only a broken contract leaves waiters here: fail them rather than keep dangling links.
+        self.fail(fd, libc::EBADF);
+    }
+
+    /// Appends waiting op `key` to `fd`'s waiter list.
+    fn link(&mut self, fd: RawFd, key: usize) {
+        let entry = self.fds.entry(fd).or_insert(FdEntry {
+            head: None,
+            tail: None,
+            registration: Registration::Unregistered,
+            dirty: false,
+        });
+        let prev = entry.tail.replace(key);
+        match prev {
+            Some(prev) => self.ops[prev].link().next = Some(key),
+            None => entry.head = Some(key),
+        }
+        *self.ops[key].link() = Link { prev, next: None };
+        mark_dirty(&mut self.dirty, fd, entry);
+    }
+
+    /// Takes waiting op `key` out of its fd's waiter list.
+    fn unlink(&mut self, key: usize) {
+        let (fd, _) = readiness(&self.ops[key].op);
+        let link = *self.ops[key].link();
+        let entry = self.fds.get_mut(&fd).expect("a waiting op's fd has an entry");
+        match link.prev {
+            Some(prev) => self.ops[prev].link().next = link.next,
+            None => entry.head = link.next,
+        }
+        match link.next {
+            Some(next) => self.ops[next].link().prev = link.prev,
+            None => entry.tail = link.prev,
+        }
+        mark_dirty(&mut self.dirty, fd, entry);
+    }
+
+    /// Makes waiting op `key` ready with `result`, out of its waiter list.
+    fn finish(&mut self, key: usize, result: io::Result<u32>) {
+        self.unlink(key);
+        self.ops[key].state = OpState::Ready(result);
+        self.ready.push(key);
+    }
+
+    /// Attempts every op waiting on `fd` with `revents`, oldest first. False if `fd` is unknown.
+    pub(super) fn wake(&mut self, fd: RawFd, revents: u32) -> bool {
+        let Some(entry) = self.fds.get(&fd) else {
+            return false;
+        };
+        let mut cursor = entry.head;
+        while let Some(key) = cursor {
+            let slot = &mut self.ops[key];
+            cursor = slot.link().next;
+            if let Some(result) = ops::attempt(&mut slot.op, revents) {
+                self.finish(key, result);
+            }
+        }
+        true
+    }
+
+    /// Finishes every op waiting on `fd` with `errno` and forgets the fd.
+    fn fail(&mut self, fd: RawFd, errno: i32) {
+        while let Some(key) = self.fds.get(&fd).and_then(|entry| entry.head) {
+            self.finish(key, Err(io::Error::from_raw_os_error(errno)));
+        }
+        self.fds.remove(&fd);
+    }
+
+    /// Moves ready ops out of the slab into completions, in order, each with its op.
+    pub(super) fn deliver(&mut self, out: &mut Vec<Completion<T>>) {
+        for key in self.ready.drain(..) {
+            let slot = self.ops.remove(key);
+            let OpState::Ready(result) = slot.state else {
+                unreachable!("only ready ops are listed as ready")
+            };
+            let (id, owner, op) = (OpId(key), slot.owner, Some(slot.op));
+            out.push(Completion { id, owner, result, more: false, op });
+        }
+    }
+
+    /// Brings the epoll set in line with the waiters of every dirty fd.
+    pub(super) fn reconcile(&mut self, poller: &Poller) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for fd in dirty.drain(..) {
+            self.reconcile_fd(poller, fd);
+            if let Some(entry) = self.fds.get_mut(&fd) {
+                entry.dirty = false;
+            }
+        }
+        // Keep the allocation; reconciling adds nothing (dirty entries are not listed twice).
+        debug_assert!(self.dirty.is_empty());
+        self.dirty = dirty;
+    }
+
+    fn reconcile_fd(&mut self, poller: &Poller, fd: RawFd) {
+        let Some(entry) = self.fds.get(&fd) else {
+            return;
+        };
+        if !entry.dirty {
+            return;
+        }
+        let registration = entry.registration;
+        let Some(wanted) = self.wanted(entry) else {
+            if let Registration::Epoll(_) = registration {
+                // ENOENT/EBADF: the fd was closed, which dropped the registration already.
+                let _ = poller.delete(fd);
+            }
+            self.fds.remove(&fd);
+            return;
+        };
+        let token = fd as u64;
+        let verdict = match registration {
+            Registration::Epoll(mask) if mask == wanted => return,
+            Registration::Epoll(_) => match poller.modify(fd, wanted, token) {
+                // Closed and reused: the kernel dropped the old registration; this is a new file.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => poller.add(fd, wanted, token),
+                result => result,
+            },
+            Registration::Unregistered => poller.add(fd, wanted, token),
+            Registration::AlwaysReady => Err(io::Error::from_raw_os_error(libc::EPERM)),
+        };
+        match verdict.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)) {
+            Ok(()) => self.set_registration(fd, Registration::Epoll(wanted)),
+            Err(libc::EPERM) => {
+                self.set_registration(fd, Registration::AlwaysReady);
+                self.wake(fd, DEFAULT_POLLMASK);
+                // Forget it once idle: a new file could take its number before the next turn.
+                if self.fds.get(&fd).is_some_and(FdEntry::is_idle) {
+                    self.fds.remove(&fd);
+                }
+            }
+            Err(errno) => {
+                if let Registration::Epoll(_) = registration {
+                    let _ = poller.delete(fd);
+                }
+                self.fail(fd, errno);
+            }
+        }
+    }
+
+    /// The event mask `entry`'s waiters need; `None` if nothing waits.
+    fn wanted(&self, entry: &FdEntry) -> Option<u32> {
+        let mut mask = None;
+        let mut cursor = entry.head;
+        while let Some(key) = cursor {
+            let slot = &self.ops[key];
+            mask = Some(mask.unwrap_or(0) | readiness(&slot.op).1);
+            cursor = match slot.state {
+                OpState::Waiting(link) => link.next,
+                _ => unreachable!("only a waiting op is in a waiter list"),
+            };
+        }
+        mask
+    }
+
+    fn set_registration(&mut self, fd: RawFd, registration: Registration) {
+        if let Some(entry) = self.fds.get_mut(&fd) {
+            entry.registration = registration;
+        }
+    }
+}
+
+impl<T> Drop for FdTable<T> {
+    /// Closes the fds that `Close` ops own and never closed: they were the driver's to close.
+    fn drop(&mut self) {
+        let queued = self.queued.iter().filter_map(|&key| match self.ops[key].op {
+            Op::Close { fd } => Some(fd),
+            _ => None,
+        });
+        for fd in queued.chain(self.orphan_closes.iter().copied()) {
+            let _ = ops::close(fd);
+        }
+    }
+}
+
+/// Lists `fd` for the next reconcile unless it already is.
+fn mark_dirty(dirty: &mut Vec<RawFd>, fd: RawFd, entry: &mut FdEntry) {
+    if !entry.dirty {
+        entry.dirty = true;
+        dirty.push(fd);
+    }
+}

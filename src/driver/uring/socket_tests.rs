@@ -1,0 +1,354 @@
+//! Tests of the socket ops with real TCP sockets on 127.0.0.1, through the io_uring opcodes and
+//! through the syscall fallbacks (`op_*` disabled).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::UringDriver;
+use crate::driver::{Completion, Interest, Op, SockAddrBuf};
+
+/// Every socket op on its syscall fallback.
+const SYNC: &[&str] = &["op_accept", "op_connect", "op_recv", "op_send", "op_shutdown", "op_close"];
+
+/// The best ring, an old-kernel ring, and each of them with every socket op on its fallback.
+const ROUTES: [&[&str]; 4] = [
+    &[],
+    SYNC,
+    &["single_issuer", "defer_taskrun", "coop_taskrun", "submit_all", "ext_arg", "cancel_any"],
+    &[
+        "single_issuer",
+        "defer_taskrun",
+        "coop_taskrun",
+        "submit_all",
+        "ext_arg",
+        "cancel_any",
+        "op_accept",
+        "op_connect",
+        "op_recv",
+        "op_send",
+        "op_shutdown",
+        "op_close",
+    ],
+];
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+fn each_route(test: impl Fn(&[&str], UringDriver<u32>)) {
+    for disabled in ROUTES {
+        let driver = UringDriver::with_disabled(disabled).expect("io_uring setup");
+        test(disabled, driver);
+    }
+}
+
+/// Turns until `want` completions arrived or `limit` passed.
+fn collect(d: &mut UringDriver<u32>, want: usize, limit: Duration) -> Vec<Completion<u32>> {
+    let (start, mut out) = (Instant::now(), Vec::new());
+    while out.len() < want && start.elapsed() < limit {
+        d.turn(Some(limit.saturating_sub(start.elapsed())), &mut out).expect("turn");
+    }
+    out
+}
+
+/// Submits `op` and returns its one completion.
+fn run(cfg: &[&str], d: &mut UringDriver<u32>, op: Op) -> Completion<u32> {
+    let id = d.submit(op, 9);
+    let mut out = collect(d, 1, LIMIT);
+    assert_eq!(out.len(), 1, "{cfg:?}: {out:?}");
+    let c = out.pop().unwrap();
+    assert_eq!((c.id, c.owner, c.more), (id, 9, false), "{cfg:?}");
+    assert_eq!(d.in_flight(), 0, "{cfg:?}");
+    c
+}
+
+/// Nothing completes within a few short turns.
+fn assert_quiet(cfg: &[&str], d: &mut UringDriver<u32>) {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        d.turn(Some(Duration::from_millis(10)), &mut out).unwrap();
+    }
+    assert!(out.is_empty(), "{cfg:?}: {out:?}");
+}
+
+fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// A connected pair: ours non-blocking (the driver's side), the peer blocking with a timeout.
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let (l, addr) = listener();
+    let peer = TcpStream::connect(addr).unwrap();
+    let ours = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    ours.set_nonblocking(true).unwrap();
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    (ours, peer)
+}
+
+/// A fresh non-blocking, close-on-exec TCP socket.
+fn tcp_socket() -> OwnedFd {
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe { libc::socket(libc::AF_INET, ty, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: the fd was just created and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn sockaddr(addr: SocketAddr) -> Box<SockAddrBuf> {
+    let SocketAddr::V4(v4) = addr else { panic!("IPv4 only: {addr}") };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let mut buf = SockAddrBuf::empty();
+    // SAFETY: `sockaddr_storage` is larger than `sockaddr_in` and aligned for any address.
+    unsafe { std::ptr::write((&mut buf.storage as *mut libc::sockaddr_storage).cast(), sin) };
+    buf.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    buf
+}
+
+fn socket_addr(buf: &SockAddrBuf) -> SocketAddr {
+    assert_eq!(i32::from(buf.storage.ss_family), libc::AF_INET);
+    assert_eq!(buf.len as usize, std::mem::size_of::<libc::sockaddr_in>());
+    let ptr = (&buf.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+    // SAFETY: the family says the storage holds a `sockaddr_in`, which fits and is aligned.
+    let sin = unsafe { *ptr };
+    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+    SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))
+}
+
+fn fd_flags(fd: RawFd, cmd: libc::c_int) -> libc::c_int {
+    // SAFETY: F_GETFD / F_GETFL only read the descriptor's flags.
+    unsafe { libc::fcntl(fd, cmd) }
+}
+
+#[test]
+fn accept_gives_a_nonblocking_cloexec_fd_and_the_peer_address() {
+    each_route(|cfg, mut d| {
+        let (l, addr) = listener();
+        let id = d.submit(Op::Accept { fd: l.as_raw_fd(), addr: SockAddrBuf::empty() }, 9);
+        assert_quiet(cfg, &mut d); // no client yet: the accept waits
+        let client = TcpStream::connect(addr).unwrap();
+        let mut out = collect(&mut d, 1, LIMIT);
+        assert_eq!(out.len(), 1, "{cfg:?}");
+        let c = out.pop().unwrap();
+        assert_eq!(c.id, id);
+        let fd = c.result.expect("accept") as RawFd;
+        // SAFETY: the accepted fd is new and ours.
+        let accepted = unsafe { OwnedFd::from_raw_fd(fd) };
+        assert_ne!(fd_flags(accepted.as_raw_fd(), libc::F_GETFL) & libc::O_NONBLOCK, 0, "{cfg:?}");
+        assert_ne!(fd_flags(accepted.as_raw_fd(), libc::F_GETFD) & libc::FD_CLOEXEC, 0, "{cfg:?}");
+        let Some(Op::Accept { addr: peer, .. }) = c.op else { panic!("{cfg:?}: {:?}", c.op) };
+        assert_eq!(socket_addr(&peer), client.local_addr().unwrap(), "{cfg:?}");
+        assert_eq!(d.in_flight(), 0);
+    });
+}
+
+#[test]
+fn connect_succeeds_to_a_listener_and_is_refused_by_a_closed_port() {
+    each_route(|cfg, mut d| {
+        let (l, addr) = listener();
+        let sock = tcp_socket();
+        let c = run(cfg, &mut d, Op::Connect { fd: sock.as_raw_fd(), addr: sockaddr(addr) });
+        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
+        assert!(matches!(c.op, Some(Op::Connect { .. })));
+        drop(l);
+        let sock = tcp_socket();
+        let c = run(cfg, &mut d, Op::Connect { fd: sock.as_raw_fd(), addr: sockaddr(addr) });
+        let err = c.result.expect_err("connect to a closed port");
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{cfg:?}");
+    });
+}
+
+#[test]
+fn recv_appends_to_the_buffer_and_reads_zero_at_end_of_stream() {
+    each_route(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        // Zero the spare capacity first: memcheck cannot see the kernel write into it through
+        // io_uring and would otherwise call the received bytes uninitialised.
+        let mut buf = vec![0; 64];
+        buf.truncate(2);
+        buf.copy_from_slice(b">>");
+        let id = d.submit(Op::Recv { fd: ours.as_raw_fd(), buf }, 9);
+        assert_quiet(cfg, &mut d); // no data yet: the recv waits
+        peer.write_all(b"hello").unwrap();
+        let mut out = collect(&mut d, 1, LIMIT);
+        assert_eq!(out.len(), 1, "{cfg:?}");
+        let c = out.pop().unwrap();
+        assert_eq!((c.id, c.result.unwrap()), (id, 5), "{cfg:?}");
+        let Some(Op::Recv { buf, .. }) = c.op else { panic!("{cfg:?}: {:?}", c.op) };
+        assert_eq!(buf, b">>hello");
+        drop(peer);
+        let c = run(cfg, &mut d, Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(8) });
+        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
+        let Some(Op::Recv { buf, .. }) = c.op else { panic!() };
+        assert!(buf.is_empty());
+    });
+}
+
+#[test]
+fn send_sends_from_the_offset_and_the_peer_reads_it() {
+    each_route(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let buf = Bytes::from_static(b"hello world");
+        let c = run(cfg, &mut d, Op::Send { fd: ours.as_raw_fd(), buf, offset: 6 });
+        assert_eq!(c.result.unwrap(), 5, "{cfg:?}");
+        let Some(Op::Send { buf, offset, .. }) = c.op else { panic!("{cfg:?}: {:?}", c.op) };
+        assert_eq!((&buf[..], offset), (&b"hello world"[..], 6));
+        let mut got = [0; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"world");
+        let bad = Op::Send { fd: ours.as_raw_fd(), buf, offset: 12 };
+        let err = run(cfg, &mut d, bad).result.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{cfg:?}");
+    });
+}
+
+#[test]
+fn a_big_send_to_a_stalled_peer_can_be_cancelled() {
+    each_route(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let big = Bytes::from(vec![0x5a; 8 << 20]);
+        // The first send may complete short; keep sending until one stays pending.
+        let (mut offset, mut out) = (0, Vec::new());
+        let pending = loop {
+            let op = Op::Send { fd: ours.as_raw_fd(), buf: big.clone(), offset };
+            let id = d.submit(op, 9);
+            let start = Instant::now();
+            while out.is_empty() && start.elapsed() < Duration::from_millis(50) {
+                d.turn(Some(Duration::from_millis(10)), &mut out).unwrap();
+            }
+            match out.pop() {
+                None => break id,
+                Some(c) => {
+                    let n = c.result.expect("send") as usize;
+                    assert!(n > 0 && offset + n < big.len(), "{cfg:?}: sent {n} of {}", big.len());
+                    offset += n;
+                }
+            }
+        };
+        assert_eq!(d.cancel(pending), Some(9));
+        assert_eq!(d.cancel(pending), None);
+        drop(big); // the slot's clone keeps the bytes alive until the final CQE
+        let start = Instant::now();
+        while d.in_flight() > 0 && start.elapsed() < LIMIT {
+            d.turn(Some(Duration::from_millis(10)), &mut out).unwrap();
+        }
+        assert!(out.is_empty(), "{cfg:?}: {out:?}");
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+        // The peer gets exactly what the completed sends reported, maybe plus what the
+        // cancelled send got out before its cancel (io_uring reports that as ECANCELED).
+        drop(ours);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert!(got.len() >= offset && got.iter().all(|b| *b == 0x5a), "{cfg:?}");
+    });
+}
+
+#[test]
+fn shutdown_write_makes_the_peer_read_end_of_stream() {
+    each_route(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let c = run(cfg, &mut d, Op::Shutdown { fd: ours.as_raw_fd(), how: libc::SHUT_WR });
+        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
+        assert!(matches!(c.op, Some(Op::Shutdown { .. })));
+        let mut rest = Vec::new();
+        assert_eq!(peer.read_to_end(&mut rest).unwrap(), 0, "{cfg:?}");
+        // Still open for reading.
+        peer.write_all(b"x").unwrap();
+        let c = run(cfg, &mut d, Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(4) });
+        assert_eq!(c.result.unwrap(), 1, "{cfg:?}");
+    });
+}
+
+/// Our end of a connected pair, moved to a number of 1000 or more: fds are allocated lowest
+/// first, so tests running in parallel do not reuse that number as soon as it is closed.
+fn high_fd_pair() -> (RawFd, TcpStream) {
+    let (ours, peer) = tcp_pair();
+    // SAFETY: F_DUPFD_CLOEXEC takes no pointers; the new fd is ours, closed by the test's op.
+    let fd = unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 1000) };
+    assert!(fd >= 1000, "F_DUPFD_CLOEXEC: {}", std::io::Error::last_os_error());
+    (fd, peer)
+}
+
+/// The fd number is closed, and the peer sees end of stream (nothing else holds the socket).
+fn assert_closed(cfg: &[&str], fd: RawFd, mut peer: TcpStream) {
+    assert_eq!(fd_flags(fd, libc::F_GETFD), -1, "{cfg:?}");
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EBADF), "{cfg:?}");
+    assert_eq!(peer.read(&mut [0; 8]).unwrap(), 0, "{cfg:?}");
+}
+
+#[test]
+fn close_closes_the_fd_even_when_cancelled() {
+    each_route(|cfg, mut d| {
+        let (fd, peer) = high_fd_pair();
+        let c = run(cfg, &mut d, Op::Close { fd });
+        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
+        assert!(matches!(c.op, Some(Op::Close { .. })));
+        assert_closed(cfg, fd, peer);
+        // Cancelling a close detaches its owner; the close still happens, unreported.
+        let (fd, peer) = high_fd_pair();
+        let id = d.submit(Op::Close { fd }, 3);
+        assert_eq!(d.cancel(id), Some(3));
+        assert_quiet(cfg, &mut d);
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+        assert_closed(cfg, fd, peer);
+    });
+}
+
+#[test]
+fn every_final_completion_hands_the_op_back() {
+    each_route(|cfg, mut d| {
+        let (ours, _peer) = tcp_pair();
+        let c = run(cfg, &mut d, Op::Poll { fd: ours.as_raw_fd(), interest: Interest::WRITE });
+        assert!(matches!(c.op, Some(Op::Poll { .. })), "{cfg:?}: {:?}", c.op);
+        let c = run(cfg, &mut d, Op::Shutdown { fd: -1, how: libc::SHUT_RDWR });
+        assert_eq!(c.result.unwrap_err().raw_os_error(), Some(libc::EBADF), "{cfg:?}");
+        assert!(matches!(c.op, Some(Op::Shutdown { fd: -1, .. })));
+    });
+}
+
+#[test]
+fn synchronous_results_wait_for_the_next_turn() {
+    let mut d = UringDriver::<u32>::with_disabled(SYNC).unwrap();
+    let (ours, _peer) = tcp_pair();
+    d.submit(Op::Shutdown { fd: ours.as_raw_fd(), how: libc::SHUT_WR }, 1);
+    assert_eq!(d.ready.len(), 1); // done at submit, not yet delivered
+    let start = Instant::now();
+    let out = collect(&mut d, 1, LIMIT);
+    assert!(start.elapsed() < Duration::from_secs(1)); // the turn did not block
+    assert_eq!((out.len(), d.in_flight()), (1, 0));
+    // Cancelled before that turn: nothing is reported, the slot is freed.
+    let id = d.submit(Op::Shutdown { fd: ours.as_raw_fd(), how: libc::SHUT_RD }, 2);
+    assert_eq!(d.cancel(id), Some(2));
+    assert_quiet(&[], &mut d);
+    assert_eq!(d.in_flight(), 0);
+}
+
+#[test]
+fn dropping_the_driver_with_a_recv_in_flight_does_not_hang() {
+    each_route(|cfg, mut d| {
+        let (ours, _peer) = tcp_pair();
+        d.submit(Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(1 << 16) }, 1);
+        d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+        d.submit(Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(16) }, 2);
+        let start = Instant::now();
+        assert!(d.shutdown(), "{cfg:?}");
+        drop(d);
+        assert!(start.elapsed() < Duration::from_millis(900), "{cfg:?}: {:?}", start.elapsed());
+    });
+}

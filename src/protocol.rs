@@ -1,0 +1,66 @@
+//! Protocols: the callbacks a transport drives (asyncio's `BaseProtocol`, `Protocol`,
+//! `BufferedProtocol`).
+//!
+//! Call order, guaranteed by every transport: `connection_made` first, then any number of
+//! `data_received`/`buffer_updated`, then at most one `eof_received`, then `connection_lost`
+//! exactly once. `pause_writing`/`resume_writing` alternate, starting with `pause_writing`.
+//!
+//! Protocol methods take `&mut self`. A protocol may call any transport method from any of its
+//! callbacks, `close` and `abort` included; a callback that the transport would make while the
+//! protocol is already inside one (for example `pause_writing` from inside its own `write`) is
+//! delivered right after the running callback returns, in order.
+
+use crate::error::Error;
+
+/// Callbacks common to every protocol (asyncio's `BaseProtocol`).
+pub trait BaseProtocol {
+    /// The connection is made; `transport` is the protocol's handle to it (keep a clone).
+    fn connection_made(&mut self, transport: crate::transport::Transport) {
+        let _ = transport;
+    }
+
+    /// The connection is gone: `None` on a clean close (EOF, `close()`), else the error.
+    /// Called exactly once, last.
+    fn connection_lost(&mut self, error: Option<Error>) {
+        let _ = error;
+    }
+
+    /// The transport's write buffer went over its high-water mark: stop writing for a while.
+    fn pause_writing(&mut self) {}
+
+    /// The write buffer drained below the low-water mark: writing may resume.
+    fn resume_writing(&mut self) {}
+}
+
+/// A streaming protocol whose bytes the transport hands over as they arrive (asyncio's
+/// `Protocol`).
+pub trait Protocol: BaseProtocol {
+    /// Some bytes arrived. `data` is only valid during the call (it borrows the loop's read
+    /// buffer): copy what must outlive it.
+    fn data_received(&mut self, data: &[u8]) {
+        let _ = data;
+    }
+
+    /// The peer closed its writing side. Return `true` to keep the connection half-open (the
+    /// protocol can still write and must close it later), `false` to let the transport close.
+    fn eof_received(&mut self) -> bool {
+        false
+    }
+}
+
+/// A streaming protocol that lends the transport its own buffer to read into (asyncio's
+/// `BufferedProtocol`): no copy between the kernel and the protocol.
+pub trait BufferedProtocol: BaseProtocol {
+    /// A buffer for the next read; at least one byte. `size_hint` is the recommended size, or
+    /// 0 when the transport has no preference. An empty buffer is a fatal error for the
+    /// connection.
+    fn get_buffer(&mut self, size_hint: usize) -> &mut [u8];
+
+    /// `nbytes` bytes were written at the start of the buffer last returned by `get_buffer`.
+    fn buffer_updated(&mut self, nbytes: usize);
+
+    /// As [`Protocol::eof_received`].
+    fn eof_received(&mut self) -> bool {
+        false
+    }
+}

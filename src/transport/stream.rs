@@ -1,0 +1,594 @@
+//! The stream transport (TCP and Unix stream sockets): asyncio's socket transport, driven by
+//! the driver's completions, identical on both backends.
+//!
+//! # States
+//! ```text
+//!  Open ──close()──► Closing (no reads; flushing the write buffer) ──flushed──► Closed
+//!   │                                                                             ▲
+//!   └──abort() / fatal error / EOF without keep-open ───────────────────────────┘
+//! ```
+//! Reading: `Reading` ⇄ `Paused`, and `Stopped` after EOF or close. Data that completes while
+//! paused is held and delivered, in order, on resume. One recv and one send are in flight at
+//! most; every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
+//! the protocol is delivered right after the running one returns.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+
+use super::dispatch::Dispatcher;
+use super::flow_control::{FlowEvent, WriteBuffer};
+use crate::driver::{Op, OpId};
+use crate::error::{Error, Result};
+use crate::event_loop::{EventLoop, Inner, OpOwner};
+
+/// Bytes asked of the kernel per recv.
+const RECV_SIZE: usize = 64 * 1024;
+/// Writes after the connection is gone are logged from this many on (asyncio's
+/// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
+
+/// The transport's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamState {
+    /// Reading and writing.
+    Open,
+    /// `close()` called: no more reads; closes once the write buffer is flushed.
+    Closing,
+    /// Done: the fd is closed and `connection_lost` is scheduled or delivered.
+    Closed,
+}
+
+/// The read side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    /// A recv is kept in flight.
+    Reading,
+    /// `pause_reading()`: no new recv; completed data is held.
+    Paused,
+    /// EOF seen, or closing: no more reads.
+    Stopped,
+}
+
+/// `write_eof` progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteEof {
+    /// Not asked for.
+    No,
+    /// Asked for: `shutdown(SHUT_WR)` once the buffer is flushed.
+    Pending,
+    /// Shutdown submitted.
+    Done,
+}
+
+/// Which op of a stream completed (the driver owner's tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamOp {
+    /// The recv.
+    Recv,
+    /// The send.
+    Send,
+    /// The write-side shutdown.
+    Shutdown,
+}
+
+/// The shared state of a stream transport.
+pub(crate) struct StreamCore {
+    /// The loop.
+    event_loop: Weak<Inner>,
+    /// The socket; `None` once closed.
+    fd: RefCell<Option<OwnedFd>>,
+    /// Its number, for ops and logs.
+    raw_fd: RawFd,
+    /// Lifecycle.
+    state: Cell<StreamState>,
+    /// Read side.
+    read: Cell<ReadState>,
+    /// The recv in flight.
+    recv_op: Cell<Option<OpId>>,
+    /// The read buffer when no recv is in flight (reused across reads).
+    spare: RefCell<Option<Vec<u8>>>,
+    /// Data completed while paused, and whether EOF followed it.
+    held: RefCell<VecDeque<Vec<u8>>>,
+    /// EOF arrived while paused.
+    held_eof: Cell<bool>,
+    /// Bytes accepted by `write` and not yet sent.
+    write: RefCell<WriteBuffer>,
+    /// The send in flight.
+    send_op: Cell<Option<OpId>>,
+    /// `write_eof` progress.
+    eof: Cell<WriteEof>,
+    /// Writes after the connection was lost.
+    lost_writes: Cell<u32>,
+    /// The protocol and the re-entrancy guard around it.
+    dispatcher: Dispatcher,
+    /// `getpeername`/`getsockname` at creation.
+    peername: Option<socket2::SockAddr>,
+    /// The local address.
+    sockname: Option<socket2::SockAddr>,
+}
+
+/// A stream transport: asyncio's `Transport` for TCP and Unix stream sockets. Cheap to clone;
+/// clones refer to the same connection.
+#[derive(Clone)]
+pub struct Transport {
+    /// The shared state.
+    pub(crate) core: Rc<StreamCore>,
+}
+
+impl StreamCore {
+    fn event_loop(&self) -> Option<EventLoop> {
+        self.event_loop.upgrade().map(|inner| EventLoop { inner })
+    }
+
+    fn submit(self: &Rc<Self>, op: Op, kind: StreamOp) -> Option<OpId> {
+        let owner = OpOwner::Stream { core: self.clone(), op: kind };
+        self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
+    }
+
+    fn cancel(&self, slot: &Cell<Option<OpId>>) {
+        if let Some(id) = slot.take() {
+            if let Some(event_loop) = self.event_loop() {
+                event_loop.with_driver(|driver| driver.cancel(id));
+            }
+        }
+    }
+
+    fn submit_recv(self: &Rc<Self>) {
+        if self.recv_op.get().is_some()
+            || self.read.get() != ReadState::Reading
+            || self.state.get() != StreamState::Open
+        {
+            return;
+        }
+        let mut buf = self.spare.take().unwrap_or_else(|| Vec::with_capacity(RECV_SIZE));
+        buf.clear();
+        let id = self.submit(Op::Recv { fd: self.raw_fd, buf }, StreamOp::Recv);
+        self.recv_op.set(id);
+    }
+
+    fn submit_send(self: &Rc<Self>) {
+        if self.send_op.get().is_some() || self.state.get() == StreamState::Closed {
+            return;
+        }
+        let Some(buf) = self.write.borrow().front() else { return };
+        let id = self.submit(Op::Send { fd: self.raw_fd, buf, offset: 0 }, StreamOp::Send);
+        self.send_op.set(id);
+    }
+
+    fn submit_shutdown(self: &Rc<Self>) {
+        self.eof.set(WriteEof::Done);
+        let op = Op::Shutdown { fd: self.raw_fd, how: libc::SHUT_WR };
+        // Its completion only matters for errors, which a later read or write reports too.
+        let _ = self.submit(op, StreamOp::Shutdown);
+    }
+
+    /// A driver completion for this transport.
+    pub(crate) fn on_completion(
+        self: &Rc<Self>,
+        kind: StreamOp,
+        result: io::Result<u32>,
+        op: Option<Op>,
+    ) {
+        match kind {
+            StreamOp::Recv => {
+                self.recv_op.set(None);
+                let buf = match op {
+                    Some(Op::Recv { buf, .. }) => buf,
+                    _ => Vec::new(),
+                };
+                self.on_recv(result, buf);
+            }
+            StreamOp::Send => {
+                self.send_op.set(None);
+                self.on_send(result);
+            }
+            StreamOp::Shutdown => {}
+        }
+        self.flush_deferred_later();
+    }
+
+    /// Events that met a protocol borrowed outside its callbacks (user code holding the
+    /// `RefCell` borrow) are retried next iteration until delivered: none is ever lost.
+    fn flush_deferred_later(self: &Rc<Self>) {
+        if !self.dispatcher.has_deferred() {
+            return;
+        }
+        let Some(event_loop) = self.event_loop() else { return };
+        let core = self.clone();
+        let _ = event_loop.call_soon(move || {
+            core.dispatcher.flush();
+            core.flush_deferred_later();
+        });
+    }
+
+    fn on_recv(self: &Rc<Self>, result: io::Result<u32>, buf: Vec<u8>) {
+        if self.state.get() != StreamState::Open {
+            return;
+        }
+        match result {
+            Ok(0) if self.read.get() == ReadState::Paused => self.held_eof.set(true),
+            Ok(0) => self.on_eof(),
+            Ok(_) if self.read.get() == ReadState::Paused => self.held.borrow_mut().push_back(buf),
+            Ok(_) => {
+                self.dispatcher.data(&buf);
+                *self.spare.borrow_mut() = Some(buf);
+                self.submit_recv();
+            }
+            Err(err) => {
+                self.force_close(Some(Error::io(format!("recv on fd {}", self.raw_fd), err)))
+            }
+        }
+    }
+
+    fn on_eof(self: &Rc<Self>) {
+        self.read.set(ReadState::Stopped);
+        let keep_open = self.dispatcher.send(super::dispatch::Event::Eof);
+        if !keep_open {
+            self.close();
+        }
+    }
+
+    fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
+        if self.state.get() == StreamState::Closed {
+            return;
+        }
+        let sent = match result {
+            Ok(sent) => sent as usize,
+            Err(err) => {
+                let error = Error::io(format!("send on fd {}", self.raw_fd), err);
+                return self.force_close(Some(error));
+            }
+        };
+        let flow = self.write.borrow_mut().consume(sent);
+        if !self.write.borrow().is_empty() {
+            self.submit_send();
+        }
+        if flow == Some(FlowEvent::Resume) {
+            self.dispatcher.send(super::dispatch::Event::ResumeWriting);
+        }
+        if self.write.borrow().is_empty() && self.send_op.get().is_none() {
+            if self.state.get() == StreamState::Closing {
+                self.finish(None);
+            } else if self.eof.get() == WriteEof::Pending {
+                self.submit_shutdown();
+            }
+        }
+    }
+
+    fn close(self: &Rc<Self>) {
+        if self.state.get() != StreamState::Open {
+            return;
+        }
+        self.state.set(StreamState::Closing);
+        self.read.set(ReadState::Stopped);
+        self.cancel(&self.recv_op);
+        if self.write.borrow().is_empty() && self.send_op.get().is_none() {
+            self.finish(None);
+        }
+    }
+
+    fn force_close(self: &Rc<Self>, error: Option<Error>) {
+        if self.state.get() == StreamState::Closed {
+            return;
+        }
+        self.write.borrow_mut().clear();
+        self.finish(error);
+    }
+
+    /// Enters `Closed`: cancels what is in flight and schedules `connection_lost`, after which
+    /// the socket is closed.
+    fn finish(self: &Rc<Self>, error: Option<Error>) {
+        self.state.set(StreamState::Closed);
+        self.read.set(ReadState::Stopped);
+        self.cancel(&self.recv_op);
+        self.cancel(&self.send_op);
+        self.held.borrow_mut().clear();
+        let Some(event_loop) = self.event_loop() else {
+            self.close_fd(None);
+            return;
+        };
+        let core = self.clone();
+        let scheduled = event_loop.call_soon(move || {
+            core.dispatcher.send(super::dispatch::Event::Lost(error));
+            core.close_fd(core.event_loop());
+        });
+        if scheduled.is_err() {
+            self.close_fd(Some(event_loop));
+        }
+    }
+
+    fn close_fd(&self, event_loop: Option<EventLoop>) {
+        if let Some(fd) = self.fd.borrow_mut().take() {
+            if let Some(event_loop) = event_loop {
+                event_loop.with_driver(|driver| driver.forget_fd(fd.as_raw_fd()));
+            }
+            drop(fd);
+        }
+    }
+
+    fn resume_held(self: &Rc<Self>) {
+        loop {
+            if self.read.get() != ReadState::Reading || self.state.get() != StreamState::Open {
+                return;
+            }
+            let Some(chunk) = self.held.borrow_mut().pop_front() else { break };
+            self.dispatcher.data(&chunk);
+        }
+        if self.held_eof.take() {
+            self.on_eof();
+        } else {
+            self.submit_recv();
+        }
+    }
+}
+
+impl Transport {
+    /// Wraps a connected socket and schedules `connection_made`, then reading.
+    pub(crate) fn start(
+        event_loop: &EventLoop,
+        fd: OwnedFd,
+        protocol: Rc<dyn super::dispatch::StreamProtocol>,
+    ) -> Result<Transport> {
+        event_loop.check_open()?;
+        let socket = socket2::SockRef::from(&fd);
+        if let Ok(socket2::Type::STREAM) = socket.r#type() {
+            if socket.local_addr().is_ok_and(|a| a.is_ipv4() || a.is_ipv6()) {
+                let _ = socket.set_nodelay(true);
+            }
+        }
+        let core = Rc::new(StreamCore {
+            event_loop: Rc::downgrade(&event_loop.inner),
+            raw_fd: fd.as_raw_fd(),
+            peername: socket.peer_addr().ok(),
+            sockname: socket.local_addr().ok(),
+            fd: RefCell::new(Some(fd)),
+            state: Cell::new(StreamState::Open),
+            read: Cell::new(ReadState::Reading),
+            recv_op: Cell::new(None),
+            spare: RefCell::new(None),
+            held: RefCell::new(VecDeque::new()),
+            held_eof: Cell::new(false),
+            write: RefCell::new(WriteBuffer::default()),
+            send_op: Cell::new(None),
+            eof: Cell::new(WriteEof::No),
+            lost_writes: Cell::new(0),
+            dispatcher: super::dispatch::Dispatcher::new(protocol),
+        });
+        let transport = Transport { core };
+        let starter = transport.clone();
+        event_loop.call_soon(move || {
+            starter.core.dispatcher.send(super::dispatch::Event::Made(starter.clone()));
+            starter.core.submit_recv();
+            starter.core.flush_deferred_later();
+        })?;
+        Ok(transport)
+    }
+
+    /// Queues `data` for sending (copied); never blocks. After `close()` or once the
+    /// connection is lost the data is dropped (and, from the fifth such write on, logged).
+    /// `Error::Runtime` after `write_eof()`.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return self.check_writable();
+        }
+        self.write_bytes(Bytes::copy_from_slice(data))
+    }
+
+    /// [`write`](Self::write) without a copy.
+    pub fn write_bytes(&self, data: Bytes) -> Result<()> {
+        self.check_writable()?;
+        let core = &self.core;
+        if data.is_empty() {
+            return Ok(());
+        }
+        if core.state.get() != StreamState::Open {
+            let lost = core.lost_writes.get() + 1;
+            core.lost_writes.set(lost);
+            if lost >= LOST_WRITES_LOG_THRESHOLD {
+                log::warn!(target: "ringloop", "socket.send() raised exception.");
+            }
+            return Ok(());
+        }
+        let flow = core.write.borrow_mut().push(data);
+        core.submit_send();
+        if flow == Some(FlowEvent::Pause) {
+            core.dispatcher.send(super::dispatch::Event::PauseWriting);
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.core.eof.get() != WriteEof::No {
+            return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
+        }
+        Ok(())
+    }
+
+    /// Writes each buffer in order (asyncio's `writelines`).
+    pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        for buffer in buffers {
+            self.write(buffer.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Closes the write side after the buffer is flushed (`shutdown(SHUT_WR)`); reading goes
+    /// on. Idempotent; does nothing once closing.
+    pub fn write_eof(&self) {
+        let core = &self.core;
+        if core.eof.get() != WriteEof::No || core.state.get() != StreamState::Open {
+            return;
+        }
+        core.eof.set(WriteEof::Pending);
+        if core.write.borrow().is_empty() && core.send_op.get().is_none() {
+            core.submit_shutdown();
+        }
+    }
+
+    /// True: stream sockets support `write_eof`.
+    pub fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Closes the transport: reading stops at once; buffered data is flushed, then
+    /// `connection_lost(None)` is called and the socket closed. Idempotent.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
+    pub fn abort(&self) {
+        self.core.force_close(None);
+    }
+
+    /// True once `close`/`abort` was called or the connection was lost.
+    pub fn is_closing(&self) -> bool {
+        self.core.state.get() != StreamState::Open
+    }
+
+    /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
+    /// arrives meanwhile is held, in order. Idempotent.
+    pub fn pause_reading(&self) {
+        let core = &self.core;
+        if core.read.get() == ReadState::Reading && core.state.get() == StreamState::Open {
+            core.read.set(ReadState::Paused);
+        }
+    }
+
+    /// Resumes delivery: held data first, then new reads. Idempotent.
+    pub fn resume_reading(&self) {
+        let core = &self.core;
+        if core.read.get() != ReadState::Paused || core.state.get() != StreamState::Open {
+            return;
+        }
+        core.read.set(ReadState::Reading);
+        let Some(event_loop) = core.event_loop() else { return };
+        let core = core.clone();
+        let _ = event_loop.call_soon(move || core.resume_held());
+    }
+
+    /// True while data is being delivered (not paused, not closed).
+    pub fn is_reading(&self) -> bool {
+        self.core.read.get() == ReadState::Reading && self.core.state.get() == StreamState::Open
+    }
+
+    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
+    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let flow = self.core.write.borrow_mut().set_limits(high, low)?;
+        if flow == Some(FlowEvent::Pause) {
+            self.core.dispatcher.send(super::dispatch::Event::PauseWriting);
+        }
+        Ok(())
+    }
+
+    /// `(low, high)`.
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.core.write.borrow().limits()
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.core.write.borrow().len()
+    }
+
+    /// The peer's address.
+    pub fn peername(&self) -> Option<socket2::SockAddr> {
+        self.core.peername.clone()
+    }
+
+    /// The local address.
+    pub fn sockname(&self) -> Option<socket2::SockAddr> {
+        self.core.sockname.clone()
+    }
+
+    /// The socket's fd while open.
+    pub fn socket_fd(&self) -> Option<RawFd> {
+        self.core.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        match name {
+            "peername" => self.peername().map(ExtraInfo::Address),
+            "sockname" => self.sockname().map(ExtraInfo::Address),
+            "socket" => self.socket_fd().map(ExtraInfo::Fd),
+            _ => None,
+        }
+    }
+
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P: crate::protocol::Protocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
+        self.core.dispatcher.set(Rc::new(super::dispatch::Plain(protocol)));
+    }
+
+    /// The protocol, if it is a `P` (and the connection is not lost yet).
+    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
+        self.core.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+    }
+}
+
+/// A value of [`Transport::get_extra_info`].
+#[derive(Clone, Debug)]
+pub enum ExtraInfo {
+    /// A socket address (`peername`, `sockname`).
+    Address(socket2::SockAddr),
+    /// A file descriptor (`socket`).
+    Fd(RawFd),
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.core;
+        write!(
+            f,
+            "<Transport fd={} {:?} read={:?} write_buffer={}>",
+            core.raw_fd,
+            core.state.get(),
+            core.read.get(),
+            core.write.borrow().len()
+        )
+    }
+}
+
+impl EventLoop {
+    /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
+    /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
+    /// iteration; the returned `Rc` is the protocol the transport drives.
+    pub async fn connect_accepted_socket<P, F>(
+        &self,
+        protocol_factory: F,
+        socket: OwnedFd,
+    ) -> Result<(Transport, Rc<RefCell<P>>)>
+    where
+        P: crate::protocol::Protocol + 'static,
+        F: FnOnce() -> P,
+    {
+        let kind = socket2::SockRef::from(&socket).r#type().map_err(|e| {
+            Error::io(format!("connect_accepted_socket(fd {})", socket.as_raw_fd()), e)
+        })?;
+        if kind != socket2::Type::STREAM {
+            return Err(Error::InvalidArgument(format!(
+                "A Stream Socket was expected, got fd {} of type {kind:?}",
+                socket.as_raw_fd()
+            )));
+        }
+        socket2::SockRef::from(&socket)
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let transport =
+            Transport::start(self, socket, Rc::new(super::dispatch::Plain(protocol.clone())))?;
+        Ok((transport, protocol))
+    }
+}
