@@ -31,6 +31,8 @@
 //! | `loop.create_task`, `Task`, task factory | [`EventLoop::create_task`], [`Task`], [`TaskFactory`] |
 //! | `loop.add_reader`/`add_writer`/`remove_*` | same names, on a `RawFd` |
 //! | `loop.run_in_executor`, `ThreadPoolExecutor` | [`EventLoop::run_in_executor`], [`Executor`] |
+//! | `loop.getaddrinfo`, `loop.getnameinfo` | [`EventLoop::getaddrinfo`], [`EventLoop::getnameinfo`] |
+//! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
