@@ -297,6 +297,10 @@ mod tests {
     #[test]
     fn ladder_degrades_to_the_next_rung_when_flags_are_disabled() {
         let all = FeatureSet::from_names(Feature::ALL.map(Feature::name));
+        // Skips (printed) where the kernel has no io_uring at all.
+        if crate::driver::uring::tests::ring::<u32>(&[]).is_none() {
+            return;
+        }
         let (_, flags) = build_ring(all).expect("a plain ring");
         assert_eq!(flags, FeatureSet::default());
         let mut no_defer = FeatureSet::default();
