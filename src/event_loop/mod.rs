@@ -4,6 +4,7 @@ mod current;
 mod exception;
 mod executor_calls;
 mod handle;
+mod op_future;
 mod remote;
 mod run;
 mod timers;
@@ -21,6 +22,8 @@ pub(crate) use current::with_running_loop;
 pub use current::{get_event_loop, get_running_loop, new_event_loop, set_event_loop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use handle::{Handle, TimerHandle};
+#[allow(unused_imports)] // used by create_server/create_connection/sock_* as they land
+pub(crate) use op_future::OpFuture;
 pub use remote::{LoopHandle, ThreadsafeHandle};
 pub(crate) use remote::{Remote, RemoteItem};
 
@@ -45,6 +48,8 @@ pub(crate) enum OpOwner {
         /// Which callback it serves.
         dir: Direction,
     },
+    /// An op awaited by a task ([`op_future::OpFuture`]).
+    Waiter(Rc<op_future::OpWaiter>),
     /// An op of a stream transport.
     Stream {
         /// The transport.

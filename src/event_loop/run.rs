@@ -171,6 +171,7 @@ impl EventLoop {
                     debug_assert!(!completion.more, "watch polls are one-shot");
                     self.on_watch_ready(fd, dir, completion.id, completion.result)
                 }
+                OpOwner::Waiter(waiter) => waiter.complete(completion.result, completion.op),
                 OpOwner::Stream { core, op } => {
                     core.on_completion(op, completion.result, completion.op)
                 }
