@@ -33,6 +33,8 @@
 //! | `loop.run_in_executor`, `ThreadPoolExecutor` | [`EventLoop::run_in_executor`], [`Executor`] |
 //! | `loop.getaddrinfo`, `loop.getnameinfo` | [`EventLoop::getaddrinfo`], [`EventLoop::getnameinfo`] |
 //! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
+//! | `loop.create_connection` (happy eyeballs included) | [`EventLoop::create_connection`], [`ConnectOptions`] |
+//! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
@@ -50,6 +52,7 @@ mod executor;
 mod future;
 pub mod net;
 mod protocol;
+pub mod server;
 mod task;
 mod transport;
 
@@ -61,7 +64,9 @@ pub use event_loop::{
 };
 pub use executor::Executor;
 pub use future::Future;
+pub use net::connect::ConnectOptions;
 pub use protocol::{BaseProtocol, BufferedProtocol, Protocol};
+pub use server::{Hosts, Server, ServerOptions};
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use transport::{ExtraInfo, Transport};
 

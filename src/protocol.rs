@@ -9,6 +9,11 @@
 //! callbacks, `close` and `abort` included; a callback that the transport would make while the
 //! protocol is already inside one (for example `pause_writing` from inside its own `write`) is
 //! delivered right after the running callback returns, in order.
+//!
+//! A callback that panics is a fatal error for its connection (asyncio: an exception raised by
+//! `data_received`): the panic is reported to the loop's exception handler and the transport is
+//! force-closed, so `connection_lost(Some(Error::Panic(..)))` follows. The panic never unwinds
+//! into the loop.
 
 use crate::error::Error;
 

@@ -29,6 +29,10 @@
 //!   flight. When the loop stops using an fd it calls [`forget_fd`](any::Driver::forget_fd)
 //!   so a backend that keys state by fd number (epoll) drops it before the number can be
 //!   reused. A negative fd completes with `EBADF`; a regular file polls as always ready.
+//!   io_uring runs some ops (`Shutdown` among them) in an io-wq worker that looks the fd
+//!   number up only when it runs: never close an fd while such an op on it may be pending
+//!   (the stream transport therefore calls `shutdown(2)` directly). A `Close` is ordered after
+//!   every op submitted before it, also on kernels without `IORING_OP_CLOSE`.
 //! * **Threads.** A driver is created, turned and dropped on one thread (the loop is `!Send`);
 //!   io_uring's `SINGLE_ISSUER` relies on it. Only the [`EventFd`] crosses threads.
 //! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
@@ -150,6 +154,20 @@ pub(crate) enum Op {
         /// The descriptor, owned by the op from submit on.
         fd: RawFd,
     },
+}
+
+impl Op {
+    /// Releases what a result nobody will see still holds: the fd a cancelled `Accept`
+    /// accepted anyway. Called by the backends when they drop a cancelled op's result.
+    pub(crate) fn discard_result(&self, res: i32) {
+        if let (Op::Accept { .. }, Ok(fd)) = (self, std::os::fd::RawFd::try_from(res)) {
+            if fd >= 0 {
+                // SAFETY: the kernel just created `fd` for this accept and nobody else has
+                // seen it; closing it here is its only use.
+                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+        }
+    }
 }
 
 /// One completion handed back by [`turn`](any::Driver::turn).

@@ -151,4 +151,31 @@ mod tests {
             lp.close().unwrap();
         }
     }
+
+    #[test]
+    fn a_dropped_accept_that_accepted_anyway_does_not_leak_the_fd() {
+        use std::io::Read;
+        for lp in loops() {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let addr = crate::driver::SockAddrBuf::empty();
+            let future = lp.submit_op(Op::Accept { fd: listener.as_raw_fd(), addr }).unwrap();
+            drop(future);
+            for _ in 0..5 {
+                let stopper = lp.clone();
+                lp.call_soon(move || stopper.stop()).unwrap();
+                lp.run_forever().unwrap();
+            }
+            drop(listener);
+            // Accepted and leaked, the connection would stay open: the read would time out.
+            client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut byte = [0u8; 1];
+            match client.read(&mut byte) {
+                Ok(0) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("{:?}: the connection is still open: {other:?}", lp.backend()),
+            }
+            lp.close().unwrap();
+        }
+    }
 }

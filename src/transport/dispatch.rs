@@ -4,14 +4,19 @@
 //! borrowed (the protocol is inside one of its own callbacks and called, say, `write`, which
 //! crossed the high-water mark), the event is queued and delivered as soon as the running
 //! callback returns, in order; events queued behind it wait their turn.
+//!
+//! A protocol callback that panics is caught here: the panic is recorded (see
+//! [`Dispatcher::take_failures`]) for the transport to turn into a fatal error (asyncio's
+//! "Fatal error: protocol.data_received() call failed."), and never unwinds into the loop.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use super::stream::Transport;
-use crate::error::Error;
+use crate::error::{panic_message, Error};
 use crate::protocol::Protocol;
 
 /// A protocol callback, as queued when it cannot be delivered at once.
@@ -30,6 +35,29 @@ pub(crate) enum Event {
     ResumeWriting,
 }
 
+impl Event {
+    /// The protocol method this event calls.
+    fn callback(&self) -> &'static str {
+        match self {
+            Event::Made(_) => "connection_made",
+            Event::Data(_) => "data_received",
+            Event::Eof => "eof_received",
+            Event::Lost(_) => "connection_lost",
+            Event::PauseWriting => "pause_writing",
+            Event::ResumeWriting => "resume_writing",
+        }
+    }
+}
+
+/// A protocol callback that panicked.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// Which method (`"data_received"`, ...).
+    pub(crate) callback: &'static str,
+    /// The panic's message.
+    pub(crate) message: String,
+}
+
 /// What delivering an event gave.
 pub(crate) enum Delivered {
     /// Delivered; for `Eof`, `keep_open` is the protocol's answer.
@@ -39,14 +67,16 @@ pub(crate) enum Delivered {
     },
     /// The protocol is borrowed: the event comes back.
     Busy(Event),
+    /// The callback panicked (the event counts as delivered).
+    Panicked(Failure),
 }
 
 /// A protocol as a transport sees it (type-erased).
 pub(crate) trait StreamProtocol {
     /// Delivers `event` unless the protocol is borrowed.
     fn deliver(&self, event: Event) -> Delivered;
-    /// Delivers `data_received(data)` without copying; false if the protocol is borrowed.
-    fn data(&self, data: &[u8]) -> bool;
+    /// Delivers `data_received(data)` without copying (a copy comes back in `Busy`).
+    fn data(&self, data: &[u8]) -> Delivered;
     /// The user's `Rc<RefCell<P>>`, for `get_protocol`.
     fn as_any(&self) -> Rc<dyn Any>;
 }
@@ -57,22 +87,51 @@ pub(crate) struct Plain<P>(pub(crate) Rc<RefCell<P>>);
 impl<P: Protocol + 'static> StreamProtocol for Plain<P> {
     fn deliver(&self, event: Event) -> Delivered {
         let Ok(mut protocol) = self.0.try_borrow_mut() else { return Delivered::Busy(event) };
-        let mut keep_open = false;
-        match event {
-            Event::Made(transport) => protocol.connection_made(transport),
-            Event::Data(data) => protocol.data_received(&data),
-            Event::Eof => keep_open = protocol.eof_received(),
-            Event::Lost(error) => protocol.connection_lost(error),
-            Event::PauseWriting => protocol.pause_writing(),
-            Event::ResumeWriting => protocol.resume_writing(),
+        let callback = event.callback();
+        // The protocol is only ever observed through its own methods after a panic; asyncio
+        // likewise goes on calling a protocol whose callback raised (`connection_lost` last).
+        let called = catch_unwind(AssertUnwindSafe(|| match event {
+            Event::Made(transport) => {
+                protocol.connection_made(transport);
+                false
+            }
+            Event::Data(data) => {
+                protocol.data_received(&data);
+                false
+            }
+            Event::Eof => protocol.eof_received(),
+            Event::Lost(error) => {
+                protocol.connection_lost(error);
+                false
+            }
+            Event::PauseWriting => {
+                protocol.pause_writing();
+                false
+            }
+            Event::ResumeWriting => {
+                protocol.resume_writing();
+                false
+            }
+        }));
+        match called {
+            Ok(keep_open) => Delivered::Done { keep_open },
+            Err(payload) => {
+                Delivered::Panicked(Failure { callback, message: panic_message(&*payload) })
+            }
         }
-        Delivered::Done { keep_open }
     }
 
-    fn data(&self, data: &[u8]) -> bool {
-        let Ok(mut protocol) = self.0.try_borrow_mut() else { return false };
-        protocol.data_received(data);
-        true
+    fn data(&self, data: &[u8]) -> Delivered {
+        let Ok(mut protocol) = self.0.try_borrow_mut() else {
+            return Delivered::Busy(Event::Data(data.to_vec()));
+        };
+        match catch_unwind(AssertUnwindSafe(|| protocol.data_received(data))) {
+            Ok(()) => Delivered::Done { keep_open: false },
+            Err(payload) => Delivered::Panicked(Failure {
+                callback: "data_received",
+                message: panic_message(&*payload),
+            }),
+        }
     }
 
     fn as_any(&self) -> Rc<dyn Any> {
@@ -87,6 +146,8 @@ pub(crate) struct Dispatcher {
     protocol: RefCell<Option<Rc<dyn StreamProtocol>>>,
     /// Events that met a busy protocol, oldest first.
     deferred: RefCell<VecDeque<Event>>,
+    /// Callbacks that panicked, not yet handled by the transport.
+    failures: RefCell<Vec<Failure>>,
 }
 
 impl Dispatcher {
@@ -94,6 +155,7 @@ impl Dispatcher {
         Dispatcher {
             protocol: RefCell::new(Some(protocol)),
             deferred: RefCell::new(VecDeque::new()),
+            failures: RefCell::new(Vec::new()),
         }
     }
 
@@ -114,15 +176,24 @@ impl Dispatcher {
     /// Delivers `data_received(data)` now if nothing is queued and the protocol is free,
     /// otherwise queues a copy.
     pub(crate) fn data(&self, data: &[u8]) {
-        if self.deferred.borrow().is_empty() {
-            if let Some(protocol) = self.protocol() {
-                if protocol.data(data) {
-                    self.flush();
-                    return;
-                }
+        if !self.deferred.borrow().is_empty() {
+            self.deferred.borrow_mut().push_back(Event::Data(data.to_vec()));
+            return;
+        }
+        let Some(protocol) = self.protocol() else { return };
+        match protocol.data(data) {
+            Delivered::Done { .. } => self.flush(),
+            Delivered::Busy(event) => self.deferred.borrow_mut().push_back(event),
+            Delivered::Panicked(failure) => {
+                self.failures.borrow_mut().push(failure);
+                self.flush();
             }
         }
-        self.deferred.borrow_mut().push_back(Event::Data(data.to_vec()));
+    }
+
+    /// The callbacks that panicked since the last call, oldest first.
+    pub(crate) fn take_failures(&self) -> Vec<Failure> {
+        std::mem::take(&mut *self.failures.borrow_mut())
     }
 
     /// Delivers `event` (after anything queued); returns `eof_received`'s answer for `Eof`
@@ -149,6 +220,12 @@ impl Dispatcher {
                     self.deferred.borrow_mut().push_front(event);
                     return;
                 }
+                Delivered::Panicked(failure) => {
+                    self.failures.borrow_mut().push(failure);
+                    if lost {
+                        self.protocol.borrow_mut().take();
+                    }
+                }
                 Delivered::Done { .. } if lost => {
                     self.protocol.borrow_mut().take();
                 }
@@ -174,6 +251,13 @@ impl Dispatcher {
             }
             Delivered::Busy(event) => {
                 self.deferred.borrow_mut().push_back(event);
+                false
+            }
+            Delivered::Panicked(failure) => {
+                self.failures.borrow_mut().push(failure);
+                if lost {
+                    self.protocol.borrow_mut().take();
+                }
                 false
             }
         }

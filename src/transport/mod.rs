@@ -1,6 +1,6 @@
 //! Transports: one implementation over the driver for both backends.
 
-mod dispatch;
+pub(crate) mod dispatch;
 pub(crate) mod flow_control;
 mod stream;
 

@@ -10,13 +10,24 @@
 //! Reading: `Reading` ⇄ `Paused`, and `Stopped` after EOF or close. Data that completes while
 //! paused is held and delivered, in order, on resume. One recv and one send are in flight at
 //! most; every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
-//! the protocol is delivered right after the running one returns.
+//! the protocol is delivered right after the running one returns. A callback that panics is a
+//! fatal error: reported to the exception handler, then the transport is force-closed with
+//! [`Error::Panic`] (`connection_lost` still follows).
+//!
+//! Writing: with the buffer empty and no send in flight, `write` first tries a non-blocking
+//! `send(2)` (asyncio's fast path), so a write the kernel takes whole never pauses the protocol;
+//! whatever is left is buffered and sent by `Send` ops, one at a time.
+//!
+//! Closing: `connection_lost` is scheduled with `call_soon`; right after it the socket is closed
+//! by an `Op::Close`, which the driver orders behind every op submitted before it (a cancelled
+//! recv or send, a `write_eof` shutdown), so none of them can reach a socket that reuses the
+//! number. The fd is therefore closed at the driver's next turn (or when the loop is closed).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
@@ -25,7 +36,7 @@ use super::dispatch::Dispatcher;
 use super::flow_control::{FlowEvent, WriteBuffer};
 use crate::driver::{Op, OpId};
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, Inner, OpOwner};
+use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
 
 /// Bytes asked of the kernel per recv.
 const RECV_SIZE: usize = 64 * 1024;
@@ -62,7 +73,7 @@ enum WriteEof {
     No,
     /// Asked for: `shutdown(SHUT_WR)` once the buffer is flushed.
     Pending,
-    /// Shutdown submitted.
+    /// Shutdown done.
     Done,
 }
 
@@ -73,8 +84,8 @@ pub(crate) enum StreamOp {
     Recv,
     /// The send.
     Send,
-    /// The write-side shutdown.
-    Shutdown,
+    /// The close of the socket, queued behind every op submitted before it.
+    Close,
 }
 
 /// The shared state of a stream transport.
@@ -163,11 +174,73 @@ impl StreamCore {
         self.send_op.set(id);
     }
 
+    /// Whether a `write` of `len` bytes goes anywhere: not when empty, nor once closing (then
+    /// it is counted as a lost write, logged from the fifth on).
+    fn accepts_write(&self, len: usize) -> bool {
+        if len == 0 {
+            return false;
+        }
+        if self.state.get() != StreamState::Open {
+            let lost = self.lost_writes.get() + 1;
+            self.lost_writes.set(lost);
+            if lost >= LOST_WRITES_LOG_THRESHOLD {
+                log::warn!(target: "ringloop", "socket.send() raised exception.");
+            }
+            return false;
+        }
+        true
+    }
+
+    /// asyncio's fast path: with nothing buffered and no send in flight, `send(2)` at once
+    /// (non-blocking). Returns how many bytes are dealt with: sent, or all of them when the
+    /// send failed and the transport was force-closed with the error (as asyncio's "Fatal
+    /// write error on socket transport"). Writes the kernel takes whole never touch the buffer
+    /// and so never pause the protocol (BEHAVIOURS 114).
+    fn send_now(self: &Rc<Self>, data: &[u8]) -> usize {
+        if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
+            return 0;
+        }
+        let result = {
+            let fd = self.fd.borrow();
+            let Some(fd) = fd.as_ref() else { return 0 };
+            let socket = socket2::SockRef::from(fd);
+            loop {
+                match socket.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }
+        };
+        match result {
+            Ok(sent) => sent,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => {
+                self.force_close(Some(Error::io(format!("send on fd {}", self.raw_fd), err)));
+                data.len()
+            }
+        }
+    }
+
+    /// Appends `data` (not empty) to the write buffer, keeps a send in flight, and tells the
+    /// protocol to pause when that crossed the high-water mark.
+    fn queue(self: &Rc<Self>, data: Bytes) {
+        let flow = self.write.borrow_mut().push(data);
+        self.submit_send();
+        if flow == Some(FlowEvent::Pause) {
+            self.notify(super::dispatch::Event::PauseWriting);
+        }
+    }
+
+    /// `shutdown(SHUT_WR)` as a direct syscall, not an op: it never blocks on a socket, and
+    /// io_uring runs `IORING_OP_SHUTDOWN` in an io-wq worker that looks the fd number up only
+    /// when it runs — possibly after an `abort()` closed the fd and the number was reused,
+    /// which would shut down an unrelated socket. An error here is reported by the next read
+    /// or write as well, so it is not acted on.
     fn submit_shutdown(self: &Rc<Self>) {
         self.eof.set(WriteEof::Done);
-        let op = Op::Shutdown { fd: self.raw_fd, how: libc::SHUT_WR };
-        // Its completion only matters for errors, which a later read or write reports too.
-        let _ = self.submit(op, StreamOp::Shutdown);
+        if let Some(fd) = self.fd.borrow().as_ref() {
+            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
+        }
     }
 
     /// A driver completion for this transport.
@@ -190,7 +263,7 @@ impl StreamCore {
                 self.send_op.set(None);
                 self.on_send(result);
             }
-            StreamOp::Shutdown => {}
+            StreamOp::Close => {}
         }
         self.flush_deferred_later();
     }
@@ -205,8 +278,43 @@ impl StreamCore {
         let core = self.clone();
         let _ = event_loop.call_soon(move || {
             core.dispatcher.flush();
+            core.report_protocol_failures();
             core.flush_deferred_later();
         });
+    }
+
+    /// Calls the protocol (through the dispatcher), then handles a panic in it.
+    fn notify(self: &Rc<Self>, event: super::dispatch::Event) -> bool {
+        let keep_open = self.dispatcher.send(event);
+        self.report_protocol_failures();
+        keep_open
+    }
+
+    /// `data_received(data)`, as [`notify`](Self::notify).
+    fn notify_data(self: &Rc<Self>, data: &[u8]) {
+        self.dispatcher.data(data);
+        self.report_protocol_failures();
+    }
+
+    /// A protocol callback that panicked is a fatal error for the connection (asyncio's
+    /// `_fatal_error` for a non-OS exception): it goes to the exception handler and the
+    /// transport is force-closed with it (a no-op when already closed, e.g. for
+    /// `connection_lost` itself).
+    fn report_protocol_failures(self: &Rc<Self>) {
+        for failure in self.dispatcher.take_failures() {
+            let error = Error::Panic(failure.message);
+            if let Some(event_loop) = self.event_loop() {
+                let mut context = ExceptionContext::new(format!(
+                    "Fatal error: protocol.{}() call failed.",
+                    failure.callback
+                ))
+                .with_error(error.clone());
+                context.transport = Some(format!("{:?}", Transport { core: self.clone() }));
+                context.fd = Some(self.raw_fd);
+                event_loop.call_exception_handler(context);
+            }
+            self.force_close(Some(error));
+        }
     }
 
     fn on_recv(self: &Rc<Self>, result: io::Result<u32>, buf: Vec<u8>) {
@@ -218,7 +326,7 @@ impl StreamCore {
             Ok(0) => self.on_eof(),
             Ok(_) if self.read.get() == ReadState::Paused => self.held.borrow_mut().push_back(buf),
             Ok(_) => {
-                self.dispatcher.data(&buf);
+                self.notify_data(&buf);
                 *self.spare.borrow_mut() = Some(buf);
                 self.submit_recv();
             }
@@ -230,7 +338,7 @@ impl StreamCore {
 
     fn on_eof(self: &Rc<Self>) {
         self.read.set(ReadState::Stopped);
-        let keep_open = self.dispatcher.send(super::dispatch::Event::Eof);
+        let keep_open = self.notify(super::dispatch::Event::Eof);
         if !keep_open {
             self.close();
         }
@@ -252,7 +360,10 @@ impl StreamCore {
             self.submit_send();
         }
         if flow == Some(FlowEvent::Resume) {
-            self.dispatcher.send(super::dispatch::Event::ResumeWriting);
+            self.notify(super::dispatch::Event::ResumeWriting);
+            if self.state.get() == StreamState::Closed {
+                return; // resume_writing aborted the transport (or panicked)
+            }
         }
         if self.write.borrow().is_empty() && self.send_op.get().is_none() {
             if self.state.get() == StreamState::Closing {
@@ -292,29 +403,36 @@ impl StreamCore {
         self.cancel(&self.send_op);
         self.held.borrow_mut().clear();
         let Some(event_loop) = self.event_loop() else {
-            self.close_fd(None);
+            self.close_fd();
             return;
         };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
-            core.dispatcher.send(super::dispatch::Event::Lost(error));
-            core.close_fd(core.event_loop());
+            core.notify(super::dispatch::Event::Lost(error));
+            core.close_fd();
             for hook in core.lost_hooks.take() {
                 hook();
             }
+            // A `connection_lost` that met a borrowed protocol is retried until delivered.
+            core.flush_deferred_later();
         });
         if scheduled.is_err() {
-            self.close_fd(Some(event_loop));
+            self.close_fd();
         }
     }
 
-    fn close_fd(&self, event_loop: Option<EventLoop>) {
-        if let Some(fd) = self.fd.borrow_mut().take() {
-            if let Some(event_loop) = event_loop {
-                event_loop.with_driver(|driver| driver.forget_fd(fd.as_raw_fd()));
-            }
-            drop(fd);
-        }
+    /// Closes the socket through the driver: an `Op::Close` is ordered after every op
+    /// submitted before it (a cancelled recv or send, a `write_eof` shutdown that may still sit
+    /// in the submission queue), so none of them can reach another socket that reuses the
+    /// number. Without a loop the fd is closed here.
+    fn close_fd(self: &Rc<Self>) {
+        let Some(fd) = self.fd.borrow_mut().take() else { return };
+        let Some(event_loop) = self.event_loop() else { return drop(fd) };
+        let owner = OpOwner::Stream { core: self.clone(), op: StreamOp::Close };
+        // The op owns the fd from here on; if the driver is gone, the closure (and the fd with
+        // it) is dropped unused, which closes it.
+        event_loop
+            .with_driver(move |driver| driver.submit(Op::Close { fd: fd.into_raw_fd() }, owner));
     }
 
     fn resume_held(self: &Rc<Self>) {
@@ -323,7 +441,7 @@ impl StreamCore {
                 return;
             }
             let Some(chunk) = self.held.borrow_mut().pop_front() else { break };
-            self.dispatcher.data(&chunk);
+            self.notify_data(&chunk);
         }
         if self.held_eof.take() {
             self.on_eof();
@@ -369,42 +487,39 @@ impl Transport {
         let transport = Transport { core };
         let starter = transport.clone();
         event_loop.call_soon(move || {
-            starter.core.dispatcher.send(super::dispatch::Event::Made(starter.clone()));
+            starter.core.notify(super::dispatch::Event::Made(starter.clone()));
             starter.core.submit_recv();
             starter.core.flush_deferred_later();
         })?;
         Ok(transport)
     }
 
-    /// Queues `data` for sending (copied); never blocks. After `close()` or once the
-    /// connection is lost the data is dropped (and, from the fifth such write on, logged).
-    /// `Error::Runtime` after `write_eof()`.
+    /// Sends `data`; never blocks. With nothing buffered it is offered to the kernel at once;
+    /// what the kernel does not take is copied into the write buffer and sent in order
+    /// (`pause_writing` when the buffer passes the high-water mark). After `close()` or once
+    /// the connection is lost the data is dropped (and, from the fifth such write on, logged).
+    /// Empty `data` does nothing. `Error::Runtime` after `write_eof()`.
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        if data.is_empty() {
-            return self.check_writable();
+        self.check_writable()?;
+        if !self.core.accepts_write(data.len()) {
+            return Ok(());
         }
-        self.write_bytes(Bytes::copy_from_slice(data))
+        let sent = self.core.send_now(data);
+        if sent < data.len() {
+            self.core.queue(Bytes::copy_from_slice(&data[sent..]));
+        }
+        Ok(())
     }
 
     /// [`write`](Self::write) without a copy.
     pub fn write_bytes(&self, data: Bytes) -> Result<()> {
         self.check_writable()?;
-        let core = &self.core;
-        if data.is_empty() {
+        if !self.core.accepts_write(data.len()) {
             return Ok(());
         }
-        if core.state.get() != StreamState::Open {
-            let lost = core.lost_writes.get() + 1;
-            core.lost_writes.set(lost);
-            if lost >= LOST_WRITES_LOG_THRESHOLD {
-                log::warn!(target: "ringloop", "socket.send() raised exception.");
-            }
-            return Ok(());
-        }
-        let flow = core.write.borrow_mut().push(data);
-        core.submit_send();
-        if flow == Some(FlowEvent::Pause) {
-            core.dispatcher.send(super::dispatch::Event::PauseWriting);
+        let sent = self.core.send_now(&data);
+        if sent < data.len() {
+            self.core.queue(data.slice(sent..));
         }
         Ok(())
     }
@@ -493,7 +608,7 @@ impl Transport {
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let flow = self.core.write.borrow_mut().set_limits(high, low)?;
         if flow == Some(FlowEvent::Pause) {
-            self.core.dispatcher.send(super::dispatch::Event::PauseWriting);
+            self.core.notify(super::dispatch::Event::PauseWriting);
         }
         Ok(())
     }
@@ -540,7 +655,6 @@ impl Transport {
 
     /// Calls `hook` once the connection is lost and its socket closed (at once, through
     /// `call_soon`, if that already happened). For servers tracking their connections.
-    #[allow(dead_code)] // first caller: `Server` (create_server), landing next
     pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
         let core = &self.core;
         if core.state.get() == StreamState::Closed && core.fd.borrow().is_none() {

@@ -164,6 +164,10 @@ impl<T> FdTable<T> {
             }
         };
         let slot = self.ops.remove(key);
+        if let OpState::Ready(Ok(res)) = slot.state {
+            // An accept that already accepted: its fd would leak.
+            slot.op.discard_result(res as i32);
+        }
         if let (true, Op::Close { fd }) = (queued, slot.op) {
             self.orphan_closes.push(fd);
         }

@@ -68,6 +68,10 @@ pub(crate) struct UringDriver<T> {
     /// Ops finished by a syscall at submit (slab key, CQE-style result), delivered at the
     /// next `turn` as if their CQE had come.
     ready: VecDeque<(usize, i32)>,
+    /// `Close` ops waiting for their `close(2)` (kernel without `IORING_OP_CLOSE`): run at the
+    /// next turn once everything submitted before them is in the kernel, so no earlier op can
+    /// meet a new file that reuses the number.
+    deferred_closes: Vec<usize>,
     /// The eventfd read kept armed so that `waker().wake()` ends a wait.
     wake: WakeOp,
     /// Bounds waits when `io_uring_enter` cannot take a timeout (no `EXT_ARG`).
@@ -89,7 +93,13 @@ impl<T: Clone> UringDriver<T> {
     /// An op whose opcode the kernel lacks runs its syscall here (see `sync.rs`); its result,
     /// if it has one already, is delivered at the next `turn`.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
+        let deferred_close =
+            matches!(op, Op::Close { .. }) && !self.features.contains(Feature::OpClose);
         let key = self.slots.insert(Slot::new(op, owner));
+        if deferred_close {
+            self.deferred_closes.push(key);
+            return OpId(key);
+        }
         match self.slots[key].start(key, self.features) {
             // SAFETY: whatever the SQE points to is owned by the op in slot `key`, which is
             // freed only at the op's final CQE (or leaked at shutdown).
@@ -161,6 +171,7 @@ impl<T> UringDriver<T> {
             slots: Slab::new(),
             backlog: VecDeque::new(),
             ready: VecDeque::new(),
+            deferred_closes: Vec::new(),
             wake: WakeOp::new(Arc::new(eventfd)),
             timer: FallbackTimer::new(),
         };
@@ -173,6 +184,7 @@ impl<T> UringDriver<T> {
     where
         F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
     {
+        self.run_deferred_closes();
         let mut reaped = self.ready.len();
         for (key, res) in self.ready.drain(..) {
             on_op(&mut self.slots, key, res, 0);
@@ -183,6 +195,24 @@ impl<T> UringDriver<T> {
         self.drain_cq(on_op);
         self.flush_overflow(on_op)?;
         waited
+    }
+
+    /// Runs the `close(2)` of deferred `Close` ops once the SQ (and the backlog) is in the
+    /// kernel; if the kernel cannot take it now, they wait for the next turn.
+    fn run_deferred_closes(&mut self) {
+        if self.deferred_closes.is_empty() || !self.backlog.is_empty() {
+            return;
+        }
+        if self.ring.submission().is_empty() || self.ring.submit().is_ok() {
+            for key in std::mem::take(&mut self.deferred_closes) {
+                match self.slots[key].start(key, self.features) {
+                    Start::Done(res) => self.ready.push_back((key, res)),
+                    // SAFETY: a `Close` never waits for readiness; a poll SQE points to no
+                    // memory anyway.
+                    Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
+                }
+            }
+        }
     }
 
     /// Pushes `sqe` to the SQ, behind anything in the backlog. A full SQ is submitted to the

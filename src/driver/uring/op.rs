@@ -228,7 +228,11 @@ pub(super) fn complete<T: Clone>(
         }
         Lifecycle::Cancelled if cqueue::more(flags) => return None,
         Lifecycle::Cancelled => {
-            slots.remove(key);
+            let slot = slots.remove(key);
+            // A readiness CQE carries poll bits, not the op's own result.
+            if slot.route != Route::Readiness {
+                slot.op.discard_result(res);
+            }
             return None;
         }
         Lifecycle::InFlight(_) => {}

@@ -2,8 +2,9 @@
 //! same run: `call_soon` against a `VecDeque<Box<dyn FnOnce()>>` drained in a loop, timers
 //! against a `BinaryHeap` of deadlines.
 //!
-//! Run: `cargo bench --bench loop_core` (`RINGLOOP_BACKEND=epoll` with `--features fallback`
-//! for the epoll backend; the backend barely matters here: no I/O is involved).
+//! Run: `cargo bench -p ringloop-bench --bench loop_core` (`RINGLOOP_BACKEND=epoll` for the
+//! epoll backend: this crate builds ringloop with `fallback`; the backend barely matters here:
+//! no I/O is involved).
 
 use std::cell::Cell;
 use std::cmp::Reverse;

@@ -1,0 +1,154 @@
+//! `ringloop-bench`: the echo benchmark runner, ringloop (io_uring and epoll) against tokio
+//! (the reference) and a raw io_uring loop (the limit). See `docs/benchmarks.md`.
+//!
+//! `ringloop-bench echo [OPTIONS]` runs the comparison; `ringloop-bench serve --impl NAME`
+//! runs one server, and is what `echo` starts, once per implementation, in child processes.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod client;
+mod histogram;
+mod report;
+mod runner;
+mod server;
+mod sys;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use runner::Options;
+use server::Impl;
+
+const USAGE: &str = "\
+usage: ringloop-bench echo [OPTIONS]
+
+Echo servers (ringloop on io_uring, ringloop on epoll, tokio current_thread, raw io_uring),
+each in its own process on CPU 0, driven in turn by a client on CPU 1. Prints req/s, MiB/s,
+p50/p99 latency and server CPU time per request, each with its ratio to tokio.
+
+options:
+  --connections N     connections (default 64)
+  --sizes S[,S...]    message sizes in bytes, each run separately (default 64,1024,16384)
+  --pipeline K        messages in flight per connection (default 1: ping-pong)
+  --duration SECS     measured window per run (default 1.2)
+  --warmup SECS       unmeasured warm-up before each window (default 0.2)
+  --repeat R          interleaved rounds; the report shows medians (default 3)
+  --impls A[,B...]    servers to run (default ringloop-uring,ringloop-epoll,tokio,raw-uring)
+  --json              print a JSON array instead of the table
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("echo") => parse_echo(&args[1..]).and_then(|options| echo(&options)),
+        Some("serve") => {
+            parse_serve(&args[1..]).and_then(|(which, port, cpu)| server::serve(which, port, cpu))
+        }
+        Some("-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("expected a command\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringloop-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn echo(options: &Options) -> Result<(), String> {
+    let report = runner::run(options)?;
+    if options.json {
+        print!("{}", report.json());
+    } else {
+        print!("{}\n{}", report.header(), report.table());
+    }
+    Ok(())
+}
+
+/// `--name value` pairs and flags, in order.
+struct Args<'a> {
+    rest: std::slice::Iter<'a, String>,
+}
+
+impl<'a> Args<'a> {
+    fn value(&mut self, name: &str) -> Result<&'a str, String> {
+        self.rest.next().map(String::as_str).ok_or_else(|| format!("{name} needs a value"))
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, name: &str) -> Result<T, String> {
+        let value = self.value(name)?;
+        value.parse().map_err(|_| format!("{name}: cannot parse {value:?}"))
+    }
+
+    fn seconds(&mut self, name: &str) -> Result<Duration, String> {
+        let secs: f64 = self.parsed(name)?;
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("{name}: {secs} is not a duration"))
+    }
+}
+
+fn parse_echo(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        impls: Impl::ALL.to_vec(),
+        sizes: vec![64, 1024, 16384],
+        connections: 64,
+        pipeline: 1,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_millis(1200),
+        repeat: 3,
+        json: false,
+    };
+    let mut args = Args { rest: args.iter() };
+    while let Some(arg) = args.rest.next() {
+        match arg.as_str() {
+            "--connections" => options.connections = args.parsed(arg)?,
+            "--pipeline" => options.pipeline = args.parsed(arg)?,
+            "--repeat" => options.repeat = args.parsed(arg)?,
+            "--duration" => options.duration = args.seconds(arg)?,
+            "--warmup" => options.warmup = args.seconds(arg)?,
+            "--json" => options.json = true,
+            "--sizes" => {
+                options.sizes = args
+                    .value(arg)?
+                    .split(',')
+                    .map(|s| s.trim().parse().map_err(|_| format!("--sizes: cannot parse {s:?}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--impls" => {
+                options.impls = args
+                    .value(arg)?
+                    .split(',')
+                    .map(|s| Impl::parse(s.trim()))
+                    .collect::<Result<_, _>>()?;
+            }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
+        }
+    }
+    if options.connections == 0 || options.pipeline == 0 || options.repeat == 0 {
+        return Err("--connections, --pipeline and --repeat must be at least 1".into());
+    }
+    if options.sizes.contains(&0) || options.impls.is_empty() {
+        return Err("--sizes must be at least 1 byte, and --impls must name a server".into());
+    }
+    Ok(options)
+}
+
+fn parse_serve(args: &[String]) -> Result<(Impl, u16, Option<usize>), String> {
+    let (mut which, mut port, mut cpu) = (None, 0, None);
+    let mut args = Args { rest: args.iter() };
+    while let Some(arg) = args.rest.next() {
+        match arg.as_str() {
+            "--impl" => which = Some(Impl::parse(args.value(arg)?)?),
+            "--port" => port = args.parsed(arg)?,
+            "--cpu" => cpu = Some(args.parsed(arg)?),
+            other => return Err(format!("serve: unknown option {other:?}")),
+        }
+    }
+    Ok((which.ok_or("serve needs --impl")?, port, cpu))
+}

@@ -1,0 +1,209 @@
+//! The results: one [`Run`] per measured window, summarised per (implementation, size) as the
+//! median over repetitions, printed as a table or as JSON.
+
+use std::fmt::Write as _;
+
+use crate::client::Outcome;
+use crate::runner::Options;
+use crate::server::Impl;
+
+/// One measured window.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The server.
+    pub which: Impl,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Messages echoed per second.
+    pub requests_per_sec: f64,
+    /// Median latency, µs.
+    pub p50_micros: f64,
+    /// 99th-percentile latency, µs.
+    pub p99_micros: f64,
+    /// Server CPU time per message, µs.
+    pub cpu_micros_per_request: f64,
+}
+
+impl Run {
+    /// Summarises one window.
+    pub fn new(which: Impl, size: usize, outcome: &Outcome) -> Run {
+        let requests = outcome.requests.max(1) as f64;
+        Run {
+            which,
+            size,
+            requests_per_sec: outcome.requests as f64 / outcome.elapsed.as_secs_f64(),
+            p50_micros: outcome.latency.quantile(0.50) as f64 / 1e3,
+            p99_micros: outcome.latency.quantile(0.99) as f64 / 1e3,
+            cpu_micros_per_request: outcome.server_cpu_micros as f64 / requests,
+        }
+    }
+}
+
+/// Everything one `echo` command measured, and the context to read it in.
+#[derive(Debug)]
+pub struct Report {
+    /// The options it ran with.
+    pub options: Options,
+    /// CPUs available when the runner started.
+    pub cpus: usize,
+    /// Whether server and client were pinned to CPUs 0 and 1.
+    pub pinned: bool,
+    /// Every window, in the order run.
+    pub runs: Vec<Run>,
+}
+
+/// The medians of one (implementation, size) across repetitions.
+struct Row {
+    which: Impl,
+    size: usize,
+    reps: Vec<f64>,
+    requests_per_sec: f64,
+    p50_micros: f64,
+    p99_micros: f64,
+    cpu_micros_per_request: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(options: &Options, cpus: usize, pinned: bool) -> Report {
+        Report { options: options.clone(), cpus, pinned, runs: Vec::new() }
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for &size in &self.options.sizes {
+            for &which in &self.options.impls {
+                let runs: Vec<&Run> =
+                    self.runs.iter().filter(|r| r.which == which && r.size == size).collect();
+                if runs.is_empty() {
+                    continue;
+                }
+                let of = |f: fn(&Run) -> f64| median(runs.iter().map(|r| f(r)).collect());
+                rows.push(Row {
+                    which,
+                    size,
+                    reps: runs.iter().map(|r| r.requests_per_sec).collect(),
+                    requests_per_sec: of(|r| r.requests_per_sec),
+                    p50_micros: of(|r| r.p50_micros),
+                    p99_micros: of(|r| r.p99_micros),
+                    cpu_micros_per_request: of(|r| r.cpu_micros_per_request),
+                });
+            }
+        }
+        rows
+    }
+
+    /// (req/s ratio, CPU/req ratio) of `row` to tokio's row of the same size.
+    fn ratios(row: &Row, rows: &[Row]) -> Option<(f64, f64)> {
+        let tokio = rows.iter().find(|r| r.which == Impl::Tokio && r.size == row.size)?;
+        Some((
+            row.requests_per_sec / tokio.requests_per_sec,
+            row.cpu_micros_per_request / tokio.cpu_micros_per_request,
+        ))
+    }
+
+    /// The context lines printed above the table.
+    pub fn header(&self) -> String {
+        let o = &self.options;
+        let features = |backend| match ringloop::EventLoop::with_backend(backend) {
+            Ok(event_loop) => format!("{:?}", event_loop.features()),
+            Err(e) => format!("unavailable ({e})"),
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "kernel {}, {} CPUs available, {}",
+            crate::sys::kernel_release(),
+            self.cpus,
+            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
+        );
+        let _ = writeln!(
+            out,
+            "ringloop features: uring {}, epoll {}",
+            features(ringloop::Backend::Uring),
+            features(ringloop::Backend::Epoll)
+        );
+        let _ = writeln!(
+            out,
+            "{} connections, pipeline {}, {:.1} s warm-up + {:.1} s measured, median of {} interleaved repetitions",
+            o.connections, o.pipeline, o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
+        );
+        out
+    }
+
+    /// The Markdown table.
+    pub fn table(&self) -> String {
+        let rows = self.rows();
+        let mut out = String::from(
+            "| impl | size | req/s | MiB/s | p50 µs | p99 µs | server CPU µs/req | req/s vs tokio | CPU/req vs tokio |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &rows {
+            let mib = row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0);
+            let (rate, cpu) = match Self::ratios(row, &rows) {
+                Some((rate, cpu)) => (format!("{rate:.2}×"), format!("{cpu:.2}×")),
+                None => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} B | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {rate} | {cpu} |",
+                row.which.name(),
+                row.size,
+                row.requests_per_sec,
+                mib,
+                row.p50_micros,
+                row.p99_micros,
+                row.cpu_micros_per_request,
+            );
+        }
+        out
+    }
+
+    /// A JSON array, one object per (implementation, size).
+    pub fn json(&self) -> String {
+        let rows = self.rows();
+        let o = &self.options;
+        let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
+        let mut out = String::from("[\n");
+        for (i, row) in rows.iter().enumerate() {
+            let (rate, cpu) = Self::ratios(row, &rows).unwrap_or((f64::NAN, f64::NAN));
+            let reps: Vec<String> = row.reps.iter().map(|&v| num(v)).collect();
+            let _ = writeln!(
+                out,
+                "  {{\"impl\": \"{}\", \"size\": {}, \"connections\": {}, \"pipeline\": {}, \
+                 \"duration_s\": {}, \"repeat\": {}, \"kernel\": \"{}\", \"pinned\": {}, \
+                 \"req_per_s\": {}, \"mib_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \
+                 \"server_cpu_us_per_req\": {}, \"req_per_s_vs_tokio\": {}, \
+                 \"cpu_per_req_vs_tokio\": {}, \"req_per_s_reps\": [{}]}}{}",
+                row.which.name(),
+                row.size,
+                o.connections,
+                o.pipeline,
+                num(o.duration.as_secs_f64()),
+                o.repeat,
+                crate::sys::kernel_release(),
+                self.pinned,
+                num(row.requests_per_sec),
+                num(row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0)),
+                num(row.p50_micros),
+                num(row.p99_micros),
+                num(row.cpu_micros_per_request),
+                num(rate),
+                num(cpu),
+                reps.join(", "),
+                if i + 1 < rows.len() { "," } else { "" },
+            );
+        }
+        out.push_str("]\n");
+        out
+    }
+}

@@ -1,0 +1,132 @@
+//! The `echo` command: starts one server process per implementation, then for each size, for
+//! each repetition, for each server (interleaved, so drift hits all alike) runs the load and
+//! reads the server's CPU time around the measured window.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::client::{self, Load};
+use crate::report::{Report, Run};
+use crate::server::Impl;
+
+/// The `echo` command's options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The servers to compare.
+    pub impls: Vec<Impl>,
+    /// Message sizes, each a run of its own.
+    pub sizes: Vec<usize>,
+    /// Connections.
+    pub connections: usize,
+    /// Messages in flight per connection.
+    pub pipeline: usize,
+    /// Warm-up before each measured window.
+    pub warmup: Duration,
+    /// Each measured window.
+    pub duration: Duration,
+    /// Repetitions of the whole interleaved round.
+    pub repeat: usize,
+    /// Print JSON instead of the table.
+    pub json: bool,
+}
+
+/// A running server process, killed and reaped on drop (so also when the runner panics).
+struct ServerProcess {
+    which: Impl,
+    child: Child,
+    /// Held open: the server exits when it closes.
+    _stdin: ChildStdin,
+    port: u16,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    fn start(which: Impl, cpu: Option<usize>) -> Result<ServerProcess, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut command = Command::new(exe);
+        command.args(["serve", "--impl", which.name(), "--port", "0"]);
+        if let Some(cpu) = cpu {
+            command.args(["--cpu", &cpu.to_string()]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawning the {} server: {e}", which.name()))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut server = ServerProcess { which, child, _stdin: stdin, port: 0 };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = tx.send(BufReader::new(stdout).read_line(&mut line).map(|_| line));
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(format!("{} server's stdout: {e}", which.name())),
+            Err(_) => return Err(format!("{} server did not start within 10 s", which.name())),
+        };
+        server.port =
+            line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).ok_or_else(
+                || format!("{} server failed to start (said {:?})", which.name(), line.trim()),
+            )?;
+        Ok(server)
+    }
+}
+
+/// Runs the whole comparison and returns what it measured.
+pub fn run(options: &Options) -> Result<Report, String> {
+    let cpus = crate::sys::cpus_available();
+    let pinned = cpus >= 2;
+    if pinned {
+        crate::sys::pin_to_cpu(1).map_err(|e| e.to_string())?;
+    }
+    let mut servers = Vec::new();
+    for &which in &options.impls {
+        match ServerProcess::start(which, pinned.then_some(0)) {
+            Ok(server) => servers.push(server),
+            Err(e) => eprintln!("skipping {}: {e}", which.name()),
+        }
+    }
+    if servers.is_empty() {
+        return Err("no server started".into());
+    }
+    let mut report = Report::new(options, cpus, pinned);
+    for &size in &options.sizes {
+        let load = Load {
+            connections: options.connections,
+            size,
+            pipeline: options.pipeline,
+            warmup: options.warmup,
+            duration: options.duration,
+        };
+        for rep in 1..=options.repeat {
+            for server in &servers {
+                let pid = server.child.id();
+                let cpu = move || crate::sys::process_cpu_micros(pid);
+                let outcome = client::run(server.port, &load, &cpu)
+                    .map_err(|e| format!("{} at {size} B: {e}", server.which.name()))?;
+                let run = Run::new(server.which, size, &outcome);
+                eprintln!(
+                    "{:<15} {:>6} B  rep {rep}/{}  {:>9.0} req/s  {:>6.2} µs CPU/req",
+                    server.which.name(),
+                    size,
+                    options.repeat,
+                    run.requests_per_sec,
+                    run.cpu_micros_per_request,
+                );
+                report.runs.push(run);
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,601 @@
+//! `create_connection`: resolve, connect (one address after another, or Happy Eyeballs), and
+//! wrap the connected socket in a stream [`Transport`].
+//!
+//! # Implementation
+//!
+//! As asyncio's `base_events.create_connection`: the addresses `getaddrinfo` gives are
+//! optionally interleaved by family (`interleave_by_family`), then tried by a
+//! `staggered::staggered_race` — with no delay that is plain
+//! one-after-another. Each attempt owns its socket; an attempt that fails, loses the race or is
+//! dropped closes it, after its in-flight `Connect` op has been cancelled.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+
+use super::dns::{AddrInfo, AddrInfoHints, Service};
+use super::staggered::{staggered_race, Attempt};
+use crate::driver::{Op, SockAddrBuf};
+use crate::error::{Error, Result};
+use crate::event_loop::{EventLoop, OpFuture};
+use crate::protocol::Protocol;
+use crate::transport::Transport;
+
+/// The keyword arguments of [`EventLoop::create_connection`] (asyncio's `family`, `proto`,
+/// `flags`, `sock`, `local_addr`, `server_hostname`, `happy_eyeballs_delay`, `interleave`,
+/// `all_errors`).
+///
+/// `Default` is asyncio's defaults: any family, no socket, no local address, no Happy Eyeballs.
+///
+/// ```
+/// use ringloop::ConnectOptions;
+///
+/// let options = ConnectOptions::new().family(libc::AF_INET).happy_eyeballs_delay(0.25);
+/// assert_eq!(options.happy_eyeballs_delay, Some(0.25));
+/// assert_eq!(options.interleave, None); // 1 in effect, as Happy Eyeballs is on
+/// ```
+#[derive(Debug, Default)]
+pub struct ConnectOptions {
+    /// `getaddrinfo`'s `ai_family` for `host` (and `local_addr`): 0 (any), `AF_INET`, `AF_INET6`.
+    pub family: i32,
+    /// `getaddrinfo`'s `ai_protocol`: 0 (any) or `IPPROTO_TCP`.
+    pub proto: i32,
+    /// `getaddrinfo`'s `ai_flags` (`AI_*`).
+    pub flags: i32,
+    /// An already connected stream socket to use instead of `host`/`port` (which must then be
+    /// `None`); the transport takes ownership of it.
+    pub sock: Option<OwnedFd>,
+    /// `(host, port)` to bind the socket to before connecting, resolved like `host` with the
+    /// same `family`.
+    pub local_addr: Option<(String, u16)>,
+    /// The host name to check the server's certificate against; only meaningful with TLS,
+    /// which is not there yet: setting it is an [`Error::InvalidArgument`].
+    pub server_hostname: Option<String>,
+    /// Enables Happy Eyeballs (RFC 8305): seconds to wait for an attempt before starting the
+    /// next in parallel (the RFC recommends 0.25).
+    pub happy_eyeballs_delay: Option<f64>,
+    /// Interleave addresses by family, the first family `interleave` times first (RFC 8305's
+    /// "First Address Family Count"); 0 keeps libc's order. Defaults to 1 with Happy Eyeballs,
+    /// else 0.
+    pub interleave: Option<usize>,
+    /// On failure, return every error as [`Error::Multiple`] (even just one).
+    pub all_errors: bool,
+}
+
+impl ConnectOptions {
+    /// The defaults: the same as `ConnectOptions::default()`.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Sets `family`.
+    pub fn family(mut self, family: i32) -> ConnectOptions {
+        self.family = family;
+        self
+    }
+
+    /// Sets `proto`.
+    pub fn proto(mut self, proto: i32) -> ConnectOptions {
+        self.proto = proto;
+        self
+    }
+
+    /// Sets `flags`.
+    pub fn flags(mut self, flags: i32) -> ConnectOptions {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets `sock` (an already connected stream socket).
+    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> ConnectOptions {
+        self.sock = Some(sock.into());
+        self
+    }
+
+    /// Sets `local_addr`.
+    pub fn local_addr(mut self, host: impl Into<String>, port: u16) -> ConnectOptions {
+        self.local_addr = Some((host.into(), port));
+        self
+    }
+
+    /// Sets `server_hostname`.
+    pub fn server_hostname(mut self, name: impl Into<String>) -> ConnectOptions {
+        self.server_hostname = Some(name.into());
+        self
+    }
+
+    /// Sets `happy_eyeballs_delay` (seconds).
+    pub fn happy_eyeballs_delay(mut self, secs: f64) -> ConnectOptions {
+        self.happy_eyeballs_delay = Some(secs);
+        self
+    }
+
+    /// Sets `interleave`.
+    pub fn interleave(mut self, count: usize) -> ConnectOptions {
+        self.interleave = Some(count);
+        self
+    }
+
+    /// Sets `all_errors`.
+    pub fn all_errors(mut self, all: bool) -> ConnectOptions {
+        self.all_errors = all;
+        self
+    }
+}
+
+impl EventLoop {
+    /// Opens a TCP connection to `host`:`port` and wraps it in a transport driving
+    /// `protocol_factory()`'s protocol (asyncio's `loop.create_connection`). Returns the
+    /// transport and the protocol; `connection_made` runs at the next iteration.
+    ///
+    /// `host` is resolved with `getaddrinfo` (numeric hosts without a thread hop) and the
+    /// addresses are tried in order — or raced, with `happy_eyeballs_delay` — until one
+    /// connects. With `options.sock`, that connected socket is used instead (`host` and `port`
+    /// must be `None`). `TCP_NODELAY` is set on TCP connections.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`]: `sock` together with `host`/`port`, none of the three, a
+    ///   `sock` that is not a stream socket, `server_hostname` (TLS is not supported yet), a
+    ///   `happy_eyeballs_delay` that is negative or NaN.
+    /// - [`Error::Dns`] from resolving `host` or `local_addr`; [`Error::Io`] if either
+    ///   resolves to nothing.
+    /// - Every address failed: the one error if there was one, or all had the same message;
+    ///   else an [`Error::Io`] "Multiple exceptions: ..." listing them. With `all_errors`:
+    ///   [`Error::Multiple`] holding each. Connect errors keep their errno (`ECONNREFUSED`
+    ///   ...) and name the address; bind errors (`EADDRINUSE` ...) name the local address.
+    /// - [`Error::Timeout`] "create_connection failed" if no attempt finished and none failed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use ringloop::{BaseProtocol, ConnectOptions, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl BaseProtocol for Hello {
+    ///     fn connection_made(&mut self, transport: Transport) {
+    ///         transport.write(b"hello").unwrap();
+    ///         transport.close();
+    ///     }
+    /// }
+    /// impl Protocol for Hello {}
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// let peer = std::thread::spawn(move || {
+    ///     let (mut stream, _) = listener.accept().unwrap();
+    ///     let mut got = String::new();
+    ///     stream.read_to_string(&mut got).unwrap();
+    ///     got
+    /// });
+    /// let peername = ringloop::run(async move {
+    ///     let lp = ringloop::get_running_loop()?;
+    ///     let options = ConnectOptions::new();
+    ///     let (transport, _hello) =
+    ///         lp.create_connection(|| Hello, Some("127.0.0.1"), Some(port), options).await?;
+    ///     Ok::<_, ringloop::Error>(transport.peername())
+    /// })??;
+    /// assert_eq!(peername.and_then(|a| a.as_socket()).map(|a| a.port()), Some(port));
+    /// assert_eq!(peer.join().unwrap(), "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn create_connection<P, F>(
+        &self,
+        protocol_factory: F,
+        host: Option<&str>,
+        port: Option<u16>,
+        options: ConnectOptions,
+    ) -> Result<(Transport, Rc<RefCell<P>>)>
+    where
+        P: Protocol + 'static,
+        F: FnOnce() -> P,
+    {
+        self.check_open()?;
+        let mut options = options;
+        if options.server_hostname.is_some() {
+            return Err(Error::InvalidArgument(
+                "create_connection: server_hostname is only meaningful with ssl".into(),
+            ));
+        }
+        if let Some(delay) = options.happy_eyeballs_delay {
+            if delay.is_nan() || delay < 0.0 {
+                return Err(Error::InvalidArgument(format!(
+                    "create_connection: happy_eyeballs_delay must be a non-negative number of \
+                     seconds, got {delay}"
+                )));
+            }
+        }
+        let socket =
+            match (host.is_some() || port.is_some(), options.sock.take()) {
+                (true, Some(_)) => return Err(Error::InvalidArgument(
+                    "create_connection: host/port and sock can not be specified at the same time"
+                        .into(),
+                )),
+                (false, None) => {
+                    return Err(Error::InvalidArgument(
+                        "create_connection: host and port was not specified and no sock specified"
+                            .into(),
+                    ))
+                }
+                (false, Some(sock)) => sock,
+                (true, None) => self.open_connection(host, port, &options).await?,
+            };
+        self.connect_accepted_socket(protocol_factory, socket).await
+    }
+
+    /// Resolves, then connects to the first address that accepts: the connected socket.
+    async fn open_connection(
+        &self,
+        host: Option<&str>,
+        port: Option<u16>,
+        options: &ConnectOptions,
+    ) -> Result<OwnedFd> {
+        let hints = AddrInfoHints::new()
+            .family(options.family)
+            .socktype(libc::SOCK_STREAM)
+            .protocol(options.proto)
+            .flags(options.flags);
+        let service = port.map_or(Service::Any, Service::Port);
+        let infos = self.getaddrinfo(host, service, hints).await?;
+        if infos.is_empty() {
+            return Err(empty_lookup(host, port));
+        }
+        let local = match &options.local_addr {
+            Some((local_host, local_port)) => {
+                let found = self.getaddrinfo(Some(local_host), *local_port, hints).await?;
+                if found.is_empty() {
+                    return Err(empty_lookup(Some(local_host), Some(*local_port)));
+                }
+                Some(Rc::new(found))
+            }
+            None => None,
+        };
+        self.connect_any(infos, local, options).await
+    }
+
+    /// Connects to one of `infos` (in order, or raced with Happy Eyeballs), each socket bound
+    /// to a `local` address of its family if given: the connected socket.
+    async fn connect_any(
+        &self,
+        mut infos: Vec<AddrInfo>,
+        local: Option<Rc<Vec<AddrInfo>>>,
+        options: &ConnectOptions,
+    ) -> Result<OwnedFd> {
+        let delay = options.happy_eyeballs_delay;
+        let interleave = options.interleave.unwrap_or(if delay.is_some() { 1 } else { 0 });
+        if interleave > 0 {
+            infos = interleave_by_family(infos, interleave, |info| info.family);
+        }
+        let factories = infos
+            .into_iter()
+            .map(|info| {
+                let (event_loop, local) = (self.clone(), local.clone());
+                move || connect_attempt(event_loop, info, local)
+            })
+            .collect();
+        let outcome = staggered_race(self, factories, delay).await?;
+        if let Some((_, socket)) = outcome.winner {
+            return Ok(socket);
+        }
+        let errors = outcome
+            .attempts
+            .into_iter()
+            .flat_map(|attempt| match attempt {
+                Attempt::Failed(errors) => errors,
+                Attempt::Won | Attempt::Cancelled => Vec::new(),
+            })
+            .collect();
+        Err(combine_errors(errors, options.all_errors))
+    }
+}
+
+/// The error for a lookup that found nothing.
+fn empty_lookup(host: Option<&str>, port: Option<u16>) -> Error {
+    let asked = format!("create_connection: getaddrinfo({host:?}, {port:?})");
+    Error::io(asked, io::Error::other("getaddrinfo() returned empty list"))
+}
+
+/// A connect in flight and its socket. Dropping it cancels the op, tells the driver the fd is
+/// no longer used (the contract's `forget_fd`: the epoll backend keys registrations by fd
+/// number, and the next attempt's socket may get the same number at once), then closes it.
+struct InFlight {
+    /// The loop whose driver runs the op.
+    event_loop: EventLoop,
+    /// The `Connect` op (taken when it completes or on drop).
+    op: Option<OpFuture>,
+    /// The socket being connected (taken on success).
+    socket: Option<Socket>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        drop(self.op.take());
+        if let Some(socket) = self.socket.take() {
+            self.event_loop.with_driver(|driver| driver.forget_fd(socket.as_raw_fd()));
+        }
+    }
+}
+
+/// One attempt: a socket for `info`, bound to a `local` address of its family if asked, then
+/// connected. Every error met is returned (several bind errors, or one connect error).
+async fn connect_attempt(
+    event_loop: EventLoop,
+    info: AddrInfo,
+    local: Option<Rc<Vec<AddrInfo>>>,
+) -> std::result::Result<OwnedFd, Vec<Error>> {
+    let ty = Type::STREAM.nonblocking().cloexec();
+    let protocol = Some(SockProtocol::from(info.protocol));
+    let socket = Socket::new(Domain::from(info.family), ty, protocol).map_err(|e| {
+        let what =
+            format!("create_connection: socket({}) for {}", family_name(info.family), info.addr);
+        vec![Error::io(what, e)]
+    })?;
+    if let Some(local) = local {
+        bind_local(&socket, info.family, &local)?;
+    }
+    let op = Op::Connect { fd: socket.as_raw_fd(), addr: sockaddr_buf(&info.addr.into()) };
+    let op = event_loop.submit_op(op).map_err(|e| vec![e])?;
+    let mut in_flight = InFlight { event_loop, op: Some(op), socket: Some(socket) };
+    let (result, _op) = in_flight.op.as_mut().expect("set just above").await;
+    in_flight.op = None;
+    match result {
+        Ok(_) => Ok(in_flight.socket.take().expect("set until success").into()),
+        Err(err) => Err(vec![Error::io(format!("Connect call failed {}", info.addr), err)]),
+    }
+}
+
+/// Binds `socket` to the first address of `local` in `family` that works.
+fn bind_local(
+    socket: &Socket,
+    family: i32,
+    local: &[AddrInfo],
+) -> std::result::Result<(), Vec<Error>> {
+    let mut errors = Vec::new();
+    for candidate in local.iter().filter(|candidate| candidate.family == family) {
+        match socket.bind(&candidate.addr.into()) {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                let what = format!("error while attempting to bind on address {}", candidate.addr);
+                errors.push(Error::io(what, err));
+            }
+        }
+    }
+    if errors.is_empty() {
+        let why = format!("no matching local address with family={} found", family_name(family));
+        errors.push(Error::io("create_connection", io::Error::other(why)));
+    }
+    Err(errors)
+}
+
+/// `AF_INET`, `AF_INET6`, or the number.
+fn family_name(family: i32) -> String {
+    match family {
+        libc::AF_INET => "AF_INET".into(),
+        libc::AF_INET6 => "AF_INET6".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `addr` in a driver-owned buffer for `Op::Connect`.
+fn sockaddr_buf(addr: &SockAddr) -> Box<SockAddrBuf> {
+    let mut buf = SockAddrBuf::empty();
+    let len = addr.len();
+    debug_assert!(len as usize <= std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `addr.as_ptr()` points at `len` initialised bytes (a `SockAddr` is stored in a
+    // `sockaddr_storage`, so `len` fits the destination); the destination is our own, distinct
+    // `sockaddr_storage`, and any bytes are a valid `sockaddr_storage`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr().cast::<u8>(),
+            (&mut buf.storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        );
+    }
+    buf.len = len;
+    buf
+}
+
+/// The single error `create_connection` reports for `errors` (asyncio's rules, item 63).
+fn combine_errors(mut errors: Vec<Error>, all_errors: bool) -> Error {
+    if errors.is_empty() {
+        return Error::Timeout("create_connection failed".into());
+    }
+    if all_errors {
+        return Error::Multiple(errors);
+    }
+    let model = errors[0].to_string();
+    if errors.iter().all(|err| err.to_string() == model) {
+        return errors.swap_remove(0);
+    }
+    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let message = format!("Multiple exceptions: {}", listed.join(", "));
+    Error::io("create_connection", io::Error::other(message))
+}
+
+/// Groups `items` by family (first seen first) and interleaves the groups, after taking
+/// `first_family_count - 1` extra items of the first family (asyncio's
+/// `_interleave_addrinfos`): v6,v6,v4,v4 with 1 gives v6,v4,v6,v4.
+pub(crate) fn interleave_by_family<T>(
+    items: Vec<T>,
+    first_family_count: usize,
+    family: impl Fn(&T) -> i32,
+) -> Vec<T> {
+    let mut groups: Vec<(i32, std::collections::VecDeque<T>)> = Vec::new();
+    for item in items {
+        let key = family(&item);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push_back(item),
+            None => groups.push((key, std::collections::VecDeque::from([item]))),
+        }
+    }
+    let mut reordered = Vec::new();
+    if let Some((_, first)) = groups.first_mut() {
+        let extra = first_family_count.saturating_sub(1).min(first.len());
+        reordered.extend(first.drain(..extra));
+    }
+    while groups.iter().any(|(_, group)| !group.is_empty()) {
+        for (_, group) in &mut groups {
+            reordered.extend(group.pop_front());
+        }
+    }
+    reordered
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use super::{combine_errors, interleave_by_family, ConnectOptions};
+    use crate::error::{Error, Result};
+    use crate::net::dns::AddrInfo;
+    use crate::{Backend, EventLoop};
+
+    fn loops() -> Vec<EventLoop> {
+        let mut loops = Vec::new();
+        for backend in [Backend::Uring, Backend::Epoll] {
+            match EventLoop::with_backend(backend) {
+                Ok(event_loop) => loops.push(event_loop),
+                Err(err) => {
+                    let _ = writeln!(std::io::stderr(), "SKIPPED connect on {backend}: {err}");
+                }
+            }
+        }
+        loops
+    }
+
+    fn info(addr: SocketAddr) -> AddrInfo {
+        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let (socktype, protocol) = (libc::SOCK_STREAM, libc::IPPROTO_TCP);
+        AddrInfo { family, socktype, protocol, canonname: None, addr }
+    }
+
+    /// `connect_any(addrs)` run to completion, with a 10 s watchdog.
+    fn connect_any(
+        lp: &EventLoop,
+        addrs: &[SocketAddr],
+        options: ConnectOptions,
+    ) -> Result<OwnedFd> {
+        let infos = addrs.iter().copied().map(info).collect();
+        let stopper = lp.clone();
+        let watchdog = lp.call_later(10.0, move || stopper.stop()).unwrap();
+        let lp2 = lp.clone();
+        let out =
+            lp.run_until_complete(async move { lp2.connect_any(infos, None, &options).await });
+        watchdog.cancel();
+        out.expect("the watchdog fired")
+    }
+
+    fn closed_port() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    /// A listener whose backlog is full (a connect to it hangs), with what fills it.
+    fn full_listener() -> Option<(TcpListener, Vec<TcpStream>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: a valid listening socket; listen(2) only changes its backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let addr = listener.local_addr().unwrap();
+        let mut filling = Vec::new();
+        for _ in 0..16 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => filling.push(stream),
+                Err(_) => return Some((listener, filling)),
+            }
+        }
+        None
+    }
+
+    fn settle(lp: &EventLoop) {
+        for _ in 0..50 {
+            if lp.ops_in_flight() == 0 {
+                return;
+            }
+            let stopper = lp.clone();
+            lp.call_later(0.005, move || stopper.stop()).unwrap();
+            lp.run_forever().unwrap();
+        }
+        panic!("ops left in flight: {}", lp.ops_in_flight());
+    }
+
+    #[test]
+    fn every_address_failing_gives_one_error_or_a_group() {
+        for lp in loops() {
+            let (a, b) = (closed_port(), closed_port());
+            let err = connect_any(&lp, &[a, b], ConnectOptions::new()).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("Multiple exceptions: Connect call failed"), "{text}");
+            assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
+            let err = connect_any(&lp, &[a, a], ConnectOptions::new()).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "identical errors collapse");
+            let err =
+                connect_any(&lp, &[a, b], ConnectOptions::new().all_errors(true)).unwrap_err();
+            assert!(matches!(&err, Error::Multiple(errors) if errors.len() == 2), "{err:?}");
+            let delay = ConnectOptions::new().happy_eyeballs_delay(0.05);
+            let err = connect_any(&lp, &[a, b], delay).unwrap_err();
+            assert!(err.to_string().contains("Multiple exceptions"), "{err}");
+            settle(&lp);
+            lp.close().unwrap();
+        }
+    }
+
+    #[test]
+    fn happy_eyeballs_moves_on_from_a_hanging_address() {
+        for lp in loops() {
+            let Some((hanging, _filling)) = full_listener() else {
+                let _ = writeln!(std::io::stderr(), "SKIPPED happy eyeballs: no connect hangs");
+                return;
+            };
+            let working = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addrs = [hanging.local_addr().unwrap(), working.local_addr().unwrap()];
+            let started = lp.time();
+            let options = ConnectOptions::new().happy_eyeballs_delay(0.05);
+            let fd = connect_any(&lp, &addrs, options).unwrap();
+            assert!(lp.time() - started < 1.0, "waited for the hanging attempt");
+            let peer = socket2::SockRef::from(&fd).peer_addr().unwrap().as_socket();
+            assert_eq!(peer, Some(addrs[1]));
+            settle(&lp); // the losing connect is cancelled
+            lp.close().unwrap();
+        }
+    }
+
+    #[test]
+    fn interleave_alternates_families_starting_with_the_first() {
+        let v6v6v4v4 = vec![(6, 'a'), (6, 'b'), (4, 'c'), (4, 'd')];
+        let once = interleave_by_family(v6v6v4v4.clone(), 1, |x| x.0);
+        assert_eq!(once, [(6, 'a'), (4, 'c'), (6, 'b'), (4, 'd')]);
+        let twice = interleave_by_family(v6v6v4v4.clone(), 2, |x| x.0);
+        assert_eq!(twice, [(6, 'a'), (6, 'b'), (4, 'c'), (4, 'd')]);
+        let uneven = interleave_by_family(vec![(4, 'a'), (6, 'b'), (6, 'c'), (6, 'd')], 1, |x| x.0);
+        assert_eq!(uneven, [(4, 'a'), (6, 'b'), (6, 'c'), (6, 'd')]);
+        let many = interleave_by_family(vec![(4, 'a'), (4, 'b')], 5, |x| x.0);
+        assert_eq!(many, [(4, 'a'), (4, 'b')]);
+        assert!(interleave_by_family(Vec::<(i32, char)>::new(), 1, |x| x.0).is_empty());
+    }
+
+    fn refused(addr: &str) -> Error {
+        Error::io(format!("Connect call failed {addr}"), std::io::Error::from_raw_os_error(111))
+    }
+
+    #[test]
+    fn errors_combine_as_asyncio_does() {
+        let one = combine_errors(vec![refused("a")], false);
+        assert_eq!(one.raw_os_error(), Some(111));
+        let same = combine_errors(vec![refused("a"), refused("a")], false);
+        assert_eq!(same.raw_os_error(), Some(111));
+        let two = combine_errors(vec![refused("a"), refused("b")], false);
+        let text = two.to_string();
+        assert!(text.contains("Multiple exceptions: Connect call failed a"), "{text}");
+        assert!(two.io_error().is_some() && two.raw_os_error().is_none());
+        let all = combine_errors(vec![refused("a")], true);
+        assert!(matches!(&all, Error::Multiple(errors) if errors.len() == 1), "{all:?}");
+        let none = combine_errors(vec![], true);
+        assert!(matches!(&none, Error::Timeout(m) if m == "create_connection failed"));
+    }
+}

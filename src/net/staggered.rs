@@ -1,0 +1,324 @@
+//! The staggered race of RFC 8305 ("Happy Eyeballs"), as asyncio's `staggered.staggered_race`.
+//!
+//! [`staggered_race`] starts attempts one after another: the next one starts as soon as the
+//! latest one fails, or when `delay` seconds pass with the latest one still pending. The first
+//! attempt to succeed wins and every other running attempt is cancelled by dropping its future.
+//! With no `delay` the attempts run strictly one after another.
+//!
+//! # Implementation
+//!
+//! One future polls every running attempt itself (attempts are few), so cancelling the race
+//! (dropping it) cancels every attempt at once, with no tasks to clean up.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future as StdFuture;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::Result;
+use crate::event_loop::{EventLoop, TimerHandle};
+
+/// What became of one attempt of a [`staggered_race`].
+#[derive(Debug)]
+pub(crate) enum Attempt<E> {
+    /// It succeeded and won the race.
+    Won,
+    /// It failed with this error.
+    Failed(E),
+    /// It was still running when another attempt won, and was cancelled.
+    Cancelled,
+}
+
+/// The outcome of a [`staggered_race`]: asyncio's `(winner_result, winner_index, exceptions)`.
+#[derive(Debug)]
+pub(crate) struct RaceOutcome<T, E> {
+    /// The winner's index and result; `None` if every attempt failed (or there were none).
+    pub(crate) winner: Option<(usize, T)>,
+    /// One entry per attempt started, in start order.
+    pub(crate) attempts: Vec<Attempt<E>>,
+}
+
+/// Runs the attempts made by `factories` as a staggered race (see the module docs).
+///
+/// An attempt factory is called only when its attempt starts, so attempts never started cost
+/// nothing. `delay` is in seconds; `None` runs the attempts one after another.
+pub(crate) async fn staggered_race<T, E, Fut, F>(
+    event_loop: &EventLoop,
+    factories: Vec<F>,
+    delay: Option<f64>,
+) -> Result<RaceOutcome<T, E>>
+where
+    F: FnOnce() -> Fut,
+    Fut: StdFuture<Output = std::result::Result<T, E>>,
+{
+    let mut factories = factories.into_iter();
+    let mut running: Vec<(usize, Pin<Box<Fut>>)> = Vec::new();
+    let mut attempts: Vec<Option<Attempt<E>>> = Vec::new();
+    let mut timer: Option<Sleep> = None;
+    let mut start_next = true;
+    std::future::poll_fn(move |cx| {
+        loop {
+            if start_next {
+                start_next = false;
+                timer = None;
+                if let Some(factory) = factories.next() {
+                    running.push((attempts.len(), Box::pin(factory())));
+                    attempts.push(None);
+                    if let Some(delay) = delay {
+                        timer = Some(sleep(event_loop, delay)?);
+                    }
+                }
+            }
+            let latest = attempts.len().checked_sub(1);
+            let mut winner = None;
+            running.retain_mut(|(index, attempt)| {
+                if winner.is_some() {
+                    return true;
+                }
+                match attempt.as_mut().poll(cx) {
+                    Poll::Pending => true,
+                    Poll::Ready(Ok(value)) => {
+                        winner = Some((*index, value));
+                        false
+                    }
+                    Poll::Ready(Err(err)) => {
+                        attempts[*index] = Some(Attempt::Failed(err));
+                        // The latest attempt failed: start the next one at once.
+                        start_next |= Some(*index) == latest;
+                        false
+                    }
+                }
+            });
+            if let Some((index, value)) = winner {
+                attempts[index] = Some(Attempt::Won);
+                running.clear(); // cancels the losers
+                return Poll::Ready(Ok(finish(Some((index, value)), &mut attempts)));
+            }
+            if let Some(delay_over) = timer.as_mut() {
+                if Pin::new(delay_over).poll(cx).is_ready() {
+                    start_next = true;
+                }
+            }
+            if start_next && factories.len() > 0 {
+                continue;
+            }
+            start_next = false;
+            if running.is_empty() && factories.len() == 0 {
+                return Poll::Ready(Ok(finish(None, &mut attempts)));
+            }
+            return Poll::Pending;
+        }
+    })
+    .await
+}
+
+/// The outcome, with every unfinished attempt recorded as cancelled.
+fn finish<T, E>(
+    winner: Option<(usize, T)>,
+    attempts: &mut Vec<Option<Attempt<E>>>,
+) -> RaceOutcome<T, E> {
+    let attempts =
+        attempts.drain(..).map(|attempt| attempt.unwrap_or(Attempt::Cancelled)).collect();
+    RaceOutcome { winner, attempts }
+}
+
+/// Shared between a [`Sleep`] and its timer callback.
+#[derive(Default)]
+struct SleepState {
+    /// The timer fired.
+    fired: Cell<bool>,
+    /// The task to wake when it does.
+    waker: RefCell<Option<Waker>>,
+}
+
+/// A future that completes `secs` seconds after it was made (on the loop's clock); dropping it
+/// cancels its timer.
+pub(crate) struct Sleep {
+    /// Whether the timer fired, and who waits.
+    state: Rc<SleepState>,
+    /// The `call_later` timer.
+    timer: TimerHandle,
+}
+
+/// A [`Sleep`] of `secs` seconds (`Error::Closed` on a closed loop).
+pub(crate) fn sleep(event_loop: &EventLoop, secs: f64) -> Result<Sleep> {
+    let state = Rc::new(SleepState::default());
+    let fired = state.clone();
+    let timer = event_loop.call_later(secs, move || {
+        fired.fired.set(true);
+        if let Some(waker) = fired.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    })?;
+    Ok(Sleep { state, timer })
+}
+
+impl StdFuture for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.fired.get() {
+            return Poll::Ready(());
+        }
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.timer.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::{sleep, staggered_race, Attempt, RaceOutcome};
+    use crate::event_loop::EventLoop;
+
+    type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+    /// What a test attempt gives.
+    type Attempted = LocalBoxFuture<'static, Result<&'static str, String>>;
+
+    /// An attempt that sleeps `secs`, logs its start and end, then succeeds or fails.
+    fn attempt(
+        lp: &EventLoop,
+        log: &Rc<RefCell<Vec<String>>>,
+        name: &'static str,
+        secs: f64,
+        ok: bool,
+    ) -> impl FnOnce() -> LocalBoxFuture<'static, Result<&'static str, String>> {
+        let (lp, log) = (lp.clone(), log.clone());
+        move || {
+            log.borrow_mut().push(format!("start {name}"));
+            Box::pin(async move {
+                sleep(&lp, secs).unwrap().await;
+                log.borrow_mut().push(format!("end {name}"));
+                if ok {
+                    Ok(name)
+                } else {
+                    Err(format!("{name} failed"))
+                }
+            })
+        }
+    }
+
+    fn race(
+        lp: &EventLoop,
+        factories: Vec<
+            impl FnOnce() -> LocalBoxFuture<'static, Result<&'static str, String>> + 'static,
+        >,
+        delay: Option<f64>,
+    ) -> RaceOutcome<&'static str, String> {
+        let lp2 = lp.clone();
+        let watchdog = lp.call_later(5.0, move || lp2.stop()).unwrap();
+        let outcome = lp
+            .run_until_complete(async move {
+                let lp = crate::get_running_loop().unwrap();
+                staggered_race(&lp, factories, delay).await
+            })
+            .unwrap()
+            .unwrap();
+        watchdog.cancel();
+        outcome
+    }
+
+    fn names<E: std::fmt::Debug>(attempts: &[Attempt<E>]) -> Vec<String> {
+        attempts.iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    #[test]
+    fn no_attempts_gives_no_winner() {
+        let lp = EventLoop::new().unwrap();
+        let factories: Vec<fn() -> Attempted> = vec![];
+        let outcome = race(&lp, factories, Some(0.1));
+        assert!(outcome.winner.is_none());
+        assert!(outcome.attempts.is_empty());
+        lp.close().unwrap();
+    }
+
+    #[test]
+    fn a_failure_starts_the_next_attempt_at_once() {
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let factories =
+            vec![attempt(&lp, &log, "a", 0.0, false), attempt(&lp, &log, "b", 0.0, true)];
+        let started = lp.time();
+        let outcome = race(&lp, factories, Some(10.0));
+        assert!(lp.time() - started < 1.0, "the 10 s delay was waited out");
+        assert_eq!(outcome.winner, Some((1, "b")));
+        assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Won"]);
+        assert_eq!(*log.borrow(), ["start a", "end a", "start b", "end b"]);
+        lp.close().unwrap();
+    }
+
+    #[test]
+    fn a_slow_attempt_lets_the_next_start_and_loses() {
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let factories =
+            vec![attempt(&lp, &log, "a", 2.0, true), attempt(&lp, &log, "b", 0.0, true)];
+        let outcome = race(&lp, factories, Some(0.02));
+        assert_eq!(outcome.winner, Some((1, "b")));
+        assert_eq!(names(&outcome.attempts), ["Cancelled", "Won"]);
+        assert_eq!(*log.borrow(), ["start a", "start b", "end b"]);
+        lp.close().unwrap();
+    }
+
+    #[test]
+    fn the_first_success_wins_even_if_started_first() {
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let factories = vec![
+            attempt(&lp, &log, "a", 0.05, true),
+            attempt(&lp, &log, "b", 1.0, true),
+            attempt(&lp, &log, "c", 1.0, true),
+        ];
+        let outcome = race(&lp, factories, Some(0.01));
+        assert_eq!(outcome.winner, Some((0, "a")));
+        // c never started when a won only if a won before the second delay; accept both.
+        assert_eq!(
+            outcome.attempts.len(),
+            log.borrow().iter().filter(|l| l.starts_with("start")).count()
+        );
+        assert!(matches!(outcome.attempts[0], Attempt::Won));
+        assert!(outcome.attempts[1..].iter().all(|a| matches!(a, Attempt::Cancelled)));
+        lp.close().unwrap();
+    }
+
+    #[test]
+    fn without_delay_attempts_run_one_after_another() {
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let factories =
+            vec![attempt(&lp, &log, "a", 0.02, false), attempt(&lp, &log, "b", 0.02, false)];
+        let outcome = race(&lp, factories, None);
+        assert!(outcome.winner.is_none());
+        assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Failed(\"b failed\")"]);
+        assert_eq!(*log.borrow(), ["start a", "end a", "start b", "end b"]);
+        lp.close().unwrap();
+    }
+
+    #[test]
+    fn an_earlier_failure_does_not_start_another_attempt() {
+        // b starts after a's delay; a then fails, but b is the latest: c waits for b's delay.
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let factories = vec![
+            attempt(&lp, &log, "a", 0.15, false),
+            attempt(&lp, &log, "b", 1.0, true),
+            attempt(&lp, &log, "c", 0.0, true),
+        ];
+        let started = lp.time();
+        let outcome = race(&lp, factories, Some(0.1));
+        assert!(lp.time() - started >= 0.19, "c started when a failed");
+        assert_eq!(outcome.winner, Some((2, "c")));
+        assert_eq!(*log.borrow(), ["start a", "start b", "end a", "start c", "end c"]);
+        assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Cancelled", "Won"]);
+        lp.close().unwrap();
+    }
+}
