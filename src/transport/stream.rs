@@ -159,7 +159,9 @@ impl StreamCore {
         {
             return;
         }
-        let mut buf = self.spare.take().unwrap_or_else(|| Vec::with_capacity(RECV_SIZE));
+        // A new buffer is zeroed once (it is reused across reads): memcheck cannot see the
+        // kernel's writes through io_uring, and would flag echoed bytes as uninitialised.
+        let mut buf = self.spare.take().unwrap_or_else(|| vec![0; RECV_SIZE]);
         buf.clear();
         let id = self.submit(Op::Recv { fd: self.raw_fd, buf }, StreamOp::Recv);
         self.recv_op.set(id);
