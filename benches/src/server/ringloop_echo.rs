@@ -1,14 +1,9 @@
-//! The ringloop echo server, on today's API: a non-blocking `TcpListener` watched with
-//! `add_reader`, each accepted stream handed to `connect_accepted_socket` with the [`Echo`]
-//! protocol. (When `create_server` lands, it replaces `serve`'s accept loop.)
+//! The ringloop echo server: `create_server` with the [`Echo`] protocol, as a user would
+//! write it.
 
-use std::cell::RefCell;
-use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
 
-use ringloop::{Backend, BaseProtocol, Error, EventLoop, Protocol, Transport};
+use ringloop::{Backend, BaseProtocol, Error, EventLoop, Protocol, ServerOptions, Transport};
 
 /// Writes back whatever it receives.
 #[derive(Debug, Default)]
@@ -37,48 +32,25 @@ impl Protocol for Echo {
     }
 }
 
-/// Serves on `backend` until the process exits.
+/// Serves on `backend` until the process exits: `create_server` on the runner's listening
+/// socket, then `serve_forever`.
 pub fn serve(
     listener: TcpListener,
     backend: Backend,
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     let event_loop = EventLoop::with_backend(backend).map_err(|e| e.to_string())?;
-    listener.set_nonblocking(true).map_err(|e| format!("listener set_nonblocking: {e}"))?;
-    let listener = Rc::new(listener);
-    let first_error: Rc<RefCell<Option<String>>> = Rc::default();
-    let accept = {
-        let (event_loop, listener, first_error) =
-            (event_loop.clone(), listener.clone(), first_error.clone());
-        move || loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let el = event_loop.clone();
-                    let task = event_loop.create_task(async move {
-                        if let Err(e) =
-                            el.connect_accepted_socket(Echo::default, OwnedFd::from(stream)).await
-                        {
-                            eprintln!("connect_accepted_socket: {e}");
-                        }
-                    });
-                    if let Err(e) = task {
-                        eprintln!("create_task: {e}");
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    first_error.borrow_mut().get_or_insert(format!("accept: {e}"));
-                    event_loop.stop();
-                    break;
-                }
-            }
-        }
-    };
-    event_loop.add_reader(listener.as_raw_fd(), accept).map_err(|e| e.to_string())?;
+    let options = ServerOptions::default().sock(listener).backlog(1024);
+    let creator = event_loop.clone();
+    let create =
+        async move { creator.create_server(Echo::default, None::<&str>, None, options).await };
+    let server = event_loop
+        .run_until_complete(create)
+        .and_then(|server| server)
+        .map_err(|e| format!("create_server: {e}"))?;
     announce()?;
-    event_loop.run_forever().map_err(|e| e.to_string())?;
-    let error = first_error.borrow_mut().take();
-    error.map_or(Ok(()), Err)
+    event_loop
+        .run_until_complete(async move { server.serve_forever().await })
+        .and_then(|served| served)
+        .map_err(|e| format!("serve_forever: {e}"))
 }
