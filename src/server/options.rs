@@ -1,0 +1,147 @@
+//! The arguments of `create_server`: [`Hosts`] and [`ServerOptions`].
+
+use std::os::fd::OwnedFd;
+
+/// The hosts to listen on (asyncio's `host` argument), built with `into()`.
+///
+/// `None`, `""` and [`Hosts::Any`] mean every interface: one socket per address family the
+/// wildcard resolves to. A `&str`/`String` is one host; a `Vec` or array is several, and
+/// duplicate addresses give one socket each (an empty string in a list also means "any").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Hosts {
+    /// Every interface.
+    #[default]
+    Any,
+    /// These hosts (names or numeric addresses).
+    List(Vec<String>),
+}
+
+impl From<&str> for Hosts {
+    fn from(host: &str) -> Hosts {
+        if host.is_empty() {
+            Hosts::Any
+        } else {
+            Hosts::List(vec![host.to_owned()])
+        }
+    }
+}
+
+impl From<String> for Hosts {
+    fn from(host: String) -> Hosts {
+        Hosts::from(host.as_str())
+    }
+}
+
+impl<T: Into<Hosts>> From<Option<T>> for Hosts {
+    fn from(host: Option<T>) -> Hosts {
+        host.map_or(Hosts::Any, Into::into)
+    }
+}
+
+impl<S: AsRef<str>> From<Vec<S>> for Hosts {
+    fn from(hosts: Vec<S>) -> Hosts {
+        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> From<[S; N]> for Hosts {
+    fn from(hosts: [S; N]) -> Hosts {
+        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
+    }
+}
+
+impl<S: AsRef<str>> From<&[S]> for Hosts {
+    fn from(hosts: &[S]) -> Hosts {
+        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
+    }
+}
+
+/// The keyword arguments of [`EventLoop::create_server`]. `Default`: any family, no extra
+/// flags, no socket, backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` and `SO_KEEPALIVE` off,
+/// serving at once.
+#[derive(Debug)]
+pub struct ServerOptions {
+    /// `AF_UNSPEC` (0), `AF_INET` or `AF_INET6`: restricts resolution.
+    pub family: i32,
+    /// `getaddrinfo` flags, added to `AI_PASSIVE`.
+    pub flags: i32,
+    /// An already bound (or listening) `SOCK_STREAM` socket to serve on, used as is; no host
+    /// may be given with it.
+    pub sock: Option<OwnedFd>,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// `SO_REUSEADDR` on the sockets created.
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT` on the sockets created (several servers may bind one port).
+    pub reuse_port: bool,
+    /// `SO_KEEPALIVE` on the listening sockets (accepted sockets inherit it).
+    pub keep_alive: bool,
+    /// Listen and accept at once; otherwise on [`Server::start_serving`] or
+    /// [`Server::serve_forever`].
+    pub start_serving: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            family: libc::AF_UNSPEC,
+            flags: 0,
+            sock: None,
+            backlog: 100,
+            reuse_address: true,
+            reuse_port: false,
+            keep_alive: false,
+            start_serving: true,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Sets [`family`](Self::family).
+    pub fn family(mut self, family: i32) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// Sets [`flags`](Self::flags).
+    pub fn flags(mut self, flags: i32) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets [`sock`](Self::sock).
+    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> Self {
+        self.sock = Some(sock.into());
+        self
+    }
+
+    /// Sets [`backlog`](Self::backlog).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Sets [`reuse_address`](Self::reuse_address).
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.reuse_address = on;
+        self
+    }
+
+    /// Sets [`reuse_port`](Self::reuse_port).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+
+    /// Sets [`start_serving`](Self::start_serving).
+    pub fn start_serving(mut self, on: bool) -> Self {
+        self.start_serving = on;
+        self
+    }
+}
