@@ -1,8 +1,10 @@
 //! Transports: one implementation over the driver for both backends.
 
+mod api;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
 mod stream;
 
-pub use stream::{ExtraInfo, Transport};
+pub use api::ExtraInfo;
+pub use stream::Transport;
 pub(crate) use stream::{StreamCore, StreamOp};

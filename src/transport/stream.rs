@@ -25,9 +25,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
@@ -35,18 +34,18 @@ use bytes::Bytes;
 use super::dispatch::Dispatcher;
 use super::flow_control::{FlowEvent, WriteBuffer};
 use crate::driver::{Op, OpId};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
 
 /// Bytes asked of the kernel per recv.
-const RECV_SIZE: usize = 64 * 1024;
+pub(super) const RECV_SIZE: usize = 64 * 1024;
 /// Writes after the connection is gone are logged from this many on (asyncio's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
-const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
+pub(super) const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
 
 /// The transport's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StreamState {
+pub(super) enum StreamState {
     /// Reading and writing.
     Open,
     /// `close()` called: no more reads; closes once the write buffer is flushed.
@@ -57,7 +56,7 @@ enum StreamState {
 
 /// The read side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadState {
+pub(super) enum ReadState {
     /// A recv is kept in flight.
     Reading,
     /// `pause_reading()`: no new recv; completed data is held.
@@ -68,7 +67,7 @@ enum ReadState {
 
 /// `write_eof` progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WriteEof {
+pub(super) enum WriteEof {
     /// Not asked for.
     No,
     /// Asked for: `shutdown(SHUT_WR)` once the buffer is flushed.
@@ -91,39 +90,39 @@ pub(crate) enum StreamOp {
 /// The shared state of a stream transport.
 pub(crate) struct StreamCore {
     /// The loop.
-    event_loop: Weak<Inner>,
+    pub(super) event_loop: Weak<Inner>,
     /// The socket; `None` once closed.
-    fd: RefCell<Option<OwnedFd>>,
+    pub(super) fd: RefCell<Option<OwnedFd>>,
     /// Its number, for ops and logs.
-    raw_fd: RawFd,
+    pub(super) raw_fd: RawFd,
     /// Lifecycle.
-    state: Cell<StreamState>,
+    pub(super) state: Cell<StreamState>,
     /// Read side.
-    read: Cell<ReadState>,
+    pub(super) read: Cell<ReadState>,
     /// The recv in flight.
-    recv_op: Cell<Option<OpId>>,
+    pub(super) recv_op: Cell<Option<OpId>>,
     /// The read buffer when no recv is in flight (reused across reads).
-    spare: RefCell<Option<Vec<u8>>>,
+    pub(super) spare: RefCell<Option<Vec<u8>>>,
     /// Data completed while paused, and whether EOF followed it.
-    held: RefCell<VecDeque<Vec<u8>>>,
+    pub(super) held: RefCell<VecDeque<Vec<u8>>>,
     /// EOF arrived while paused.
-    held_eof: Cell<bool>,
+    pub(super) held_eof: Cell<bool>,
     /// Bytes accepted by `write` and not yet sent.
-    write: RefCell<WriteBuffer>,
+    pub(super) write: RefCell<WriteBuffer>,
     /// The send in flight.
-    send_op: Cell<Option<OpId>>,
+    pub(super) send_op: Cell<Option<OpId>>,
     /// `write_eof` progress.
-    eof: Cell<WriteEof>,
+    pub(super) eof: Cell<WriteEof>,
     /// Writes after the connection was lost.
-    lost_writes: Cell<u32>,
+    pub(super) lost_writes: Cell<u32>,
     /// The protocol and the re-entrancy guard around it.
-    dispatcher: Dispatcher,
+    pub(super) dispatcher: Dispatcher,
     /// `getpeername`/`getsockname` at creation.
-    peername: Option<socket2::SockAddr>,
+    pub(super) peername: Option<socket2::SockAddr>,
     /// The local address.
-    sockname: Option<socket2::SockAddr>,
+    pub(super) sockname: Option<socket2::SockAddr>,
     /// Called once, after `connection_lost` was delivered (servers count their connections).
-    lost_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
+    pub(super) lost_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 /// A stream transport: asyncio's `Transport` for TCP and Unix stream sockets. Cheap to clone;
@@ -135,16 +134,16 @@ pub struct Transport {
 }
 
 impl StreamCore {
-    fn event_loop(&self) -> Option<EventLoop> {
+    pub(super) fn event_loop(&self) -> Option<EventLoop> {
         self.event_loop.upgrade().map(|inner| EventLoop { inner })
     }
 
-    fn submit(self: &Rc<Self>, op: Op, kind: StreamOp) -> Option<OpId> {
+    pub(super) fn submit(self: &Rc<Self>, op: Op, kind: StreamOp) -> Option<OpId> {
         let owner = OpOwner::Stream { core: self.clone(), op: kind };
         self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
     }
 
-    fn cancel(&self, slot: &Cell<Option<OpId>>) {
+    pub(super) fn cancel(&self, slot: &Cell<Option<OpId>>) {
         if let Some(id) = slot.take() {
             if let Some(event_loop) = self.event_loop() {
                 event_loop.with_driver(|driver| driver.cancel(id));
@@ -152,7 +151,7 @@ impl StreamCore {
         }
     }
 
-    fn submit_recv(self: &Rc<Self>) {
+    pub(super) fn submit_recv(self: &Rc<Self>) {
         if self.recv_op.get().is_some()
             || self.read.get() != ReadState::Reading
             || self.state.get() != StreamState::Open
@@ -167,7 +166,7 @@ impl StreamCore {
         self.recv_op.set(id);
     }
 
-    fn submit_send(self: &Rc<Self>) {
+    pub(super) fn submit_send(self: &Rc<Self>) {
         if self.send_op.get().is_some() || self.state.get() == StreamState::Closed {
             return;
         }
@@ -178,7 +177,7 @@ impl StreamCore {
 
     /// Whether a `write` of `len` bytes goes anywhere: not when empty, nor once closing (then
     /// it is counted as a lost write, logged from the fifth on).
-    fn accepts_write(&self, len: usize) -> bool {
+    pub(super) fn accepts_write(&self, len: usize) -> bool {
         if len == 0 {
             return false;
         }
@@ -198,7 +197,7 @@ impl StreamCore {
     /// send failed and the transport was force-closed with the error (as asyncio's "Fatal
     /// write error on socket transport"). Writes the kernel takes whole never touch the buffer
     /// and so never pause the protocol (BEHAVIOURS 114).
-    fn send_now(self: &Rc<Self>, data: &[u8]) -> usize {
+    pub(super) fn send_now(self: &Rc<Self>, data: &[u8]) -> usize {
         if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
             return 0;
         }
@@ -225,7 +224,7 @@ impl StreamCore {
 
     /// Appends `data` (not empty) to the write buffer, keeps a send in flight, and tells the
     /// protocol to pause when that crossed the high-water mark.
-    fn queue(self: &Rc<Self>, data: Bytes) {
+    pub(super) fn queue(self: &Rc<Self>, data: Bytes) {
         let flow = self.write.borrow_mut().push(data);
         self.submit_send();
         if flow == Some(FlowEvent::Pause) {
@@ -238,7 +237,7 @@ impl StreamCore {
     /// when it runs — possibly after an `abort()` closed the fd and the number was reused,
     /// which would shut down an unrelated socket. An error here is reported by the next read
     /// or write as well, so it is not acted on.
-    fn submit_shutdown(self: &Rc<Self>) {
+    pub(super) fn submit_shutdown(self: &Rc<Self>) {
         self.eof.set(WriteEof::Done);
         if let Some(fd) = self.fd.borrow().as_ref() {
             let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
@@ -272,7 +271,7 @@ impl StreamCore {
 
     /// Events that met a protocol borrowed outside its callbacks (user code holding the
     /// `RefCell` borrow) are retried next iteration until delivered: none is ever lost.
-    fn flush_deferred_later(self: &Rc<Self>) {
+    pub(super) fn flush_deferred_later(self: &Rc<Self>) {
         if !self.dispatcher.has_deferred() {
             return;
         }
@@ -286,14 +285,14 @@ impl StreamCore {
     }
 
     /// Calls the protocol (through the dispatcher), then handles a panic in it.
-    fn notify(self: &Rc<Self>, event: super::dispatch::Event) -> bool {
+    pub(super) fn notify(self: &Rc<Self>, event: super::dispatch::Event) -> bool {
         let keep_open = self.dispatcher.send(event);
         self.report_protocol_failures();
         keep_open
     }
 
     /// `data_received(data)`, as [`notify`](Self::notify).
-    fn notify_data(self: &Rc<Self>, data: &[u8]) {
+    pub(super) fn notify_data(self: &Rc<Self>, data: &[u8]) {
         self.dispatcher.data(data);
         self.report_protocol_failures();
     }
@@ -302,7 +301,7 @@ impl StreamCore {
     /// `_fatal_error` for a non-OS exception): it goes to the exception handler and the
     /// transport is force-closed with it (a no-op when already closed, e.g. for
     /// `connection_lost` itself).
-    fn report_protocol_failures(self: &Rc<Self>) {
+    pub(super) fn report_protocol_failures(self: &Rc<Self>) {
         for failure in self.dispatcher.take_failures() {
             let error = Error::Panic(failure.message);
             if let Some(event_loop) = self.event_loop() {
@@ -319,7 +318,7 @@ impl StreamCore {
         }
     }
 
-    fn on_recv(self: &Rc<Self>, result: io::Result<u32>, buf: Vec<u8>) {
+    pub(super) fn on_recv(self: &Rc<Self>, result: io::Result<u32>, buf: Vec<u8>) {
         if self.state.get() != StreamState::Open {
             return;
         }
@@ -338,7 +337,7 @@ impl StreamCore {
         }
     }
 
-    fn on_eof(self: &Rc<Self>) {
+    pub(super) fn on_eof(self: &Rc<Self>) {
         self.read.set(ReadState::Stopped);
         let keep_open = self.notify(super::dispatch::Event::Eof);
         if !keep_open {
@@ -346,7 +345,7 @@ impl StreamCore {
         }
     }
 
-    fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
+    pub(super) fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
         if self.state.get() == StreamState::Closed {
             return;
         }
@@ -376,7 +375,7 @@ impl StreamCore {
         }
     }
 
-    fn close(self: &Rc<Self>) {
+    pub(super) fn close(self: &Rc<Self>) {
         if self.state.get() != StreamState::Open {
             return;
         }
@@ -388,7 +387,7 @@ impl StreamCore {
         }
     }
 
-    fn force_close(self: &Rc<Self>, error: Option<Error>) {
+    pub(super) fn force_close(self: &Rc<Self>, error: Option<Error>) {
         if self.state.get() == StreamState::Closed {
             return;
         }
@@ -398,7 +397,7 @@ impl StreamCore {
 
     /// Enters `Closed`: cancels what is in flight and schedules `connection_lost`, after which
     /// the socket is closed.
-    fn finish(self: &Rc<Self>, error: Option<Error>) {
+    pub(super) fn finish(self: &Rc<Self>, error: Option<Error>) {
         self.state.set(StreamState::Closed);
         self.read.set(ReadState::Stopped);
         self.cancel(&self.recv_op);
@@ -427,7 +426,7 @@ impl StreamCore {
     /// submitted before it (a cancelled recv or send, a `write_eof` shutdown that may still sit
     /// in the submission queue), so none of them can reach another socket that reuses the
     /// number. Without a loop the fd is closed here.
-    fn close_fd(self: &Rc<Self>) {
+    pub(super) fn close_fd(self: &Rc<Self>) {
         let Some(fd) = self.fd.borrow_mut().take() else { return };
         let Some(event_loop) = self.event_loop() else { return drop(fd) };
         let owner = OpOwner::Stream { core: self.clone(), op: StreamOp::Close };
@@ -437,7 +436,7 @@ impl StreamCore {
             .with_driver(move |driver| driver.submit(Op::Close { fd: fd.into_raw_fd() }, owner));
     }
 
-    fn resume_held(self: &Rc<Self>) {
+    pub(super) fn resume_held(self: &Rc<Self>) {
         loop {
             if self.read.get() != ReadState::Reading || self.state.get() != StreamState::Open {
                 return;
@@ -450,281 +449,5 @@ impl StreamCore {
         } else {
             self.submit_recv();
         }
-    }
-}
-
-impl Transport {
-    /// Wraps a connected socket and schedules `connection_made`, then reading.
-    pub(crate) fn start(
-        event_loop: &EventLoop,
-        fd: OwnedFd,
-        protocol: Rc<dyn super::dispatch::StreamProtocol>,
-    ) -> Result<Transport> {
-        event_loop.check_open()?;
-        let socket = socket2::SockRef::from(&fd);
-        if let Ok(socket2::Type::STREAM) = socket.r#type() {
-            if socket.local_addr().is_ok_and(|a| a.is_ipv4() || a.is_ipv6()) {
-                let _ = socket.set_nodelay(true);
-            }
-        }
-        let core = Rc::new(StreamCore {
-            event_loop: Rc::downgrade(&event_loop.inner),
-            raw_fd: fd.as_raw_fd(),
-            peername: socket.peer_addr().ok(),
-            sockname: socket.local_addr().ok(),
-            fd: RefCell::new(Some(fd)),
-            state: Cell::new(StreamState::Open),
-            read: Cell::new(ReadState::Reading),
-            recv_op: Cell::new(None),
-            spare: RefCell::new(None),
-            held: RefCell::new(VecDeque::new()),
-            held_eof: Cell::new(false),
-            write: RefCell::new(WriteBuffer::default()),
-            send_op: Cell::new(None),
-            eof: Cell::new(WriteEof::No),
-            lost_writes: Cell::new(0),
-            dispatcher: super::dispatch::Dispatcher::new(protocol),
-            lost_hooks: RefCell::new(Vec::new()),
-        });
-        let transport = Transport { core };
-        let starter = transport.clone();
-        event_loop.call_soon(move || {
-            starter.core.notify(super::dispatch::Event::Made(starter.clone()));
-            starter.core.submit_recv();
-            starter.core.flush_deferred_later();
-        })?;
-        Ok(transport)
-    }
-
-    /// Sends `data`; never blocks. With nothing buffered it is offered to the kernel at once;
-    /// what the kernel does not take is copied into the write buffer and sent in order
-    /// (`pause_writing` when the buffer passes the high-water mark). After `close()` or once
-    /// the connection is lost the data is dropped (and, from the fifth such write on, logged).
-    /// Empty `data` does nothing. `Error::Runtime` after `write_eof()`.
-    pub fn write(&self, data: &[u8]) -> Result<()> {
-        self.check_writable()?;
-        if !self.core.accepts_write(data.len()) {
-            return Ok(());
-        }
-        let sent = self.core.send_now(data);
-        if sent < data.len() {
-            self.core.queue(Bytes::copy_from_slice(&data[sent..]));
-        }
-        Ok(())
-    }
-
-    /// [`write`](Self::write) without a copy.
-    pub fn write_bytes(&self, data: Bytes) -> Result<()> {
-        self.check_writable()?;
-        if !self.core.accepts_write(data.len()) {
-            return Ok(());
-        }
-        let sent = self.core.send_now(&data);
-        if sent < data.len() {
-            self.core.queue(data.slice(sent..));
-        }
-        Ok(())
-    }
-
-    fn check_writable(&self) -> Result<()> {
-        if self.core.eof.get() != WriteEof::No {
-            return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
-        }
-        Ok(())
-    }
-
-    /// Writes each buffer in order (asyncio's `writelines`).
-    pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
-    where
-        I: IntoIterator<Item = B>,
-        B: AsRef<[u8]>,
-    {
-        for buffer in buffers {
-            self.write(buffer.as_ref())?;
-        }
-        Ok(())
-    }
-
-    /// Closes the write side after the buffer is flushed (`shutdown(SHUT_WR)`); reading goes
-    /// on. Idempotent; does nothing once closing.
-    pub fn write_eof(&self) {
-        let core = &self.core;
-        if core.eof.get() != WriteEof::No || core.state.get() != StreamState::Open {
-            return;
-        }
-        core.eof.set(WriteEof::Pending);
-        if core.write.borrow().is_empty() && core.send_op.get().is_none() {
-            core.submit_shutdown();
-        }
-    }
-
-    /// True: stream sockets support `write_eof`.
-    pub fn can_write_eof(&self) -> bool {
-        true
-    }
-
-    /// Closes the transport: reading stops at once; buffered data is flushed, then
-    /// `connection_lost(None)` is called and the socket closed. Idempotent.
-    pub fn close(&self) {
-        self.core.close();
-    }
-
-    /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
-    pub fn abort(&self) {
-        self.core.force_close(None);
-    }
-
-    /// True once `close`/`abort` was called or the connection was lost.
-    pub fn is_closing(&self) -> bool {
-        self.core.state.get() != StreamState::Open
-    }
-
-    /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
-    /// arrives meanwhile is held, in order. Idempotent.
-    pub fn pause_reading(&self) {
-        let core = &self.core;
-        if core.read.get() == ReadState::Reading && core.state.get() == StreamState::Open {
-            core.read.set(ReadState::Paused);
-        }
-    }
-
-    /// Resumes delivery: held data first, then new reads. Idempotent.
-    pub fn resume_reading(&self) {
-        let core = &self.core;
-        if core.read.get() != ReadState::Paused || core.state.get() != StreamState::Open {
-            return;
-        }
-        core.read.set(ReadState::Reading);
-        let Some(event_loop) = core.event_loop() else { return };
-        let core = core.clone();
-        let _ = event_loop.call_soon(move || core.resume_held());
-    }
-
-    /// True while data is being delivered (not paused, not closed).
-    pub fn is_reading(&self) -> bool {
-        self.core.read.get() == ReadState::Reading && self.core.state.get() == StreamState::Open
-    }
-
-    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
-    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
-    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
-        let flow = self.core.write.borrow_mut().set_limits(high, low)?;
-        if flow == Some(FlowEvent::Pause) {
-            self.core.notify(super::dispatch::Event::PauseWriting);
-        }
-        Ok(())
-    }
-
-    /// `(low, high)`.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        self.core.write.borrow().limits()
-    }
-
-    /// Bytes queued and not yet sent.
-    pub fn get_write_buffer_size(&self) -> usize {
-        self.core.write.borrow().len()
-    }
-
-    /// The peer's address.
-    pub fn peername(&self) -> Option<socket2::SockAddr> {
-        self.core.peername.clone()
-    }
-
-    /// The local address.
-    pub fn sockname(&self) -> Option<socket2::SockAddr> {
-        self.core.sockname.clone()
-    }
-
-    /// The socket's fd while open.
-    pub fn socket_fd(&self) -> Option<RawFd> {
-        self.core.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
-    }
-
-    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
-    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        match name {
-            "peername" => self.peername().map(ExtraInfo::Address),
-            "sockname" => self.sockname().map(ExtraInfo::Address),
-            "socket" => self.socket_fd().map(ExtraInfo::Fd),
-            _ => None,
-        }
-    }
-
-    /// Switches to another protocol; later events go to it.
-    pub fn set_protocol<P: crate::protocol::Protocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.dispatcher.set(Rc::new(super::dispatch::Plain(protocol)));
-    }
-
-    /// Calls `hook` once the connection is lost and its socket closed (at once, through
-    /// `call_soon`, if that already happened). For servers tracking their connections.
-    pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
-        let core = &self.core;
-        if core.state.get() == StreamState::Closed && core.fd.borrow().is_none() {
-            if let Some(event_loop) = core.event_loop() {
-                let _ = event_loop.call_soon(hook);
-            }
-            return;
-        }
-        core.lost_hooks.borrow_mut().push(Box::new(hook));
-    }
-
-    /// The protocol, if it is a `P` (and the connection is not lost yet).
-    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
-        self.core.dispatcher.get()?.downcast::<RefCell<P>>().ok()
-    }
-}
-
-/// A value of [`Transport::get_extra_info`].
-#[derive(Clone, Debug)]
-pub enum ExtraInfo {
-    /// A socket address (`peername`, `sockname`).
-    Address(socket2::SockAddr),
-    /// A file descriptor (`socket`).
-    Fd(RawFd),
-}
-
-impl fmt::Debug for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let core = &self.core;
-        write!(
-            f,
-            "<Transport fd={} {:?} read={:?} write_buffer={}>",
-            core.raw_fd,
-            core.state.get(),
-            core.read.get(),
-            core.write.borrow().len()
-        )
-    }
-}
-
-impl EventLoop {
-    /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
-    /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
-    /// iteration; the returned `Rc` is the protocol the transport drives.
-    pub async fn connect_accepted_socket<P, F>(
-        &self,
-        protocol_factory: F,
-        socket: OwnedFd,
-    ) -> Result<(Transport, Rc<RefCell<P>>)>
-    where
-        P: crate::protocol::Protocol + 'static,
-        F: FnOnce() -> P,
-    {
-        let kind = socket2::SockRef::from(&socket).r#type().map_err(|e| {
-            Error::io(format!("connect_accepted_socket(fd {})", socket.as_raw_fd()), e)
-        })?;
-        if kind != socket2::Type::STREAM {
-            return Err(Error::InvalidArgument(format!(
-                "A Stream Socket was expected, got fd {} of type {kind:?}",
-                socket.as_raw_fd()
-            )));
-        }
-        socket2::SockRef::from(&socket)
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let transport =
-            Transport::start(self, socket, Rc::new(super::dispatch::Plain(protocol.clone())))?;
-        Ok((transport, protocol))
     }
 }

@@ -1,0 +1,291 @@
+//! The public face of a stream transport: asyncio's `Transport` methods, `get_extra_info`,
+//! and `connect_accepted_socket`. The state machine behind them is in `stream.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::flow_control::{FlowEvent, WriteBuffer};
+use super::stream::{ReadState, StreamCore, StreamState, Transport, WriteEof};
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+
+impl Transport {
+    /// Wraps a connected socket and schedules `connection_made`, then reading.
+    pub(crate) fn start(
+        event_loop: &EventLoop,
+        fd: OwnedFd,
+        protocol: Rc<dyn super::dispatch::StreamProtocol>,
+    ) -> Result<Transport> {
+        event_loop.check_open()?;
+        let socket = socket2::SockRef::from(&fd);
+        if let Ok(socket2::Type::STREAM) = socket.r#type() {
+            if socket.local_addr().is_ok_and(|a| a.is_ipv4() || a.is_ipv6()) {
+                let _ = socket.set_nodelay(true);
+            }
+        }
+        let core = Rc::new(StreamCore {
+            event_loop: Rc::downgrade(&event_loop.inner),
+            raw_fd: fd.as_raw_fd(),
+            peername: socket.peer_addr().ok(),
+            sockname: socket.local_addr().ok(),
+            fd: RefCell::new(Some(fd)),
+            state: Cell::new(StreamState::Open),
+            read: Cell::new(ReadState::Reading),
+            recv_op: Cell::new(None),
+            spare: RefCell::new(None),
+            held: RefCell::new(VecDeque::new()),
+            held_eof: Cell::new(false),
+            write: RefCell::new(WriteBuffer::default()),
+            send_op: Cell::new(None),
+            eof: Cell::new(WriteEof::No),
+            lost_writes: Cell::new(0),
+            dispatcher: super::dispatch::Dispatcher::new(protocol),
+            lost_hooks: RefCell::new(Vec::new()),
+        });
+        let transport = Transport { core };
+        let starter = transport.clone();
+        event_loop.call_soon(move || {
+            starter.core.notify(super::dispatch::Event::Made(starter.clone()));
+            starter.core.submit_recv();
+            starter.core.flush_deferred_later();
+        })?;
+        Ok(transport)
+    }
+
+    /// Sends `data`; never blocks. With nothing buffered it is offered to the kernel at once;
+    /// what the kernel does not take is copied into the write buffer and sent in order
+    /// (`pause_writing` when the buffer passes the high-water mark). After `close()` or once
+    /// the connection is lost the data is dropped (and, from the fifth such write on, logged).
+    /// Empty `data` does nothing. `Error::Runtime` after `write_eof()`.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        if !self.core.accepts_write(data.len()) {
+            return Ok(());
+        }
+        let sent = self.core.send_now(data);
+        if sent < data.len() {
+            self.core.queue(Bytes::copy_from_slice(&data[sent..]));
+        }
+        Ok(())
+    }
+
+    /// [`write`](Self::write) without a copy.
+    pub fn write_bytes(&self, data: Bytes) -> Result<()> {
+        self.check_writable()?;
+        if !self.core.accepts_write(data.len()) {
+            return Ok(());
+        }
+        let sent = self.core.send_now(&data);
+        if sent < data.len() {
+            self.core.queue(data.slice(sent..));
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.core.eof.get() != WriteEof::No {
+            return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
+        }
+        Ok(())
+    }
+
+    /// Writes each buffer in order (asyncio's `writelines`).
+    pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        for buffer in buffers {
+            self.write(buffer.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Closes the write side after the buffer is flushed (`shutdown(SHUT_WR)`); reading goes
+    /// on. Idempotent; does nothing once closing.
+    pub fn write_eof(&self) {
+        let core = &self.core;
+        if core.eof.get() != WriteEof::No || core.state.get() != StreamState::Open {
+            return;
+        }
+        core.eof.set(WriteEof::Pending);
+        if core.write.borrow().is_empty() && core.send_op.get().is_none() {
+            core.submit_shutdown();
+        }
+    }
+
+    /// True: stream sockets support `write_eof`.
+    pub fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Closes the transport: reading stops at once; buffered data is flushed, then
+    /// `connection_lost(None)` is called and the socket closed. Idempotent.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
+    pub fn abort(&self) {
+        self.core.force_close(None);
+    }
+
+    /// True once `close`/`abort` was called or the connection was lost.
+    pub fn is_closing(&self) -> bool {
+        self.core.state.get() != StreamState::Open
+    }
+
+    /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
+    /// arrives meanwhile is held, in order. Idempotent.
+    pub fn pause_reading(&self) {
+        let core = &self.core;
+        if core.read.get() == ReadState::Reading && core.state.get() == StreamState::Open {
+            core.read.set(ReadState::Paused);
+        }
+    }
+
+    /// Resumes delivery: held data first, then new reads. Idempotent.
+    pub fn resume_reading(&self) {
+        let core = &self.core;
+        if core.read.get() != ReadState::Paused || core.state.get() != StreamState::Open {
+            return;
+        }
+        core.read.set(ReadState::Reading);
+        let Some(event_loop) = core.event_loop() else { return };
+        let core = core.clone();
+        let _ = event_loop.call_soon(move || core.resume_held());
+    }
+
+    /// True while data is being delivered (not paused, not closed).
+    pub fn is_reading(&self) -> bool {
+        self.core.read.get() == ReadState::Reading && self.core.state.get() == StreamState::Open
+    }
+
+    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
+    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let flow = self.core.write.borrow_mut().set_limits(high, low)?;
+        if flow == Some(FlowEvent::Pause) {
+            self.core.notify(super::dispatch::Event::PauseWriting);
+        }
+        Ok(())
+    }
+
+    /// `(low, high)`.
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.core.write.borrow().limits()
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.core.write.borrow().len()
+    }
+
+    /// The peer's address.
+    pub fn peername(&self) -> Option<socket2::SockAddr> {
+        self.core.peername.clone()
+    }
+
+    /// The local address.
+    pub fn sockname(&self) -> Option<socket2::SockAddr> {
+        self.core.sockname.clone()
+    }
+
+    /// The socket's fd while open.
+    pub fn socket_fd(&self) -> Option<RawFd> {
+        self.core.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        match name {
+            "peername" => self.peername().map(ExtraInfo::Address),
+            "sockname" => self.sockname().map(ExtraInfo::Address),
+            "socket" => self.socket_fd().map(ExtraInfo::Fd),
+            _ => None,
+        }
+    }
+
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P: crate::protocol::Protocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
+        self.core.dispatcher.set(Rc::new(super::dispatch::Plain(protocol)));
+    }
+
+    /// Calls `hook` once the connection is lost and its socket closed (at once, through
+    /// `call_soon`, if that already happened). For servers tracking their connections.
+    pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
+        let core = &self.core;
+        if core.state.get() == StreamState::Closed && core.fd.borrow().is_none() {
+            if let Some(event_loop) = core.event_loop() {
+                let _ = event_loop.call_soon(hook);
+            }
+            return;
+        }
+        core.lost_hooks.borrow_mut().push(Box::new(hook));
+    }
+
+    /// The protocol, if it is a `P` (and the connection is not lost yet).
+    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
+        self.core.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+    }
+}
+
+/// A value of [`Transport::get_extra_info`].
+#[derive(Clone, Debug)]
+pub enum ExtraInfo {
+    /// A socket address (`peername`, `sockname`).
+    Address(socket2::SockAddr),
+    /// A file descriptor (`socket`).
+    Fd(RawFd),
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.core;
+        write!(
+            f,
+            "<Transport fd={} {:?} read={:?} write_buffer={}>",
+            core.raw_fd,
+            core.state.get(),
+            core.read.get(),
+            core.write.borrow().len()
+        )
+    }
+}
+
+impl EventLoop {
+    /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
+    /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
+    /// iteration; the returned `Rc` is the protocol the transport drives.
+    pub async fn connect_accepted_socket<P, F>(
+        &self,
+        protocol_factory: F,
+        socket: OwnedFd,
+    ) -> Result<(Transport, Rc<RefCell<P>>)>
+    where
+        P: crate::protocol::Protocol + 'static,
+        F: FnOnce() -> P,
+    {
+        let kind = socket2::SockRef::from(&socket).r#type().map_err(|e| {
+            Error::io(format!("connect_accepted_socket(fd {})", socket.as_raw_fd()), e)
+        })?;
+        if kind != socket2::Type::STREAM {
+            return Err(Error::InvalidArgument(format!(
+                "A Stream Socket was expected, got fd {} of type {kind:?}",
+                socket.as_raw_fd()
+            )));
+        }
+        socket2::SockRef::from(&socket)
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let transport =
+            Transport::start(self, socket, Rc::new(super::dispatch::Plain(protocol.clone())))?;
+        Ok((transport, protocol))
+    }
+}
