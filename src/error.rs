@@ -21,6 +21,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | an exception raised by a callback or coroutine | [`Error::Panic`] / [`Error::Custom`] |
 /// | `ExceptionGroup` | [`Error::Multiple`] |
 /// | `socket.gaierror` | [`Error::Dns`] |
+/// | `asyncio.IncompleteReadError` | [`Error::IncompleteRead`] |
+/// | `asyncio.LimitOverrunError` | [`Error::LimitOverrun`] |
 ///
 /// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
 /// reach several awaiters, as in asyncio.
@@ -60,6 +62,22 @@ pub enum Error {
         /// The `EAI_*` code (negative on glibc, e.g. `libc::EAI_NONAME`).
         code: i32,
         /// What was asked and what failed.
+        message: String,
+    },
+    /// A stream read met EOF before it was done (asyncio's `IncompleteReadError`): what was
+    /// read, and how many bytes were expected (`None` when reading up to a separator).
+    IncompleteRead {
+        /// The bytes read before EOF (no longer buffered).
+        partial: Vec<u8>,
+        /// The number of bytes asked for; `None` for `readuntil`.
+        expected: Option<usize>,
+    },
+    /// A stream read hit the reader's buffer limit before finding the separator (asyncio's
+    /// `LimitOverrunError`); the data stays buffered.
+    LimitOverrun {
+        /// How many buffered bytes may be skipped (asyncio's `consumed`).
+        consumed: usize,
+        /// What went over the limit, and the limit.
         message: String,
     },
 }
@@ -104,7 +122,15 @@ impl fmt::Display for Error {
             | Error::Timeout(msg)
             | Error::Unsupported(msg) => f.write_str(msg),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Dns { message, .. } => f.write_str(message),
+            Error::Dns { message, .. } | Error::LimitOverrun { message, .. } => {
+                f.write_str(message)
+            }
+            Error::IncompleteRead { partial, expected: Some(expected) } => {
+                write!(f, "{} bytes read on a total of {expected} expected bytes", partial.len())
+            }
+            Error::IncompleteRead { partial, expected: None } => {
+                write!(f, "{} bytes read on a total of undefined expected bytes", partial.len())
+            }
             Error::Cancelled => f.write_str("cancelled"),
             Error::Panic(msg) => write!(f, "panicked: {msg}"),
             Error::Custom(err) => err.fmt(f),

@@ -35,6 +35,7 @@
 //! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
 //! | `loop.create_connection` (happy eyeballs included) | [`EventLoop::create_connection`], [`ConnectOptions`] |
 //! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
+//! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
@@ -53,6 +54,7 @@ mod future;
 pub mod net;
 mod protocol;
 pub mod server;
+pub mod streams;
 mod task;
 mod transport;
 
@@ -67,6 +69,9 @@ pub use future::Future;
 pub use net::connect::ConnectOptions;
 pub use protocol::{BaseProtocol, BufferedProtocol, Protocol};
 pub use server::{Hosts, Server, ServerOptions};
+pub use streams::{
+    open_connection, start_server, ClientCallbackOutput, StreamReader, StreamWriter, DEFAULT_LIMIT,
+};
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use transport::{ExtraInfo, Transport};
 

@@ -222,13 +222,13 @@ impl EventLoop {
                     ))
                 }
                 (false, Some(sock)) => sock,
-                (true, None) => self.open_connection(host, port, &options).await?,
+                (true, None) => self.connect_socket(host, port, &options).await?,
             };
         self.connect_accepted_socket(protocol_factory, socket).await
     }
 
     /// Resolves, then connects to the first address that accepts: the connected socket.
-    async fn open_connection(
+    async fn connect_socket(
         &self,
         host: Option<&str>,
         port: Option<u16>,

@@ -7,7 +7,7 @@
 //! # Implementation
 //!
 //! A numeric host (an IPv4 or IPv6 literal, with an optional `%scope`) with a numeric or no
-//! port is resolved on the loop thread, without a thread hop, by [`numeric_lookup`]. That
+//! port is resolved on the loop thread, without a thread hop, by `numeric_lookup`. That
 //! fast path mirrors glibc's `gaih_inet` for the inputs it accepts and declines everything
 //! else (`None`), which then goes to libc: it is an optimisation that never changes a result.
 //! The unit test `fast_path_equals_libc` checks it against libc over a grid of inputs. It is
@@ -406,7 +406,7 @@ fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
-/// The flags [`numeric_lookup`] knows to leave a numeric lookup unchanged (given the family
+/// The flags `numeric_lookup` knows to leave a numeric lookup unchanged (given the family
 /// checks it makes). `AI_ADDRCONFIG`, the IDN flags and unknown bits go to libc.
 #[cfg(target_env = "gnu")]
 const FAST_FLAGS: i32 = libc::AI_PASSIVE

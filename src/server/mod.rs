@@ -4,7 +4,7 @@
 //! # Implementation
 //!
 //! One accept loop task per listening socket awaits `Op::Accept` through
-//! [`EventLoop::submit_op`], so both backends share this code. Each accepted socket becomes a
+//! `EventLoop::submit_op`, so both backends share this code. Each accepted socket becomes a
 //! [`Transport`] registered in the server's live set; the transport's lost hook removes it and,
 //! once the server is closed and the set is empty, wakes the `wait_closed` waiters.
 //!

@@ -56,7 +56,7 @@ impl<S: AsRef<str>> From<&[S]> for Hosts {
     }
 }
 
-/// The keyword arguments of [`EventLoop::create_server`]. `Default`: any family, no extra
+/// The keyword arguments of [`EventLoop::create_server`](crate::EventLoop::create_server). `Default`: any family, no extra
 /// flags, no socket, backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` and `SO_KEEPALIVE` off,
 /// serving at once.
 #[derive(Debug)]
@@ -76,8 +76,8 @@ pub struct ServerOptions {
     pub reuse_port: bool,
     /// `SO_KEEPALIVE` on the listening sockets (accepted sockets inherit it).
     pub keep_alive: bool,
-    /// Listen and accept at once; otherwise on [`Server::start_serving`] or
-    /// [`Server::serve_forever`].
+    /// Listen and accept at once; otherwise on [`Server::start_serving`](crate::Server::start_serving) or
+    /// [`Server::serve_forever`](crate::Server::serve_forever).
     pub start_serving: bool,
 }
 

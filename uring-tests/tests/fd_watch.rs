@@ -94,11 +94,14 @@ fn is_open(fd: RawFd) -> bool {
 
 /// A descriptor number that was open a moment ago and is closed now, picked high so that no
 /// other test thread reuses it meanwhile (new fds take the lowest free number).
+/// Each call takes its own base number, so tests running in parallel never pick the same one.
 fn just_closed_fd() -> RawFd {
+    static NEXT_BASE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(10_000);
+    let base = NEXT_BASE.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
     let (a, _b) = socketpair();
-    // SAFETY: F_DUPFD_CLOEXEC duplicates the open fd `a` onto the lowest free number >= 10000;
+    // SAFETY: F_DUPFD_CLOEXEC duplicates the open fd `a` onto the lowest free number >= base;
     // no memory is passed.
-    let fd = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10_000) };
+    let fd = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
     assert!(fd >= 0, "F_DUPFD_CLOEXEC: {}", std::io::Error::last_os_error());
     // SAFETY: `fd` was just returned by fcntl and nothing else owns it.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });

@@ -1,0 +1,238 @@
+//! `StreamReader`: asyncio's `StreamReader` (read, readline, readexactly, readuntil) and
+//! `futures_io::AsyncRead`.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::StreamState;
+use crate::error::{Error, Result};
+
+/// The reading side of a stream connection (asyncio's `StreamReader`). Cheap to clone; clones
+/// read from the same buffer.
+///
+/// Every read fails with the connection's error once `connection_lost(Some(err))` was
+/// delivered (even with bytes still buffered, as asyncio); after a clean EOF the buffered
+/// bytes are read, then reads give empty results. A read future dropped while waiting takes
+/// nothing from the buffer.
+#[derive(Clone)]
+pub struct StreamReader {
+    /// The connection's shared state.
+    state: Rc<StreamState>,
+}
+
+impl StreamReader {
+    pub(super) fn new(state: Rc<StreamState>) -> StreamReader {
+        StreamReader { state }
+    }
+
+    fn check_exception(&self) -> Result<()> {
+        match self.state.exception() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the first `n` buffered bytes (`n` ≤ the buffer's length) and resumes the
+    /// transport if the buffer fell to the limit.
+    fn take(&self, n: usize) -> Vec<u8> {
+        let data = self.state.buffer.borrow_mut().split_to(n).to_vec();
+        self.state.maybe_resume_transport();
+        data
+    }
+
+    /// The buffer limit (asyncio's `limit`).
+    pub fn limit(&self) -> usize {
+        self.state.limit
+    }
+
+    /// Bytes buffered and not yet read.
+    pub fn buffered(&self) -> usize {
+        self.state.buffer.borrow().len()
+    }
+
+    /// The error reads fail with, if the connection was lost with one (asyncio's
+    /// `exception()`).
+    pub fn exception(&self) -> Option<Error> {
+        self.state.exception()
+    }
+
+    /// True when EOF was received and the buffer is empty (asyncio's `at_eof`).
+    pub fn at_eof(&self) -> bool {
+        self.state.eof.get() && self.state.buffer.borrow().is_empty()
+    }
+
+    /// Up to `n` bytes: what is buffered, else waits for some (asyncio's `read(n)`). Empty at
+    /// EOF, and for `n == 0`. [`read_to_end`](Self::read_to_end) is asyncio's `read(-1)`.
+    pub async fn read(&self, n: usize) -> Result<Vec<u8>> {
+        self.check_exception()?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if self.state.buffer.borrow().is_empty() && !self.state.eof.get() {
+            self.state.wait_for_data().await;
+            self.check_exception()?;
+        }
+        let n = n.min(self.state.buffer.borrow().len());
+        Ok(self.take(n))
+    }
+
+    /// Everything until EOF (asyncio's `read(-1)`). The bytes stay in the buffer until EOF,
+    /// so dropping the future loses nothing; waiting for more data resumes a paused transport.
+    pub async fn read_to_end(&self) -> Result<Vec<u8>> {
+        loop {
+            self.check_exception()?;
+            if self.state.eof.get() {
+                let n = self.state.buffer.borrow().len();
+                return Ok(self.take(n));
+            }
+            self.state.wait_for_data().await;
+        }
+    }
+
+    /// Exactly `n` bytes (asyncio's `readexactly`). At EOF before `n` bytes,
+    /// [`Error::IncompleteRead`] with the bytes read (which leave the buffer).
+    pub async fn readexactly(&self, n: usize) -> Result<Vec<u8>> {
+        self.check_exception()?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        loop {
+            let buffered = self.state.buffer.borrow().len();
+            if buffered >= n {
+                return Ok(self.take(n));
+            }
+            if self.state.eof.get() {
+                let partial = self.take(buffered);
+                return Err(Error::IncompleteRead { partial, expected: Some(n) });
+            }
+            self.state.wait_for_data().await;
+            self.check_exception()?;
+        }
+    }
+
+    /// One line, `\n` included (asyncio's `readline`). At EOF, what is left (possibly empty,
+    /// without `\n`). A line longer than the limit is `Error::InvalidArgument`, and is
+    /// discarded from the buffer (up to and including its `\n` if that was received, else the
+    /// whole buffer), as asyncio does.
+    pub async fn readline(&self) -> Result<Vec<u8>> {
+        match self.readuntil(b"\n").await {
+            Ok(line) => Ok(line),
+            Err(Error::IncompleteRead { partial, .. }) => Ok(partial),
+            Err(Error::LimitOverrun { consumed, message }) => {
+                {
+                    let mut buffer = self.state.buffer.borrow_mut();
+                    if buffer.get(consumed..).is_some_and(|rest| rest.starts_with(b"\n")) {
+                        let _ = buffer.split_to(consumed + 1);
+                    } else {
+                        buffer.clear();
+                    }
+                }
+                self.state.maybe_resume_transport();
+                Err(Error::InvalidArgument(message))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Everything up to and including `separator` (asyncio's `readuntil`).
+    ///
+    /// Errors: `Error::InvalidArgument` for an empty separator; [`Error::LimitOverrun`] when
+    /// more than `limit` bytes are buffered without the separator, or the separator is found
+    /// beyond the limit (the data stays buffered; `consumed` says how much may be skipped);
+    /// [`Error::IncompleteRead`] (`expected: None`) at EOF without the separator, carrying
+    /// what was buffered (which leaves the buffer).
+    pub async fn readuntil(&self, separator: &[u8]) -> Result<Vec<u8>> {
+        let seplen = separator.len();
+        if seplen == 0 {
+            return Err(Error::InvalidArgument(
+                "Separator should be at least one-byte string".into(),
+            ));
+        }
+        self.check_exception()?;
+        let limit = self.state.limit;
+        // Where the search resumes: bytes before it cannot start a match.
+        let mut offset = 0;
+        let isep = loop {
+            let buflen = self.state.buffer.borrow().len();
+            if buflen - offset >= seplen {
+                let found = find(&self.state.buffer.borrow()[offset..], separator);
+                if let Some(at) = found {
+                    break offset + at;
+                }
+                offset = buflen + 1 - seplen;
+                if offset > limit {
+                    return Err(Error::LimitOverrun {
+                        consumed: offset,
+                        message: format!(
+                            "Separator is not found, and chunk exceed the limit ({limit} bytes)"
+                        ),
+                    });
+                }
+            }
+            if self.state.eof.get() {
+                let partial = self.take(buflen);
+                return Err(Error::IncompleteRead { partial, expected: None });
+            }
+            self.state.wait_for_data().await;
+            self.check_exception()?;
+        };
+        if isep > limit {
+            return Err(Error::LimitOverrun {
+                consumed: isep,
+                message: format!(
+                    "Separator is found, but chunk is longer than limit ({isep} > {limit} bytes)"
+                ),
+            });
+        }
+        Ok(self.take(isep + seplen))
+    }
+}
+
+/// The offset of the first `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// An [`Error`] as an `io::Error` of the same kind (the `Error` is its inner error).
+pub(super) fn to_io_error(error: Error) -> io::Error {
+    let kind = error.io_error().map_or(io::ErrorKind::Other, io::Error::kind);
+    io::Error::new(kind, error)
+}
+
+impl futures_io::AsyncRead for StreamReader {
+    /// Copies buffered bytes into `buf`; `Ok(0)` at EOF; the connection's error as an
+    /// `io::Error` (its [`Error`] inside) after `connection_lost(Some(err))`.
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let state = &self.state;
+        if let Some(error) = state.exception() {
+            return Poll::Ready(Err(to_io_error(error)));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = buf.len().min(state.buffer.borrow().len());
+        if n > 0 {
+            buf[..n].copy_from_slice(&state.buffer.borrow_mut().split_to(n));
+            state.maybe_resume_transport();
+            return Poll::Ready(Ok(n));
+        }
+        if state.eof.get() {
+            return Poll::Ready(Ok(0));
+        }
+        state.wait_for_more(cx);
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<StreamReader {:?}>", self.state)
+    }
+}

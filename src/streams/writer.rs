@@ -1,0 +1,232 @@
+//! `StreamWriter`: asyncio's `StreamWriter` (write, drain, close, wait_closed) and
+//! `futures_io::AsyncWrite`.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::reader::to_io_error;
+use super::{connection_reset, Link, StreamState};
+use crate::error::Result;
+use crate::transport::{ExtraInfo, Transport};
+
+/// The writing side of a stream connection (asyncio's `StreamWriter`). Cheap to clone; when
+/// the last clone is dropped without `close()`, the transport is closed (as asyncio's
+/// `StreamWriter.__del__`).
+#[derive(Clone)]
+pub struct StreamWriter {
+    /// Closes the transport when the last clone goes.
+    inner: Rc<WriterInner>,
+}
+
+/// What the clones of a writer share.
+struct WriterInner {
+    /// The connection.
+    transport: Transport,
+    /// The state shared with the reader and the protocol.
+    state: Rc<StreamState>,
+}
+
+impl Drop for WriterInner {
+    fn drop(&mut self) {
+        if !self.transport.is_closing() {
+            self.transport.close();
+        }
+    }
+}
+
+impl StreamWriter {
+    pub(super) fn new(transport: Transport, state: Rc<StreamState>) -> StreamWriter {
+        StreamWriter { inner: Rc::new(WriterInner { transport, state }) }
+    }
+
+    fn state(&self) -> &StreamState {
+        &self.inner.state
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// Queues `data` on the transport; never blocks (call [`drain`](Self::drain) to wait
+    /// for the buffer to empty). After `close()` or once the connection is lost the data is
+    /// dropped, and `drain` reports it. `Error::Runtime` after `write_eof()`.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        self.transport().write(data)
+    }
+
+    /// Writes each buffer in order (asyncio's `writelines`).
+    pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        self.transport().writelines(buffers)
+    }
+
+    /// Closes the write side once the buffer is flushed; idempotent.
+    pub fn write_eof(&self) {
+        self.transport().write_eof();
+    }
+
+    /// True: stream transports support `write_eof`.
+    pub fn can_write_eof(&self) -> bool {
+        self.transport().can_write_eof()
+    }
+
+    /// Closes the transport (buffered data is still sent); [`is_closing`](Self::is_closing)
+    /// is true at once. Await [`wait_closed`](Self::wait_closed) for the end.
+    pub fn close(&self) {
+        self.transport().close();
+    }
+
+    /// True once `close()` was called or the connection was lost.
+    pub fn is_closing(&self) -> bool {
+        self.transport().is_closing()
+    }
+
+    /// The transport's `get_extra_info`.
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        self.transport().get_extra_info(name)
+    }
+
+    /// Waits until `connection_lost` was delivered (asyncio's `wait_closed`), whether or not
+    /// the peer's data was read; the connection's error if it was lost with one.
+    pub async fn wait_closed(&self) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &*self.state().link.borrow() {
+            Link::Lost(None) => return Poll::Ready(Ok(())),
+            Link::Lost(Some(error)) => return Poll::Ready(Err(error.clone())),
+            Link::Up => {}
+        }
+        self.state().closed_wakers.register(cx.waker());
+        Poll::Pending
+    }
+
+    /// Waits until writing may go on (asyncio's `drain`): at once unless the transport paused
+    /// the writer (its buffer is over the high-water mark), else until it resumes.
+    ///
+    /// Errors: the connection's error if it was lost with one; once the transport is closing
+    /// and the connection lost, `Error::Io` with `ECONNRESET` ("Connection lost"). A drain
+    /// that was waiting when the connection closed cleanly returns `Ok`, as in asyncio.
+    pub async fn drain(&self) -> Result<()> {
+        if let Some(error) = self.state().exception() {
+            return Err(error);
+        }
+        if self.is_closing() {
+            // Let a `connection_lost` already scheduled run first, so that it is seen.
+            yield_now().await;
+        }
+        let waiting = Cell::new(None);
+        std::future::poll_fn(|cx| {
+            let state = self.state();
+            match waiting.get() {
+                Some(since) if state.drain_generation.get() != since => {
+                    if let Link::Lost(Some(error)) = &*state.link.borrow() {
+                        return Poll::Ready(Err(error.clone()));
+                    }
+                    if !state.writing_paused.get() || state.is_lost() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if state.is_lost() {
+                        return Poll::Ready(Err(connection_reset("drain")));
+                    }
+                    if !state.writing_paused.get() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            }
+            waiting.set(Some(state.drain_generation.get()));
+            state.drain_wakers.register(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// `poll_flush`: ready when not paused; an error once the connection is gone.
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let state = self.state();
+        if let Some(error) = state.exception() {
+            return Poll::Ready(Err(error));
+        }
+        if state.is_lost() {
+            return Poll::Ready(Err(connection_reset("flush")));
+        }
+        if !state.writing_paused.get() {
+            return Poll::Ready(Ok(()));
+        }
+        state.drain_wakers.register(cx.waker());
+        Poll::Pending
+    }
+}
+
+/// Returns `Pending` once, after waking its task (asyncio's `sleep(0)`).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+impl futures_io::AsyncWrite for StreamWriter {
+    /// Queues all of `buf` on the transport, or returns `Pending` while the transport has
+    /// paused the writer (backpressure). An error once the writer is closing or the
+    /// connection lost (`ECONNRESET`), or after `write_eof` (`Error::Runtime` inside).
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let state = self.state();
+        if let Some(error) = state.exception() {
+            return Poll::Ready(Err(to_io_error(error)));
+        }
+        if self.is_closing() {
+            return Poll::Ready(Err(to_io_error(connection_reset("write"))));
+        }
+        if state.writing_paused.get() {
+            state.drain_wakers.register(cx.waker());
+            return Poll::Pending;
+        }
+        Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(to_io_error))
+    }
+
+    /// [`drain`](StreamWriter::drain).
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_drain(cx).map_err(to_io_error)
+    }
+
+    /// `close()`, then [`wait_closed`](StreamWriter::wait_closed).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.close();
+        self.poll_closed(cx).map_err(to_io_error)
+    }
+}
+
+impl fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<StreamWriter transport={:?}>", self.transport())
+    }
+}
+
+impl fmt::Debug for WriterInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<StreamWriter transport={:?}>", self.transport)
+    }
+}
