@@ -616,7 +616,9 @@ backend_tests! {
         server.close();
     }
 
+    // Issue 3: 10,000 connect/close cycles leave no fd open.
     fn connect_close_cycles_leak_no_fd(lp) {
+        const CYCLES: usize = 10_000;
         if !in_child(lp, "connect_close_cycles_leak_no_fd") {
             return;
         }
@@ -633,7 +635,7 @@ backend_tests! {
         iterate(lp, 2);
         let before = open_fds();
         let client = std::thread::spawn(move || {
-            for _ in 0..2000 {
+            for _ in 0..CYCLES {
                 let mut s = TcpStream::connect(at).unwrap();
                 s.write_all(b"x").unwrap();
                 let mut b = [0u8; 1];
@@ -641,9 +643,9 @@ backend_tests! {
                 s.read_exact(&mut b).unwrap();
             }
         });
-        assert!(run_until(lp, 90.0, || client.is_finished()), "2000 cycles in time");
+        assert!(run_until(lp, 90.0, || client.is_finished()), "{CYCLES} cycles in time");
         client.join().unwrap();
-        assert!(run_until(lp, WAIT, || accepted.get() == 2000 && server.connection_count() == 0));
+        assert!(run_until(lp, WAIT, || accepted.get() == CYCLES && server.connection_count() == 0));
         iterate(lp, 3);
         assert_eq!(open_fds(), before, "no fd left open");
         server.close();
