@@ -1,0 +1,200 @@
+//! The TCP echo examples (`examples/tcp_echo_server.rs`, `examples/tcp_echo_client.rs`), run
+//! as the compiled programs on every backend built in: their output must be the asyncio
+//! documentation's, line for line.
+//!
+//! The binaries are the ones `cargo test` builds for the `ringloop` package, found in
+//! `examples/` beside this test's `deps/` directory (so `CARGO_TARGET_DIR` is honoured). When
+//! they are missing (`cargo test -p uring-tests`) the tests print `SKIPPED` and pass; so they
+//! do when the epoll run meets binaries built without `--features fallback`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use ringloop::Backend;
+use uring_tests::{built_backends, open_loop};
+
+/// What the Python example client prints against the Python example server.
+const CLIENT_OUTPUT: &str =
+    "Data sent: 'Hello World!'\nData received: 'Hello World!'\nThe server closed the connection\n";
+
+/// Prints a skip where the test harness does not capture it.
+fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The compiled example `name`, if it was built.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/debug/deps/examples-HASH → target/debug/examples/NAME
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// Both examples, or `None` after printing why the test is skipped.
+fn examples(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match (example("tcp_echo_server"), example("tcp_echo_client")) {
+        (Some(server), Some(client)) => Some((server, client)),
+        _ => {
+            skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
+            None
+        }
+    }
+}
+
+/// A running example server: killed when dropped (the test may have panicked), and by a
+/// watchdog after [`SERVER_DEADLINE`] so no read of its output can hang the test.
+struct ServerProcess {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+    /// Set on drop: the watchdog stands down.
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The longest an example server may live in a test.
+const SERVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Kills `pid` after [`SERVER_DEADLINE`] unless `done` is set first.
+fn watchdog(pid: u32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while start.elapsed() < SERVER_DEADLINE {
+            if done.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if !done.load(std::sync::atomic::Ordering::Acquire) {
+            // SAFETY: kill takes no pointers; the child has not been reaped (`done` is set
+            // before the reaping `wait` in `Drop`), so `pid` is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    });
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server on a free port; `None` (skipped) when its binary lacks `backend`.
+fn start_server(
+    path: &PathBuf,
+    backend: Backend,
+    extra: &[&str],
+    test: &str,
+) -> Option<ServerProcess> {
+    let mut child = Command::new(path)
+        .args(["--backend", backend.name(), "--port", "0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning tcp_echo_server");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watchdog(child.id(), done.clone());
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("reading the server's stdout");
+    if first.is_empty() {
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let status = child.wait().expect("waiting for the server");
+        let mut stderr = String::new();
+        let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
+        if stderr.contains("not compiled in") {
+            skip(test, "tcp_echo_server was built without `--features fallback`");
+            return None;
+        }
+        panic!("{test}: tcp_echo_server exited ({status}) without serving: {stderr}");
+    }
+    let port = first
+        .strip_prefix("serving on 127.0.0.1:")
+        .and_then(|p| p.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{test}: unexpected first line {first:?}"));
+    Some(ServerProcess { child, stdout, port, done })
+}
+
+/// Every backend built in that this kernel has.
+fn backends(test: &str) -> Vec<Backend> {
+    built_backends()
+        .into_iter()
+        .filter(|&backend| open_loop(backend, test).is_some_and(|lp| lp.close().is_ok()))
+        .collect()
+}
+
+#[test]
+fn echo_client_and_server_print_the_python_examples_output() {
+    let test = "echo_client_and_server_print_the_python_examples_output";
+    let Some((server_path, client_path)) = examples(test) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let max = ["--max-seconds", "10"];
+        let Some(mut server) = start_server(&server_path, backend, &max, &test) else { continue };
+
+        let client = Command::new(&client_path)
+            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tcp_echo_client");
+        let stdout = String::from_utf8_lossy(&client.stdout);
+        let stderr = String::from_utf8_lossy(&client.stderr);
+        assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
+        assert_eq!(stdout, CLIENT_OUTPUT, "{test}: client output");
+
+        // The server printed these before closing the connection, so they are in the pipe.
+        let mut lines = Vec::new();
+        for _ in 0..4 {
+            let mut line = String::new();
+            server.stdout.read_line(&mut line).expect("reading the server's stdout");
+            lines.push(line);
+        }
+        let connection = lines[0].strip_prefix("Connection from ('127.0.0.1', ");
+        let port = connection.and_then(|rest| rest.strip_suffix(")\n"));
+        assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {:?}", lines[0]);
+        let rest = [
+            "Data received: 'Hello World!'\n",
+            "Send: 'Hello World!'\n",
+            "Close the client socket\n",
+        ];
+        assert_eq!(lines[1..], rest, "{test}: server output");
+    }
+}
+
+#[test]
+fn quiet_server_echoes_and_exits_after_max_seconds() {
+    let test = "quiet_server_echoes_and_exits_after_max_seconds";
+    let Some((server_path, _)) = examples(test) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let args = ["--quiet", "--max-seconds", "2"];
+        let Some(mut server) = start_server(&server_path, backend, &args, &test) else { continue };
+
+        // A pure echo server: several messages on one connection, which stays open.
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        for i in 0..20 {
+            let message = format!("message {i}\n");
+            stream.write_all(message.as_bytes()).expect("send");
+            let mut reply = vec![0; message.len()];
+            stream.read_exact(&mut reply).expect("echo");
+            assert_eq!(reply, message.as_bytes(), "{test}");
+        }
+        // --max-seconds: the server closes the connection still open and exits cleanly,
+        // printing nothing more.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{test}: unexpected data {rest:?}");
+        let status = server.child.wait().expect("waiting for the server");
+        assert!(status.success(), "{test}: server exited with {status}");
+        let mut output = String::new();
+        server.stdout.read_to_string(&mut output).expect("reading the server's stdout");
+        assert_eq!(output, "", "{test}: --quiet printed something");
+    }
+}
