@@ -56,6 +56,8 @@ mod protocol;
 pub mod server;
 pub mod streams;
 mod task;
+#[cfg(test)]
+mod test_support;
 mod transport;
 
 pub use driver::Backend;

@@ -100,19 +100,10 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use crate::driver::{Interest, Op};
-    use crate::{Backend, EventLoop};
+    use crate::EventLoop;
 
     fn loops() -> Vec<EventLoop> {
-        let mut loops = Vec::new();
-        for backend in [Backend::Uring, Backend::Epoll] {
-            match EventLoop::with_backend(backend) {
-                Ok(event_loop) => loops.push(event_loop),
-                Err(err) => {
-                    let _ = writeln!(std::io::stderr(), "SKIPPED op_future on {backend}: {err}");
-                }
-            }
-        }
-        loops
+        crate::test_support::loops("op_future")
     }
 
     #[test]

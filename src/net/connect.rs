@@ -455,19 +455,10 @@ mod tests {
     use super::{combine_errors, interleave_by_family, ConnectOptions};
     use crate::error::{Error, Result};
     use crate::net::dns::AddrInfo;
-    use crate::{Backend, EventLoop};
+    use crate::EventLoop;
 
     fn loops() -> Vec<EventLoop> {
-        let mut loops = Vec::new();
-        for backend in [Backend::Uring, Backend::Epoll] {
-            match EventLoop::with_backend(backend) {
-                Ok(event_loop) => loops.push(event_loop),
-                Err(err) => {
-                    let _ = writeln!(std::io::stderr(), "SKIPPED connect on {backend}: {err}");
-                }
-            }
-        }
-        loops
+        crate::test_support::loops("connect")
     }
 
     fn info(addr: SocketAddr) -> AddrInfo {
