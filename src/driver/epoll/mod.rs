@@ -88,7 +88,15 @@ impl<T: Clone> EpollDriver<T> {
 
     /// Queues `op`; it is armed (its fd registered) at the next turn.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        OpId(self.table.submit(op, owner))
+        let close = matches!(op, Op::Close { .. });
+        let id = OpId(self.table.submit(op, owner));
+        if close {
+            // Closed now, as asyncio closes a socket when `connection_lost` returns (a loop
+            // stopped right after must not keep it open); ops queued before it start first.
+            // The completion is still delivered at the next turn.
+            self.table.start_queued(&self.poller);
+        }
+        id
     }
 
     /// Detaches `id` at once: its owner comes back and no completion is ever delivered for it.

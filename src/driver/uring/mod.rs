@@ -93,18 +93,29 @@ impl<T: Clone> UringDriver<T> {
     /// An op whose opcode the kernel lacks runs its syscall here (see `sync.rs`); its result,
     /// if it has one already, is delivered at the next `turn`.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        let deferred_close =
-            matches!(op, Op::Close { .. }) && !self.features.contains(Feature::OpClose);
+        let close = matches!(op, Op::Close { .. });
+        let native_close = self.features.contains(Feature::OpClose);
         let key = self.slots.insert(Slot::new(op, owner));
-        if deferred_close {
-            self.deferred_closes.push(key);
-            return OpId(key);
+        if close {
+            // Closed now, not at the next turn, as asyncio closes a socket when
+            // `connection_lost` returns (a loop stopped right after must not keep it open),
+            // and after everything submitted before it.
+            if !native_close {
+                self.deferred_closes.push(key);
+                self.run_deferred_closes();
+                return OpId(key);
+            }
         }
         match self.slots[key].start(key, self.features) {
             // SAFETY: whatever the SQE points to is owned by the op in slot `key`, which is
             // freed only at the op's final CQE (or leaked at shutdown).
             Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
             Start::Done(res) => self.ready.push_back((key, res)),
+        }
+        if close && self.backlog.is_empty() {
+            // An error leaves the SQEs queued for the next turn, which is where they would
+            // have gone anyway.
+            let _ = self.ring.submit();
         }
         OpId(key)
     }
