@@ -19,6 +19,8 @@ use std::rc::Rc;
 
 use ringloop::EventLoop;
 
+mod support;
+
 /// The first error met inside a callback (callbacks cannot return one).
 type ErrorSlot = Rc<RefCell<Option<String>>>;
 
@@ -89,21 +91,5 @@ fn run(event_loop: &EventLoop) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let event_loop = match EventLoop::new() {
-        Ok(event_loop) => event_loop,
-        Err(err) => {
-            eprintln!("display_date: cannot create the event loop: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // try: ... finally: loop.close()
-    let result = run(&event_loop);
-    let closed = event_loop.close().map_err(|e| format!("close: {e}"));
-    match result.and(closed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("display_date: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_example("display_date", EventLoop::new, run)
 }

@@ -14,6 +14,8 @@ use std::rc::Rc;
 
 use ringloop::EventLoop;
 
+mod support;
+
 /// A callback to print "Hello World" and stop the event loop. A failed write to stdout is kept
 /// in `error` (callbacks cannot return errors).
 fn hello_world(event_loop: &EventLoop, error: &RefCell<Option<io::Error>>) {
@@ -35,21 +37,5 @@ fn run(event_loop: &EventLoop) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let event_loop = match EventLoop::new() {
-        Ok(event_loop) => event_loop,
-        Err(err) => {
-            eprintln!("hello_world: cannot create the event loop: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // try: ... finally: loop.close()
-    let result = run(&event_loop);
-    let closed = event_loop.close().map_err(|e| format!("close: {e}"));
-    match result.and(closed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("hello_world: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_example("hello_world", EventLoop::new, run)
 }

@@ -36,6 +36,9 @@ use std::rc::Rc;
 
 use ringloop::{Backend, BaseProtocol, Error, EventLoop, Protocol, ServerOptions, Transport};
 
+mod support;
+use support::{parse_backend, parse_value, py_repr};
+
 const USAGE: &str = "usage: tcp_echo_server [--host HOST] [--port PORT] [--backend uring|epoll] \
                      [--quiet] [--max-seconds N]";
 
@@ -87,50 +90,8 @@ impl Args {
     }
 }
 
-fn parse_value<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
-where
-    T::Err: Display,
-{
-    value.parse().map_err(|e| format!("{flag} {value:?}: {e}"))
-}
-
-fn parse_backend(name: &str) -> Result<Backend, String> {
-    match name {
-        "uring" => Ok(Backend::Uring),
-        "epoll" => Ok(Backend::Epoll),
-        other => Err(format!("--backend must be uring or epoll, not {other:?}")),
-    }
-}
-
 /// The first error met inside a callback (callbacks cannot return one).
 type ErrorSlot = Rc<RefCell<Option<String>>>;
-
-/// Python's `repr()` of a `str`: single quotes unless the text has `'` and no `"`; `\\`, the
-/// quote and control characters escaped.
-fn py_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x100 && c.is_control() => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
 
 /// An address as Python prints a socket's `getpeername()`: `('127.0.0.1', 8888)` or
 /// `('::1', 8888, 0, 0)`.
@@ -269,24 +230,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let created = match args.backend {
-        Some(backend) => EventLoop::with_backend(backend),
-        None => EventLoop::new(),
-    };
-    let event_loop = match created {
-        Ok(event_loop) => event_loop,
-        Err(err) => {
-            eprintln!("tcp_echo_server: cannot create the event loop: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = run(&event_loop, args);
-    let closed = event_loop.close().map_err(|e| format!("close: {e}"));
-    match result.and(closed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tcp_echo_server: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    let backend = args.backend;
+    support::run_example(
+        "tcp_echo_server",
+        || support::open_loop(backend),
+        |event_loop| run(event_loop, args),
+    )
 }

@@ -18,6 +18,8 @@ use std::rc::Rc;
 
 use ringloop::EventLoop;
 
+mod support;
+
 /// The first error met inside a callback (callbacks cannot return one).
 type ErrorSlot = Rc<RefCell<Option<String>>>;
 
@@ -72,21 +74,5 @@ fn run(event_loop: &EventLoop) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let event_loop = match EventLoop::new() {
-        Ok(event_loop) => event_loop,
-        Err(err) => {
-            eprintln!("watch_fd: cannot create the event loop: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // try: ... finally: close the event loop.
-    let result = run(&event_loop);
-    let closed = event_loop.close().map_err(|e| format!("close: {e}"));
-    match result.and(closed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("watch_fd: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_example("watch_fd", EventLoop::new, run)
 }
