@@ -98,3 +98,62 @@ pub fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::Unix
     b.set_nonblocking(true).expect("nonblocking");
     (a, b)
 }
+
+/// Queues a stop and runs the loop: what is ready now runs (plus what that batch schedules
+/// before the stop callback), then `run_forever` returns.
+pub fn run_ready(event_loop: &EventLoop) {
+    let stopper = event_loop.clone();
+    event_loop.call_soon(move || stopper.stop()).expect("call_soon");
+    event_loop.run_forever().expect("run_forever");
+}
+
+/// Runs the loop for `secs` seconds of loop time (many iterations).
+pub fn spin(event_loop: &EventLoop, secs: f64) {
+    run_until(event_loop, secs, || false);
+}
+
+/// A timer that stops the loop after `secs` and records that it had to (a watchdog).
+pub fn watchdog(
+    event_loop: &EventLoop,
+    secs: f64,
+) -> (ringloop::TimerHandle, std::rc::Rc<std::cell::Cell<bool>>) {
+    let fired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let (flag, stopper) = (fired.clone(), event_loop.clone());
+    let timer = event_loop
+        .call_later(secs, move || {
+            flag.set(true);
+            stopper.stop();
+        })
+        .expect("call_later");
+    (timer, fired)
+}
+
+/// Installs an exception handler that records every context it is given.
+pub fn capture_exceptions(
+    event_loop: &EventLoop,
+) -> std::rc::Rc<std::cell::RefCell<Vec<ringloop::ExceptionContext>>> {
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    event_loop.set_exception_handler(Some(
+        move |_: &EventLoop, ctx: &ringloop::ExceptionContext| sink.borrow_mut().push(ctx.clone()),
+    ));
+    seen
+}
+
+/// Installs an exception handler that records each context as its log text.
+pub fn capture_error_texts(event_loop: &EventLoop) -> std::rc::Rc<std::cell::RefCell<Vec<String>>> {
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    event_loop.set_exception_handler(Some(
+        move |_: &EventLoop, ctx: &ringloop::ExceptionContext| {
+            sink.borrow_mut().push(ctx.to_string())
+        },
+    ));
+    seen
+}
+
+/// Panics without going through the panic hook (no noise on stderr); the payload is a `&str`,
+/// so the loop reports it as `Error::Panic("<msg>")`.
+pub fn quiet_panic(msg: &'static str) -> ! {
+    std::panic::resume_unwind(Box::new(msg))
+}

@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use ringloop::{Error, EventLoop, ExceptionContext};
-use uring_tests::backend_tests;
+use uring_tests::{backend_tests, run_ready};
 
 type Log<T> = Rc<RefCell<Vec<T>>>;
 
@@ -27,14 +27,6 @@ fn log<T>() -> Log<T> {
 fn rec<T: 'static>(log: &Log<T>, value: T) -> impl FnOnce() + 'static {
     let log = log.clone();
     move || log.borrow_mut().push(value)
-}
-
-/// Queues a stop and runs the loop: everything ready now runs, plus what the batch schedules
-/// before the stop callback.
-fn run_ready(lp: &EventLoop) {
-    let stopper = lp.clone();
-    lp.call_soon(move || stopper.stop()).unwrap();
-    lp.run_forever().unwrap();
 }
 
 fn record_exceptions(lp: &EventLoop) -> Log<ExceptionContext> {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringloop::{BaseProtocol, Error, EventLoop, Hosts, Protocol, Server, ServerOptions, Transport};
-use uring_tests::{backend_tests, open_fds, run_until};
+use uring_tests::{backend_tests, open_fds, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
@@ -112,11 +112,6 @@ fn echo_server(lp: &EventLoop, options: ServerOptions) -> Server {
 
 fn addr(server: &Server, i: usize) -> SocketAddr {
     server.sockets()[i].as_socket().expect("an IP address")
-}
-
-/// Runs the loop for `secs` seconds.
-fn spin(lp: &EventLoop, secs: f64) {
-    run_until(lp, secs, || false);
 }
 
 /// Runs `n` loop iterations.

@@ -22,7 +22,7 @@ use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use ringloop::{Error, EventLoop, ExceptionContext};
-use uring_tests::{backend_tests, run_until};
+use uring_tests::{backend_tests, capture_exceptions, quiet_panic, run_ready, run_until};
 
 // ---------------------------------------------------------------------------------------------
 // A capturing logger
@@ -84,28 +84,6 @@ fn take_my_logs() -> Vec<Captured> {
     mine
 }
 
-/// Panics without going through the panic hook (no noise on stderr).
-fn quiet_panic(msg: &'static str) -> ! {
-    std::panic::resume_unwind(Box::new(msg))
-}
-
-/// Runs exactly one loop iteration.
-fn one_iteration(lp: &EventLoop) {
-    let stopper = lp.clone();
-    lp.call_soon(move || stopper.stop()).unwrap();
-    lp.run_forever().unwrap();
-}
-
-/// Installs a handler that records every context it is given.
-fn capture_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<ExceptionContext>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ExceptionContext| {
-        sink.borrow_mut().push(ctx.clone())
-    }));
-    seen
-}
-
 /// No custom handler (the type parameter of `None` is irrelevant).
 fn no_handler() -> Option<fn(&EventLoop, &ExceptionContext)> {
     None
@@ -140,7 +118,7 @@ backend_tests! {
         let a = after.clone();
         let bad = lp.call_soon(|| quiet_panic("callback boom")).unwrap();
         lp.call_soon(move || a.set(true)).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
 
         assert!(after.get(), "the loop did not go on to the next callback");
         let seen = seen.borrow();
@@ -181,9 +159,9 @@ backend_tests! {
         let (r1, r2) = (ran.clone(), ran.clone());
         lp.call_soon(|| quiet_panic("first failure")).unwrap();
         lp.call_soon(move || r1.set(r1.get() + 1)).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         lp.call_soon(move || r2.set(r2.get() + 1)).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(ran.get(), 2, "the loop did not carry on");
         assert_eq!(calls.get(), 1);
 
@@ -224,7 +202,7 @@ backend_tests! {
         lp.set_exception_handler(no_handler());
         assert!(lp.get_exception_handler().is_none());
         lp.call_soon(|| quiet_panic("after reset")).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert!(seen.borrow().is_empty(), "the removed handler was called");
         let logs = take_my_logs();
         let logged = logs
@@ -278,7 +256,7 @@ backend_tests! {
         lp.set_exception_handler(no_handler());
         lp.call_soon(|| quiet_panic(LOGGER_PANIC_MARKER)).unwrap();
         lp.call_soon(move || r.set(true)).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert!(ran.get());
         let logs = take_my_logs();
         assert!(logs.iter().any(|r| r.text.contains("Exception in default exception handler")), "{logs:?}");
@@ -289,7 +267,7 @@ backend_tests! {
         install_logger();
         take_my_logs();
         drop(lp.create_named_task("forgotten", async { quiet_panic("never looked at") }).unwrap());
-        one_iteration(lp);
+        run_ready(lp);
         let logs = take_my_logs();
         let logged = logs
             .iter()
@@ -351,7 +329,7 @@ backend_tests! {
         lp.set_slow_callback_duration(Duration::ZERO);
 
         let cb = lp.call_soon(slow).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         let logs = take_my_logs();
         let warnings = slow_warnings(&logs);
         let handle_warning = warnings
@@ -393,7 +371,7 @@ backend_tests! {
         lp.set_debug(true);
         lp.set_slow_callback_duration(Duration::from_secs(10));
         lp.call_soon(slow).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         let logs = take_my_logs();
         assert!(slow_warnings(&logs).is_empty(), "under the threshold: {logs:?}");
     }
@@ -403,7 +381,7 @@ backend_tests! {
         take_my_logs();
         lp.set_debug(true);
         let _task = lp.create_named_task("still-pending", std::future::pending::<()>()).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         lp.close().unwrap();
         let logs = take_my_logs();
         assert!(logs.iter().any(|r| r.level == log::Level::Warn

@@ -17,7 +17,7 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use ringloop::{Error, EventLoop, ExceptionContext, Executor};
-use uring_tests::{backend_tests, run_until};
+use uring_tests::{backend_tests, quiet_panic, run_until};
 
 /// Upper bound for anything that should happen "soon" on a busy 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -60,11 +60,6 @@ fn take_my_logs() -> Vec<(log::Level, String)> {
 }
 
 // --- helpers ---
-
-/// Panics without going through the panic hook (no noise on stderr).
-fn quiet_panic(msg: &'static str) -> ! {
-    std::panic::resume_unwind(Box::new(msg))
-}
 
 /// Installs a handler that counts its calls.
 fn count_exceptions(lp: &EventLoop) -> Rc<Cell<usize>> {

@@ -20,17 +20,12 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 
 use ringloop::{Error, EventLoop};
-use uring_tests::{backend_tests, run_until, socketpair};
+use uring_tests::{backend_tests, capture_error_texts, run_until, socketpair, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 5.0;
 /// How long "this must not happen" is watched for.
 const QUIET: f64 = 0.05;
-
-/// Runs the loop for `secs` seconds of loop time (many iterations).
-fn spin(lp: &EventLoop, secs: f64) {
-    run_until(lp, secs, || false);
-}
 
 fn counter() -> Rc<Cell<usize>> {
     Rc::new(Cell::new(0))
@@ -107,16 +102,6 @@ fn just_closed_fd() -> RawFd {
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
     assert!(!is_open(fd));
     fd
-}
-
-/// Collects the messages (with errors) the loop's exception handler receives.
-fn capture_errors(lp: &EventLoop) -> Rc<RefCell<Vec<String>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ringloop::ExceptionContext| {
-        sink.borrow_mut().push(ctx.to_string());
-    }));
-    seen
 }
 
 /// Raises the soft fd limit to at least `needed` if the hard limit allows; false if it cannot.
@@ -797,7 +782,7 @@ backend_tests! {
     // A regular file is always ready (poll(2) says so; epoll refuses such fds with EPERM, so
     // the fallback must emulate it): its reader and writer fire, with no error reported.
     fn regular_file_is_always_ready(lp) {
-        let errors = capture_errors(lp);
+        let errors = capture_error_texts(lp);
         let path = std::env::temp_dir().join(format!(
             "ringloop-fd-watch-{}-{:?}-{:?}",
             std::process::id(),
@@ -913,7 +898,7 @@ backend_tests! {
     // As in asyncio, a reader callback that panics is reported to the exception handler and
     // stays registered.
     fn panicking_reader_is_reported_and_stays(lp) {
-        let errors = capture_errors(lp);
+        let errors = capture_error_texts(lp);
         let (a, b) = socketpair();
         (&b).write_all(b"x").unwrap();
         let calls = counter();

@@ -17,31 +17,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ringloop::{Error, EventLoop, ExceptionContext, LocalBoxFuture, Task, TaskFactory};
-use uring_tests::{backend_tests, run_until};
-
-/// Panics without going through the panic hook (no noise on stderr); the payload is a `&str`,
-/// so the loop reports it as `Error::Panic("<msg>")`.
-fn quiet_panic(msg: &'static str) -> ! {
-    std::panic::resume_unwind(Box::new(msg))
-}
-
-/// Runs exactly one loop iteration: what is ready now runs, what that schedules does not.
-fn one_iteration(lp: &EventLoop) {
-    let stopper = lp.clone();
-    lp.call_soon(move || stopper.stop()).unwrap();
-    lp.run_forever().unwrap();
-}
-
-/// Installs a handler that records every context it is given.
-fn capture_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<ExceptionContext>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ExceptionContext| {
-        sink.borrow_mut().push(ctx.clone())
-    }));
-    seen
-}
+use ringloop::{Error, EventLoop, LocalBoxFuture, Task, TaskFactory};
+use uring_tests::{backend_tests, capture_exceptions, quiet_panic, run_ready, run_until};
 
 /// Sets a flag when dropped: shows when a task's future is released.
 struct DropFlag(Rc<Cell<bool>>);
@@ -134,10 +111,10 @@ backend_tests! {
             inline_flag.set(!order_at_set.borrow().is_empty());
         })
         .unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert!(!ran_inline.get(), "done callbacks ran inline inside set_result");
         assert!(order.borrow().is_empty(), "done callbacks ran in the iteration of set_result");
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(*order.borrow(), [(1, "v"), (2, "v"), (3, "v")]);
     }
 
@@ -149,7 +126,7 @@ backend_tests! {
         fut.add_done_callback(move |f| r.set(f.result().unwrap()));
         fut.set_result(9).unwrap();
         assert_eq!(ran.get(), 0, "ran inline");
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(ran.get(), 9);
     }
 
@@ -162,7 +139,7 @@ backend_tests! {
         assert_eq!(fut.remove_done_callback(id_a), 1);
         assert_eq!(fut.remove_done_callback(id_a), 0);
         fut.set_result(()).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(*ran.borrow(), ["b"]);
     }
 
@@ -173,7 +150,7 @@ backend_tests! {
         let r = ran.clone();
         fut.add_done_callback(move |f| r.set(f.result().unwrap()));
         assert_eq!(ran.get(), 0, "a callback added to a done future ran inline");
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(ran.get(), 3);
     }
 
@@ -183,7 +160,7 @@ backend_tests! {
         let s = saw.clone();
         fut.add_done_callback(move |f| s.set(f.cancelled()));
         assert!(fut.cancel());
-        one_iteration(lp);
+        run_ready(lp);
         assert!(saw.get());
     }
 
@@ -219,7 +196,7 @@ backend_tests! {
         let fut = lp.create_future::<u8>();
         let t1 = lp.create_task(fut.clone()).unwrap();
         let t2 = lp.create_task(fut.clone()).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         fut.set_exception(Error::Runtime("shared failure".into())).unwrap();
         let (r1, r2) = lp.run_until_complete(async move { (t1.await, t2.await) }).unwrap();
         for r in [&r1, &r2] {
@@ -241,7 +218,7 @@ backend_tests! {
         let fut = lp.create_future::<u8>();
         let t1 = lp.create_task(fut.clone()).unwrap();
         let t2 = lp.create_task(fut.clone()).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert!(!t1.done() && !t2.done());
         fut.set_result(5).unwrap();
         assert!(run_until(lp, 5.0, || t1.done() && t2.done()), "awaiters not woken");
@@ -327,14 +304,14 @@ backend_tests! {
             pending_forever().await;
         })
         .unwrap();
-        one_iteration(lp); // first step: the task is now blocked
+        run_ready(lp); // first step: the task is now blocked
         assert!(!task.done());
         assert!(!dropped.get());
 
         assert!(task.cancel());
         assert!(!dropped.get(), "cancel() drops the future at the next step, not inline");
         assert!(!task.cancelled(), "not cancelled until the step has run");
-        one_iteration(lp);
+        run_ready(lp);
         assert!(dropped.get(), "the future was not dropped at the task's next step");
         assert!(task.done());
         assert!(task.cancelled());
@@ -356,7 +333,7 @@ backend_tests! {
         })
         .unwrap();
         assert!(task.cancel());
-        one_iteration(lp);
+        run_ready(lp);
         assert!(!polled.get());
         assert!(dropped.get());
         assert!(task.cancelled());
@@ -428,7 +405,7 @@ backend_tests! {
         let task = lp
             .create_task(CrossThread { state: state.clone(), registered: Some(registered_tx) })
             .unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         registered_rx.try_recv().expect("the task was not polled in the first iteration");
         std::thread::spawn(move || {
             let waker = {
@@ -472,7 +449,7 @@ backend_tests! {
         let seen = capture_exceptions(lp);
         let task = lp.create_named_task("lost-panic", async { quiet_panic("nobody looks") }).unwrap();
         drop(task);
-        one_iteration(lp);
+        run_ready(lp);
         let seen = seen.borrow();
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].message, "Task exception was never retrieved");
@@ -512,7 +489,7 @@ backend_tests! {
         t3.cancel();
         drop(t3);
         for _ in 0..3 {
-            one_iteration(lp);
+            run_ready(lp);
         }
         assert_eq!(lp.pending_tasks(), 0);
         assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
@@ -532,7 +509,7 @@ backend_tests! {
         let _t2 = lp.create_task(async move { t2() }).unwrap();
         let t3 = push("task3");
         let _t3 = lp.create_task(async move { t3() }).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(*order.borrow(), ["cb1", "task1", "cb2", "task2", "task3"]);
     }
 
@@ -548,11 +525,11 @@ backend_tests! {
                 order.borrow_mut().push(i);
             }).unwrap());
         }
-        one_iteration(lp);
+        run_ready(lp);
         for i in [2, 0, 1] {
             futs[i].set_result(()).unwrap();
         }
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(*order.borrow(), [2, 0, 1]);
     }
 
@@ -567,23 +544,23 @@ backend_tests! {
         task.add_done_callback(move || c.borrow_mut().push("c"));
         assert!(task.remove_done_callback(id_b));
         assert!(!task.remove_done_callback(id_b));
-        one_iteration(lp);
+        run_ready(lp);
         assert!(order.borrow().is_empty());
 
         // The task finishes in the next iteration; its callbacks go through call_soon and run
         // in the iteration after that.
         fut.set_result(()).unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         assert!(task.done());
         assert!(order.borrow().is_empty(), "done callbacks ran inline: {:?}", order.borrow());
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(*order.borrow(), ["a", "c"]);
 
         // Added after done: still through call_soon.
         let d = order.clone();
         task.add_done_callback(move || d.borrow_mut().push("d"));
         assert_eq!(order.borrow().len(), 2, "ran inline");
-        one_iteration(lp);
+        run_ready(lp);
         assert_eq!(*order.borrow(), ["a", "c", "d"]);
     }
 
@@ -695,7 +672,7 @@ backend_tests! {
             pending_forever().await;
         })
         .unwrap();
-        one_iteration(lp);
+        run_ready(lp);
         lp.close().unwrap();
         assert!(dropped.get(), "close() kept a pending task's future alive");
         assert!(task.done());

@@ -28,8 +28,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ringloop::{Backend, Error, EventLoop, ExceptionContext, Task, TimerHandle};
-use uring_tests::{backend_tests, open_fds, run_until, socketpair};
+use ringloop::{Backend, Error, EventLoop, Task};
+use uring_tests::{backend_tests, capture_exceptions, open_fds, run_until, socketpair, watchdog};
 
 type Log = Rc<RefCell<Vec<&'static str>>>;
 
@@ -41,29 +41,6 @@ fn log() -> Log {
 fn rec(log: &Log, tag: &'static str) -> impl FnOnce() + 'static {
     let log = log.clone();
     move || log.borrow_mut().push(tag)
-}
-
-/// A timer that stops the loop after `secs` and records that it had to (a watchdog).
-fn watchdog(lp: &EventLoop, secs: f64) -> (TimerHandle, Rc<Cell<bool>>) {
-    let fired = Rc::new(Cell::new(false));
-    let (flag, stopper) = (fired.clone(), lp.clone());
-    let timer = lp
-        .call_later(secs, move || {
-            flag.set(true);
-            stopper.stop();
-        })
-        .unwrap();
-    (timer, fired)
-}
-
-/// Records the context of every exception-handler call.
-fn record_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<ExceptionContext>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ExceptionContext| {
-        sink.borrow_mut().push(ctx.clone())
-    }));
-    seen
 }
 
 /// True if `a` and `b` are the same loop: a callback scheduled on `a` shows up in `b`'s queue.
@@ -302,7 +279,7 @@ backend_tests! {
     // BEHAVIOURS 6
     // BEHAVIOURS 7 (a panic stands in for the BaseException; see the header)
     fn panic_in_the_awaited_future_is_returned_and_leaves_no_stale_stop(lp) {
-        let reports = record_exceptions(lp);
+        let reports = capture_exceptions(lp);
         let r = lp.run_until_complete(async { explode("boom-6") });
         match r {
             Err(Error::Panic(msg)) => assert!(msg.contains("boom-6"), "{msg}"),
@@ -330,7 +307,7 @@ backend_tests! {
 
     // BEHAVIOURS 8 (a panic stands in for the BaseException; see the header)
     fn panic_in_a_callback_is_reported_and_the_loop_keeps_running(lp) {
-        let reports = record_exceptions(lp);
+        let reports = capture_exceptions(lp);
         let ran = log();
         lp.call_soon(|| {
             explode("boom-8");

@@ -34,7 +34,7 @@ use std::thread;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
-use uring_tests::{backend_tests, run_until};
+use uring_tests::{backend_tests, capture_error_texts, run_until, spin};
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
 /// its big lock across `io_uring_enter`, so a peer thread reading megabytes gets too little
@@ -53,10 +53,6 @@ fn starved_under_valgrind(lp: &EventLoop) -> bool {
 const WAIT: f64 = 20.0;
 /// How long "this must not happen" is watched for.
 const QUIET: f64 = 0.05;
-
-fn spin(lp: &EventLoop, secs: f64) {
-    run_until(lp, secs, || false);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The recording protocol.
@@ -415,16 +411,6 @@ fn move_high(fd: OwnedFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(new) }
 }
 
-/// Collects what the loop's exception handler receives.
-fn capture_errors(lp: &EventLoop) -> Rc<RefCell<Vec<String>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ringloop::ExceptionContext| {
-        sink.borrow_mut().push(ctx.to_string());
-    }));
-    seen
-}
-
 /// Runs the loop until `connection_lost`, then a little more so that the socket's close (an
 /// op the driver runs at its next turn) is done and the peer sees it.
 fn wait_lost(lp: &EventLoop, proto: &Shared) {
@@ -444,7 +430,7 @@ fn lost(proto: &Shared) -> bool {
 
 /// The echo scenario on any pair: both directions, then the peer half-closes.
 fn echo_round_trip<S: Read + Write + AsRawFd>(lp: &EventLoop, peer: S, ours: OwnedFd) {
-    let errors = capture_errors(lp);
+    let errors = capture_error_texts(lp);
     let rec = Rec::new().with_data(|tr, data| {
         let mut upper = data.to_vec();
         upper.make_ascii_uppercase();
@@ -635,7 +621,7 @@ backend_tests! {
 
     // BEHAVIOURS 109, 39: a reset while data is buffered: connection_lost carries the error.
     fn peer_reset_with_a_write_pending(lp) {
-        let errors = capture_errors(lp);
+        let errors = capture_error_texts(lp);
         let (peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
         fill_kernel(tr.socket_fd().unwrap());
@@ -711,7 +697,7 @@ backend_tests! {
 
     // BEHAVIOURS 109, 39
     fn peer_reset_reports_econnreset_without_the_exception_handler(lp) {
-        let errors = capture_errors(lp);
+        let errors = capture_error_texts(lp);
         let (peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
         let linger = libc::linger { l_onoff: 1, l_linger: 0 };
@@ -1087,7 +1073,7 @@ backend_tests! {
     // BEHAVIOURS 110 (an exception from data_received → fatal error), 39 (a non-OS error is
     // reported): the transport is force-closed with the panic, the loop goes on.
     fn panic_in_data_received_is_a_fatal_error(lp) {
-        let errors = capture_errors(lp);
+        let errors = capture_error_texts(lp);
         let (mut peer, ours) = unix_pair();
         let (tr, proto) = connect(lp, ours, Rec { panic_on_data: true, ..Rec::new() });
         tr.write(b"x").unwrap();
@@ -1108,7 +1094,7 @@ backend_tests! {
 
     // A panic in connection_lost is reported and the socket is closed all the same.
     fn panic_in_connection_lost_still_closes_the_fd(lp) {
-        let errors = capture_errors(lp);
+        let errors = capture_error_texts(lp);
         let (_peer, ours) = unix_pair();
         let ours = move_high(ours);
         let raw = ours.as_raw_fd();

@@ -5,7 +5,7 @@
 //! - BEHAVIOURS 17 (debug mode: `call_soon`/`call_later`/`call_at` from a thread that is not the
 //!   loop's → RuntimeError): `EventLoop` is `!Send`, so only the loop's thread can call them;
 //!   other threads hold a `LoopHandle`, whose calls are all thread-safe.
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ringloop::{EventLoop, ExceptionContext, LoopHandle, ThreadsafeHandle, TimerHandle};
-use uring_tests::{backend_tests, socketpair};
+use ringloop::{EventLoop, LoopHandle, ThreadsafeHandle};
+use uring_tests::{backend_tests, capture_error_texts, run_ready, socketpair, watchdog};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -70,19 +70,6 @@ impl Drop for IoWatchdog {
     }
 }
 
-/// A timer that stops the loop after `secs` and records that it had to.
-fn watchdog(lp: &EventLoop, secs: f64) -> (TimerHandle, Rc<Cell<bool>>) {
-    let fired = Rc::new(Cell::new(false));
-    let (flag, stopper) = (fired.clone(), lp.clone());
-    let timer = lp
-        .call_later(secs, move || {
-            flag.set(true);
-            stopper.stop();
-        })
-        .unwrap();
-    (timer, fired)
-}
-
 /// The kernel id of the calling thread.
 fn gettid() -> i32 {
     // SAFETY: gettid takes no arguments and cannot fail.
@@ -116,22 +103,6 @@ fn skip_when_waits_are_capped() -> bool {
         let _ = writeln!(std::io::stderr(), "SKIPPED: RINGLOOP_MAX_WAIT_MS caps the wait");
     }
     capped
-}
-
-/// Queues a stop and runs the loop until it.
-fn run_ready(lp: &EventLoop) {
-    let stopper = lp.clone();
-    lp.call_soon(move || stopper.stop()).unwrap();
-    lp.run_forever().unwrap();
-}
-
-fn record_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<String>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ExceptionContext| {
-        sink.borrow_mut().push(ctx.to_string())
-    }));
-    seen
 }
 
 /// Runs `act(handle)` on another thread once the loop has blocked in the kernel (no timers, no
@@ -357,7 +328,7 @@ backend_tests! {
 
     // Cancelled after the loop took the callback into its ready queue, before it ran.
     fn threadsafe_handle_cancel_after_the_loop_took_the_call_in(lp) {
-        let reports = record_exceptions(lp);
+        let reports = capture_error_texts(lp);
         let ran = Arc::new(AtomicUsize::new(0));
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (queued_tx, queued_rx) = mpsc::channel::<()>();

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{Error, EventLoop, TimerHandle};
-use uring_tests::{backend_tests, run_until, socketpair};
+use uring_tests::{backend_tests, run_until, socketpair, watchdog};
 
 type Log<T> = Rc<RefCell<Vec<T>>>;
 
@@ -27,19 +27,6 @@ fn log<T>() -> Log<T> {
 fn rec<T: 'static>(log: &Log<T>, value: T) -> impl FnOnce() + 'static {
     let log = log.clone();
     move || log.borrow_mut().push(value)
-}
-
-/// A timer that stops the loop after `secs` and records that it had to (a watchdog).
-fn watchdog(lp: &EventLoop, secs: f64) -> (TimerHandle, Rc<Cell<bool>>) {
-    let fired = Rc::new(Cell::new(false));
-    let (flag, stopper) = (fired.clone(), lp.clone());
-    let timer = lp
-        .call_later(secs, move || {
-            flag.set(true);
-            stopper.stop();
-        })
-        .unwrap();
-    (timer, fired)
 }
 
 /// One loop iteration (`stop()` first: zero poll timeout).
