@@ -1018,6 +1018,24 @@ backend_tests! {
     // The socket is closed through the driver, behind the ops queued before: a `write_eof`
     // shutdown still queued when the transport is aborted must not reach a socket that reuses
     // the fd number once it is free.
+    /// The socket is closed when `connection_lost` returns, as asyncio closes it, even if the
+    /// loop is stopped right then and never turns again: the peer sees EOF at once.
+    fn socket_closed_when_connection_lost_returns(lp) {
+        let (mut peer, ours) = tcp_pair();
+        let raw = ours.as_raw_fd();
+        let stopper = lp.clone();
+        let rec = Rec::new().with_lost(move |_| stopper.stop());
+        let (tr, proto) = connect(lp, ours, rec);
+        assert!(run_until(lp, WAIT, || proto.borrow().transport.is_some()));
+        tr.close();
+        lp.run_forever().unwrap(); // returns when connection_lost stops it
+        assert!(lost(&proto));
+        assert!(!is_open(raw), "the fd is closed before the loop turns again");
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(peer.read(&mut byte).unwrap(), 0, "the peer sees EOF");
+    }
+
     fn a_queued_shutdown_never_reaches_a_reused_fd_number(lp) {
         let (mut peer, ours) = unix_pair();
         let ours = move_high(ours);
