@@ -22,7 +22,6 @@ pub(crate) use current::with_running_loop;
 pub use current::{get_event_loop, get_running_loop, new_event_loop, set_event_loop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use handle::{Handle, TimerHandle};
-#[allow(unused_imports)] // used by create_server/create_connection/sock_* as they land
 pub(crate) use op_future::OpFuture;
 pub use remote::{LoopHandle, ThreadsafeHandle};
 pub(crate) use remote::{Remote, RemoteItem};

@@ -3,8 +3,6 @@
 //! The shared mechanism under `create_connection` (connect), servers (accept) and the `sock_*`
 //! calls. Dropping an [`OpFuture`] before it completes cancels the op; the driver keeps the op's
 //! memory until the kernel is done with it (see the contract in `driver/mod.rs`).
-// First callers (create_server, create_connection, sock_*) land next; tested below.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::cell::RefCell;
 use std::future::Future as StdFuture;

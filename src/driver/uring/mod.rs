@@ -15,7 +15,6 @@
 //! reuses the same slab key.
 
 // Nothing outside the tests drives this backend until the event loop lands; drop this then.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod internal;
 mod op;
