@@ -69,7 +69,9 @@ pub use event_loop::{
 pub use executor::Executor;
 pub use future::Future;
 pub use net::connect::ConnectOptions;
-pub use protocol::{BaseProtocol, BufferedProtocol, Protocol};
+pub use protocol::{
+    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, Protocol, StreamingKind,
+};
 pub use server::{Hosts, Server, ServerOptions};
 pub use streams::{
     open_connection, start_server, ClientCallbackOutput, StreamReader, StreamWriter, DEFAULT_LIMIT,

@@ -69,3 +69,41 @@ pub trait BufferedProtocol: BaseProtocol {
         false
     }
 }
+
+/// Marks a [`Protocol`] for [`AnyProtocol`]: bytes are handed over with `data_received`.
+#[derive(Debug)]
+pub enum StreamingKind {}
+
+/// Marks a [`BufferedProtocol`] for [`AnyProtocol`]: bytes are copied into the protocol's own
+/// buffer (`get_buffer`, then `buffer_updated`).
+#[derive(Debug)]
+pub enum BufferedKind {}
+
+/// A protocol a stream transport can drive: every [`Protocol`] (kind [`StreamingKind`]) and
+/// every [`BufferedProtocol`] (kind [`BufferedKind`]). `create_connection`, `create_server`,
+/// `connect_accepted_socket` and `Transport::set_protocol` take either, as asyncio's do; `Kind`
+/// is inferred, so callers never name it (a type implementing both traits must pick one with
+/// a turbofish).
+///
+/// The trait is sealed: it is implemented for exactly those two families.
+///
+/// ```
+/// use ringloop::{AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol};
+///
+/// struct Sink(Vec<u8>, usize);
+/// impl BaseProtocol for Sink {}
+/// impl BufferedProtocol for Sink {
+///     fn get_buffer(&mut self, _size_hint: usize) -> &mut [u8] {
+///         &mut self.0
+///     }
+///     fn buffer_updated(&mut self, nbytes: usize) {
+///         self.1 += nbytes;
+///     }
+/// }
+/// fn drivable<K, P: AnyProtocol<K>>(_: &P) {}
+/// drivable::<BufferedKind, _>(&Sink(vec![0; 16], 0));
+/// ```
+pub trait AnyProtocol<Kind>: crate::transport::dispatch::Receive<Kind> + 'static {}
+
+impl<P: Protocol + 'static> AnyProtocol<StreamingKind> for P {}
+impl<P: BufferedProtocol + 'static> AnyProtocol<BufferedKind> for P {}

@@ -21,7 +21,7 @@ use super::staggered::{staggered_race, Attempt};
 use crate::driver::{Op, SockAddrBuf};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
-use crate::protocol::Protocol;
+use crate::protocol::AnyProtocol;
 use crate::transport::Transport;
 
 /// The keyword arguments of [`EventLoop::create_connection`] (asyncio's `family`, `proto`,
@@ -129,7 +129,8 @@ impl ConnectOptions {
 impl EventLoop {
     /// Opens a TCP connection to `host`:`port` and wraps it in a transport driving
     /// `protocol_factory()`'s protocol (asyncio's `loop.create_connection`). Returns the
-    /// transport and the protocol; `connection_made` runs at the next iteration.
+    /// transport and the protocol; `connection_made` runs at the next iteration. The protocol
+    /// is a [`Protocol`](crate::Protocol) or a [`BufferedProtocol`](crate::BufferedProtocol).
     ///
     /// `host` is resolved with `getaddrinfo` (numeric hosts without a thread hop) and the
     /// addresses are tried in order — or raced, with `happy_eyeballs_delay` — until one
@@ -183,7 +184,7 @@ impl EventLoop {
     /// assert_eq!(peer.join().unwrap(), "hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub async fn create_connection<P, F>(
+    pub async fn create_connection<K, P, F>(
         &self,
         protocol_factory: F,
         host: Option<&str>,
@@ -191,7 +192,8 @@ impl EventLoop {
         options: ConnectOptions,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
-        P: Protocol + 'static,
+        K: 'static,
+        P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {
         self.check_open()?;

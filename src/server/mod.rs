@@ -32,9 +32,9 @@ use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
 use crate::net::dns::{AddrInfo, AddrInfoHints};
-use crate::protocol::Protocol;
+use crate::protocol::AnyProtocol;
 use crate::task::Task;
-use crate::transport::dispatch::{Plain, StreamProtocol};
+use crate::transport::dispatch::{adapt, StreamProtocol};
 use crate::transport::Transport;
 
 /// How long accepting pauses after running out of descriptors or memory (asyncio's
@@ -364,7 +364,7 @@ impl EventLoop {
     /// assert_eq!(reply.unwrap(), b"hello");
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub async fn create_server<P, F>(
+    pub async fn create_server<K, P, F>(
         &self,
         protocol_factory: F,
         host: impl Into<Hosts>,
@@ -372,7 +372,8 @@ impl EventLoop {
         mut options: ServerOptions,
     ) -> Result<Server>
     where
-        P: Protocol + 'static,
+        K: 'static,
+        P: AnyProtocol<K>,
         F: Fn() -> P + 'static,
     {
         self.check_open()?;
@@ -393,7 +394,7 @@ impl EventLoop {
         };
         let make_protocol: ProtocolMaker = Box::new(move || {
             let protocol = Rc::new(RefCell::new(protocol_factory()));
-            Rc::new(Plain(protocol)) as Rc<dyn StreamProtocol>
+            adapt(protocol)
         });
         let state = Rc::new(ServerState {
             event_loop: Rc::downgrade(&self.inner),

@@ -13,6 +13,7 @@ use super::flow_control::{FlowEvent, WriteBuffer};
 use super::stream::{ReadState, StreamCore, StreamState, Transport, WriteEof};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
+use crate::protocol::AnyProtocol;
 
 impl Transport {
     /// Wraps a connected socket and schedules `connection_made`, then reading.
@@ -144,14 +145,23 @@ impl Transport {
     /// arrives meanwhile is held, in order. Idempotent.
     pub fn pause_reading(&self) {
         let core = &self.core;
-        if core.read.get() == ReadState::Reading && core.state.get() == StreamState::Open {
-            core.read.set(ReadState::Paused);
+        if core.state.get() != StreamState::Open {
+            return;
+        }
+        match core.read.get() {
+            ReadState::Reading => core.read.set(ReadState::Paused),
+            // Open after EOF: the protocol kept the connection half-open.
+            ReadState::Stopped => core.read.set(ReadState::PausedAfterEof),
+            ReadState::Paused | ReadState::PausedAfterEof => {}
         }
     }
 
     /// Resumes delivery: held data first, then new reads. Idempotent.
     pub fn resume_reading(&self) {
         let core = &self.core;
+        if core.read.get() == ReadState::PausedAfterEof {
+            return core.read.set(ReadState::Stopped);
+        }
         if core.read.get() != ReadState::Paused || core.state.get() != StreamState::Open {
             return;
         }
@@ -161,9 +171,11 @@ impl Transport {
         let _ = event_loop.call_soon(move || core.resume_held());
     }
 
-    /// True while data is being delivered (not paused, not closed).
+    /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);
+    /// still true after an EOF the protocol kept open, though nothing more can arrive.
     pub fn is_reading(&self) -> bool {
-        self.core.read.get() == ReadState::Reading && self.core.state.get() == StreamState::Open
+        let paused = matches!(self.core.read.get(), ReadState::Paused | ReadState::PausedAfterEof);
+        !paused && self.core.state.get() == StreamState::Open
     }
 
     /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
@@ -211,9 +223,11 @@ impl Transport {
         }
     }
 
-    /// Switches to another protocol; later events go to it.
-    pub fn set_protocol<P: crate::protocol::Protocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.dispatcher.set(Rc::new(super::dispatch::Plain(protocol)));
+    /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
+    /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
+    /// it, and the next bytes received are delivered as the new protocol's kind wants them.
+    pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
+        self.core.dispatcher.set(super::dispatch::adapt(protocol));
     }
 
     /// Calls `hook` once the connection is lost and its socket closed (at once, through
@@ -261,14 +275,16 @@ impl fmt::Debug for Transport {
 impl EventLoop {
     /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
     /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
-    /// iteration; the returned `Rc` is the protocol the transport drives.
-    pub async fn connect_accepted_socket<P, F>(
+    /// iteration; the returned `Rc` is the protocol the transport drives. The protocol is a
+    /// [`Protocol`](crate::Protocol) or a [`BufferedProtocol`](crate::BufferedProtocol).
+    pub async fn connect_accepted_socket<K, P, F>(
         &self,
         protocol_factory: F,
         socket: OwnedFd,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
-        P: crate::protocol::Protocol + 'static,
+        K: 'static,
+        P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {
         let kind = socket2::SockRef::from(&socket).r#type().map_err(|e| {
@@ -284,8 +300,7 @@ impl EventLoop {
             .set_nonblocking(true)
             .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
         let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let transport =
-            Transport::start(self, socket, Rc::new(super::dispatch::Plain(protocol.clone())))?;
+        let transport = Transport::start(self, socket, super::dispatch::adapt(protocol.clone()))?;
         Ok((transport, protocol))
     }
 }

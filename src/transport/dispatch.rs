@@ -8,24 +8,33 @@
 //! A protocol callback that panics is caught here: the panic is recorded (see
 //! [`Dispatcher::take_failures`]) for the transport to turn into a fatal error (asyncio's
 //! "Fatal error: protocol.data_received() call failed."), and never unwinds into the loop.
+//!
+//! Both protocol kinds go through the same [`Dispatcher`]: [`Receive`] says how each takes
+//! bytes (`data_received`, or `get_buffer`/`buffer_updated` rounds for a `BufferedProtocol`)
+//! and EOF, and [`Adapter`] turns either into the type-erased [`StreamProtocol`].
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use super::stream::Transport;
 use crate::error::{panic_message, Error};
-use crate::protocol::Protocol;
+use crate::protocol::{
+    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, Protocol, StreamingKind,
+};
 
 /// A protocol callback, as queued when it cannot be delivered at once.
 pub(crate) enum Event {
     /// `connection_made`.
     Made(Transport),
-    /// `data_received` (the bytes copied, since the read buffer is recycled).
+    /// `data_received`, or `get_buffer`/`buffer_updated` (the bytes copied, since the read
+    /// buffer is recycled).
     Data(Vec<u8>),
-    /// `eof_received`, whose answer decides whether the transport closes.
+    /// `eof_received`, whose answer decides whether the transport closes (see
+    /// [`Dispatcher::take_close_after_eof`]).
     Eof,
     /// `connection_lost`.
     Lost(Option<Error>),
@@ -49,13 +58,19 @@ impl Event {
     }
 }
 
-/// A protocol callback that panicked.
+/// A protocol callback that failed: it panicked, or (`get_buffer`) returned an empty buffer.
 #[derive(Debug)]
-pub(crate) struct Failure {
-    /// Which method (`"data_received"`, ...).
+pub struct Failure {
+    /// Which method (`"data_received"`, `"get_buffer"`, ...).
     pub(crate) callback: &'static str,
-    /// The panic's message.
-    pub(crate) message: String,
+    /// What went wrong: [`Error::Panic`] with the panic's message, or [`Error::Runtime`].
+    pub(crate) error: Error,
+}
+
+impl Failure {
+    fn panicked(callback: &'static str, payload: &(dyn Any + Send)) -> Failure {
+        Failure { callback, error: Error::Panic(panic_message(payload)) }
+    }
 }
 
 /// What delivering an event gave.
@@ -67,75 +82,136 @@ pub(crate) enum Delivered {
     },
     /// The protocol is borrowed: the event comes back.
     Busy(Event),
-    /// The callback panicked (the event counts as delivered).
-    Panicked(Failure),
+    /// The callback failed (the event counts as delivered).
+    Failed(Failure),
 }
 
 /// A protocol as a transport sees it (type-erased).
 pub(crate) trait StreamProtocol {
     /// Delivers `event` unless the protocol is borrowed.
     fn deliver(&self, event: Event) -> Delivered;
-    /// Delivers `data_received(data)` without copying (a copy comes back in `Busy`).
+    /// Delivers received bytes without copying them first (a copy comes back in `Busy`).
     fn data(&self, data: &[u8]) -> Delivered;
     /// The user's `Rc<RefCell<P>>`, for `get_protocol`.
     fn as_any(&self) -> Rc<dyn Any>;
 }
 
-/// A [`Protocol`] shared with the user.
-pub(crate) struct Plain<P>(pub(crate) Rc<RefCell<P>>);
+/// How each protocol kind takes received bytes and EOF: the seal of
+/// [`AnyProtocol`](crate::protocol::AnyProtocol) (nameable only inside the crate).
+pub trait Receive<Kind>: BaseProtocol {
+    /// Hands `data` (not empty) to the protocol; panics are caught and named.
+    #[doc(hidden)]
+    fn receive(&mut self, data: &[u8]) -> Result<(), Failure>;
+    /// `eof_received`: whether to keep the connection half-open.
+    #[doc(hidden)]
+    fn receive_eof(&mut self) -> bool;
+}
 
-impl<P: Protocol + 'static> StreamProtocol for Plain<P> {
+impl<P: Protocol> Receive<StreamingKind> for P {
+    fn receive(&mut self, data: &[u8]) -> Result<(), Failure> {
+        catch_unwind(AssertUnwindSafe(|| self.data_received(data)))
+            .map_err(|payload| Failure::panicked("data_received", &*payload))
+    }
+
+    fn receive_eof(&mut self) -> bool {
+        Protocol::eof_received(self)
+    }
+}
+
+/// asyncio's message for a `get_buffer` that returned nothing to read into.
+pub(crate) const EMPTY_BUFFER: &str = "get_buffer() returned an empty buffer";
+
+impl<P: BufferedProtocol> Receive<BufferedKind> for P {
+    /// As many `get_buffer(remaining)` / copy / `buffer_updated(n)` rounds as the protocol's
+    /// buffers need to take all of `data`. A `get_buffer` that panics or returns an empty
+    /// buffer is a failure, and `buffer_updated` is then not called (BEHAVIOURS 116).
+    fn receive(&mut self, mut data: &[u8]) -> Result<(), Failure> {
+        while !data.is_empty() {
+            let copied = catch_unwind(AssertUnwindSafe(|| {
+                let buffer = self.get_buffer(data.len());
+                let n = buffer.len().min(data.len());
+                buffer[..n].copy_from_slice(&data[..n]);
+                n
+            }))
+            .map_err(|payload| Failure::panicked("get_buffer", &*payload))?;
+            if copied == 0 {
+                let error = Error::Runtime(EMPTY_BUFFER.into());
+                return Err(Failure { callback: "get_buffer", error });
+            }
+            catch_unwind(AssertUnwindSafe(|| self.buffer_updated(copied)))
+                .map_err(|payload| Failure::panicked("buffer_updated", &*payload))?;
+            data = &data[copied..];
+        }
+        Ok(())
+    }
+
+    fn receive_eof(&mut self) -> bool {
+        BufferedProtocol::eof_received(self)
+    }
+}
+
+/// A protocol of kind `K` shared with the user.
+pub(crate) struct Adapter<P, K> {
+    /// The user's protocol.
+    protocol: Rc<RefCell<P>>,
+    /// Which [`Receive`] impl delivers its bytes.
+    kind: PhantomData<fn() -> K>,
+}
+
+/// `protocol` as a transport drives it.
+pub(crate) fn adapt<K: 'static, P: AnyProtocol<K>>(
+    protocol: Rc<RefCell<P>>,
+) -> Rc<dyn StreamProtocol> {
+    Rc::new(Adapter { protocol, kind: PhantomData::<fn() -> K> })
+}
+
+impl<K: 'static, P: AnyProtocol<K>> StreamProtocol for Adapter<P, K> {
     fn deliver(&self, event: Event) -> Delivered {
-        let Ok(mut protocol) = self.0.try_borrow_mut() else { return Delivered::Busy(event) };
+        let Ok(mut protocol) = self.protocol.try_borrow_mut() else {
+            return Delivered::Busy(event);
+        };
         let callback = event.callback();
         // The protocol is only ever observed through its own methods after a panic; asyncio
         // likewise goes on calling a protocol whose callback raised (`connection_lost` last).
         let called = catch_unwind(AssertUnwindSafe(|| match event {
             Event::Made(transport) => {
                 protocol.connection_made(transport);
-                false
+                Ok(false)
             }
-            Event::Data(data) => {
-                protocol.data_received(&data);
-                false
-            }
-            Event::Eof => protocol.eof_received(),
+            Event::Data(data) => protocol.receive(&data).map(|()| false),
+            Event::Eof => Ok(protocol.receive_eof()),
             Event::Lost(error) => {
                 protocol.connection_lost(error);
-                false
+                Ok(false)
             }
             Event::PauseWriting => {
                 protocol.pause_writing();
-                false
+                Ok(false)
             }
             Event::ResumeWriting => {
                 protocol.resume_writing();
-                false
+                Ok(false)
             }
         }));
         match called {
-            Ok(keep_open) => Delivered::Done { keep_open },
-            Err(payload) => {
-                Delivered::Panicked(Failure { callback, message: panic_message(&*payload) })
-            }
+            Ok(Ok(keep_open)) => Delivered::Done { keep_open },
+            Ok(Err(failure)) => Delivered::Failed(failure),
+            Err(payload) => Delivered::Failed(Failure::panicked(callback, &*payload)),
         }
     }
 
     fn data(&self, data: &[u8]) -> Delivered {
-        let Ok(mut protocol) = self.0.try_borrow_mut() else {
+        let Ok(mut protocol) = self.protocol.try_borrow_mut() else {
             return Delivered::Busy(Event::Data(data.to_vec()));
         };
-        match catch_unwind(AssertUnwindSafe(|| protocol.data_received(data))) {
+        match protocol.receive(data) {
             Ok(()) => Delivered::Done { keep_open: false },
-            Err(payload) => Delivered::Panicked(Failure {
-                callback: "data_received",
-                message: panic_message(&*payload),
-            }),
+            Err(failure) => Delivered::Failed(failure),
         }
     }
 
     fn as_any(&self) -> Rc<dyn Any> {
-        self.0.clone()
+        self.protocol.clone()
     }
 }
 
@@ -146,8 +222,11 @@ pub(crate) struct Dispatcher {
     protocol: RefCell<Option<Rc<dyn StreamProtocol>>>,
     /// Events that met a busy protocol, oldest first.
     deferred: RefCell<VecDeque<Event>>,
-    /// Callbacks that panicked, not yet handled by the transport.
+    /// Callbacks that failed, not yet handled by the transport.
     failures: RefCell<Vec<Failure>>,
+    /// `eof_received` returned false (now or when a deferred EOF was delivered): the transport
+    /// is to close; not yet acted on.
+    close_after_eof: Cell<bool>,
 }
 
 impl Dispatcher {
@@ -156,6 +235,7 @@ impl Dispatcher {
             protocol: RefCell::new(Some(protocol)),
             deferred: RefCell::new(VecDeque::new()),
             failures: RefCell::new(Vec::new()),
+            close_after_eof: Cell::new(false),
         }
     }
 
@@ -173,63 +253,52 @@ impl Dispatcher {
         self.protocol().map(|p| p.as_any())
     }
 
-    /// Delivers `data_received(data)` now if nothing is queued and the protocol is free,
-    /// otherwise queues a copy.
+    /// Delivers received bytes now if nothing is queued and the protocol is free, otherwise
+    /// queues a copy.
     pub(crate) fn data(&self, data: &[u8]) {
         if !self.deferred.borrow().is_empty() {
             self.deferred.borrow_mut().push_back(Event::Data(data.to_vec()));
             return;
         }
         let Some(protocol) = self.protocol() else { return };
-        match protocol.data(data) {
-            Delivered::Done { .. } => self.flush(),
-            Delivered::Busy(event) => self.deferred.borrow_mut().push_back(event),
-            Delivered::Panicked(failure) => {
-                self.failures.borrow_mut().push(failure);
-                self.flush();
-            }
+        let delivered = protocol.data(data);
+        if let Some(event) = self.settle(Kind::Other, delivered) {
+            self.deferred.borrow_mut().push_back(event);
+            return;
         }
+        self.flush();
     }
 
-    /// The callbacks that panicked since the last call, oldest first.
+    /// The callbacks that failed since the last call, oldest first.
     pub(crate) fn take_failures(&self) -> Vec<Failure> {
         std::mem::take(&mut *self.failures.borrow_mut())
     }
 
-    /// Delivers `event` (after anything queued); returns `eof_received`'s answer for `Eof`
-    /// when it was delivered now (a queued `Eof` counts as "close": the conservative answer).
-    pub(crate) fn send(&self, event: Event) -> bool {
-        if !self.deferred.borrow().is_empty() {
-            self.deferred.borrow_mut().push_back(event);
-            self.flush();
-            return false;
-        }
-        let keep_open = self.deliver(event);
+    /// True once: `eof_received` answered "close" (false) since the last call. An EOF that met
+    /// a busy protocol is delivered later like any event, and only its answer decides.
+    pub(crate) fn take_close_after_eof(&self) -> bool {
+        self.close_after_eof.take()
+    }
+
+    /// Delivers `event` after anything queued.
+    pub(crate) fn send(&self, event: Event) {
+        self.deferred.borrow_mut().push_back(event);
         self.flush();
-        keep_open
     }
 
     /// Delivers queued events while the protocol is free.
     pub(crate) fn flush(&self) {
         loop {
             let Some(event) = self.deferred.borrow_mut().pop_front() else { return };
-            let lost = matches!(event, Event::Lost(_));
-            let Some(protocol) = self.protocol() else { return };
-            match protocol.deliver(event) {
-                Delivered::Busy(event) => {
-                    self.deferred.borrow_mut().push_front(event);
-                    return;
-                }
-                Delivered::Panicked(failure) => {
-                    self.failures.borrow_mut().push(failure);
-                    if lost {
-                        self.protocol.borrow_mut().take();
-                    }
-                }
-                Delivered::Done { .. } if lost => {
-                    self.protocol.borrow_mut().take();
-                }
-                Delivered::Done { .. } => {}
+            let kind = Kind::of(&event);
+            let Some(protocol) = self.protocol() else {
+                // After `connection_lost` nothing more is delivered.
+                self.deferred.borrow_mut().clear();
+                return;
+            };
+            if let Some(event) = self.settle(kind, protocol.deliver(event)) {
+                self.deferred.borrow_mut().push_front(event);
+                return;
             }
         }
     }
@@ -239,27 +308,42 @@ impl Dispatcher {
         !self.deferred.borrow().is_empty()
     }
 
-    fn deliver(&self, event: Event) -> bool {
-        let lost = matches!(event, Event::Lost(_));
-        let Some(protocol) = self.protocol() else { return false };
-        match protocol.deliver(event) {
+    /// Records what delivering an event of `kind` gave; the event back if the protocol was
+    /// busy.
+    fn settle(&self, kind: Kind, delivered: Delivered) -> Option<Event> {
+        match delivered {
+            Delivered::Busy(event) => return Some(event),
             Delivered::Done { keep_open } => {
-                if lost {
-                    self.protocol.borrow_mut().take();
+                if kind == Kind::Eof && !keep_open {
+                    self.close_after_eof.set(true);
                 }
-                keep_open
             }
-            Delivered::Busy(event) => {
-                self.deferred.borrow_mut().push_back(event);
-                false
-            }
-            Delivered::Panicked(failure) => {
-                self.failures.borrow_mut().push(failure);
-                if lost {
-                    self.protocol.borrow_mut().take();
-                }
-                false
-            }
+            Delivered::Failed(failure) => self.failures.borrow_mut().push(failure),
+        }
+        if kind == Kind::Lost {
+            self.protocol.borrow_mut().take();
+        }
+        None
+    }
+}
+
+/// What a delivered event means for the dispatcher.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `eof_received`: its answer is recorded.
+    Eof,
+    /// `connection_lost`: the protocol is dropped after it.
+    Lost,
+    /// Anything else.
+    Other,
+}
+
+impl Kind {
+    fn of(event: &Event) -> Kind {
+        match event {
+            Event::Eof => Kind::Eof,
+            Event::Lost(_) => Kind::Lost,
+            _ => Kind::Other,
         }
     }
 }

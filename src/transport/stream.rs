@@ -63,6 +63,10 @@ pub(super) enum ReadState {
     Paused,
     /// EOF seen, or closing: no more reads.
     Stopped,
+    /// EOF seen and the connection kept open, then `pause_reading()`: no reads either way,
+    /// but `is_reading()` is false until `resume_reading()` (back to `Stopped`), as asyncio's
+    /// paused flag.
+    PausedAfterEof,
 }
 
 /// `write_eof` progress.
@@ -285,25 +289,26 @@ impl StreamCore {
     }
 
     /// Calls the protocol (through the dispatcher), then handles a panic in it.
-    pub(super) fn notify(self: &Rc<Self>, event: super::dispatch::Event) -> bool {
-        let keep_open = self.dispatcher.send(event);
+    pub(super) fn notify(self: &Rc<Self>, event: super::dispatch::Event) {
+        self.dispatcher.send(event);
         self.report_protocol_failures();
-        keep_open
     }
 
-    /// `data_received(data)`, as [`notify`](Self::notify).
+    /// Received bytes to the protocol (`data_received`, or `get_buffer`/`buffer_updated`),
+    /// as [`notify`](Self::notify).
     pub(super) fn notify_data(self: &Rc<Self>, data: &[u8]) {
         self.dispatcher.data(data);
         self.report_protocol_failures();
     }
 
-    /// A protocol callback that panicked is a fatal error for the connection (asyncio's
-    /// `_fatal_error` for a non-OS exception): it goes to the exception handler and the
-    /// transport is force-closed with it (a no-op when already closed, e.g. for
-    /// `connection_lost` itself).
+    /// A protocol callback that failed (panicked; `get_buffer` gave an empty buffer) is a
+    /// fatal error for the connection (asyncio's `_fatal_error` for a non-OS exception): it
+    /// goes to the exception handler and the transport is force-closed with it (a no-op when
+    /// already closed, e.g. for `connection_lost` itself). Then an `eof_received` that
+    /// answered "close" — delivered now or, if it met a borrowed protocol, later — closes.
     pub(super) fn report_protocol_failures(self: &Rc<Self>) {
         for failure in self.dispatcher.take_failures() {
-            let error = Error::Panic(failure.message);
+            let error = failure.error;
             if let Some(event_loop) = self.event_loop() {
                 let mut context = ExceptionContext::new(format!(
                     "Fatal error: protocol.{}() call failed.",
@@ -315,6 +320,9 @@ impl StreamCore {
                 event_loop.call_exception_handler(context);
             }
             self.force_close(Some(error));
+        }
+        if self.dispatcher.take_close_after_eof() {
+            self.close();
         }
     }
 
@@ -339,10 +347,8 @@ impl StreamCore {
 
     pub(super) fn on_eof(self: &Rc<Self>) {
         self.read.set(ReadState::Stopped);
-        let keep_open = self.notify(super::dispatch::Event::Eof);
-        if !keep_open {
-            self.close();
-        }
+        // Closes, through `report_protocol_failures`, once `eof_received` answers false.
+        self.notify(super::dispatch::Event::Eof);
     }
 
     pub(super) fn on_send(self: &Rc<Self>, result: io::Result<u32>) {

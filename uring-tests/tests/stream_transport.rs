@@ -7,7 +7,7 @@
 //!   The partial-send part of 105 is covered through its observable effects (order kept
 //!   under backpressure, see `slow_reader_memory_is_bounded`).
 //! * BEHAVIOURS 106, the streams-level `drain` → ConnectionResetError: no streams API yet.
-//! * BEHAVIOURS 116 (BufferedProtocol): the trait exists but no public entry point takes one.
+//! * BEHAVIOURS 116 (BufferedProtocol): in `buffered_protocol.rs`.
 //! * BEHAVIOURS 117 (writelines/sendmsg vectoring internals): `writelines` is a loop over
 //!   `write`; only its ordering is observable and tested (`echo_round_trip_*`).
 //! * BEHAVIOURS 109, "any other OSError → fatal error": every OS error is handled alike (the
@@ -1208,5 +1208,76 @@ backend_tests! {
         assert!(p.count(&Ev::Pause) > 0, "the slow reader made the transport pause");
         assert_eq!(p.count(&Ev::Pause), p.count(&Ev::Resume));
         p.check();
+    }
+
+    // asyncio's `is_reading` reports only the paused flag until close: after an EOF the
+    // protocol kept open it is still true, and pause/resume toggle it (no read resumes).
+    fn is_reading_after_a_kept_open_eof(lp) {
+        let (mut peer, ours) = tcp_pair();
+        let (tr, proto) = connect(lp, ours, Rec::new().keep_open());
+        peer.write_all(b"x").unwrap();
+        peer.shutdown(Shutdown::Write).unwrap();
+        assert!(run_until(lp, WAIT, || proto.borrow().events.contains(&Ev::Eof)));
+        assert!(!tr.is_closing());
+        assert!(tr.is_reading(), "still reading after a kept-open EOF");
+        tr.pause_reading();
+        assert!(!tr.is_reading());
+        tr.resume_reading();
+        spin(lp, QUIET);
+        assert!(tr.is_reading());
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Data(1), Ev::Eof], "no second EOF");
+        tr.write(b"reply").unwrap();
+        tr.close();
+        assert!(!tr.is_reading(), "not reading once closing");
+        wait_lost(lp, &proto);
+        let mut got = Vec::new();
+        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"reply");
+        proto.borrow().check();
+    }
+
+    // An EOF that arrives while user code holds the protocol's `RefCell` borrow waits for it:
+    // `eof_received` is called once the borrow ends, and its answer decides. Kept open here
+    // (the transport used to close without asking the protocol).
+    fn eof_meeting_a_borrowed_protocol_waits_for_its_answer(lp) {
+        let (mut peer, ours) = tcp_pair();
+        let (tr, proto) = connect(lp, ours, Rec::new().keep_open());
+        {
+            let _held = proto.borrow_mut();
+            peer.write_all(b"late").unwrap();
+            peer.shutdown(Shutdown::Write).unwrap();
+            spin(lp, 0.2); // the data and the EOF arrive and are queued
+            assert!(!tr.is_closing(), "the EOF was decided without the protocol");
+        }
+        assert!(run_until(lp, WAIT, || proto.borrow().events.contains(&Ev::Eof)));
+        spin(lp, QUIET);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Data(4), Ev::Eof]);
+        assert_eq!(proto.borrow().data, b"late");
+        assert!(!tr.is_closing(), "eof_received answered keep-open");
+        tr.write(b"still open").unwrap();
+        tr.close();
+        wait_lost(lp, &proto);
+        let mut got = Vec::new();
+        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"still open");
+        proto.borrow().check();
+    }
+
+    // The same with `eof_received` answering "close": the transport closes after the deferred
+    // call, not before it.
+    fn eof_meeting_a_borrowed_protocol_closes_after_its_answer(lp) {
+        let (peer, ours) = unix_pair();
+        let (tr, proto) = connect(lp, ours, Rec::new());
+        {
+            let _held = proto.borrow_mut();
+            peer.shutdown(Shutdown::Write).unwrap();
+            spin(lp, 0.2);
+            assert!(!tr.is_closing(), "closed before eof_received was asked");
+        }
+        wait_lost(lp, &proto);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
+        proto.borrow().check();
     }
 }
