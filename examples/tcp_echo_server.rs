@@ -30,14 +30,13 @@
 use std::cell::RefCell;
 use std::fmt::Display;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
 
 use ringloop::{Backend, BaseProtocol, Error, EventLoop, Protocol, ServerOptions, Transport};
 
 mod support;
-use support::{parse_backend, parse_value, py_repr};
+use support::{parse_backend, parse_value, py_address, py_repr};
 
 const USAGE: &str = "usage: tcp_echo_server [--host HOST] [--port PORT] [--backend uring|epoll] \
                      [--quiet] [--max-seconds N]";
@@ -92,18 +91,6 @@ impl Args {
 
 /// The first error met inside a callback (callbacks cannot return one).
 type ErrorSlot = Rc<RefCell<Option<String>>>;
-
-/// An address as Python prints a socket's `getpeername()`: `('127.0.0.1', 8888)` or
-/// `('::1', 8888, 0, 0)`.
-fn py_address(addr: Option<SocketAddr>) -> String {
-    match addr {
-        Some(SocketAddr::V4(a)) => format!("('{}', {})", a.ip(), a.port()),
-        Some(SocketAddr::V6(a)) => {
-            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
-        }
-        None => "None".into(),
-    }
-}
 
 /// Echoes what it receives; unless `quiet`, prints it as the Python example does and closes
 /// the connection after the first data.

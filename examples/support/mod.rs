@@ -85,3 +85,15 @@ pub fn py_repr(text: &str) -> String {
     out.push(quote);
     out
 }
+
+/// An address as Python prints a socket's `getpeername()`: `('127.0.0.1', 8888)` or
+/// `('::1', 8888, 0, 0)`.
+pub fn py_address(addr: Option<std::net::SocketAddr>) -> String {
+    match addr {
+        Some(std::net::SocketAddr::V4(a)) => format!("('{}', {})", a.ip(), a.port()),
+        Some(std::net::SocketAddr::V6(a)) => {
+            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
+        }
+        None => "None".into(),
+    }
+}

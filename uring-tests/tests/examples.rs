@@ -1,4 +1,5 @@
-//! The TCP echo examples (`examples/tcp_echo_server.rs`, `examples/tcp_echo_client.rs`), run
+//! The echo examples (`examples/tcp_echo_server.rs`, `examples/tcp_echo_client.rs`, and the
+//! streams versions `examples/streams_echo_server.rs`, `examples/streams_echo_client.rs`), run
 //! as the compiled programs on every backend built in: their output must be the asyncio
 //! documentation's, line for line.
 //!
@@ -33,9 +34,14 @@ fn example(name: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Both examples, or `None` after printing why the test is skipped.
+/// The TCP echo examples, or `None` after printing why the test is skipped.
 fn examples(test: &str) -> Option<(PathBuf, PathBuf)> {
-    match (example("tcp_echo_server"), example("tcp_echo_client")) {
+    example_pair(test, "tcp_echo_server", "tcp_echo_client")
+}
+
+/// The examples `server` and `client`, or `None` after printing why the test is skipped.
+fn example_pair(test: &str, server: &str, client: &str) -> Option<(PathBuf, PathBuf)> {
+    match (example(server), example(client)) {
         (Some(server), Some(client)) => Some((server, client)),
         _ => {
             skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
@@ -90,6 +96,7 @@ fn start_server(
     extra: &[&str],
     test: &str,
 ) -> Option<ServerProcess> {
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let mut child = Command::new(path)
         .args(["--backend", backend.name(), "--port", "0"])
         .args(extra)
@@ -97,7 +104,7 @@ fn start_server(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning tcp_echo_server");
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     watchdog(child.id(), done.clone());
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
@@ -109,10 +116,10 @@ fn start_server(
         let mut stderr = String::new();
         let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
         if stderr.contains("not compiled in") {
-            skip(test, "tcp_echo_server was built without `--features fallback`");
+            skip(test, &format!("{name} was built without `--features fallback`"));
             return None;
         }
-        panic!("{test}: tcp_echo_server exited ({status}) without serving: {stderr}");
+        panic!("{test}: {name} exited ({status}) without serving: {stderr}");
     }
     let port = first
         .strip_prefix("serving on 127.0.0.1:")
@@ -196,5 +203,53 @@ fn quiet_server_echoes_and_exits_after_max_seconds() {
         let mut output = String::new();
         server.stdout.read_to_string(&mut output).expect("reading the server's stdout");
         assert_eq!(output, "", "{test}: --quiet printed something");
+    }
+}
+
+#[test]
+fn streams_echo_client_and_server_print_the_python_examples_output() {
+    let test = "streams_echo_client_and_server_print_the_python_examples_output";
+    let Some((server_path, client_path)) =
+        example_pair(test, "streams_echo_server", "streams_echo_client")
+    else {
+        return;
+    };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let max = ["--max-seconds", "10"];
+        let Some(mut server) = start_server(&server_path, backend, &max, &test) else { continue };
+
+        let client = Command::new(&client_path)
+            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running streams_echo_client");
+        let stdout = String::from_utf8_lossy(&client.stdout);
+        let stderr = String::from_utf8_lossy(&client.stderr);
+        assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
+        let want = "Send: 'Hello World!'\nReceived: 'Hello World!'\nClose the connection\n";
+        assert_eq!(stdout, want, "{test}: client output");
+
+        // The server printed these before closing the connection, so they are in the pipe.
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            let mut line = String::new();
+            server.stdout.read_line(&mut line).expect("reading the server's stdout");
+            lines.push(line);
+        }
+        let received = lines[0].strip_prefix("Received 'Hello World!' from ('127.0.0.1', ");
+        let port = received.and_then(|rest| rest.strip_suffix(")\n"));
+        assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {:?}", lines[0]);
+        assert_eq!(lines[1..], ["Send: 'Hello World!'\n", "Close the connection\n"], "{test}");
+
+        // A second client, on the same server: each connection gets its own handler.
+        let again = Command::new(&client_path)
+            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
+            .args(["--message", "it's me"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running streams_echo_client");
+        let want = "Send: \"it's me\"\nReceived: \"it's me\"\nClose the connection\n";
+        assert_eq!(String::from_utf8_lossy(&again.stdout), want, "{test}: second client");
     }
 }
