@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
@@ -95,14 +96,36 @@ impl Transport {
         Ok(())
     }
 
-    /// Writes each buffer in order (asyncio's `writelines`).
+    /// Writes the buffers in order, as one write (asyncio's `writelines`): with nothing
+    /// buffered they go to the kernel in one vectored `sendmsg(2)`; what it does not take —
+    /// the rest of a buffer it took part of, then the following buffers — is queued in order,
+    /// and `pause_writing` comes once, after all of it is queued (BEHAVIOURS 117).
     pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
     where
         I: IntoIterator<Item = B>,
         B: AsRef<[u8]>,
     {
-        for buffer in buffers {
-            self.write(buffer.as_ref())?;
+        self.check_writable()?;
+        let buffers: Vec<B> = buffers.into_iter().filter(|b| !b.as_ref().is_empty()).collect();
+        let total = buffers.iter().map(|b| b.as_ref().len()).sum();
+        if !self.core.accepts_write(total) {
+            return Ok(());
+        }
+        let mut skip = self.core.send_vectored_now(&buffers);
+        let mut flow = None;
+        for buffer in &buffers {
+            let buffer = buffer.as_ref();
+            if skip >= buffer.len() {
+                skip -= buffer.len();
+                continue;
+            }
+            let rest = Bytes::copy_from_slice(&buffer[skip..]);
+            flow = flow.or(self.core.write.borrow_mut().push(rest));
+            skip = 0;
+        }
+        self.core.submit_send();
+        if flow == Some(FlowEvent::Pause) {
+            self.core.notify(super::dispatch::Event::PauseWriting);
         }
         Ok(())
     }
@@ -246,6 +269,43 @@ impl Transport {
     /// The protocol, if it is a `P` (and the connection is not lost yet).
     pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
         self.core.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+    }
+}
+
+/// Buffers per `sendmsg(2)` at most (Linux's `UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+
+impl StreamCore {
+    /// [`send_now`](StreamCore::send_now) for several buffers: one non-blocking vectored
+    /// `sendmsg(2)` (of the first [`MAX_IOVECS`]) when nothing is buffered or in flight.
+    /// Returns how many bytes are dealt with: sent, or all of them when the send failed and
+    /// the transport was force-closed.
+    fn send_vectored_now<B: AsRef<[u8]>>(self: &Rc<Self>, buffers: &[B]) -> usize {
+        if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
+            return 0;
+        }
+        let slices: Vec<IoSlice<'_>> =
+            buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
+        let result = {
+            let fd = self.fd.borrow();
+            let Some(fd) = fd.as_ref() else { return 0 };
+            let socket = socket2::SockRef::from(fd);
+            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+            loop {
+                match socket.send_vectored_with_flags(&slices, flags) {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }
+        };
+        match result {
+            Ok(sent) => sent,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => {
+                self.force_close(Some(Error::io(format!("sendmsg on fd {}", self.raw_fd), err)));
+                buffers.iter().map(|b| b.as_ref().len()).sum()
+            }
+        }
     }
 }
 

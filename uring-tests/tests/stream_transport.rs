@@ -8,8 +8,8 @@
 //!   under backpressure, see `slow_reader_memory_is_bounded`).
 //! * BEHAVIOURS 106, the streams-level `drain` → ConnectionResetError: no streams API yet.
 //! * BEHAVIOURS 116 (BufferedProtocol): in `buffered_protocol.rs`.
-//! * BEHAVIOURS 117 (writelines/sendmsg vectoring internals): `writelines` is a loop over
-//!   `write`; only its ordering is observable and tested (`echo_round_trip_*`).
+//! * BEHAVIOURS 117 (writelines/sendmsg): "no writer registered" is observed as nothing left
+//!   buffered; the partial-send split as the queued byte count and the order the peer sees.
 //! * BEHAVIOURS 109, "any other OSError → fatal error": every OS error is handled alike (the
 //!   transport is force-closed with it, nothing logged, as item 39 says); only ECONNRESET can be
 //!   provoked from a test. Item 110's "an exception from data_received → fatal error" is tested
@@ -1279,5 +1279,61 @@ backend_tests! {
         wait_lost(lp, &proto);
         assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
         proto.borrow().check();
+    }
+
+    // BEHAVIOURS 117: a `writelines` the kernel takes whole leaves nothing buffered (and so no
+    // send in flight); empty buffers are skipped.
+    fn writelines_sent_whole_leaves_nothing_buffered(lp) {
+        let (mut peer, ours) = unix_pair();
+        let (tr, proto) = connect(lp, ours, Rec::new());
+        tr.writelines([&b"data1"[..], b"", b"data2", b"data3"]).unwrap();
+        assert_eq!(tr.get_write_buffer_size(), 0);
+        let mut got = [0u8; 15];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"data1data2data3");
+        tr.close();
+        wait_lost(lp, &proto);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
+    }
+
+    // BEHAVIOURS 117: when the kernel takes part of the first buffer, the rest of it and the
+    // second buffer stay queued, in order (asyncio's `[b'ta1', b'data2']`); `pause_writing`
+    // comes once, after all of it is queued (it sees the whole remainder buffered); the peer
+    // then gets every byte in order.
+    fn writelines_partial_send_keeps_the_rest_in_order(lp) {
+        let (mut peer, ours) = unix_pair();
+        peer.set_nonblocking(true).unwrap();
+        let seen_at_pause = Rc::new(Cell::new(None));
+        let seen = seen_at_pause.clone();
+        let rec = Rec {
+            on_pause: Some(Box::new(move |tr: &Transport| seen.set(Some(tr.get_write_buffer_size())))),
+            ..Rec::new()
+        };
+        let (tr, proto) = connect(lp, ours, rec);
+        let first = pattern(4 << 20);
+        tr.writelines([&first[..], b"data2"]).unwrap();
+        let total = first.len() + 5;
+        let buffered = tr.get_write_buffer_size();
+        let mut got = Vec::new();
+        read_available(&mut peer, &mut got);
+        // AF_UNIX puts sent bytes straight into the peer's queue, and the loop has not turned:
+        // what the peer has is exactly what the kernel took.
+        assert_eq!(got.len() + buffered, total, "queued = total - taken");
+        assert!(!got.is_empty() && buffered > 5, "the split falls inside the first buffer");
+        assert_eq!(seen_at_pause.get(), Some(buffered), "pause_writing after everything queued");
+        let (peer, got) = (RefCell::new(peer), RefCell::new(got));
+        assert!(run_until(lp, WAIT, || {
+            read_available(&mut *peer.borrow_mut(), &mut got.borrow_mut());
+            got.borrow().len() == total
+        }));
+        let got = got.into_inner();
+        assert!(got[..first.len()] == first[..] && &got[first.len()..] == b"data2");
+        assert!(run_until(lp, WAIT, || tr.get_write_buffer_size() == 0));
+        tr.close();
+        wait_lost(lp, &proto);
+        let p = proto.borrow();
+        assert_eq!(p.without_flow(), vec![Ev::Made, Ev::Lost(None)]);
+        assert_eq!((p.count(&Ev::Pause), p.count(&Ev::Resume)), (1, 1));
+        p.check();
     }
 }
