@@ -279,19 +279,55 @@ impl EventLoop {
                 move || connect_attempt(event_loop, info, local)
             })
             .collect();
-        let outcome = staggered_race(self, factories, delay).await?;
+        self.race_attempts(factories, delay, options.all_errors).await
+    }
+
+    /// Runs the attempts as a staggered race: the winner's socket, or the errors combined
+    /// (see [`combine_errors`]). A non-OS error ([`AttemptError::Fatal`]) ends the race at
+    /// once and is returned as it is, even with `all_errors` (BEHAVIOURS 64).
+    async fn race_attempts<Fut, F>(
+        &self,
+        factories: Vec<F>,
+        delay: Option<f64>,
+        all_errors: bool,
+    ) -> Result<OwnedFd>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<OwnedFd, AttemptError>>,
+    {
+        let ends_race = |err: &AttemptError| matches!(err, AttemptError::Fatal(_));
+        let outcome = staggered_race(self, factories, delay, ends_race).await?;
         if let Some((_, socket)) = outcome.winner {
             return Ok(socket);
         }
-        let errors = outcome
-            .attempts
-            .into_iter()
-            .flat_map(|attempt| match attempt {
-                Attempt::Failed(errors) => errors,
-                Attempt::Won | Attempt::Cancelled => Vec::new(),
-            })
-            .collect();
-        Err(combine_errors(errors, options.all_errors))
+        let mut errors = Vec::new();
+        for attempt in outcome.attempts {
+            match attempt {
+                Attempt::Failed(AttemptError::Fatal(error)) => return Err(error),
+                Attempt::Failed(AttemptError::Os(failed)) => errors.extend(failed),
+                Attempt::Won | Attempt::Cancelled => {}
+            }
+        }
+        Err(combine_errors(errors, all_errors))
+    }
+}
+
+/// How one connect attempt failed.
+#[derive(Debug)]
+enum AttemptError {
+    /// OS errors (asyncio's `OSError`: [`Error::Io`]): recorded, and the next address tried.
+    Os(Vec<Error>),
+    /// Any other error (asyncio: a non-`OSError` exception): it ends `create_connection` at
+    /// once, unwrapped.
+    Fatal(Error),
+}
+
+impl From<Error> for AttemptError {
+    fn from(error: Error) -> AttemptError {
+        match error {
+            Error::Io { .. } => AttemptError::Os(vec![error]),
+            other => AttemptError::Fatal(other),
+        }
     }
 }
 
@@ -324,29 +360,36 @@ impl Drop for InFlight {
 
 /// One attempt: a socket for `info`, bound to a `local` address of its family if asked, then
 /// connected. Every error met is returned (several bind errors, or one connect error).
+///
+/// Closing the socket of a failed or cancelled attempt cannot hide its error: it is closed by
+/// dropping it, which ignores `close(2)`'s result (asyncio: an `OSError` from `sock.close()`
+/// in cleanup is swallowed so the original error propagates).
 async fn connect_attempt(
     event_loop: EventLoop,
     info: AddrInfo,
     local: Option<Rc<Vec<AddrInfo>>>,
-) -> std::result::Result<OwnedFd, Vec<Error>> {
+) -> std::result::Result<OwnedFd, AttemptError> {
     let ty = Type::STREAM.nonblocking().cloexec();
     let protocol = Some(SockProtocol::from(info.protocol));
     let socket = Socket::new(Domain::from(info.family), ty, protocol).map_err(|e| {
         let what =
             format!("create_connection: socket({}) for {}", family_name(info.family), info.addr);
-        vec![Error::io(what, e)]
+        AttemptError::Os(vec![Error::io(what, e)])
     })?;
     if let Some(local) = local {
-        bind_local(&socket, info.family, &local)?;
+        bind_local(&socket, info.family, &local).map_err(AttemptError::Os)?;
     }
     let op = Op::Connect { fd: socket.as_raw_fd(), addr: sockaddr_buf(&info.addr.into()) };
-    let op = event_loop.submit_op(op).map_err(|e| vec![e])?;
+    let op = event_loop.submit_op(op)?;
     let mut in_flight = InFlight { event_loop, op: Some(op), socket: Some(socket) };
     let (result, _op) = in_flight.op.as_mut().expect("set just above").await;
     in_flight.op = None;
     match result {
         Ok(_) => Ok(in_flight.socket.take().expect("set until success").into()),
-        Err(err) => Err(vec![Error::io(format!("Connect call failed {}", info.addr), err)]),
+        Err(err) => {
+            let error = Error::io(format!("Connect call failed {}", info.addr), err);
+            Err(AttemptError::Os(vec![error]))
+        }
     }
 }
 
@@ -448,147 +491,4 @@ pub(crate) fn interleave_by_family<T>(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Write;
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::os::fd::{AsRawFd, OwnedFd};
-    use std::time::Duration;
-
-    use super::{combine_errors, interleave_by_family, ConnectOptions};
-    use crate::error::{Error, Result};
-    use crate::net::dns::AddrInfo;
-    use crate::EventLoop;
-
-    fn loops() -> Vec<EventLoop> {
-        crate::test_support::loops("connect")
-    }
-
-    fn info(addr: SocketAddr) -> AddrInfo {
-        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-        let (socktype, protocol) = (libc::SOCK_STREAM, libc::IPPROTO_TCP);
-        AddrInfo { family, socktype, protocol, canonname: None, addr }
-    }
-
-    /// `connect_any(addrs)` run to completion, with a 10 s watchdog.
-    fn connect_any(
-        lp: &EventLoop,
-        addrs: &[SocketAddr],
-        options: ConnectOptions,
-    ) -> Result<OwnedFd> {
-        let infos = addrs.iter().copied().map(info).collect();
-        let stopper = lp.clone();
-        let watchdog = lp.call_later(10.0, move || stopper.stop()).unwrap();
-        let lp2 = lp.clone();
-        let out =
-            lp.run_until_complete(async move { lp2.connect_any(infos, None, &options).await });
-        watchdog.cancel();
-        out.expect("the watchdog fired")
-    }
-
-    fn closed_port() -> SocketAddr {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-    }
-
-    /// A listener whose backlog is full (a connect to it hangs), with what fills it.
-    fn full_listener() -> Option<(TcpListener, Vec<TcpStream>)> {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        // SAFETY: a valid listening socket; listen(2) only changes its backlog.
-        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-        let addr = listener.local_addr().unwrap();
-        let mut filling = Vec::new();
-        for _ in 0..16 {
-            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                Ok(stream) => filling.push(stream),
-                Err(_) => return Some((listener, filling)),
-            }
-        }
-        None
-    }
-
-    fn settle(lp: &EventLoop) {
-        for _ in 0..50 {
-            if lp.ops_in_flight() == 0 {
-                return;
-            }
-            let stopper = lp.clone();
-            lp.call_later(0.005, move || stopper.stop()).unwrap();
-            lp.run_forever().unwrap();
-        }
-        panic!("ops left in flight: {}", lp.ops_in_flight());
-    }
-
-    #[test]
-    fn every_address_failing_gives_one_error_or_a_group() {
-        for lp in loops() {
-            let (a, b) = (closed_port(), closed_port());
-            let err = connect_any(&lp, &[a, b], ConnectOptions::new()).unwrap_err();
-            let text = err.to_string();
-            assert!(text.contains("Multiple exceptions: Connect call failed"), "{text}");
-            assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
-            let err = connect_any(&lp, &[a, a], ConnectOptions::new()).unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "identical errors collapse");
-            let err =
-                connect_any(&lp, &[a, b], ConnectOptions::new().all_errors(true)).unwrap_err();
-            assert!(matches!(&err, Error::Multiple(errors) if errors.len() == 2), "{err:?}");
-            let delay = ConnectOptions::new().happy_eyeballs_delay(0.05);
-            let err = connect_any(&lp, &[a, b], delay).unwrap_err();
-            assert!(err.to_string().contains("Multiple exceptions"), "{err}");
-            settle(&lp);
-            lp.close().unwrap();
-        }
-    }
-
-    #[test]
-    fn happy_eyeballs_moves_on_from_a_hanging_address() {
-        for lp in loops() {
-            let Some((hanging, _filling)) = full_listener() else {
-                let _ = writeln!(std::io::stderr(), "SKIPPED happy eyeballs: no connect hangs");
-                return;
-            };
-            let working = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addrs = [hanging.local_addr().unwrap(), working.local_addr().unwrap()];
-            let started = lp.time();
-            let options = ConnectOptions::new().happy_eyeballs_delay(0.05);
-            let fd = connect_any(&lp, &addrs, options).unwrap();
-            assert!(lp.time() - started < 1.0, "waited for the hanging attempt");
-            let peer = socket2::SockRef::from(&fd).peer_addr().unwrap().as_socket();
-            assert_eq!(peer, Some(addrs[1]));
-            settle(&lp); // the losing connect is cancelled
-            lp.close().unwrap();
-        }
-    }
-
-    #[test]
-    fn interleave_alternates_families_starting_with_the_first() {
-        let v6v6v4v4 = vec![(6, 'a'), (6, 'b'), (4, 'c'), (4, 'd')];
-        let once = interleave_by_family(v6v6v4v4.clone(), 1, |x| x.0);
-        assert_eq!(once, [(6, 'a'), (4, 'c'), (6, 'b'), (4, 'd')]);
-        let twice = interleave_by_family(v6v6v4v4.clone(), 2, |x| x.0);
-        assert_eq!(twice, [(6, 'a'), (6, 'b'), (4, 'c'), (4, 'd')]);
-        let uneven = interleave_by_family(vec![(4, 'a'), (6, 'b'), (6, 'c'), (6, 'd')], 1, |x| x.0);
-        assert_eq!(uneven, [(4, 'a'), (6, 'b'), (6, 'c'), (6, 'd')]);
-        let many = interleave_by_family(vec![(4, 'a'), (4, 'b')], 5, |x| x.0);
-        assert_eq!(many, [(4, 'a'), (4, 'b')]);
-        assert!(interleave_by_family(Vec::<(i32, char)>::new(), 1, |x| x.0).is_empty());
-    }
-
-    fn refused(addr: &str) -> Error {
-        Error::io(format!("Connect call failed {addr}"), std::io::Error::from_raw_os_error(111))
-    }
-
-    #[test]
-    fn errors_combine_as_asyncio_does() {
-        let one = combine_errors(vec![refused("a")], false);
-        assert_eq!(one.raw_os_error(), Some(111));
-        let same = combine_errors(vec![refused("a"), refused("a")], false);
-        assert_eq!(same.raw_os_error(), Some(111));
-        let two = combine_errors(vec![refused("a"), refused("b")], false);
-        let text = two.to_string();
-        assert!(text.contains("Multiple exceptions: Connect call failed a"), "{text}");
-        assert!(two.io_error().is_some() && two.raw_os_error().is_none());
-        let all = combine_errors(vec![refused("a")], true);
-        assert!(matches!(&all, Error::Multiple(errors) if errors.len() == 1), "{all:?}");
-        let none = combine_errors(vec![], true);
-        assert!(matches!(&none, Error::Timeout(m) if m == "create_connection failed"));
-    }
-}
+mod tests;

@@ -42,11 +42,14 @@ pub(crate) struct RaceOutcome<T, E> {
 /// Runs the attempts made by `factories` as a staggered race (see the module docs).
 ///
 /// An attempt factory is called only when its attempt starts, so attempts never started cost
-/// nothing. `delay` is in seconds; `None` runs the attempts one after another.
+/// nothing. `delay` is in seconds; `None` runs the attempts one after another. An attempt
+/// whose error `ends_race` accepts ends the race at once, as a win would: the other running
+/// attempts are cancelled and no more are started (create_connection's non-OS errors).
 pub(crate) async fn staggered_race<T, E, Fut, F>(
     event_loop: &EventLoop,
     factories: Vec<F>,
     delay: Option<f64>,
+    ends_race: fn(&E) -> bool,
 ) -> Result<RaceOutcome<T, E>>
 where
     F: FnOnce() -> Fut,
@@ -72,8 +75,9 @@ where
             }
             let latest = attempts.len().checked_sub(1);
             let mut winner = None;
+            let mut ended = false;
             running.retain_mut(|(index, attempt)| {
-                if winner.is_some() {
+                if winner.is_some() || ended {
                     return true;
                 }
                 match attempt.as_mut().poll(cx) {
@@ -83,6 +87,7 @@ where
                         false
                     }
                     Poll::Ready(Err(err)) => {
+                        ended = ends_race(&err);
                         attempts[*index] = Some(Attempt::Failed(err));
                         // The latest attempt failed: start the next one at once.
                         start_next |= Some(*index) == latest;
@@ -94,6 +99,10 @@ where
                 attempts[index] = Some(Attempt::Won);
                 running.clear(); // cancels the losers
                 return Poll::Ready(Ok(finish(Some((index, value)), &mut attempts)));
+            }
+            if ended {
+                running.clear(); // cancels the others
+                return Poll::Ready(Ok(finish(None, &mut attempts)));
             }
             if let Some(delay_over) = timer.as_mut() {
                 if Pin::new(delay_over).poll(cx).is_ready() {
@@ -219,7 +228,7 @@ mod tests {
         let outcome = lp
             .run_until_complete(async move {
                 let lp = crate::get_running_loop().unwrap();
-                staggered_race(&lp, factories, delay).await
+                staggered_race(&lp, factories, delay, |_| false).await
             })
             .unwrap()
             .unwrap();

@@ -3,8 +3,10 @@
 //! Only loopback is used. A connect that stays pending is made by filling a listener's
 //! backlog (`listen(0)`, never accepting): the kernel then drops further SYNs. Cases that need
 //! a host resolving to several addresses (items 63's "Multiple exceptions", 68, 70) are unit
-//! tests in `src/net/connect.rs`, which can hand the address list in directly: here `localhost`
-//! may resolve to one address only.
+//! tests in `src/net/connect/tests.rs`, which can hand the address list in directly: here
+//! `localhost` may resolve to one address only. So is item 64 (a non-OS error from an attempt
+//! propagates unwrapped): no public input makes an attempt fail with anything but an OS error
+//! today, so the unit test scripts the failing attempt beside real ones, on both backends.
 
 use std::cell::RefCell;
 use std::future::Future as StdFuture;
