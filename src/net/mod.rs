@@ -1,5 +1,6 @@
-//! Networking: name resolution (and, as they land, connections, servers and socket ops).
+//! Networking: name resolution, connections and the `sock_*` socket calls.
 
 pub mod connect;
 pub mod dns;
+pub mod sock;
 mod staggered;

@@ -1,0 +1,555 @@
+//! The `sock_*` coroutines: asyncio's "working with socket objects directly" on a borrowed,
+//! non-blocking socket.
+//!
+//! # Implementation: readiness, not completion
+//!
+//! Every call tries the non-blocking syscall first (`recv`, `recvfrom`, `send`, `sendto`,
+//! `connect`, `accept4`); only on `EAGAIN` (or `EINPROGRESS`/`EALREADY` for a connect) does it
+//! await a one-shot `Op::Poll` for the socket ([`EventLoop::submit_op`]), then try again. This
+//! is what asyncio's selector loop and uvloop do, and it is chosen here on io_uring too:
+//!
+//! * **Cancellation loses nothing.** A future dropped while it waits only cancels a poll, which
+//!   never moves data. A completion-style `Recv` or `Accept` cancelled after the kernel
+//!   already took the bytes (or the connection) off the socket would lose them: the cancel can
+//!   race the completion, and nobody is left to report it to. With readiness, bytes are only
+//!   taken by a syscall whose result the future returns in the same poll.
+//! * **No asynchronous writes into borrowed memory.** `sock_recv_into` and
+//!   `sock_recvfrom_into` take `&mut [u8]` from the caller. The kernel writes into it only
+//!   inside a synchronous `recv` made while the future holds the borrow, never after the
+//!   future is gone.
+//! * **Nothing sent twice, nothing sent after a cancel.** `sock_sendall` sends with
+//!   synchronous `send` calls and only waits between them; dropping it while it waits for the
+//!   send buffer to drain stops it there. A prefix of `data` may have been sent (as asyncio
+//!   says, there is no way to tell how much the peer got); no byte is ever sent again or after
+//!   the drop, so a later send follows the stream exactly where this one stopped.
+//! * **Both backends alike.** `Poll` is level-checked when armed on both backends, so the
+//!   try-then-wait sequence cannot miss a wake-up.
+//!
+//! The socket is borrowed as `&impl AsFd` for the whole call: it cannot be closed while a
+//! syscall or a poll on it is pending. After each wait the driver is told the loop is done
+//! with the fd (`forget_fd`, a no-op while other ops still wait on it), so closing the socket
+//! afterwards is always safe.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
+
+use socket2::{Domain, SockAddr, SockRef, Socket};
+
+use super::dns::AddrInfoHints;
+use crate::driver::{Interest, Op};
+use crate::error::{Error, Result};
+use crate::event_loop::{EventLoop, OpFuture};
+
+/// Where [`EventLoop::sock_connect`] connects: a numeric address, or a host and port resolved
+/// with the loop's [`getaddrinfo`](EventLoop::getaddrinfo) for the socket's own family, type
+/// and protocol (asyncio's `sock_connect(sock, (host, port))`).
+///
+/// Built with `into()` from a [`SockAddr`], a [`SocketAddr`] (v4 or v6), or a `(&str, u16)` /
+/// `(String, u16)` pair.
+///
+/// ```
+/// use ringloop::net::sock::ConnectTarget;
+///
+/// let numeric: ConnectTarget = "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into();
+/// let named: ConnectTarget = ("localhost", 80).into();
+/// assert!(matches!(numeric, ConnectTarget::Addr(_)));
+/// assert!(matches!(named, ConnectTarget::Host(ref host, 80) if host == "localhost"));
+/// ```
+#[derive(Clone, Debug)]
+pub enum ConnectTarget {
+    /// A resolved address (IPv4, IPv6 or `AF_UNIX`), used as is.
+    Addr(SockAddr),
+    /// A host name or numeric host, and a port, resolved first.
+    Host(String, u16),
+}
+
+impl From<SockAddr> for ConnectTarget {
+    fn from(addr: SockAddr) -> Self {
+        ConnectTarget::Addr(addr)
+    }
+}
+
+impl From<SocketAddr> for ConnectTarget {
+    fn from(addr: SocketAddr) -> Self {
+        ConnectTarget::Addr(addr.into())
+    }
+}
+
+impl From<SocketAddrV4> for ConnectTarget {
+    fn from(addr: SocketAddrV4) -> Self {
+        ConnectTarget::Addr(addr.into())
+    }
+}
+
+impl From<SocketAddrV6> for ConnectTarget {
+    fn from(addr: SocketAddrV6) -> Self {
+        ConnectTarget::Addr(addr.into())
+    }
+}
+
+impl From<(&str, u16)> for ConnectTarget {
+    fn from((host, port): (&str, u16)) -> Self {
+        ConnectTarget::Host(host.to_owned(), port)
+    }
+}
+
+impl From<(String, u16)> for ConnectTarget {
+    fn from((host, port): (String, u16)) -> Self {
+        ConnectTarget::Host(host, port)
+    }
+}
+
+/// Whether an error means "try again when ready".
+fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// `Ok` if `sock` is an open, non-blocking fd; otherwise the error `what` reports.
+fn check_nonblocking(sock: BorrowedFd<'_>, what: &str) -> Result<()> {
+    // SAFETY: F_GETFL only reads the open file's status flags; no memory is passed.
+    let flags = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Error::io(what.to_owned(), io::Error::last_os_error()));
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the socket must be non-blocking (asyncio requires it; call \
+             set_nonblocking(true) first)"
+        )));
+    }
+    Ok(())
+}
+
+/// An empty buffer with room for exactly `n` bytes; an error (not an abort) if `n` is more
+/// than can be allocated.
+fn receive_buffer(n: usize, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(n).map_err(|_| {
+        Error::InvalidArgument(format!("{what}: cannot allocate a buffer of {n} bytes"))
+    })?;
+    Ok(buf)
+}
+
+/// Sets `buf`'s length to the `n` bytes a receive wrote, giving back most of a large unused
+/// capacity (a big `nbytes` often receives little).
+///
+/// # Safety
+///
+/// The first `n` bytes of `buf`'s capacity must be initialised.
+unsafe fn finish_receive(buf: &mut Vec<u8>, n: usize) {
+    debug_assert!(n <= buf.capacity());
+    // SAFETY: the caller guarantees the first `n` bytes are initialised, within the capacity.
+    unsafe { buf.set_len(n) };
+    if buf.capacity() - n > 4096 && n < buf.capacity() / 2 {
+        buf.shrink_to_fit();
+    }
+}
+
+/// `buf` as the uninitialised-byte slice socket2's receive calls take.
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the receive calls only ever write
+    // initialised bytes into it, so `buf` stays fully initialised.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+/// A `Poll` in flight for a `sock_*` call. Dropping it (the call's future dropped, or the poll
+/// done) cancels the poll, then tells the driver the loop no longer uses the fd.
+struct PollGuard {
+    /// The loop whose driver runs the poll.
+    event_loop: EventLoop,
+    /// The polled socket.
+    fd: RawFd,
+    /// The poll (taken on drop).
+    op: Option<OpFuture>,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        drop(self.op.take());
+        self.event_loop.with_driver(|driver| driver.forget_fd(self.fd));
+    }
+}
+
+impl EventLoop {
+    /// Waits until `sock` is ready for `interest` (or has an error or hang-up to report, which
+    /// the next syscall then returns).
+    async fn sock_wait(&self, sock: BorrowedFd<'_>, interest: Interest, what: &str) -> Result<()> {
+        let fd = sock.as_raw_fd();
+        let op = self.submit_op(Op::Poll { fd, interest })?;
+        let mut guard = PollGuard { event_loop: self.clone(), fd, op: Some(op) };
+        let (result, _op) = guard.op.as_mut().expect("set just above").await;
+        guard.op = None;
+        result.map(drop).map_err(|err| Error::io(format!("{what}: waiting for the socket"), err))
+    }
+
+    /// Runs `attempt` until it does not would-block, waiting for `interest` in between;
+    /// `EINTR` retries at once. The shared loop under the `sock_*` calls.
+    async fn sock_retry<T>(
+        &self,
+        sock: BorrowedFd<'_>,
+        interest: Interest,
+        what: &str,
+        mut attempt: impl FnMut(&SockRef<'_>) -> io::Result<T>,
+    ) -> Result<T> {
+        self.check_open()?;
+        check_nonblocking(sock, what)?;
+        let socket = SockRef::from(&sock);
+        loop {
+            match attempt(&socket) {
+                Ok(value) => return Ok(value),
+                Err(err) if would_block(&err) => self.sock_wait(sock, interest, what).await?,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(Error::io(what.to_owned(), err)),
+            }
+        }
+    }
+
+    /// Receives up to `nbytes` from `sock` (asyncio's `loop.sock_recv`); empty at end of
+    /// stream.
+    ///
+    /// Dropping the future loses no data: bytes are only taken from the socket by the call
+    /// that returns them (see the module's "Implementation").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a blocking socket; [`Error::Io`] for the OS's errors
+    /// (`ECONNRESET`, `ENOTSOCK`, `EBADF` ...); [`Error::Closed`] on a closed loop.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let (mine, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// mine.set_nonblocking(true)?;
+    /// theirs.write_all(b"hello")?;
+    /// let data = ringloop::run(async move {
+    ///     let event_loop = ringloop::get_running_loop().unwrap();
+    ///     event_loop.sock_recv(&mine, 1024).await
+    /// })??;
+    /// assert_eq!(data, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn sock_recv(&self, sock: &impl AsFd, nbytes: usize) -> Result<Vec<u8>> {
+        let sock = sock.as_fd();
+        let what = format!("sock_recv(fd {})", sock.as_raw_fd());
+        let mut buf = receive_buffer(nbytes, &what)?;
+        let n = self
+            .sock_retry(sock, Interest::READ, &what, |s| {
+                s.recv(&mut buf.spare_capacity_mut()[..nbytes])
+            })
+            .await?;
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity (`n <= nbytes`,
+        // which is within the capacity).
+        unsafe { finish_receive(&mut buf, n) };
+        Ok(buf)
+    }
+
+    /// Receives into `buf` (asyncio's `loop.sock_recv_into`): the number of bytes written,
+    /// 0 at end of stream. Pass a sub-slice (`&mut buf[filled..]`) to accumulate.
+    ///
+    /// The kernel writes into `buf` only during this call's own synchronous `recv`, never
+    /// after the future is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`sock_recv`](Self::sock_recv).
+    pub async fn sock_recv_into(&self, sock: &impl AsFd, buf: &mut [u8]) -> Result<usize> {
+        let sock = sock.as_fd();
+        let what = format!("sock_recv_into(fd {})", sock.as_raw_fd());
+        self.sock_retry(sock, Interest::READ, &what, |s| s.recv(as_uninit(buf))).await
+    }
+
+    /// Receives one datagram of up to `bufsize` bytes (asyncio's `loop.sock_recvfrom`): the
+    /// data and the sender's address. A longer datagram is truncated, as `recvfrom(2)` does.
+    ///
+    /// # Errors
+    ///
+    /// As [`sock_recv`](Self::sock_recv).
+    pub async fn sock_recvfrom(
+        &self,
+        sock: &impl AsFd,
+        bufsize: usize,
+    ) -> Result<(Vec<u8>, SockAddr)> {
+        let sock = sock.as_fd();
+        let what = format!("sock_recvfrom(fd {})", sock.as_raw_fd());
+        let mut buf = receive_buffer(bufsize, &what)?;
+        let (n, addr) = self
+            .sock_retry(sock, Interest::READ, &what, |s| {
+                s.recv_from(&mut buf.spare_capacity_mut()[..bufsize])
+            })
+            .await?;
+        // SAFETY: `recv_from` initialised the first `n` bytes of the spare capacity
+        // (`n <= bufsize`, within the capacity).
+        unsafe { finish_receive(&mut buf, n) };
+        Ok((buf, addr))
+    }
+
+    /// Receives one datagram into `buf[..nbytes]` (asyncio's `loop.sock_recvfrom_into`;
+    /// `nbytes == 0` means all of `buf`): the byte count and the sender's address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `nbytes > buf.len()`; otherwise as
+    /// [`sock_recv`](Self::sock_recv).
+    pub async fn sock_recvfrom_into(
+        &self,
+        sock: &impl AsFd,
+        buf: &mut [u8],
+        nbytes: usize,
+    ) -> Result<(usize, SockAddr)> {
+        let sock = sock.as_fd();
+        let what = format!("sock_recvfrom_into(fd {})", sock.as_raw_fd());
+        let nbytes = if nbytes == 0 { buf.len() } else { nbytes };
+        if nbytes > buf.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: nbytes ({nbytes}) is greater than the length of the buffer ({})",
+                buf.len()
+            )));
+        }
+        let window = &mut buf[..nbytes];
+        self.sock_retry(sock, Interest::READ, &what, |s| s.recv_from(as_uninit(window))).await
+    }
+
+    /// Sends all of `data` (asyncio's `loop.sock_sendall`): `Ok(())` once every byte is in
+    /// the kernel, or the first error.
+    ///
+    /// Dropping the future while it waits for room stops it: a prefix of `data` may have been
+    /// sent, nothing after the drop, and no byte twice, so a later send continues the stream
+    /// right after that prefix. As asyncio says, there is no way to know how much the peer
+    /// received.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a blocking socket; [`Error::Io`] for the OS's errors
+    /// (`EPIPE` after the peer closed: sent with `MSG_NOSIGNAL`, so no `SIGPIPE`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::io::Read;
+    ///
+    /// let (mine, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// mine.set_nonblocking(true)?;
+    /// ringloop::run(async move {
+    ///     let event_loop = ringloop::get_running_loop().unwrap();
+    ///     event_loop.sock_sendall(&mine, b"hello").await
+    /// })??;
+    /// let mut got = [0u8; 5];
+    /// theirs.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn sock_sendall(&self, sock: &impl AsFd, data: &[u8]) -> Result<()> {
+        let sock = sock.as_fd();
+        let what = format!("sock_sendall(fd {})", sock.as_raw_fd());
+        let mut sent = 0;
+        loop {
+            let rest = &data[sent..];
+            let n = self
+                .sock_retry(sock, Interest::WRITE, &what, |s| {
+                    s.send_with_flags(rest, libc::MSG_NOSIGNAL)
+                })
+                .await?;
+            sent += n;
+            if sent >= data.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends one datagram to `addr` (asyncio's `loop.sock_sendto`): the bytes sent. Waits and
+    /// retries while the socket's buffer is full. (On an *unconnected* `AF_UNIX` datagram
+    /// socket the kernel reports a full receiver with `EAGAIN` but polls writable, so the call
+    /// retries on every loop iteration until there is room, as asyncio's does.)
+    ///
+    /// # Errors
+    ///
+    /// As [`sock_sendall`](Self::sock_sendall) (`EMSGSIZE` for a datagram too large).
+    pub async fn sock_sendto(
+        &self,
+        sock: &impl AsFd,
+        data: &[u8],
+        addr: &SockAddr,
+    ) -> Result<usize> {
+        let sock = sock.as_fd();
+        let what = format!("sock_sendto(fd {})", sock.as_raw_fd());
+        self.sock_retry(sock, Interest::WRITE, &what, |s| {
+            s.send_to_with_flags(data, addr, libc::MSG_NOSIGNAL)
+        })
+        .await
+    }
+
+    /// Accepts one connection on the listening `sock` (asyncio's `loop.sock_accept`): the new
+    /// socket, non-blocking and close-on-exec, and the peer's address.
+    ///
+    /// Dropping the future while it waits accepts nothing: the connection stays queued on the
+    /// listener.
+    ///
+    /// # Errors
+    ///
+    /// As [`sock_recv`](Self::sock_recv) (`EINVAL` for a socket that is not listening).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use socket2::{Domain, Socket, Type};
+    ///
+    /// ringloop::run(async {
+    ///     let event_loop = ringloop::get_running_loop().unwrap();
+    ///     let listener = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
+    ///     listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())?;
+    ///     listener.listen(8)?;
+    ///     let at = listener.local_addr()?.as_socket().unwrap();
+    ///     let client = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
+    ///     event_loop.sock_connect(&client, at).await?; // completes once the kernel queued it
+    ///     let (conn, peer) = event_loop.sock_accept(&listener).await?;
+    ///     assert_eq!(peer.as_socket(), client.local_addr()?.as_socket());
+    ///     event_loop.sock_sendall(&client, b"ping").await?;
+    ///     assert_eq!(event_loop.sock_recv(&conn, 1024).await?, b"ping");
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn sock_accept(&self, sock: &impl AsFd) -> Result<(Socket, SockAddr)> {
+        let sock = sock.as_fd();
+        let what = format!("sock_accept(fd {})", sock.as_raw_fd());
+        self.sock_retry(sock, Interest::READ, &what, |s| accept_nonblocking(s.as_raw_fd())).await
+    }
+
+    /// Connects `sock` to `address` (asyncio's `loop.sock_connect`). A
+    /// [`ConnectTarget::Host`] is resolved first through [`getaddrinfo`](Self::getaddrinfo)
+    /// with the socket's own family, type and protocol; the first result is used.
+    ///
+    /// A connect dropped while in progress goes on in the kernel, as in asyncio; calling
+    /// `sock_connect` again waits for it (`EALREADY`) and succeeds once the socket is connected
+    /// to `address` (`EISCONN` for that address is success). An `AF_UNIX` connect refused
+    /// for a full backlog (`EAGAIN`) is retried each time the socket polls writable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] carrying the OS error (`ECONNREFUSED` → [`io::ErrorKind::ConnectionRefused`],
+    /// `ETIMEDOUT` ...), with "Connect call failed ADDRESS"; [`Error::Dns`] from resolution;
+    /// [`Error::InvalidArgument`] for a blocking socket or a host/port on a non-IP socket.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use socket2::{Domain, Socket, Type};
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// let sock = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
+    /// ringloop::run(async move {
+    ///     let event_loop = ringloop::get_running_loop().unwrap();
+    ///     event_loop.sock_connect(&sock, ("127.0.0.1", port)).await
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn sock_connect(
+        &self,
+        sock: &impl AsFd,
+        address: impl Into<ConnectTarget>,
+    ) -> Result<()> {
+        let sock = sock.as_fd();
+        let what = format!("sock_connect(fd {})", sock.as_raw_fd());
+        self.check_open()?;
+        check_nonblocking(sock, &what)?;
+        let addr = match address.into() {
+            ConnectTarget::Addr(addr) => addr,
+            ConnectTarget::Host(host, port) => self.sock_resolve(sock, &host, port, &what).await?,
+        };
+        self.sock_connect_addr(sock, &addr).await
+    }
+
+    /// Resolves `host`:`port` for `sock`'s family, type and protocol (BEHAVIOURS 58).
+    async fn sock_resolve(
+        &self,
+        sock: BorrowedFd<'_>,
+        host: &str,
+        port: u16,
+        what: &str,
+    ) -> Result<SockAddr> {
+        let socket = SockRef::from(&sock);
+        let params = (socket.domain(), socket.r#type(), socket.protocol());
+        let (domain, ty, proto) = match params {
+            (Ok(domain), Ok(ty), Ok(proto)) => (domain, ty, proto),
+            (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
+                return Err(Error::io(format!("{what}: reading the socket's type"), err))
+            }
+        };
+        if domain != Domain::IPV4 && domain != Domain::IPV6 {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: a host and port need an AF_INET or AF_INET6 socket, not family {}",
+                i32::from(domain)
+            )));
+        }
+        let hints = AddrInfoHints::new()
+            .family(domain.into())
+            .socktype(ty.into())
+            .protocol(proto.map_or(0, i32::from));
+        let infos = self.getaddrinfo(Some(host), port, hints).await?;
+        match infos.first() {
+            Some(info) => Ok(info.addr.into()),
+            None => Err(Error::io(
+                format!("{what}: getaddrinfo({host:?}, {port})"),
+                io::Error::other("getaddrinfo() returned empty list"),
+            )),
+        }
+    }
+
+    /// Connects `sock` to the resolved `addr`: `connect`, then on `EINPROGRESS`/`EALREADY`
+    /// wait for writability and read `SO_ERROR`.
+    async fn sock_connect_addr(&self, sock: BorrowedFd<'_>, addr: &SockAddr) -> Result<()> {
+        let socket = SockRef::from(&sock);
+        let failed = || format!("Connect call failed {}", describe(addr));
+        loop {
+            let err = match socket.connect(addr) {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            match err.raw_os_error() {
+                Some(libc::EISCONN) if socket.peer_addr().is_ok_and(|peer| &peer == addr) => {
+                    return Ok(())
+                }
+                Some(libc::EINPROGRESS | libc::EALREADY | libc::EAGAIN | libc::EINTR) => {}
+                _ => return Err(Error::io(failed(), err)),
+            }
+            self.sock_wait(sock, Interest::WRITE, &failed()).await?;
+            match socket.take_error() {
+                Ok(None) if socket.peer_addr().is_ok() => return Ok(()),
+                // Writable but not connected (a unix listener's backlog was full): try again.
+                Ok(None) => {}
+                Ok(Some(err)) | Err(err) => return Err(Error::io(failed(), err)),
+            }
+        }
+    }
+}
+
+/// `addr` for messages: `ip:port`, or the family for other addresses.
+fn describe(addr: &SockAddr) -> String {
+    match addr.as_socket() {
+        Some(addr) => addr.to_string(),
+        None => format!("(family {})", addr.family()),
+    }
+}
+
+/// `accept4(fd, ..., SOCK_NONBLOCK | SOCK_CLOEXEC)`: the new socket and the peer's address.
+fn accept_nonblocking(fd: RawFd) -> io::Result<(Socket, SockAddr)> {
+    // SAFETY: `try_init` hands us a zeroed `sockaddr_storage` and its length to fill, which is
+    // exactly what accept4(2) takes; on success the returned fd is new and ours alone, so
+    // `Socket::from_raw_fd` takes sole ownership of it.
+    unsafe {
+        SockAddr::try_init(|storage, len| {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let new = libc::accept4(fd, storage.cast(), len, flags);
+            if new < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(Socket::from_raw_fd(new))
+            }
+        })
+    }
+}
