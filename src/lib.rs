@@ -30,6 +30,7 @@
 //! | `loop.create_future`, `Future` | [`EventLoop::create_future`], [`Future`] |
 //! | `loop.create_task`, `Task`, task factory | [`EventLoop::create_task`], [`Task`], [`TaskFactory`] |
 //! | `loop.add_reader`/`add_writer`/`remove_*` | same names, on a `RawFd` |
+//! | `loop.add_signal_handler`, `remove_signal_handler` | [`EventLoop::add_signal_handler`], [`EventLoop::remove_signal_handler`] |
 //! | `loop.run_in_executor`, `ThreadPoolExecutor` | [`EventLoop::run_in_executor`], [`Executor`] |
 //! | `loop.getaddrinfo`, `loop.getnameinfo` | [`EventLoop::getaddrinfo`], [`EventLoop::getnameinfo`] |
 //! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
@@ -54,6 +55,7 @@ mod future;
 pub mod net;
 mod protocol;
 pub mod server;
+mod signal;
 pub mod streams;
 mod task;
 #[cfg(test)]

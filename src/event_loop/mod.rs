@@ -7,6 +7,7 @@ mod handle;
 mod op_future;
 mod remote;
 mod run;
+mod signals;
 mod timers;
 mod watch;
 
@@ -116,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) executor_shutdown_called: Cell<bool>,
     /// Results from executor threads waiting to be delivered, keyed by call id.
     pub(crate) executor_calls: RefCell<slab::Slab<CrossThreadDelivery>>,
+    /// `add_signal_handler` registrations.
+    pub(crate) signals: RefCell<signals::SignalHandlers>,
 }
 
 /// An event loop: one per thread, `!Send`. Clones are cheap and refer to the same loop.
@@ -217,6 +220,7 @@ impl EventLoop {
             default_executor: RefCell::new(None),
             executor_shutdown_called: Cell::new(false),
             executor_calls: RefCell::new(slab::Slab::new()),
+            signals: RefCell::new(signals::SignalHandlers::default()),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }

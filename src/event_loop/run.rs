@@ -80,10 +80,10 @@ impl EventLoop {
         self.inner.state.get() == LoopState::Closed
     }
 
-    /// Closes the loop: pending callbacks and timers are discarded, unfinished tasks are
-    /// dropped (their futures released), fd watches removed, the default executor shut down
-    /// without waiting, and the backend (ring or epoll fd, eventfd) closed. A running loop
-    /// cannot be closed; closing twice does nothing.
+    /// Closes the loop: signal handlers removed (dispositions restored), pending callbacks and
+    /// timers discarded, unfinished tasks dropped (their futures released), fd watches
+    /// removed, the default executor shut down without waiting, and the backend (ring or epoll
+    /// fd, eventfd) closed. A running loop cannot be closed; closing twice does nothing.
     pub fn close(&self) -> Result<()> {
         match self.inner.state.get() {
             LoopState::Running => {
@@ -93,6 +93,7 @@ impl EventLoop {
             LoopState::Idle => {}
         }
         self.inner.state.set(LoopState::Closed);
+        self.remove_all_signal_handlers();
         // Everything is taken out first and dropped after the borrows end: dropping user
         // closures and futures may call back into the loop.
         let ready = std::mem::take(&mut *self.inner.ready.borrow_mut());
@@ -132,6 +133,7 @@ impl EventLoop {
         self.absorb_remote();
         let timeout = self.poll_timeout();
         self.turn_driver(timeout)?;
+        self.dispatch_signals();
         self.absorb_remote();
         self.inner.timers.borrow_mut().pop_due(monotonic_ns(), |handle| {
             self.inner.ready.borrow_mut().push_back(Ready::Handle(handle))

@@ -253,3 +253,55 @@ fn streams_echo_client_and_server_print_the_python_examples_output() {
         assert_eq!(String::from_utf8_lossy(&again.stdout), want, "{test}: second client");
     }
 }
+
+/// What `examples/signals.rs` prints, up to the pid, before it waits for a signal.
+const SIGNALS_BANNER: &str = "Event loop running for 1 hour, press Ctrl+C to interrupt.\n";
+
+#[test]
+fn signals_example_exits_cleanly_on_sigint_and_sigterm() {
+    let test = "signals_example_exits_cleanly_on_sigint_and_sigterm";
+    let Some(path) = example("signals") else {
+        skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
+        return;
+    };
+    for backend in backends(test) {
+        for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+            let test = format!("{test} on {backend}, {signame}");
+            let mut child = Command::new(&path)
+                .args(["--backend", backend.name()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawning the signals example");
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            watchdog(child.id(), done.clone());
+            let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+            let mut banner = String::new();
+            stdout.read_line(&mut banner).expect("reading the example's stdout");
+            if banner.is_empty() {
+                done.store(true, std::sync::atomic::Ordering::Release);
+                let status = child.wait().expect("waiting for the example");
+                let mut stderr = String::new();
+                let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
+                if stderr.contains("not compiled in") {
+                    skip(&test, "the signals example was built without `--features fallback`");
+                    continue;
+                }
+                panic!("{test}: the example exited ({status}) at once: {stderr}");
+            }
+            assert_eq!(banner, SIGNALS_BANNER, "{test}");
+            let mut pid_line = String::new();
+            stdout.read_line(&mut pid_line).expect("reading the example's stdout");
+            assert_eq!(pid_line, format!("pid {}: send SIGINT or SIGTERM to exit.\n", child.id()));
+            // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
+            assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signum) }, 0);
+            let status = child.wait().expect("waiting for the example");
+            done.store(true, std::sync::atomic::Ordering::Release);
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).expect("reading the example's stdout");
+            assert!(status.success(), "{test}: exited with {status}");
+            assert_eq!(rest, format!("got signal {signame}: exit\n"), "{test}");
+        }
+    }
+}
