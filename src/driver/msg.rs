@@ -158,11 +158,6 @@ impl SendMsgBuf {
         self.hdr.msg_iovlen = 1;
         &self.hdr
     }
-
-    /// The datagram.
-    pub(crate) fn data(&self) -> &Bytes {
-        &self.data
-    }
 }
 
 impl fmt::Debug for SendMsgBuf {

@@ -1,5 +1,6 @@
 //! Networking: name resolution (and, as they land, connections, servers and socket ops).
 
 pub mod connect;
+pub mod datagram;
 pub mod dns;
 mod staggered;
