@@ -212,7 +212,7 @@ impl EventLoop {
     ///     let (transport, _echo) = lp.create_datagram_endpoint(|| Echo(None), options).await?;
     ///     let server = transport.sockname().and_then(|a| a.as_socket()).unwrap();
     ///     client.send_to(b"ping", server).unwrap();
-    ///     let lp2 = lp.clone();
+    ///     // The reply is read on another thread while the loop echoes.
     ///     let reply = lp.run_in_executor(None, move || {
     ///         let mut buf = [0; 16];
     ///         let n = client.recv(&mut buf).unwrap();
@@ -220,7 +220,6 @@ impl EventLoop {
     ///     })?;
     ///     let reply = reply.await?;
     ///     transport.close();
-    ///     drop(lp2);
     ///     Ok::<_, ringloop::Error>(reply)
     /// })??;
     /// assert_eq!(reply, b"ping");
