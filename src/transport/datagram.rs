@@ -13,7 +13,9 @@
 //! `MSG_TRUNC`) is reported to `error_received` as `EMSGSIZE` and dropped, never delivered cut
 //! short. Receive errors (`ECONNREFUSED` after an ICMP port-unreachable on a connected
 //! endpoint, ...) go to `error_received` and receiving goes on; only errors that say the socket
-//! itself is unusable (`EBADF`, `ENOTSOCK`, ...) are fatal.
+//! itself is unusable (`EBADF`, `ENOTSOCK`, ...) are fatal. The receive is a single-shot
+//! `RECVMSG` re-armed per datagram; a multishot `RECVMSG` on the provided-buffer ring can
+//! replace it once that ring lands (it would save one SQE per datagram).
 //!
 //! Sending: with the queue empty and no send in flight, `sendto` first tries a non-blocking
 //! `sendto(2)` (asyncio's fast path); on `EAGAIN` the datagram (copied) and its address are

@@ -525,6 +525,22 @@ backend_tests! {
         let _ = EndpointAddr::Unix(server_path);
     }
 
+    fn abstract_unix_datagram_endpoints_talk(lp) {
+        let name = format!("\0ringloop-dgram-{}-{}", std::process::id(), lp.backend());
+        let server = echo_endpoint(lp, DatagramOptions::new().local_path(&name));
+        let client_name = format!("{name}-client");
+        let options = DatagramOptions::new().local_path(&client_name).remote_path(&name);
+        let client = endpoint(lp, options);
+        client.0.sendto(b"abstract", None).unwrap();
+        assert!(run_until(lp, WAIT, || client.1.borrow().datagrams.len() == 1));
+        assert_eq!(client.1.borrow().datagrams[0].0, b"abstract");
+        let from = server.1.borrow().datagrams[0].1.clone().unwrap();
+        assert_eq!(from.as_abstract_namespace(), Some(&client_name.as_bytes()[1..]));
+        assert!(server.0.peername().is_none(), "an unconnected endpoint has no peername");
+        close_and_wait(lp, &client);
+        close_and_wait(lp, &server);
+    }
+
     fn close_leaks_no_fd_and_connection_lost_comes_once(lp) {
         spin(lp, QUIET);
         let before = open_fds();

@@ -226,12 +226,11 @@ fn start_udp_server(path: &PathBuf, backend: Backend, test: &str) -> Option<Serv
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     watchdog(child.id(), done.clone());
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("reading the server's stdout");
-    assert_eq!(first, "Starting UDP server\n", "{test}: the Python example's first line");
-    let mut second = String::new();
-    stdout.read_line(&mut second).expect("reading the server's stdout");
-    if second.is_empty() {
+    let mut lines = [String::new(), String::new()];
+    for line in &mut lines {
+        stdout.read_line(line).expect("reading the server's stdout");
+    }
+    if lines[1].is_empty() {
         done.store(true, std::sync::atomic::Ordering::Release);
         let status = child.wait().expect("waiting for the server");
         let mut stderr = String::new();
@@ -242,6 +241,8 @@ fn start_udp_server(path: &PathBuf, backend: Backend, test: &str) -> Option<Serv
         }
         panic!("{test}: udp_echo_server exited ({status}) without serving: {stderr}");
     }
+    let [first, second] = lines;
+    assert_eq!(first, "Starting UDP server\n", "{test}: the Python example's first line");
     let port = second
         .strip_prefix("serving on 127.0.0.1:")
         .and_then(|p| p.trim_end().parse().ok())
