@@ -35,6 +35,7 @@
 //! | `loop.getaddrinfo`, `loop.getnameinfo` | [`EventLoop::getaddrinfo`], [`EventLoop::getnameinfo`] |
 //! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
 //! | `loop.create_connection` (happy eyeballs included) | [`EventLoop::create_connection`], [`ConnectOptions`] |
+//! | `loop.create_datagram_endpoint`, `DatagramProtocol`, `DatagramTransport` | [`EventLoop::create_datagram_endpoint`], [`DatagramOptions`], [`DatagramProtocol`], [`DatagramTransport`] |
 //! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
@@ -71,14 +72,17 @@ pub use event_loop::{
 pub use executor::Executor;
 pub use future::Future;
 pub use net::connect::ConnectOptions;
+pub use net::datagram::{DatagramOptions, EndpointAddr};
 pub use protocol::{
-    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, Protocol, StreamingKind,
+    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
+    StreamingKind,
 };
 pub use server::{Hosts, Server, ServerOptions};
 pub use streams::{
     open_connection, start_server, ClientCallbackOutput, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
+pub use transport::DatagramTransport;
 pub use transport::{ExtraInfo, Transport};
 
 /// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this

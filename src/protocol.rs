@@ -107,3 +107,45 @@ pub trait AnyProtocol<Kind>: crate::transport::dispatch::Receive<Kind> + 'static
 
 impl<P: Protocol + 'static> AnyProtocol<StreamingKind> for P {}
 impl<P: BufferedProtocol + 'static> AnyProtocol<BufferedKind> for P {}
+
+/// A datagram protocol (asyncio's `DatagramProtocol`): the callbacks of a
+/// [`DatagramTransport`](crate::DatagramTransport) made by
+/// [`EventLoop::create_datagram_endpoint`](crate::EventLoop::create_datagram_endpoint).
+///
+/// Call order: `connection_made` first, then any number of `datagram_received` and
+/// `error_received`, then `connection_lost` exactly once. `pause_writing`/`resume_writing`
+/// alternate, starting with `pause_writing`, as for streams (the send queue passed its
+/// high-water mark / drained to its low-water mark). Re-entrancy and panics are handled as for
+/// [`Protocol`]: a callback the transport would make while the protocol is inside one is
+/// delivered right after it returns; a panic force-closes the endpoint.
+pub trait DatagramProtocol {
+    /// The endpoint is ready; `transport` is the protocol's handle to it (keep a clone).
+    fn connection_made(&mut self, transport: crate::DatagramTransport) {
+        let _ = transport;
+    }
+
+    /// One whole datagram arrived from `addr` (`None` when the sender has no address, as an
+    /// unbound unix socket). `data` is only valid during the call.
+    fn datagram_received(&mut self, data: &[u8], addr: Option<socket2::SockAddr>) {
+        let _ = (data, addr);
+    }
+
+    /// A send or receive failed without ending the endpoint: for example `ECONNREFUSED` after
+    /// an ICMP port-unreachable on a connected endpoint, `EMSGSIZE` for a datagram too long to
+    /// send, or a received datagram longer than the receive buffer (never delivered cut short).
+    fn error_received(&mut self, error: Error) {
+        let _ = error;
+    }
+
+    /// The endpoint is closed: `None` after `close()`/`abort()`, else the fatal error. Called
+    /// exactly once, last.
+    fn connection_lost(&mut self, error: Option<Error>) {
+        let _ = error;
+    }
+
+    /// The send queue went over its high-water mark: stop sending for a while.
+    fn pause_writing(&mut self) {}
+
+    /// The send queue drained to its low-water mark: sending may resume.
+    fn resume_writing(&mut self) {}
+}

@@ -97,3 +97,19 @@ pub fn py_address(addr: Option<std::net::SocketAddr>) -> String {
         None => "None".into(),
     }
 }
+
+/// An address as Python prints a socket address: `('127.0.0.1', 8888)` or
+/// `('::1', 8888, 0, 0)`; a unix path as its string; `None` without one.
+pub fn py_sockaddr(addr: Option<&socket2::SockAddr>) -> String {
+    use std::net::SocketAddr;
+    match addr.and_then(|a| a.as_socket()) {
+        Some(SocketAddr::V4(a)) => format!("('{}', {})", a.ip(), a.port()),
+        Some(SocketAddr::V6(a)) => {
+            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
+        }
+        None => match addr.and_then(|a| a.as_pathname()) {
+            Some(path) => py_repr(&path.to_string_lossy()),
+            None => "None".into(),
+        },
+    }
+}

@@ -45,12 +45,15 @@
 pub(crate) mod any;
 #[cfg(feature = "fallback")]
 pub(crate) mod epoll;
+mod msg;
 pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::RawFd;
 
 pub(crate) use ringloop_fallback::EventFd;
+
+pub(crate) use msg::{RecvMsgBuf, SendMsgBuf};
 
 /// Identity of an op in flight: the key of its slot in the driver's slab (the SQE `user_data`
 /// on io_uring). Keys are reused after the final completion.
@@ -148,6 +151,24 @@ pub(crate) enum Op {
         fd: RawFd,
         /// `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
         how: i32,
+    },
+    /// Receive one datagram into `msg` (`recvmsg(2)`): the data, the sender's address and the
+    /// kernel's `msg_flags`. Result: the byte count taken (a datagram longer than the buffer
+    /// is cut to it and `MSG_TRUNC` set in the flags). Single-shot; a multishot variant on the
+    /// provided-buffer ring can come once that ring exists.
+    RecvMsg {
+        /// The datagram socket.
+        fd: RawFd,
+        /// Where the datagram, its address and flags land.
+        msg: Box<RecvMsgBuf>,
+    },
+    /// Send one datagram (`sendmsg(2)` with `MSG_NOSIGNAL`), to the address in `msg` or the
+    /// connected peer. Result: the byte count (all of it: datagrams are never split).
+    SendMsg {
+        /// The datagram socket.
+        fd: RawFd,
+        /// The datagram and its destination.
+        msg: Box<SendMsgBuf>,
     },
     /// Close `fd` (the driver forgets it first, as [`forget_fd`](any::Driver::forget_fd)).
     /// Result: 0. Every other op on `fd` must be finished or cancelled before.

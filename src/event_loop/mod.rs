@@ -57,6 +57,13 @@ pub(crate) enum OpOwner {
         /// Which of its ops.
         op: crate::transport::StreamOp,
     },
+    /// An op of a datagram transport.
+    Datagram {
+        /// The transport.
+        core: Rc<crate::transport::DatagramCore>,
+        /// Which of its ops.
+        op: crate::transport::DatagramOp,
+    },
 }
 
 /// An entry of the ready queue.

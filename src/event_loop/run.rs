@@ -177,6 +177,9 @@ impl EventLoop {
                 OpOwner::Stream { core, op } => {
                     core.on_completion(op, completion.result, completion.op)
                 }
+                OpOwner::Datagram { core, op } => {
+                    core.on_completion(op, completion.result, completion.op)
+                }
             }
         }
         *self.inner.completions.borrow_mut() = completions;

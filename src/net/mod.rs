@@ -1,6 +1,7 @@
 //! Networking: name resolution, connections and the `sock_*` socket calls.
 
 pub mod connect;
+pub mod datagram;
 pub mod dns;
 pub mod sock;
 mod staggered;

@@ -1,5 +1,5 @@
-//! The echo examples (`examples/tcp_echo_server.rs`, `examples/tcp_echo_client.rs`, and the
-//! streams versions `examples/streams_echo_server.rs`, `examples/streams_echo_client.rs`), run
+//! The echo examples (`examples/tcp_echo_*.rs`, the streams versions
+//! `examples/streams_echo_*.rs`, and `examples/udp_echo_*.rs`), run
 //! as the compiled programs on every backend built in: their output must be the asyncio
 //! documentation's, line for line.
 //!
@@ -303,5 +303,89 @@ fn signals_example_exits_cleanly_on_sigint_and_sigterm() {
             assert!(status.success(), "{test}: exited with {status}");
             assert_eq!(rest, format!("got signal {signame}: exit\n"), "{test}");
         }
+    }
+}
+
+/// What the Python UDP example client prints against the Python UDP example server.
+const UDP_CLIENT_OUTPUT: &str =
+    "Send: Hello World!\nReceived: Hello World!\nClose the socket\nConnection closed\n";
+
+/// The UDP echo examples, or `None` after printing why the test is skipped.
+fn udp_examples(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match (example("udp_echo_server"), example("udp_echo_client")) {
+        (Some(server), Some(client)) => Some((server, client)),
+        _ => {
+            skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
+            None
+        }
+    }
+}
+
+/// Starts `udp_echo_server` on a free port; `None` (skipped) when its binary lacks `backend`.
+fn start_udp_server(path: &PathBuf, backend: Backend, test: &str) -> Option<ServerProcess> {
+    let mut child = Command::new(path)
+        .args(["--backend", backend.name(), "--port", "0", "--max-seconds", "10"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning udp_echo_server");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watchdog(child.id(), done.clone());
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut lines = [String::new(), String::new()];
+    for line in &mut lines {
+        stdout.read_line(line).expect("reading the server's stdout");
+    }
+    if lines[1].is_empty() {
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let status = child.wait().expect("waiting for the server");
+        let mut stderr = String::new();
+        let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
+        if stderr.contains("not compiled in") {
+            skip(test, "udp_echo_server was built without `--features fallback`");
+            return None;
+        }
+        panic!("{test}: udp_echo_server exited ({status}) without serving: {stderr}");
+    }
+    let [first, second] = lines;
+    assert_eq!(first, "Starting UDP server\n", "{test}: the Python example's first line");
+    let port = second
+        .strip_prefix("serving on 127.0.0.1:")
+        .and_then(|p| p.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{test}: unexpected second line {second:?}"));
+    Some(ServerProcess { child, stdout, port, done })
+}
+
+#[test]
+fn udp_echo_client_and_server_print_the_python_examples_output() {
+    let test = "udp_echo_client_and_server_print_the_python_examples_output";
+    let Some((server_path, client_path)) = udp_examples(test) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let Some(mut server) = start_udp_server(&server_path, backend, &test) else { continue };
+
+        let client = Command::new(&client_path)
+            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running udp_echo_client");
+        let stdout = String::from_utf8_lossy(&client.stdout);
+        let stderr = String::from_utf8_lossy(&client.stderr);
+        assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
+        assert_eq!(stdout, UDP_CLIENT_OUTPUT, "{test}: client output");
+
+        // The server printed these before echoing, so they are in the pipe.
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            server.stdout.read_line(&mut line).expect("reading the server's stdout");
+            lines.push(line);
+        }
+        let from = lines[0].strip_prefix("Received 'Hello World!' from ('127.0.0.1', ");
+        let port = from.and_then(|rest| rest.strip_suffix(")\n"));
+        assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {:?}", lines[0]);
+        let sent = format!("Send 'Hello World!' to ('127.0.0.1', {})\n", port.unwrap_or("?"));
+        assert_eq!(lines[1], sent, "{test}: server output");
     }
 }

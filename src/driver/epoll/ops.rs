@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 
 use ringloop_fallback::syscall;
 
-use crate::driver::{Op, SockAddrBuf};
+use crate::driver::{Op, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -29,6 +29,8 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
         Op::Accept { fd, .. } | Op::Recv { fd, .. } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } => (fd, OUT),
+        Op::RecvMsg { fd, .. } => (fd, IN),
+        Op::SendMsg { fd, .. } => (fd, OUT),
         Op::Shutdown { fd, .. } | Op::Close { fd } => (fd, 0),
     }
 }
@@ -38,6 +40,7 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
 /// are usually writable) or never waits (`Shutdown`, `Close`).
 pub(super) fn tries_first(op: &Op) -> bool {
     matches!(op, Op::Connect { .. } | Op::Send { .. } | Op::Shutdown { .. } | Op::Close { .. })
+        || matches!(op, Op::SendMsg { .. })
 }
 
 /// The first try of a [`tries_first`] op, at the start of a turn; `None`: wait for readiness.
@@ -52,7 +55,12 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         },
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
         Op::Shutdown { fd, how } => Some(shutdown(*fd, *how)),
-        Op::Poll { .. } | Op::Accept { .. } | Op::Recv { .. } | Op::Close { .. } => {
+        Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
+        Op::Poll { .. }
+        | Op::Accept { .. }
+        | Op::Recv { .. }
+        | Op::RecvMsg { .. }
+        | Op::Close { .. } => {
             unreachable!("only ops that try first are started, and Close by the table")
         }
     }
@@ -73,6 +81,8 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         Op::Connect { fd, .. } => Some(socket_error(*fd)),
         Op::Recv { fd, buf } => keep_waiting_on_eagain(recv(*fd, buf)),
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
+        Op::RecvMsg { fd, msg } => keep_waiting_on_eagain(recvmsg(*fd, msg)),
+        Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
         Op::Shutdown { .. } | Op::Close { .. } => unreachable!("{op:?} never waits"),
     }
 }
@@ -162,6 +172,24 @@ fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     let len = bytes.len().min(MAX_IO);
     // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
     let n = syscall!(unsafe { libc::send(fd, bytes.as_ptr().cast(), len, flags) })?;
+    Ok(n as u32)
+}
+
+/// `recvmsg(MSG_DONTWAIT)` of one datagram into `msg`: the count taken.
+fn recvmsg(fd: RawFd, msg: &mut RecvMsgBuf) -> io::Result<u32> {
+    let hdr = msg.header();
+    // SAFETY: `hdr` points at the live boxed header, whose iovec, address and data pointers
+    // `header()` just set to live memory of the given sizes inside `msg`.
+    let n = syscall!(unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) })?;
+    Ok(n as u32)
+}
+
+/// `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` of the datagram in `msg`: the count sent.
+fn sendmsg(fd: RawFd, msg: &mut SendMsgBuf) -> io::Result<u32> {
+    let hdr = msg.header();
+    // SAFETY: `hdr` points at the live boxed header, whose iovec and address pointers
+    // `header()` just set to live memory inside `msg`; the kernel only reads them.
+    let n = syscall!(unsafe { libc::sendmsg(fd, hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })?;
     Ok(n as u32)
 }
 

@@ -16,6 +16,8 @@
 
 // Nothing outside the tests drives this backend until the event loop lands; drop this then.
 
+#[cfg(test)]
+mod dgram_tests;
 mod internal;
 mod op;
 mod setup;

@@ -103,7 +103,7 @@ pub(super) enum Start {
 /// Slots live inline in a `Slab`, which moves them when it grows. So an `Op` must keep every
 /// kernel-visible buffer, address or iovec behind a heap pointer whose target does not move
 /// (`Box<SockAddrBuf>` for accept/connect, the `Vec`'s heap block for recv, the `Bytes`'
-/// storage for send); the slot keeps that allocation alive until the final CQE.
+/// storage for send, the boxed header for recvmsg/sendmsg); the slot keeps that allocation alive until the final CQE.
 ///
 /// Cancelling does not shorten that: a cancelled op keeps its buffers and address in the slot
 /// until the final CQE (`-ECANCELED`, or the result if the op won the race) says the kernel is
@@ -180,6 +180,12 @@ impl<T> Slot<T> {
                 opcode::Shutdown::new(Fd(*fd), *how).build()
             }
             Op::Close { fd } if has(Feature::OpClose) => opcode::Close::new(Fd(*fd)).build(),
+            Op::RecvMsg { fd, msg } if has(Feature::OpRecvMsg) => {
+                opcode::RecvMsg::new(Fd(*fd), msg.header()).build()
+            }
+            Op::SendMsg { fd, msg } if has(Feature::OpSendMsg) => {
+                opcode::SendMsg::new(Fd(*fd), msg.header()).flags(libc::MSG_NOSIGNAL as u32).build()
+            }
             _ => return None,
         };
         Some(Ok(sqe))

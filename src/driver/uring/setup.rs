@@ -42,11 +42,15 @@ pub(super) enum Feature {
     OpShutdown,
     /// `IORING_OP_CLOSE` (5.6); without it `Close` runs `close` at submit.
     OpClose,
+    /// `IORING_OP_RECVMSG` (5.3); without it `RecvMsg` runs `recvmsg` (plus `POLL_ADD` to wait).
+    OpRecvMsg,
+    /// `IORING_OP_SENDMSG` (5.3); without it `SendMsg` runs `sendmsg` (plus `POLL_ADD` to wait).
+    OpSendMsg,
 }
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 14] = [
+    pub(super) const ALL: [Feature; 16] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -61,16 +65,20 @@ impl Feature {
         Feature::OpSend,
         Feature::OpShutdown,
         Feature::OpClose,
+        Feature::OpRecvMsg,
+        Feature::OpSendMsg,
     ];
 
     /// The socket-op features and the opcodes whose probe bits they stand for.
-    const OPCODES: [(Feature, u8); 6] = [
+    const OPCODES: [(Feature, u8); 8] = [
         (Feature::OpAccept, opcode::Accept::CODE),
         (Feature::OpConnect, opcode::Connect::CODE),
         (Feature::OpRecv, opcode::Recv::CODE),
         (Feature::OpSend, opcode::Send::CODE),
         (Feature::OpShutdown, opcode::Shutdown::CODE),
         (Feature::OpClose, opcode::Close::CODE),
+        (Feature::OpRecvMsg, opcode::RecvMsg::CODE),
+        (Feature::OpSendMsg, opcode::SendMsg::CODE),
     ];
 
     /// The name used in logs and in `RINGLOOP_DISABLE`.
@@ -90,10 +98,12 @@ impl Feature {
             Feature::OpSend => "op_send",
             Feature::OpShutdown => "op_shutdown",
             Feature::OpClose => "op_close",
+            Feature::OpRecvMsg => "op_recvmsg",
+            Feature::OpSendMsg => "op_sendmsg",
         }
     }
 
-    fn bit(self) -> u16 {
+    fn bit(self) -> u32 {
         1 << self as u16
     }
 }
@@ -102,7 +112,7 @@ impl Feature {
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct FeatureSet {
     /// One bit per [`Feature`], by discriminant.
-    bits: u16,
+    bits: u32,
 }
 
 impl FeatureSet {

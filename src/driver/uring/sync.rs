@@ -62,6 +62,21 @@ pub(super) fn attempt(op: &mut Op) -> Attempt {
             let n = unsafe { libc::send(*fd, bytes.as_ptr().cast(), bytes.len(), flags) };
             (*fd, cqe_res(n), libc::POLLOUT)
         }
+        Op::RecvMsg { fd, msg } => {
+            let hdr = msg.header();
+            // SAFETY: `hdr` is the op's live boxed header; `header()` just pointed its iovec,
+            // address and data at live memory of the given sizes inside the same box.
+            let n = unsafe { libc::recvmsg(*fd, hdr, libc::MSG_DONTWAIT) };
+            (*fd, cqe_res(n), libc::POLLIN)
+        }
+        Op::SendMsg { fd, msg } => {
+            let hdr = msg.header();
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            // SAFETY: `hdr` is the op's live boxed header; `header()` just pointed it at live
+            // memory inside the same box, which the kernel only reads.
+            let n = unsafe { libc::sendmsg(*fd, hdr, flags) };
+            (*fd, cqe_res(n), libc::POLLOUT)
+        }
         Op::Shutdown { fd, how } => {
             // SAFETY: shutdown takes no pointers.
             (*fd, cqe_res(unsafe { libc::shutdown(*fd, *how) } as isize), 0)

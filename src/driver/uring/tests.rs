@@ -84,7 +84,7 @@ fn features_follow_the_disable_list() {
     let setup: Vec<_> = old.features().into_iter().filter(|f| !f.starts_with("op_")).collect();
     assert_eq!(setup, ["nodrop"]);
     // Every socket opcode is in this kernel (>= 5.11), and each can be switched off.
-    assert_eq!(old.features().len(), 7, "{:?}", old.features());
+    assert_eq!(old.features().len(), 9, "{:?}", old.features());
     let Some(no_close) = ring::<u32>(&["op_close"]) else { return };
     assert!(!no_close.features().contains(&"op_close") && features.contains(&"op_close"));
 }

@@ -1,0 +1,443 @@
+//! The datagram transport (UDP and unix datagram sockets): asyncio's
+//! `_SelectorDatagramTransport`, driven by the driver's `RecvMsg`/`SendMsg` completions,
+//! identical on both backends.
+//!
+//! # States
+//! ```text
+//!  Open ──close()──► Closing (no receives; flushing the send queue) ──flushed──► Closed
+//!   │                                                                              ▲
+//!   └──abort() / fatal error ─────────────────────────────────────────────────────┘
+//! ```
+//! One `RecvMsg` is kept in flight while open, into a reused 64 KiB + buffer: a datagram is
+//! delivered whole or not at all. A datagram longer than the buffer (the kernel flags
+//! `MSG_TRUNC`) is reported to `error_received` as `EMSGSIZE` and dropped, never delivered cut
+//! short. Receive errors (`ECONNREFUSED` after an ICMP port-unreachable on a connected
+//! endpoint, ...) go to `error_received` and receiving goes on; only errors that say the socket
+//! itself is unusable (`EBADF`, `ENOTSOCK`, ...) are fatal. The receive is a single-shot
+//! `RECVMSG` re-armed per datagram; a multishot `RECVMSG` on the provided-buffer ring can
+//! replace it once that ring lands (it would save one SQE per datagram).
+//!
+//! Sending: with the queue empty and no send in flight, `sendto` first tries a non-blocking
+//! `sendto(2)` (asyncio's fast path); on `EAGAIN` the datagram (copied) and its address are
+//! queued and sent in order by `SendMsg` ops, one at a time. A failed send (`EMSGSIZE`,
+//! `ECONNREFUSED`, ...) goes to `error_received`: datagrams are unreliable, the endpoint stays.
+//! The queue's size counts each datagram's bytes plus 8 (asyncio's per-datagram header
+//! estimate) against asyncio's water marks.
+//!
+//! Closing: as the stream transport, `connection_lost` is scheduled with `call_soon`, then the
+//! socket is closed by an `Op::Close` ordered behind every op submitted before it.
+
+// The module split: this file is the state machine and the completions; the public methods
+// are in `datagram_api.rs`, the protocol calls in `datagram_dispatch.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+use socket2::SockAddr;
+
+use super::datagram_dispatch::{DatagramDispatcher, DatagramEvent};
+use super::flow_control::{FlowEvent, DEFAULT_HIGH_WATER};
+use super::stream::LOST_WRITES_LOG_THRESHOLD;
+use crate::driver::{Op, OpId, RecvMsgBuf, SendMsgBuf};
+use crate::error::{Error, Result};
+use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
+
+/// The receive buffer: more than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
+/// IPv6), so only an oversize unix datagram can be truncated (and is then reported).
+pub(crate) const RECV_CAPACITY: usize = 64 * 1024 + 1024;
+/// What each queued datagram adds to the buffer size besides its bytes (asyncio's
+/// `_header_size`).
+pub(super) const DATAGRAM_OVERHEAD: usize = 8;
+
+/// The transport's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DatagramState {
+    /// Receiving and sending.
+    Open,
+    /// `close()` called: no more receives; closes once the send queue is flushed.
+    Closing,
+    /// Done: `connection_lost` is scheduled or delivered, the fd closed or closing.
+    Closed,
+}
+
+/// Which op of a datagram transport completed (the driver owner's tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DatagramOp {
+    /// The `RecvMsg`.
+    Recv,
+    /// The `SendMsg`.
+    Send,
+    /// The close of the socket.
+    Close,
+}
+
+/// Datagrams accepted by `sendto` and not yet sent, with asyncio's water marks.
+#[derive(Debug)]
+pub(super) struct SendQueue {
+    /// Each datagram and its destination (`None`: the connected peer), oldest first.
+    pub(super) datagrams: VecDeque<(Bytes, Option<SockAddr>)>,
+    /// Bytes queued plus [`DATAGRAM_OVERHEAD`] per datagram.
+    pub(super) size: usize,
+    /// Pause above this size.
+    pub(super) high: usize,
+    /// Resume at or below this size.
+    pub(super) low: usize,
+    /// Whether `pause_writing` was called (and `resume_writing` not yet).
+    pub(super) paused: bool,
+}
+
+impl Default for SendQueue {
+    fn default() -> SendQueue {
+        SendQueue {
+            datagrams: VecDeque::new(),
+            size: 0,
+            high: DEFAULT_HIGH_WATER,
+            low: DEFAULT_HIGH_WATER / 4,
+            paused: false,
+        }
+    }
+}
+
+impl SendQueue {
+    /// Queues a datagram; `Pause` when that took the size over `high`.
+    pub(super) fn push(&mut self, data: Bytes, to: Option<SockAddr>) -> Option<FlowEvent> {
+        self.size += data.len() + DATAGRAM_OVERHEAD;
+        self.datagrams.push_back((data, to));
+        self.check_pause()
+    }
+
+    /// Drops the oldest datagram (sent or failed); `Resume` when that brought the size to
+    /// `low` while paused.
+    pub(super) fn pop(&mut self) -> Option<FlowEvent> {
+        if let Some((data, _)) = self.datagrams.pop_front() {
+            self.size -= data.len() + DATAGRAM_OVERHEAD;
+        }
+        if self.paused && self.size <= self.low {
+            self.paused = false;
+            return Some(FlowEvent::Resume);
+        }
+        None
+    }
+
+    /// Sets the marks with asyncio's rules (see `WriteBuffer::set_limits`).
+    pub(super) fn set_limits(
+        &mut self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<Option<FlowEvent>> {
+        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
+        let low = low.unwrap_or(high / 4);
+        if high < low {
+            return Err(Error::InvalidArgument(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        (self.high, self.low) = (high, low);
+        Ok(self.check_pause())
+    }
+
+    fn check_pause(&mut self) -> Option<FlowEvent> {
+        if !self.paused && self.size > self.high {
+            self.paused = true;
+            return Some(FlowEvent::Pause);
+        }
+        None
+    }
+}
+
+/// The shared state of a datagram transport.
+pub(crate) struct DatagramCore {
+    /// The loop.
+    pub(super) event_loop: Weak<Inner>,
+    /// The socket; `None` once closed.
+    pub(super) fd: RefCell<Option<OwnedFd>>,
+    /// Its number, for ops and messages.
+    pub(super) raw_fd: RawFd,
+    /// Lifecycle.
+    pub(super) state: Cell<DatagramState>,
+    /// The receive in flight.
+    pub(super) recv_op: Cell<Option<OpId>>,
+    /// The receive buffer when no receive is in flight (reused).
+    pub(super) spare: RefCell<Option<Box<RecvMsgBuf>>>,
+    /// Datagrams waiting to be sent.
+    pub(super) queue: RefCell<SendQueue>,
+    /// The send in flight (of the queue's front datagram).
+    pub(super) send_op: Cell<Option<OpId>>,
+    /// `sendto` calls after close.
+    pub(super) lost_writes: Cell<u32>,
+    /// The protocol and the re-entrancy guard around it.
+    pub(super) dispatcher: DatagramDispatcher,
+    /// The local address at creation.
+    pub(super) sockname: Option<SockAddr>,
+    /// The connected peer (`getpeername`), if the socket is connected.
+    pub(super) peername: Option<SockAddr>,
+    /// `remote_addr`: the only destination `sendto` accepts, and the default one (set without
+    /// a connect with `allow_broadcast`).
+    pub(super) address: Option<SockAddr>,
+}
+
+impl DatagramCore {
+    pub(super) fn event_loop(&self) -> Option<EventLoop> {
+        self.event_loop.upgrade().map(|inner| EventLoop { inner })
+    }
+
+    fn submit(self: &Rc<Self>, op: Op, kind: DatagramOp) -> Option<OpId> {
+        let owner = OpOwner::Datagram { core: self.clone(), op: kind };
+        self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
+    }
+
+    fn cancel(&self, slot: &Cell<Option<OpId>>) {
+        if let (Some(id), Some(event_loop)) = (slot.take(), self.event_loop()) {
+            event_loop.with_driver(|driver| driver.cancel(id));
+        }
+    }
+
+    /// Keeps one `RecvMsg` in flight while open.
+    pub(super) fn submit_recv(self: &Rc<Self>) {
+        if self.recv_op.get().is_some() || self.state.get() != DatagramState::Open {
+            return;
+        }
+        let msg = self.spare.take().unwrap_or_else(|| RecvMsgBuf::new(RECV_CAPACITY));
+        let id = self.submit(Op::RecvMsg { fd: self.raw_fd, msg }, DatagramOp::Recv);
+        self.recv_op.set(id);
+    }
+
+    /// Sends the queue's front datagram unless a send is in flight.
+    fn submit_send(self: &Rc<Self>) {
+        if self.send_op.get().is_some() || self.state.get() == DatagramState::Closed {
+            return;
+        }
+        let msg = match self.queue.borrow().datagrams.front() {
+            Some((data, to)) => SendMsgBuf::new(data.clone(), to.as_ref()),
+            None => return,
+        };
+        let id = self.submit(Op::SendMsg { fd: self.raw_fd, msg }, DatagramOp::Send);
+        self.send_op.set(id);
+    }
+
+    /// Counts a `sendto` after close (logged from the fifth on, as asyncio).
+    pub(super) fn lost_write(&self) {
+        let lost = self.lost_writes.get() + 1;
+        self.lost_writes.set(lost);
+        if lost >= LOST_WRITES_LOG_THRESHOLD {
+            log::warn!(target: "ringloop", "socket.sendto() raised exception.");
+        }
+    }
+
+    /// asyncio's fast path: with nothing queued and no send in flight, `sendto(2)` at once.
+    /// True when the datagram is dealt with (sent, or its error reported to `error_received`);
+    /// false when it must be queued (the kernel would block, or others wait before it).
+    pub(super) fn send_now(self: &Rc<Self>, data: &[u8], to: Option<&SockAddr>) -> bool {
+        if !self.queue.borrow().datagrams.is_empty() || self.send_op.get().is_some() {
+            return false;
+        }
+        let result = {
+            let fd = self.fd.borrow();
+            let Some(fd) = fd.as_ref() else { return true };
+            let socket = socket2::SockRef::from(fd);
+            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+            loop {
+                let sent = match to {
+                    Some(to) => socket.send_to_with_flags(data, to, flags),
+                    None => socket.send_with_flags(data, flags),
+                };
+                match sent {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }
+        };
+        match result {
+            Ok(_) => true,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
+            Err(err) => {
+                self.notify(DatagramEvent::Error(self.send_error(err)));
+                true
+            }
+        }
+    }
+
+    fn send_error(&self, err: io::Error) -> Error {
+        Error::io(format!("sendto on fd {}", self.raw_fd), err)
+    }
+
+    /// Queues a datagram, keeps a send in flight, pauses the protocol past the high mark.
+    pub(super) fn queue(self: &Rc<Self>, data: Bytes, to: Option<SockAddr>) {
+        let flow = self.queue.borrow_mut().push(data, to);
+        self.submit_send();
+        if flow == Some(FlowEvent::Pause) {
+            self.notify(DatagramEvent::PauseWriting);
+        }
+    }
+
+    /// A driver completion for this transport.
+    pub(crate) fn on_completion(
+        self: &Rc<Self>,
+        kind: DatagramOp,
+        result: io::Result<u32>,
+        op: Option<Op>,
+    ) {
+        match (kind, op) {
+            (DatagramOp::Recv, Some(Op::RecvMsg { msg, .. })) => {
+                self.recv_op.set(None);
+                self.on_recv(result, msg);
+            }
+            (DatagramOp::Send, _) => {
+                self.send_op.set(None);
+                self.on_send(result);
+            }
+            _ => {}
+        }
+        self.flush_deferred_later();
+    }
+
+    fn on_recv(self: &Rc<Self>, result: io::Result<u32>, msg: Box<RecvMsgBuf>) {
+        if self.state.get() != DatagramState::Open {
+            return;
+        }
+        match result {
+            Ok(_) if msg.truncated() => {
+                let why = format!(
+                    "recvfrom on fd {}: a datagram longer than the {}-byte receive buffer \
+                     was dropped",
+                    self.raw_fd,
+                    msg.capacity()
+                );
+                let err = io::Error::from_raw_os_error(libc::EMSGSIZE);
+                self.notify(DatagramEvent::Error(Error::io(why, err)));
+            }
+            Ok(n) => {
+                self.dispatcher.datagram(msg.data(n as usize), msg.source());
+                self.report_protocol_failures();
+            }
+            Err(err) if is_fatal(&err) => {
+                let error = Error::io(format!("recvfrom on fd {}", self.raw_fd), err);
+                return self.force_close(Some(error));
+            }
+            Err(err) => {
+                let error = Error::io(format!("recvfrom on fd {}", self.raw_fd), err);
+                self.notify(DatagramEvent::Error(error));
+            }
+        }
+        *self.spare.borrow_mut() = Some(msg);
+        self.submit_recv();
+    }
+
+    fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
+        if self.state.get() == DatagramState::Closed {
+            return;
+        }
+        let flow = self.queue.borrow_mut().pop();
+        if let Err(err) = result {
+            self.notify(DatagramEvent::Error(self.send_error(err)));
+            if self.state.get() == DatagramState::Closed {
+                return;
+            }
+        }
+        self.submit_send();
+        if flow == Some(FlowEvent::Resume) {
+            self.notify(DatagramEvent::ResumeWriting);
+        }
+        let idle = self.queue.borrow().datagrams.is_empty() && self.send_op.get().is_none();
+        if idle && self.state.get() == DatagramState::Closing {
+            self.finish(None);
+        }
+    }
+
+    /// Calls the protocol (through the dispatcher), then handles a panic in it.
+    pub(super) fn notify(self: &Rc<Self>, event: DatagramEvent) {
+        self.dispatcher.send(event);
+        self.report_protocol_failures();
+    }
+
+    /// Events that met a protocol borrowed outside its callbacks are retried next iteration.
+    pub(super) fn flush_deferred_later(self: &Rc<Self>) {
+        if !self.dispatcher.has_deferred() {
+            return;
+        }
+        let Some(event_loop) = self.event_loop() else { return };
+        let core = self.clone();
+        let _ = event_loop.call_soon(move || {
+            core.dispatcher.flush();
+            core.report_protocol_failures();
+            core.flush_deferred_later();
+        });
+    }
+
+    /// A protocol callback that panicked is fatal for the endpoint: reported to the exception
+    /// handler, then the transport is force-closed with it.
+    fn report_protocol_failures(self: &Rc<Self>) {
+        for failure in self.dispatcher.take_failures() {
+            let error = failure.error;
+            if let Some(event_loop) = self.event_loop() {
+                let message = format!("Fatal error: protocol.{}() call failed.", failure.callback);
+                let mut context = ExceptionContext::new(message).with_error(error.clone());
+                context.transport = Some(format!("<DatagramTransport fd={}>", self.raw_fd));
+                context.fd = Some(self.raw_fd);
+                event_loop.call_exception_handler(context);
+            }
+            self.force_close(Some(error));
+        }
+    }
+
+    pub(super) fn close(self: &Rc<Self>) {
+        if self.state.get() != DatagramState::Open {
+            return;
+        }
+        self.state.set(DatagramState::Closing);
+        self.cancel(&self.recv_op);
+        if self.queue.borrow().datagrams.is_empty() && self.send_op.get().is_none() {
+            self.finish(None);
+        }
+    }
+
+    pub(super) fn force_close(self: &Rc<Self>, error: Option<Error>) {
+        if self.state.get() == DatagramState::Closed {
+            return;
+        }
+        let mut queue = self.queue.borrow_mut();
+        queue.datagrams.clear();
+        queue.size = 0;
+        drop(queue);
+        self.finish(error);
+    }
+
+    /// Enters `Closed`: cancels what is in flight, schedules `connection_lost`, then the close.
+    fn finish(self: &Rc<Self>, error: Option<Error>) {
+        self.state.set(DatagramState::Closed);
+        self.cancel(&self.recv_op);
+        self.cancel(&self.send_op);
+        let Some(event_loop) = self.event_loop() else { return self.close_fd() };
+        let core = self.clone();
+        let scheduled = event_loop.call_soon(move || {
+            core.notify(DatagramEvent::Lost(error));
+            core.close_fd();
+            core.flush_deferred_later();
+        });
+        if scheduled.is_err() {
+            self.close_fd();
+        }
+    }
+
+    /// Closes the socket through the driver, ordered after every op submitted before it.
+    fn close_fd(self: &Rc<Self>) {
+        let Some(fd) = self.fd.borrow_mut().take() else { return };
+        let Some(event_loop) = self.event_loop() else { return drop(fd) };
+        let owner = OpOwner::Datagram { core: self.clone(), op: DatagramOp::Close };
+        // The op owns the fd from here on; without a driver the closure drops it (closing it).
+        event_loop
+            .with_driver(move |driver| driver.submit(Op::Close { fd: fd.into_raw_fd() }, owner));
+    }
+}
+
+/// Receive errors that say the socket itself is unusable: receiving again would fail forever.
+fn is_fatal(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL | libc::ENOTCONN)
+    )
+}
