@@ -172,9 +172,8 @@ impl EventLoop {
                     self.on_watch_ready(fd, dir, completion.id, completion.result)
                 }
                 OpOwner::Waiter(waiter) => waiter.complete(completion.result, completion.op),
-                OpOwner::Stream { core, op } => {
-                    core.on_completion(op, completion.result, completion.op)
-                }
+                OpOwner::Persistent(waiter) => waiter.complete(completion.result, completion.more),
+                OpOwner::Stream { ref core, op } => core.clone().on_completion(op, completion),
             }
         }
         *self.inner.completions.borrow_mut() = completions;

@@ -37,7 +37,6 @@ impl Transport {
             state: Cell::new(StreamState::Open),
             read: Cell::new(ReadState::Reading),
             recv_op: Cell::new(None),
-            spare: RefCell::new(None),
             held: RefCell::new(VecDeque::new()),
             held_eof: Cell::new(false),
             write: RefCell::new(WriteBuffer::default()),
@@ -146,6 +145,7 @@ impl Transport {
         let core = &self.core;
         if core.read.get() == ReadState::Reading && core.state.get() == StreamState::Open {
             core.read.set(ReadState::Paused);
+            core.stop_recv();
         }
     }
 
