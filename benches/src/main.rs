@@ -8,6 +8,7 @@
 mod client;
 mod histogram;
 mod report;
+mod rss;
 mod runner;
 mod server;
 mod sys;
@@ -34,6 +35,9 @@ options:
   --repeat R          interleaved rounds; the report shows medians (default 3)
   --impls A[,B...]    servers to run (default ringloop-uring,ringloop-epoll,tokio,raw-uring)
   --json              print a JSON array instead of the table
+
+ringloop-bench rss [--connections N] [--backends uring,epoll]: server RSS per idle
+connection of examples/tcp_echo_server (see `ringloop-bench rss --help`).
 ";
 
 fn main() -> ExitCode {
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Some("serve") => {
             parse_serve(&args[1..]).and_then(|(which, port, cpu)| server::serve(which, port, cpu))
         }
+        Some("rss") => parse_rss(&args[1..]).and_then(|options| rss::run(&options)),
+        Some("rss-client") => rss::client(&args[1..]),
         Some("-h" | "--help") => {
             print!("{USAGE}");
             Ok(())
@@ -135,6 +141,33 @@ fn parse_echo(args: &[String]) -> Result<Options, String> {
     }
     if options.sizes.contains(&0) || options.impls.is_empty() {
         return Err("--sizes must be at least 1 byte, and --impls must name a server".into());
+    }
+    Ok(options)
+}
+
+fn parse_rss(args: &[String]) -> Result<rss::RssOptions, String> {
+    let mut options = rss::RssOptions {
+        connections: 10_000,
+        backends: vec!["uring".into(), "epoll".into()],
+        server: None,
+    };
+    let mut args = Args { rest: args.iter() };
+    while let Some(arg) = args.rest.next() {
+        match arg.as_str() {
+            "--connections" => options.connections = args.parsed(arg)?,
+            "--backends" => {
+                options.backends = args.value(arg)?.split(',').map(|s| s.trim().into()).collect()
+            }
+            "--server" => options.server = Some(args.value(arg)?.into()),
+            "-h" | "--help" => {
+                print!("{}", rss::USAGE);
+                std::process::exit(0);
+            }
+            other => return Err(format!("rss: unknown option {other:?}\n\n{}", rss::USAGE)),
+        }
+    }
+    if options.connections == 0 {
+        return Err("--connections must be at least 1".into());
     }
     Ok(options)
 }

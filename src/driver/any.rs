@@ -82,6 +82,13 @@ impl<T: Clone> Driver<T> {
         dispatch!(self, d => d.cancel(id))
     }
 
+    /// Ends persistent op `id` ([`Op::RecvMulti`], [`Op::AcceptMulti`]) but keeps its owner:
+    /// what the kernel already took is delivered, then a final `ECANCELED`. No-op for an
+    /// unknown id. See the contract.
+    pub(crate) fn stop(&mut self, id: OpId) {
+        dispatch!(self, d => d.stop(id))
+    }
+
     /// Submits, waits up to `timeout` (`None` = until something happens), collects completions.
     pub(crate) fn turn(
         &mut self,

@@ -38,6 +38,15 @@
 //! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
 //!   final completions; memory the kernel could still use is leaked rather than freed.
 //!
+//! * **Persistent ops.** [`Op::RecvMulti`] and [`Op::AcceptMulti`] complete many times: each
+//!   result comes with `more: true` (a recv chunk carries its bytes in [`Completion::data`]),
+//!   and the op ends only with a final completion (end of stream, an error, or `ECANCELED`
+//!   after [`stop`](any::Driver::stop)). The backend re-arms them itself whenever the kernel
+//!   ends them early. `stop` is the gentle cancel: it asks the kernel to end the op but keeps
+//!   the owner, so whatever the kernel had already taken (bytes a recv consumed, connections
+//!   accepted) is still delivered, in order, before the final `ECANCELED`; `cancel` drops
+//!   them (buffers go back to the ring, accepted fds are closed).
+//!
 //! `Poll` is one-shot and level-checked when armed: if the fd is already ready it completes at
 //! once. Re-arming after each dispatch therefore gives selector (level-triggered) semantics on
 //! both backends, which is what `add_reader`/`add_writer` promise.
@@ -46,11 +55,13 @@ pub(crate) mod any;
 #[cfg(feature = "fallback")]
 pub(crate) mod epoll;
 mod msg;
+pub(crate) mod recv_buf;
 pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::RawFd;
 
+pub(crate) use recv_buf::RecvBuf;
 pub(crate) use ringloop_fallback::EventFd;
 
 pub(crate) use msg::{RecvMsgBuf, SendMsgBuf};
@@ -108,6 +119,10 @@ pub(crate) enum Op {
         /// What to wait for.
         interest: Interest,
     },
+    // No caller since servers accept with `AcceptMulti` and transports receive with
+    // `RecvMulti`; kept (tested on both backends, with the peer address) for one-shot callers
+    // such as `sock_accept`/`sock_recv`.
+    #[allow(dead_code)]
     /// Accept one connection on the listening socket `fd`. Result: the new fd, already
     /// non-blocking and close-on-exec; the peer's address lands in `addr`.
     Accept {
@@ -123,6 +138,7 @@ pub(crate) enum Op {
         /// Where to connect.
         addr: Box<SockAddrBuf>,
     },
+    #[allow(dead_code)] // see `Accept`
     /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`). Result: the
     /// byte count (0 = end of stream); the driver has extended `buf.len()` by it.
     Recv {
@@ -170,6 +186,26 @@ pub(crate) enum Op {
         /// The datagram and its destination.
         msg: Box<SendMsgBuf>,
     },
+    /// Receive from `fd` until end of stream, an error or [`stop`](any::Driver::stop): a
+    /// *persistent* op. Each chunk comes in a completion with `more: true`, `Ok(n)` and the
+    /// bytes in [`Completion::data`]; the final completion is `Ok(0)` (end of stream), the
+    /// error, or `ECANCELED` after `stop`. No buffer is held per op while the socket is idle:
+    /// io_uring takes one from the driver's provided-buffer ring (multishot recv, re-armed by
+    /// the driver whenever the kernel ends it early, e.g. `ENOBUFS`, which never reaches the
+    /// caller and never loses data); epoll and the io_uring readiness route `recv` into one
+    /// driver-owned buffer and hand over a copy of exactly the bytes received.
+    RecvMulti {
+        /// The socket (borrowed, as for `Recv`).
+        fd: RawFd,
+    },
+    /// Accept connections on the listening socket `fd` until an error or `stop`/`cancel`: a
+    /// persistent op (io_uring multishot accept where the kernel has it, re-armed one-shot
+    /// accepts otherwise). Each connection comes in a completion with `more: true` and the new
+    /// fd (non-blocking, close-on-exec) as the result; an error is the final completion.
+    AcceptMulti {
+        /// The listening socket.
+        fd: RawFd,
+    },
     /// Close `fd` (the driver forgets it first, as [`forget_fd`](any::Driver::forget_fd)).
     /// Result: 0. Every other op on `fd` must be finished or cancelled before.
     Close {
@@ -182,7 +218,8 @@ impl Op {
     /// Releases what a result nobody will see still holds: the fd a cancelled `Accept`
     /// accepted anyway. Called by the backends when they drop a cancelled op's result.
     pub(crate) fn discard_result(&self, res: i32) {
-        if let (Op::Accept { .. }, Ok(fd)) = (self, std::os::fd::RawFd::try_from(res)) {
+        let accept = matches!(self, Op::Accept { .. } | Op::AcceptMulti { .. });
+        if let (true, Ok(fd)) = (accept, std::os::fd::RawFd::try_from(res)) {
             if fd >= 0 {
                 // SAFETY: the kernel just created `fd` for this accept and nobody else has
                 // seen it; closing it here is its only use.
@@ -205,6 +242,9 @@ pub(crate) struct Completion<T> {
     pub(crate) more: bool,
     /// The op with its buffers, handed back on the final completion (`None` when `more`).
     pub(crate) op: Option<Op>,
+    /// The bytes of an [`Op::RecvMulti`] chunk (`None` for every other completion). Drop it
+    /// soon: on io_uring it is a slot of the driver's buffer ring until dropped.
+    pub(crate) data: Option<RecvBuf>,
 }
 
 /// Which backend a loop runs on (`SelectorEventLoop` ↔ `Epoll`, `ProactorEventLoop` ↔ `Uring`).

@@ -5,6 +5,7 @@ mod exception;
 mod executor_calls;
 mod handle;
 mod op_future;
+mod op_stream;
 mod remote;
 mod run;
 mod signals;
@@ -50,6 +51,8 @@ pub(crate) enum OpOwner {
     },
     /// An op awaited by a task ([`op_future::OpFuture`]).
     Waiter(Rc<op_future::OpWaiter>),
+    /// A persistent op awaited by a task ([`op_stream::OpStream`]).
+    Persistent(Rc<op_stream::StreamWaiter>),
     /// An op of a stream transport.
     Stream {
         /// The transport.

@@ -174,11 +174,10 @@ impl EventLoop {
                     self.on_watch_ready(fd, dir, completion.id, completion.result)
                 }
                 OpOwner::Waiter(waiter) => waiter.complete(completion.result, completion.op),
-                OpOwner::Stream { core, op } => {
-                    core.on_completion(op, completion.result, completion.op)
-                }
-                OpOwner::Datagram { core, op } => {
-                    core.on_completion(op, completion.result, completion.op)
+                OpOwner::Persistent(waiter) => waiter.complete(completion.result, completion.more),
+                OpOwner::Stream { ref core, op } => core.clone().on_completion(op, completion),
+                OpOwner::Datagram { ref core, op } => {
+                    core.clone().on_completion(op, completion.result, completion.op)
                 }
             }
         }

@@ -3,8 +3,9 @@
 //!
 //! # Implementation
 //!
-//! One accept loop task per listening socket awaits `Op::Accept` through
-//! `EventLoop::submit_op`, so both backends share this code. Each accepted socket becomes a
+//! One accept loop task per listening socket awaits a persistent `Op::AcceptMulti` through
+//! `EventLoop::accept_stream` (a multishot accept on io_uring), so both backends share this
+//! code. Each accepted socket becomes a
 //! [`Transport`] registered in the server's live set; the transport's lost hook removes it and,
 //! once the server is closed and the set is empty, wakes the `wait_closed` waiters.
 //!
@@ -20,14 +21,13 @@ use std::fmt;
 use std::future::Future as StdFuture;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use slab::Slab;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use crate::driver::{Op, SockAddrBuf};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
@@ -207,40 +207,53 @@ impl ServerState {
     }
 }
 
-/// Accepts on `fd` until the server closes (or the listener fails for good).
+/// Accepts on `fd` until the server closes (or the listener fails for good): one persistent
+/// `Op::AcceptMulti` (a multishot accept on io_uring) gives every connection; when it ends
+/// with an error, that error is handled as asyncio does and a new one starts.
 async fn accept_loop(state: Rc<ServerState>, fd: RawFd) {
     loop {
         let Some(event_loop) = state.event_loop() else { return };
         if state.stage.get() != Stage::Serving {
             return;
         }
-        let Ok(accept) = event_loop.submit_op(Op::Accept { fd, addr: SockAddrBuf::empty() }) else {
-            return;
-        };
-        let (result, _) = accept.await;
-        // SAFETY: a successful accept's result is a new descriptor that nothing else owns.
-        let accepted = result.map(|new_fd| unsafe { OwnedFd::from_raw_fd(new_fd as RawFd) });
-        if state.stage.get() != Stage::Serving {
-            return; // closed meanwhile (by the factory, say): `accepted` is dropped, closing it
+        let Ok(mut accepts) = event_loop.accept_stream(fd) else { return };
+        while let Some(accepted) = accepts.next().await {
+            if state.stage.get() != Stage::Serving {
+                return; // closed meanwhile (by the factory, say): `accepted` is dropped, closing it
+            }
+            let err = match accepted {
+                Ok(conn) => {
+                    state.on_accepted(&event_loop, conn);
+                    continue;
+                }
+                Err(err) => err,
+            };
+            if !on_accept_error(&state, &event_loop, fd, err).await {
+                return;
+            }
         }
-        let err = match accepted {
-            Ok(conn) => {
-                state.on_accepted(&event_loop, conn);
-                continue;
-            }
-            Err(err) => err,
-        };
-        match err.raw_os_error() {
-            Some(libc::EAGAIN | libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => {}
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                let error = Error::io(format!("accept on fd {fd}"), err);
-                state.report(&event_loop, "socket.accept() out of system resource", error, fd);
-                sleep(&event_loop, ACCEPT_RETRY_DELAY).await;
-            }
-            _ => {
-                let error = Error::io(format!("accept on fd {fd}"), err);
-                return state.report(&event_loop, "Accept failed on a socket", error, fd);
-            }
+    }
+}
+
+/// Handles an accept error as asyncio does; false: the listener failed for good.
+async fn on_accept_error(
+    state: &ServerState,
+    event_loop: &EventLoop,
+    fd: RawFd,
+    err: io::Error,
+) -> bool {
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => true,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            let error = Error::io(format!("accept on fd {fd}"), err);
+            state.report(event_loop, "socket.accept() out of system resource", error, fd);
+            sleep(event_loop, ACCEPT_RETRY_DELAY).await;
+            true
+        }
+        _ => {
+            let error = Error::io(format!("accept on fd {fd}"), err);
+            state.report(event_loop, "Accept failed on a socket", error, fd);
+            false
         }
     }
 }

@@ -39,7 +39,6 @@ impl Transport {
             state: Cell::new(StreamState::Open),
             read: Cell::new(ReadState::Reading),
             recv_op: Cell::new(None),
-            spare: RefCell::new(None),
             held: RefCell::new(VecDeque::new()),
             held_eof: Cell::new(false),
             write: RefCell::new(WriteBuffer::default()),
@@ -172,7 +171,10 @@ impl Transport {
             return;
         }
         match core.read.get() {
-            ReadState::Reading => core.read.set(ReadState::Paused),
+            ReadState::Reading => {
+                core.read.set(ReadState::Paused);
+                core.stop_recv();
+            }
             // Open after EOF: the protocol kept the connection half-open.
             ReadState::Stopped => core.read.set(ReadState::PausedAfterEof),
             ReadState::Paused | ReadState::PausedAfterEof => {}

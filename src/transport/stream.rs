@@ -7,9 +7,13 @@
 //!   │                                                                             ▲
 //!   └──abort() / fatal error / EOF without keep-open ───────────────────────────┘
 //! ```
-//! Reading: `Reading` ⇄ `Paused`, and `Stopped` after EOF or close. Data that completes while
-//! paused is held and delivered, in order, on resume. One recv and one send are in flight at
-//! most; every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
+//! Reading: `Reading` ⇄ `Paused`, and `Stopped` after EOF or close. One persistent
+//! `Op::RecvMulti` delivers every chunk while reading; the transport owns no read buffer (the
+//! chunk is the driver's: a slot of io_uring's buffer ring, or a copy out of the epoll
+//! driver's one buffer) and passes it to `data_received` as is. Pausing *stops* the op
+//! (`Driver::stop`): chunks the kernel had already taken still arrive and are held (copied),
+//! and are delivered in order on resume, before anything newer; the op's final `ECANCELED`
+//! lets a new one start once reading resumes. One recv and one send are in flight at most; every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
 //! the protocol is delivered right after the running one returns. A callback that panics is a
 //! fatal error: reported to the exception handler, then the transport is force-closed with
 //! [`Error::Panic`] (`connection_lost` still follows).
@@ -33,12 +37,10 @@ use bytes::Bytes;
 
 use super::dispatch::Dispatcher;
 use super::flow_control::{FlowEvent, WriteBuffer};
-use crate::driver::{Op, OpId};
+use crate::driver::{Completion, Op, OpId, RecvBuf};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
 
-/// Bytes asked of the kernel per recv.
-pub(super) const RECV_SIZE: usize = 64 * 1024;
 /// Writes after the connection is gone are logged from this many on (asyncio's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 pub(super) const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
@@ -103,11 +105,9 @@ pub(crate) struct StreamCore {
     pub(super) state: Cell<StreamState>,
     /// Read side.
     pub(super) read: Cell<ReadState>,
-    /// The recv in flight.
+    /// The persistent recv in flight (until its final completion, also while stopping).
     pub(super) recv_op: Cell<Option<OpId>>,
-    /// The read buffer when no recv is in flight (reused across reads).
-    pub(super) spare: RefCell<Option<Vec<u8>>>,
-    /// Data completed while paused, and whether EOF followed it.
+    /// Data completed while paused (or behind such data), oldest first.
     pub(super) held: RefCell<VecDeque<Vec<u8>>>,
     /// EOF arrived while paused.
     pub(super) held_eof: Cell<bool>,
@@ -162,11 +162,7 @@ impl StreamCore {
         {
             return;
         }
-        // A new buffer is zeroed once (it is reused across reads): memcheck cannot see the
-        // kernel's writes through io_uring, and would flag echoed bytes as uninitialised.
-        let mut buf = self.spare.take().unwrap_or_else(|| vec![0; RECV_SIZE]);
-        buf.clear();
-        let id = self.submit(Op::Recv { fd: self.raw_fd, buf }, StreamOp::Recv);
+        let id = self.submit(Op::RecvMulti { fd: self.raw_fd }, StreamOp::Recv);
         self.recv_op.set(id);
     }
 
@@ -248,25 +244,25 @@ impl StreamCore {
         }
     }
 
+    /// Stops the persistent recv (`pause_reading`): what it already received still arrives.
+    pub(super) fn stop_recv(&self) {
+        if let (Some(id), Some(event_loop)) = (self.recv_op.get(), self.event_loop()) {
+            event_loop.with_driver(|driver| driver.stop(id));
+        }
+    }
+
     /// A driver completion for this transport.
-    pub(crate) fn on_completion(
-        self: &Rc<Self>,
-        kind: StreamOp,
-        result: io::Result<u32>,
-        op: Option<Op>,
-    ) {
+    pub(crate) fn on_completion(self: &Rc<Self>, kind: StreamOp, done: Completion<OpOwner>) {
         match kind {
             StreamOp::Recv => {
-                self.recv_op.set(None);
-                let buf = match op {
-                    Some(Op::Recv { buf, .. }) => buf,
-                    _ => Vec::new(),
-                };
-                self.on_recv(result, buf);
+                if !done.more && self.recv_op.get() == Some(done.id) {
+                    self.recv_op.set(None);
+                }
+                self.on_recv(done.result, done.data);
             }
             StreamOp::Send => {
                 self.send_op.set(None);
-                self.on_send(result);
+                self.on_send(done.result);
             }
             StreamOp::Close => {}
         }
@@ -326,20 +322,22 @@ impl StreamCore {
         }
     }
 
-    pub(super) fn on_recv(self: &Rc<Self>, result: io::Result<u32>, buf: Vec<u8>) {
-        if self.state.get() != StreamState::Open {
+    /// A recv completion: a chunk (`data`), end of stream, the end of a stopped recv
+    /// (`ECANCELED`: start another if reading again), or an error. While paused, or while
+    /// held data waits for `resume_held`, chunks and EOF are held so that order is kept.
+    pub(super) fn on_recv(self: &Rc<Self>, result: io::Result<u32>, data: Option<RecvBuf>) {
+        if self.state.get() != StreamState::Open || self.read.get() == ReadState::Stopped {
             return;
         }
-        match result {
-            Ok(0) if self.read.get() == ReadState::Paused => self.held_eof.set(true),
-            Ok(0) => self.on_eof(),
-            Ok(_) if self.read.get() == ReadState::Paused => self.held.borrow_mut().push_back(buf),
-            Ok(_) => {
-                self.notify_data(&buf);
-                *self.spare.borrow_mut() = Some(buf);
-                self.submit_recv();
-            }
-            Err(err) => {
+        let hold = self.read.get() == ReadState::Paused || !self.held.borrow().is_empty();
+        match (result, data) {
+            (Ok(0), _) if hold => self.held_eof.set(true),
+            (Ok(0), _) => self.on_eof(),
+            (Ok(_), Some(data)) if hold => self.held.borrow_mut().push_back(data.to_vec()),
+            (Ok(_), Some(data)) => self.notify_data(&data),
+            (Ok(n), None) => log::error!("ringloop: a recv of {n} bytes came without them"),
+            (Err(err), _) if err.raw_os_error() == Some(libc::ECANCELED) => self.submit_recv(),
+            (Err(err), _) => {
                 self.force_close(Some(Error::io(format!("recv on fd {}", self.raw_fd), err)))
             }
         }
@@ -347,6 +345,7 @@ impl StreamCore {
 
     pub(super) fn on_eof(self: &Rc<Self>) {
         self.read.set(ReadState::Stopped);
+        self.cancel(&self.recv_op);
         // Closes, through `report_protocol_failures`, once `eof_received` answers false.
         self.notify(super::dispatch::Event::Eof);
     }

@@ -4,6 +4,8 @@
 //! * `ops.rs` says what each op waits for and does its non-blocking syscall.
 // Nothing outside the tests drives `any::Driver` until `event_loop/` exists: drop this then.
 
+#[cfg(test)]
+mod multi_tests;
 mod ops;
 mod table;
 #[cfg(test)]
@@ -104,6 +106,11 @@ impl<T: Clone> EpollDriver<T> {
         self.table.cancel(id.0)
     }
 
+    /// Ends persistent op `id` (its results so far are still delivered, then `ECANCELED`).
+    pub(crate) fn stop(&mut self, id: OpId) {
+        self.table.stop(id.0)
+    }
+
     /// Reconciles registrations, waits once, and appends the completions to `out`.
     pub(crate) fn turn(
         &mut self,
@@ -122,6 +129,7 @@ impl<T: Clone> EpollDriver<T> {
                 let _ = self.poller.delete(token as RawFd);
             }
         }
+        self.table.deliver_more(out);
         self.table.deliver(out);
         Ok(())
     }

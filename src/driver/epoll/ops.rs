@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 
 use ringloop_fallback::syscall;
 
-use crate::driver::{Op, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
+use crate::driver::{Op, RecvBuf, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -20,6 +20,8 @@ const EVENT_BITS: u32 = 0xffff;
 const IN: u32 = libc::POLLIN as u32;
 /// Writable.
 const OUT: u32 = libc::POLLOUT as u32;
+/// Bytes of the one buffer every `RecvMulti` receives into.
+const SCRATCH_SIZE: usize = 64 * 1024;
 /// The most bytes one recv or send moves: io_uring results are `i32`.
 const MAX_IO: usize = i32::MAX as usize;
 
@@ -28,6 +30,7 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
     match *op {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
         Op::Accept { fd, .. } | Op::Recv { fd, .. } => (fd, IN),
+        Op::RecvMulti { fd } | Op::AcceptMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } => (fd, OUT),
         Op::RecvMsg { fd, .. } => (fd, IN),
         Op::SendMsg { fd, .. } => (fd, OUT),
@@ -63,6 +66,9 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         | Op::Close { .. } => {
             unreachable!("only ops that try first are started, and Close by the table")
         }
+        Op::RecvMulti { .. } | Op::AcceptMulti { .. } => {
+            unreachable!("persistent ops wait first")
+        }
     }
 }
 
@@ -84,6 +90,68 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         Op::RecvMsg { fd, msg } => keep_waiting_on_eagain(recvmsg(*fd, msg)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
         Op::Shutdown { .. } | Op::Close { .. } => unreachable!("{op:?} never waits"),
+        Op::RecvMulti { .. } | Op::AcceptMulti { .. } => unreachable!("see attempt_persistent"),
+    }
+}
+
+/// Whether `op` is persistent: it completes many times (see the contract).
+pub(super) fn is_persistent(op: &Op) -> bool {
+    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. })
+}
+
+/// What one readiness report gave a persistent op.
+pub(super) enum Persistent {
+    /// Nothing (`EAGAIN`): keep waiting.
+    Wait,
+    /// A result to hand over; keep waiting.
+    More(io::Result<u32>, Option<RecvBuf>),
+    /// The final result (end of stream, an error).
+    End(io::Result<u32>),
+}
+
+/// One syscall of persistent `op` now that its fd reports `revents`: a `recv` into `scratch`
+/// (the one buffer every `RecvMulti` shares; allocated on first use) handing over a copy of
+/// exactly the bytes received, or an `accept4`.
+pub(super) fn attempt_persistent(op: &Op, revents: u32, scratch: &mut Vec<u8>) -> Persistent {
+    if revents & (IN | ALWAYS_REPORTED) == 0 {
+        return Persistent::Wait;
+    }
+    match *op {
+        Op::RecvMulti { fd } => {
+            if scratch.is_empty() {
+                *scratch = vec![0; SCRATCH_SIZE];
+            }
+            let buf = &mut scratch[..];
+            // SAFETY: the kernel writes at most `buf.len()` bytes into the live slice `buf`.
+            let n = syscall!(unsafe {
+                libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            });
+            match n {
+                Ok(0) => Persistent::End(Ok(0)),
+                Ok(n) => {
+                    let n = n as usize;
+                    Persistent::More(Ok(n as u32), Some(RecvBuf::owned(buf[..n].to_vec())))
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
+                    Persistent::Wait
+                }
+                Err(e) => Persistent::End(Err(e)),
+            }
+        }
+        Op::AcceptMulti { fd } => {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
+            // SAFETY: accept4 with null address pointers writes no memory.
+            match syscall!(unsafe { libc::accept4(fd, addr, len, flags) }) {
+                Ok(new) => Persistent::More(Ok(new as u32), None),
+                Err(e) => match e.raw_os_error() {
+                    // The peer gave up before the accept: wait for the next connection.
+                    Some(libc::EAGAIN | libc::EINTR | libc::ECONNABORTED) => Persistent::Wait,
+                    _ => Persistent::End(Err(e)),
+                },
+            }
+        }
+        _ => unreachable!("only persistent ops come here"),
     }
 }
 

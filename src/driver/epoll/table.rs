@@ -10,7 +10,7 @@ use ringloop_fallback::Poller;
 use slab::Slab;
 
 use super::ops::{self, readiness};
-use crate::driver::{Completion, Op, OpId};
+use crate::driver::{Completion, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
@@ -108,6 +108,10 @@ pub(super) struct FdTable<T> {
     /// Fds of `Close` ops cancelled before they ran: the fd is the op's, so it is still closed
     /// (at the next turn, as io_uring would have), with no completion.
     orphan_closes: Vec<RawFd>,
+    /// Results of persistent ops that keep waiting (`more: true`), delivered before `ready`.
+    pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
+    /// The buffer every `RecvMulti` receives into (empty until first used).
+    scratch: Vec<u8>,
 }
 
 impl<T> Default for FdTable<T> {
@@ -119,6 +123,8 @@ impl<T> Default for FdTable<T> {
             queued: Vec::new(),
             ready: Vec::new(),
             orphan_closes: Vec::new(),
+            more: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -164,6 +170,16 @@ impl<T> FdTable<T> {
             }
         };
         let slot = self.ops.remove(key);
+        if self.more.iter().any(|(k, _, _)| *k == key) {
+            for entry in mem::take(&mut self.more) {
+                match entry {
+                    (k, ..) if k != key => self.more.push(entry),
+                    // A connection accepted for nobody (a chunk's copy just goes).
+                    (_, Ok(res), _) => slot.op.discard_result(res as i32),
+                    _ => {}
+                }
+            }
+        }
         if let OpState::Ready(Ok(res)) = slot.state {
             // An accept that already accepted: its fd would leak.
             slot.op.discard_result(res as i32);
@@ -273,7 +289,13 @@ impl<T> FdTable<T> {
         while let Some(key) = cursor {
             let slot = &mut self.ops[key];
             cursor = slot.link().next;
-            if let Some(result) = ops::attempt(&mut slot.op, revents) {
+            if ops::is_persistent(&slot.op) {
+                match ops::attempt_persistent(&slot.op, revents, &mut self.scratch) {
+                    ops::Persistent::Wait => {}
+                    ops::Persistent::More(result, data) => self.more.push((key, result, data)),
+                    ops::Persistent::End(result) => self.finish(key, result),
+                }
+            } else if let Some(result) = ops::attempt(&mut slot.op, revents) {
                 self.finish(key, result);
             }
         }
@@ -288,6 +310,15 @@ impl<T> FdTable<T> {
         self.fds.remove(&fd);
     }
 
+    /// Ends waiting persistent op `key` with `ECANCELED` (its results so far still go out
+    /// first); anything else is left alone.
+    pub(super) fn stop(&mut self, key: usize) {
+        let Some(slot) = self.ops.get(key) else { return };
+        if ops::is_persistent(&slot.op) && matches!(slot.state, OpState::Waiting(_)) {
+            self.finish(key, Err(io::Error::from_raw_os_error(libc::ECANCELED)));
+        }
+    }
+
     /// Moves ready ops out of the slab into completions, in order, each with its op.
     pub(super) fn deliver(&mut self, out: &mut Vec<Completion<T>>) {
         for key in self.ready.drain(..) {
@@ -296,7 +327,7 @@ impl<T> FdTable<T> {
                 unreachable!("only ready ops are listed as ready")
             };
             let (id, owner, op) = (OpId(key), slot.owner, Some(slot.op));
-            out.push(Completion { id, owner, result, more: false, op });
+            out.push(Completion { id, owner, result, more: false, op, data: None });
         }
     }
 
@@ -391,6 +422,18 @@ impl<T> Drop for FdTable<T> {
         });
         for fd in queued.chain(self.orphan_closes.iter().copied()) {
             let _ = ops::close(fd);
+        }
+    }
+}
+
+impl<T: Clone> FdTable<T> {
+    /// Hands over the results of persistent ops that keep going (before [`deliver`]).
+    ///
+    /// [`deliver`]: FdTable::deliver
+    pub(super) fn deliver_more(&mut self, out: &mut Vec<Completion<T>>) {
+        for (key, result, data) in self.more.drain(..) {
+            let owner = self.ops[key].owner.clone();
+            out.push(Completion { id: OpId(key), owner, result, more: true, op: None, data });
         }
     }
 }

@@ -8,6 +8,8 @@
 //! * `internal.rs` has those SQEs: the eventfd read that keeps `turn` wakeable and the timer
 //!   that bounds waits on kernels without `IORING_FEAT_EXT_ARG`.
 //! * `sync.rs` runs the socket ops whose opcodes the kernel lacks as plain syscalls.
+//! * `multi.rs` runs the persistent ops (`RecvMulti`, `AcceptMulti`): multishot SQEs, the
+//!   provided-buffer ring (`recv_buf.rs`), re-arming, parking on `ENOBUFS`.
 //! * `shutdown.rs` cancels and drains everything when the driver is dropped.
 //!
 //! SQEs reach the SQ in the order they are pushed (a full SQ spills into an ordered backlog),
@@ -19,6 +21,9 @@
 #[cfg(test)]
 mod dgram_tests;
 mod internal;
+mod multi;
+#[cfg(test)]
+mod multi_tests;
 mod op;
 mod setup;
 mod shutdown;
@@ -39,9 +44,10 @@ use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
 use slab::Slab;
 
 use self::internal::{FallbackTimer, WakeOp};
-use self::op::{Slot, Start, Tag};
+use self::multi::Multi;
+use self::op::{Route, Slot, Start, Tag};
 use self::setup::{Feature, FeatureSet};
-use super::{Completion, EventFd, Op, OpId};
+use super::{recv_buf, Completion, EventFd, Op, OpId};
 
 /// Waits this long or longer are treated as "no timeout" (the kernel's timespec would
 /// otherwise overflow).
@@ -77,6 +83,9 @@ pub(crate) struct UringDriver<T> {
     wake: WakeOp,
     /// Bounds waits when `io_uring_enter` cannot take a timeout (no `EXT_ARG`).
     timer: FallbackTimer,
+    /// The persistent ops' buffer ring, scratch buffer and parked ops. After `ring`, so the
+    /// io_uring instance is closed before the buffer ring's memory can be freed.
+    multi: Multi,
 }
 
 impl<T: Clone> UringDriver<T> {
@@ -84,7 +93,8 @@ impl<T: Clone> UringDriver<T> {
     /// comma-separated `RINGLOOP_DISABLE` (`single_issuer`, `defer_taskrun`, `coop_taskrun`,
     /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`, and `op_accept`, `op_connect`,
     /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, which make those ops take their
-    /// syscall fallback).
+    /// syscall fallback, and `multishot_accept`, `multishot_recv`, `buffer_ring`, which make
+    /// the persistent ops re-arm one-shot SQEs or wait by readiness).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
@@ -126,6 +136,7 @@ impl<T: Clone> UringDriver<T> {
     /// stays until the op's final CQE, and nothing is reported for it. `None` for an unknown
     /// or already cancelled id.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
+        self.unpark_to_ready(id.0);
         let (owner, in_kernel) = self.slots.get_mut(id.0)?.cancel()?;
         if in_kernel {
             let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build();
@@ -133,6 +144,26 @@ impl<T: Clone> UringDriver<T> {
             unsafe { self.push_sqe(sqe.user_data(op::CANCEL)) };
         }
         Some(owner)
+    }
+
+    /// Ends persistent op `id` but keeps its owner: an `AsyncCancel` goes to the kernel, and
+    /// everything the op still completes is delivered, then a final `ECANCELED` (a parked op
+    /// gets it at the next turn). No-op for an unknown, cancelled or one-shot op.
+    pub(crate) fn stop(&mut self, id: OpId) {
+        let Some(slot) = self.slots.get_mut(id.0) else { return };
+        if slot.stopping
+            || !multi::is_persistent(&slot.op)
+            || matches!(slot.state, op::Lifecycle::Cancelled)
+        {
+            return;
+        }
+        slot.stopping = true;
+        if self.unpark_to_ready(id.0) || slot_route(&self.slots, id.0) == Some(Route::Done) {
+            return;
+        }
+        let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build();
+        // SAFETY: an `AsyncCancel` SQE points to no memory.
+        unsafe { self.push_sqe(sqe.user_data(op::CANCEL)) };
     }
 
     /// Submits everything queued and waits, in one `io_uring_enter`, for a completion, the
@@ -143,11 +174,21 @@ impl<T: Clone> UringDriver<T> {
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
         let mut rearm = Vec::new();
+        let mut multi = std::mem::take(&mut self.multi);
+        self.rearm_parked(&mut multi);
+        let features = self.features;
         let turned = self.turn_with(timeout, &mut |slots, key, res, flags| {
-            rearm.extend(op::complete(slots, key, res, flags, out));
+            if slots.get(key).is_some_and(|slot| multi::is_persistent(&slot.op)) {
+                rearm.extend(multi::complete(slots, key, (res, flags), features, &mut multi, out));
+            } else {
+                rearm.extend(op::complete(slots, key, res, flags, out));
+            }
         });
+        self.multi = multi;
         for sqe in rearm {
-            // SAFETY: a `POLL_ADD` points to no memory; the op it waits for stays in its slot.
+            // SAFETY: a `POLL_ADD` and an accept without address point to no memory; a recv
+            // with `BUFFER_SELECT` writes only into the driver's buffer ring, which lives until
+            // the ring is closed (see `recv_buf.rs`); the op stays in its slot.
             unsafe { self.push_sqe(sqe) };
         }
         turned
@@ -172,7 +213,23 @@ impl<T: Clone> UringDriver<T> {
 impl<T> UringDriver<T> {
     /// [`new`](Self::new) with the `RINGLOOP_DISABLE` list given directly.
     fn with_disabled(disabled: &[&str]) -> io::Result<Self> {
-        let setup = setup::setup(FeatureSet::from_names(disabled.iter().copied()))?;
+        Self::with_ring(disabled, multi::RING_BUFFERS, multi::BUF_SIZE)
+    }
+
+    /// [`with_disabled`](Self::with_disabled) with a buffer ring of `buffers` x `size` bytes.
+    fn with_ring(disabled: &[&str], buffers: u16, size: usize) -> io::Result<Self> {
+        let mut setup = setup::setup(FeatureSet::from_names(disabled.iter().copied()))?;
+        let mut multi = Multi::default();
+        if setup.features.contains(Feature::BufferRing) {
+            match register_ring(&setup.ring, buffers, size) {
+                Ok(ring) => multi.ring = Some(Arc::new(ring)),
+                Err(e) => {
+                    log::debug!("io_uring: no provided-buffer ring ({e}); recv by readiness");
+                    setup.features.remove(Feature::BufferRing);
+                    setup.features.remove(Feature::MultishotRecv);
+                }
+            }
+        }
         let eventfd = EventFd::new().map_err(|e| {
             io::Error::new(e.kind(), format!("creating the io_uring driver's eventfd: {e}"))
         })?;
@@ -186,9 +243,41 @@ impl<T> UringDriver<T> {
             deferred_closes: Vec::new(),
             wake: WakeOp::new(Arc::new(eventfd)),
             timer: FallbackTimer::new(),
+            multi,
         };
         driver.arm_wake();
         Ok(driver)
+    }
+
+    /// Re-arms the ops parked on `ENOBUFS` once the ring has buffers again.
+    fn rearm_parked(&mut self, multi: &mut Multi) {
+        if multi.parked.is_empty() || multi.ring.as_ref().map_or(true, |r| r.available() == 0) {
+            return;
+        }
+        for key in std::mem::take(&mut multi.parked) {
+            let Some(slot) = self.slots.get_mut(key) else { continue };
+            if slot.route != Route::Parked {
+                continue; // stale: stopped, cancelled or reused meanwhile
+            }
+            match slot.start(key, self.features) {
+                // SAFETY: as for the re-arm SQEs in `turn`.
+                Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
+                Start::Done(res) => self.ready.push_back((key, res)),
+            }
+        }
+    }
+
+    /// If op `key` is parked, takes it out of parking with `ECANCELED` queued as its result
+    /// (nothing of it is in the kernel); returns whether it was.
+    fn unpark_to_ready(&mut self, key: usize) -> bool {
+        match self.slots.get_mut(key) {
+            Some(slot) if slot.route == Route::Parked => {
+                slot.route = Route::Done;
+                self.ready.push_back((key, -libc::ECANCELED));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// [`turn`](UringDriver::turn) with user-op CQEs handed to `on_op(slots, key, res, flags)`.
@@ -409,4 +498,19 @@ impl<T> fmt::Debug for UringDriver<T> {
             .field("probe", &self.probe)
             .finish()
     }
+}
+
+/// The route of op `key`, if it exists.
+fn slot_route<T>(slots: &Slab<Slot<T>>, key: usize) -> Option<Route> {
+    slots.get(key).map(|slot| slot.route)
+}
+
+/// Maps and registers a provided-buffer ring of `buffers` x `size` bytes.
+fn register_ring(ring: &IoUring, buffers: u16, size: usize) -> io::Result<recv_buf::BufRing> {
+    let bufs = recv_buf::BufRing::new(buffers, size)?;
+    let (addr, entries) = bufs.ring_addr();
+    // SAFETY: the ring mapping stays valid until the buffer group is unregistered or the ring
+    // is closed: `UringDriver` drops its `Arc` only after either (see `shutdown.rs`).
+    unsafe { ring.submitter().register_buf_ring_with_flags(addr, entries, multi::BUF_GROUP, 0) }?;
+    Ok(bufs)
 }

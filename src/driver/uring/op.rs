@@ -86,6 +86,9 @@ pub(super) enum Route {
     /// Finished by a syscall at submit; the result waits in the driver's ready queue for the
     /// next `turn`. Nothing of it is in the kernel.
     Done,
+    /// A persistent op (`RecvMulti`) waiting, out of the kernel, for the buffer ring to refill
+    /// after `ENOBUFS`; the driver re-arms it (see `multi.rs`).
+    Parked,
 }
 
 /// How [`Slot::start`] got an op going.
@@ -112,17 +115,19 @@ pub(super) enum Start {
 #[derive(Debug)]
 pub(super) struct Slot<T> {
     /// The op, owner of whatever memory its SQE points to.
-    op: Op,
+    pub(super) op: Op,
     /// Where it is in its life.
-    state: Lifecycle<T>,
+    pub(super) state: Lifecycle<T>,
     /// How it gets its result.
-    route: Route,
+    pub(super) route: Route,
+    /// A persistent op asked to end by `stop`: not re-armed; its last completion is final.
+    pub(super) stopping: bool,
 }
 
 impl<T> Slot<T> {
     /// A slot for an op just submitted (its route is set by [`start`](Self::start)).
     pub(super) fn new(op: Op, owner: T) -> Slot<T> {
-        Slot { op, state: Lifecycle::InFlight(owner), route: Route::Opcode }
+        Slot { op, state: Lifecycle::InFlight(owner), route: Route::Opcode, stopping: false }
     }
 
     /// Gets the op going: its own SQE when `features` has the opcode, else the synchronous
@@ -186,6 +191,9 @@ impl<T> Slot<T> {
             Op::SendMsg { fd, msg } if has(Feature::OpSendMsg) => {
                 opcode::SendMsg::new(Fd(*fd), msg.header()).flags(libc::MSG_NOSIGNAL as u32).build()
             }
+            Op::RecvMulti { .. } | Op::AcceptMulti { .. } => {
+                return super::multi::sqe(&self.op, features).map(Ok)
+            }
             _ => return None,
         };
         Some(Ok(sqe))
@@ -197,7 +205,8 @@ impl<T> Slot<T> {
     pub(super) fn cancel(&mut self) -> Option<(T, bool)> {
         match std::mem::replace(&mut self.state, Lifecycle::Cancelled) {
             Lifecycle::InFlight(owner) => {
-                let in_kernel = self.route != Route::Done && !matches!(self.op, Op::Close { .. });
+                let in_kernel = !matches!(self.route, Route::Done | Route::Parked)
+                    && !matches!(self.op, Op::Close { .. });
                 Some((owner, in_kernel))
             }
             Lifecycle::Cancelled => None,
@@ -206,7 +215,7 @@ impl<T> Slot<T> {
 }
 
 /// A one-shot `POLL_ADD` for `bits` on `fd`, tagged with slab key `key`.
-fn poll_sqe(key: usize, fd: RawFd, bits: u32) -> squeue::Entry {
+pub(super) fn poll_sqe(key: usize, fd: RawFd, bits: u32) -> squeue::Entry {
     opcode::PollAdd::new(Fd(fd), bits).build().user_data(user_data(key))
 }
 
@@ -229,7 +238,7 @@ pub(super) fn complete<T: Clone>(
     match &slot.state {
         Lifecycle::InFlight(owner) if cqueue::more(flags) => {
             let (owner, result) = (owner.clone(), result(res));
-            out.push(Completion { id, owner, result, more: true, op: None });
+            out.push(Completion { id, owner, result, more: true, op: None, data: None });
             return None;
         }
         Lifecycle::Cancelled if cqueue::more(flags) => return None,
@@ -248,7 +257,7 @@ pub(super) fn complete<T: Clone>(
             Attempt::Done(res) => res,
             Attempt::Wait(fd, bits) => return Some(poll_sqe(key, fd, bits)),
         },
-        Route::Opcode | Route::Done => res,
+        Route::Opcode | Route::Done | Route::Parked => res,
     };
     let Slot { mut op, state: Lifecycle::InFlight(owner), .. } = slots.remove(key) else {
         unreachable!("a cancelled slot returned above")
@@ -261,7 +270,7 @@ pub(super) fn complete<T: Clone>(
         // spare capacity, the length the read was given (`min` keeps it so regardless).
         unsafe { buf.set_len(buf.len() + n.min(spare)) };
     }
-    out.push(Completion { id, owner, result: result(res), more: false, op: Some(op) });
+    out.push(Completion { id, owner, result: result(res), more: false, op: Some(op), data: None });
     None
 }
 

@@ -46,11 +46,20 @@ pub(super) enum Feature {
     OpRecvMsg,
     /// `IORING_OP_SENDMSG` (5.3); without it `SendMsg` runs `sendmsg` (plus `POLL_ADD` to wait).
     OpSendMsg,
+    /// `IORING_ACCEPT_MULTISHOT` (5.19): one SQE accepts many connections (`AcceptMulti`);
+    /// without it each connection re-arms a one-shot accept.
+    MultishotAccept,
+    /// `IORING_RECV_MULTISHOT` (6.0): one SQE receives many chunks (`RecvMulti`); without it
+    /// each chunk re-arms a one-shot recv from the buffer ring. Needs `buffer_ring`.
+    MultishotRecv,
+    /// `IORING_REGISTER_PBUF_RING` (5.19): `RecvMulti` takes buffers from a driver-owned ring;
+    /// without it `RecvMulti` waits with `POLL_ADD` and `recv`s into one driver buffer.
+    BufferRing,
 }
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 16] = [
+    pub(super) const ALL: [Feature; 19] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -67,6 +76,9 @@ impl Feature {
         Feature::OpClose,
         Feature::OpRecvMsg,
         Feature::OpSendMsg,
+        Feature::MultishotAccept,
+        Feature::MultishotRecv,
+        Feature::BufferRing,
     ];
 
     /// The socket-op features and the opcodes whose probe bits they stand for.
@@ -100,11 +112,14 @@ impl Feature {
             Feature::OpClose => "op_close",
             Feature::OpRecvMsg => "op_recvmsg",
             Feature::OpSendMsg => "op_sendmsg",
+            Feature::MultishotAccept => "multishot_accept",
+            Feature::MultishotRecv => "multishot_recv",
+            Feature::BufferRing => "buffer_ring",
         }
     }
 
     fn bit(self) -> u32 {
-        1 << self as u16
+        1 << self as u32
     }
 }
 
@@ -239,8 +254,44 @@ pub(super) fn setup(disabled: FeatureSet) -> io::Result<Setup> {
             features.insert(f);
         }
     }
+    add_multishot(&mut features, disabled, &probe);
     log::debug!("io_uring ring set up with {features:?} (disabled: {disabled:?})");
     Ok(Setup { ring, features, probe })
+}
+
+/// The multishot features and the buffer ring, where the kernel has them and they are not
+/// switched off. None has a probe bit: accept multishot and buffer rings came in 5.19 with
+/// the SOCKET opcode (which has one); recv multishot in 6.0, told by the release number.
+/// `BufferRing` is only a candidate here: the driver drops it if registering the ring fails.
+fn add_multishot(features: &mut FeatureSet, disabled: FeatureSet, probe: &Probe) {
+    let has_5_19 = probe.is_supported(opcode::Socket::CODE);
+    let wanted = |f| !disabled.contains(f);
+    if has_5_19 && features.contains(Feature::OpAccept) && wanted(Feature::MultishotAccept) {
+        features.insert(Feature::MultishotAccept);
+    }
+    if has_5_19 && features.contains(Feature::OpRecv) && wanted(Feature::BufferRing) {
+        features.insert(Feature::BufferRing);
+        if kernel_at_least(6, 0) && wanted(Feature::MultishotRecv) {
+            features.insert(Feature::MultishotRecv);
+        }
+    }
+}
+
+/// Whether `uname -r` is at least `major.minor`.
+pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: `utsname` is plain old data; uname fills it.
+    let mut uts = unsafe { std::mem::zeroed::<libc::utsname>() };
+    // SAFETY: `uts` is a live utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return false;
+    }
+    let release: String =
+        uts.release.iter().take_while(|c| **c != 0).map(|c| *c as u8 as char).collect();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+        _ => false,
+    }
 }
 
 fn unsupported(opcode: &str) -> io::Error {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types::CancelBuilder};
 use slab::Slab;
 
-use super::op::{self, Slot, CANCEL, CANCEL_ANY, WAKE};
+use super::op::{self, Route, Slot, CANCEL, CANCEL_ANY, WAKE};
 use super::setup::Feature;
 use super::UringDriver;
 
@@ -15,7 +15,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 impl<T> Drop for UringDriver<T> {
     fn drop(&mut self) {
-        self.shutdown();
+        let clean = self.shutdown();
+        self.release_buffer_ring(clean);
     }
 }
 
@@ -41,6 +42,8 @@ impl<T> UringDriver<T> {
         for (_, slot) in self.slots.iter_mut() {
             drop(slot.cancel());
         }
+        // A parked op (see `multi.rs`) has nothing in the kernel: no CQE will free it.
+        self.slots.retain(|_, slot| slot.route != Route::Parked);
         let mut any_sent = self.cancel_all();
         let mut retire = |slots: &mut Slab<Slot<T>>, key: usize, _res: i32, flags: u32| {
             op::retire(slots, key, flags)
@@ -73,6 +76,22 @@ impl<T> UringDriver<T> {
         false
     }
 
+    /// Unregisters the provided-buffer ring once no op can use it (`clean`: every final CQE
+    /// is in). Otherwise, or if the kernel refuses, its memory is leaked: the kernel may use it
+    /// until the buffer group is unregistered or an op using it has ended. `RecvBuf`s still
+    /// out keep the memory alive and no longer publish their buffers.
+    fn release_buffer_ring(&mut self, clean: bool) {
+        let Some(ring) = self.multi.ring.take() else { return };
+        ring.retire();
+        if !clean {
+            return leak(ring);
+        }
+        if let Err(e) = self.ring.submitter().unregister_buf_ring(super::multi::BUF_GROUP) {
+            log::debug!("io_uring: unregistering the buffer ring failed ({e}); leaked instead");
+            leak(ring);
+        }
+    }
+
     /// Whether the kernel may still use memory the driver owns.
     fn holds_kernel_memory(&self) -> bool {
         !self.slots.is_empty() || self.wake.is_armed()
@@ -96,4 +115,13 @@ impl<T> UringDriver<T> {
         }
         false
     }
+}
+
+/// Buffer rings the kernel may still use, kept for the life of the process (reachable, so
+/// leak checkers do not report them).
+static LEAKED_RINGS: std::sync::Mutex<Vec<std::sync::Arc<crate::driver::recv_buf::BufRing>>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn leak(ring: std::sync::Arc<crate::driver::recv_buf::BufRing>) {
+    LEAKED_RINGS.lock().unwrap_or_else(|e| e.into_inner()).push(ring);
 }

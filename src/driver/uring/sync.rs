@@ -27,6 +27,10 @@ pub(super) enum Attempt {
 pub(super) fn attempt(op: &mut Op) -> Attempt {
     let (fd, res, wait) = match op {
         Op::Poll { fd, interest } => return Attempt::Wait(*fd, interest.0),
+        // Persistent ops wait first; `multi.rs` makes their syscalls at each readiness CQE.
+        Op::RecvMulti { fd } | Op::AcceptMulti { fd } => {
+            return Attempt::Wait(*fd, libc::POLLIN as u32)
+        }
         Op::Accept { fd, addr } => {
             let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
             let (storage, len) = (&mut addr.storage as *mut libc::sockaddr_storage, &mut addr.len);

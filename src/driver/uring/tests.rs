@@ -81,10 +81,22 @@ fn features_follow_the_disable_list() {
         assert!(features.contains(&"single_issuer"));
     }
     let Some(old) = ring::<u32>(CONFIGS[2]) else { return };
-    let setup: Vec<_> = old.features().into_iter().filter(|f| !f.starts_with("op_")).collect();
+    let persistent = ["multishot_accept", "multishot_recv", "buffer_ring"];
+    let setup: Vec<_> = old
+        .features()
+        .into_iter()
+        .filter(|f| !f.starts_with("op_") && !persistent.contains(f))
+        .collect();
     assert_eq!(setup, ["nodrop"]);
     // Every socket opcode is in this kernel (>= 5.11), and each can be switched off.
-    assert_eq!(old.features().len(), 9, "{:?}", old.features());
+    let ops = old.features().into_iter().filter(|f| f.starts_with("op_")).count();
+    assert_eq!(ops, 8, "{:?}", old.features());
+    // The persistent-op features are there where the kernel has them, and switch off.
+    let Some(off) = ring::<u32>(&persistent) else { return };
+    assert!(off.features().iter().all(|f| !persistent.contains(f)), "{:?}", off.features());
+    if crate::driver::uring::setup::kernel_at_least(6, 0) {
+        assert!(persistent.iter().all(|f| features.contains(f)), "{features:?}");
+    }
     let Some(no_close) = ring::<u32>(&["op_close"]) else { return };
     assert!(!no_close.features().contains(&"op_close") && features.contains(&"op_close"));
 }

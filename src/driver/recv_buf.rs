@@ -1,0 +1,236 @@
+//! Received bytes handed from the driver to the loop by `Op::RecvMulti` completions, and the
+//! io_uring provided-buffer ring they may live in.
+//!
+//! A [`RecvBuf`] is either a slot of a [`BufRing`] (io_uring, zero copy: the kernel wrote the
+//! bytes there) or an exact-size `Vec` (epoll and the io_uring readiness route copy out of one
+//! driver-owned scratch buffer). Dropping a ring slot gives it back to the ring at once, so a
+//! completion's bytes should be used and dropped in the same dispatch (the stream transport
+//! copies them only when it must hold them, reading paused).
+
+use std::io;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Bytes a multishot recv delivered. Derefs to exactly the received bytes.
+pub(crate) struct RecvBuf {
+    /// Where they are.
+    inner: Inner,
+}
+
+enum Inner {
+    /// Buffer `bid` of `ring`, `len` bytes; given back to the ring on drop.
+    Ring { ring: Arc<BufRing>, bid: u16, len: usize },
+    /// A copy.
+    Owned(Vec<u8>),
+}
+
+impl RecvBuf {
+    /// Bytes copied out of a driver scratch buffer.
+    pub(crate) fn owned(bytes: Vec<u8>) -> RecvBuf {
+        RecvBuf { inner: Inner::Owned(bytes) }
+    }
+
+    /// Whether the bytes live in a provided-buffer ring slot (tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn is_ring_slot(&self) -> bool {
+        matches!(self.inner, Inner::Ring { .. })
+    }
+}
+
+impl Deref for RecvBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            // SAFETY: the kernel wrote `len <= buf_size` bytes into buffer `bid`, which left the
+            // ring with that CQE and is not handed to the kernel again until this value is
+            // dropped; the ring's memory lives as long as the `Arc`.
+            Inner::Ring { ring, bid, len } => unsafe {
+                std::slice::from_raw_parts(ring.buf_ptr(*bid), *len)
+            },
+            Inner::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        if let Inner::Ring { ring, bid, .. } = &self.inner {
+            ring.give_back(*bid);
+        }
+    }
+}
+
+impl std::fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if matches!(self.inner, Inner::Ring { .. }) { "ring" } else { "owned" };
+        write!(f, "RecvBuf({kind}, {} bytes)", self.len())
+    }
+}
+
+/// An anonymous private mapping, zero-filled; pages cost memory only once touched.
+struct Mapping {
+    /// Start (page-aligned).
+    ptr: NonNull<u8>,
+    /// Length in bytes.
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: NonNull::new(ptr.cast()).expect("mmap never returns null"), len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is this mapping, unmapped once; the owner (the ring) is dropped
+        // only when the kernel can no longer write into it (see `BufRing`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Mutable state of a ring, behind the lock.
+struct RingState {
+    /// Our tail: the next entry index to fill (wrapping `u16`, as the kernel's).
+    tail: u16,
+    /// Buffers out of the ring (delivered, not yet given back).
+    out: usize,
+    /// False once the driver unregistered the ring: given-back buffers are not published.
+    live: bool,
+}
+
+/// An io_uring provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19) and its buffers: `entries`
+/// buffers of `buf_size` bytes, all in one mapping, and the ring of 16-byte descriptors the
+/// kernel takes them from.
+///
+/// # Ownership (see docs/safety.md)
+/// The kernel may write into any buffer published in the ring, at any time while a recv with
+/// this buffer group is armed. A buffer leaves the ring when a CQE names it; from then on only
+/// its [`RecvBuf`] reads it, and dropping that publishes it again. The memory is freed when the
+/// last `Arc` goes: the driver drops its `Arc` only after unregistering the ring with every op's
+/// final CQE in (and leaks it otherwise), and a `RecvBuf` never hands its buffer back to an
+/// unregistered ring.
+pub(crate) struct BufRing {
+    /// The descriptor ring (page-aligned, as the kernel requires).
+    ring: Mapping,
+    /// The buffers.
+    bufs: Mapping,
+    /// Buffers (a power of two, at most 32768).
+    entries: u16,
+    /// Bytes per buffer.
+    buf_size: usize,
+    /// Tail, count of buffers out, liveness.
+    state: Mutex<RingState>,
+}
+
+// SAFETY: the raw pointers are to mappings owned by the ring; every write to the shared
+// descriptor ring happens under `state`'s lock, and buffer contents are only read through a
+// `RecvBuf` that owns the buffer exclusively.
+unsafe impl Send for BufRing {}
+// SAFETY: as above.
+unsafe impl Sync for BufRing {}
+
+impl BufRing {
+    /// Maps `entries` (a power of two) buffers of `buf_size` bytes and fills the ring with them.
+    /// The caller registers [`ring_addr`](Self::ring_addr) with the kernel.
+    pub(crate) fn new(entries: u16, buf_size: usize) -> io::Result<BufRing> {
+        assert!(entries.is_power_of_two() && entries <= 1 << 15, "bad buffer ring size {entries}");
+        let ring = Mapping::new(usize::from(entries) * 16)?;
+        let bufs = Mapping::new(usize::from(entries) * buf_size)?;
+        let state = Mutex::new(RingState { tail: 0, out: usize::from(entries), live: true });
+        let ring = BufRing { ring, bufs, entries, buf_size, state };
+        for bid in 0..entries {
+            ring.give_back(bid);
+        }
+        Ok(ring)
+    }
+
+    /// The descriptor ring's address and size, for `register_buf_ring`.
+    pub(crate) fn ring_addr(&self) -> (u64, u16) {
+        (self.ring.ptr.as_ptr() as u64, self.entries)
+    }
+
+    /// Buffers in the ring, available to the kernel.
+    pub(crate) fn available(&self) -> usize {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        usize::from(self.entries) - state.out
+    }
+
+    /// Takes buffer `bid` (named by a CQE) out of the ring as `len` received bytes.
+    pub(crate) fn take(self: &Arc<Self>, bid: u16, len: usize) -> RecvBuf {
+        debug_assert!(bid < self.entries && len <= self.buf_size);
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).out += 1;
+        let len = len.min(self.buf_size);
+        let bid = bid.min(self.entries - 1);
+        RecvBuf { inner: Inner::Ring { ring: Arc::clone(self), bid, len } }
+    }
+
+    /// After unregistering: buffers given back from now on stay out of the ring.
+    pub(crate) fn retire(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).live = false;
+    }
+
+    fn buf_ptr(&self, bid: u16) -> *mut u8 {
+        // SAFETY: `bid < entries`, so the offset stays inside the buffers' mapping.
+        unsafe { self.bufs.ptr.as_ptr().add(usize::from(bid) * self.buf_size) }
+    }
+
+    /// Publishes buffer `bid` at the tail of the ring.
+    fn give_back(&self, bid: u16) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.out -= 1;
+        if !state.live {
+            return;
+        }
+        let base = self.ring.ptr.as_ptr().cast::<io_uring::types::BufRingEntry>();
+        let index = usize::from(state.tail & (self.entries - 1));
+        // SAFETY: `index < entries`: the entry is inside the ring mapping. The kernel reads only
+        // entries between its head and the published tail, and this one is past the tail.
+        let entry = unsafe { &mut *base.add(index) };
+        entry.set_addr(self.buf_ptr(bid) as u64);
+        entry.set_len(u32::try_from(self.buf_size).unwrap_or(u32::MAX));
+        entry.set_bid(bid);
+        state.tail = state.tail.wrapping_add(1);
+        // SAFETY: the tail is the `resv` field of entry 0, a 2-byte-aligned `u16` inside the ring
+        // mapping that the kernel reads with acquire semantics; the release store publishes the
+        // entry written above.
+        let tail = unsafe { &*io_uring::types::BufRingEntry::tail(base).cast::<AtomicU16>() };
+        tail.store(state.tail, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_go_out_and_come_back() {
+        let ring = Arc::new(BufRing::new(4, 64).unwrap());
+        assert_eq!(ring.available(), 4);
+        // SAFETY (test): write as the kernel would into a buffer it took from the ring.
+        unsafe { ring.buf_ptr(2).copy_from(b"hello".as_ptr(), 5) };
+        let buf = ring.take(2, 5);
+        assert_eq!((&*buf, ring.available()), (&b"hello"[..], 3));
+        assert!(buf.is_ring_slot());
+        drop(buf);
+        assert_eq!(ring.available(), 4);
+        assert_eq!(&*RecvBuf::owned(b"ab".to_vec()), b"ab");
+    }
+}

@@ -1,0 +1,268 @@
+//! Persistent ops on io_uring: `RecvMulti` and `AcceptMulti` (see the contract in
+//! `driver/mod.rs`).
+//!
+//! # Routes
+//! * `RecvMulti` with `buffer_ring`: a multishot `RECV` (`multishot_recv`, 6.0) or a one-shot
+//!   `RECV`, both with `IOSQE_BUFFER_SELECT` from the driver's [`BufRing`]; the CQE names the
+//!   buffer (`IORING_CQE_F_BUFFER`) and the chunk is handed over in it, zero copy.
+//! * `AcceptMulti` with `op_accept`: a multishot `ACCEPT` (`multishot_accept`, 5.19) or a
+//!   one-shot one.
+//! * Otherwise (`buffer_ring` or `op_accept` off or missing): a one-shot `POLL_ADD`, and at its
+//!   CQE one `recv(2)` into the driver's scratch buffer (the chunk is copied out, exactly `n`
+//!   bytes) or one `accept4(2)`.
+//!
+//! Whenever the kernel ends the op while the caller still wants it (a one-shot SQE completed,
+//! a multishot one stopped without `IORING_CQE_F_MORE`), the op is re-armed under the same
+//! slab key. `ENOBUFS` (the ring ran dry: the kernel leaves the data in the socket) parks the
+//! op out of the kernel until buffers come back; `turn` re-arms parked ops then.
+
+use std::sync::Arc;
+
+use io_uring::types::Fd;
+use io_uring::{cqueue, opcode, squeue};
+use slab::Slab;
+
+use super::op::{result, Lifecycle, Route, Slot, Start};
+use super::setup::{Feature, FeatureSet};
+use crate::driver::recv_buf::BufRing;
+use crate::driver::{Completion, Op, OpId, RecvBuf};
+
+/// The buffer group of the driver's ring.
+pub(super) const BUF_GROUP: u16 = 0;
+/// Buffers in the ring.
+pub(super) const RING_BUFFERS: u16 = 64;
+/// Bytes per ring buffer.
+pub(super) const BUF_SIZE: usize = 16 * 1024;
+/// Bytes of the scratch buffer the readiness route receives into.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// What the persistent ops share, owned by the driver.
+#[derive(Default)]
+pub(super) struct Multi {
+    /// The provided-buffer ring (`None` without `buffer_ring`).
+    pub(super) ring: Option<Arc<BufRing>>,
+    /// Where the readiness route receives (allocated on first use).
+    scratch: Vec<u8>,
+    /// Slab keys of ops parked on `ENOBUFS` (stale keys are skipped when re-arming).
+    pub(super) parked: Vec<usize>,
+}
+
+impl std::fmt::Debug for Multi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Multi")
+            .field("ring", &self.ring.as_ref().map(|r| r.available()))
+            .field("parked", &self.parked)
+            .finish()
+    }
+}
+
+/// Whether `op` is persistent (handled here rather than by `op::complete`).
+pub(super) fn is_persistent(op: &Op) -> bool {
+    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. })
+}
+
+/// The op's own SQE (untagged); `None`: take the readiness route.
+pub(super) fn sqe(op: &Op, features: FeatureSet) -> Option<squeue::Entry> {
+    let has = |f| features.contains(f);
+    let (Op::RecvMulti { fd } | Op::AcceptMulti { fd }) = *op else { return None };
+    let accept_flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    Some(match op {
+        Op::RecvMulti { .. } if has(Feature::BufferRing) && has(Feature::MultishotRecv) => {
+            opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build()
+        }
+        // Length 0: the kernel takes the length of the buffer it picks.
+        Op::RecvMulti { .. } if has(Feature::BufferRing) => {
+            opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
+                .buf_group(BUF_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        }
+        Op::AcceptMulti { .. } if has(Feature::MultishotAccept) => {
+            opcode::AcceptMulti::new(Fd(fd)).flags(accept_flags).build()
+        }
+        Op::AcceptMulti { .. } if has(Feature::OpAccept) => {
+            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
+            opcode::Accept::new(Fd(fd), addr, len).flags(accept_flags).build()
+        }
+        _ => return None,
+    })
+}
+
+/// What one CQE of a persistent op came to.
+enum Outcome {
+    /// A result to hand over (a chunk, a connection, or an error the op survives).
+    Item(i32, Option<RecvBuf>),
+    /// Nothing to hand over (a readiness CQE whose syscall would block).
+    Nothing,
+    /// The kernel's last word for this op: end of stream, an error, `ENOBUFS`, `ECANCELED`.
+    End(i32),
+}
+
+/// Handles a CQE (or a ready-queue result, `flags` 0) of persistent op `key`; returns the SQE
+/// that re-arms it, if it goes on.
+pub(super) fn complete<T: Clone>(
+    slots: &mut Slab<Slot<T>>,
+    key: usize,
+    (res, flags): (i32, u32),
+    features: FeatureSet,
+    multi: &mut Multi,
+    out: &mut Vec<Completion<T>>,
+) -> Option<squeue::Entry> {
+    let slot = slots.get_mut(key)?;
+    let cancelled = matches!(slot.state, Lifecycle::Cancelled);
+    let in_kernel = cqueue::more(flags);
+    let outcome = match slot.route {
+        Route::Readiness if cancelled => Outcome::End(-libc::ECANCELED),
+        Route::Readiness if slot.stopping => Outcome::End(-libc::ECANCELED),
+        Route::Readiness if res < 0 => Outcome::End(res),
+        Route::Readiness => syscall(&slot.op, &mut multi.scratch),
+        _ => opcode_outcome(&slot.op, res, flags, multi.ring.as_ref()),
+    };
+    let end = match outcome {
+        Outcome::Item(res, data) => {
+            match &slot.state {
+                Lifecycle::InFlight(owner) => {
+                    let (owner, result) = (owner.clone(), result(res));
+                    out.push(Completion {
+                        id: OpId(key),
+                        owner,
+                        result,
+                        more: true,
+                        op: None,
+                        data,
+                    });
+                }
+                // Dropping `data` gives its buffer back to the ring.
+                Lifecycle::Cancelled => slot.op.discard_result(res),
+            }
+            if in_kernel {
+                return None;
+            }
+            -libc::ECANCELED
+        }
+        Outcome::Nothing => -libc::ECANCELED,
+        Outcome::End(_) if in_kernel => return None,
+        Outcome::End(res) if res == -libc::ENOBUFS && !cancelled && !slot.stopping => {
+            slot.route = Route::Parked;
+            multi.parked.push(key);
+            return None;
+        }
+        Outcome::End(res) => return finish(slots, key, res, out),
+    };
+    // The kernel is done with the op; it goes on unless cancelled or stopped.
+    if cancelled || slot.stopping {
+        return finish(slots, key, end, out);
+    }
+    rearm(slots, key, features, out)
+}
+
+/// Starts op `key` again; an op that cannot start is finished with its error.
+fn rearm<T: Clone>(
+    slots: &mut Slab<Slot<T>>,
+    key: usize,
+    features: FeatureSet,
+    out: &mut Vec<Completion<T>>,
+) -> Option<squeue::Entry> {
+    match slots[key].start(key, features) {
+        Start::Sqe(sqe) => Some(sqe),
+        Start::Done(res) => finish(slots, key, res, out),
+    }
+}
+
+/// Frees slot `key`, reporting `res` as its final completion unless it was cancelled.
+fn finish<T>(
+    slots: &mut Slab<Slot<T>>,
+    key: usize,
+    res: i32,
+    out: &mut Vec<Completion<T>>,
+) -> Option<squeue::Entry> {
+    let slot = slots.remove(key);
+    if let Lifecycle::InFlight(owner) = slot.state {
+        let id = OpId(key);
+        out.push(Completion {
+            id,
+            owner,
+            result: result(res),
+            more: false,
+            op: Some(slot.op),
+            data: None,
+        });
+    }
+    None
+}
+
+/// A CQE of the op's own opcode as an [`Outcome`].
+fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcome {
+    let accept = matches!(op, Op::AcceptMulti { .. });
+    let Ok(n) = usize::try_from(res) else {
+        // An accept error with `IORING_CQE_F_MORE` (the op survives it) is handed over.
+        return if accept && cqueue::more(flags) {
+            Outcome::Item(res, None)
+        } else {
+            Outcome::End(res)
+        };
+    };
+    if accept {
+        return Outcome::Item(res, None);
+    }
+    match (cqueue::buffer_select(flags), ring) {
+        (Some(bid), Some(ring)) => {
+            // Taken before anything else so that it goes back to the ring whatever happens.
+            let data = ring.take(bid, n);
+            if n == 0 {
+                Outcome::End(0)
+            } else {
+                Outcome::Item(res, Some(data))
+            }
+        }
+        _ if n == 0 => Outcome::End(0),
+        _ => {
+            log::error!("io_uring: a recv CQE of {n} bytes names no buffer; ending the op");
+            Outcome::End(-libc::EIO)
+        }
+    }
+}
+
+/// The readiness route: the fd is ready, make the syscall.
+fn syscall(op: &Op, scratch: &mut Vec<u8>) -> Outcome {
+    let res = match *op {
+        Op::RecvMulti { fd } => {
+            if scratch.is_empty() {
+                *scratch = vec![0; SCRATCH_SIZE];
+            }
+            // SAFETY: recv writes at most `scratch.len()` bytes into the live vector.
+            let n = unsafe {
+                libc::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT)
+            };
+            match usize::try_from(n) {
+                Ok(0) => return Outcome::End(0),
+                Ok(n) => {
+                    let chunk = scratch[..n].to_vec();
+                    return Outcome::Item(n as i32, Some(RecvBuf::owned(chunk)));
+                }
+                Err(_) => -errno(),
+            }
+        }
+        Op::AcceptMulti { fd } => {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
+            // SAFETY: accept4 with null address pointers writes no memory.
+            let new = unsafe { libc::accept4(fd, addr, len, flags) };
+            if new >= 0 {
+                return Outcome::Item(new, None);
+            }
+            -errno()
+        }
+        _ => unreachable!("only persistent ops come here"),
+    };
+    match -res {
+        libc::EAGAIN | libc::EINTR => Outcome::Nothing,
+        // The peer gave up before the accept: not the listener's fault; wait for the next.
+        libc::ECONNABORTED => Outcome::Nothing,
+        _ => Outcome::End(res),
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}

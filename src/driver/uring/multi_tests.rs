@@ -1,0 +1,243 @@
+//! Tests of the persistent ops (`RecvMulti`, `AcceptMulti`) with real TCP sockets, on every
+//! route: multishot with the buffer ring, one-shot with the ring, readiness, syscalls.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::op::Route;
+use super::UringDriver;
+use crate::driver::{Completion, Op, RecvBuf};
+
+/// The best ring, then each persistent-op feature off, then the syscall routes.
+const CONFIGS: [&[&str]; 5] = [
+    &[],
+    &["multishot_recv"],
+    &["buffer_ring"],
+    &["multishot_accept"],
+    &["op_accept", "op_recv", "buffer_ring"],
+];
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+fn each_config(test: impl Fn(&[&str], UringDriver<u32>)) {
+    for cfg in CONFIGS {
+        let Some(driver) = super::tests::ring(cfg) else { return };
+        test(cfg, driver);
+    }
+}
+
+/// Turns until `done(out)` or `LIMIT`.
+fn turn_until(
+    d: &mut UringDriver<u32>,
+    out: &mut Vec<Completion<u32>>,
+    done: impl Fn(&[Completion<u32>]) -> bool,
+) {
+    let start = Instant::now();
+    while !done(out) && start.elapsed() < LIMIT {
+        d.turn(Some(Duration::from_millis(50)), out).expect("turn");
+    }
+}
+
+/// A connected pair: ours non-blocking (the driver's), the peer blocking.
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, _) = l.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    (ours, peer)
+}
+
+/// A driver with a ring of two 16-byte buffers; `None` (printed) without io_uring or rings.
+fn tiny_ring(cfg: &[&str]) -> Option<UringDriver<u32>> {
+    super::tests::ring::<u32>(cfg)?; // skips (printed), or fails under RINGLOOP_REQUIRE_URING
+    let d = UringDriver::with_ring(cfg, 2, 16).expect("a ring like the one just made");
+    if !d.features().contains(&"buffer_ring") {
+        eprintln!("SKIPPED buffer ring test: the kernel has no provided-buffer rings");
+        return None;
+    }
+    Some(d)
+}
+
+fn bytes_of(out: &[Completion<u32>]) -> Vec<u8> {
+    out.iter().filter_map(|c| c.data.as_deref()).flatten().copied().collect()
+}
+
+fn uses_ring(cfg: &[&str]) -> bool {
+    !cfg.contains(&"buffer_ring")
+}
+
+#[test]
+fn recv_multi_delivers_every_chunk_in_order_then_end_of_stream() {
+    each_config(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+        let mut out = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..5 {
+            let chunk = format!("chunk {i};");
+            peer.write_all(chunk.as_bytes()).unwrap();
+            expected.extend_from_slice(chunk.as_bytes());
+            turn_until(&mut d, &mut out, |out| bytes_of(out).len() == expected.len());
+        }
+        assert_eq!(bytes_of(&out), expected, "{cfg:?}");
+        assert_eq!(out.len(), 5, "{cfg:?}: one completion per chunk: {out:?}");
+        for c in &out {
+            assert_eq!((c.id, c.owner, c.more), (id, 1, true), "{cfg:?}");
+            let data = c.data.as_ref().expect("a chunk carries its bytes");
+            assert_eq!(data.len() as u32, *c.result.as_ref().unwrap(), "{cfg:?}");
+            assert_eq!(data.is_ring_slot(), uses_ring(cfg), "{cfg:?}");
+        }
+        assert_eq!(d.in_flight(), 1, "{cfg:?}: the op keeps going");
+        out.clear();
+        drop(peer);
+        turn_until(&mut d, &mut out, |out| !out.is_empty());
+        let last = out.pop().expect("end of stream");
+        assert_eq!((last.result.unwrap(), last.more), (0, false), "{cfg:?}");
+        assert!(matches!(last.op, Some(Op::RecvMulti { .. })), "{cfg:?}");
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+    });
+}
+
+#[test]
+fn enobufs_parks_the_recv_until_buffers_return_and_loses_no_data() {
+    for cfg in [&[][..], &["multishot_recv"]] {
+        // Two 16-byte buffers: 400 bytes need 25 of them.
+        let Some(mut d) = tiny_ring(cfg) else { return };
+        let (ours, mut peer) = tcp_pair();
+        let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+        let sent: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&sent).unwrap();
+        let (mut got, mut held): (Vec<u8>, Vec<RecvBuf>) = (Vec::new(), Vec::new());
+        let mut parked = false;
+        let start = Instant::now();
+        while got.len() < sent.len() && start.elapsed() < LIMIT {
+            let mut out = Vec::new();
+            d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
+            for c in out {
+                assert!(c.more, "{cfg:?}: the op must survive ENOBUFS: {c:?}");
+                let data = c.data.expect("bytes");
+                got.extend_from_slice(&data);
+                held.push(data);
+            }
+            parked |= d.slots.get(id.0).is_some_and(|s| s.route == Route::Parked);
+            if held.len() == 2 && parked {
+                held.clear(); // the ring refills; the parked op is re-armed next turn
+            } else if start.elapsed() > LIMIT / 2 {
+                held.clear(); // the kernel never reported ENOBUFS: let the test end
+            }
+        }
+        assert_eq!(got, sent, "{cfg:?}: every byte, in order");
+        assert!(parked, "{cfg:?}: a dry ring parks the op");
+        assert!(d.cancel(id).is_some());
+    }
+}
+
+#[test]
+fn a_cancelled_recv_multi_keeps_its_slot_until_the_final_cqe_and_reports_nothing() {
+    each_config(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+        let mut out = Vec::new();
+        peer.write_all(b"first").unwrap();
+        turn_until(&mut d, &mut out, |out| !out.is_empty());
+        assert_eq!(bytes_of(&out), b"first", "{cfg:?}");
+        out.clear();
+        assert_eq!(d.cancel(id), Some(1));
+        assert_eq!(d.in_flight(), 1, "{cfg:?}: freed only at the final CQE");
+        peer.write_all(b"after").unwrap();
+        let start = Instant::now();
+        while d.in_flight() > 0 && start.elapsed() < LIMIT {
+            d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
+        }
+        assert!(out.is_empty(), "{cfg:?}: nothing after cancel: {out:?}");
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+        if let Some(ring) = &d.multi.ring {
+            assert_eq!(ring.available(), usize::from(super::multi::RING_BUFFERS), "{cfg:?}");
+        }
+    });
+}
+
+#[test]
+fn stop_delivers_what_was_received_then_ecanceled_and_leaves_the_rest_in_the_socket() {
+    each_config(|cfg, mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+        let mut out = Vec::new();
+        peer.write_all(b"one").unwrap();
+        turn_until(&mut d, &mut out, |out| !out.is_empty());
+        d.stop(id);
+        peer.write_all(b"two").unwrap();
+        turn_until(&mut d, &mut out, |out| out.last().is_some_and(|c| !c.more));
+        let last = out.pop().unwrap();
+        assert_eq!(last.result.unwrap_err().raw_os_error(), Some(libc::ECANCELED), "{cfg:?}");
+        assert_eq!(d.in_flight(), 0, "{cfg:?}");
+        // What the op did not take is still in the socket: nothing is lost.
+        let mut rest = Vec::new();
+        std::thread::sleep(Duration::from_millis(20));
+        let _ =
+            (&ours).read_to_end(&mut rest).map_err(|e| assert_eq!(e.kind(), ErrorKind::WouldBlock));
+        let mut all = bytes_of(&out);
+        all.extend(rest);
+        assert_eq!(all, b"onetwo", "{cfg:?}");
+    });
+}
+
+#[test]
+fn accept_multi_accepts_several_connections_until_cancelled() {
+    each_config(|cfg, mut d| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let id = d.submit(Op::AcceptMulti { fd: listener.as_raw_fd() }, 3);
+        let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut out = Vec::new();
+        turn_until(&mut d, &mut out, |out| out.len() >= 3);
+        assert_eq!(out.len(), 3, "{cfg:?}: {out:?}");
+        let mut ports: Vec<u16> = out
+            .iter()
+            .map(|c| {
+                assert_eq!((c.id, c.owner, c.more), (id, 3, true), "{cfg:?}");
+                let fd = c.result.as_ref().copied().expect("an accepted fd") as i32;
+                // SAFETY: the accept made this fd for us; nothing else owns it.
+                let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                // SAFETY: F_GETFL only reads the flags.
+                assert!(unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK != 0);
+                stream.peer_addr().unwrap().port()
+            })
+            .collect();
+        ports.sort_unstable();
+        let mut expected: Vec<u16> =
+            clients.iter().map(|c| c.local_addr().unwrap().port()).collect();
+        expected.sort_unstable();
+        assert_eq!(ports, expected, "{cfg:?}");
+        assert_eq!(d.in_flight(), 1, "{cfg:?}");
+        out.clear();
+        assert_eq!(d.cancel(id), Some(3));
+        let start = Instant::now();
+        while d.in_flight() > 0 && start.elapsed() < LIMIT {
+            d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
+        }
+        assert!(out.is_empty() && d.in_flight() == 0, "{cfg:?}: {out:?}");
+    });
+}
+
+#[test]
+fn a_driver_dropped_with_a_parked_recv_shuts_down_at_once() {
+    let Some(mut d) = tiny_ring(&[]) else { return };
+    let (ours, mut peer) = tcp_pair();
+    let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+    peer.write_all(&[7; 100]).unwrap();
+    let mut held = Vec::new();
+    let start = Instant::now();
+    while !d.slots.get(id.0).is_some_and(|s| s.route == Route::Parked) && start.elapsed() < LIMIT {
+        d.turn(Some(Duration::from_millis(20)), &mut held).unwrap();
+    }
+    assert!(d.slots[id.0].route == Route::Parked, "the dry ring parks the op");
+    let start = Instant::now();
+    assert!(d.shutdown(), "every final CQE came back");
+    assert!(start.elapsed() < Duration::from_millis(500), "no wait for a CQE that cannot come");
+    assert_eq!(d.in_flight(), 0);
+    drop(held); // after the driver's shutdown: the buffers are not republished
+}
