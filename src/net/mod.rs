@@ -3,3 +3,4 @@
 pub mod connect;
 pub mod dns;
 mod staggered;
+pub mod unix;
