@@ -8,7 +8,9 @@
 //! file makes the bind fail with `EADDRINUSE`. With `cleanup_socket`, the file's device and
 //! inode are recorded once the socket is bound (or adopted from `sock`), and `close()`
 //! unlinks the path only if it still names that same file: a path another server has bound
-//! meanwhile is left alone.
+//! meanwhile is left alone. A freed inode number is often handed out again at once, but not
+//! this one while the check can run: the bound socket holds its inode until the socket
+//! closes, and `close()` checks before it closes the listening socket.
 
 use std::io;
 use std::os::fd::OwnedFd;
