@@ -216,7 +216,8 @@ impl EventLoop {
     /// - [`Error::InvalidArgument`]: `path` and `sock` both given, neither, a `sock` that is
     ///   not an `AF_UNIX` stream socket, or a path `AF_UNIX` cannot hold.
     /// - [`Error::Io`] from the connect, naming the path and keeping the errno (`ENOENT`: no
-    ///   such file, `ECONNREFUSED`: nobody listening).
+    ///   such file, `ECONNREFUSED`: nobody listening, `EAGAIN`: the listener's backlog is
+    ///   full — Linux does not queue a Unix connect, and neither backend waits).
     ///
     /// # Example
     ///

@@ -207,6 +207,32 @@ fn echo_client(path: PathBuf, data: Vec<u8>) -> std::thread::JoinHandle<Vec<u8>>
     })
 }
 
+/// A non-blocking connect to `path` from a new socket: the socket, or the errno.
+fn nonblocking_connect(path: &Path) -> Result<OwnedFd, i32> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    assert!(bytes.len() < addr.sun_path.len());
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid, NUL-terminated sockaddr_un of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) };
+    if rc == 0 {
+        Ok(sock)
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
 /// Reads from `peer` (made non-blocking) while the loop runs, until `want` bytes or EOF.
 fn read_while_running(lp: &EventLoop, peer: &mut UnixStream, want: usize) -> Vec<u8> {
     peer.set_nonblocking(true).unwrap();
@@ -402,6 +428,30 @@ backend_tests! {
         let err = try_connect(lp, &Log::default(), path.as_path(), UnixConnectOptions::new())
             .expect_err("nobody listening");
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
+    }
+
+    /// A listener whose backlog is full: the connect fails at once with EAGAIN on both
+    /// backends (the kernel does not queue a Unix connect), rather than waiting.
+    fn a_full_backlog_is_eagain(lp) {
+        use std::os::fd::AsRawFd;
+        let path = fresh_path(lp, "a_full_backlog_is_eagain");
+        let listener = UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) on a bound socket we own only changes its backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let mut queued = Vec::new();
+        let refusal = loop {
+            match nonblocking_connect(&path) {
+                Ok(sock) if queued.len() < 64 => queued.push(sock),
+                Ok(_) => panic!("64 connects queued on a backlog of 0"),
+                Err(errno) => break errno,
+            }
+        };
+        assert_eq!(refusal, libc::EAGAIN);
+        let started = lp.time();
+        let err = try_connect(lp, &Log::default(), path.as_path(), UnixConnectOptions::new())
+            .expect_err("the backlog is full");
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err}");
+        assert!(lp.time() - started < 1.0, "failed at once");
     }
 
     /// Item 96: path and sock together, neither, and a sock of the wrong kind.
