@@ -122,17 +122,32 @@ fn rec(log: &Log, echo: bool) -> impl Fn() -> Rec + 'static {
     move || Rec { log: log.clone(), echo, keep_open: false, transport: None }
 }
 
-/// A fresh path in a fresh directory, unique per test and backend (the directory is removed
-/// first if a previous run left it).
-fn fresh_path(lp: &EventLoop, test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ringloop-ux-{}-{test}-{}",
-        std::process::id(),
-        lp.backend()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("s.sock")
+/// A fresh directory, unique per test and backend, removed on drop (with what is in it).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    /// The directory (removed first if a previous run left it).
+    fn new(lp: &EventLoop, test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "ringloop-ux-{}-{test}-{}",
+            std::process::id(),
+            lp.backend()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// The socket path the test uses.
+    fn sock(&self) -> PathBuf {
+        self.0.join("s.sock")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A unique abstract name (leading NUL).
@@ -309,7 +324,8 @@ fn unix_pair(lp: &EventLoop, path: &Path, server_keep_open: bool) -> (Server, Lo
 backend_tests! {
     /// Item 95 (and the echo round trip): a path given as `PathBuf`, `&str`, bytes.
     fn echo_round_trip_through_path_forms(lp) {
-        let path = fresh_path(lp, "echo_round_trip_through_path_forms");
+        let dir = TempDir::new(lp, "echo_round_trip_through_path_forms");
+        let path = dir.sock();
         let server = serve(lp, &Log::default(), true, path.clone());
         let str_path = path.to_str().unwrap().to_owned();
         let byte_path = path.as_os_str().as_encoded_bytes().to_vec();
@@ -333,7 +349,8 @@ backend_tests! {
 
     /// Item 95: a blocking std client against the server, many bytes each way.
     fn echo_with_a_std_client(lp) {
-        let path = fresh_path(lp, "echo_with_a_std_client");
+        let dir = TempDir::new(lp, "echo_with_a_std_client");
+        let path = dir.sock();
         let server = serve(lp, &Log::default(), true, path.as_path());
         let data = pattern(1 << 20);
         let client = echo_client(path.clone(), data.clone());
@@ -344,7 +361,8 @@ backend_tests! {
 
     /// `get_extra_info("peername"/"sockname")` on both ends of a filesystem-path connection.
     fn peername_and_sockname(lp) {
-        let path = fresh_path(lp, "peername_and_sockname");
+        let dir = TempDir::new(lp, "peername_and_sockname");
+        let path = dir.sock();
         let (server, server_log, _client_log, client) = unix_pair(lp, &path, false);
         let Some(ExtraInfo::Address(peer)) = client.get_extra_info("peername") else {
             panic!("client peername");
@@ -391,7 +409,8 @@ backend_tests! {
 
     /// Item 95: a socket file left by a dead server is replaced at bind.
     fn a_stale_socket_file_is_replaced(lp) {
-        let path = fresh_path(lp, "a_stale_socket_file_is_replaced");
+        let dir = TempDir::new(lp, "a_stale_socket_file_is_replaced");
+        let path = dir.sock();
         drop(UnixListener::bind(&path).unwrap());
         assert!(path.exists(), "the dead listener left its file");
         let server = serve(lp, &Log::default(), true, path.as_path());
@@ -405,7 +424,8 @@ backend_tests! {
     /// Item 95: a regular file at the path → "Address ... is already in use" (EADDRINUSE),
     /// and the file is left alone.
     fn a_regular_file_at_the_path_is_address_in_use(lp) {
-        let path = fresh_path(lp, "a_regular_file_at_the_path_is_address_in_use");
+        let dir = TempDir::new(lp, "a_regular_file_at_the_path_is_address_in_use");
+        let path = dir.sock();
         std::fs::write(&path, b"not a socket").unwrap();
         let err = try_serve(lp, &Log::default(), false, path.as_path(), UnixServerOptions::default())
             .expect_err("a regular file is in the way");
@@ -418,7 +438,8 @@ backend_tests! {
     /// Item 95: connecting to a missing path → ENOENT, naming the path; to a socket file
     /// nobody listens on → ECONNREFUSED.
     fn connecting_to_a_missing_path_is_enoent(lp) {
-        let path = fresh_path(lp, "connecting_to_a_missing_path_is_enoent");
+        let dir = TempDir::new(lp, "connecting_to_a_missing_path_is_enoent");
+        let path = dir.sock();
         let err = try_connect(lp, &Log::default(), path.as_path(), UnixConnectOptions::new())
             .expect_err("no such file");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
@@ -434,7 +455,8 @@ backend_tests! {
     /// backends (the kernel does not queue a Unix connect), rather than waiting.
     fn a_full_backlog_is_eagain(lp) {
         use std::os::fd::AsRawFd;
-        let path = fresh_path(lp, "a_full_backlog_is_eagain");
+        let dir = TempDir::new(lp, "a_full_backlog_is_eagain");
+        let path = dir.sock();
         let listener = UnixListener::bind(&path).unwrap();
         // SAFETY: listen(2) on a bound socket we own only changes its backlog.
         assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
@@ -456,7 +478,8 @@ backend_tests! {
 
     /// Item 96: path and sock together, neither, and a sock of the wrong kind.
     fn argument_checks(lp) {
-        let path = fresh_path(lp, "argument_checks");
+        let dir = TempDir::new(lp, "argument_checks");
+        let path = dir.sock();
         let invalid = |result: Result<(), Error>, what: &str| match result {
             Err(Error::InvalidArgument(text)) => text,
             other => panic!("{what}: {other:?}"),
@@ -512,7 +535,8 @@ backend_tests! {
         if !in_child(lp, "a_failed_bind_closes_its_socket") {
             return;
         }
-        let path = fresh_path(lp, "a_failed_bind_closes_its_socket");
+        let dir = TempDir::new(lp, "a_failed_bind_closes_its_socket");
+        let path = dir.sock();
         std::fs::write(&path, b"").unwrap();
         let missing_dir = path.with_file_name("no-such-dir").join("s.sock");
         let _ = try_serve(lp, &Log::default(), false, path.as_path(), UnixServerOptions::default());
@@ -533,7 +557,8 @@ backend_tests! {
 
     /// Item 97: `close()` removes the socket file at once; no error if it is already gone.
     fn cleanup_removes_the_socket_file(lp) {
-        let path = fresh_path(lp, "cleanup_removes_the_socket_file");
+        let dir = TempDir::new(lp, "cleanup_removes_the_socket_file");
+        let path = dir.sock();
         let errors = capture_exceptions(lp);
         let server = serve(lp, &Log::default(), false, path.as_path());
         assert!(path.exists());
@@ -550,7 +575,8 @@ backend_tests! {
 
     /// Item 97: a file that replaced the socket meanwhile (another server) is left alone.
     fn cleanup_leaves_a_replaced_file(lp) {
-        let path = fresh_path(lp, "cleanup_leaves_a_replaced_file");
+        let dir = TempDir::new(lp, "cleanup_leaves_a_replaced_file");
+        let path = dir.sock();
         let server = serve(lp, &Log::default(), false, path.as_path());
         std::fs::remove_file(&path).unwrap();
         let other = UnixListener::bind(&path).unwrap();
@@ -571,7 +597,8 @@ backend_tests! {
 
     /// Item 97: `cleanup_socket=false` leaves the file.
     fn cleanup_socket_false_keeps_the_file(lp) {
-        let path = fresh_path(lp, "cleanup_socket_false_keeps_the_file");
+        let dir = TempDir::new(lp, "cleanup_socket_false_keeps_the_file");
+        let path = dir.sock();
         let options = UnixServerOptions::default().cleanup_socket(false);
         let server = try_serve(lp, &Log::default(), false, path.as_path(), options).unwrap();
         let before = inode(&path);
@@ -589,7 +616,8 @@ backend_tests! {
     /// Item 97: a server made from `sock=` removes the file too (and not with
     /// `cleanup_socket=false`); it serves on the socket given.
     fn cleanup_with_a_sock(lp) {
-        let path = fresh_path(lp, "cleanup_with_a_sock");
+        let dir = TempDir::new(lp, "cleanup_with_a_sock");
+        let path = dir.sock();
         let listener = UnixListener::bind(&path).unwrap();
         let options = UnixServerOptions::default().sock(listener);
         let server = try_serve(lp, &Log::default(), true, None::<&str>, options).unwrap();
@@ -609,7 +637,8 @@ backend_tests! {
 
     /// `start_serving=false`: nothing listens (connects are refused) until `start_serving`.
     fn start_serving_later(lp) {
-        let path = fresh_path(lp, "start_serving_later");
+        let dir = TempDir::new(lp, "start_serving_later");
+        let path = dir.sock();
         let options = UnixServerOptions::default().start_serving(false).backlog(5);
         let server = try_serve(lp, &Log::default(), true, path.as_path(), options).unwrap();
         assert!(!server.is_serving());
@@ -627,7 +656,8 @@ backend_tests! {
 
     /// `wait_closed` waits for the Unix clients, and returns once the last one is gone.
     fn wait_closed_waits_for_unix_clients(lp) {
-        let path = fresh_path(lp, "wait_closed_waits_for_unix_clients");
+        let dir = TempDir::new(lp, "wait_closed_waits_for_unix_clients");
+        let path = dir.sock();
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         let log2 = Log::default();
         let second = connect(lp, &log2, path.as_path());
@@ -650,7 +680,8 @@ backend_tests! {
     /// Item 98: `connect_accepted_socket` on an accepted Unix socket exchanges data and ends
     /// in `connection_lost`; `create_unix_connection(sock=)` takes a connected one.
     fn accepted_and_given_sockets(lp) {
-        let path = fresh_path(lp, "accepted_and_given_sockets");
+        let dir = TempDir::new(lp, "accepted_and_given_sockets");
+        let path = dir.sock();
         let listener = UnixListener::bind(&path).unwrap();
         let mut peer = UnixStream::connect(&path).unwrap();
         let (accepted, _) = listener.accept().unwrap();
@@ -679,7 +710,8 @@ backend_tests! {
     /// Section 13 over a Unix connection: `write_eof` half-closes; the other side, kept
     /// open, still answers; then each side loses the connection exactly once.
     fn write_eof_half_close(lp) {
-        let path = fresh_path(lp, "write_eof_half_close");
+        let dir = TempDir::new(lp, "write_eof_half_close");
+        let path = dir.sock();
         let (server, server_log, client_log, client) = unix_pair(lp, &path, true);
         client.write(b"question").unwrap();
         client.write_eof();
@@ -702,7 +734,8 @@ backend_tests! {
     /// Section 13 over a Unix connection: `close()` flushes a large buffer before
     /// `connection_lost`; `close()` twice loses once.
     fn close_flushes_before_connection_lost(lp) {
-        let path = fresh_path(lp, "close_flushes_before_connection_lost");
+        let dir = TempDir::new(lp, "close_flushes_before_connection_lost");
+        let path = dir.sock();
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         let data = pattern(8 << 20);
         let accepted = server_log.transport(0);
@@ -725,7 +758,8 @@ backend_tests! {
     /// Section 13 over a Unix connection: `abort()` drops the buffer and loses the
     /// connection once with no error; the peer sees the end.
     fn abort_drops_the_buffer(lp) {
-        let path = fresh_path(lp, "abort_drops_the_buffer");
+        let dir = TempDir::new(lp, "abort_drops_the_buffer");
+        let path = dir.sock();
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         client.write(&pattern(8 << 20)).unwrap();
         assert!(client.get_write_buffer_size() > 0);
@@ -743,7 +777,8 @@ backend_tests! {
     /// Section 13 over a Unix connection: `pause_reading` holds data back until
     /// `resume_reading`; both are idempotent and `is_reading` follows.
     fn pause_and_resume_reading(lp) {
-        let path = fresh_path(lp, "pause_and_resume_reading");
+        let dir = TempDir::new(lp, "pause_and_resume_reading");
+        let path = dir.sock();
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         client.pause_reading();
         client.pause_reading();
@@ -763,7 +798,8 @@ backend_tests! {
 
     /// Streams: `start_unix_server` and `open_unix_connection` echo lines.
     fn streams_echo(lp) {
-        let path = fresh_path(lp, "streams_echo");
+        let dir = TempDir::new(lp, "streams_echo");
+        let path = dir.sock();
         let lp2 = lp.clone();
         let path2 = path.clone();
         let replies = lp.run_until_complete(async move {
@@ -807,7 +843,8 @@ backend_tests! {
         if !in_child(lp, "no_descriptor_leaks") {
             return;
         }
-        let path = fresh_path(lp, "no_descriptor_leaks");
+        let dir = TempDir::new(lp, "no_descriptor_leaks");
+        let path = dir.sock();
         let warm = serve(lp, &Log::default(), true, path.as_path());
         close_and_wait(lp, &warm);
         let before = open_fds();
