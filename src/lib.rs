@@ -37,6 +37,8 @@
 //! | `loop.create_connection` (happy eyeballs included) | [`EventLoop::create_connection`], [`ConnectOptions`] |
 //! | `loop.create_datagram_endpoint`, `DatagramProtocol`, `DatagramTransport` | [`EventLoop::create_datagram_endpoint`], [`DatagramOptions`], [`DatagramProtocol`], [`DatagramTransport`] |
 //! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
+//! | `loop.create_unix_connection`, `loop.create_unix_server` | [`EventLoop::create_unix_connection`], [`EventLoop::create_unix_server`], [`UnixPath`], [`UnixConnectOptions`], [`UnixServerOptions`] |
+//! | `open_unix_connection`, `start_unix_server` | [`EventLoop::open_unix_connection`], [`EventLoop::start_unix_server`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
@@ -73,13 +75,16 @@ pub use executor::Executor;
 pub use future::Future;
 pub use net::connect::ConnectOptions;
 pub use net::datagram::{DatagramOptions, EndpointAddr};
+pub use net::unix::{UnixConnectOptions, UnixPath};
 pub use protocol::{
     AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
     StreamingKind,
 };
+pub use server::UnixServerOptions;
 pub use server::{Hosts, Server, ServerOptions};
 pub use streams::{
-    open_connection, start_server, ClientCallbackOutput, StreamReader, StreamWriter, DEFAULT_LIMIT,
+    open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
+    StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use transport::DatagramTransport;

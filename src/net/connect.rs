@@ -340,13 +340,13 @@ fn empty_lookup(host: Option<&str>, port: Option<u16>) -> Error {
 /// A connect in flight and its socket. Dropping it cancels the op, tells the driver the fd is
 /// no longer used (the contract's `forget_fd`: the epoll backend keys registrations by fd
 /// number, and the next attempt's socket may get the same number at once), then closes it.
-struct InFlight {
+pub(super) struct InFlight {
     /// The loop whose driver runs the op.
-    event_loop: EventLoop,
+    pub(super) event_loop: EventLoop,
     /// The `Connect` op (taken when it completes or on drop).
-    op: Option<OpFuture>,
+    pub(super) op: Option<OpFuture>,
     /// The socket being connected (taken on success).
-    socket: Option<Socket>,
+    pub(super) socket: Option<Socket>,
 }
 
 impl Drop for InFlight {
@@ -426,7 +426,7 @@ fn family_name(family: i32) -> String {
 }
 
 /// `addr` in a driver-owned buffer for `Op::Connect`.
-fn sockaddr_buf(addr: &SockAddr) -> Box<SockAddrBuf> {
+pub(super) fn sockaddr_buf(addr: &SockAddr) -> Box<SockAddrBuf> {
     let mut buf = SockAddrBuf::empty();
     let len = addr.len();
     debug_assert!(len as usize <= std::mem::size_of::<libc::sockaddr_storage>());

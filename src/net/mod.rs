@@ -5,3 +5,4 @@ pub mod datagram;
 pub mod dns;
 pub mod sock;
 mod staggered;
+pub mod unix;

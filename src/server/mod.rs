@@ -1,5 +1,6 @@
-//! TCP servers: [`EventLoop::create_server`] and the [`Server`] it returns (asyncio's
-//! `loop.create_server` and `Server` object).
+//! Servers: [`EventLoop::create_server`] (TCP, in `tcp.rs`), [`EventLoop::create_unix_server`]
+//! (Unix stream sockets, in `unix.rs`) and the [`Server`] both return (asyncio's
+//! `loop.create_server`, `loop.create_unix_server` and `Server` object).
 //!
 //! # Implementation
 //!
@@ -13,6 +14,8 @@
 //! connects and fails pending accepts), cancels the accept tasks, and closes the descriptors
 //! in a callback queued after the tasks' steps, so no accept op is still being awaited on a
 //! descriptor when it closes.
+//! A Unix server may also own its socket file: `close()` unlinks it unless it was replaced
+//! (`unix::SocketFile`).
 //! The tasks hold the server's state strongly: a server keeps accepting when every [`Server`]
 //! handle is dropped (BEHAVIOURS 92), until it is closed or its loop is.
 
@@ -20,18 +23,16 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future as StdFuture;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use slab::Slab;
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{SockAddr, SockRef};
 
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
-use crate::net::dns::{AddrInfo, AddrInfoHints};
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
 use crate::transport::dispatch::{adapt, StreamProtocol};
@@ -42,7 +43,10 @@ use crate::transport::Transport;
 const ACCEPT_RETRY_DELAY: f64 = 1.0;
 
 mod options;
+mod tcp;
+mod unix;
 pub use options::{Hosts, ServerOptions};
+pub use unix::UnixServerOptions;
 
 /// Where a server is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,10 +90,12 @@ struct ServerState {
     waiters: RefCell<Option<Vec<Future<()>>>>,
     /// The future a running `serve_forever` awaits.
     serving_forever: RefCell<Option<Future<()>>>,
+    /// A Unix server's socket file, unlinked at `close()` (`cleanup_socket`).
+    socket_file: RefCell<Option<unix::SocketFile>>,
 }
 
-/// A TCP server (asyncio's `Server`), from [`EventLoop::create_server`]. Cheap to clone;
-/// clones refer to the same server.
+/// A TCP or Unix stream server (asyncio's `Server`), from [`EventLoop::create_server`] or
+/// [`EventLoop::create_unix_server`]. Cheap to clone; clones refer to the same server.
 ///
 /// Instead of `async with server:` use [`Server::scope`], which closes the server and waits
 /// for it on the way out.
@@ -141,6 +147,9 @@ impl ServerState {
         }
         self.stage.set(Stage::Closed);
         let listeners = std::mem::take(&mut *self.listeners.borrow_mut());
+        if let Some(file) = self.socket_file.borrow_mut().take() {
+            file.remove_unless_replaced();
+        }
         // Stop listening now: Linux refuses new connects (and resets queued ones) on a
         // listening socket shut down for reading, and wakes a pending accept with EINVAL.
         for listener in &listeners {
@@ -277,221 +286,28 @@ async fn sleep(event_loop: &EventLoop, secs: f64) {
     let _ = done.await;
 }
 
-/// An address as asyncio prints it: `('127.0.0.1', 8000)` or `('::1', 8000, 0, 0)`.
-fn describe_ip(addr: &SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("('{}', {})", a.ip(), a.port()),
-        SocketAddr::V6(a) => {
-            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
-        }
-    }
-}
-
+/// An address as asyncio prints it: `('127.0.0.1', 8000)`, `'/run/app.sock'`, `b'\x00name'`.
 fn describe(addr: &SockAddr) -> String {
-    addr.as_socket().map_or_else(|| format!("{addr:?}"), |a| describe_ip(&a))
+    if let Some(ip) = addr.as_socket() {
+        return tcp::describe_ip(&ip);
+    }
+    if let Some(path) = addr.as_pathname() {
+        return format!("'{}'", path.display());
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        return format!("b'\\x00{}'", name.escape_ascii());
+    }
+    format!("{addr:?}")
 }
 
-/// Creates, configures and binds a socket for `info`; `Ok(None)` when the family is not
-/// supported here (skipped, as asyncio does).
-fn bind_socket(info: &AddrInfo, options: &ServerOptions) -> Result<Option<Socket>> {
-    let kind = Type::STREAM.nonblocking().cloexec();
-    let protocol = (info.protocol != 0).then(|| socket2::Protocol::from(info.protocol));
-    let socket = match Socket::new(Domain::from(info.family), kind, protocol) {
-        Ok(socket) => socket,
-        Err(err) => {
-            log::debug!(target: "ringloop", "create_server: no socket for {:?}: {err}", info.addr);
-            return Ok(None);
-        }
-    };
-    let what = describe_ip(&info.addr);
-    let option_error = |name: &str, e: io::Error| Error::io(format!("{name} on {what}"), e);
-    socket.set_reuse_address(options.reuse_address).map_err(|e| option_error("SO_REUSEADDR", e))?;
-    if options.reuse_port {
-        socket.set_reuse_port(true).map_err(|e| option_error("SO_REUSEPORT", e))?;
-    }
-    if options.keep_alive {
-        socket.set_keepalive(true).map_err(|e| option_error("SO_KEEPALIVE", e))?;
-    }
-    if info.family == libc::AF_INET6 {
-        // Lets the IPv4 wildcard bind the same port (asyncio does the same).
-        socket.set_only_v6(true).map_err(|e| option_error("IPV6_V6ONLY", e))?;
-    }
-    socket
-        .bind(&info.addr.into())
-        .map_err(|e| Error::io(format!("error while attempting to bind on address {what}"), e))?;
-    Ok(Some(socket))
-}
-
-impl EventLoop {
-    /// Creates a TCP server listening on `host` and `port` (asyncio's `loop.create_server`);
-    /// each accepted connection gets a [`Transport`] driving a fresh `protocol_factory()`.
-    ///
-    /// `host` is anything [`Hosts`] converts from (`None`/`""`: every interface); `port` 0
-    /// picks a free port per socket. With [`ServerOptions::sock`], `host` must be `None` and
-    /// `port` is ignored. Sockets are resolved with `AI_PASSIVE` and `SOCK_STREAM`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for a host with `sock`, no host/port/sock at all, or a
-    /// `sock` that is not `SOCK_STREAM`; [`Error::Dns`] from resolution; [`Error::Io`] naming
-    /// the address when a bind fails (every socket created so far is closed).
-    ///
-    /// # Example
-    ///
-    /// An echo server on a free port and a blocking client on a thread:
-    ///
-    /// ```
-    /// use std::io::{Read, Write};
-    /// use ringloop::{BaseProtocol, Protocol, ServerOptions, Transport};
-    ///
-    /// #[derive(Default)]
-    /// struct Echo(Option<Transport>);
-    /// impl BaseProtocol for Echo {
-    ///     fn connection_made(&mut self, transport: Transport) {
-    ///         self.0 = Some(transport);
-    ///     }
-    /// }
-    /// impl Protocol for Echo {
-    ///     fn data_received(&mut self, data: &[u8]) {
-    ///         let _ = self.0.as_ref().unwrap().write(data);
-    ///     }
-    /// }
-    ///
-    /// let reply = ringloop::run(async {
-    ///     let lp = ringloop::get_running_loop()?;
-    ///     let options = ServerOptions::default();
-    ///     let server = lp.create_server(Echo::default, "127.0.0.1", Some(0), options).await?;
-    ///     let port = server.sockets()[0].as_socket().unwrap().port();
-    ///     let client = move || -> std::io::Result<Vec<u8>> {
-    ///         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    ///         stream.write_all(b"hello")?;
-    ///         let mut reply = [0; 5];
-    ///         stream.read_exact(&mut reply)?;
-    ///         Ok(reply.to_vec())
-    ///     };
-    ///     let reply = lp.run_in_executor(None, client)?.await?;
-    ///     server.close();
-    ///     server.wait_closed().await; // the client has disconnected
-    ///     Ok::<_, ringloop::Error>(reply)
-    /// })??;
-    /// assert_eq!(reply.unwrap(), b"hello");
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
-    pub async fn create_server<K, P, F>(
-        &self,
-        protocol_factory: F,
-        host: impl Into<Hosts>,
-        port: Option<u16>,
-        mut options: ServerOptions,
-    ) -> Result<Server>
-    where
-        K: 'static,
-        P: AnyProtocol<K>,
-        F: Fn() -> P + 'static,
-    {
-        self.check_open()?;
-        let hosts = host.into();
-        let listeners = match options.sock.take() {
-            Some(_) if hosts != Hosts::Any => {
-                return Err(Error::InvalidArgument(
-                    "host/port and sock can not be specified at the same time".into(),
-                ));
-            }
-            Some(sock) => vec![adopt_socket(sock)?],
-            None if hosts == Hosts::Any && port.is_none() => {
-                return Err(Error::InvalidArgument(
-                    "Neither host/port nor sock were specified".into(),
-                ))
-            }
-            None => self.bind_all(&hosts, port.unwrap_or(0), &options).await?,
-        };
-        let make_protocol: ProtocolMaker = Box::new(move || {
-            let protocol = Rc::new(RefCell::new(protocol_factory()));
-            adapt(protocol)
-        });
-        let state = Rc::new(ServerState {
-            event_loop: Rc::downgrade(&self.inner),
-            make_protocol,
-            listeners: RefCell::new(listeners),
-            backlog: options.backlog,
-            stage: Cell::new(Stage::Idle),
-            accept_tasks: RefCell::new(Vec::new()),
-            clients: RefCell::new(Slab::new()),
-            waiters: RefCell::new(Some(Vec::new())),
-            serving_forever: RefCell::new(None),
-        });
-        let server = Server { state, event_loop: self.clone() };
-        if options.start_serving {
-            if let Err(err) = server.start_serving() {
-                server.close();
-                return Err(err);
-            }
-        }
-        Ok(server)
-    }
-
-    /// Resolves every host and binds one socket per unique address.
-    async fn bind_all(
-        &self,
-        hosts: &Hosts,
-        port: u16,
-        options: &ServerOptions,
-    ) -> Result<Vec<Listener>> {
-        let hints = AddrInfoHints::new()
-            .family(options.family)
-            .socktype(libc::SOCK_STREAM)
-            .flags(libc::AI_PASSIVE | options.flags);
-        let names: Vec<Option<&str>> = match hosts {
-            Hosts::Any => vec![None],
-            Hosts::List(list) => {
-                list.iter().map(|h| Some(h.as_str()).filter(|h| !h.is_empty())).collect()
-            }
-        };
-        let mut infos: Vec<AddrInfo> = Vec::new();
-        for name in names {
-            let found = self.getaddrinfo(name, port, hints).await?;
-            if found.is_empty() {
-                let error = io::Error::other("getaddrinfo returned an empty list");
-                return Err(Error::io(format!("getaddrinfo({name:?})"), error));
-            }
-            for info in found {
-                let same = |i: &AddrInfo| {
-                    (i.family, i.protocol, i.addr) == (info.family, info.protocol, info.addr)
-                };
-                if !infos.iter().any(same) {
-                    infos.push(info);
-                }
-            }
-        }
-        let mut listeners = Vec::new();
-        for info in &infos {
-            // On error, the sockets bound so far are dropped (closed) with `listeners`.
-            if let Some(socket) = bind_socket(info, options)? {
-                let addr = socket.local_addr().map_err(|e| Error::io("getsockname", e))?;
-                listeners.push(Listener { fd: socket.into(), addr });
-            }
-        }
-        if listeners.is_empty() {
-            let error = io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
-            return Err(Error::io("create_server: no socket could be created", error));
-        }
-        Ok(listeners)
-    }
-}
-
-/// Checks and prepares a user-supplied socket (`ServerOptions::sock`).
-fn adopt_socket(sock: OwnedFd) -> Result<Listener> {
-    let fd = sock.as_raw_fd();
-    let socket = SockRef::from(&sock);
-    let kind = socket.r#type().map_err(|e| Error::io(format!("create_server(sock fd {fd})"), e))?;
-    if kind != Type::STREAM {
-        return Err(Error::InvalidArgument(format!(
-            "A Stream Socket was expected, got fd {fd} of type {kind:?}"
-        )));
-    }
-    socket.set_nonblocking(true).map_err(|e| Error::io("create_server: set_nonblocking", e))?;
-    let addr = socket.local_addr().map_err(|e| Error::io(format!("getsockname(fd {fd})"), e))?;
-    Ok(Listener { fd: sock, addr })
+/// Boxes `protocol_factory` into the maker a server calls for each connection.
+fn protocol_maker<K, P, F>(protocol_factory: F) -> ProtocolMaker
+where
+    K: 'static,
+    P: AnyProtocol<K>,
+    F: Fn() -> P + 'static,
+{
+    Box::new(move || adapt(Rc::new(RefCell::new(protocol_factory()))))
 }
 
 /// Closes the server when dropped (a cancelled `serve_forever` or `scope`).
@@ -504,8 +320,41 @@ impl Drop for CloseOnDrop {
 }
 
 impl Server {
+    /// A server on bound `listeners`, serving at once if `start_serving`; on failure to start
+    /// it is closed (the sockets, and `socket_file`, with it).
+    fn start(
+        event_loop: &EventLoop,
+        listeners: Vec<Listener>,
+        make_protocol: ProtocolMaker,
+        backlog: i32,
+        start_serving: bool,
+        socket_file: Option<unix::SocketFile>,
+    ) -> Result<Server> {
+        let state = Rc::new(ServerState {
+            event_loop: Rc::downgrade(&event_loop.inner),
+            make_protocol,
+            listeners: RefCell::new(listeners),
+            backlog,
+            stage: Cell::new(Stage::Idle),
+            accept_tasks: RefCell::new(Vec::new()),
+            clients: RefCell::new(Slab::new()),
+            waiters: RefCell::new(Some(Vec::new())),
+            serving_forever: RefCell::new(None),
+            socket_file: RefCell::new(socket_file),
+        });
+        let server = Server { state, event_loop: event_loop.clone() };
+        if start_serving {
+            if let Err(err) = server.start_serving() {
+                server.close();
+                return Err(err);
+            }
+        }
+        Ok(server)
+    }
+
     /// Stops listening: the accept tasks end and the listening sockets close; accepted
-    /// connections stay open. Cancels a running [`serve_forever`](Self::serve_forever).
+    /// connections stay open. A Unix server made with `cleanup_socket` unlinks its socket
+    /// file now, unless another file has replaced it. Cancels a running [`serve_forever`](Self::serve_forever).
     /// Idempotent.
     pub fn close(&self) {
         self.state.close();

@@ -1,5 +1,5 @@
 //! Streams: asyncio's high-level `StreamReader`/`StreamWriter` API over the stream transport
-//! (`open_connection`, `start_server`).
+//! (`open_connection`, `start_server`; the Unix socket forms are in `unix.rs`).
 //!
 //! ```
 //! use ringloop::{ConnectOptions, ServerOptions, StreamReader, StreamWriter};
@@ -49,6 +49,7 @@
 //! has to wait for more data to find what it looks for).
 
 mod reader;
+mod unix;
 mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -62,6 +63,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::BytesMut;
 
 pub use reader::StreamReader;
+pub use unix::{open_unix_connection, start_unix_server};
 pub use writer::StreamWriter;
 
 use crate::error::{panic_message, Error, Result};
@@ -407,8 +409,7 @@ impl EventLoop {
         let protocol_state = state.clone();
         let factory = move || StreamProtocol { state: protocol_state, client: None };
         let (transport, _) = self.create_connection(factory, host, port, options).await?;
-        state.set_transport(&transport);
-        Ok((StreamReader::new(state.clone()), StreamWriter::new(transport, state)))
+        Ok(reader_and_writer(state, transport))
     }
 
     /// Starts a server whose every connection runs `client_connected(reader, writer)`'s future
@@ -447,6 +448,21 @@ impl EventLoop {
         Fut::Output: ClientCallbackOutput,
     {
         check_limit(limit)?;
+        let factory = self.server_protocol_factory(client_connected, limit);
+        self.create_server(factory, host, port, options).await
+    }
+
+    /// The protocol factory of a streams server: each protocol runs `client_connected`.
+    fn server_protocol_factory<F, Fut>(
+        &self,
+        client_connected: F,
+        limit: usize,
+    ) -> impl Fn() -> StreamProtocol + 'static
+    where
+        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+        Fut: StdFuture + 'static,
+        Fut::Output: ClientCallbackOutput,
+    {
         let client_connected = Rc::new(client_connected);
         let callback: ClientCallback = Rc::new(move |reader, writer| {
             // The callback itself is called inside the task, so a panic in it is caught too.
@@ -454,12 +470,17 @@ impl EventLoop {
             Box::pin(async move { client_connected(reader, writer).await.into_error() })
         });
         let event_loop = Rc::downgrade(&self.inner);
-        let factory = move || StreamProtocol {
+        move || StreamProtocol {
             state: StreamState::new(limit),
             client: Some((callback.clone(), event_loop.clone())),
-        };
-        self.create_server(factory, host, port, options).await
+        }
     }
+}
+
+/// The reader and writer of a client connection whose protocol shares `state`.
+fn reader_and_writer(state: Rc<StreamState>, transport: Transport) -> (StreamReader, StreamWriter) {
+    state.set_transport(&transport);
+    (StreamReader::new(state.clone()), StreamWriter::new(transport, state))
 }
 
 /// [`EventLoop::open_connection`] on the running loop.

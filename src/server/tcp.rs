@@ -1,0 +1,206 @@
+//! `create_server` for TCP: resolving the hosts and binding one listening socket per address.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use socket2::{Domain, SockRef, Socket, Type};
+
+use super::{protocol_maker, Hosts, Listener, Server, ServerOptions};
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+use crate::net::dns::{AddrInfo, AddrInfoHints};
+use crate::protocol::AnyProtocol;
+
+/// An address as asyncio prints it: `('127.0.0.1', 8000)` or `('::1', 8000, 0, 0)`.
+pub(super) fn describe_ip(addr: &SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("('{}', {})", a.ip(), a.port()),
+        SocketAddr::V6(a) => {
+            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
+        }
+    }
+}
+
+/// Creates, configures and binds a socket for `info`; `Ok(None)` when the family is not
+/// supported here (skipped, as asyncio does).
+fn bind_socket(info: &AddrInfo, options: &ServerOptions) -> Result<Option<Socket>> {
+    let kind = Type::STREAM.nonblocking().cloexec();
+    let protocol = (info.protocol != 0).then(|| socket2::Protocol::from(info.protocol));
+    let socket = match Socket::new(Domain::from(info.family), kind, protocol) {
+        Ok(socket) => socket,
+        Err(err) => {
+            log::debug!(target: "ringloop", "create_server: no socket for {:?}: {err}", info.addr);
+            return Ok(None);
+        }
+    };
+    let what = describe_ip(&info.addr);
+    let option_error = |name: &str, e: io::Error| Error::io(format!("{name} on {what}"), e);
+    socket.set_reuse_address(options.reuse_address).map_err(|e| option_error("SO_REUSEADDR", e))?;
+    if options.reuse_port {
+        socket.set_reuse_port(true).map_err(|e| option_error("SO_REUSEPORT", e))?;
+    }
+    if options.keep_alive {
+        socket.set_keepalive(true).map_err(|e| option_error("SO_KEEPALIVE", e))?;
+    }
+    if info.family == libc::AF_INET6 {
+        // Lets the IPv4 wildcard bind the same port (asyncio does the same).
+        socket.set_only_v6(true).map_err(|e| option_error("IPV6_V6ONLY", e))?;
+    }
+    socket
+        .bind(&info.addr.into())
+        .map_err(|e| Error::io(format!("error while attempting to bind on address {what}"), e))?;
+    Ok(Some(socket))
+}
+
+impl EventLoop {
+    /// Creates a TCP server listening on `host` and `port` (asyncio's `loop.create_server`);
+    /// each accepted connection gets a [`Transport`](crate::Transport) driving a fresh `protocol_factory()`.
+    ///
+    /// `host` is anything [`Hosts`] converts from (`None`/`""`: every interface); `port` 0
+    /// picks a free port per socket. With [`ServerOptions::sock`], `host` must be `None` and
+    /// `port` is ignored. Sockets are resolved with `AI_PASSIVE` and `SOCK_STREAM`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a host with `sock`, no host/port/sock at all, or a
+    /// `sock` that is not `SOCK_STREAM`; [`Error::Dns`] from resolution; [`Error::Io`] naming
+    /// the address when a bind fails (every socket created so far is closed).
+    ///
+    /// # Example
+    ///
+    /// An echo server on a free port and a blocking client on a thread:
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use ringloop::{BaseProtocol, Protocol, ServerOptions, Transport};
+    ///
+    /// #[derive(Default)]
+    /// struct Echo(Option<Transport>);
+    /// impl BaseProtocol for Echo {
+    ///     fn connection_made(&mut self, transport: Transport) {
+    ///         self.0 = Some(transport);
+    ///     }
+    /// }
+    /// impl Protocol for Echo {
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         let _ = self.0.as_ref().unwrap().write(data);
+    ///     }
+    /// }
+    ///
+    /// let reply = ringloop::run(async {
+    ///     let lp = ringloop::get_running_loop()?;
+    ///     let options = ServerOptions::default();
+    ///     let server = lp.create_server(Echo::default, "127.0.0.1", Some(0), options).await?;
+    ///     let port = server.sockets()[0].as_socket().unwrap().port();
+    ///     let client = move || -> std::io::Result<Vec<u8>> {
+    ///         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    ///         stream.write_all(b"hello")?;
+    ///         let mut reply = [0; 5];
+    ///         stream.read_exact(&mut reply)?;
+    ///         Ok(reply.to_vec())
+    ///     };
+    ///     let reply = lp.run_in_executor(None, client)?.await?;
+    ///     server.close();
+    ///     server.wait_closed().await; // the client has disconnected
+    ///     Ok::<_, ringloop::Error>(reply)
+    /// })??;
+    /// assert_eq!(reply.unwrap(), b"hello");
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub async fn create_server<K, P, F>(
+        &self,
+        protocol_factory: F,
+        host: impl Into<Hosts>,
+        port: Option<u16>,
+        mut options: ServerOptions,
+    ) -> Result<Server>
+    where
+        K: 'static,
+        P: AnyProtocol<K>,
+        F: Fn() -> P + 'static,
+    {
+        self.check_open()?;
+        let hosts = host.into();
+        let listeners = match options.sock.take() {
+            Some(_) if hosts != Hosts::Any => {
+                return Err(Error::InvalidArgument(
+                    "host/port and sock can not be specified at the same time".into(),
+                ));
+            }
+            Some(sock) => vec![adopt_socket(sock)?],
+            None if hosts == Hosts::Any && port.is_none() => {
+                return Err(Error::InvalidArgument(
+                    "Neither host/port nor sock were specified".into(),
+                ))
+            }
+            None => self.bind_all(&hosts, port.unwrap_or(0), &options).await?,
+        };
+        let make_protocol = protocol_maker(protocol_factory);
+        let (backlog, start) = (options.backlog, options.start_serving);
+        Server::start(self, listeners, make_protocol, backlog, start, None)
+    }
+
+    /// Resolves every host and binds one socket per unique address.
+    async fn bind_all(
+        &self,
+        hosts: &Hosts,
+        port: u16,
+        options: &ServerOptions,
+    ) -> Result<Vec<Listener>> {
+        let hints = AddrInfoHints::new()
+            .family(options.family)
+            .socktype(libc::SOCK_STREAM)
+            .flags(libc::AI_PASSIVE | options.flags);
+        let names: Vec<Option<&str>> = match hosts {
+            Hosts::Any => vec![None],
+            Hosts::List(list) => {
+                list.iter().map(|h| Some(h.as_str()).filter(|h| !h.is_empty())).collect()
+            }
+        };
+        let mut infos: Vec<AddrInfo> = Vec::new();
+        for name in names {
+            let found = self.getaddrinfo(name, port, hints).await?;
+            if found.is_empty() {
+                let error = io::Error::other("getaddrinfo returned an empty list");
+                return Err(Error::io(format!("getaddrinfo({name:?})"), error));
+            }
+            for info in found {
+                let same = |i: &AddrInfo| {
+                    (i.family, i.protocol, i.addr) == (info.family, info.protocol, info.addr)
+                };
+                if !infos.iter().any(same) {
+                    infos.push(info);
+                }
+            }
+        }
+        let mut listeners = Vec::new();
+        for info in &infos {
+            // On error, the sockets bound so far are dropped (closed) with `listeners`.
+            if let Some(socket) = bind_socket(info, options)? {
+                let addr = socket.local_addr().map_err(|e| Error::io("getsockname", e))?;
+                listeners.push(Listener { fd: socket.into(), addr });
+            }
+        }
+        if listeners.is_empty() {
+            let error = io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
+            return Err(Error::io("create_server: no socket could be created", error));
+        }
+        Ok(listeners)
+    }
+}
+
+/// Checks and prepares a user-supplied socket (`ServerOptions::sock`).
+fn adopt_socket(sock: OwnedFd) -> Result<Listener> {
+    let fd = sock.as_raw_fd();
+    let socket = SockRef::from(&sock);
+    let kind = socket.r#type().map_err(|e| Error::io(format!("create_server(sock fd {fd})"), e))?;
+    if kind != Type::STREAM {
+        return Err(Error::InvalidArgument(format!(
+            "A Stream Socket was expected, got fd {fd} of type {kind:?}"
+        )));
+    }
+    socket.set_nonblocking(true).map_err(|e| Error::io("create_server: set_nonblocking", e))?;
+    let addr = socket.local_addr().map_err(|e| Error::io(format!("getsockname(fd {fd})"), e))?;
+    Ok(Listener { fd: sock, addr })
+}
