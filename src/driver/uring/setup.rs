@@ -42,11 +42,16 @@ pub(super) enum Feature {
     OpShutdown,
     /// `IORING_OP_CLOSE` (5.6); without it `Close` runs `close` at submit.
     OpClose,
+    /// `IORING_OP_READ` (5.6) for `Op::Read`; without it `Read` runs `read` (plus `POLL_ADD`
+    /// to wait). (The wake-up read of the eventfd needs the opcode regardless.)
+    OpRead,
+    /// `IORING_OP_WRITE` (5.6); without it `Write` runs `write` (plus `POLL_ADD` to wait).
+    OpWrite,
 }
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 14] = [
+    pub(super) const ALL: [Feature; 16] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -61,16 +66,20 @@ impl Feature {
         Feature::OpSend,
         Feature::OpShutdown,
         Feature::OpClose,
+        Feature::OpRead,
+        Feature::OpWrite,
     ];
 
     /// The socket-op features and the opcodes whose probe bits they stand for.
-    const OPCODES: [(Feature, u8); 6] = [
+    const OPCODES: [(Feature, u8); 8] = [
         (Feature::OpAccept, opcode::Accept::CODE),
         (Feature::OpConnect, opcode::Connect::CODE),
         (Feature::OpRecv, opcode::Recv::CODE),
         (Feature::OpSend, opcode::Send::CODE),
         (Feature::OpShutdown, opcode::Shutdown::CODE),
         (Feature::OpClose, opcode::Close::CODE),
+        (Feature::OpRead, opcode::Read::CODE),
+        (Feature::OpWrite, opcode::Write::CODE),
     ];
 
     /// The name used in logs and in `RINGLOOP_DISABLE`.
@@ -90,11 +99,13 @@ impl Feature {
             Feature::OpSend => "op_send",
             Feature::OpShutdown => "op_shutdown",
             Feature::OpClose => "op_close",
+            Feature::OpRead => "op_read",
+            Feature::OpWrite => "op_write",
         }
     }
 
-    fn bit(self) -> u16 {
-        1 << self as u16
+    fn bit(self) -> u32 {
+        1 << self as u32
     }
 }
 
@@ -102,7 +113,7 @@ impl Feature {
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct FeatureSet {
     /// One bit per [`Feature`], by discriminant.
-    bits: u16,
+    bits: u32,
 }
 
 impl FeatureSet {
