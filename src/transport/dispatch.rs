@@ -17,12 +17,13 @@ use std::rc::Rc;
 
 use super::stream::Transport;
 use crate::error::{panic_message, Error};
-use crate::protocol::Protocol;
+use crate::protocol::{BaseProtocol, Protocol};
 
-/// A protocol callback, as queued when it cannot be delivered at once.
-pub(crate) enum Event {
+/// A protocol callback, as queued when it cannot be delivered at once. `T` is the transport
+/// type `connection_made` gets (the stream [`Transport`], or a pipe transport).
+pub(crate) enum Event<T = Transport> {
     /// `connection_made`.
-    Made(Transport),
+    Made(T),
     /// `data_received` (the bytes copied, since the read buffer is recycled).
     Data(Vec<u8>),
     /// `eof_received`, whose answer decides whether the transport closes.
@@ -35,7 +36,7 @@ pub(crate) enum Event {
     ResumeWriting,
 }
 
-impl Event {
+impl<T> Event<T> {
     /// The protocol method this event calls.
     fn callback(&self) -> &'static str {
         match self {
@@ -59,24 +60,24 @@ pub(crate) struct Failure {
 }
 
 /// What delivering an event gave.
-pub(crate) enum Delivered {
+pub(crate) enum Delivered<T = Transport> {
     /// Delivered; for `Eof`, `keep_open` is the protocol's answer.
     Done {
         /// `eof_received`'s return value (false for other events).
         keep_open: bool,
     },
     /// The protocol is borrowed: the event comes back.
-    Busy(Event),
+    Busy(Event<T>),
     /// The callback panicked (the event counts as delivered).
     Panicked(Failure),
 }
 
 /// A protocol as a transport sees it (type-erased).
-pub(crate) trait StreamProtocol {
+pub(crate) trait StreamProtocol<T = Transport> {
     /// Delivers `event` unless the protocol is borrowed.
-    fn deliver(&self, event: Event) -> Delivered;
+    fn deliver(&self, event: Event<T>) -> Delivered<T>;
     /// Delivers `data_received(data)` without copying (a copy comes back in `Busy`).
-    fn data(&self, data: &[u8]) -> Delivered;
+    fn data(&self, data: &[u8]) -> Delivered<T>;
     /// The user's `Rc<RefCell<P>>`, for `get_protocol`.
     fn as_any(&self) -> Rc<dyn Any>;
 }
@@ -84,8 +85,8 @@ pub(crate) trait StreamProtocol {
 /// A [`Protocol`] shared with the user.
 pub(crate) struct Plain<P>(pub(crate) Rc<RefCell<P>>);
 
-impl<P: Protocol + 'static> StreamProtocol for Plain<P> {
-    fn deliver(&self, event: Event) -> Delivered {
+impl<T, P: Protocol<T> + 'static> StreamProtocol<T> for Plain<P> {
+    fn deliver(&self, event: Event<T>) -> Delivered<T> {
         let Ok(mut protocol) = self.0.try_borrow_mut() else { return Delivered::Busy(event) };
         let callback = event.callback();
         // The protocol is only ever observed through its own methods after a panic; asyncio
@@ -121,7 +122,7 @@ impl<P: Protocol + 'static> StreamProtocol for Plain<P> {
         }
     }
 
-    fn data(&self, data: &[u8]) -> Delivered {
+    fn data(&self, data: &[u8]) -> Delivered<T> {
         let Ok(mut protocol) = self.0.try_borrow_mut() else {
             return Delivered::Busy(Event::Data(data.to_vec()));
         };
@@ -139,19 +140,54 @@ impl<P: Protocol + 'static> StreamProtocol for Plain<P> {
     }
 }
 
+/// A [`BaseProtocol`] shared with the user, for transports that never read (write pipes):
+/// `data_received` and `eof_received` events are never sent to it.
+pub(crate) struct Base<P>(pub(crate) Rc<RefCell<P>>);
+
+impl<T, P: BaseProtocol<T> + 'static> StreamProtocol<T> for Base<P> {
+    fn deliver(&self, event: Event<T>) -> Delivered<T> {
+        let Ok(mut protocol) = self.0.try_borrow_mut() else { return Delivered::Busy(event) };
+        let callback = event.callback();
+        let called = catch_unwind(AssertUnwindSafe(|| match event {
+            Event::Made(transport) => protocol.connection_made(transport),
+            Event::Lost(error) => protocol.connection_lost(error),
+            Event::PauseWriting => protocol.pause_writing(),
+            Event::ResumeWriting => protocol.resume_writing(),
+            Event::Data(_) | Event::Eof => {
+                debug_assert!(false, "a write-only protocol got {callback}")
+            }
+        }));
+        match called {
+            Ok(()) => Delivered::Done { keep_open: false },
+            Err(payload) => {
+                Delivered::Panicked(Failure { callback, message: panic_message(&*payload) })
+            }
+        }
+    }
+
+    fn data(&self, _data: &[u8]) -> Delivered<T> {
+        debug_assert!(false, "a write-only protocol got data_received");
+        Delivered::Done { keep_open: false }
+    }
+
+    fn as_any(&self) -> Rc<dyn Any> {
+        self.0.clone()
+    }
+}
+
 /// The protocol of a transport and the events waiting for it.
-pub(crate) struct Dispatcher {
+pub(crate) struct Dispatcher<T = Transport> {
     /// The protocol (`None` after `connection_lost`, which breaks the usual
     /// transport → protocol → transport cycle, as asyncio does).
-    protocol: RefCell<Option<Rc<dyn StreamProtocol>>>,
+    protocol: RefCell<Option<Rc<dyn StreamProtocol<T>>>>,
     /// Events that met a busy protocol, oldest first.
-    deferred: RefCell<VecDeque<Event>>,
+    deferred: RefCell<VecDeque<Event<T>>>,
     /// Callbacks that panicked, not yet handled by the transport.
     failures: RefCell<Vec<Failure>>,
 }
 
-impl Dispatcher {
-    pub(crate) fn new(protocol: Rc<dyn StreamProtocol>) -> Dispatcher {
+impl<T> Dispatcher<T> {
+    pub(crate) fn new(protocol: Rc<dyn StreamProtocol<T>>) -> Dispatcher<T> {
         Dispatcher {
             protocol: RefCell::new(Some(protocol)),
             deferred: RefCell::new(VecDeque::new()),
@@ -159,12 +195,12 @@ impl Dispatcher {
         }
     }
 
-    fn protocol(&self) -> Option<Rc<dyn StreamProtocol>> {
+    fn protocol(&self) -> Option<Rc<dyn StreamProtocol<T>>> {
         self.protocol.borrow().clone()
     }
 
     /// Replaces the protocol (`set_protocol`); queued events go to the new one.
-    pub(crate) fn set(&self, protocol: Rc<dyn StreamProtocol>) {
+    pub(crate) fn set(&self, protocol: Rc<dyn StreamProtocol<T>>) {
         *self.protocol.borrow_mut() = Some(protocol);
     }
 
@@ -198,7 +234,7 @@ impl Dispatcher {
 
     /// Delivers `event` (after anything queued); returns `eof_received`'s answer for `Eof`
     /// when it was delivered now (a queued `Eof` counts as "close": the conservative answer).
-    pub(crate) fn send(&self, event: Event) -> bool {
+    pub(crate) fn send(&self, event: Event<T>) -> bool {
         if !self.deferred.borrow().is_empty() {
             self.deferred.borrow_mut().push_back(event);
             self.flush();
@@ -239,7 +275,7 @@ impl Dispatcher {
         !self.deferred.borrow().is_empty()
     }
 
-    fn deliver(&self, event: Event) -> bool {
+    fn deliver(&self, event: Event<T>) -> bool {
         let lost = matches!(event, Event::Lost(_));
         let Some(protocol) = self.protocol() else { return false };
         match protocol.deliver(event) {
