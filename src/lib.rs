@@ -35,6 +35,7 @@
 //! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
 //! | `loop.create_connection` (happy eyeballs included) | [`EventLoop::create_connection`], [`ConnectOptions`] |
 //! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
+//! | `loop.connect_read_pipe`, `connect_write_pipe`, `ReadTransport`, `WriteTransport` | [`EventLoop::connect_read_pipe`], [`EventLoop::connect_write_pipe`], [`ReadTransport`], [`WriteTransport`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
@@ -76,6 +77,7 @@ pub use streams::{
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use transport::{ExtraInfo, Transport};
+pub use transport::{ReadTransport, WriteTransport};
 
 /// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this
 /// thread's running loop, tasks still pending when `future` finishes are cancelled and given a

@@ -56,6 +56,8 @@ pub(crate) enum OpOwner {
         /// Which of its ops.
         op: crate::transport::StreamOp,
     },
+    /// An op of a pipe transport.
+    Pipe(crate::transport::PipeOwner),
 }
 
 /// An entry of the ready queue.

@@ -175,6 +175,7 @@ impl EventLoop {
                 OpOwner::Stream { core, op } => {
                     core.on_completion(op, completion.result, completion.op)
                 }
+                OpOwner::Pipe(owner) => owner.on_completion(completion.result, completion.op),
             }
         }
         *self.inner.completions.borrow_mut() = completions;

@@ -3,8 +3,14 @@
 mod api;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
+mod pipe;
+mod pipe_read;
+mod pipe_write;
 mod stream;
 
 pub use api::ExtraInfo;
+pub(crate) use pipe::PipeOwner;
+pub use pipe_read::ReadTransport;
+pub use pipe_write::WriteTransport;
 pub use stream::Transport;
 pub(crate) use stream::{StreamCore, StreamOp};
