@@ -83,8 +83,9 @@ fn features_follow_the_disable_list() {
     let Some(old) = ring::<u32>(CONFIGS[2]) else { return };
     let setup: Vec<_> = old.features().into_iter().filter(|f| !f.starts_with("op_")).collect();
     assert_eq!(setup, ["nodrop"]);
-    // Every socket opcode is in this kernel (>= 5.11), and each can be switched off.
-    assert_eq!(old.features().len(), 7, "{:?}", old.features());
+    // Every socket and read/write opcode is in this kernel (>= 5.11), and each can be
+    // switched off.
+    assert_eq!(old.features().len(), 9, "{:?}", old.features());
     let Some(no_close) = ring::<u32>(&["op_close"]) else { return };
     assert!(!no_close.features().contains(&"op_close") && features.contains(&"op_close"));
 }
