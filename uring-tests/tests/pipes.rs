@@ -696,10 +696,18 @@ backend_tests! {
         let (transport, proto) = write_pipe(lp, slave);
         write_all(&master, b"input for the tty\n"); // must not close the write pipe
         transport.write(b"to the master");
-        let mut got = [0u8; 13];
-        let mut m = std::fs::File::from(master);
-        m.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"to the master");
+        // SAFETY: F_SETFL with an int on the open master: reads below must not block.
+        unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let got = RefCell::new(Vec::new());
+        let m = std::fs::File::from(master);
+        let arrived = run_until(lp, WAIT, || {
+            let mut buf = [0u8; 64];
+            if let Ok(n) = (&m).read(&mut buf) {
+                got.borrow_mut().extend_from_slice(&buf[..n]);
+            }
+            got.borrow().len() >= 13
+        });
+        assert!(arrived && &got.borrow()[..] == b"to the master", "{:?}", got.borrow());
         spin(lp, QUIET);
         assert_eq!(proto.borrow().events, [Ev::Made], "still open");
         transport.close();
