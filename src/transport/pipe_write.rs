@@ -219,14 +219,15 @@ impl WriteCore {
             return None;
         }
         if self.state.get() != WriteState::Open {
-            let lost = self.lost_writes.get() + 1;
-            self.lost_writes.set(lost);
+            // As asyncio: the count is checked, then incremented (the sixth lost write logs).
+            let lost = self.lost_writes.get();
             if lost >= LOST_WRITES_LOG_THRESHOLD {
                 log::warn!(
                     target: "ringloop",
                     "pipe closed by peer or os.write(pipe, data) raised exception."
                 );
             }
+            self.lost_writes.set(lost + 1);
             return None;
         }
         if !self.write.borrow().is_empty() || self.write_op.get().is_some() {

@@ -7,8 +7,7 @@
 //!   `EIO` error and no `eof_received`, and nothing goes to the exception handler.
 //! * 142: a partial write, `EAGAIN` and a write of 0 bytes are driver-level results here
 //!   (`src/driver/rw_tests.rs`); at this level they show as order kept under backpressure.
-//!   "Later writes are counted and a warning is logged after 5" is tested through its effect
-//!   (nothing more is written), not the log line.
+//!   "Later writes are counted and a warning is logged after 5": the sixth lost write logs.
 //! * 143: "EAGAIN is ignored" is a driver matter (the op keeps waiting); a read `OSError` is
 //!   provoked with `ECONNRESET` on a Unix socket (a peer closed with unread data).
 //!
@@ -182,6 +181,39 @@ impl BaseProtocol<WriteTransport> for WriteRec {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
+
+/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
+/// parallel: each looks at its own thread's records).
+static WARNINGS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let entry = (std::thread::current().id(), record.args().to_string());
+            WARNINGS.lock().unwrap().push(entry);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// How many warnings containing `text` this thread logged (installs the logger once).
+fn my_warnings(text: &str) -> usize {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    let me = std::thread::current().id();
+    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
+}
 
 /// A pipe: (read end, write end), blocking, close-on-exec.
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -641,6 +673,26 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || proto.borrow().lost_errno().is_some()));
         assert_eq!(proto.borrow().lost_errno(), Some(None));
         assert!(reader.join().unwrap() == data, "exactly the data written before close");
+        proto.borrow().check();
+    }
+
+    fn writes_after_close_are_dropped_and_logged_from_the_sixth(lp) {
+        // Item 142 (and 106's threshold): lost writes are counted, a warning after 5.
+        let (r, w) = pipe();
+        let (transport, proto) = write_pipe(lp, w);
+        let text = "pipe closed by peer";
+        let before = my_warnings(text);
+        transport.close();
+        for _ in 0..5 {
+            transport.write(b"lost");
+        }
+        assert_eq!(my_warnings(text), before, "five lost writes are not logged");
+        transport.write(b"lost");
+        assert_eq!(my_warnings(text), before + 1, "the sixth is");
+        assert!(run_until(lp, WAIT, || proto.borrow().lost_errno().is_some()));
+        let mut got = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut got).unwrap();
+        assert!(got.is_empty(), "nothing was written: {got:?}");
         proto.borrow().check();
     }
 
