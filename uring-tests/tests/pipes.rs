@@ -446,6 +446,25 @@ backend_tests! {
         proto.borrow().check();
     }
 
+    fn close_with_a_read_pending_releases_the_fd(lp) {
+        // The read in flight is cancelled and the fd closed behind it (a blocking pipe given
+        // to the transport was made non-blocking, so no kernel worker sits in read(2)).
+        let (r, w) = pipe();
+        let id = identity(&r);
+        let proto = read_pipe(lp, ReadRec::default(), r);
+        spin(lp, QUIET);
+        assert_eq!(holders(id), 2, "both ends open");
+        let transport = proto.borrow().transport.clone().unwrap();
+        transport.close();
+        assert!(run_until(lp, WAIT, || proto.borrow().lost()));
+        assert_eq!(proto.borrow().lost_errno(), Some(None));
+        assert!(run_until(lp, WAIT, || holders(id) == 1), "only our write end is left");
+        let err = std::fs::File::from(w).write_all(b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "the read end is really closed");
+        assert_eq!(proto.borrow().data, b"");
+        proto.borrow().check();
+    }
+
     fn eof_while_paused_is_delivered_on_resume(lp) {
         let (r, w) = pipe();
         let proto = read_pipe(lp, ReadRec::default(), r);
