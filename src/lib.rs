@@ -39,6 +39,7 @@
 //! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
 //! | `loop.create_unix_connection`, `loop.create_unix_server` | [`EventLoop::create_unix_connection`], [`EventLoop::create_unix_server`], [`UnixPath`], [`UnixConnectOptions`], [`UnixServerOptions`] |
 //! | `open_unix_connection`, `start_unix_server` | [`EventLoop::open_unix_connection`], [`EventLoop::start_unix_server`] |
+//! | `loop.connect_read_pipe`, `connect_write_pipe`, `ReadTransport`, `WriteTransport` | [`EventLoop::connect_read_pipe`], [`EventLoop::connect_write_pipe`], [`ReadTransport`], [`WriteTransport`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
@@ -89,6 +90,7 @@ pub use streams::{
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use transport::DatagramTransport;
 pub use transport::{ExtraInfo, Transport};
+pub use transport::{ReadTransport, WriteTransport};
 
 /// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this
 /// thread's running loop, tasks still pending when `future` finishes are cancelled and given a

@@ -18,9 +18,17 @@
 use crate::error::Error;
 
 /// Callbacks common to every protocol (asyncio's `BaseProtocol`).
-pub trait BaseProtocol {
+///
+/// `T` is the transport the protocol is given: the stream [`Transport`] by default, a
+/// [`ReadTransport`] for `connect_read_pipe`, a [`WriteTransport`] for `connect_write_pipe`
+/// (implement `BaseProtocol<WriteTransport>`: a write pipe needs no `Protocol`).
+///
+/// [`Transport`]: crate::Transport
+/// [`ReadTransport`]: crate::ReadTransport
+/// [`WriteTransport`]: crate::WriteTransport
+pub trait BaseProtocol<T = crate::transport::Transport> {
     /// The connection is made; `transport` is the protocol's handle to it (keep a clone).
-    fn connection_made(&mut self, transport: crate::transport::Transport) {
+    fn connection_made(&mut self, transport: T) {
         let _ = transport;
     }
 
@@ -38,8 +46,8 @@ pub trait BaseProtocol {
 }
 
 /// A streaming protocol whose bytes the transport hands over as they arrive (asyncio's
-/// `Protocol`).
-pub trait Protocol: BaseProtocol {
+/// `Protocol`). `T` is the transport type, as for [`BaseProtocol`].
+pub trait Protocol<T = crate::transport::Transport>: BaseProtocol<T> {
     /// Some bytes arrived. `data` is only valid during the call (it borrows the loop's read
     /// buffer): copy what must outlive it.
     fn data_received(&mut self, data: &[u8]) {

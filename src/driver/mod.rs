@@ -56,6 +56,8 @@ pub(crate) mod any;
 pub(crate) mod epoll;
 mod msg;
 pub(crate) mod recv_buf;
+#[cfg(test)]
+mod rw_tests;
 pub(crate) mod uring;
 
 use std::io;
@@ -150,6 +152,30 @@ pub(crate) enum Op {
     /// Send `buf[offset..]` with `MSG_NOSIGNAL`. Result: bytes sent (may be short).
     Send {
         /// The socket.
+        fd: RawFd,
+        /// The bytes.
+        buf: bytes::Bytes,
+        /// Where in `buf` to start.
+        offset: usize,
+    },
+    /// `read(2)` into the spare capacity of `buf` (`buf.len()..buf.capacity()`) at the fd's
+    /// current position: for any fd (pipes, FIFOs, character devices, PTYs, regular files).
+    /// Result: the byte count (0 = end of file); the driver has extended `buf.len()` by it.
+    /// The fd should be non-blocking: on io_uring a read on a *blocking* pipe is handed to an
+    /// io-wq worker that it can pin until data comes, while a non-blocking one waits on the
+    /// kernel's internal poll (an `EAGAIN` from the opcode falls back to `POLL_ADD` + `read`).
+    Read {
+        /// The descriptor.
+        fd: RawFd,
+        /// Where the bytes land.
+        buf: Vec<u8>,
+    },
+    /// `write(2)` of `buf[offset..]` at the fd's current position. Result: bytes written
+    /// (a short write is a result, not an error). Unlike `Send` there is no `MSG_NOSIGNAL`:
+    /// a write to a pipe without readers raises `SIGPIPE`, which Rust programs ignore (the
+    /// standard library sets it to `SIG_IGN` before `main`), so the result is `EPIPE`.
+    Write {
+        /// The descriptor.
         fd: RawFd,
         /// The bytes.
         buf: bytes::Bytes,

@@ -67,6 +67,8 @@ pub(crate) enum OpOwner {
         /// Which of its ops.
         op: crate::transport::DatagramOp,
     },
+    /// An op of a pipe transport.
+    Pipe(crate::transport::PipeOwner),
 }
 
 /// An entry of the ready queue.

@@ -179,6 +179,7 @@ impl EventLoop {
                 OpOwner::Datagram { ref core, op } => {
                     core.clone().on_completion(op, completion.result, completion.op)
                 }
+                OpOwner::Pipe(owner) => owner.on_completion(completion.result, completion.op),
             }
         }
         *self.inner.completions.borrow_mut() = completions;

@@ -26,10 +26,11 @@ use crate::protocol::{
     AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, Protocol, StreamingKind,
 };
 
-/// A protocol callback, as queued when it cannot be delivered at once.
-pub(crate) enum Event {
+/// A protocol callback, as queued when it cannot be delivered at once. `T` is the transport
+/// type `connection_made` gets (the stream [`Transport`], or a pipe transport).
+pub(crate) enum Event<T = Transport> {
     /// `connection_made`.
-    Made(Transport),
+    Made(T),
     /// `data_received`, or `get_buffer`/`buffer_updated` (the bytes copied, since the read
     /// buffer is recycled).
     Data(Vec<u8>),
@@ -44,7 +45,7 @@ pub(crate) enum Event {
     ResumeWriting,
 }
 
-impl Event {
+impl<T> Event<T> {
     /// The protocol method this event calls.
     fn callback(&self) -> &'static str {
         match self {
@@ -74,31 +75,31 @@ impl Failure {
 }
 
 /// What delivering an event gave.
-pub(crate) enum Delivered {
+pub(crate) enum Delivered<T = Transport> {
     /// Delivered; for `Eof`, `keep_open` is the protocol's answer.
     Done {
         /// `eof_received`'s return value (false for other events).
         keep_open: bool,
     },
     /// The protocol is borrowed: the event comes back.
-    Busy(Event),
+    Busy(Event<T>),
     /// The callback failed (the event counts as delivered).
     Failed(Failure),
 }
 
 /// A protocol as a transport sees it (type-erased).
-pub(crate) trait StreamProtocol {
+pub(crate) trait StreamProtocol<T = Transport> {
     /// Delivers `event` unless the protocol is borrowed.
-    fn deliver(&self, event: Event) -> Delivered;
+    fn deliver(&self, event: Event<T>) -> Delivered<T>;
     /// Delivers received bytes without copying them first (a copy comes back in `Busy`).
-    fn data(&self, data: &[u8]) -> Delivered;
+    fn data(&self, data: &[u8]) -> Delivered<T>;
     /// The user's `Rc<RefCell<P>>`, for `get_protocol`.
     fn as_any(&self) -> Rc<dyn Any>;
 }
 
 /// How each protocol kind takes received bytes and EOF: the seal of
 /// [`AnyProtocol`](crate::protocol::AnyProtocol) (nameable only inside the crate).
-pub trait Receive<Kind>: BaseProtocol {
+pub trait Receive<Kind, T = Transport>: BaseProtocol<T> {
     /// Hands `data` (not empty) to the protocol; panics are caught and named.
     #[doc(hidden)]
     fn receive(&mut self, data: &[u8]) -> Result<(), Failure>;
@@ -107,7 +108,7 @@ pub trait Receive<Kind>: BaseProtocol {
     fn receive_eof(&mut self) -> bool;
 }
 
-impl<P: Protocol> Receive<StreamingKind> for P {
+impl<T, P: Protocol<T>> Receive<StreamingKind, T> for P {
     fn receive(&mut self, data: &[u8]) -> Result<(), Failure> {
         catch_unwind(AssertUnwindSafe(|| self.data_received(data)))
             .map_err(|payload| Failure::panicked("data_received", &*payload))
@@ -151,22 +152,29 @@ impl<P: BufferedProtocol> Receive<BufferedKind> for P {
 }
 
 /// A protocol of kind `K` shared with the user.
-pub(crate) struct Adapter<P, K> {
+pub(crate) struct Adapter<P, K, T> {
     /// The user's protocol.
     protocol: Rc<RefCell<P>>,
-    /// Which [`Receive`] impl delivers its bytes.
-    kind: PhantomData<fn() -> K>,
+    /// Which [`Receive`] impl delivers its bytes, and to which transport type.
+    kind: PhantomData<fn() -> (K, T)>,
 }
 
-/// `protocol` as a transport drives it.
+/// `protocol` as a stream transport drives it.
 pub(crate) fn adapt<K: 'static, P: AnyProtocol<K>>(
     protocol: Rc<RefCell<P>>,
 ) -> Rc<dyn StreamProtocol> {
-    Rc::new(Adapter { protocol, kind: PhantomData::<fn() -> K> })
+    adapt_for::<Transport, K, P>(protocol)
 }
 
-impl<K: 'static, P: AnyProtocol<K>> StreamProtocol for Adapter<P, K> {
-    fn deliver(&self, event: Event) -> Delivered {
+/// `protocol` as a transport of type `T` (a stream or a read pipe) drives it.
+pub(crate) fn adapt_for<T: 'static, K: 'static, P: Receive<K, T> + 'static>(
+    protocol: Rc<RefCell<P>>,
+) -> Rc<dyn StreamProtocol<T>> {
+    Rc::new(Adapter { protocol, kind: PhantomData::<fn() -> (K, T)> })
+}
+
+impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> StreamProtocol<T> for Adapter<P, K, T> {
+    fn deliver(&self, event: Event<T>) -> Delivered<T> {
         let Ok(mut protocol) = self.protocol.try_borrow_mut() else {
             return Delivered::Busy(event);
         };
@@ -200,7 +208,7 @@ impl<K: 'static, P: AnyProtocol<K>> StreamProtocol for Adapter<P, K> {
         }
     }
 
-    fn data(&self, data: &[u8]) -> Delivered {
+    fn data(&self, data: &[u8]) -> Delivered<T> {
         let Ok(mut protocol) = self.protocol.try_borrow_mut() else {
             return Delivered::Busy(Event::Data(data.to_vec()));
         };
@@ -215,13 +223,46 @@ impl<K: 'static, P: AnyProtocol<K>> StreamProtocol for Adapter<P, K> {
     }
 }
 
+/// A [`BaseProtocol`] shared with the user, for transports that never read (write pipes):
+/// `data_received` and `eof_received` events are never sent to it.
+pub(crate) struct Base<P>(pub(crate) Rc<RefCell<P>>);
+
+impl<T, P: BaseProtocol<T> + 'static> StreamProtocol<T> for Base<P> {
+    fn deliver(&self, event: Event<T>) -> Delivered<T> {
+        let Ok(mut protocol) = self.0.try_borrow_mut() else { return Delivered::Busy(event) };
+        let callback = event.callback();
+        let called = catch_unwind(AssertUnwindSafe(|| match event {
+            Event::Made(transport) => protocol.connection_made(transport),
+            Event::Lost(error) => protocol.connection_lost(error),
+            Event::PauseWriting => protocol.pause_writing(),
+            Event::ResumeWriting => protocol.resume_writing(),
+            Event::Data(_) | Event::Eof => {
+                debug_assert!(false, "a write-only protocol got {callback}")
+            }
+        }));
+        match called {
+            Ok(()) => Delivered::Done { keep_open: false },
+            Err(payload) => Delivered::Failed(Failure::panicked(callback, &*payload)),
+        }
+    }
+
+    fn data(&self, _data: &[u8]) -> Delivered<T> {
+        debug_assert!(false, "a write-only protocol got data_received");
+        Delivered::Done { keep_open: false }
+    }
+
+    fn as_any(&self) -> Rc<dyn Any> {
+        self.0.clone()
+    }
+}
+
 /// The protocol of a transport and the events waiting for it.
-pub(crate) struct Dispatcher {
+pub(crate) struct Dispatcher<T = Transport> {
     /// The protocol (`None` after `connection_lost`, which breaks the usual
     /// transport → protocol → transport cycle, as asyncio does).
-    protocol: RefCell<Option<Rc<dyn StreamProtocol>>>,
+    protocol: RefCell<Option<Rc<dyn StreamProtocol<T>>>>,
     /// Events that met a busy protocol, oldest first.
-    deferred: RefCell<VecDeque<Event>>,
+    deferred: RefCell<VecDeque<Event<T>>>,
     /// Callbacks that failed, not yet handled by the transport.
     failures: RefCell<Vec<Failure>>,
     /// `eof_received` returned false (now or when a deferred EOF was delivered): the transport
@@ -229,8 +270,8 @@ pub(crate) struct Dispatcher {
     close_after_eof: Cell<bool>,
 }
 
-impl Dispatcher {
-    pub(crate) fn new(protocol: Rc<dyn StreamProtocol>) -> Dispatcher {
+impl<T> Dispatcher<T> {
+    pub(crate) fn new(protocol: Rc<dyn StreamProtocol<T>>) -> Dispatcher<T> {
         Dispatcher {
             protocol: RefCell::new(Some(protocol)),
             deferred: RefCell::new(VecDeque::new()),
@@ -239,12 +280,12 @@ impl Dispatcher {
         }
     }
 
-    fn protocol(&self) -> Option<Rc<dyn StreamProtocol>> {
+    fn protocol(&self) -> Option<Rc<dyn StreamProtocol<T>>> {
         self.protocol.borrow().clone()
     }
 
     /// Replaces the protocol (`set_protocol`); queued events go to the new one.
-    pub(crate) fn set(&self, protocol: Rc<dyn StreamProtocol>) {
+    pub(crate) fn set(&self, protocol: Rc<dyn StreamProtocol<T>>) {
         *self.protocol.borrow_mut() = Some(protocol);
     }
 
@@ -281,7 +322,7 @@ impl Dispatcher {
     }
 
     /// Delivers `event` after anything queued.
-    pub(crate) fn send(&self, event: Event) {
+    pub(crate) fn send(&self, event: Event<T>) {
         self.deferred.borrow_mut().push_back(event);
         self.flush();
     }
@@ -310,7 +351,7 @@ impl Dispatcher {
 
     /// Records what delivering an event of `kind` gave; the event back if the protocol was
     /// busy.
-    fn settle(&self, kind: Kind, delivered: Delivered) -> Option<Event> {
+    fn settle(&self, kind: Kind, delivered: Delivered<T>) -> Option<Event<T>> {
         match delivered {
             Delivered::Busy(event) => return Some(event),
             Delivered::Done { keep_open } => {
@@ -339,7 +380,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(event: &Event) -> Kind {
+    fn of<T>(event: &Event<T>) -> Kind {
         match event {
             Event::Eof => Kind::Eof,
             Event::Lost(_) => Kind::Lost,

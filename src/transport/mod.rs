@@ -6,11 +6,17 @@ mod datagram_api;
 mod datagram_dispatch;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
+mod pipe;
+mod pipe_read;
+mod pipe_write;
 mod stream;
 
 pub use api::ExtraInfo;
 pub(crate) use datagram::{DatagramCore, DatagramOp};
 pub(crate) use datagram_api::describe_addr;
 pub use datagram_api::DatagramTransport;
+pub(crate) use pipe::PipeOwner;
+pub use pipe_read::ReadTransport;
+pub use pipe_write::WriteTransport;
 pub use stream::Transport;
 pub(crate) use stream::{StreamCore, StreamOp};

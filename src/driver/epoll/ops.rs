@@ -29,21 +29,27 @@ const MAX_IO: usize = i32::MAX as usize;
 pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
     match *op {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
-        Op::Accept { fd, .. } | Op::Recv { fd, .. } => (fd, IN),
-        Op::RecvMulti { fd } | Op::AcceptMulti { fd } => (fd, IN),
-        Op::Connect { fd, .. } | Op::Send { fd, .. } => (fd, OUT),
-        Op::RecvMsg { fd, .. } => (fd, IN),
+        Op::Accept { fd, .. } | Op::Recv { fd, .. } | Op::Read { fd, .. } => (fd, IN),
+        Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsg { fd, .. } => (fd, IN),
+        Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
         Op::SendMsg { fd, .. } => (fd, OUT),
         Op::Shutdown { fd, .. } | Op::Close { fd } => (fd, 0),
     }
 }
 
 /// Whether `op` starts with a try at the next turn rather than by waiting for readiness: it has
-/// a syscall to make before it can wait (`Connect`), usually succeeds at once (`Send`: sockets
-/// are usually writable) or never waits (`Shutdown`, `Close`).
+/// a syscall to make before it can wait (`Connect`), usually succeeds at once (`Send`,
+/// `Write`: sockets and pipes are usually writable) or never waits (`Shutdown`, `Close`).
 pub(super) fn tries_first(op: &Op) -> bool {
-    matches!(op, Op::Connect { .. } | Op::Send { .. } | Op::Shutdown { .. } | Op::Close { .. })
-        || matches!(op, Op::SendMsg { .. })
+    matches!(
+        op,
+        Op::Connect { .. }
+            | Op::Send { .. }
+            | Op::Write { .. }
+            | Op::SendMsg { .. }
+            | Op::Shutdown { .. }
+            | Op::Close { .. }
+    )
 }
 
 /// The first try of a [`tries_first`] op, at the start of a turn; `None`: wait for readiness.
@@ -57,11 +63,13 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
             result => Some(result),
         },
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
+        Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
         Op::Shutdown { fd, how } => Some(shutdown(*fd, *how)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
         Op::Poll { .. }
         | Op::Accept { .. }
         | Op::Recv { .. }
+        | Op::Read { .. }
         | Op::RecvMsg { .. }
         | Op::Close { .. } => {
             unreachable!("only ops that try first are started, and Close by the table")
@@ -89,6 +97,8 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
         Op::RecvMsg { fd, msg } => keep_waiting_on_eagain(recvmsg(*fd, msg)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
+        Op::Read { fd, buf } => keep_waiting_on_eagain(read(*fd, buf)),
+        Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
         Op::Shutdown { .. } | Op::Close { .. } => unreachable!("{op:?} never waits"),
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } => unreachable!("see attempt_persistent"),
     }
@@ -258,6 +268,32 @@ fn sendmsg(fd: RawFd, msg: &mut SendMsgBuf) -> io::Result<u32> {
     // SAFETY: `hdr` points at the live boxed header, whose iovec and address pointers
     // `header()` just set to live memory inside `msg`; the kernel only reads them.
     let n = syscall!(unsafe { libc::sendmsg(fd, hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })?;
+    Ok(n as u32)
+}
+
+/// `read(2)` into the spare capacity of `buf`, which grows by the count read (0: end of file).
+/// The fd is expected to be non-blocking (the pipe transports make it so): the read is only
+/// tried once epoll reports it readable, but a blocking fd could still block if another
+/// reader drained it meanwhile. A regular file (which epoll refuses) reads at once.
+fn read(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(MAX_IO);
+    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`.
+    let n = syscall!(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) })? as usize;
+    // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
+    // first `buf.len() + n` bytes are initialised and within the capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n as u32)
+}
+
+/// `write(2)` of `buf[offset..]`: the count written (may be short).
+fn write(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
+    let Some(bytes) = buf.get(offset..) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let len = bytes.len().min(MAX_IO);
+    // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
+    let n = syscall!(unsafe { libc::write(fd, bytes.as_ptr().cast(), len) })?;
     Ok(n as u32)
 }
 

@@ -92,9 +92,10 @@ impl<T: Clone> UringDriver<T> {
     /// Sets up a ring with the best features the kernel has, minus those named in the
     /// comma-separated `RINGLOOP_DISABLE` (`single_issuer`, `defer_taskrun`, `coop_taskrun`,
     /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`, and `op_accept`, `op_connect`,
-    /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, which make those ops take their
-    /// syscall fallback, and `multishot_accept`, `multishot_recv`, `buffer_ring`, which make
-    /// the persistent ops re-arm one-shot SQEs or wait by readiness).
+    /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, `op_read`, `op_write`, `op_recvmsg`,
+    /// `op_sendmsg`, which make those ops take their syscall fallback, and `multishot_accept`,
+    /// `multishot_recv`, `buffer_ring`, which make the persistent ops re-arm one-shot SQEs or
+    /// wait by readiness).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
@@ -212,7 +213,7 @@ impl<T: Clone> UringDriver<T> {
 
 impl<T> UringDriver<T> {
     /// [`new`](Self::new) with the `RINGLOOP_DISABLE` list given directly.
-    fn with_disabled(disabled: &[&str]) -> io::Result<Self> {
+    pub(crate) fn with_disabled(disabled: &[&str]) -> io::Result<Self> {
         Self::with_ring(disabled, multi::RING_BUFFERS, multi::BUF_SIZE)
     }
 

@@ -185,6 +185,17 @@ impl<T> Slot<T> {
                 opcode::Shutdown::new(Fd(*fd), *how).build()
             }
             Op::Close { fd } if has(Feature::OpClose) => opcode::Close::new(Fd(*fd)).build(),
+            Op::Read { fd, buf } if has(Feature::OpRead) => {
+                let spare = buf.spare_capacity_mut();
+                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+                // Offset -1: the fd's current position (pipes and FIFOs have none).
+                opcode::Read::new(Fd(*fd), spare.as_mut_ptr().cast(), len).offset(u64::MAX).build()
+            }
+            Op::Write { fd, buf, offset } if has(Feature::OpWrite) => {
+                let Some(bytes) = buf.get(*offset..) else { return Some(Err(-libc::EINVAL)) };
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                opcode::Write::new(Fd(*fd), bytes.as_ptr(), len).offset(u64::MAX).build()
+            }
             Op::RecvMsg { fd, msg } if has(Feature::OpRecvMsg) => {
                 opcode::RecvMsg::new(Fd(*fd), msg.header()).build()
             }
@@ -222,7 +233,9 @@ pub(super) fn poll_sqe(key: usize, fd: RawFd, bits: u32) -> squeue::Entry {
 /// Handles the CQE of user op `key` (or the result of a [`Route::Done`] op, with `flags` 0):
 /// reports it to its owner unless cancelled, and frees the slot when the CQE is final, the op
 /// going back in the completion. Returns the `POLL_ADD` to push when a [`Route::Readiness`]
-/// op must wait again.
+/// op must wait again, or when a `Read`/`Write` opcode answered `EAGAIN` (a non-blocking fd
+/// whose file the kernel cannot poll internally, e.g. a tty before 6.x): from then on that op
+/// takes the readiness route.
 pub(super) fn complete<T: Clone>(
     slots: &mut Slab<Slot<T>>,
     key: usize,
@@ -257,12 +270,19 @@ pub(super) fn complete<T: Clone>(
             Attempt::Done(res) => res,
             Attempt::Wait(fd, bits) => return Some(poll_sqe(key, fd, bits)),
         },
+        Route::Opcode if res == -libc::EAGAIN => match sync::wait_for(&slot.op) {
+            Some((fd, bits)) => {
+                slot.route = Route::Readiness;
+                return Some(poll_sqe(key, fd, bits));
+            }
+            None => res,
+        },
         Route::Opcode | Route::Done | Route::Parked => res,
     };
     let Slot { mut op, state: Lifecycle::InFlight(owner), .. } = slots.remove(key) else {
         unreachable!("a cancelled slot returned above")
     };
-    if let (Op::Recv { buf, .. }, Ok(n)) = (&mut op, usize::try_from(res)) {
+    if let (Op::Recv { buf, .. } | Op::Read { buf, .. }, Ok(n)) = (&mut op, usize::try_from(res)) {
         let spare = buf.capacity() - buf.len();
         debug_assert!(n <= spare, "recv of {n} bytes into {spare} bytes of spare capacity");
         // SAFETY: the kernel (io_uring or recv(2)) wrote `n` bytes at the start of the spare
@@ -318,6 +338,23 @@ mod tests {
         assert!(out.is_empty() && slots.contains(key));
         complete(&mut slots, key, -libc::ECANCELED, 0, &mut out);
         assert!(out.is_empty() && !slots.contains(key));
+    }
+
+    #[test]
+    fn an_eagain_read_or_write_waits_for_readiness_instead_of_failing() {
+        // A kernel whose file lacks internal poll answers a non-blocking READ with EAGAIN.
+        let mut slots = Slab::new();
+        let op = Op::Read { fd: 5, buf: Vec::with_capacity(4) };
+        let key = slots.insert(Slot::new(op, "owner"));
+        let mut out = Vec::new();
+        let poll = complete(&mut slots, key, -libc::EAGAIN, 0, &mut out);
+        assert!(poll.is_some() && out.is_empty(), "a POLL_ADD, no completion");
+        assert_eq!(slots[key].route, Route::Readiness);
+        // Other ops keep EAGAIN as their result.
+        let op = Op::Poll { fd: 5, interest: Interest::READ };
+        let key = slots.insert(Slot::new(op, "other"));
+        assert!(complete(&mut slots, key, -libc::EAGAIN, 0, &mut out).is_none());
+        assert_eq!(out.pop().unwrap().result.unwrap_err().raw_os_error(), Some(libc::EAGAIN));
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub(super) enum Feature {
     OpShutdown,
     /// `IORING_OP_CLOSE` (5.6); without it `Close` runs `close` at submit.
     OpClose,
+    /// `IORING_OP_READ` (5.6) for `Op::Read`; without it `Read` runs `read` (plus `POLL_ADD`
+    /// to wait). (The wake-up read of the eventfd needs the opcode regardless.)
+    OpRead,
+    /// `IORING_OP_WRITE` (5.6); without it `Write` runs `write` (plus `POLL_ADD` to wait).
+    OpWrite,
     /// `IORING_OP_RECVMSG` (5.3); without it `RecvMsg` runs `recvmsg` (plus `POLL_ADD` to wait).
     OpRecvMsg,
     /// `IORING_OP_SENDMSG` (5.3); without it `SendMsg` runs `sendmsg` (plus `POLL_ADD` to wait).
@@ -59,7 +64,7 @@ pub(super) enum Feature {
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 19] = [
+    pub(super) const ALL: [Feature; 21] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -74,6 +79,8 @@ impl Feature {
         Feature::OpSend,
         Feature::OpShutdown,
         Feature::OpClose,
+        Feature::OpRead,
+        Feature::OpWrite,
         Feature::OpRecvMsg,
         Feature::OpSendMsg,
         Feature::MultishotAccept,
@@ -82,13 +89,15 @@ impl Feature {
     ];
 
     /// The socket-op features and the opcodes whose probe bits they stand for.
-    const OPCODES: [(Feature, u8); 8] = [
+    const OPCODES: [(Feature, u8); 10] = [
         (Feature::OpAccept, opcode::Accept::CODE),
         (Feature::OpConnect, opcode::Connect::CODE),
         (Feature::OpRecv, opcode::Recv::CODE),
         (Feature::OpSend, opcode::Send::CODE),
         (Feature::OpShutdown, opcode::Shutdown::CODE),
         (Feature::OpClose, opcode::Close::CODE),
+        (Feature::OpRead, opcode::Read::CODE),
+        (Feature::OpWrite, opcode::Write::CODE),
         (Feature::OpRecvMsg, opcode::RecvMsg::CODE),
         (Feature::OpSendMsg, opcode::SendMsg::CODE),
     ];
@@ -110,6 +119,8 @@ impl Feature {
             Feature::OpSend => "op_send",
             Feature::OpShutdown => "op_shutdown",
             Feature::OpClose => "op_close",
+            Feature::OpRead => "op_read",
+            Feature::OpWrite => "op_write",
             Feature::OpRecvMsg => "op_recvmsg",
             Feature::OpSendMsg => "op_sendmsg",
             Feature::MultishotAccept => "multishot_accept",

@@ -1,4 +1,4 @@
-//! Socket ops the kernel's io_uring lacks (or `RINGLOOP_DISABLE` switches off), done with the
+//! Ops the kernel's io_uring lacks (or `RINGLOOP_DISABLE` switches off), done with the
 //! plain non-blocking syscall; `POLL_ADD` waits when that would block.
 //!
 //! # Implementation
@@ -81,6 +81,19 @@ pub(super) fn attempt(op: &mut Op) -> Attempt {
             let n = unsafe { libc::sendmsg(*fd, hdr, flags) };
             (*fd, cqe_res(n), libc::POLLOUT)
         }
+        Op::Read { fd, buf } => {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: writes at most `spare.len()` bytes into the vector's spare capacity,
+            // which it owns; `set_len` happens at the completion, for the bytes written.
+            let n = unsafe { libc::read(*fd, spare.as_mut_ptr().cast(), spare.len()) };
+            (*fd, cqe_res(n), libc::POLLIN)
+        }
+        Op::Write { fd, buf, offset } => {
+            let Some(bytes) = buf.get(*offset..) else { return Attempt::Done(-libc::EINVAL) };
+            // SAFETY: reads `bytes.len()` initialised bytes from the op's live `Bytes`.
+            let n = unsafe { libc::write(*fd, bytes.as_ptr().cast(), bytes.len()) };
+            (*fd, cqe_res(n), libc::POLLOUT)
+        }
         Op::Shutdown { fd, how } => {
             // SAFETY: shutdown takes no pointers.
             (*fd, cqe_res(unsafe { libc::shutdown(*fd, *how) } as isize), 0)
@@ -97,6 +110,16 @@ pub(super) fn attempt(op: &mut Op) -> Attempt {
             Attempt::Wait(fd, wait as u32)
         }
         res => Attempt::Done(res),
+    }
+}
+
+/// The readiness a `Read` or `Write` whose opcode answered `EAGAIN` waits for before its
+/// syscall is tried (`None` for other ops: their `EAGAIN` is final).
+pub(super) fn wait_for(op: &Op) -> Option<(RawFd, u32)> {
+    match *op {
+        Op::Read { fd, .. } => Some((fd, libc::POLLIN as u32)),
+        Op::Write { fd, .. } => Some((fd, libc::POLLOUT as u32)),
+        _ => None,
     }
 }
 

@@ -88,9 +88,9 @@ fn features_follow_the_disable_list() {
         .filter(|f| !f.starts_with("op_") && !persistent.contains(f))
         .collect();
     assert_eq!(setup, ["nodrop"]);
-    // Every socket opcode is in this kernel (>= 5.11), and each can be switched off.
+    // Every socket and read/write opcode is in this kernel (>= 5.11), and each can be switched off.
     let ops = old.features().into_iter().filter(|f| f.starts_with("op_")).count();
-    assert_eq!(ops, 8, "{:?}", old.features());
+    assert_eq!(ops, 10, "{:?}", old.features());
     // The persistent-op features are there where the kernel has them, and switch off.
     let Some(off) = ring::<u32>(&persistent) else { return };
     assert!(off.features().iter().all(|f| !persistent.contains(f)), "{:?}", off.features());

@@ -1,0 +1,469 @@
+//! The write pipe transport (asyncio's `_UnixWritePipeTransport`): `connect_write_pipe` on a
+//! pipe, FIFO, socket or character device, identical on both backends.
+//!
+//! # States
+//! ```text
+//!  Open ──write_eof() / close()──► Closing (flushing the buffer) ──flushed──► Closed
+//!   │                                                                          ▲
+//!   └──abort() / write error / reader gone / protocol panic ──────────────────┘
+//! ```
+//! In `Closed`, `connection_lost` is scheduled (then the fd is closed); it is called once.
+//!
+//! Writing: with the buffer empty and no write in flight, `write` first tries a non-blocking
+//! `write(2)` (asyncio's fast path); the rest is buffered and written by `Op::Write`s, one at
+//! a time, in order, with `pause_writing`/`resume_writing` at the water marks.
+//!
+//! Noticing the reader going away: a pipe's write end reports `POLLERR` once its last reader
+//! is closed, so on a pipe, FIFO or socket a `Poll` for readability is kept in flight (asyncio
+//! adds a reader to the write pipe for the same reason). When it fires the transport closes
+//! with the broken-pipe error (`EPIPE`), buffer or not. A write that meets the closed pipe
+//! first closes it with that same error (`EPIPE`; `SIGPIPE` is ignored in Rust programs).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::dispatch::{Base, Dispatcher, Event};
+use super::flow_control::{FlowEvent, WriteBuffer};
+use super::pipe::{self, PipeFd, PipeKind, PipeOwner};
+use super::ExtraInfo;
+use crate::driver::{Interest, Op, OpId};
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+use crate::protocol::BaseProtocol;
+
+/// Writes after the pipe is gone are logged from this many on (asyncio's
+/// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
+
+/// The transport's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteState {
+    /// Writing.
+    Open,
+    /// `write_eof()`/`close()`: no new writes; closes once the buffer is flushed.
+    Closing,
+    /// Done: `connection_lost` is scheduled or delivered.
+    Closed,
+}
+
+/// Which op of a write pipe completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteOp {
+    /// The write of the buffer's front.
+    Write,
+    /// The readability poll that says the reader went away.
+    Watch,
+}
+
+/// The shared state of a write pipe transport.
+pub(crate) struct WriteCore {
+    /// The pipe and its loop.
+    pipe: PipeFd,
+    /// Lifecycle.
+    state: Cell<WriteState>,
+    /// Bytes accepted by `write` and not yet written, with the water marks.
+    write: RefCell<WriteBuffer>,
+    /// The write in flight.
+    write_op: Cell<Option<OpId>>,
+    /// The poll watching for the reader to go away (pipes, FIFOs and sockets).
+    watch_op: Cell<Option<OpId>>,
+    /// Writes after the pipe was closed or lost.
+    lost_writes: Cell<u32>,
+    /// The protocol and the re-entrancy guard around it.
+    dispatcher: Dispatcher<WriteTransport>,
+}
+
+/// The transport of a write pipe (asyncio's `WriteTransport`, from
+/// [`EventLoop::connect_write_pipe`]). Cheap to clone; clones refer to the same pipe.
+#[derive(Clone)]
+pub struct WriteTransport {
+    core: Rc<WriteCore>,
+}
+
+impl WriteTransport {
+    /// Writes `data`; never blocks. With nothing buffered it is offered to the pipe at once;
+    /// what the pipe does not take is copied into the buffer and written in order
+    /// (`pause_writing` when the buffer passes the high-water mark). Once closing or closed
+    /// the data is dropped (and, from the fifth such write on, logged). Empty `data` does
+    /// nothing. A write error closes the transport with that error.
+    pub fn write(&self, data: &[u8]) {
+        if let Some(sent) = self.core.start_write(data) {
+            if sent < data.len() {
+                self.core.queue(Bytes::copy_from_slice(&data[sent..]));
+            }
+        }
+    }
+
+    /// [`write`](Self::write) without a copy.
+    pub fn write_bytes(&self, data: Bytes) {
+        if let Some(sent) = self.core.start_write(&data) {
+            if sent < data.len() {
+                self.core.queue(data.slice(sent..));
+            }
+        }
+    }
+
+    /// Writes each buffer in order (asyncio's `writelines`).
+    pub fn writelines<I, B>(&self, buffers: I)
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        for buffer in buffers {
+            self.write(buffer.as_ref());
+        }
+    }
+
+    /// Closes the pipe once the buffer is flushed: `connection_lost(None)` then (a pipe has no
+    /// half-close). Later writes are dropped. Idempotent.
+    pub fn write_eof(&self) {
+        let core = &self.core;
+        if core.state.get() != WriteState::Open {
+            return;
+        }
+        core.state.set(WriteState::Closing);
+        core.finish_if_flushed();
+    }
+
+    /// True: `write_eof` closes the pipe after the flush.
+    pub fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// As [`write_eof`](Self::write_eof) (asyncio's `close` of a write pipe). Idempotent.
+    pub fn close(&self) {
+        self.write_eof();
+    }
+
+    /// Closes at once: the buffer is dropped, `connection_lost(None)` follows.
+    pub fn abort(&self) {
+        self.core.force_close(None);
+    }
+
+    /// True once `write_eof`/`close`/`abort` was called or the pipe was lost.
+    pub fn is_closing(&self) -> bool {
+        self.core.state.get() != WriteState::Open
+    }
+
+    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
+    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
+    /// `pause_writing` follows at once if the buffer is already above the new `high`.
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let flow = self.core.write.borrow_mut().set_limits(high, low)?;
+        if flow == Some(FlowEvent::Pause) {
+            self.core.notify(Event::PauseWriting);
+        }
+        Ok(())
+    }
+
+    /// `(low, high)`.
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.core.write.borrow().limits()
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.core.write.borrow().len()
+    }
+
+    /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        match name {
+            "pipe" => self.core.pipe.raw().map(ExtraInfo::Fd),
+            _ => None,
+        }
+    }
+
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P>(&self, protocol: Rc<RefCell<P>>)
+    where
+        P: BaseProtocol<WriteTransport> + 'static,
+    {
+        self.core.dispatcher.set(Rc::new(Base(protocol)));
+    }
+
+    /// The protocol, if it is a `P` (and the connection is not lost yet).
+    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
+        self.core.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+    }
+}
+
+impl fmt::Debug for WriteTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.core, f)
+    }
+}
+
+impl fmt::Debug for WriteCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (fd, state, len) = (self.pipe.raw_fd, self.state.get(), self.write.borrow().len());
+        write!(f, "<WriteTransport fd={fd} {state:?} write_buffer={len}>")
+    }
+}
+
+impl WriteCore {
+    fn transport(self: &Rc<Self>) -> WriteTransport {
+        WriteTransport { core: self.clone() }
+    }
+
+    /// The start of a write: `None` if nothing more is to be done with `data` (empty, dropped
+    /// as a lost write, or the direct write failed and closed the transport), else how many
+    /// bytes the direct write took (0 when something is buffered or in flight).
+    fn start_write(self: &Rc<Self>, data: &[u8]) -> Option<usize> {
+        if data.is_empty() {
+            return None;
+        }
+        if self.state.get() != WriteState::Open {
+            // As asyncio: the count is checked, then incremented (the sixth lost write logs).
+            let lost = self.lost_writes.get();
+            if lost >= LOST_WRITES_LOG_THRESHOLD {
+                log::warn!(
+                    target: "ringloop",
+                    "pipe closed by peer or os.write(pipe, data) raised exception."
+                );
+            }
+            self.lost_writes.set(lost + 1);
+            return None;
+        }
+        if !self.write.borrow().is_empty() || self.write_op.get().is_some() {
+            return Some(0);
+        }
+        match self.write_now(data) {
+            Ok(n) => Some(n),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(err) => {
+                self.lost_writes.set(self.lost_writes.get() + 1);
+                self.fatal_error(err);
+                None
+            }
+        }
+    }
+
+    /// One non-blocking `write(2)` (the fd is non-blocking), retried on `EINTR`.
+    fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: reads `data.len()` initialised bytes of a live slice; the fd is the
+            // transport's own, open while the state is `Open`.
+            let n = unsafe { libc::write(self.pipe.raw_fd, data.as_ptr().cast(), data.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Appends `data` (not empty) to the buffer, keeps a write in flight, and tells the
+    /// protocol to pause when that crossed the high-water mark.
+    fn queue(self: &Rc<Self>, data: Bytes) {
+        let flow = self.write.borrow_mut().push(data);
+        self.submit_write();
+        if flow == Some(FlowEvent::Pause) {
+            self.notify(Event::PauseWriting);
+        }
+    }
+
+    fn submit_write(self: &Rc<Self>) {
+        if self.write_op.get().is_some() || self.state.get() == WriteState::Closed {
+            return;
+        }
+        let Some(buf) = self.write.borrow().front() else { return };
+        let op = Op::Write { fd: self.pipe.raw_fd, buf, offset: 0 };
+        let owner = PipeOwner::Write(self.clone(), WriteOp::Write);
+        self.write_op.set(self.pipe.submit(op, owner));
+    }
+
+    fn submit_watch(self: &Rc<Self>) {
+        if self.watch_op.get().is_some() || self.state.get() == WriteState::Closed {
+            return;
+        }
+        let op = Op::Poll { fd: self.pipe.raw_fd, interest: Interest::READ };
+        let owner = PipeOwner::Write(self.clone(), WriteOp::Watch);
+        self.watch_op.set(self.pipe.submit(op, owner));
+    }
+
+    /// A driver completion for this transport.
+    pub(crate) fn on_completion(self: &Rc<Self>, which: WriteOp, result: io::Result<u32>) {
+        match which {
+            WriteOp::Write => {
+                self.write_op.set(None);
+                self.on_write(result);
+            }
+            WriteOp::Watch => {
+                self.watch_op.set(None);
+                self.on_reader_gone(result);
+            }
+        }
+        self.flush_deferred_later();
+    }
+
+    fn on_write(self: &Rc<Self>, result: io::Result<u32>) {
+        if self.state.get() == WriteState::Closed {
+            return;
+        }
+        let written = match result {
+            Ok(n) => n as usize,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => 0,
+            Err(err) => {
+                self.lost_writes.set(self.lost_writes.get() + 1);
+                return self.fatal_error(err);
+            }
+        };
+        let flow = self.write.borrow_mut().consume(written);
+        self.submit_write();
+        if flow == Some(FlowEvent::Resume) {
+            self.notify(Event::ResumeWriting);
+        }
+        self.finish_if_flushed();
+    }
+
+    /// The watch fired: the pipe's reader is gone (or the watch failed).
+    fn on_reader_gone(self: &Rc<Self>, result: io::Result<u32>) {
+        if self.state.get() == WriteState::Closed {
+            return;
+        }
+        let fd = self.pipe.raw_fd;
+        let error = match result {
+            Ok(_) => Error::io(
+                format!("write pipe fd {fd}: the reading end was closed"),
+                io::Error::from_raw_os_error(libc::EPIPE),
+            ),
+            Err(err) => Error::io(format!("watching write pipe fd {fd}"), err),
+        };
+        self.force_close(Some(error));
+    }
+
+    /// In `Closing` with nothing left to write: close.
+    fn finish_if_flushed(self: &Rc<Self>) {
+        if self.state.get() == WriteState::Closing
+            && self.write.borrow().is_empty()
+            && self.write_op.get().is_none()
+        {
+            self.finish(None);
+        }
+    }
+
+    /// asyncio's `_fatal_error(exc, 'Fatal write error on pipe transport')`: an OS error is
+    /// logged at debug level only (asyncio does the same), and the transport closes with it.
+    fn fatal_error(self: &Rc<Self>, err: io::Error) {
+        let error = Error::io(format!("write to pipe fd {}", self.pipe.raw_fd), err);
+        log::debug!(target: "ringloop", "{self:?}: Fatal write error on pipe transport: {error}");
+        self.force_close(Some(error));
+    }
+
+    /// Drops the buffer and closes with `error` (no-op when closed).
+    fn force_close(self: &Rc<Self>, error: Option<Error>) {
+        if self.state.get() == WriteState::Closed {
+            return;
+        }
+        self.write.borrow_mut().clear();
+        self.finish(error);
+    }
+
+    /// Enters `Closed`: cancels what is in flight and schedules `connection_lost(error)`,
+    /// after which the fd is closed.
+    fn finish(self: &Rc<Self>, error: Option<Error>) {
+        if self.state.replace(WriteState::Closed) == WriteState::Closed {
+            return;
+        }
+        self.pipe.cancel(&self.write_op);
+        self.pipe.cancel(&self.watch_op);
+        let Some(event_loop) = self.pipe.event_loop() else { return self.pipe.close() };
+        let core = self.clone();
+        let scheduled = event_loop.call_soon(move || {
+            core.dispatcher.send(Event::Lost(error));
+            core.pipe.take_failures(&core.dispatcher, || format!("{core:?}"));
+            core.pipe.close();
+            core.flush_deferred_later();
+        });
+        if scheduled.is_err() {
+            self.pipe.close();
+        }
+    }
+
+    /// Calls the protocol; a panic in it closes the transport with [`Error::Panic`].
+    fn notify(self: &Rc<Self>, event: Event<WriteTransport>) {
+        self.dispatcher.send(event);
+        self.check_failures();
+    }
+
+    fn check_failures(self: &Rc<Self>) {
+        if let Some(error) = self.pipe.take_failures(&self.dispatcher, || format!("{self:?}")) {
+            self.force_close(Some(error));
+        }
+    }
+
+    /// Events that met a protocol borrowed outside its callbacks are retried next iteration.
+    fn flush_deferred_later(self: &Rc<Self>) {
+        if !self.dispatcher.has_deferred() {
+            return;
+        }
+        let Some(event_loop) = self.pipe.event_loop() else { return };
+        let core = self.clone();
+        let _ = event_loop.call_soon(move || {
+            core.dispatcher.flush();
+            core.check_failures();
+            core.flush_deferred_later();
+        });
+    }
+}
+
+impl EventLoop {
+    /// Registers the write end of a pipe (asyncio's `connect_write_pipe`): `pipe` is anything
+    /// that owns an fd (`OwnedFd`, `File`, `std::process::ChildStdin`, a `UnixStream` ...)
+    /// referring to a pipe, FIFO, socket or character device; the transport takes it over and
+    /// closes it at the end. Returns once `connection_made` has run. A write pipe's protocol
+    /// is a [`BaseProtocol<WriteTransport>`](BaseProtocol).
+    ///
+    /// The fd is made non-blocking, on both backends: asyncio's selector loop does it, and on
+    /// io_uring a read or write on a *blocking* pipe would be handed to a kernel worker
+    /// thread that it can pin, where a non-blocking one is waited for by the kernel's poll.
+    /// The flag belongs to the open file, so other holders of the pipe see it too.
+    ///
+    /// `Error::InvalidArgument` for a regular file or directory (asyncio: "Pipe transport is
+    /// for pipes/sockets only."); the fd is closed then.
+    pub async fn connect_write_pipe<P, F>(
+        &self,
+        protocol_factory: F,
+        pipe: impl Into<OwnedFd>,
+    ) -> Result<(WriteTransport, Rc<RefCell<P>>)>
+    where
+        P: BaseProtocol<WriteTransport> + 'static,
+        F: FnOnce() -> P,
+    {
+        self.check_open()?;
+        let fd: OwnedFd = pipe.into();
+        let kind = pipe::prepare(&fd, "connect_write_pipe")?;
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let core = Rc::new(WriteCore {
+            pipe: PipeFd::new(self, fd),
+            state: Cell::new(WriteState::Open),
+            write: RefCell::new(WriteBuffer::default()),
+            write_op: Cell::new(None),
+            watch_op: Cell::new(None),
+            lost_writes: Cell::new(0),
+            dispatcher: Dispatcher::new(Rc::new(Base(protocol.clone()))),
+        });
+        let made = self.create_future::<()>();
+        let (starter, done) = (core.clone(), made.clone());
+        self.call_soon(move || {
+            starter.notify(Event::Made(starter.transport()));
+            // A tty or other character device is readable when it has input, which says
+            // nothing about a reader going away: only pipes and sockets are watched.
+            if kind != PipeKind::CharDevice {
+                starter.submit_watch();
+            }
+            starter.flush_deferred_later();
+            let _ = done.set_result(());
+        })?;
+        made.await?;
+        Ok((core.transport(), protocol))
+    }
+}
