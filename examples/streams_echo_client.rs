@@ -17,61 +17,15 @@
 //!
 //! [`EventLoop::open_connection`]: ringloop::EventLoop::open_connection
 
-use std::fmt::Display;
-use std::io::{self, Write};
 use std::process::ExitCode;
 
-use ringloop::{Backend, ConnectOptions, EventLoop};
+use ringloop::{ConnectOptions, EventLoop};
 
 mod support;
-use support::{parse_backend, parse_value, py_repr};
+use support::{print, py_repr, stdout_error, Args, Flag, Spec};
 
-const USAGE: &str = "usage: streams_echo_client [--host HOST] [--port PORT] \
-                     [--backend uring|epoll] [--message TEXT]";
-
-/// The command line.
-#[derive(Debug)]
-struct Args {
-    /// The server's host.
-    host: String,
-    /// The server's port.
-    port: u16,
-    /// `None`: `RINGLOOP_BACKEND` or the best available.
-    backend: Option<Backend>,
-    /// What to send.
-    message: String,
-}
-
-impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut parsed = Args {
-            host: "127.0.0.1".into(),
-            port: 8888,
-            backend: None,
-            message: "Hello World!".into(),
-        };
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--host" => parsed.host = value()?,
-                "--port" => parsed.port = parse_value(&arg, &value()?)?,
-                "--backend" => parsed.backend = Some(parse_backend(&value()?)?),
-                "--message" => parsed.message = value()?,
-                "-h" | "--help" => return Err(USAGE.into()),
-                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-            }
-        }
-        Ok(parsed)
-    }
-}
-
-/// Prints `line` and flushes.
-fn print(line: impl Display) -> Result<(), String> {
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("writing to stdout: {e}"))
-}
+/// The command line: `--host`, `--port`, `--backend`, `--message`.
+const SPEC: Spec = Spec { name: "streams_echo_client", port: 8888, flags: &[Flag::Message] };
 
 /// The Python example's `tcp_echo_client(message)`.
 async fn tcp_echo_client(event_loop: EventLoop, args: Args) -> Result<(), String> {
@@ -81,36 +35,19 @@ async fn tcp_echo_client(event_loop: EventLoop, args: Args) -> Result<(), String
         .await
         .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
 
-    print(format_args!("Send: {}", py_repr(&args.message)))?;
+    print(format_args!("Send: {}", py_repr(&args.message))).map_err(stdout_error)?;
     writer.write(args.message.as_bytes()).map_err(|e| format!("write: {e}"))?;
     writer.drain().await.map_err(|e| format!("drain: {e}"))?;
 
     let data = reader.read(100).await.map_err(|e| format!("read: {e}"))?;
-    print(format_args!("Received: {}", py_repr(&String::from_utf8_lossy(&data))))?;
+    let received = py_repr(&String::from_utf8_lossy(&data));
+    print(format_args!("Received: {received}")).map_err(stdout_error)?;
 
-    print("Close the connection")?;
+    print("Close the connection").map_err(stdout_error)?;
     writer.close();
     writer.wait_closed().await.map_err(|e| format!("wait_closed: {e}"))
 }
 
-fn run(event_loop: &EventLoop, args: Args) -> Result<(), String> {
-    event_loop
-        .run_until_complete(tcp_echo_client(event_loop.clone(), args))
-        .map_err(|e| format!("run_until_complete: {e}"))?
-}
-
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("streams_echo_client: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let backend = args.backend;
-    support::run_example(
-        "streams_echo_client",
-        || support::open_loop(backend),
-        |event_loop| run(event_loop, args),
-    )
+    support::run_async(&SPEC, tcp_echo_client)
 }

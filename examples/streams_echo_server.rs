@@ -22,63 +22,20 @@
 //! [`EventLoop::start_server`]: ringloop::EventLoop::start_server
 
 use std::fmt::Display;
-use std::io::{self, Write};
 use std::process::ExitCode;
 
-use ringloop::{Backend, Error, EventLoop, ExtraInfo, ServerOptions, StreamReader, StreamWriter};
+use ringloop::{Error, EventLoop, ExtraInfo, ServerOptions, StreamReader, StreamWriter};
 
 mod support;
-use support::{parse_backend, parse_value, py_address, py_repr};
+use support::serve::{announce, serve_forever};
+use support::{py_repr, py_sockaddr, Args, Flag, Spec};
 
-const USAGE: &str = "usage: streams_echo_server [--host HOST] [--port PORT] \
-                     [--backend uring|epoll] [--max-seconds N]";
-
-/// The command line.
-#[derive(Debug)]
-struct Args {
-    /// Where to listen.
-    host: String,
-    /// The port; 0 picks a free one.
-    port: u16,
-    /// `None`: `RINGLOOP_BACKEND` or the best available.
-    backend: Option<Backend>,
-    /// Exit after this many seconds.
-    max_seconds: Option<f64>,
-}
-
-impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut parsed =
-            Args { host: "127.0.0.1".into(), port: 8888, backend: None, max_seconds: None };
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--host" => parsed.host = value()?,
-                "--port" => parsed.port = parse_value(&arg, &value()?)?,
-                "--backend" => parsed.backend = Some(parse_backend(&value()?)?),
-                "--max-seconds" => {
-                    let secs: f64 = parse_value(&arg, &value()?)?;
-                    if !secs.is_finite() || secs < 0.0 {
-                        return Err(format!(
-                            "--max-seconds must be a finite number >= 0, not {secs}"
-                        ));
-                    }
-                    parsed.max_seconds = Some(secs);
-                }
-                "-h" | "--help" => return Err(USAGE.into()),
-                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-            }
-        }
-        Ok(parsed)
-    }
-}
+/// The command line: `--host`, `--port`, `--backend`, `--max-seconds`.
+const SPEC: Spec = Spec { name: "streams_echo_server", port: 8888, flags: &[Flag::MaxSeconds] };
 
 /// Prints `line` and flushes.
 fn print(line: impl Display) -> Result<(), Error> {
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| Error::io("writing to stdout", e))
+    support::print(line).map_err(|e| Error::io("writing to stdout", e))
 }
 
 /// One connection: the Python example's `handle_echo`. An error it returns goes to the loop's
@@ -87,10 +44,10 @@ async fn handle_echo(reader: StreamReader, writer: StreamWriter) -> Result<(), E
     let data = reader.read(100).await?;
     let message = String::from_utf8_lossy(&data);
     let addr = match writer.get_extra_info("peername") {
-        Some(ExtraInfo::Address(addr)) => addr.as_socket(),
+        Some(ExtraInfo::Address(addr)) => Some(addr),
         _ => None,
     };
-    print(format_args!("Received {} from {}", py_repr(&message), py_address(addr)))?;
+    print(format_args!("Received {} from {}", py_repr(&message), py_sockaddr(addr.as_ref())))?;
 
     print(format_args!("Send: {}", py_repr(&message)))?;
     writer.write(&data)?;
@@ -108,45 +65,10 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
         .start_server(handle_echo, host, Some(port), ServerOptions::default())
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
-
-    for addr in server.sockets() {
-        let addr = addr.as_socket().map_or_else(|| format!("{addr:?}"), |a| a.to_string());
-        print(format_args!("serving on {addr}")).map_err(|e| e.to_string())?;
-    }
-
-    if let Some(secs) = args.max_seconds {
-        let closer = server.clone();
-        let stop = move || {
-            closer.close();
-            closer.abort_clients();
-        };
-        event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
-    }
-    // `async with server: await server.serve_forever()`; closing the server ends it.
-    match server.scope(|server| async move { server.serve_forever().await }).await {
-        Ok(()) | Err(Error::Cancelled) => Ok(()),
-        Err(e) => Err(format!("serve_forever: {e}")),
-    }
-}
-
-fn run(event_loop: &EventLoop, args: Args) -> Result<(), String> {
-    event_loop
-        .run_until_complete(serve(event_loop.clone(), args))
-        .map_err(|e| format!("run_until_complete: {e}"))?
+    announce(&server)?;
+    serve_forever(&event_loop, server, args.max_seconds).await
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("streams_echo_server: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let backend = args.backend;
-    support::run_example(
-        "streams_echo_server",
-        || support::open_loop(backend),
-        |event_loop| run(event_loop, args),
-    )
+    support::run_async(&SPEC, serve)
 }

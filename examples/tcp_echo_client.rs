@@ -18,57 +18,15 @@
 //!
 //! [`EventLoop::create_connection`]: ringloop::EventLoop::create_connection
 
-use std::cell::RefCell;
-use std::fmt::Display;
-use std::io::{self, Write};
 use std::process::ExitCode;
-use std::rc::Rc;
 
-use ringloop::{
-    Backend, BaseProtocol, ConnectOptions, Error, EventLoop, Future, Protocol, Transport,
-};
+use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Future, Protocol, Transport};
 
 mod support;
-use support::{parse_backend, parse_value, py_repr};
+use support::{py_repr, Args, ErrorSlot, Flag, Spec};
 
-const USAGE: &str = "usage: tcp_echo_client [--host HOST] [--port PORT] [--backend uring|epoll] \
-                     [--message TEXT]";
-
-/// The command line.
-#[derive(Debug)]
-struct Args {
-    /// The server's host.
-    host: String,
-    /// The server's port.
-    port: u16,
-    /// `None`: `RINGLOOP_BACKEND` or the best available.
-    backend: Option<Backend>,
-    /// What to send.
-    message: String,
-}
-
-impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut parsed = Args {
-            host: "127.0.0.1".into(),
-            port: 8888,
-            backend: None,
-            message: "Hello World!".into(),
-        };
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--host" => parsed.host = value()?,
-                "--port" => parsed.port = parse_value(&arg, &value()?)?,
-                "--backend" => parsed.backend = Some(parse_backend(&value()?)?),
-                "--message" => parsed.message = value()?,
-                "-h" | "--help" => return Err(USAGE.into()),
-                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-            }
-        }
-        Ok(parsed)
-    }
-}
+/// The command line: `--host`, `--port`, `--backend`, `--message`.
+const SPEC: Spec = Spec { name: "tcp_echo_client", port: 8888, flags: &[Flag::Message] };
 
 /// Sends `message` once connected, prints what comes back, and resolves `on_con_lost` when
 /// the connection is gone.
@@ -78,29 +36,19 @@ struct EchoClientProtocol {
     /// Set by `connection_lost`; `main` waits for it.
     on_con_lost: Future<()>,
     /// The first failure to print or write, reported when the program ends.
-    error: Rc<RefCell<Option<String>>>,
-}
-
-impl EchoClientProtocol {
-    /// Prints `line` and flushes; a failure is kept for the end.
-    fn print(&self, line: impl Display) {
-        let mut stdout = io::stdout().lock();
-        if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-            self.error.borrow_mut().get_or_insert(format!("writing to stdout: {e}"));
-        }
-    }
+    error: ErrorSlot,
 }
 
 impl BaseProtocol for EchoClientProtocol {
     fn connection_made(&mut self, transport: Transport) {
         if let Err(e) = transport.write(self.message.as_bytes()) {
-            self.error.borrow_mut().get_or_insert(format!("write: {e}"));
+            self.error.keep(format!("write: {e}"));
         }
-        self.print(format_args!("Data sent: {}", py_repr(&self.message)));
+        self.error.print(format_args!("Data sent: {}", py_repr(&self.message)));
     }
 
     fn connection_lost(&mut self, _error: Option<Error>) {
-        self.print("The server closed the connection");
+        self.error.print("The server closed the connection");
         // Only fails if already done, which connection_lost (called once) rules out.
         let _ = self.on_con_lost.set_result(());
     }
@@ -108,14 +56,15 @@ impl BaseProtocol for EchoClientProtocol {
 
 impl Protocol for EchoClientProtocol {
     fn data_received(&mut self, data: &[u8]) {
-        self.print(format_args!("Data received: {}", py_repr(&String::from_utf8_lossy(data))));
+        self.error
+            .print(format_args!("Data received: {}", py_repr(&String::from_utf8_lossy(data))));
     }
 }
 
 /// Connects, then waits until the protocol signals that the connection was lost.
-async fn talk(event_loop: EventLoop, args: Args) -> Result<Option<String>, String> {
+async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let on_con_lost = event_loop.create_future::<()>();
-    let error = Rc::new(RefCell::new(None));
+    let error = ErrorSlot::default();
     let protocol = EchoClientProtocol {
         message: args.message,
         on_con_lost: on_con_lost.clone(),
@@ -127,32 +76,9 @@ async fn talk(event_loop: EventLoop, args: Args) -> Result<Option<String>, Strin
         .await
         .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
     // Wait until the protocol signals that the connection is lost and close the transport.
-    let lost = on_con_lost.await;
-    transport.close();
-    lost.map_err(|e| format!("waiting for on_con_lost: {e}"))?;
-    let failed = error.borrow_mut().take();
-    Ok(failed)
-}
-
-fn run(event_loop: &EventLoop, args: Args) -> Result<(), String> {
-    let talked = event_loop
-        .run_until_complete(talk(event_loop.clone(), args))
-        .map_err(|e| format!("run_until_complete: {e}"))?;
-    talked?.map_or(Ok(()), Err)
+    support::until_lost(on_con_lost, || transport.close(), &error).await
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("tcp_echo_client: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let backend = args.backend;
-    support::run_example(
-        "tcp_echo_client",
-        || support::open_loop(backend),
-        |event_loop| run(event_loop, args),
-    )
+    support::run_async(&SPEC, talk)
 }

@@ -18,65 +18,16 @@
 //!
 //! [`EventLoop::create_datagram_endpoint`]: ringloop::EventLoop::create_datagram_endpoint
 
-use std::fmt::Display;
-use std::io::{self, Write};
 use std::process::ExitCode;
 
-use ringloop::{Backend, DatagramOptions, DatagramProtocol, DatagramTransport, EventLoop};
+use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport, EventLoop};
 use socket2::SockAddr;
 
 mod support;
-use support::{parse_backend, parse_value, py_repr, py_sockaddr};
+use support::{print, py_repr, py_sockaddr, stdout_error, Args, Flag, Spec};
 
-const USAGE: &str =
-    "usage: udp_echo_server [--host HOST] [--port PORT] [--backend uring|epoll] [--max-seconds N]";
-
-/// The command line.
-#[derive(Debug)]
-struct Args {
-    /// Where to bind.
-    host: String,
-    /// The port; 0 picks a free one.
-    port: u16,
-    /// `None`: `RINGLOOP_BACKEND` or the best available.
-    backend: Option<Backend>,
-    /// How long to serve.
-    max_seconds: f64,
-}
-
-impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut parsed =
-            Args { host: "127.0.0.1".into(), port: 9999, backend: None, max_seconds: 3600.0 };
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--host" => parsed.host = value()?,
-                "--port" => parsed.port = parse_value(&arg, &value()?)?,
-                "--backend" => parsed.backend = Some(parse_backend(&value()?)?),
-                "--max-seconds" => {
-                    let secs: f64 = parse_value(&arg, &value()?)?;
-                    if !secs.is_finite() || secs < 0.0 {
-                        return Err(format!(
-                            "--max-seconds must be a finite number >= 0, not {secs}"
-                        ));
-                    }
-                    parsed.max_seconds = secs;
-                }
-                "-h" | "--help" => return Err(USAGE.into()),
-                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-            }
-        }
-        Ok(parsed)
-    }
-}
-
-/// Prints `line` and flushes.
-fn print(line: impl Display) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()
-}
+/// The command line: `--host`, `--port`, `--backend`, `--max-seconds`.
+const SPEC: Spec = Spec { name: "udp_echo_server", port: 9999, flags: &[Flag::MaxSeconds] };
 
 /// Prints each datagram and echoes it to its sender.
 struct EchoServerProtocol {
@@ -97,7 +48,7 @@ impl DatagramProtocol for EchoServerProtocol {
         let printed = print(format_args!("Received {message} from {from}"))
             .and_then(|()| print(format_args!("Send {message} to {from}")));
         if let Err(e) = printed {
-            eprintln!("udp_echo_server: writing to stdout: {e}");
+            eprintln!("{}: {}", SPEC.name, stdout_error(e));
             self.event_loop.stop();
         }
         if let Some(transport) = &self.transport {
@@ -107,9 +58,9 @@ impl DatagramProtocol for EchoServerProtocol {
     }
 }
 
-/// Binds, announces the address, serves for `--max-seconds`, then closes the endpoint.
+/// Binds, announces the address, serves for `--max-seconds` (default an hour, as the Python
+/// example's), then closes the endpoint.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
-    let stdout_error = |e: io::Error| format!("writing to stdout: {e}");
     print("Starting UDP server").map_err(stdout_error)?;
     let lp = event_loop.clone();
     let factory = move || EchoServerProtocol { transport: None, event_loop: lp };
@@ -122,7 +73,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let bound = bound.map_or_else(|| "?".into(), |a| a.to_string());
     print(format_args!("serving on {bound}")).map_err(stdout_error)?;
     // `await asyncio.sleep(3600)`, then `transport.close()` in `finally`.
-    let slept = sleep(&event_loop, args.max_seconds).await;
+    let slept = sleep(&event_loop, args.max_seconds.unwrap_or(3600.0)).await;
     transport.close();
     slept.map_err(|e| format!("sleep: {e}"))
 }
@@ -137,21 +88,5 @@ async fn sleep(event_loop: &EventLoop, secs: f64) -> ringloop::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("udp_echo_server: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let backend = args.backend;
-    support::run_example(
-        "udp_echo_server",
-        || support::open_loop(backend),
-        |event_loop| {
-            event_loop
-                .run_until_complete(serve(event_loop.clone(), args))
-                .map_err(|e| format!("run_until_complete: {e}"))?
-        },
-    )
+    support::run_async(&SPEC, serve)
 }

@@ -1,12 +1,22 @@
-//! Shared by the examples: running one on a loop with clear errors, flag parsing, and Python's
-//! `repr()` for the echo examples' output. (Not an example itself: no `main.rs`.)
+//! Shared by the examples: running one on a loop with clear errors, the echo examples' command
+//! line ([`flags`]), printing ([`output`]), Python's `repr()` for their output ([`repr`]) and
+//! the servers' serve-until tail ([`serve`]). (Not an example itself: no `main.rs`.)
 // Each example uses part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::fmt::Display;
+pub mod flags;
+pub mod output;
+pub mod repr;
+pub mod serve;
+
+use std::future::Future;
 use std::process::ExitCode;
 
 use ringloop::{Backend, EventLoop};
+
+pub use flags::{parse_backend, Args, Flag, Spec};
+pub use output::{print, stdout_error, ErrorSlot};
+pub use repr::{py_repr, py_sockaddr};
 
 /// Creates a loop with `open`, runs `body` on it, closes it (asyncio's
 /// `try: ... finally: loop.close()`), and turns any error into a message on stderr prefixed
@@ -42,74 +52,51 @@ pub fn open_loop(backend: Option<Backend>) -> ringloop::Result<EventLoop> {
     }
 }
 
-/// Parses a flag's value, naming the flag in the error.
-pub fn parse_value<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
+/// An echo example's `main`: parses the command line as `spec` says, then [`run_example`]s
+/// `body` on a loop of the chosen backend. A bad command line is reported like any error.
+pub fn run_with_args(
+    spec: &Spec,
+    body: impl FnOnce(&EventLoop, Args) -> Result<(), String>,
+) -> ExitCode {
+    let args = match spec.parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("{}: {err}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    let backend = args.backend;
+    run_example(spec.name, || open_loop(backend), |event_loop| body(event_loop, args))
+}
+
+/// [`run_with_args`] for a `main` that is one coroutine: asyncio's
+/// `asyncio.run(main(args))`.
+pub fn run_async<F>(spec: &Spec, main: impl FnOnce(EventLoop, Args) -> F) -> ExitCode
 where
-    T::Err: Display,
+    F: Future<Output = Result<(), String>> + 'static,
 {
-    value.parse().map_err(|e| format!("{flag} {value:?}: {e}"))
+    run_with_args(spec, |event_loop, args| {
+        run_until_complete(event_loop, main(event_loop.clone(), args))?
+    })
 }
 
-/// `--backend uring|epoll`.
-pub fn parse_backend(name: &str) -> Result<Backend, String> {
-    match name {
-        "uring" => Ok(Backend::Uring),
-        "epoll" => Ok(Backend::Epoll),
-        other => Err(format!("--backend must be uring or epoll, not {other:?}")),
-    }
+/// `event_loop.run_until_complete(future)`, its error as a message.
+pub fn run_until_complete<T: 'static>(
+    event_loop: &EventLoop,
+    future: impl Future<Output = T> + 'static,
+) -> Result<T, String> {
+    event_loop.run_until_complete(future).map_err(|e| format!("run_until_complete: {e}"))
 }
 
-/// Python's `repr()` of a `str`: single quotes unless the text has `'` and no `"`; `\\`, the
-/// quote and control characters escaped.
-pub fn py_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x100 && c.is_control() => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
-/// An address as Python prints a socket's `getpeername()`: `('127.0.0.1', 8888)` or
-/// `('::1', 8888, 0, 0)`.
-pub fn py_address(addr: Option<std::net::SocketAddr>) -> String {
-    match addr {
-        Some(std::net::SocketAddr::V4(a)) => format!("('{}', {})", a.ip(), a.port()),
-        Some(std::net::SocketAddr::V6(a)) => {
-            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
-        }
-        None => "None".into(),
-    }
-}
-
-/// An address as Python prints a socket address: `('127.0.0.1', 8888)` or
-/// `('::1', 8888, 0, 0)`; a unix path as its string; `None` without one.
-pub fn py_sockaddr(addr: Option<&socket2::SockAddr>) -> String {
-    use std::net::SocketAddr;
-    match addr.and_then(|a| a.as_socket()) {
-        Some(SocketAddr::V4(a)) => format!("('{}', {})", a.ip(), a.port()),
-        Some(SocketAddr::V6(a)) => {
-            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
-        }
-        None => match addr.and_then(|a| a.as_pathname()) {
-            Some(path) => py_repr(&path.to_string_lossy()),
-            None => "None".into(),
-        },
-    }
+/// A client's `try: await on_con_lost finally: transport.close()`, then the first error a
+/// callback kept in `error`.
+pub async fn until_lost(
+    on_con_lost: ringloop::Future<()>,
+    close: impl FnOnce(),
+    error: &ErrorSlot,
+) -> Result<(), String> {
+    let lost = on_con_lost.await;
+    close();
+    lost.map_err(|e| format!("waiting for on_con_lost: {e}"))?;
+    error.take()
 }

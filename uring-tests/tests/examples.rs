@@ -10,9 +10,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ringloop::Backend;
 use uring_tests::{built_backends, open_loop};
@@ -34,98 +36,13 @@ fn example(name: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// The TCP echo examples, or `None` after printing why the test is skipped.
-fn examples(test: &str) -> Option<(PathBuf, PathBuf)> {
-    example_pair(test, "tcp_echo_server", "tcp_echo_client")
-}
-
-/// The examples `server` and `client`, or `None` after printing why the test is skipped.
-fn example_pair(test: &str, server: &str, client: &str) -> Option<(PathBuf, PathBuf)> {
-    match (example(server), example(client)) {
-        (Some(server), Some(client)) => Some((server, client)),
-        _ => {
-            skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
-            None
-        }
+/// The compiled examples `names`, or `None` after printing why the test is skipped.
+fn examples(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
+    let paths: Option<Vec<PathBuf>> = names.iter().map(|name| example(name)).collect();
+    if paths.is_none() {
+        skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
     }
-}
-
-/// A running example server: killed when dropped (the test may have panicked), and by a
-/// watchdog after [`SERVER_DEADLINE`] so no read of its output can hang the test.
-struct ServerProcess {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    port: u16,
-    /// Set on drop: the watchdog stands down.
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// The longest an example server may live in a test.
-const SERVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Kills `pid` after [`SERVER_DEADLINE`] unless `done` is set first.
-fn watchdog(pid: u32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    std::thread::spawn(move || {
-        let start = std::time::Instant::now();
-        while start.elapsed() < SERVER_DEADLINE {
-            if done.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        if !done.load(std::sync::atomic::Ordering::Acquire) {
-            // SAFETY: kill takes no pointers; the child has not been reaped (`done` is set
-            // before the reaping `wait` in `Drop`), so `pid` is still ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    });
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::Release);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the server on a free port; `None` (skipped) when its binary lacks `backend`.
-fn start_server(
-    path: &PathBuf,
-    backend: Backend,
-    extra: &[&str],
-    test: &str,
-) -> Option<ServerProcess> {
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let mut child = Command::new(path)
-        .args(["--backend", backend.name(), "--port", "0"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    watchdog(child.id(), done.clone());
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("reading the server's stdout");
-    if first.is_empty() {
-        done.store(true, std::sync::atomic::Ordering::Release);
-        let status = child.wait().expect("waiting for the server");
-        let mut stderr = String::new();
-        let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
-        if stderr.contains("not compiled in") {
-            skip(test, &format!("{name} was built without `--features fallback`"));
-            return None;
-        }
-        panic!("{test}: {name} exited ({status}) without serving: {stderr}");
-    }
-    let port = first
-        .strip_prefix("serving on 127.0.0.1:")
-        .and_then(|p| p.trim_end().parse().ok())
-        .unwrap_or_else(|| panic!("{test}: unexpected first line {first:?}"));
-    Some(ServerProcess { child, stdout, port, done })
+    paths
 }
 
 /// Every backend built in that this kernel has.
@@ -136,53 +53,215 @@ fn backends(test: &str) -> Vec<Backend> {
         .collect()
 }
 
+/// The longest an example may live in a test.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Kills `pid` after [`DEADLINE`] unless `done` is set first.
+fn watchdog(pid: u32, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if done.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !done.load(Ordering::Acquire) {
+            // SAFETY: kill takes no pointers; the child has not been reaped (`done` is set
+            // before the reaping `wait` in `Drop`), so `pid` is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    });
+}
+
+/// A running example with its stdout piped: killed when dropped (the test may have panicked),
+/// and by a watchdog after [`DEADLINE`] so no read of its output can hang the test.
+struct Running {
+    /// The example's file name, for messages.
+    name: String,
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// Set on drop: the watchdog stands down.
+    done: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Starts `path` with `args`, stdin empty, stdout and stderr piped.
+    fn spawn(path: &Path, args: &[&str]) -> Running {
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let mut child = Command::new(path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        let done = Arc::new(AtomicBool::new(false));
+        watchdog(child.id(), done.clone());
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Running { name, child, stdout, done }
+    }
+
+    /// The next `n` lines of stdout (empty strings at its end).
+    fn lines(&mut self, n: usize) -> Vec<String> {
+        let mut lines = vec![String::new(); n];
+        for line in &mut lines {
+            self.stdout.read_line(line).expect("reading the example's stdout");
+        }
+        lines
+    }
+
+    /// The first `n` lines the example prints before it waits. `None` (skipped) when it exits
+    /// first because its binary lacks the backend; any other early exit fails the test.
+    fn banner(&mut self, n: usize, test: &str) -> Option<Vec<String>> {
+        let lines = self.lines(n);
+        if !lines[n - 1].is_empty() {
+            return Some(lines);
+        }
+        self.done.store(true, Ordering::Release);
+        let status = self.child.wait().expect("waiting for the example");
+        let mut stderr = String::new();
+        let _ = self.child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
+        if stderr.contains("not compiled in") {
+            skip(test, &format!("{} was built without `--features fallback`", self.name));
+            return None;
+        }
+        panic!("{test}: {} exited ({status}) at once, after {lines:?}: {stderr}", self.name);
+    }
+
+    /// Waits for the example to exit (the watchdog still armed) and returns its status.
+    fn wait(&mut self) -> ExitStatus {
+        let status = self.child.wait().expect("waiting for the example");
+        self.done.store(true, Ordering::Release);
+        status
+    }
+
+    /// Everything else it prints, up to its exit.
+    fn rest(&mut self) -> String {
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("reading the example's stdout");
+        rest
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An example server started on a free port, with that port.
+struct ServerProcess {
+    process: Running,
+    port: u16,
+}
+
+/// Starts the server at `path` on a free port with `extra` arguments and checks its banner:
+/// the lines `before`, then `serving on 127.0.0.1:PORT`. `None` (skipped) when its binary
+/// lacks `backend`.
+fn start_server(
+    path: &Path,
+    backend: Backend,
+    extra: &[&str],
+    before: &[&str],
+    test: &str,
+) -> Option<ServerProcess> {
+    let args = [&["--backend", backend.name(), "--port", "0"], extra].concat();
+    let mut process = Running::spawn(path, &args);
+    let mut banner = process.banner(before.len() + 1, test)?;
+    let serving = banner.pop().expect("the banner has a line");
+    assert_eq!(banner, before, "{test}: the lines before `serving on`");
+    let port = serving
+        .strip_prefix("serving on 127.0.0.1:")
+        .and_then(|p| p.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{test}: unexpected `serving on` line {serving:?}"));
+    Some(ServerProcess { process, port })
+}
+
+/// Runs the client at `path` against `port` with `extra` arguments; checks that it succeeds
+/// and returns what it printed.
+fn run_client(path: &Path, backend: Backend, port: u16, extra: &[&str], test: &str) -> String {
+    let client = Command::new(path)
+        .args(["--backend", backend.name(), "--port", &port.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{test}: running {}: {e}", path.display()));
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
+    String::from_utf8_lossy(&client.stdout).into_owned()
+}
+
+/// Checks that `line` is `prefix` then `PORT)\n`, a client's port as Python prints a peer
+/// `('127.0.0.1', PORT)`, and returns the port.
+fn peer_port<'a>(line: &'a str, prefix: &str, test: &str) -> &'a str {
+    let port = line.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(")\n"));
+    assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {line:?}");
+    port.unwrap_or("?")
+}
+
+/// On every backend: starts the example server `names[0]` with `extra` arguments (its banner
+/// the lines `before`, then `serving on`), and runs `check(test, backend, server, clients)`
+/// with the paths of the other examples in `names`. Skipped where they are not built.
+fn with_each_server(
+    test: &str,
+    names: &[&str],
+    extra: &[&str],
+    before: &[&str],
+    mut check: impl FnMut(&str, Backend, &mut ServerProcess, &[PathBuf]),
+) {
+    let Some(paths) = examples(test, names) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let Some(mut server) = start_server(&paths[0], backend, extra, before, &test) else {
+            continue;
+        };
+        check(&test, backend, &mut server, &paths[1..]);
+    }
+}
+
+/// On every backend: starts the example server `names[0]` for 10 seconds at most (its banner
+/// the lines `before`, then `serving on`), runs the example client `names[1]` against it,
+/// checks that the client prints `want`, then runs `check(test, backend, server, client)`.
+fn client_against_server(
+    test: &str,
+    names: [&str; 2],
+    before: &[&str],
+    want: &str,
+    mut check: impl FnMut(&str, Backend, &mut ServerProcess, &Path),
+) {
+    let max = ["--max-seconds", "10"];
+    with_each_server(test, &names, &max, before, |test, backend, server, clients| {
+        let stdout = run_client(&clients[0], backend, server.port, &[], test);
+        assert_eq!(stdout, want, "{test}: client output");
+        check(test, backend, server, &clients[0]);
+    });
+}
+
 #[test]
 fn echo_client_and_server_print_the_python_examples_output() {
     let test = "echo_client_and_server_print_the_python_examples_output";
-    let Some((server_path, client_path)) = examples(test) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let max = ["--max-seconds", "10"];
-        let Some(mut server) = start_server(&server_path, backend, &max, &test) else { continue };
-
-        let client = Command::new(&client_path)
-            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("running tcp_echo_client");
-        let stdout = String::from_utf8_lossy(&client.stdout);
-        let stderr = String::from_utf8_lossy(&client.stderr);
-        assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
-        assert_eq!(stdout, CLIENT_OUTPUT, "{test}: client output");
-
+    let names = ["tcp_echo_server", "tcp_echo_client"];
+    client_against_server(test, names, &[], CLIENT_OUTPUT, |test, _, server, _| {
         // The server printed these before closing the connection, so they are in the pipe.
-        let mut lines = Vec::new();
-        for _ in 0..4 {
-            let mut line = String::new();
-            server.stdout.read_line(&mut line).expect("reading the server's stdout");
-            lines.push(line);
-        }
-        let connection = lines[0].strip_prefix("Connection from ('127.0.0.1', ");
-        let port = connection.and_then(|rest| rest.strip_suffix(")\n"));
-        assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {:?}", lines[0]);
+        let lines = server.process.lines(4);
+        peer_port(&lines[0], "Connection from ('127.0.0.1', ", test);
         let rest = [
             "Data received: 'Hello World!'\n",
             "Send: 'Hello World!'\n",
             "Close the client socket\n",
         ];
         assert_eq!(lines[1..], rest, "{test}: server output");
-    }
+    });
 }
 
 #[test]
 fn quiet_server_echoes_and_exits_after_max_seconds() {
     let test = "quiet_server_echoes_and_exits_after_max_seconds";
-    let Some((server_path, _)) = examples(test) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let args = ["--quiet", "--max-seconds", "2"];
-        let Some(mut server) = start_server(&server_path, backend, &args, &test) else { continue };
-
+    let args = ["--quiet", "--max-seconds", "2"];
+    with_each_server(test, &["tcp_echo_server"], &args, &[], |test, _, server, _| {
         // A pure echo server: several messages on one connection, which stays open.
         let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
@@ -198,60 +277,32 @@ fn quiet_server_echoes_and_exits_after_max_seconds() {
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
         assert!(rest.is_empty(), "{test}: unexpected data {rest:?}");
-        let status = server.child.wait().expect("waiting for the server");
+        let status = server.process.wait();
         assert!(status.success(), "{test}: server exited with {status}");
-        let mut output = String::new();
-        server.stdout.read_to_string(&mut output).expect("reading the server's stdout");
-        assert_eq!(output, "", "{test}: --quiet printed something");
-    }
+        assert_eq!(server.process.rest(), "", "{test}: --quiet printed something");
+    });
 }
+
+/// What the Python streams example client prints against the Python streams example server.
+const STREAMS_OUTPUT: &str =
+    "Send: 'Hello World!'\nReceived: 'Hello World!'\nClose the connection\n";
 
 #[test]
 fn streams_echo_client_and_server_print_the_python_examples_output() {
     let test = "streams_echo_client_and_server_print_the_python_examples_output";
-    let Some((server_path, client_path)) =
-        example_pair(test, "streams_echo_server", "streams_echo_client")
-    else {
-        return;
-    };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let max = ["--max-seconds", "10"];
-        let Some(mut server) = start_server(&server_path, backend, &max, &test) else { continue };
-
-        let client = Command::new(&client_path)
-            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("running streams_echo_client");
-        let stdout = String::from_utf8_lossy(&client.stdout);
-        let stderr = String::from_utf8_lossy(&client.stderr);
-        assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
-        let want = "Send: 'Hello World!'\nReceived: 'Hello World!'\nClose the connection\n";
-        assert_eq!(stdout, want, "{test}: client output");
-
+    let names = ["streams_echo_server", "streams_echo_client"];
+    client_against_server(test, names, &[], STREAMS_OUTPUT, |test, backend, server, client| {
         // The server printed these before closing the connection, so they are in the pipe.
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            server.stdout.read_line(&mut line).expect("reading the server's stdout");
-            lines.push(line);
-        }
-        let received = lines[0].strip_prefix("Received 'Hello World!' from ('127.0.0.1', ");
-        let port = received.and_then(|rest| rest.strip_suffix(")\n"));
-        assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {:?}", lines[0]);
+        let lines = server.process.lines(3);
+        peer_port(&lines[0], "Received 'Hello World!' from ('127.0.0.1', ", test);
         assert_eq!(lines[1..], ["Send: 'Hello World!'\n", "Close the connection\n"], "{test}");
 
         // A second client, on the same server: each connection gets its own handler.
-        let again = Command::new(&client_path)
-            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
-            .args(["--message", "it's me"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("running streams_echo_client");
+        let message = ["--message", "it's me"];
+        let again = run_client(client, backend, server.port, &message, test);
         let want = "Send: \"it's me\"\nReceived: \"it's me\"\nClose the connection\n";
-        assert_eq!(String::from_utf8_lossy(&again.stdout), want, "{test}: second client");
-    }
+        assert_eq!(again, want, "{test}: second client");
+    });
 }
 
 /// What `examples/signals.rs` prints, up to the pid, before it waits for a signal.
@@ -260,46 +311,20 @@ const SIGNALS_BANNER: &str = "Event loop running for 1 hour, press Ctrl+C to int
 #[test]
 fn signals_example_exits_cleanly_on_sigint_and_sigterm() {
     let test = "signals_example_exits_cleanly_on_sigint_and_sigterm";
-    let Some(path) = example("signals") else {
-        skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
-        return;
-    };
+    let Some(paths) = examples(test, &["signals"]) else { return };
     for backend in backends(test) {
         for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
             let test = format!("{test} on {backend}, {signame}");
-            let mut child = Command::new(&path)
-                .args(["--backend", backend.name()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawning the signals example");
-            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            watchdog(child.id(), done.clone());
-            let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-            let mut banner = String::new();
-            stdout.read_line(&mut banner).expect("reading the example's stdout");
-            if banner.is_empty() {
-                done.store(true, std::sync::atomic::Ordering::Release);
-                let status = child.wait().expect("waiting for the example");
-                let mut stderr = String::new();
-                let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
-                if stderr.contains("not compiled in") {
-                    skip(&test, "the signals example was built without `--features fallback`");
-                    continue;
-                }
-                panic!("{test}: the example exited ({status}) at once: {stderr}");
-            }
-            assert_eq!(banner, SIGNALS_BANNER, "{test}");
-            let mut pid_line = String::new();
-            stdout.read_line(&mut pid_line).expect("reading the example's stdout");
-            assert_eq!(pid_line, format!("pid {}: send SIGINT or SIGTERM to exit.\n", child.id()));
+            let mut example = Running::spawn(&paths[0], &["--backend", backend.name()]);
+            let Some(banner) = example.banner(1, &test) else { continue };
+            assert_eq!(banner[0], SIGNALS_BANNER, "{test}");
+            let pid = example.child.id();
+            let pid_line = example.lines(1).remove(0);
+            assert_eq!(pid_line, format!("pid {pid}: send SIGINT or SIGTERM to exit.\n"));
             // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
-            assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signum) }, 0);
-            let status = child.wait().expect("waiting for the example");
-            done.store(true, std::sync::atomic::Ordering::Release);
-            let mut rest = String::new();
-            stdout.read_to_string(&mut rest).expect("reading the example's stdout");
+            assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0);
+            let status = example.wait();
+            let rest = example.rest();
             assert!(status.success(), "{test}: exited with {status}");
             assert_eq!(rest, format!("got signal {signame}: exit\n"), "{test}");
         }
@@ -310,82 +335,17 @@ fn signals_example_exits_cleanly_on_sigint_and_sigterm() {
 const UDP_CLIENT_OUTPUT: &str =
     "Send: Hello World!\nReceived: Hello World!\nClose the socket\nConnection closed\n";
 
-/// The UDP echo examples, or `None` after printing why the test is skipped.
-fn udp_examples(test: &str) -> Option<(PathBuf, PathBuf)> {
-    match (example("udp_echo_server"), example("udp_echo_client")) {
-        (Some(server), Some(client)) => Some((server, client)),
-        _ => {
-            skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
-            None
-        }
-    }
-}
-
-/// Starts `udp_echo_server` on a free port; `None` (skipped) when its binary lacks `backend`.
-fn start_udp_server(path: &PathBuf, backend: Backend, test: &str) -> Option<ServerProcess> {
-    let mut child = Command::new(path)
-        .args(["--backend", backend.name(), "--port", "0", "--max-seconds", "10"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning udp_echo_server");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    watchdog(child.id(), done.clone());
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut lines = [String::new(), String::new()];
-    for line in &mut lines {
-        stdout.read_line(line).expect("reading the server's stdout");
-    }
-    if lines[1].is_empty() {
-        done.store(true, std::sync::atomic::Ordering::Release);
-        let status = child.wait().expect("waiting for the server");
-        let mut stderr = String::new();
-        let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
-        if stderr.contains("not compiled in") {
-            skip(test, "udp_echo_server was built without `--features fallback`");
-            return None;
-        }
-        panic!("{test}: udp_echo_server exited ({status}) without serving: {stderr}");
-    }
-    let [first, second] = lines;
-    assert_eq!(first, "Starting UDP server\n", "{test}: the Python example's first line");
-    let port = second
-        .strip_prefix("serving on 127.0.0.1:")
-        .and_then(|p| p.trim_end().parse().ok())
-        .unwrap_or_else(|| panic!("{test}: unexpected second line {second:?}"));
-    Some(ServerProcess { child, stdout, port, done })
-}
-
 #[test]
 fn udp_echo_client_and_server_print_the_python_examples_output() {
     let test = "udp_echo_client_and_server_print_the_python_examples_output";
-    let Some((server_path, client_path)) = udp_examples(test) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let Some(mut server) = start_udp_server(&server_path, backend, &test) else { continue };
-
-        let client = Command::new(&client_path)
-            .args(["--backend", backend.name(), "--port", &server.port.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("running udp_echo_client");
-        let stdout = String::from_utf8_lossy(&client.stdout);
-        let stderr = String::from_utf8_lossy(&client.stderr);
-        assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
-        assert_eq!(stdout, UDP_CLIENT_OUTPUT, "{test}: client output");
-
+    let names = ["udp_echo_server", "udp_echo_client"];
+    // The Python example's first line comes before the `serving on` one.
+    let before = ["Starting UDP server\n"];
+    client_against_server(test, names, &before, UDP_CLIENT_OUTPUT, |test, _, server, _| {
         // The server printed these before echoing, so they are in the pipe.
-        let mut lines = Vec::new();
-        for _ in 0..2 {
-            let mut line = String::new();
-            server.stdout.read_line(&mut line).expect("reading the server's stdout");
-            lines.push(line);
-        }
-        let from = lines[0].strip_prefix("Received 'Hello World!' from ('127.0.0.1', ");
-        let port = from.and_then(|rest| rest.strip_suffix(")\n"));
-        assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {:?}", lines[0]);
-        let sent = format!("Send 'Hello World!' to ('127.0.0.1', {})\n", port.unwrap_or("?"));
+        let lines = server.process.lines(2);
+        let port = peer_port(&lines[0], "Received 'Hello World!' from ('127.0.0.1', ", test);
+        let sent = format!("Send 'Hello World!' to ('127.0.0.1', {port})\n");
         assert_eq!(lines[1], sent, "{test}: server output");
-    }
+    });
 }

@@ -1,0 +1,135 @@
+//! The echo examples' command line: `--host`, `--port` and `--backend` for all of them, plus
+//! the few flags each one adds (`--message`, `--quiet`, `--max-seconds`).
+
+use std::fmt::Display;
+
+use ringloop::Backend;
+
+/// A flag beyond `--host`, `--port` and `--backend` that an example accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    /// `--message TEXT`: what a client sends (default `Hello World!`).
+    Message,
+    /// `--quiet`: a server prints nothing per connection.
+    Quiet,
+    /// `--max-seconds N`: how long a server serves.
+    MaxSeconds,
+}
+
+impl Flag {
+    /// How the usage line shows it.
+    fn usage(self) -> &'static str {
+        match self {
+            Flag::Message => "[--message TEXT]",
+            Flag::Quiet => "[--quiet]",
+            Flag::MaxSeconds => "[--max-seconds N]",
+        }
+    }
+
+    /// The flag as typed.
+    fn name(self) -> &'static str {
+        match self {
+            Flag::Message => "--message",
+            Flag::Quiet => "--quiet",
+            Flag::MaxSeconds => "--max-seconds",
+        }
+    }
+}
+
+/// What an example's command line looks like.
+#[derive(Debug)]
+pub struct Spec {
+    /// The program's name, for the usage line and error messages.
+    pub name: &'static str,
+    /// The default `--port`.
+    pub port: u16,
+    /// The flags it accepts besides `--host`, `--port` and `--backend`, in usage order.
+    pub flags: &'static [Flag],
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub struct Args {
+    /// The host to serve on or connect to (default `127.0.0.1`).
+    pub host: String,
+    /// The port; for a server 0 picks a free one.
+    pub port: u16,
+    /// `None`: `RINGLOOP_BACKEND` or the best available.
+    pub backend: Option<Backend>,
+    /// `--message`: what to send.
+    pub message: String,
+    /// `--quiet`: no output per connection.
+    pub quiet: bool,
+    /// `--max-seconds`: stop serving after this long.
+    pub max_seconds: Option<f64>,
+}
+
+impl Spec {
+    /// The usage line.
+    pub fn usage(&self) -> String {
+        let mut usage =
+            format!("usage: {} [--host HOST] [--port PORT] [--backend uring|epoll]", self.name);
+        for flag in self.flags {
+            usage.push(' ');
+            usage.push_str(flag.usage());
+        }
+        usage
+    }
+
+    /// Parses `args` (without the program name); the error says what is wrong.
+    pub fn parse(&self, mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut parsed = Args {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            backend: None,
+            message: "Hello World!".into(),
+            quiet: false,
+            max_seconds: None,
+        };
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            let extra = self.flags.iter().copied().find(|flag| flag.name() == arg);
+            match (arg.as_str(), extra) {
+                ("--host", _) => parsed.host = value()?,
+                ("--port", _) => parsed.port = parse_value(&arg, &value()?)?,
+                ("--backend", _) => parsed.backend = Some(parse_backend(&value()?)?),
+                (_, Some(Flag::Message)) => parsed.message = value()?,
+                (_, Some(Flag::Quiet)) => parsed.quiet = true,
+                (_, Some(Flag::MaxSeconds)) => {
+                    parsed.max_seconds = Some(parse_seconds(&arg, &value()?)?)
+                }
+                ("-h" | "--help", None) => return Err(self.usage()),
+                (other, None) => {
+                    return Err(format!("unknown argument {other:?}\n{}", self.usage()))
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Parses a flag's value, naming the flag in the error.
+pub fn parse_value<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    value.parse().map_err(|e| format!("{flag} {value:?}: {e}"))
+}
+
+/// A number of seconds: finite and not negative.
+fn parse_seconds(flag: &str, value: &str) -> Result<f64, String> {
+    let secs: f64 = parse_value(flag, value)?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{flag} must be a finite number >= 0, not {secs}"));
+    }
+    Ok(secs)
+}
+
+/// `--backend uring|epoll`.
+pub fn parse_backend(name: &str) -> Result<Backend, String> {
+    match name {
+        "uring" => Ok(Backend::Uring),
+        "epoll" => Ok(Backend::Epoll),
+        other => Err(format!("--backend must be uring or epoll, not {other:?}")),
+    }
+}

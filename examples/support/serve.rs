@@ -1,0 +1,38 @@
+//! The servers' common tail: announce the listening addresses, then serve until
+//! `--max-seconds` pass (or forever).
+
+use ringloop::{Error, EventLoop, Server};
+
+use super::output::{print, stdout_error};
+
+/// Prints `serving on HOST:PORT` for each listening socket (the bound port, so `--port 0`
+/// tells the caller which port it got).
+pub fn announce(server: &Server) -> Result<(), String> {
+    for addr in server.sockets() {
+        let addr = addr.as_socket().map_or_else(|| format!("{addr:?}"), |a| a.to_string());
+        print(format_args!("serving on {addr}")).map_err(stdout_error)?;
+    }
+    Ok(())
+}
+
+/// `async with server: await server.serve_forever()`; after `max_seconds` (when given) stops
+/// listening and aborts the connections still open (a bounded exit even with a client that
+/// has stopped reading), which ends it.
+pub async fn serve_forever(
+    event_loop: &EventLoop,
+    server: Server,
+    max_seconds: Option<f64>,
+) -> Result<(), String> {
+    if let Some(secs) = max_seconds {
+        let closer = server.clone();
+        let stop = move || {
+            closer.close();
+            closer.abort_clients();
+        };
+        event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
+    }
+    match server.scope(|server| async move { server.serve_forever().await }).await {
+        Ok(()) | Err(Error::Cancelled) => Ok(()),
+        Err(e) => Err(format!("serve_forever: {e}")),
+    }
+}
