@@ -63,7 +63,7 @@ pub(crate) mod uring;
 use std::io;
 use std::os::fd::RawFd;
 
-pub(crate) use recv_buf::RecvBuf;
+pub(crate) use recv_buf::{BufPool, RecvBuf};
 pub(crate) use ringloop_fallback::EventFd;
 
 pub(crate) use msg::{RecvMsgBuf, SendMsgBuf};
@@ -218,8 +218,8 @@ pub(crate) enum Op {
     /// error, or `ECANCELED` after `stop`. No buffer is held per op while the socket is idle:
     /// io_uring takes one from the driver's provided-buffer ring (multishot recv, re-armed by
     /// the driver whenever the kernel ends it early, e.g. `ENOBUFS`, which never reaches the
-    /// caller and never loses data); epoll and the io_uring readiness route `recv` into one
-    /// driver-owned buffer and hand over a copy of exactly the bytes received.
+    /// caller and never loses data); epoll and the io_uring readiness route `recv` into a
+    /// buffer of the driver's [`BufPool`] and hand it over (it returns to the pool on drop).
     RecvMulti {
         /// The socket (borrowed, as for `Recv`).
         fd: RawFd,

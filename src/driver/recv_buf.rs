@@ -2,10 +2,12 @@
 //! io_uring provided-buffer ring they may live in.
 //!
 //! A [`RecvBuf`] is either a slot of a [`BufRing`] (io_uring, zero copy: the kernel wrote the
-//! bytes there) or an exact-size `Vec` (epoll and the io_uring readiness route copy out of one
-//! driver-owned scratch buffer). Dropping a ring slot gives it back to the ring at once, so a
-//! completion's bytes should be used and dropped in the same dispatch (the stream transport
-//! copies them only when it must hold them, reading paused).
+//! bytes there) or a buffer of the driver's [`BufPool`] (epoll and the io_uring readiness
+//! route `recv` straight into one). Dropping either gives the buffer back at once (to the ring,
+//! or to the pool), so a completion's bytes should be used and dropped in the same dispatch
+//! (the stream transport copies them only when it must hold them, reading paused). Neither
+//! route copies or allocates per chunk once warm: an idle connection holds no buffer, and a
+//! busy loop reuses the same few.
 
 use std::io;
 use std::ops::Deref;
@@ -22,12 +24,16 @@ pub(crate) struct RecvBuf {
 enum Inner {
     /// Buffer `bid` of `ring`, `len` bytes; given back to the ring on drop.
     Ring { ring: Arc<BufRing>, bid: u16, len: usize },
-    /// A copy.
+    /// The first `len` bytes of `buf`, a buffer of `pool`; given back to it on drop.
+    Pooled { pool: BufPool, buf: Vec<u8>, len: usize },
+    /// Bytes of its own (tests).
+    #[cfg(test)]
     Owned(Vec<u8>),
 }
 
 impl RecvBuf {
-    /// Bytes copied out of a driver scratch buffer.
+    /// Bytes of their own.
+    #[cfg(test)]
     pub(crate) fn owned(bytes: Vec<u8>) -> RecvBuf {
         RecvBuf { inner: Inner::Owned(bytes) }
     }
@@ -50,6 +56,8 @@ impl Deref for RecvBuf {
             Inner::Ring { ring, bid, len } => unsafe {
                 std::slice::from_raw_parts(ring.buf_ptr(*bid), *len)
             },
+            Inner::Pooled { buf, len, .. } => &buf[..*len],
+            #[cfg(test)]
             Inner::Owned(bytes) => bytes,
         }
     }
@@ -57,15 +65,79 @@ impl Deref for RecvBuf {
 
 impl Drop for RecvBuf {
     fn drop(&mut self) {
-        if let Inner::Ring { ring, bid, .. } = &self.inner {
-            ring.give_back(*bid);
+        match &mut self.inner {
+            Inner::Ring { ring, bid, .. } => ring.give_back(*bid),
+            Inner::Pooled { pool, buf, .. } => pool.give_back(std::mem::take(buf)),
+            #[cfg(test)]
+            Inner::Owned(_) => {}
+        }
+    }
+}
+
+/// Receive buffers for the readiness routes, reused: [`take`](Self::take) one, `recv` into it,
+/// and hand it over with [`filled`](Self::filled); the [`RecvBuf`] gives it back when dropped.
+/// At most [`MAX_IDLE`](Self::MAX_IDLE) idle buffers are kept. Used on the loop's thread (the
+/// lock is never contended; it keeps the driver `Send` like the ring's).
+#[derive(Clone, Default)]
+pub(crate) struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl std::fmt::Debug for BufPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BufPool({} idle)", self.idle().len())
+    }
+}
+
+impl BufPool {
+    /// Bytes per buffer (one `recv` takes at most this much): the io_uring ring's size.
+    pub(crate) const BUF_SIZE: usize = 16 * 1024;
+    /// Idle buffers kept for reuse; more are freed. A turn can hand out one per ready
+    /// connection, so this is sized like the io_uring ring (64 x 16 KiB = 1 MiB at most):
+    /// fewer would free and re-zero buffers every turn under load.
+    const MAX_IDLE: usize = 64;
+
+    /// `recv(fd, MSG_DONTWAIT)` into a pooled buffer: `Ok(Some(bytes))`, `Ok(None)` at the end
+    /// of the stream, or the error (`EAGAIN` included). The buffer goes straight back to the
+    /// pool unless bytes came.
+    pub(crate) fn recv(&self, fd: std::os::fd::RawFd) -> io::Result<Option<RecvBuf>> {
+        // An idle buffer, or a new one, zeroed once so memcheck sees defined memory whatever
+        // the kernel wrote.
+        let mut buf = self.idle().pop().unwrap_or_else(|| vec![0; Self::BUF_SIZE]);
+        // SAFETY: recv writes at most `buf.len()` bytes into the live vector.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        match usize::try_from(n) {
+            Ok(len) if len > 0 => {
+                Ok(Some(RecvBuf { inner: Inner::Pooled { pool: self.clone(), buf, len } }))
+            }
+            result => {
+                let error = result.is_err().then(io::Error::last_os_error);
+                self.give_back(buf);
+                error.map_or(Ok(None), Err)
+            }
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        // A panic while holding the lock leaves a valid list of buffers.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps `buf` for reuse unless enough are idle already.
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut idle = self.idle();
+        if idle.len() < Self::MAX_IDLE && buf.len() == Self::BUF_SIZE {
+            idle.push(buf);
         }
     }
 }
 
 impl std::fmt::Debug for RecvBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if matches!(self.inner, Inner::Ring { .. }) { "ring" } else { "owned" };
+        let kind = match self.inner {
+            Inner::Ring { .. } => "ring",
+            Inner::Pooled { .. } => "pooled",
+            #[cfg(test)]
+            Inner::Owned(_) => "owned",
+        };
         write!(f, "RecvBuf({kind}, {} bytes)", self.len())
     }
 }
@@ -219,6 +291,28 @@ impl BufRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pooled_buffers_are_reused_and_none_is_kept_for_nothing() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let pool = BufPool::default();
+        let again = pool.recv(b.as_raw_fd()).unwrap_err();
+        assert_eq!(again.raw_os_error(), Some(libc::EAGAIN));
+        assert_eq!(pool.idle().len(), 1, "the buffer of a recv that got nothing is kept");
+        std::io::Write::write_all(&mut &a, b"abc").unwrap();
+        let first = pool.recv(b.as_raw_fd()).unwrap().unwrap();
+        assert_eq!((&*first, pool.idle().len()), (&b"abc"[..], 0));
+        let address = first.as_ptr();
+        drop(first);
+        std::io::Write::write_all(&mut &a, b"de").unwrap();
+        let second = pool.recv(b.as_raw_fd()).unwrap().unwrap();
+        assert_eq!(&*second, b"de");
+        assert_eq!(second.as_ptr(), address, "the same buffer, no new allocation");
+        drop((second, a));
+        assert!(pool.recv(b.as_raw_fd()).unwrap().is_none(), "end of stream");
+        assert_eq!(pool.idle().len(), 1);
+    }
 
     #[test]
     fn slots_go_out_and_come_back() {

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 
 use ringloop_fallback::syscall;
 
-use crate::driver::{Op, RecvBuf, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
+use crate::driver::{BufPool, Op, RecvBuf, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -20,8 +20,6 @@ const EVENT_BITS: u32 = 0xffff;
 const IN: u32 = libc::POLLIN as u32;
 /// Writable.
 const OUT: u32 = libc::POLLOUT as u32;
-/// Bytes of the one buffer every `RecvMulti` receives into.
-const SCRATCH_SIZE: usize = 64 * 1024;
 /// The most bytes one recv or send moves: io_uring results are `i32`.
 const MAX_IO: usize = i32::MAX as usize;
 
@@ -119,35 +117,21 @@ pub(super) enum Persistent {
     End(io::Result<u32>),
 }
 
-/// One syscall of persistent `op` now that its fd reports `revents`: a `recv` into `scratch`
-/// (the one buffer every `RecvMulti` shares; allocated on first use) handing over a copy of
-/// exactly the bytes received, or an `accept4`.
-pub(super) fn attempt_persistent(op: &Op, revents: u32, scratch: &mut Vec<u8>) -> Persistent {
+/// One syscall of persistent `op` now that its fd reports `revents`: a `recv` into a buffer of
+/// `pool` (the buffers every `RecvMulti` shares), handed over with the bytes, or an `accept4`.
+pub(super) fn attempt_persistent(op: &Op, revents: u32, pool: &BufPool) -> Persistent {
     if revents & (IN | ALWAYS_REPORTED) == 0 {
         return Persistent::Wait;
     }
     match *op {
-        Op::RecvMulti { fd } => {
-            if scratch.is_empty() {
-                *scratch = vec![0; SCRATCH_SIZE];
+        Op::RecvMulti { fd } => match pool.recv(fd) {
+            Ok(None) => Persistent::End(Ok(0)),
+            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
+                Persistent::Wait
             }
-            let buf = &mut scratch[..];
-            // SAFETY: the kernel writes at most `buf.len()` bytes into the live slice `buf`.
-            let n = syscall!(unsafe {
-                libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
-            });
-            match n {
-                Ok(0) => Persistent::End(Ok(0)),
-                Ok(n) => {
-                    let n = n as usize;
-                    Persistent::More(Ok(n as u32), Some(RecvBuf::owned(buf[..n].to_vec())))
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
-                    Persistent::Wait
-                }
-                Err(e) => Persistent::End(Err(e)),
-            }
-        }
+            Err(e) => Persistent::End(Err(e)),
+        },
         Op::AcceptMulti { fd } => {
             let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
             let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());

@@ -10,7 +10,7 @@ use ringloop_fallback::Poller;
 use slab::Slab;
 
 use super::ops::{self, readiness};
-use crate::driver::{Completion, Op, OpId, RecvBuf};
+use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
@@ -110,8 +110,8 @@ pub(super) struct FdTable<T> {
     orphan_closes: Vec<RawFd>,
     /// Results of persistent ops that keep waiting (`more: true`), delivered before `ready`.
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
-    /// The buffer every `RecvMulti` receives into (empty until first used).
-    scratch: Vec<u8>,
+    /// The buffers every `RecvMulti` receives into.
+    pool: BufPool,
 }
 
 impl<T> Default for FdTable<T> {
@@ -124,7 +124,7 @@ impl<T> Default for FdTable<T> {
             ready: Vec::new(),
             orphan_closes: Vec::new(),
             more: Vec::new(),
-            scratch: Vec::new(),
+            pool: BufPool::default(),
         }
     }
 }
@@ -290,7 +290,7 @@ impl<T> FdTable<T> {
             let slot = &mut self.ops[key];
             cursor = slot.link().next;
             if ops::is_persistent(&slot.op) {
-                match ops::attempt_persistent(&slot.op, revents, &mut self.scratch) {
+                match ops::attempt_persistent(&slot.op, revents, &self.pool) {
                     ops::Persistent::Wait => {}
                     ops::Persistent::More(result, data) => self.more.push((key, result, data)),
                     ops::Persistent::End(result) => self.finish(key, result),

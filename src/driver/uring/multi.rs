@@ -8,8 +8,8 @@
 //! * `AcceptMulti` with `op_accept`: a multishot `ACCEPT` (`multishot_accept`, 5.19) or a
 //!   one-shot one.
 //! * Otherwise (`buffer_ring` or `op_accept` off or missing): a one-shot `POLL_ADD`, and at its
-//!   CQE one `recv(2)` into the driver's scratch buffer (the chunk is copied out, exactly `n`
-//!   bytes) or one `accept4(2)`.
+//!   CQE one `recv(2)` into a buffer of the driver's [`BufPool`], handed over in it, or one
+//!   `accept4(2)`.
 //!
 //! Whenever the kernel ends the op while the caller still wants it (a one-shot SQE completed,
 //! a multishot one stopped without `IORING_CQE_F_MORE`), the op is re-armed under the same
@@ -25,7 +25,7 @@ use slab::Slab;
 use super::op::{result, Lifecycle, Route, Slot, Start};
 use super::setup::{Feature, FeatureSet};
 use crate::driver::recv_buf::BufRing;
-use crate::driver::{Completion, Op, OpId, RecvBuf};
+use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 
 /// The buffer group of the driver's ring.
 pub(super) const BUF_GROUP: u16 = 0;
@@ -33,16 +33,14 @@ pub(super) const BUF_GROUP: u16 = 0;
 pub(super) const RING_BUFFERS: u16 = 64;
 /// Bytes per ring buffer.
 pub(super) const BUF_SIZE: usize = 16 * 1024;
-/// Bytes of the scratch buffer the readiness route receives into.
-const SCRATCH_SIZE: usize = 64 * 1024;
 
 /// What the persistent ops share, owned by the driver.
 #[derive(Default)]
 pub(super) struct Multi {
     /// The provided-buffer ring (`None` without `buffer_ring`).
     pub(super) ring: Option<Arc<BufRing>>,
-    /// Where the readiness route receives (allocated on first use).
-    scratch: Vec<u8>,
+    /// The buffers the readiness route receives into.
+    pool: BufPool,
     /// Slab keys of ops parked on `ENOBUFS` (stale keys are skipped when re-arming).
     pub(super) parked: Vec<usize>,
 }
@@ -115,7 +113,7 @@ pub(super) fn complete<T: Clone>(
         Route::Readiness if cancelled => Outcome::End(-libc::ECANCELED),
         Route::Readiness if slot.stopping => Outcome::End(-libc::ECANCELED),
         Route::Readiness if res < 0 => Outcome::End(res),
-        Route::Readiness => syscall(&slot.op, &mut multi.scratch),
+        Route::Readiness => syscall(&slot.op, &multi.pool),
         _ => opcode_outcome(&slot.op, res, flags, multi.ring.as_ref()),
     };
     let end = match outcome {
@@ -224,25 +222,13 @@ fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Arc<BufRing>>) ->
 }
 
 /// The readiness route: the fd is ready, make the syscall.
-fn syscall(op: &Op, scratch: &mut Vec<u8>) -> Outcome {
+fn syscall(op: &Op, pool: &BufPool) -> Outcome {
     let res = match *op {
-        Op::RecvMulti { fd } => {
-            if scratch.is_empty() {
-                *scratch = vec![0; SCRATCH_SIZE];
-            }
-            // SAFETY: recv writes at most `scratch.len()` bytes into the live vector.
-            let n = unsafe {
-                libc::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT)
-            };
-            match usize::try_from(n) {
-                Ok(0) => return Outcome::End(0),
-                Ok(n) => {
-                    let chunk = scratch[..n].to_vec();
-                    return Outcome::Item(n as i32, Some(RecvBuf::owned(chunk)));
-                }
-                Err(_) => -errno(),
-            }
-        }
+        Op::RecvMulti { fd } => match pool.recv(fd) {
+            Ok(None) => return Outcome::End(0),
+            Ok(Some(bytes)) => return Outcome::Item(bytes.len() as i32, Some(bytes)),
+            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+        },
         Op::AcceptMulti { fd } => {
             let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
             let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
