@@ -74,8 +74,8 @@ impl Drop for RecvBuf {
     }
 }
 
-/// Receive buffers for the readiness routes, reused: [`take`](Self::take) one, `recv` into it,
-/// and hand it over with [`filled`](Self::filled); the [`RecvBuf`] gives it back when dropped.
+/// Receive buffers for the readiness routes, reused: [`recv`](Self::recv) receives into one and
+/// hands it over in a [`RecvBuf`], which gives it back when dropped.
 /// At most [`MAX_IDLE`](Self::MAX_IDLE) idle buffers are kept. Used on the loop's thread (the
 /// lock is never contended; it keeps the driver `Send` like the ring's).
 #[derive(Clone, Default)]
