@@ -5,7 +5,7 @@
 //!
 //! Every call tries the non-blocking syscall first (`recv`, `recvfrom`, `send`, `sendto`,
 //! `connect`, `accept4`); only on `EAGAIN` (or `EINPROGRESS`/`EALREADY` for a connect) does it
-//! await a one-shot `Op::Poll` for the socket ([`EventLoop::submit_op`]), then try again. This
+//! await a one-shot `Op::Poll` for the socket (`EventLoop::submit_op`), then try again. This
 //! is what asyncio's selector loop and uvloop do, and it is chosen here on io_uring too:
 //!
 //! * **Cancellation loses nothing.** A future dropped while it waits only cancels a poll, which
