@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::dispatch::{adapt, Dispatcher, Event, StreamProtocol, TransportCore};
 use super::flow_control::{FlowEvent, WriteBuffer};
 use super::stream::{ReadState, StreamCore, StreamState, Transport, WriteEof};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ impl Transport {
     pub(crate) fn start(
         event_loop: &EventLoop,
         fd: OwnedFd,
-        protocol: Rc<dyn super::dispatch::StreamProtocol>,
+        protocol: Rc<StreamProtocol>,
     ) -> Result<Transport> {
         event_loop.check_open()?;
         let socket = socket2::SockRef::from(&fd);
@@ -45,13 +46,13 @@ impl Transport {
             send_op: Cell::new(None),
             eof: Cell::new(WriteEof::No),
             lost_writes: Cell::new(0),
-            dispatcher: super::dispatch::Dispatcher::new(protocol),
+            dispatcher: Dispatcher::new(protocol),
             lost_hooks: RefCell::new(Vec::new()),
         });
         let transport = Transport { core };
         let starter = transport.clone();
         event_loop.call_soon(move || {
-            starter.core.notify(super::dispatch::Event::Made(starter.clone()));
+            starter.core.notify(Event::Made(starter.clone()));
             starter.core.submit_recv();
             starter.core.flush_deferred_later();
         })?;
@@ -124,7 +125,7 @@ impl Transport {
         }
         self.core.submit_send();
         if flow == Some(FlowEvent::Pause) {
-            self.core.notify(super::dispatch::Event::PauseWriting);
+            self.core.notify(Event::PauseWriting);
         }
         Ok(())
     }
@@ -208,7 +209,7 @@ impl Transport {
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let flow = self.core.write.borrow_mut().set_limits(high, low)?;
         if flow == Some(FlowEvent::Pause) {
-            self.core.notify(super::dispatch::Event::PauseWriting);
+            self.core.notify(Event::PauseWriting);
         }
         Ok(())
     }
@@ -252,7 +253,7 @@ impl Transport {
     /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
     /// it, and the next bytes received are delivered as the new protocol's kind wants them.
     pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.dispatcher.set(super::dispatch::adapt(protocol));
+        self.core.dispatcher.set(adapt(protocol));
     }
 
     /// Calls `hook` once the connection is lost and its socket closed (at once, through
@@ -362,7 +363,7 @@ impl EventLoop {
             .set_nonblocking(true)
             .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
         let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let transport = Transport::start(self, socket, super::dispatch::adapt(protocol.clone()))?;
+        let transport = Transport::start(self, socket, adapt(protocol.clone()))?;
         Ok((transport, protocol))
     }
 }

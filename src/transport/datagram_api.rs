@@ -9,9 +9,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use socket2::SockAddr;
 
-use super::datagram::{DatagramCore, DatagramState, SendQueue};
-use super::datagram_dispatch::{DatagramDispatcher, DatagramEvent, PlainDatagram};
-use super::flow_control::FlowEvent;
+use super::datagram::{DatagramCore, DatagramState};
+use super::dispatch::{DatagramEvent, Dispatcher, PlainDatagram, TransportCore};
+use super::flow_control::{FlowEvent, SendQueue};
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -51,7 +51,7 @@ impl DatagramTransport {
             queue: RefCell::new(SendQueue::default()),
             send_op: Cell::new(None),
             lost_writes: Cell::new(0),
-            dispatcher: DatagramDispatcher::new(Rc::new(PlainDatagram(protocol))),
+            dispatcher: Dispatcher::new(Rc::new(PlainDatagram(protocol))),
         });
         let transport = DatagramTransport { core };
         let starter = transport.clone();
@@ -133,7 +133,7 @@ impl DatagramTransport {
 
     /// The send queue's size: queued bytes plus 8 per datagram (asyncio's estimate).
     pub fn get_write_buffer_size(&self) -> usize {
-        self.core.queue.borrow().size
+        self.core.queue.borrow().size()
     }
 
     /// Sets the water marks (asyncio's rules, as [`Transport::set_write_buffer_limits`]).
@@ -149,8 +149,7 @@ impl DatagramTransport {
 
     /// `(low, high)`.
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let queue = self.core.queue.borrow();
-        (queue.low, queue.high)
+        self.core.queue.borrow().limits()
     }
 
     /// The local address (at creation).
@@ -211,7 +210,7 @@ impl fmt::Debug for DatagramTransport {
             "<DatagramTransport fd={} {:?} write_buffer={}>",
             core.raw_fd,
             core.state.get(),
-            core.queue.borrow().size
+            core.queue.borrow().size()
         )
     }
 }

@@ -16,7 +16,6 @@ use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
-use super::dispatch::Dispatcher;
 use super::pipe_read::ReadCore;
 use super::pipe_write::{WriteCore, WriteOp};
 use crate::driver::{Op, OpId};
@@ -152,23 +151,6 @@ impl PipeFd {
     /// The fd while open (`get_extra_info("pipe")`).
     pub(super) fn raw(&self) -> Option<RawFd> {
         self.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
-    }
-
-    /// Reports the protocol callbacks that panicked (asyncio's "Fatal error:
-    /// protocol.X() call failed."); returns the error to force-close with, if any.
-    pub(super) fn take_failures<T>(
-        &self,
-        dispatcher: &Dispatcher<T>,
-        transport: impl Fn() -> String,
-    ) -> Option<Error> {
-        let mut error = None;
-        for failure in dispatcher.take_failures() {
-            let panic = failure.error;
-            let message = format!("Fatal error: protocol.{}() call failed.", failure.callback);
-            self.report(ExceptionContext::new(message).with_error(panic.clone()), &transport);
-            error.get_or_insert(panic);
-        }
-        error
     }
 
     /// Sends `context` (with the transport and fd filled in) to the exception handler.

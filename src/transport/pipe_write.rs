@@ -27,7 +27,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::dispatch::{Base, Dispatcher, Event};
+use super::dispatch::{Base, Dispatcher, Event, TransportCore};
 use super::flow_control::{FlowEvent, WriteBuffer};
 use super::pipe::{self, PipeFd, PipeKind, PipeOwner};
 use super::ExtraInfo;
@@ -75,7 +75,7 @@ pub(crate) struct WriteCore {
     /// Writes after the pipe was closed or lost.
     lost_writes: Cell<u32>,
     /// The protocol and the re-entrancy guard around it.
-    dispatcher: Dispatcher<WriteTransport>,
+    dispatcher: Dispatcher<Event<WriteTransport>>,
 }
 
 /// The transport of a write pipe (asyncio's `WriteTransport`, from
@@ -378,8 +378,7 @@ impl WriteCore {
         let Some(event_loop) = self.pipe.event_loop() else { return self.pipe.close() };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
-            core.dispatcher.send(Event::Lost(error));
-            core.pipe.take_failures(&core.dispatcher, || format!("{core:?}"));
+            core.notify(Event::Lost(error));
             core.pipe.close();
             core.flush_deferred_later();
         });
@@ -387,31 +386,28 @@ impl WriteCore {
             self.pipe.close();
         }
     }
+}
 
-    /// Calls the protocol; a panic in it closes the transport with [`Error::Panic`].
-    fn notify(self: &Rc<Self>, event: Event<WriteTransport>) {
-        self.dispatcher.send(event);
-        self.check_failures();
+impl TransportCore for WriteCore {
+    type Event = Event<WriteTransport>;
+
+    fn dispatcher(&self) -> &Dispatcher<Event<WriteTransport>> {
+        &self.dispatcher
     }
 
-    fn check_failures(self: &Rc<Self>) {
-        if let Some(error) = self.pipe.take_failures(&self.dispatcher, || format!("{self:?}")) {
+    fn event_loop(&self) -> Option<EventLoop> {
+        self.pipe.event_loop()
+    }
+
+    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    fn report_protocol_failures(self: &Rc<Self>) {
+        let transport = || format!("{self:?}");
+        let event_loop = self.pipe.event_loop();
+        if let Some(error) =
+            self.dispatcher.report_failures(event_loop, self.pipe.raw_fd, transport)
+        {
             self.force_close(Some(error));
         }
-    }
-
-    /// Events that met a protocol borrowed outside its callbacks are retried next iteration.
-    fn flush_deferred_later(self: &Rc<Self>) {
-        if !self.dispatcher.has_deferred() {
-            return;
-        }
-        let Some(event_loop) = self.pipe.event_loop() else { return };
-        let core = self.clone();
-        let _ = event_loop.call_soon(move || {
-            core.dispatcher.flush();
-            core.check_failures();
-            core.flush_deferred_later();
-        });
     }
 }
 
