@@ -39,8 +39,8 @@ use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::dispatch::{DatagramEvent, Dispatcher, TransportCore};
-use super::flow_control::{FlowEvent, SendQueue};
-use super::stream::LOST_WRITES_LOG_THRESHOLD;
+use super::flow_control::SendQueue;
+use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
 use crate::driver::{Op, OpId, RecvMsgBuf, SendMsgBuf};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, Inner, OpOwner};
@@ -156,26 +156,15 @@ impl DatagramCore {
         if !self.queue.borrow().is_empty() || self.send_op.get().is_some() {
             return false;
         }
-        let result = {
-            let fd = self.fd.borrow();
-            let Some(fd) = fd.as_ref() else { return true };
-            let socket = socket2::SockRef::from(fd);
-            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-            loop {
-                let sent = match to {
-                    Some(to) => socket.send_to_with_flags(data, to, flags),
-                    None => socket.send_with_flags(data, flags),
-                };
-                match sent {
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            }
-        };
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        let result = send_retrying(&self.fd, |socket| match to {
+            Some(to) => socket.send_to_with_flags(data, to, flags),
+            None => socket.send_with_flags(data, flags),
+        });
         match result {
-            Ok(_) => true,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
-            Err(err) => {
+            None | Some(Ok(_)) => true,
+            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => false,
+            Some(Err(err)) => {
                 self.notify(DatagramEvent::Error(self.send_error(err)));
                 true
             }
@@ -190,9 +179,7 @@ impl DatagramCore {
     pub(super) fn queue(self: &Rc<Self>, data: Bytes, to: Option<SockAddr>) {
         let flow = self.queue.borrow_mut().push(data, to);
         self.submit_send();
-        if flow == Some(FlowEvent::Pause) {
-            self.notify(DatagramEvent::PauseWriting);
-        }
+        self.notify_flow(flow);
     }
 
     /// A driver completion for this transport.
@@ -260,9 +247,7 @@ impl DatagramCore {
             }
         }
         self.submit_send();
-        if flow == Some(FlowEvent::Resume) {
-            self.notify(DatagramEvent::ResumeWriting);
-        }
+        self.notify_flow(flow);
         let idle = self.queue.borrow().is_empty() && self.send_op.get().is_none();
         if idle && self.state.get() == DatagramState::Closing {
             self.finish(None);

@@ -11,7 +11,7 @@ use socket2::SockAddr;
 
 use super::datagram::{DatagramCore, DatagramState};
 use super::dispatch::{DatagramEvent, Dispatcher, PlainDatagram, TransportCore};
-use super::flow_control::{FlowEvent, SendQueue};
+use super::flow_control::SendQueue;
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -136,14 +136,11 @@ impl DatagramTransport {
         self.core.queue.borrow().size()
     }
 
-    /// Sets the water marks (asyncio's rules, as [`Transport::set_write_buffer_limits`]).
-    ///
-    /// [`Transport::set_write_buffer_limits`]: crate::Transport::set_write_buffer_limits
+    /// Sets the water marks, with asyncio's rules (see
+    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)).
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let flow = self.core.queue.borrow_mut().set_limits(high, low)?;
-        if flow == Some(FlowEvent::Pause) {
-            self.core.notify(DatagramEvent::PauseWriting);
-        }
+        self.core.notify_flow(flow);
         Ok(())
     }
 
@@ -164,17 +161,13 @@ impl DatagramTransport {
 
     /// The socket's fd while open.
     pub fn socket_fd(&self) -> Option<RawFd> {
-        self.core.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+        ExtraInfo::raw_fd(&self.core.fd)
     }
 
     /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        match name {
-            "peername" => self.peername().map(ExtraInfo::Address),
-            "sockname" => self.sockname().map(ExtraInfo::Address),
-            "socket" => self.socket_fd().map(ExtraInfo::Fd),
-            _ => None,
-        }
+        let core = &self.core;
+        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.fd)
     }
 
     /// Switches to another protocol; later events go to it.

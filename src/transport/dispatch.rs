@@ -29,6 +29,7 @@ use std::rc::Rc;
 use socket2::SockAddr;
 
 use super::datagram_api::DatagramTransport;
+use super::flow_control::FlowEvent;
 use super::stream::Transport;
 use crate::error::{panic_message, Error};
 use crate::event_loop::{EventLoop, ExceptionContext};
@@ -262,7 +263,7 @@ impl<E: Deliver> Dispatcher<E> {
 /// and what follows them, the same for every transport.
 pub(crate) trait TransportCore: Sized + 'static {
     /// The callbacks its protocol takes.
-    type Event: Deliver;
+    type Event: Deliver + From<FlowEvent>;
 
     /// The protocol and the re-entrancy guard around it.
     fn dispatcher(&self) -> &Dispatcher<Self::Event>;
@@ -278,6 +279,13 @@ pub(crate) trait TransportCore: Sized + 'static {
     fn notify(self: &Rc<Self>, event: Self::Event) {
         self.dispatcher().send(event);
         self.report_protocol_failures();
+    }
+
+    /// `pause_writing` or `resume_writing`, when a change of the write buffer says so.
+    fn notify_flow(self: &Rc<Self>, flow: Option<FlowEvent>) {
+        if let Some(flow) = flow {
+            self.notify(flow.into());
+        }
     }
 
     /// Events that met a protocol borrowed outside its callbacks (user code holding the
@@ -338,6 +346,15 @@ impl<T> Deliver for Event<T> {
             Event::Eof => Role::Eof,
             Event::Lost(_) => Role::Lost,
             _ => Role::Other,
+        }
+    }
+}
+
+impl<T> From<FlowEvent> for Event<T> {
+    fn from(flow: FlowEvent) -> Self {
+        match flow {
+            FlowEvent::Pause => Event::PauseWriting,
+            FlowEvent::Resume => Event::ResumeWriting,
         }
     }
 }
@@ -516,6 +533,15 @@ impl Deliver for DatagramEvent {
         match self {
             DatagramEvent::Lost(_) => Role::Lost,
             _ => Role::Other,
+        }
+    }
+}
+
+impl From<FlowEvent> for DatagramEvent {
+    fn from(flow: FlowEvent) -> Self {
+        match flow {
+            FlowEvent::Pause => DatagramEvent::PauseWriting,
+            FlowEvent::Resume => DatagramEvent::ResumeWriting,
         }
     }
 }

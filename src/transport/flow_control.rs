@@ -296,10 +296,10 @@ mod tests {
     #[test]
     fn send_queue_counts_the_datagram_overhead_against_the_marks() {
         let mut queue = SendQueue::default();
-        queue.set_limits(Some(20), Some(10)).unwrap();
+        queue.set_limits(Some(19), Some(10)).unwrap();
         assert_eq!(queue.push(Bytes::from_static(b"abcd"), None), None);
         assert_eq!(queue.size(), 4 + DATAGRAM_OVERHEAD);
-        assert_eq!(queue.push(Bytes::new(), None), Some(FlowEvent::Pause), "8 + 12 > 20");
+        assert_eq!(queue.push(Bytes::new(), None), Some(FlowEvent::Pause), "12 + 8 > 19");
         assert_eq!(queue.pop(), Some(FlowEvent::Resume), "8 <= 10");
         assert_eq!(queue.size(), DATAGRAM_OVERHEAD);
         queue.clear();

@@ -380,31 +380,23 @@ impl EventLoop {
         P: Protocol<ReadTransport> + 'static,
         F: FnOnce() -> P,
     {
-        self.check_open()?;
-        let fd: OwnedFd = pipe.into();
-        let kind = pipe::prepare(&fd, "connect_read_pipe")?;
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let core = Rc::new(ReadCore {
-            pipe: PipeFd::new(self, fd),
+        let build = |pipe, kind, protocol| ReadCore {
+            pipe,
             state: Cell::new(PipeState::Open),
             read: Cell::new(ReadState::Reading),
             read_op: Cell::new(None),
             poll_first: Cell::new(kind == PipeKind::Fifo),
             spare: RefCell::new(None),
             held: RefCell::new(None),
-            dispatcher: Dispatcher::new(adapt_for::<ReadTransport, StreamingKind, P>(
-                protocol.clone(),
-            )),
-        });
-        let made = self.create_future::<()>();
-        let (starter, done) = (core.clone(), made.clone());
-        self.call_soon(move || {
-            starter.notify(Event::Made(starter.transport()));
-            starter.submit_read();
-            starter.flush_deferred_later();
-            let _ = done.set_result(());
-        })?;
-        made.await?;
+            dispatcher: Dispatcher::new(adapt_for::<ReadTransport, StreamingKind, P>(protocol)),
+        };
+        let start = |core: &Rc<ReadCore>, _| {
+            core.notify(Event::Made(core.transport()));
+            core.submit_read();
+        };
+        let call = "connect_read_pipe";
+        let (core, protocol) =
+            pipe::connect(self, call, pipe.into(), protocol_factory, build, start).await?;
         Ok((core.transport(), protocol))
     }
 }

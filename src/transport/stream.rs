@@ -34,9 +34,10 @@ use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
+use socket2::SockRef;
 
 use super::dispatch::{Dispatcher, Event, TransportCore};
-use super::flow_control::{FlowEvent, WriteBuffer};
+use super::flow_control::WriteBuffer;
 use crate::driver::{Completion, Op, OpId, RecvBuf};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, Inner, OpOwner};
@@ -198,26 +199,29 @@ impl StreamCore {
     /// write error on socket transport"). Writes the kernel takes whole never touch the buffer
     /// and so never pause the protocol (BEHAVIOURS 114).
     pub(super) fn send_now(self: &Rc<Self>, data: &[u8]) -> usize {
+        self.send_direct("send", data.len(), |socket| {
+            socket.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        })
+    }
+
+    /// The fast path of `send_now` and `send_vectored_now`: `send` (of `total` bytes) on the
+    /// socket unless something is buffered or in flight; `call` names it in an error.
+    pub(super) fn send_direct(
+        self: &Rc<Self>,
+        call: &str,
+        total: usize,
+        send: impl FnMut(&SockRef<'_>) -> io::Result<usize>,
+    ) -> usize {
         if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
             return 0;
         }
-        let result = {
-            let fd = self.fd.borrow();
-            let Some(fd) = fd.as_ref() else { return 0 };
-            let socket = socket2::SockRef::from(fd);
-            loop {
-                match socket.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            }
-        };
-        match result {
-            Ok(sent) => sent,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(err) => {
-                self.force_close(Some(Error::io(format!("send on fd {}", self.raw_fd), err)));
-                data.len()
+        match send_retrying(&self.fd, send) {
+            None => 0,
+            Some(Ok(sent)) => sent,
+            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Some(Err(err)) => {
+                self.force_close(Some(Error::io(format!("{call} on fd {}", self.raw_fd), err)));
+                total
             }
         }
     }
@@ -227,9 +231,7 @@ impl StreamCore {
     pub(super) fn queue(self: &Rc<Self>, data: Bytes) {
         let flow = self.write.borrow_mut().push(data);
         self.submit_send();
-        if flow == Some(FlowEvent::Pause) {
-            self.notify(Event::PauseWriting);
-        }
+        self.notify_flow(flow);
     }
 
     /// `shutdown(SHUT_WR)` as a direct syscall, not an op: it never blocks on a socket, and
@@ -319,11 +321,9 @@ impl StreamCore {
         if !self.write.borrow().is_empty() {
             self.submit_send();
         }
-        if flow == Some(FlowEvent::Resume) {
-            self.notify(Event::ResumeWriting);
-            if self.state.get() == StreamState::Closed {
-                return; // resume_writing aborted the transport (or panicked)
-            }
+        self.notify_flow(flow);
+        if self.state.get() == StreamState::Closed {
+            return; // resume_writing aborted the transport (or panicked)
         }
         if self.write.borrow().is_empty() && self.send_op.get().is_none() {
             if self.state.get() == StreamState::Closing {
@@ -407,6 +407,21 @@ impl StreamCore {
             self.on_eof();
         } else {
             self.submit_recv();
+        }
+    }
+}
+
+/// A direct send on a transport's socket (`None` once it is closed), retried on `EINTR`.
+pub(super) fn send_retrying<T>(
+    fd: &RefCell<Option<OwnedFd>>,
+    mut send: impl FnMut(&SockRef<'_>) -> io::Result<T>,
+) -> Option<io::Result<T>> {
+    let fd = fd.borrow();
+    let socket = SockRef::from(fd.as_ref()?);
+    loop {
+        match send(&socket) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            other => return Some(other),
         }
     }
 }
