@@ -68,7 +68,7 @@ struct Listener {
 }
 
 /// Makes the protocol for an accepted connection.
-type ProtocolMaker = Box<dyn Fn() -> Rc<dyn StreamProtocol>>;
+type ProtocolMaker = Box<dyn Fn() -> Rc<StreamProtocol>>;
 
 /// The state shared by the [`Server`] handles and the accept tasks.
 struct ServerState {

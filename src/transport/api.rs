@@ -4,13 +4,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::flow_control::{FlowEvent, WriteBuffer};
+use super::dispatch::{adapt, Dispatcher, Event, StreamProtocol, TransportCore};
+use super::flow_control::WriteBuffer;
 use super::stream::{ReadState, StreamCore, StreamState, Transport, WriteEof};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -21,7 +22,7 @@ impl Transport {
     pub(crate) fn start(
         event_loop: &EventLoop,
         fd: OwnedFd,
-        protocol: Rc<dyn super::dispatch::StreamProtocol>,
+        protocol: Rc<StreamProtocol>,
     ) -> Result<Transport> {
         event_loop.check_open()?;
         let socket = socket2::SockRef::from(&fd);
@@ -45,13 +46,13 @@ impl Transport {
             send_op: Cell::new(None),
             eof: Cell::new(WriteEof::No),
             lost_writes: Cell::new(0),
-            dispatcher: super::dispatch::Dispatcher::new(protocol),
+            dispatcher: Dispatcher::new(protocol),
             lost_hooks: RefCell::new(Vec::new()),
         });
         let transport = Transport { core };
         let starter = transport.clone();
         event_loop.call_soon(move || {
-            starter.core.notify(super::dispatch::Event::Made(starter.clone()));
+            starter.core.notify(Event::Made(starter.clone()));
             starter.core.submit_recv();
             starter.core.flush_deferred_later();
         })?;
@@ -123,9 +124,7 @@ impl Transport {
             skip = 0;
         }
         self.core.submit_send();
-        if flow == Some(FlowEvent::Pause) {
-            self.core.notify(super::dispatch::Event::PauseWriting);
-        }
+        self.core.notify_flow(flow);
         Ok(())
     }
 
@@ -205,11 +204,10 @@ impl Transport {
 
     /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
     /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
+    /// `pause_writing` follows at once if the buffer is already above the new `high`.
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let flow = self.core.write.borrow_mut().set_limits(high, low)?;
-        if flow == Some(FlowEvent::Pause) {
-            self.core.notify(super::dispatch::Event::PauseWriting);
-        }
+        self.core.notify_flow(flow);
         Ok(())
     }
 
@@ -235,24 +233,20 @@ impl Transport {
 
     /// The socket's fd while open.
     pub fn socket_fd(&self) -> Option<RawFd> {
-        self.core.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+        ExtraInfo::raw_fd(&self.core.fd)
     }
 
     /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        match name {
-            "peername" => self.peername().map(ExtraInfo::Address),
-            "sockname" => self.sockname().map(ExtraInfo::Address),
-            "socket" => self.socket_fd().map(ExtraInfo::Fd),
-            _ => None,
-        }
+        let core = &self.core;
+        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.fd)
     }
 
     /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
     /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
     /// it, and the next bytes received are delivered as the new protocol's kind wants them.
     pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.dispatcher.set(super::dispatch::adapt(protocol));
+        self.core.dispatcher.set(adapt(protocol));
     }
 
     /// Calls `hook` once the connection is lost and its socket closed (at once, through
@@ -283,41 +277,45 @@ impl StreamCore {
     /// Returns how many bytes are dealt with: sent, or all of them when the send failed and
     /// the transport was force-closed.
     fn send_vectored_now<B: AsRef<[u8]>>(self: &Rc<Self>, buffers: &[B]) -> usize {
-        if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
-            return 0;
-        }
-        let slices: Vec<IoSlice<'_>> =
-            buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
-        let result = {
-            let fd = self.fd.borrow();
-            let Some(fd) = fd.as_ref() else { return 0 };
-            let socket = socket2::SockRef::from(fd);
-            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-            loop {
-                match socket.send_vectored_with_flags(&slices, flags) {
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            }
-        };
-        match result {
-            Ok(sent) => sent,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(err) => {
-                self.force_close(Some(Error::io(format!("sendmsg on fd {}", self.raw_fd), err)));
-                buffers.iter().map(|b| b.as_ref().len()).sum()
-            }
-        }
+        let total = buffers.iter().map(|b| b.as_ref().len()).sum();
+        self.send_direct("sendmsg", total, |socket| {
+            let slices: Vec<IoSlice<'_>> =
+                buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
+            socket.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        })
     }
 }
 
-/// A value of [`Transport::get_extra_info`].
+/// A value of [`Transport::get_extra_info`] (and of the other transports' `get_extra_info`).
 #[derive(Clone, Debug)]
 pub enum ExtraInfo {
     /// A socket address (`peername`, `sockname`).
     Address(socket2::SockAddr),
-    /// A file descriptor (`socket`).
+    /// A file descriptor (`socket`, `pipe`).
     Fd(RawFd),
+}
+
+impl ExtraInfo {
+    /// A socket transport's `get_extra_info(name)`: `"peername"` and `"sockname"` (the
+    /// addresses at creation), `"socket"` (the fd while open).
+    pub(crate) fn of_socket(
+        name: &str,
+        peername: &Option<socket2::SockAddr>,
+        sockname: &Option<socket2::SockAddr>,
+        fd: &RefCell<Option<OwnedFd>>,
+    ) -> Option<ExtraInfo> {
+        match name {
+            "peername" => peername.clone().map(ExtraInfo::Address),
+            "sockname" => sockname.clone().map(ExtraInfo::Address),
+            "socket" => ExtraInfo::raw_fd(fd).map(ExtraInfo::Fd),
+            _ => None,
+        }
+    }
+
+    /// The number of a transport's fd while it is open.
+    pub(crate) fn raw_fd(fd: &RefCell<Option<OwnedFd>>) -> Option<RawFd> {
+        fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+    }
 }
 
 impl fmt::Debug for Transport {
@@ -362,7 +360,7 @@ impl EventLoop {
             .set_nonblocking(true)
             .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
         let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let transport = Transport::start(self, socket, super::dispatch::adapt(protocol.clone()))?;
+        let transport = Transport::start(self, socket, adapt(protocol.clone()))?;
         Ok((transport, protocol))
     }
 }

@@ -28,10 +28,9 @@
 //! socket is closed by an `Op::Close` ordered behind every op submitted before it.
 
 // The module split: this file is the state machine and the completions; the public methods
-// are in `datagram_api.rs`, the protocol calls in `datagram_dispatch.rs`.
+// are in `datagram_api.rs`; protocol calls go through `dispatch.rs`, as for every transport.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
@@ -39,20 +38,16 @@ use std::rc::{Rc, Weak};
 use bytes::Bytes;
 use socket2::SockAddr;
 
-use super::datagram_dispatch::{DatagramDispatcher, DatagramEvent};
-use super::flow_control::{FlowEvent, DEFAULT_HIGH_WATER};
-use super::stream::LOST_WRITES_LOG_THRESHOLD;
+use super::dispatch::{DatagramEvent, Dispatcher, TransportCore};
+use super::flow_control::SendQueue;
+use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
 use crate::driver::{Op, OpId, RecvMsgBuf, SendMsgBuf};
-use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
+use crate::error::Error;
+use crate::event_loop::{EventLoop, Inner, OpOwner};
 
 /// The receive buffer: more than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
 /// IPv6), so only an oversize unix datagram can be truncated (and is then reported).
 pub(crate) const RECV_CAPACITY: usize = 64 * 1024 + 1024;
-/// What each queued datagram adds to the buffer size besides its bytes (asyncio's
-/// `_header_size`).
-pub(super) const DATAGRAM_OVERHEAD: usize = 8;
-
 /// The transport's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum DatagramState {
@@ -73,80 +68,6 @@ pub(crate) enum DatagramOp {
     Send,
     /// The close of the socket.
     Close,
-}
-
-/// Datagrams accepted by `sendto` and not yet sent, with asyncio's water marks.
-#[derive(Debug)]
-pub(super) struct SendQueue {
-    /// Each datagram and its destination (`None`: the connected peer), oldest first.
-    pub(super) datagrams: VecDeque<(Bytes, Option<SockAddr>)>,
-    /// Bytes queued plus [`DATAGRAM_OVERHEAD`] per datagram.
-    pub(super) size: usize,
-    /// Pause above this size.
-    pub(super) high: usize,
-    /// Resume at or below this size.
-    pub(super) low: usize,
-    /// Whether `pause_writing` was called (and `resume_writing` not yet).
-    pub(super) paused: bool,
-}
-
-impl Default for SendQueue {
-    fn default() -> SendQueue {
-        SendQueue {
-            datagrams: VecDeque::new(),
-            size: 0,
-            high: DEFAULT_HIGH_WATER,
-            low: DEFAULT_HIGH_WATER / 4,
-            paused: false,
-        }
-    }
-}
-
-impl SendQueue {
-    /// Queues a datagram; `Pause` when that took the size over `high`.
-    pub(super) fn push(&mut self, data: Bytes, to: Option<SockAddr>) -> Option<FlowEvent> {
-        self.size += data.len() + DATAGRAM_OVERHEAD;
-        self.datagrams.push_back((data, to));
-        self.check_pause()
-    }
-
-    /// Drops the oldest datagram (sent or failed); `Resume` when that brought the size to
-    /// `low` while paused.
-    pub(super) fn pop(&mut self) -> Option<FlowEvent> {
-        if let Some((data, _)) = self.datagrams.pop_front() {
-            self.size -= data.len() + DATAGRAM_OVERHEAD;
-        }
-        if self.paused && self.size <= self.low {
-            self.paused = false;
-            return Some(FlowEvent::Resume);
-        }
-        None
-    }
-
-    /// Sets the marks with asyncio's rules (see `WriteBuffer::set_limits`).
-    pub(super) fn set_limits(
-        &mut self,
-        high: Option<usize>,
-        low: Option<usize>,
-    ) -> Result<Option<FlowEvent>> {
-        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
-        let low = low.unwrap_or(high / 4);
-        if high < low {
-            return Err(Error::InvalidArgument(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        (self.high, self.low) = (high, low);
-        Ok(self.check_pause())
-    }
-
-    fn check_pause(&mut self) -> Option<FlowEvent> {
-        if !self.paused && self.size > self.high {
-            self.paused = true;
-            return Some(FlowEvent::Pause);
-        }
-        None
-    }
 }
 
 /// The shared state of a datagram transport.
@@ -170,7 +91,7 @@ pub(crate) struct DatagramCore {
     /// `sendto` calls after close.
     pub(super) lost_writes: Cell<u32>,
     /// The protocol and the re-entrancy guard around it.
-    pub(super) dispatcher: DatagramDispatcher,
+    pub(super) dispatcher: Dispatcher<DatagramEvent>,
     /// The local address at creation.
     pub(super) sockname: Option<SockAddr>,
     /// The connected peer (`getpeername`), if the socket is connected.
@@ -211,7 +132,7 @@ impl DatagramCore {
         if self.send_op.get().is_some() || self.state.get() == DatagramState::Closed {
             return;
         }
-        let msg = match self.queue.borrow().datagrams.front() {
+        let msg = match self.queue.borrow().front() {
             Some((data, to)) => SendMsgBuf::new(data.clone(), to.as_ref()),
             None => return,
         };
@@ -232,29 +153,18 @@ impl DatagramCore {
     /// True when the datagram is dealt with (sent, or its error reported to `error_received`);
     /// false when it must be queued (the kernel would block, or others wait before it).
     pub(super) fn send_now(self: &Rc<Self>, data: &[u8], to: Option<&SockAddr>) -> bool {
-        if !self.queue.borrow().datagrams.is_empty() || self.send_op.get().is_some() {
+        if !self.queue.borrow().is_empty() || self.send_op.get().is_some() {
             return false;
         }
-        let result = {
-            let fd = self.fd.borrow();
-            let Some(fd) = fd.as_ref() else { return true };
-            let socket = socket2::SockRef::from(fd);
-            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-            loop {
-                let sent = match to {
-                    Some(to) => socket.send_to_with_flags(data, to, flags),
-                    None => socket.send_with_flags(data, flags),
-                };
-                match sent {
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            }
-        };
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        let result = send_retrying(&self.fd, |socket| match to {
+            Some(to) => socket.send_to_with_flags(data, to, flags),
+            None => socket.send_with_flags(data, flags),
+        });
         match result {
-            Ok(_) => true,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
-            Err(err) => {
+            None | Some(Ok(_)) => true,
+            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => false,
+            Some(Err(err)) => {
                 self.notify(DatagramEvent::Error(self.send_error(err)));
                 true
             }
@@ -269,9 +179,7 @@ impl DatagramCore {
     pub(super) fn queue(self: &Rc<Self>, data: Bytes, to: Option<SockAddr>) {
         let flow = self.queue.borrow_mut().push(data, to);
         self.submit_send();
-        if flow == Some(FlowEvent::Pause) {
-            self.notify(DatagramEvent::PauseWriting);
-        }
+        self.notify_flow(flow);
     }
 
     /// A driver completion for this transport.
@@ -339,48 +247,10 @@ impl DatagramCore {
             }
         }
         self.submit_send();
-        if flow == Some(FlowEvent::Resume) {
-            self.notify(DatagramEvent::ResumeWriting);
-        }
-        let idle = self.queue.borrow().datagrams.is_empty() && self.send_op.get().is_none();
+        self.notify_flow(flow);
+        let idle = self.queue.borrow().is_empty() && self.send_op.get().is_none();
         if idle && self.state.get() == DatagramState::Closing {
             self.finish(None);
-        }
-    }
-
-    /// Calls the protocol (through the dispatcher), then handles a panic in it.
-    pub(super) fn notify(self: &Rc<Self>, event: DatagramEvent) {
-        self.dispatcher.send(event);
-        self.report_protocol_failures();
-    }
-
-    /// Events that met a protocol borrowed outside its callbacks are retried next iteration.
-    pub(super) fn flush_deferred_later(self: &Rc<Self>) {
-        if !self.dispatcher.has_deferred() {
-            return;
-        }
-        let Some(event_loop) = self.event_loop() else { return };
-        let core = self.clone();
-        let _ = event_loop.call_soon(move || {
-            core.dispatcher.flush();
-            core.report_protocol_failures();
-            core.flush_deferred_later();
-        });
-    }
-
-    /// A protocol callback that panicked is fatal for the endpoint: reported to the exception
-    /// handler, then the transport is force-closed with it.
-    fn report_protocol_failures(self: &Rc<Self>) {
-        for failure in self.dispatcher.take_failures() {
-            let error = failure.error;
-            if let Some(event_loop) = self.event_loop() {
-                let message = format!("Fatal error: protocol.{}() call failed.", failure.callback);
-                let mut context = ExceptionContext::new(message).with_error(error.clone());
-                context.transport = Some(format!("<DatagramTransport fd={}>", self.raw_fd));
-                context.fd = Some(self.raw_fd);
-                event_loop.call_exception_handler(context);
-            }
-            self.force_close(Some(error));
         }
     }
 
@@ -390,7 +260,7 @@ impl DatagramCore {
         }
         self.state.set(DatagramState::Closing);
         self.cancel(&self.recv_op);
-        if self.queue.borrow().datagrams.is_empty() && self.send_op.get().is_none() {
+        if self.queue.borrow().is_empty() && self.send_op.get().is_none() {
             self.finish(None);
         }
     }
@@ -399,10 +269,7 @@ impl DatagramCore {
         if self.state.get() == DatagramState::Closed {
             return;
         }
-        let mut queue = self.queue.borrow_mut();
-        queue.datagrams.clear();
-        queue.size = 0;
-        drop(queue);
+        self.queue.borrow_mut().clear();
         self.finish(error);
     }
 
@@ -431,6 +298,28 @@ impl DatagramCore {
         // The op owns the fd from here on; without a driver the closure drops it (closing it).
         event_loop
             .with_driver(move |driver| driver.submit(Op::Close { fd: fd.into_raw_fd() }, owner));
+    }
+}
+
+impl TransportCore for DatagramCore {
+    type Event = DatagramEvent;
+
+    fn dispatcher(&self) -> &Dispatcher<DatagramEvent> {
+        &self.dispatcher
+    }
+
+    fn event_loop(&self) -> Option<EventLoop> {
+        DatagramCore::event_loop(self)
+    }
+
+    /// A protocol callback that panicked is fatal for the endpoint: reported to the exception
+    /// handler, then the transport is force-closed with it.
+    fn report_protocol_failures(self: &Rc<Self>) {
+        let transport = || format!("<DatagramTransport fd={}>", self.raw_fd);
+        let event_loop = DatagramCore::event_loop(self);
+        if let Some(error) = self.dispatcher.report_failures(event_loop, self.raw_fd, transport) {
+            self.force_close(Some(error));
+        }
     }
 }
 

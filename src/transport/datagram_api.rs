@@ -9,9 +9,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use socket2::SockAddr;
 
-use super::datagram::{DatagramCore, DatagramState, SendQueue};
-use super::datagram_dispatch::{DatagramDispatcher, DatagramEvent, PlainDatagram};
-use super::flow_control::FlowEvent;
+use super::datagram::{DatagramCore, DatagramState};
+use super::dispatch::{DatagramEvent, Dispatcher, PlainDatagram, TransportCore};
+use super::flow_control::SendQueue;
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -51,7 +51,7 @@ impl DatagramTransport {
             queue: RefCell::new(SendQueue::default()),
             send_op: Cell::new(None),
             lost_writes: Cell::new(0),
-            dispatcher: DatagramDispatcher::new(Rc::new(PlainDatagram(protocol))),
+            dispatcher: Dispatcher::new(Rc::new(PlainDatagram(protocol))),
         });
         let transport = DatagramTransport { core };
         let starter = transport.clone();
@@ -133,24 +133,20 @@ impl DatagramTransport {
 
     /// The send queue's size: queued bytes plus 8 per datagram (asyncio's estimate).
     pub fn get_write_buffer_size(&self) -> usize {
-        self.core.queue.borrow().size
+        self.core.queue.borrow().size()
     }
 
-    /// Sets the water marks (asyncio's rules, as [`Transport::set_write_buffer_limits`]).
-    ///
-    /// [`Transport::set_write_buffer_limits`]: crate::Transport::set_write_buffer_limits
+    /// Sets the water marks, with asyncio's rules (see
+    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)).
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let flow = self.core.queue.borrow_mut().set_limits(high, low)?;
-        if flow == Some(FlowEvent::Pause) {
-            self.core.notify(DatagramEvent::PauseWriting);
-        }
+        self.core.notify_flow(flow);
         Ok(())
     }
 
     /// `(low, high)`.
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let queue = self.core.queue.borrow();
-        (queue.low, queue.high)
+        self.core.queue.borrow().limits()
     }
 
     /// The local address (at creation).
@@ -165,17 +161,13 @@ impl DatagramTransport {
 
     /// The socket's fd while open.
     pub fn socket_fd(&self) -> Option<RawFd> {
-        self.core.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+        ExtraInfo::raw_fd(&self.core.fd)
     }
 
     /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        match name {
-            "peername" => self.peername().map(ExtraInfo::Address),
-            "sockname" => self.sockname().map(ExtraInfo::Address),
-            "socket" => self.socket_fd().map(ExtraInfo::Fd),
-            _ => None,
-        }
+        let core = &self.core;
+        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.fd)
     }
 
     /// Switches to another protocol; later events go to it.
@@ -211,7 +203,7 @@ impl fmt::Debug for DatagramTransport {
             "<DatagramTransport fd={} {:?} write_buffer={}>",
             core.raw_fd,
             core.state.get(),
-            core.queue.borrow().size
+            core.queue.borrow().size()
         )
     }
 }

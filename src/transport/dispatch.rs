@@ -1,4 +1,5 @@
-//! Delivering protocol callbacks without re-entering a protocol that is already running.
+//! Delivering protocol callbacks without re-entering a protocol that is already running, for
+//! every transport (stream, pipes, datagram).
 //!
 //! A transport calls its protocol through a [`Dispatcher`]. If the protocol's `RefCell` is
 //! borrowed (the protocol is inside one of its own callbacks and called, say, `write`, which
@@ -6,57 +7,58 @@
 //! callback returns, in order; events queued behind it wait their turn.
 //!
 //! A protocol callback that panics is caught here: the panic is recorded (see
-//! [`Dispatcher::take_failures`]) for the transport to turn into a fatal error (asyncio's
+//! [`Dispatcher::report_failures`]) for the transport to turn into a fatal error (asyncio's
 //! "Fatal error: protocol.data_received() call failed."), and never unwinds into the loop.
 //!
-//! Both protocol kinds go through the same [`Dispatcher`]: [`Receive`] says how each takes
-//! bytes (`data_received`, or `get_buffer`/`buffer_updated` rounds for a `BufferedProtocol`)
-//! and EOF, and [`Adapter`] turns either into the type-erased [`StreamProtocol`].
+//! The mechanism is generic over the event type ([`Deliver`]): [`Event`] for stream and pipe
+//! transports, [`DatagramEvent`] for datagram transports. Each event type has a borrowed form
+//! of received data ([`Deliver::Data`]) that goes to a free protocol without a copy. The
+//! protocol behind a dispatcher is type-erased ([`ErasedProtocol`]): [`Adapter`] for a
+//! `Protocol` or `BufferedProtocol` ([`Receive`] says how each takes bytes and EOF), [`Base`]
+//! for write-only protocols, [`PlainDatagram`] for a `DatagramProtocol`. [`TransportCore`] is
+//! what the transports share on top: `notify` and the retry of queued events.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
+use socket2::SockAddr;
+
+use super::datagram_api::DatagramTransport;
+use super::flow_control::FlowEvent;
 use super::stream::Transport;
 use crate::error::{panic_message, Error};
+use crate::event_loop::{EventLoop, ExceptionContext};
 use crate::protocol::{
-    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, Protocol, StreamingKind,
+    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
+    StreamingKind,
 };
 
-/// A protocol callback, as queued when it cannot be delivered at once. `T` is the transport
-/// type `connection_made` gets (the stream [`Transport`], or a pipe transport).
-pub(crate) enum Event<T = Transport> {
-    /// `connection_made`.
-    Made(T),
-    /// `data_received`, or `get_buffer`/`buffer_updated` (the bytes copied, since the read
-    /// buffer is recycled).
-    Data(Vec<u8>),
-    /// `eof_received`, whose answer decides whether the transport closes (see
-    /// [`Dispatcher::take_close_after_eof`]).
-    Eof,
-    /// `connection_lost`.
-    Lost(Option<Error>),
-    /// `pause_writing`.
-    PauseWriting,
-    /// `resume_writing`.
-    ResumeWriting,
+/// A protocol callback as a [`Dispatcher`] queues it when it cannot be delivered at once.
+pub(crate) trait Deliver: Sized {
+    /// Received data as the transport lends it: delivered as is when nothing is queued.
+    type Data<'a>;
+    /// The event that delivers an owned copy of `data` later.
+    fn copied(data: Self::Data<'_>) -> Self;
+    /// The protocol method this event calls.
+    fn callback(&self) -> &'static str;
+    /// What delivering it means for the dispatcher.
+    fn role(&self) -> Role;
 }
 
-impl<T> Event<T> {
-    /// The protocol method this event calls.
-    fn callback(&self) -> &'static str {
-        match self {
-            Event::Made(_) => "connection_made",
-            Event::Data(_) => "data_received",
-            Event::Eof => "eof_received",
-            Event::Lost(_) => "connection_lost",
-            Event::PauseWriting => "pause_writing",
-            Event::ResumeWriting => "resume_writing",
-        }
-    }
+/// What a delivered event means for the dispatcher.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `eof_received`: its answer is recorded.
+    Eof,
+    /// `connection_lost`: the protocol is dropped after it.
+    Lost,
+    /// Anything else.
+    Other,
 }
 
 /// A protocol callback that failed: it panicked, or (`get_buffer`) returned an empty buffer.
@@ -75,27 +77,290 @@ impl Failure {
 }
 
 /// What delivering an event gave.
-pub(crate) enum Delivered<T = Transport> {
-    /// Delivered; for `Eof`, `keep_open` is the protocol's answer.
+pub(crate) enum Delivered<E> {
+    /// Delivered; for an EOF, `keep_open` is the protocol's answer.
     Done {
         /// `eof_received`'s return value (false for other events).
         keep_open: bool,
     },
     /// The protocol is borrowed: the event comes back.
-    Busy(Event<T>),
+    Busy(E),
     /// The callback failed (the event counts as delivered).
     Failed(Failure),
 }
 
-/// A protocol as a transport sees it (type-erased).
-pub(crate) trait StreamProtocol<T = Transport> {
+/// A protocol as a transport sees it (type-erased), taking events of type `E`.
+pub(crate) trait ErasedProtocol<E: Deliver> {
     /// Delivers `event` unless the protocol is borrowed.
-    fn deliver(&self, event: Event<T>) -> Delivered<T>;
-    /// Delivers received bytes without copying them first (a copy comes back in `Busy`).
-    fn data(&self, data: &[u8]) -> Delivered<T>;
+    fn deliver(&self, event: E) -> Delivered<E>;
+    /// Delivers received data without copying it first (a copy comes back in `Busy`).
+    fn data(&self, data: E::Data<'_>) -> Delivered<E>;
     /// The user's `Rc<RefCell<P>>`, for `get_protocol`.
     fn as_any(&self) -> Rc<dyn Any>;
 }
+
+/// Calls `call(protocol, arg)` unless the protocol is borrowed (then `busy(arg)` comes back
+/// to be queued); a panic is caught as a failure of `callback`. The protocol is only ever
+/// observed through its own methods after a panic; asyncio likewise goes on calling a
+/// protocol whose callback raised (`connection_lost` last).
+fn call<P: ?Sized, A, E>(
+    protocol: &RefCell<P>,
+    callback: &'static str,
+    arg: A,
+    busy: impl FnOnce(A) -> E,
+    call: impl FnOnce(&mut P, A) -> Result<bool, Failure>,
+) -> Delivered<E> {
+    let Ok(mut protocol) = protocol.try_borrow_mut() else { return Delivered::Busy(busy(arg)) };
+    match catch_unwind(AssertUnwindSafe(|| call(&mut protocol, arg))) {
+        Ok(Ok(keep_open)) => Delivered::Done { keep_open },
+        Ok(Err(failure)) => Delivered::Failed(failure),
+        Err(payload) => Delivered::Failed(Failure::panicked(callback, &*payload)),
+    }
+}
+
+/// [`call`] for a queued event.
+fn call_event<P: ?Sized, E: Deliver>(
+    protocol: &RefCell<P>,
+    event: E,
+    deliver: impl FnOnce(&mut P, E) -> Result<bool, Failure>,
+) -> Delivered<E> {
+    call(protocol, event.callback(), event, |event| event, deliver)
+}
+
+/// The protocol of a transport and the events waiting for it.
+pub(crate) struct Dispatcher<E: Deliver = Event> {
+    /// The protocol (`None` after `connection_lost`, which breaks the usual
+    /// transport → protocol → transport cycle, as asyncio does).
+    protocol: RefCell<Option<Rc<dyn ErasedProtocol<E>>>>,
+    /// Events that met a busy protocol, oldest first.
+    deferred: RefCell<VecDeque<E>>,
+    /// Callbacks that failed, not yet handled by the transport.
+    failures: RefCell<Vec<Failure>>,
+    /// `eof_received` returned false (now or when a deferred EOF was delivered): the transport
+    /// is to close; not yet acted on.
+    close_after_eof: Cell<bool>,
+}
+
+impl<E: Deliver> Dispatcher<E> {
+    pub(crate) fn new(protocol: Rc<dyn ErasedProtocol<E>>) -> Dispatcher<E> {
+        Dispatcher {
+            protocol: RefCell::new(Some(protocol)),
+            deferred: RefCell::new(VecDeque::new()),
+            failures: RefCell::new(Vec::new()),
+            close_after_eof: Cell::new(false),
+        }
+    }
+
+    fn protocol(&self) -> Option<Rc<dyn ErasedProtocol<E>>> {
+        self.protocol.borrow().clone()
+    }
+
+    /// Replaces the protocol (`set_protocol`); queued events go to the new one.
+    pub(crate) fn set(&self, protocol: Rc<dyn ErasedProtocol<E>>) {
+        *self.protocol.borrow_mut() = Some(protocol);
+    }
+
+    /// The user's protocol object.
+    pub(crate) fn get(&self) -> Option<Rc<dyn Any>> {
+        self.protocol().map(|p| p.as_any())
+    }
+
+    /// Delivers received data now if nothing is queued and the protocol is free, otherwise
+    /// queues a copy.
+    pub(crate) fn data(&self, data: E::Data<'_>) {
+        if self.has_deferred() {
+            self.deferred.borrow_mut().push_back(E::copied(data));
+            return;
+        }
+        let Some(protocol) = self.protocol() else { return };
+        let delivered = protocol.data(data);
+        if let Some(event) = self.settle(Role::Other, delivered) {
+            self.deferred.borrow_mut().push_back(event);
+            return;
+        }
+        self.flush();
+    }
+
+    /// True once: `eof_received` answered "close" (false) since the last call. An EOF that met
+    /// a busy protocol is delivered later like any event, and only its answer decides.
+    pub(crate) fn take_close_after_eof(&self) -> bool {
+        self.close_after_eof.take()
+    }
+
+    /// Delivers `event` after anything queued.
+    pub(crate) fn send(&self, event: E) {
+        self.deferred.borrow_mut().push_back(event);
+        self.flush();
+    }
+
+    /// Delivers queued events while the protocol is free.
+    pub(crate) fn flush(&self) {
+        loop {
+            let Some(event) = self.deferred.borrow_mut().pop_front() else { return };
+            let role = event.role();
+            let Some(protocol) = self.protocol() else {
+                // After `connection_lost` nothing more is delivered.
+                self.deferred.borrow_mut().clear();
+                return;
+            };
+            if let Some(event) = self.settle(role, protocol.deliver(event)) {
+                self.deferred.borrow_mut().push_front(event);
+                return;
+            }
+        }
+    }
+
+    /// True while events wait for a busy protocol.
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.deferred.borrow().is_empty()
+    }
+
+    /// Records what delivering an event of `role` gave; the event back if the protocol was
+    /// busy.
+    fn settle(&self, role: Role, delivered: Delivered<E>) -> Option<E> {
+        match delivered {
+            Delivered::Busy(event) => return Some(event),
+            Delivered::Done { keep_open } => {
+                if role == Role::Eof && !keep_open {
+                    self.close_after_eof.set(true);
+                }
+            }
+            Delivered::Failed(failure) => self.failures.borrow_mut().push(failure),
+        }
+        if role == Role::Lost {
+            self.protocol.borrow_mut().take();
+        }
+        None
+    }
+
+    /// Sends each callback that failed since the last call, oldest first, to the exception
+    /// handler as asyncio's "Fatal error: protocol.X() call failed." (with the transport as
+    /// `transport()` describes it and its `fd`). Returns the first error, which is fatal for
+    /// the transport.
+    pub(crate) fn report_failures(
+        &self,
+        event_loop: Option<EventLoop>,
+        fd: RawFd,
+        transport: impl Fn() -> String,
+    ) -> Option<Error> {
+        let failures = std::mem::take(&mut *self.failures.borrow_mut());
+        let mut fatal = None;
+        for Failure { callback, error } in failures {
+            if let Some(event_loop) = &event_loop {
+                let message = format!("Fatal error: protocol.{callback}() call failed.");
+                let mut context = ExceptionContext::new(message).with_error(error.clone());
+                context.transport = Some(transport());
+                context.fd = Some(fd);
+                event_loop.call_exception_handler(context);
+            }
+            fatal.get_or_insert(error);
+        }
+        fatal
+    }
+}
+
+/// The shared state of a transport, as the dispatcher's users: how protocol calls are made
+/// and what follows them, the same for every transport.
+pub(crate) trait TransportCore: Sized + 'static {
+    /// The callbacks its protocol takes.
+    type Event: Deliver + From<FlowEvent>;
+
+    /// The protocol and the re-entrancy guard around it.
+    fn dispatcher(&self) -> &Dispatcher<Self::Event>;
+
+    /// The loop, while it exists.
+    fn event_loop(&self) -> Option<EventLoop>;
+
+    /// Acts on what the protocol calls just made asked for: a failed callback is fatal
+    /// (see [`Dispatcher::report_failures`]); an `eof_received` that answered "close" closes.
+    fn report_protocol_failures(self: &Rc<Self>);
+
+    /// Calls the protocol (through the dispatcher), then handles a failure in it.
+    fn notify(self: &Rc<Self>, event: Self::Event) {
+        self.dispatcher().send(event);
+        self.report_protocol_failures();
+    }
+
+    /// `pause_writing` or `resume_writing`, when a change of the write buffer says so.
+    fn notify_flow(self: &Rc<Self>, flow: Option<FlowEvent>) {
+        if let Some(flow) = flow {
+            self.notify(flow.into());
+        }
+    }
+
+    /// Events that met a protocol borrowed outside its callbacks (user code holding the
+    /// `RefCell` borrow) are retried next iteration until delivered: none is ever lost.
+    fn flush_deferred_later(self: &Rc<Self>) {
+        if !self.dispatcher().has_deferred() {
+            return;
+        }
+        let Some(event_loop) = self.event_loop() else { return };
+        let core = self.clone();
+        let _ = event_loop.call_soon(move || {
+            core.dispatcher().flush();
+            core.report_protocol_failures();
+            core.flush_deferred_later();
+        });
+    }
+}
+
+/// A protocol callback of a stream or pipe transport. `T` is the transport type
+/// `connection_made` gets (the stream [`Transport`], or a pipe transport).
+pub(crate) enum Event<T = Transport> {
+    /// `connection_made`.
+    Made(T),
+    /// `data_received`, or `get_buffer`/`buffer_updated` (the bytes copied, since the read
+    /// buffer is recycled).
+    Data(Vec<u8>),
+    /// `eof_received`, whose answer decides whether the transport closes (see
+    /// [`Dispatcher::take_close_after_eof`]).
+    Eof,
+    /// `connection_lost`.
+    Lost(Option<Error>),
+    /// `pause_writing`.
+    PauseWriting,
+    /// `resume_writing`.
+    ResumeWriting,
+}
+
+impl<T> Deliver for Event<T> {
+    type Data<'a> = &'a [u8];
+
+    fn copied(data: &[u8]) -> Self {
+        Event::Data(data.to_vec())
+    }
+
+    fn callback(&self) -> &'static str {
+        match self {
+            Event::Made(_) => "connection_made",
+            Event::Data(_) => "data_received",
+            Event::Eof => "eof_received",
+            Event::Lost(_) => "connection_lost",
+            Event::PauseWriting => "pause_writing",
+            Event::ResumeWriting => "resume_writing",
+        }
+    }
+
+    fn role(&self) -> Role {
+        match self {
+            Event::Eof => Role::Eof,
+            Event::Lost(_) => Role::Lost,
+            _ => Role::Other,
+        }
+    }
+}
+
+impl<T> From<FlowEvent> for Event<T> {
+    fn from(flow: FlowEvent) -> Self {
+        match flow {
+            FlowEvent::Pause => Event::PauseWriting,
+            FlowEvent::Resume => Event::ResumeWriting,
+        }
+    }
+}
+
+/// A protocol as a stream transport (or, with `T`, a pipe transport) sees it.
+pub(crate) type StreamProtocol<T = Transport> = dyn ErasedProtocol<Event<T>>;
 
 /// How each protocol kind takes received bytes and EOF: the seal of
 /// [`AnyProtocol`](crate::protocol::AnyProtocol) (nameable only inside the crate).
@@ -160,62 +425,38 @@ pub(crate) struct Adapter<P, K, T> {
 }
 
 /// `protocol` as a stream transport drives it.
-pub(crate) fn adapt<K: 'static, P: AnyProtocol<K>>(
-    protocol: Rc<RefCell<P>>,
-) -> Rc<dyn StreamProtocol> {
+pub(crate) fn adapt<K: 'static, P: AnyProtocol<K>>(protocol: Rc<RefCell<P>>) -> Rc<StreamProtocol> {
     adapt_for::<Transport, K, P>(protocol)
 }
 
 /// `protocol` as a transport of type `T` (a stream or a read pipe) drives it.
 pub(crate) fn adapt_for<T: 'static, K: 'static, P: Receive<K, T> + 'static>(
     protocol: Rc<RefCell<P>>,
-) -> Rc<dyn StreamProtocol<T>> {
+) -> Rc<StreamProtocol<T>> {
     Rc::new(Adapter { protocol, kind: PhantomData::<fn() -> (K, T)> })
 }
 
-impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> StreamProtocol<T> for Adapter<P, K, T> {
-    fn deliver(&self, event: Event<T>) -> Delivered<T> {
-        let Ok(mut protocol) = self.protocol.try_borrow_mut() else {
-            return Delivered::Busy(event);
-        };
-        let callback = event.callback();
-        // The protocol is only ever observed through its own methods after a panic; asyncio
-        // likewise goes on calling a protocol whose callback raised (`connection_lost` last).
-        let called = catch_unwind(AssertUnwindSafe(|| match event {
-            Event::Made(transport) => {
-                protocol.connection_made(transport);
-                Ok(false)
+impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> ErasedProtocol<Event<T>>
+    for Adapter<P, K, T>
+{
+    fn deliver(&self, event: Event<T>) -> Delivered<Event<T>> {
+        call_event(&self.protocol, event, |protocol, event| {
+            match event {
+                Event::Made(transport) => protocol.connection_made(transport),
+                Event::Data(data) => protocol.receive(&data)?,
+                Event::Eof => return Ok(protocol.receive_eof()),
+                Event::Lost(error) => protocol.connection_lost(error),
+                Event::PauseWriting => protocol.pause_writing(),
+                Event::ResumeWriting => protocol.resume_writing(),
             }
-            Event::Data(data) => protocol.receive(&data).map(|()| false),
-            Event::Eof => Ok(protocol.receive_eof()),
-            Event::Lost(error) => {
-                protocol.connection_lost(error);
-                Ok(false)
-            }
-            Event::PauseWriting => {
-                protocol.pause_writing();
-                Ok(false)
-            }
-            Event::ResumeWriting => {
-                protocol.resume_writing();
-                Ok(false)
-            }
-        }));
-        match called {
-            Ok(Ok(keep_open)) => Delivered::Done { keep_open },
-            Ok(Err(failure)) => Delivered::Failed(failure),
-            Err(payload) => Delivered::Failed(Failure::panicked(callback, &*payload)),
-        }
+            Ok(false)
+        })
     }
 
-    fn data(&self, data: &[u8]) -> Delivered<T> {
-        let Ok(mut protocol) = self.protocol.try_borrow_mut() else {
-            return Delivered::Busy(Event::Data(data.to_vec()));
-        };
-        match protocol.receive(data) {
-            Ok(()) => Delivered::Done { keep_open: false },
-            Err(failure) => Delivered::Failed(failure),
-        }
+    fn data(&self, data: &[u8]) -> Delivered<Event<T>> {
+        call(&self.protocol, "data_received", data, Event::copied, |protocol, data| {
+            protocol.receive(data).map(|()| false)
+        })
     }
 
     fn as_any(&self) -> Rc<dyn Any> {
@@ -227,26 +468,23 @@ impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> StreamProtocol<T> for A
 /// `data_received` and `eof_received` events are never sent to it.
 pub(crate) struct Base<P>(pub(crate) Rc<RefCell<P>>);
 
-impl<T, P: BaseProtocol<T> + 'static> StreamProtocol<T> for Base<P> {
-    fn deliver(&self, event: Event<T>) -> Delivered<T> {
-        let Ok(mut protocol) = self.0.try_borrow_mut() else { return Delivered::Busy(event) };
-        let callback = event.callback();
-        let called = catch_unwind(AssertUnwindSafe(|| match event {
-            Event::Made(transport) => protocol.connection_made(transport),
-            Event::Lost(error) => protocol.connection_lost(error),
-            Event::PauseWriting => protocol.pause_writing(),
-            Event::ResumeWriting => protocol.resume_writing(),
-            Event::Data(_) | Event::Eof => {
-                debug_assert!(false, "a write-only protocol got {callback}")
+impl<T, P: BaseProtocol<T> + 'static> ErasedProtocol<Event<T>> for Base<P> {
+    fn deliver(&self, event: Event<T>) -> Delivered<Event<T>> {
+        call_event(&self.0, event, |protocol, event| {
+            match event {
+                Event::Made(transport) => protocol.connection_made(transport),
+                Event::Lost(error) => protocol.connection_lost(error),
+                Event::PauseWriting => protocol.pause_writing(),
+                Event::ResumeWriting => protocol.resume_writing(),
+                Event::Data(_) | Event::Eof => {
+                    debug_assert!(false, "a write-only protocol got a read event")
+                }
             }
-        }));
-        match called {
-            Ok(()) => Delivered::Done { keep_open: false },
-            Err(payload) => Delivered::Failed(Failure::panicked(callback, &*payload)),
-        }
+            Ok(false)
+        })
     }
 
-    fn data(&self, _data: &[u8]) -> Delivered<T> {
+    fn data(&self, _data: &[u8]) -> Delivered<Event<T>> {
         debug_assert!(false, "a write-only protocol got data_received");
         Delivered::Done { keep_open: false }
     }
@@ -256,135 +494,92 @@ impl<T, P: BaseProtocol<T> + 'static> StreamProtocol<T> for Base<P> {
     }
 }
 
-/// The protocol of a transport and the events waiting for it.
-pub(crate) struct Dispatcher<T = Transport> {
-    /// The protocol (`None` after `connection_lost`, which breaks the usual
-    /// transport → protocol → transport cycle, as asyncio does).
-    protocol: RefCell<Option<Rc<dyn StreamProtocol<T>>>>,
-    /// Events that met a busy protocol, oldest first.
-    deferred: RefCell<VecDeque<Event<T>>>,
-    /// Callbacks that failed, not yet handled by the transport.
-    failures: RefCell<Vec<Failure>>,
-    /// `eof_received` returned false (now or when a deferred EOF was delivered): the transport
-    /// is to close; not yet acted on.
-    close_after_eof: Cell<bool>,
+/// A protocol callback of a datagram transport.
+pub(crate) enum DatagramEvent {
+    /// `connection_made`.
+    Made(DatagramTransport),
+    /// `datagram_received` (copied: the receive buffer is reused).
+    Datagram(Vec<u8>, Option<SockAddr>),
+    /// `error_received`.
+    Error(Error),
+    /// `connection_lost`.
+    Lost(Option<Error>),
+    /// `pause_writing`.
+    PauseWriting,
+    /// `resume_writing`.
+    ResumeWriting,
 }
 
-impl<T> Dispatcher<T> {
-    pub(crate) fn new(protocol: Rc<dyn StreamProtocol<T>>) -> Dispatcher<T> {
-        Dispatcher {
-            protocol: RefCell::new(Some(protocol)),
-            deferred: RefCell::new(VecDeque::new()),
-            failures: RefCell::new(Vec::new()),
-            close_after_eof: Cell::new(false),
+impl Deliver for DatagramEvent {
+    /// One datagram and its sender.
+    type Data<'a> = (&'a [u8], Option<SockAddr>);
+
+    fn copied((data, addr): (&[u8], Option<SockAddr>)) -> Self {
+        DatagramEvent::Datagram(data.to_vec(), addr)
+    }
+
+    fn callback(&self) -> &'static str {
+        match self {
+            DatagramEvent::Made(_) => "connection_made",
+            DatagramEvent::Datagram(..) => "datagram_received",
+            DatagramEvent::Error(_) => "error_received",
+            DatagramEvent::Lost(_) => "connection_lost",
+            DatagramEvent::PauseWriting => "pause_writing",
+            DatagramEvent::ResumeWriting => "resume_writing",
         }
     }
 
-    fn protocol(&self) -> Option<Rc<dyn StreamProtocol<T>>> {
-        self.protocol.borrow().clone()
-    }
-
-    /// Replaces the protocol (`set_protocol`); queued events go to the new one.
-    pub(crate) fn set(&self, protocol: Rc<dyn StreamProtocol<T>>) {
-        *self.protocol.borrow_mut() = Some(protocol);
-    }
-
-    /// The user's protocol object.
-    pub(crate) fn get(&self) -> Option<Rc<dyn Any>> {
-        self.protocol().map(|p| p.as_any())
-    }
-
-    /// Delivers received bytes now if nothing is queued and the protocol is free, otherwise
-    /// queues a copy.
-    pub(crate) fn data(&self, data: &[u8]) {
-        if !self.deferred.borrow().is_empty() {
-            self.deferred.borrow_mut().push_back(Event::Data(data.to_vec()));
-            return;
+    fn role(&self) -> Role {
+        match self {
+            DatagramEvent::Lost(_) => Role::Lost,
+            _ => Role::Other,
         }
-        let Some(protocol) = self.protocol() else { return };
-        let delivered = protocol.data(data);
-        if let Some(event) = self.settle(Kind::Other, delivered) {
-            self.deferred.borrow_mut().push_back(event);
-            return;
+    }
+}
+
+impl From<FlowEvent> for DatagramEvent {
+    fn from(flow: FlowEvent) -> Self {
+        match flow {
+            FlowEvent::Pause => DatagramEvent::PauseWriting,
+            FlowEvent::Resume => DatagramEvent::ResumeWriting,
         }
-        self.flush();
     }
+}
 
-    /// The callbacks that failed since the last call, oldest first.
-    pub(crate) fn take_failures(&self) -> Vec<Failure> {
-        std::mem::take(&mut *self.failures.borrow_mut())
+impl Dispatcher<DatagramEvent> {
+    /// `datagram_received(data, addr)`, as [`data`](Self::data).
+    pub(crate) fn datagram(&self, data: &[u8], addr: Option<SockAddr>) {
+        self.data((data, addr));
     }
+}
 
-    /// True once: `eof_received` answered "close" (false) since the last call. An EOF that met
-    /// a busy protocol is delivered later like any event, and only its answer decides.
-    pub(crate) fn take_close_after_eof(&self) -> bool {
-        self.close_after_eof.take()
-    }
+/// A [`DatagramProtocol`] shared with the user.
+pub(crate) struct PlainDatagram<P>(pub(crate) Rc<RefCell<P>>);
 
-    /// Delivers `event` after anything queued.
-    pub(crate) fn send(&self, event: Event<T>) {
-        self.deferred.borrow_mut().push_back(event);
-        self.flush();
-    }
-
-    /// Delivers queued events while the protocol is free.
-    pub(crate) fn flush(&self) {
-        loop {
-            let Some(event) = self.deferred.borrow_mut().pop_front() else { return };
-            let kind = Kind::of(&event);
-            let Some(protocol) = self.protocol() else {
-                // After `connection_lost` nothing more is delivered.
-                self.deferred.borrow_mut().clear();
-                return;
-            };
-            if let Some(event) = self.settle(kind, protocol.deliver(event)) {
-                self.deferred.borrow_mut().push_front(event);
-                return;
+impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent> for PlainDatagram<P> {
+    fn deliver(&self, event: DatagramEvent) -> Delivered<DatagramEvent> {
+        call_event(&self.0, event, |protocol, event| {
+            match event {
+                DatagramEvent::Made(transport) => protocol.connection_made(transport),
+                DatagramEvent::Datagram(data, addr) => protocol.datagram_received(&data, addr),
+                DatagramEvent::Error(error) => protocol.error_received(error),
+                DatagramEvent::Lost(error) => protocol.connection_lost(error),
+                DatagramEvent::PauseWriting => protocol.pause_writing(),
+                DatagramEvent::ResumeWriting => protocol.resume_writing(),
             }
-        }
+            Ok(false)
+        })
     }
 
-    /// True while events wait for a busy protocol.
-    pub(crate) fn has_deferred(&self) -> bool {
-        !self.deferred.borrow().is_empty()
+    fn data(&self, data: (&[u8], Option<SockAddr>)) -> Delivered<DatagramEvent> {
+        let copy = DatagramEvent::copied;
+        call(&self.0, "datagram_received", data, copy, |protocol, (data, addr)| {
+            protocol.datagram_received(data, addr);
+            Ok(false)
+        })
     }
 
-    /// Records what delivering an event of `kind` gave; the event back if the protocol was
-    /// busy.
-    fn settle(&self, kind: Kind, delivered: Delivered<T>) -> Option<Event<T>> {
-        match delivered {
-            Delivered::Busy(event) => return Some(event),
-            Delivered::Done { keep_open } => {
-                if kind == Kind::Eof && !keep_open {
-                    self.close_after_eof.set(true);
-                }
-            }
-            Delivered::Failed(failure) => self.failures.borrow_mut().push(failure),
-        }
-        if kind == Kind::Lost {
-            self.protocol.borrow_mut().take();
-        }
-        None
-    }
-}
-
-/// What a delivered event means for the dispatcher.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// `eof_received`: its answer is recorded.
-    Eof,
-    /// `connection_lost`: the protocol is dropped after it.
-    Lost,
-    /// Anything else.
-    Other,
-}
-
-impl Kind {
-    fn of<T>(event: &Event<T>) -> Kind {
-        match event {
-            Event::Eof => Kind::Eof,
-            Event::Lost(_) => Kind::Lost,
-            _ => Kind::Other,
-        }
+    fn as_any(&self) -> Rc<dyn Any> {
+        self.0.clone()
     }
 }

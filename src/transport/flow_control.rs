@@ -1,14 +1,20 @@
-//! The write buffer of a transport and its high/low water marks (asyncio's
-//! `FlowControlMixin`).
+//! The write buffers of transports and their high/low water marks (asyncio's
+//! `FlowControlMixin`): [`WriteBuffer`] for the bytes of a stream or write pipe,
+//! [`SendQueue`] for the datagrams of a datagram transport, both with [`WaterMarks`].
 
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes};
+use socket2::SockAddr;
 
 use crate::error::{Error, Result};
 
 /// asyncio's default high-water mark: 64 KiB.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// What each queued datagram adds to a [`SendQueue`]'s size besides its bytes (asyncio's
+/// `_header_size`).
+pub(crate) const DATAGRAM_OVERHEAD: usize = 8;
 
 /// Whether the protocol was told to pause writing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,31 +34,82 @@ pub(crate) enum FlowEvent {
     Resume,
 }
 
-/// Bytes accepted by `write` and not yet sent, in order, with the water marks.
+/// asyncio's water marks over a buffer whose size its owner keeps, and the flow state they
+/// drive.
 #[derive(Debug)]
-pub(crate) struct WriteBuffer {
-    /// Queued chunks; the front one may be partly sent (`front_offset`).
-    chunks: VecDeque<Bytes>,
-    /// Bytes queued, the front chunk's unsent part included.
-    len: usize,
-    /// Pause the protocol above this many bytes.
+pub(crate) struct WaterMarks {
+    /// Pause the protocol above this size.
     high: usize,
-    /// Resume it at or below this many bytes.
+    /// Resume it at or below this size.
     low: usize,
     /// Flow state.
     flow: WriteFlow,
 }
 
-impl Default for WriteBuffer {
-    fn default() -> WriteBuffer {
-        WriteBuffer {
-            chunks: VecDeque::new(),
-            len: 0,
+impl Default for WaterMarks {
+    fn default() -> WaterMarks {
+        WaterMarks {
             high: DEFAULT_HIGH_WATER,
             low: DEFAULT_HIGH_WATER / 4,
             flow: WriteFlow::Flowing,
         }
     }
+}
+
+impl WaterMarks {
+    /// `(low, high)`, as asyncio's `get_write_buffer_limits`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.low, self.high)
+    }
+
+    /// Sets the marks as asyncio does: `high` alone gives `low = high / 4`; `low` alone gives
+    /// `high = 4 * low`; neither gives the defaults; `high < low` is an error. Returns a pause
+    /// event when `size` is already above the new high mark.
+    pub(crate) fn set(
+        &mut self,
+        high: Option<usize>,
+        low: Option<usize>,
+        size: usize,
+    ) -> Result<Option<FlowEvent>> {
+        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
+        let low = low.unwrap_or(high / 4);
+        if high < low {
+            return Err(Error::InvalidArgument(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        (self.high, self.low) = (high, low);
+        Ok(self.grew(size))
+    }
+
+    /// The buffer grew to `size`: `Pause` when that took it over `high`.
+    pub(crate) fn grew(&mut self, size: usize) -> Option<FlowEvent> {
+        if self.flow == WriteFlow::Flowing && size > self.high {
+            self.flow = WriteFlow::Paused;
+            return Some(FlowEvent::Pause);
+        }
+        None
+    }
+
+    /// The buffer shrank to `size`: `Resume` when that brought it to `low` while paused.
+    pub(crate) fn shrank(&mut self, size: usize) -> Option<FlowEvent> {
+        if self.flow == WriteFlow::Paused && size <= self.low {
+            self.flow = WriteFlow::Flowing;
+            return Some(FlowEvent::Resume);
+        }
+        None
+    }
+}
+
+/// Bytes accepted by `write` and not yet sent, in order, with the water marks.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuffer {
+    /// Queued chunks; the front one may be partly sent (`front_offset`).
+    chunks: VecDeque<Bytes>,
+    /// Bytes queued, the front chunk's unsent part included.
+    len: usize,
+    /// When to pause and resume the protocol.
+    marks: WaterMarks,
 }
 
 impl WriteBuffer {
@@ -68,27 +125,17 @@ impl WriteBuffer {
 
     /// `(low, high)`, as asyncio's `get_write_buffer_limits`.
     pub(crate) fn limits(&self) -> (usize, usize) {
-        (self.low, self.high)
+        self.marks.limits()
     }
 
-    /// Sets the marks as asyncio does: `high` alone gives `low = high / 4`; `low` alone gives
-    /// `high = 4 * low`; neither gives the defaults; `high < low` is an error. Returns a pause
-    /// event when the buffer is already above the new high mark.
+    /// Sets the marks (see [`WaterMarks::set`]); a pause event when the buffer is already
+    /// above the new high mark.
     pub(crate) fn set_limits(
         &mut self,
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<Option<FlowEvent>> {
-        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
-        let low = low.unwrap_or(high / 4);
-        if high < low {
-            return Err(Error::InvalidArgument(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        self.high = high;
-        self.low = low;
-        Ok(self.check_pause())
+        self.marks.set(high, low, self.len)
     }
 
     /// Queues `data` (not empty); returns `Pause` when it pushed the buffer over `high`.
@@ -96,7 +143,7 @@ impl WriteBuffer {
         debug_assert!(!data.is_empty());
         self.len += data.len();
         self.chunks.push_back(data);
-        self.check_pause()
+        self.marks.grew(self.len)
     }
 
     /// The next bytes to send (a cheap clone of the front chunk's unsent part).
@@ -118,11 +165,7 @@ impl WriteBuffer {
             n -= front.len();
             self.chunks.pop_front();
         }
-        if self.flow == WriteFlow::Paused && self.len <= self.low {
-            self.flow = WriteFlow::Flowing;
-            return Some(FlowEvent::Resume);
-        }
-        None
+        self.marks.shrank(self.len)
     }
 
     /// Drops everything queued (abort); no flow event.
@@ -130,13 +173,69 @@ impl WriteBuffer {
         self.chunks.clear();
         self.len = 0;
     }
+}
 
-    fn check_pause(&mut self) -> Option<FlowEvent> {
-        if self.flow == WriteFlow::Flowing && self.len > self.high {
-            self.flow = WriteFlow::Paused;
-            return Some(FlowEvent::Pause);
+/// Datagrams accepted by `sendto` and not yet sent, with the water marks.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    /// Each datagram and its destination (`None`: the connected peer), oldest first.
+    datagrams: VecDeque<(Bytes, Option<SockAddr>)>,
+    /// Bytes queued plus [`DATAGRAM_OVERHEAD`] per datagram.
+    size: usize,
+    /// When to pause and resume the protocol.
+    marks: WaterMarks,
+}
+
+impl SendQueue {
+    /// Bytes queued plus [`DATAGRAM_OVERHEAD`] per datagram (`get_write_buffer_size`).
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// True when no datagram waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+
+    /// The oldest datagram and its destination.
+    pub(crate) fn front(&self) -> Option<&(Bytes, Option<SockAddr>)> {
+        self.datagrams.front()
+    }
+
+    /// `(low, high)`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        self.marks.limits()
+    }
+
+    /// Sets the marks (see [`WaterMarks::set`]).
+    pub(crate) fn set_limits(
+        &mut self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<Option<FlowEvent>> {
+        self.marks.set(high, low, self.size)
+    }
+
+    /// Queues a datagram; `Pause` when that took the size over `high`.
+    pub(crate) fn push(&mut self, data: Bytes, to: Option<SockAddr>) -> Option<FlowEvent> {
+        self.size += data.len() + DATAGRAM_OVERHEAD;
+        self.datagrams.push_back((data, to));
+        self.marks.grew(self.size)
+    }
+
+    /// Drops the oldest datagram (sent or failed); `Resume` when that brought the size to
+    /// `low` while paused.
+    pub(crate) fn pop(&mut self) -> Option<FlowEvent> {
+        if let Some((data, _)) = self.datagrams.pop_front() {
+            self.size -= data.len() + DATAGRAM_OVERHEAD;
         }
-        None
+        self.marks.shrank(self.size)
+    }
+
+    /// Drops everything queued (abort); no flow event.
+    pub(crate) fn clear(&mut self) {
+        self.datagrams.clear();
+        self.size = 0;
     }
 }
 
@@ -192,6 +291,19 @@ mod tests {
         buf.consume(2);
         assert_eq!(buf.front().unwrap(), Bytes::from_static(b"ata2"));
         assert_eq!(buf.len(), 4);
+    }
+
+    #[test]
+    fn send_queue_counts_the_datagram_overhead_against_the_marks() {
+        let mut queue = SendQueue::default();
+        queue.set_limits(Some(19), Some(10)).unwrap();
+        assert_eq!(queue.push(Bytes::from_static(b"abcd"), None), None);
+        assert_eq!(queue.size(), 4 + DATAGRAM_OVERHEAD);
+        assert_eq!(queue.push(Bytes::new(), None), Some(FlowEvent::Pause), "12 + 8 > 19");
+        assert_eq!(queue.pop(), Some(FlowEvent::Resume), "8 <= 10");
+        assert_eq!(queue.size(), DATAGRAM_OVERHEAD);
+        queue.clear();
+        assert!(queue.is_empty() && queue.size() == 0);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 mod api;
 mod datagram;
 mod datagram_api;
-mod datagram_dispatch;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
 mod pipe;

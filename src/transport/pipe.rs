@@ -16,9 +16,10 @@ use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::TransportCore;
 use super::pipe_read::ReadCore;
 use super::pipe_write::{WriteCore, WriteOp};
+use super::ExtraInfo;
 use crate::driver::{Op, OpId};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
@@ -82,6 +83,33 @@ pub(super) fn prepare(fd: &OwnedFd, call: &str) -> Result<PipeKind> {
     };
     set_nonblocking(raw).map_err(|e| Error::io(format!("{call}: O_NONBLOCK on fd {raw}"), e))?;
     Ok(kind)
+}
+
+/// What `connect_read_pipe` and `connect_write_pipe` share: checks `pipe` and makes it
+/// non-blocking (see [`prepare`]; `call` names the caller), makes the protocol and the
+/// transport's core (`build`), then at the next iteration runs `start` (`connection_made`,
+/// then the first op) and retries what met a borrowed protocol. Returns once `start` has run.
+pub(super) async fn connect<C: TransportCore, P>(
+    event_loop: &EventLoop,
+    call: &str,
+    pipe: OwnedFd,
+    protocol_factory: impl FnOnce() -> P,
+    build: impl FnOnce(PipeFd, PipeKind, Rc<RefCell<P>>) -> C,
+    start: impl FnOnce(&Rc<C>, PipeKind) + 'static,
+) -> Result<(Rc<C>, Rc<RefCell<P>>)> {
+    event_loop.check_open()?;
+    let kind = prepare(&pipe, call)?;
+    let protocol = Rc::new(RefCell::new(protocol_factory()));
+    let core = Rc::new(build(PipeFd::new(event_loop, pipe), kind, protocol.clone()));
+    let made = event_loop.create_future::<()>();
+    let (starter, done) = (core.clone(), made.clone());
+    event_loop.call_soon(move || {
+        start(&starter, kind);
+        starter.flush_deferred_later();
+        let _ = done.set_result(());
+    })?;
+    made.await?;
+    Ok((core, protocol))
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -151,24 +179,7 @@ impl PipeFd {
 
     /// The fd while open (`get_extra_info("pipe")`).
     pub(super) fn raw(&self) -> Option<RawFd> {
-        self.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
-    }
-
-    /// Reports the protocol callbacks that panicked (asyncio's "Fatal error:
-    /// protocol.X() call failed."); returns the error to force-close with, if any.
-    pub(super) fn take_failures<T>(
-        &self,
-        dispatcher: &Dispatcher<T>,
-        transport: impl Fn() -> String,
-    ) -> Option<Error> {
-        let mut error = None;
-        for failure in dispatcher.take_failures() {
-            let panic = failure.error;
-            let message = format!("Fatal error: protocol.{}() call failed.", failure.callback);
-            self.report(ExceptionContext::new(message).with_error(panic.clone()), &transport);
-            error.get_or_insert(panic);
-        }
-        error
+        ExtraInfo::raw_fd(&self.fd)
     }
 
     /// Sends `context` (with the transport and fd filled in) to the exception handler.

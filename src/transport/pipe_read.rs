@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use super::dispatch::{adapt_for, Dispatcher, Event};
+use super::dispatch::{adapt_for, Dispatcher, Event, TransportCore};
 use super::pipe::{self, PipeFd, PipeKind, PipeOwner};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
@@ -73,7 +73,7 @@ pub(crate) struct ReadCore {
     /// A read that completed while paused: its result and bytes.
     held: RefCell<Option<(io::Result<u32>, Vec<u8>)>>,
     /// The protocol and the re-entrancy guard around it.
-    dispatcher: Dispatcher<ReadTransport>,
+    dispatcher: Dispatcher<Event<ReadTransport>>,
 }
 
 /// The transport of a read pipe (asyncio's `ReadTransport`, from
@@ -256,7 +256,8 @@ impl ReadCore {
     }
 
     fn check_panic(self: &Rc<Self>) -> Option<Error> {
-        self.pipe.take_failures(&self.dispatcher, || format!("{self:?}"))
+        let transport = || format!("{self:?}");
+        self.dispatcher.report_failures(self.pipe.event_loop(), self.pipe.raw_fd, transport)
     }
 
     fn resume(self: &Rc<Self>) {
@@ -293,8 +294,7 @@ impl ReadCore {
         let Some(event_loop) = self.pipe.event_loop() else { return self.pipe.close() };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
-            core.dispatcher.send(Event::Lost(error));
-            core.check_panic();
+            core.notify(Event::Lost(error));
             core.pipe.close();
             core.flush_deferred_later();
         });
@@ -302,20 +302,22 @@ impl ReadCore {
             self.pipe.close();
         }
     }
+}
 
-    /// Events that met a protocol borrowed outside its callbacks are retried next iteration.
-    fn flush_deferred_later(self: &Rc<Self>) {
-        if !self.dispatcher.has_deferred() {
-            return;
-        }
-        let Some(event_loop) = self.pipe.event_loop() else { return };
-        let core = self.clone();
-        let _ = event_loop.call_soon(move || {
-            core.dispatcher.flush();
-            if !core.check_failures() {
-                core.flush_deferred_later();
-            }
-        });
+impl TransportCore for ReadCore {
+    type Event = Event<ReadTransport>;
+
+    fn dispatcher(&self) -> &Dispatcher<Event<ReadTransport>> {
+        &self.dispatcher
+    }
+
+    fn event_loop(&self) -> Option<EventLoop> {
+        self.pipe.event_loop()
+    }
+
+    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    fn report_protocol_failures(self: &Rc<Self>) {
+        self.check_failures();
     }
 }
 
@@ -378,33 +380,23 @@ impl EventLoop {
         P: Protocol<ReadTransport> + 'static,
         F: FnOnce() -> P,
     {
-        self.check_open()?;
-        let fd: OwnedFd = pipe.into();
-        let kind = pipe::prepare(&fd, "connect_read_pipe")?;
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let core = Rc::new(ReadCore {
-            pipe: PipeFd::new(self, fd),
+        let build = |pipe, kind, protocol| ReadCore {
+            pipe,
             state: Cell::new(PipeState::Open),
             read: Cell::new(ReadState::Reading),
             read_op: Cell::new(None),
             poll_first: Cell::new(kind == PipeKind::Fifo),
             spare: RefCell::new(None),
             held: RefCell::new(None),
-            dispatcher: Dispatcher::new(adapt_for::<ReadTransport, StreamingKind, P>(
-                protocol.clone(),
-            )),
-        });
-        let made = self.create_future::<()>();
-        let (starter, done) = (core.clone(), made.clone());
-        self.call_soon(move || {
-            starter.dispatcher.send(Event::Made(starter.transport()));
-            if !starter.check_failures() {
-                starter.submit_read();
-            }
-            starter.flush_deferred_later();
-            let _ = done.set_result(());
-        })?;
-        made.await?;
+            dispatcher: Dispatcher::new(adapt_for::<ReadTransport, StreamingKind, P>(protocol)),
+        };
+        let start = |core: &Rc<ReadCore>, _| {
+            core.notify(Event::Made(core.transport()));
+            core.submit_read();
+        };
+        let call = "connect_read_pipe";
+        let (core, protocol) =
+            pipe::connect(self, call, pipe.into(), protocol_factory, build, start).await?;
         Ok((core.transport(), protocol))
     }
 }

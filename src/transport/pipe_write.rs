@@ -27,8 +27,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::dispatch::{Base, Dispatcher, Event};
-use super::flow_control::{FlowEvent, WriteBuffer};
+use super::dispatch::{Base, Dispatcher, Event, TransportCore};
+use super::flow_control::WriteBuffer;
 use super::pipe::{self, PipeFd, PipeKind, PipeOwner};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
@@ -75,7 +75,7 @@ pub(crate) struct WriteCore {
     /// Writes after the pipe was closed or lost.
     lost_writes: Cell<u32>,
     /// The protocol and the re-entrancy guard around it.
-    dispatcher: Dispatcher<WriteTransport>,
+    dispatcher: Dispatcher<Event<WriteTransport>>,
 }
 
 /// The transport of a write pipe (asyncio's `WriteTransport`, from
@@ -150,14 +150,11 @@ impl WriteTransport {
         self.core.state.get() != WriteState::Open
     }
 
-    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
-    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
-    /// `pause_writing` follows at once if the buffer is already above the new `high`.
+    /// Sets the water marks, with asyncio's rules (see
+    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)).
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let flow = self.core.write.borrow_mut().set_limits(high, low)?;
-        if flow == Some(FlowEvent::Pause) {
-            self.core.notify(Event::PauseWriting);
-        }
+        self.core.notify_flow(flow);
         Ok(())
     }
 
@@ -265,9 +262,7 @@ impl WriteCore {
     fn queue(self: &Rc<Self>, data: Bytes) {
         let flow = self.write.borrow_mut().push(data);
         self.submit_write();
-        if flow == Some(FlowEvent::Pause) {
-            self.notify(Event::PauseWriting);
-        }
+        self.notify_flow(flow);
     }
 
     fn submit_write(self: &Rc<Self>) {
@@ -318,9 +313,7 @@ impl WriteCore {
         };
         let flow = self.write.borrow_mut().consume(written);
         self.submit_write();
-        if flow == Some(FlowEvent::Resume) {
-            self.notify(Event::ResumeWriting);
-        }
+        self.notify_flow(flow);
         self.finish_if_flushed();
     }
 
@@ -378,8 +371,7 @@ impl WriteCore {
         let Some(event_loop) = self.pipe.event_loop() else { return self.pipe.close() };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
-            core.dispatcher.send(Event::Lost(error));
-            core.pipe.take_failures(&core.dispatcher, || format!("{core:?}"));
+            core.notify(Event::Lost(error));
             core.pipe.close();
             core.flush_deferred_later();
         });
@@ -387,48 +379,43 @@ impl WriteCore {
             self.pipe.close();
         }
     }
+}
 
-    /// Calls the protocol; a panic in it closes the transport with [`Error::Panic`].
-    fn notify(self: &Rc<Self>, event: Event<WriteTransport>) {
-        self.dispatcher.send(event);
-        self.check_failures();
+impl TransportCore for WriteCore {
+    type Event = Event<WriteTransport>;
+
+    fn dispatcher(&self) -> &Dispatcher<Event<WriteTransport>> {
+        &self.dispatcher
     }
 
-    fn check_failures(self: &Rc<Self>) {
-        if let Some(error) = self.pipe.take_failures(&self.dispatcher, || format!("{self:?}")) {
+    fn event_loop(&self) -> Option<EventLoop> {
+        self.pipe.event_loop()
+    }
+
+    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    fn report_protocol_failures(self: &Rc<Self>) {
+        let transport = || format!("{self:?}");
+        let event_loop = self.pipe.event_loop();
+        if let Some(error) =
+            self.dispatcher.report_failures(event_loop, self.pipe.raw_fd, transport)
+        {
             self.force_close(Some(error));
         }
-    }
-
-    /// Events that met a protocol borrowed outside its callbacks are retried next iteration.
-    fn flush_deferred_later(self: &Rc<Self>) {
-        if !self.dispatcher.has_deferred() {
-            return;
-        }
-        let Some(event_loop) = self.pipe.event_loop() else { return };
-        let core = self.clone();
-        let _ = event_loop.call_soon(move || {
-            core.dispatcher.flush();
-            core.check_failures();
-            core.flush_deferred_later();
-        });
     }
 }
 
 impl EventLoop {
-    /// Registers the write end of a pipe (asyncio's `connect_write_pipe`): `pipe` is anything
-    /// that owns an fd (`OwnedFd`, `File`, `std::process::ChildStdin`, a `UnixStream` ...)
-    /// referring to a pipe, FIFO, socket or character device; the transport takes it over and
-    /// closes it at the end. Returns once `connection_made` has run. A write pipe's protocol
-    /// is a [`BaseProtocol<WriteTransport>`](BaseProtocol).
+    /// Registers the write end of a pipe (asyncio's `connect_write_pipe`), taking `pipe` (a
+    /// `std::process::ChildStdin`, say) over as [`connect_read_pipe`](Self::connect_read_pipe)
+    /// does. Returns once `connection_made` has run. A write pipe's protocol is a
+    /// [`BaseProtocol<WriteTransport>`](BaseProtocol).
     ///
     /// The fd is made non-blocking, on both backends: asyncio's selector loop does it, and on
     /// io_uring a read or write on a *blocking* pipe would be handed to a kernel worker
     /// thread that it can pin, where a non-blocking one is waited for by the kernel's poll.
     /// The flag belongs to the open file, so other holders of the pipe see it too.
     ///
-    /// `Error::InvalidArgument` for a regular file or directory (asyncio: "Pipe transport is
-    /// for pipes/sockets only."); the fd is closed then.
+    /// `Error::InvalidArgument` for a regular file or directory; the fd is closed then.
     pub async fn connect_write_pipe<P, F>(
         &self,
         protocol_factory: F,
@@ -438,32 +425,26 @@ impl EventLoop {
         P: BaseProtocol<WriteTransport> + 'static,
         F: FnOnce() -> P,
     {
-        self.check_open()?;
-        let fd: OwnedFd = pipe.into();
-        let kind = pipe::prepare(&fd, "connect_write_pipe")?;
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let core = Rc::new(WriteCore {
-            pipe: PipeFd::new(self, fd),
+        let build = |pipe, _, protocol| WriteCore {
+            pipe,
             state: Cell::new(WriteState::Open),
             write: RefCell::new(WriteBuffer::default()),
             write_op: Cell::new(None),
             watch_op: Cell::new(None),
             lost_writes: Cell::new(0),
-            dispatcher: Dispatcher::new(Rc::new(Base(protocol.clone()))),
-        });
-        let made = self.create_future::<()>();
-        let (starter, done) = (core.clone(), made.clone());
-        self.call_soon(move || {
-            starter.notify(Event::Made(starter.transport()));
+            dispatcher: Dispatcher::new(Rc::new(Base(protocol))),
+        };
+        let start = |core: &Rc<WriteCore>, kind| {
+            core.notify(Event::Made(core.transport()));
             // A tty or other character device is readable when it has input, which says
             // nothing about a reader going away: only pipes and sockets are watched.
             if kind != PipeKind::CharDevice {
-                starter.submit_watch();
+                core.submit_watch();
             }
-            starter.flush_deferred_later();
-            let _ = done.set_result(());
-        })?;
-        made.await?;
+        };
+        let call = "connect_write_pipe";
+        let (core, protocol) =
+            pipe::connect(self, call, pipe.into(), protocol_factory, build, start).await?;
         Ok((core.transport(), protocol))
     }
 }

@@ -34,12 +34,13 @@ use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
+use socket2::SockRef;
 
-use super::dispatch::Dispatcher;
-use super::flow_control::{FlowEvent, WriteBuffer};
+use super::dispatch::{Dispatcher, Event, TransportCore};
+use super::flow_control::WriteBuffer;
 use crate::driver::{Completion, Op, OpId, RecvBuf};
 use crate::error::Error;
-use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
+use crate::event_loop::{EventLoop, Inner, OpOwner};
 
 /// Writes after the connection is gone are logged from this many on (asyncio's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -198,26 +199,29 @@ impl StreamCore {
     /// write error on socket transport"). Writes the kernel takes whole never touch the buffer
     /// and so never pause the protocol (BEHAVIOURS 114).
     pub(super) fn send_now(self: &Rc<Self>, data: &[u8]) -> usize {
+        self.send_direct("send", data.len(), |socket| {
+            socket.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        })
+    }
+
+    /// The fast path of `send_now` and `send_vectored_now`: `send` (of `total` bytes) on the
+    /// socket unless something is buffered or in flight; `call` names it in an error.
+    pub(super) fn send_direct(
+        self: &Rc<Self>,
+        call: &str,
+        total: usize,
+        send: impl FnMut(&SockRef<'_>) -> io::Result<usize>,
+    ) -> usize {
         if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
             return 0;
         }
-        let result = {
-            let fd = self.fd.borrow();
-            let Some(fd) = fd.as_ref() else { return 0 };
-            let socket = socket2::SockRef::from(fd);
-            loop {
-                match socket.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            }
-        };
-        match result {
-            Ok(sent) => sent,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(err) => {
-                self.force_close(Some(Error::io(format!("send on fd {}", self.raw_fd), err)));
-                data.len()
+        match send_retrying(&self.fd, send) {
+            None => 0,
+            Some(Ok(sent)) => sent,
+            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Some(Err(err)) => {
+                self.force_close(Some(Error::io(format!("{call} on fd {}", self.raw_fd), err)));
+                total
             }
         }
     }
@@ -227,9 +231,7 @@ impl StreamCore {
     pub(super) fn queue(self: &Rc<Self>, data: Bytes) {
         let flow = self.write.borrow_mut().push(data);
         self.submit_send();
-        if flow == Some(FlowEvent::Pause) {
-            self.notify(super::dispatch::Event::PauseWriting);
-        }
+        self.notify_flow(flow);
     }
 
     /// `shutdown(SHUT_WR)` as a direct syscall, not an op: it never blocks on a socket, and
@@ -269,57 +271,11 @@ impl StreamCore {
         self.flush_deferred_later();
     }
 
-    /// Events that met a protocol borrowed outside its callbacks (user code holding the
-    /// `RefCell` borrow) are retried next iteration until delivered: none is ever lost.
-    pub(super) fn flush_deferred_later(self: &Rc<Self>) {
-        if !self.dispatcher.has_deferred() {
-            return;
-        }
-        let Some(event_loop) = self.event_loop() else { return };
-        let core = self.clone();
-        let _ = event_loop.call_soon(move || {
-            core.dispatcher.flush();
-            core.report_protocol_failures();
-            core.flush_deferred_later();
-        });
-    }
-
-    /// Calls the protocol (through the dispatcher), then handles a panic in it.
-    pub(super) fn notify(self: &Rc<Self>, event: super::dispatch::Event) {
-        self.dispatcher.send(event);
-        self.report_protocol_failures();
-    }
-
     /// Received bytes to the protocol (`data_received`, or `get_buffer`/`buffer_updated`),
     /// as [`notify`](Self::notify).
     pub(super) fn notify_data(self: &Rc<Self>, data: &[u8]) {
         self.dispatcher.data(data);
         self.report_protocol_failures();
-    }
-
-    /// A protocol callback that failed (panicked; `get_buffer` gave an empty buffer) is a
-    /// fatal error for the connection (asyncio's `_fatal_error` for a non-OS exception): it
-    /// goes to the exception handler and the transport is force-closed with it (a no-op when
-    /// already closed, e.g. for `connection_lost` itself). Then an `eof_received` that
-    /// answered "close" — delivered now or, if it met a borrowed protocol, later — closes.
-    pub(super) fn report_protocol_failures(self: &Rc<Self>) {
-        for failure in self.dispatcher.take_failures() {
-            let error = failure.error;
-            if let Some(event_loop) = self.event_loop() {
-                let mut context = ExceptionContext::new(format!(
-                    "Fatal error: protocol.{}() call failed.",
-                    failure.callback
-                ))
-                .with_error(error.clone());
-                context.transport = Some(format!("{:?}", Transport { core: self.clone() }));
-                context.fd = Some(self.raw_fd);
-                event_loop.call_exception_handler(context);
-            }
-            self.force_close(Some(error));
-        }
-        if self.dispatcher.take_close_after_eof() {
-            self.close();
-        }
     }
 
     /// A recv completion: a chunk (`data`), end of stream, the end of a stopped recv
@@ -347,7 +303,7 @@ impl StreamCore {
         self.read.set(ReadState::Stopped);
         self.cancel(&self.recv_op);
         // Closes, through `report_protocol_failures`, once `eof_received` answers false.
-        self.notify(super::dispatch::Event::Eof);
+        self.notify(Event::Eof);
     }
 
     pub(super) fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
@@ -365,11 +321,9 @@ impl StreamCore {
         if !self.write.borrow().is_empty() {
             self.submit_send();
         }
-        if flow == Some(FlowEvent::Resume) {
-            self.notify(super::dispatch::Event::ResumeWriting);
-            if self.state.get() == StreamState::Closed {
-                return; // resume_writing aborted the transport (or panicked)
-            }
+        self.notify_flow(flow);
+        if self.state.get() == StreamState::Closed {
+            return; // resume_writing aborted the transport (or panicked)
         }
         if self.write.borrow().is_empty() && self.send_op.get().is_none() {
             if self.state.get() == StreamState::Closing {
@@ -414,7 +368,7 @@ impl StreamCore {
         };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
-            core.notify(super::dispatch::Event::Lost(error));
+            core.notify(Event::Lost(error));
             core.close_fd();
             for hook in core.lost_hooks.take() {
                 hook();
@@ -453,6 +407,49 @@ impl StreamCore {
             self.on_eof();
         } else {
             self.submit_recv();
+        }
+    }
+}
+
+/// A direct send on a transport's socket (`None` once it is closed), retried on `EINTR`.
+pub(super) fn send_retrying<T>(
+    fd: &RefCell<Option<OwnedFd>>,
+    mut send: impl FnMut(&SockRef<'_>) -> io::Result<T>,
+) -> Option<io::Result<T>> {
+    let fd = fd.borrow();
+    let socket = SockRef::from(fd.as_ref()?);
+    loop {
+        match send(&socket) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            other => return Some(other),
+        }
+    }
+}
+
+impl TransportCore for StreamCore {
+    type Event = Event;
+
+    fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    fn event_loop(&self) -> Option<EventLoop> {
+        StreamCore::event_loop(self)
+    }
+
+    /// A protocol callback that failed (panicked; `get_buffer` gave an empty buffer) is a
+    /// fatal error for the connection (asyncio's `_fatal_error` for a non-OS exception): it
+    /// goes to the exception handler and the transport is force-closed with it (a no-op when
+    /// already closed, e.g. for `connection_lost` itself). Then an `eof_received` that
+    /// answered "close" — delivered now or, if it met a borrowed protocol, later — closes.
+    fn report_protocol_failures(self: &Rc<Self>) {
+        let transport = || format!("{:?}", Transport { core: self.clone() });
+        let event_loop = StreamCore::event_loop(self);
+        if let Some(error) = self.dispatcher.report_failures(event_loop, self.raw_fd, transport) {
+            self.force_close(Some(error));
+        }
+        if self.dispatcher.take_close_after_eof() {
+            self.close();
         }
     }
 }
