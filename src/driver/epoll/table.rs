@@ -293,7 +293,12 @@ impl<T> FdTable<T> {
             let slot = &mut self.ops[key];
             cursor = slot.link().next;
             if ops::is_persistent(&slot.op) {
-                match ops::attempt_persistent(&slot.op, revents, &self.pool, &mut self.dgram_scratch) {
+                match ops::attempt_persistent(
+                    &slot.op,
+                    revents,
+                    &self.pool,
+                    &mut self.dgram_scratch,
+                ) {
                     ops::Persistent::Wait => {}
                     ops::Persistent::More(result, data) => self.more.push((key, result, data)),
                     ops::Persistent::End(result) => self.finish(key, result),
