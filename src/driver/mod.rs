@@ -38,8 +38,9 @@
 //! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
 //!   final completions; memory the kernel could still use is leaked rather than freed.
 //!
-//! * **Persistent ops.** [`Op::RecvMulti`] and [`Op::AcceptMulti`] complete many times: each
-//!   result comes with `more: true` (a recv chunk carries its bytes in [`Completion::data`]),
+//! * **Persistent ops.** [`Op::RecvMulti`], [`Op::RecvMsgMulti`] and [`Op::AcceptMulti`]
+//!   complete many times: each result comes with `more: true` (a recv chunk or a datagram
+//!   carries its bytes in [`Completion::data`]),
 //!   and the op ends only with a final completion (end of stream, an error, or `ECANCELED`
 //!   after [`stop`](any::Driver::stop)). The backend re-arms them itself whenever the kernel
 //!   ends them early. `stop` is the gentle cancel: it asks the kernel to end the op but keeps
@@ -52,6 +53,7 @@
 //! both backends, which is what `add_reader`/`add_writer` promise.
 
 pub(crate) mod any;
+pub(crate) mod dgram;
 #[cfg(feature = "fallback")]
 pub(crate) mod epoll;
 mod msg;
@@ -194,10 +196,13 @@ pub(crate) enum Op {
         /// `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
         how: i32,
     },
+    // No caller since the datagram transport receives with `RecvMsgMulti`; kept (tested on
+    // both backends) for one-shot callers such as a future `sock_recvfrom`.
+    #[allow(dead_code)]
     /// Receive one datagram into `msg` (`recvmsg(2)`): the data, the sender's address and the
     /// kernel's `msg_flags`. Result: the byte count taken (a datagram longer than the buffer
-    /// is cut to it and `MSG_TRUNC` set in the flags). Single-shot; a multishot variant on the
-    /// provided-buffer ring can come once that ring exists.
+    /// is cut to it and `MSG_TRUNC` set in the flags). Single-shot; [`Op::RecvMsgMulti`] is
+    /// the persistent form.
     RecvMsg {
         /// The datagram socket.
         fd: RawFd,
@@ -222,6 +227,21 @@ pub(crate) enum Op {
     /// buffer of the driver's [`BufPool`] and hand it over (it returns to the pool on drop).
     RecvMulti {
         /// The socket (borrowed, as for `Recv`).
+        fd: RawFd,
+    },
+    /// Receive datagrams on `fd` until an error or `stop`/`cancel`: a *persistent* op. Each
+    /// completion with `more: true` is one whole datagram: `Ok(n)` with its `n` bytes and its
+    /// sender in [`Completion::data`] (an empty datagram is `Ok(0)`, not an end), or
+    /// `Err(EMSGSIZE)` for a datagram longer than [`dgram::DATAGRAM_CAPACITY`], which is
+    /// dropped, never delivered cut short. A datagram is never split or merged. The final
+    /// completion is a receive error (`ECONNREFUSED` on a connected endpoint ...: the caller
+    /// may submit again) or `ECANCELED` after `stop`. io_uring uses a multishot `RECVMSG` on a
+    /// second provided-buffer ring of datagram-sized buffers (registered at the first
+    /// `RecvMsgMulti`; `ENOBUFS` re-arms without losing datagrams, the kernel keeps them
+    /// queued); without it (`multishot_recvmsg`, `buffer_ring`, `op_recvmsg` off or missing)
+    /// and on epoll, readiness and a `recvmsg(2)` into one driver buffer, handed over as a copy.
+    RecvMsgMulti {
+        /// The datagram socket (borrowed, as for `RecvMsg`).
         fd: RawFd,
     },
     /// Accept connections on the listening socket `fd` until an error or `stop`/`cancel`: a
@@ -268,8 +288,9 @@ pub(crate) struct Completion<T> {
     pub(crate) more: bool,
     /// The op with its buffers, handed back on the final completion (`None` when `more`).
     pub(crate) op: Option<Op>,
-    /// The bytes of an [`Op::RecvMulti`] chunk (`None` for every other completion). Drop it
-    /// soon: on io_uring it is a slot of the driver's buffer ring until dropped.
+    /// The bytes of an [`Op::RecvMulti`] chunk or an [`Op::RecvMsgMulti`] datagram (with its
+    /// sender); `None` for every other completion. Drop it soon: on io_uring it is a slot of
+    /// one of the driver's buffer rings until dropped.
     pub(crate) data: Option<RecvBuf>,
 }
 

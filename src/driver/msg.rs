@@ -44,6 +44,9 @@ pub(crate) struct RecvMsgBuf {
     data: Vec<u8>,
 }
 
+// Only tests construct one since the datagram transport moved to `RecvMsgMulti` (see
+// `Op::RecvMsg`).
+#[allow(dead_code)]
 impl RecvMsgBuf {
     /// A buffer for datagrams of up to `capacity` bytes. It is zeroed once (it is meant to be
     /// reused): memcheck cannot see the kernel's writes through io_uring.

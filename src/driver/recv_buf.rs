@@ -1,5 +1,5 @@
-//! Received bytes handed from the driver to the loop by `Op::RecvMulti` completions, and the
-//! io_uring provided-buffer ring they may live in.
+//! Received bytes handed from the driver to the loop by `Op::RecvMulti` and `Op::RecvMsgMulti`
+//! completions, and the io_uring provided-buffer rings they may live in.
 //!
 //! A [`RecvBuf`] is either a slot of a [`BufRing`] (io_uring, zero copy: the kernel wrote the
 //! bytes there) or a buffer of the driver's [`BufPool`] (epoll and the io_uring readiness
@@ -15,19 +15,23 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Bytes a multishot recv delivered. Derefs to exactly the received bytes.
+use socket2::SockAddr;
+
+/// Bytes a multishot recv delivered (a stream chunk, or one whole datagram and its sender).
+/// Derefs to exactly the received bytes.
 pub(crate) struct RecvBuf {
     /// Where they are.
     inner: Inner,
+    /// A datagram's sender (`None` for stream bytes, or a sender without an address).
+    source: Option<SockAddr>,
 }
 
 enum Inner {
-    /// Buffer `bid` of `ring`, `len` bytes; given back to the ring on drop.
-    Ring { ring: Arc<BufRing>, bid: u16, len: usize },
+    /// `len` bytes at `offset` in buffer `bid` of `ring`; the buffer goes back on drop.
+    Ring { ring: Arc<BufRing>, bid: u16, offset: usize, len: usize },
     /// The first `len` bytes of `buf`, a buffer of `pool`; given back to it on drop.
     Pooled { pool: BufPool, buf: Vec<u8>, len: usize },
-    /// Bytes of its own (tests).
-    #[cfg(test)]
+    /// Bytes of its own: a datagram copied out of a readiness route's scratch buffer (tests).
     Owned(Vec<u8>),
 }
 
@@ -35,7 +39,45 @@ impl RecvBuf {
     /// Bytes of their own.
     #[cfg(test)]
     pub(crate) fn owned(bytes: Vec<u8>) -> RecvBuf {
-        RecvBuf { inner: Inner::Owned(bytes) }
+        RecvBuf { inner: Inner::Owned(bytes), source: None }
+    }
+
+    /// A datagram copied out of a driver scratch buffer, with its sender.
+    pub(crate) fn datagram(bytes: Vec<u8>, source: Option<SockAddr>) -> RecvBuf {
+        RecvBuf { inner: Inner::Owned(bytes), source }
+    }
+
+    /// Narrows a ring slot to the `len` bytes at `offset` of what it holds (a multishot
+    /// `RECVMSG` buffer: header, name, then the payload) and attaches the sender.
+    pub(crate) fn into_datagram(
+        mut self,
+        start: usize,
+        len: usize,
+        from: Option<SockAddr>,
+    ) -> Self {
+        match &mut self.inner {
+            Inner::Ring { offset, len: held, .. } => {
+                let start = start.min(*held);
+                *offset += start;
+                *held = len.min(*held - start);
+            }
+            Inner::Pooled { buf, len: held, .. } => {
+                let start = start.min(*held);
+                buf.copy_within(start..*held, 0);
+                *held = len.min(*held - start);
+            }
+            Inner::Owned(bytes) => {
+                bytes.truncate(start.saturating_add(len));
+                bytes.drain(..start.min(bytes.len()));
+            }
+        }
+        self.source = from;
+        self
+    }
+
+    /// The datagram's sender, if the kernel gave one.
+    pub(crate) fn source(&self) -> Option<&SockAddr> {
+        self.source.as_ref()
     }
 
     /// Whether the bytes live in a provided-buffer ring slot (tests and diagnostics).
@@ -50,14 +92,14 @@ impl Deref for RecvBuf {
 
     fn deref(&self) -> &[u8] {
         match &self.inner {
-            // SAFETY: the kernel wrote `len <= buf_size` bytes into buffer `bid`, which left the
-            // ring with that CQE and is not handed to the kernel again until this value is
-            // dropped; the ring's memory lives as long as the `Arc`.
-            Inner::Ring { ring, bid, len } => unsafe {
-                std::slice::from_raw_parts(ring.buf_ptr(*bid), *len)
+            // SAFETY: the kernel wrote the bytes `offset..offset + len` (within `buf_size`: `take`
+            // clamps `len`, `into_datagram` only narrows) of buffer `bid`, which left the ring
+            // with that CQE and is not handed to the kernel again until this value is dropped;
+            // the ring's memory lives as long as the `Arc`.
+            Inner::Ring { ring, bid, offset, len } => unsafe {
+                std::slice::from_raw_parts(ring.buf_ptr(*bid).add(*offset), *len)
             },
             Inner::Pooled { buf, len, .. } => &buf[..*len],
-            #[cfg(test)]
             Inner::Owned(bytes) => bytes,
         }
     }
@@ -68,7 +110,6 @@ impl Drop for RecvBuf {
         match &mut self.inner {
             Inner::Ring { ring, bid, .. } => ring.give_back(*bid),
             Inner::Pooled { pool, buf, .. } => pool.give_back(std::mem::take(buf)),
-            #[cfg(test)]
             Inner::Owned(_) => {}
         }
     }
@@ -106,7 +147,8 @@ impl BufPool {
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         match usize::try_from(n) {
             Ok(len) if len > 0 => {
-                Ok(Some(RecvBuf { inner: Inner::Pooled { pool: self.clone(), buf, len } }))
+                let inner = Inner::Pooled { pool: self.clone(), buf, len };
+                Ok(Some(RecvBuf { inner, source: None }))
             }
             result => {
                 let error = result.is_err().then(io::Error::last_os_error);
@@ -135,7 +177,6 @@ impl std::fmt::Debug for RecvBuf {
         let kind = match self.inner {
             Inner::Ring { .. } => "ring",
             Inner::Pooled { .. } => "pooled",
-            #[cfg(test)]
             Inner::Owned(_) => "owned",
         };
         write!(f, "RecvBuf({kind}, {} bytes)", self.len())
@@ -251,7 +292,8 @@ impl BufRing {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).out += 1;
         let len = len.min(self.buf_size);
         let bid = bid.min(self.entries - 1);
-        RecvBuf { inner: Inner::Ring { ring: Arc::clone(self), bid, len } }
+        let inner = Inner::Ring { ring: Arc::clone(self), bid, offset: 0, len };
+        RecvBuf { inner, source: None }
     }
 
     /// After unregistering: buffers given back from now on stay out of the ring.
@@ -315,6 +357,18 @@ mod tests {
     }
 
     #[test]
+    fn a_narrowed_pooled_buffer_holds_just_the_part_asked_for() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let pool = BufPool::default();
+        std::io::Write::write_all(&mut &a, b"fghij").unwrap();
+        let part = pool.recv(b.as_raw_fd()).unwrap().unwrap().into_datagram(1, 3, None);
+        assert_eq!(&*part, b"ghi");
+        drop(part);
+        assert_eq!(pool.idle().len(), 1, "back in the pool");
+    }
+
+    #[test]
     fn slots_go_out_and_come_back() {
         let ring = Arc::new(BufRing::new(4, 64).unwrap());
         assert_eq!(ring.available(), 4);
@@ -326,5 +380,9 @@ mod tests {
         drop(buf);
         assert_eq!(ring.available(), 4);
         assert_eq!(&*RecvBuf::owned(b"ab".to_vec()), b"ab");
+        let buf = ring.take(2, 5).into_datagram(1, 3, None);
+        assert_eq!((&*buf, ring.available()), (&b"ell"[..], 3));
+        let owned = RecvBuf::owned(b"hello".to_vec()).into_datagram(3, 9, None);
+        assert_eq!(&*owned, b"lo");
     }
 }

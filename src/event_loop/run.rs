@@ -176,9 +176,7 @@ impl EventLoop {
                 OpOwner::Waiter(waiter) => waiter.complete(completion.result, completion.op),
                 OpOwner::Persistent(waiter) => waiter.complete(completion.result, completion.more),
                 OpOwner::Stream { ref core, op } => core.clone().on_completion(op, completion),
-                OpOwner::Datagram { ref core, op } => {
-                    core.clone().on_completion(op, completion.result, completion.op)
-                }
+                OpOwner::Datagram { ref core, op } => core.clone().on_completion(op, completion),
                 OpOwner::Pipe(owner) => owner.on_completion(completion.result, completion.op),
             }
         }

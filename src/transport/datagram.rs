@@ -1,5 +1,5 @@
 //! The datagram transport (UDP and unix datagram sockets): asyncio's
-//! `_SelectorDatagramTransport`, driven by the driver's `RecvMsg`/`SendMsg` completions,
+//! `_SelectorDatagramTransport`, driven by the driver's `RecvMsgMulti`/`SendMsg` completions,
 //! identical on both backends.
 //!
 //! # States
@@ -8,14 +8,15 @@
 //!   │                                                                              ▲
 //!   └──abort() / fatal error ─────────────────────────────────────────────────────┘
 //! ```
-//! One `RecvMsg` is kept in flight while open, into a reused 64 KiB + buffer: a datagram is
-//! delivered whole or not at all. A datagram longer than the buffer (the kernel flags
-//! `MSG_TRUNC`) is reported to `error_received` as `EMSGSIZE` and dropped, never delivered cut
-//! short. Receive errors (`ECONNREFUSED` after an ICMP port-unreachable on a connected
-//! endpoint, ...) go to `error_received` and receiving goes on; only errors that say the socket
-//! itself is unusable (`EBADF`, `ENOTSOCK`, ...) are fatal. The receive is a single-shot
-//! `RECVMSG` re-armed per datagram; a multishot `RECVMSG` on the provided-buffer ring can
-//! replace it once that ring lands (it would save one SQE per datagram).
+//! One persistent `RecvMsgMulti` is kept in flight while open (on io_uring a multishot
+//! `RECVMSG` on the driver's datagram buffer ring: one SQE for many datagrams, no buffer held
+//! per endpoint). Each completion is one whole datagram and its sender, handed to
+//! `datagram_received` straight from the driver's buffer. A datagram longer than
+//! [`DATAGRAM_CAPACITY`] (the kernel flags `MSG_TRUNC`; the driver reports `EMSGSIZE`) goes to
+//! `error_received` and is dropped, never delivered cut short. Receive errors (`ECONNREFUSED`
+//! after an ICMP port-unreachable on a connected endpoint, ...) end the op: they go to
+//! `error_received` and a new one is submitted; only errors that say the socket itself is
+//! unusable (`EBADF`, `ENOTSOCK`, ...) are fatal.
 //!
 //! Sending: with the queue empty and no send in flight, `sendto` first tries a non-blocking
 //! `sendto(2)` (asyncio's fast path); on `EAGAIN` the datagram (copied) and its address are
@@ -41,13 +42,11 @@ use socket2::SockAddr;
 use super::dispatch::{DatagramEvent, Dispatcher, TransportCore};
 use super::flow_control::SendQueue;
 use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
-use crate::driver::{Op, OpId, RecvMsgBuf, SendMsgBuf};
+use crate::driver::dgram::DATAGRAM_CAPACITY;
+use crate::driver::{Completion, Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, Inner, OpOwner};
 
-/// The receive buffer: more than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
-/// IPv6), so only an oversize unix datagram can be truncated (and is then reported).
-pub(crate) const RECV_CAPACITY: usize = 64 * 1024 + 1024;
 /// The transport's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum DatagramState {
@@ -62,7 +61,7 @@ pub(super) enum DatagramState {
 /// Which op of a datagram transport completed (the driver owner's tag).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DatagramOp {
-    /// The `RecvMsg`.
+    /// The `RecvMsgMulti`.
     Recv,
     /// The `SendMsg`.
     Send,
@@ -80,10 +79,8 @@ pub(crate) struct DatagramCore {
     pub(super) raw_fd: RawFd,
     /// Lifecycle.
     pub(super) state: Cell<DatagramState>,
-    /// The receive in flight.
+    /// The persistent receive in flight.
     pub(super) recv_op: Cell<Option<OpId>>,
-    /// The receive buffer when no receive is in flight (reused).
-    pub(super) spare: RefCell<Option<Box<RecvMsgBuf>>>,
     /// Datagrams waiting to be sent.
     pub(super) queue: RefCell<SendQueue>,
     /// The send in flight (of the queue's front datagram).
@@ -117,13 +114,12 @@ impl DatagramCore {
         }
     }
 
-    /// Keeps one `RecvMsg` in flight while open.
+    /// Keeps one `RecvMsgMulti` in flight while open.
     pub(super) fn submit_recv(self: &Rc<Self>) {
         if self.recv_op.get().is_some() || self.state.get() != DatagramState::Open {
             return;
         }
-        let msg = self.spare.take().unwrap_or_else(|| RecvMsgBuf::new(RECV_CAPACITY));
-        let id = self.submit(Op::RecvMsg { fd: self.raw_fd, msg }, DatagramOp::Recv);
+        let id = self.submit(Op::RecvMsgMulti { fd: self.raw_fd }, DatagramOp::Recv);
         self.recv_op.set(id);
     }
 
@@ -183,44 +179,45 @@ impl DatagramCore {
     }
 
     /// A driver completion for this transport.
-    pub(crate) fn on_completion(
-        self: &Rc<Self>,
-        kind: DatagramOp,
-        result: io::Result<u32>,
-        op: Option<Op>,
-    ) {
-        match (kind, op) {
-            (DatagramOp::Recv, Some(Op::RecvMsg { msg, .. })) => {
-                self.recv_op.set(None);
-                self.on_recv(result, msg);
+    pub(crate) fn on_completion(self: &Rc<Self>, kind: DatagramOp, done: Completion<OpOwner>) {
+        match kind {
+            DatagramOp::Recv => {
+                if !done.more && self.recv_op.get() == Some(done.id) {
+                    self.recv_op.set(None);
+                }
+                self.on_recv(done.result, done.data, done.more);
             }
-            (DatagramOp::Send, _) => {
+            DatagramOp::Send => {
                 self.send_op.set(None);
-                self.on_send(result);
+                self.on_send(done.result);
             }
-            _ => {}
+            DatagramOp::Close => {}
         }
         self.flush_deferred_later();
     }
 
-    fn on_recv(self: &Rc<Self>, result: io::Result<u32>, msg: Box<RecvMsgBuf>) {
+    /// One datagram (or receive error) of the `RecvMsgMulti`; a new one is submitted when it
+    /// ended (`more` false) with an error that is not fatal.
+    fn on_recv(self: &Rc<Self>, result: io::Result<u32>, data: Option<RecvBuf>, more: bool) {
         if self.state.get() != DatagramState::Open {
             return;
         }
         match result {
-            Ok(_) if msg.truncated() => {
-                let why = format!(
-                    "recvfrom on fd {}: a datagram longer than the {}-byte receive buffer \
-                     was dropped",
-                    self.raw_fd,
-                    msg.capacity()
-                );
-                let err = io::Error::from_raw_os_error(libc::EMSGSIZE);
-                self.notify(DatagramEvent::Error(Error::io(why, err)));
+            Ok(_) => {
+                if let Some(datagram) = data {
+                    self.dispatcher.datagram(&datagram, datagram.source().cloned());
+                    // Dropped here: a ring buffer goes back to the driver's ring at once.
+                    drop(datagram);
+                    self.report_protocol_failures();
+                }
             }
-            Ok(n) => {
-                self.dispatcher.datagram(msg.data(n as usize), msg.source());
-                self.report_protocol_failures();
+            Err(err) if err.raw_os_error() == Some(libc::EMSGSIZE) => {
+                let why = format!(
+                    "recvfrom on fd {}: a datagram longer than the {DATAGRAM_CAPACITY}-byte \
+                     receive buffer was dropped",
+                    self.raw_fd,
+                );
+                self.notify(DatagramEvent::Error(Error::io(why, err)));
             }
             Err(err) if is_fatal(&err) => {
                 let error = Error::io(format!("recvfrom on fd {}", self.raw_fd), err);
@@ -231,8 +228,9 @@ impl DatagramCore {
                 self.notify(DatagramEvent::Error(error));
             }
         }
-        *self.spare.borrow_mut() = Some(msg);
-        self.submit_recv();
+        if !more {
+            self.submit_recv();
+        }
     }
 
     fn on_send(self: &Rc<Self>, result: io::Result<u32>) {

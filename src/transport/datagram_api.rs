@@ -47,7 +47,6 @@ impl DatagramTransport {
             fd: RefCell::new(Some(fd)),
             state: Cell::new(DatagramState::Open),
             recv_op: Cell::new(None),
-            spare: RefCell::new(None),
             queue: RefCell::new(SendQueue::default()),
             send_op: Cell::new(None),
             lost_writes: Cell::new(0),

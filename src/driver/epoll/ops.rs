@@ -29,6 +29,7 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
         Op::Accept { fd, .. } | Op::Recv { fd, .. } | Op::Read { fd, .. } => (fd, IN),
         Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsg { fd, .. } => (fd, IN),
+        Op::RecvMsgMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
         Op::SendMsg { fd, .. } => (fd, OUT),
         Op::Shutdown { fd, .. } | Op::Close { fd } => (fd, 0),
@@ -72,7 +73,7 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         | Op::Close { .. } => {
             unreachable!("only ops that try first are started, and Close by the table")
         }
-        Op::RecvMulti { .. } | Op::AcceptMulti { .. } => {
+        Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("persistent ops wait first")
         }
     }
@@ -98,13 +99,15 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         Op::Read { fd, buf } => keep_waiting_on_eagain(read(*fd, buf)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
         Op::Shutdown { .. } | Op::Close { .. } => unreachable!("{op:?} never waits"),
-        Op::RecvMulti { .. } | Op::AcceptMulti { .. } => unreachable!("see attempt_persistent"),
+        Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
+            unreachable!("see attempt_persistent")
+        }
     }
 }
 
 /// Whether `op` is persistent: it completes many times (see the contract).
 pub(super) fn is_persistent(op: &Op) -> bool {
-    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. })
+    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })
 }
 
 /// What one readiness report gave a persistent op.
@@ -118,8 +121,15 @@ pub(super) enum Persistent {
 }
 
 /// One syscall of persistent `op` now that its fd reports `revents`: a `recv` into a buffer of
-/// `pool` (the buffers every `RecvMulti` shares), handed over with the bytes, or an `accept4`.
-pub(super) fn attempt_persistent(op: &Op, revents: u32, pool: &BufPool) -> Persistent {
+/// `pool` (the buffers every `RecvMulti` shares), handed over with the bytes, a `recvmsg` of
+/// one datagram into `scratch` (grown on first use; handed over as a copy, with its sender),
+/// or an `accept4`.
+pub(super) fn attempt_persistent(
+    op: &Op,
+    revents: u32,
+    pool: &BufPool,
+    scratch: &mut Vec<u8>,
+) -> Persistent {
     if revents & (IN | ALWAYS_REPORTED) == 0 {
         return Persistent::Wait;
     }
@@ -127,6 +137,14 @@ pub(super) fn attempt_persistent(op: &Op, revents: u32, pool: &BufPool) -> Persi
         Op::RecvMulti { fd } => match pool.recv(fd) {
             Ok(None) => Persistent::End(Ok(0)),
             Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
+                Persistent::Wait
+            }
+            Err(e) => Persistent::End(Err(e)),
+        },
+        Op::RecvMsgMulti { fd } => match crate::driver::dgram::recv_into_scratch(fd, scratch) {
+            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
                 Persistent::Wait
             }

@@ -112,6 +112,8 @@ pub(super) struct FdTable<T> {
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
+    /// The buffer every `RecvMsgMulti` receives into (empty until first used).
+    dgram_scratch: Vec<u8>,
 }
 
 impl<T> Default for FdTable<T> {
@@ -125,6 +127,7 @@ impl<T> Default for FdTable<T> {
             orphan_closes: Vec::new(),
             more: Vec::new(),
             pool: BufPool::default(),
+            dgram_scratch: Vec::new(),
         }
     }
 }
@@ -290,7 +293,12 @@ impl<T> FdTable<T> {
             let slot = &mut self.ops[key];
             cursor = slot.link().next;
             if ops::is_persistent(&slot.op) {
-                match ops::attempt_persistent(&slot.op, revents, &self.pool) {
+                match ops::attempt_persistent(
+                    &slot.op,
+                    revents,
+                    &self.pool,
+                    &mut self.dgram_scratch,
+                ) {
                     ops::Persistent::Wait => {}
                     ops::Persistent::More(result, data) => self.more.push((key, result, data)),
                     ops::Persistent::End(result) => self.finish(key, result),

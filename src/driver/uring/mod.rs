@@ -8,8 +8,8 @@
 //! * `internal.rs` has those SQEs: the eventfd read that keeps `turn` wakeable and the timer
 //!   that bounds waits on kernels without `IORING_FEAT_EXT_ARG`.
 //! * `sync.rs` runs the socket ops whose opcodes the kernel lacks as plain syscalls.
-//! * `multi.rs` runs the persistent ops (`RecvMulti`, `AcceptMulti`): multishot SQEs, the
-//!   provided-buffer ring (`recv_buf.rs`), re-arming, parking on `ENOBUFS`.
+//! * `multi.rs` runs the persistent ops (`RecvMulti`, `RecvMsgMulti`, `AcceptMulti`):
+//!   multishot SQEs, the provided-buffer rings (`recv_buf.rs`), re-arming, parking on `ENOBUFS`.
 //! * `shutdown.rs` cancels and drains everything when the driver is dropped.
 //!
 //! SQEs reach the SQ in the order they are pushed (a full SQ spills into an ordered backlog),
@@ -18,6 +18,8 @@
 
 // Nothing outside the tests drives this backend until the event loop lands; drop this then.
 
+#[cfg(test)]
+mod dgram_multi_tests;
 #[cfg(test)]
 mod dgram_tests;
 mod internal;
@@ -94,8 +96,8 @@ impl<T: Clone> UringDriver<T> {
     /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`, and `op_accept`, `op_connect`,
     /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, `op_read`, `op_write`, `op_recvmsg`,
     /// `op_sendmsg`, which make those ops take their syscall fallback, and `multishot_accept`,
-    /// `multishot_recv`, `buffer_ring`, which make the persistent ops re-arm one-shot SQEs or
-    /// wait by readiness).
+    /// `multishot_recv`, `buffer_ring`, `multishot_recvmsg`, which make the persistent ops
+    /// re-arm one-shot SQEs or wait by readiness).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
@@ -107,6 +109,9 @@ impl<T: Clone> UringDriver<T> {
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
         let close = matches!(op, Op::Close { .. });
         let native_close = self.features.contains(Feature::OpClose);
+        if matches!(op, Op::RecvMsgMulti { .. }) {
+            self.ensure_dgram_ring();
+        }
         let key = self.slots.insert(Slot::new(op, owner));
         if close {
             // Closed now, not at the next turn, as asyncio closes a socket when
@@ -188,8 +193,9 @@ impl<T: Clone> UringDriver<T> {
         self.multi = multi;
         for sqe in rearm {
             // SAFETY: a `POLL_ADD` and an accept without address point to no memory; a recv
-            // with `BUFFER_SELECT` writes only into the driver's buffer ring, which lives until
-            // the ring is closed (see `recv_buf.rs`); the op stays in its slot.
+            // with `BUFFER_SELECT` writes only into the driver's buffer rings, which live until
+            // the ring is closed (see `recv_buf.rs`), and a multishot recvmsg also reads the
+            // static header; the op stays in its slot.
             unsafe { self.push_sqe(sqe) };
         }
         turned
@@ -222,12 +228,13 @@ impl<T> UringDriver<T> {
         let mut setup = setup::setup(FeatureSet::from_names(disabled.iter().copied()))?;
         let mut multi = Multi::default();
         if setup.features.contains(Feature::BufferRing) {
-            match register_ring(&setup.ring, buffers, size) {
+            match register_ring(&setup.ring, buffers, size, multi::BUF_GROUP) {
                 Ok(ring) => multi.ring = Some(Arc::new(ring)),
                 Err(e) => {
                     log::debug!("io_uring: no provided-buffer ring ({e}); recv by readiness");
                     setup.features.remove(Feature::BufferRing);
                     setup.features.remove(Feature::MultishotRecv);
+                    setup.features.remove(Feature::MultishotRecvMsg);
                 }
             }
         }
@@ -250,15 +257,36 @@ impl<T> UringDriver<T> {
         Ok(driver)
     }
 
-    /// Re-arms the ops parked on `ENOBUFS` once the ring has buffers again.
+    /// Registers the datagram ring at the first `RecvMsgMulti` (`multishot_recvmsg`); if the
+    /// kernel refuses, `RecvMsgMulti` takes the readiness route from then on.
+    fn ensure_dgram_ring(&mut self) {
+        if self.multi.dgram_ring.is_some() || !self.features.contains(Feature::MultishotRecvMsg) {
+            return;
+        }
+        let (buffers, size) =
+            self.multi.dgram_shape.unwrap_or((multi::DGRAM_BUFFERS, super::dgram::RING_BUF_SIZE));
+        match register_ring(&self.ring, buffers, size, multi::DGRAM_GROUP) {
+            Ok(ring) => self.multi.dgram_ring = Some(Arc::new(ring)),
+            Err(e) => {
+                log::debug!("io_uring: no datagram buffer ring ({e}); recvmsg by readiness");
+                self.features.remove(Feature::MultishotRecvMsg);
+            }
+        }
+    }
+
+    /// Re-arms the ops parked on `ENOBUFS` whose ring has buffers again.
     fn rearm_parked(&mut self, multi: &mut Multi) {
-        if multi.parked.is_empty() || multi.ring.as_ref().map_or(true, |r| r.available() == 0) {
+        if multi.parked.is_empty() {
             return;
         }
         for key in std::mem::take(&mut multi.parked) {
             let Some(slot) = self.slots.get_mut(key) else { continue };
             if slot.route != Route::Parked {
                 continue; // stale: stopped, cancelled or reused meanwhile
+            }
+            if multi.ring_for(&slot.op).map_or(true, |r| r.available() == 0) {
+                multi.parked.push(key);
+                continue;
             }
             match slot.start(key, self.features) {
                 // SAFETY: as for the re-arm SQEs in `turn`.
@@ -506,12 +534,17 @@ fn slot_route<T>(slots: &Slab<Slot<T>>, key: usize) -> Option<Route> {
     slots.get(key).map(|slot| slot.route)
 }
 
-/// Maps and registers a provided-buffer ring of `buffers` x `size` bytes.
-fn register_ring(ring: &IoUring, buffers: u16, size: usize) -> io::Result<recv_buf::BufRing> {
+/// Maps and registers a provided-buffer ring of `buffers` x `size` bytes as buffer `group`.
+fn register_ring(
+    ring: &IoUring,
+    buffers: u16,
+    size: usize,
+    group: u16,
+) -> io::Result<recv_buf::BufRing> {
     let bufs = recv_buf::BufRing::new(buffers, size)?;
     let (addr, entries) = bufs.ring_addr();
     // SAFETY: the ring mapping stays valid until the buffer group is unregistered or the ring
     // is closed: `UringDriver` drops its `Arc` only after either (see `shutdown.rs`).
-    unsafe { ring.submitter().register_buf_ring_with_flags(addr, entries, multi::BUF_GROUP, 0) }?;
+    unsafe { ring.submitter().register_buf_ring_with_flags(addr, entries, group, 0) }?;
     Ok(bufs)
 }

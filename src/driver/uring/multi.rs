@@ -1,15 +1,22 @@
-//! Persistent ops on io_uring: `RecvMulti` and `AcceptMulti` (see the contract in
-//! `driver/mod.rs`).
+//! Persistent ops on io_uring: `RecvMulti`, `RecvMsgMulti` and `AcceptMulti` (see the contract
+//! in `driver/mod.rs`).
 //!
 //! # Routes
 //! * `RecvMulti` with `buffer_ring`: a multishot `RECV` (`multishot_recv`, 6.0) or a one-shot
 //!   `RECV`, both with `IOSQE_BUFFER_SELECT` from the driver's [`BufRing`]; the CQE names the
 //!   buffer (`IORING_CQE_F_BUFFER`) and the chunk is handed over in it, zero copy.
+//! * `RecvMsgMulti` with `multishot_recvmsg` (6.0; needs `buffer_ring` and `op_recvmsg`): a
+//!   multishot `RECVMSG` taking buffers from a second ring, of [`DGRAM_BUFFERS`] buffers of
+//!   [`dgram::RING_BUF_SIZE`] bytes (group [`DGRAM_GROUP`], registered at the first
+//!   `RecvMsgMulti`). Each buffer holds `io_uring_recvmsg_out`, the sender's address and one
+//!   whole datagram; it is handed over narrowed to the payload, zero copy, or as `EMSGSIZE`
+//!   when the kernel flagged `MSG_TRUNC`.
 //! * `AcceptMulti` with `op_accept`: a multishot `ACCEPT` (`multishot_accept`, 5.19) or a
 //!   one-shot one.
-//! * Otherwise (`buffer_ring` or `op_accept` off or missing): a one-shot `POLL_ADD`, and at its
-//!   CQE one `recv(2)` into a buffer of the driver's [`BufPool`], handed over in it, or one
-//!   `accept4(2)`.
+//! * Otherwise (`buffer_ring`, `multishot_recvmsg` or `op_accept` off or missing): a one-shot
+//!   `POLL_ADD`, and at its CQE one `recv(2)` into a buffer of the driver's [`BufPool`], handed
+//!   over in it, one `recvmsg(2)` into the driver's datagram scratch buffer (the datagram is
+//!   copied out, exactly `n` bytes), or one `accept4(2)`.
 //!
 //! Whenever the kernel ends the op while the caller still wants it (a one-shot SQE completed,
 //! a multishot one stopped without `IORING_CQE_F_MORE`), the op is re-armed under the same
@@ -25,7 +32,7 @@ use slab::Slab;
 use super::op::{result, Lifecycle, Route, Slot, Start};
 use super::setup::{Feature, FeatureSet};
 use crate::driver::recv_buf::BufRing;
-use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
+use crate::driver::{dgram, BufPool, Completion, Op, OpId, RecvBuf};
 
 /// The buffer group of the driver's ring.
 pub(super) const BUF_GROUP: u16 = 0;
@@ -33,6 +40,11 @@ pub(super) const BUF_GROUP: u16 = 0;
 pub(super) const RING_BUFFERS: u16 = 64;
 /// Bytes per ring buffer.
 pub(super) const BUF_SIZE: usize = 16 * 1024;
+/// The buffer group of the datagram ring.
+pub(super) const DGRAM_GROUP: u16 = 1;
+/// Buffers in the datagram ring: 64 x 65 KiB = 4.1 MiB of address space, of which only the
+/// pages datagrams touched become resident (one or two per buffer for small datagrams).
+pub(super) const DGRAM_BUFFERS: u16 = 64;
 
 /// What the persistent ops share, owned by the driver.
 #[derive(Default)]
@@ -41,6 +53,13 @@ pub(super) struct Multi {
     pub(super) ring: Option<Arc<BufRing>>,
     /// The buffers the readiness route receives into.
     pool: BufPool,
+    /// The datagram ring (`None` until the first `RecvMsgMulti`, or without
+    /// `multishot_recvmsg`).
+    pub(super) dgram_ring: Option<Arc<BufRing>>,
+    /// The datagram ring's buffers and their size, when not the defaults (tests).
+    pub(super) dgram_shape: Option<(u16, usize)>,
+    /// Where the readiness route receives datagrams (allocated on first use).
+    dgram_scratch: Vec<u8>,
     /// Slab keys of ops parked on `ENOBUFS` (stale keys are skipped when re-arming).
     pub(super) parked: Vec<usize>,
 }
@@ -49,19 +68,37 @@ impl std::fmt::Debug for Multi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Multi")
             .field("ring", &self.ring.as_ref().map(|r| r.available()))
+            .field("dgram_ring", &self.dgram_ring.as_ref().map(|r| r.available()))
             .field("parked", &self.parked)
             .finish()
     }
 }
 
+impl Multi {
+    /// The ring `op` takes its buffers from, if any.
+    pub(super) fn ring_for(&self, op: &Op) -> Option<&Arc<BufRing>> {
+        match op {
+            Op::RecvMsgMulti { .. } => self.dgram_ring.as_ref(),
+            _ => self.ring.as_ref(),
+        }
+    }
+}
+
 /// Whether `op` is persistent (handled here rather than by `op::complete`).
 pub(super) fn is_persistent(op: &Op) -> bool {
-    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. })
+    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })
 }
 
 /// The op's own SQE (untagged); `None`: take the readiness route.
 pub(super) fn sqe(op: &Op, features: FeatureSet) -> Option<squeue::Entry> {
     let has = |f| features.contains(f);
+    if let Op::RecvMsgMulti { fd } = *op {
+        // The driver registered the datagram ring at submit, or dropped the feature.
+        return has(Feature::MultishotRecvMsg).then(|| {
+            let hdr: *const libc::msghdr = dgram::multishot_header();
+            opcode::RecvMsgMulti::new(Fd(fd), hdr, DGRAM_GROUP).build()
+        });
+    }
     let (Op::RecvMulti { fd } | Op::AcceptMulti { fd }) = *op else { return None };
     let accept_flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     Some(match op {
@@ -113,8 +150,8 @@ pub(super) fn complete<T: Clone>(
         Route::Readiness if cancelled => Outcome::End(-libc::ECANCELED),
         Route::Readiness if slot.stopping => Outcome::End(-libc::ECANCELED),
         Route::Readiness if res < 0 => Outcome::End(res),
-        Route::Readiness => syscall(&slot.op, &multi.pool),
-        _ => opcode_outcome(&slot.op, res, flags, multi.ring.as_ref()),
+        Route::Readiness => syscall(&slot.op, &multi.pool, &mut multi.dgram_scratch),
+        _ => opcode_outcome(&slot.op, res, flags, multi.ring_for(&slot.op)),
     };
     let end = match outcome {
         Outcome::Item(res, data) => {
@@ -203,6 +240,9 @@ fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Arc<BufRing>>) ->
     if accept {
         return Outcome::Item(res, None);
     }
+    if matches!(op, Op::RecvMsgMulti { .. }) {
+        return datagram_outcome(n, flags, ring);
+    }
     match (cqueue::buffer_select(flags), ring) {
         (Some(bid), Some(ring)) => {
             // Taken before anything else so that it goes back to the ring whatever happens.
@@ -221,12 +261,34 @@ fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Arc<BufRing>>) ->
     }
 }
 
+/// A multishot `RECVMSG` CQE of `n` bytes (header, name, payload) as an [`Outcome`]: one
+/// datagram, or `EMSGSIZE` for one the kernel cut. Never an end: an empty datagram still has
+/// its header.
+fn datagram_outcome(n: usize, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcome {
+    let (Some(bid), Some(ring)) = (cqueue::buffer_select(flags), ring) else {
+        log::error!("io_uring: a recvmsg CQE of {n} bytes names no buffer; ending the op");
+        return Outcome::End(-libc::EIO);
+    };
+    // Taken first so that it goes back to the ring whatever happens.
+    match dgram::parse_multishot(ring.take(bid, n)) {
+        Ok(datagram) => Outcome::Item(datagram.len() as i32, Some(datagram)),
+        Err(res) => Outcome::Item(res, None),
+    }
+}
+
 /// The readiness route: the fd is ready, make the syscall.
-fn syscall(op: &Op, pool: &BufPool) -> Outcome {
+fn syscall(op: &Op, pool: &BufPool, scratch: &mut Vec<u8>) -> Outcome {
     let res = match *op {
         Op::RecvMulti { fd } => match pool.recv(fd) {
             Ok(None) => return Outcome::End(0),
             Ok(Some(bytes)) => return Outcome::Item(bytes.len() as i32, Some(bytes)),
+            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+        },
+        Op::RecvMsgMulti { fd } => match dgram::recv_into_scratch(fd, scratch) {
+            Ok(datagram) => return Outcome::Item(datagram.len() as i32, Some(datagram)),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                return Outcome::Item(-libc::EMSGSIZE, None)
+            }
             Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
         },
         Op::AcceptMulti { fd } => {

@@ -86,8 +86,8 @@ pub(super) enum Route {
     /// Finished by a syscall at submit; the result waits in the driver's ready queue for the
     /// next `turn`. Nothing of it is in the kernel.
     Done,
-    /// A persistent op (`RecvMulti`) waiting, out of the kernel, for the buffer ring to refill
-    /// after `ENOBUFS`; the driver re-arms it (see `multi.rs`).
+    /// A persistent op (`RecvMulti`, `RecvMsgMulti`) waiting, out of the kernel, for its buffer
+    /// ring to refill after `ENOBUFS`; the driver re-arms it (see `multi.rs`).
     Parked,
 }
 
@@ -202,7 +202,7 @@ impl<T> Slot<T> {
             Op::SendMsg { fd, msg } if has(Feature::OpSendMsg) => {
                 opcode::SendMsg::new(Fd(*fd), msg.header()).flags(libc::MSG_NOSIGNAL as u32).build()
             }
-            Op::RecvMulti { .. } | Op::AcceptMulti { .. } => {
+            Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
                 return super::multi::sqe(&self.op, features).map(Ok)
             }
             _ => return None,

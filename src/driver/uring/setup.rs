@@ -60,11 +60,16 @@ pub(super) enum Feature {
     /// `IORING_REGISTER_PBUF_RING` (5.19): `RecvMulti` takes buffers from a driver-owned ring;
     /// without it `RecvMulti` waits with `POLL_ADD` and `recv`s into one driver buffer.
     BufferRing,
+    /// `IORING_RECV_MULTISHOT` on `IORING_OP_RECVMSG` (6.0): one SQE receives many datagrams
+    /// (`RecvMsgMulti`) into a second buffer ring of datagram-sized buffers; without it (or
+    /// without `buffer_ring` or `op_recvmsg`) `RecvMsgMulti` waits with `POLL_ADD` and
+    /// `recvmsg`s into one driver buffer.
+    MultishotRecvMsg,
 }
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 21] = [
+    pub(super) const ALL: [Feature; 22] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -86,6 +91,7 @@ impl Feature {
         Feature::MultishotAccept,
         Feature::MultishotRecv,
         Feature::BufferRing,
+        Feature::MultishotRecvMsg,
     ];
 
     /// The socket-op features and the opcodes whose probe bits they stand for.
@@ -126,6 +132,7 @@ impl Feature {
             Feature::MultishotAccept => "multishot_accept",
             Feature::MultishotRecv => "multishot_recv",
             Feature::BufferRing => "buffer_ring",
+            Feature::MultishotRecvMsg => "multishot_recvmsg",
         }
     }
 
@@ -272,8 +279,9 @@ pub(super) fn setup(disabled: FeatureSet) -> io::Result<Setup> {
 
 /// The multishot features and the buffer ring, where the kernel has them and they are not
 /// switched off. None has a probe bit: accept multishot and buffer rings came in 5.19 with
-/// the SOCKET opcode (which has one); recv multishot in 6.0, told by the release number.
-/// `BufferRing` is only a candidate here: the driver drops it if registering the ring fails.
+/// the SOCKET opcode (which has one); recv and recvmsg multishot in 6.0, told by the release
+/// number. `BufferRing` is only a candidate here: the driver drops it if registering the ring
+/// fails, and `MultishotRecvMsg` if registering the datagram ring (at first use) fails.
 fn add_multishot(features: &mut FeatureSet, disabled: FeatureSet, probe: &Probe) {
     let has_5_19 = probe.is_supported(opcode::Socket::CODE);
     let wanted = |f| !disabled.contains(f);
@@ -284,6 +292,10 @@ fn add_multishot(features: &mut FeatureSet, disabled: FeatureSet, probe: &Probe)
         features.insert(Feature::BufferRing);
         if kernel_at_least(6, 0) && wanted(Feature::MultishotRecv) {
             features.insert(Feature::MultishotRecv);
+        }
+        let recvmsg = features.contains(Feature::OpRecvMsg);
+        if recvmsg && kernel_at_least(6, 0) && wanted(Feature::MultishotRecvMsg) {
+            features.insert(Feature::MultishotRecvMsg);
         }
     }
 }

@@ -76,19 +76,26 @@ impl<T> UringDriver<T> {
         false
     }
 
-    /// Unregisters the provided-buffer ring once no op can use it (`clean`: every final CQE
+    /// Unregisters the provided-buffer rings once no op can use it (`clean`: every final CQE
     /// is in). Otherwise, or if the kernel refuses, its memory is leaked: the kernel may use it
     /// until the buffer group is unregistered or an op using it has ended. `RecvBuf`s still
     /// out keep the memory alive and no longer publish their buffers.
     fn release_buffer_ring(&mut self, clean: bool) {
-        let Some(ring) = self.multi.ring.take() else { return };
-        ring.retire();
-        if !clean {
-            return leak(ring);
-        }
-        if let Err(e) = self.ring.submitter().unregister_buf_ring(super::multi::BUF_GROUP) {
-            log::debug!("io_uring: unregistering the buffer ring failed ({e}); leaked instead");
-            leak(ring);
+        let rings = [
+            (self.multi.ring.take(), super::multi::BUF_GROUP),
+            (self.multi.dgram_ring.take(), super::multi::DGRAM_GROUP),
+        ];
+        for (ring, group) in rings {
+            let Some(ring) = ring else { continue };
+            ring.retire();
+            if !clean {
+                leak(ring);
+                continue;
+            }
+            if let Err(e) = self.ring.submitter().unregister_buf_ring(group) {
+                log::debug!("io_uring: unregistering buffer ring {group} failed ({e}); leaked");
+                leak(ring);
+            }
         }
     }
 

@@ -28,7 +28,7 @@ pub(super) fn attempt(op: &mut Op) -> Attempt {
     let (fd, res, wait) = match op {
         Op::Poll { fd, interest } => return Attempt::Wait(*fd, interest.0),
         // Persistent ops wait first; `multi.rs` makes their syscalls at each readiness CQE.
-        Op::RecvMulti { fd } | Op::AcceptMulti { fd } => {
+        Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => {
             return Attempt::Wait(*fd, libc::POLLIN as u32)
         }
         Op::Accept { fd, addr } => {

@@ -81,7 +81,7 @@ fn features_follow_the_disable_list() {
         assert!(features.contains(&"single_issuer"));
     }
     let Some(old) = ring::<u32>(CONFIGS[2]) else { return };
-    let persistent = ["multishot_accept", "multishot_recv", "buffer_ring"];
+    let persistent = ["multishot_accept", "multishot_recv", "multishot_recvmsg", "buffer_ring"];
     let setup: Vec<_> = old
         .features()
         .into_iter()
@@ -97,6 +97,9 @@ fn features_follow_the_disable_list() {
     if crate::driver::uring::setup::kernel_at_least(6, 0) {
         assert!(persistent.iter().all(|f| features.contains(f)), "{features:?}");
     }
+    // `buffer_ring` off takes `multishot_recvmsg` with it.
+    let Some(no_ring) = ring::<u32>(&["buffer_ring"]) else { return };
+    assert!(!no_ring.features().contains(&"multishot_recvmsg"), "{:?}", no_ring.features());
     let Some(no_close) = ring::<u32>(&["op_close"]) else { return };
     assert!(!no_close.features().contains(&"op_close") && features.contains(&"op_close"));
 }
