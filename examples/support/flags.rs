@@ -1,5 +1,6 @@
 //! The echo examples' command line: `--host`, `--port` and `--backend` for all of them, plus
-//! the few flags each one adds (`--message`, `--quiet`, `--max-seconds`).
+//! the few flags each one adds (`--message`, `--quiet`, `--max-seconds`). A Unix-socket
+//! example takes a required `--path` instead of `--host` and `--port`.
 
 use std::fmt::Display;
 
@@ -14,6 +15,9 @@ pub enum Flag {
     Quiet,
     /// `--max-seconds N`: how long a server serves.
     MaxSeconds,
+    /// `--path PATH`: the Unix socket's path, required; `--host` and `--port` are then not
+    /// accepted.
+    Path,
 }
 
 impl Flag {
@@ -23,6 +27,8 @@ impl Flag {
             Flag::Message => "[--message TEXT]",
             Flag::Quiet => "[--quiet]",
             Flag::MaxSeconds => "[--max-seconds N]",
+            // Shown first, in place of `--host` and `--port`.
+            Flag::Path => "--path PATH",
         }
     }
 
@@ -32,6 +38,7 @@ impl Flag {
             Flag::Message => "--message",
             Flag::Quiet => "--quiet",
             Flag::MaxSeconds => "--max-seconds",
+            Flag::Path => "--path",
         }
     }
 }
@@ -41,7 +48,7 @@ impl Flag {
 pub struct Spec {
     /// The program's name, for the usage line and error messages.
     pub name: &'static str,
-    /// The default `--port`.
+    /// The default `--port` (unused with [`Flag::Path`]).
     pub port: u16,
     /// The flags it accepts besides `--host`, `--port` and `--backend`, in usage order.
     pub flags: &'static [Flag],
@@ -62,14 +69,21 @@ pub struct Args {
     pub quiet: bool,
     /// `--max-seconds`: stop serving after this long.
     pub max_seconds: Option<f64>,
+    /// `--path`: the Unix socket (set whenever the spec has [`Flag::Path`]).
+    pub path: Option<String>,
 }
 
 impl Spec {
+    /// Whether it takes `--path` rather than `--host` and `--port`.
+    fn unix(&self) -> bool {
+        self.flags.contains(&Flag::Path)
+    }
+
     /// The usage line.
     pub fn usage(&self) -> String {
-        let mut usage =
-            format!("usage: {} [--host HOST] [--port PORT] [--backend uring|epoll]", self.name);
-        for flag in self.flags {
+        let address = if self.unix() { " --path PATH" } else { " [--host HOST] [--port PORT]" };
+        let mut usage = format!("usage: {}{address} [--backend uring|epoll]", self.name);
+        for flag in self.flags.iter().filter(|&&flag| flag != Flag::Path) {
             usage.push(' ');
             usage.push_str(flag.usage());
         }
@@ -85,24 +99,30 @@ impl Spec {
             message: "Hello World!".into(),
             quiet: false,
             max_seconds: None,
+            path: None,
         };
+        let inet = !self.unix();
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
             let extra = self.flags.iter().copied().find(|flag| flag.name() == arg);
             match (arg.as_str(), extra) {
-                ("--host", _) => parsed.host = value()?,
-                ("--port", _) => parsed.port = parse_value(&arg, &value()?)?,
+                ("--host", _) if inet => parsed.host = value()?,
+                ("--port", _) if inet => parsed.port = parse_value(&arg, &value()?)?,
                 ("--backend", _) => parsed.backend = Some(parse_backend(&value()?)?),
                 (_, Some(Flag::Message)) => parsed.message = value()?,
                 (_, Some(Flag::Quiet)) => parsed.quiet = true,
                 (_, Some(Flag::MaxSeconds)) => {
                     parsed.max_seconds = Some(parse_seconds(&arg, &value()?)?)
                 }
+                (_, Some(Flag::Path)) => parsed.path = Some(value()?),
                 ("-h" | "--help", None) => return Err(self.usage()),
                 (other, None) => {
                     return Err(format!("unknown argument {other:?}\n{}", self.usage()))
                 }
             }
+        }
+        if self.unix() && parsed.path.is_none() {
+            return Err(format!("--path is required\n{}", self.usage()));
         }
         Ok(parsed)
     }

@@ -6,10 +6,14 @@ use ringloop::{Error, EventLoop, Server};
 use super::output::{print, stdout_error};
 
 /// Prints `serving on HOST:PORT` for each listening socket (the bound port, so `--port 0`
-/// tells the caller which port it got).
+/// tells the caller which port it got), or `serving on PATH` for a Unix socket.
 pub fn announce(server: &Server) -> Result<(), String> {
     for addr in server.sockets() {
-        let addr = addr.as_socket().map_or_else(|| format!("{addr:?}"), |a| a.to_string());
+        let addr = match (addr.as_socket(), addr.as_pathname()) {
+            (Some(inet), _) => inet.to_string(),
+            (None, Some(path)) => path.display().to_string(),
+            (None, None) => format!("{addr:?}"),
+        };
         print(format_args!("serving on {addr}")).map_err(stdout_error)?;
     }
     Ok(())

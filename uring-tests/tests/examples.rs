@@ -1,5 +1,6 @@
 //! The echo examples (`examples/tcp_echo_*.rs`, the streams versions
-//! `examples/streams_echo_*.rs`, and `examples/udp_echo_*.rs`), run
+//! `examples/streams_echo_*.rs`, `examples/udp_echo_*.rs`, `examples/unix_echo_server.rs`)
+//! and `examples/signals.rs`, run
 //! as the compiled programs on every backend built in: their output must be the asyncio
 //! documentation's, line for line.
 //!
@@ -10,6 +11,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -348,4 +351,105 @@ fn udp_echo_client_and_server_print_the_python_examples_output() {
         let sent = format!("Send 'Hello World!' to ('127.0.0.1', {port})\n");
         assert_eq!(lines[1], sent, "{test}: server output");
     });
+}
+
+/// A fresh directory for `test`'s socket files, removed (with what is left in it) when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let name = format!("ringloop-examples-{}-{test}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("{test}: mkdir {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `unix_echo_server` at `path` on `backend` with its socket at `socket`, and checks
+/// its banner `serving on SOCKET` and that the socket file is there. `None` (skipped) when
+/// its binary lacks `backend`.
+fn start_unix_server(path: &Path, backend: Backend, socket: &Path, test: &str) -> Option<Running> {
+    let socket_arg = socket.to_str().expect("a UTF-8 temp path");
+    let args = ["--backend", backend.name(), "--path", socket_arg];
+    let mut server = Running::spawn(path, &args);
+    let banner = server.banner(1, test)?;
+    assert_eq!(banner[0], format!("serving on {socket_arg}\n"), "{test}: banner");
+    let meta = std::fs::symlink_metadata(socket).expect("the socket file once serving");
+    assert!(meta.file_type().is_socket(), "{test}: {} is not a socket", socket.display());
+    Some(server)
+}
+
+/// Sends a few messages on one connection to `socket`, checks each comes back, and returns
+/// the connection, still open.
+fn echo_over_unix(socket: &Path, test: &str) -> UnixStream {
+    let mut stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("{test}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    for message in ["Hello World!", "second message\n", &"x".repeat(100_000)] {
+        stream.write_all(message.as_bytes()).expect("send");
+        let mut reply = vec![0; message.len()];
+        stream.read_exact(&mut reply).unwrap_or_else(|e| panic!("{test}: echo: {e}"));
+        assert!(reply == message.as_bytes(), "{test}: echo of {} bytes differs", message.len());
+    }
+    stream
+}
+
+#[test]
+fn unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm() {
+    let test = "unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm";
+    let Some(paths) = examples(test, &["unix_echo_server"]) else { return };
+    let dir = TempDir::new("unix-echo");
+    for backend in backends(test) {
+        for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+            let test = format!("{test} on {backend}, {signame}");
+            let socket = dir.0.join(format!("{backend}-{signame}.sock"));
+            let Some(mut server) = start_unix_server(&paths[0], backend, &socket, &test) else {
+                continue;
+            };
+            // The connection stays open across the signal: the server must not wait for it.
+            let mut stream = echo_over_unix(&socket, &test);
+            let pid = server.child.id();
+            // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
+            assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0);
+            let status = server.wait();
+            assert!(status.success(), "{test}: exited with {status}");
+            assert_eq!(server.rest(), "", "{test}: printed more than the banner");
+            assert!(!socket.exists(), "{test}: the socket file is still there");
+            // The open connection went with it: end of file or a reset, no more data.
+            let mut rest = Vec::new();
+            let read = stream.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "{test}: unexpected data {rest:?} ({read:?})");
+        }
+    }
+}
+
+#[test]
+fn unix_echo_server_without_path_is_a_usage_error() {
+    let test = "unix_echo_server_without_path_is_a_usage_error";
+    let Some(paths) = examples(test, &["unix_echo_server"]) else { return };
+    for args in [&[][..], &["--backend", "epoll"], &["--port", "0"], &["--path"]] {
+        let out = Command::new(&paths[0])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{test}: running {}: {e}", paths[0].display()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{test}: {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{test}: {args:?} printed to stdout");
+        let usage = "usage: unix_echo_server --path PATH [--backend uring|epoll]\n";
+        assert!(stderr.starts_with("unix_echo_server: "), "{test}: {args:?}: {stderr}");
+        if args != ["--path"] {
+            assert!(stderr.ends_with(usage), "{test}: {args:?}: {stderr}");
+        }
+    }
+    let missing = Command::new(&paths[0]).output().expect("running unix_echo_server");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("--path is required"), "{test}: {stderr}");
 }
