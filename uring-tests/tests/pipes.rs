@@ -224,6 +224,15 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// The bytes a reader thread read to the end of its pipe. The loop keeps turning meanwhile:
+/// after `connection_lost` the write end is closed by an `Op::Close` that the driver runs at
+/// its next turn, so joining without turning could wait for ever (it did, now and then, when
+/// the turn that delivered `connection_lost` had not submitted the close yet).
+fn join_reader(lp: &EventLoop, reader: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    assert!(run_until(lp, WAIT, || reader.is_finished()), "the reader never saw end of file");
+    reader.join().unwrap()
+}
+
 /// (device, inode) of the file `fd` refers to.
 fn identity(fd: &impl AsRawFd) -> (u64, u64) {
     let meta = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
@@ -566,7 +575,7 @@ backend_tests! {
         assert!(transport.is_closing());
         assert!(run_until(lp, WAIT, || proto.borrow().lost_errno().is_some()));
         assert_eq!(proto.borrow().lost_errno(), Some(None));
-        let got = reader.join().unwrap();
+        let got = join_reader(lp, reader);
         assert_eq!(got.len(), data.len() + 2);
         assert!(got[..data.len()] == data[..] && &got[data.len()..] == b"!?", "in order");
         spin(lp, QUIET);
@@ -649,7 +658,7 @@ backend_tests! {
         assert_eq!(proto.borrow().count(&Ev::Resume), 1, "{:?}", proto.borrow().events);
         transport.write_eof();
         assert!(run_until(lp, WAIT, || proto.borrow().lost_errno().is_some()));
-        assert!(reader.join().unwrap() == data, "all bytes, in order");
+        assert!(join_reader(lp, reader) == data, "all bytes, in order");
         proto.borrow().check();
     }
 
@@ -691,7 +700,7 @@ backend_tests! {
         });
         assert!(run_until(lp, WAIT, || proto.borrow().lost_errno().is_some()));
         assert_eq!(proto.borrow().lost_errno(), Some(None));
-        assert!(reader.join().unwrap() == data, "exactly the data written before close");
+        assert!(join_reader(lp, reader) == data, "exactly the data written before close");
         proto.borrow().check();
     }
 
