@@ -101,6 +101,9 @@ impl WaterMarks {
     }
 }
 
+/// The most bytes [`WriteBuffer::front_coalesced`] merges into one send.
+pub(crate) const COALESCE_MAX: usize = 256 * 1024;
+
 /// Bytes accepted by `write` and not yet sent, in order, with the water marks.
 #[derive(Debug, Default)]
 pub(crate) struct WriteBuffer {
@@ -144,6 +147,29 @@ impl WriteBuffer {
         self.len += data.len();
         self.chunks.push_back(data);
         self.marks.grew(self.len)
+    }
+
+    /// The next bytes to send as one chunk: the front chunk's unsent part, merged first with
+    /// the chunks behind it (up to [`COALESCE_MAX`] bytes in all), so one send takes what
+    /// several writes queued while the previous send was in flight.
+    pub(crate) fn front_coalesced(&mut self) -> Option<Bytes> {
+        let mut merged = 0;
+        let mut count = 0;
+        for chunk in &self.chunks {
+            if count > 0 && merged + chunk.len() > COALESCE_MAX {
+                break;
+            }
+            merged += chunk.len();
+            count += 1;
+        }
+        if count > 1 {
+            let mut all = bytes::BytesMut::with_capacity(merged);
+            for chunk in self.chunks.drain(..count) {
+                all.extend_from_slice(&chunk);
+            }
+            self.chunks.push_front(all.freeze());
+        }
+        self.front()
     }
 
     /// The next bytes to send (a cheap clone of the front chunk's unsent part).
@@ -279,6 +305,20 @@ mod tests {
         let mut buf = WriteBuffer::default();
         buf.push(Bytes::from(vec![0u8; 1000]));
         assert_eq!(buf.set_limits(Some(500), None).unwrap(), Some(FlowEvent::Pause));
+    }
+
+    #[test]
+    fn queued_chunks_coalesce_into_one_send_in_order() {
+        let mut buffer = WriteBuffer::default();
+        buffer.push(Bytes::from_static(b"ab"));
+        buffer.push(Bytes::from_static(b"cd"));
+        buffer.push(Bytes::from(vec![b'e'; COALESCE_MAX]));
+        assert_eq!(buffer.front_coalesced().unwrap(), &b"abcd"[..], "stops before the cap");
+        assert_eq!(buffer.len(), 4 + COALESCE_MAX);
+        assert_eq!(buffer.consume(3), None);
+        assert_eq!(buffer.front_coalesced().unwrap(), &b"d"[..], "the unsent part");
+        assert_eq!(buffer.consume(1), None);
+        assert_eq!(buffer.front_coalesced().unwrap().len(), COALESCE_MAX, "a big one alone");
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl StreamCore {
         if self.send_op.get().is_some() || self.state.get() == StreamState::Closed {
             return;
         }
-        let Some(buf) = self.write.borrow().front() else { return };
+        let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
         let id = self.submit(Op::Send { fd: self.raw_fd, buf, offset: 0 }, StreamOp::Send);
         self.send_op.set(id);
     }
