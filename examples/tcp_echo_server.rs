@@ -23,7 +23,8 @@
 //! - `--max-seconds N`: after `N` seconds stop serving, abort the connections still open and
 //!   exit (default: serve forever).
 //!
-//! ringloop has no signal handling yet: Ctrl-C (SIGINT) or SIGTERM kills the process.
+//! It installs no signal handlers: Ctrl-C (SIGINT) or SIGTERM ends the process at once (see
+//! `unix_echo_server` and `signals` for examples that close cleanly on a signal).
 //!
 //! [`EventLoop::create_server`]: ringloop::EventLoop::create_server
 
