@@ -314,7 +314,7 @@ impl TransportCore for DatagramCore {
     /// handler, then the transport is force-closed with it.
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("<DatagramTransport fd={}>", self.raw_fd);
-        let event_loop = DatagramCore::event_loop(self);
+        let event_loop = || DatagramCore::event_loop(self);
         if let Some(error) = self.dispatcher.report_failures(event_loop, self.raw_fd, transport) {
             self.force_close(Some(error));
         }

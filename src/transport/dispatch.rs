@@ -236,14 +236,19 @@ impl<E: Deliver> Dispatcher<E> {
     /// Sends each callback that failed since the last call, oldest first, to the exception
     /// handler as asyncio's "Fatal error: protocol.X() call failed." (with the transport as
     /// `transport()` describes it and its `fd`). Returns the first error, which is fatal for
-    /// the transport.
+    /// the transport. Called after every delivery: `event_loop` is only asked for when
+    /// something failed.
     pub(crate) fn report_failures(
         &self,
-        event_loop: Option<EventLoop>,
+        event_loop: impl FnOnce() -> Option<EventLoop>,
         fd: RawFd,
         transport: impl Fn() -> String,
     ) -> Option<Error> {
+        if self.failures.borrow().is_empty() {
+            return None;
+        }
         let failures = std::mem::take(&mut *self.failures.borrow_mut());
+        let event_loop = event_loop();
         let mut fatal = None;
         for Failure { callback, error } in failures {
             if let Some(event_loop) = &event_loop {

@@ -257,7 +257,7 @@ impl ReadCore {
 
     fn check_panic(self: &Rc<Self>) -> Option<Error> {
         let transport = || format!("{self:?}");
-        self.dispatcher.report_failures(self.pipe.event_loop(), self.pipe.raw_fd, transport)
+        self.dispatcher.report_failures(|| self.pipe.event_loop(), self.pipe.raw_fd, transport)
     }
 
     fn resume(self: &Rc<Self>) {

@@ -395,7 +395,7 @@ impl TransportCore for WriteCore {
     /// A protocol callback that panicked closes the transport with [`Error::Panic`].
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{self:?}");
-        let event_loop = self.pipe.event_loop();
+        let event_loop = || self.pipe.event_loop();
         if let Some(error) =
             self.dispatcher.report_failures(event_loop, self.pipe.raw_fd, transport)
         {
