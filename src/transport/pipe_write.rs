@@ -269,7 +269,7 @@ impl WriteCore {
         if self.write_op.get().is_some() || self.state.get() == WriteState::Closed {
             return;
         }
-        let Some(buf) = self.write.borrow().front() else { return };
+        let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
         let op = Op::Write { fd: self.pipe.raw_fd, buf, offset: 0 };
         let owner = PipeOwner::Write(self.clone(), WriteOp::Write);
         self.write_op.set(self.pipe.submit(op, owner));
