@@ -4,5 +4,5 @@ pub mod connect;
 pub mod datagram;
 pub mod dns;
 pub mod sock;
-mod staggered;
+pub(crate) mod staggered;
 pub mod unix;

@@ -33,6 +33,7 @@ use socket2::{SockAddr, SockRef};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
+use crate::net::staggered::sleep;
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
 use crate::transport::dispatch::{adapt, StreamProtocol};
@@ -256,7 +257,10 @@ async fn on_accept_error(
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             let error = Error::io(format!("accept on fd {fd}"), err);
             state.report(event_loop, "socket.accept() out of system resource", error, fd);
-            sleep(event_loop, ACCEPT_RETRY_DELAY).await;
+            // The timer is cancelled if the accept task is (dropping the sleep).
+            if let Ok(pause) = sleep(event_loop, ACCEPT_RETRY_DELAY) {
+                pause.await;
+            }
             true
         }
         _ => {
@@ -265,25 +269,6 @@ async fn on_accept_error(
             false
         }
     }
-}
-
-/// Sleeps `secs` seconds of loop time (the timer is cancelled if the sleep is dropped).
-async fn sleep(event_loop: &EventLoop, secs: f64) {
-    struct CancelOnDrop(crate::event_loop::TimerHandle);
-    impl Drop for CancelOnDrop {
-        fn drop(&mut self) {
-            self.0.cancel();
-        }
-    }
-    let done = event_loop.create_future::<()>();
-    let setter = done.clone();
-    let Ok(timer) = event_loop.call_later(secs, move || {
-        let _ = setter.set_result(());
-    }) else {
-        return;
-    };
-    let _timer = CancelOnDrop(timer);
-    let _ = done.await;
 }
 
 /// An address as asyncio prints it: `('127.0.0.1', 8000)`, `'/run/app.sock'`, `b'\x00name'`.
