@@ -88,9 +88,15 @@ impl Wakers {
         }
     }
 
+    /// Keeps the list's allocation for the next waiters (a reader waits once per chunk).
     fn wake(&self) {
-        for waker in self.0.take() {
+        let mut wakers = self.0.take();
+        for waker in wakers.drain(..) {
             waker.wake();
+        }
+        let mut slot = self.0.borrow_mut();
+        if slot.is_empty() {
+            *slot = wakers;
         }
     }
 }

@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use bytes::Buf;
+
 use super::StreamState;
 use crate::error::{Error, Result};
 
@@ -38,7 +40,12 @@ impl StreamReader {
     /// Takes the first `n` buffered bytes (`n` ≤ the buffer's length) and resumes the
     /// transport if the buffer fell to the limit.
     fn take(&self, n: usize) -> Vec<u8> {
-        let data = self.state.buffer.borrow_mut().split_to(n).to_vec();
+        let data = {
+            let mut buffer = self.state.buffer.borrow_mut();
+            let data = buffer[..n].to_vec();
+            buffer.advance(n);
+            data
+        };
         self.state.maybe_resume_transport();
         data
     }
@@ -125,7 +132,7 @@ impl StreamReader {
                 {
                     let mut buffer = self.state.buffer.borrow_mut();
                     if buffer.get(consumed..).is_some_and(|rest| rest.starts_with(b"\n")) {
-                        let _ = buffer.split_to(consumed + 1);
+                        buffer.advance(consumed + 1);
                     } else {
                         buffer.clear();
                     }
@@ -219,7 +226,10 @@ impl futures_io::AsyncRead for StreamReader {
         }
         let n = buf.len().min(state.buffer.borrow().len());
         if n > 0 {
-            buf[..n].copy_from_slice(&state.buffer.borrow_mut().split_to(n));
+            let mut buffer = state.buffer.borrow_mut();
+            buf[..n].copy_from_slice(&buffer[..n]);
+            buffer.advance(n);
+            drop(buffer);
             state.maybe_resume_transport();
             return Poll::Ready(Ok(n));
         }
