@@ -346,18 +346,15 @@ impl EventLoop {
         let sock = sock.as_fd();
         let what = format!("sock_sendall(fd {})", sock.as_raw_fd());
         let mut sent = 0;
-        loop {
-            let rest = &data[sent..];
-            let n = self
-                .sock_retry(sock, Interest::WRITE, &what, |s| {
-                    s.send_with_flags(rest, libc::MSG_NOSIGNAL)
-                })
-                .await?;
-            sent += n;
+        // One `sock_retry` for the whole send: a partial send is followed by the next one at
+        // once (as before), without checking the loop and the socket's flags again.
+        self.sock_retry(sock, Interest::WRITE, &what, |s| loop {
+            sent += s.send_with_flags(&data[sent..], libc::MSG_NOSIGNAL)?;
             if sent >= data.len() {
                 return Ok(());
             }
-        }
+        })
+        .await
     }
 
     /// Sends one datagram to `addr` (asyncio's `loop.sock_sendto`): the bytes sent. Waits and
