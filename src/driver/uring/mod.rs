@@ -16,8 +16,6 @@
 //! so an `AsyncCancel` is always submitted after the op it targets and before any op that later
 //! reuses the same slab key.
 
-// Nothing outside the tests drives this backend until the event loop lands; drop this then.
-
 #[cfg(test)]
 mod dgram_multi_tests;
 #[cfg(test)]
