@@ -12,7 +12,7 @@
 use std::io;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::SockAddr;
@@ -224,8 +224,6 @@ impl Drop for Mapping {
 struct RingState {
     /// Our tail: the next entry index to fill (wrapping `u16`, as the kernel's).
     tail: u16,
-    /// Buffers out of the ring (delivered, not yet given back).
-    out: usize,
     /// False once the driver unregistered the ring: given-back buffers are not published.
     live: bool,
 }
@@ -250,8 +248,11 @@ pub(crate) struct BufRing {
     entries: u16,
     /// Bytes per buffer.
     buf_size: usize,
-    /// Tail, count of buffers out, liveness.
+    /// Tail and liveness.
     state: Mutex<RingState>,
+    /// Buffers out of the ring (delivered, not yet given back): a counter of its own, so that
+    /// taking a buffer (every recv completion) takes no lock.
+    out: AtomicUsize,
 }
 
 // SAFETY: the raw pointers are to mappings owned by the ring; every write to the shared
@@ -268,8 +269,9 @@ impl BufRing {
         assert!(entries.is_power_of_two() && entries <= 1 << 15, "bad buffer ring size {entries}");
         let ring = Mapping::new(usize::from(entries) * 16)?;
         let bufs = Mapping::new(usize::from(entries) * buf_size)?;
-        let state = Mutex::new(RingState { tail: 0, out: usize::from(entries), live: true });
-        let ring = BufRing { ring, bufs, entries, buf_size, state };
+        let state = Mutex::new(RingState { tail: 0, live: true });
+        let out = AtomicUsize::new(usize::from(entries));
+        let ring = BufRing { ring, bufs, entries, buf_size, state, out };
         for bid in 0..entries {
             ring.give_back(bid);
         }
@@ -283,14 +285,13 @@ impl BufRing {
 
     /// Buffers in the ring, available to the kernel.
     pub(crate) fn available(&self) -> usize {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        usize::from(self.entries) - state.out
+        usize::from(self.entries) - self.out.load(Ordering::Relaxed)
     }
 
     /// Takes buffer `bid` (named by a CQE) out of the ring as `len` received bytes.
     pub(crate) fn take(self: &Arc<Self>, bid: u16, len: usize) -> RecvBuf {
         debug_assert!(bid < self.entries && len <= self.buf_size);
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).out += 1;
+        self.out.fetch_add(1, Ordering::Relaxed);
         let len = len.min(self.buf_size);
         let bid = bid.min(self.entries - 1);
         let inner = Inner::Ring { ring: Arc::clone(self), bid, offset: 0, len };
@@ -309,8 +310,8 @@ impl BufRing {
 
     /// Publishes buffer `bid` at the tail of the ring.
     fn give_back(&self, bid: u16) {
+        self.out.fetch_sub(1, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.out -= 1;
         if !state.live {
             return;
         }

@@ -9,7 +9,9 @@ use std::os::fd::RawFd;
 
 use ringloop_fallback::syscall;
 
-use crate::driver::{BufPool, Op, RecvBuf, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
+use crate::driver::{
+    persistent_syscall, BufPool, Op, Persistent, RecvMsgBuf, SendMsgBuf, SockAddrBuf,
+};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -110,20 +112,9 @@ pub(super) fn is_persistent(op: &Op) -> bool {
     matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })
 }
 
-/// What one readiness report gave a persistent op.
-pub(super) enum Persistent {
-    /// Nothing (`EAGAIN`): keep waiting.
-    Wait,
-    /// A result to hand over; keep waiting.
-    More(io::Result<u32>, Option<RecvBuf>),
-    /// The final result (end of stream, an error).
-    End(io::Result<u32>),
-}
-
-/// One syscall of persistent `op` now that its fd reports `revents`: a `recv` into a buffer of
-/// `pool` (the buffers every `RecvMulti` shares), handed over with the bytes, a `recvmsg` of
-/// one datagram into `scratch` (grown on first use; handed over as a copy, with its sender),
-/// or an `accept4`.
+/// One syscall of persistent `op` now that its fd reports `revents` (see
+/// [`persistent_syscall`]): `pool` holds the buffers every `RecvMulti` shares, `scratch` the
+/// one every `RecvMsgMulti` receives into.
 pub(super) fn attempt_persistent(
     op: &Op,
     revents: u32,
@@ -133,38 +124,7 @@ pub(super) fn attempt_persistent(
     if revents & (IN | ALWAYS_REPORTED) == 0 {
         return Persistent::Wait;
     }
-    match *op {
-        Op::RecvMulti { fd } => match pool.recv(fd) {
-            Ok(None) => Persistent::End(Ok(0)),
-            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
-                Persistent::Wait
-            }
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::RecvMsgMulti { fd } => match crate::driver::dgram::recv_into_scratch(fd, scratch) {
-            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
-                Persistent::Wait
-            }
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::AcceptMulti { fd } => {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
-            // SAFETY: accept4 with null address pointers writes no memory.
-            match syscall!(unsafe { libc::accept4(fd, addr, len, flags) }) {
-                Ok(new) => Persistent::More(Ok(new as u32), None),
-                Err(e) => match e.raw_os_error() {
-                    // The peer gave up before the accept: wait for the next connection.
-                    Some(libc::EAGAIN | libc::EINTR | libc::ECONNABORTED) => Persistent::Wait,
-                    _ => Persistent::End(Err(e)),
-                },
-            }
-        }
-        _ => unreachable!("only persistent ops come here"),
-    }
+    persistent_syscall(op, pool, scratch)
 }
 
 /// `None` (keep waiting) for `EAGAIN` and `EINTR`, the final result otherwise.

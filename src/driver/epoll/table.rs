@@ -10,7 +10,7 @@ use ringloop_fallback::Poller;
 use slab::Slab;
 
 use super::ops::{self, readiness};
-use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
+use crate::driver::{BufPool, Completion, Op, OpId, Persistent, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
@@ -299,9 +299,9 @@ impl<T> FdTable<T> {
                     &self.pool,
                     &mut self.dgram_scratch,
                 ) {
-                    ops::Persistent::Wait => {}
-                    ops::Persistent::More(result, data) => self.more.push((key, result, data)),
-                    ops::Persistent::End(result) => self.finish(key, result),
+                    Persistent::Wait => {}
+                    Persistent::More(result, data) => self.more.push((key, result, data)),
+                    Persistent::End(result) => self.finish(key, result),
                 }
             } else if let Some(result) = ops::attempt(&mut slot.op, revents) {
                 self.finish(key, result);

@@ -16,8 +16,6 @@
 //! so an `AsyncCancel` is always submitted after the op it targets and before any op that later
 //! reuses the same slab key.
 
-// Nothing outside the tests drives this backend until the event loop lands; drop this then.
-
 #[cfg(test)]
 mod dgram_multi_tests;
 #[cfg(test)]
@@ -180,17 +178,15 @@ impl<T: Clone> UringDriver<T> {
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
         let mut rearm = Vec::new();
-        let mut multi = std::mem::take(&mut self.multi);
-        self.rearm_parked(&mut multi);
+        self.rearm_parked();
         let features = self.features;
-        let turned = self.turn_with(timeout, &mut |slots, key, res, flags| {
+        let turned = self.turn_with(timeout, &mut |slots, multi, key, res, flags| {
             if slots.get(key).is_some_and(|slot| multi::is_persistent(&slot.op)) {
-                rearm.extend(multi::complete(slots, key, (res, flags), features, &mut multi, out));
+                rearm.extend(multi::complete(slots, key, (res, flags), features, multi, out));
             } else {
                 rearm.extend(op::complete(slots, key, res, flags, out));
             }
         });
-        self.multi = multi;
         for sqe in rearm {
             // SAFETY: a `POLL_ADD` and an accept without address point to no memory; a recv
             // with `BUFFER_SELECT` writes only into the driver's buffer rings, which live until
@@ -275,17 +271,17 @@ impl<T> UringDriver<T> {
     }
 
     /// Re-arms the ops parked on `ENOBUFS` whose ring has buffers again.
-    fn rearm_parked(&mut self, multi: &mut Multi) {
-        if multi.parked.is_empty() {
+    fn rearm_parked(&mut self) {
+        if self.multi.parked.is_empty() {
             return;
         }
-        for key in std::mem::take(&mut multi.parked) {
+        for key in std::mem::take(&mut self.multi.parked) {
             let Some(slot) = self.slots.get_mut(key) else { continue };
             if slot.route != Route::Parked {
                 continue; // stale: stopped, cancelled or reused meanwhile
             }
-            if multi.ring_for(&slot.op).map_or(true, |r| r.available() == 0) {
-                multi.parked.push(key);
+            if self.multi.ring_for(&slot.op).map_or(true, |r| r.available() == 0) {
+                self.multi.parked.push(key);
                 continue;
             }
             match slot.start(key, self.features) {
@@ -309,15 +305,16 @@ impl<T> UringDriver<T> {
         }
     }
 
-    /// [`turn`](UringDriver::turn) with user-op CQEs handed to `on_op(slots, key, res, flags)`.
+    /// [`turn`](UringDriver::turn) with user-op CQEs handed to
+    /// `on_op(slots, multi, key, res, flags)`.
     fn turn_with<F>(&mut self, timeout: Option<Duration>, on_op: &mut F) -> io::Result<()>
     where
-        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
     {
         self.run_deferred_closes();
         let mut reaped = self.ready.len();
         for (key, res) in self.ready.drain(..) {
-            on_op(&mut self.slots, key, res, 0);
+            on_op(&mut self.slots, &mut self.multi, key, res, 0);
         }
         reaped += self.flush_backlog(on_op)?;
         let timeout = if reaped > 0 { Some(Duration::ZERO) } else { timeout };
@@ -385,7 +382,7 @@ impl<T> UringDriver<T> {
     /// completions) whenever it fills; returns how many user-op CQEs were reaped meanwhile.
     fn flush_backlog<F>(&mut self, on_op: &mut F) -> io::Result<usize>
     where
-        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
     {
         let (mut reaped, mut stalled) = (0, 0);
         while let Some(sqe) = self.backlog.front() {
@@ -465,7 +462,7 @@ impl<T> UringDriver<T> {
     /// user-op CQEs there were.
     fn drain_cq<F>(&mut self, on_op: &mut F) -> usize
     where
-        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
     {
         let (mut ops, mut rearm_wake) = (0, false);
         for cqe in self.ring.completion() {
@@ -473,7 +470,7 @@ impl<T> UringDriver<T> {
             match Tag::of(cqe.user_data()) {
                 Tag::Op(key) => {
                     ops += 1;
-                    on_op(&mut self.slots, key, res, cqe.flags());
+                    on_op(&mut self.slots, &mut self.multi, key, res, cqe.flags());
                 }
                 Tag::Wake => rearm_wake = self.wake.on_complete(res),
                 Tag::Timer => self.timer.on_complete(),
@@ -491,7 +488,7 @@ impl<T> UringDriver<T> {
     /// `GETEVENTS` flushes them; do that while the SQ ring says so.
     fn flush_overflow<F>(&mut self, on_op: &mut F) -> io::Result<()>
     where
-        F: FnMut(&mut Slab<Slot<T>>, usize, i32, u32),
+        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
     {
         for _ in 0..MAX_OVERFLOW_FLUSHES {
             if !self.ring.submission().cq_overflow() {

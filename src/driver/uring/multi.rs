@@ -32,7 +32,9 @@ use slab::Slab;
 use super::op::{result, Lifecycle, Route, Slot, Start};
 use super::setup::{Feature, FeatureSet};
 use crate::driver::recv_buf::BufRing;
-use crate::driver::{dgram, BufPool, Completion, Op, OpId, RecvBuf};
+use crate::driver::{
+    dgram, persistent_syscall, BufPool, Completion, Op, OpId, Persistent, RecvBuf,
+};
 
 /// The buffer group of the driver's ring.
 pub(super) const BUF_GROUP: u16 = 0;
@@ -278,39 +280,13 @@ fn datagram_outcome(n: usize, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcom
 
 /// The readiness route: the fd is ready, make the syscall.
 fn syscall(op: &Op, pool: &BufPool, scratch: &mut Vec<u8>) -> Outcome {
-    let res = match *op {
-        Op::RecvMulti { fd } => match pool.recv(fd) {
-            Ok(None) => return Outcome::End(0),
-            Ok(Some(bytes)) => return Outcome::Item(bytes.len() as i32, Some(bytes)),
-            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-        },
-        Op::RecvMsgMulti { fd } => match dgram::recv_into_scratch(fd, scratch) {
-            Ok(datagram) => return Outcome::Item(datagram.len() as i32, Some(datagram)),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                return Outcome::Item(-libc::EMSGSIZE, None)
-            }
-            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-        },
-        Op::AcceptMulti { fd } => {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
-            // SAFETY: accept4 with null address pointers writes no memory.
-            let new = unsafe { libc::accept4(fd, addr, len, flags) };
-            if new >= 0 {
-                return Outcome::Item(new, None);
-            }
-            -errno()
-        }
-        _ => unreachable!("only persistent ops come here"),
+    let res = |result: std::io::Result<u32>| match result {
+        Ok(n) => n as i32,
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
     };
-    match -res {
-        libc::EAGAIN | libc::EINTR => Outcome::Nothing,
-        // The peer gave up before the accept: not the listener's fault; wait for the next.
-        libc::ECONNABORTED => Outcome::Nothing,
-        _ => Outcome::End(res),
+    match persistent_syscall(op, pool, scratch) {
+        Persistent::Wait => Outcome::Nothing,
+        Persistent::More(result, data) => Outcome::Item(res(result), data),
+        Persistent::End(result) => Outcome::End(res(result)),
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }

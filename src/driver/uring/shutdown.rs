@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types::CancelBuilder};
 use slab::Slab;
 
+use super::multi::Multi;
 use super::op::{self, Route, Slot, CANCEL, CANCEL_ANY, WAKE};
 use super::setup::Feature;
 use super::UringDriver;
@@ -45,9 +46,10 @@ impl<T> UringDriver<T> {
         // A parked op (see `multi.rs`) has nothing in the kernel: no CQE will free it.
         self.slots.retain(|_, slot| slot.route != Route::Parked);
         let mut any_sent = self.cancel_all();
-        let mut retire = |slots: &mut Slab<Slot<T>>, key: usize, _res: i32, flags: u32| {
-            op::retire(slots, key, flags)
-        };
+        let mut retire =
+            |slots: &mut Slab<Slot<T>>, _: &mut Multi, key: usize, _res: i32, flags: u32| {
+                op::retire(slots, key, flags)
+            };
         while self.holds_kernel_memory() {
             let now = Instant::now();
             if now >= deadline {
