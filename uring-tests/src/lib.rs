@@ -33,6 +33,13 @@ pub fn open_loop(backend: Backend, test: &str) -> Option<EventLoop> {
     }
 }
 
+/// Prints `SKIPPED <what>` where the test harness does not capture it (it captures both
+/// `println!` and `eprintln!` of passing tests, and a skip must be seen).
+pub fn skipped(what: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
+}
+
 /// Runs `body` with a fresh loop on `backend` and closes the loop afterwards.
 pub fn with_loop(backend: Backend, test: &str, body: impl FnOnce(&EventLoop)) {
     let Some(event_loop) = open_loop(backend, test) else { return };

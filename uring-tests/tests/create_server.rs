@@ -240,7 +240,7 @@ backend_tests! {
                 }
             }
         } else {
-            eprintln!("SKIPPED the ::1 half of no_host_binds_every_family: no IPv6 loopback");
+            uring_tests::skipped(format_args!("the ::1 half of no_host_binds_every_family: no IPv6 loopback"));
         }
         let n = clients.len();
         assert!(run_until(lp, WAIT, || log.count("made") == n));

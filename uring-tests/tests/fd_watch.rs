@@ -832,7 +832,7 @@ backend_tests! {
     fn thousand_socketpairs_all_fire(lp) {
         const N: usize = 1000;
         if !ensure_fd_limit(8192) {
-            eprintln!("SKIPPED thousand_socketpairs_all_fire: RLIMIT_NOFILE too low for {N} pairs");
+            uring_tests::skipped(format_args!("thousand_socketpairs_all_fire: RLIMIT_NOFILE too low for {N} pairs"));
             return;
         }
         let fired = Rc::new(RefCell::new(vec![0usize; N]));

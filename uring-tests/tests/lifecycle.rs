@@ -597,7 +597,7 @@ fn new_event_loop_returns_a_fresh_idle_loop() {
     let _clear = ClearCurrentLoop;
     let a = match ringloop::new_event_loop() {
         Err(Error::Unsupported(why)) => {
-            println!("SKIPPED new_event_loop_returns_a_fresh_idle_loop: {why}");
+            uring_tests::skipped(format_args!("new_event_loop_returns_a_fresh_idle_loop: {why}"));
             return;
         }
         other => other.unwrap(),
@@ -631,7 +631,9 @@ fn run_returns_the_output_cancels_leftover_tasks_and_closes() {
     });
     let (lp, output) = match result {
         Err(Error::Unsupported(why)) => {
-            println!("SKIPPED run_returns_the_output_cancels_leftover_tasks_and_closes: {why}");
+            uring_tests::skipped(format_args!(
+                "run_returns_the_output_cancels_leftover_tasks_and_closes: {why}"
+            ));
             return;
         }
         other => other.unwrap(),

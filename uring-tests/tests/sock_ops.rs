@@ -217,7 +217,7 @@ backend_tests! {
     /// Item 53: cancel a `sock_connect` in progress, then retry: the retry connects.
     fn item53_cancelled_connect_then_retry(lp) {
         let Some((listener, filling)) = full_listener("127.0.0.1:0".parse().unwrap()) else {
-            eprintln!("SKIPPED item53: the kernel accepted every connect");
+            uring_tests::skipped(format_args!("item53: the kernel accepted every connect"));
             return;
         };
         let addr = listener.local_addr().unwrap();
