@@ -33,6 +33,13 @@ pub fn open_loop(backend: Backend, test: &str) -> Option<EventLoop> {
     }
 }
 
+/// Prints `SKIPPED <what>` where the test harness does not capture it (it captures both
+/// `println!` and `eprintln!` of passing tests, and a skip must be seen).
+pub fn skipped(what: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
+}
+
 /// Runs `body` with a fresh loop on `backend` and closes the loop afterwards.
 pub fn with_loop(backend: Backend, test: &str, body: impl FnOnce(&EventLoop)) {
     let Some(event_loop) = open_loop(backend, test) else { return };
@@ -156,4 +163,72 @@ pub fn capture_error_texts(event_loop: &EventLoop) -> std::rc::Rc<std::cell::Ref
 /// so the loop reports it as `Error::Panic("<msg>")`.
 pub fn quiet_panic(msg: &'static str) -> ! {
     std::panic::resume_unwind(Box::new(msg))
+}
+
+/// Set in the child process of [`in_child`].
+const CHILD_ENV: &str = "RINGLOOP_TEST_CHILD";
+
+/// In the parent: runs the test `test` (a `backend_tests!` name) alone in a child process on
+/// `lp`'s backend and checks it passed (returns false). In the child: returns true, and the
+/// caller runs the body.
+pub fn in_child(lp: &EventLoop, test: &str) -> bool {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return true;
+    }
+    let name = format!("{test}::{}", lp.backend());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning the child test");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child {name} failed: {status}");
+            return false;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {name} timed out");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sets `SO_LINGER` 0 on `fd`: closing it then sends an RST instead of a FIN.
+pub fn linger_zero(fd: std::os::fd::RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: `linger` is a valid SO_LINGER value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// A TCP listener on `addr` with a full backlog, plus the connections filling it; `None` if
+/// the kernel accepts everything (the caller then skips, saying so).
+pub fn full_listener(
+    addr: std::net::SocketAddr,
+) -> Option<(std::net::TcpListener, Vec<std::net::TcpStream>)> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    // SAFETY: a valid listening socket's fd; listen(2) only changes its backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut filling = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            Ok(stream) => filling.push(stream),
+            Err(_) => return Some((listener, filling)),
+        }
+    }
+    None
 }

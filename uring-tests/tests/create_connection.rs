@@ -11,13 +11,12 @@
 use std::cell::RefCell;
 use std::future::Future as StdFuture;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Protocol, Transport};
-use uring_tests::{backend_tests, run_until};
+use uring_tests::{backend_tests, full_listener, run_until};
 
 /// Records what the transport tells it.
 #[derive(Debug, Default)]
@@ -70,23 +69,6 @@ fn connect(
 /// A loopback port with no listener (bound, then released).
 fn closed_port(ip: &str) -> u16 {
     TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
-/// A listener with a full backlog, plus the connections filling it: a connect to it hangs.
-/// `None` if the kernel accepts everything (then the caller skips, saying so).
-fn full_listener(addr: SocketAddr) -> Option<(TcpListener, Vec<TcpStream>)> {
-    let listener = TcpListener::bind(addr).unwrap();
-    // SAFETY: a valid listening socket's fd; listen(2) only changes its backlog.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-    let addr = listener.local_addr().unwrap();
-    let mut filling = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => filling.push(stream),
-            Err(_) => return Some((listener, filling)),
-        }
-    }
-    None
 }
 
 fn skip(test: &str, why: &str) {

@@ -24,13 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringloop::{BaseProtocol, Error, EventLoop, Hosts, Protocol, Server, ServerOptions, Transport};
-use uring_tests::{backend_tests, open_fds, run_until, spin};
+use uring_tests::{backend_tests, in_child, open_fds, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
-/// Set in the child process of [`in_child`].
-const CHILD_ENV: &str = "RINGLOOP_CREATE_SERVER_CHILD";
-
 /// What the servers' protocols saw, shared by every connection of one server.
 #[derive(Clone, Default)]
 struct Log {
@@ -163,34 +160,6 @@ fn has_ipv6_loopback() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
 }
 
-/// In the parent: runs this test alone in a child process and checks it passed (returns
-/// false). In the child: returns true, and the caller runs the body.
-fn in_child(lp: &EventLoop, test: &str) -> bool {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return true;
-    }
-    let name = format!("{test}::{}", lp.backend());
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawning the child test");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child {name} failed: {status}");
-            return false;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child {name} timed out");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Raises the soft `RLIMIT_NOFILE` to at least `want` (or the hard limit).
 fn raise_nofile(want: u64) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -271,7 +240,7 @@ backend_tests! {
                 }
             }
         } else {
-            eprintln!("SKIPPED the ::1 half of no_host_binds_every_family: no IPv6 loopback");
+            uring_tests::skipped(format_args!("the ::1 half of no_host_binds_every_family: no IPv6 loopback"));
         }
         let n = clients.len();
         assert!(run_until(lp, WAIT, || log.count("made") == n));

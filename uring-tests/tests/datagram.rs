@@ -285,7 +285,7 @@ backend_tests! {
 
     fn echo_round_trip_ipv6(lp) {
         if UdpSocket::bind("[::1]:0").is_err() {
-            eprintln!("SKIPPED echo_round_trip_ipv6: no IPv6 loopback");
+            uring_tests::skipped(format_args!("echo_round_trip_ipv6: no IPv6 loopback"));
             return;
         }
         echo_round_trip(lp, "::1");
@@ -440,7 +440,7 @@ backend_tests! {
         assert!(!transport.is_closing() && rec.borrow().lost.is_empty(), "not fatal");
         // The port comes alive: the same endpoint talks to it both ways.
         let Ok(peer) = UdpSocket::bind(dead) else {
-            eprintln!("SKIPPED the usable-after part: port {dead} was taken meanwhile");
+            uring_tests::skipped(format_args!("the usable-after part: port {dead} was taken meanwhile"));
             return;
         };
         peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();

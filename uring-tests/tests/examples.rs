@@ -28,7 +28,7 @@ const CLIENT_OUTPUT: &str =
 
 /// Prints a skip where the test harness does not capture it.
 fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    uring_tests::skipped(format_args!("{test}: {why}"));
 }
 
 /// The compiled example `name`, if it was built.

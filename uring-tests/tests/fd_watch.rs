@@ -122,6 +122,101 @@ fn ensure_fd_limit(needed: u64) -> bool {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
 }
 
+/// One direction of an fd watch, for the tests that do the same to readers and writers.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Reader,
+    Writer,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Reader => Side::Writer,
+            Side::Writer => Side::Reader,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::Reader => "reader",
+            Side::Writer => "writer",
+        }
+    }
+
+    fn add(self, lp: &EventLoop, fd: RawFd, callback: impl FnMut() + 'static) {
+        match self {
+            Side::Reader => lp.add_reader(fd, callback).unwrap(),
+            Side::Writer => lp.add_writer(fd, callback).unwrap(),
+        }
+    }
+
+    fn remove(self, lp: &EventLoop, fd: RawFd) -> bool {
+        match self {
+            Side::Reader => lp.remove_reader(fd),
+            Side::Writer => lp.remove_writer(fd),
+        }
+    }
+}
+
+/// BEHAVIOURS 44: a new `side` callback replaces the old one (cancelled: never runs again,
+/// its captures dropped at once) and keeps the other side's.
+fn add_again_replaces_and_keeps_the_other(lp: &EventLoop, side: Side) {
+    let (name, other_name) = (side.name(), side.other().name());
+    let (a, b) = socketpair();
+    let fd = a.as_raw_fd();
+    (&b).write_all(b"data").unwrap();
+    let token = Rc::new(());
+    let (first, second, other) = (counter(), counter(), counter());
+    {
+        let (token, first) = (token.clone(), first.clone());
+        side.add(lp, fd, move || {
+            let _keep = &token;
+            first.set(first.get() + 1);
+        });
+    }
+    side.other().add(lp, fd, bump(&other));
+    assert!(run_until(lp, WAIT, || first.get() >= 1 && other.get() >= 1));
+    side.add(lp, fd, bump(&second));
+    assert_eq!(Rc::strong_count(&token), 1, "the replaced {name}'s captures were kept");
+    let first_at_replace = first.get();
+    let other_at_replace = other.get();
+    assert!(
+        run_until(lp, WAIT, || second.get() >= 3 && other.get() >= other_at_replace + 3),
+        "after the replacement: second {name} {} calls, {other_name} {} new calls",
+        second.get(),
+        other.get() - other_at_replace
+    );
+    assert_eq!(first.get(), first_at_replace, "the replaced {name} ran again");
+    assert!(side.remove(lp, fd));
+    assert!(side.other().remove(lp, fd));
+}
+
+/// BEHAVIOURS 44: removing the `side` callback of an fd with both keeps the other working.
+fn remove_keeps_the_other(lp: &EventLoop, side: Side) {
+    let (a, b) = socketpair();
+    let fd = a.as_raw_fd();
+    (&b).write_all(b"data").unwrap();
+    let (reader, writer) = (counter(), counter());
+    lp.add_reader(fd, bump(&reader)).unwrap();
+    lp.add_writer(fd, bump(&writer)).unwrap();
+    assert!(run_until(lp, WAIT, || reader.get() >= 1 && writer.get() >= 1));
+    assert!(side.remove(lp, fd));
+    let (removed, kept) = match side {
+        Side::Reader => (&reader, &writer),
+        Side::Writer => (&writer, &reader),
+    };
+    let (r, k) = (removed.get(), kept.get());
+    assert!(
+        run_until(lp, WAIT, || kept.get() >= k + 3),
+        "{} stopped with the {}",
+        side.other().name(),
+        side.name()
+    );
+    assert_eq!(removed.get(), r, "the removed {} ran", side.name());
+    assert!(side.other().remove(lp, fd));
+}
+
 backend_tests! {
     // BEHAVIOURS 43
     fn reader_fires_on_readability(lp) {
@@ -204,98 +299,22 @@ backend_tests! {
     // BEHAVIOURS 44: a new reader replaces the old one (cancelled: never runs again, its
     // captures dropped at once) and keeps the writer.
     fn add_reader_again_replaces_and_keeps_writer(lp) {
-        let (a, b) = socketpair();
-        let fd = a.as_raw_fd();
-        (&b).write_all(b"data").unwrap();
-        let token = Rc::new(());
-        let (first, second, writer) = (counter(), counter(), counter());
-        {
-            let (token, first) = (token.clone(), first.clone());
-            lp.add_reader(fd, move || {
-                let _keep = &token;
-                first.set(first.get() + 1);
-            })
-            .unwrap();
-        }
-        lp.add_writer(fd, bump(&writer)).unwrap();
-        assert!(run_until(lp, WAIT, || first.get() >= 1 && writer.get() >= 1));
-        lp.add_reader(fd, bump(&second)).unwrap();
-        assert_eq!(Rc::strong_count(&token), 1, "the replaced reader's captures were kept");
-        let first_at_replace = first.get();
-        let writer_at_replace = writer.get();
-        assert!(
-            run_until(lp, WAIT, || second.get() >= 3 && writer.get() >= writer_at_replace + 3),
-            "after the replacement: second reader {} calls, writer {} new calls",
-            second.get(),
-            writer.get() - writer_at_replace
-        );
-        assert_eq!(first.get(), first_at_replace, "the replaced reader ran again");
-        assert!(lp.remove_reader(fd));
-        assert!(lp.remove_writer(fd));
+        add_again_replaces_and_keeps_the_other(lp, Side::Reader);
     }
 
     // BEHAVIOURS 44: writers behave the same way.
     fn add_writer_again_replaces_and_keeps_reader(lp) {
-        let (a, b) = socketpair();
-        let fd = a.as_raw_fd();
-        (&b).write_all(b"data").unwrap();
-        let token = Rc::new(());
-        let (first, second, reader) = (counter(), counter(), counter());
-        {
-            let (token, first) = (token.clone(), first.clone());
-            lp.add_writer(fd, move || {
-                let _keep = &token;
-                first.set(first.get() + 1);
-            })
-            .unwrap();
-        }
-        lp.add_reader(fd, bump(&reader)).unwrap();
-        assert!(run_until(lp, WAIT, || first.get() >= 1 && reader.get() >= 1));
-        lp.add_writer(fd, bump(&second)).unwrap();
-        assert_eq!(Rc::strong_count(&token), 1, "the replaced writer's captures were kept");
-        let first_at_replace = first.get();
-        let reader_at_replace = reader.get();
-        assert!(
-            run_until(lp, WAIT, || second.get() >= 3 && reader.get() >= reader_at_replace + 3),
-            "after the replacement: second writer {} calls, reader {} new calls",
-            second.get(),
-            reader.get() - reader_at_replace
-        );
-        assert_eq!(first.get(), first_at_replace, "the replaced writer ran again");
-        assert!(lp.remove_writer(fd));
-        assert!(lp.remove_reader(fd));
+        add_again_replaces_and_keeps_the_other(lp, Side::Writer);
     }
 
     // BEHAVIOURS 44: removing the reader of an fd with both keeps the writer working.
     fn remove_reader_keeps_writer(lp) {
-        let (a, b) = socketpair();
-        let fd = a.as_raw_fd();
-        (&b).write_all(b"data").unwrap();
-        let (reader, writer) = (counter(), counter());
-        lp.add_reader(fd, bump(&reader)).unwrap();
-        lp.add_writer(fd, bump(&writer)).unwrap();
-        assert!(run_until(lp, WAIT, || reader.get() >= 1 && writer.get() >= 1));
-        assert!(lp.remove_reader(fd));
-        let (r, w) = (reader.get(), writer.get());
-        assert!(run_until(lp, WAIT, || writer.get() >= w + 3), "writer stopped with the reader");
-        assert_eq!(reader.get(), r, "the removed reader ran");
-        assert!(lp.remove_writer(fd));
+        remove_keeps_the_other(lp, Side::Reader);
     }
 
     // BEHAVIOURS 44: and the other way round.
     fn remove_writer_keeps_reader(lp) {
-        let (a, b) = socketpair();
-        let fd = a.as_raw_fd();
-        (&b).write_all(b"data").unwrap();
-        let (reader, writer) = (counter(), counter());
-        lp.add_reader(fd, bump(&reader)).unwrap();
-        lp.add_writer(fd, bump(&writer)).unwrap();
-        assert!(run_until(lp, WAIT, || reader.get() >= 1 && writer.get() >= 1));
-        assert!(lp.remove_writer(fd));
-        let (r, w) = (reader.get(), writer.get());
-        assert!(run_until(lp, WAIT, || reader.get() >= r + 3), "reader stopped with the writer");
-        assert_eq!(writer.get(), w, "the removed writer ran");
-        assert!(lp.remove_reader(fd));
+        remove_keeps_the_other(lp, Side::Writer);
     }
 
     // BEHAVIOURS 45: handles cannot be cancelled by hand here (add_reader returns none), so a
@@ -813,7 +832,7 @@ backend_tests! {
     fn thousand_socketpairs_all_fire(lp) {
         const N: usize = 1000;
         if !ensure_fd_limit(8192) {
-            eprintln!("SKIPPED thousand_socketpairs_all_fire: RLIMIT_NOFILE too low for {N} pairs");
+            uring_tests::skipped(format_args!("thousand_socketpairs_all_fire: RLIMIT_NOFILE too low for {N} pairs"));
             return;
         }
         let fired = Rc::new(RefCell::new(vec![0usize; N]));

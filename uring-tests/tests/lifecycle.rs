@@ -118,17 +118,21 @@ backend_tests! {
     fn running_another_loop_inside_a_running_loop_is_refused(lp) {
         let other = EventLoop::with_backend(lp.backend()).unwrap();
         let results = Rc::new(RefCell::new(Vec::new()));
+        // The callback's asserts panic into the exception handler: seen here, and the stop
+        // comes first so that a failing one cannot hang the loop.
+        let reports = capture_exceptions(lp);
         let (sink, b, a) = (results.clone(), other.clone(), lp.clone());
         lp.call_soon(move || {
+            a.stop();
             sink.borrow_mut().push(b.run_forever());
             sink.borrow_mut().push(b.run_until_complete(async {}));
             assert!(!b.is_running(), "B must not be marked running");
             let running = ringloop::get_running_loop().unwrap();
             assert!(same_loop(&running, &a), "get_running_loop must still give A");
-            a.stop();
         })
         .unwrap();
         lp.run_forever().unwrap();
+        assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
         assert_eq!(results.borrow().len(), 2);
         for r in results.borrow().iter() {
             match r {
@@ -464,11 +468,11 @@ backend_tests! {
         let seen = Rc::new(Cell::new(0));
         let (sink, me) = (seen.clone(), lp.clone());
         lp.call_soon(move || {
+            me.stop(); // first: a failing assert below must not hang the loop
             let running = ringloop::get_running_loop().unwrap();
             assert!(running.is_running());
             assert!(same_loop(&running, &me));
             sink.set(sink.get() + 1);
-            me.stop();
         })
         .unwrap();
         lp.run_forever().unwrap();
@@ -593,7 +597,7 @@ fn new_event_loop_returns_a_fresh_idle_loop() {
     let _clear = ClearCurrentLoop;
     let a = match ringloop::new_event_loop() {
         Err(Error::Unsupported(why)) => {
-            println!("SKIPPED new_event_loop_returns_a_fresh_idle_loop: {why}");
+            uring_tests::skipped(format_args!("new_event_loop_returns_a_fresh_idle_loop: {why}"));
             return;
         }
         other => other.unwrap(),
@@ -627,7 +631,9 @@ fn run_returns_the_output_cancels_leftover_tasks_and_closes() {
     });
     let (lp, output) = match result {
         Err(Error::Unsupported(why)) => {
-            println!("SKIPPED run_returns_the_output_cancels_leftover_tasks_and_closes: {why}");
+            uring_tests::skipped(format_args!(
+                "run_returns_the_output_cancels_leftover_tasks_and_closes: {why}"
+            ));
             return;
         }
         other => other.unwrap(),

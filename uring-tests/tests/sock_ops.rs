@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use ringloop::{Error, EventLoop, Task};
 use socket2::{Domain, SockAddr, Socket, Type};
-use uring_tests::{backend_tests, open_fds, run_ready, run_until, socketpair};
+use uring_tests::{
+    backend_tests, full_listener, in_child, open_fds, run_ready, run_until, socketpair,
+};
 
 /// Runs `future` on `lp` with a 20 s watchdog.
 fn run<T: 'static>(lp: &EventLoop, future: impl StdFuture<Output = T> + 'static) -> T {
@@ -62,23 +64,6 @@ fn tcp_pair(lp: &EventLoop) -> (Rc<Socket>, Rc<TcpStream>) {
     assert_eq!(Some(from), client.local_addr().unwrap().as_socket());
     server.set_nonblocking(true).unwrap();
     (client, Rc::new(server))
-}
-
-/// A listener with a full backlog, plus the connections filling it; `None` if the kernel
-/// accepts everything (the caller then skips, saying so).
-fn full_listener() -> Option<(TcpListener, Vec<TcpStream>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: a valid listening socket's fd; listen(2) only changes its backlog.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-    let addr = listener.local_addr().unwrap();
-    let mut filling = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => filling.push(stream),
-            Err(_) => return Some((listener, filling)),
-        }
-    }
-    None
 }
 
 /// The expected error for a blocking socket.
@@ -231,8 +216,8 @@ backend_tests! {
 
     /// Item 53: cancel a `sock_connect` in progress, then retry: the retry connects.
     fn item53_cancelled_connect_then_retry(lp) {
-        let Some((listener, filling)) = full_listener() else {
-            eprintln!("SKIPPED item53: the kernel accepted every connect");
+        let Some((listener, filling)) = full_listener("127.0.0.1:0".parse().unwrap()) else {
+            uring_tests::skipped(format_args!("item53: the kernel accepted every connect"));
             return;
         };
         let addr = listener.local_addr().unwrap();
@@ -522,23 +507,4 @@ fn round(lp: &EventLoop, listener: &Rc<Socket>, at: SocketAddr) {
 /// Runs the loop for a few tens of milliseconds.
 fn spin_a_bit(lp: &EventLoop) {
     uring_tests::spin(lp, 0.05);
-}
-
-const CHILD_ENV: &str = "RINGLOOP_SOCK_OPS_CHILD";
-
-/// In the parent: runs this test alone in a child process and checks it passed (returns
-/// false). In the child: returns true, and the caller runs the body.
-fn in_child(lp: &EventLoop, test: &str) -> bool {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return true;
-    }
-    let name = format!("{test}::{}", lp.backend());
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("running the child test");
-    assert!(status.success(), "child {name} failed: {status}");
-    false
 }

@@ -34,7 +34,7 @@ use std::thread;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
-use uring_tests::{backend_tests, capture_error_texts, run_until, spin};
+use uring_tests::{backend_tests, capture_error_texts, linger_zero, run_until, spin};
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
 /// its big lock across `io_uring_enter`, so a peer thread reading megabytes gets too little
@@ -628,18 +628,7 @@ backend_tests! {
         tr.write(&[1u8; 100_000]).unwrap();
         spin(lp, QUIET);
         assert!(tr.get_write_buffer_size() > 0);
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: `linger` is a valid SO_LINGER value of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                peer.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        linger_zero(peer.as_raw_fd());
         drop(peer);
         wait_lost(lp, &proto);
         let p = proto.borrow();
@@ -700,18 +689,7 @@ backend_tests! {
         let errors = capture_error_texts(lp);
         let (peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: `linger` is a valid SO_LINGER value of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                peer.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        linger_zero(peer.as_raw_fd());
         drop(peer);
         wait_lost(lp, &proto);
         spin(lp, QUIET);

@@ -591,18 +591,7 @@ async fn join<T: Send + 'static>(lp: &EventLoop, thread: std::thread::JoinHandle
 /// Closes `peer` with an RST (`SO_LINGER` 0).
 fn reset(peer: TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: a valid socket fd and a `linger` of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            peer.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    uring_tests::linger_zero(peer.as_raw_fd());
     let _ = (&peer).write(b"");
     drop(peer);
 }

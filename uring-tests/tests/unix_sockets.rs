@@ -21,19 +21,16 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringloop::{
     BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Server, StreamReader, StreamWriter,
     Transport, UnixConnectOptions, UnixPath, UnixServerOptions,
 };
-use uring_tests::{backend_tests, capture_exceptions, open_fds, run_until, spin};
+use uring_tests::{backend_tests, capture_exceptions, in_child, open_fds, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
-/// Set in the child process of [`in_child`].
-const CHILD_ENV: &str = "RINGLOOP_UNIX_SOCKETS_CHILD";
-
 /// What a connection's protocol saw.
 #[derive(Clone, Debug, PartialEq)]
 enum Ev {
@@ -271,34 +268,6 @@ fn read_while_running(lp: &EventLoop, peer: &mut UnixStream, want: usize) -> Vec
     };
     assert!(run_until(lp, WAIT, done), "the peer read {} bytes", got.borrow().len());
     got.into_inner()
-}
-
-/// In the parent: runs this test alone in a child process and checks it passed (returns
-/// false). In the child: returns true, and the caller runs the body.
-fn in_child(lp: &EventLoop, test: &str) -> bool {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return true;
-    }
-    let name = format!("{test}::{}", lp.backend());
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawning the child test");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child {name} failed: {status}");
-            return false;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child {name} timed out");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A connected pair made by the calls under test: (server log, client log, client transport).

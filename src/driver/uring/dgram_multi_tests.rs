@@ -133,7 +133,10 @@ fn a_receive_error_ends_the_op_and_a_new_one_receives_again() {
 fn tiny_dgram_ring(size: usize) -> Option<UringDriver<u32>> {
     let mut d = super::tests::ring::<u32>(&[])?;
     if !d.features().contains(&"multishot_recvmsg") {
-        eprintln!("SKIPPED datagram ring test: the kernel has no multishot recvmsg");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED datagram ring test: the kernel has no multishot recvmsg\n",
+        );
         return None;
     }
     d.multi.dgram_shape = Some((2, size));
