@@ -178,6 +178,7 @@ impl EventLoop {
                 OpOwner::Stream { ref core, op } => core.clone().on_completion(op, completion),
                 OpOwner::Datagram { ref core, op } => core.clone().on_completion(op, completion),
                 OpOwner::Pipe(owner) => owner.on_completion(completion.result, completion.op),
+                OpOwner::Close => {}
             }
         }
         *self.inner.completions.borrow_mut() = completions;

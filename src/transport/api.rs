@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::dispatch::{adapt, Dispatcher, Event, StreamProtocol, TransportCore};
 use super::flow_control::WriteBuffer;
+use super::loop_fd::LoopFd;
 use super::stream::{ReadState, StreamCore, StreamState, Transport, WriteEof};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -31,12 +32,11 @@ impl Transport {
                 let _ = socket.set_nodelay(true);
             }
         }
+        let (peername, sockname) = (socket.peer_addr().ok(), socket.local_addr().ok());
         let core = Rc::new(StreamCore {
-            event_loop: Rc::downgrade(&event_loop.inner),
-            raw_fd: fd.as_raw_fd(),
-            peername: socket.peer_addr().ok(),
-            sockname: socket.local_addr().ok(),
-            fd: RefCell::new(Some(fd)),
+            fd: LoopFd::new(event_loop, fd),
+            peername,
+            sockname,
             state: Cell::new(StreamState::Open),
             read: Cell::new(ReadState::Reading),
             recv_op: Cell::new(None),
@@ -233,7 +233,7 @@ impl Transport {
 
     /// The socket's fd while open.
     pub fn socket_fd(&self) -> Option<RawFd> {
-        ExtraInfo::raw_fd(&self.core.fd)
+        self.core.fd.open_fd()
     }
 
     /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
@@ -253,7 +253,7 @@ impl Transport {
     /// `call_soon`, if that already happened). For servers tracking their connections.
     pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
         let core = &self.core;
-        if core.state.get() == StreamState::Closed && core.fd.borrow().is_none() {
+        if core.state.get() == StreamState::Closed && !core.fd.is_open() {
             if let Some(event_loop) = core.event_loop() {
                 let _ = event_loop.call_soon(hook);
             }
@@ -302,19 +302,14 @@ impl ExtraInfo {
         name: &str,
         peername: &Option<socket2::SockAddr>,
         sockname: &Option<socket2::SockAddr>,
-        fd: &RefCell<Option<OwnedFd>>,
+        fd: &LoopFd,
     ) -> Option<ExtraInfo> {
         match name {
             "peername" => peername.clone().map(ExtraInfo::Address),
             "sockname" => sockname.clone().map(ExtraInfo::Address),
-            "socket" => ExtraInfo::raw_fd(fd).map(ExtraInfo::Fd),
+            "socket" => fd.open_fd().map(ExtraInfo::Fd),
             _ => None,
         }
-    }
-
-    /// The number of a transport's fd while it is open.
-    pub(crate) fn raw_fd(fd: &RefCell<Option<OwnedFd>>) -> Option<RawFd> {
-        fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
     }
 }
 
@@ -324,7 +319,7 @@ impl fmt::Debug for Transport {
         write!(
             f,
             "<Transport fd={} {:?} read={:?} write_buffer={}>",
-            core.raw_fd,
+            core.fd.raw(),
             core.state.get(),
             core.read.get(),
             core.write.borrow().len()

@@ -26,26 +26,27 @@
 //! estimate) against asyncio's water marks.
 //!
 //! Closing: as the stream transport, `connection_lost` is scheduled with `call_soon`, then the
-//! socket is closed by an `Op::Close` ordered behind every op submitted before it.
+//! socket is closed by its [`LoopFd`]: an `Op::Close` ordered behind every op submitted before
+//! it.
 
 // The module split: this file is the state machine and the completions; the public methods
 // are in `datagram_api.rs`; protocol calls go through `dispatch.rs`, as for every transport.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::dispatch::{DatagramEvent, Dispatcher, TransportCore};
 use super::flow_control::SendQueue;
+use super::loop_fd::LoopFd;
 use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Completion, Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::Error;
-use crate::event_loop::{EventLoop, Inner, OpOwner};
+use crate::event_loop::{EventLoop, OpOwner};
 
 /// The transport's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,18 +66,12 @@ pub(crate) enum DatagramOp {
     Recv,
     /// The `SendMsg`.
     Send,
-    /// The close of the socket.
-    Close,
 }
 
 /// The shared state of a datagram transport.
 pub(crate) struct DatagramCore {
-    /// The loop.
-    pub(super) event_loop: Weak<Inner>,
-    /// The socket; `None` once closed.
-    pub(super) fd: RefCell<Option<OwnedFd>>,
-    /// Its number, for ops and messages.
-    pub(super) raw_fd: RawFd,
+    /// The socket and its loop.
+    pub(super) fd: LoopFd,
     /// Lifecycle.
     pub(super) state: Cell<DatagramState>,
     /// The persistent receive in flight.
@@ -99,19 +94,14 @@ pub(crate) struct DatagramCore {
 }
 
 impl DatagramCore {
+    #[inline]
     pub(super) fn event_loop(&self) -> Option<EventLoop> {
-        self.event_loop.upgrade().map(|inner| EventLoop { inner })
+        self.fd.event_loop()
     }
 
+    #[inline]
     fn submit(self: &Rc<Self>, op: Op, kind: DatagramOp) -> Option<OpId> {
-        let owner = OpOwner::Datagram { core: self.clone(), op: kind };
-        self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
-    }
-
-    fn cancel(&self, slot: &Cell<Option<OpId>>) {
-        if let (Some(id), Some(event_loop)) = (slot.take(), self.event_loop()) {
-            event_loop.with_driver(|driver| driver.cancel(id));
-        }
+        self.fd.submit(op, OpOwner::Datagram { core: self.clone(), op: kind })
     }
 
     /// Keeps one `RecvMsgMulti` in flight while open.
@@ -119,7 +109,7 @@ impl DatagramCore {
         if self.recv_op.get().is_some() || self.state.get() != DatagramState::Open {
             return;
         }
-        let id = self.submit(Op::RecvMsgMulti { fd: self.raw_fd }, DatagramOp::Recv);
+        let id = self.submit(Op::RecvMsgMulti { fd: self.fd.raw() }, DatagramOp::Recv);
         self.recv_op.set(id);
     }
 
@@ -132,7 +122,7 @@ impl DatagramCore {
             Some((data, to)) => SendMsgBuf::new(data.clone(), to.as_ref()),
             None => return,
         };
-        let id = self.submit(Op::SendMsg { fd: self.raw_fd, msg }, DatagramOp::Send);
+        let id = self.submit(Op::SendMsg { fd: self.fd.raw(), msg }, DatagramOp::Send);
         self.send_op.set(id);
     }
 
@@ -168,7 +158,7 @@ impl DatagramCore {
     }
 
     fn send_error(&self, err: io::Error) -> Error {
-        Error::io(format!("sendto on fd {}", self.raw_fd), err)
+        Error::io(format!("sendto on fd {}", self.fd.raw()), err)
     }
 
     /// Queues a datagram, keeps a send in flight, pauses the protocol past the high mark.
@@ -191,7 +181,6 @@ impl DatagramCore {
                 self.send_op.set(None);
                 self.on_send(done.result);
             }
-            DatagramOp::Close => {}
         }
         self.flush_deferred_later();
     }
@@ -215,16 +204,16 @@ impl DatagramCore {
                 let why = format!(
                     "recvfrom on fd {}: a datagram longer than the {DATAGRAM_CAPACITY}-byte \
                      receive buffer was dropped",
-                    self.raw_fd,
+                    self.fd.raw(),
                 );
                 self.notify(DatagramEvent::Error(Error::io(why, err)));
             }
             Err(err) if is_fatal(&err) => {
-                let error = Error::io(format!("recvfrom on fd {}", self.raw_fd), err);
+                let error = Error::io(format!("recvfrom on fd {}", self.fd.raw()), err);
                 return self.force_close(Some(error));
             }
             Err(err) => {
-                let error = Error::io(format!("recvfrom on fd {}", self.raw_fd), err);
+                let error = Error::io(format!("recvfrom on fd {}", self.fd.raw()), err);
                 self.notify(DatagramEvent::Error(error));
             }
         }
@@ -257,7 +246,7 @@ impl DatagramCore {
             return;
         }
         self.state.set(DatagramState::Closing);
-        self.cancel(&self.recv_op);
+        self.fd.cancel(&self.recv_op);
         if self.queue.borrow().is_empty() && self.send_op.get().is_none() {
             self.finish(None);
         }
@@ -274,8 +263,8 @@ impl DatagramCore {
     /// Enters `Closed`: cancels what is in flight, schedules `connection_lost`, then the close.
     fn finish(self: &Rc<Self>, error: Option<Error>) {
         self.state.set(DatagramState::Closed);
-        self.cancel(&self.recv_op);
-        self.cancel(&self.send_op);
+        self.fd.cancel(&self.recv_op);
+        self.fd.cancel(&self.send_op);
         let Some(event_loop) = self.event_loop() else { return self.close_fd() };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
@@ -288,14 +277,10 @@ impl DatagramCore {
         }
     }
 
-    /// Closes the socket through the driver, ordered after every op submitted before it.
-    fn close_fd(self: &Rc<Self>) {
-        let Some(fd) = self.fd.borrow_mut().take() else { return };
-        let Some(event_loop) = self.event_loop() else { return drop(fd) };
-        let owner = OpOwner::Datagram { core: self.clone(), op: DatagramOp::Close };
-        // The op owns the fd from here on; without a driver the closure drops it (closing it).
-        event_loop
-            .with_driver(move |driver| driver.submit(Op::Close { fd: fd.into_raw_fd() }, owner));
+    /// Closes the socket through the driver ([`LoopFd::close`]): what is still in flight is
+    /// cancelled, and the close ordered after it.
+    fn close_fd(&self) {
+        self.fd.close(&[&self.recv_op, &self.send_op]);
     }
 }
 
@@ -313,9 +298,9 @@ impl TransportCore for DatagramCore {
     /// A protocol callback that panicked is fatal for the endpoint: reported to the exception
     /// handler, then the transport is force-closed with it.
     fn report_protocol_failures(self: &Rc<Self>) {
-        let transport = || format!("<DatagramTransport fd={}>", self.raw_fd);
+        let transport = || format!("<DatagramTransport fd={}>", self.fd.raw());
         let event_loop = || DatagramCore::event_loop(self);
-        if let Some(error) = self.dispatcher.report_failures(event_loop, self.raw_fd, transport) {
+        if let Some(error) = self.dispatcher.report_failures(event_loop, self.fd.raw(), transport) {
             self.force_close(Some(error));
         }
     }

@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use socket2::SockAddr;
 use super::datagram::{DatagramCore, DatagramState};
 use super::dispatch::{DatagramEvent, Dispatcher, PlainDatagram, TransportCore};
 use super::flow_control::SendQueue;
+use super::loop_fd::LoopFd;
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -38,13 +39,12 @@ impl DatagramTransport {
     ) -> Result<DatagramTransport> {
         event_loop.check_open()?;
         let socket = socket2::SockRef::from(&fd);
+        let (sockname, peername) = (socket.local_addr().ok(), socket.peer_addr().ok());
         let core = Rc::new(DatagramCore {
-            event_loop: Rc::downgrade(&event_loop.inner),
-            raw_fd: fd.as_raw_fd(),
-            sockname: socket.local_addr().ok(),
-            peername: socket.peer_addr().ok(),
+            fd: LoopFd::new(event_loop, fd),
+            sockname,
+            peername,
             address,
-            fd: RefCell::new(Some(fd)),
             state: Cell::new(DatagramState::Open),
             recv_op: Cell::new(None),
             queue: RefCell::new(SendQueue::default()),
@@ -160,7 +160,7 @@ impl DatagramTransport {
 
     /// The socket's fd while open.
     pub fn socket_fd(&self) -> Option<RawFd> {
-        ExtraInfo::raw_fd(&self.core.fd)
+        self.core.fd.open_fd()
     }
 
     /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
@@ -200,7 +200,7 @@ impl fmt::Debug for DatagramTransport {
         write!(
             f,
             "<DatagramTransport fd={} {:?} write_buffer={}>",
-            core.raw_fd,
+            core.fd.raw(),
             core.state.get(),
             core.queue.borrow().size()
         )

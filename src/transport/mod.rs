@@ -5,6 +5,7 @@ mod datagram;
 mod datagram_api;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
+pub(crate) mod loop_fd;
 mod pipe;
 mod pipe_read;
 mod pipe_write;

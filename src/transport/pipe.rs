@@ -1,5 +1,6 @@
-//! What the pipe transports share: the fd and its loop, the driver owner of their ops, the
-//! checks and the non-blocking switch that `connect_read_pipe`/`connect_write_pipe` apply.
+//! What the pipe transports share: the driver owner of their ops, the checks and the
+//! non-blocking switch that `connect_read_pipe`/`connect_write_pipe` apply. The fd and its
+//! loop are a [`LoopFd`].
 //!
 //! # Non-blocking pipes
 //! asyncio's selector loop sets a pipe non-blocking; ringloop does so on **both** backends.
@@ -11,18 +12,18 @@
 //! description, so it is shared with every other holder of the pipe (a child process that
 //! inherited it, for instance), as in asyncio.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::rc::{Rc, Weak};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 
 use super::dispatch::TransportCore;
+use super::loop_fd::LoopFd;
 use super::pipe_read::ReadCore;
 use super::pipe_write::{WriteCore, WriteOp};
-use super::ExtraInfo;
-use crate::driver::{Op, OpId};
+use crate::driver::Op;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
+use crate::event_loop::{EventLoop, OpOwner};
 
 /// Whose op completed, for a pipe transport (held by the driver as the op's owner).
 #[derive(Clone)]
@@ -33,8 +34,13 @@ pub(crate) enum PipeOwner {
     ReadPoll(Rc<ReadCore>),
     /// An op of a write pipe.
     Write(Rc<WriteCore>, WriteOp),
-    /// The final close of a pipe's fd: nobody waits for it.
-    Close,
+}
+
+impl From<PipeOwner> for OpOwner {
+    #[inline]
+    fn from(owner: PipeOwner) -> OpOwner {
+        OpOwner::Pipe(owner)
+    }
 }
 
 impl PipeOwner {
@@ -44,7 +50,6 @@ impl PipeOwner {
             PipeOwner::Read(core) => core.on_read(result, op),
             PipeOwner::ReadPoll(core) => core.on_first_poll(result),
             PipeOwner::Write(core, which) => core.on_completion(which, result),
-            PipeOwner::Close => {}
         }
     }
 }
@@ -94,13 +99,13 @@ pub(super) async fn connect<C: TransportCore, P>(
     call: &str,
     pipe: OwnedFd,
     protocol_factory: impl FnOnce() -> P,
-    build: impl FnOnce(PipeFd, PipeKind, Rc<RefCell<P>>) -> C,
+    build: impl FnOnce(LoopFd, PipeKind, Rc<RefCell<P>>) -> C,
     start: impl FnOnce(&Rc<C>, PipeKind) + 'static,
 ) -> Result<(Rc<C>, Rc<RefCell<P>>)> {
     event_loop.check_open()?;
     let kind = prepare(&pipe, call)?;
     let protocol = Rc::new(RefCell::new(protocol_factory()));
-    let core = Rc::new(build(PipeFd::new(event_loop, pipe), kind, protocol.clone()));
+    let core = Rc::new(build(LoopFd::new(event_loop, pipe), kind, protocol.clone()));
     let made = event_loop.create_future::<()>();
     let (starter, done) = (core.clone(), made.clone());
     event_loop.call_soon(move || {
@@ -125,68 +130,4 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The fd of a pipe transport and the loop it runs on.
-pub(super) struct PipeFd {
-    /// The loop.
-    pub(super) event_loop: Weak<Inner>,
-    /// The pipe; `None` once its close was submitted.
-    pub(super) fd: RefCell<Option<OwnedFd>>,
-    /// Its number, for ops and logs.
-    pub(super) raw_fd: RawFd,
-}
-
-impl PipeFd {
-    pub(super) fn new(event_loop: &EventLoop, fd: OwnedFd) -> PipeFd {
-        PipeFd {
-            event_loop: Rc::downgrade(&event_loop.inner),
-            raw_fd: fd.as_raw_fd(),
-            fd: RefCell::new(Some(fd)),
-        }
-    }
-
-    pub(super) fn event_loop(&self) -> Option<EventLoop> {
-        self.event_loop.upgrade().map(|inner| EventLoop { inner })
-    }
-
-    /// Submits `op` for `owner`; `None` if the loop is gone.
-    pub(super) fn submit(&self, op: Op, owner: PipeOwner) -> Option<OpId> {
-        self.event_loop()?.with_driver(|driver| driver.submit(op, OpOwner::Pipe(owner)))
-    }
-
-    /// Cancels the op in `slot`, if any.
-    pub(super) fn cancel(&self, slot: &Cell<Option<OpId>>) {
-        if let Some(id) = slot.take() {
-            if let Some(event_loop) = self.event_loop() {
-                event_loop.with_driver(|driver| driver.cancel(id));
-            }
-        }
-    }
-
-    /// Closes the fd through the driver: an `Op::Close` is ordered after every op submitted
-    /// before it (a cancelled read or write), so none can reach a file that reuses the number.
-    /// Without a loop (or driver) the fd is closed here.
-    pub(super) fn close(&self) {
-        let Some(fd) = self.fd.borrow_mut().take() else { return };
-        let Some(event_loop) = self.event_loop() else { return drop(fd) };
-        // The op owns the fd from here on; if the driver is gone the closure, and the fd with
-        // it, is dropped unused, which closes it.
-        event_loop.with_driver(move |driver| {
-            driver.submit(Op::Close { fd: fd.into_raw_fd() }, OpOwner::Pipe(PipeOwner::Close))
-        });
-    }
-
-    /// The fd while open (`get_extra_info("pipe")`).
-    pub(super) fn raw(&self) -> Option<RawFd> {
-        ExtraInfo::raw_fd(&self.fd)
-    }
-
-    /// Sends `context` (with the transport and fd filled in) to the exception handler.
-    pub(super) fn report(&self, mut context: ExceptionContext, transport: impl Fn() -> String) {
-        let Some(event_loop) = self.event_loop() else { return };
-        context.transport = Some(transport());
-        context.fd = Some(self.raw_fd);
-        event_loop.call_exception_handler(context);
-    }
 }

@@ -28,7 +28,8 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use super::dispatch::{adapt_for, Dispatcher, Event, TransportCore};
-use super::pipe::{self, PipeFd, PipeKind, PipeOwner};
+use super::loop_fd::LoopFd;
+use super::pipe::{self, PipeKind, PipeOwner};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
@@ -59,7 +60,7 @@ enum ReadState {
 /// The shared state of a read pipe transport.
 pub(crate) struct ReadCore {
     /// The pipe and its loop.
-    pipe: PipeFd,
+    pipe: LoopFd,
     /// Lifecycle.
     state: Cell<PipeState>,
     /// Read side.
@@ -124,7 +125,7 @@ impl ReadTransport {
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {
-            "pipe" => self.core.pipe.raw().map(ExtraInfo::Fd),
+            "pipe" => self.core.pipe.open_fd().map(ExtraInfo::Fd),
             _ => None,
         }
     }
@@ -149,7 +150,7 @@ impl fmt::Debug for ReadTransport {
 impl ReadCore {
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (state, read) = (self.state.get(), self.read.get());
-        write!(f, "<ReadTransport fd={} {state:?} {read:?}>", self.pipe.raw_fd)
+        write!(f, "<ReadTransport fd={} {state:?} {read:?}>", self.pipe.raw())
     }
 
     fn transport(self: &Rc<Self>) -> ReadTransport {
@@ -164,14 +165,14 @@ impl ReadCore {
             return;
         }
         if self.poll_first.get() {
-            let op = Op::Poll { fd: self.pipe.raw_fd, interest: Interest::READ };
+            let op = Op::Poll { fd: self.pipe.raw(), interest: Interest::READ };
             self.read_op.set(self.pipe.submit(op, PipeOwner::ReadPoll(self.clone())));
             return;
         }
         // Zeroed once and reused: memcheck cannot see the kernel's writes through io_uring.
         let mut buf = self.spare.take().unwrap_or_else(|| vec![0; READ_SIZE]);
         buf.clear();
-        let op = Op::Read { fd: self.pipe.raw_fd, buf };
+        let op = Op::Read { fd: self.pipe.raw(), buf };
         self.read_op.set(self.pipe.submit(op, PipeOwner::Read(self.clone())));
     }
 
@@ -234,7 +235,7 @@ impl ReadCore {
 
     /// asyncio's `_fatal_error(exc, 'Fatal read error on pipe transport')`.
     fn fatal_error(self: &Rc<Self>, err: io::Error) {
-        let error = Error::io(format!("read from pipe fd {}", self.pipe.raw_fd), err);
+        let error = Error::io(format!("read from pipe fd {}", self.pipe.raw()), err);
         if error.io_error().and_then(io::Error::raw_os_error) == Some(libc::EIO) {
             log::debug!(target: "ringloop", "{self:?}: EIO (the PTY's other side is closed)");
         } else {
@@ -257,7 +258,7 @@ impl ReadCore {
 
     fn check_panic(self: &Rc<Self>) -> Option<Error> {
         let transport = || format!("{self:?}");
-        self.dispatcher.report_failures(|| self.pipe.event_loop(), self.pipe.raw_fd, transport)
+        self.dispatcher.report_failures(|| self.pipe.event_loop(), self.pipe.raw(), transport)
     }
 
     fn resume(self: &Rc<Self>) {
@@ -291,15 +292,17 @@ impl ReadCore {
 
     /// Schedules `connection_lost(error)`, then the close of the fd.
     fn schedule_lost(self: &Rc<Self>, error: Option<Error>) {
-        let Some(event_loop) = self.pipe.event_loop() else { return self.pipe.close() };
+        let Some(event_loop) = self.pipe.event_loop() else {
+            return self.pipe.close(&[&self.read_op]);
+        };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
             core.notify(Event::Lost(error));
-            core.pipe.close();
+            core.pipe.close(&[&core.read_op]);
             core.flush_deferred_later();
         });
         if scheduled.is_err() {
-            self.pipe.close();
+            self.pipe.close(&[&self.read_op]);
         }
     }
 }

@@ -29,7 +29,8 @@ use bytes::Bytes;
 
 use super::dispatch::{Base, Dispatcher, Event, TransportCore};
 use super::flow_control::WriteBuffer;
-use super::pipe::{self, PipeFd, PipeKind, PipeOwner};
+use super::loop_fd::LoopFd;
+use super::pipe::{self, PipeKind, PipeOwner};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
@@ -63,7 +64,7 @@ pub(crate) enum WriteOp {
 /// The shared state of a write pipe transport.
 pub(crate) struct WriteCore {
     /// The pipe and its loop.
-    pipe: PipeFd,
+    pipe: LoopFd,
     /// Lifecycle.
     state: Cell<WriteState>,
     /// Bytes accepted by `write` and not yet written, with the water marks.
@@ -171,7 +172,7 @@ impl WriteTransport {
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {
-            "pipe" => self.core.pipe.raw().map(ExtraInfo::Fd),
+            "pipe" => self.core.pipe.open_fd().map(ExtraInfo::Fd),
             _ => None,
         }
     }
@@ -198,7 +199,7 @@ impl fmt::Debug for WriteTransport {
 
 impl fmt::Debug for WriteCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (fd, state, len) = (self.pipe.raw_fd, self.state.get(), self.write.borrow().len());
+        let (fd, state, len) = (self.pipe.raw(), self.state.get(), self.write.borrow().len());
         write!(f, "<WriteTransport fd={fd} {state:?} write_buffer={len}>")
     }
 }
@@ -246,7 +247,7 @@ impl WriteCore {
         loop {
             // SAFETY: reads `data.len()` initialised bytes of a live slice; the fd is the
             // transport's own, open while the state is `Open`.
-            let n = unsafe { libc::write(self.pipe.raw_fd, data.as_ptr().cast(), data.len()) };
+            let n = unsafe { libc::write(self.pipe.raw(), data.as_ptr().cast(), data.len()) };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -270,7 +271,7 @@ impl WriteCore {
             return;
         }
         let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
-        let op = Op::Write { fd: self.pipe.raw_fd, buf, offset: 0 };
+        let op = Op::Write { fd: self.pipe.raw(), buf, offset: 0 };
         let owner = PipeOwner::Write(self.clone(), WriteOp::Write);
         self.write_op.set(self.pipe.submit(op, owner));
     }
@@ -279,7 +280,7 @@ impl WriteCore {
         if self.watch_op.get().is_some() || self.state.get() == WriteState::Closed {
             return;
         }
-        let op = Op::Poll { fd: self.pipe.raw_fd, interest: Interest::READ };
+        let op = Op::Poll { fd: self.pipe.raw(), interest: Interest::READ };
         let owner = PipeOwner::Write(self.clone(), WriteOp::Watch);
         self.watch_op.set(self.pipe.submit(op, owner));
     }
@@ -322,7 +323,7 @@ impl WriteCore {
         if self.state.get() == WriteState::Closed {
             return;
         }
-        let fd = self.pipe.raw_fd;
+        let fd = self.pipe.raw();
         let error = match result {
             Ok(_) => Error::io(
                 format!("write pipe fd {fd}: the reading end was closed"),
@@ -346,7 +347,7 @@ impl WriteCore {
     /// asyncio's `_fatal_error(exc, 'Fatal write error on pipe transport')`: an OS error is
     /// logged at debug level only (asyncio does the same), and the transport closes with it.
     fn fatal_error(self: &Rc<Self>, err: io::Error) {
-        let error = Error::io(format!("write to pipe fd {}", self.pipe.raw_fd), err);
+        let error = Error::io(format!("write to pipe fd {}", self.pipe.raw()), err);
         log::debug!(target: "ringloop", "{self:?}: Fatal write error on pipe transport: {error}");
         self.force_close(Some(error));
     }
@@ -368,15 +369,17 @@ impl WriteCore {
         }
         self.pipe.cancel(&self.write_op);
         self.pipe.cancel(&self.watch_op);
-        let Some(event_loop) = self.pipe.event_loop() else { return self.pipe.close() };
+        let Some(event_loop) = self.pipe.event_loop() else {
+            return self.pipe.close(&[&self.write_op, &self.watch_op]);
+        };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
             core.notify(Event::Lost(error));
-            core.pipe.close();
+            core.pipe.close(&[&core.write_op, &core.watch_op]);
             core.flush_deferred_later();
         });
         if scheduled.is_err() {
-            self.pipe.close();
+            self.pipe.close(&[&self.write_op, &self.watch_op]);
         }
     }
 }
@@ -396,8 +399,7 @@ impl TransportCore for WriteCore {
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{self:?}");
         let event_loop = || self.pipe.event_loop();
-        if let Some(error) =
-            self.dispatcher.report_failures(event_loop, self.pipe.raw_fd, transport)
+        if let Some(error) = self.dispatcher.report_failures(event_loop, self.pipe.raw(), transport)
         {
             self.force_close(Some(error));
         }

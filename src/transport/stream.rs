@@ -23,24 +23,23 @@
 //! whatever is left is buffered and sent by `Send` ops, one at a time.
 //!
 //! Closing: `connection_lost` is scheduled with `call_soon`; right after it the socket is closed
-//! by an `Op::Close`, which the driver orders behind every op submitted before it (a cancelled
-//! recv or send, a `write_eof` shutdown), so none of them can reach a socket that reuses the
-//! number. The fd is therefore closed at the driver's next turn (or when the loop is closed).
+//! by its [`LoopFd`]: an `Op::Close`, which the driver orders behind every op submitted before
+//! it (a cancelled recv or send), so none of them can reach a socket that reuses the number.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use socket2::SockRef;
 
 use super::dispatch::{Dispatcher, Event, TransportCore};
 use super::flow_control::WriteBuffer;
+use super::loop_fd::LoopFd;
 use crate::driver::{Completion, Op, OpId, RecvBuf};
 use crate::error::Error;
-use crate::event_loop::{EventLoop, Inner, OpOwner};
+use crate::event_loop::{EventLoop, OpOwner};
 
 /// Writes after the connection is gone are logged from this many on (asyncio's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -90,18 +89,12 @@ pub(crate) enum StreamOp {
     Recv,
     /// The send.
     Send,
-    /// The close of the socket, queued behind every op submitted before it.
-    Close,
 }
 
 /// The shared state of a stream transport.
 pub(crate) struct StreamCore {
-    /// The loop.
-    pub(super) event_loop: Weak<Inner>,
-    /// The socket; `None` once closed.
-    pub(super) fd: RefCell<Option<OwnedFd>>,
-    /// Its number, for ops and logs.
-    pub(super) raw_fd: RawFd,
+    /// The socket and its loop.
+    pub(super) fd: LoopFd,
     /// Lifecycle.
     pub(super) state: Cell<StreamState>,
     /// Read side.
@@ -139,21 +132,14 @@ pub struct Transport {
 }
 
 impl StreamCore {
+    #[inline]
     pub(super) fn event_loop(&self) -> Option<EventLoop> {
-        self.event_loop.upgrade().map(|inner| EventLoop { inner })
+        self.fd.event_loop()
     }
 
+    #[inline]
     pub(super) fn submit(self: &Rc<Self>, op: Op, kind: StreamOp) -> Option<OpId> {
-        let owner = OpOwner::Stream { core: self.clone(), op: kind };
-        self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
-    }
-
-    pub(super) fn cancel(&self, slot: &Cell<Option<OpId>>) {
-        if let Some(id) = slot.take() {
-            if let Some(event_loop) = self.event_loop() {
-                event_loop.with_driver(|driver| driver.cancel(id));
-            }
-        }
+        self.fd.submit(op, OpOwner::Stream { core: self.clone(), op: kind })
     }
 
     pub(super) fn submit_recv(self: &Rc<Self>) {
@@ -163,7 +149,7 @@ impl StreamCore {
         {
             return;
         }
-        let id = self.submit(Op::RecvMulti { fd: self.raw_fd }, StreamOp::Recv);
+        let id = self.submit(Op::RecvMulti { fd: self.fd.raw() }, StreamOp::Recv);
         self.recv_op.set(id);
     }
 
@@ -172,7 +158,7 @@ impl StreamCore {
             return;
         }
         let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
-        let id = self.submit(Op::Send { fd: self.raw_fd, buf, offset: 0 }, StreamOp::Send);
+        let id = self.submit(Op::Send { fd: self.fd.raw(), buf, offset: 0 }, StreamOp::Send);
         self.send_op.set(id);
     }
 
@@ -220,7 +206,7 @@ impl StreamCore {
             Some(Ok(sent)) => sent,
             Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => 0,
             Some(Err(err)) => {
-                self.force_close(Some(Error::io(format!("{call} on fd {}", self.raw_fd), err)));
+                self.force_close(Some(Error::io(format!("{call} on fd {}", self.fd.raw()), err)));
                 total
             }
         }
@@ -241,16 +227,14 @@ impl StreamCore {
     /// or write as well, so it is not acted on.
     pub(super) fn submit_shutdown(self: &Rc<Self>) {
         self.eof.set(WriteEof::Done);
-        if let Some(fd) = self.fd.borrow().as_ref() {
-            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
-        }
+        self.fd.with_fd(|fd| {
+            let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Write);
+        });
     }
 
     /// Stops the persistent recv (`pause_reading`): what it already received still arrives.
     pub(super) fn stop_recv(&self) {
-        if let (Some(id), Some(event_loop)) = (self.recv_op.get(), self.event_loop()) {
-            event_loop.with_driver(|driver| driver.stop(id));
-        }
+        self.fd.stop(&self.recv_op);
     }
 
     /// A driver completion for this transport.
@@ -266,7 +250,6 @@ impl StreamCore {
                 self.send_op.set(None);
                 self.on_send(done.result);
             }
-            StreamOp::Close => {}
         }
         self.flush_deferred_later();
     }
@@ -294,14 +277,14 @@ impl StreamCore {
             (Ok(n), None) => log::error!("ringloop: a recv of {n} bytes came without them"),
             (Err(err), _) if err.raw_os_error() == Some(libc::ECANCELED) => self.submit_recv(),
             (Err(err), _) => {
-                self.force_close(Some(Error::io(format!("recv on fd {}", self.raw_fd), err)))
+                self.force_close(Some(Error::io(format!("recv on fd {}", self.fd.raw()), err)))
             }
         }
     }
 
     pub(super) fn on_eof(self: &Rc<Self>) {
         self.read.set(ReadState::Stopped);
-        self.cancel(&self.recv_op);
+        self.fd.cancel(&self.recv_op);
         // Closes, through `report_protocol_failures`, once `eof_received` answers false.
         self.notify(Event::Eof);
     }
@@ -313,7 +296,7 @@ impl StreamCore {
         let sent = match result {
             Ok(sent) => sent as usize,
             Err(err) => {
-                let error = Error::io(format!("send on fd {}", self.raw_fd), err);
+                let error = Error::io(format!("send on fd {}", self.fd.raw()), err);
                 return self.force_close(Some(error));
             }
         };
@@ -340,7 +323,7 @@ impl StreamCore {
         }
         self.state.set(StreamState::Closing);
         self.read.set(ReadState::Stopped);
-        self.cancel(&self.recv_op);
+        self.fd.cancel(&self.recv_op);
         if self.write.borrow().is_empty() && self.send_op.get().is_none() {
             self.finish(None);
         }
@@ -359,8 +342,8 @@ impl StreamCore {
     pub(super) fn finish(self: &Rc<Self>, error: Option<Error>) {
         self.state.set(StreamState::Closed);
         self.read.set(ReadState::Stopped);
-        self.cancel(&self.recv_op);
-        self.cancel(&self.send_op);
+        self.fd.cancel(&self.recv_op);
+        self.fd.cancel(&self.send_op);
         self.held.borrow_mut().clear();
         let Some(event_loop) = self.event_loop() else {
             self.close_fd();
@@ -381,18 +364,11 @@ impl StreamCore {
         }
     }
 
-    /// Closes the socket through the driver: an `Op::Close` is ordered after every op
-    /// submitted before it (a cancelled recv or send, a `write_eof` shutdown that may still sit
-    /// in the submission queue), so none of them can reach another socket that reuses the
-    /// number. Without a loop the fd is closed here.
-    pub(super) fn close_fd(self: &Rc<Self>) {
-        let Some(fd) = self.fd.borrow_mut().take() else { return };
-        let Some(event_loop) = self.event_loop() else { return drop(fd) };
-        let owner = OpOwner::Stream { core: self.clone(), op: StreamOp::Close };
-        // The op owns the fd from here on; if the driver is gone, the closure (and the fd with
-        // it) is dropped unused, which closes it.
-        event_loop
-            .with_driver(move |driver| driver.submit(Op::Close { fd: fd.into_raw_fd() }, owner));
+    /// Closes the socket through the driver ([`LoopFd::close`]): the recv and send, if still
+    /// in flight, are cancelled, and the `Op::Close` is ordered after them, so neither can
+    /// reach another socket that reuses the number. Without a loop the fd is closed here.
+    pub(super) fn close_fd(&self) {
+        self.fd.close(&[&self.recv_op, &self.send_op]);
     }
 
     pub(super) fn resume_held(self: &Rc<Self>) {
@@ -412,18 +388,20 @@ impl StreamCore {
 }
 
 /// A direct send on a transport's socket (`None` once it is closed), retried on `EINTR`.
+#[inline]
 pub(super) fn send_retrying<T>(
-    fd: &RefCell<Option<OwnedFd>>,
+    fd: &LoopFd,
     mut send: impl FnMut(&SockRef<'_>) -> io::Result<T>,
 ) -> Option<io::Result<T>> {
-    let fd = fd.borrow();
-    let socket = SockRef::from(fd.as_ref()?);
-    loop {
-        match send(&socket) {
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            other => return Some(other),
+    fd.with_fd(|fd| {
+        let socket = SockRef::from(&fd);
+        loop {
+            match send(&socket) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
-    }
+    })
 }
 
 impl TransportCore for StreamCore {
@@ -445,7 +423,7 @@ impl TransportCore for StreamCore {
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{:?}", Transport { core: self.clone() });
         let event_loop = || StreamCore::event_loop(self);
-        if let Some(error) = self.dispatcher.report_failures(event_loop, self.raw_fd, transport) {
+        if let Some(error) = self.dispatcher.report_failures(event_loop, self.fd.raw(), transport) {
             self.force_close(Some(error));
         }
         if self.dispatcher.take_close_after_eof() {
