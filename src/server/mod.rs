@@ -13,7 +13,9 @@
 //! `close()` shuts the listening sockets down for reading at once (Linux then refuses new
 //! connects and fails pending accepts), cancels the accept tasks, and closes the descriptors
 //! in a callback queued after the tasks' steps, so no accept op is still being awaited on a
-//! descriptor when it closes.
+//! descriptor when it closes. Each listening socket is a `LoopFd` from `start` on: closed
+//! there through the driver (an `Op::Close`), or at once (`forget_fd`, `close(2)`) if it is
+//! dropped unclosed (the loop closed before that callback ran).
 //! A Unix server may also own its socket file: `close()` unlinks it unless it was replaced
 //! (`unix::SocketFile`).
 //! The tasks hold the server's state strongly: a server keeps accepting when every [`Server`]
@@ -23,7 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future as StdFuture;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
@@ -37,6 +39,7 @@ use crate::net::staggered::sleep;
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
 use crate::transport::dispatch::{adapt, StreamProtocol};
+use crate::transport::loop_fd::LoopFd;
 use crate::transport::Transport;
 
 /// How long accepting pauses after running out of descriptors or memory (asyncio's
@@ -60,10 +63,18 @@ enum Stage {
     Closed,
 }
 
-/// A listening socket.
+/// A bound socket, before a server owns it.
 struct Listener {
     /// The socket.
     fd: OwnedFd,
+    /// Its local address.
+    addr: SockAddr,
+}
+
+/// A server's listening socket: a [`Listener`] owned with the loop.
+struct Listening {
+    /// The socket, closed through the driver.
+    fd: LoopFd,
     /// Its local address.
     addr: SockAddr,
 }
@@ -78,7 +89,7 @@ struct ServerState {
     /// Makes each connection's protocol.
     make_protocol: ProtocolMaker,
     /// The listening sockets (empty once closed).
-    listeners: RefCell<Vec<Listener>>,
+    listeners: RefCell<Vec<Listening>>,
     /// `listen(2)` backlog.
     backlog: i32,
     /// Lifecycle.
@@ -127,10 +138,14 @@ impl ServerState {
         }
         let event_loop = self.event_loop().ok_or(Error::Closed)?;
         event_loop.check_open()?;
-        let fds: Vec<RawFd> = self.listeners.borrow().iter().map(|l| l.fd.as_raw_fd()).collect();
+        let fds: Vec<RawFd> = self.listeners.borrow().iter().map(|l| l.fd.raw()).collect();
         for listener in self.listeners.borrow().iter() {
-            SockRef::from(&listener.fd)
-                .listen(self.backlog)
+            let listen = |fd: BorrowedFd<'_>| SockRef::from(&fd).listen(self.backlog);
+            let closed = || Err(io::Error::from_raw_os_error(libc::EBADF));
+            listener
+                .fd
+                .with_fd(listen)
+                .unwrap_or_else(closed)
                 .map_err(|e| Error::io(format!("listen on {}", describe(&listener.addr)), e))?;
         }
         self.stage.set(Stage::Serving);
@@ -154,7 +169,7 @@ impl ServerState {
         // Stop listening now: Linux refuses new connects (and resets queued ones) on a
         // listening socket shut down for reading, and wakes a pending accept with EINVAL.
         for listener in &listeners {
-            let _ = SockRef::from(&listener.fd).shutdown(std::net::Shutdown::Read);
+            listener.fd.with_fd(|fd| SockRef::from(&fd).shutdown(std::net::Shutdown::Read));
         }
         for task in std::mem::take(&mut *self.accept_tasks.borrow_mut()) {
             task.cancel();
@@ -163,14 +178,11 @@ impl ServerState {
             waiter.cancel();
         }
         // Queued behind the cancelled tasks' steps, which drop (and so cancel) their accepts.
-        let weak = self.event_loop.clone();
+        // Without a loop to run it, the sockets close when the closure (or `listeners`) drops.
         if let Some(event_loop) = self.event_loop() {
             let _ = event_loop.call_soon(move || {
-                let event_loop = weak.upgrade().map(|inner| EventLoop { inner });
                 for listener in listeners {
-                    if let Some(event_loop) = &event_loop {
-                        event_loop.with_driver(|d| d.forget_fd(listener.fd.as_raw_fd()));
-                    }
+                    listener.fd.close(&[]);
                 }
             });
         }
@@ -318,7 +330,12 @@ impl Server {
         let state = Rc::new(ServerState {
             event_loop: Rc::downgrade(&event_loop.inner),
             make_protocol,
-            listeners: RefCell::new(listeners),
+            listeners: RefCell::new(
+                listeners
+                    .into_iter()
+                    .map(|l| Listening { fd: LoopFd::new(event_loop, l.fd), addr: l.addr })
+                    .collect(),
+            ),
             backlog,
             stage: Cell::new(Stage::Idle),
             accept_tasks: RefCell::new(Vec::new()),
@@ -431,7 +448,7 @@ impl Server {
     /// The listening sockets' descriptors (same order as [`sockets`](Self::sockets)); they
     /// stay owned by the server.
     pub fn fds(&self) -> Vec<RawFd> {
-        self.state.listeners.borrow().iter().map(|l| l.fd.as_raw_fd()).collect()
+        self.state.listeners.borrow().iter().map(|l| l.fd.raw()).collect()
     }
 
     /// Live accepted connections.
