@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::histogram::Histogram;
-use crate::sys::syscall;
+use crate::sys::{syscall, ProcessSample};
 
 /// What one load run is.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +35,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Latency of those messages.
     pub latency: Histogram,
-    /// The server's CPU time over the window, in microseconds.
-    pub server_cpu_micros: u64,
+    /// The server's CPU time and context switches over the window.
+    pub server: ProcessSample,
 }
 
 /// One connection's state.
@@ -52,12 +52,12 @@ struct Conn {
     want_write: bool,
 }
 
-/// Drives `load` against `127.0.0.1:port`; `server_cpu` reads the server's CPU time (µs) at
-/// the measured window's edges.
+/// Drives `load` against `127.0.0.1:port`; `server_sample` reads the server's CPU time and
+/// context switches at the measured window's edges.
 pub fn run(
     port: u16,
     load: &Load,
-    server_cpu: &dyn Fn() -> io::Result<u64>,
+    server_sample: &dyn Fn() -> io::Result<ProcessSample>,
 ) -> io::Result<Outcome> {
     // SAFETY (in syscall!): epoll_create1 takes no pointers.
     let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
@@ -92,13 +92,13 @@ pub fn run(
     let mut latency = Histogram::default();
     let mut requests = 0u64;
     let warm_until = now + load.warmup;
-    let mut measuring: Option<(Instant, u64)> = None;
+    let mut measuring: Option<(Instant, ProcessSample)> = None;
     let mut end = warm_until + load.duration;
     loop {
         let now = Instant::now();
         match measuring {
             None if now >= warm_until => {
-                measuring = Some((now, server_cpu()?));
+                measuring = Some((now, server_sample()?));
                 end = now + load.duration;
                 latency = Histogram::default();
                 requests = 0;
@@ -143,9 +143,9 @@ pub fn run(
             flush(&epoll, conn, i, &payload)?;
         }
     }
-    let (started, cpu_before) = measuring.expect("the window started before it ended");
-    let server_cpu_micros = server_cpu()?.saturating_sub(cpu_before);
-    Ok(Outcome { requests, elapsed: started.elapsed(), latency, server_cpu_micros })
+    let (started, before) = measuring.expect("the window started before it ended");
+    let server = server_sample()?.since(before);
+    Ok(Outcome { requests, elapsed: started.elapsed(), latency, server })
 }
 
 /// Connects, retrying for up to a second while the server comes up.

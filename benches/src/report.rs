@@ -22,19 +22,25 @@ pub struct Run {
     pub p99_micros: f64,
     /// Server CPU time per message, µs.
     pub cpu_micros_per_request: f64,
+    /// Server context switches per message (mostly the times it went to sleep).
+    pub switches_per_request: f64,
+    /// Which repetition (from 1): runs of the same repetition ran side by side.
+    pub rep: usize,
 }
 
 impl Run {
-    /// Summarises one window.
-    pub fn new(which: Impl, size: usize, outcome: &Outcome) -> Run {
+    /// Summarises one window of repetition `rep`.
+    pub fn new(which: Impl, size: usize, rep: usize, outcome: &Outcome) -> Run {
         let requests = outcome.requests.max(1) as f64;
         Run {
             which,
             size,
+            rep,
             requests_per_sec: outcome.requests as f64 / outcome.elapsed.as_secs_f64(),
             p50_micros: outcome.latency.quantile(0.50) as f64 / 1e3,
             p99_micros: outcome.latency.quantile(0.99) as f64 / 1e3,
-            cpu_micros_per_request: outcome.server_cpu_micros as f64 / requests,
+            cpu_micros_per_request: outcome.server.cpu_nanos as f64 / 1e3 / requests,
+            switches_per_request: outcome.server.switches as f64 / requests,
         }
     }
 }
@@ -61,6 +67,19 @@ struct Row {
     p50_micros: f64,
     p99_micros: f64,
     cpu_micros_per_request: f64,
+    switches_per_request: f64,
+    /// Against tokio's row of the same size: the median of the per-repetition ratios (each
+    /// run against tokio's run of the same repetition), with their lowest and highest.
+    vs_tokio: Option<VsTokio>,
+}
+
+/// A row's ratios to tokio.
+#[derive(Debug, Clone, Copy)]
+struct VsTokio {
+    requests_per_sec: f64,
+    cpu_per_request: f64,
+    cpu_lowest: f64,
+    cpu_highest: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -88,6 +107,7 @@ impl Report {
                     continue;
                 }
                 let of = |f: fn(&Run) -> f64| median(runs.iter().map(|r| f(r)).collect());
+                let vs_tokio = self.vs_tokio(&runs);
                 rows.push(Row {
                     which,
                     size,
@@ -96,19 +116,33 @@ impl Report {
                     p50_micros: of(|r| r.p50_micros),
                     p99_micros: of(|r| r.p99_micros),
                     cpu_micros_per_request: of(|r| r.cpu_micros_per_request),
+                    switches_per_request: of(|r| r.switches_per_request),
+                    vs_tokio,
                 });
             }
         }
         rows
     }
 
-    /// (req/s ratio, CPU/req ratio) of `row` to tokio's row of the same size.
-    fn ratios(row: &Row, rows: &[Row]) -> Option<(f64, f64)> {
-        let tokio = rows.iter().find(|r| r.which == Impl::Tokio && r.size == row.size)?;
-        Some((
-            row.requests_per_sec / tokio.requests_per_sec,
-            row.cpu_micros_per_request / tokio.cpu_micros_per_request,
-        ))
+    /// Pairs each of `runs` with tokio's run of the same size and repetition (which ran next
+    /// to it, so a slow patch of the machine hits both) and takes the medians of the ratios.
+    fn vs_tokio(&self, runs: &[&Run]) -> Option<VsTokio> {
+        let mut rates = Vec::new();
+        let mut cpus = Vec::new();
+        for run in runs {
+            let tokio = self
+                .runs
+                .iter()
+                .find(|t| t.which == Impl::Tokio && t.size == run.size && t.rep == run.rep)?;
+            rates.push(run.requests_per_sec / tokio.requests_per_sec);
+            cpus.push(run.cpu_micros_per_request / tokio.cpu_micros_per_request);
+        }
+        Some(VsTokio {
+            cpu_lowest: cpus.iter().copied().fold(f64::INFINITY, f64::min),
+            cpu_highest: cpus.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            requests_per_sec: median(rates),
+            cpu_per_request: median(cpus),
+        })
     }
 
     /// The context lines printed above the table.
@@ -134,7 +168,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{} connections, pipeline {}, {:.1} s warm-up + {:.1} s measured, median of {} interleaved repetitions",
+            "{} connections, pipeline {}, {:.1} s warm-up + {:.1} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
             o.connections, o.pipeline, o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
         );
         out
@@ -144,18 +178,22 @@ impl Report {
     pub fn table(&self) -> String {
         let rows = self.rows();
         let mut out = String::from(
-            "| impl | size | req/s | MiB/s | p50 µs | p99 µs | server CPU µs/req | req/s vs tokio | CPU/req vs tokio |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| impl | size | req/s | MiB/s | p50 µs | p99 µs | server CPU µs/req | switches/req \
+             | req/s vs tokio | CPU/req vs tokio (lowest–highest) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &rows {
             let mib = row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0);
-            let (rate, cpu) = match Self::ratios(row, &rows) {
-                Some((rate, cpu)) => (format!("{rate:.2}×"), format!("{cpu:.2}×")),
+            let (rate, cpu) = match row.vs_tokio {
+                Some(v) => (
+                    format!("{:.2}×", v.requests_per_sec),
+                    format!("{:.2}× ({:.2}–{:.2})", v.cpu_per_request, v.cpu_lowest, v.cpu_highest),
+                ),
                 None => ("-".into(), "-".into()),
             };
             let _ = writeln!(
                 out,
-                "| {} | {} B | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {rate} | {cpu} |",
+                "| {} | {} B | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.3} | {rate} | {cpu} |",
                 row.which.name(),
                 row.size,
                 row.requests_per_sec,
@@ -163,6 +201,7 @@ impl Report {
                 row.p50_micros,
                 row.p99_micros,
                 row.cpu_micros_per_request,
+                row.switches_per_request,
             );
         }
         out
@@ -175,15 +214,23 @@ impl Report {
         let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
         let mut out = String::from("[\n");
         for (i, row) in rows.iter().enumerate() {
-            let (rate, cpu) = Self::ratios(row, &rows).unwrap_or((f64::NAN, f64::NAN));
+            let nan = VsTokio {
+                requests_per_sec: f64::NAN,
+                cpu_per_request: f64::NAN,
+                cpu_lowest: f64::NAN,
+                cpu_highest: f64::NAN,
+            };
+            let vs = row.vs_tokio.unwrap_or(nan);
             let reps: Vec<String> = row.reps.iter().map(|&v| num(v)).collect();
             let _ = writeln!(
                 out,
                 "  {{\"impl\": \"{}\", \"size\": {}, \"connections\": {}, \"pipeline\": {}, \
                  \"duration_s\": {}, \"repeat\": {}, \"kernel\": \"{}\", \"pinned\": {}, \
                  \"req_per_s\": {}, \"mib_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \
-                 \"server_cpu_us_per_req\": {}, \"req_per_s_vs_tokio\": {}, \
-                 \"cpu_per_req_vs_tokio\": {}, \"req_per_s_reps\": [{}]}}{}",
+                 \"server_cpu_us_per_req\": {}, \"server_switches_per_req\": {}, \
+                 \"req_per_s_vs_tokio\": {}, \"cpu_per_req_vs_tokio\": {}, \
+                 \"cpu_per_req_vs_tokio_lowest\": {}, \"cpu_per_req_vs_tokio_highest\": {}, \
+                 \"req_per_s_reps\": [{}]}}{}",
                 row.which.name(),
                 row.size,
                 o.connections,
@@ -197,8 +244,11 @@ impl Report {
                 num(row.p50_micros),
                 num(row.p99_micros),
                 num(row.cpu_micros_per_request),
-                num(rate),
-                num(cpu),
+                num(row.switches_per_request),
+                num(vs.requests_per_sec),
+                num(vs.cpu_per_request),
+                num(vs.cpu_lowest),
+                num(vs.cpu_highest),
                 reps.join(", "),
                 if i + 1 < rows.len() { "," } else { "" },
             );

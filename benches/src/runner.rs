@@ -1,6 +1,7 @@
 //! The `echo` command: starts one server process per implementation, then for each size, for
-//! each repetition, for each server (interleaved, so drift hits all alike) runs the load and
-//! reads the server's CPU time around the measured window.
+//! each repetition, for each server (interleaved, so drift hits all alike; each round starts
+//! one server later) runs the load and reads the server's CPU time and context switches
+//! around the measured window.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -110,19 +111,22 @@ pub fn run(options: &Options) -> Result<Report, String> {
             duration: options.duration,
         };
         for rep in 1..=options.repeat {
-            for server in &servers {
+            // Each round starts with the next server, so none always follows the same one.
+            let first = (rep - 1) % servers.len();
+            for server in servers[first..].iter().chain(&servers[..first]) {
                 let pid = server.child.id();
-                let cpu = move || crate::sys::process_cpu_micros(pid);
-                let outcome = client::run(server.port, &load, &cpu)
+                let sample = move || crate::sys::sample_process(pid);
+                let outcome = client::run(server.port, &load, &sample)
                     .map_err(|e| format!("{} at {size} B: {e}", server.which.name()))?;
-                let run = Run::new(server.which, size, &outcome);
+                let run = Run::new(server.which, size, rep, &outcome);
                 eprintln!(
-                    "{:<15} {:>6} B  rep {rep}/{}  {:>9.0} req/s  {:>6.2} µs CPU/req",
+                    "{:<15} {:>6} B  rep {rep}/{}  {:>9.0} req/s  {:>6.2} µs CPU/req  {:>5.3} switches/req",
                     server.which.name(),
                     size,
                     options.repeat,
                     run.requests_per_sec,
                     run.cpu_micros_per_request,
+                    run.switches_per_request,
                 );
                 report.runs.push(run);
             }

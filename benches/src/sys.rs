@@ -1,4 +1,5 @@
-//! The few Linux calls the runner needs: CPU pinning, a process's CPU time, the kernel version.
+//! The few Linux calls the runner needs: CPU pinning, a process's CPU time and context
+//! switches, the kernel version.
 
 use std::io;
 
@@ -35,27 +36,58 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("sched_setaffinity(cpu {cpu}): {e}")))
 }
 
-/// A process's CPU time so far (user + system, all threads), in microseconds, from
-/// `/proc/<pid>/stat`. Resolution is one clock tick (usually 10 ms).
-pub fn process_cpu_micros(pid: u32) -> io::Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("reading {path}: {e}")))?;
-    let ticks = parse_stat_cpu_ticks(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("parsing {path}")))?;
-    // SAFETY (in syscall!): sysconf takes no pointers.
-    let hz = syscall!(sysconf(libc::_SC_CLK_TCK))?.max(1) as u64;
-    Ok(ticks * 1_000_000 / hz)
+/// What the runner reads of a server process around a measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessSample {
+    /// CPU time so far, all threads, in nanoseconds (the scheduler's own runtime accounting).
+    pub cpu_nanos: u64,
+    /// Context switches so far, all threads (voluntary ones are the times it went to sleep).
+    pub switches: u64,
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted from its closing `)`.
-fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_comm.split_whitespace().skip(11); // field 3 is the first here
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+impl ProcessSample {
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: ProcessSample) -> ProcessSample {
+        ProcessSample {
+            cpu_nanos: self.cpu_nanos.saturating_sub(earlier.cpu_nanos),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
+/// Reads `pid`'s CPU time and context switches, summed over its threads: the first field of
+/// each `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on the CPU, exact, unlike the tick
+/// counts of `/proc/<pid>/stat`) and the `*ctxt_switches` lines of each thread's `status`.
+pub fn sample_process(pid: u32) -> io::Result<ProcessSample> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks =
+        std::fs::read_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("{dir}: {e}")))?;
+    let mut sample = ProcessSample::default();
+    for task in tasks.flatten() {
+        let path = task.path();
+        // A thread that exits between read_dir and these reads simply stops counting.
+        let Ok(schedstat) = std::fs::read_to_string(path.join("schedstat")) else { continue };
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else { continue };
+        sample.cpu_nanos += parse_schedstat_nanos(&schedstat).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("parsing {path:?}/schedstat"))
+        })?;
+        sample.switches += parse_status_switches(&status);
+    }
+    Ok(sample)
+}
+
+/// The first field of a `schedstat` line: time spent on the CPU, in nanoseconds.
+fn parse_schedstat_nanos(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a `status` file.
+fn parse_status_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|line| line.contains("ctxt_switches:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The running kernel's release, as `uname -r` prints it.
@@ -84,13 +116,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_fields_after_a_tricky_command_name() {
-        let line = "1234 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 111 222 0 0 20 0 1";
-        assert_eq!(parse_stat_cpu_ticks(line), Some(333));
+    fn schedstat_and_status_fields() {
+        assert_eq!(parse_schedstat_nanos("123456789 2000 17\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat_nanos(""), None);
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t40\nnonvoluntary_ctxt_switches:\t2\n";
+        assert_eq!(parse_status_switches(status), 42);
     }
 
     #[test]
-    fn own_cpu_time_is_readable() {
-        assert!(process_cpu_micros(std::process::id()).is_ok());
+    fn own_cpu_time_grows() {
+        let before = sample_process(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let after = sample_process(std::process::id()).unwrap();
+        assert!(after.since(before).cpu_nanos > 0, "{before:?} -> {after:?} ({x})");
     }
 }
