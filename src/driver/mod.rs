@@ -288,7 +288,11 @@ pub(crate) enum Persistent {
 /// The syscall of persistent `op` once its fd is readable: a `recv` into a buffer of `pool`,
 /// handed over with the bytes; a `recvmsg` of one datagram into `scratch` (handed over as a
 /// copy, with its sender); or an `accept4`.
-pub(crate) fn persistent_syscall(op: &Op, pool: &BufPool, scratch: &mut Vec<u8>) -> Persistent {
+pub(crate) fn persistent_syscall(
+    op: &Op,
+    pool: &BufPool,
+    scratch: &mut dgram::Scratch,
+) -> Persistent {
     let would_block = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR));
     match *op {
         Op::RecvMulti { fd } => match pool.recv(fd) {

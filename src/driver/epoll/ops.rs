@@ -119,7 +119,7 @@ pub(super) fn attempt_persistent(
     op: &Op,
     revents: u32,
     pool: &BufPool,
-    scratch: &mut Vec<u8>,
+    scratch: &mut crate::driver::dgram::Scratch,
 ) -> Persistent {
     if revents & (IN | ALWAYS_REPORTED) == 0 {
         return Persistent::Wait;

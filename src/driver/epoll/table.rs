@@ -112,8 +112,8 @@ pub(super) struct FdTable<T> {
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
-    /// The buffer every `RecvMsgMulti` receives into (empty until first used).
-    dgram_scratch: Vec<u8>,
+    /// The buffer every `RecvMsgMulti` receives into (allocated at first use).
+    dgram_scratch: crate::driver::dgram::Scratch,
 }
 
 impl<T> Default for FdTable<T> {
@@ -127,7 +127,7 @@ impl<T> Default for FdTable<T> {
             orphan_closes: Vec::new(),
             more: Vec::new(),
             pool: BufPool::default(),
-            dgram_scratch: Vec::new(),
+            dgram_scratch: None,
         }
     }
 }

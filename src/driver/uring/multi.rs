@@ -61,7 +61,7 @@ pub(super) struct Multi {
     /// The datagram ring's buffers and their size, when not the defaults (tests).
     pub(super) dgram_shape: Option<(u16, usize)>,
     /// Where the readiness route receives datagrams (allocated on first use).
-    dgram_scratch: Vec<u8>,
+    dgram_scratch: dgram::Scratch,
     /// Slab keys of ops parked on `ENOBUFS` (stale keys are skipped when re-arming).
     pub(super) parked: Vec<usize>,
 }
@@ -279,7 +279,7 @@ fn datagram_outcome(n: usize, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcom
 }
 
 /// The readiness route: the fd is ready, make the syscall.
-fn syscall(op: &Op, pool: &BufPool, scratch: &mut Vec<u8>) -> Outcome {
+fn syscall(op: &Op, pool: &BufPool, scratch: &mut dgram::Scratch) -> Outcome {
     let res = |result: std::io::Result<u32>| match result {
         Ok(n) => n as i32,
         Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
