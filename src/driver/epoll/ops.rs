@@ -9,9 +9,7 @@ use std::os::fd::RawFd;
 
 use ringloop_fallback::syscall;
 
-use crate::driver::{
-    persistent_syscall, BufPool, Op, Persistent, RecvMsgBuf, SendMsgBuf, SockAddrBuf,
-};
+use crate::driver::{persistent_syscall, BufPool, Op, Persistent, SendMsgBuf, SockAddrBuf};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -29,9 +27,8 @@ const MAX_IO: usize = i32::MAX as usize;
 pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
     match *op {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
-        Op::Accept { fd, .. } | Op::Recv { fd, .. } | Op::Read { fd, .. } => (fd, IN),
-        Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsg { fd, .. } => (fd, IN),
-        Op::RecvMsgMulti { fd } => (fd, IN),
+        Op::Read { fd, .. } => (fd, IN),
+        Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
         Op::SendMsg { fd, .. } => (fd, OUT),
         Op::Shutdown { fd, .. } | Op::Close { fd } => (fd, 0),
@@ -67,12 +64,7 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
         Op::Shutdown { fd, how } => Some(shutdown(*fd, *how)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
-        Op::Poll { .. }
-        | Op::Accept { .. }
-        | Op::Recv { .. }
-        | Op::Read { .. }
-        | Op::RecvMsg { .. }
-        | Op::Close { .. } => {
+        Op::Poll { .. } | Op::Read { .. } | Op::Close { .. } => {
             unreachable!("only ops that try first are started, and Close by the table")
         }
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
@@ -92,11 +84,8 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
     }
     match op {
         Op::Poll { .. } => Some(Ok(hit)),
-        Op::Accept { fd, addr } => keep_waiting_on_eagain(accept(*fd, addr)),
         Op::Connect { fd, .. } => Some(socket_error(*fd)),
-        Op::Recv { fd, buf } => keep_waiting_on_eagain(recv(*fd, buf)),
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
-        Op::RecvMsg { fd, msg } => keep_waiting_on_eagain(recvmsg(*fd, msg)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
         Op::Read { fd, buf } => keep_waiting_on_eagain(read(*fd, buf)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
@@ -140,24 +129,6 @@ fn storage_len() -> libc::socklen_t {
     mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t
 }
 
-/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: the new fd; the peer address lands in `addr`.
-fn accept(fd: RawFd, addr: &mut SockAddrBuf) -> io::Result<u32> {
-    // A capacity beyond the storage would let the kernel write past it.
-    addr.len = addr.len.min(storage_len());
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: `addr.storage` is a live sockaddr_storage of at least `addr.len` bytes (clamped
-    // above) that the kernel may fill, and `addr.len` a live socklen_t it updates.
-    let new = syscall!(unsafe {
-        libc::accept4(
-            fd,
-            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
-            &mut addr.len,
-            flags,
-        )
-    })?;
-    Ok(new as u32)
-}
-
 /// `connect(fd, addr)`: 0, or the errno (`EINPROGRESS` for a non-blocking socket).
 fn connect(fd: RawFd, addr: &SockAddrBuf) -> io::Result<u32> {
     let len = addr.len.min(storage_len());
@@ -189,20 +160,6 @@ fn socket_error(fd: RawFd) -> io::Result<u32> {
     }
 }
 
-/// `recv` into the spare capacity of `buf`, which grows by the count received (0: end of stream).
-fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(MAX_IO);
-    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`;
-    // MSG_DONTWAIT keeps even a blocking socket from blocking the loop.
-    let n = syscall!(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?
-        as usize;
-    // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
-    // first `buf.len() + n` bytes are initialised and within the capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n as u32)
-}
-
 /// `send(MSG_NOSIGNAL | MSG_DONTWAIT)` of `buf[offset..]`: the count sent (may be short).
 fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     let Some(bytes) = buf.get(offset..) else {
@@ -212,15 +169,6 @@ fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     let len = bytes.len().min(MAX_IO);
     // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
     let n = syscall!(unsafe { libc::send(fd, bytes.as_ptr().cast(), len, flags) })?;
-    Ok(n as u32)
-}
-
-/// `recvmsg(MSG_DONTWAIT)` of one datagram into `msg`: the count taken.
-fn recvmsg(fd: RawFd, msg: &mut RecvMsgBuf) -> io::Result<u32> {
-    let hdr = msg.header();
-    // SAFETY: `hdr` points at the live boxed header, whose iovec, address and data pointers
-    // `header()` just set to live memory of the given sizes inside `msg`.
-    let n = syscall!(unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) })?;
     Ok(n as u32)
 }
 

@@ -105,8 +105,8 @@ pub(super) enum Start {
 /// # Implementation
 /// Slots live inline in a `Slab`, which moves them when it grows. So an `Op` must keep every
 /// kernel-visible buffer, address or iovec behind a heap pointer whose target does not move
-/// (`Box<SockAddrBuf>` for accept/connect, the `Vec`'s heap block for recv, the `Bytes`'
-/// storage for send, the boxed header for recvmsg/sendmsg); the slot keeps that allocation alive until the final CQE.
+/// (`Box<SockAddrBuf>` for connect, the `Vec`'s heap block for read, the `Bytes`' storage
+/// for send/write, the boxed header for sendmsg); the slot keeps that allocation alive until the final CQE.
 ///
 /// Cancelling does not shorten that: a cancelled op keeps its buffers and address in the slot
 /// until the final CQE (`-ECANCELED`, or the result if the op won the race) says the kernel is
@@ -161,20 +161,9 @@ impl<T> Slot<T> {
         let has = |f| features.contains(f);
         let sqe = match &mut self.op {
             Op::Poll { fd, interest } => opcode::PollAdd::new(Fd(*fd), interest.0).build(),
-            Op::Accept { fd, addr } if has(Feature::OpAccept) => {
-                let storage = &mut addr.storage as *mut libc::sockaddr_storage;
-                opcode::Accept::new(Fd(*fd), storage.cast(), &mut addr.len)
-                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-                    .build()
-            }
             Op::Connect { fd, addr } if has(Feature::OpConnect) => {
                 let storage = &addr.storage as *const libc::sockaddr_storage;
                 opcode::Connect::new(Fd(*fd), storage.cast(), addr.len).build()
-            }
-            Op::Recv { fd, buf } if has(Feature::OpRecv) => {
-                let spare = buf.spare_capacity_mut();
-                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
-                opcode::Recv::new(Fd(*fd), spare.as_mut_ptr().cast(), len).build()
             }
             Op::Send { fd, buf, offset } if has(Feature::OpSend) => {
                 let Some(bytes) = buf.get(*offset..) else { return Some(Err(-libc::EINVAL)) };
@@ -195,9 +184,6 @@ impl<T> Slot<T> {
                 let Some(bytes) = buf.get(*offset..) else { return Some(Err(-libc::EINVAL)) };
                 let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
                 opcode::Write::new(Fd(*fd), bytes.as_ptr(), len).offset(u64::MAX).build()
-            }
-            Op::RecvMsg { fd, msg } if has(Feature::OpRecvMsg) => {
-                opcode::RecvMsg::new(Fd(*fd), msg.header()).build()
             }
             Op::SendMsg { fd, msg } if has(Feature::OpSendMsg) => {
                 opcode::SendMsg::new(Fd(*fd), msg.header()).flags(libc::MSG_NOSIGNAL as u32).build()
@@ -282,10 +268,10 @@ pub(super) fn complete<T: Clone>(
     let Slot { mut op, state: Lifecycle::InFlight(owner), .. } = slots.remove(key) else {
         unreachable!("a cancelled slot returned above")
     };
-    if let (Op::Recv { buf, .. } | Op::Read { buf, .. }, Ok(n)) = (&mut op, usize::try_from(res)) {
+    if let (Op::Read { buf, .. }, Ok(n)) = (&mut op, usize::try_from(res)) {
         let spare = buf.capacity() - buf.len();
-        debug_assert!(n <= spare, "recv of {n} bytes into {spare} bytes of spare capacity");
-        // SAFETY: the kernel (io_uring or recv(2)) wrote `n` bytes at the start of the spare
+        debug_assert!(n <= spare, "read of {n} bytes into {spare} bytes of spare capacity");
+        // SAFETY: the kernel (io_uring or read(2)) wrote `n` bytes at the start of the spare
         // capacity it was given, so `len + n` bytes are initialised; `n` never exceeds that
         // spare capacity, the length the read was given (`min` keeps it so regardless).
         unsafe { buf.set_len(buf.len() + n.min(spare)) };

@@ -31,14 +31,6 @@ pub(super) fn attempt(op: &mut Op) -> Attempt {
         Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => {
             return Attempt::Wait(*fd, libc::POLLIN as u32)
         }
-        Op::Accept { fd, addr } => {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let (storage, len) = (&mut addr.storage as *mut libc::sockaddr_storage, &mut addr.len);
-            // SAFETY: `storage` and `len` point into the op's live boxed `SockAddrBuf`, and
-            // `len` holds the storage's size, as accept4 requires.
-            let rc = unsafe { libc::accept4(*fd, storage.cast(), len, flags) };
-            (*fd, cqe_res(rc as isize), libc::POLLIN)
-        }
         Op::Connect { fd, addr } => {
             let storage = &addr.storage as *const libc::sockaddr_storage;
             // SAFETY: `storage` points to the op's live `SockAddrBuf`, `len` meaningful bytes.
@@ -51,27 +43,12 @@ pub(super) fn attempt(op: &mut Op) -> Attempt {
                 res => (*fd, res, 0),
             }
         }
-        Op::Recv { fd, buf } => {
-            let spare = buf.spare_capacity_mut();
-            let flags = libc::MSG_DONTWAIT;
-            // SAFETY: writes at most `spare.len()` bytes into the vector's spare capacity,
-            // which it owns; `set_len` happens at the completion, for the bytes written.
-            let n = unsafe { libc::recv(*fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
-            (*fd, cqe_res(n), libc::POLLIN)
-        }
         Op::Send { fd, buf, offset } => {
             let Some(bytes) = buf.get(*offset..) else { return Attempt::Done(-libc::EINVAL) };
             let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
             // SAFETY: reads `bytes.len()` initialised bytes from the op's live `Bytes`.
             let n = unsafe { libc::send(*fd, bytes.as_ptr().cast(), bytes.len(), flags) };
             (*fd, cqe_res(n), libc::POLLOUT)
-        }
-        Op::RecvMsg { fd, msg } => {
-            let hdr = msg.header();
-            // SAFETY: `hdr` is the op's live boxed header; `header()` just pointed its iovec,
-            // address and data at live memory of the given sizes inside the same box.
-            let n = unsafe { libc::recvmsg(*fd, hdr, libc::MSG_DONTWAIT) };
-            (*fd, cqe_res(n), libc::POLLIN)
         }
         Op::SendMsg { fd, msg } => {
             let hdr = msg.header();
