@@ -97,11 +97,7 @@ pub(crate) type Scratch = Option<Box<RecvMsgBuf>>;
 /// consumed); other errors as the kernel gave them (`EAGAIN`: nothing queued).
 pub(crate) fn recv_into_scratch(fd: RawFd, scratch: &mut Scratch) -> io::Result<RecvBuf> {
     let msg = scratch.get_or_insert_with(|| RecvMsgBuf::new(DATAGRAM_CAPACITY));
-    let hdr = msg.header();
-    // SAFETY: `hdr` is `msg`'s live boxed header; `header()` just pointed its iovec, address
-    // and data at live memory of the given sizes inside the same box, which outlives the call.
-    let n = unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) };
-    let Ok(n) = usize::try_from(n) else { return Err(io::Error::last_os_error()) };
+    let n = super::syscall::recvmsg(fd, msg)? as usize;
     if msg.truncated() {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
     }

@@ -65,6 +65,7 @@ mod msg;
 pub(crate) mod recv_buf;
 #[cfg(test)]
 mod rw_tests;
+pub(crate) mod syscall;
 pub(crate) mod uring;
 
 use std::io;
@@ -243,55 +244,6 @@ impl Op {
                 drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
             }
         }
-    }
-}
-
-/// What one readiness-route syscall of a persistent op came to (both backends).
-pub(crate) enum Persistent {
-    /// Nothing (`EAGAIN`, `EINTR`, or a connection aborted before its accept): keep waiting.
-    Wait,
-    /// A result to hand over (a chunk, a datagram, a connection, or `EMSGSIZE`); keep waiting.
-    More(io::Result<u32>, Option<RecvBuf>),
-    /// The final result (end of stream, an error).
-    End(io::Result<u32>),
-}
-
-/// The syscall of persistent `op` once its fd is readable: a `recv` into a buffer of `pool`,
-/// handed over with the bytes; a `recvmsg` of one datagram into `scratch` (handed over as a
-/// copy, with its sender); or an `accept4`.
-pub(crate) fn persistent_syscall(
-    op: &Op,
-    pool: &BufPool,
-    scratch: &mut dgram::Scratch,
-) -> Persistent {
-    let would_block = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR));
-    match *op {
-        Op::RecvMulti { fd } => match pool.recv(fd) {
-            Ok(None) => Persistent::End(Ok(0)),
-            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
-            Err(e) if would_block(&e) => Persistent::Wait,
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::RecvMsgMulti { fd } => match dgram::recv_into_scratch(fd, scratch) {
-            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
-            Err(e) if would_block(&e) => Persistent::Wait,
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::AcceptMulti { fd } => {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
-            // SAFETY: accept4 with null address pointers writes no memory.
-            match ringloop_fallback::syscall!(unsafe { libc::accept4(fd, addr, len, flags) }) {
-                Ok(new) => Persistent::More(Ok(new as u32), None),
-                // The peer gave up before the accept: not the listener's fault; wait for the next.
-                Err(e) if would_block(&e) || e.raw_os_error() == Some(libc::ECONNABORTED) => {
-                    Persistent::Wait
-                }
-                Err(e) => Persistent::End(Err(e)),
-            }
-        }
-        _ => unreachable!("only persistent ops come here"),
     }
 }
 

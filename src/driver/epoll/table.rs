@@ -10,7 +10,8 @@ use ringloop_fallback::Poller;
 use slab::Slab;
 
 use super::ops::{self, readiness};
-use crate::driver::{BufPool, Completion, Op, OpId, Persistent, RecvBuf};
+use crate::driver::syscall::{self, Persistent};
+use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
@@ -198,7 +199,7 @@ impl<T> FdTable<T> {
     pub(super) fn start_queued(&mut self, poller: &Poller) {
         for fd in mem::take(&mut self.orphan_closes) {
             self.forget_for_close(poller, fd, None);
-            let _ = ops::close(fd);
+            let _ = syscall::close(fd);
         }
         let mut queued = mem::take(&mut self.queued);
         for key in queued.drain(..) {
@@ -206,7 +207,7 @@ impl<T> FdTable<T> {
             let result = match slot.op {
                 Op::Close { fd } => {
                     self.forget_for_close(poller, fd, Some(key));
-                    Some(ops::close(fd))
+                    Some(syscall::close(fd))
                 }
                 _ => ops::start(&mut slot.op),
             };
@@ -429,7 +430,7 @@ impl<T> Drop for FdTable<T> {
             _ => None,
         });
         for fd in queued.chain(self.orphan_closes.iter().copied()) {
-            let _ = ops::close(fd);
+            let _ = syscall::close(fd);
         }
     }
 }

@@ -29,12 +29,11 @@ use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue};
 use slab::Slab;
 
-use super::op::{result, Lifecycle, Route, Slot, Start};
+use super::op::{cqe, result, Lifecycle, Route, Slot, Start};
 use super::setup::{Feature, FeatureSet};
 use crate::driver::recv_buf::BufRing;
-use crate::driver::{
-    dgram, persistent_syscall, BufPool, Completion, Op, OpId, Persistent, RecvBuf,
-};
+use crate::driver::syscall::{persistent_syscall, Persistent};
+use crate::driver::{dgram, BufPool, Completion, Op, OpId, RecvBuf};
 
 /// The buffer group of the driver's ring.
 pub(super) const BUF_GROUP: u16 = 0;
@@ -280,13 +279,9 @@ fn datagram_outcome(n: usize, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcom
 
 /// The readiness route: the fd is ready, make the syscall.
 fn syscall(op: &Op, pool: &BufPool, scratch: &mut dgram::Scratch) -> Outcome {
-    let res = |result: std::io::Result<u32>| match result {
-        Ok(n) => n as i32,
-        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-    };
     match persistent_syscall(op, pool, scratch) {
         Persistent::Wait => Outcome::Nothing,
-        Persistent::More(result, data) => Outcome::Item(res(result), data),
-        Persistent::End(result) => Outcome::End(res(result)),
+        Persistent::More(result, data) => Outcome::Item(cqe(result), data),
+        Persistent::End(result) => Outcome::End(cqe(result)),
     }
 }
