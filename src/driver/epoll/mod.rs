@@ -4,8 +4,6 @@
 //! * `ops.rs` says what each op waits for and does its non-blocking syscall.
 // Nothing outside the tests drives `any::Driver` until `event_loop/` exists: drop this then.
 
-#[cfg(test)]
-mod multi_tests;
 mod ops;
 mod table;
 #[cfg(test)]
