@@ -13,7 +13,8 @@ use std::sync::OnceLock;
 
 use socket2::SockAddr;
 
-use super::RecvBuf;
+use super::msg::source_address;
+use super::{RecvBuf, RecvMsgBuf};
 
 /// The longest datagram every route delivers whole: more than the largest UDP payload
 /// (65,507 bytes over IPv4, 65,527 over IPv6), so only an oversize unix datagram is cut (and
@@ -73,9 +74,6 @@ pub(crate) fn parse_multishot(buf: RecvBuf) -> Result<RecvBuf, i32> {
 /// A sender address from the bytes the kernel gave; `None` for none (an unbound unix socket).
 fn source(name: &[u8]) -> Option<SockAddr> {
     let len = name.len().min(NAME_LEN);
-    if len <= mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     // SAFETY: `len` bytes are copied from the live slice `name` into the distinct local
@@ -87,41 +85,23 @@ fn source(name: &[u8]) -> Option<SockAddr> {
             len,
         )
     };
-    // SAFETY: `storage` holds `len` bytes of an address the kernel wrote, the rest zeroed.
-    Some(unsafe { SockAddr::new(storage, len as libc::socklen_t) })
+    source_address(&storage, len as libc::socklen_t)
 }
 
-/// One non-blocking `recvmsg(2)` of a datagram on `fd` into `scratch` (grown to
-/// [`DATAGRAM_CAPACITY`] on first use), handed over as an exact-size copy with its sender.
-/// `EMSGSIZE` for a datagram that did not fit (it is consumed); other errors as the kernel
-/// gave them (`EAGAIN`: nothing queued).
-pub(crate) fn recv_into_scratch(fd: RawFd, scratch: &mut Vec<u8>) -> io::Result<RecvBuf> {
-    if scratch.len() < DATAGRAM_CAPACITY {
-        scratch.resize(DATAGRAM_CAPACITY, 0);
-    }
-    let buf = &mut scratch[..DATAGRAM_CAPACITY];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: sockaddr_storage and msghdr are plain old data; all-zero is valid.
-    let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    // SAFETY: as above.
-    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-    hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    // SAFETY: `hdr` points at the live locals `name` (NAME_LEN bytes) and `iov`, which points at
-    // `buf.len()` bytes of the live scratch vector; all outlive the call.
-    let n = unsafe { libc::recvmsg(fd, &mut hdr, libc::MSG_DONTWAIT) };
-    let Ok(n) = usize::try_from(n) else { return Err(io::Error::last_os_error()) };
-    if hdr.msg_flags & libc::MSG_TRUNC != 0 {
+/// The readiness routes' receive buffer for datagrams: one per driver, allocated (as a
+/// [`RecvMsgBuf`] of [`DATAGRAM_CAPACITY`] bytes) at the first receive.
+pub(crate) type Scratch = Option<Box<RecvMsgBuf>>;
+
+/// One non-blocking `recvmsg(2)` of a datagram on `fd` into `scratch`, handed over as an
+/// exact-size copy with its sender. `EMSGSIZE` for a datagram that did not fit (it is
+/// consumed); other errors as the kernel gave them (`EAGAIN`: nothing queued).
+pub(crate) fn recv_into_scratch(fd: RawFd, scratch: &mut Scratch) -> io::Result<RecvBuf> {
+    let msg = scratch.get_or_insert_with(|| RecvMsgBuf::new(DATAGRAM_CAPACITY));
+    let n = super::syscall::recvmsg(fd, msg)? as usize;
+    if msg.truncated() {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
     }
-    let len = (hdr.msg_namelen as usize).min(NAME_LEN);
-    // SAFETY: `name` is a live sockaddr_storage, NAME_LEN bytes; `len` is clamped to it.
-    let name = unsafe {
-        std::slice::from_raw_parts((&name as *const libc::sockaddr_storage).cast::<u8>(), len)
-    };
-    Ok(RecvBuf::datagram(buf[..n.min(buf.len())].to_vec(), source(name)))
+    Ok(RecvBuf::datagram(msg.data(n).to_vec(), msg.source()))
 }
 
 #[cfg(test)]
@@ -133,7 +113,7 @@ mod tests {
     #[test]
     fn scratch_receives_whole_datagrams_and_reports_oversize_ones() {
         let (a, b) = UnixDatagram::pair().unwrap();
-        let mut scratch = Vec::new();
+        let mut scratch = None;
         let err = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
         a.send(&vec![1; DATAGRAM_CAPACITY + 1]).unwrap();

@@ -6,6 +6,11 @@
 //!
 //! # The contract every backend meets
 //!
+//! * **Ops.** One-shot: [`Op::Poll`], [`Op::Connect`], [`Op::Send`], [`Op::SendMsg`],
+//!   [`Op::Read`], [`Op::Write`], [`Op::Shutdown`], [`Op::Close`]. Persistent (below):
+//!   [`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`]. Sockets receive and accept
+//!   only through the persistent ops (the `sock_*` calls use `Poll` and their own syscalls);
+//!   there is no one-shot `Recv`, `RecvMsg` or `Accept`.
 //! * **Submission.** [`Driver::submit`](any::Driver::submit) takes an [`Op`] (which owns every
 //!   buffer and address the kernel may touch) and an *owner* value `T` chosen by the loop, and
 //!   returns an [`OpId`]. The op is handed to the kernel at the next
@@ -60,6 +65,7 @@ mod msg;
 pub(crate) mod recv_buf;
 #[cfg(test)]
 mod rw_tests;
+pub(crate) mod syscall;
 pub(crate) mod uring;
 
 use std::io;
@@ -87,7 +93,7 @@ impl Interest {
     pub(crate) const WRITE: Interest = Interest(libc::POLLOUT as u32);
 }
 
-/// A socket address the kernel reads (connect) or writes (accept), in a stable heap slot.
+/// A socket address the kernel reads (`Connect`), in a stable heap slot.
 #[derive(Clone, Copy)]
 pub(crate) struct SockAddrBuf {
     /// The address bytes.
@@ -97,7 +103,7 @@ pub(crate) struct SockAddrBuf {
 }
 
 impl SockAddrBuf {
-    /// An empty buffer, sized for any address (for `Accept`).
+    /// An empty buffer, sized for any address, to fill in.
     pub(crate) fn empty() -> Box<SockAddrBuf> {
         // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
         let storage = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
@@ -123,33 +129,12 @@ pub(crate) enum Op {
         /// What to wait for.
         interest: Interest,
     },
-    // No caller since servers accept with `AcceptMulti` and transports receive with
-    // `RecvMulti`; kept (tested on both backends, with the peer address) for one-shot callers
-    // such as `sock_accept`/`sock_recv`.
-    #[allow(dead_code)]
-    /// Accept one connection on the listening socket `fd`. Result: the new fd, already
-    /// non-blocking and close-on-exec; the peer's address lands in `addr`.
-    Accept {
-        /// The listening socket.
-        fd: RawFd,
-        /// Receives the peer address (`len` in: capacity; out: actual length).
-        addr: Box<SockAddrBuf>,
-    },
     /// Connect the non-blocking socket `fd` to `addr`. Result: 0.
     Connect {
         /// The socket.
         fd: RawFd,
         /// Where to connect.
         addr: Box<SockAddrBuf>,
-    },
-    #[allow(dead_code)] // see `Accept`
-    /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`). Result: the
-    /// byte count (0 = end of stream); the driver has extended `buf.len()` by it.
-    Recv {
-        /// The socket (or pipe: any fd `recv`/`read` works on; sockets use `recv`).
-        fd: RawFd,
-        /// Where the bytes land.
-        buf: Vec<u8>,
     },
     /// Send `buf[offset..]` with `MSG_NOSIGNAL`. Result: bytes sent (may be short).
     Send {
@@ -196,19 +181,6 @@ pub(crate) enum Op {
         /// `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
         how: i32,
     },
-    // No caller since the datagram transport receives with `RecvMsgMulti`; kept (tested on
-    // both backends) for one-shot callers such as a future `sock_recvfrom`.
-    #[allow(dead_code)]
-    /// Receive one datagram into `msg` (`recvmsg(2)`): the data, the sender's address and the
-    /// kernel's `msg_flags`. Result: the byte count taken (a datagram longer than the buffer
-    /// is cut to it and `MSG_TRUNC` set in the flags). Single-shot; [`Op::RecvMsgMulti`] is
-    /// the persistent form.
-    RecvMsg {
-        /// The datagram socket.
-        fd: RawFd,
-        /// Where the datagram, its address and flags land.
-        msg: Box<RecvMsgBuf>,
-    },
     /// Send one datagram (`sendmsg(2)` with `MSG_NOSIGNAL`), to the address in `msg` or the
     /// connected peer. Result: the byte count (all of it: datagrams are never split).
     SendMsg {
@@ -226,7 +198,7 @@ pub(crate) enum Op {
     /// caller and never loses data); epoll and the io_uring readiness route `recv` into a
     /// buffer of the driver's [`BufPool`] and hand it over (it returns to the pool on drop).
     RecvMulti {
-        /// The socket (borrowed, as for `Recv`).
+        /// The socket (borrowed: the loop keeps it open while the op is in flight).
         fd: RawFd,
     },
     /// Receive datagrams on `fd` until an error or `stop`/`cancel`: a *persistent* op. Each
@@ -241,7 +213,7 @@ pub(crate) enum Op {
     /// queued); without it (`multishot_recvmsg`, `buffer_ring`, `op_recvmsg` off or missing)
     /// and on epoll, readiness and a `recvmsg(2)` into one driver buffer, handed over as a copy.
     RecvMsgMulti {
-        /// The datagram socket (borrowed, as for `RecvMsg`).
+        /// The datagram socket (borrowed, as for `RecvMulti`).
         fd: RawFd,
     },
     /// Accept connections on the listening socket `fd` until an error or `stop`/`cancel`: a
@@ -261,10 +233,10 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    /// Releases what a result nobody will see still holds: the fd a cancelled `Accept`
+    /// Releases what a result nobody will see still holds: the fd a cancelled `AcceptMulti`
     /// accepted anyway. Called by the backends when they drop a cancelled op's result.
     pub(crate) fn discard_result(&self, res: i32) {
-        let accept = matches!(self, Op::Accept { .. } | Op::AcceptMulti { .. });
+        let accept = matches!(self, Op::AcceptMulti { .. });
         if let (true, Ok(fd)) = (accept, std::os::fd::RawFd::try_from(res)) {
             if fd >= 0 {
                 // SAFETY: the kernel just created `fd` for this accept and nobody else has
@@ -272,51 +244,6 @@ impl Op {
                 drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
             }
         }
-    }
-}
-
-/// What one readiness-route syscall of a persistent op came to (both backends).
-pub(crate) enum Persistent {
-    /// Nothing (`EAGAIN`, `EINTR`, or a connection aborted before its accept): keep waiting.
-    Wait,
-    /// A result to hand over (a chunk, a datagram, a connection, or `EMSGSIZE`); keep waiting.
-    More(io::Result<u32>, Option<RecvBuf>),
-    /// The final result (end of stream, an error).
-    End(io::Result<u32>),
-}
-
-/// The syscall of persistent `op` once its fd is readable: a `recv` into a buffer of `pool`,
-/// handed over with the bytes; a `recvmsg` of one datagram into `scratch` (handed over as a
-/// copy, with its sender); or an `accept4`.
-pub(crate) fn persistent_syscall(op: &Op, pool: &BufPool, scratch: &mut Vec<u8>) -> Persistent {
-    let would_block = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR));
-    match *op {
-        Op::RecvMulti { fd } => match pool.recv(fd) {
-            Ok(None) => Persistent::End(Ok(0)),
-            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
-            Err(e) if would_block(&e) => Persistent::Wait,
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::RecvMsgMulti { fd } => match dgram::recv_into_scratch(fd, scratch) {
-            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
-            Err(e) if would_block(&e) => Persistent::Wait,
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::AcceptMulti { fd } => {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
-            // SAFETY: accept4 with null address pointers writes no memory.
-            match ringloop_fallback::syscall!(unsafe { libc::accept4(fd, addr, len, flags) }) {
-                Ok(new) => Persistent::More(Ok(new as u32), None),
-                // The peer gave up before the accept: not the listener's fault; wait for the next.
-                Err(e) if would_block(&e) || e.raw_os_error() == Some(libc::ECONNABORTED) => {
-                    Persistent::Wait
-                }
-                Err(e) => Persistent::End(Err(e)),
-            }
-        }
-        _ => unreachable!("only persistent ops come here"),
     }
 }
 

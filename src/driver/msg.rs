@@ -1,6 +1,6 @@
-//! Message headers for `Op::RecvMsg` and `Op::SendMsg`: a `msghdr`, its `iovec` and the
-//! address, in one heap block the op owns, so every pointer the kernel is given stays valid
-//! from submit to the final completion.
+//! Message headers for `recvmsg(2)`/`sendmsg(2)` (`Op::RecvMsg`, `Op::SendMsg`, the datagram
+//! readiness routes): a `msghdr`, its `iovec` and the address, in one heap block the op (or
+//! driver) owns, so every pointer the kernel is given stays valid until it is done.
 //!
 //! # Implementation
 //! The `msghdr` points into its own block (at the `iovec` and the address) and at the data's
@@ -44,9 +44,6 @@ pub(crate) struct RecvMsgBuf {
     data: Vec<u8>,
 }
 
-// Only tests construct one since the datagram transport moved to `RecvMsgMulti` (see
-// `Op::RecvMsg`).
-#[allow(dead_code)]
 impl RecvMsgBuf {
     /// A buffer for datagrams of up to `capacity` bytes. It is zeroed once (it is meant to be
     /// reused): memcheck cannot see the kernel's writes through io_uring.
@@ -78,11 +75,6 @@ impl RecvMsgBuf {
         &self.data[..n.min(self.data.len())]
     }
 
-    /// The buffer's capacity: the longest datagram it takes whole.
-    pub(crate) fn capacity(&self) -> usize {
-        self.data.len()
-    }
-
     /// The kernel's `msg_flags` for the last receive (`MSG_TRUNC`, ...).
     pub(crate) fn flags(&self) -> i32 {
         self.hdr.msg_flags
@@ -95,14 +87,26 @@ impl RecvMsgBuf {
 
     /// The sender's address, `None` when the kernel gave none (an unbound unix socket).
     pub(crate) fn source(&self) -> Option<SockAddr> {
-        let len = self.hdr.msg_namelen.min(STORAGE_LEN);
-        if (len as usize) <= mem::size_of::<libc::sa_family_t>() {
-            return None;
-        }
-        // SAFETY: the kernel wrote `len` (clamped to the storage) bytes of address into `addr`;
-        // the rest of the storage is initialised (zeroed or an older address).
-        Some(unsafe { SockAddr::new(self.addr, len) })
+        // The kernel wrote `msg_namelen` bytes of address into `addr` (the rest of the storage
+        // is zeroed or an older address).
+        source_address(&self.addr, self.hdr.msg_namelen)
     }
+}
+
+/// A sender's address from the first `len` bytes of `storage`, as `recvmsg(2)` (or a multishot
+/// `RECVMSG` buffer) gave it: `None` when there is none (an unbound unix socket: no more than
+/// the family). `len` is clamped to the storage.
+pub(crate) fn source_address(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SockAddr> {
+    let len = len.min(STORAGE_LEN);
+    if (len as usize) <= mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: `storage` is a whole, initialised sockaddr_storage whose first `len` bytes (at
+    // most its size) are the address the kernel wrote.
+    Some(unsafe { SockAddr::new(*storage, len) })
 }
 
 impl fmt::Debug for RecvMsgBuf {

@@ -144,17 +144,14 @@ impl BufPool {
         // An idle buffer, or a new one, zeroed once so memcheck sees defined memory whatever
         // the kernel wrote.
         let mut buf = self.idle().pop().unwrap_or_else(|| vec![0; Self::BUF_SIZE]);
-        // SAFETY: recv writes at most `buf.len()` bytes into the live vector.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        match usize::try_from(n) {
+        match super::syscall::recv(fd, &mut buf) {
             Ok(len) if len > 0 => {
-                let inner = Inner::Pooled { pool: self.clone(), buf, len };
+                let inner = Inner::Pooled { pool: self.clone(), buf, len: len as usize };
                 Ok(Some(RecvBuf { inner, source: None }))
             }
             result => {
-                let error = result.is_err().then(io::Error::last_os_error);
                 self.give_back(buf);
-                error.map_or(Ok(None), Err)
+                result.map(|_| None)
             }
         }
     }

@@ -147,8 +147,8 @@ mod tests {
         for lp in loops() {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let addr = crate::driver::SockAddrBuf::empty();
-            let future = lp.submit_op(Op::Accept { fd: listener.as_raw_fd(), addr }).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let future = lp.submit_op(Op::AcceptMulti { fd: listener.as_raw_fd() }).unwrap();
             drop(future);
             for _ in 0..5 {
                 let stopper = lp.clone();

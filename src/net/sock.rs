@@ -9,7 +9,7 @@
 //! is what asyncio's selector loop and uvloop do, and it is chosen here on io_uring too:
 //!
 //! * **Cancellation loses nothing.** A future dropped while it waits only cancels a poll, which
-//!   never moves data. A completion-style `Recv` or `Accept` cancelled after the kernel
+//!   never moves data. A completion-style receive or accept cancelled after the kernel
 //!   already took the bytes (or the connection) off the socket would lose them: the cancel can
 //!   race the completion, and nobody is left to report it to. With readiness, bytes are only
 //!   taken by a syscall whose result the future returns in the same poll.
@@ -30,6 +30,7 @@
 //! with the fd (`forget_fd`, a no-op while other ops still wait on it), so closing the socket
 //! afterwards is always safe.
 
+use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -101,17 +102,49 @@ impl From<(String, u16)> for ConnectTarget {
     }
 }
 
+/// Which `sock_*` call on which fd, for error messages ("sock_recv(fd 7)"). Formatted only
+/// when an error is built: a call that succeeds formats nothing.
+#[derive(Clone, Copy)]
+struct Call {
+    /// The method's name.
+    name: &'static str,
+    /// The socket.
+    fd: RawFd,
+}
+
+impl Call {
+    fn new(name: &'static str, sock: BorrowedFd<'_>) -> Call {
+        Call { name, fd: sock.as_raw_fd() }
+    }
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(fd {})", self.name, self.fd)
+    }
+}
+
+/// "Connect call failed ADDRESS", asyncio's message for a failed connect, formatted only when
+/// an error is built.
+struct ConnectFailed<'a>(&'a SockAddr);
+
+impl fmt::Display for ConnectFailed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Connect call failed {}", describe(self.0))
+    }
+}
+
 /// Whether an error means "try again when ready".
 fn would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
 /// `Ok` if `sock` is an open, non-blocking fd; otherwise the error `what` reports.
-fn check_nonblocking(sock: BorrowedFd<'_>, what: &str) -> Result<()> {
+fn check_nonblocking(sock: BorrowedFd<'_>, what: &dyn fmt::Display) -> Result<()> {
     // SAFETY: F_GETFL only reads the open file's status flags; no memory is passed.
     let flags = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
     if flags < 0 {
-        return Err(Error::io(what.to_owned(), io::Error::last_os_error()));
+        return Err(Error::io(what.to_string(), io::Error::last_os_error()));
     }
     if flags & libc::O_NONBLOCK == 0 {
         return Err(Error::InvalidArgument(format!(
@@ -124,7 +157,7 @@ fn check_nonblocking(sock: BorrowedFd<'_>, what: &str) -> Result<()> {
 
 /// An empty buffer with room for exactly `n` bytes; an error (not an abort) if `n` is more
 /// than can be allocated.
-fn receive_buffer(n: usize, what: &str) -> Result<Vec<u8>> {
+fn receive_buffer(n: usize, what: Call) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     buf.try_reserve_exact(n).map_err(|_| {
         Error::InvalidArgument(format!("{what}: cannot allocate a buffer of {n} bytes"))
@@ -175,7 +208,12 @@ impl Drop for PollGuard {
 impl EventLoop {
     /// Waits until `sock` is ready for `interest` (or has an error or hang-up to report, which
     /// the next syscall then returns).
-    async fn sock_wait(&self, sock: BorrowedFd<'_>, interest: Interest, what: &str) -> Result<()> {
+    async fn sock_wait(
+        &self,
+        sock: BorrowedFd<'_>,
+        interest: Interest,
+        what: &dyn fmt::Display,
+    ) -> Result<()> {
         let fd = sock.as_raw_fd();
         let op = self.submit_op(Op::Poll { fd, interest })?;
         let mut guard = PollGuard { event_loop: self.clone(), fd, op: Some(op) };
@@ -190,18 +228,18 @@ impl EventLoop {
         &self,
         sock: BorrowedFd<'_>,
         interest: Interest,
-        what: &str,
+        what: Call,
         mut attempt: impl FnMut(&SockRef<'_>) -> io::Result<T>,
     ) -> Result<T> {
         self.check_open()?;
-        check_nonblocking(sock, what)?;
+        check_nonblocking(sock, &what)?;
         let socket = SockRef::from(&sock);
         loop {
             match attempt(&socket) {
                 Ok(value) => return Ok(value),
-                Err(err) if would_block(&err) => self.sock_wait(sock, interest, what).await?,
+                Err(err) if would_block(&err) => self.sock_wait(sock, interest, &what).await?,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(Error::io(what.to_owned(), err)),
+                Err(err) => return Err(Error::io(what.to_string(), err)),
             }
         }
     }
@@ -234,10 +272,10 @@ impl EventLoop {
     /// ```
     pub async fn sock_recv(&self, sock: &impl AsFd, nbytes: usize) -> Result<Vec<u8>> {
         let sock = sock.as_fd();
-        let what = format!("sock_recv(fd {})", sock.as_raw_fd());
-        let mut buf = receive_buffer(nbytes, &what)?;
+        let what = Call::new("sock_recv", sock);
+        let mut buf = receive_buffer(nbytes, what)?;
         let n = self
-            .sock_retry(sock, Interest::READ, &what, |s| {
+            .sock_retry(sock, Interest::READ, what, |s| {
                 s.recv(&mut buf.spare_capacity_mut()[..nbytes])
             })
             .await?;
@@ -258,8 +296,8 @@ impl EventLoop {
     /// As [`sock_recv`](Self::sock_recv).
     pub async fn sock_recv_into(&self, sock: &impl AsFd, buf: &mut [u8]) -> Result<usize> {
         let sock = sock.as_fd();
-        let what = format!("sock_recv_into(fd {})", sock.as_raw_fd());
-        self.sock_retry(sock, Interest::READ, &what, |s| s.recv(as_uninit(buf))).await
+        let what = Call::new("sock_recv_into", sock);
+        self.sock_retry(sock, Interest::READ, what, |s| s.recv(as_uninit(buf))).await
     }
 
     /// Receives one datagram of up to `bufsize` bytes (asyncio's `loop.sock_recvfrom`): the
@@ -274,10 +312,10 @@ impl EventLoop {
         bufsize: usize,
     ) -> Result<(Vec<u8>, SockAddr)> {
         let sock = sock.as_fd();
-        let what = format!("sock_recvfrom(fd {})", sock.as_raw_fd());
-        let mut buf = receive_buffer(bufsize, &what)?;
+        let what = Call::new("sock_recvfrom", sock);
+        let mut buf = receive_buffer(bufsize, what)?;
         let (n, addr) = self
-            .sock_retry(sock, Interest::READ, &what, |s| {
+            .sock_retry(sock, Interest::READ, what, |s| {
                 s.recv_from(&mut buf.spare_capacity_mut()[..bufsize])
             })
             .await?;
@@ -301,7 +339,7 @@ impl EventLoop {
         nbytes: usize,
     ) -> Result<(usize, SockAddr)> {
         let sock = sock.as_fd();
-        let what = format!("sock_recvfrom_into(fd {})", sock.as_raw_fd());
+        let what = Call::new("sock_recvfrom_into", sock);
         let nbytes = if nbytes == 0 { buf.len() } else { nbytes };
         if nbytes > buf.len() {
             return Err(Error::InvalidArgument(format!(
@@ -310,7 +348,7 @@ impl EventLoop {
             )));
         }
         let window = &mut buf[..nbytes];
-        self.sock_retry(sock, Interest::READ, &what, |s| s.recv_from(as_uninit(window))).await
+        self.sock_retry(sock, Interest::READ, what, |s| s.recv_from(as_uninit(window))).await
     }
 
     /// Sends all of `data` (asyncio's `loop.sock_sendall`): `Ok(())` once every byte is in
@@ -344,11 +382,11 @@ impl EventLoop {
     /// ```
     pub async fn sock_sendall(&self, sock: &impl AsFd, data: &[u8]) -> Result<()> {
         let sock = sock.as_fd();
-        let what = format!("sock_sendall(fd {})", sock.as_raw_fd());
+        let what = Call::new("sock_sendall", sock);
         let mut sent = 0;
         // One `sock_retry` for the whole send: a partial send is followed by the next one at
         // once (as before), without checking the loop and the socket's flags again.
-        self.sock_retry(sock, Interest::WRITE, &what, |s| loop {
+        self.sock_retry(sock, Interest::WRITE, what, |s| loop {
             sent += s.send_with_flags(&data[sent..], libc::MSG_NOSIGNAL)?;
             if sent >= data.len() {
                 return Ok(());
@@ -372,8 +410,8 @@ impl EventLoop {
         addr: &SockAddr,
     ) -> Result<usize> {
         let sock = sock.as_fd();
-        let what = format!("sock_sendto(fd {})", sock.as_raw_fd());
-        self.sock_retry(sock, Interest::WRITE, &what, |s| {
+        let what = Call::new("sock_sendto", sock);
+        self.sock_retry(sock, Interest::WRITE, what, |s| {
             s.send_to_with_flags(data, addr, libc::MSG_NOSIGNAL)
         })
         .await
@@ -412,8 +450,8 @@ impl EventLoop {
     /// ```
     pub async fn sock_accept(&self, sock: &impl AsFd) -> Result<(Socket, SockAddr)> {
         let sock = sock.as_fd();
-        let what = format!("sock_accept(fd {})", sock.as_raw_fd());
-        self.sock_retry(sock, Interest::READ, &what, |s| accept_nonblocking(s.as_raw_fd())).await
+        let what = Call::new("sock_accept", sock);
+        self.sock_retry(sock, Interest::READ, what, |s| accept_nonblocking(s.as_raw_fd())).await
     }
 
     /// Connects `sock` to `address` (asyncio's `loop.sock_connect`). A
@@ -451,12 +489,12 @@ impl EventLoop {
         address: impl Into<ConnectTarget>,
     ) -> Result<()> {
         let sock = sock.as_fd();
-        let what = format!("sock_connect(fd {})", sock.as_raw_fd());
+        let what = Call::new("sock_connect", sock);
         self.check_open()?;
         check_nonblocking(sock, &what)?;
         let addr = match address.into() {
             ConnectTarget::Addr(addr) => addr,
-            ConnectTarget::Host(host, port) => self.sock_resolve(sock, &host, port, &what).await?,
+            ConnectTarget::Host(host, port) => self.sock_resolve(sock, &host, port, what).await?,
         };
         self.sock_connect_addr(sock, &addr).await
     }
@@ -467,7 +505,7 @@ impl EventLoop {
         sock: BorrowedFd<'_>,
         host: &str,
         port: u16,
-        what: &str,
+        what: Call,
     ) -> Result<SockAddr> {
         let socket = SockRef::from(&sock);
         let params = (socket.domain(), socket.r#type(), socket.protocol());
@@ -501,7 +539,7 @@ impl EventLoop {
     /// wait for writability and read `SO_ERROR`.
     async fn sock_connect_addr(&self, sock: BorrowedFd<'_>, addr: &SockAddr) -> Result<()> {
         let socket = SockRef::from(&sock);
-        let failed = || format!("Connect call failed {}", describe(addr));
+        let failed = ConnectFailed(addr);
         loop {
             let err = match socket.connect(addr) {
                 Ok(()) => return Ok(()),
@@ -512,14 +550,14 @@ impl EventLoop {
                     return Ok(())
                 }
                 Some(libc::EINPROGRESS | libc::EALREADY | libc::EAGAIN | libc::EINTR) => {}
-                _ => return Err(Error::io(failed(), err)),
+                _ => return Err(Error::io(failed.to_string(), err)),
             }
-            self.sock_wait(sock, Interest::WRITE, &failed()).await?;
+            self.sock_wait(sock, Interest::WRITE, &failed).await?;
             match socket.take_error() {
                 Ok(None) if socket.peer_addr().is_ok() => return Ok(()),
                 // Writable but not connected (a unix listener's backlog was full): try again.
                 Ok(None) => {}
-                Ok(Some(err)) | Err(err) => return Err(Error::io(failed(), err)),
+                Ok(Some(err)) | Err(err) => return Err(Error::io(failed.to_string(), err)),
             }
         }
     }

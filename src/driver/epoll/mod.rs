@@ -4,8 +4,6 @@
 //! * `ops.rs` says what each op waits for and does its non-blocking syscall.
 // Nothing outside the tests drives `any::Driver` until `event_loop/` exists: drop this then.
 
-#[cfg(test)]
-mod multi_tests;
 mod ops;
 mod table;
 #[cfg(test)]
@@ -33,7 +31,7 @@ const EVENTS_PER_TURN: usize = 1024;
 /// epoll allows one registration per fd, while several ops may wait on one fd (a reader and a
 /// writer, as with `add_reader` + `add_writer`). So ops are grouped by fd in an [`FdTable`]: each
 /// fd has a FIFO list of waiting ops and the event mask registered for it, the union of what its
-/// ops wait for (a `Recv` and a `Send` on one socket share a `POLLIN | POLLOUT` registration).
+/// ops wait for (a `Read` and a `Send` on one socket share a `POLLIN | POLLOUT` registration).
 /// When the fd reports what an op waits for, or `POLLERR`/`POLLHUP`, the op is attempted: a
 /// `Poll` finishes with the readiness; an I/O op does its non-blocking syscall, which either
 /// gives the result io_uring would give (an error and end of stream included) or `EAGAIN`, and
@@ -43,9 +41,9 @@ const EVENTS_PER_TURN: usize = 1024;
 /// (`Connect`) or that never wait (`Shutdown`, `Close`) are queued by `submit` instead and tried
 /// at the start of the next turn, before the wait; a `Send` that gets `EAGAIN` (a `Connect` that
 /// gets `EINPROGRESS`) then waits for `POLLOUT`. Submission itself makes no syscall. `Close`
-/// forgets its fd (table entry and registration) before closing it. A `Recv` waits first: with
-/// level triggering, a socket that still holds data is reported by the very wait every turn
-/// makes anyway, so an optimistic `recv` before it would save no syscall.
+/// forgets its fd (table entry and registration) before closing it. A `Read` (and a persistent
+/// receive) waits first: with level triggering, an fd that still holds data is reported by the
+/// very wait every turn makes anyway, so an optimistic read before it would save no syscall.
 ///
 /// Registrations follow the ops lazily. Finishing or cancelling an op only marks its fd dirty;
 /// the next [`turn`](Self::turn) reconciles the dirty fds before it waits (`ADD` a new fd, `MOD`

@@ -1,17 +1,15 @@
-//! What each op does on epoll: the readiness it waits for and its non-blocking syscall.
+//! What each op does on epoll: the readiness it waits for, and when it makes its non-blocking
+//! syscall (`driver/syscall.rs`, shared with io_uring's syscall routes).
 //!
 //! Each syscall gives the result io_uring would put in the op's CQE: `Ok(n)` or the errno.
 //! `EAGAIN` (and `EINTR`) never complete an op: it keeps waiting for readiness instead.
 
 use std::io;
-use std::mem;
 use std::os::fd::RawFd;
 
-use ringloop_fallback::syscall;
-
-use crate::driver::{
-    persistent_syscall, BufPool, Op, Persistent, RecvMsgBuf, SendMsgBuf, SockAddrBuf,
-};
+use crate::driver::dgram;
+use crate::driver::syscall::{self, persistent_syscall, Persistent};
+use crate::driver::{BufPool, Op};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -22,16 +20,13 @@ const EVENT_BITS: u32 = 0xffff;
 const IN: u32 = libc::POLLIN as u32;
 /// Writable.
 const OUT: u32 = libc::POLLOUT as u32;
-/// The most bytes one recv or send moves: io_uring results are `i32`.
-const MAX_IO: usize = i32::MAX as usize;
 
 /// The fd `op` works on and the readiness it waits for (`poll(2)` bits; 0 if it never waits).
 pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
     match *op {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
-        Op::Accept { fd, .. } | Op::Recv { fd, .. } | Op::Read { fd, .. } => (fd, IN),
-        Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsg { fd, .. } => (fd, IN),
-        Op::RecvMsgMulti { fd } => (fd, IN),
+        Op::Read { fd, .. } => (fd, IN),
+        Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
         Op::SendMsg { fd, .. } => (fd, OUT),
         Op::Shutdown { fd, .. } | Op::Close { fd } => (fd, 0),
@@ -55,24 +50,20 @@ pub(super) fn tries_first(op: &Op) -> bool {
 
 /// The first try of a [`tries_first`] op, at the start of a turn; `None`: wait for readiness.
 ///
-/// `Close` is the table's business (it forgets the fd first): see [`close`].
+/// `Close` is the table's business (it forgets the fd first, then calls
+/// [`syscall::close`]).
 pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
     match op {
-        Op::Connect { fd, addr } => match connect(*fd, addr) {
-            // Under way (a signal cannot stop a non-blocking connect): POLLOUT says when done.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => None,
+        Op::Connect { fd, addr } => match syscall::connect(*fd, addr) {
+            // Under way: POLLOUT says when done.
+            Err(e) if syscall::in_progress(&e) => None,
             result => Some(result),
         },
-        Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
-        Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
-        Op::Shutdown { fd, how } => Some(shutdown(*fd, *how)),
-        Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
-        Op::Poll { .. }
-        | Op::Accept { .. }
-        | Op::Recv { .. }
-        | Op::Read { .. }
-        | Op::RecvMsg { .. }
-        | Op::Close { .. } => {
+        Op::Send { fd, buf, offset } => keep_waiting_on_eagain(syscall::send(*fd, buf, *offset)),
+        Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
+        Op::Shutdown { fd, how } => Some(syscall::shutdown(*fd, *how)),
+        Op::SendMsg { fd, msg } => keep_waiting_on_eagain(syscall::sendmsg(*fd, msg)),
+        Op::Poll { .. } | Op::Read { .. } | Op::Close { .. } => {
             unreachable!("only ops that try first are started, and Close by the table")
         }
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
@@ -92,14 +83,11 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
     }
     match op {
         Op::Poll { .. } => Some(Ok(hit)),
-        Op::Accept { fd, addr } => keep_waiting_on_eagain(accept(*fd, addr)),
-        Op::Connect { fd, .. } => Some(socket_error(*fd)),
-        Op::Recv { fd, buf } => keep_waiting_on_eagain(recv(*fd, buf)),
-        Op::Send { fd, buf, offset } => keep_waiting_on_eagain(send(*fd, buf, *offset)),
-        Op::RecvMsg { fd, msg } => keep_waiting_on_eagain(recvmsg(*fd, msg)),
-        Op::SendMsg { fd, msg } => keep_waiting_on_eagain(sendmsg(*fd, msg)),
-        Op::Read { fd, buf } => keep_waiting_on_eagain(read(*fd, buf)),
-        Op::Write { fd, buf, offset } => keep_waiting_on_eagain(write(*fd, buf, *offset)),
+        Op::Connect { fd, .. } => Some(syscall::socket_error(*fd)),
+        Op::Send { fd, buf, offset } => keep_waiting_on_eagain(syscall::send(*fd, buf, *offset)),
+        Op::SendMsg { fd, msg } => keep_waiting_on_eagain(syscall::sendmsg(*fd, msg)),
+        Op::Read { fd, buf } => keep_waiting_on_eagain(syscall::read(*fd, buf)),
+        Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
         Op::Shutdown { .. } | Op::Close { .. } => unreachable!("{op:?} never waits"),
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("see attempt_persistent")
@@ -119,7 +107,7 @@ pub(super) fn attempt_persistent(
     op: &Op,
     revents: u32,
     pool: &BufPool,
-    scratch: &mut Vec<u8>,
+    scratch: &mut dgram::Scratch,
 ) -> Persistent {
     if revents & (IN | ALWAYS_REPORTED) == 0 {
         return Persistent::Wait;
@@ -130,147 +118,7 @@ pub(super) fn attempt_persistent(
 /// `None` (keep waiting) for `EAGAIN` and `EINTR`, the final result otherwise.
 fn keep_waiting_on_eagain(result: io::Result<u32>) -> Option<io::Result<u32>> {
     match result {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => None,
+        Err(e) if syscall::would_block(&e) => None,
         result => Some(result),
     }
-}
-
-/// The size of a `sockaddr_storage`, the most any address takes.
-fn storage_len() -> libc::socklen_t {
-    mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t
-}
-
-/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: the new fd; the peer address lands in `addr`.
-fn accept(fd: RawFd, addr: &mut SockAddrBuf) -> io::Result<u32> {
-    // A capacity beyond the storage would let the kernel write past it.
-    addr.len = addr.len.min(storage_len());
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: `addr.storage` is a live sockaddr_storage of at least `addr.len` bytes (clamped
-    // above) that the kernel may fill, and `addr.len` a live socklen_t it updates.
-    let new = syscall!(unsafe {
-        libc::accept4(
-            fd,
-            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
-            &mut addr.len,
-            flags,
-        )
-    })?;
-    Ok(new as u32)
-}
-
-/// `connect(fd, addr)`: 0, or the errno (`EINPROGRESS` for a non-blocking socket).
-fn connect(fd: RawFd, addr: &SockAddrBuf) -> io::Result<u32> {
-    let len = addr.len.min(storage_len());
-    // SAFETY: the kernel reads at most `len` bytes of the live sockaddr_storage `addr.storage`.
-    syscall!(unsafe {
-        libc::connect(fd, (&addr.storage as *const libc::sockaddr_storage).cast(), len)
-    })?;
-    Ok(0)
-}
-
-/// The outcome of a non-blocking connect, once the socket is writable: `SO_ERROR`.
-fn socket_error(fd: RawFd) -> io::Result<u32> {
-    let mut error: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into the live c_int `error` and updates the
-    // live socklen_t `len`.
-    syscall!(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut error as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    match error {
-        0 => Ok(0),
-        errno => Err(io::Error::from_raw_os_error(errno)),
-    }
-}
-
-/// `recv` into the spare capacity of `buf`, which grows by the count received (0: end of stream).
-fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(MAX_IO);
-    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`;
-    // MSG_DONTWAIT keeps even a blocking socket from blocking the loop.
-    let n = syscall!(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?
-        as usize;
-    // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
-    // first `buf.len() + n` bytes are initialised and within the capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n as u32)
-}
-
-/// `send(MSG_NOSIGNAL | MSG_DONTWAIT)` of `buf[offset..]`: the count sent (may be short).
-fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
-    let Some(bytes) = buf.get(offset..) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-    let len = bytes.len().min(MAX_IO);
-    // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
-    let n = syscall!(unsafe { libc::send(fd, bytes.as_ptr().cast(), len, flags) })?;
-    Ok(n as u32)
-}
-
-/// `recvmsg(MSG_DONTWAIT)` of one datagram into `msg`: the count taken.
-fn recvmsg(fd: RawFd, msg: &mut RecvMsgBuf) -> io::Result<u32> {
-    let hdr = msg.header();
-    // SAFETY: `hdr` points at the live boxed header, whose iovec, address and data pointers
-    // `header()` just set to live memory of the given sizes inside `msg`.
-    let n = syscall!(unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) })?;
-    Ok(n as u32)
-}
-
-/// `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` of the datagram in `msg`: the count sent.
-fn sendmsg(fd: RawFd, msg: &mut SendMsgBuf) -> io::Result<u32> {
-    let hdr = msg.header();
-    // SAFETY: `hdr` points at the live boxed header, whose iovec and address pointers
-    // `header()` just set to live memory inside `msg`; the kernel only reads them.
-    let n = syscall!(unsafe { libc::sendmsg(fd, hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })?;
-    Ok(n as u32)
-}
-
-/// `read(2)` into the spare capacity of `buf`, which grows by the count read (0: end of file).
-/// The fd is expected to be non-blocking (the pipe transports make it so): the read is only
-/// tried once epoll reports it readable, but a blocking fd could still block if another
-/// reader drained it meanwhile. A regular file (which epoll refuses) reads at once.
-fn read(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(MAX_IO);
-    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`.
-    let n = syscall!(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) })? as usize;
-    // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
-    // first `buf.len() + n` bytes are initialised and within the capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n as u32)
-}
-
-/// `write(2)` of `buf[offset..]`: the count written (may be short).
-fn write(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
-    let Some(bytes) = buf.get(offset..) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    let len = bytes.len().min(MAX_IO);
-    // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
-    let n = syscall!(unsafe { libc::write(fd, bytes.as_ptr().cast(), len) })?;
-    Ok(n as u32)
-}
-
-/// `shutdown(fd, how)`: 0.
-fn shutdown(fd: RawFd, how: i32) -> io::Result<u32> {
-    // SAFETY: shutdown takes no pointers.
-    syscall!(unsafe { libc::shutdown(fd, how) })?;
-    Ok(0)
-}
-
-/// `close(fd)`: 0. The caller owns `fd` (an `Op::Close` owns it from submit on) and has made
-/// the driver forget it.
-pub(super) fn close(fd: RawFd) -> io::Result<u32> {
-    // SAFETY: close takes no pointers; `fd` is owned by the op, so nothing else closes it or
-    // uses its number meanwhile.
-    syscall!(unsafe { libc::close(fd) })?;
-    Ok(0)
 }

@@ -10,7 +10,8 @@ use ringloop_fallback::Poller;
 use slab::Slab;
 
 use super::ops::{self, readiness};
-use crate::driver::{BufPool, Completion, Op, OpId, Persistent, RecvBuf};
+use crate::driver::syscall::{self, Persistent};
+use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
@@ -112,8 +113,8 @@ pub(super) struct FdTable<T> {
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
-    /// The buffer every `RecvMsgMulti` receives into (empty until first used).
-    dgram_scratch: Vec<u8>,
+    /// The buffer every `RecvMsgMulti` receives into (allocated at first use).
+    dgram_scratch: crate::driver::dgram::Scratch,
 }
 
 impl<T> Default for FdTable<T> {
@@ -127,7 +128,7 @@ impl<T> Default for FdTable<T> {
             orphan_closes: Vec::new(),
             more: Vec::new(),
             pool: BufPool::default(),
-            dgram_scratch: Vec::new(),
+            dgram_scratch: None,
         }
     }
 }
@@ -198,7 +199,7 @@ impl<T> FdTable<T> {
     pub(super) fn start_queued(&mut self, poller: &Poller) {
         for fd in mem::take(&mut self.orphan_closes) {
             self.forget_for_close(poller, fd, None);
-            let _ = ops::close(fd);
+            let _ = syscall::close(fd);
         }
         let mut queued = mem::take(&mut self.queued);
         for key in queued.drain(..) {
@@ -206,7 +207,7 @@ impl<T> FdTable<T> {
             let result = match slot.op {
                 Op::Close { fd } => {
                     self.forget_for_close(poller, fd, Some(key));
-                    Some(ops::close(fd))
+                    Some(syscall::close(fd))
                 }
                 _ => ops::start(&mut slot.op),
             };
@@ -429,7 +430,7 @@ impl<T> Drop for FdTable<T> {
             _ => None,
         });
         for fd in queued.chain(self.orphan_closes.iter().copied()) {
-            let _ = ops::close(fd);
+            let _ = syscall::close(fd);
         }
     }
 }

@@ -352,16 +352,6 @@ fn sockaddr(addr: SocketAddr) -> Box<SockAddrBuf> {
     buf
 }
 
-/// The IPv4 address the kernel wrote into `buf`.
-fn socket_addr(buf: &SockAddrBuf) -> SocketAddr {
-    assert_eq!(i32::from(buf.storage.ss_family), libc::AF_INET);
-    assert_eq!(buf.len as usize, mem::size_of::<libc::sockaddr_in>());
-    // SAFETY: an AF_INET address of that length is a sockaddr_in; the storage is aligned for it.
-    let sin =
-        unsafe { &*(&buf.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-    SocketAddr::from((u32::from_be(sin.sin_addr.s_addr).to_be_bytes(), u16::from_be(sin.sin_port)))
-}
-
 /// Turns until a completion arrives (5 s at most) and returns the only one.
 fn one_completion(d: &mut Driver) -> Completion<u32> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -438,24 +428,6 @@ fn backed_up_pair(d: &mut Driver) -> (TcpStream, TcpStream) {
 }
 
 #[test]
-fn accept_gives_a_nonblocking_cloexec_fd_and_the_peer_address() {
-    let mut d = driver();
-    let listener = listener();
-    listener.set_nonblocking(true).unwrap();
-    let id = d.submit(Op::Accept { fd: listener.as_raw_fd(), addr: SockAddrBuf::empty() }, 3);
-    assert!(turn(&mut d, Some(Duration::ZERO)).is_empty(), "nobody connects yet");
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = one_completion(&mut d);
-    assert_eq!((c.id, c.owner), (id, 3));
-    // SAFETY: the accepted fd is new and ours.
-    let accepted = unsafe { OwnedFd::from_raw_fd(c.result.unwrap() as RawFd) };
-    assert_ne!(fd_flags(accepted.as_raw_fd(), libc::F_GETFL).unwrap() & libc::O_NONBLOCK, 0);
-    assert_ne!(fd_flags(accepted.as_raw_fd(), libc::F_GETFD).unwrap() & libc::FD_CLOEXEC, 0);
-    let Some(Op::Accept { addr, .. }) = c.op else { panic!("{:?}", c.op) };
-    assert_eq!(socket_addr(&addr), client.local_addr().unwrap());
-}
-
-#[test]
 fn connect_completes_with_0_or_the_refusal() {
     let mut d = driver();
     let listener = listener();
@@ -475,33 +447,6 @@ fn connect_completes_with_0_or_the_refusal() {
     let c = one_completion(&mut d);
     assert_eq!((c.owner, errno(&c.result)), (2, Some(libc::ECONNREFUSED)));
     assert_eq!(d.in_flight(), 0);
-}
-
-#[test]
-fn recv_appends_the_data_to_the_buffer() {
-    let mut d = driver();
-    let (mut client, server) = tcp_pair();
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(b">>");
-    d.submit(Op::Recv { fd: server.as_raw_fd(), buf }, 1);
-    assert!(turn(&mut d, Some(Duration::ZERO)).is_empty(), "nothing to read yet");
-    client.write_all(b"hello").unwrap();
-    let c = one_completion(&mut d);
-    assert_eq!(c.result.unwrap(), 5);
-    let Some(Op::Recv { buf, .. }) = c.op else { panic!("{:?}", c.op) };
-    assert_eq!(buf, b">>hello");
-}
-
-#[test]
-fn recv_after_the_peer_closes_is_end_of_stream() {
-    let mut d = driver();
-    let (client, server) = tcp_pair();
-    d.submit(Op::Recv { fd: server.as_raw_fd(), buf: Vec::with_capacity(16) }, 1);
-    assert!(turn(&mut d, Some(Duration::ZERO)).is_empty());
-    drop(client);
-    let c = one_completion(&mut d);
-    assert_eq!(c.result.unwrap(), 0);
-    assert!(matches!(c.op, Some(Op::Recv { buf, .. }) if buf.is_empty()));
 }
 
 #[test]
@@ -584,11 +529,11 @@ fn close_forgets_and_closes_the_fd() {
 }
 
 #[test]
-fn recv_and_send_waiting_on_one_fd_both_complete() {
+fn read_and_send_waiting_on_one_fd_both_complete() {
     let mut d = driver();
     let (client, server) = backed_up_pair(&mut d);
     let fd = client.as_raw_fd();
-    let recv = d.submit(Op::Recv { fd, buf: Vec::with_capacity(16) }, 2);
+    let read = d.submit(Op::Read { fd, buf: Vec::with_capacity(16) }, 2);
     let send = d.submit(Op::Send { fd, buf: Bytes::from_static(b"tail"), offset: 0 }, 3);
     assert!(turn(&mut d, Some(Duration::ZERO)).is_empty());
     assert_eq!(d.table.fds[&fd].registration, Registration::Epoll(IN | OUT));
@@ -602,7 +547,7 @@ fn recv_and_send_waiting_on_one_fd_both_complete() {
         assert!(Instant::now() < deadline, "only {done:?}");
     }
     done.sort_by_key(|&(id, _)| id.0);
-    let mut expected = [(recv, 2), (send, 4)];
+    let mut expected = [(read, 2), (send, 4)];
     expected.sort_by_key(|&(id, _)| id.0);
     assert_eq!(done, expected);
 }

@@ -29,12 +29,11 @@ use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue};
 use slab::Slab;
 
-use super::op::{result, Lifecycle, Route, Slot, Start};
+use super::op::{cqe, result, Lifecycle, Route, Slot, Start};
 use super::setup::{Feature, FeatureSet};
 use crate::driver::recv_buf::BufRing;
-use crate::driver::{
-    dgram, persistent_syscall, BufPool, Completion, Op, OpId, Persistent, RecvBuf,
-};
+use crate::driver::syscall::{persistent_syscall, Persistent};
+use crate::driver::{dgram, BufPool, Completion, Op, OpId, RecvBuf};
 
 /// The buffer group of the driver's ring.
 pub(super) const BUF_GROUP: u16 = 0;
@@ -61,7 +60,7 @@ pub(super) struct Multi {
     /// The datagram ring's buffers and their size, when not the defaults (tests).
     pub(super) dgram_shape: Option<(u16, usize)>,
     /// Where the readiness route receives datagrams (allocated on first use).
-    dgram_scratch: Vec<u8>,
+    dgram_scratch: dgram::Scratch,
     /// Slab keys of ops parked on `ENOBUFS` (stale keys are skipped when re-arming).
     pub(super) parked: Vec<usize>,
 }
@@ -279,14 +278,10 @@ fn datagram_outcome(n: usize, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcom
 }
 
 /// The readiness route: the fd is ready, make the syscall.
-fn syscall(op: &Op, pool: &BufPool, scratch: &mut Vec<u8>) -> Outcome {
-    let res = |result: std::io::Result<u32>| match result {
-        Ok(n) => n as i32,
-        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-    };
+fn syscall(op: &Op, pool: &BufPool, scratch: &mut dgram::Scratch) -> Outcome {
     match persistent_syscall(op, pool, scratch) {
         Persistent::Wait => Outcome::Nothing,
-        Persistent::More(result, data) => Outcome::Item(res(result), data),
-        Persistent::End(result) => Outcome::End(res(result)),
+        Persistent::More(result, data) => Outcome::Item(cqe(result), data),
+        Persistent::End(result) => Outcome::End(cqe(result)),
     }
 }

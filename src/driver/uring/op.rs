@@ -9,6 +9,7 @@ use slab::Slab;
 
 use super::setup::{Feature, FeatureSet};
 use super::sync::{self, Attempt};
+use crate::driver::syscall::MAX_IO;
 use crate::driver::{Completion, Op, OpId};
 
 /// `user_data` of the armed eventfd read (or poll) that wakes `turn`.
@@ -105,8 +106,8 @@ pub(super) enum Start {
 /// # Implementation
 /// Slots live inline in a `Slab`, which moves them when it grows. So an `Op` must keep every
 /// kernel-visible buffer, address or iovec behind a heap pointer whose target does not move
-/// (`Box<SockAddrBuf>` for accept/connect, the `Vec`'s heap block for recv, the `Bytes`'
-/// storage for send, the boxed header for recvmsg/sendmsg); the slot keeps that allocation alive until the final CQE.
+/// (`Box<SockAddrBuf>` for connect, the `Vec`'s heap block for read, the `Bytes`' storage
+/// for send/write, the boxed header for sendmsg); the slot keeps that allocation alive until the final CQE.
 ///
 /// Cancelling does not shorten that: a cancelled op keeps its buffers and address in the slot
 /// until the final CQE (`-ECANCELED`, or the result if the op won the race) says the kernel is
@@ -161,24 +162,13 @@ impl<T> Slot<T> {
         let has = |f| features.contains(f);
         let sqe = match &mut self.op {
             Op::Poll { fd, interest } => opcode::PollAdd::new(Fd(*fd), interest.0).build(),
-            Op::Accept { fd, addr } if has(Feature::OpAccept) => {
-                let storage = &mut addr.storage as *mut libc::sockaddr_storage;
-                opcode::Accept::new(Fd(*fd), storage.cast(), &mut addr.len)
-                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-                    .build()
-            }
             Op::Connect { fd, addr } if has(Feature::OpConnect) => {
                 let storage = &addr.storage as *const libc::sockaddr_storage;
                 opcode::Connect::new(Fd(*fd), storage.cast(), addr.len).build()
             }
-            Op::Recv { fd, buf } if has(Feature::OpRecv) => {
-                let spare = buf.spare_capacity_mut();
-                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
-                opcode::Recv::new(Fd(*fd), spare.as_mut_ptr().cast(), len).build()
-            }
             Op::Send { fd, buf, offset } if has(Feature::OpSend) => {
                 let Some(bytes) = buf.get(*offset..) else { return Some(Err(-libc::EINVAL)) };
-                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                let len = bytes.len().min(MAX_IO) as u32;
                 opcode::Send::new(Fd(*fd), bytes.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
             }
             Op::Shutdown { fd, how } if has(Feature::OpShutdown) => {
@@ -187,17 +177,14 @@ impl<T> Slot<T> {
             Op::Close { fd } if has(Feature::OpClose) => opcode::Close::new(Fd(*fd)).build(),
             Op::Read { fd, buf } if has(Feature::OpRead) => {
                 let spare = buf.spare_capacity_mut();
-                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+                let len = spare.len().min(MAX_IO) as u32;
                 // Offset -1: the fd's current position (pipes and FIFOs have none).
                 opcode::Read::new(Fd(*fd), spare.as_mut_ptr().cast(), len).offset(u64::MAX).build()
             }
             Op::Write { fd, buf, offset } if has(Feature::OpWrite) => {
                 let Some(bytes) = buf.get(*offset..) else { return Some(Err(-libc::EINVAL)) };
-                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                let len = bytes.len().min(MAX_IO) as u32;
                 opcode::Write::new(Fd(*fd), bytes.as_ptr(), len).offset(u64::MAX).build()
-            }
-            Op::RecvMsg { fd, msg } if has(Feature::OpRecvMsg) => {
-                opcode::RecvMsg::new(Fd(*fd), msg.header()).build()
             }
             Op::SendMsg { fd, msg } if has(Feature::OpSendMsg) => {
                 opcode::SendMsg::new(Fd(*fd), msg.header()).flags(libc::MSG_NOSIGNAL as u32).build()
@@ -279,15 +266,16 @@ pub(super) fn complete<T: Clone>(
         },
         Route::Opcode | Route::Done | Route::Parked => res,
     };
-    let Slot { mut op, state: Lifecycle::InFlight(owner), .. } = slots.remove(key) else {
+    let Slot { mut op, state: Lifecycle::InFlight(owner), route, .. } = slots.remove(key) else {
         unreachable!("a cancelled slot returned above")
     };
-    if let (Op::Recv { buf, .. } | Op::Read { buf, .. }, Ok(n)) = (&mut op, usize::try_from(res)) {
+    // A `read(2)` (the other routes) has extended the buffer already; the opcode has not.
+    if let (Route::Opcode, Op::Read { buf, .. }, Ok(n)) = (route, &mut op, usize::try_from(res)) {
         let spare = buf.capacity() - buf.len();
-        debug_assert!(n <= spare, "recv of {n} bytes into {spare} bytes of spare capacity");
-        // SAFETY: the kernel (io_uring or recv(2)) wrote `n` bytes at the start of the spare
-        // capacity it was given, so `len + n` bytes are initialised; `n` never exceeds that
-        // spare capacity, the length the read was given (`min` keeps it so regardless).
+        debug_assert!(n <= spare, "read of {n} bytes into {spare} bytes of spare capacity");
+        // SAFETY: the kernel's READ wrote `n` bytes at the start of the spare capacity it was
+        // given, so `len + n` bytes are initialised; `n` never exceeds that spare capacity, the
+        // length the read was given (`min` keeps it so regardless).
         unsafe { buf.set_len(buf.len() + n.min(spare)) };
     }
     out.push(Completion { id, owner, result: result(res), more: false, op: Some(op), data: None });
@@ -299,6 +287,15 @@ pub(super) fn complete<T: Clone>(
 pub(super) fn retire<T>(slots: &mut Slab<Slot<T>>, key: usize, flags: u32) {
     if !cqueue::more(flags) && slots.try_remove(key).is_none() {
         log::error!("io_uring: final CQE for unknown op {key} at shutdown ignored");
+    }
+}
+
+/// A syscall's result (`driver/syscall.rs`) as a CQE result: the value, or `-errno`. Counts
+/// fit: every route caps a transfer at [`MAX_IO`](crate::driver::syscall::MAX_IO).
+pub(super) fn cqe(result: io::Result<u32>) -> i32 {
+    match result {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 

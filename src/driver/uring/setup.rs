@@ -29,12 +29,14 @@ pub(super) enum Feature {
     NoDrop,
     /// `IORING_ASYNC_CANCEL_ANY` (5.19): one SQE cancels everything at shutdown.
     CancelAny,
-    /// `IORING_OP_ACCEPT` (5.5); without it `Accept` runs `accept4` (plus `POLL_ADD` to wait).
+    /// `IORING_OP_ACCEPT` (5.5): `AcceptMulti` without `multishot_accept` re-arms one-shot
+    /// accepts; without it, `POLL_ADD` then `accept4`.
     OpAccept,
     /// `IORING_OP_CONNECT` (5.5); without it `Connect` runs `connect`, then `POLL_ADD` and
     /// `SO_ERROR`.
     OpConnect,
-    /// `IORING_OP_RECV` (5.6); without it `Recv` runs `recv` (plus `POLL_ADD` to wait).
+    /// `IORING_OP_RECV` (5.6): `RecvMulti` from the buffer ring needs it (`buffer_ring` is
+    /// only set up with it); without it, `POLL_ADD` then `recv`.
     OpRecv,
     /// `IORING_OP_SEND` (5.6); without it `Send` runs `send` (plus `POLL_ADD` to wait).
     OpSend,
@@ -47,7 +49,8 @@ pub(super) enum Feature {
     OpRead,
     /// `IORING_OP_WRITE` (5.6); without it `Write` runs `write` (plus `POLL_ADD` to wait).
     OpWrite,
-    /// `IORING_OP_RECVMSG` (5.3); without it `RecvMsg` runs `recvmsg` (plus `POLL_ADD` to wait).
+    /// `IORING_OP_RECVMSG` (5.3): `multishot_recvmsg` needs it; without it `RecvMsgMulti`
+    /// takes the readiness route (`POLL_ADD` then `recvmsg`).
     OpRecvMsg,
     /// `IORING_OP_SENDMSG` (5.3); without it `SendMsg` runs `sendmsg` (plus `POLL_ADD` to wait).
     OpSendMsg,

@@ -2,7 +2,7 @@
 //! through the syscall fallbacks (`op_*` disabled).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::UringDriver;
 use crate::driver::{Completion, Interest, Op, SockAddrBuf};
 
-/// Every socket op on its syscall fallback.
-const SYNC: &[&str] = &["op_accept", "op_connect", "op_recv", "op_send", "op_shutdown", "op_close"];
+/// Every op these tests use on its syscall fallback.
+const SYNC: &[&str] = &["op_connect", "op_read", "op_send", "op_shutdown", "op_close"];
 
 /// The best ring, an old-kernel ring, and each of them with every socket op on its fallback.
 const ROUTES: [&[&str]; 4] = [
@@ -26,9 +26,8 @@ const ROUTES: [&[&str]; 4] = [
         "submit_all",
         "ext_arg",
         "cancel_any",
-        "op_accept",
         "op_connect",
-        "op_recv",
+        "op_read",
         "op_send",
         "op_shutdown",
         "op_close",
@@ -121,41 +120,9 @@ fn sockaddr(addr: SocketAddr) -> Box<SockAddrBuf> {
     buf
 }
 
-fn socket_addr(buf: &SockAddrBuf) -> SocketAddr {
-    assert_eq!(i32::from(buf.storage.ss_family), libc::AF_INET);
-    assert_eq!(buf.len as usize, std::mem::size_of::<libc::sockaddr_in>());
-    let ptr = (&buf.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-    // SAFETY: the family says the storage holds a `sockaddr_in`, which fits and is aligned.
-    let sin = unsafe { *ptr };
-    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-    SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))
-}
-
 fn fd_flags(fd: RawFd, cmd: libc::c_int) -> libc::c_int {
     // SAFETY: F_GETFD / F_GETFL only read the descriptor's flags.
     unsafe { libc::fcntl(fd, cmd) }
-}
-
-#[test]
-fn accept_gives_a_nonblocking_cloexec_fd_and_the_peer_address() {
-    each_route(|cfg, mut d| {
-        let (l, addr) = listener();
-        let id = d.submit(Op::Accept { fd: l.as_raw_fd(), addr: SockAddrBuf::empty() }, 9);
-        assert_quiet(cfg, &mut d); // no client yet: the accept waits
-        let client = TcpStream::connect(addr).unwrap();
-        let mut out = collect(&mut d, 1, LIMIT);
-        assert_eq!(out.len(), 1, "{cfg:?}");
-        let c = out.pop().unwrap();
-        assert_eq!(c.id, id);
-        let fd = c.result.expect("accept") as RawFd;
-        // SAFETY: the accepted fd is new and ours.
-        let accepted = unsafe { OwnedFd::from_raw_fd(fd) };
-        assert_ne!(fd_flags(accepted.as_raw_fd(), libc::F_GETFL) & libc::O_NONBLOCK, 0, "{cfg:?}");
-        assert_ne!(fd_flags(accepted.as_raw_fd(), libc::F_GETFD) & libc::FD_CLOEXEC, 0, "{cfg:?}");
-        let Some(Op::Accept { addr: peer, .. }) = c.op else { panic!("{cfg:?}: {:?}", c.op) };
-        assert_eq!(socket_addr(&peer), client.local_addr().unwrap(), "{cfg:?}");
-        assert_eq!(d.in_flight(), 0);
-    });
 }
 
 #[test]
@@ -171,32 +138,6 @@ fn connect_succeeds_to_a_listener_and_is_refused_by_a_closed_port() {
         let c = run(cfg, &mut d, Op::Connect { fd: sock.as_raw_fd(), addr: sockaddr(addr) });
         let err = c.result.expect_err("connect to a closed port");
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{cfg:?}");
-    });
-}
-
-#[test]
-fn recv_appends_to_the_buffer_and_reads_zero_at_end_of_stream() {
-    each_route(|cfg, mut d| {
-        let (ours, mut peer) = tcp_pair();
-        // Zero the spare capacity first: memcheck cannot see the kernel write into it through
-        // io_uring and would otherwise call the received bytes uninitialised.
-        let mut buf = vec![0; 64];
-        buf.truncate(2);
-        buf.copy_from_slice(b">>");
-        let id = d.submit(Op::Recv { fd: ours.as_raw_fd(), buf }, 9);
-        assert_quiet(cfg, &mut d); // no data yet: the recv waits
-        peer.write_all(b"hello").unwrap();
-        let mut out = collect(&mut d, 1, LIMIT);
-        assert_eq!(out.len(), 1, "{cfg:?}");
-        let c = out.pop().unwrap();
-        assert_eq!((c.id, c.result.unwrap()), (id, 5), "{cfg:?}");
-        let Some(Op::Recv { buf, .. }) = c.op else { panic!("{cfg:?}: {:?}", c.op) };
-        assert_eq!(buf, b">>hello");
-        drop(peer);
-        let c = run(cfg, &mut d, Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(8) });
-        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
-        let Some(Op::Recv { buf, .. }) = c.op else { panic!() };
-        assert!(buf.is_empty());
     });
 }
 
@@ -270,7 +211,7 @@ fn shutdown_write_makes_the_peer_read_end_of_stream() {
         assert_eq!(peer.read_to_end(&mut rest).unwrap(), 0, "{cfg:?}");
         // Still open for reading.
         peer.write_all(b"x").unwrap();
-        let c = run(cfg, &mut d, Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(4) });
+        let c = run(cfg, &mut d, Op::Read { fd: ours.as_raw_fd(), buf: Vec::with_capacity(4) });
         assert_eq!(c.result.unwrap(), 1, "{cfg:?}");
     });
 }
@@ -340,12 +281,12 @@ fn synchronous_results_wait_for_the_next_turn() {
 }
 
 #[test]
-fn dropping_the_driver_with_a_recv_in_flight_does_not_hang() {
+fn dropping_the_driver_with_a_read_in_flight_does_not_hang() {
     each_route(|cfg, mut d| {
         let (ours, _peer) = tcp_pair();
-        d.submit(Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(1 << 16) }, 1);
+        d.submit(Op::Read { fd: ours.as_raw_fd(), buf: Vec::with_capacity(1 << 16) }, 1);
         d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
-        d.submit(Op::Recv { fd: ours.as_raw_fd(), buf: Vec::with_capacity(16) }, 2);
+        d.submit(Op::Read { fd: ours.as_raw_fd(), buf: Vec::with_capacity(16) }, 2);
         let start = Instant::now();
         assert!(d.shutdown(), "{cfg:?}");
         drop(d);

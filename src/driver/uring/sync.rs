@@ -1,5 +1,6 @@
 //! Ops the kernel's io_uring lacks (or `RINGLOOP_DISABLE` switches off), done with the
-//! plain non-blocking syscall; `POLL_ADD` waits when that would block.
+//! plain non-blocking syscall (`driver/syscall.rs`, shared with epoll); `POLL_ADD` waits when
+//! that would block.
 //!
 //! # Implementation
 //! An op without its opcode is *attempted* at submit: the syscall either finishes it (the
@@ -9,9 +10,10 @@
 //! again (a connect reads `SO_ERROR` instead); another `EAGAIN` re-arms the poll.
 //! `shutdown` and `close` never block.
 
-use std::mem;
 use std::os::fd::RawFd;
 
+use super::op::cqe;
+use crate::driver::syscall;
 use crate::driver::Op;
 
 /// What an attempt came to.
@@ -23,93 +25,33 @@ pub(super) enum Attempt {
     Wait(RawFd, u32),
 }
 
-/// Runs `op`'s syscall once, without blocking (with non-blocking fds, as the contract has it).
+/// Runs `op`'s syscall (`driver/syscall.rs`) once, without blocking (with non-blocking fds,
+/// as the contract has it).
 pub(super) fn attempt(op: &mut Op) -> Attempt {
-    let (fd, res, wait) = match op {
+    const IN: u32 = libc::POLLIN as u32;
+    const OUT: u32 = libc::POLLOUT as u32;
+    let (fd, result, wait) = match op {
         Op::Poll { fd, interest } => return Attempt::Wait(*fd, interest.0),
         // Persistent ops wait first; `multi.rs` makes their syscalls at each readiness CQE.
         Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => {
-            return Attempt::Wait(*fd, libc::POLLIN as u32)
+            return Attempt::Wait(*fd, IN)
         }
-        Op::Accept { fd, addr } => {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let (storage, len) = (&mut addr.storage as *mut libc::sockaddr_storage, &mut addr.len);
-            // SAFETY: `storage` and `len` point into the op's live boxed `SockAddrBuf`, and
-            // `len` holds the storage's size, as accept4 requires.
-            let rc = unsafe { libc::accept4(*fd, storage.cast(), len, flags) };
-            (*fd, cqe_res(rc as isize), libc::POLLIN)
-        }
-        Op::Connect { fd, addr } => {
-            let storage = &addr.storage as *const libc::sockaddr_storage;
-            // SAFETY: `storage` points to the op's live `SockAddrBuf`, `len` meaningful bytes.
-            let rc = unsafe { libc::connect(*fd, storage.cast(), addr.len) };
-            match cqe_res(rc as isize) {
-                // Under way (or interrupted, which leaves it under way): wait for writability.
-                res if res == -libc::EINPROGRESS || res == -libc::EINTR => {
-                    return Attempt::Wait(*fd, libc::POLLOUT as u32)
-                }
-                res => (*fd, res, 0),
-            }
-        }
-        Op::Recv { fd, buf } => {
-            let spare = buf.spare_capacity_mut();
-            let flags = libc::MSG_DONTWAIT;
-            // SAFETY: writes at most `spare.len()` bytes into the vector's spare capacity,
-            // which it owns; `set_len` happens at the completion, for the bytes written.
-            let n = unsafe { libc::recv(*fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
-            (*fd, cqe_res(n), libc::POLLIN)
-        }
-        Op::Send { fd, buf, offset } => {
-            let Some(bytes) = buf.get(*offset..) else { return Attempt::Done(-libc::EINVAL) };
-            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-            // SAFETY: reads `bytes.len()` initialised bytes from the op's live `Bytes`.
-            let n = unsafe { libc::send(*fd, bytes.as_ptr().cast(), bytes.len(), flags) };
-            (*fd, cqe_res(n), libc::POLLOUT)
-        }
-        Op::RecvMsg { fd, msg } => {
-            let hdr = msg.header();
-            // SAFETY: `hdr` is the op's live boxed header; `header()` just pointed its iovec,
-            // address and data at live memory of the given sizes inside the same box.
-            let n = unsafe { libc::recvmsg(*fd, hdr, libc::MSG_DONTWAIT) };
-            (*fd, cqe_res(n), libc::POLLIN)
-        }
-        Op::SendMsg { fd, msg } => {
-            let hdr = msg.header();
-            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-            // SAFETY: `hdr` is the op's live boxed header; `header()` just pointed it at live
-            // memory inside the same box, which the kernel only reads.
-            let n = unsafe { libc::sendmsg(*fd, hdr, flags) };
-            (*fd, cqe_res(n), libc::POLLOUT)
-        }
-        Op::Read { fd, buf } => {
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: writes at most `spare.len()` bytes into the vector's spare capacity,
-            // which it owns; `set_len` happens at the completion, for the bytes written.
-            let n = unsafe { libc::read(*fd, spare.as_mut_ptr().cast(), spare.len()) };
-            (*fd, cqe_res(n), libc::POLLIN)
-        }
-        Op::Write { fd, buf, offset } => {
-            let Some(bytes) = buf.get(*offset..) else { return Attempt::Done(-libc::EINVAL) };
-            // SAFETY: reads `bytes.len()` initialised bytes from the op's live `Bytes`.
-            let n = unsafe { libc::write(*fd, bytes.as_ptr().cast(), bytes.len()) };
-            (*fd, cqe_res(n), libc::POLLOUT)
-        }
-        Op::Shutdown { fd, how } => {
-            // SAFETY: shutdown takes no pointers.
-            (*fd, cqe_res(unsafe { libc::shutdown(*fd, *how) } as isize), 0)
-        }
-        Op::Close { fd } => {
-            // SAFETY: the op owns `fd` from submit on; nothing uses it after this.
-            let res = cqe_res(unsafe { libc::close(*fd) } as isize);
-            // On Linux the fd is gone even when close reports EINTR: that is success here.
-            return Attempt::Done(if res == -libc::EINTR { 0 } else { res });
-        }
+        Op::Connect { fd, addr } => match syscall::connect(*fd, addr) {
+            // Under way: wait for writability.
+            Err(e) if syscall::in_progress(&e) => return Attempt::Wait(*fd, OUT),
+            result => (*fd, result, None),
+        },
+        Op::Send { fd, buf, offset } => (*fd, syscall::send(*fd, buf, *offset), Some(OUT)),
+        Op::SendMsg { fd, msg } => (*fd, syscall::sendmsg(*fd, msg), Some(OUT)),
+        // `read` extends `buf` by the count itself (the opcode route does it at the CQE).
+        Op::Read { fd, buf } => (*fd, syscall::read(*fd, buf), Some(IN)),
+        Op::Write { fd, buf, offset } => (*fd, syscall::write(*fd, buf, *offset), Some(OUT)),
+        Op::Shutdown { fd, how } => (*fd, syscall::shutdown(*fd, *how), None),
+        Op::Close { fd } => (*fd, syscall::close(*fd), None),
     };
-    match res {
-        res if (res == -libc::EAGAIN || res == -libc::EINTR) && wait != 0 => {
-            Attempt::Wait(fd, wait as u32)
-        }
-        res => Attempt::Done(res),
+    match (result, wait) {
+        (Err(e), Some(bits)) if syscall::would_block(&e) => Attempt::Wait(fd, bits),
+        (result, _) => Attempt::Done(cqe(result)),
     }
 }
 
@@ -129,39 +71,9 @@ pub(super) fn after_poll(op: &mut Op, res: i32) -> Attempt {
         return Attempt::Done(res);
     }
     match op {
-        Op::Connect { fd, .. } => Attempt::Done(match socket_error(*fd) {
-            Ok(0) => 0,
-            Ok(e) | Err(e) => -e,
-        }),
+        Op::Connect { fd, .. } => Attempt::Done(cqe(syscall::socket_error(*fd))),
         _ => attempt(op),
     }
-}
-
-/// `getsockopt(SO_ERROR)`: the pending error of a socket (0: none), or the errno of the call.
-fn socket_error(fd: RawFd) -> Result<i32, i32> {
-    let mut err: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let ptr = (&mut err as *mut libc::c_int).cast();
-    // SAFETY: `err` and `len` are live locals; `len` is `err`'s size.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, ptr, &mut len) };
-    match cqe_res(rc as isize) {
-        0.. => Ok(err),
-        res => Err(-res),
-    }
-}
-
-/// A syscall's return value as a CQE result: the value, or `-errno` for -1. Counts above
-/// `i32::MAX` cannot happen (the kernel caps one transfer below 2 GiB).
-fn cqe_res(rc: isize) -> i32 {
-    if rc == -1 {
-        -errno()
-    } else {
-        i32::try_from(rc).unwrap_or(i32::MAX)
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! The non-blocking syscall behind each op, shared by both backends: epoll makes it at
+//! readiness, io_uring where it lacks (or is told not to use) the op's opcode (`uring/sync.rs`)
+//! and on the persistent ops' readiness route (`uring/multi.rs`).
+//!
+//! Each returns what the op's CQE would carry: `Ok(n)` or the errno. None of them decides
+//! whether to wait: [`would_block`] (and [`in_progress`] for a connect) tell the caller.
+//! Transfers are capped at [`MAX_IO`] bytes on every route, as the io_uring SQEs are, so a
+//! count always fits a CQE's `i32` result.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+use ringloop_fallback::syscall;
+
+use super::{dgram, BufPool, Op, RecvBuf, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
+
+/// The most bytes one read, write, recv or send moves: results are a CQE's `i32`.
+pub(crate) const MAX_IO: usize = i32::MAX as usize;
+
+/// The size of a `sockaddr_storage`, the most any address takes.
+const STORAGE_LEN: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+/// Whether `e` only says "not now" (`EAGAIN`, `EINTR`): the op waits for readiness and tries
+/// again.
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
+}
+
+/// Whether a [`connect`] error says the connection is under way (`EINPROGRESS`, or `EINTR`,
+/// which leaves a non-blocking connect under way): wait for `POLLOUT`, then [`socket_error`].
+pub(crate) fn in_progress(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR))
+}
+
+/// `connect(fd, addr)`: 0, or the errno (see [`in_progress`]).
+pub(crate) fn connect(fd: RawFd, addr: &SockAddrBuf) -> io::Result<u32> {
+    let len = addr.len.min(STORAGE_LEN);
+    let storage = (&addr.storage as *const libc::sockaddr_storage).cast();
+    // SAFETY: the kernel reads at most `len` bytes of the live sockaddr_storage `addr.storage`.
+    syscall!(unsafe { libc::connect(fd, storage, len) })?;
+    Ok(0)
+}
+
+/// The outcome of a non-blocking connect once the socket is writable (`SO_ERROR`): 0, or the
+/// pending error (or the errno of `getsockopt` itself).
+pub(crate) fn socket_error(fd: RawFd) -> io::Result<u32> {
+    let mut error: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let ptr = (&mut error as *mut libc::c_int).cast();
+    // SAFETY: the kernel writes at most `len` bytes into the live c_int `error` and updates the
+    // live socklen_t `len`.
+    syscall!(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, ptr, &mut len) })?;
+    match error {
+        0 => Ok(0),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)` without the peer's address: the new fd.
+pub(crate) fn accept(fd: RawFd) -> io::Result<u32> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let (addr, len) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: accept4 with null address pointers writes no memory.
+    let new = syscall!(unsafe { libc::accept4(fd, addr, len, flags) })?;
+    Ok(new as u32)
+}
+
+/// `recv(MSG_DONTWAIT)` into `buf`: the count received (0: end of stream).
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<u32> {
+    let len = buf.len().min(MAX_IO);
+    // SAFETY: the kernel writes at most `len` bytes into the live slice `buf`; MSG_DONTWAIT
+    // keeps even a blocking socket from blocking the loop.
+    let n = syscall!(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?;
+    Ok(n as u32)
+}
+
+/// `send(MSG_NOSIGNAL | MSG_DONTWAIT)` of `buf[offset..]`: the count sent (may be short);
+/// `EINVAL` for an offset past the end.
+pub(crate) fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
+    let bytes = tail(buf, offset)?;
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    let len = bytes.len().min(MAX_IO);
+    // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
+    let n = syscall!(unsafe { libc::send(fd, bytes.as_ptr().cast(), len, flags) })?;
+    Ok(n as u32)
+}
+
+/// `recvmsg(MSG_DONTWAIT)` of one datagram into `msg`: the count taken (the datagram, its
+/// sender and `MSG_TRUNC` are in `msg`).
+pub(crate) fn recvmsg(fd: RawFd, msg: &mut RecvMsgBuf) -> io::Result<u32> {
+    let hdr = msg.header();
+    // SAFETY: `hdr` points at the live boxed header, whose iovec, address and data pointers
+    // `header()` just set to live memory of the given sizes inside `msg`.
+    let n = syscall!(unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) })?;
+    Ok(n as u32)
+}
+
+/// `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` of the datagram in `msg`: the count sent.
+pub(crate) fn sendmsg(fd: RawFd, msg: &mut SendMsgBuf) -> io::Result<u32> {
+    let hdr = msg.header();
+    // SAFETY: `hdr` points at the live boxed header, whose iovec and address pointers
+    // `header()` just set to live memory inside `msg`; the kernel only reads them.
+    let n = syscall!(unsafe { libc::sendmsg(fd, hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })?;
+    Ok(n as u32)
+}
+
+/// `read(2)` into the spare capacity of `buf`, which grows by the count read (0: end of file).
+/// The fd is expected to be non-blocking (the pipe transports make it so): a blocking one would
+/// block the loop if another reader drained it after its readiness. A regular file reads at once.
+pub(crate) fn read(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(MAX_IO);
+    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`.
+    let n = syscall!(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) })? as usize;
+    // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
+    // first `buf.len() + n` bytes are initialised and within the capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n as u32)
+}
+
+/// `write(2)` of `buf[offset..]`: the count written (may be short); `EINVAL` for an offset
+/// past the end.
+pub(crate) fn write(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
+    let bytes = tail(buf, offset)?;
+    let len = bytes.len().min(MAX_IO);
+    // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
+    let n = syscall!(unsafe { libc::write(fd, bytes.as_ptr().cast(), len) })?;
+    Ok(n as u32)
+}
+
+/// `shutdown(fd, how)`: 0.
+pub(crate) fn shutdown(fd: RawFd, how: i32) -> io::Result<u32> {
+    // SAFETY: shutdown takes no pointers.
+    syscall!(unsafe { libc::shutdown(fd, how) })?;
+    Ok(0)
+}
+
+/// `close(fd)`: 0. The caller owns `fd` (an `Op::Close` owns it from submit on) and nothing
+/// uses it after. `EINTR` is success: on Linux the fd is gone even then.
+pub(crate) fn close(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: close takes no pointers; `fd` is the caller's, so nothing else closes it or
+    // uses its number meanwhile.
+    match syscall!(unsafe { libc::close(fd) }) {
+        Err(e) if e.raw_os_error() != Some(libc::EINTR) => Err(e),
+        _ => Ok(0),
+    }
+}
+
+/// `buf[offset..]`, or `EINVAL` for an offset past the end.
+fn tail(buf: &[u8], offset: usize) -> io::Result<&[u8]> {
+    buf.get(offset..).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// What one readiness-route syscall of a persistent op came to (both backends).
+pub(crate) enum Persistent {
+    /// Nothing (`EAGAIN`, `EINTR`, or a connection aborted before its accept): keep waiting.
+    Wait,
+    /// A result to hand over (a chunk, a datagram, a connection, or `EMSGSIZE`); keep waiting.
+    More(io::Result<u32>, Option<RecvBuf>),
+    /// The final result (end of stream, an error).
+    End(io::Result<u32>),
+}
+
+/// The syscall of persistent `op` once its fd is readable: a [`recv`] into a buffer of `pool`,
+/// handed over with the bytes; a [`recvmsg`] of one datagram into `scratch` (handed over as a
+/// copy, with its sender); or an [`accept`].
+pub(crate) fn persistent_syscall(
+    op: &Op,
+    pool: &BufPool,
+    scratch: &mut dgram::Scratch,
+) -> Persistent {
+    match *op {
+        Op::RecvMulti { fd } => match pool.recv(fd) {
+            Ok(None) => Persistent::End(Ok(0)),
+            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
+            Err(e) if would_block(&e) => Persistent::Wait,
+            Err(e) => Persistent::End(Err(e)),
+        },
+        Op::RecvMsgMulti { fd } => match dgram::recv_into_scratch(fd, scratch) {
+            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
+            Err(e) if would_block(&e) => Persistent::Wait,
+            Err(e) => Persistent::End(Err(e)),
+        },
+        Op::AcceptMulti { fd } => match accept(fd) {
+            Ok(new) => Persistent::More(Ok(new), None),
+            // The peer gave up before the accept: not the listener's fault; wait for the next.
+            Err(e) if would_block(&e) || e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                Persistent::Wait
+            }
+            Err(e) => Persistent::End(Err(e)),
+        },
+        _ => unreachable!("only persistent ops come here"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fds_and_offsets_are_errnos() {
+        let errno = |r: io::Result<u32>| r.unwrap_err().raw_os_error();
+        assert_eq!(errno(send(-1, b"ab", 3)), Some(libc::EINVAL));
+        assert_eq!(errno(write(-1, b"ab", 3)), Some(libc::EINVAL));
+        assert_eq!(errno(send(-1, b"ab", 2)), Some(libc::EBADF));
+        assert_eq!(errno(shutdown(-1, libc::SHUT_WR)), Some(libc::EBADF));
+        assert_eq!(errno(close(-1)), Some(libc::EBADF));
+        assert_eq!(errno(read(-1, &mut Vec::with_capacity(4))), Some(libc::EBADF));
+    }
+}
