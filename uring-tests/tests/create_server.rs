@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringloop::{BaseProtocol, Error, EventLoop, Hosts, Protocol, Server, ServerOptions, Transport};
+use ringloop::{
+    BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, Server, ServerOptions,
+    Transport,
+};
 use uring_tests::{backend_tests, in_child, open_fds, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
@@ -639,6 +642,40 @@ backend_tests! {
         server.close_clients();
         assert!(run_until(lp, WAIT, || waiting.done()));
         assert_eq!(server.connection_count(), 0);
+    }
+
+    // Issue 3: TCP_NODELAY on every TCP transport: accepted by a server, connected by
+    // create_connection, and wrapped by connect_accepted_socket (over IPv6 where there is a
+    // ::1, the other family).
+    fn tcp_nodelay_on_every_tcp_transport(lp) {
+        let nodelay = |tr: &Transport| sockopt(tr.socket_fd().unwrap(), libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        let log = Log::default();
+        let server = serve(lp, &log, "127.0.0.1", ServerOptions::default());
+        let port = addr(&server, 0).port();
+        let (lp2, factory) = (lp.clone(), recorder(&Log::default(), false));
+        let future = async move {
+            lp2.create_connection(factory, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+        };
+        let (client, _) = lp.run_until_complete(future).unwrap().expect("create_connection");
+        assert!(run_until(lp, WAIT, || log.count("made") == 1));
+        let accepted = log.transports.borrow()[0].clone();
+        assert_eq!(nodelay(&client), 1, "create_connection");
+        assert_eq!(nodelay(&accepted), 1, "accepted by create_server");
+
+        let host = if has_ipv6_loopback() { "[::1]:0" } else { "127.0.0.1:0" };
+        let listener = TcpListener::bind(host).unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        assert_eq!(sockopt(ours.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0, "Nagle on before");
+        let (lp2, factory) = (lp.clone(), recorder(&Log::default(), false));
+        let future = async move { lp2.connect_accepted_socket(factory, ours.into()).await };
+        let (wrapped, _) = lp.run_until_complete(future).unwrap().expect("connect_accepted_socket");
+        assert_eq!(nodelay(&wrapped), 1, "connect_accepted_socket on {host}");
+        for tr in [client, accepted, wrapped] {
+            tr.abort();
+        }
+        server.close();
+        assert!(run_until(lp, WAIT, || log.count("lost") == 1));
     }
 
     fn scope_closes_and_waits(lp) {
