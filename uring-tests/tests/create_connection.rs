@@ -199,10 +199,14 @@ backend_tests! {
     /// Item 66: argument checks, and item 75's `server_hostname` without TLS.
     fn item66_argument_checks(lp) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let options = ConnectOptions::new().sock(stream);
-        let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("sock")), "{err:?}");
+        // sock with host, port or both: the error says they exclude each other.
+        let exclusive = "host/port and sock can not be specified at the same time";
+        for (host, port) in [(Some("127.0.0.1"), Some(1)), (Some("127.0.0.1"), None), (None, Some(1))] {
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let options = ConnectOptions::new().sock(stream);
+            let err = connect(lp, host, port, options).unwrap_err();
+            assert!(matches!(&err, Error::InvalidArgument(m) if m.contains(exclusive)), "{err:?}");
+        }
         let err = connect(lp, None, None, ConnectOptions::new()).unwrap_err();
         assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("no sock")), "{err:?}");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
