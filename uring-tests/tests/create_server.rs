@@ -1,5 +1,5 @@
 //! `create_server` and `Server`: BEHAVIOURS section 10 (items 76–94), on every backend built
-//! in, plus load tests (1,000 concurrent echo connections, 2,000 connect/close cycles with no
+//! in, plus load tests (1,000 concurrent echo connections, 10,000 connect/close cycles with no
 //! fd leaked) and closing a server while clients are connected.
 //!
 //! Peers are `std::net` clients, on the test thread (the kernel completes a TCP connect
