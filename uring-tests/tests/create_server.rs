@@ -210,6 +210,14 @@ backend_tests! {
         ips.sort();
         assert_eq!(server.sockets().len(), 2);
         assert_eq!(ips, ["127.0.0.1", "127.0.0.2"]);
+        // Port 0: each socket got a free port of its own, and accepts on it.
+        let _clients: Vec<_> = (0..2)
+            .map(|i| {
+                assert_ne!(addr(&server, i).port(), 0, "socket {i} kept port 0");
+                TcpStream::connect(addr(&server, i)).unwrap()
+            })
+            .collect();
+        assert!(run_until(lp, WAIT, || log.count("made") == 2));
         server.close();
         let empty = serve(lp, &log, "", ServerOptions::default());
         let none = serve(lp, &log, None::<&str>, ServerOptions::default());
@@ -260,6 +268,9 @@ backend_tests! {
         let plain = serve(lp, &log, "127.0.0.1", ServerOptions::default());
         assert_eq!(sockopt(plain.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEPORT), 0);
         assert_ne!(sockopt(plain.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEADDR), 0);
+        let no_reuse = serve(lp, &log, "127.0.0.1", ServerOptions::default().reuse_address(false));
+        assert_eq!(sockopt(no_reuse.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEADDR), 0);
+        no_reuse.close();
         let options = || ServerOptions::default().reuse_port(true);
         let first = serve(lp, &log, "127.0.0.1", options());
         assert_eq!(sockopt(first.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEPORT), 1);
