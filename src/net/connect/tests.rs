@@ -131,6 +131,46 @@ fn interleave_alternates_families_starting_with_the_first() {
     assert!(interleave_by_family(Vec::<(i32, char)>::new(), 1, |x| x.0).is_empty());
 }
 
+/// Item 71 through `connect_any`: addresses are interleaved by family when Happy Eyeballs is
+/// on (interleave defaults to 1), in libc's order otherwise or with `interleave(0)`; the
+/// attempts' errors come in the order they were tried.
+#[test]
+fn happy_eyeballs_interleaves_families_by_default() {
+    let Ok(v6) = TcpListener::bind("[::1]:0") else {
+        let _ = writeln!(std::io::stderr(), "SKIPPED interleave: no IPv6 loopback");
+        return;
+    };
+    let v6_closed = || {
+        let listener = TcpListener::bind("[::1]:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    drop(v6);
+    for lp in loops() {
+        let addrs = [v6_closed(), v6_closed(), closed_port(), closed_port()];
+        let tried = |options: ConnectOptions| -> Vec<String> {
+            let err = connect_any(&lp, &addrs, options.all_errors(true)).unwrap_err();
+            let Error::Multiple(errors) = err else { panic!("not a group: {err:?}") };
+            errors.iter().map(ToString::to_string).collect()
+        };
+        let named = |order: [usize; 4]| -> Vec<String> {
+            order.iter().map(|&i| format!("Connect call failed {}", addrs[i])).collect()
+        };
+        let check = |got: Vec<String>, want: Vec<String>| {
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.starts_with(&format!("{w}:")), "{got:?} is not in the order {want:?}");
+            }
+        };
+        check(tried(ConnectOptions::new()), named([0, 1, 2, 3]));
+        check(tried(ConnectOptions::new().happy_eyeballs_delay(0.05)), named([0, 2, 1, 3]));
+        let off = ConnectOptions::new().happy_eyeballs_delay(0.05).interleave(0);
+        check(tried(off), named([0, 1, 2, 3]));
+        check(tried(ConnectOptions::new().interleave(1)), named([0, 2, 1, 3]));
+        settle(&lp);
+        lp.close().unwrap();
+    }
+}
+
 fn refused(addr: &str) -> Error {
     Error::io(format!("Connect call failed {addr}"), std::io::Error::from_raw_os_error(111))
 }
