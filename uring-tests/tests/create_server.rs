@@ -260,6 +260,11 @@ backend_tests! {
         let fixed = try_serve(lp, &log, None::<&str>, Some(port), Default::default());
         assert_eq!(fixed.expect("both families on one port").sockets().len(), server.sockets().len());
         server.close();
+        // `family` restricts it to one.
+        let v4 = serve(lp, &log, None::<&str>, ServerOptions::default().family(libc::AF_INET));
+        assert_eq!(v4.sockets().len(), 1);
+        assert!(v4.sockets()[0].is_ipv4(), "{v4:?}");
+        v4.close();
     }
 
     // 80
@@ -687,6 +692,36 @@ backend_tests! {
         }
         server.close();
         assert!(run_until(lp, WAIT, || log.count("lost") == 1));
+    }
+
+    // The async-scoped form waits, as `async with server` does, for the connections still
+    // open; cancelled while its body runs, it still closes the server.
+    fn scope_waits_for_clients_and_closes_when_cancelled(lp) {
+        let server = echo_server(lp, ServerOptions::default());
+        let at = addr(&server, 0);
+        let client = TcpStream::connect(at).unwrap();
+        assert!(run_until(lp, WAIT, || server.connection_count() == 1));
+        let s = server.clone();
+        let task = lp.create_task(async move { s.scope(|_| async { 7 }).await }).unwrap();
+        spin(lp, 0.1);
+        assert!(!task.done(), "the scope waits for the client still connected");
+        assert!(!server.is_serving());
+        assert!(refused(at));
+        drop(client);
+        assert!(matches!(lp.run_until_complete(task), Ok(Ok(7))));
+
+        let server = echo_server(lp, ServerOptions::default());
+        let at = addr(&server, 0);
+        let s = server.clone();
+        let task = lp
+            .create_task(async move { s.scope(|_| std::future::pending::<()>()).await })
+            .unwrap();
+        spin(lp, 0.05);
+        assert!(server.is_serving(), "serving while the body runs");
+        task.cancel();
+        assert!(run_until(lp, WAIT, || task.done()));
+        assert!(!server.is_serving(), "cancelling the scope closed the server");
+        assert!(refused(at));
     }
 
     fn scope_closes_and_waits(lp) {
