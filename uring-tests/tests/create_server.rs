@@ -183,6 +183,10 @@ backend_tests! {
         assert_eq!(server.sockets().len(), 1);
         assert_eq!(server.fds().len(), 1);
         assert!(server.is_serving());
+        // get_loop: the server's loop is this one (a callback queued on it lands here).
+        let before = lp.ready_len();
+        server.get_loop().call_soon(|| {}).unwrap().cancel();
+        assert_eq!(lp.ready_len(), before + 1, "get_loop gave another loop");
         let mut client = TcpStream::connect(addr(&server, 0)).unwrap();
         assert!(run_until(lp, WAIT, || log.count("made") == 1));
         client.write_all(b"hello").unwrap();
