@@ -1021,6 +1021,66 @@ backend_tests! {
         p.check();
     }
 
+    // Issue 3: a protocol may close or abort from any of its callbacks; from data_received
+    // above, here from connection_made, eof_received, pause_writing and connection_lost.
+    fn close_and_abort_from_the_other_callbacks(lp) {
+        let read_all = |peer: std::os::unix::net::UnixStream| {
+            let mut got = Vec::new();
+            peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (&peer).read_to_end(&mut got).unwrap();
+            got
+        };
+        // connection_made: what it wrote is flushed, then connection_lost(None).
+        let (peer, ours) = unix_pair();
+        let rec = Rec::new().with_made(|tr| {
+            tr.write(b"hi").unwrap();
+            tr.close();
+        });
+        let (_tr, proto) = connect(lp, ours, rec);
+        wait_lost(lp, &proto);
+        assert_eq!(read_all(peer), b"hi");
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
+        proto.borrow().check();
+
+        // eof_received (keeping the connection open): a reply, then close.
+        let (peer, ours) = unix_pair();
+        let on_eof: Hook = Box::new(|tr: &Transport| {
+            tr.write(b"bye").unwrap();
+            tr.close();
+        });
+        let (_tr, proto) = connect(lp, ours, Rec { on_eof: Some(on_eof), ..Rec::new().keep_open() });
+        peer.shutdown(Shutdown::Write).unwrap();
+        wait_lost(lp, &proto);
+        assert_eq!(read_all(peer), b"bye");
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
+        proto.borrow().check();
+
+        // pause_writing: abort drops the buffer.
+        let (_peer, ours) = unix_pair();
+        let on_pause: Hook = Box::new(|tr: &Transport| tr.abort());
+        let (tr, proto) = connect(lp, ours, Rec { on_pause: Some(on_pause), ..Rec::new() });
+        fill_kernel(tr.socket_fd().unwrap());
+        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        tr.write(b"0123456789").unwrap();
+        wait_lost(lp, &proto);
+        assert_eq!(tr.get_write_buffer_size(), 0);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Pause, Ev::Lost(None)]);
+        proto.borrow().check();
+
+        // connection_lost: close and abort are harmless, connection_lost stays single.
+        let (_peer, ours) = unix_pair();
+        let rec = Rec::new().with_lost(|tr| {
+            tr.close();
+            tr.abort();
+        });
+        let (tr, proto) = connect(lp, ours, rec);
+        tr.close();
+        wait_lost(lp, &proto);
+        spin(lp, QUIET);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
+        proto.borrow().check();
+    }
+
     fn abort_from_inside_data_received_after_a_write(lp) {
         let (mut peer, ours) = unix_pair();
         let rec = Rec::new().with_data(|tr, _| {
