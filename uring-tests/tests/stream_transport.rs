@@ -16,9 +16,6 @@
 //!   as a panic in the callback.
 //! * BEHAVIOURS 106's log line: as asyncio's socket transport (whose `close` counts as the
 //!   first lost write), the fifth write after `close` logs "socket.send() raised exception.".
-//! * Known gap (driver, not transport): with `RINGLOOP_DISABLE=op_close` the io_uring driver
-//!   closes at submit, ahead of queued SQEs, and
-//!   `a_queued_shutdown_never_reaches_a_reused_fd_number::uring` fails.
 //!
 //! Every wait is bounded (`run_until` with a timeout; peer threads use socket timeouts).
 //! The protocol used everywhere ([`Rec`]) checks the callback state machine of item 104 on
