@@ -358,7 +358,8 @@ backend_tests! {
         assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let err = try_serve(lp, &log, "127.0.0.1", None, ServerOptions::default().sock(tcp));
-        assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
+        let exclusive = "host/port and sock can not be specified at the same time";
+        assert!(matches!(&err, Err(Error::InvalidArgument(m)) if m.contains(exclusive)), "{err:?}");
         let err = try_serve(lp, &log, None::<&str>, None, ServerOptions::default());
         assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
     }
