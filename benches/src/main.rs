@@ -185,3 +185,109 @@ fn parse_serve(args: &[String]) -> Result<(Impl, u16, Option<usize>), String> {
     }
     Ok((which.ok_or("serve needs --impl")?, port, cpu))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn echo_defaults_are_the_documented_ones() {
+        let o = parse_echo(&[]).unwrap();
+        assert_eq!(o.impls, Impl::ALL);
+        assert_eq!(o.sizes, [64, 1024, 16384]);
+        assert_eq!((o.connections, o.pipeline, o.repeat, o.json), (64, 1, 3, false));
+        assert_eq!(
+            (o.warmup, o.duration),
+            (Duration::from_millis(200), Duration::from_millis(1200))
+        );
+        // The default run stays under a minute: sizes x repetitions x servers windows.
+        let windows = (o.sizes.len() * o.repeat * o.impls.len()) as u32;
+        assert!((o.warmup + o.duration) * windows < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn echo_options_are_parsed() {
+        let list = [
+            "--connections",
+            "8",
+            "--sizes",
+            "1, 2",
+            "--pipeline",
+            "4",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--repeat",
+            "5",
+            "--impls",
+            "tokio,raw-uring",
+            "--json",
+        ];
+        let o = parse_echo(&args(&list)).unwrap();
+        assert_eq!((o.connections, o.pipeline, o.repeat, o.json), (8, 4, 5, true));
+        assert_eq!(o.sizes, [1, 2]);
+        assert_eq!((o.warmup, o.duration), (Duration::ZERO, Duration::from_millis(500)));
+        assert_eq!(o.impls, [Impl::Tokio, Impl::RawUring]);
+    }
+
+    #[test]
+    fn bad_echo_options_are_errors() {
+        for bad in [
+            &["--connections", "0"][..],
+            &["--pipeline", "0"],
+            &["--repeat", "0"],
+            &["--sizes", "0"],
+            &["--sizes", "x"],
+            &["--duration", "-1"],
+            &["--impls", "nginx"],
+            &["--connections"],
+            &["--what"],
+        ] {
+            assert!(parse_echo(&args(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn run(which: Impl, rep: usize, rate: f64, cpu: f64) -> report::Run {
+        report::Run {
+            which,
+            size: 1024,
+            rep,
+            requests_per_sec: rate,
+            p50_micros: 10.0 * rep as f64,
+            p99_micros: 100.0 * rep as f64,
+            cpu_micros_per_request: cpu,
+            switches_per_request: 0.5,
+        }
+    }
+
+    #[test]
+    fn report_shows_mib_per_second_percentiles_and_ratios_to_tokio() {
+        let mut options =
+            parse_echo(&args(&["--sizes", "1024", "--impls", "ringloop-uring,tokio"])).unwrap();
+        options.json = true;
+        let mut report = report::Report::new(&options, 2, true);
+        for rep in 1..=3 {
+            report.runs.push(run(Impl::Tokio, rep, 2048.0, 10.0));
+            report.runs.push(run(Impl::RingloopUring, rep, 1024.0 * rep as f64, 5.0));
+        }
+        let table = report.table();
+        assert!(table.contains("| MiB/s | p50 µs | p99 µs | server CPU µs/req |"), "{table}");
+        // Medians over the repetitions: 2048 req/s of 1 KiB = 2.0 MiB/s, p50 20, p99 200.
+        let uring =
+            "| ringloop-uring | 1024 B | 2048 | 2.0 | 20 | 200 | 5.00 | 0.500 | 1.00× | 0.50×";
+        assert!(table.contains(uring), "{table}");
+        let json = report.json();
+        assert!(json.starts_with("[\n") && json.ends_with("]\n"), "{json}");
+        assert!(json.contains("\"impl\": \"ringloop-uring\", \"size\": 1024"), "{json}");
+        assert!(
+            json.contains("\"mib_per_s\": 2.000, \"p50_us\": 20.000, \"p99_us\": 200.000"),
+            "{json}"
+        );
+        assert!(json.contains("\"cpu_per_req_vs_tokio\": 0.500"), "{json}");
+    }
+}

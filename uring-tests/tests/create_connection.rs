@@ -1,4 +1,4 @@
-//! `create_connection`: BEHAVIOURS section 9 (items 61–71, and 75's argument check).
+//! `create_connection`: BEHAVIOURS section 9 (items 61–72, and 75's argument check).
 //!
 //! Only loopback is used. A connect that stays pending is made by filling a listener's
 //! backlog (`listen(0)`, never accepting): the kernel then drops further SYNs. Cases that need
@@ -199,10 +199,14 @@ backend_tests! {
     /// Item 66: argument checks, and item 75's `server_hostname` without TLS.
     fn item66_argument_checks(lp) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let options = ConnectOptions::new().sock(stream);
-        let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("sock")), "{err:?}");
+        // sock with host, port or both: the error says they exclude each other.
+        let exclusive = "host/port and sock can not be specified at the same time";
+        for (host, port) in [(Some("127.0.0.1"), Some(1)), (Some("127.0.0.1"), None), (None, Some(1))] {
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let options = ConnectOptions::new().sock(stream);
+            let err = connect(lp, host, port, options).unwrap_err();
+            assert!(matches!(&err, Error::InvalidArgument(m) if m.contains(exclusive)), "{err:?}");
+        }
         let err = connect(lp, None, None, ConnectOptions::new()).unwrap_err();
         assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("no sock")), "{err:?}");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -249,5 +253,55 @@ backend_tests! {
         assert_eq!(t.peername().and_then(|a| a.as_socket()), Some(addr));
         t.close();
         settle(lp);
+    }
+}
+
+/// Panics in `connection_made`; records each `connection_lost`.
+#[derive(Default)]
+struct PanicsInMade {
+    lost: Vec<Option<String>>,
+}
+
+impl BaseProtocol for PanicsInMade {
+    fn connection_made(&mut self, _transport: Transport) {
+        panic!("boom in connection_made");
+    }
+    fn connection_lost(&mut self, error: Option<Error>) {
+        self.lost.push(error.map(|e| e.to_string()));
+    }
+}
+
+impl Protocol for PanicsInMade {}
+
+backend_tests! {
+    /// Item 72: a panic in `connection_made` does not stop create_connection returning the
+    /// transport and protocol, and the transport ends with exactly one `connection_lost`.
+    /// Unlike asyncio (which logs the exception and leaves the transport open, so a later
+    /// `close` gives `connection_lost(None)`), ringloop treats a panicking protocol callback
+    /// as a fatal error, as it does for `data_received` (item 110): the panic is reported to
+    /// the exception handler once, the transport is force-closed, and `connection_lost`
+    /// carries the panic.
+    fn item72_panic_in_connection_made(lp) {
+        let errors = uring_tests::capture_error_texts(lp);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lp2 = lp.clone();
+        let (transport, protocol) = run(lp, async move {
+            lp2.create_connection(PanicsInMade::default, Some("127.0.0.1"), Some(port), ConnectOptions::new())
+                .await
+        })
+        .expect("create_connection returns");
+        let (mut peer, _) = listener.accept().unwrap();
+        assert!(run_until(lp, 5.0, || !protocol.borrow().lost.is_empty()), "connection_lost");
+        transport.close();
+        uring_tests::spin(lp, 0.05);
+        let lost = protocol.borrow().lost.clone();
+        assert_eq!(lost.len(), 1, "connection_lost once: {lost:?}");
+        assert!(lost[0].as_deref().is_some_and(|e| e.contains("boom in connection_made")), "{lost:?}");
+        let errors = errors.borrow();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("connection_made() call failed"), "{errors:?}");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(peer.read(&mut [0u8; 1]).unwrap(), 0, "the peer sees the socket closed");
     }
 }

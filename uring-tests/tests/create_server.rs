@@ -1,5 +1,5 @@
 //! `create_server` and `Server`: BEHAVIOURS section 10 (items 76–94), on every backend built
-//! in, plus load tests (1,000 concurrent echo connections, 2,000 connect/close cycles with no
+//! in, plus load tests (1,000 concurrent echo connections, 10,000 connect/close cycles with no
 //! fd leaked) and closing a server while clients are connected.
 //!
 //! Peers are `std::net` clients, on the test thread (the kernel completes a TCP connect
@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringloop::{BaseProtocol, Error, EventLoop, Hosts, Protocol, Server, ServerOptions, Transport};
+use ringloop::{
+    BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, Server, ServerOptions,
+    Transport,
+};
 use uring_tests::{backend_tests, in_child, open_fds, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
@@ -180,6 +183,10 @@ backend_tests! {
         assert_eq!(server.sockets().len(), 1);
         assert_eq!(server.fds().len(), 1);
         assert!(server.is_serving());
+        // get_loop: the server's loop is this one (a callback queued on it lands here).
+        let before = lp.ready_len();
+        server.get_loop().call_soon(|| {}).unwrap().cancel();
+        assert_eq!(lp.ready_len(), before + 1, "get_loop gave another loop");
         let mut client = TcpStream::connect(addr(&server, 0)).unwrap();
         assert!(run_until(lp, WAIT, || log.count("made") == 1));
         client.write_all(b"hello").unwrap();
@@ -207,6 +214,14 @@ backend_tests! {
         ips.sort();
         assert_eq!(server.sockets().len(), 2);
         assert_eq!(ips, ["127.0.0.1", "127.0.0.2"]);
+        // Port 0: each socket got a free port of its own, and accepts on it.
+        let _clients: Vec<_> = (0..2)
+            .map(|i| {
+                assert_ne!(addr(&server, i).port(), 0, "socket {i} kept port 0");
+                TcpStream::connect(addr(&server, i)).unwrap()
+            })
+            .collect();
+        assert!(run_until(lp, WAIT, || log.count("made") == 2));
         server.close();
         let empty = serve(lp, &log, "", ServerOptions::default());
         let none = serve(lp, &log, None::<&str>, ServerOptions::default());
@@ -249,6 +264,11 @@ backend_tests! {
         let fixed = try_serve(lp, &log, None::<&str>, Some(port), Default::default());
         assert_eq!(fixed.expect("both families on one port").sockets().len(), server.sockets().len());
         server.close();
+        // `family` restricts it to one.
+        let v4 = serve(lp, &log, None::<&str>, ServerOptions::default().family(libc::AF_INET));
+        assert_eq!(v4.sockets().len(), 1);
+        assert!(v4.sockets()[0].is_ipv4(), "{v4:?}");
+        v4.close();
     }
 
     // 80
@@ -257,6 +277,9 @@ backend_tests! {
         let plain = serve(lp, &log, "127.0.0.1", ServerOptions::default());
         assert_eq!(sockopt(plain.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEPORT), 0);
         assert_ne!(sockopt(plain.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEADDR), 0);
+        let no_reuse = serve(lp, &log, "127.0.0.1", ServerOptions::default().reuse_address(false));
+        assert_eq!(sockopt(no_reuse.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEADDR), 0);
+        no_reuse.close();
         let options = || ServerOptions::default().reuse_port(true);
         let first = serve(lp, &log, "127.0.0.1", options());
         assert_eq!(sockopt(first.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEPORT), 1);
@@ -335,7 +358,8 @@ backend_tests! {
         assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let err = try_serve(lp, &log, "127.0.0.1", None, ServerOptions::default().sock(tcp));
-        assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
+        let exclusive = "host/port and sock can not be specified at the same time";
+        assert!(matches!(&err, Err(Error::InvalidArgument(m)) if m.contains(exclusive)), "{err:?}");
         let err = try_serve(lp, &log, None::<&str>, None, ServerOptions::default());
         assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
     }
@@ -639,6 +663,70 @@ backend_tests! {
         server.close_clients();
         assert!(run_until(lp, WAIT, || waiting.done()));
         assert_eq!(server.connection_count(), 0);
+    }
+
+    // Issue 3: TCP_NODELAY on every TCP transport: accepted by a server, connected by
+    // create_connection, and wrapped by connect_accepted_socket (over IPv6 where there is a
+    // ::1, the other family).
+    fn tcp_nodelay_on_every_tcp_transport(lp) {
+        let nodelay = |tr: &Transport| sockopt(tr.socket_fd().unwrap(), libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        let log = Log::default();
+        let server = serve(lp, &log, "127.0.0.1", ServerOptions::default());
+        let port = addr(&server, 0).port();
+        let (lp2, factory) = (lp.clone(), recorder(&Log::default(), false));
+        let future = async move {
+            lp2.create_connection(factory, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+        };
+        let (client, _) = lp.run_until_complete(future).unwrap().expect("create_connection");
+        assert!(run_until(lp, WAIT, || log.count("made") == 1));
+        let accepted = log.transports.borrow()[0].clone();
+        assert_eq!(nodelay(&client), 1, "create_connection");
+        assert_eq!(nodelay(&accepted), 1, "accepted by create_server");
+
+        let host = if has_ipv6_loopback() { "[::1]:0" } else { "127.0.0.1:0" };
+        let listener = TcpListener::bind(host).unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        assert_eq!(sockopt(ours.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0, "Nagle on before");
+        let (lp2, factory) = (lp.clone(), recorder(&Log::default(), false));
+        let future = async move { lp2.connect_accepted_socket(factory, ours.into()).await };
+        let (wrapped, _) = lp.run_until_complete(future).unwrap().expect("connect_accepted_socket");
+        assert_eq!(nodelay(&wrapped), 1, "connect_accepted_socket on {host}");
+        for tr in [client, accepted, wrapped] {
+            tr.abort();
+        }
+        server.close();
+        assert!(run_until(lp, WAIT, || log.count("lost") == 1));
+    }
+
+    // The async-scoped form waits, as `async with server` does, for the connections still
+    // open; cancelled while its body runs, it still closes the server.
+    fn scope_waits_for_clients_and_closes_when_cancelled(lp) {
+        let server = echo_server(lp, ServerOptions::default());
+        let at = addr(&server, 0);
+        let client = TcpStream::connect(at).unwrap();
+        assert!(run_until(lp, WAIT, || server.connection_count() == 1));
+        let s = server.clone();
+        let task = lp.create_task(async move { s.scope(|_| async { 7 }).await }).unwrap();
+        spin(lp, 0.1);
+        assert!(!task.done(), "the scope waits for the client still connected");
+        assert!(!server.is_serving());
+        assert!(refused(at));
+        drop(client);
+        assert!(matches!(lp.run_until_complete(task), Ok(Ok(7))));
+
+        let server = echo_server(lp, ServerOptions::default());
+        let at = addr(&server, 0);
+        let s = server.clone();
+        let task = lp
+            .create_task(async move { s.scope(|_| std::future::pending::<()>()).await })
+            .unwrap();
+        spin(lp, 0.05);
+        assert!(server.is_serving(), "serving while the body runs");
+        task.cancel();
+        assert!(run_until(lp, WAIT, || task.done()));
+        assert!(!server.is_serving(), "cancelling the scope closed the server");
+        assert!(refused(at));
     }
 
     fn scope_closes_and_waits(lp) {

@@ -286,6 +286,35 @@ fn quiet_server_echoes_and_exits_after_max_seconds() {
     });
 }
 
+#[test]
+fn echo_server_binds_the_host_given_with_host() {
+    let test = "echo_server_binds_the_host_given_with_host";
+    let Some(paths) = examples(test, &["tcp_echo_server"]) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let args = ["--backend", backend.name(), "--host", "127.0.0.2", "--port", "0"];
+        let mut process =
+            Running::spawn(&paths[0], &[&args[..], &["--quiet", "--max-seconds", "10"]].concat());
+        let Some(banner) = process.banner(1, &test) else { continue };
+        let port: u16 = banner[0]
+            .strip_prefix("serving on 127.0.0.2:")
+            .and_then(|p| p.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("{test}: unexpected `serving on` line {:?}", banner[0]));
+        let mut stream = TcpStream::connect(("127.0.0.2", port)).expect("connect to 127.0.0.2");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        stream.write_all(b"on 127.0.0.2").expect("send");
+        let mut reply = [0u8; 12];
+        stream.read_exact(&mut reply).expect("echo");
+        assert_eq!(&reply, b"on 127.0.0.2", "{test}");
+        let other = TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(
+            other,
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "{test}: bound 127.0.0.1 too"
+        );
+    }
+}
+
 /// What the Python streams example client prints against the Python streams example server.
 const STREAMS_OUTPUT: &str =
     "Send: 'Hello World!'\nReceived: 'Hello World!'\nClose the connection\n";

@@ -6,7 +6,7 @@
 //!   `write(bytearray)` not changing the caller's buffer holds by types too (`&[u8]`).
 //!   The partial-send part of 105 is covered through its observable effects (order kept
 //!   under backpressure, see `slow_reader_memory_is_bounded`).
-//! * BEHAVIOURS 106, the streams-level `drain` → ConnectionResetError: no streams API yet.
+//! * BEHAVIOURS 106, the streams-level `drain` → ConnectionResetError: in `streams.rs`.
 //! * BEHAVIOURS 116 (BufferedProtocol): in `buffered_protocol.rs`.
 //! * BEHAVIOURS 117 (writelines/sendmsg): "no writer registered" is observed as nothing left
 //!   buffered; the partial-send split as the queued byte count and the order the peer sees.
@@ -14,10 +14,8 @@
 //!   transport is force-closed with it, nothing logged, as item 39 says); only ECONNRESET can be
 //!   provoked from a test. Item 110's "an exception from data_received → fatal error" is tested
 //!   as a panic in the callback.
-//! * BEHAVIOURS 106's log line after 5 lost writes: the writes are tested, not the log.
-//! * Known gap (driver, not transport): with `RINGLOOP_DISABLE=op_close` the io_uring driver
-//!   closes at submit, ahead of queued SQEs, and
-//!   `a_queued_shutdown_never_reaches_a_reused_fd_number::uring` fails.
+//! * BEHAVIOURS 106's log line: as asyncio's socket transport (whose `close` counts as the
+//!   first lost write), the fifth write after `close` logs "socket.send() raised exception.".
 //!
 //! Every wait is bounded (`run_until` with a timeout; peer threads use socket timeouts).
 //! The protocol used everywhere ([`Rec`]) checks the callback state machine of item 104 on
@@ -290,6 +288,39 @@ impl Protocol for Rec {
 
 type Shared = Rc<RefCell<Rec>>;
 
+/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
+/// parallel: each looks at its own thread's records).
+static WARNINGS: std::sync::Mutex<Vec<(thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let entry = (thread::current().id(), record.args().to_string());
+            WARNINGS.lock().unwrap().push(entry);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// How many warnings containing `text` this thread logged (installs the logger once).
+fn my_warnings(text: &str) -> usize {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    let me = thread::current().id();
+    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sockets.
 
@@ -553,13 +584,20 @@ backend_tests! {
     fn write_after_close_is_dropped(lp) {
         let (mut peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
+        let text = "socket.send() raised exception.";
+        let before = my_warnings(text);
         tr.write(b"before").unwrap();
         tr.close();
-        for _ in 0..6 {
+        for _ in 0..4 {
             tr.write(b"after").unwrap();
         }
+        assert_eq!(my_warnings(text), before, "four lost writes are not logged");
+        tr.write(b"after").unwrap();
+        assert_eq!(my_warnings(text), before + 1, "the fifth is");
+        tr.write(b"after").unwrap();
         wait_lost(lp, &proto);
         tr.write(b"after lost").unwrap();
+        assert_eq!(my_warnings(text), before + 3, "and every one after it");
         let mut got = Vec::new();
         peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         peer.read_to_end(&mut got).unwrap();
@@ -668,6 +706,8 @@ backend_tests! {
         assert!(tr.get_write_buffer_size() > 0, "the peer does not read: data stays buffered");
         tr.abort();
         assert_eq!(tr.get_write_buffer_size(), 0, "abort drops the buffer");
+        tr.write(b"after abort").unwrap();
+        assert_eq!(tr.get_write_buffer_size(), 0, "a write after abort is dropped");
         tr.abort();
         tr.close();
         wait_lost(lp, &proto);
@@ -682,6 +722,7 @@ backend_tests! {
         let mut got = Vec::new();
         let _ = (&peer).read_to_end(&mut got);
         assert!(got.len() < 16 << 20);
+        assert!(got.iter().all(|&b| b == 1), "nothing written after abort reached the peer");
     }
 
     // BEHAVIOURS 109, 39
@@ -975,6 +1016,66 @@ backend_tests! {
         let p = proto.borrow();
         assert_eq!(p.events, vec![Ev::Made, Ev::Data(2), Ev::Lost(None)]);
         p.check();
+    }
+
+    // Issue 3: a protocol may close or abort from any of its callbacks; from data_received
+    // above, here from connection_made, eof_received, pause_writing and connection_lost.
+    fn close_and_abort_from_the_other_callbacks(lp) {
+        let read_all = |peer: std::os::unix::net::UnixStream| {
+            let mut got = Vec::new();
+            peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (&peer).read_to_end(&mut got).unwrap();
+            got
+        };
+        // connection_made: what it wrote is flushed, then connection_lost(None).
+        let (peer, ours) = unix_pair();
+        let rec = Rec::new().with_made(|tr| {
+            tr.write(b"hi").unwrap();
+            tr.close();
+        });
+        let (_tr, proto) = connect(lp, ours, rec);
+        wait_lost(lp, &proto);
+        assert_eq!(read_all(peer), b"hi");
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
+        proto.borrow().check();
+
+        // eof_received (keeping the connection open): a reply, then close.
+        let (peer, ours) = unix_pair();
+        let on_eof: Hook = Box::new(|tr: &Transport| {
+            tr.write(b"bye").unwrap();
+            tr.close();
+        });
+        let (_tr, proto) = connect(lp, ours, Rec { on_eof: Some(on_eof), ..Rec::new().keep_open() });
+        peer.shutdown(Shutdown::Write).unwrap();
+        wait_lost(lp, &proto);
+        assert_eq!(read_all(peer), b"bye");
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
+        proto.borrow().check();
+
+        // pause_writing: abort drops the buffer.
+        let (_peer, ours) = unix_pair();
+        let on_pause: Hook = Box::new(|tr: &Transport| tr.abort());
+        let (tr, proto) = connect(lp, ours, Rec { on_pause: Some(on_pause), ..Rec::new() });
+        fill_kernel(tr.socket_fd().unwrap());
+        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        tr.write(b"0123456789").unwrap();
+        wait_lost(lp, &proto);
+        assert_eq!(tr.get_write_buffer_size(), 0);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Pause, Ev::Lost(None)]);
+        proto.borrow().check();
+
+        // connection_lost: close and abort are harmless, connection_lost stays single.
+        let (_peer, ours) = unix_pair();
+        let rec = Rec::new().with_lost(|tr| {
+            tr.close();
+            tr.abort();
+        });
+        let (tr, proto) = connect(lp, ours, rec);
+        tr.close();
+        wait_lost(lp, &proto);
+        spin(lp, QUIET);
+        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
+        proto.borrow().check();
     }
 
     fn abort_from_inside_data_received_after_a_write(lp) {

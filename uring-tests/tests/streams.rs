@@ -164,6 +164,36 @@ backend_tests! {
         });
     }
 
+    // Issue 3: the readers' buffer limit is 64 KiB by default, on both sides.
+    fn default_reader_limit_is_64_kib(lp) {
+        run(lp, |lp| async move {
+            assert_eq!(ringloop::DEFAULT_LIMIT, 64 * 1024);
+            let limits = Rc::new(RefCell::new(Vec::new()));
+            let sink = limits.clone();
+            let keep = move |reader: StreamReader, writer: StreamWriter| {
+                sink.borrow_mut().push(reader.limit());
+                async move {
+                    writer.close();
+                    writer.wait_closed().await
+                }
+            };
+            let server = lp.start_server(keep, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
+            let (reader, writer) = ringloop::open_connection(
+                Some("127.0.0.1"),
+                Some(port_of(&server)),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(reader.limit(), 64 * 1024, "open_connection");
+            until(&lp, || !limits.borrow().is_empty()).await;
+            assert_eq!(*limits.borrow(), [64 * 1024], "start_server");
+            writer.close();
+            must(&lp, writer.wait_closed()).await.unwrap();
+            shut(server, &lp).await;
+        });
+    }
+
     fn readline_readexactly_readuntil(lp) {
         run(lp, |lp| async move {
             let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 64 * 1024).await;

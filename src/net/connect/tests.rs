@@ -88,7 +88,7 @@ fn every_address_failing_gives_one_error_or_a_group() {
 #[test]
 fn happy_eyeballs_moves_on_from_a_hanging_address() {
     for lp in loops() {
-        let Some((hanging, _filling)) = full_listener() else {
+        let Some((hanging, filling)) = full_listener() else {
             let _ = writeln!(std::io::stderr(), "SKIPPED happy eyeballs: no connect hangs");
             return;
         };
@@ -101,6 +101,18 @@ fn happy_eyeballs_moves_on_from_a_hanging_address() {
         let peer = socket2::SockRef::from(&fd).peer_addr().unwrap().as_socket();
         assert_eq!(peer, Some(addrs[1]));
         settle(&lp); // the losing connect is cancelled
+                     // ... and its socket closed: once the backlog frees up, no connection from it ever
+                     // arrives (an open socket would, on its SYN retransmit after ~1 s).
+        hanging.set_nonblocking(true).unwrap();
+        let mut accepted = 0;
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < deadline {
+            if hanging.accept().is_ok() {
+                accepted += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(accepted, filling.len(), "the losing connect went on");
         lp.close().unwrap();
     }
 }
@@ -117,6 +129,46 @@ fn interleave_alternates_families_starting_with_the_first() {
     let many = interleave_by_family(vec![(4, 'a'), (4, 'b')], 5, |x| x.0);
     assert_eq!(many, [(4, 'a'), (4, 'b')]);
     assert!(interleave_by_family(Vec::<(i32, char)>::new(), 1, |x| x.0).is_empty());
+}
+
+/// Item 71 through `connect_any`: addresses are interleaved by family when Happy Eyeballs is
+/// on (interleave defaults to 1), in libc's order otherwise or with `interleave(0)`; the
+/// attempts' errors come in the order they were tried.
+#[test]
+fn happy_eyeballs_interleaves_families_by_default() {
+    let Ok(v6) = TcpListener::bind("[::1]:0") else {
+        let _ = writeln!(std::io::stderr(), "SKIPPED interleave: no IPv6 loopback");
+        return;
+    };
+    let v6_closed = || {
+        let listener = TcpListener::bind("[::1]:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    drop(v6);
+    for lp in loops() {
+        let addrs = [v6_closed(), v6_closed(), closed_port(), closed_port()];
+        let tried = |options: ConnectOptions| -> Vec<String> {
+            let err = connect_any(&lp, &addrs, options.all_errors(true)).unwrap_err();
+            let Error::Multiple(errors) = err else { panic!("not a group: {err:?}") };
+            errors.iter().map(ToString::to_string).collect()
+        };
+        let named = |order: [usize; 4]| -> Vec<String> {
+            order.iter().map(|&i| format!("Connect call failed {}", addrs[i])).collect()
+        };
+        let check = |got: Vec<String>, want: Vec<String>| {
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.starts_with(&format!("{w}:")), "{got:?} is not in the order {want:?}");
+            }
+        };
+        check(tried(ConnectOptions::new()), named([0, 1, 2, 3]));
+        check(tried(ConnectOptions::new().happy_eyeballs_delay(0.05)), named([0, 2, 1, 3]));
+        let off = ConnectOptions::new().happy_eyeballs_delay(0.05).interleave(0);
+        check(tried(off), named([0, 1, 2, 3]));
+        check(tried(ConnectOptions::new().interleave(1)), named([0, 2, 1, 3]));
+        settle(&lp);
+        lp.close().unwrap();
+    }
 }
 
 fn refused(addr: &str) -> Error {
