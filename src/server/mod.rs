@@ -55,9 +55,10 @@ pub use unix::UnixServerOptions;
 /// Where a server is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
-    /// Bound, not listening yet (`start_serving=false`).
+    /// Listening, not accepting yet (`start_serving=false`): the kernel queues connections
+    /// (up to the backlog) until `start_serving` or `serve_forever`.
     Idle,
-    /// Listening, one accept task per socket.
+    /// Accepting: one accept task per socket.
     Serving,
     /// `close()` called: sockets closed; connections may still be live.
     Closed,
@@ -90,8 +91,6 @@ struct ServerState {
     make_protocol: ProtocolMaker,
     /// The listening sockets (empty once closed).
     listeners: RefCell<Vec<Listening>>,
-    /// `listen(2)` backlog.
-    backlog: i32,
     /// Lifecycle.
     stage: Cell<Stage>,
     /// One accept task per listener while serving.
@@ -139,20 +138,26 @@ impl ServerState {
         let event_loop = self.event_loop().ok_or(Error::Closed)?;
         event_loop.check_open()?;
         let fds: Vec<RawFd> = self.listeners.borrow().iter().map(|l| l.fd.raw()).collect();
+        self.stage.set(Stage::Serving);
+        for fd in fds {
+            let task = event_loop
+                .create_named_task(format!("accept on fd {fd}"), accept_loop(self.clone(), fd))?;
+            self.accept_tasks.borrow_mut().push(task);
+        }
+        Ok(())
+    }
+
+    /// `listen(2)` on every socket with `backlog`: from here on the kernel queues
+    /// connections, which the accept tasks take once serving.
+    fn listen(&self, backlog: i32) -> Result<()> {
         for listener in self.listeners.borrow().iter() {
-            let listen = |fd: BorrowedFd<'_>| SockRef::from(&fd).listen(self.backlog);
+            let listen = |fd: BorrowedFd<'_>| SockRef::from(&fd).listen(backlog);
             let closed = || Err(io::Error::from_raw_os_error(libc::EBADF));
             listener
                 .fd
                 .with_fd(listen)
                 .unwrap_or_else(closed)
                 .map_err(|e| Error::io(format!("listen on {}", describe(&listener.addr)), e))?;
-        }
-        self.stage.set(Stage::Serving);
-        for fd in fds {
-            let task = event_loop
-                .create_named_task(format!("accept on fd {fd}"), accept_loop(self.clone(), fd))?;
-            self.accept_tasks.borrow_mut().push(task);
         }
         Ok(())
     }
@@ -336,7 +341,6 @@ impl Server {
                     .map(|l| Listening { fd: LoopFd::new(event_loop, l.fd), addr: l.addr })
                     .collect(),
             ),
-            backlog,
             stage: Cell::new(Stage::Idle),
             accept_tasks: RefCell::new(Vec::new()),
             clients: RefCell::new(Slab::new()),
@@ -345,11 +349,13 @@ impl Server {
             socket_file: RefCell::new(socket_file),
         });
         let server = Server { state, event_loop: event_loop.clone() };
-        if start_serving {
-            if let Err(err) = server.start_serving() {
-                server.close();
-                return Err(err);
-            }
+        let started = server.state.listen(backlog).and_then(|()| match start_serving {
+            true => server.start_serving(),
+            false => Ok(()),
+        });
+        if let Err(err) = started {
+            server.close();
+            return Err(err);
         }
         Ok(server)
     }
@@ -381,8 +387,10 @@ impl Server {
         self.event_loop.clone()
     }
 
-    /// Starts listening and accepting if not yet (asyncio's `start_serving`, which is a
-    /// coroutine there; here accepting starts with the loop's next iteration). Idempotent;
+    /// Starts accepting if not yet (asyncio's `start_serving`, which is a coroutine there; here
+    /// accepting starts with the loop's next iteration). The sockets listen from creation on,
+    /// so connections made before this call wait in the backlog and are accepted now (asyncio
+    /// calls `listen` here, and refuses them meanwhile). Idempotent;
     /// `Error::Runtime` on a closed server.
     pub fn start_serving(&self) -> Result<()> {
         self.state.start_serving().map_err(|err| match err {

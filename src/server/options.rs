@@ -76,8 +76,9 @@ pub struct ServerOptions {
     pub reuse_port: bool,
     /// `SO_KEEPALIVE` on the listening sockets (accepted sockets inherit it).
     pub keep_alive: bool,
-    /// Listen and accept at once; otherwise on [`Server::start_serving`](crate::Server::start_serving) or
-    /// [`Server::serve_forever`](crate::Server::serve_forever).
+    /// Accept at once; otherwise the sockets listen (the kernel queues connections up to the
+    /// backlog) and accepting starts on [`Server::start_serving`](crate::Server::start_serving)
+    /// or [`Server::serve_forever`](crate::Server::serve_forever).
     pub start_serving: bool,
 }
 

@@ -38,8 +38,8 @@ pub struct UnixServerOptions {
     pub sock: Option<OwnedFd>,
     /// `listen(2)` backlog.
     pub backlog: i32,
-    /// Listen and accept at once; otherwise on [`Server::start_serving`] or
-    /// [`Server::serve_forever`].
+    /// Accept at once; otherwise the socket listens (the kernel queues connections up to the
+    /// backlog) and accepting starts on [`Server::start_serving`] or [`Server::serve_forever`].
     pub start_serving: bool,
     /// Unlink the socket file at [`Server::close`], unless it was replaced meanwhile (also
     /// for a server made from `sock`).

@@ -604,17 +604,23 @@ backend_tests! {
         assert!(path.exists(), "cleanup_socket=false with sock= keeps it");
     }
 
-    /// `start_serving=false`: nothing listens (connects are refused) until `start_serving`.
+    /// `start_serving=false`: the socket listens (a connect is queued) but nothing is accepted
+    /// until `start_serving`.
     fn start_serving_later(lp) {
         let dir = TempDir::new(lp, "start_serving_later");
         let path = dir.sock();
         let options = UnixServerOptions::default().start_serving(false).backlog(5);
-        let server = try_serve(lp, &Log::default(), true, path.as_path(), options).unwrap();
+        let server_log = Log::default();
+        let server = try_serve(lp, &server_log, true, path.as_path(), options).unwrap();
         assert!(!server.is_serving());
-        let err = UnixStream::connect(&path).expect_err("not listening yet");
-        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
+        let early = UnixStream::connect(&path).expect("the socket listens");
+        spin(lp, 0.05);
+        assert_eq!(server.connection_count(), 0, "accepted before start_serving");
         server.start_serving().unwrap();
         assert!(server.is_serving());
+        assert!(run_until(lp, WAIT, || server.connection_count() == 1), "the queued connection");
+        drop(early);
+        assert!(run_until(lp, WAIT, || server.connection_count() == 0), "its EOF closed it");
         let log = Log::default();
         let client = connect(lp, &log, path.as_path());
         client.write(b"now").unwrap();
