@@ -1,6 +1,11 @@
-//! The load: N connections on one epoll thread, each keeping `pipeline` messages of `size`
+//! The load: one epoll thread holding N connections to each server, driving one server at a
+//! time. In a server's window each of its connections keeps `pipeline` messages of `size`
 //! bytes in flight (ping-pong when 1): a message counts when all its bytes came back, and its
-//! latency runs from when it was queued to then.
+//! latency runs from when it was queued to then. Between windows the active server's messages
+//! are drained, so the next server starts alone.
+//!
+//! Windows are short and the caller alternates servers, so a slow patch of the shared machine
+//! (seconds long) falls on all of them alike instead of on whichever ran then.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -11,18 +16,18 @@ use std::time::{Duration, Instant};
 use crate::histogram::Histogram;
 use crate::sys::{syscall, ProcessSample};
 
-/// What one load run is.
+/// What one load window is.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
-    /// Connections.
+    /// Connections per server.
     pub connections: usize,
     /// Message size in bytes.
     pub size: usize,
     /// Messages in flight per connection.
     pub pipeline: usize,
-    /// Unmeasured time first.
+    /// Unmeasured time at the start of each window.
     pub warmup: Duration,
-    /// The measured window.
+    /// The measured part of each window.
     pub duration: Duration,
 }
 
@@ -39,6 +44,9 @@ pub struct Outcome {
     pub server: ProcessSample,
 }
 
+/// How long draining a server's messages after its window may take.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// One connection's state.
 struct Conn {
     stream: TcpStream,
@@ -52,100 +60,203 @@ struct Conn {
     want_write: bool,
 }
 
-/// Drives `load` against `127.0.0.1:port`; `server_sample` reads the server's CPU time and
-/// context switches at the measured window's edges.
-pub fn run(
-    port: u16,
-    load: &Load,
-    server_sample: &dyn Fn() -> io::Result<ProcessSample>,
-) -> io::Result<Outcome> {
-    // SAFETY (in syscall!): epoll_create1 takes no pointers.
-    let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-    // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
-    let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut conns = Vec::with_capacity(load.connections);
-    for i in 0..load.connections {
-        let stream = connect(port)?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, stream.as_raw_fd(), libc::EPOLLIN as u32, i)?;
-        conns.push(Conn {
-            stream,
-            in_flight: VecDeque::new(),
-            unsent: 0,
-            received: 0,
-            want_write: false,
-        });
-    }
-    let payload = vec![0x5au8; load.size.min(256 * 1024)];
-    let mut read_buf = vec![0u8; 256 * 1024];
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    let now = Instant::now();
-    for (i, conn) in conns.iter_mut().enumerate() {
-        for _ in 0..load.pipeline {
-            conn.in_flight.push_back(now);
-            conn.unsent += load.size;
+/// Connections to every server, on one epoll instance.
+pub struct Client {
+    epoll: OwnedFd,
+    /// `servers[s][i]`: connection `i` to server `s` (epoll key `s << 32 | i`).
+    servers: Vec<Vec<Conn>>,
+    load: Load,
+    payload: Vec<u8>,
+    read_buf: Vec<u8>,
+}
+
+/// Where a window is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Echoed messages are sent again but not counted.
+    Warmup,
+    /// Echoed messages are counted and sent again.
+    Measure,
+    /// Echoed messages are not sent again.
+    Drain,
+}
+
+/// What echoed messages are counted into.
+struct Tally {
+    requests: u64,
+    latency: Histogram,
+}
+
+impl Client {
+    /// Opens `load.connections` connections to each of `ports` (127.0.0.1).
+    pub fn connect(ports: &[u16], load: &Load) -> io::Result<Client> {
+        // SAFETY (in syscall!): epoll_create1 takes no pointers.
+        let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut servers = Vec::with_capacity(ports.len());
+        for (s, &port) in ports.iter().enumerate() {
+            let mut conns = Vec::with_capacity(load.connections);
+            for i in 0..load.connections {
+                let stream = connect(port)?;
+                stream.set_nodelay(true)?;
+                stream.set_nonblocking(true)?;
+                epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, &stream, libc::EPOLLIN as u32, key(s, i))?;
+                conns.push(Conn {
+                    stream,
+                    in_flight: VecDeque::new(),
+                    unsent: 0,
+                    received: 0,
+                    want_write: false,
+                });
+            }
+            servers.push(conns);
         }
-        flush(&epoll, conn, i, &payload)?;
+        Ok(Client {
+            epoll,
+            servers,
+            load: *load,
+            payload: vec![0x5au8; load.size.min(256 * 1024)],
+            read_buf: vec![0u8; 256 * 1024],
+        })
     }
 
-    let mut latency = Histogram::default();
-    let mut requests = 0u64;
-    let warm_until = now + load.warmup;
-    let mut measuring: Option<(Instant, ProcessSample)> = None;
-    let mut end = warm_until + load.duration;
-    loop {
+    /// One window on server `server`: warm-up, the measured part (with `sample` read at its
+    /// edges), then a drain of its messages.
+    pub fn window(
+        &mut self,
+        server: usize,
+        sample: &dyn Fn() -> io::Result<ProcessSample>,
+    ) -> io::Result<Outcome> {
         let now = Instant::now();
-        match measuring {
-            None if now >= warm_until => {
-                measuring = Some((now, server_sample()?));
-                end = now + load.duration;
-                latency = Histogram::default();
-                requests = 0;
+        for i in 0..self.servers[server].len() {
+            let conn = &mut self.servers[server][i];
+            for _ in 0..self.load.pipeline {
+                conn.in_flight.push_back(now);
+                conn.unsent += self.load.size;
             }
-            Some(_) if now >= end => break,
-            _ => {}
+            self.flush(server, i)?;
         }
-        // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
-        let n =
-            syscall!(epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 10));
-        let n = match n {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
-        };
-        let now = Instant::now();
-        for event in &events[..n] {
-            let (flags, i) = (event.events, event.u64 as usize);
-            let conn = &mut conns[i];
-            if flags & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
-                let got = match conn.stream.read(&mut read_buf) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "server closed a connection",
-                        ))
-                    }
-                    Ok(got) => got,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    Err(e) => return Err(io::Error::new(e.kind(), format!("read: {e}"))),
-                };
-                conn.received += got;
-                while conn.received >= load.size {
-                    conn.received -= load.size;
-                    let sent_at = conn.in_flight.pop_front().expect("echoed more than was sent");
-                    latency.record(now.duration_since(sent_at).as_nanos() as u64);
-                    requests += 1;
-                    conn.in_flight.push_back(now);
-                    conn.unsent += load.size;
-                }
+        let mut tally = Tally { requests: 0, latency: Histogram::default() };
+        self.turn_until(server, Phase::Warmup, now + self.load.warmup, &mut tally)?;
+        let (started, before) = (Instant::now(), sample()?);
+        tally = Tally { requests: 0, latency: Histogram::default() };
+        self.turn_until(server, Phase::Measure, started + self.load.duration, &mut tally)?;
+        let (elapsed, after) = (started.elapsed(), sample()?);
+        self.turn_until(server, Phase::Drain, Instant::now() + DRAIN_LIMIT, &mut tally)?;
+        if self.servers[server].iter().any(|c| !c.in_flight.is_empty()) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "echoes still missing after 5 s"));
+        }
+        let server = after.since(before);
+        Ok(Outcome { requests: tally.requests, elapsed, latency: tally.latency, server })
+    }
+
+    /// Runs the event loop until `until`, or in `Drain` until `server` has nothing in flight.
+    fn turn_until(
+        &mut self,
+        server: usize,
+        phase: Phase,
+        until: Instant,
+        tally: &mut Tally,
+    ) -> io::Result<()> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+        loop {
+            let now = Instant::now();
+            let drained = || self.servers[server].iter().all(|c| c.in_flight.is_empty());
+            if now >= until || (phase == Phase::Drain && drained()) {
+                return Ok(());
             }
-            flush(&epoll, conn, i, &payload)?;
+            let timeout = (until - now).as_millis().clamp(1, 10) as i32;
+            // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
+            let n = syscall!(epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout
+            ));
+            let n = match n {
+                Ok(n) => n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
+            };
+            let now = Instant::now();
+            for event in &events[..n] {
+                let (s, i) = ((event.u64 >> 32) as usize, (event.u64 & 0xffff_ffff) as usize);
+                if event.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                    self.receive(s, i, now, phase, tally)?;
+                }
+                self.flush(s, i)?;
+            }
         }
     }
-    let (started, before) = measuring.expect("the window started before it ended");
-    let server = server_sample()?.since(before);
-    Ok(Outcome { requests, elapsed: started.elapsed(), latency, server })
+
+    /// Reads what connection `i` of server `s` has; each message completed is counted (in
+    /// `Measure`) and, unless draining, queued again.
+    fn receive(
+        &mut self,
+        s: usize,
+        i: usize,
+        now: Instant,
+        phase: Phase,
+        tally: &mut Tally,
+    ) -> io::Result<()> {
+        let size = self.load.size;
+        let conn = &mut self.servers[s][i];
+        let got = match conn.stream.read(&mut self.read_buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed a connection",
+                ))
+            }
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("read: {e}"))),
+        };
+        conn.received += got;
+        while conn.received >= size {
+            conn.received -= size;
+            let sent_at = conn.in_flight.pop_front().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "echoed more than was sent")
+            })?;
+            if phase == Phase::Measure {
+                tally.latency.record(now.duration_since(sent_at).as_nanos() as u64);
+                tally.requests += 1;
+            }
+            if phase != Phase::Drain {
+                conn.in_flight.push_back(now);
+                conn.unsent += size;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what connection `i` of server `s` has queued; watches for writability while
+    /// some is left.
+    fn flush(&mut self, s: usize, i: usize) -> io::Result<()> {
+        let conn = &mut self.servers[s][i];
+        while conn.unsent > 0 {
+            match conn.stream.write(&self.payload[..conn.unsent.min(self.payload.len())]) {
+                Ok(n) => conn.unsent -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("write: {e}"))),
+            }
+        }
+        let want_write = conn.unsent > 0;
+        if want_write != conn.want_write {
+            conn.want_write = want_write;
+            let out = if want_write { libc::EPOLLOUT as u32 } else { 0 };
+            let events = libc::EPOLLIN as u32 | out;
+            epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, &conn.stream, events, key(s, i))?;
+        }
+        Ok(())
+    }
+}
+
+/// The epoll key of connection `i` to server `s`.
+fn key(s: usize, i: usize) -> u64 {
+    ((s as u64) << 32) | i as u64
 }
 
 /// Connects, retrying for up to a second while the server comes up.
@@ -154,9 +265,8 @@ fn connect(port: u16) -> io::Result<TcpStream> {
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => return Ok(stream),
-            Err(e) if attempts < 50 => {
+            Err(_) if attempts < 50 => {
                 attempts += 1;
-                let _ = e;
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
@@ -166,33 +276,15 @@ fn connect(port: u16) -> io::Result<TcpStream> {
     }
 }
 
-/// Writes what `conn` has queued; watches for writability while some is left.
-fn flush(epoll: &OwnedFd, conn: &mut Conn, key: usize, payload: &[u8]) -> io::Result<()> {
-    while conn.unsent > 0 {
-        match conn.stream.write(&payload[..conn.unsent.min(payload.len())]) {
-            Ok(n) => conn.unsent -= n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("write: {e}"))),
-        }
-    }
-    let want_write = conn.unsent > 0;
-    if want_write != conn.want_write {
-        conn.want_write = want_write;
-        let out = if want_write { libc::EPOLLOUT as u32 } else { 0 };
-        epoll_ctl(
-            epoll,
-            libc::EPOLL_CTL_MOD,
-            conn.stream.as_raw_fd(),
-            libc::EPOLLIN as u32 | out,
-            key,
-        )?;
-    }
-    Ok(())
-}
-
-fn epoll_ctl(epoll: &OwnedFd, op: i32, fd: i32, events: u32, key: usize) -> io::Result<()> {
-    let mut event = libc::epoll_event { events, u64: key as u64 };
+fn epoll_ctl(
+    epoll: &OwnedFd,
+    op: i32,
+    stream: &TcpStream,
+    events: u32,
+    key: u64,
+) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    let mut event = libc::epoll_event { events, u64: key };
     // SAFETY (in syscall!): `event` lives across the call; both fds are open.
     syscall!(epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event))
         .map(drop)

@@ -23,16 +23,18 @@ const USAGE: &str = "\
 usage: ringloop-bench echo [OPTIONS]
 
 Echo servers (ringloop on io_uring, ringloop on epoll, tokio current_thread, raw io_uring),
-each in its own process on CPU 0, driven in turn by a client on CPU 1. Prints req/s, MiB/s,
-p50/p99 latency and server CPU time per request, each with its ratio to tokio.
+each in its own process on CPU 0, driven in short alternating windows by one client on
+CPU 1 that holds connections to all of them. Prints req/s, MiB/s,
+p50/p99 latency, server CPU time and context switches per request, with ratios to tokio.
 
 options:
   --connections N     connections (default 64)
   --sizes S[,S...]    message sizes in bytes, each run separately (default 64,1024,16384)
   --pipeline K        messages in flight per connection (default 1: ping-pong)
-  --duration SECS     measured window per run (default 1.2)
-  --warmup SECS       unmeasured warm-up before each window (default 0.2)
-  --repeat R          interleaved rounds; the report shows medians (default 3)
+  --duration SECS     measured part of each server's window (default 0.2)
+  --warmup SECS       unmeasured start of each window (default 0.05)
+  --repeat R          rounds, each a window per server in turn; the report shows
+                      medians, ratios paired per round (default 15)
   --impls A[,B...]    servers to run (default ringloop-uring,ringloop-epoll,tokio,raw-uring)
   --json              print a JSON array instead of the table
 
@@ -101,9 +103,9 @@ fn parse_echo(args: &[String]) -> Result<Options, String> {
         sizes: vec![64, 1024, 16384],
         connections: 64,
         pipeline: 1,
-        warmup: Duration::from_millis(200),
-        duration: Duration::from_millis(1200),
-        repeat: 3,
+        warmup: Duration::from_millis(50),
+        duration: Duration::from_millis(200),
+        repeat: 15,
         json: false,
     };
     let mut args = Args { rest: args.iter() };
@@ -199,11 +201,8 @@ mod tests {
         let o = parse_echo(&[]).unwrap();
         assert_eq!(o.impls, Impl::ALL);
         assert_eq!(o.sizes, [64, 1024, 16384]);
-        assert_eq!((o.connections, o.pipeline, o.repeat, o.json), (64, 1, 3, false));
-        assert_eq!(
-            (o.warmup, o.duration),
-            (Duration::from_millis(200), Duration::from_millis(1200))
-        );
+        assert_eq!((o.connections, o.pipeline, o.repeat, o.json), (64, 1, 15, false));
+        assert_eq!((o.warmup, o.duration), (Duration::from_millis(50), Duration::from_millis(200)));
         // The default run stays under a minute: sizes x repetitions x servers windows.
         let windows = (o.sizes.len() * o.repeat * o.impls.len()) as u32;
         assert!((o.warmup + o.duration) * windows < Duration::from_secs(60));
@@ -279,7 +278,7 @@ mod tests {
         assert!(table.contains("| MiB/s | p50 µs | p99 µs | server CPU µs/req |"), "{table}");
         // Medians over the repetitions: 2048 req/s of 1 KiB = 2.0 MiB/s, p50 20, p99 200.
         let uring =
-            "| ringloop-uring | 1024 B | 2048 | 2.0 | 20 | 200 | 5.00 | 0.500 | 1.00× | 0.50×";
+            "| ringloop-uring | 1024 B | 2048 | 2.0 | 20 | 200 | 5.00 | 0.500 | 1.00× | 0.50× (0.50–0.50) | - |";
         assert!(table.contains(uring), "{table}");
         let json = report.json();
         assert!(json.starts_with("[\n") && json.ends_with("]\n"), "{json}");

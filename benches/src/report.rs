@@ -1,5 +1,6 @@
 //! The results: one [`Run`] per measured window, summarised per (implementation, size) as the
-//! median over repetitions, printed as a table or as JSON.
+//! median over repetitions (ratios: the median of ratios paired per repetition), printed as a
+//! table or as JSON.
 
 use std::fmt::Write as _;
 
@@ -70,12 +71,14 @@ struct Row {
     switches_per_request: f64,
     /// Against tokio's row of the same size: the median of the per-repetition ratios (each
     /// run against tokio's run of the same repetition), with their lowest and highest.
-    vs_tokio: Option<VsTokio>,
+    vs_tokio: Option<Versus>,
+    /// The same against raw-uring, the limit.
+    vs_raw: Option<Versus>,
 }
 
-/// A row's ratios to tokio.
+/// A row's ratios to a baseline's row.
 #[derive(Debug, Clone, Copy)]
-struct VsTokio {
+struct Versus {
     requests_per_sec: f64,
     cpu_per_request: f64,
     cpu_lowest: f64,
@@ -107,7 +110,8 @@ impl Report {
                     continue;
                 }
                 let of = |f: fn(&Run) -> f64| median(runs.iter().map(|r| f(r)).collect());
-                let vs_tokio = self.vs_tokio(&runs);
+                let (vs_tokio, vs_raw) =
+                    (self.versus(&runs, Impl::Tokio), self.versus(&runs, Impl::RawUring));
                 rows.push(Row {
                     which,
                     size,
@@ -118,26 +122,28 @@ impl Report {
                     cpu_micros_per_request: of(|r| r.cpu_micros_per_request),
                     switches_per_request: of(|r| r.switches_per_request),
                     vs_tokio,
+                    vs_raw,
                 });
             }
         }
         rows
     }
 
-    /// Pairs each of `runs` with tokio's run of the same size and repetition (which ran next
-    /// to it, so a slow patch of the machine hits both) and takes the medians of the ratios.
-    fn vs_tokio(&self, runs: &[&Run]) -> Option<VsTokio> {
+    /// Pairs each of `runs` with `baseline`'s run of the same size and repetition (which ran
+    /// next to it, so a slow patch of the machine hits both) and takes the medians of the
+    /// ratios.
+    fn versus(&self, runs: &[&Run], baseline: Impl) -> Option<Versus> {
         let mut rates = Vec::new();
         let mut cpus = Vec::new();
         for run in runs {
-            let tokio = self
+            let base = self
                 .runs
                 .iter()
-                .find(|t| t.which == Impl::Tokio && t.size == run.size && t.rep == run.rep)?;
-            rates.push(run.requests_per_sec / tokio.requests_per_sec);
-            cpus.push(run.cpu_micros_per_request / tokio.cpu_micros_per_request);
+                .find(|b| b.which == baseline && b.size == run.size && b.rep == run.rep)?;
+            rates.push(run.requests_per_sec / base.requests_per_sec);
+            cpus.push(run.cpu_micros_per_request / base.cpu_micros_per_request);
         }
-        Some(VsTokio {
+        Some(Versus {
             cpu_lowest: cpus.iter().copied().fold(f64::INFINITY, f64::min),
             cpu_highest: cpus.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             requests_per_sec: median(rates),
@@ -168,7 +174,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{} connections, pipeline {}, {:.1} s warm-up + {:.1} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
+            "{} connections, pipeline {}, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
             o.connections, o.pipeline, o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
         );
         out
@@ -179,8 +185,8 @@ impl Report {
         let rows = self.rows();
         let mut out = String::from(
             "| impl | size | req/s | MiB/s | p50 µs | p99 µs | server CPU µs/req | switches/req \
-             | req/s vs tokio | CPU/req vs tokio (lowest–highest) |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             | req/s vs tokio | CPU/req vs tokio (lowest–highest) | CPU/req vs raw-uring |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &rows {
             let mib = row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0);
@@ -191,9 +197,10 @@ impl Report {
                 ),
                 None => ("-".into(), "-".into()),
             };
+            let raw = row.vs_raw.map_or("-".into(), |v| format!("{:.2}×", v.cpu_per_request));
             let _ = writeln!(
                 out,
-                "| {} | {} B | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.3} | {rate} | {cpu} |",
+                "| {} | {} B | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.3} | {rate} | {cpu} | {raw} |",
                 row.which.name(),
                 row.size,
                 row.requests_per_sec,
@@ -214,13 +221,13 @@ impl Report {
         let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
         let mut out = String::from("[\n");
         for (i, row) in rows.iter().enumerate() {
-            let nan = VsTokio {
+            let nan = Versus {
                 requests_per_sec: f64::NAN,
                 cpu_per_request: f64::NAN,
                 cpu_lowest: f64::NAN,
                 cpu_highest: f64::NAN,
             };
-            let vs = row.vs_tokio.unwrap_or(nan);
+            let (vs, raw) = (row.vs_tokio.unwrap_or(nan), row.vs_raw.unwrap_or(nan));
             let reps: Vec<String> = row.reps.iter().map(|&v| num(v)).collect();
             let _ = writeln!(
                 out,
@@ -230,6 +237,7 @@ impl Report {
                  \"server_cpu_us_per_req\": {}, \"server_switches_per_req\": {}, \
                  \"req_per_s_vs_tokio\": {}, \"cpu_per_req_vs_tokio\": {}, \
                  \"cpu_per_req_vs_tokio_lowest\": {}, \"cpu_per_req_vs_tokio_highest\": {}, \
+                 \"cpu_per_req_vs_raw_uring\": {}, \
                  \"req_per_s_reps\": [{}]}}{}",
                 row.which.name(),
                 row.size,
@@ -249,6 +257,7 @@ impl Report {
                 num(vs.cpu_per_request),
                 num(vs.cpu_lowest),
                 num(vs.cpu_highest),
+                num(raw.cpu_per_request),
                 reps.join(", "),
                 if i + 1 < rows.len() { "," } else { "" },
             );

@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::client::{self, Load};
+use crate::client::{Client, Load};
 use crate::report::{Report, Run};
 use crate::server::Impl;
 
@@ -110,26 +110,23 @@ pub fn run(options: &Options) -> Result<Report, String> {
             warmup: options.warmup,
             duration: options.duration,
         };
+        let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+        let mut client = Client::connect(&ports, &load).map_err(|e| format!("at {size} B: {e}"))?;
         for rep in 1..=options.repeat {
             // Each round starts with the next server, so none always follows the same one.
-            let first = (rep - 1) % servers.len();
-            for server in servers[first..].iter().chain(&servers[..first]) {
+            let mut line = format!("{size:>6} B  round {rep:>2}/{}  CPU µs/req:", options.repeat);
+            for k in 0..servers.len() {
+                let index = (rep - 1 + k) % servers.len();
+                let server = &servers[index];
                 let pid = server.child.id();
-                let sample = move || crate::sys::sample_process(pid);
-                let outcome = client::run(server.port, &load, &sample)
+                let outcome = client
+                    .window(index, &move || crate::sys::sample_process(pid))
                     .map_err(|e| format!("{} at {size} B: {e}", server.which.name()))?;
                 let run = Run::new(server.which, size, rep, &outcome);
-                eprintln!(
-                    "{:<15} {:>6} B  rep {rep}/{}  {:>9.0} req/s  {:>6.2} µs CPU/req  {:>5.3} switches/req",
-                    server.which.name(),
-                    size,
-                    options.repeat,
-                    run.requests_per_sec,
-                    run.cpu_micros_per_request,
-                    run.switches_per_request,
-                );
+                line += &format!("  {} {:.2}", server.which.name(), run.cpu_micros_per_request);
                 report.runs.push(run);
             }
+            eprintln!("{line}");
         }
     }
     Ok(report)
