@@ -373,7 +373,7 @@ fn reader_thread(
     thread::spawn(move || {
         let mut got = Vec::new();
         let mut buf = vec![0u8; chunk];
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             if std::time::Instant::now() > deadline {
                 return (got, false);
