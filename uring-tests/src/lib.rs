@@ -232,3 +232,38 @@ pub fn full_listener(
     }
     None
 }
+
+/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
+/// parallel: each looks at its own thread's records).
+static WARNINGS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The logger [`my_warnings`] installs: it keeps `ringloop`'s warnings in [`WARNINGS`].
+struct WarningCapture;
+
+impl log::Log for WarningCapture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let entry = (std::thread::current().id(), record.args().to_string());
+            WARNINGS.lock().unwrap().push(entry);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// How many warnings containing `text` this thread logged (installs the logger once; a test
+/// binary using it installs no other logger).
+pub fn my_warnings(text: &str) -> usize {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&WarningCapture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    let me = std::thread::current().id();
+    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
+}

@@ -32,7 +32,7 @@ use std::thread;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
-use uring_tests::{backend_tests, capture_error_texts, linger_zero, run_until, spin};
+use uring_tests::{backend_tests, capture_error_texts, linger_zero, my_warnings, run_until, spin};
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
 /// its big lock across `io_uring_enter`, so a peer thread reading megabytes gets too little
@@ -287,39 +287,6 @@ impl Protocol for Rec {
 }
 
 type Shared = Rc<RefCell<Rec>>;
-
-/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
-/// parallel: each looks at its own thread's records).
-static WARNINGS: std::sync::Mutex<Vec<(thread::ThreadId, String)>> =
-    std::sync::Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let entry = (thread::current().id(), record.args().to_string());
-            WARNINGS.lock().unwrap().push(entry);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-/// How many warnings containing `text` this thread logged (installs the logger once).
-fn my_warnings(text: &str) -> usize {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-    });
-    let me = thread::current().id();
-    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sockets.
