@@ -267,3 +267,25 @@ pub fn my_warnings(text: &str) -> usize {
     let me = std::thread::current().id();
     WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
 }
+
+/// One callback of a stream or pipe protocol, as a recording protocol keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ev {
+    /// `connection_made`.
+    Made,
+    /// `data_received` with this many bytes.
+    Data(usize),
+    /// `eof_received`.
+    Eof,
+    /// `connection_lost`: [`errno_of`] its error.
+    Lost(Option<i32>),
+    /// `pause_writing`.
+    Pause,
+    /// `resume_writing`.
+    Resume,
+}
+
+/// The errno of `connection_lost`'s error: `None` without one, -1 for a non-OS error.
+pub fn errno_of(error: &Option<Error>) -> Option<i32> {
+    error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1))
+}

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use ringloop::{
     BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, ReadTransport, WriteTransport,
 };
-use uring_tests::{backend_tests, capture_error_texts, my_warnings, run_until, spin};
+use uring_tests::{backend_tests, capture_error_texts, errno_of, my_warnings, run_until, spin, Ev};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -32,22 +32,6 @@ const QUIET: f64 = 0.05;
 
 // ---------------------------------------------------------------------------------------------
 // Recording protocols.
-
-/// One callback, as recorded.
-#[derive(Clone, Debug, PartialEq)]
-enum Ev {
-    Made,
-    Data(usize),
-    Eof,
-    /// `connection_lost`: the errno of an OS error, -1 for another error.
-    Lost(Option<i32>),
-    Pause,
-    Resume,
-}
-
-fn errno_of(error: &Option<Error>) -> Option<i32> {
-    error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1))
-}
 
 /// A read pipe protocol that records callbacks and checks their order (item 104's machine).
 #[derive(Default)]

@@ -32,7 +32,9 @@ use std::thread;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
-use uring_tests::{backend_tests, capture_error_texts, linger_zero, my_warnings, run_until, spin};
+use uring_tests::{
+    backend_tests, capture_error_texts, errno_of, linger_zero, my_warnings, run_until, spin, Ev,
+};
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
 /// its big lock across `io_uring_enter`, so a peer thread reading megabytes gets too little
@@ -54,18 +56,6 @@ const QUIET: f64 = 0.05;
 
 // ---------------------------------------------------------------------------------------------
 // The recording protocol.
-
-/// One callback, as recorded.
-#[derive(Clone, Debug, PartialEq)]
-enum Ev {
-    Made,
-    Data(usize),
-    Eof,
-    /// `connection_lost`; the errno if it carried an OS error, -1 for a non-OS error.
-    Lost(Option<i32>),
-    Pause,
-    Resume,
-}
 
 /// Where the protocol is in item 104's state machine.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -214,9 +204,7 @@ impl BaseProtocol for Rec {
             self.violation(format!("connection_lost in state {:?}", self.state));
         }
         self.state = St::Lost;
-        let code =
-            error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1));
-        self.events.push(Ev::Lost(code));
+        self.events.push(Ev::Lost(errno_of(&error)));
         self.lost_error = error;
         self.buffer_at_lost = self.transport.as_ref().map(|t| t.get_write_buffer_size());
         self.run_hook(|r| &mut r.on_lost);
