@@ -410,11 +410,8 @@ impl EventLoop {
         limit: usize,
         options: ConnectOptions,
     ) -> Result<(StreamReader, StreamWriter)> {
-        check_limit(limit)?;
-        let state = StreamState::new(limit);
-        let protocol_state = state.clone();
-        let factory = move || StreamProtocol { state: protocol_state, client: None };
-        let (transport, _) = self.create_connection(factory, host, port, options).await?;
+        let (state, protocol) = client_protocol(limit)?;
+        let (transport, _) = self.create_connection(move || protocol, host, port, options).await?;
         Ok(reader_and_writer(state, transport))
     }
 
@@ -481,6 +478,14 @@ impl EventLoop {
             client: Some((callback.clone(), event_loop.clone())),
         }
     }
+}
+
+/// A client connection's stream protocol, its reader's buffer limit `limit`
+/// (`Error::InvalidArgument` for 0), and the state it shares with the reader and writer.
+fn client_protocol(limit: usize) -> Result<(Rc<StreamState>, StreamProtocol)> {
+    check_limit(limit)?;
+    let state = StreamState::new(limit);
+    Ok((state.clone(), StreamProtocol { state, client: None }))
 }
 
 /// The reader and writer of a client connection whose protocol shares `state`.

@@ -3,8 +3,8 @@
 use std::future::Future as StdFuture;
 
 use super::{
-    check_limit, reader_and_writer, ClientCallbackOutput, StreamProtocol, StreamReader,
-    StreamState, StreamWriter, DEFAULT_LIMIT,
+    check_limit, client_protocol, reader_and_writer, ClientCallbackOutput, StreamReader,
+    StreamWriter, DEFAULT_LIMIT,
 };
 use crate::error::Result;
 use crate::event_loop::EventLoop;
@@ -32,11 +32,8 @@ impl EventLoop {
         limit: usize,
         options: UnixConnectOptions,
     ) -> Result<(StreamReader, StreamWriter)> {
-        check_limit(limit)?;
-        let state = StreamState::new(limit);
-        let protocol_state = state.clone();
-        let factory = move || StreamProtocol { state: protocol_state, client: None };
-        let (transport, _) = self.create_unix_connection(factory, path, options).await?;
+        let (state, protocol) = client_protocol(limit)?;
+        let (transport, _) = self.create_unix_connection(move || protocol, path, options).await?;
         Ok(reader_and_writer(state, transport))
     }
 
