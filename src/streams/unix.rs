@@ -1,10 +1,8 @@
 //! The streams API over Unix sockets: `open_unix_connection` and `start_unix_server`.
 
-use std::future::Future as StdFuture;
-
 use super::{
-    check_limit, client_protocol, reader_and_writer, ClientCallbackOutput, StreamReader,
-    StreamWriter, DEFAULT_LIMIT,
+    check_limit, client_protocol, reader_and_writer, ClientConnected, StreamReader, StreamWriter,
+    DEFAULT_LIMIT,
 };
 use crate::error::Result;
 use crate::event_loop::EventLoop;
@@ -68,34 +66,24 @@ impl EventLoop {
     /// assert_eq!(reply, b"hello\n");
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub async fn start_unix_server<F, Fut>(
+    pub async fn start_unix_server<F: ClientConnected>(
         &self,
         client_connected: F,
         path: impl Into<UnixPath>,
         options: UnixServerOptions,
-    ) -> Result<Server>
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
+    ) -> Result<Server> {
         self.start_unix_server_with_limit(client_connected, path, DEFAULT_LIMIT, options).await
     }
 
     /// [`start_unix_server`](Self::start_unix_server) with the readers' buffer limit
     /// (asyncio's `limit=`); `Error::InvalidArgument` for 0.
-    pub async fn start_unix_server_with_limit<F, Fut>(
+    pub async fn start_unix_server_with_limit<F: ClientConnected>(
         &self,
         client_connected: F,
         path: impl Into<UnixPath>,
         limit: usize,
         options: UnixServerOptions,
-    ) -> Result<Server>
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
+    ) -> Result<Server> {
         check_limit(limit)?;
         let factory = self.server_protocol_factory(client_connected, limit);
         self.create_unix_server(factory, path, options).await
@@ -111,15 +99,10 @@ pub async fn open_unix_connection(
 }
 
 /// [`EventLoop::start_unix_server`] on the running loop.
-pub async fn start_unix_server<F, Fut>(
+pub async fn start_unix_server<F: ClientConnected>(
     client_connected: F,
     path: impl Into<UnixPath>,
     options: UnixServerOptions,
-) -> Result<Server>
-where
-    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: StdFuture + 'static,
-    Fut::Output: ClientCallbackOutput,
-{
+) -> Result<Server> {
     crate::get_running_loop()?.start_unix_server(client_connected, path, options).await
 }
