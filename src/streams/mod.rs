@@ -459,17 +459,18 @@ impl EventLoop {
         limit: usize,
         options: ServerOptions,
     ) -> Result<Server> {
-        check_limit(limit)?;
-        let factory = self.server_protocol_factory(client_connected, limit);
+        let factory = self.server_protocol_factory(client_connected, limit)?;
         self.create_server(factory, host, port, options).await
     }
 
-    /// The protocol factory of a streams server: each protocol runs `client_connected`.
+    /// The protocol factory of a streams server: each protocol runs `client_connected`; its
+    /// readers' buffer limit is `limit` (`Error::InvalidArgument` for 0).
     fn server_protocol_factory<F: ClientConnected>(
         &self,
         client_connected: F,
         limit: usize,
-    ) -> impl Fn() -> StreamProtocol + 'static {
+    ) -> Result<impl Fn() -> StreamProtocol + 'static> {
+        check_limit(limit)?;
         let client_connected = Rc::new(client_connected);
         let callback: ClientCallback = Rc::new(move |reader, writer| {
             // The callback itself is called inside the task, so a panic in it is caught too.
@@ -477,10 +478,10 @@ impl EventLoop {
             Box::pin(async move { client_connected(reader, writer).await.into_error() })
         });
         let event_loop = Rc::downgrade(&self.inner);
-        move || StreamProtocol {
+        Ok(move || StreamProtocol {
             state: StreamState::new(limit),
             client: Some((callback.clone(), event_loop.clone())),
-        }
+        })
     }
 }
 

@@ -1,8 +1,7 @@
 //! The streams API over Unix sockets: `open_unix_connection` and `start_unix_server`.
 
 use super::{
-    check_limit, client_protocol, reader_and_writer, ClientConnected, StreamReader, StreamWriter,
-    DEFAULT_LIMIT,
+    client_protocol, reader_and_writer, ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 use crate::error::Result;
 use crate::event_loop::EventLoop;
@@ -84,8 +83,7 @@ impl EventLoop {
         limit: usize,
         options: UnixServerOptions,
     ) -> Result<Server> {
-        check_limit(limit)?;
-        let factory = self.server_protocol_factory(client_connected, limit);
+        let factory = self.server_protocol_factory(client_connected, limit)?;
         self.create_unix_server(factory, path, options).await
     }
 }
