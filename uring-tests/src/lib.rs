@@ -289,3 +289,21 @@ pub enum Ev {
 pub fn errno_of(error: &Option<Error>) -> Option<i32> {
     error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1))
 }
+
+/// A streams server's callback that writes every line back (draining after each) and closes
+/// the connection at end of file.
+pub async fn echo_lines(
+    reader: ringloop::StreamReader,
+    writer: ringloop::StreamWriter,
+) -> ringloop::Result<()> {
+    loop {
+        let line = reader.readline().await?;
+        if line.is_empty() {
+            break;
+        }
+        writer.write(&line)?;
+        writer.drain().await?;
+    }
+    writer.close();
+    writer.wait_closed().await
+}
