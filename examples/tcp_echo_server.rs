@@ -34,6 +34,7 @@ use std::process::ExitCode;
 use ringloop::{BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
 
 mod support;
+use support::echo::EchoProtocol;
 use support::serve::{announce, serve_forever};
 use support::{py_repr, py_sockaddr, Args, ErrorSlot, Flag, Spec};
 
@@ -44,8 +45,8 @@ const SPEC: Spec =
 /// Echoes what it receives; unless `quiet`, prints it as the Python example does and closes
 /// the connection after the first data.
 struct EchoServerProtocol {
-    /// Set by `connection_made`.
-    transport: Option<Transport>,
+    /// The pure echo with its flow control; holds the transport.
+    echo: EchoProtocol,
     /// Pure echo: no output, the connection stays open.
     quiet: bool,
     /// Stopped when printing fails.
@@ -69,32 +70,26 @@ impl BaseProtocol for EchoServerProtocol {
             let peername = transport.peername();
             self.print(format_args!("Connection from {}", py_sockaddr(peername.as_ref())));
         }
-        self.transport = Some(transport);
+        self.echo.connection_made(transport);
     }
 
-    // Flow control for load tests: a client that sends without reading must not make the
-    // write buffer grow without bound, so stop reading while it is over the high-water mark.
+    // Flow control for load tests, as the pure echo does it.
     fn pause_writing(&mut self) {
-        if let Some(transport) = &self.transport {
-            transport.pause_reading();
-        }
+        self.echo.pause_writing();
     }
 
     fn resume_writing(&mut self) {
-        if let Some(transport) = &self.transport {
-            transport.resume_reading();
-        }
+        self.echo.resume_writing();
     }
 }
 
 impl Protocol for EchoServerProtocol {
     fn data_received(&mut self, data: &[u8]) {
-        let Some(transport) = self.transport.clone() else { return };
         if self.quiet {
-            // Cannot fail before write_eof(), which is never called here.
-            let _ = transport.write(data);
+            self.echo.data_received(data);
             return;
         }
+        let Some(transport) = self.echo.transport.clone() else { return };
         let message = String::from_utf8_lossy(data);
         self.print(format_args!("Data received: {}", py_repr(&message)));
 
@@ -110,7 +105,7 @@ impl Protocol for EchoServerProtocol {
 async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<(), String> {
     let (quiet, lp) = (args.quiet, event_loop.clone());
     let factory = move || EchoServerProtocol {
-        transport: None,
+        echo: EchoProtocol::default(),
         quiet,
         event_loop: lp.clone(),
         error: error.clone(),

@@ -24,50 +24,15 @@
 
 use std::process::ExitCode;
 
-use ringloop::{BaseProtocol, EventLoop, Protocol, Server, Transport, UnixServerOptions};
+use ringloop::{EventLoop, Server, UnixServerOptions};
 
 mod support;
+use support::echo::EchoProtocol;
 use support::serve::{announce, serve_forever};
 use support::{Args, Flag, Spec};
 
 /// The command line: `--path`, `--backend`.
 const SPEC: Spec = Spec { name: "unix_echo_server", port: 0, flags: &[Flag::Path] };
-
-/// Sends back what it receives.
-#[derive(Default)]
-struct EchoProtocol {
-    /// Set by `connection_made`.
-    transport: Option<Transport>,
-}
-
-impl BaseProtocol for EchoProtocol {
-    fn connection_made(&mut self, transport: Transport) {
-        self.transport = Some(transport);
-    }
-
-    // Flow control: a client that sends without reading must not make the write buffer grow
-    // without bound, so stop reading while it is over the high-water mark.
-    fn pause_writing(&mut self) {
-        if let Some(transport) = &self.transport {
-            transport.pause_reading();
-        }
-    }
-
-    fn resume_writing(&mut self) {
-        if let Some(transport) = &self.transport {
-            transport.resume_reading();
-        }
-    }
-}
-
-impl Protocol for EchoProtocol {
-    fn data_received(&mut self, data: &[u8]) {
-        if let Some(transport) = &self.transport {
-            // Cannot fail before write_eof(), which is never called here.
-            let _ = transport.write(data);
-        }
-    }
-}
 
 /// Makes SIGINT and SIGTERM close `server` (removing its socket file) and abort its
 /// connections, which ends [`serve_forever`].

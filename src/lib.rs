@@ -85,7 +85,7 @@ pub use server::UnixServerOptions;
 pub use server::{Hosts, Server, ServerOptions};
 pub use streams::{
     open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
-    StreamReader, StreamWriter, DEFAULT_LIMIT,
+    ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use transport::DatagramTransport;

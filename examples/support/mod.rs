@@ -1,9 +1,10 @@
 //! Shared by the examples: running one on a loop with clear errors, the echo examples' command
-//! line ([`flags`]), printing ([`output`]), Python's `repr()` for their output ([`repr`]) and
-//! the servers' serve-until tail ([`serve`]). (Not an example itself: no `main.rs`.)
+//! line ([`flags`]), printing ([`output`]), Python's `repr()` for their output ([`repr`]), the
+//! servers' echo protocol ([`echo`]) and their serve-until tail ([`serve`]). (Not an example itself: no `main.rs`.)
 // Each example uses part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod echo;
 pub mod flags;
 pub mod output;
 pub mod repr;

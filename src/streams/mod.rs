@@ -381,6 +381,25 @@ impl<E: Into<Error>> ClientCallbackOutput for std::result::Result<(), E> {
     }
 }
 
+/// A streams server's `client_connected` callback (asyncio's `client_connected_cb`): any
+/// `Fn(StreamReader, StreamWriter) -> Fut` whose future gives a [`ClientCallbackOutput`]
+/// (implemented for every such function and closure; only ever named as a bound).
+pub trait ClientConnected:
+    Fn(StreamReader, StreamWriter) -> <Self as ClientConnected>::Fut + 'static
+{
+    /// The future the callback returns, run as a task.
+    type Fut: StdFuture<Output: ClientCallbackOutput> + 'static;
+}
+
+impl<F, Fut> ClientConnected for F
+where
+    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: StdFuture + 'static,
+    Fut::Output: ClientCallbackOutput,
+{
+    type Fut = Fut;
+}
+
 fn check_limit(limit: usize) -> Result<()> {
     if limit == 0 {
         return Err(Error::InvalidArgument("Limit cannot be <= 0".into()));
@@ -410,11 +429,8 @@ impl EventLoop {
         limit: usize,
         options: ConnectOptions,
     ) -> Result<(StreamReader, StreamWriter)> {
-        check_limit(limit)?;
-        let state = StreamState::new(limit);
-        let protocol_state = state.clone();
-        let factory = move || StreamProtocol { state: protocol_state, client: None };
-        let (transport, _) = self.create_connection(factory, host, port, options).await?;
+        let (state, protocol) = client_protocol(limit)?;
+        let (transport, _) = self.create_connection(move || protocol, host, port, options).await?;
         Ok(reader_and_writer(state, transport))
     }
 
@@ -423,52 +439,38 @@ impl EventLoop {
     /// stream protocol, the readers' limit [`DEFAULT_LIMIT`]. A panic in the callback, or an
     /// error it returns, goes to the exception handler as "Unhandled exception in
     /// client_connected_cb" and the connection is closed.
-    pub async fn start_server<F, Fut>(
+    pub async fn start_server<F: ClientConnected>(
         &self,
         client_connected: F,
         host: impl Into<Hosts>,
         port: Option<u16>,
         options: ServerOptions,
-    ) -> Result<Server>
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
+    ) -> Result<Server> {
         self.start_server_with_limit(client_connected, host, port, DEFAULT_LIMIT, options).await
     }
 
     /// [`start_server`](Self::start_server) with the readers' buffer limit (asyncio's
     /// `limit=`); `Error::InvalidArgument` for 0.
-    pub async fn start_server_with_limit<F, Fut>(
+    pub async fn start_server_with_limit<F: ClientConnected>(
         &self,
         client_connected: F,
         host: impl Into<Hosts>,
         port: Option<u16>,
         limit: usize,
         options: ServerOptions,
-    ) -> Result<Server>
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
-        check_limit(limit)?;
-        let factory = self.server_protocol_factory(client_connected, limit);
+    ) -> Result<Server> {
+        let factory = self.server_protocol_factory(client_connected, limit)?;
         self.create_server(factory, host, port, options).await
     }
 
-    /// The protocol factory of a streams server: each protocol runs `client_connected`.
-    fn server_protocol_factory<F, Fut>(
+    /// The protocol factory of a streams server: each protocol runs `client_connected`; its
+    /// readers' buffer limit is `limit` (`Error::InvalidArgument` for 0).
+    fn server_protocol_factory<F: ClientConnected>(
         &self,
         client_connected: F,
         limit: usize,
-    ) -> impl Fn() -> StreamProtocol + 'static
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
+    ) -> Result<impl Fn() -> StreamProtocol + 'static> {
+        check_limit(limit)?;
         let client_connected = Rc::new(client_connected);
         let callback: ClientCallback = Rc::new(move |reader, writer| {
             // The callback itself is called inside the task, so a panic in it is caught too.
@@ -476,11 +478,19 @@ impl EventLoop {
             Box::pin(async move { client_connected(reader, writer).await.into_error() })
         });
         let event_loop = Rc::downgrade(&self.inner);
-        move || StreamProtocol {
+        Ok(move || StreamProtocol {
             state: StreamState::new(limit),
             client: Some((callback.clone(), event_loop.clone())),
-        }
+        })
     }
+}
+
+/// A client connection's stream protocol, its reader's buffer limit `limit`
+/// (`Error::InvalidArgument` for 0), and the state it shares with the reader and writer.
+fn client_protocol(limit: usize) -> Result<(Rc<StreamState>, StreamProtocol)> {
+    check_limit(limit)?;
+    let state = StreamState::new(limit);
+    Ok((state.clone(), StreamProtocol { state, client: None }))
 }
 
 /// The reader and writer of a client connection whose protocol shares `state`.
@@ -499,17 +509,12 @@ pub async fn open_connection(
 }
 
 /// [`EventLoop::start_server`] on the running loop.
-pub async fn start_server<F, Fut>(
+pub async fn start_server<F: ClientConnected>(
     client_connected: F,
     host: impl Into<Hosts>,
     port: Option<u16>,
     options: ServerOptions,
-) -> Result<Server>
-where
-    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: StdFuture + 'static,
-    Fut::Output: ClientCallbackOutput,
-{
+) -> Result<Server> {
     crate::get_running_loop()?.start_server(client_connected, host, port, options).await
 }
 

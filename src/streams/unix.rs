@@ -1,10 +1,7 @@
 //! The streams API over Unix sockets: `open_unix_connection` and `start_unix_server`.
 
-use std::future::Future as StdFuture;
-
 use super::{
-    check_limit, reader_and_writer, ClientCallbackOutput, StreamProtocol, StreamReader,
-    StreamState, StreamWriter, DEFAULT_LIMIT,
+    client_protocol, reader_and_writer, ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 use crate::error::Result;
 use crate::event_loop::EventLoop;
@@ -32,11 +29,8 @@ impl EventLoop {
         limit: usize,
         options: UnixConnectOptions,
     ) -> Result<(StreamReader, StreamWriter)> {
-        check_limit(limit)?;
-        let state = StreamState::new(limit);
-        let protocol_state = state.clone();
-        let factory = move || StreamProtocol { state: protocol_state, client: None };
-        let (transport, _) = self.create_unix_connection(factory, path, options).await?;
+        let (state, protocol) = client_protocol(limit)?;
+        let (transport, _) = self.create_unix_connection(move || protocol, path, options).await?;
         Ok(reader_and_writer(state, transport))
     }
 
@@ -71,36 +65,25 @@ impl EventLoop {
     /// assert_eq!(reply, b"hello\n");
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub async fn start_unix_server<F, Fut>(
+    pub async fn start_unix_server<F: ClientConnected>(
         &self,
         client_connected: F,
         path: impl Into<UnixPath>,
         options: UnixServerOptions,
-    ) -> Result<Server>
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
+    ) -> Result<Server> {
         self.start_unix_server_with_limit(client_connected, path, DEFAULT_LIMIT, options).await
     }
 
     /// [`start_unix_server`](Self::start_unix_server) with the readers' buffer limit
     /// (asyncio's `limit=`); `Error::InvalidArgument` for 0.
-    pub async fn start_unix_server_with_limit<F, Fut>(
+    pub async fn start_unix_server_with_limit<F: ClientConnected>(
         &self,
         client_connected: F,
         path: impl Into<UnixPath>,
         limit: usize,
         options: UnixServerOptions,
-    ) -> Result<Server>
-    where
-        F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-        Fut: StdFuture + 'static,
-        Fut::Output: ClientCallbackOutput,
-    {
-        check_limit(limit)?;
-        let factory = self.server_protocol_factory(client_connected, limit);
+    ) -> Result<Server> {
+        let factory = self.server_protocol_factory(client_connected, limit)?;
         self.create_unix_server(factory, path, options).await
     }
 }
@@ -114,15 +97,10 @@ pub async fn open_unix_connection(
 }
 
 /// [`EventLoop::start_unix_server`] on the running loop.
-pub async fn start_unix_server<F, Fut>(
+pub async fn start_unix_server<F: ClientConnected>(
     client_connected: F,
     path: impl Into<UnixPath>,
     options: UnixServerOptions,
-) -> Result<Server>
-where
-    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: StdFuture + 'static,
-    Fut::Output: ClientCallbackOutput,
-{
+) -> Result<Server> {
     crate::get_running_loop()?.start_unix_server(client_connected, path, options).await
 }

@@ -232,3 +232,78 @@ pub fn full_listener(
     }
     None
 }
+
+/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
+/// parallel: each looks at its own thread's records).
+static WARNINGS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The logger [`my_warnings`] installs: it keeps `ringloop`'s warnings in [`WARNINGS`].
+struct WarningCapture;
+
+impl log::Log for WarningCapture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let entry = (std::thread::current().id(), record.args().to_string());
+            WARNINGS.lock().unwrap().push(entry);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// How many warnings containing `text` this thread logged (installs the logger once; a test
+/// binary using it installs no other logger).
+pub fn my_warnings(text: &str) -> usize {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&WarningCapture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    let me = std::thread::current().id();
+    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
+}
+
+/// One callback of a stream or pipe protocol, as a recording protocol keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ev {
+    /// `connection_made`.
+    Made,
+    /// `data_received` with this many bytes.
+    Data(usize),
+    /// `eof_received`.
+    Eof,
+    /// `connection_lost`: [`errno_of`] its error.
+    Lost(Option<i32>),
+    /// `pause_writing`.
+    Pause,
+    /// `resume_writing`.
+    Resume,
+}
+
+/// The errno of `connection_lost`'s error: `None` without one, -1 for a non-OS error.
+pub fn errno_of(error: &Option<Error>) -> Option<i32> {
+    error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1))
+}
+
+/// A streams server's callback that writes every line back (draining after each) and closes
+/// the connection at end of file.
+pub async fn echo_lines(
+    reader: ringloop::StreamReader,
+    writer: ringloop::StreamWriter,
+) -> ringloop::Result<()> {
+    loop {
+        let line = reader.readline().await?;
+        if line.is_empty() {
+            break;
+        }
+        writer.write(&line)?;
+        writer.drain().await?;
+    }
+    writer.close();
+    writer.wait_closed().await
+}

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use ringloop::{
     BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, ReadTransport, WriteTransport,
 };
-use uring_tests::{backend_tests, capture_error_texts, run_until, spin};
+use uring_tests::{backend_tests, capture_error_texts, errno_of, my_warnings, run_until, spin, Ev};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -32,22 +32,6 @@ const QUIET: f64 = 0.05;
 
 // ---------------------------------------------------------------------------------------------
 // Recording protocols.
-
-/// One callback, as recorded.
-#[derive(Clone, Debug, PartialEq)]
-enum Ev {
-    Made,
-    Data(usize),
-    Eof,
-    /// `connection_lost`: the errno of an OS error, -1 for another error.
-    Lost(Option<i32>),
-    Pause,
-    Resume,
-}
-
-fn errno_of(error: &Option<Error>) -> Option<i32> {
-    error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1))
-}
 
 /// A read pipe protocol that records callbacks and checks their order (item 104's machine).
 #[derive(Default)]
@@ -181,39 +165,6 @@ impl BaseProtocol<WriteTransport> for WriteRec {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
-/// parallel: each looks at its own thread's records).
-static WARNINGS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
-    std::sync::Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let entry = (std::thread::current().id(), record.args().to_string());
-            WARNINGS.lock().unwrap().push(entry);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-/// How many warnings containing `text` this thread logged (installs the logger once).
-fn my_warnings(text: &str) -> usize {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-    });
-    let me = std::thread::current().id();
-    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
-}
 
 /// A pipe: (read end, write end), blocking, close-on-exec.
 fn pipe() -> (OwnedFd, OwnedFd) {

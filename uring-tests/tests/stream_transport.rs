@@ -32,7 +32,9 @@ use std::thread;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
-use uring_tests::{backend_tests, capture_error_texts, linger_zero, run_until, spin};
+use uring_tests::{
+    backend_tests, capture_error_texts, errno_of, linger_zero, my_warnings, run_until, spin, Ev,
+};
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
 /// its big lock across `io_uring_enter`, so a peer thread reading megabytes gets too little
@@ -54,18 +56,6 @@ const QUIET: f64 = 0.05;
 
 // ---------------------------------------------------------------------------------------------
 // The recording protocol.
-
-/// One callback, as recorded.
-#[derive(Clone, Debug, PartialEq)]
-enum Ev {
-    Made,
-    Data(usize),
-    Eof,
-    /// `connection_lost`; the errno if it carried an OS error, -1 for a non-OS error.
-    Lost(Option<i32>),
-    Pause,
-    Resume,
-}
 
 /// Where the protocol is in item 104's state machine.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -214,9 +204,7 @@ impl BaseProtocol for Rec {
             self.violation(format!("connection_lost in state {:?}", self.state));
         }
         self.state = St::Lost;
-        let code =
-            error.as_ref().map(|e| e.io_error().and_then(|e| e.raw_os_error()).unwrap_or(-1));
-        self.events.push(Ev::Lost(code));
+        self.events.push(Ev::Lost(errno_of(&error)));
         self.lost_error = error;
         self.buffer_at_lost = self.transport.as_ref().map(|t| t.get_write_buffer_size());
         self.run_hook(|r| &mut r.on_lost);
@@ -287,39 +275,6 @@ impl Protocol for Rec {
 }
 
 type Shared = Rc<RefCell<Rec>>;
-
-/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
-/// parallel: each looks at its own thread's records).
-static WARNINGS: std::sync::Mutex<Vec<(thread::ThreadId, String)>> =
-    std::sync::Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let entry = (thread::current().id(), record.args().to_string());
-            WARNINGS.lock().unwrap().push(entry);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-/// How many warnings containing `text` this thread logged (installs the logger once).
-fn my_warnings(text: &str) -> usize {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-    });
-    let me = thread::current().id();
-    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sockets.

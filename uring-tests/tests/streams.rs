@@ -15,7 +15,7 @@ use ringloop::{
     ConnectOptions, Error, EventLoop, ExceptionContext, Server, ServerOptions, StreamReader,
     StreamWriter,
 };
-use uring_tests::backend_tests;
+use uring_tests::{backend_tests, echo_lines};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
@@ -114,19 +114,7 @@ async fn pair(
 
 /// An echo server: each line is written back; closes at EOF.
 async fn echo_server(lp: &EventLoop) -> Server {
-    let echo = |reader: StreamReader, writer: StreamWriter| async move {
-        loop {
-            let line = reader.readline().await?;
-            if line.is_empty() {
-                break;
-            }
-            writer.write(&line)?;
-            writer.drain().await?;
-        }
-        writer.close();
-        writer.wait_closed().await
-    };
-    lp.start_server(echo, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap()
+    lp.start_server(echo_lines, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap()
 }
 
 async fn shut(server: Server, lp: &EventLoop) {

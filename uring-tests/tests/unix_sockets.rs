@@ -24,10 +24,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{
-    BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Server, StreamReader, StreamWriter,
-    Transport, UnixConnectOptions, UnixPath, UnixServerOptions,
+    BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Server, Transport, UnixConnectOptions,
+    UnixPath, UnixServerOptions,
 };
-use uring_tests::{backend_tests, capture_exceptions, in_child, open_fds, run_until, spin};
+use uring_tests::{
+    backend_tests, capture_exceptions, echo_lines, in_child, open_fds, run_until, spin,
+};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
@@ -778,19 +780,7 @@ backend_tests! {
         let lp2 = lp.clone();
         let path2 = path.clone();
         let replies = lp.run_until_complete(async move {
-            let echo = |reader: StreamReader, writer: StreamWriter| async move {
-                loop {
-                    let line = reader.readline().await?;
-                    if line.is_empty() {
-                        break;
-                    }
-                    writer.write(&line)?;
-                    writer.drain().await?;
-                }
-                writer.close();
-                writer.wait_closed().await
-            };
-            let server = lp2.start_unix_server(echo, path2.as_path(), UnixServerOptions::default()).await?;
+            let server = lp2.start_unix_server(echo_lines, path2.as_path(), UnixServerOptions::default()).await?;
             let (reader, writer) =
                 lp2.open_unix_connection(path2.as_path(), UnixConnectOptions::new()).await?;
             let mut replies = Vec::new();
