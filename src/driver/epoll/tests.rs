@@ -6,7 +6,7 @@ use bytes::Bytes;
 use std::io::{ErrorKind, Read, Write};
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::thread;
 use std::time::Instant;
 
@@ -517,7 +517,12 @@ fn close_forgets_and_closes_the_fd() {
     let mut d = driver();
     let (client, server) = tcp_pair();
     (&client).write_all(b"x").unwrap();
-    let fd = server.into_raw_fd();
+    // A number far above the others, so a test running in parallel does not reuse it the
+    // moment it is closed (the EBADF check below would then see that test's fd).
+    // SAFETY: F_DUPFD_CLOEXEC takes no pointers; the new fd is ours, closed by the op below.
+    let fd = unsafe { libc::fcntl(server.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 1000) };
+    assert!(fd >= 1000, "F_DUPFD_CLOEXEC: {}", io::Error::last_os_error());
+    drop(server);
     d.submit(Op::Poll { fd, interest: Interest::READ }, 1);
     assert_eq!(one_completion(&mut d).result.unwrap(), IN);
     assert!(d.table.fds.contains_key(&fd), "registered");
@@ -526,6 +531,13 @@ fn close_forgets_and_closes_the_fd() {
     assert_eq!((c.id, c.owner, c.result.unwrap()), (id, 2, 0));
     assert!(!d.table.fds.contains_key(&fd));
     assert_eq!(fd_flags(fd, libc::F_GETFD).unwrap_err().raw_os_error(), Some(libc::EBADF));
+    // The socket itself is gone: closed with "x" unread, it resets the connection.
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    match (&client).read(&mut [0; 8]) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!("the peer still sees a live socket: {other:?}"),
+    }
 }
 
 #[test]
