@@ -10,10 +10,13 @@
 //! protocol is already inside one (for example `pause_writing` from inside its own `write`) is
 //! delivered right after the running callback returns, in order.
 //!
-//! A callback that panics is a fatal error for its connection (asyncio: an exception raised by
-//! `data_received`): the panic is reported to the loop's exception handler and the transport is
-//! force-closed, so `connection_lost(Some(Error::Panic(..)))` follows. The panic never unwinds
-//! into the loop.
+//! A callback that panics never unwinds into the loop: the panic goes to the loop's exception
+//! handler. As in asyncio, a panic in a callback that receives data (`data_received`,
+//! `eof_received`, `get_buffer`, `buffer_updated`, `datagram_received`, `error_received`) is a
+//! fatal error for its connection: the transport is force-closed, so
+//! `connection_lost(Some(Error::Panic(..)))` follows. A panic in `connection_made`,
+//! `pause_writing` or `resume_writing` is only reported ("protocol.X() failed") and the
+//! transport goes on, as asyncio does with an exception there.
 
 use crate::error::Error;
 

@@ -6,9 +6,11 @@
 //! crossed the high-water mark), the event is queued and delivered as soon as the running
 //! callback returns, in order; events queued behind it wait their turn.
 //!
-//! A protocol callback that panics is caught here: the panic is recorded (see
-//! [`Dispatcher::report_failures`]) for the transport to turn into a fatal error (asyncio's
-//! "Fatal error: protocol.data_received() call failed."), and never unwinds into the loop.
+//! A protocol callback that panics is caught here and never unwinds into the loop: the panic
+//! is recorded (see [`Dispatcher::report_failures`]) and reported. In a data callback it is a
+//! fatal error for the transport (asyncio's "Fatal error: protocol.data_received() call
+//! failed."); in `connection_made`, `pause_writing` or `resume_writing` ([`Role::Notice`]) it
+//! is only reported, as asyncio only logs an exception there.
 //!
 //! The mechanism is generic over the event type ([`Deliver`]): [`Event`] for stream and pipe
 //! transports, [`DatagramEvent`] for datagram transports. Each event type has a borrowed form
@@ -57,7 +59,10 @@ pub(crate) enum Role {
     Eof,
     /// `connection_lost`: the protocol is dropped after it.
     Lost,
-    /// Anything else.
+    /// `connection_made`, `pause_writing`, `resume_writing`: asyncio runs them as plain
+    /// callbacks, so their failure is reported but does not close the transport.
+    Notice,
+    /// Anything else (received data: a failure is fatal).
     Other,
 }
 
@@ -68,11 +73,18 @@ pub struct Failure {
     pub(crate) callback: &'static str,
     /// What went wrong: [`Error::Panic`] with the panic's message, or [`Error::Runtime`].
     pub(crate) error: Error,
+    /// Whether it closes the transport (false for a [`Role::Notice`] callback).
+    pub(crate) fatal: bool,
 }
 
 impl Failure {
+    /// `callback` failed with `error` (fatal until [`Dispatcher::settle`] says otherwise).
+    pub(crate) fn new(callback: &'static str, error: Error) -> Failure {
+        Failure { callback, error, fatal: true }
+    }
+
     fn panicked(callback: &'static str, payload: &(dyn Any + Send)) -> Failure {
-        Failure { callback, error: Error::Panic(panic_message(payload)) }
+        Failure::new(callback, Error::Panic(panic_message(payload)))
     }
 }
 
@@ -225,7 +237,10 @@ impl<E: Deliver> Dispatcher<E> {
                     self.close_after_eof.set(true);
                 }
             }
-            Delivered::Failed(failure) => self.failures.borrow_mut().push(failure),
+            Delivered::Failed(mut failure) => {
+                failure.fatal = role != Role::Notice;
+                self.failures.borrow_mut().push(failure);
+            }
         }
         if role == Role::Lost {
             self.protocol.borrow_mut().take();
@@ -234,10 +249,11 @@ impl<E: Deliver> Dispatcher<E> {
     }
 
     /// Sends each callback that failed since the last call, oldest first, to the exception
-    /// handler as asyncio's "Fatal error: protocol.X() call failed." (with the transport as
-    /// `transport()` describes it and its `fd`). Returns the first error, which is fatal for
-    /// the transport. Called after every delivery: `event_loop` is only asked for when
-    /// something failed.
+    /// handler (with the transport as `transport()` describes it and its `fd`): asyncio's
+    /// "Fatal error: protocol.X() call failed." for a fatal one, "protocol.X() failed" for
+    /// `connection_made`, `pause_writing` and `resume_writing`, which asyncio only logs.
+    /// Returns the first fatal error, which the transport closes with. Called after every
+    /// delivery: `event_loop` is only asked for when something failed.
     pub(crate) fn report_failures(
         &self,
         event_loop: impl FnOnce() -> Option<EventLoop>,
@@ -250,15 +266,20 @@ impl<E: Deliver> Dispatcher<E> {
         let failures = std::mem::take(&mut *self.failures.borrow_mut());
         let event_loop = event_loop();
         let mut fatal = None;
-        for Failure { callback, error } in failures {
+        for Failure { callback, error, fatal: closes } in failures {
             if let Some(event_loop) = &event_loop {
-                let message = format!("Fatal error: protocol.{callback}() call failed.");
+                let message = match closes {
+                    true => format!("Fatal error: protocol.{callback}() call failed."),
+                    false => format!("protocol.{callback}() failed"),
+                };
                 let mut context = ExceptionContext::new(message).with_error(error.clone());
                 context.transport = Some(transport());
                 context.fd = Some(fd);
                 event_loop.call_exception_handler(context);
             }
-            fatal.get_or_insert(error);
+            if closes {
+                fatal.get_or_insert(error);
+            }
         }
         fatal
     }
@@ -350,7 +371,8 @@ impl<T> Deliver for Event<T> {
         match self {
             Event::Eof => Role::Eof,
             Event::Lost(_) => Role::Lost,
-            _ => Role::Other,
+            Event::Made(_) | Event::PauseWriting | Event::ResumeWriting => Role::Notice,
+            Event::Data(_) => Role::Other,
         }
     }
 }
@@ -407,7 +429,7 @@ impl<P: BufferedProtocol> Receive<BufferedKind> for P {
             .map_err(|payload| Failure::panicked("get_buffer", &*payload))?;
             if copied == 0 {
                 let error = Error::Runtime(EMPTY_BUFFER.into());
-                return Err(Failure { callback: "get_buffer", error });
+                return Err(Failure::new("get_buffer", error));
             }
             catch_unwind(AssertUnwindSafe(|| self.buffer_updated(copied)))
                 .map_err(|payload| Failure::panicked("buffer_updated", &*payload))?;
@@ -537,7 +559,10 @@ impl Deliver for DatagramEvent {
     fn role(&self) -> Role {
         match self {
             DatagramEvent::Lost(_) => Role::Lost,
-            _ => Role::Other,
+            DatagramEvent::Made(_) | DatagramEvent::PauseWriting | DatagramEvent::ResumeWriting => {
+                Role::Notice
+            }
+            DatagramEvent::Datagram(..) | DatagramEvent::Error(_) => Role::Other,
         }
     }
 }

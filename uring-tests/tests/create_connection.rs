@@ -256,9 +256,10 @@ backend_tests! {
     }
 }
 
-/// Panics in `connection_made`; records each `connection_lost`.
+/// Panics in `connection_made`; records what it receives and each `connection_lost`.
 #[derive(Default)]
 struct PanicsInMade {
+    data: Vec<u8>,
     lost: Vec<Option<String>>,
 }
 
@@ -271,16 +272,17 @@ impl BaseProtocol for PanicsInMade {
     }
 }
 
-impl Protocol for PanicsInMade {}
+impl Protocol for PanicsInMade {
+    fn data_received(&mut self, data: &[u8]) {
+        self.data.extend_from_slice(data);
+    }
+}
 
 backend_tests! {
     /// Item 72: a panic in `connection_made` does not stop create_connection returning the
-    /// transport and protocol, and the transport ends with exactly one `connection_lost`.
-    /// Unlike asyncio (which logs the exception and leaves the transport open, so a later
-    /// `close` gives `connection_lost(None)`), ringloop treats a panicking protocol callback
-    /// as a fatal error, as it does for `data_received` (item 110): the panic is reported to
-    /// the exception handler once, the transport is force-closed, and `connection_lost`
-    /// carries the panic.
+    /// transport and protocol. As in asyncio (which runs `connection_made` as a plain
+    /// callback), the panic is reported once and the transport stays open: data still
+    /// arrives, and a later `close` gives `connection_lost(None)`, once.
     fn item72_panic_in_connection_made(lp) {
         let errors = uring_tests::capture_error_texts(lp);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -292,15 +294,19 @@ backend_tests! {
         })
         .expect("create_connection returns");
         let (mut peer, _) = listener.accept().unwrap();
-        assert!(run_until(lp, 5.0, || !protocol.borrow().lost.is_empty()), "connection_lost");
+        assert!(run_until(lp, 5.0, || !errors.borrow().is_empty()), "the panic is reported");
+        assert!(!transport.is_closing(), "a panic in connection_made is not fatal");
+        peer.write_all(b"still here").unwrap();
+        assert!(run_until(lp, 5.0, || protocol.borrow().data == b"still here"), "reads go on");
+        assert!(protocol.borrow().lost.is_empty(), "not lost before close");
         transport.close();
+        assert!(run_until(lp, 5.0, || !protocol.borrow().lost.is_empty()), "connection_lost");
         uring_tests::spin(lp, 0.05);
-        let lost = protocol.borrow().lost.clone();
-        assert_eq!(lost.len(), 1, "connection_lost once: {lost:?}");
-        assert!(lost[0].as_deref().is_some_and(|e| e.contains("boom in connection_made")), "{lost:?}");
+        assert_eq!(protocol.borrow().lost, vec![None], "connection_lost(None), once");
         let errors = errors.borrow();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("connection_made() call failed"), "{errors:?}");
+        assert!(errors[0].contains("protocol.connection_made() failed"), "{errors:?}");
+        assert!(errors[0].contains("boom in connection_made"), "{errors:?}");
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(peer.read(&mut [0u8; 1]).unwrap(), 0, "the peer sees the socket closed");
     }

@@ -875,6 +875,42 @@ backend_tests! {
         p.check();
     }
 
+    // asyncio only logs a failing `pause_writing` ("protocol.pause_writing() failed"): the
+    // transport stays open, the buffer drains and `resume_writing` still comes.
+    fn a_panic_in_pause_writing_is_reported_not_fatal(lp) {
+        let errors = capture_error_texts(lp);
+        let (peer, ours) = unix_pair();
+        let lp2 = lp.clone();
+        let (tr, proto) = lp
+            .run_until_complete(async move {
+                lp2.connect_accepted_socket(PanicsInPause::default, ours).await
+            })
+            .expect("run_until_complete")
+            .expect("connect_accepted_socket");
+        let filled = fill_kernel(tr.socket_fd().unwrap());
+        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        tr.write(b"abcdefghi").unwrap();
+        spin(lp, QUIET);
+        {
+            let errors = errors.borrow();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].contains("protocol.pause_writing() failed"), "{errors:?}");
+            assert!(errors[0].contains("boom in pause_writing"), "{errors:?}");
+        }
+        assert!(!tr.is_closing(), "a panic in pause_writing is not fatal");
+        peer.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let reader = reader_thread(peer, 4096, Duration::ZERO, Arc::new(AtomicUsize::new(0)));
+        assert!(run_until(lp, WAIT, || proto.borrow().resumed == 1), "resume_writing");
+        tr.close();
+        assert!(run_until(lp, WAIT, || !proto.borrow().lost.is_empty()), "connection_lost");
+        let (got, eof) = join(lp, reader);
+        assert!(eof);
+        assert_eq!(got.len(), filled + 9);
+        assert_eq!(&got[filled..], b"abcdefghi");
+        assert_eq!(proto.borrow().lost, vec![None]);
+        assert_eq!(errors.borrow().len(), 1, "reported once");
+    }
+
     // BEHAVIOURS 114
     fn a_write_the_kernel_takes_at_once_never_pauses(lp) {
         let (peer, ours) = unix_pair();
@@ -1371,3 +1407,24 @@ backend_tests! {
         p.check();
     }
 }
+
+/// Panics in `pause_writing`; counts `resume_writing` and records each `connection_lost`.
+#[derive(Default)]
+struct PanicsInPause {
+    resumed: usize,
+    lost: Vec<Option<String>>,
+}
+
+impl BaseProtocol for PanicsInPause {
+    fn pause_writing(&mut self) {
+        uring_tests::quiet_panic("boom in pause_writing")
+    }
+    fn resume_writing(&mut self) {
+        self.resumed += 1;
+    }
+    fn connection_lost(&mut self, error: Option<Error>) {
+        self.lost.push(error.map(|e| e.to_string()));
+    }
+}
+
+impl Protocol for PanicsInPause {}
