@@ -189,16 +189,16 @@ fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
 
 /// A `Poll` in flight for a `sock_*` call. Dropping it (the call's future dropped, or the poll
 /// done) cancels the poll, then tells the driver the loop no longer uses the fd.
-struct PollGuard {
+struct PollGuard<'a> {
     /// The loop whose driver runs the poll.
-    event_loop: EventLoop,
+    event_loop: &'a EventLoop,
     /// The polled socket.
     fd: RawFd,
     /// The poll (taken on drop).
     op: Option<OpFuture>,
 }
 
-impl Drop for PollGuard {
+impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         drop(self.op.take());
         self.event_loop.with_driver(|driver| driver.forget_fd(self.fd));
@@ -216,7 +216,7 @@ impl EventLoop {
     ) -> Result<()> {
         let fd = sock.as_raw_fd();
         let op = self.submit_op(Op::Poll { fd, interest })?;
-        let mut guard = PollGuard { event_loop: self.clone(), fd, op: Some(op) };
+        let mut guard = PollGuard { event_loop: self, fd, op: Some(op) };
         let (result, _op) = guard.op.as_mut().expect("set just above").await;
         guard.op = None;
         result.map(drop).map_err(|err| Error::io(format!("{what}: waiting for the socket"), err))
