@@ -142,11 +142,9 @@ type Shared = Rc<RefCell<Buf>>;
 
 /// A connected TCP pair: `(peer, our end)`. The peer is blocking.
 fn tcp_pair() -> (TcpStream, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-    let (ours, _) = listener.accept().expect("accept");
+    let (peer, ours) = uring_tests::tcp_pair();
     peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    (peer, OwnedFd::from(ours))
+    (peer, ours)
 }
 
 /// Wraps `fd` in a transport driving `buf`; runs the loop until `connection_made`.
