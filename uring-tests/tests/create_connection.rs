@@ -72,7 +72,7 @@ fn closed_port(ip: &str) -> u16 {
 }
 
 fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    uring_tests::skipped(format_args!("{test}: {why}"));
 }
 
 backend_tests! {
