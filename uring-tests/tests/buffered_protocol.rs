@@ -18,7 +18,7 @@ use ringloop::{
     BaseProtocol, BufferedProtocol, ConnectOptions, Error, EventLoop, Protocol, ServerOptions,
     Transport,
 };
-use uring_tests::{backend_tests, capture_error_texts, quiet_panic, run_until, spin};
+use uring_tests::{backend_tests, capture_error_texts, pattern, quiet_panic, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -162,10 +162,6 @@ fn wait_lost(lp: &EventLoop, proto: &Shared) {
     assert!(run_until(lp, WAIT, || proto.borrow().lost_count() > 0), "connection_lost");
     spin(lp, 0.05);
     assert_eq!(proto.borrow().lost_count(), 1, "connection_lost exactly once");
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
 /// A plain `Protocol` recording what it receives.
