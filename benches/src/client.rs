@@ -137,10 +137,10 @@ impl Client {
             }
             self.flush(server, i)?;
         }
+        // Only `Measure` counts into it: warm-up and drain leave it alone.
         let mut tally = Tally { requests: 0, latency: Histogram::default() };
         self.turn_until(server, Phase::Warmup, now + self.load.warmup, &mut tally)?;
         let (started, before) = (Instant::now(), sample()?);
-        tally = Tally { requests: 0, latency: Histogram::default() };
         self.turn_until(server, Phase::Measure, started + self.load.duration, &mut tally)?;
         let (elapsed, after) = (started.elapsed(), sample()?);
         self.turn_until(server, Phase::Drain, Instant::now() + DRAIN_LIMIT, &mut tally)?;

@@ -106,6 +106,25 @@ pub fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::Unix
     (a, b)
 }
 
+/// Runs the loop until no op is in flight (a cancelled io_uring op needs its final CQE).
+pub fn settle(event_loop: &EventLoop) {
+    let settled = run_until(event_loop, 2.0, || event_loop.ops_in_flight() == 0);
+    assert!(settled, "ops left: {}", event_loop.ops_in_flight());
+}
+
+/// A connected TCP pair on loopback: `(peer, our end as an OwnedFd)`. The peer is blocking.
+pub fn tcp_pair() -> (std::net::TcpStream, std::os::fd::OwnedFd) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (ours, _) = listener.accept().expect("accept");
+    (peer, std::os::fd::OwnedFd::from(ours))
+}
+
+/// `len` bytes of a recognisable pattern.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
 /// Queues a stop and runs the loop: what is ready now runs (plus what that batch schedules
 /// before the stop callback), then `run_forever` returns.
 pub fn run_ready(event_loop: &EventLoop) {

@@ -18,7 +18,7 @@ use ringloop::{
     BaseProtocol, BufferedProtocol, ConnectOptions, Error, EventLoop, Protocol, ServerOptions,
     Transport,
 };
-use uring_tests::{backend_tests, capture_error_texts, quiet_panic, run_until, spin};
+use uring_tests::{backend_tests, capture_error_texts, pattern, quiet_panic, run_until, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -142,11 +142,9 @@ type Shared = Rc<RefCell<Buf>>;
 
 /// A connected TCP pair: `(peer, our end)`. The peer is blocking.
 fn tcp_pair() -> (TcpStream, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-    let (ours, _) = listener.accept().expect("accept");
+    let (peer, ours) = uring_tests::tcp_pair();
     peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    (peer, OwnedFd::from(ours))
+    (peer, ours)
 }
 
 /// Wraps `fd` in a transport driving `buf`; runs the loop until `connection_made`.
@@ -164,10 +162,6 @@ fn wait_lost(lp: &EventLoop, proto: &Shared) {
     assert!(run_until(lp, WAIT, || proto.borrow().lost_count() > 0), "connection_lost");
     spin(lp, 0.05);
     assert_eq!(proto.borrow().lost_count(), 1, "connection_lost exactly once");
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
 /// A plain `Protocol` recording what it receives.

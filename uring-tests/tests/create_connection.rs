@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Protocol, Transport};
-use uring_tests::{backend_tests, full_listener, run_until};
+use uring_tests::{backend_tests, full_listener, run_until, settle};
 
 /// Records what the transport tells it.
 #[derive(Debug, Default)]
@@ -72,12 +72,7 @@ fn closed_port(ip: &str) -> u16 {
 }
 
 fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-}
-
-/// Runs the loop a few iterations, until no op is in flight.
-fn settle(lp: &EventLoop) {
-    assert!(run_until(lp, 2.0, || lp.ops_in_flight() == 0), "ops left: {}", lp.ops_in_flight());
+    uring_tests::skipped(format_args!("{test}: {why}"));
 }
 
 backend_tests! {

@@ -23,7 +23,9 @@ use std::rc::Rc;
 use ringloop::{
     BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, ReadTransport, WriteTransport,
 };
-use uring_tests::{backend_tests, capture_error_texts, errno_of, my_warnings, run_until, spin, Ev};
+use uring_tests::{
+    backend_tests, capture_error_texts, errno_of, my_warnings, pattern, run_until, spin, Ev,
+};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -278,10 +280,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,13 +5,12 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::thread;
 
 use ringloop::{BaseProtocol, Error, EventLoop, Protocol, Transport};
-use uring_tests::{backend_tests, run_until};
+use uring_tests::{backend_tests, pattern, run_until, tcp_pair};
 
 /// Pauses reading on every chunk and resumes it from a later callback; records everything.
 #[derive(Default)]
@@ -50,17 +49,6 @@ impl Protocol for Stutter {
         self.eof = true;
         false
     }
-}
-
-fn tcp_pair() -> (TcpStream, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-    let (ours, _) = listener.accept().expect("accept");
-    (peer, OwnedFd::from(ours))
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 fn start(lp: &EventLoop, fd: OwnedFd) -> Rc<RefCell<Stutter>> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ringloop::{Error, EventLoop, Task};
 use socket2::{Domain, SockAddr, Socket, Type};
 use uring_tests::{
-    backend_tests, full_listener, in_child, open_fds, run_ready, run_until, socketpair,
+    backend_tests, full_listener, in_child, open_fds, run_ready, settle, socketpair,
 };
 
 /// Runs `future` on `lp` with a 20 s watchdog.
@@ -25,11 +25,6 @@ fn run<T: 'static>(lp: &EventLoop, future: impl StdFuture<Output = T> + 'static)
     let out = lp.run_until_complete(future).expect("the watchdog fired");
     watchdog.cancel();
     out
-}
-
-/// Runs the loop until no op is in flight (a cancelled io_uring op needs its final CQE).
-fn settle(lp: &EventLoop) {
-    assert!(run_until(lp, 2.0, || lp.ops_in_flight() == 0), "ops left: {}", lp.ops_in_flight());
 }
 
 /// Starts `future` as a task and lets it run until it waits.

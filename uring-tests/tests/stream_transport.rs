@@ -23,7 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
 use uring_tests::{
-    backend_tests, capture_error_texts, errno_of, linger_zero, my_warnings, run_until, spin, Ev,
+    backend_tests, capture_error_texts, errno_of, linger_zero, my_warnings, pattern, run_until,
+    spin, tcp_pair, Ev,
 };
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
@@ -279,14 +280,6 @@ type Shared = Rc<RefCell<Rec>>;
 // ---------------------------------------------------------------------------------------------
 // Sockets.
 
-/// A connected TCP pair: `(peer, our end as an OwnedFd)`. The peer is blocking.
-fn tcp_pair() -> (TcpStream, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-    let (ours, _) = listener.accept().expect("accept");
-    (peer, OwnedFd::from(ours))
-}
-
 /// A connected Unix pair: `(peer, ours)`. The peer is blocking.
 fn unix_pair() -> (std::os::unix::net::UnixStream, OwnedFd) {
     let (peer, ours) = std::os::unix::net::UnixStream::pair().expect("socketpair");
@@ -348,11 +341,6 @@ fn reader_thread(
             }
         }
     })
-}
-
-/// `len` bytes of a recognisable pattern.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 /// Fills the kernel send buffer of `fd` (non-blocking) until it refuses more.

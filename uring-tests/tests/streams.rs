@@ -12,10 +12,9 @@ use std::task::Poll;
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
-    ConnectOptions, Error, EventLoop, ExceptionContext, Server, ServerOptions, StreamReader,
-    StreamWriter,
+    ConnectOptions, Error, EventLoop, Server, ServerOptions, StreamReader, StreamWriter,
 };
-use uring_tests::{backend_tests, echo_lines};
+use uring_tests::{backend_tests, capture_exceptions, echo_lines};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
@@ -70,16 +69,6 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     lp.run_until_complete(body(lp.clone())).unwrap();
-}
-
-/// Records every exception-handler call.
-fn record(lp: &EventLoop) -> Rc<RefCell<Vec<ExceptionContext>>> {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ExceptionContext| {
-        sink.borrow_mut().push(ctx.clone())
-    }));
-    seen
 }
 
 /// A server whose callback keeps each connection's reader and writer, and a client
@@ -346,7 +335,7 @@ backend_tests! {
 
     fn write_and_drain_after_close_item_106(lp) {
         run(lp, |lp| async move {
-            let seen = record(&lp);
+            let seen = capture_exceptions(&lp);
             let (server, _side, (_reader, writer)) = pair(&lp, 64 * 1024).await;
             writer.close();
             writer.write(b"lost").unwrap();
@@ -359,7 +348,7 @@ backend_tests! {
 
     fn client_callback_failure_item_165(lp) {
         run(lp, |lp| async move {
-            let seen = record(&lp);
+            let seen = capture_exceptions(&lp);
             let boom = |_r: StreamReader, _w: StreamWriter| async move {
                 if _w.can_write_eof() {
                     panic!("boom in the callback");
@@ -418,7 +407,7 @@ backend_tests! {
 
     fn hundred_clients_write_eof_twice_item_165(lp) {
         run(lp, |lp| async move {
-            let seen = record(&lp);
+            let seen = capture_exceptions(&lp);
             let echo_all = |reader: StreamReader, writer: StreamWriter| async move {
                 let data = reader.read_to_end().await?;
                 writer.write(&data)?;

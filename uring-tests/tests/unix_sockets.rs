@@ -28,7 +28,7 @@ use ringloop::{
     UnixPath, UnixServerOptions,
 };
 use uring_tests::{
-    backend_tests, capture_exceptions, echo_lines, in_child, open_fds, run_until, spin,
+    backend_tests, capture_exceptions, echo_lines, in_child, open_fds, pattern, run_until, spin,
 };
 
 /// Generous bound for "this must happen" waits (2 shared cores).
@@ -193,10 +193,6 @@ fn close_and_wait(lp: &EventLoop, server: &Server) {
     let s = server.clone();
     let waiting = lp.create_task(async move { s.wait_closed().await }).unwrap();
     assert!(run_until(lp, WAIT, || waiting.done()), "wait_closed returned");
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 fn inode(path: &Path) -> (u64, u64) {
