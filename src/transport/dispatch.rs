@@ -73,14 +73,12 @@ pub struct Failure {
     pub(crate) callback: &'static str,
     /// What went wrong: [`Error::Panic`] with the panic's message, or [`Error::Runtime`].
     pub(crate) error: Error,
-    /// Whether it closes the transport (false for a [`Role::Notice`] callback).
-    pub(crate) fatal: bool,
 }
 
 impl Failure {
-    /// `callback` failed with `error` (fatal until [`Dispatcher::settle`] says otherwise).
+    /// `callback` failed with `error`.
     pub(crate) fn new(callback: &'static str, error: Error) -> Failure {
-        Failure { callback, error, fatal: true }
+        Failure { callback, error }
     }
 
     fn panicked(callback: &'static str, payload: &(dyn Any + Send)) -> Failure {
@@ -146,8 +144,9 @@ pub(crate) struct Dispatcher<E: Deliver = Event> {
     protocol: RefCell<Option<Rc<dyn ErasedProtocol<E>>>>,
     /// Events that met a busy protocol, oldest first.
     deferred: RefCell<VecDeque<E>>,
-    /// Callbacks that failed, not yet handled by the transport.
-    failures: RefCell<Vec<Failure>>,
+    /// Callbacks that failed, not yet handled by the transport, each with whether it closes
+    /// the transport (false for a [`Role::Notice`] callback).
+    failures: RefCell<Vec<(Failure, bool)>>,
     /// `eof_received` returned false (now or when a deferred EOF was delivered): the transport
     /// is to close; not yet acted on.
     close_after_eof: Cell<bool>,
@@ -237,9 +236,8 @@ impl<E: Deliver> Dispatcher<E> {
                     self.close_after_eof.set(true);
                 }
             }
-            Delivered::Failed(mut failure) => {
-                failure.fatal = role != Role::Notice;
-                self.failures.borrow_mut().push(failure);
+            Delivered::Failed(failure) => {
+                self.failures.borrow_mut().push((failure, role != Role::Notice));
             }
         }
         if role == Role::Lost {
@@ -266,7 +264,7 @@ impl<E: Deliver> Dispatcher<E> {
         let failures = std::mem::take(&mut *self.failures.borrow_mut());
         let event_loop = event_loop();
         let mut fatal = None;
-        for Failure { callback, error, fatal: closes } in failures {
+        for (Failure { callback, error }, closes) in failures {
             if let Some(event_loop) = &event_loop {
                 let message = match closes {
                     true => format!("Fatal error: protocol.{callback}() call failed."),
