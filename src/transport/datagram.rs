@@ -295,8 +295,9 @@ impl TransportCore for DatagramCore {
         DatagramCore::event_loop(self)
     }
 
-    /// A protocol callback that panicked is fatal for the endpoint: reported to the exception
-    /// handler, then the transport is force-closed with it.
+    /// A `datagram_received` or `error_received` that panicked is fatal for the endpoint:
+    /// reported to the exception handler, then the transport is force-closed with it (a panic
+    /// in `connection_made`, `pause_writing` or `resume_writing` is only reported).
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("<DatagramTransport fd={}>", self.fd.raw());
         let event_loop = || DatagramCore::event_loop(self);

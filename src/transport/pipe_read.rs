@@ -318,7 +318,8 @@ impl TransportCore for ReadCore {
         self.pipe.event_loop()
     }
 
-    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    /// A data or EOF callback that panicked closes the transport with [`Error::Panic`] (a
+    /// panic in `connection_made` is only reported).
     fn report_protocol_failures(self: &Rc<Self>) {
         self.check_failures();
     }

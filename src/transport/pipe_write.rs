@@ -5,7 +5,7 @@
 //! ```text
 //!  Open ──write_eof() / close()──► Closing (flushing the buffer) ──flushed──► Closed
 //!   │                                                                          ▲
-//!   └──abort() / write error / reader gone / protocol panic ──────────────────┘
+//!   └──abort() / write error / reader gone ───────────────────────────────────┘
 //! ```
 //! In `Closed`, `connection_lost` is scheduled (then the fd is closed); it is called once.
 //!
@@ -395,7 +395,9 @@ impl TransportCore for WriteCore {
         self.pipe.event_loop()
     }
 
-    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    /// Reports protocol callbacks that panicked. None closes the transport: a write pipe
+    /// only has `connection_made`, `pause_writing` and `resume_writing` (only reported) and
+    /// `connection_lost` (after which it is closed already).
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{self:?}");
         let event_loop = || self.pipe.event_loop();

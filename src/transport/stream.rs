@@ -13,10 +13,12 @@
 //! driver's one buffer) and passes it to `data_received` as is. Pausing *stops* the op
 //! (`Driver::stop`): chunks the kernel had already taken still arrive and are held (copied),
 //! and are delivered in order on resume, before anything newer; the op's final `ECANCELED`
-//! lets a new one start once reading resumes. One recv and one send are in flight at most; every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
-//! the protocol is delivered right after the running one returns. A callback that panics is a
-//! fatal error: reported to the exception handler, then the transport is force-closed with
-//! [`Error::Panic`] (`connection_lost` still follows).
+//! lets a new one start once reading resumes. One recv and one send are in flight at most;
+//! every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
+//! the protocol is delivered right after the running one returns. A data or EOF callback that
+//! panics is a fatal error: reported to the exception handler, then the transport is
+//! force-closed with [`Error::Panic`] (`connection_lost` still follows); a panic in
+//! `connection_made`, `pause_writing` or `resume_writing` is only reported.
 //!
 //! Writing: with the buffer empty and no send in flight, `write` first tries a non-blocking
 //! `send(2)` (asyncio's fast path), so a write the kernel takes whole never pauses the protocol;
@@ -306,7 +308,7 @@ impl StreamCore {
         }
         self.notify_flow(flow);
         if self.state.get() == StreamState::Closed {
-            return; // resume_writing aborted the transport (or panicked)
+            return; // resume_writing aborted the transport
         }
         if self.write.borrow().is_empty() && self.send_op.get().is_none() {
             if self.state.get() == StreamState::Closing {
@@ -415,7 +417,7 @@ impl TransportCore for StreamCore {
         StreamCore::event_loop(self)
     }
 
-    /// A protocol callback that failed (panicked; `get_buffer` gave an empty buffer) is a
+    /// A data or EOF callback that failed (panicked; `get_buffer` gave an empty buffer) is a
     /// fatal error for the connection (asyncio's `_fatal_error` for a non-OS exception): it
     /// goes to the exception handler and the transport is force-closed with it (a no-op when
     /// already closed, e.g. for `connection_lost` itself). Then an `eof_received` that
