@@ -265,22 +265,7 @@ impl DatagramCore {
         self.state.set(DatagramState::Closed);
         self.fd.cancel(&self.recv_op);
         self.fd.cancel(&self.send_op);
-        let Some(event_loop) = self.event_loop() else { return self.close_fd() };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(DatagramEvent::Lost(error));
-            core.close_fd();
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.close_fd();
-        }
-    }
-
-    /// Closes the socket through the driver ([`LoopFd::close`]): what is still in flight is
-    /// cancelled, and the close ordered after it.
-    fn close_fd(&self) {
-        self.fd.close(&[&self.recv_op, &self.send_op]);
+        self.schedule_lost(error);
     }
 }
 
@@ -304,6 +289,12 @@ impl TransportCore for DatagramCore {
         if let Some(error) = self.dispatcher.report_failures(event_loop, self.fd.raw(), transport) {
             self.force_close(Some(error));
         }
+    }
+
+    /// Closes the socket through the driver ([`LoopFd::close`]): what is still in flight is
+    /// cancelled, and the close ordered after it.
+    fn close_fd(&self) {
+        self.fd.close(&[&self.recv_op, &self.send_op]);
     }
 }
 

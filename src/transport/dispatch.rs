@@ -46,6 +46,8 @@ pub(crate) trait Deliver: Sized {
     type Data<'a>;
     /// The event that delivers an owned copy of `data` later.
     fn copied(data: Self::Data<'_>) -> Self;
+    /// `connection_lost(error)`.
+    fn lost(error: Option<Error>) -> Self;
     /// The protocol method this event calls.
     fn callback(&self) -> &'static str;
     /// What delivering it means for the dispatcher.
@@ -299,6 +301,31 @@ pub(crate) trait TransportCore: Sized + 'static {
     /// (see [`Dispatcher::report_failures`]); an `eof_received` that answered "close" closes.
     fn report_protocol_failures(self: &Rc<Self>);
 
+    /// Closes the fd through the driver ([`LoopFd::close`](super::loop_fd::LoopFd::close)),
+    /// cancelling the transport's ops still in flight first.
+    fn close_fd(&self);
+
+    /// Runs once `connection_lost` was called and the fd closed (nothing by default).
+    fn after_lost(&self) {}
+
+    /// Schedules `connection_lost(error)` for the next iteration, then the close of the fd
+    /// and [`after_lost`](Self::after_lost); a `connection_lost` that met a borrowed protocol
+    /// is retried until delivered. Without a loop (or once it is closed) the fd is closed at
+    /// once and no `connection_lost` comes.
+    fn schedule_lost(self: &Rc<Self>, error: Option<Error>) {
+        let Some(event_loop) = self.event_loop() else { return self.close_fd() };
+        let core = self.clone();
+        let scheduled = event_loop.call_soon(move || {
+            core.notify(Self::Event::lost(error));
+            core.close_fd();
+            core.after_lost();
+            core.flush_deferred_later();
+        });
+        if scheduled.is_err() {
+            self.close_fd();
+        }
+    }
+
     /// Calls the protocol (through the dispatcher), then handles a failure in it.
     fn notify(self: &Rc<Self>, event: Self::Event) {
         self.dispatcher().send(event);
@@ -352,6 +379,10 @@ impl<T> Deliver for Event<T> {
 
     fn copied(data: &[u8]) -> Self {
         Event::Data(data.to_vec())
+    }
+
+    fn lost(error: Option<Error>) -> Self {
+        Event::Lost(error)
     }
 
     fn callback(&self) -> &'static str {
@@ -541,6 +572,10 @@ impl Deliver for DatagramEvent {
 
     fn copied((data, addr): (&[u8], Option<SockAddr>)) -> Self {
         DatagramEvent::Datagram(data.to_vec(), addr)
+    }
+
+    fn lost(error: Option<Error>) -> Self {
+        DatagramEvent::Lost(error)
     }
 
     fn callback(&self) -> &'static str {

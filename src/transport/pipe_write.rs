@@ -369,18 +369,7 @@ impl WriteCore {
         }
         self.pipe.cancel(&self.write_op);
         self.pipe.cancel(&self.watch_op);
-        let Some(event_loop) = self.pipe.event_loop() else {
-            return self.pipe.close(&[&self.write_op, &self.watch_op]);
-        };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(Event::Lost(error));
-            core.pipe.close(&[&core.write_op, &core.watch_op]);
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.pipe.close(&[&self.write_op, &self.watch_op]);
-        }
+        self.schedule_lost(error);
     }
 }
 
@@ -405,6 +394,10 @@ impl TransportCore for WriteCore {
         {
             self.force_close(Some(error));
         }
+    }
+
+    fn close_fd(&self) {
+        self.pipe.close(&[&self.write_op, &self.watch_op]);
     }
 }
 

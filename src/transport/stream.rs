@@ -347,30 +347,7 @@ impl StreamCore {
         self.fd.cancel(&self.recv_op);
         self.fd.cancel(&self.send_op);
         self.held.borrow_mut().clear();
-        let Some(event_loop) = self.event_loop() else {
-            self.close_fd();
-            return;
-        };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(Event::Lost(error));
-            core.close_fd();
-            for hook in core.lost_hooks.take() {
-                hook();
-            }
-            // A `connection_lost` that met a borrowed protocol is retried until delivered.
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.close_fd();
-        }
-    }
-
-    /// Closes the socket through the driver ([`LoopFd::close`]): the recv and send, if still
-    /// in flight, are cancelled, and the `Op::Close` is ordered after them, so neither can
-    /// reach another socket that reuses the number. Without a loop the fd is closed here.
-    pub(super) fn close_fd(&self) {
-        self.fd.close(&[&self.recv_op, &self.send_op]);
+        self.schedule_lost(error);
     }
 
     pub(super) fn resume_held(self: &Rc<Self>) {
@@ -430,6 +407,20 @@ impl TransportCore for StreamCore {
         }
         if self.dispatcher.take_close_after_eof() {
             self.close();
+        }
+    }
+
+    /// Closes the socket through the driver ([`LoopFd::close`]): the recv and send, if still
+    /// in flight, are cancelled, and the `Op::Close` is ordered after them, so neither can
+    /// reach another socket that reuses the number. Without a loop the fd is closed here.
+    fn close_fd(&self) {
+        self.fd.close(&[&self.recv_op, &self.send_op]);
+    }
+
+    /// The hooks of [`Transport::on_connection_lost`] (servers tracking their connections).
+    fn after_lost(&self) {
+        for hook in self.lost_hooks.take() {
+            hook();
         }
     }
 }
