@@ -167,16 +167,18 @@ impl EventLoop {
         let mut completions = std::mem::take(&mut *self.inner.completions.borrow_mut());
         let turned = self.with_driver(|driver| driver.turn(timeout, &mut completions));
         // Completions collected before an error are dispatched all the same.
-        for completion in completions.drain(..) {
-            match completion.owner {
+        for mut completion in completions.drain(..) {
+            // The owner is moved out (a unit variant left behind), so a transport's `Rc` is
+            // handed on without a clone per completion.
+            match std::mem::replace(&mut completion.owner, OpOwner::Close) {
                 OpOwner::Watch { fd, dir } => {
                     debug_assert!(!completion.more, "watch polls are one-shot");
                     self.on_watch_ready(fd, dir, completion.id, completion.result)
                 }
                 OpOwner::Waiter(waiter) => waiter.complete(completion.result, completion.op),
                 OpOwner::Persistent(waiter) => waiter.complete(completion.result, completion.more),
-                OpOwner::Stream { ref core, op } => core.clone().on_completion(op, completion),
-                OpOwner::Datagram { ref core, op } => core.clone().on_completion(op, completion),
+                OpOwner::Stream { core, op } => core.on_completion(op, completion),
+                OpOwner::Datagram { core, op } => core.on_completion(op, completion),
                 OpOwner::Pipe(owner) => owner.on_completion(completion.result, completion.op),
                 OpOwner::Close => {}
             }

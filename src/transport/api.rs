@@ -111,7 +111,7 @@ impl Transport {
         if !self.core.accepts_write(total) {
             return Ok(());
         }
-        let mut skip = self.core.send_vectored_now(&buffers);
+        let mut skip = self.core.send_vectored_now(&buffers, total);
         let mut flow = None;
         for buffer in &buffers {
             let buffer = buffer.as_ref();
@@ -274,10 +274,9 @@ const MAX_IOVECS: usize = 1024;
 impl StreamCore {
     /// [`send_now`](StreamCore::send_now) for several buffers: one non-blocking vectored
     /// `sendmsg(2)` (of the first [`MAX_IOVECS`]) when nothing is buffered or in flight.
-    /// Returns how many bytes are dealt with: sent, or all of them when the send failed and
-    /// the transport was force-closed.
-    fn send_vectored_now<B: AsRef<[u8]>>(self: &Rc<Self>, buffers: &[B]) -> usize {
-        let total = buffers.iter().map(|b| b.as_ref().len()).sum();
+    /// `total` is the buffers' length. Returns how many bytes are dealt with: sent, or all of
+    /// them when the send failed and the transport was force-closed.
+    fn send_vectored_now<B: AsRef<[u8]>>(self: &Rc<Self>, buffers: &[B], total: usize) -> usize {
         self.send_direct("sendmsg", total, |socket| {
             let slices: Vec<IoSlice<'_>> =
                 buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();

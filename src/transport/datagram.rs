@@ -265,22 +265,7 @@ impl DatagramCore {
         self.state.set(DatagramState::Closed);
         self.fd.cancel(&self.recv_op);
         self.fd.cancel(&self.send_op);
-        let Some(event_loop) = self.event_loop() else { return self.close_fd() };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(DatagramEvent::Lost(error));
-            core.close_fd();
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.close_fd();
-        }
-    }
-
-    /// Closes the socket through the driver ([`LoopFd::close`]): what is still in flight is
-    /// cancelled, and the close ordered after it.
-    fn close_fd(&self) {
-        self.fd.close(&[&self.recv_op, &self.send_op]);
+        self.schedule_lost(error);
     }
 }
 
@@ -295,14 +280,21 @@ impl TransportCore for DatagramCore {
         DatagramCore::event_loop(self)
     }
 
-    /// A protocol callback that panicked is fatal for the endpoint: reported to the exception
-    /// handler, then the transport is force-closed with it.
+    /// A `datagram_received` or `error_received` that panicked is fatal for the endpoint:
+    /// reported to the exception handler, then the transport is force-closed with it (a panic
+    /// in `connection_made`, `pause_writing` or `resume_writing` is only reported).
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("<DatagramTransport fd={}>", self.fd.raw());
         let event_loop = || DatagramCore::event_loop(self);
         if let Some(error) = self.dispatcher.report_failures(event_loop, self.fd.raw(), transport) {
             self.force_close(Some(error));
         }
+    }
+
+    /// Closes the socket through the driver ([`LoopFd::close`]): what is still in flight is
+    /// cancelled, and the close ordered after it.
+    fn close_fd(&self) {
+        self.fd.close(&[&self.recv_op, &self.send_op]);
     }
 }
 

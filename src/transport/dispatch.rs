@@ -46,6 +46,8 @@ pub(crate) trait Deliver: Sized {
     type Data<'a>;
     /// The event that delivers an owned copy of `data` later.
     fn copied(data: Self::Data<'_>) -> Self;
+    /// `connection_lost(error)`.
+    fn lost(error: Option<Error>) -> Self;
     /// The protocol method this event calls.
     fn callback(&self) -> &'static str;
     /// What delivering it means for the dispatcher.
@@ -73,14 +75,12 @@ pub struct Failure {
     pub(crate) callback: &'static str,
     /// What went wrong: [`Error::Panic`] with the panic's message, or [`Error::Runtime`].
     pub(crate) error: Error,
-    /// Whether it closes the transport (false for a [`Role::Notice`] callback).
-    pub(crate) fatal: bool,
 }
 
 impl Failure {
-    /// `callback` failed with `error` (fatal until [`Dispatcher::settle`] says otherwise).
+    /// `callback` failed with `error`.
     pub(crate) fn new(callback: &'static str, error: Error) -> Failure {
-        Failure { callback, error, fatal: true }
+        Failure { callback, error }
     }
 
     fn panicked(callback: &'static str, payload: &(dyn Any + Send)) -> Failure {
@@ -146,8 +146,9 @@ pub(crate) struct Dispatcher<E: Deliver = Event> {
     protocol: RefCell<Option<Rc<dyn ErasedProtocol<E>>>>,
     /// Events that met a busy protocol, oldest first.
     deferred: RefCell<VecDeque<E>>,
-    /// Callbacks that failed, not yet handled by the transport.
-    failures: RefCell<Vec<Failure>>,
+    /// Callbacks that failed, not yet handled by the transport, each with whether it closes
+    /// the transport (false for a [`Role::Notice`] callback).
+    failures: RefCell<Vec<(Failure, bool)>>,
     /// `eof_received` returned false (now or when a deferred EOF was delivered): the transport
     /// is to close; not yet acted on.
     close_after_eof: Cell<bool>,
@@ -237,9 +238,8 @@ impl<E: Deliver> Dispatcher<E> {
                     self.close_after_eof.set(true);
                 }
             }
-            Delivered::Failed(mut failure) => {
-                failure.fatal = role != Role::Notice;
-                self.failures.borrow_mut().push(failure);
+            Delivered::Failed(failure) => {
+                self.failures.borrow_mut().push((failure, role != Role::Notice));
             }
         }
         if role == Role::Lost {
@@ -266,7 +266,7 @@ impl<E: Deliver> Dispatcher<E> {
         let failures = std::mem::take(&mut *self.failures.borrow_mut());
         let event_loop = event_loop();
         let mut fatal = None;
-        for Failure { callback, error, fatal: closes } in failures {
+        for (Failure { callback, error }, closes) in failures {
             if let Some(event_loop) = &event_loop {
                 let message = match closes {
                     true => format!("Fatal error: protocol.{callback}() call failed."),
@@ -300,6 +300,31 @@ pub(crate) trait TransportCore: Sized + 'static {
     /// Acts on what the protocol calls just made asked for: a failed callback is fatal
     /// (see [`Dispatcher::report_failures`]); an `eof_received` that answered "close" closes.
     fn report_protocol_failures(self: &Rc<Self>);
+
+    /// Closes the fd through the driver ([`LoopFd::close`](super::loop_fd::LoopFd::close)),
+    /// cancelling the transport's ops still in flight first.
+    fn close_fd(&self);
+
+    /// Runs once `connection_lost` was called and the fd closed (nothing by default).
+    fn after_lost(&self) {}
+
+    /// Schedules `connection_lost(error)` for the next iteration, then the close of the fd
+    /// and [`after_lost`](Self::after_lost); a `connection_lost` that met a borrowed protocol
+    /// is retried until delivered. Without a loop (or once it is closed) the fd is closed at
+    /// once and no `connection_lost` comes.
+    fn schedule_lost(self: &Rc<Self>, error: Option<Error>) {
+        let Some(event_loop) = self.event_loop() else { return self.close_fd() };
+        let core = self.clone();
+        let scheduled = event_loop.call_soon(move || {
+            core.notify(Self::Event::lost(error));
+            core.close_fd();
+            core.after_lost();
+            core.flush_deferred_later();
+        });
+        if scheduled.is_err() {
+            self.close_fd();
+        }
+    }
 
     /// Calls the protocol (through the dispatcher), then handles a failure in it.
     fn notify(self: &Rc<Self>, event: Self::Event) {
@@ -354,6 +379,10 @@ impl<T> Deliver for Event<T> {
 
     fn copied(data: &[u8]) -> Self {
         Event::Data(data.to_vec())
+    }
+
+    fn lost(error: Option<Error>) -> Self {
+        Event::Lost(error)
     }
 
     fn callback(&self) -> &'static str {
@@ -543,6 +572,10 @@ impl Deliver for DatagramEvent {
 
     fn copied((data, addr): (&[u8], Option<SockAddr>)) -> Self {
         DatagramEvent::Datagram(data.to_vec(), addr)
+    }
+
+    fn lost(error: Option<Error>) -> Self {
+        DatagramEvent::Lost(error)
     }
 
     fn callback(&self) -> &'static str {

@@ -289,22 +289,6 @@ impl ReadCore {
         self.held.take();
         true
     }
-
-    /// Schedules `connection_lost(error)`, then the close of the fd.
-    fn schedule_lost(self: &Rc<Self>, error: Option<Error>) {
-        let Some(event_loop) = self.pipe.event_loop() else {
-            return self.pipe.close(&[&self.read_op]);
-        };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(Event::Lost(error));
-            core.pipe.close(&[&core.read_op]);
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.pipe.close(&[&self.read_op]);
-        }
-    }
 }
 
 impl TransportCore for ReadCore {
@@ -318,9 +302,14 @@ impl TransportCore for ReadCore {
         self.pipe.event_loop()
     }
 
-    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    /// A data or EOF callback that panicked closes the transport with [`Error::Panic`] (a
+    /// panic in `connection_made` is only reported).
     fn report_protocol_failures(self: &Rc<Self>) {
         self.check_failures();
+    }
+
+    fn close_fd(&self) {
+        self.pipe.close(&[&self.read_op]);
     }
 }
 

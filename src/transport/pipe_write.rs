@@ -5,7 +5,7 @@
 //! ```text
 //!  Open ──write_eof() / close()──► Closing (flushing the buffer) ──flushed──► Closed
 //!   │                                                                          ▲
-//!   └──abort() / write error / reader gone / protocol panic ──────────────────┘
+//!   └──abort() / write error / reader gone ───────────────────────────────────┘
 //! ```
 //! In `Closed`, `connection_lost` is scheduled (then the fd is closed); it is called once.
 //!
@@ -369,18 +369,7 @@ impl WriteCore {
         }
         self.pipe.cancel(&self.write_op);
         self.pipe.cancel(&self.watch_op);
-        let Some(event_loop) = self.pipe.event_loop() else {
-            return self.pipe.close(&[&self.write_op, &self.watch_op]);
-        };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(Event::Lost(error));
-            core.pipe.close(&[&core.write_op, &core.watch_op]);
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.pipe.close(&[&self.write_op, &self.watch_op]);
-        }
+        self.schedule_lost(error);
     }
 }
 
@@ -395,7 +384,9 @@ impl TransportCore for WriteCore {
         self.pipe.event_loop()
     }
 
-    /// A protocol callback that panicked closes the transport with [`Error::Panic`].
+    /// Reports protocol callbacks that panicked. None closes the transport: a write pipe
+    /// only has `connection_made`, `pause_writing` and `resume_writing` (only reported) and
+    /// `connection_lost` (after which it is closed already).
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{self:?}");
         let event_loop = || self.pipe.event_loop();
@@ -403,6 +394,10 @@ impl TransportCore for WriteCore {
         {
             self.force_close(Some(error));
         }
+    }
+
+    fn close_fd(&self) {
+        self.pipe.close(&[&self.write_op, &self.watch_op]);
     }
 }
 

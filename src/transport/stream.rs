@@ -13,10 +13,12 @@
 //! driver's one buffer) and passes it to `data_received` as is. Pausing *stops* the op
 //! (`Driver::stop`): chunks the kernel had already taken still arrive and are held (copied),
 //! and are delivered in order on resume, before anything newer; the op's final `ECANCELED`
-//! lets a new one start once reading resumes. One recv and one send are in flight at most; every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
-//! the protocol is delivered right after the running one returns. A callback that panics is a
-//! fatal error: reported to the exception handler, then the transport is force-closed with
-//! [`Error::Panic`] (`connection_lost` still follows).
+//! lets a new one start once reading resumes. One recv and one send are in flight at most;
+//! every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
+//! the protocol is delivered right after the running one returns. A data or EOF callback that
+//! panics is a fatal error: reported to the exception handler, then the transport is
+//! force-closed with [`Error::Panic`] (`connection_lost` still follows); a panic in
+//! `connection_made`, `pause_writing` or `resume_writing` is only reported.
 //!
 //! Writing: with the buffer empty and no send in flight, `write` first tries a non-blocking
 //! `send(2)` (asyncio's fast path), so a write the kernel takes whole never pauses the protocol;
@@ -306,7 +308,7 @@ impl StreamCore {
         }
         self.notify_flow(flow);
         if self.state.get() == StreamState::Closed {
-            return; // resume_writing aborted the transport (or panicked)
+            return; // resume_writing aborted the transport
         }
         if self.write.borrow().is_empty() && self.send_op.get().is_none() {
             if self.state.get() == StreamState::Closing {
@@ -345,30 +347,7 @@ impl StreamCore {
         self.fd.cancel(&self.recv_op);
         self.fd.cancel(&self.send_op);
         self.held.borrow_mut().clear();
-        let Some(event_loop) = self.event_loop() else {
-            self.close_fd();
-            return;
-        };
-        let core = self.clone();
-        let scheduled = event_loop.call_soon(move || {
-            core.notify(Event::Lost(error));
-            core.close_fd();
-            for hook in core.lost_hooks.take() {
-                hook();
-            }
-            // A `connection_lost` that met a borrowed protocol is retried until delivered.
-            core.flush_deferred_later();
-        });
-        if scheduled.is_err() {
-            self.close_fd();
-        }
-    }
-
-    /// Closes the socket through the driver ([`LoopFd::close`]): the recv and send, if still
-    /// in flight, are cancelled, and the `Op::Close` is ordered after them, so neither can
-    /// reach another socket that reuses the number. Without a loop the fd is closed here.
-    pub(super) fn close_fd(&self) {
-        self.fd.close(&[&self.recv_op, &self.send_op]);
+        self.schedule_lost(error);
     }
 
     pub(super) fn resume_held(self: &Rc<Self>) {
@@ -415,7 +394,7 @@ impl TransportCore for StreamCore {
         StreamCore::event_loop(self)
     }
 
-    /// A protocol callback that failed (panicked; `get_buffer` gave an empty buffer) is a
+    /// A data or EOF callback that failed (panicked; `get_buffer` gave an empty buffer) is a
     /// fatal error for the connection (asyncio's `_fatal_error` for a non-OS exception): it
     /// goes to the exception handler and the transport is force-closed with it (a no-op when
     /// already closed, e.g. for `connection_lost` itself). Then an `eof_received` that
@@ -428,6 +407,20 @@ impl TransportCore for StreamCore {
         }
         if self.dispatcher.take_close_after_eof() {
             self.close();
+        }
+    }
+
+    /// Closes the socket through the driver ([`LoopFd::close`]): the recv and send, if still
+    /// in flight, are cancelled, and the `Op::Close` is ordered after them, so neither can
+    /// reach another socket that reuses the number. Without a loop the fd is closed here.
+    fn close_fd(&self) {
+        self.fd.close(&[&self.recv_op, &self.send_op]);
+    }
+
+    /// The hooks of [`Transport::on_connection_lost`] (servers tracking their connections).
+    fn after_lost(&self) {
+        for hook in self.lost_hooks.take() {
+            hook();
         }
     }
 }
