@@ -94,7 +94,7 @@ fn measure_child(child: &mut Child, n: usize) -> Result<(u64, u64), String> {
     }
     std::thread::sleep(Duration::from_millis(500));
     let after = vm_rss_kib(pid)?;
-    let held = open_fds(pid)? - fds_before;
+    let held = open_fds(pid)?.saturating_sub(fds_before);
     drop(client.stdin.take()); // the client exits when its stdin closes
     let _ = client.wait();
     if held < n {
