@@ -233,6 +233,11 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Whether the op is persistent: it completes many times (see the contract).
+    pub(crate) fn is_persistent(&self) -> bool {
+        matches!(self, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })
+    }
+
     /// Releases what a result nobody will see still holds: the fd a cancelled `AcceptMulti`
     /// accepted anyway. Called by the backends when they drop a cancelled op's result.
     pub(crate) fn discard_result(&self, res: i32) {

@@ -1,4 +1,4 @@
-//! Message headers for `recvmsg(2)`/`sendmsg(2)` (`Op::RecvMsg`, `Op::SendMsg`, the datagram
+//! Message headers for `recvmsg(2)`/`sendmsg(2)` (`Op::SendMsg`, the datagram
 //! readiness routes): a `msghdr`, its `iovec` and the address, in one heap block the op (or
 //! driver) owns, so every pointer the kernel is given stays valid until it is done.
 //!
@@ -75,14 +75,10 @@ impl RecvMsgBuf {
         &self.data[..n.min(self.data.len())]
     }
 
-    /// The kernel's `msg_flags` for the last receive (`MSG_TRUNC`, ...).
-    pub(crate) fn flags(&self) -> i32 {
-        self.hdr.msg_flags
-    }
-
-    /// Whether the last datagram was longer than the buffer (and so cut short).
+    /// Whether the last datagram was longer than the buffer (and so cut short): the kernel's
+    /// `MSG_TRUNC` in `msg_flags`.
     pub(crate) fn truncated(&self) -> bool {
-        self.flags() & libc::MSG_TRUNC != 0
+        self.hdr.msg_flags & libc::MSG_TRUNC != 0
     }
 
     /// The sender's address, `None` when the kernel gave none (an unbound unix socket).

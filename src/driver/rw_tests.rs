@@ -3,7 +3,7 @@
 //! (`op_read,op_write` disabled), and epoll.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::any::Driver;
 use super::uring::UringDriver;
 use super::{Completion, Op};
+use crate::test_support::pipe;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -27,16 +28,6 @@ fn each_driver(test: impl Fn(&str, Driver<u32>)) {
     }
     #[cfg(feature = "fallback")]
     test("epoll", Driver::Epoll(super::epoll::EpollDriver::new().expect("epoll driver")));
-}
-
-/// A non-blocking pipe: (read end, write end).
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a live array of two ints, as pipe2 requires.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds were just created and nothing else owns them.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
 fn file(fd: OwnedFd) -> std::fs::File {

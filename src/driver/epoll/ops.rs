@@ -95,11 +95,6 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
     }
 }
 
-/// Whether `op` is persistent: it completes many times (see the contract).
-pub(super) fn is_persistent(op: &Op) -> bool {
-    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })
-}
-
 /// One syscall of persistent `op` now that its fd reports `revents` (see
 /// [`persistent_syscall`]): `pool` holds the buffers every `RecvMulti` shares, `scratch` the
 /// one every `RecvMsgMulti` receives into.

@@ -293,7 +293,7 @@ impl<T> FdTable<T> {
         while let Some(key) = cursor {
             let slot = &mut self.ops[key];
             cursor = slot.link().next;
-            if ops::is_persistent(&slot.op) {
+            if slot.op.is_persistent() {
                 match ops::attempt_persistent(
                     &slot.op,
                     revents,
@@ -323,7 +323,7 @@ impl<T> FdTable<T> {
     /// first); anything else is left alone.
     pub(super) fn stop(&mut self, key: usize) {
         let Some(slot) = self.ops.get(key) else { return };
-        if ops::is_persistent(&slot.op) && matches!(slot.state, OpState::Waiting(_)) {
+        if slot.op.is_persistent() && matches!(slot.state, OpState::Waiting(_)) {
             self.finish(key, Err(io::Error::from_raw_os_error(libc::ECANCELED)));
         }
     }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::driver::{Interest, SockAddrBuf};
+use crate::test_support::pipe;
 use bytes::Bytes;
 use std::io::{ErrorKind, Read, Write};
 use std::mem;
@@ -28,16 +29,6 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
     // SAFETY: socketpair writes two descriptors into the live 2-element array.
     let rc = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
     assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
-/// A non-blocking pipe: (read end, write end).
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the live 2-element array.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
     // SAFETY: both descriptors are fresh and owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use super::op::Route;
 use super::UringDriver;
 use crate::driver::any::Driver;
 use crate::driver::dgram::{DATAGRAM_CAPACITY, MULTISHOT_PREFIX};
-use crate::driver::{Completion, Op, RecvBuf};
+use crate::driver::{Completion, Op};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -172,24 +171,11 @@ fn enobufs_parks_the_op_and_loses_no_datagram() {
     for datagram in &sent {
         a.send_to(datagram, ours.local_addr().unwrap()).unwrap();
     }
-    let (mut got, mut held): (Vec<Vec<u8>>, Vec<RecvBuf>) = (Vec::new(), Vec::new());
-    let (mut parked, start) = (false, Instant::now());
-    while got.len() < sent.len() && start.elapsed() < LIMIT {
-        let mut out = Vec::new();
-        d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
-        for c in out {
-            assert!(c.more, "the op must survive ENOBUFS: {c:?}");
-            let data = c.data.expect("a datagram");
-            got.push(data.to_vec());
-            held.push(data);
-        }
-        parked |= d.slots.get(id.0).is_some_and(|s| s.route == Route::Parked);
-        if held.len() == 2 && parked {
-            held.clear(); // the ring refills; the parked op is re-armed next turn
-        } else if start.elapsed() > LIMIT / 2 {
-            held.clear(); // the kernel never reported ENOBUFS: let the test end
-        }
-    }
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let parked = super::multi_tests::receive_holding_buffers(&mut d, id, "datagrams", |data| {
+        got.push(data.to_vec());
+        got.len() >= sent.len()
+    });
     assert_eq!(got, sent, "every datagram, whole, in order");
     assert!(parked, "a dry ring parks the op");
     assert_eq!(d.cancel(id), Some(1));

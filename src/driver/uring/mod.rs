@@ -86,6 +86,9 @@ pub(crate) struct UringDriver<T> {
     /// The persistent ops' buffer ring, scratch buffer and parked ops. After `ring`, so the
     /// io_uring instance is closed before the buffer ring's memory can be freed.
     multi: Multi,
+    /// The SQEs a turn's completions re-arm, pushed after the CQ is drained (kept between
+    /// turns so that re-arming allocates nothing once warm).
+    rearm: Vec<squeue::Entry>,
 }
 
 impl<T: Clone> UringDriver<T> {
@@ -156,7 +159,7 @@ impl<T: Clone> UringDriver<T> {
     pub(crate) fn stop(&mut self, id: OpId) {
         let Some(slot) = self.slots.get_mut(id.0) else { return };
         if slot.stopping
-            || !multi::is_persistent(&slot.op)
+            || !slot.op.is_persistent()
             || matches!(slot.state, op::Lifecycle::Cancelled)
         {
             return;
@@ -177,23 +180,24 @@ impl<T: Clone> UringDriver<T> {
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        let mut rearm = Vec::new();
+        let mut rearm = std::mem::take(&mut self.rearm);
         self.rearm_parked();
         let features = self.features;
         let turned = self.turn_with(timeout, &mut |slots, multi, key, res, flags| {
-            if slots.get(key).is_some_and(|slot| multi::is_persistent(&slot.op)) {
+            if slots.get(key).is_some_and(|slot| slot.op.is_persistent()) {
                 rearm.extend(multi::complete(slots, key, (res, flags), features, multi, out));
             } else {
                 rearm.extend(op::complete(slots, key, res, flags, out));
             }
         });
-        for sqe in rearm {
+        for sqe in rearm.drain(..) {
             // SAFETY: a `POLL_ADD` and an accept without address point to no memory; a recv
             // with `BUFFER_SELECT` writes only into the driver's buffer rings, which live until
             // the ring is closed (see `recv_buf.rs`), and a multishot recvmsg also reads the
             // static header; the op stays in its slot.
             unsafe { self.push_sqe(sqe) };
         }
+        self.rearm = rearm;
         turned
     }
 
@@ -248,6 +252,7 @@ impl<T> UringDriver<T> {
             wake: WakeOp::new(Arc::new(eventfd)),
             timer: FallbackTimer::new(),
             multi,
+            rearm: Vec::new(),
         };
         driver.arm_wake();
         Ok(driver)

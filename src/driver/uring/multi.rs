@@ -85,11 +85,6 @@ impl Multi {
     }
 }
 
-/// Whether `op` is persistent (handled here rather than by `op::complete`).
-pub(super) fn is_persistent(op: &Op) -> bool {
-    matches!(op, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })
-}
-
 /// The op's own SQE (untagged); `None`: take the readiness route.
 pub(super) fn sqe(op: &Op, features: FeatureSet) -> Option<squeue::Entry> {
     let has = |f| features.contains(f);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::op::Route;
 use super::UringDriver;
 use crate::driver::any::Driver;
-use crate::driver::{Completion, Op, RecvBuf};
+use crate::driver::{Completion, Op, OpId, RecvBuf};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -38,6 +38,37 @@ fn drivers() -> Vec<(&'static str, Driver<u32>)> {
 /// Whether `d` hands chunks over in ring slots (io_uring with its buffer ring).
 fn uses_ring(d: &Driver<u32>) -> bool {
     matches!(d, Driver::Uring(_)) && d.features().contains(&"buffer_ring")
+}
+
+/// Turns until `add` (handed each result's bytes) says all came, or `LIMIT`, holding the
+/// buffers so that a two-buffer ring runs dry: they are dropped once the op is seen parked
+/// with two held, or after `LIMIT / 2` (a kernel that never reports `ENOBUFS`). Every result
+/// must keep the op going. Returns whether the op parked.
+pub(super) fn receive_holding_buffers(
+    d: &mut UringDriver<u32>,
+    id: OpId,
+    what: &str,
+    mut add: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    let (mut held, mut parked, mut all) = (Vec::<RecvBuf>::new(), false, false);
+    let start = Instant::now();
+    while !all && start.elapsed() < LIMIT {
+        let mut out = Vec::new();
+        d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
+        for c in out {
+            assert!(c.more, "{what}: the op must survive ENOBUFS: {c:?}");
+            let data = c.data.unwrap_or_else(|| panic!("{what}: bytes"));
+            all = add(&data);
+            held.push(data);
+        }
+        parked |= d.slots.get(id.0).is_some_and(|s| s.route == Route::Parked);
+        if held.len() == 2 && parked {
+            held.clear(); // the ring refills; the parked op is re-armed next turn
+        } else if start.elapsed() > LIMIT / 2 {
+            held.clear(); // the kernel never reported ENOBUFS: let the test end
+        }
+    }
+    parked
 }
 
 /// Turns until `done(out)` or `LIMIT`.
@@ -161,25 +192,11 @@ fn enobufs_parks_the_recv_until_buffers_return_and_loses_no_data() {
         let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
         let sent: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
         peer.write_all(&sent).unwrap();
-        let (mut got, mut held): (Vec<u8>, Vec<RecvBuf>) = (Vec::new(), Vec::new());
-        let mut parked = false;
-        let start = Instant::now();
-        while got.len() < sent.len() && start.elapsed() < LIMIT {
-            let mut out = Vec::new();
-            d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
-            for c in out {
-                assert!(c.more, "{cfg:?}: the op must survive ENOBUFS: {c:?}");
-                let data = c.data.expect("bytes");
-                got.extend_from_slice(&data);
-                held.push(data);
-            }
-            parked |= d.slots.get(id.0).is_some_and(|s| s.route == Route::Parked);
-            if held.len() == 2 && parked {
-                held.clear(); // the ring refills; the parked op is re-armed next turn
-            } else if start.elapsed() > LIMIT / 2 {
-                held.clear(); // the kernel never reported ENOBUFS: let the test end
-            }
-        }
+        let mut got = Vec::new();
+        let parked = receive_holding_buffers(&mut d, id, &format!("{cfg:?}"), |data| {
+            got.extend_from_slice(data);
+            got.len() >= sent.len()
+        });
         assert_eq!(got, sent, "{cfg:?}: every byte, in order");
         assert!(parked, "{cfg:?}: a dry ring parks the op");
         assert!(d.cancel(id).is_some());

@@ -1,7 +1,7 @@
 //! Tests of the io_uring driver with real fds, each run on several ring configurations.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::internal::WakeMode;
 use super::UringDriver;
 use crate::driver::{Completion, Interest, Op, OpId};
+use crate::test_support::pipe;
 
 /// `RINGLOOP_DISABLE` lists to run every test under: the best ring, no `DEFER_TASKRUN`
 /// (`COOP_TASKRUN`), and an old-kernel ring (no setup flags, no `EXT_ARG`, no cancel-any).
@@ -42,15 +43,6 @@ fn each_config(test: impl Fn(&[&str], UringDriver<u32>)) {
         let Some(driver) = ring(disabled) else { return };
         test(disabled, driver);
     }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a live array of two ints, as pipe2 requires.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds were just created and nothing else owns them.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
 fn write_byte(fd: &OwnedFd) {
