@@ -138,8 +138,13 @@ impl TimerHeap {
         self.heap.peek().map(|Reverse(e)| e.deadline)
     }
 
-    /// Pops every live timer due at or before `now` into `ready`, in deadline order.
-    pub(crate) fn pop_due(&mut self, now: u64, mut ready: impl FnMut(Handle)) {
+    /// Pops every live timer due at or before `now()` into `ready`, in deadline order; the
+    /// clock is read only when there is a timer.
+    pub(crate) fn pop_due(&mut self, now: impl FnOnce() -> u64, mut ready: impl FnMut(Handle)) {
+        if self.heap.is_empty() {
+            return;
+        }
+        let now = now();
         while let Some(Reverse(head)) = self.heap.peek() {
             if head.deadline > now {
                 break;
@@ -185,7 +190,7 @@ mod tests {
             let h = timer(&heap, &log, tag);
             heap.insert(deadline, h);
         }
-        heap.pop_due(25, |h| h.run());
+        heap.pop_due(|| 25, |h| h.run());
         assert_eq!(*log.borrow(), vec![2, 4, 3]);
         assert_eq!(heap.next_deadline(), Some(30));
     }

@@ -44,7 +44,7 @@ use super::flow_control::SendQueue;
 use super::loop_fd::LoopFd;
 use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
 use crate::driver::dgram::DATAGRAM_CAPACITY;
-use crate::driver::{Completion, Op, OpId, RecvBuf, SendMsgBuf};
+use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, OpOwner};
 
@@ -169,17 +169,24 @@ impl DatagramCore {
     }
 
     /// A driver completion for this transport.
-    pub(crate) fn on_completion(self: &Rc<Self>, kind: DatagramOp, done: Completion<OpOwner>) {
+    pub(crate) fn on_completion(
+        self: &Rc<Self>,
+        kind: DatagramOp,
+        id: OpId,
+        more: bool,
+        result: io::Result<u32>,
+        data: Option<RecvBuf>,
+    ) {
         match kind {
             DatagramOp::Recv => {
-                if !done.more && self.recv_op.get() == Some(done.id) {
+                if !more && self.recv_op.get() == Some(id) {
                     self.recv_op.set(None);
                 }
-                self.on_recv(done.result, done.data, done.more);
+                self.on_recv(result, data, more);
             }
             DatagramOp::Send => {
                 self.send_op.set(None);
-                self.on_send(done.result);
+                self.on_send(result);
             }
         }
         self.flush_deferred_later();

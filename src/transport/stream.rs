@@ -39,7 +39,7 @@ use socket2::SockRef;
 use super::dispatch::{Dispatcher, Event, TransportCore};
 use super::flow_control::WriteBuffer;
 use super::loop_fd::LoopFd;
-use crate::driver::{Completion, Op, OpId, RecvBuf};
+use crate::driver::{Op, OpId, RecvBuf};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, OpOwner};
 
@@ -240,17 +240,24 @@ impl StreamCore {
     }
 
     /// A driver completion for this transport.
-    pub(crate) fn on_completion(self: &Rc<Self>, kind: StreamOp, done: Completion<OpOwner>) {
+    pub(crate) fn on_completion(
+        self: &Rc<Self>,
+        kind: StreamOp,
+        id: OpId,
+        more: bool,
+        result: io::Result<u32>,
+        data: Option<RecvBuf>,
+    ) {
         match kind {
             StreamOp::Recv => {
-                if !done.more && self.recv_op.get() == Some(done.id) {
+                if !more && self.recv_op.get() == Some(id) {
                     self.recv_op.set(None);
                 }
-                self.on_recv(done.result, done.data);
+                self.on_recv(result, data);
             }
             StreamOp::Send => {
                 self.send_op.set(None);
-                self.on_send(done.result);
+                self.on_send(result);
             }
         }
         self.flush_deferred_later();

@@ -20,6 +20,7 @@
 mod dgram_multi_tests;
 #[cfg(test)]
 mod dgram_tests;
+mod enter;
 mod internal;
 mod multi;
 #[cfg(test)]
@@ -43,6 +44,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
 use slab::Slab;
 
+use self::enter::RingFd;
 use self::internal::{FallbackTimer, WakeOp};
 use self::multi::Multi;
 use self::op::{Route, Slot, Start, Tag};
@@ -63,6 +65,8 @@ const MAX_STALLED_SUBMITS: usize = 64;
 pub(crate) struct UringDriver<T> {
     /// The ring: SQ, CQ and the ring fd.
     ring: IoUring,
+    /// The ring fd as `io_uring_enter` takes it (registered with the kernel where it can be).
+    ring_fd: RingFd,
     /// The optional kernel features in use.
     features: FeatureSet,
     /// Which opcodes the kernel has, for ops newer than `POLL_ADD`.
@@ -98,7 +102,8 @@ impl<T: Clone> UringDriver<T> {
     /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, `op_read`, `op_write`, `op_recvmsg`,
     /// `op_sendmsg`, which make those ops take their syscall fallback, and `multishot_accept`,
     /// `multishot_recv`, `buffer_ring`, `multishot_recvmsg`, which make the persistent ops
-    /// re-arm one-shot SQEs or wait by readiness).
+    /// re-arm one-shot SQEs or wait by readiness, and `registered_ring`, which makes each
+    /// enter name the ring by its plain fd).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
@@ -133,7 +138,7 @@ impl<T: Clone> UringDriver<T> {
         if close && self.backlog.is_empty() {
             // An error leaves the SQEs queued for the next turn, which is where they would
             // have gone anyway.
-            let _ = self.ring.submit();
+            let _ = self.submit_sq();
         }
         OpId(key)
     }
@@ -225,7 +230,8 @@ impl<T> UringDriver<T> {
 
     /// [`with_disabled`](Self::with_disabled) with a buffer ring of `buffers` x `size` bytes.
     fn with_ring(disabled: &[&str], buffers: u16, size: usize) -> io::Result<Self> {
-        let mut setup = setup::setup(FeatureSet::from_names(disabled.iter().copied()))?;
+        let disabled = FeatureSet::from_names(disabled.iter().copied());
+        let mut setup = setup::setup(disabled)?;
         let mut multi = Multi::default();
         if setup.features.contains(Feature::BufferRing) {
             match register_ring(&setup.ring, buffers, size, multi::BUF_GROUP) {
@@ -241,8 +247,14 @@ impl<T> UringDriver<T> {
         let eventfd = EventFd::new().map_err(|e| {
             io::Error::new(e.kind(), format!("creating the io_uring driver's eventfd: {e}"))
         })?;
+        let register = !disabled.contains(Feature::RegisteredRing);
+        let ring_fd = RingFd::new(setup.ring.as_raw_fd(), register);
+        if ring_fd.is_registered() {
+            setup.features.insert(Feature::RegisteredRing);
+        }
         let mut driver = UringDriver {
             ring: setup.ring,
+            ring_fd,
             features: setup.features,
             probe: setup.probe,
             slots: Slab::new(),
@@ -335,7 +347,7 @@ impl<T> UringDriver<T> {
         if self.deferred_closes.is_empty() || !self.backlog.is_empty() {
             return;
         }
-        if self.ring.submission().is_empty() || self.ring.submit().is_ok() {
+        if self.ring.submission().is_empty() || self.submit_sq().is_ok() {
             for key in std::mem::take(&mut self.deferred_closes) {
                 match self.slots[key].start(key, self.features) {
                     Start::Done(res) => self.ready.push_back((key, res)),
@@ -361,7 +373,7 @@ impl<T> UringDriver<T> {
                 if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                     return;
                 }
-                match self.ring.submitter().submit() {
+                match self.submit_sq() {
                     Ok(n) if n > 0 => {}
                     Ok(_) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -443,24 +455,38 @@ impl<T> UringDriver<T> {
     /// `DEFER_TASKRUN` completion work), waits for `want` CQEs, at most `timeout` (via
     /// `EXT_ARG`; only when the kernel has it).
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<usize> {
-        let to_submit = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
-        let submitter = self.ring.submitter();
+        let to_submit = self.sq_len();
         let flags = EnterFlags::GETEVENTS;
         match timeout {
             Some(wait) => {
                 let ts = types::Timespec::from(wait);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 let flags = (flags | EnterFlags::EXT_ARG).bits();
+                let arg = std::ptr::from_ref(&args).cast();
                 // SAFETY: with `EXT_ARG`, `arg` must point to an `io_uring_getevents_arg` of
                 // the size passed: `SubmitArgs` is that struct (`repr(transparent)`), and it
                 // and the timespec it points to are locals that outlive the call.
-                unsafe { submitter.enter(to_submit, want, flags, Some(&args)) }
+                unsafe { self.ring_fd.enter(to_submit, want, flags, arg, size_of_val(&args)) }
             }
             // SAFETY: no argument: a null signal mask, which the kernel ignores.
             None => unsafe {
-                submitter.enter::<libc::sigset_t>(to_submit, want, flags.bits(), None)
+                let size = size_of::<libc::sigset_t>();
+                self.ring_fd.enter(to_submit, want, flags.bits(), std::ptr::null(), size)
             },
         }
+    }
+
+    /// Submits the SQ without waiting (`io_uring_enter` without `GETEVENTS`).
+    fn submit_sq(&mut self) -> io::Result<usize> {
+        let to_submit = self.sq_len();
+        let size = size_of::<libc::sigset_t>();
+        // SAFETY: no argument: a null signal mask, which the kernel ignores.
+        unsafe { self.ring_fd.enter(to_submit, 0, 0, std::ptr::null(), size) }
+    }
+
+    /// The SQEs queued in the SQ, not yet submitted.
+    fn sq_len(&mut self) -> u32 {
+        u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX)
     }
 
     /// Drains the CQ: user-op CQEs to `on_op`, internal ones handled here. Returns how many

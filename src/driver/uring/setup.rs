@@ -68,11 +68,14 @@ pub(super) enum Feature {
     /// without `buffer_ring` or `op_recvmsg`) `RecvMsgMulti` waits with `POLL_ADD` and
     /// `recvmsg`s into one driver buffer.
     MultishotRecvMsg,
+    /// `IORING_REGISTER_RING_FDS` (5.18): `io_uring_enter` names the ring by a registered
+    /// index, skipping the fd lookup and the file's reference count (`enter.rs`).
+    RegisteredRing,
 }
 
 impl Feature {
     /// Every feature, in the order `features()` lists them.
-    pub(super) const ALL: [Feature; 22] = [
+    pub(super) const ALL: [Feature; 23] = [
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
@@ -95,6 +98,7 @@ impl Feature {
         Feature::MultishotRecv,
         Feature::BufferRing,
         Feature::MultishotRecvMsg,
+        Feature::RegisteredRing,
     ];
 
     /// The socket-op features and the opcodes whose probe bits they stand for.
@@ -136,6 +140,7 @@ impl Feature {
             Feature::MultishotRecv => "multishot_recv",
             Feature::BufferRing => "buffer_ring",
             Feature::MultishotRecvMsg => "multishot_recvmsg",
+            Feature::RegisteredRing => "registered_ring",
         }
     }
 

@@ -18,6 +18,8 @@ impl<T> Drop for UringDriver<T> {
     fn drop(&mut self) {
         let clean = self.shutdown();
         self.release_buffer_ring(clean);
+        // Before the ring's fd closes: a registration would keep the instance alive.
+        self.ring_fd.unregister();
     }
 }
 

@@ -13,13 +13,21 @@ use super::UringDriver;
 use crate::driver::{Completion, Interest, Op, OpId};
 use crate::test_support::pipe;
 
-/// `RINGLOOP_DISABLE` lists to run every test under: the best ring, no `DEFER_TASKRUN`
-/// (`COOP_TASKRUN`), and an old-kernel ring (no setup flags, no `EXT_ARG`, no cancel-any).
-const CONFIGS: [&[&str]; 3] = [
-    &[],
-    &["defer_taskrun"],
-    &["single_issuer", "defer_taskrun", "coop_taskrun", "submit_all", "ext_arg", "cancel_any"],
+/// What a kernel before 5.18 lacks: every setup flag and enter feature the ladder can drop
+/// (no setup flags, no `EXT_ARG`, no cancel-any, no registered ring fd).
+pub(super) const OLD_KERNEL: &[&str] = &[
+    "single_issuer",
+    "defer_taskrun",
+    "coop_taskrun",
+    "submit_all",
+    "ext_arg",
+    "cancel_any",
+    "registered_ring",
 ];
+
+/// `RINGLOOP_DISABLE` lists to run every test under: the best ring, no `DEFER_TASKRUN`
+/// (`COOP_TASKRUN`), and an old-kernel ring.
+const CONFIGS: [&[&str]; 3] = [&[], &["defer_taskrun"], OLD_KERNEL];
 
 /// A ring with `disabled` features off, or `None` (after a printed SKIPPED line) when the
 /// kernel has no io_uring; `RINGLOOP_REQUIRE_URING=1` makes that a failure instead.
@@ -94,6 +102,48 @@ fn features_follow_the_disable_list() {
     assert!(!no_ring.features().contains(&"multishot_recvmsg"), "{:?}", no_ring.features());
     let Some(no_close) = ring::<u32>(&["op_close"]) else { return };
     assert!(!no_close.features().contains(&"op_close") && features.contains(&"op_close"));
+}
+
+#[test]
+fn the_ring_fd_is_registered_and_unregistered_at_drop() {
+    let Some(first) = ring::<u32>(&[]) else { return };
+    if !crate::driver::uring::setup::kernel_at_least(5, 18) {
+        return;
+    }
+    assert!(first.features().contains(&"registered_ring"), "{:?}", first.features());
+    drop(first);
+    // A thread has 16 registration slots: without the unregistering drop, the 17th ring in a
+    // row would go unregistered.
+    for n in 0..20 {
+        let d = ring::<u32>(&[]).expect("a ring like the first");
+        assert!(d.features().contains(&"registered_ring"), "ring {n}: {:?}", d.features());
+        let mut d = d;
+        let (r, w) = pipe();
+        d.submit(poll(&r, Interest::READ), 1);
+        write_byte(&w);
+        assert_eq!(collect(&mut d, 1, Duration::from_secs(5)).len(), 1, "ring {n}");
+    }
+    let off = ring::<u32>(&["registered_ring"]).expect("a ring");
+    assert!(!off.features().contains(&"registered_ring"), "{:?}", off.features());
+}
+
+#[test]
+fn a_driver_moved_to_another_thread_enters_by_its_plain_fd() {
+    // Without `single_issuer`/`defer_taskrun` another thread may drive the ring; the
+    // registration is the creating thread's, so there the driver must name the ring by fd.
+    let Some(mut d) = ring::<u32>(&["single_issuer", "defer_taskrun"]) else { return };
+    let registered = d.features().contains(&"registered_ring");
+    let (r, w) = pipe();
+    d.submit(poll(&r, Interest::READ), 1);
+    let other = std::thread::spawn(move || {
+        write_byte(&w);
+        let got = collect(&mut d, 1, Duration::from_secs(5)).len();
+        (got, d)
+    });
+    let (got, d) = other.join().expect("the other thread");
+    assert_eq!(got, 1, "registered: {registered}");
+    drop(d);
+    drop(r);
 }
 
 #[test]
