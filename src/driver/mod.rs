@@ -38,8 +38,10 @@
 //!   number up only when it runs: never close an fd while such an op on it may be pending
 //!   (the stream transport therefore calls `shutdown(2)` directly). A `Close` is ordered after
 //!   every op submitted before it, also on kernels without `IORING_OP_CLOSE`.
-//! * **Threads.** A driver is created, turned and dropped on one thread (the loop is `!Send`);
-//!   io_uring's `SINGLE_ISSUER` relies on it. Only the [`EventFd`] crosses threads.
+//! * **Threads.** A driver is created, turned and dropped on one thread: it is `!Send`, as the
+//!   loop is (its receive buffers are `Rc`-shared with the `RecvBuf`s it hands out, with no
+//!   atomic operation per chunk). io_uring's `SINGLE_ISSUER` and the registered ring fd rely
+//!   on it. Only the [`EventFd`] crosses threads.
 //! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
 //!   final completions; memory the kernel could still use is leaked rather than freed.
 //!

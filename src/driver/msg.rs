@@ -168,10 +168,3 @@ impl fmt::Debug for SendMsgBuf {
         write!(f, "SendMsgBuf({} bytes, address len {})", self.data.len(), self.addr_len)
     }
 }
-
-// SAFETY: the raw pointers in the header point only into the same heap block and at the
-// data it owns (`Vec`/`Bytes`, both `Send`); nothing is shared with another owner, so the
-// block may move to another thread as a whole (a driver is dropped on another thread in tests).
-unsafe impl Send for RecvMsgBuf {}
-// SAFETY: as for `RecvMsgBuf`: every pointer targets memory the block itself owns.
-unsafe impl Send for SendMsgBuf {}

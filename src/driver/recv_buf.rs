@@ -9,11 +9,12 @@
 //! route copies or allocates per chunk once warm: an idle connection holds no buffer, and a
 //! busy loop reuses the same few.
 
+use std::cell::{Cell, RefCell, RefMut};
 use std::io;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use socket2::SockAddr;
 
@@ -29,7 +30,7 @@ pub(crate) struct RecvBuf {
 
 enum Inner {
     /// `len` bytes at `offset` in buffer `bid` of `ring`; the buffer goes back on drop.
-    Ring { ring: Arc<BufRing>, bid: u16, offset: usize, len: usize },
+    Ring { ring: Rc<BufRing>, bid: u16, offset: usize, len: usize },
     /// The first `len` bytes of `buf`, a buffer of `pool`; given back to it on drop.
     Pooled { pool: BufPool, buf: Vec<u8>, len: usize },
     /// Bytes of its own: a datagram copied out of a readiness route's scratch buffer (tests).
@@ -96,7 +97,7 @@ impl Deref for RecvBuf {
             // SAFETY: the kernel wrote the bytes `offset..offset + len` (within `buf_size`: `take`
             // clamps `len`, `into_datagram` only narrows) of buffer `bid`, which left the ring
             // with that CQE and is not handed to the kernel again until this value is dropped;
-            // the ring's memory lives as long as the `Arc`.
+            // the ring's memory lives as long as the `Rc`.
             Inner::Ring { ring, bid, offset, len } => unsafe {
                 std::slice::from_raw_parts(ring.buf_ptr(*bid).add(*offset), *len)
             },
@@ -118,10 +119,10 @@ impl Drop for RecvBuf {
 
 /// Receive buffers for the readiness routes, reused: [`recv`](Self::recv) receives into one and
 /// hands it over in a [`RecvBuf`], which gives it back when dropped.
-/// At most [`MAX_IDLE`](Self::MAX_IDLE) idle buffers are kept. Used on the loop's thread (the
-/// lock is never contended; it keeps the driver `Send` like the ring's).
+/// At most [`MAX_IDLE`](Self::MAX_IDLE) idle buffers are kept. Like the driver that owns it,
+/// it stays on the loop's thread.
 #[derive(Clone, Default)]
-pub(crate) struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
+pub(crate) struct BufPool(Rc<RefCell<Vec<Vec<u8>>>>);
 
 impl std::fmt::Debug for BufPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,9 +157,9 @@ impl BufPool {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        // A panic while holding the lock leaves a valid list of buffers.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn idle(&self) -> RefMut<'_, Vec<Vec<u8>>> {
+        // Borrowed only inside this type's methods, which call out to nothing.
+        self.0.borrow_mut()
     }
 
     /// Keeps `buf` for reuse unless enough are idle already.
@@ -217,14 +218,6 @@ impl Drop for Mapping {
     }
 }
 
-/// Mutable state of a ring, behind the lock.
-struct RingState {
-    /// Our tail: the next entry index to fill (wrapping `u16`, as the kernel's).
-    tail: u16,
-    /// False once the driver unregistered the ring: given-back buffers are not published.
-    live: bool,
-}
-
 /// An io_uring provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19) and its buffers: `entries`
 /// buffers of `buf_size` bytes, all in one mapping, and the ring of 16-byte descriptors the
 /// kernel takes them from.
@@ -233,9 +226,10 @@ struct RingState {
 /// The kernel may write into any buffer published in the ring, at any time while a recv with
 /// this buffer group is armed. A buffer leaves the ring when a CQE names it; from then on only
 /// its [`RecvBuf`] reads it, and dropping that publishes it again. The memory is freed when the
-/// last `Arc` goes: the driver drops its `Arc` only after unregistering the ring with every op's
+/// last `Rc` goes: the driver drops its `Rc` only after unregistering the ring with every op's
 /// final CQE in (and leaks it otherwise), and a `RecvBuf` never hands its buffer back to an
-/// unregistered ring.
+/// unregistered ring. Like the driver, a ring and its `RecvBuf`s stay on the loop's thread
+/// (`Rc` and `Cell`s: no atomic operation per chunk).
 pub(crate) struct BufRing {
     /// The descriptor ring (page-aligned, as the kernel requires).
     ring: Mapping,
@@ -245,19 +239,13 @@ pub(crate) struct BufRing {
     entries: u16,
     /// Bytes per buffer.
     buf_size: usize,
-    /// Tail and liveness.
-    state: Mutex<RingState>,
-    /// Buffers out of the ring (delivered, not yet given back): a counter of its own, so that
-    /// taking a buffer (every recv completion) takes no lock.
-    out: AtomicUsize,
+    /// Our tail: the next entry index to fill (wrapping `u16`, as the kernel's).
+    tail: Cell<u16>,
+    /// False once the driver unregistered the ring: given-back buffers are not published.
+    live: Cell<bool>,
+    /// Buffers out of the ring (delivered, not yet given back).
+    out: Cell<usize>,
 }
-
-// SAFETY: the raw pointers are to mappings owned by the ring; every write to the shared
-// descriptor ring happens under `state`'s lock, and buffer contents are only read through a
-// `RecvBuf` that owns the buffer exclusively.
-unsafe impl Send for BufRing {}
-// SAFETY: as above.
-unsafe impl Sync for BufRing {}
 
 impl BufRing {
     /// Maps `entries` (a power of two) buffers of `buf_size` bytes and fills the ring with them.
@@ -266,9 +254,8 @@ impl BufRing {
         assert!(entries.is_power_of_two() && entries <= 1 << 15, "bad buffer ring size {entries}");
         let ring = Mapping::new(usize::from(entries) * 16)?;
         let bufs = Mapping::new(usize::from(entries) * buf_size)?;
-        let state = Mutex::new(RingState { tail: 0, live: true });
-        let out = AtomicUsize::new(usize::from(entries));
-        let ring = BufRing { ring, bufs, entries, buf_size, state, out };
+        let (tail, live, out) = (Cell::new(0), Cell::new(true), Cell::new(usize::from(entries)));
+        let ring = BufRing { ring, bufs, entries, buf_size, tail, live, out };
         for bid in 0..entries {
             ring.give_back(bid);
         }
@@ -282,22 +269,22 @@ impl BufRing {
 
     /// Buffers in the ring, available to the kernel.
     pub(crate) fn available(&self) -> usize {
-        usize::from(self.entries) - self.out.load(Ordering::Relaxed)
+        usize::from(self.entries) - self.out.get()
     }
 
     /// Takes buffer `bid` (named by a CQE) out of the ring as `len` received bytes.
-    pub(crate) fn take(self: &Arc<Self>, bid: u16, len: usize) -> RecvBuf {
+    pub(crate) fn take(self: &Rc<Self>, bid: u16, len: usize) -> RecvBuf {
         debug_assert!(bid < self.entries && len <= self.buf_size);
-        self.out.fetch_add(1, Ordering::Relaxed);
+        self.out.set(self.out.get() + 1);
         let len = len.min(self.buf_size);
         let bid = bid.min(self.entries - 1);
-        let inner = Inner::Ring { ring: Arc::clone(self), bid, offset: 0, len };
+        let inner = Inner::Ring { ring: Rc::clone(self), bid, offset: 0, len };
         RecvBuf { inner, source: None }
     }
 
     /// After unregistering: buffers given back from now on stay out of the ring.
     pub(crate) fn retire(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).live = false;
+        self.live.set(false);
     }
 
     fn buf_ptr(&self, bid: u16) -> *mut u8 {
@@ -307,25 +294,25 @@ impl BufRing {
 
     /// Publishes buffer `bid` at the tail of the ring.
     fn give_back(&self, bid: u16) {
-        self.out.fetch_sub(1, Ordering::Relaxed);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !state.live {
+        self.out.set(self.out.get() - 1);
+        if !self.live.get() {
             return;
         }
         let base = self.ring.ptr.as_ptr().cast::<io_uring::types::BufRingEntry>();
-        let index = usize::from(state.tail & (self.entries - 1));
+        let tail = self.tail.get();
+        let index = usize::from(tail & (self.entries - 1));
         // SAFETY: `index < entries`: the entry is inside the ring mapping. The kernel reads only
         // entries between its head and the published tail, and this one is past the tail.
         let entry = unsafe { &mut *base.add(index) };
         entry.set_addr(self.buf_ptr(bid) as u64);
         entry.set_len(u32::try_from(self.buf_size).unwrap_or(u32::MAX));
         entry.set_bid(bid);
-        state.tail = state.tail.wrapping_add(1);
+        self.tail.set(tail.wrapping_add(1));
         // SAFETY: the tail is the `resv` field of entry 0, a 2-byte-aligned `u16` inside the ring
         // mapping that the kernel reads with acquire semantics; the release store publishes the
         // entry written above.
-        let tail = unsafe { &*io_uring::types::BufRingEntry::tail(base).cast::<AtomicU16>() };
-        tail.store(state.tail, Ordering::Release);
+        let shared = unsafe { &*io_uring::types::BufRingEntry::tail(base).cast::<AtomicU16>() };
+        shared.store(tail.wrapping_add(1), Ordering::Release);
     }
 }
 
@@ -377,7 +364,7 @@ mod tests {
 
     #[test]
     fn slots_go_out_and_come_back() {
-        let ring = Arc::new(BufRing::new(4, 64).unwrap());
+        let ring = Rc::new(BufRing::new(4, 64).unwrap());
         assert_eq!(ring.available(), 4);
         // SAFETY (test): write as the kernel would into a buffer it took from the ring.
         unsafe { ring.buf_ptr(2).copy_from(b"hello".as_ptr(), 5) };

@@ -9,13 +9,11 @@
 //! the two syscalls itself.
 //!
 //! # Implementation
-//! The kernel keeps the registration in the registering thread's io_uring context, so
-//! [`RingFd`] passes the index only on that thread (the plain fd elsewhere), and undoes the
-//! registration when the driver is dropped there: a registration holds a reference to the
-//! ring's file, which would otherwise keep the io_uring instance alive until the thread exits.
-//! A driver dropped on another thread leaves it so (the driver's ring is `SINGLE_ISSUER` and
-//! `DEFER_TASKRUN` anyway, which only its creating thread may drive); its buffer rings are
-//! unregistered all the same (`shutdown.rs`), so the kernel is left holding no memory of ours.
+//! The kernel keeps the registration in the registering thread's io_uring context. The driver
+//! is `!Send` (its buffer ring and pool are `Rc`s), so it is created, entered and dropped on
+//! that one thread, and the index is valid at every enter. The drop undoes the registration:
+//! it holds a reference to the ring's file, which would otherwise keep the io_uring instance
+//! alive until the thread exits.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -39,8 +37,8 @@ struct RsrcUpdate {
 pub(super) struct RingFd {
     /// The ring's own fd (owned by the `IoUring`).
     fd: RawFd,
-    /// The registration's index and the thread (`pthread_self`) it belongs to.
-    registered: Option<(u32, libc::pthread_t)>,
+    /// The registration's index in this thread's registered rings.
+    registered: Option<u32>,
 }
 
 impl RingFd {
@@ -51,17 +49,16 @@ impl RingFd {
         let registered = register.then(|| register_ring(fd)).and_then(|r| {
             r.map_err(|e| log::debug!("io_uring: ring fd not registered ({e}); plain fd")).ok()
         });
-        // SAFETY: `pthread_self` has no preconditions.
-        RingFd { fd, registered: registered.map(|index| (index, unsafe { libc::pthread_self() })) }
+        RingFd { fd, registered }
     }
 
-    /// Whether enters on the registering thread use the registration.
+    /// Whether enters use the registration.
     pub(super) fn is_registered(&self) -> bool {
         self.registered.is_some()
     }
 
     /// `io_uring_enter(fd, to_submit, min_complete, flags, arg, arg_size)`, with the
-    /// registered index on the registering thread. Returns the SQEs submitted.
+    /// registered index if there is one. Returns the SQEs submitted.
     ///
     /// # Safety
     /// `arg` and `arg_size` must be what `flags` tells the kernel to expect: null and
@@ -75,7 +72,7 @@ impl RingFd {
         arg: *const libc::c_void,
         arg_size: usize,
     ) -> io::Result<usize> {
-        let (fd, flags) = match self.index_here() {
+        let (fd, flags) = match self.registered {
             Some(index) => (libc::c_long::from(index), flags | ENTER_REGISTERED_RING),
             None => (libc::c_long::from(self.fd), flags),
         };
@@ -94,24 +91,9 @@ impl RingFd {
         usize::try_from(res).map_err(|_| io::Error::last_os_error())
     }
 
-    /// The registration's index, if there is one and this is its thread.
-    fn index_here(&self) -> Option<u32> {
-        let (index, thread) = self.registered?;
-        // SAFETY: `pthread_self` and `pthread_equal` have no preconditions.
-        let here = unsafe { libc::pthread_equal(thread, libc::pthread_self()) } != 0;
-        here.then_some(index)
-    }
-
-    /// Undoes the registration, if this thread made it; called before the ring is closed.
+    /// Undoes the registration; called before the ring is closed.
     pub(super) fn unregister(&mut self) {
-        if self.registered.is_none() {
-            return;
-        }
-        let Some(index) = self.index_here() else {
-            log::debug!("io_uring: driver dropped off its thread; ring fd stays registered");
-            return;
-        };
-        self.registered = None;
+        let Some(index) = self.registered.take() else { return };
         let mut update = RsrcUpdate { offset: index, resv: 0, data: 0 };
         if let Err(e) = register(self.fd, UNREGISTER_RING_FDS, &mut update) {
             log::warn!("io_uring: unregistering the ring fd failed ({e})");

@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -235,7 +236,7 @@ impl<T> UringDriver<T> {
         let mut multi = Multi::default();
         if setup.features.contains(Feature::BufferRing) {
             match register_ring(&setup.ring, buffers, size, multi::BUF_GROUP) {
-                Ok(ring) => multi.ring = Some(Arc::new(ring)),
+                Ok(ring) => multi.ring = Some(Rc::new(ring)),
                 Err(e) => {
                     log::debug!("io_uring: no provided-buffer ring ({e}); recv by readiness");
                     setup.features.remove(Feature::BufferRing);
@@ -279,7 +280,7 @@ impl<T> UringDriver<T> {
         let (buffers, size) =
             self.multi.dgram_shape.unwrap_or((multi::DGRAM_BUFFERS, super::dgram::RING_BUF_SIZE));
         match register_ring(&self.ring, buffers, size, multi::DGRAM_GROUP) {
-            Ok(ring) => self.multi.dgram_ring = Some(Arc::new(ring)),
+            Ok(ring) => self.multi.dgram_ring = Some(Rc::new(ring)),
             Err(e) => {
                 log::debug!("io_uring: no datagram buffer ring ({e}); recvmsg by readiness");
                 self.features.remove(Feature::MultishotRecvMsg);

@@ -23,7 +23,7 @@
 //! slab key. `ENOBUFS` (the ring ran dry: the kernel leaves the data in the socket) parks the
 //! op out of the kernel until buffers come back; `turn` re-arms parked ops then.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue};
@@ -51,12 +51,12 @@ pub(super) const DGRAM_BUFFERS: u16 = 64;
 #[derive(Default)]
 pub(super) struct Multi {
     /// The provided-buffer ring (`None` without `buffer_ring`).
-    pub(super) ring: Option<Arc<BufRing>>,
+    pub(super) ring: Option<Rc<BufRing>>,
     /// The buffers the readiness route receives into.
     pool: BufPool,
     /// The datagram ring (`None` until the first `RecvMsgMulti`, or without
     /// `multishot_recvmsg`).
-    pub(super) dgram_ring: Option<Arc<BufRing>>,
+    pub(super) dgram_ring: Option<Rc<BufRing>>,
     /// The datagram ring's buffers and their size, when not the defaults (tests).
     pub(super) dgram_shape: Option<(u16, usize)>,
     /// Where the readiness route receives datagrams (allocated on first use).
@@ -77,7 +77,7 @@ impl std::fmt::Debug for Multi {
 
 impl Multi {
     /// The ring `op` takes its buffers from, if any.
-    pub(super) fn ring_for(&self, op: &Op) -> Option<&Arc<BufRing>> {
+    pub(super) fn ring_for(&self, op: &Op) -> Option<&Rc<BufRing>> {
         match op {
             Op::RecvMsgMulti { .. } => self.dgram_ring.as_ref(),
             _ => self.ring.as_ref(),
@@ -223,7 +223,7 @@ fn finish<T>(
 }
 
 /// A CQE of the op's own opcode as an [`Outcome`].
-fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcome {
+fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Rc<BufRing>>) -> Outcome {
     let accept = matches!(op, Op::AcceptMulti { .. });
     let Ok(n) = usize::try_from(res) else {
         // An accept error with `IORING_CQE_F_MORE` (the op survives it) is handed over.
@@ -260,7 +260,7 @@ fn opcode_outcome(op: &Op, res: i32, flags: u32, ring: Option<&Arc<BufRing>>) ->
 /// A multishot `RECVMSG` CQE of `n` bytes (header, name, payload) as an [`Outcome`]: one
 /// datagram, or `EMSGSIZE` for one the kernel cut. Never an end: an empty datagram still has
 /// its header.
-fn datagram_outcome(n: usize, flags: u32, ring: Option<&Arc<BufRing>>) -> Outcome {
+fn datagram_outcome(n: usize, flags: u32, ring: Option<&Rc<BufRing>>) -> Outcome {
     let (Some(bid), Some(ring)) = (cqueue::buffer_select(flags), ring) else {
         log::error!("io_uring: a recvmsg CQE of {n} bytes names no buffer; ending the op");
         return Outcome::End(-libc::EIO);

@@ -128,25 +128,6 @@ fn the_ring_fd_is_registered_and_unregistered_at_drop() {
 }
 
 #[test]
-fn a_driver_moved_to_another_thread_enters_by_its_plain_fd() {
-    // Without `single_issuer`/`defer_taskrun` another thread may drive the ring; the
-    // registration is the creating thread's, so there the driver must name the ring by fd.
-    let Some(mut d) = ring::<u32>(&["single_issuer", "defer_taskrun"]) else { return };
-    let registered = d.features().contains(&"registered_ring");
-    let (r, w) = pipe();
-    d.submit(poll(&r, Interest::READ), 1);
-    let other = std::thread::spawn(move || {
-        write_byte(&w);
-        let got = collect(&mut d, 1, Duration::from_secs(5)).len();
-        (got, d)
-    });
-    let (got, d) = other.join().expect("the other thread");
-    assert_eq!(got, 1, "registered: {registered}");
-    drop(d);
-    drop(r);
-}
-
-#[test]
 fn poll_completes_with_pollin_after_a_write() {
     each_config(|cfg, mut d| {
         let (r, w) = pipe();
@@ -369,18 +350,6 @@ fn shutdown_gets_every_final_cqe_back() {
         assert!(d.shutdown(), "{cfg:?}");
         assert_eq!(d.in_flight(), 0);
         assert!(!d.wake.is_armed());
-    });
-}
-
-#[test]
-fn a_driver_dropped_on_another_thread_does_not_hang() {
-    each_config(|cfg, mut d| {
-        let (r, _w) = pipe();
-        d.submit(poll(&r, Interest::READ), 1);
-        d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
-        let start = Instant::now();
-        thread::spawn(move || drop(d)).join().unwrap();
-        assert!(start.elapsed() < Duration::from_secs(3), "{cfg:?}");
     });
 }
 
