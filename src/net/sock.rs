@@ -130,7 +130,7 @@ struct ConnectFailed<'a>(&'a SockAddr);
 
 impl fmt::Display for ConnectFailed<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Connect call failed {}", describe(self.0))
+        write!(f, "Connect call failed {}", crate::transport::describe_addr(self.0))
     }
 }
 
@@ -560,14 +560,6 @@ impl EventLoop {
                 Ok(Some(err)) | Err(err) => return Err(Error::io(failed.to_string(), err)),
             }
         }
-    }
-}
-
-/// `addr` for messages: `ip:port`, or the family for other addresses.
-fn describe(addr: &SockAddr) -> String {
-    match addr.as_socket() {
-        Some(addr) => addr.to_string(),
-        None => format!("(family {})", addr.family()),
     }
 }
 

@@ -430,6 +430,19 @@ backend_tests! {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// A failed connect to a `AF_UNIX` path names the path, as asyncio's message does.
+    fn a_failed_unix_connect_names_the_path(lp) {
+        let path = std::env::temp_dir()
+            .join(format!("ringloop-nobody-{}-{:?}.sock", std::process::id(), lp.backend()));
+        let _ = std::fs::remove_file(&path);
+        let sock = Rc::new(Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None).unwrap());
+        let (lp2, s, to) = (lp.clone(), sock.clone(), SockAddr::unix(&path).unwrap());
+        let err = run(lp, async move { lp2.sock_connect(&*s, to).await }).unwrap_err();
+        assert_eq!(err.io_error().map(|e| e.kind()), Some(ErrorKind::NotFound), "{err}");
+        let expected = format!("Connect call failed {path:?}");
+        assert!(err.to_string().contains(&expected), "{err} lacks {expected}");
+    }
+
     /// Item 58: a host name is resolved with the socket's own family, type and protocol: an
     /// IPv4 socket connects to `localhost` over IPv4 even where `localhost` is `::1` first.
     fn item58_connect_resolves_with_the_socket_params(lp) {
