@@ -25,7 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future as StdFuture;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
@@ -70,6 +70,16 @@ struct Listener {
     fd: OwnedFd,
     /// Its local address.
     addr: SockAddr,
+}
+
+impl Listener {
+    /// `listen(2)` with `backlog`: from here on the kernel queues connections, which the
+    /// accept tasks take once serving.
+    fn listen(&self, backlog: i32) -> Result<()> {
+        SockRef::from(&self.fd)
+            .listen(backlog)
+            .map_err(|e| Error::io(format!("listen on {}", describe(&self.addr)), e))
+    }
 }
 
 /// A server's listening socket: a [`Listener`] owned with the loop.
@@ -143,21 +153,6 @@ impl ServerState {
             let task = event_loop
                 .create_named_task(format!("accept on fd {fd}"), accept_loop(self.clone(), fd))?;
             self.accept_tasks.borrow_mut().push(task);
-        }
-        Ok(())
-    }
-
-    /// `listen(2)` on every socket with `backlog`: from here on the kernel queues
-    /// connections, which the accept tasks take once serving.
-    fn listen(&self, backlog: i32) -> Result<()> {
-        for listener in self.listeners.borrow().iter() {
-            let listen = |fd: BorrowedFd<'_>| SockRef::from(&fd).listen(backlog);
-            let closed = || Err(io::Error::from_raw_os_error(libc::EBADF));
-            listener
-                .fd
-                .with_fd(listen)
-                .unwrap_or_else(closed)
-                .map_err(|e| Error::io(format!("listen on {}", describe(&listener.addr)), e))?;
         }
         Ok(())
     }
@@ -332,6 +327,7 @@ impl Server {
         start_serving: bool,
         socket_file: Option<unix::SocketFile>,
     ) -> Result<Server> {
+        let listened = listeners.iter().try_for_each(|l| l.listen(backlog));
         let state = Rc::new(ServerState {
             event_loop: Rc::downgrade(&event_loop.inner),
             make_protocol,
@@ -349,7 +345,7 @@ impl Server {
             socket_file: RefCell::new(socket_file),
         });
         let server = Server { state, event_loop: event_loop.clone() };
-        let started = server.state.listen(backlog).and_then(|()| match start_serving {
+        let started = listened.and_then(|()| match start_serving {
             true => server.start_serving(),
             false => Ok(()),
         });
