@@ -100,9 +100,10 @@ fn happy_eyeballs_moves_on_from_a_hanging_address() {
         assert!(lp.time() - started < 1.0, "waited for the hanging attempt");
         let peer = socket2::SockRef::from(&fd).peer_addr().unwrap().as_socket();
         assert_eq!(peer, Some(addrs[1]));
-        settle(&lp); // the losing connect is cancelled
-                     // ... and its socket closed: once the backlog frees up, no connection from it ever
-                     // arrives (an open socket would, on its SYN retransmit after ~1 s).
+        // The losing connect is cancelled and its socket closed: once the backlog frees up,
+        // no connection from it ever arrives (an open socket would, on its SYN retransmit
+        // after ~1 s).
+        settle(&lp);
         hanging.set_nonblocking(true).unwrap();
         let mut accepted = 0;
         let deadline = std::time::Instant::now() + Duration::from_millis(1500);
