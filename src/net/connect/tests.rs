@@ -33,8 +33,9 @@ fn connect_any(lp: &EventLoop, addrs: &[SocketAddr], options: ConnectOptions) ->
     out.expect("the watchdog fired")
 }
 
-fn closed_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// An address on loopback `ip` with nothing listening.
+fn closed_port(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 /// A listener whose backlog is full (a connect to it hangs), with what fills it.
@@ -68,7 +69,7 @@ fn settle(lp: &EventLoop) {
 #[test]
 fn every_address_failing_gives_one_error_or_a_group() {
     for lp in loops() {
-        let (a, b) = (closed_port(), closed_port());
+        let (a, b) = (closed_port("127.0.0.1"), closed_port("127.0.0.1"));
         let err = connect_any(&lp, &[a, b], ConnectOptions::new()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("Multiple exceptions: Connect call failed"), "{text}");
@@ -137,17 +138,13 @@ fn interleave_alternates_families_starting_with_the_first() {
 /// attempts' errors come in the order they were tried.
 #[test]
 fn happy_eyeballs_interleaves_families_by_default() {
-    let Ok(v6) = TcpListener::bind("[::1]:0") else {
+    if TcpListener::bind("[::1]:0").is_err() {
         let _ = writeln!(std::io::stderr(), "SKIPPED interleave: no IPv6 loopback");
         return;
-    };
-    let v6_closed = || {
-        let listener = TcpListener::bind("[::1]:0").unwrap();
-        listener.local_addr().unwrap()
-    };
-    drop(v6);
+    }
     for lp in loops() {
-        let addrs = [v6_closed(), v6_closed(), closed_port(), closed_port()];
+        let (v4, v6) = (|| closed_port("127.0.0.1"), || closed_port("::1"));
+        let addrs = [v6(), v6(), v4(), v4()];
         let tried = |options: ConnectOptions| -> Vec<String> {
             let err = connect_any(&lp, &addrs, options.all_errors(true)).unwrap_err();
             let Error::Multiple(errors) = err else { panic!("not a group: {err:?}") };
@@ -265,7 +262,7 @@ fn a_non_os_error_from_an_attempt_propagates_unwrapped() {
         assert_eq!(not_tried, std::io::ErrorKind::WouldBlock, "the next address was tried");
 
         // Raced, with an OS error recorded before it: still unwrapped, even with all_errors.
-        let refused = closed_port();
+        let refused = closed_port("127.0.0.1");
         let Some((hanging, _filling)) = full_listener() else {
             let _ = writeln!(std::io::stderr(), "SKIPPED non-OS error race: no connect hangs");
             return;
@@ -292,7 +289,7 @@ fn a_non_os_error_from_an_attempt_propagates_unwrapped() {
 #[test]
 fn os_errors_from_attempts_still_combine() {
     for lp in loops() {
-        let (a, b) = (closed_port(), closed_port());
+        let (a, b) = (closed_port("127.0.0.1"), closed_port("127.0.0.1"));
         let err = race(&lp, vec![real(&lp, a), real(&lp, b)], None, true).unwrap_err();
         assert!(matches!(&err, Error::Multiple(errors) if errors.len() == 2), "{err:?}");
         settle(&lp);
