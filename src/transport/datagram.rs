@@ -292,8 +292,7 @@ impl TransportCore for DatagramCore {
     /// in `connection_made`, `pause_writing` or `resume_writing` is only reported).
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("<DatagramTransport fd={}>", self.fd.raw());
-        let event_loop = || DatagramCore::event_loop(self);
-        if let Some(error) = self.dispatcher.report_failures(event_loop, self.fd.raw(), transport) {
+        if let Some(error) = self.dispatcher.report_failures(&self.fd, transport) {
             self.force_close(Some(error));
         }
     }

@@ -24,7 +24,6 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -32,6 +31,7 @@ use socket2::SockAddr;
 
 use super::datagram_api::DatagramTransport;
 use super::flow_control::FlowEvent;
+use super::loop_fd::LoopFd;
 use super::stream::Transport;
 use crate::error::{panic_message, Error};
 use crate::event_loop::{EventLoop, ExceptionContext};
@@ -249,34 +249,27 @@ impl<E: Deliver> Dispatcher<E> {
     }
 
     /// Sends each callback that failed since the last call, oldest first, to the exception
-    /// handler (with the transport as `transport()` describes it and its `fd`): asyncio's
-    /// "Fatal error: protocol.X() call failed." for a fatal one, "protocol.X() failed" for
-    /// `connection_made`, `pause_writing` and `resume_writing`, which asyncio only logs.
-    /// Returns the first fatal error, which the transport closes with. Called after every
-    /// delivery: `event_loop` is only asked for when something failed.
+    /// handler through `fd` ([`LoopFd::report`], with the transport as `transport()`
+    /// describes it): asyncio's "Fatal error: protocol.X() call failed." for a fatal one,
+    /// "protocol.X() failed" for `connection_made`, `pause_writing` and `resume_writing`,
+    /// which asyncio only logs. Returns the first fatal error, which the transport closes
+    /// with. Called after every delivery: it costs one borrow when nothing failed.
     pub(crate) fn report_failures(
         &self,
-        event_loop: impl FnOnce() -> Option<EventLoop>,
-        fd: RawFd,
+        fd: &LoopFd,
         transport: impl Fn() -> String,
     ) -> Option<Error> {
         if self.failures.borrow().is_empty() {
             return None;
         }
         let failures = std::mem::take(&mut *self.failures.borrow_mut());
-        let event_loop = event_loop();
         let mut fatal = None;
         for (Failure { callback, error }, closes) in failures {
-            if let Some(event_loop) = &event_loop {
-                let message = match closes {
-                    true => format!("Fatal error: protocol.{callback}() call failed."),
-                    false => format!("protocol.{callback}() failed"),
-                };
-                let mut context = ExceptionContext::new(message).with_error(error.clone());
-                context.transport = Some(transport());
-                context.fd = Some(fd);
-                event_loop.call_exception_handler(context);
-            }
+            let message = match closes {
+                true => format!("Fatal error: protocol.{callback}() call failed."),
+                false => format!("protocol.{callback}() failed"),
+            };
+            fd.report(ExceptionContext::new(message).with_error(error.clone()), &transport);
             if closes {
                 fatal.get_or_insert(error);
             }

@@ -258,7 +258,7 @@ impl ReadCore {
 
     fn check_panic(self: &Rc<Self>) -> Option<Error> {
         let transport = || format!("{self:?}");
-        self.dispatcher.report_failures(|| self.pipe.event_loop(), self.pipe.raw(), transport)
+        self.dispatcher.report_failures(&self.pipe, transport)
     }
 
     fn resume(self: &Rc<Self>) {

@@ -389,9 +389,7 @@ impl TransportCore for WriteCore {
     /// `connection_lost` (after which it is closed already).
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{self:?}");
-        let event_loop = || self.pipe.event_loop();
-        if let Some(error) = self.dispatcher.report_failures(event_loop, self.pipe.raw(), transport)
-        {
+        if let Some(error) = self.dispatcher.report_failures(&self.pipe, transport) {
             self.force_close(Some(error));
         }
     }

@@ -408,8 +408,7 @@ impl TransportCore for StreamCore {
     /// answered "close" — delivered now or, if it met a borrowed protocol, later — closes.
     fn report_protocol_failures(self: &Rc<Self>) {
         let transport = || format!("{:?}", Transport { core: self.clone() });
-        let event_loop = || StreamCore::event_loop(self);
-        if let Some(error) = self.dispatcher.report_failures(event_loop, self.fd.raw(), transport) {
+        if let Some(error) = self.dispatcher.report_failures(&self.fd, transport) {
             self.force_close(Some(error));
         }
         if self.dispatcher.take_close_after_eof() {
