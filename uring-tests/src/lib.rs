@@ -188,28 +188,41 @@ pub fn quiet_panic(msg: &'static str) -> ! {
 const CHILD_ENV: &str = "RINGLOOP_TEST_CHILD";
 
 /// In the parent: runs the test `test` (a `backend_tests!` name) alone in a child process on
-/// `lp`'s backend and checks it passed (returns false). In the child: returns true, and the
-/// caller runs the body.
+/// `lp`'s backend and checks it ran and passed (returns false). In the child: returns true,
+/// and the caller runs the body.
 pub fn in_child(lp: &EventLoop, test: &str) -> bool {
     if std::env::var_os(CHILD_ENV).is_some() {
         return true;
     }
     let name = format!("{test}::{}", lp.backend());
+    // The child's stdout goes to a file: its summary line says whether the test ran (a name
+    // that matches no test runs nothing, and that passes too).
+    let out_path = std::env::temp_dir().join(format!(
+        "ringloop-child-{}-{}.out",
+        std::process::id(),
+        name.replace("::", "-")
+    ));
+    let out = std::fs::File::create(&out_path).expect("the child's stdout file");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
-        .stdout(std::process::Stdio::null())
+        .stdout(out)
         .spawn()
         .expect("spawning the child test");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
+            let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&out_path);
             assert!(status.success(), "child {name} failed: {status}");
+            let ran = stdout.contains("test result: ok. 1 passed;");
+            assert!(ran, "child {name} ran no test (is `{test}` the test's name?)");
             return false;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_file(&out_path);
             panic!("child {name} timed out");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

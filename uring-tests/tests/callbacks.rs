@@ -14,8 +14,8 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use ringloop::{Error, EventLoop, ExceptionContext};
-use uring_tests::{backend_tests, run_ready};
+use ringloop::Error;
+use uring_tests::{backend_tests, capture_exceptions, run_ready};
 
 type Log<T> = Rc<RefCell<Vec<T>>>;
 
@@ -27,15 +27,6 @@ fn log<T>() -> Log<T> {
 fn rec<T: 'static>(log: &Log<T>, value: T) -> impl FnOnce() + 'static {
     let log = log.clone();
     move || log.borrow_mut().push(value)
-}
-
-fn record_exceptions(lp: &EventLoop) -> Log<ExceptionContext> {
-    let seen = log();
-    let sink = seen.clone();
-    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ExceptionContext| {
-        sink.borrow_mut().push(ctx.clone())
-    }));
-    seen
 }
 
 fn explode(msg: &str) {
@@ -169,7 +160,7 @@ backend_tests! {
 
     // BEHAVIOURS 29
     fn panic_in_a_callback_calls_the_exception_handler(lp) {
-        let reports = record_exceptions(lp);
+        let reports = capture_exceptions(lp);
         let order = log();
         let h = lp.call_soon(|| explode("boom-29")).unwrap();
         lp.call_soon(rec(&order, "next")).unwrap();

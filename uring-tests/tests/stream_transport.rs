@@ -45,7 +45,7 @@ fn starved_under_valgrind(lp: &EventLoop) -> bool {
     let starved = lp.backend() == ringloop::Backend::Uring
         && std::env::var_os("RINGLOOP_MAX_WAIT_MS").is_some();
     if starved {
-        let _ = writeln!(std::io::stderr(), "SKIPPED on uring under RINGLOOP_MAX_WAIT_MS");
+        uring_tests::skipped("on uring under RINGLOOP_MAX_WAIT_MS");
     }
     starved
 }

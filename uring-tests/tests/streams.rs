@@ -14,7 +14,7 @@ use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
     ConnectOptions, Error, EventLoop, Server, ServerOptions, StreamReader, StreamWriter,
 };
-use uring_tests::{backend_tests, capture_exceptions, echo_lines};
+use uring_tests::{backend_tests, capture_exceptions, echo_lines, pattern};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
@@ -493,7 +493,7 @@ backend_tests! {
         run(lp, |lp| async move {
             let (server, (sr, sw), (_cr, cw)) = pair(&lp, 1024).await;
             let total = 1 << 20;
-            let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            let data = pattern(total);
             cw.write(&data).unwrap();
             until(&lp, || !sw.transport().is_reading()).await;
             sleep(&lp, 0.05).await;

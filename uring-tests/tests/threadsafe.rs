@@ -99,8 +99,7 @@ fn wait_until_blocked(tid: i32) -> bool {
 fn skip_when_waits_are_capped() -> bool {
     let capped = std::env::var_os("RINGLOOP_MAX_WAIT_MS").is_some();
     if capped {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED: RINGLOOP_MAX_WAIT_MS caps the wait");
+        uring_tests::skipped("RINGLOOP_MAX_WAIT_MS caps the wait");
     }
     capped
 }
