@@ -19,26 +19,19 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// Every route `RecvMsgMulti` can take on this kernel, named, and whether it hands over ring
 /// slots.
 fn drivers() -> Vec<(&'static str, Driver<u32>, bool)> {
-    let mut drivers = Vec::new();
     let configs: [(&str, &[&str]); 4] = [
         ("uring multishot", &[]),
         ("uring no multishot_recvmsg", &["multishot_recvmsg"]),
         ("uring no buffer_ring", &["buffer_ring"]),
         ("uring no op_recvmsg", &["op_recvmsg"]),
     ];
-    for (name, disabled) in configs {
-        if let Some(d) = super::tests::ring(disabled) {
-            let ring = d.features().contains(&"multishot_recvmsg");
-            drivers.push((name, Driver::Uring(d), ring));
-        }
-    }
-    #[cfg(feature = "fallback")]
-    drivers.push((
-        "epoll",
-        Driver::Epoll(crate::driver::epoll::EpollDriver::new().unwrap()),
-        false,
-    ));
-    drivers
+    super::tests::drivers(&configs)
+        .into_iter()
+        .map(|(name, d)| {
+            let ring = matches!(d, Driver::Uring(_)) && d.features().contains(&"multishot_recvmsg");
+            (name, d, ring)
+        })
+        .collect()
 }
 
 fn udp() -> UdpSocket {

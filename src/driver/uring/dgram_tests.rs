@@ -16,15 +16,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 
 /// Every driver route datagram ops can take on this kernel, named.
 fn drivers() -> Vec<(&'static str, Driver<u32>)> {
-    let mut drivers = Vec::new();
-    for (name, disabled) in [("uring", &[][..]), ("uring sync", &["op_sendmsg"][..])] {
-        if let Some(d) = super::tests::ring(disabled) {
-            drivers.push((name, Driver::Uring(d)));
-        }
-    }
-    #[cfg(feature = "fallback")]
-    drivers.push(("epoll", Driver::Epoll(crate::driver::epoll::EpollDriver::new().unwrap())));
-    drivers
+    super::tests::drivers(&[("uring", &[]), ("uring sync", &["op_sendmsg"])])
 }
 
 fn udp() -> UdpSocket {

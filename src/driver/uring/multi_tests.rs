@@ -17,22 +17,13 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// Every route the persistent ops can take on this kernel, named: the best ring, then each
 /// persistent-op feature off, then the syscall routes; and epoll.
 fn drivers() -> Vec<(&'static str, Driver<u32>)> {
-    let configs: [(&str, &[&str]); 5] = [
+    super::tests::drivers(&[
         ("uring multishot", &[]),
         ("uring no multishot_recv", &["multishot_recv"]),
         ("uring no buffer_ring", &["buffer_ring"]),
         ("uring no multishot_accept", &["multishot_accept"]),
         ("uring syscalls", &["op_accept", "op_recv", "buffer_ring"]),
-    ];
-    let mut drivers = Vec::new();
-    for (name, disabled) in configs {
-        if let Some(d) = super::tests::ring(disabled) {
-            drivers.push((name, Driver::Uring(d)));
-        }
-    }
-    #[cfg(feature = "fallback")]
-    drivers.push(("epoll", Driver::Epoll(crate::driver::epoll::EpollDriver::new().unwrap())));
-    drivers
+    ])
 }
 
 /// Whether `d` hands chunks over in ring slots (io_uring with its buffer ring).

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::internal::WakeMode;
 use super::UringDriver;
+use crate::driver::any::Driver;
 use crate::driver::{Completion, Interest, Op, OpId};
 use crate::test_support::pipe;
 
@@ -32,16 +33,23 @@ const CONFIGS: [&[&str]; 3] = [&[], &["defer_taskrun"], OLD_KERNEL];
 /// A ring with `disabled` features off, or `None` (after a printed SKIPPED line) when the
 /// kernel has no io_uring; `RINGLOOP_REQUIRE_URING=1` makes that a failure instead.
 pub(super) fn ring<T: Clone>(disabled: &[&str]) -> Option<UringDriver<T>> {
-    match UringDriver::with_disabled(disabled) {
-        Ok(driver) => Some(driver),
-        Err(err) => {
-            let required = std::env::var_os("RINGLOOP_REQUIRE_URING").is_some_and(|v| v == "1");
-            assert!(!required, "io_uring required (RINGLOOP_REQUIRE_URING=1) but: {err}");
-            // Past the harness's capture: a skip must be seen.
-            let _ = writeln!(std::io::stderr(), "SKIPPED io_uring driver test: {err}");
-            None
+    UringDriver::with_disabled(disabled)
+        .map_err(|err| crate::test_support::uring_missing("driver test", &err))
+        .ok()
+}
+
+/// A driver for each named `disabled` list (io_uring ones skipped as [`ring`] skips), then,
+/// with `fallback`, epoll: every route an op can take on this kernel.
+pub(super) fn drivers(configs: &[(&'static str, &[&str])]) -> Vec<(&'static str, Driver<u32>)> {
+    let mut drivers = Vec::new();
+    for &(name, disabled) in configs {
+        if let Some(d) = ring(disabled) {
+            drivers.push((name, Driver::Uring(d)));
         }
     }
+    #[cfg(feature = "fallback")]
+    drivers.push(("epoll", Driver::Epoll(crate::driver::epoll::EpollDriver::new().unwrap())));
+    drivers
 }
 
 const SECOND: Option<Duration> = Some(Duration::from_secs(1));
