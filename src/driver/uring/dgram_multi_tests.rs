@@ -192,7 +192,7 @@ fn a_cancelled_op_frees_nothing_early_and_reports_nothing() {
         assert_eq!(d.in_flight(), 0, "{name}");
         assert_eq!(&*held, b"kept", "{name}: a delivered datagram outlives its op");
         drop(held);
-        if let Driver::Uring(u) = &d {
+        if let Some(u) = super::tests::uring_of(&d) {
             if let Some(ring) = &u.multi.dgram_ring {
                 let all = usize::from(super::multi::DGRAM_BUFFERS);
                 assert_eq!(ring.available(), all, "{name}: every buffer back in the ring");

@@ -477,12 +477,18 @@ impl<T> UringDriver<T> {
         }
     }
 
-    /// Submits the SQ without waiting (`io_uring_enter` without `GETEVENTS`).
+    /// Submits the SQ without waiting for a completion. As the `io-uring` crate's `submit`
+    /// does, it adds `GETEVENTS` when the kernel holds overflowed CQEs or pending completion
+    /// work (`IORING_SQ_CQ_OVERFLOW`, `IORING_SQ_TASKRUN`): only such an enter flushes them, and
+    /// a kernel with overflowed CQEs may refuse new SQEs (`EBUSY`) until it has.
     fn submit_sq(&mut self) -> io::Result<usize> {
         let to_submit = self.sq_len();
+        let sq = self.ring.submission();
+        let flush = sq.cq_overflow() || sq.taskrun();
+        let flags = if flush { EnterFlags::GETEVENTS.bits() } else { 0 };
         let size = size_of::<libc::sigset_t>();
         // SAFETY: no argument: a null signal mask, which the kernel ignores.
-        unsafe { self.ring_fd.enter(to_submit, 0, 0, std::ptr::null(), size) }
+        unsafe { self.ring_fd.enter(to_submit, 0, flags, std::ptr::null(), size) }
     }
 
     /// The SQEs queued in the SQ, not yet submitted.

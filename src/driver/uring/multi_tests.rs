@@ -212,7 +212,7 @@ fn a_cancelled_recv_multi_reports_nothing_more() {
         settle(&mut d, &mut out);
         assert!(out.is_empty(), "{name}: nothing after cancel: {out:?}");
         assert_eq!(d.in_flight(), 0, "{name}");
-        if let Driver::Uring(d) = &d {
+        if let Some(d) = super::tests::uring_of(&d) {
             if let Some(ring) = &d.multi.ring {
                 let all = usize::from(super::multi::RING_BUFFERS);
                 assert_eq!(ring.available(), all, "{name}: every buffer back");

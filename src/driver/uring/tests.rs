@@ -52,6 +52,16 @@ pub(super) fn drivers(configs: &[(&'static str, &[&str])]) -> Vec<(&'static str,
     drivers
 }
 
+/// The io_uring driver inside `d`, if that is what it is (an irrefutable `if let` without
+/// `fallback`).
+pub(super) fn uring_of<T>(d: &Driver<T>) -> Option<&UringDriver<T>> {
+    match d {
+        Driver::Uring(u) => Some(u),
+        #[cfg(feature = "fallback")]
+        Driver::Epoll(_) => None,
+    }
+}
+
 const SECOND: Option<Duration> = Some(Duration::from_secs(1));
 
 fn each_config(test: impl Fn(&[&str], UringDriver<u32>)) {
@@ -123,9 +133,8 @@ fn the_ring_fd_is_registered_and_unregistered_at_drop() {
     // A thread has 16 registration slots: without the unregistering drop, the 17th ring in a
     // row would go unregistered.
     for n in 0..20 {
-        let d = ring::<u32>(&[]).expect("a ring like the first");
+        let mut d = ring::<u32>(&[]).expect("a ring like the first");
         assert!(d.features().contains(&"registered_ring"), "ring {n}: {:?}", d.features());
-        let mut d = d;
         let (r, w) = pipe();
         d.submit(poll(&r, Interest::READ), 1);
         write_byte(&w);
