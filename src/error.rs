@@ -174,3 +174,14 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "a panic with a non-string payload".to_string()
     }
 }
+
+/// Logs a notice the user should see once (running on epoll because io_uring is missing, say)
+/// as a warning; with no `log` backend installed, writes it to stderr instead, as Python's
+/// logging does with its last-resort handler.
+pub(crate) fn notice(message: std::fmt::Arguments<'_>) {
+    if log::max_level() == log::LevelFilter::Off {
+        eprintln!("ringloop: {message}");
+    } else {
+        log::warn!(target: "ringloop", "{message}");
+    }
+}

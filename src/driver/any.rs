@@ -13,7 +13,7 @@ use crate::error::Error;
 // One driver per loop, inside `Rc<Inner>`: its size does not matter, and boxing the larger
 // variant would add a pointer chase to every call on the hot path.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Driver<T> {
+pub(crate) enum Driver<T: Clone> {
     /// io_uring.
     Uring(UringDriver<T>),
     /// epoll (feature `fallback`).
@@ -40,7 +40,9 @@ impl<T: Clone> Driver<T> {
             None => match UringDriver::new() {
                 Ok(driver) => Ok(Driver::Uring(driver)),
                 Err(err) if cfg!(feature = "fallback") => {
-                    log::warn!("io_uring is unavailable ({err}); ringloop falls back to epoll");
+                    crate::error::notice(format_args!(
+                        "io_uring is unavailable: {err}. ringloop runs on epoll"
+                    ));
                     Self::open_epoll()
                 }
                 Err(err) => Err(uring_error(err)),
@@ -108,11 +110,20 @@ impl<T: Clone> Driver<T> {
         dispatch!(self, d => d.features())
     }
 
-    /// The loop stopped using `fd` (every op on it done or cancelled); it may be closed and
-    /// its number reused before the next turn. See the contract in `driver/mod.rs`.
+    /// Closes `fd`, which ops may have named, once every op naming it ended (withdrawn before
+    /// it reached the kernel, or completed): at once when none is left. The only way the loop
+    /// closes an fd it handed to the driver; see "Fd numbers" in `driver/mod.rs`.
+    pub(crate) fn close_fd(&mut self, fd: std::os::fd::OwnedFd) {
+        dispatch!(self, d => d.close_fd(fd))
+    }
+
+    /// The loop stopped using `fd`, which it does not own (a user's socket after a `sock_*`
+    /// call, an fd whose watch was removed): the user may close it and its number may be
+    /// reused before the next turn. See the contract in `driver/mod.rs`.
     pub(crate) fn forget_fd(&mut self, fd: std::os::fd::RawFd) {
         match self {
-            // io_uring polls the file, not the number: nothing is keyed by the fd.
+            // io_uring keys nothing by fd number, and a queued op on the fd was withdrawn by
+            // its cancel: nothing names it.
             Driver::Uring(_) => {}
             #[cfg(feature = "fallback")]
             Driver::Epoll(d) => d.forget_fd(fd),

@@ -63,6 +63,9 @@ pub(crate) mod any;
 pub(crate) mod dgram;
 #[cfg(feature = "fallback")]
 pub(crate) mod epoll;
+#[cfg(test)]
+mod fd_tests;
+mod fd_uses;
 mod msg;
 pub(crate) mod recv_buf;
 #[cfg(test)]
@@ -121,7 +124,6 @@ impl std::fmt::Debug for SockAddrBuf {
 
 /// An operation for the driver. Each variant owns whatever memory the kernel reads or writes;
 /// the memory comes back in the final [`Completion::op`].
-#[derive(Debug)]
 pub(crate) enum Op {
     /// Complete once when `fd` is ready for `interest` (already ready: at once); the result is
     /// the `poll(2)` revents mask.
@@ -171,18 +173,6 @@ pub(crate) enum Op {
         /// Where in `buf` to start.
         offset: usize,
     },
-    // No caller since the stream transport calls `shutdown(2)` directly (io_uring runs this
-    // op in io-wq, which looks the fd number up late: see "Fd numbers" above). Kept, tested on
-    // both backends, for callers that own their fd for the op's whole life; remove if none
-    // appears.
-    #[allow(dead_code)]
-    /// `shutdown(fd, how)` (`libc::SHUT_WR` ...). Result: 0.
-    Shutdown {
-        /// The socket.
-        fd: RawFd,
-        /// `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
-        how: i32,
-    },
     /// Send one datagram (`sendmsg(2)` with `MSG_NOSIGNAL`), to the address in `msg` or the
     /// connected peer. Result: the byte count (all of it: datagrams are never split).
     SendMsg {
@@ -226,15 +216,48 @@ pub(crate) enum Op {
         /// The listening socket.
         fd: RawFd,
     },
-    /// Close `fd` (the driver forgets it first, as [`forget_fd`](any::Driver::forget_fd)).
-    /// Result: 0. Every other op on `fd` must be finished or cancelled before.
-    Close {
-        /// The descriptor, owned by the op from submit on.
-        fd: RawFd,
-    },
+}
+
+impl std::fmt::Debug for Op {
+    /// The op and its fd, with buffers shown by their length (a 16 MiB send is one line).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fd = self.fd();
+        match self {
+            Op::Poll { interest, .. } => write!(f, "Poll(fd {fd}, {interest:?})"),
+            Op::Connect { addr, .. } => write!(f, "Connect(fd {fd}, {addr:?})"),
+            Op::Send { buf, offset, .. } => {
+                write!(f, "Send(fd {fd}, {} bytes at {offset})", buf.len())
+            }
+            Op::Read { buf, .. } => {
+                write!(f, "Read(fd {fd}, {} of {} bytes)", buf.len(), buf.capacity())
+            }
+            Op::Write { buf, offset, .. } => {
+                write!(f, "Write(fd {fd}, {} bytes at {offset})", buf.len())
+            }
+            Op::SendMsg { .. } => write!(f, "SendMsg(fd {fd})"),
+            Op::RecvMulti { .. } => write!(f, "RecvMulti(fd {fd})"),
+            Op::RecvMsgMulti { .. } => write!(f, "RecvMsgMulti(fd {fd})"),
+            Op::AcceptMulti { .. } => write!(f, "AcceptMulti(fd {fd})"),
+        }
+    }
 }
 
 impl Op {
+    /// The fd the op names.
+    pub(crate) fn fd(&self) -> RawFd {
+        match *self {
+            Op::Poll { fd, .. }
+            | Op::Connect { fd, .. }
+            | Op::Send { fd, .. }
+            | Op::Read { fd, .. }
+            | Op::Write { fd, .. }
+            | Op::SendMsg { fd, .. }
+            | Op::RecvMulti { fd }
+            | Op::RecvMsgMulti { fd }
+            | Op::AcceptMulti { fd } => fd,
+        }
+    }
+
     /// Whether the op is persistent: it completes many times (see the contract).
     pub(crate) fn is_persistent(&self) -> bool {
         matches!(self, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })

@@ -95,7 +95,7 @@ impl Deref for RecvBuf {
     fn deref(&self) -> &[u8] {
         match &self.inner {
             // SAFETY: the kernel wrote the bytes `offset..offset + len` (within `buf_size`: `take`
-            // clamps `len`, `into_datagram` only narrows) of buffer `bid`, which left the ring
+            // refuses more, `into_datagram` only narrows) of buffer `bid`, which left the ring
             // with that CQE and is not handed to the kernel again until this value is dropped;
             // the ring's memory lives as long as the `Rc`.
             Inner::Ring { ring, bid, offset, len } => unsafe {
@@ -252,7 +252,7 @@ impl BufRing {
     /// The caller registers [`ring_addr`](Self::ring_addr) with the kernel.
     pub(crate) fn new(entries: u16, buf_size: usize) -> io::Result<BufRing> {
         assert!(entries.is_power_of_two() && entries <= 1 << 15, "bad buffer ring size {entries}");
-        let ring = Mapping::new(usize::from(entries) * 16)?;
+        let ring = Mapping::new(usize::from(entries) * std::mem::size_of::<BufDescriptor>())?;
         let bufs = Mapping::new(usize::from(entries) * buf_size)?;
         let (tail, live, out) = (Cell::new(0), Cell::new(true), Cell::new(usize::from(entries)));
         let ring = BufRing { ring, bufs, entries, buf_size, tail, live, out };
@@ -272,14 +272,16 @@ impl BufRing {
         usize::from(self.entries) - self.out.get()
     }
 
-    /// Takes buffer `bid` (named by a CQE) out of the ring as `len` received bytes.
-    pub(crate) fn take(self: &Rc<Self>, bid: u16, len: usize) -> RecvBuf {
-        debug_assert!(bid < self.entries && len <= self.buf_size);
+    /// Takes buffer `bid` (named by a CQE) out of the ring as `len` received bytes; `None` (and
+    /// nothing taken) if the CQE names a buffer the ring does not have or more bytes than it
+    /// holds.
+    pub(crate) fn take(self: &Rc<Self>, bid: u16, len: usize) -> Option<RecvBuf> {
+        if bid >= self.entries || len > self.buf_size {
+            return None;
+        }
         self.out.set(self.out.get() + 1);
-        let len = len.min(self.buf_size);
-        let bid = bid.min(self.entries - 1);
         let inner = Inner::Ring { ring: Rc::clone(self), bid, offset: 0, len };
-        RecvBuf { inner, source: None }
+        Some(RecvBuf { inner, source: None })
     }
 
     /// After unregistering: buffers given back from now on stay out of the ring.
@@ -298,22 +300,41 @@ impl BufRing {
         if !self.live.get() {
             return;
         }
-        let base = self.ring.ptr.as_ptr().cast::<io_uring::types::BufRingEntry>();
+        let base = self.ring.ptr.as_ptr().cast::<BufDescriptor>();
         let tail = self.tail.get();
         let index = usize::from(tail & (self.entries - 1));
-        // SAFETY: `index < entries`: the entry is inside the ring mapping. The kernel reads only
-        // entries between its head and the published tail, and this one is past the tail.
-        let entry = unsafe { &mut *base.add(index) };
-        entry.set_addr(self.buf_ptr(bid) as u64);
-        entry.set_len(u32::try_from(self.buf_size).unwrap_or(u32::MAX));
-        entry.set_bid(bid);
+        let len = u32::try_from(self.buf_size).unwrap_or(u32::MAX);
+        // SAFETY: `index < entries`: the descriptor is inside the ring mapping. The kernel reads
+        // only descriptors between its head and the published tail, and this one is past the
+        // tail, so nobody reads these three fields now. They are written through raw pointers,
+        // never a reference: descriptor 0's `resv` is the ring's tail, which the kernel reads
+        // at any time.
+        unsafe {
+            let desc = base.add(index);
+            std::ptr::addr_of_mut!((*desc).addr).write(self.buf_ptr(bid) as u64);
+            std::ptr::addr_of_mut!((*desc).len).write(len);
+            std::ptr::addr_of_mut!((*desc).bid).write(bid);
+        }
         self.tail.set(tail.wrapping_add(1));
-        // SAFETY: the tail is the `resv` field of entry 0, a 2-byte-aligned `u16` inside the ring
-        // mapping that the kernel reads with acquire semantics; the release store publishes the
-        // entry written above.
-        let shared = unsafe { &*io_uring::types::BufRingEntry::tail(base).cast::<AtomicU16>() };
+        // SAFETY: the tail is the `resv` field of descriptor 0, a 2-byte-aligned `u16` inside
+        // the ring mapping that the kernel reads with acquire semantics; the release store
+        // publishes the descriptor written above. Only this thread writes it.
+        let shared = unsafe { &*std::ptr::addr_of!((*base).resv).cast::<AtomicU16>() };
         shared.store(tail.wrapping_add(1), Ordering::Release);
     }
+}
+
+/// One descriptor of a provided-buffer ring, as the kernel lays it out (`struct io_uring_buf`).
+#[repr(C)]
+struct BufDescriptor {
+    /// The buffer's address.
+    addr: u64,
+    /// Its length.
+    len: u32,
+    /// Its id, which CQEs name.
+    bid: u16,
+    /// Unused, except in descriptor 0, where it is the ring's tail.
+    resv: u16,
 }
 
 #[cfg(test)]
@@ -368,15 +389,23 @@ mod tests {
         assert_eq!(ring.available(), 4);
         // SAFETY (test): write as the kernel would into a buffer it took from the ring.
         unsafe { ring.buf_ptr(2).copy_from(b"hello".as_ptr(), 5) };
-        let buf = ring.take(2, 5);
+        let buf = ring.take(2, 5).unwrap();
         assert_eq!((&*buf, ring.available()), (&b"hello"[..], 3));
         assert!(buf.is_ring_slot());
         drop(buf);
         assert_eq!(ring.available(), 4);
         assert_eq!(&*RecvBuf::owned(b"ab".to_vec()), b"ab");
-        let buf = ring.take(2, 5).into_datagram(1, 3, None);
+        let buf = ring.take(2, 5).unwrap().into_datagram(1, 3, None);
         assert_eq!((&*buf, ring.available()), (&b"ell"[..], 3));
         let owned = RecvBuf::owned(b"hello".to_vec()).into_datagram(3, 9, None);
         assert_eq!(&*owned, b"lo");
+    }
+
+    #[test]
+    fn a_cqe_naming_a_buffer_out_of_range_takes_nothing() {
+        let ring = Rc::new(BufRing::new(4, 64).unwrap());
+        assert!(ring.take(4, 5).is_none(), "no buffer 4");
+        assert!(ring.take(1, 65).is_none(), "more bytes than a buffer holds");
+        assert_eq!(ring.available(), 4);
     }
 }

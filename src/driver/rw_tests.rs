@@ -18,7 +18,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// Every driver configuration these ops run on, by name (skips io_uring, printed, if the
 /// kernel lacks it and `RINGLOOP_REQUIRE_URING` is not set).
 fn each_driver(test: impl Fn(&str, Driver<u32>)) {
-    for (name, disabled) in [("uring", &[][..]), ("uring-sync", &["op_read", "op_write"][..])] {
+    for (name, disabled) in [("uring", &[][..])] {
         match UringDriver::with_disabled(disabled) {
             Ok(d) => test(name, Driver::Uring(d)),
             Err(err) => {

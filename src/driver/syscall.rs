@@ -129,24 +129,6 @@ pub(crate) fn write(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     Ok(n as u32)
 }
 
-/// `shutdown(fd, how)`: 0.
-pub(crate) fn shutdown(fd: RawFd, how: i32) -> io::Result<u32> {
-    // SAFETY: shutdown takes no pointers.
-    syscall!(unsafe { libc::shutdown(fd, how) })?;
-    Ok(0)
-}
-
-/// `close(fd)`: 0. The caller owns `fd` (an `Op::Close` owns it from submit on) and nothing
-/// uses it after. `EINTR` is success: on Linux the fd is gone even then.
-pub(crate) fn close(fd: RawFd) -> io::Result<u32> {
-    // SAFETY: close takes no pointers; `fd` is the caller's, so nothing else closes it or
-    // uses its number meanwhile.
-    match syscall!(unsafe { libc::close(fd) }) {
-        Err(e) if e.raw_os_error() != Some(libc::EINTR) => Err(e),
-        _ => Ok(0),
-    }
-}
-
 /// `buf[offset..]`, or `EINVAL` for an offset past the end.
 fn tail(buf: &[u8], offset: usize) -> io::Result<&[u8]> {
     buf.get(offset..).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
@@ -205,8 +187,6 @@ mod tests {
         assert_eq!(errno(send(-1, b"ab", 3)), Some(libc::EINVAL));
         assert_eq!(errno(write(-1, b"ab", 3)), Some(libc::EINVAL));
         assert_eq!(errno(send(-1, b"ab", 2)), Some(libc::EBADF));
-        assert_eq!(errno(shutdown(-1, libc::SHUT_WR)), Some(libc::EBADF));
-        assert_eq!(errno(close(-1)), Some(libc::EBADF));
         assert_eq!(errno(read(-1, &mut Vec::with_capacity(4))), Some(libc::EBADF));
     }
 }

@@ -69,9 +69,9 @@ pub(crate) enum OpOwner {
     },
     /// An op of a pipe transport.
     Pipe(crate::transport::PipeOwner),
-    /// The `Op::Close` of a transport's or listener's fd ([`crate::transport::loop_fd::LoopFd`]):
-    /// nobody waits for it.
-    Close,
+    /// An op nobody waits for (tests).
+    #[cfg(test)]
+    Nobody,
 }
 
 /// An entry of the ready queue.

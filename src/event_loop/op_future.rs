@@ -54,8 +54,15 @@ pub(crate) struct OpFuture {
 
 impl EventLoop {
     /// Submits `op` and returns a future for its completion (`Error::Closed` on a closed loop).
+    /// A persistent op completes many times and is refused: it has
+    /// [`accept_stream`](EventLoop::accept_stream).
     pub(crate) fn submit_op(&self, op: Op) -> Result<OpFuture> {
         self.check_open()?;
+        if op.is_persistent() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{op:?} completes many times; an awaited op completes once"
+            )));
+        }
         let waiter = Rc::new(OpWaiter { state: RefCell::new(WaiterState::Pending(None)) });
         let owner = OpOwner::Waiter(waiter.clone());
         let id = self.with_driver(|driver| driver.submit(op, owner)).ok_or(crate::Error::Closed)?;
@@ -142,13 +149,24 @@ mod tests {
     }
 
     #[test]
+    fn a_persistent_op_is_refused() {
+        for lp in loops() {
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let err = lp.submit_op(Op::RecvMulti { fd: a.as_raw_fd() }).err().expect("refused");
+            assert!(matches!(err, crate::Error::InvalidArgument(_)), "{err}");
+            assert_eq!(lp.ops_in_flight(), 0);
+            lp.close().unwrap();
+        }
+    }
+
+    #[test]
     fn a_dropped_accept_that_accepted_anyway_does_not_leak_the_fd() {
         use std::io::Read;
         for lp in loops() {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             listener.set_nonblocking(true).unwrap();
-            let future = lp.submit_op(Op::AcceptMulti { fd: listener.as_raw_fd() }).unwrap();
+            let future = lp.accept_stream(listener.as_raw_fd()).unwrap();
             drop(future);
             for _ in 0..5 {
                 let stopper = lp.clone();

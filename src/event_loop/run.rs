@@ -181,7 +181,8 @@ impl EventLoop {
                 OpOwner::Stream { core, op } => core.on_completion(op, id, more, result, data),
                 OpOwner::Datagram { core, op } => core.on_completion(op, id, more, result, data),
                 OpOwner::Pipe(owner) => owner.on_completion(result, done_op),
-                OpOwner::Close => {}
+                #[cfg(test)]
+                OpOwner::Nobody => {}
             }
         }
         *self.inner.completions.borrow_mut() = completions;

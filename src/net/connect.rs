@@ -337,9 +337,10 @@ fn empty_lookup(host: Option<&str>, port: Option<u16>) -> Error {
     Error::io(asked, io::Error::other("getaddrinfo() returned empty list"))
 }
 
-/// A connect in flight and its socket. Dropping it cancels the op, tells the driver the fd is
-/// no longer used (the contract's `forget_fd`: the epoll backend keys registrations by fd
-/// number, and the next attempt's socket may get the same number at once), then closes it.
+/// A connect in flight and its socket. Dropping it cancels the op and hands the socket to the
+/// driver to close (the contract's `close_fd`): a `Connect` the kernel may still hold names the
+/// socket's number, so only the driver may close it, once that op is withdrawn or ended, and
+/// no later socket that gets the same number can be connected by it.
 pub(super) struct InFlight {
     /// The loop whose driver runs the op.
     pub(super) event_loop: EventLoop,
@@ -353,7 +354,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         drop(self.op.take());
         if let Some(socket) = self.socket.take() {
-            self.event_loop.with_driver(|driver| driver.forget_fd(socket.as_raw_fd()));
+            // Without a driver the closure, and the socket with it, is dropped: closed at once.
+            let fd = OwnedFd::from(socket);
+            self.event_loop.with_driver(move |driver| driver.close_fd(fd));
         }
     }
 }

@@ -10,32 +10,26 @@
 //! op never touches the `RefCell`; [`with_fd`](LoopFd::with_fd) borrows it once for a direct
 //! syscall.
 //!
-//! Closing follows the driver contract ("Fd numbers" in `driver/mod.rs`): the ops in flight
-//! on the fd are cancelled first ([`close`](LoopFd::close) takes their slots), then an
-//! `Op::Close` takes the fd. The driver forgets the fd (epoll drops its registration) and
-//! orders the close after every op submitted before it, also the cancelled ones still in the
-//! kernel, so none of them can reach a file that reuses the number. Without a loop (or with
-//! its driver gone) the fd is closed by `close(2)` at once.
-//!
-//! Dropping a `LoopFd` that nobody closed tells the driver (`forget_fd`) and closes the fd
-//! with `close(2)` at once, which is what dropping the `OwnedFd` did before, plus the forget
-//! the contract asks for. Not an `Op::Close`: that one must come after every op on the fd,
-//! and while the owner's own ops cannot be in flight then (each holds the owner alive), ops
-//! submitted by someone else can: a server's listener is dropped unclosed when the loop
-//! closes, before the accept tasks (and their `AcceptMulti`) are. `forget_fd` leaves an fd
-//! that ops still wait on alone.
+//! Closing follows the driver contract ("Fd numbers" in `driver/mod.rs`): only the driver
+//! closes an fd it handed to the kernel. [`close`](LoopFd::close) cancels the ops still in the
+//! given slots, then hands the fd to the driver's `close_fd`, which closes it once every op
+//! naming it was withdrawn before submission or ended in the kernel (a cancelled recv, a server's
+//! accept awaited by another task): the number stays allocated until then, so no op can reach a
+//! new file that reuses it. Dropping a `LoopFd` that nobody closed does the same. Only with the
+//! loop (or its driver) gone is the fd closed at once: the driver drained every op when it was
+//! dropped.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use crate::driver::{Op, OpId};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
 
 /// An fd registered with a loop and owned by one transport or listener: the ops on it are
-/// submitted, cancelled and stopped through it, and it is closed once: by
-/// [`close`](LoopFd::close) (an `Op::Close`), or on drop (`forget_fd` and `close(2)`).
+/// submitted, cancelled and stopped through it, and it is closed once, by the driver: through
+/// [`close`](LoopFd::close), or on drop.
 pub(crate) struct LoopFd {
     /// The loop whose driver runs the ops on the fd.
     event_loop: Weak<Inner>,
@@ -84,9 +78,13 @@ impl LoopFd {
         self.fd.borrow().as_ref().map(|fd| f(fd.as_fd()))
     }
 
-    /// Submits `op` (an op on this fd) for `owner`; `None` if the loop or its driver is gone.
+    /// Submits `op` (an op on this fd) for `owner`; `None` if the fd is closed or the loop or
+    /// its driver is gone.
     #[inline]
     pub(crate) fn submit(&self, op: Op, owner: impl Into<OpOwner>) -> Option<OpId> {
+        if !self.is_open() {
+            return None;
+        }
         let owner = owner.into();
         self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
     }
@@ -111,26 +109,14 @@ impl LoopFd {
     }
 
     /// Closes the fd, once (later calls do nothing): cancels the ops still in the `in_flight`
-    /// slots, then submits an `Op::Close`, which the driver orders after every op submitted
-    /// before it. Any other op on the fd must be finished or cancelled already. Without a loop
-    /// (or driver) the fd is closed here.
+    /// slots, then hands the fd to the driver, which closes it when no op names it any more.
+    /// Without a loop (or driver) the fd is closed here.
     pub(crate) fn close(&self, in_flight: &[&Cell<Option<OpId>>]) {
         for slot in in_flight {
             self.cancel(slot);
         }
         let Some(fd) = self.fd.borrow_mut().take() else { return };
-        self.close_through_driver(fd);
-    }
-
-    /// Hands `fd` to an `Op::Close`, or closes it at once when the loop or its driver is
-    /// gone.
-    fn close_through_driver(&self, fd: OwnedFd) {
-        let Some(event_loop) = self.event_loop() else { return drop(fd) };
-        // The op owns the fd from here on and closes it; if the driver is gone, the closure
-        // (and the fd with it) is dropped unused, which closes it.
-        event_loop.with_driver(move |driver| {
-            driver.submit(Op::Close { fd: fd.into_raw_fd() }, OpOwner::Close)
-        });
+        close_through_driver(&self.event_loop, fd);
     }
 
     /// Sends `context` (with `transport` and this fd filled in) to the exception handler.
@@ -143,19 +129,28 @@ impl LoopFd {
 }
 
 impl Drop for LoopFd {
-    /// Closes the fd if nobody did: `forget_fd`, then `close(2)` (see the module docs).
+    /// Closes the fd through the driver if nobody did (see the module docs).
     fn drop(&mut self) {
-        let Some(fd) = self.fd.get_mut().take() else { return };
-        if let Some(inner) = self.event_loop.upgrade() {
-            // `try_`: a drop inside driver code (the driver dropping an owner) must not panic;
-            // the driver is done with the fd's ops then anyway.
-            if let Ok(mut driver) = inner.driver.try_borrow_mut() {
-                if let Some(driver) = driver.as_mut() {
-                    driver.forget_fd(self.raw);
-                }
-            }
+        if let Some(fd) = self.fd.get_mut().take() {
+            close_through_driver(&self.event_loop, fd);
         }
-        drop(fd);
+    }
+}
+
+/// Hands `fd` to `event_loop`'s driver to close once no op names it, or closes it at once
+/// when the loop or its driver is gone (the driver then drained every op when it was dropped).
+fn close_through_driver(event_loop: &Weak<Inner>, fd: OwnedFd) {
+    let Some(inner) = event_loop.upgrade() else { return drop(fd) };
+    // `try_`: a drop inside driver code must not panic. Nothing drops a `LoopFd` there (the
+    // driver hands owners back, and drops the ones left only once it is out of the loop), so
+    // this is a fallback that closes at once, as before the driver owned closes.
+    let Ok(mut driver) = inner.driver.try_borrow_mut() else {
+        log::error!("ringloop: fd {} closed while the driver was busy", fd.as_raw_fd());
+        return drop(fd);
+    };
+    match driver.as_mut() {
+        Some(driver) => driver.close_fd(fd),
+        None => drop(fd),
     }
 }
 

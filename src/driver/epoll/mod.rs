@@ -2,7 +2,6 @@
 //!
 //! * `table.rs` keeps the ops in flight, grouped by fd, and reconciles the epoll set lazily.
 //! * `ops.rs` says what each op waits for and does its non-blocking syscall.
-// Nothing outside the tests drives `any::Driver` until `event_loop/` exists: drop this then.
 
 mod ops;
 mod table;
@@ -10,7 +9,7 @@ mod table;
 mod tests;
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,11 +36,10 @@ const EVENTS_PER_TURN: usize = 1024;
 /// gives the result io_uring would give (an error and end of stream included) or `EAGAIN`, and
 /// then the op keeps waiting.
 ///
-/// Ops that usually need no wait (`Send`), that have a syscall to make before they can wait
-/// (`Connect`) or that never wait (`Shutdown`, `Close`) are queued by `submit` instead and tried
-/// at the start of the next turn, before the wait; a `Send` that gets `EAGAIN` (a `Connect` that
-/// gets `EINPROGRESS`) then waits for `POLLOUT`. Submission itself makes no syscall. `Close`
-/// forgets its fd (table entry and registration) before closing it. A `Read` (and a persistent
+/// Ops that usually need no wait (`Send`) or that have a syscall to make before they can wait
+/// (`Connect`) are queued by `submit` instead and tried at the start of the next turn, before
+/// the wait; a `Send` that gets `EAGAIN` (a `Connect` that gets `EINPROGRESS`) then waits for
+/// `POLLOUT`. Submission itself makes no syscall. A `Read` (and a persistent
 /// receive) waits first: with level triggering, an fd that still holds data is reported by the
 /// very wait every turn makes anyway, so an optimistic read before it would save no syscall.
 ///
@@ -56,10 +54,11 @@ const EVENTS_PER_TURN: usize = 1024;
 /// and any other error finish them with that errno. `ENOENT` on `MOD` means the fd was closed
 /// and its number reused: it is added again. A turn with such completions pending does not block.
 ///
-/// Known limit: an fd closed and reused *with an unchanged mask* between two turns (a callback
-/// closes fd 7 after its `Poll` completed, accepts a new fd 7 and polls it for reading) keeps a
-/// registration the kernel dropped at `close`, and its op never fires. Only a close that the
-/// driver sees (an `Op::Close`, or a `forget(fd)` before `close`) can prevent it for free.
+/// [`close_fd`](EpollDriver::close_fd) closes an fd only once no op names it (as on io_uring),
+/// dropping its registration first: epoll keeps a registration while a `dup` of the fd is
+/// open, and a number reused with an unchanged mask would otherwise keep a registration the
+/// kernel dropped at `close`. An fd the loop does not own is forgotten
+/// ([`forget_fd`](EpollDriver::forget_fd)) before its owner may close it, for the same reason.
 #[derive(Debug)]
 pub(crate) struct EpollDriver<T> {
     /// The epoll instance.
@@ -88,20 +87,34 @@ impl<T: Clone> EpollDriver<T> {
 
     /// Queues `op`; it is armed (its fd registered) at the next turn.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        let close = matches!(op, Op::Close { .. });
-        let id = OpId(self.table.submit(op, owner));
-        if close {
-            // Closed now, as asyncio closes a socket when `connection_lost` returns (a loop
-            // stopped right after must not keep it open); ops queued before it start first.
-            // The completion is still delivered at the next turn.
-            self.table.start_queued(&self.poller);
-        }
-        id
+        OpId(self.table.submit(op, owner))
     }
 
     /// Detaches `id` at once: its owner comes back and no completion is ever delivered for it.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
-        self.table.cancel(id.0)
+        let owner = self.table.cancel(id.0);
+        self.close_released();
+        owner
+    }
+
+    /// Closes `fd` once no op names it: now, or when its last op is delivered or cancelled.
+    pub(crate) fn close_fd(&mut self, fd: OwnedFd) {
+        if let Some(fd) = self.table.close_fd(fd) {
+            self.forget_and_close(fd);
+        }
+    }
+
+    /// Closes the fds whose close waited for an op that has ended.
+    fn close_released(&mut self) {
+        for fd in std::mem::take(&mut self.table.released) {
+            self.forget_and_close(fd);
+        }
+    }
+
+    /// Drops `fd`'s registration and table entry, then closes it.
+    fn forget_and_close(&mut self, fd: OwnedFd) {
+        self.forget_fd(fd.as_raw_fd());
+        drop(fd);
     }
 
     /// Ends persistent op `id` (its results so far are still delivered, then `ECANCELED`).
@@ -115,7 +128,7 @@ impl<T: Clone> EpollDriver<T> {
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        self.table.start_queued(&self.poller);
+        self.table.start_queued();
         self.table.reconcile(&self.poller);
         let timeout = if self.table.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
         self.poller.wait(&mut self.events, timeout)?;
@@ -129,6 +142,7 @@ impl<T: Clone> EpollDriver<T> {
         }
         self.table.deliver_more(out);
         self.table.deliver(out);
+        self.close_released();
         Ok(())
     }
 

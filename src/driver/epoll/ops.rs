@@ -29,29 +29,17 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
         Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
         Op::SendMsg { fd, .. } => (fd, OUT),
-        Op::Shutdown { fd, .. } | Op::Close { fd } => (fd, 0),
     }
 }
 
 /// Whether `op` starts with a try at the next turn rather than by waiting for readiness: it has
-/// a syscall to make before it can wait (`Connect`), usually succeeds at once (`Send`,
-/// `Write`: sockets and pipes are usually writable) or never waits (`Shutdown`, `Close`).
+/// a syscall to make before it can wait (`Connect`) or usually succeeds at once (`Send`,
+/// `SendMsg`, `Write`: sockets and pipes are usually writable).
 pub(super) fn tries_first(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Connect { .. }
-            | Op::Send { .. }
-            | Op::Write { .. }
-            | Op::SendMsg { .. }
-            | Op::Shutdown { .. }
-            | Op::Close { .. }
-    )
+    matches!(op, Op::Connect { .. } | Op::Send { .. } | Op::Write { .. } | Op::SendMsg { .. })
 }
 
 /// The first try of a [`tries_first`] op, at the start of a turn; `None`: wait for readiness.
-///
-/// `Close` is the table's business (it forgets the fd first, then calls
-/// [`syscall::close`]).
 pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
     match op {
         Op::Connect { fd, addr } => match syscall::connect(*fd, addr) {
@@ -61,11 +49,8 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         },
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(syscall::send(*fd, buf, *offset)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
-        Op::Shutdown { fd, how } => Some(syscall::shutdown(*fd, *how)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(syscall::sendmsg(*fd, msg)),
-        Op::Poll { .. } | Op::Read { .. } | Op::Close { .. } => {
-            unreachable!("only ops that try first are started, and Close by the table")
-        }
+        Op::Poll { .. } | Op::Read { .. } => unreachable!("only ops that try first are started"),
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("persistent ops wait first")
         }
@@ -88,7 +73,6 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(syscall::sendmsg(*fd, msg)),
         Op::Read { fd, buf } => keep_waiting_on_eagain(syscall::read(*fd, buf)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
-        Op::Shutdown { .. } | Op::Close { .. } => unreachable!("{op:?} never waits"),
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("see attempt_persistent")
         }

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::mem;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use ringloop_fallback::Poller;
 use slab::Slab;
 
 use super::ops::{self, readiness};
-use crate::driver::syscall::{self, Persistent};
+use crate::driver::fd_uses::FdUses;
+use crate::driver::syscall::Persistent;
 use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
@@ -106,9 +107,10 @@ pub(super) struct FdTable<T> {
     pub(super) queued: Vec<usize>,
     /// Ready ops, in the order their completions go out.
     pub(super) ready: Vec<usize>,
-    /// Fds of `Close` ops cancelled before they ran: the fd is the op's, so it is still closed
-    /// (at the next turn, as io_uring would have), with no completion.
-    orphan_closes: Vec<RawFd>,
+    /// Ops naming each fd, and the closes waiting for them.
+    fds_in_use: FdUses,
+    /// Fds whose close waited for an op that has now ended: the driver forgets and closes them.
+    pub(super) released: Vec<OwnedFd>,
     /// Results of persistent ops that keep waiting (`more: true`), delivered before `ready`.
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
@@ -125,7 +127,8 @@ impl<T> Default for FdTable<T> {
             dirty: Vec::new(),
             queued: Vec::new(),
             ready: Vec::new(),
-            orphan_closes: Vec::new(),
+            fds_in_use: FdUses::default(),
+            released: Vec::new(),
             more: Vec::new(),
             pool: BufPool::default(),
             dgram_scratch: None,
@@ -141,6 +144,7 @@ impl<T> FdTable<T> {
 
     pub(super) fn submit(&mut self, op: Op, owner: T) -> usize {
         let (fd, _) = readiness(&op);
+        self.fds_in_use.add(fd);
         if fd < 0 {
             // Not an fd: io_uring fails the op in its CQE, so do the same.
             let state = OpState::Ready(Err(io::Error::from_raw_os_error(libc::EBADF)));
@@ -159,21 +163,12 @@ impl<T> FdTable<T> {
     }
 
     pub(super) fn cancel(&mut self, key: usize) -> Option<T> {
-        let queued = match self.ops.get(key)?.state {
-            OpState::Queued => {
-                self.queued.retain(|&k| k != key);
-                true
-            }
-            OpState::Waiting(_) => {
-                self.unlink(key);
-                false
-            }
-            OpState::Ready(_) => {
-                self.ready.retain(|&k| k != key);
-                false
-            }
-        };
-        let slot = self.ops.remove(key);
+        match self.ops.get(key)?.state {
+            OpState::Queued => self.queued.retain(|&k| k != key),
+            OpState::Waiting(_) => self.unlink(key),
+            OpState::Ready(_) => self.ready.retain(|&k| k != key),
+        }
+        let slot = self.remove(key);
         if self.more.iter().any(|(k, _, _)| *k == key) {
             for entry in mem::take(&mut self.more) {
                 match entry {
@@ -188,30 +183,30 @@ impl<T> FdTable<T> {
             // An accept that already accepted: its fd would leak.
             slot.op.discard_result(res as i32);
         }
-        if let (true, Op::Close { fd }) = (queued, slot.op) {
-            self.orphan_closes.push(fd);
-        }
         Some(slot.owner)
     }
 
-    /// Tries every queued op (closes first), before the turn reconciles and waits: each
-    /// finishes or starts waiting for readiness.
-    pub(super) fn start_queued(&mut self, poller: &Poller) {
-        for fd in mem::take(&mut self.orphan_closes) {
-            self.forget_for_close(poller, fd, None);
-            let _ = syscall::close(fd);
+    /// Frees op `key`'s slot and its fd use; a close that waited for it is released.
+    fn remove(&mut self, key: usize) -> OpSlot<T> {
+        let slot = self.ops.remove(key);
+        if let Some(fd) = self.fds_in_use.release(readiness(&slot.op).0) {
+            self.released.push(fd);
         }
+        slot
+    }
+
+    /// Closes `fd` once no op names it: returns it to forget and close now, or keeps it until
+    /// its last op ends (then it shows up in [`released`](Self::released)).
+    pub(super) fn close_fd(&mut self, fd: OwnedFd) -> Option<OwnedFd> {
+        self.fds_in_use.close(fd)
+    }
+
+    /// Tries every queued op, before the turn reconciles and waits: each finishes or starts
+    /// waiting for readiness.
+    pub(super) fn start_queued(&mut self) {
         let mut queued = mem::take(&mut self.queued);
         for key in queued.drain(..) {
-            let slot = &mut self.ops[key];
-            let result = match slot.op {
-                Op::Close { fd } => {
-                    self.forget_for_close(poller, fd, Some(key));
-                    Some(syscall::close(fd))
-                }
-                _ => ops::start(&mut slot.op),
-            };
-            match result {
+            match ops::start(&mut self.ops[key].op) {
                 Some(result) => {
                     self.ops[key].state = OpState::Ready(result);
                     self.ready.push(key);
@@ -225,23 +220,6 @@ impl<T> FdTable<T> {
         // Keep the allocation; starting submits nothing.
         debug_assert!(self.queued.is_empty());
         self.queued = queued;
-    }
-
-    /// Drops `fd` from the table and the epoll set before op `closing` (if any) closes it.
-    ///
-    /// The registration must go explicitly: epoll keeps it while a `dup` of the fd is open.
-    fn forget_for_close(&mut self, poller: &Poller, fd: RawFd, closing: Option<usize>) {
-        debug_assert!(
-            self.ops.iter().all(|(key, slot)| Some(key) == closing
-                || matches!(slot.state, OpState::Ready(_))
-                || readiness(&slot.op).0 != fd),
-            "Close of fd {fd} while another op on it is in flight"
-        );
-        if let Some(FdEntry { registration: Registration::Epoll(_), .. }) = self.fds.get(&fd) {
-            let _ = poller.delete(fd);
-        }
-        // Only a broken contract leaves waiters here: fail them rather than keep dangling links.
-        self.fail(fd, libc::EBADF);
     }
 
     /// Appends waiting op `key` to `fd`'s waiter list.
@@ -330,8 +308,8 @@ impl<T> FdTable<T> {
 
     /// Moves ready ops out of the slab into completions, in order, each with its op.
     pub(super) fn deliver(&mut self, out: &mut Vec<Completion<T>>) {
-        for key in self.ready.drain(..) {
-            let slot = self.ops.remove(key);
+        for key in mem::take(&mut self.ready) {
+            let slot = self.remove(key);
             let OpState::Ready(result) = slot.state else {
                 unreachable!("only ready ops are listed as ready")
             };
@@ -418,19 +396,6 @@ impl<T> FdTable<T> {
     fn set_registration(&mut self, fd: RawFd, registration: Registration) {
         if let Some(entry) = self.fds.get_mut(&fd) {
             entry.registration = registration;
-        }
-    }
-}
-
-impl<T> Drop for FdTable<T> {
-    /// Closes the fds that `Close` ops own and never closed: they were the driver's to close.
-    fn drop(&mut self) {
-        let queued = self.queued.iter().filter_map(|&key| match self.ops[key].op {
-            Op::Close { fd } => Some(fd),
-            _ => None,
-        });
-        for fd in queued.chain(self.orphan_closes.iter().copied()) {
-            let _ = syscall::close(fd);
         }
     }
 }

@@ -1,6 +1,5 @@
-//! `RecvMsgMulti` with real UDP and unix datagram sockets, on every route: io_uring's multishot
-//! `RECVMSG` on the datagram ring, its readiness routes (`multishot_recvmsg`, `buffer_ring`,
-//! `op_recvmsg` off) and, with `fallback`, epoll.
+//! `RecvMsgMulti` with real UDP and unix datagram sockets: io_uring's multishot `RECVMSG` on
+//! the datagram ring and, with `fallback`, epoll.
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -19,16 +18,10 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// Every route `RecvMsgMulti` can take on this kernel, named, and whether it hands over ring
 /// slots.
 fn drivers() -> Vec<(&'static str, Driver<u32>, bool)> {
-    let configs: [(&str, &[&str]); 4] = [
-        ("uring multishot", &[]),
-        ("uring no multishot_recvmsg", &["multishot_recvmsg"]),
-        ("uring no buffer_ring", &["buffer_ring"]),
-        ("uring no op_recvmsg", &["op_recvmsg"]),
-    ];
-    super::tests::drivers(&configs)
+    super::tests::drivers(&[("uring", &[])])
         .into_iter()
         .map(|(name, d)| {
-            let ring = matches!(d, Driver::Uring(_)) && d.features().contains(&"multishot_recvmsg");
+            let ring = matches!(d, Driver::Uring(_));
             (name, d, ring)
         })
         .collect()
@@ -121,17 +114,10 @@ fn a_receive_error_ends_the_op_and_a_new_one_receives_again() {
 }
 
 /// A uring driver whose datagram ring has two buffers of `size` bytes; `None` (printed)
-/// without io_uring or multishot recvmsg.
+/// without io_uring.
 fn tiny_dgram_ring(size: usize) -> Option<UringDriver<u32>> {
     let mut d = super::tests::ring::<u32>(&[])?;
-    if !d.features().contains(&"multishot_recvmsg") {
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"SKIPPED datagram ring test: the kernel has no multishot recvmsg\n",
-        );
-        return None;
-    }
-    d.multi.dgram_shape = Some((2, size));
+    d.rings.dgram_shape = Some((2, size));
     Some(d)
 }
 
@@ -151,7 +137,7 @@ fn the_ring_payload_capacity_is_what_is_left_after_header_and_name() {
     assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
     assert_eq!(out[1].data.as_deref(), Some(&[6; 100][..]));
     drop(out);
-    assert_eq!(d.multi.dgram_ring.as_ref().unwrap().available(), 2, "every buffer back");
+    assert_eq!(d.rings.dgram.as_ref().unwrap().available(), 2, "every buffer back");
     assert_eq!(d.cancel(id), Some(1));
 }
 
@@ -193,8 +179,8 @@ fn a_cancelled_op_frees_nothing_early_and_reports_nothing() {
         assert_eq!(&*held, b"kept", "{name}: a delivered datagram outlives its op");
         drop(held);
         if let Some(u) = super::tests::uring_of(&d) {
-            if let Some(ring) = &u.multi.dgram_ring {
-                let all = usize::from(super::multi::DGRAM_BUFFERS);
+            if let Some(ring) = &u.rings.dgram {
+                let all = usize::from(super::persistent::DGRAM_BUFFERS);
                 assert_eq!(ring.available(), all, "{name}: every buffer back in the ring");
             }
         }

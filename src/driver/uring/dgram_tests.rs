@@ -16,7 +16,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 
 /// Every driver route datagram ops can take on this kernel, named.
 fn drivers() -> Vec<(&'static str, Driver<u32>)> {
-    super::tests::drivers(&[("uring", &[]), ("uring sync", &["op_sendmsg"])])
+    super::tests::drivers(&[("uring", &[])])
 }
 
 fn udp() -> UdpSocket {

@@ -1,56 +1,63 @@
 //! io_uring backend: the proactor driver, one ring per loop (contract in `driver/mod.rs`).
 //!
 //! # Implementation
-//! * `setup.rs` picks the best setup flags the kernel accepts and probes the opcodes.
-//! * `op.rs` holds each op in a slab slot, keyed by its SQE `user_data`, from `submit` to its
-//!   final CQE, with an explicit lifecycle; `user_data` values at the top of the range are the
-//!   driver's own SQEs.
-//! * `internal.rs` has those SQEs: the eventfd read that keeps `turn` wakeable and the timer
-//!   that bounds waits on kernels without `IORING_FEAT_EXT_ARG`.
-//! * `sync.rs` runs the socket ops whose opcodes the kernel lacks as plain syscalls.
-//! * `multi.rs` runs the persistent ops (`RecvMulti`, `RecvMsgMulti`, `AcceptMulti`):
-//!   multishot SQEs, the provided-buffer rings (`recv_buf.rs`), re-arming, parking on `ENOBUFS`.
-//! * `shutdown.rs` cancels and drains everything when the driver is dropped.
+//! * `setup.rs` builds the ring and checks the kernel has the whole set the driver uses
+//!   (Linux 6.1+); a kernel lacking part of it is refused, and the loop runs on epoll.
+//! * `table.rs` holds each op in a slab slot, keyed by its SQE `user_data`, with the lists a
+//!   turn walks and the fd uses that delay a close until the fd's ops ended; `slot.rs` is the
+//!   slot's lifecycle and the op's SQE.
+//! * `complete.rs` turns CQEs into completions; `persistent.rs` runs the persistent ops
+//!   (`RecvMulti`, `RecvMsgMulti`, `AcceptMulti`): multishot SQEs, the provided-buffer rings,
+//!   re-arming, parking on `ENOBUFS`.
+//! * `wake.rs` is the eventfd read that keeps `turn` wakeable; `enter.rs` the
+//!   `io_uring_enter` by registered ring fd; `shutdown.rs` cancels and drains at drop.
 //!
-//! SQEs reach the SQ in the order they are pushed (a full SQ spills into an ordered backlog),
-//! so an `AsyncCancel` is always submitted after the op it targets and before any op that later
-//! reuses the same slab key.
+//! **Ops are held by the driver until the turn.** `submit` only queues; the turn pushes every
+//! queued SQE to the SQ and submits them in its one `io_uring_enter`. So until then nothing of
+//! an op is in the kernel, and `cancel` withdraws it: the kernel never sees an op cancelled in
+//! the same iteration, never looks up its fd number, and a watch's re-armed poll is never
+//! submitted before the callbacks of the batch that re-armed it have run. Only the turn touches
+//! the SQ and the CQ.
+//!
+//! **Only the driver closes an fd it handed to the kernel** ([`close_fd`](UringDriver::close_fd)):
+//! the close waits until every op naming the fd was withdrawn or reached its final CQE, so the
+//! number cannot be reused while a queued SQE, an io-wq worker or a linked op may still look it
+//! up.
 
+mod complete;
 #[cfg(test)]
 mod dgram_multi_tests;
 #[cfg(test)]
 mod dgram_tests;
 mod enter;
-mod internal;
-mod multi;
 #[cfg(test)]
 mod multi_tests;
-mod op;
+mod persistent;
 mod setup;
 mod shutdown;
+mod slot;
 #[cfg(test)]
 mod socket_tests;
-mod sync;
+mod table;
 #[cfg(test)]
 mod tests;
+mod wake;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::rc::Rc;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
-use slab::Slab;
+use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 
 use self::enter::RingFd;
-use self::internal::{FallbackTimer, WakeOp};
-use self::multi::Multi;
-use self::op::{Route, Slot, Start, Tag};
-use self::setup::{Feature, FeatureSet};
-use super::{recv_buf, Completion, EventFd, Op, OpId};
+use self::persistent::Rings;
+use self::setup::{Disabled, Optimization};
+use self::slot::{SlotState, Tag};
+use self::table::OpTable;
+use self::wake::WakeOp;
+use super::{Completion, EventFd, Op, OpId};
 
 /// Waits this long or longer are treated as "no timeout" (the kernel's timespec would
 /// otherwise overflow).
@@ -59,124 +66,88 @@ const FOREVER: Duration = Duration::from_secs(1 << 32);
 /// How many times `turn` enters again to flush CQEs that overflowed the CQ ring.
 const MAX_OVERFLOW_FLUSHES: usize = 16;
 
-/// How many enters in a row may accept nothing from a full SQ before `turn` gives up.
+/// How many enters in a row may accept nothing from a full SQ before a turn leaves the rest of
+/// its queue for the next one.
 const MAX_STALLED_SUBMITS: usize = 64;
 
 /// The io_uring driver. See the module docs and the contract in `driver/mod.rs`.
-pub(crate) struct UringDriver<T> {
+pub(crate) struct UringDriver<T: Clone> {
     /// The ring: SQ, CQ and the ring fd.
     ring: IoUring,
     /// The ring fd as `io_uring_enter` takes it (registered with the kernel where it can be).
     ring_fd: RingFd,
-    /// The optional kernel features in use.
-    features: FeatureSet,
-    /// Which opcodes the kernel has, for ops newer than `POLL_ADD`.
-    probe: Box<Probe>,
-    /// Every user op between `submit` and its final CQE; the key is the SQE `user_data`.
-    slots: Slab<Slot<T>>,
-    /// SQEs that found the SQ full while the kernel would not take more (`EBUSY`); they go to
-    /// the SQ, in order and ahead of anything newer, at the next `turn`.
-    backlog: VecDeque<squeue::Entry>,
-    /// Ops finished by a syscall at submit (slab key, CQE-style result), delivered at the
-    /// next `turn` as if their CQE had come.
-    ready: VecDeque<(usize, i32)>,
-    /// `Close` ops waiting for their `close(2)` (kernel without `IORING_OP_CLOSE`): run at the
-    /// next turn once everything submitted before them is in the kernel, so no earlier op can
-    /// meet a new file that reuses the number.
-    deferred_closes: Vec<usize>,
+    /// Every user op from `submit` until the kernel is done with it.
+    table: OpTable<T>,
+    /// The driver's own SQEs for the next turn (cancels, the wake op's re-arm), pushed ahead
+    /// of the queued ops. None names an fd a user op uses.
+    internal: Vec<squeue::Entry>,
     /// The eventfd read kept armed so that `waker().wake()` ends a wait.
     wake: WakeOp,
-    /// Bounds waits when `io_uring_enter` cannot take a timeout (no `EXT_ARG`).
-    timer: FallbackTimer,
-    /// The persistent ops' buffer ring, scratch buffer and parked ops. After `ring`, so the
-    /// io_uring instance is closed before the buffer ring's memory can be freed.
-    multi: Multi,
-    /// The SQEs a turn's completions re-arm, pushed after the CQ is drained (kept between
-    /// turns so that re-arming allocates nothing once warm).
-    rearm: Vec<squeue::Entry>,
+    /// The provided-buffer rings. After `ring`, so the io_uring instance is closed before
+    /// their memory can be freed.
+    rings: Rings,
 }
 
 impl<T: Clone> UringDriver<T> {
-    /// Sets up a ring with the best features the kernel has, minus those named in the
-    /// comma-separated `RINGLOOP_DISABLE` (`single_issuer`, `defer_taskrun`, `coop_taskrun`,
-    /// `taskrun_flag`, `submit_all`, `ext_arg`, `cancel_any`, and `op_accept`, `op_connect`,
-    /// `op_recv`, `op_send`, `op_shutdown`, `op_close`, `op_read`, `op_write`, `op_recvmsg`,
-    /// `op_sendmsg`, which make those ops take their syscall fallback, and `multishot_accept`,
-    /// `multishot_recv`, `buffer_ring`, `multishot_recvmsg`, which make the persistent ops
-    /// re-arm one-shot SQEs or wait by readiness, and `registered_ring`, which makes each
-    /// enter name the ring by its plain fd).
+    /// Sets up a ring, or says which part of what the driver needs the kernel lacks. The
+    /// comma-separated `RINGLOOP_DISABLE` switches optimizations off (`registered_ring`) or
+    /// makes the driver act as if the kernel lacked a part of the set (see `setup.rs`).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
     }
 
-    /// Queues `op` in the SQ at once (the kernel sees it at the next `turn` at the latest).
-    /// An op whose opcode the kernel lacks runs its syscall here (see `sync.rs`); its result,
-    /// if it has one already, is delivered at the next `turn`.
+    /// Queues `op` for the next turn. Nothing reaches the kernel before it.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        let close = matches!(op, Op::Close { .. });
-        let native_close = self.features.contains(Feature::OpClose);
-        if matches!(op, Op::RecvMsgMulti { .. }) {
-            self.ensure_dgram_ring();
-        }
-        let key = self.slots.insert(Slot::new(op, owner));
-        if close {
-            // Closed now, not at the next turn, as asyncio closes a socket when
-            // `connection_lost` returns (a loop stopped right after must not keep it open),
-            // and after everything submitted before it.
-            if !native_close {
-                self.deferred_closes.push(key);
-                self.run_deferred_closes();
-                return OpId(key);
-            }
-        }
-        match self.slots[key].start(key, self.features) {
-            // SAFETY: whatever the SQE points to is owned by the op in slot `key`, which is
-            // freed only at the op's final CQE (or leaked at shutdown).
-            Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
-            Start::Done(res) => self.ready.push_back((key, res)),
-        }
-        if close && self.backlog.is_empty() {
-            // An error leaves the SQEs queued for the next turn, which is where they would
-            // have gone anyway.
-            let _ = self.submit_sq();
+        let dgram_ring = match op {
+            Op::RecvMsgMulti { .. } => self.rings.ensure_dgram(&self.ring),
+            _ => Ok(()),
+        };
+        let key = self.table.insert(op, owner);
+        if let Err(e) = dgram_ring {
+            log::error!("io_uring: registering the datagram buffer ring failed: {e}");
+            self.table.finish_later(key, -e.raw_os_error().unwrap_or(libc::ENOMEM));
         }
         OpId(key)
     }
 
-    /// Detaches `id`'s owner and sends an `AsyncCancel` (none for an op already finished at
-    /// submit, nor for a `Close`, which happens regardless); the slot (and the op's memory)
-    /// stays until the op's final CQE, and nothing is reported for it. `None` for an unknown
-    /// or already cancelled id.
+    /// Detaches `id`'s owner and returns it; no completion is delivered for it afterwards. An
+    /// op the kernel does not hold yet is withdrawn (never submitted); one it holds gets an
+    /// `AsyncCancel`, and its slot (with its memory) stays until its final CQE. `None` for an
+    /// unknown or already cancelled id.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
-        self.unpark_to_ready(id.0);
-        let (owner, in_kernel) = self.slots.get_mut(id.0)?.cancel()?;
+        let (owner, in_kernel) = self.table.detach(id.0)?;
         if in_kernel {
-            let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build();
-            // SAFETY: an `AsyncCancel` SQE points to no memory.
-            unsafe { self.push_sqe(sqe.user_data(op::CANCEL)) };
+            self.internal.push(cancel_sqe(id.0));
         }
         Some(owner)
     }
 
-    /// Ends persistent op `id` but keeps its owner: an `AsyncCancel` goes to the kernel, and
-    /// everything the op still completes is delivered, then a final `ECANCELED` (a parked op
-    /// gets it at the next turn). No-op for an unknown, cancelled or one-shot op.
+    /// Ends persistent op `id` but keeps its owner: what the kernel already took is delivered,
+    /// then a final `ECANCELED` (at the next turn for an op out of the kernel). No-op for an
+    /// unknown, cancelled, stopping or one-shot op.
     pub(crate) fn stop(&mut self, id: OpId) {
-        let Some(slot) = self.slots.get_mut(id.0) else { return };
-        if slot.stopping
-            || !slot.op.is_persistent()
-            || matches!(slot.state, op::Lifecycle::Cancelled)
-        {
+        let Some(slot) = self.table.slots.get_mut(id.0) else { return };
+        if !slot.op.is_persistent() {
             return;
         }
-        slot.stopping = true;
-        if self.unpark_to_ready(id.0) || slot_route(&self.slots, id.0) == Some(Route::Done) {
-            return;
+        match std::mem::replace(&mut slot.state, SlotState::Cancelled) {
+            SlotState::Submitted(owner) => {
+                slot.state = SlotState::Stopping(owner);
+                self.internal.push(cancel_sqe(id.0));
+            }
+            state @ (SlotState::Queued(_) | SlotState::Parked(_)) => {
+                slot.state = state;
+                self.table.finish_later(id.0, -libc::ECANCELED);
+            }
+            state => slot.state = state,
         }
-        let sqe = opcode::AsyncCancel::new(op::user_data(id.0)).build();
-        // SAFETY: an `AsyncCancel` SQE points to no memory.
-        unsafe { self.push_sqe(sqe.user_data(op::CANCEL)) };
+    }
+
+    /// Closes `fd` once no op names it: at once, or when the last op naming it was withdrawn
+    /// or reached its final CQE. The number stays allocated until then.
+    pub(crate) fn close_fd(&mut self, fd: OwnedFd) {
+        self.table.close_fd(fd);
     }
 
     /// Submits everything queued and waits, in one `io_uring_enter`, for a completion, the
@@ -186,25 +157,16 @@ impl<T: Clone> UringDriver<T> {
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        let mut rearm = std::mem::take(&mut self.rearm);
-        self.rearm_parked();
-        let features = self.features;
-        let turned = self.turn_with(timeout, &mut |slots, multi, key, res, flags| {
-            if slots.get(key).is_some_and(|slot| slot.op.is_persistent()) {
-                rearm.extend(multi::complete(slots, key, (res, flags), features, multi, out));
-            } else {
-                rearm.extend(op::complete(slots, key, res, flags, out));
-            }
-        });
-        for sqe in rearm.drain(..) {
-            // SAFETY: a `POLL_ADD` and an accept without address point to no memory; a recv
-            // with `BUFFER_SELECT` writes only into the driver's buffer rings, which live until
-            // the ring is closed (see `recv_buf.rs`), and a multishot recvmsg also reads the
-            // static header; the op stays in its slot.
-            unsafe { self.push_sqe(sqe) };
-        }
-        self.rearm = rearm;
-        turned
+        let delivered = out.len();
+        self.table.sweep_withdrawn();
+        persistent::rearm_parked(&mut self.table, &self.rings);
+        let flushed = self.flush_queue(out)?;
+        // Stopped while out of the kernel, or refused at submission.
+        complete::deliver_finished(&mut self.table, out);
+        let busy = out.len() > delivered || !flushed;
+        self.wait(if busy { Some(Duration::ZERO) } else { timeout })?;
+        self.drain_cq(out);
+        self.flush_overflow(out)
     }
 
     /// The eventfd that ends a blocked [`turn`](Self::turn) from any thread.
@@ -212,249 +174,139 @@ impl<T: Clone> UringDriver<T> {
         Arc::clone(self.wake.eventfd())
     }
 
-    /// The optional kernel features in use, for logs.
+    /// The kernel features in use, for logs: the whole required set, and the optimizations on.
     pub(crate) fn features(&self) -> Vec<&'static str> {
-        self.features.names()
+        let mut names: Vec<&'static str> = setup::Required::ALL.map(setup::Required::name).into();
+        if self.ring_fd.is_registered() {
+            names.push(Optimization::RegisteredRing.name());
+        }
+        names
     }
 
-    /// User ops whose final CQE has not arrived, cancelled ones included.
+    /// User ops not yet ended (cancelled ones still in the kernel included).
     pub(crate) fn in_flight(&self) -> usize {
-        self.slots.len()
+        self.table.in_flight()
     }
 }
 
-impl<T> UringDriver<T> {
+impl<T: Clone> UringDriver<T> {
     /// [`new`](Self::new) with the `RINGLOOP_DISABLE` list given directly.
     pub(crate) fn with_disabled(disabled: &[&str]) -> io::Result<Self> {
-        Self::with_ring(disabled, multi::RING_BUFFERS, multi::BUF_SIZE)
+        Self::with_ring(disabled, persistent::RING_BUFFERS)
     }
 
-    /// [`with_disabled`](Self::with_disabled) with a buffer ring of `buffers` x `size` bytes.
-    fn with_ring(disabled: &[&str], buffers: u16, size: usize) -> io::Result<Self> {
-        let disabled = FeatureSet::from_names(disabled.iter().copied());
-        let mut setup = setup::setup(disabled)?;
-        let mut multi = Multi::default();
-        if setup.features.contains(Feature::BufferRing) {
-            match register_ring(&setup.ring, buffers, size, multi::BUF_GROUP) {
-                Ok(ring) => multi.ring = Some(Rc::new(ring)),
-                Err(e) => {
-                    log::debug!("io_uring: no provided-buffer ring ({e}); recv by readiness");
-                    setup.features.remove(Feature::BufferRing);
-                    setup.features.remove(Feature::MultishotRecv);
-                    setup.features.remove(Feature::MultishotRecvMsg);
-                }
-            }
-        }
+    /// [`with_disabled`](Self::with_disabled) with a stream ring of `buffers` buffers.
+    fn with_ring(disabled: &[&str], buffers: u16) -> io::Result<Self> {
+        let disabled = Disabled::from_names(disabled.iter().copied());
+        let ring = setup::setup(disabled)?;
+        let rings = Rings::new(&ring, buffers)
+            .map_err(|e| setup::lacking(format_args!("provided buffer rings ({e})")))?;
         let eventfd = EventFd::new().map_err(|e| {
             io::Error::new(e.kind(), format!("creating the io_uring driver's eventfd: {e}"))
         })?;
-        let register = !disabled.contains(Feature::RegisteredRing);
-        let ring_fd = RingFd::new(setup.ring.as_raw_fd(), register);
-        if ring_fd.is_registered() {
-            setup.features.insert(Feature::RegisteredRing);
-        }
-        let mut driver = UringDriver {
-            ring: setup.ring,
-            ring_fd,
-            features: setup.features,
-            probe: setup.probe,
-            slots: Slab::new(),
-            backlog: VecDeque::new(),
-            ready: VecDeque::new(),
-            deferred_closes: Vec::new(),
-            wake: WakeOp::new(Arc::new(eventfd)),
-            timer: FallbackTimer::new(),
-            multi,
-            rearm: Vec::new(),
-        };
-        driver.arm_wake();
-        Ok(driver)
+        let register = !disabled.switches_off(Optimization::RegisteredRing);
+        let ring_fd = RingFd::new(ring.as_raw_fd(), register);
+        let mut wake = WakeOp::new(Arc::new(eventfd));
+        let internal = vec![wake.arm()];
+        Ok(UringDriver { ring, ring_fd, table: OpTable::default(), internal, wake, rings })
     }
 
-    /// Registers the datagram ring at the first `RecvMsgMulti` (`multishot_recvmsg`); if the
-    /// kernel refuses, `RecvMsgMulti` takes the readiness route from then on.
-    fn ensure_dgram_ring(&mut self) {
-        if self.multi.dgram_ring.is_some() || !self.features.contains(Feature::MultishotRecvMsg) {
-            return;
-        }
-        let (buffers, size) =
-            self.multi.dgram_shape.unwrap_or((multi::DGRAM_BUFFERS, super::dgram::RING_BUF_SIZE));
-        match register_ring(&self.ring, buffers, size, multi::DGRAM_GROUP) {
-            Ok(ring) => self.multi.dgram_ring = Some(Rc::new(ring)),
-            Err(e) => {
-                log::debug!("io_uring: no datagram buffer ring ({e}); recvmsg by readiness");
-                self.features.remove(Feature::MultishotRecvMsg);
-            }
-        }
-    }
-
-    /// Re-arms the ops parked on `ENOBUFS` whose ring has buffers again.
-    fn rearm_parked(&mut self) {
-        if self.multi.parked.is_empty() {
-            return;
-        }
-        for key in std::mem::take(&mut self.multi.parked) {
-            let Some(slot) = self.slots.get_mut(key) else { continue };
-            if slot.route != Route::Parked {
-                continue; // stale: stopped, cancelled or reused meanwhile
-            }
-            if self.multi.ring_for(&slot.op).map_or(true, |r| r.available() == 0) {
-                self.multi.parked.push(key);
-                continue;
-            }
-            match slot.start(key, self.features) {
-                // SAFETY: as for the re-arm SQEs in `turn`.
-                Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
-                Start::Done(res) => self.ready.push_back((key, res)),
-            }
-        }
-    }
-
-    /// If op `key` is parked, takes it out of parking with `ECANCELED` queued as its result
-    /// (nothing of it is in the kernel); returns whether it was.
-    fn unpark_to_ready(&mut self, key: usize) -> bool {
-        match self.slots.get_mut(key) {
-            Some(slot) if slot.route == Route::Parked => {
-                slot.route = Route::Done;
-                self.ready.push_back((key, -libc::ECANCELED));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// [`turn`](UringDriver::turn) with user-op CQEs handed to
-    /// `on_op(slots, multi, key, res, flags)`.
-    fn turn_with<F>(&mut self, timeout: Option<Duration>, on_op: &mut F) -> io::Result<()>
-    where
-        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
-    {
-        self.run_deferred_closes();
-        let mut reaped = self.ready.len();
-        for (key, res) in self.ready.drain(..) {
-            on_op(&mut self.slots, &mut self.multi, key, res, 0);
-        }
-        reaped += self.flush_backlog(on_op)?;
-        let timeout = if reaped > 0 { Some(Duration::ZERO) } else { timeout };
-        let waited = self.wait(timeout);
-        self.drain_cq(on_op);
-        self.flush_overflow(on_op)?;
-        waited
-    }
-
-    /// Runs the `close(2)` of deferred `Close` ops once the SQ (and the backlog) is in the
-    /// kernel; if the kernel cannot take it now, they wait for the next turn.
-    fn run_deferred_closes(&mut self) {
-        if self.deferred_closes.is_empty() || !self.backlog.is_empty() {
-            return;
-        }
-        if self.ring.submission().is_empty() || self.submit_sq().is_ok() {
-            for key in std::mem::take(&mut self.deferred_closes) {
-                match self.slots[key].start(key, self.features) {
-                    Start::Done(res) => self.ready.push_back((key, res)),
-                    // SAFETY: a `Close` never waits for readiness; a poll SQE points to no
-                    // memory anyway.
-                    Start::Sqe(sqe) => unsafe { self.push_sqe(sqe) },
+    /// Pushes the driver's own SQEs, then the queued ops, to the SQ, submitting whenever it
+    /// fills (and reaping what that completes into `out`); again while that queued more.
+    /// Returns false if the kernel took nothing for a while (its CQ backed up): the rest then
+    /// waits for the next turn.
+    fn flush_queue(&mut self, out: &mut Vec<Completion<T>>) -> io::Result<bool> {
+        let mut stalled = 0;
+        while !self.internal.is_empty() || !self.table.pending.is_empty() {
+            let internal = std::mem::take(&mut self.internal);
+            for (i, sqe) in internal.iter().enumerate() {
+                if !self.push(sqe, out, &mut stalled)? {
+                    self.internal.splice(0..0, internal[i..].iter().cloned());
+                    return Ok(false);
                 }
             }
-        }
-    }
-
-    /// Pushes `sqe` to the SQ, behind anything in the backlog. A full SQ is submitted to the
-    /// kernel to make room; if the kernel takes nothing (`EBUSY`: its CQ is backed up, which
-    /// only `turn` may drain), the SQE waits in the backlog.
-    ///
-    /// # Safety
-    /// Every pointer in `sqe` must stay valid until the kernel is done with it: for an op,
-    /// until its final CQE.
-    unsafe fn push_sqe(&mut self, sqe: squeue::Entry) {
-        if self.backlog.is_empty() {
-            for _ in 0..2 {
-                // SAFETY: the caller keeps what `sqe` points to valid until its final CQE.
-                if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                    return;
+            let pending = std::mem::take(&mut self.table.pending);
+            for (i, &key) in pending.iter().enumerate() {
+                let Some(sqe) = self.op_sqe(key) else { continue };
+                if !self.push(&sqe, out, &mut stalled)? {
+                    self.table.pending.splice(0..0, pending[i..].iter().copied());
+                    return Ok(false);
                 }
-                match self.submit_sq() {
-                    Ok(n) if n > 0 => {}
-                    Ok(_) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) => {
-                        log::debug!("io_uring: SQ full and submit failed ({e}); backlogged");
-                        break;
-                    }
-                }
+                self.mark_submitted(key);
             }
         }
-        self.backlog.push_back(sqe);
+        Ok(true)
     }
 
-    /// Arms the wake op.
-    fn arm_wake(&mut self) {
-        let sqe = self.wake.arm();
-        // SAFETY: the read lands in the wake op's boxed buffer, owned by the driver and freed
-        // only once the wake op is idle (its CQE arrived), leaked otherwise at shutdown.
-        unsafe { self.push_sqe(sqe) };
-    }
-
-    /// Moves the backlog into the SQ, submitting (and reaping, to make room for the
-    /// completions) whenever it fills; returns how many user-op CQEs were reaped meanwhile.
-    fn flush_backlog<F>(&mut self, on_op: &mut F) -> io::Result<usize>
-    where
-        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
-    {
-        let (mut reaped, mut stalled) = (0, 0);
-        while let Some(sqe) = self.backlog.front() {
-            // SAFETY: backlogged SQEs came through `push_sqe`, whose callers keep what they
-            // point to valid until their final CQE.
+    /// Pushes `sqe` to the SQ, submitting the SQ to make room when it is full (and draining
+    /// the CQ into `out`, so the kernel has room for the completions). False when the kernel
+    /// took nothing [`MAX_STALLED_SUBMITS`] times in a row.
+    fn push(
+        &mut self,
+        sqe: &squeue::Entry,
+        out: &mut Vec<Completion<T>>,
+        stalled: &mut usize,
+    ) -> io::Result<bool> {
+        loop {
+            // SAFETY: an op's SQE points only into memory its slot owns until the final CQE
+            // (see `Slot`); the wake read into the wake op's buffer, kept until its CQE; a
+            // cancel to nothing.
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                self.backlog.pop_front();
-                continue;
+                return Ok(true);
             }
-            let submitted = self.enter(0, None).or_else(expected_enter_error)?;
-            reaped += self.drain_cq(on_op);
-            stalled = if submitted == 0 { stalled + 1 } else { 0 };
-            if stalled > MAX_STALLED_SUBMITS {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "io_uring: the kernel accepts no SQEs ({} waiting)",
-                        self.backlog.len()
-                    ),
-                ));
+            let submitted = self.submit_sq().or_else(expected_enter_error)?;
+            self.drain_cq(out);
+            *stalled = if submitted == 0 { *stalled + 1 } else { 0 };
+            if *stalled > MAX_STALLED_SUBMITS {
+                log::debug!("io_uring: the kernel takes no SQEs; the rest waits a turn");
+                return Ok(false);
             }
         }
-        Ok(reaped)
+    }
+
+    /// The SQE op `key` sends next, if it is queued: its own, or the readiness poll. An op
+    /// that cannot be submitted is finished with its error instead.
+    fn op_sqe(&mut self, key: usize) -> Option<squeue::Entry> {
+        let slot = self.table.slots.get_mut(key)?;
+        let sqe = match slot.state {
+            SlotState::Queued(_) => slot::sqe(&mut slot.op),
+            SlotState::QueuedPoll(_) => Ok(slot::readiness_poll(&slot.op)?),
+            _ => return None,
+        };
+        match sqe {
+            Ok(sqe) => Some(sqe.user_data(slot::user_data(key))),
+            Err(res) => {
+                self.table.finish_later(key, res);
+                None
+            }
+        }
+    }
+
+    /// Op `key`'s SQE is in the SQ: it is the kernel's now.
+    fn mark_submitted(&mut self, key: usize) {
+        let slot = &mut self.table.slots[key];
+        slot.state = match std::mem::replace(&mut slot.state, SlotState::Cancelled) {
+            SlotState::Queued(owner) => SlotState::Submitted(owner),
+            SlotState::QueuedPoll(owner) => SlotState::AwaitingReadiness(owner),
+            other => other,
+        };
     }
 
     /// The one `io_uring_enter` of a turn: submit the SQ, wait up to `timeout` for a CQE.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let timeout = timeout.filter(|t| *t < FOREVER);
-        let ext_arg = self.features.contains(Feature::ExtArg);
-        if let Some(wait) = timeout.filter(|t| !t.is_zero() && !ext_arg) {
-            for sqe in self.timer.arm(wait).into_iter().flatten() {
-                // SAFETY: timer SQEs point only to the timer's boxed timespec, which lives as
-                // long as the driver; the kernel copies it at submission.
-                unsafe { self.push_sqe(sqe) };
-            }
-        }
-        // An SQE left in the backlog (the timer's, maybe) would not be submitted: do not block.
-        let poll_only = timeout.is_some_and(|t| t.is_zero()) || !self.backlog.is_empty();
         let (want, timeout) = match timeout {
-            _ if poll_only && self.features.contains(Feature::DeferTaskrun) && ext_arg => {
-                // Since 6.13 an enter runs only max(20, want) deferred completions per pass;
-                // asking for a batch with a zero timeout takes them all without waiting.
-                (setup::RING_ENTRIES, Some(Duration::ZERO))
-            }
-            _ if poll_only => (0, None),
-            Some(wait) if ext_arg => (1, Some(wait)),
-            _ => (1, None),
+            // Since 6.13 an enter runs only max(20, want) deferred completions per pass;
+            // asking for a batch with a zero timeout takes them all without waiting.
+            Some(wait) if wait.is_zero() => (setup::RING_ENTRIES, Some(Duration::ZERO)),
+            Some(wait) => (1, Some(wait)),
+            None => (1, None),
         };
         self.enter(want, timeout).or_else(expected_enter_error).map(drop)
     }
 
     /// `io_uring_enter`: submits the whole SQ and, with `GETEVENTS` (which also runs the
-    /// `DEFER_TASKRUN` completion work), waits for `want` CQEs, at most `timeout` (via
-    /// `EXT_ARG`; only when the kernel has it).
+    /// deferred completion work), waits for `want` CQEs, at most `timeout` (via `EXT_ARG`).
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<usize> {
         let to_submit = self.sq_len();
         let flags = EnterFlags::GETEVENTS;
@@ -496,47 +348,41 @@ impl<T> UringDriver<T> {
         u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX)
     }
 
-    /// Drains the CQ: user-op CQEs to `on_op`, internal ones handled here. Returns how many
-    /// user-op CQEs there were.
-    fn drain_cq<F>(&mut self, on_op: &mut F) -> usize
-    where
-        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
-    {
-        let (mut ops, mut rearm_wake) = (0, false);
+    /// Drains the CQ: user-op CQEs become completions in `out`, internal ones are handled here.
+    fn drain_cq(&mut self, out: &mut Vec<Completion<T>>) {
+        let mut rearm_wake = false;
         for cqe in self.ring.completion() {
             let res = cqe.result();
             match Tag::of(cqe.user_data()) {
                 Tag::Op(key) => {
-                    ops += 1;
-                    on_op(&mut self.slots, &mut self.multi, key, res, cqe.flags());
+                    complete::on_cqe(&mut self.table, &self.rings, key, res, cqe.flags(), out)
                 }
                 Tag::Wake => rearm_wake = self.wake.on_complete(res),
-                Tag::Timer => self.timer.on_complete(),
-                Tag::CancelAny if res == -libc::EINVAL => self.features.remove(Feature::CancelAny),
-                Tag::Cancel | Tag::CancelAny | Tag::TimerRemove => {}
+                Tag::Cancel => {}
             }
         }
         if rearm_wake {
-            self.arm_wake();
+            self.internal.push(self.wake.arm());
         }
-        ops
     }
 
-    /// With `NODROP`, CQEs that overflowed the CQ ring wait in the kernel until an enter with
+    /// CQEs that overflowed the CQ ring wait in the kernel (`NODROP`) until an enter with
     /// `GETEVENTS` flushes them; do that while the SQ ring says so.
-    fn flush_overflow<F>(&mut self, on_op: &mut F) -> io::Result<()>
-    where
-        F: FnMut(&mut Slab<Slot<T>>, &mut Multi, usize, i32, u32),
-    {
+    fn flush_overflow(&mut self, out: &mut Vec<Completion<T>>) -> io::Result<()> {
         for _ in 0..MAX_OVERFLOW_FLUSHES {
             if !self.ring.submission().cq_overflow() {
                 break;
             }
             self.enter(0, None).or_else(expected_enter_error)?;
-            self.drain_cq(on_op);
+            self.drain_cq(out);
         }
         Ok(())
     }
+}
+
+/// An `AsyncCancel` of op `key`.
+fn cancel_sqe(key: usize) -> squeue::Entry {
+    opcode::AsyncCancel::new(slot::user_data(key)).build().user_data(slot::CANCEL)
 }
 
 /// `io_uring_enter` errors that only mean "look at the CQ and carry on": the wait timed out
@@ -549,37 +395,15 @@ fn expected_enter_error(err: io::Error) -> io::Result<usize> {
     }
 }
 
-impl<T> fmt::Debug for UringDriver<T> {
+impl<T: Clone> fmt::Debug for UringDriver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UringDriver")
             .field("ring_fd", &self.ring.as_raw_fd())
-            .field("features", &self.features)
-            .field("in_flight", &self.slots.len())
-            .field("backlog", &self.backlog.len())
-            .field("ready", &self.ready.len())
+            .field("registered_ring", &self.ring_fd.is_registered())
+            .field("in_flight", &self.table.in_flight())
+            .field("internal", &self.internal.len())
             .field("wake", &self.wake)
-            .field("timer", &self.timer)
-            .field("probe", &self.probe)
+            .field("rings", &self.rings)
             .finish()
     }
-}
-
-/// The route of op `key`, if it exists.
-fn slot_route<T>(slots: &Slab<Slot<T>>, key: usize) -> Option<Route> {
-    slots.get(key).map(|slot| slot.route)
-}
-
-/// Maps and registers a provided-buffer ring of `buffers` x `size` bytes as buffer `group`.
-fn register_ring(
-    ring: &IoUring,
-    buffers: u16,
-    size: usize,
-    group: u16,
-) -> io::Result<recv_buf::BufRing> {
-    let bufs = recv_buf::BufRing::new(buffers, size)?;
-    let (addr, entries) = bufs.ring_addr();
-    // SAFETY: the ring mapping stays valid until the buffer group is unregistered or the ring
-    // is closed: `UringDriver` drops its `Arc` only after either (see `shutdown.rs`).
-    unsafe { ring.submitter().register_buf_ring_with_flags(addr, entries, group, 0) }?;
-    Ok(bufs)
 }

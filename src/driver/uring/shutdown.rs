@@ -1,93 +1,94 @@
-//! Dropping the driver: cancel every op in flight, wait (bounded) for their final CQEs, and
-//! leak whatever memory the kernel may still touch.
+//! Dropping the driver: detach every owner, cancel everything in the kernel, wait (bounded) for
+//! the final CQEs, close the fds that waited for them, and only then drop the owners.
 
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types::CancelBuilder};
-use slab::Slab;
 
-use super::multi::Multi;
-use super::op::{self, Route, Slot, CANCEL, CANCEL_ANY, WAKE};
-use super::setup::Feature;
+use super::slot::CANCEL_ANY;
 use super::UringDriver;
 
 /// How long a dropped driver waits for the kernel to finish with its ops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-impl<T> Drop for UringDriver<T> {
+impl<T: Clone> Drop for UringDriver<T> {
     fn drop(&mut self) {
         let clean = self.shutdown();
-        self.release_buffer_ring(clean);
+        self.release_buffer_rings(clean);
         // Before the ring's fd closes: a registration would keep the instance alive.
         self.ring_fd.unregister();
     }
 }
 
-impl<T> UringDriver<T> {
+impl<T: Clone> UringDriver<T> {
     /// Cancels everything and waits up to [`SHUTDOWN_GRACE`] for the final CQEs; returns
-    /// whether they all came (otherwise the memory the kernel may still touch is leaked).
+    /// whether they all came (otherwise the memory the kernel may still touch is leaked, and
+    /// so are the fds whose close waited for those ops).
     ///
     /// # Implementation
     /// Closing the ring fd does make the kernel cancel what is left, but asynchronously, in a
     /// kernel worker that may run after `close` returns: an op could still write into its
-    /// buffer after Rust freed it. So the driver cancels everything itself and waits for each
-    /// final CQE. Whatever is still out after the grace period (an op the kernel cannot
-    /// interrupt) has its
-    /// memory deliberately leaked with `mem::forget`: a few bytes lost beat a kernel write
-    /// into freed memory. Owners are dropped at once either way; the kernel sees none of
-    /// their memory.
+    /// buffer after Rust freed it, or act on an fd number that was closed and reused. So the
+    /// driver withdraws what the kernel has not seen, cancels the rest itself with one
+    /// `IORING_ASYNC_CANCEL_ANY`, and waits for each final CQE; what those CQEs still carry (an
+    /// accepted connection, a received buffer) is closed or given back. The owners detached
+    /// first are dropped last, once the kernel is done: an owner's drop may close an fd (a
+    /// transport's, when the loop is gone), which is safe only then. Whatever is still out
+    /// after the grace period (an op the kernel cannot interrupt) has its memory deliberately
+    /// leaked with `mem::forget`: a few bytes lost beat a kernel write into freed memory.
     pub(super) fn shutdown(&mut self) -> bool {
+        self.wake.retire();
+        let keys: Vec<usize> = self.table.slots.iter().map(|(key, _)| key).collect();
+        let owners: Vec<T> =
+            keys.into_iter().filter_map(|key| self.table.detach(key)).map(|(o, _)| o).collect();
+        self.table.drop_out_of_kernel();
+        let clean = self.drain_kernel();
+        if !clean {
+            log::warn!(
+                "io_uring: {} op(s){} still in the kernel at shutdown; leaking their memory \
+                 rather than freeing what the kernel may still write",
+                self.table.slots.len(),
+                if self.wake.is_armed() { " and the wakeup read" } else { "" },
+            );
+            self.table.leak();
+            self.wake.abandon();
+        }
+        drop(owners);
+        clean
+    }
+
+    /// Sends one `IORING_ASYNC_CANCEL_ANY` and turns until every op and the wake read are
+    /// back, or the grace period is over; true if they are all back.
+    fn drain_kernel(&mut self) -> bool {
         if !self.holds_kernel_memory() {
             return true;
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        self.wake.retire();
-        for (_, slot) in self.slots.iter_mut() {
-            drop(slot.cancel());
-        }
-        // A parked op (see `multi.rs`) has nothing in the kernel: no CQE will free it.
-        self.slots.retain(|_, slot| slot.route != Route::Parked);
-        let mut any_sent = self.cancel_all();
-        let mut retire =
-            |slots: &mut Slab<Slot<T>>, _: &mut Multi, key: usize, _res: i32, flags: u32| {
-                op::retire(slots, key, flags)
-            };
+        let cancel_any = opcode::AsyncCancel2::new(CancelBuilder::any()).build();
+        self.internal.push(cancel_any.user_data(CANCEL_ANY));
+        let mut out = Vec::new();
         while self.holds_kernel_memory() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            if any_sent && !self.features.contains(Feature::CancelAny) {
-                // The kernel answered IORING_ASYNC_CANCEL_ANY with EINVAL: cancel one by one.
-                any_sent = self.cancel_all();
-            }
-            if let Err(e) = self.turn_with(Some(deadline - now), &mut retire) {
+            if let Err(e) = self.turn(Some(deadline - now), &mut out) {
                 log::warn!("io_uring: waiting for cancelled ops at shutdown failed: {e}");
                 break;
             }
+            debug_assert!(out.is_empty(), "no owner is left to complete");
         }
-        if !self.holds_kernel_memory() {
-            return true;
-        }
-        log::warn!(
-            "io_uring: {} op(s){} still in the kernel at shutdown; leaking their memory \
-             rather than freeing what the kernel may still write",
-            self.slots.len(),
-            if self.wake.is_armed() { " and the wakeup read" } else { "" },
-        );
-        std::mem::forget(std::mem::take(&mut self.slots));
-        self.wake.abandon();
-        false
+        !self.holds_kernel_memory()
     }
 
-    /// Unregisters the provided-buffer rings once no op can use it (`clean`: every final CQE
-    /// is in). Otherwise, or if the kernel refuses, its memory is leaked: the kernel may use it
-    /// until the buffer group is unregistered or an op using it has ended. `RecvBuf`s still
-    /// out keep the memory alive and no longer publish their buffers.
-    fn release_buffer_ring(&mut self, clean: bool) {
+    /// Unregisters the provided-buffer rings once no op can use them (`clean`: every final
+    /// CQE is in). Otherwise, or if the kernel refuses, their memory is leaked: the kernel may
+    /// use it until the buffer group is unregistered or an op using it has ended. `RecvBuf`s
+    /// still out keep the memory alive and no longer publish their buffers.
+    fn release_buffer_rings(&mut self, clean: bool) {
         let rings = [
-            (self.multi.ring.take(), super::multi::BUF_GROUP),
-            (self.multi.dgram_ring.take(), super::multi::DGRAM_GROUP),
+            (Some(self.rings.stream.clone()), super::persistent::BUF_GROUP),
+            (self.rings.dgram.take(), super::persistent::DGRAM_GROUP),
         ];
         for (ring, group) in rings {
             let Some(ring) = ring else { continue };
@@ -101,30 +102,15 @@ impl<T> UringDriver<T> {
                 leak(ring);
             }
         }
+        if !clean {
+            // The driver's own reference too: the kernel may still write into the ring.
+            leak(self.rings.stream.clone());
+        }
     }
 
     /// Whether the kernel may still use memory the driver owns.
     fn holds_kernel_memory(&self) -> bool {
-        !self.slots.is_empty() || self.wake.is_armed()
-    }
-
-    /// Sends cancels for everything in the kernel: one `IORING_ASYNC_CANCEL_ANY` when the
-    /// kernel has it (returns `true`), otherwise one `AsyncCancel` per op (returns `false`).
-    fn cancel_all(&mut self) -> bool {
-        if self.features.contains(Feature::CancelAny) {
-            let sqe = opcode::AsyncCancel2::new(CancelBuilder::any()).build();
-            // SAFETY: an `AsyncCancel` SQE points to no memory.
-            unsafe { self.push_sqe(sqe.user_data(CANCEL_ANY)) };
-            return true;
-        }
-        let ops = self.slots.iter().map(|(key, _)| op::user_data(key));
-        let targets: Vec<u64> = ops.chain(self.wake.is_armed().then_some(WAKE)).collect();
-        for target in targets {
-            let sqe = opcode::AsyncCancel::new(target).build().user_data(CANCEL);
-            // SAFETY: an `AsyncCancel` SQE points to no memory.
-            unsafe { self.push_sqe(sqe) };
-        }
-        false
+        self.table.any_in_kernel() || self.wake.is_armed()
     }
 }
 

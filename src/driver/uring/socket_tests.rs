@@ -1,31 +1,22 @@
-//! Tests of the socket ops with real TCP sockets on 127.0.0.1, through the io_uring opcodes and
-//! through the syscall fallbacks (`op_*` disabled).
+//! Tests of the socket ops with real TCP sockets on 127.0.0.1.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::tests::OLD_KERNEL;
+use super::tests::CONFIGS;
 use super::UringDriver;
 use crate::driver::{Completion, Interest, Op, SockAddrBuf};
-
-/// Every op these tests use on its syscall fallback.
-const SYNC: &[&str] = &["op_connect", "op_read", "op_send", "op_shutdown", "op_close"];
-
-/// The best ring, an old-kernel ring, and each of them with every socket op on its fallback.
-fn routes() -> [Vec<&'static str>; 4] {
-    [Vec::new(), SYNC.to_vec(), OLD_KERNEL.to_vec(), [OLD_KERNEL, SYNC].concat()]
-}
 
 const LIMIT: Duration = Duration::from_secs(5);
 
 fn each_route(test: impl Fn(&[&str], UringDriver<u32>)) {
-    for disabled in routes() {
-        let Some(driver) = super::tests::ring(&disabled) else { return };
-        test(&disabled, driver);
+    for disabled in CONFIGS {
+        let Some(driver) = super::tests::ring(disabled) else { return };
+        test(disabled, driver);
     }
 }
 
@@ -47,15 +38,6 @@ fn run(cfg: &[&str], d: &mut UringDriver<u32>, op: Op) -> Completion<u32> {
     assert_eq!((c.id, c.owner, c.more), (id, 9, false), "{cfg:?}");
     assert_eq!(d.in_flight(), 0, "{cfg:?}");
     c
-}
-
-/// Nothing completes within a few short turns.
-fn assert_quiet(cfg: &[&str], d: &mut UringDriver<u32>) {
-    let mut out = Vec::new();
-    for _ in 0..3 {
-        d.turn(Some(Duration::from_millis(10)), &mut out).unwrap();
-    }
-    assert!(out.is_empty(), "{cfg:?}: {out:?}");
 }
 
 fn listener() -> (TcpListener, SocketAddr) {
@@ -104,11 +86,6 @@ fn sockaddr(addr: SocketAddr) -> Box<SockAddrBuf> {
     unsafe { std::ptr::write((&mut buf.storage as *mut libc::sockaddr_storage).cast(), sin) };
     buf.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     buf
-}
-
-fn fd_flags(fd: RawFd, cmd: libc::c_int) -> libc::c_int {
-    // SAFETY: F_GETFD / F_GETFL only read the descriptor's flags.
-    unsafe { libc::fcntl(fd, cmd) }
 }
 
 #[test]
@@ -187,83 +164,15 @@ fn a_big_send_to_a_stalled_peer_can_be_cancelled() {
 }
 
 #[test]
-fn shutdown_write_makes_the_peer_read_end_of_stream() {
-    each_route(|cfg, mut d| {
-        let (ours, mut peer) = tcp_pair();
-        let c = run(cfg, &mut d, Op::Shutdown { fd: ours.as_raw_fd(), how: libc::SHUT_WR });
-        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
-        assert!(matches!(c.op, Some(Op::Shutdown { .. })));
-        let mut rest = Vec::new();
-        assert_eq!(peer.read_to_end(&mut rest).unwrap(), 0, "{cfg:?}");
-        // Still open for reading.
-        peer.write_all(b"x").unwrap();
-        let c = run(cfg, &mut d, Op::Read { fd: ours.as_raw_fd(), buf: Vec::with_capacity(4) });
-        assert_eq!(c.result.unwrap(), 1, "{cfg:?}");
-    });
-}
-
-/// Our end of a connected pair, moved to a number of 1000 or more: fds are allocated lowest
-/// first, so tests running in parallel do not reuse that number as soon as it is closed.
-fn high_fd_pair() -> (RawFd, TcpStream) {
-    let (ours, peer) = tcp_pair();
-    // SAFETY: F_DUPFD_CLOEXEC takes no pointers; the new fd is ours, closed by the test's op.
-    let fd = unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 1000) };
-    assert!(fd >= 1000, "F_DUPFD_CLOEXEC: {}", std::io::Error::last_os_error());
-    (fd, peer)
-}
-
-/// The fd number is closed, and the peer sees end of stream (nothing else holds the socket).
-fn assert_closed(cfg: &[&str], fd: RawFd, mut peer: TcpStream) {
-    assert_eq!(fd_flags(fd, libc::F_GETFD), -1, "{cfg:?}");
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EBADF), "{cfg:?}");
-    assert_eq!(peer.read(&mut [0; 8]).unwrap(), 0, "{cfg:?}");
-}
-
-#[test]
-fn close_closes_the_fd_even_when_cancelled() {
-    each_route(|cfg, mut d| {
-        let (fd, peer) = high_fd_pair();
-        let c = run(cfg, &mut d, Op::Close { fd });
-        assert_eq!(c.result.unwrap(), 0, "{cfg:?}");
-        assert!(matches!(c.op, Some(Op::Close { .. })));
-        assert_closed(cfg, fd, peer);
-        // Cancelling a close detaches its owner; the close still happens, unreported.
-        let (fd, peer) = high_fd_pair();
-        let id = d.submit(Op::Close { fd }, 3);
-        assert_eq!(d.cancel(id), Some(3));
-        assert_quiet(cfg, &mut d);
-        assert_eq!(d.in_flight(), 0, "{cfg:?}");
-        assert_closed(cfg, fd, peer);
-    });
-}
-
-#[test]
 fn every_final_completion_hands_the_op_back() {
     each_route(|cfg, mut d| {
         let (ours, _peer) = tcp_pair();
         let c = run(cfg, &mut d, Op::Poll { fd: ours.as_raw_fd(), interest: Interest::WRITE });
         assert!(matches!(c.op, Some(Op::Poll { .. })), "{cfg:?}: {:?}", c.op);
-        let c = run(cfg, &mut d, Op::Shutdown { fd: -1, how: libc::SHUT_RDWR });
+        let c = run(cfg, &mut d, Op::Poll { fd: -1, interest: Interest::READ });
         assert_eq!(c.result.unwrap_err().raw_os_error(), Some(libc::EBADF), "{cfg:?}");
-        assert!(matches!(c.op, Some(Op::Shutdown { fd: -1, .. })));
+        assert!(matches!(c.op, Some(Op::Poll { fd: -1, .. })));
     });
-}
-
-#[test]
-fn synchronous_results_wait_for_the_next_turn() {
-    let Some(mut d) = super::tests::ring::<u32>(SYNC) else { return };
-    let (ours, _peer) = tcp_pair();
-    d.submit(Op::Shutdown { fd: ours.as_raw_fd(), how: libc::SHUT_WR }, 1);
-    assert_eq!(d.ready.len(), 1); // done at submit, not yet delivered
-    let start = Instant::now();
-    let out = collect(&mut d, 1, LIMIT);
-    assert!(start.elapsed() < Duration::from_secs(1)); // the turn did not block
-    assert_eq!((out.len(), d.in_flight()), (1, 0));
-    // Cancelled before that turn: nothing is reported, the slot is freed.
-    let id = d.submit(Op::Shutdown { fd: ours.as_raw_fd(), how: libc::SHUT_RD }, 2);
-    assert_eq!(d.cancel(id), Some(2));
-    assert_quiet(&[], &mut d);
-    assert_eq!(d.in_flight(), 0);
 }
 
 #[test]

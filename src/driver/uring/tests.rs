@@ -8,27 +8,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::internal::WakeMode;
 use super::UringDriver;
 use crate::driver::any::Driver;
 use crate::driver::{Completion, Interest, Op, OpId};
 use crate::test_support::pipe;
 
-/// What a kernel before 5.18 lacks: every setup flag and enter feature the ladder can drop
-/// (no setup flags, no `EXT_ARG`, no cancel-any, no registered ring fd).
-pub(super) const OLD_KERNEL: &[&str] = &[
-    "single_issuer",
-    "defer_taskrun",
-    "coop_taskrun",
-    "submit_all",
-    "ext_arg",
-    "cancel_any",
-    "registered_ring",
-];
-
-/// `RINGLOOP_DISABLE` lists to run every test under: the best ring, no `DEFER_TASKRUN`
-/// (`COOP_TASKRUN`), and an old-kernel ring.
-const CONFIGS: [&[&str]; 3] = [&[], &["defer_taskrun"], OLD_KERNEL];
+/// `RINGLOOP_DISABLE` lists to run every test under: every optimization on, and each off.
+pub(super) const CONFIGS: [&[&str]; 2] = [&[], &["registered_ring"]];
 
 /// A ring with `disabled` features off, or `None` (after a printed SKIPPED line) when the
 /// kernel has no io_uring; `RINGLOOP_REQUIRE_URING=1` makes that a failure instead.
@@ -54,15 +40,13 @@ pub(super) fn drivers(configs: &[(&'static str, &[&str])]) -> Vec<(&'static str,
 
 /// The io_uring driver inside `d`, if that is what it is (an irrefutable `if let` without
 /// `fallback`).
-pub(super) fn uring_of<T>(d: &Driver<T>) -> Option<&UringDriver<T>> {
+pub(super) fn uring_of<T: Clone>(d: &Driver<T>) -> Option<&UringDriver<T>> {
     match d {
         Driver::Uring(u) => Some(u),
         #[cfg(feature = "fallback")]
         Driver::Epoll(_) => None,
     }
 }
-
-const SECOND: Option<Duration> = Some(Duration::from_secs(1));
 
 fn each_config(test: impl Fn(&[&str], UringDriver<u32>)) {
     for disabled in CONFIGS {
@@ -91,43 +75,29 @@ fn collect(d: &mut UringDriver<u32>, want: usize, limit: Duration) -> Vec<Comple
 }
 
 #[test]
-fn features_follow_the_disable_list() {
+fn features_name_the_whole_set_and_the_optimizations_on() {
     let Some(best) = ring::<u32>(&[]) else { return };
     let features = best.features();
-    assert!(features.contains(&"ext_arg") && features.contains(&"nodrop"), "{features:?}");
-    if features.contains(&"defer_taskrun") {
-        assert!(features.contains(&"single_issuer"));
+    for part in ["single_issuer", "defer_taskrun", "buffer_ring", "multishot_recv"] {
+        assert!(features.contains(&part), "{part}: {features:?}");
     }
-    let Some(old) = ring::<u32>(CONFIGS[2]) else { return };
-    let persistent = ["multishot_accept", "multishot_recv", "multishot_recvmsg", "buffer_ring"];
-    let setup: Vec<_> = old
-        .features()
-        .into_iter()
-        .filter(|f| !f.starts_with("op_") && !persistent.contains(f))
-        .collect();
-    assert_eq!(setup, ["nodrop"]);
-    // Every socket and read/write opcode is in this kernel (>= 5.11), and each can be switched off.
-    let ops = old.features().into_iter().filter(|f| f.starts_with("op_")).count();
-    assert_eq!(ops, 10, "{:?}", old.features());
-    // The persistent-op features are there where the kernel has them, and switch off.
-    let Some(off) = ring::<u32>(&persistent) else { return };
-    assert!(off.features().iter().all(|f| !persistent.contains(f)), "{:?}", off.features());
-    if crate::driver::uring::setup::kernel_at_least(6, 0) {
-        assert!(persistent.iter().all(|f| features.contains(f)), "{features:?}");
+    let Some(plain) = ring::<u32>(&["registered_ring"]) else { return };
+    assert!(!plain.features().contains(&"registered_ring"), "{:?}", plain.features());
+}
+
+#[test]
+fn a_kernel_lacking_part_of_the_set_is_refused_with_its_name() {
+    let Some(_) = ring::<u32>(&[]) else { return };
+    for part in ["defer_taskrun", "buffer_ring", "multishot_recv", "multishot_accept"] {
+        let err = UringDriver::<u32>::with_disabled(&[part]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{part}: {err}");
+        assert!(err.to_string().contains(part), "{part}: {err}");
     }
-    // `buffer_ring` off takes `multishot_recvmsg` with it.
-    let Some(no_ring) = ring::<u32>(&["buffer_ring"]) else { return };
-    assert!(!no_ring.features().contains(&"multishot_recvmsg"), "{:?}", no_ring.features());
-    let Some(no_close) = ring::<u32>(&["op_close"]) else { return };
-    assert!(!no_close.features().contains(&"op_close") && features.contains(&"op_close"));
 }
 
 #[test]
 fn the_ring_fd_is_registered_and_unregistered_at_drop() {
     let Some(first) = ring::<u32>(&[]) else { return };
-    if !crate::driver::uring::setup::kernel_at_least(5, 18) {
-        return;
-    }
     assert!(first.features().contains(&"registered_ring"), "{:?}", first.features());
     drop(first);
     // A thread has 16 registration slots: without the unregistering drop, the 17th ring in a
@@ -214,25 +184,6 @@ fn the_waker_interrupts_a_wait_from_another_thread() {
 }
 
 #[test]
-fn the_poll_wake_mode_works_too() {
-    let Some(mut d) = ring::<u32>(&[]) else { return };
-    d.wake.mode = WakeMode::Poll;
-    // The read armed at setup is still queued; let it complete once, then the poll takes over.
-    d.waker().wake().unwrap();
-    let mut out = Vec::new();
-    d.turn(SECOND, &mut out).unwrap();
-    let waker = d.waker();
-    let t = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(30));
-        waker.wake().unwrap();
-    });
-    let start = Instant::now();
-    d.turn(Some(Duration::from_secs(5)), &mut out).unwrap();
-    assert!(start.elapsed() < Duration::from_secs(4));
-    t.join().unwrap();
-}
-
-#[test]
 fn cancel_suppresses_the_completion_and_frees_the_slot() {
     each_config(|cfg, mut d| {
         let (r, w) = pipe();
@@ -291,7 +242,11 @@ fn many_submits_and_cancels_do_not_grow_memory() {
         }
         assert!(out.is_empty());
         assert_eq!(d.in_flight(), 0, "{cfg:?}");
-        assert!(d.slots.capacity() <= 1024, "{cfg:?}: slab grew to {}", d.slots.capacity());
+        assert!(
+            d.table.slots.capacity() <= 1024,
+            "{cfg:?}: slab grew to {}",
+            d.table.slots.capacity()
+        );
     });
 }
 
@@ -324,7 +279,6 @@ fn an_invalid_fd_completes_with_ebadf() {
 
 #[test]
 fn shrinking_timeouts_still_bound_the_wait() {
-    // Without EXT_ARG every new, shorter wait withdraws the previous timer.
     each_config(|cfg, mut d| {
         let mut out = Vec::new();
         let (r, w) = pipe();

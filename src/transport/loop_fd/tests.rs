@@ -1,6 +1,6 @@
 //! [`LoopFd`] on both backends: close cancels the ops in its slots, then closes once through
-//! the driver; drop closes what nobody closed at once (also with someone else's op in flight
-//! on the fd); without a driver the fd closes at once.
+//! the driver; drop closes what nobody closed through the driver too, which waits for someone
+//! else's op still naming the fd; without a driver the fd closes at once.
 
 use std::cell::Cell;
 use std::io::{ErrorKind, Read};
@@ -47,7 +47,7 @@ fn close_cancels_the_ops_in_flight_then_closes_the_fd_once() {
         let (fd, mut b) = pair(&lp);
         let raw = fd.raw();
         let op = Op::Poll { fd: raw, interest: Interest::READ };
-        let slot = Cell::new(fd.submit(op, OpOwner::Close));
+        let slot = Cell::new(fd.submit(op, OpOwner::Nobody));
         assert!(slot.get().is_some());
         assert!(!peer_closed(&mut b), "{:?}: closed early", lp.backend());
         fd.close(&[&slot]);
@@ -95,18 +95,27 @@ fn dropping_an_open_loop_fd_closes_it_at_once() {
 }
 
 #[test]
-fn dropping_an_open_loop_fd_under_someone_elses_op_closes_it() {
-    // As a server's listener, dropped unclosed while its accept task still awaits an accept.
-    for lp in loops() {
-        let (fd, mut b) = pair(&lp);
-        let op = Op::Poll { fd: fd.raw(), interest: Interest::READ };
-        let poll = lp.submit_op(op).unwrap();
-        drop(fd);
-        assert!(peer_closed(&mut b), "{:?}: the fd is still open", lp.backend());
-        drop(poll);
-        turn(&lp, 5);
-        assert_eq!(lp.ops_in_flight(), 0, "{:?}", lp.backend());
-        lp.close().unwrap();
+fn dropping_an_open_loop_fd_under_someone_elses_op_closes_it_once_that_op_ends() {
+    // As a server's listener, dropped unclosed while its accept task still awaits an accept:
+    // the number must stay allocated while an op (queued, or in the kernel) names it.
+    for submitted in [false, true] {
+        for lp in loops() {
+            let backend = lp.backend();
+            let (fd, mut b) = pair(&lp);
+            let op = Op::Poll { fd: fd.raw(), interest: Interest::READ };
+            let poll = lp.submit_op(op).unwrap();
+            if submitted {
+                turn(&lp, 1); // the poll is in the kernel (io_uring) or waiting (epoll)
+            }
+            drop(fd);
+            turn(&lp, 2);
+            assert!(!peer_closed(&mut b), "{backend:?} ({submitted}): closed under an op");
+            drop(poll);
+            turn(&lp, 5);
+            assert!(peer_closed(&mut b), "{backend:?} ({submitted}): still open");
+            assert_eq!(lp.ops_in_flight(), 0, "{backend:?}");
+            lp.close().unwrap();
+        }
     }
 }
 
@@ -127,7 +136,7 @@ fn without_a_driver_close_and_drop_close_the_fd_at_once() {
     drop(lp);
     assert!(fd.event_loop().is_none());
     assert_eq!(
-        fd.submit(Op::Poll { fd: fd.raw(), interest: Interest::READ }, OpOwner::Close),
+        fd.submit(Op::Poll { fd: fd.raw(), interest: Interest::READ }, OpOwner::Nobody),
         None
     );
     drop(fd);

@@ -1,0 +1,142 @@
+//! The io_uring driver's ops: the slab of slots, the lists that say which slots a turn must
+//! visit, and the fd uses that keep a closed fd's number allocated until its ops ended.
+//!
+//! # Implementation
+//! Every list holds slab keys, and whoever walks a list checks that the slot is still in the
+//! state that listed it: a key can sit in a list after its op moved on (a queued op cancelled,
+//! a parked op stopped). Keys are freed only by [`OpTable::free`] and by the withdrawn sweep at
+//! the start of a turn, never while a turn walks the lists, so a listed key whose slot moved on
+//! can at worst meet a new op under the same key in the same state it expects, which is then
+//! simply that op's turn.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use slab::Slab;
+
+use super::slot::{Slot, SlotState};
+use crate::driver::fd_uses::FdUses;
+use crate::driver::Op;
+
+/// The driver's ops and the lists a turn walks.
+#[derive(Debug)]
+pub(super) struct OpTable<T> {
+    /// Every op from submit until the kernel is done with it (or it was withdrawn).
+    pub(super) slots: Slab<Slot<T>>,
+    /// Ops naming each fd, and the closes waiting for them.
+    fds: FdUses,
+    /// [`Queued`](SlotState::Queued) and [`QueuedPoll`](SlotState::QueuedPoll) ops, in the
+    /// order their SQEs go to the kernel.
+    pub(super) pending: Vec<usize>,
+    /// [`Parked`](SlotState::Parked) ops, oldest first.
+    pub(super) parked: VecDeque<usize>,
+    /// [`Finished`](SlotState::Finished) ops, whose results the next turn delivers.
+    pub(super) finished: Vec<usize>,
+    /// [`Withdrawn`](SlotState::Withdrawn) slots, freed at the start of the next turn.
+    withdrawn: Vec<usize>,
+}
+
+impl<T> Default for OpTable<T> {
+    fn default() -> Self {
+        OpTable {
+            slots: Slab::new(),
+            fds: FdUses::default(),
+            pending: Vec::new(),
+            parked: VecDeque::new(),
+            finished: Vec::new(),
+            withdrawn: Vec::new(),
+        }
+    }
+}
+
+impl<T> OpTable<T> {
+    /// Takes a new op, queued for the next turn.
+    pub(super) fn insert(&mut self, op: Op, owner: T) -> usize {
+        self.fds.add(op.fd());
+        let key = self.slots.insert(Slot { op, state: SlotState::Queued(owner) });
+        self.pending.push(key);
+        key
+    }
+
+    /// Detaches op `key`'s owner (see [`Slot::detach`]). An op the kernel does not hold is
+    /// withdrawn: it ends here (its fd use with it) and its slot is freed at the next turn.
+    /// Returns the owner and whether an `AsyncCancel` must follow.
+    pub(super) fn detach(&mut self, key: usize) -> Option<(T, bool)> {
+        let slot = self.slots.get_mut(key)?;
+        let (owner, in_kernel) = slot.detach()?;
+        if !in_kernel {
+            let fd = slot.op.fd();
+            self.withdrawn.push(key);
+            drop(self.fds.release(fd));
+        }
+        Some((owner, in_kernel))
+    }
+
+    /// Ends op `key` for good: frees its slot (handing its op back) and its fd use, closing
+    /// the fd if a close waited for this op.
+    pub(super) fn free(&mut self, key: usize) -> Slot<T> {
+        let slot = self.slots.remove(key);
+        if !matches!(slot.state, SlotState::Withdrawn) {
+            drop(self.fds.release(slot.op.fd()));
+        }
+        slot
+    }
+
+    /// Frees the slots withdrawn since the last turn.
+    pub(super) fn sweep_withdrawn(&mut self) {
+        for key in std::mem::take(&mut self.withdrawn) {
+            if matches!(self.slots.get(key).map(|s| &s.state), Some(SlotState::Withdrawn)) {
+                self.slots.remove(key);
+            }
+        }
+    }
+
+    /// Closes `fd` once no op names it: now, or when the last one ends.
+    pub(super) fn close_fd(&mut self, fd: OwnedFd) {
+        drop(self.fds.close(fd));
+    }
+
+    /// Ends op `key` without the kernel with `res` (a queued or parked op that was stopped):
+    /// its completion goes out at the next turn.
+    pub(super) fn finish_later(&mut self, key: usize, res: i32) {
+        let slot = &mut self.slots[key];
+        let state = std::mem::replace(&mut slot.state, SlotState::Cancelled);
+        slot.state = match state {
+            SlotState::Queued(owner) | SlotState::Parked(owner) => SlotState::Finished(owner, res),
+            other => other,
+        };
+        self.finished.push(key);
+    }
+
+    /// Ops not yet ended (withdrawn ones excluded).
+    pub(super) fn in_flight(&self) -> usize {
+        self.slots.len() - self.withdrawn.len()
+    }
+
+    /// Whether the kernel holds any op.
+    pub(super) fn any_in_kernel(&self) -> bool {
+        self.slots.iter().any(|(_, slot)| slot.state.in_kernel())
+    }
+
+    /// At shutdown, after every op was detached: frees the slots the kernel does not hold.
+    pub(super) fn drop_out_of_kernel(&mut self) {
+        let keys: Vec<usize> = (self.slots.iter())
+            .filter(|(_, slot)| !slot.state.in_kernel())
+            .map(|(key, _)| key)
+            .collect();
+        for key in keys {
+            self.free(key);
+        }
+        self.withdrawn.clear();
+        self.pending.clear();
+        self.parked.clear();
+        self.finished.clear();
+    }
+
+    /// At shutdown, when the kernel did not hand every op back in time: leaks the slots it
+    /// still holds (their memory) and the fds waiting for them.
+    pub(super) fn leak(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.slots));
+        self.fds.leak_waiting();
+    }
+}
