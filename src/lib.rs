@@ -21,7 +21,7 @@
 //!
 //! | asyncio | ringloop |
 //! |---|---|
-//! | `asyncio.run(coro)` | [`run`] |
+//! | `asyncio.run(coro)` | [`run`] (the future may borrow locals) |
 //! | `new_event_loop`, `get_running_loop`, `get_event_loop`, `set_event_loop` | free functions of the same names |
 //! | `loop.run_forever`, `run_until_complete`, `stop`, `close`, `is_running`, `is_closed` | [`EventLoop`] methods of the same names |
 //! | `loop.call_soon`, `call_later`, `call_at`, `time` | same names; delays are `f64` seconds or `Duration` |
@@ -94,12 +94,9 @@ pub use transport::{ReadTransport, WriteTransport};
 
 /// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this
 /// thread's running loop, tasks still pending when `future` finishes are cancelled and given a
-/// chance to unwind, and the default executor is shut down before the loop closes.
-pub fn run<F>(future: F) -> Result<F::Output>
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
+/// chance to unwind, and the default executor is shut down before the loop closes. `future`
+/// is polled in place, so it may borrow locals (see [`EventLoop::run_until_complete`]).
+pub fn run<F: std::future::Future>(future: F) -> Result<F::Output> {
     let event_loop = EventLoop::new()?;
     let result = event_loop.run_until_complete(future);
     event_loop.cancel_all_tasks();

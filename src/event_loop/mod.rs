@@ -4,6 +4,7 @@ mod current;
 mod exception;
 mod executor_calls;
 mod handle;
+mod main_future;
 mod op_future;
 mod op_stream;
 mod remote;
@@ -80,6 +81,9 @@ pub(crate) enum Ready {
     Handle(Handle),
     /// A task step (asyncio's `Task.__step`).
     Task(Rc<TaskCore>),
+    /// A poll of the future `run_until_complete` drives in place (ignored unless it is the
+    /// one the current run drives).
+    Main(Arc<main_future::MainWake>),
 }
 
 /// The loop's life: `Idle` ⇄ `Running`, then `Closed` for good.
