@@ -44,6 +44,17 @@
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
+//! | `asyncio.sleep` | [`sleep`]: the loop's own timer, cancelled on drop |
+//! | `asyncio.wait_for`, `asyncio.timeout` | [`wait_for`] (limit [`TimeLimit`]: seconds, `Duration` or `None`), [`timeout`] (tokio's argument order) |
+//! | `asyncio.gather`, `return_exceptions=True` | [`gather`] (fail fast), [`gather_all`] (every outcome) |
+//! | `asyncio.wait`, `FIRST_COMPLETED`/`FIRST_EXCEPTION`/`ALL_COMPLETED` | [`wait`], [`ReturnWhen`], [`Fallible`] |
+//! | `asyncio.shield` | [`shield`], [`Shield`] |
+//! | `asyncio.create_task` | [`create_task`], alias [`spawn`] |
+//! | `asyncio.run_coroutine_threadsafe`, `concurrent.futures.Future` | [`LoopHandle::run_coroutine_threadsafe`] (and `_with`), [`ConcurrentFuture`] |
+//!
+//! Not provided: `asyncio.TaskGroup`, `as_completed`, `timeout_at`, `to_thread` (use
+//! [`EventLoop::run_in_executor`]), `current_task`/`all_tasks`, and asyncio's queues and
+//! synchronization primitives.
 //!
 //! Not applicable in Rust, by design: `contextvars.Context` arguments, `shutdown_asyncgens`
 //! (Rust has no async generators), and `BaseException` escaping callbacks (a panic in a
@@ -64,6 +75,7 @@ pub mod streams;
 mod task;
 #[cfg(test)]
 mod test_support;
+mod toolbox;
 mod transport;
 
 pub use driver::Backend;
@@ -88,6 +100,10 @@ pub use streams::{
     ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
+pub use toolbox::{
+    create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for,
+    ConcurrentFuture, Fallible, ReturnWhen, Shield, Sleep, TimeLimit,
+};
 pub use transport::DatagramTransport;
 pub use transport::{ExtraInfo, Transport};
 pub use transport::{ReadTransport, WriteTransport};

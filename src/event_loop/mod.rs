@@ -166,6 +166,13 @@ pub struct EventLoop {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Delay(f64);
 
+impl Delay {
+    /// The delay in seconds (negative = already due).
+    pub fn as_secs_f64(self) -> f64 {
+        self.0
+    }
+}
+
 impl From<f64> for Delay {
     fn from(seconds: f64) -> Delay {
         Delay(seconds)
