@@ -21,7 +21,7 @@
 //!
 //! | asyncio | ringloop |
 //! |---|---|
-//! | `asyncio.run(coro)` | [`run`] |
+//! | `asyncio.run(coro)` | [`run`] (the future may borrow locals) |
 //! | `new_event_loop`, `get_running_loop`, `get_event_loop`, `set_event_loop` | free functions of the same names |
 //! | `loop.run_forever`, `run_until_complete`, `stop`, `close`, `is_running`, `is_closed` | [`EventLoop`] methods of the same names |
 //! | `loop.call_soon`, `call_later`, `call_at`, `time` | same names; delays are `f64` seconds or `Duration` |
@@ -44,6 +44,17 @@
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
+//! | `asyncio.sleep` | [`sleep`]: the loop's own timer, cancelled on drop |
+//! | `asyncio.wait_for`, `asyncio.timeout` | [`wait_for`] (limit [`TimeLimit`]: seconds, `Duration` or `None`), [`timeout`] (tokio's argument order) |
+//! | `asyncio.gather`, `return_exceptions=True` | [`gather`] (fail fast), [`gather_all`] (every outcome) |
+//! | `asyncio.wait`, `FIRST_COMPLETED`/`FIRST_EXCEPTION`/`ALL_COMPLETED` | [`wait`], [`ReturnWhen`], [`Fallible`] |
+//! | `asyncio.shield` | [`shield`], [`Shield`] |
+//! | `asyncio.create_task` | [`create_task`], alias [`spawn`] |
+//! | `asyncio.run_coroutine_threadsafe`, `concurrent.futures.Future` | [`LoopHandle::run_coroutine_threadsafe`] (and `_with`), [`ConcurrentFuture`] |
+//!
+//! Not provided: `asyncio.TaskGroup`, `as_completed`, `timeout_at`, `to_thread` (use
+//! [`EventLoop::run_in_executor`]), `current_task`/`all_tasks`, and asyncio's queues and
+//! synchronization primitives.
 //!
 //! Not applicable in Rust, by design: `contextvars.Context` arguments, `shutdown_asyncgens`
 //! (Rust has no async generators), and `BaseException` escaping callbacks (a panic in a
@@ -64,6 +75,7 @@ pub mod streams;
 mod task;
 #[cfg(test)]
 mod test_support;
+mod toolbox;
 mod transport;
 
 pub use driver::Backend;
@@ -88,18 +100,19 @@ pub use streams::{
     ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
+pub use toolbox::{
+    create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for,
+    ConcurrentFuture, Fallible, ReturnWhen, Shield, Sleep, TimeLimit,
+};
 pub use transport::DatagramTransport;
 pub use transport::{ExtraInfo, Transport};
 pub use transport::{ReadTransport, WriteTransport};
 
 /// Runs `future` on a new loop and closes it (asyncio's `asyncio.run`): the loop becomes this
 /// thread's running loop, tasks still pending when `future` finishes are cancelled and given a
-/// chance to unwind, and the default executor is shut down before the loop closes.
-pub fn run<F>(future: F) -> Result<F::Output>
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
+/// chance to unwind, and the default executor is shut down before the loop closes. `future`
+/// is polled in place, so it may borrow locals (see [`EventLoop::run_until_complete`]).
+pub fn run<F: std::future::Future>(future: F) -> Result<F::Output> {
     let event_loop = EventLoop::new()?;
     let result = event_loop.run_until_complete(future);
     event_loop.cancel_all_tasks();

@@ -365,7 +365,35 @@ impl<T> Task<T> {
         callbacks.len() != before
     }
 
-    /// The output, moved out (for `run_until_complete`).
+    /// Ready once the task is done, without taking its output (for `wait`): the waker is
+    /// woken when it finishes.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done() {
+            return Poll::Ready(());
+        }
+        self.register_join_waker(cx.waker());
+        Poll::Pending
+    }
+
+    /// True if the task ended with an error other than cancellation (it panicked); does not
+    /// count as retrieving it.
+    pub(crate) fn ended_with_error(&self) -> bool {
+        self.done() && !matches!(*self.core.error.borrow(), None | Some(Error::Cancelled))
+    }
+
+    /// Calls `f` with the output, if the task produced one and it was not taken yet.
+    pub(crate) fn peek_output<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        f(self.output.borrow().as_ref())
+    }
+
+    fn register_join_waker(&self, waker: &Waker) {
+        let mut wakers = self.core.join_wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    /// The output, moved out (for awaiting the task).
     pub(crate) fn take_output(&self) -> Result<T> {
         self.core.retrieved.set(true);
         if let Some(err) = self.core.error.borrow().clone() {
@@ -384,10 +412,7 @@ impl<T> StdFuture for Task<T> {
         if self.done() {
             return Poll::Ready(self.take_output());
         }
-        let mut wakers = self.core.join_wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
+        self.register_join_waker(cx.waker());
         Poll::Pending
     }
 }

@@ -4,6 +4,7 @@ mod current;
 mod exception;
 mod executor_calls;
 mod handle;
+mod main_future;
 mod op_future;
 mod op_stream;
 mod remote;
@@ -80,6 +81,9 @@ pub(crate) enum Ready {
     Handle(Handle),
     /// A task step (asyncio's `Task.__step`).
     Task(Rc<TaskCore>),
+    /// A poll of the future `run_until_complete` drives in place (ignored unless it is the
+    /// one the current run drives).
+    Main(Arc<main_future::MainWake>),
 }
 
 /// The loop's life: `Idle` ⇄ `Running`, then `Closed` for good.
@@ -161,6 +165,13 @@ pub struct EventLoop {
 /// A delay for `call_later`: `f64` seconds (negative = as soon as possible) or a `Duration`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Delay(f64);
+
+impl Delay {
+    /// The delay in seconds (negative = already due).
+    pub fn as_secs_f64(self) -> f64 {
+        self.0
+    }
+}
 
 impl From<f64> for Delay {
     fn from(seconds: f64) -> Delay {

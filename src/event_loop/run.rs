@@ -4,6 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::current::RunningGuard;
+use super::main_future::MainFuture;
 use super::remote::RemoteItem;
 use super::{monotonic_ns, EventLoop, LoopState, OpOwner, Ready};
 use crate::driver::Completion;
@@ -32,9 +33,14 @@ impl EventLoop {
     /// Runs until [`stop`](Self::stop) is called. `stop()` called before lets one iteration
     /// run (I/O polled with a zero timeout, ready callbacks run) and returns.
     pub fn run_forever(&self) -> Result<()> {
+        self.run_loop(None)
+    }
+
+    /// `run_forever`'s loop; `main` is the future a `run_until_complete` call polls in place.
+    pub(crate) fn run_loop(&self, mut main: Option<&mut MainFuture<'_>>) -> Result<()> {
         let _running = RunningGuard::enter(self)?;
         loop {
-            self.run_once()?;
+            self.run_once(main.as_deref_mut())?;
             if self.inner.stopping.get() {
                 break;
             }
@@ -43,27 +49,25 @@ impl EventLoop {
     }
 
     /// Runs until `future` completes and returns its output (asyncio's `run_until_complete`).
-    /// The future is wrapped in a task; if the loop is stopped before it completes the result
-    /// is an [`Error::Runtime`] and the task stays pending.
-    pub fn run_until_complete<F>(&self, future: F) -> Result<F::Output>
-    where
-        F: std::future::Future + 'static,
-        F::Output: 'static,
-    {
-        self.check_open()?;
-        RunningGuard::check_can_run(self)?;
-        let task = self.create_task(future)?;
-        let stopper = self.clone();
-        let callback = task.add_done_callback(move || stopper.stop());
-        if let Err(err) = self.run_forever() {
-            task.remove_done_callback(callback);
-            return Err(err);
-        }
-        if !task.done() {
-            task.remove_done_callback(callback);
-            return Err(Error::Runtime("Event loop stopped before Future completed.".into()));
-        }
-        task.take_output()
+    ///
+    /// The future is polled in place on this thread, as tokio's `block_on` does, so it may
+    /// borrow locals; only the tasks it spawns must be `'static`. Its polls take their turn in
+    /// the ready queue as a task's steps would. If the loop is stopped before the future
+    /// completes, the result is an [`Error::Runtime`] and the future is dropped. To keep
+    /// asyncio's behaviour, where the work stays pending for a later run, pass a [`Task`]
+    /// (`create_task(fut)?`): dropping a task's handle does not stop the task.
+    ///
+    /// ```
+    /// let event_loop = ringloop::EventLoop::new().unwrap();
+    /// let words = vec!["borrowed", "locals"];
+    /// let joined = event_loop.run_until_complete(async { words.join(" ") }).unwrap();
+    /// assert_eq!(joined, "borrowed locals");
+    /// event_loop.close().unwrap();
+    /// ```
+    ///
+    /// [`Task`]: crate::Task
+    pub fn run_until_complete<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
+        self.run_in_place(future)
     }
 
     /// Stops the loop after the current batch of callbacks (asyncio's `stop`).
@@ -129,8 +133,9 @@ impl EventLoop {
     /// 4. dispatch completions and work queued by other threads;
     /// 5. move due timers to the ready queue;
     /// 6. run exactly the callbacks that were ready when this step began: callbacks they
-    ///    schedule run at the next iteration.
-    pub(crate) fn run_once(&self) -> Result<()> {
+    ///    schedule run at the next iteration. Task steps and polls of `main` (the future a
+    ///    `run_until_complete` call drives in place) are entries of the same queue.
+    pub(crate) fn run_once(&self, mut main: Option<&mut MainFuture<'_>>) -> Result<()> {
         self.absorb_remote();
         let timeout = self.poll_timeout();
         self.turn_driver(timeout)?;
@@ -145,6 +150,11 @@ impl EventLoop {
             match item {
                 Ready::Handle(handle) => self.run_handle(&handle),
                 Ready::Task(task) => task.step(self),
+                Ready::Main(entry) => {
+                    if let Some(main) = main.as_deref_mut() {
+                        main.step(&entry)
+                    }
+                }
             }
         }
         Ok(())

@@ -607,8 +607,10 @@ backend_tests! {
         let t2 = lp.create_named_task("two", async { 2 }).unwrap();
         assert_eq!(calls.get(), 2);
         assert!(saw_loop.get(), "the factory was not given this loop");
-        // run_until_complete goes through create_task, so through the factory as well.
-        let sum = lp.run_until_complete(async move { t1.await.unwrap() + t2.await.unwrap() }).unwrap();
+        // A task made for run_until_complete goes through the factory as well (a plain
+        // future given to run_until_complete is polled in place, as tokio's block_on does).
+        let main = lp.create_task(async move { t1.await.unwrap() + t2.await.unwrap() }).unwrap();
+        let sum = lp.run_until_complete(main).unwrap().unwrap();
         assert_eq!(sum, 3, "the wrapped futures still deliver their output");
         assert_eq!(calls.get(), 3);
         assert_eq!(wrapped_polls.get(), 3, "tasks did not run the future the factory returned");

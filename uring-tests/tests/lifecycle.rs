@@ -152,9 +152,11 @@ backend_tests! {
     }
 
     // BEHAVIOURS 3
+    // run_until_complete polls a plain future in place (it may borrow), so stopping early
+    // drops it; given a task, the task stays pending as in asyncio.
     fn stop_before_the_future_completes_is_an_error(lp) {
         let fut = lp.create_future::<i32>();
-        let awaited = fut.clone();
+        let awaited = lp.create_task(fut.clone()).unwrap();
         let stopper = lp.clone();
         lp.call_soon(move || stopper.stop()).unwrap();
         let r = lp.run_until_complete(awaited);
@@ -166,7 +168,7 @@ backend_tests! {
 
         // stop() before run_until_complete: one iteration, then the same error.
         lp.stop();
-        let never = lp.create_future::<()>();
+        let never = lp.create_task(lp.create_future::<()>()).unwrap();
         let r = lp.run_until_complete(never);
         assert!(matches!(r, Err(Error::Runtime(_))), "{r:?}");
 
