@@ -1,20 +1,18 @@
-//! Datagrams for `Op::RecvMsgMulti`, shared by the backends: the sizes every route agrees on,
-//! the `msghdr` a multishot `RECVMSG` is armed with, the parsing of what the kernel puts in a
-//! provided buffer, and the `recvmsg(2)` into a driver scratch buffer of the readiness routes.
+//! Datagrams for `Op::RecvMsgMulti`: the sizes both backends agree on, the `msghdr` a
+//! multishot `RECVMSG` is armed with, and the parsing of what the kernel puts in a provided
+//! buffer. (epoll's `recvmsg(2)` into a scratch buffer is in `epoll/ops.rs`.)
 //!
 //! Every route hands over one whole datagram per completion (never split, never merged) with
 //! its sender, or `EMSGSIZE` for a datagram longer than [`DATAGRAM_CAPACITY`] (the kernel
 //! flagged `MSG_TRUNC`): a cut datagram is never delivered.
 
-use std::io;
 use std::mem;
-use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
 use socket2::SockAddr;
 
 use super::msg::source_address;
-use super::{RecvBuf, RecvMsgBuf};
+use super::RecvBuf;
 
 /// The longest datagram every route delivers whole: more than the largest UDP payload
 /// (65,507 bytes over IPv4, 65,527 over IPv6), so only an oversize unix datagram is cut (and
@@ -88,44 +86,9 @@ fn source(name: &[u8]) -> Option<SockAddr> {
     source_address(&storage, len as libc::socklen_t)
 }
 
-/// The readiness routes' receive buffer for datagrams: one per driver, allocated (as a
-/// [`RecvMsgBuf`] of [`DATAGRAM_CAPACITY`] bytes) at the first receive.
-pub(crate) type Scratch = Option<Box<RecvMsgBuf>>;
-
-/// One non-blocking `recvmsg(2)` of a datagram on `fd` into `scratch`, handed over as an
-/// exact-size copy with its sender. `EMSGSIZE` for a datagram that did not fit (it is
-/// consumed); other errors as the kernel gave them (`EAGAIN`: nothing queued).
-pub(crate) fn recv_into_scratch(fd: RawFd, scratch: &mut Scratch) -> io::Result<RecvBuf> {
-    let msg = scratch.get_or_insert_with(|| RecvMsgBuf::new(DATAGRAM_CAPACITY));
-    let n = super::syscall::recvmsg(fd, msg)? as usize;
-    if msg.truncated() {
-        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
-    }
-    Ok(RecvBuf::datagram(msg.data(n).to_vec(), msg.source()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixDatagram;
-
-    #[test]
-    fn scratch_receives_whole_datagrams_and_reports_oversize_ones() {
-        let (a, b) = UnixDatagram::pair().unwrap();
-        let mut scratch = None;
-        let err = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
-        a.send(&vec![1; DATAGRAM_CAPACITY + 1]).unwrap();
-        a.send(b"").unwrap();
-        a.send(&vec![2; DATAGRAM_CAPACITY]).unwrap();
-        let err = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
-        let empty = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap();
-        assert!(empty.is_empty() && empty.source().is_none(), "{empty:?}");
-        let full = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap();
-        assert_eq!(&*full, &vec![2; DATAGRAM_CAPACITY][..]);
-    }
 
     #[test]
     fn the_multishot_header_asks_for_an_address_and_nothing_else() {

@@ -7,50 +7,63 @@
 //! # The contract every backend meets
 //!
 //! * **Ops.** One-shot: [`Op::Poll`], [`Op::Connect`], [`Op::Send`], [`Op::SendMsg`],
-//!   [`Op::Read`], [`Op::Write`], [`Op::Shutdown`], [`Op::Close`]. Persistent (below):
-//!   [`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`]. Sockets receive and accept
-//!   only through the persistent ops (the `sock_*` calls use `Poll` and their own syscalls);
-//!   there is no one-shot `Recv`, `RecvMsg` or `Accept`.
+//!   [`Op::Read`], [`Op::Write`]. Persistent (below): [`Op::RecvMulti`], [`Op::RecvMsgMulti`],
+//!   [`Op::AcceptMulti`]. Sockets receive and accept only through the persistent ops (the
+//!   `sock_*` calls use `Poll` and their own syscalls).
 //! * **Submission.** [`Driver::submit`](any::Driver::submit) takes an [`Op`] (which owns every
 //!   buffer and address the kernel may touch) and an *owner* value `T` chosen by the loop, and
-//!   returns an [`OpId`]. The op is handed to the kernel at the next
-//!   [`turn`](any::Driver::turn) at the latest; submission never blocks and never calls back.
+//!   returns an [`OpId`]. The op is queued: it reaches the kernel at the next
+//!   [`turn`](any::Driver::turn), not before; submission makes no syscall, never blocks and
+//!   never calls back.
 //! * **Completion.** [`turn`](any::Driver::turn) submits everything queued, then waits (one
 //!   `io_uring_enter` or `epoll_wait`) until at least one completion is ready, the timeout
 //!   passes, or the [`EventFd`] from [`waker`](any::Driver::waker) is woken; it appends the
 //!   completions to the caller's vector and returns (even when it then returns an error:
-//!   the caller dispatches what is in the vector either way). It never runs loop code: dispatch happens
-//!   after it returns, so handlers may submit and cancel freely. A completion carries the owner
-//!   and the kernel's result (`Ok(n)` or the errno as `io::Error`). For a one-shot op it is
-//!   final. Spurious returns with no completion are allowed; `EINTR`, `EBUSY`/`EAGAIN` from the
-//!   kernel and CQ overflow are handled inside and never reach the caller.
+//!   the caller dispatches what is in the vector either way). It never runs loop code:
+//!   dispatch happens after it returns, so handlers may submit and cancel freely. A completion
+//!   carries the owner and the kernel's result (`Ok(n)` or the errno as `io::Error`). For a
+//!   one-shot op it is final. Spurious returns with no completion are allowed; `EINTR`,
+//!   `EBUSY`/`EAGAIN` from the kernel and CQ overflow are handled inside and never reach the
+//!   caller. Only the turn touches the kernel's queues.
 //! * **Ownership.** The driver owns an op's resources from `submit` until the kernel's *final*
 //!   completion for it, whatever happens to the owner meanwhile. No kernel-visible pointer points
 //!   into a future, a task or a user buffer.
 //! * **Cancellation.** [`cancel`](any::Driver::cancel) detaches the owner at once and returns
-//!   it; no completion for that op is delivered afterwards. io_uring submits `ASYNC_CANCEL` and
+//!   it; no completion for that op is delivered afterwards. An op not yet in the kernel is
+//!   withdrawn: the kernel never sees it. io_uring sends `ASYNC_CANCEL` for one it holds and
 //!   keeps the op's memory until the final CQE arrives; epoll drops the interest at once.
-//! * **Fd numbers.** Ops borrow fds; the loop keeps an fd open while an op on it is in
-//!   flight. When the loop stops using an fd it calls [`forget_fd`](any::Driver::forget_fd)
-//!   so a backend that keys state by fd number (epoll) drops it before the number can be
-//!   reused. A negative fd completes with `EBADF`; a regular file polls as always ready.
-//!   io_uring runs some ops (`Shutdown` among them) in an io-wq worker that looks the fd
-//!   number up only when it runs: never close an fd while such an op on it may be pending
-//!   (the stream transport therefore calls `shutdown(2)` directly). A `Close` is ordered after
-//!   every op submitted before it, also on kernels without `IORING_OP_CLOSE`.
+//! * **Fd numbers: only the driver closes an fd it handed to the kernel.** An op names its fd
+//!   by number, and the kernel resolves the number when the op runs: when the SQE is submitted,
+//!   or later still for an op that runs in an io-wq worker or behind a link. So an fd an op has
+//!   named is closed only by [`close_fd`](any::Driver::close_fd), which closes it once every
+//!   op naming it was withdrawn before submission or reached its final completion (at once if
+//!   none is left); the number stays allocated until then, and no stale op can connect, write,
+//!   read or shut down a new file that gets it. Every path that closes such an fd goes through
+//!   it: transports and listeners ([`LoopFd`](crate::transport::loop_fd::LoopFd), on close and
+//!   on drop), connect attempts, and the driver's own shutdown. The one exception is an fd the
+//!   loop does not own and names only in `Poll` ops (a user's socket in a `sock_*` call, an
+//!   `add_reader` fd): a poll moves no data, a cancelled one is withdrawn or holds the file it
+//!   resolved, and the loop calls [`forget_fd`](any::Driver::forget_fd) before its owner may
+//!   close it, so a backend that keys state by number (epoll) drops it first. A negative fd
+//!   completes with `EBADF`; a regular file polls as always ready.
 //! * **Threads.** A driver is created, turned and dropped on one thread: it is `!Send`, as the
 //!   loop is (its receive buffers are `Rc`-shared with the `RecvBuf`s it hands out, with no
 //!   atomic operation per chunk). io_uring's `SINGLE_ISSUER` and the registered ring fd rely
 //!   on it. Only the [`EventFd`] crosses threads.
-//! * **Shutdown.** Dropping a driver cancels every op in flight and waits (bounded) for their
-//!   final completions; memory the kernel could still use is leaked rather than freed.
+//! * **Shutdown.** Dropping a driver detaches every owner, withdraws what the kernel has not
+//!   seen, cancels the rest and waits (bounded) for their final completions; then it closes
+//!   the fds whose close waited for those ops, and drops the owners last (an owner's drop may
+//!   close an fd itself, safe only then). Memory the kernel could still use is leaked rather
+//!   than freed, and so are fds whose ops the kernel did not hand back.
 //!
 //! * **Persistent ops.** [`Op::RecvMulti`], [`Op::RecvMsgMulti`] and [`Op::AcceptMulti`]
 //!   complete many times: each result comes with `more: true` (a recv chunk or a datagram
 //!   carries its bytes in [`Completion::data`]),
 //!   and the op ends only with a final completion (end of stream, an error, or `ECANCELED`
 //!   after [`stop`](any::Driver::stop)). The backend re-arms them itself whenever the kernel
-//!   ends them early. `stop` is the gentle cancel: it asks the kernel to end the op but keeps
+//!   ends them early, and waits, out of the kernel, while its receive buffers are exhausted
+//!   (`ENOBUFS` never reaches the owner, also when it races a `stop`). `stop` is the gentle
+//!   cancel: it asks the kernel to end the op but keeps
 //!   the owner, so whatever the kernel had already taken (bytes a recv consumed, connections
 //!   accepted) is still delivered, in order, before the final `ECANCELED`; `cancel` drops
 //!   them (buffers go back to the ring, accepted fds are closed).
@@ -70,16 +83,22 @@ mod msg;
 pub(crate) mod recv_buf;
 #[cfg(test)]
 mod rw_tests;
-pub(crate) mod syscall;
 pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::RawFd;
 
-pub(crate) use recv_buf::{BufPool, RecvBuf};
+#[cfg(feature = "fallback")]
+pub(crate) use recv_buf::BufPool;
+pub(crate) use recv_buf::RecvBuf;
 pub(crate) use ringloop_fallback::EventFd;
 
-pub(crate) use msg::{RecvMsgBuf, SendMsgBuf};
+#[cfg(feature = "fallback")]
+pub(crate) use msg::RecvMsgBuf;
+pub(crate) use msg::SendMsgBuf;
+
+/// The most bytes one read, write, recv or send moves: results are a CQE's `i32`.
+pub(crate) const MAX_IO: usize = i32::MAX as usize;
 
 /// Identity of an op in flight: the key of its slot in the driver's slab (the SQE `user_data`
 /// on io_uring). Keys are reused after the final completion.
@@ -154,7 +173,8 @@ pub(crate) enum Op {
     /// Result: the byte count (0 = end of file); the driver has extended `buf.len()` by it.
     /// The fd should be non-blocking: on io_uring a read on a *blocking* pipe is handed to an
     /// io-wq worker that it can pin until data comes, while a non-blocking one waits on the
-    /// kernel's internal poll (an `EAGAIN` from the opcode falls back to `POLL_ADD` + `read`).
+    /// kernel's internal poll (an `EAGAIN` from the opcode, for a file the kernel cannot poll
+    /// internally, waits for a `POLL_ADD` and tries the opcode again).
     Read {
         /// The descriptor.
         fd: RawFd,
@@ -187,8 +207,8 @@ pub(crate) enum Op {
     /// error, or `ECANCELED` after `stop`. No buffer is held per op while the socket is idle:
     /// io_uring takes one from the driver's provided-buffer ring (multishot recv, re-armed by
     /// the driver whenever the kernel ends it early, e.g. `ENOBUFS`, which never reaches the
-    /// caller and never loses data); epoll and the io_uring readiness route `recv` into a
-    /// buffer of the driver's [`BufPool`] and hand it over (it returns to the pool on drop).
+    /// caller and never loses data); epoll `recv`s into a buffer of the driver's [`BufPool`]
+    /// and hands it over (it returns to the pool on drop).
     RecvMulti {
         /// The socket (borrowed: the loop keeps it open while the op is in flight).
         fd: RawFd,
@@ -202,15 +222,14 @@ pub(crate) enum Op {
     /// may submit again) or `ECANCELED` after `stop`. io_uring uses a multishot `RECVMSG` on a
     /// second provided-buffer ring of datagram-sized buffers (registered at the first
     /// `RecvMsgMulti`; `ENOBUFS` re-arms without losing datagrams, the kernel keeps them
-    /// queued); without it (`multishot_recvmsg`, `buffer_ring`, `op_recvmsg` off or missing)
-    /// and on epoll, readiness and a `recvmsg(2)` into one driver buffer, handed over as a copy.
+    /// queued); epoll waits for readiness and `recvmsg(2)`s into one driver buffer, handed over
+    /// as a copy.
     RecvMsgMulti {
         /// The datagram socket (borrowed, as for `RecvMulti`).
         fd: RawFd,
     },
     /// Accept connections on the listening socket `fd` until an error or `stop`/`cancel`: a
-    /// persistent op (io_uring multishot accept where the kernel has it, re-armed one-shot
-    /// accepts otherwise). Each connection comes in a completion with `more: true` and the new
+    /// persistent op (a multishot accept on io_uring). Each connection comes in a completion with `more: true` and the new
     /// fd (non-blocking, close-on-exec) as the result; an error is the final completion.
     AcceptMulti {
         /// The listening socket.

@@ -1,5 +1,5 @@
-//! Message headers for `recvmsg(2)`/`sendmsg(2)` (`Op::SendMsg`, the datagram
-//! readiness routes): a `msghdr`, its `iovec` and the address, in one heap block the op (or
+//! Message headers for `recvmsg(2)`/`sendmsg(2)` (`Op::SendMsg`, epoll's datagram
+//! receives): a `msghdr`, its `iovec` and the address, in one heap block the op (or
 //! driver) owns, so every pointer the kernel is given stays valid until it is done.
 //!
 //! # Implementation
@@ -32,6 +32,7 @@ const STORAGE_LEN: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as
 
 /// Where one received datagram lands: the data buffer, the sender's address and the kernel's
 /// `msg_flags` (`MSG_TRUNC` says the datagram was longer than the buffer).
+#[cfg(feature = "fallback")]
 pub(crate) struct RecvMsgBuf {
     /// The header given to the kernel; after the op, `msg_namelen` and `msg_flags` are the
     /// kernel's.
@@ -44,6 +45,7 @@ pub(crate) struct RecvMsgBuf {
     data: Vec<u8>,
 }
 
+#[cfg(feature = "fallback")]
 impl RecvMsgBuf {
     /// A buffer for datagrams of up to `capacity` bytes. It is zeroed once (it is meant to be
     /// reused): memcheck cannot see the kernel's writes through io_uring.
@@ -105,6 +107,7 @@ pub(crate) fn source_address(
     Some(unsafe { SockAddr::new(*storage, len) })
 }
 
+#[cfg(feature = "fallback")]
 impl fmt::Debug for RecvMsgBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RecvMsgBuf(capacity {}, flags {:#x})", self.data.len(), self.hdr.msg_flags)

@@ -9,7 +9,9 @@
 //! route copies or allocates per chunk once warm: an idle connection holds no buffer, and a
 //! busy loop reuses the same few.
 
-use std::cell::{Cell, RefCell, RefMut};
+use std::cell::Cell;
+#[cfg(feature = "fallback")]
+use std::cell::{RefCell, RefMut};
 use std::io;
 use std::ops::Deref;
 use std::ptr::NonNull;
@@ -32,8 +34,10 @@ enum Inner {
     /// `len` bytes at `offset` in buffer `bid` of `ring`; the buffer goes back on drop.
     Ring { ring: Rc<BufRing>, bid: u16, offset: usize, len: usize },
     /// The first `len` bytes of `buf`, a buffer of `pool`; given back to it on drop.
+    #[cfg(feature = "fallback")]
     Pooled { pool: BufPool, buf: Vec<u8>, len: usize },
-    /// Bytes of its own: a datagram copied out of a readiness route's scratch buffer (tests).
+    /// Bytes of its own: a datagram copied out of epoll's scratch buffer (and tests).
+    #[cfg(any(test, feature = "fallback"))]
     Owned(Vec<u8>),
 }
 
@@ -45,6 +49,7 @@ impl RecvBuf {
     }
 
     /// A datagram copied out of a driver scratch buffer, with its sender.
+    #[cfg(feature = "fallback")]
     pub(crate) fn datagram(bytes: Vec<u8>, source: Option<SockAddr>) -> RecvBuf {
         RecvBuf { inner: Inner::Owned(bytes), source: source.map(Box::new) }
     }
@@ -63,11 +68,13 @@ impl RecvBuf {
                 *offset += start;
                 *held = len.min(*held - start);
             }
+            #[cfg(feature = "fallback")]
             Inner::Pooled { buf, len: held, .. } => {
                 let start = start.min(*held);
                 buf.copy_within(start..*held, 0);
                 *held = len.min(*held - start);
             }
+            #[cfg(any(test, feature = "fallback"))]
             Inner::Owned(bytes) => {
                 bytes.truncate(start.saturating_add(len));
                 bytes.drain(..start.min(bytes.len()));
@@ -101,7 +108,9 @@ impl Deref for RecvBuf {
             Inner::Ring { ring, bid, offset, len } => unsafe {
                 std::slice::from_raw_parts(ring.buf_ptr(*bid).add(*offset), *len)
             },
+            #[cfg(feature = "fallback")]
             Inner::Pooled { buf, len, .. } => &buf[..*len],
+            #[cfg(any(test, feature = "fallback"))]
             Inner::Owned(bytes) => bytes,
         }
     }
@@ -111,25 +120,30 @@ impl Drop for RecvBuf {
     fn drop(&mut self) {
         match &mut self.inner {
             Inner::Ring { ring, bid, .. } => ring.give_back(*bid),
+            #[cfg(feature = "fallback")]
             Inner::Pooled { pool, buf, .. } => pool.give_back(std::mem::take(buf)),
+            #[cfg(any(test, feature = "fallback"))]
             Inner::Owned(_) => {}
         }
     }
 }
 
-/// Receive buffers for the readiness routes, reused: [`recv`](Self::recv) receives into one and
+/// epoll's receive buffers, reused: [`recv`](Self::recv) receives into one and
 /// hands it over in a [`RecvBuf`], which gives it back when dropped.
 /// At most [`MAX_IDLE`](Self::MAX_IDLE) idle buffers are kept. Like the driver that owns it,
 /// it stays on the loop's thread.
+#[cfg(feature = "fallback")]
 #[derive(Clone, Default)]
 pub(crate) struct BufPool(Rc<RefCell<Vec<Vec<u8>>>>);
 
+#[cfg(feature = "fallback")]
 impl std::fmt::Debug for BufPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BufPool({} idle)", self.idle().len())
     }
 }
 
+#[cfg(feature = "fallback")]
 impl BufPool {
     /// Bytes per buffer (one `recv` takes at most this much): the io_uring ring's size.
     pub(crate) const BUF_SIZE: usize = 16 * 1024;
@@ -145,7 +159,7 @@ impl BufPool {
         // An idle buffer, or a new one, zeroed once so memcheck sees defined memory whatever
         // the kernel wrote.
         let mut buf = self.idle().pop().unwrap_or_else(|| vec![0; Self::BUF_SIZE]);
-        match super::syscall::recv(fd, &mut buf) {
+        match super::epoll::syscall::recv(fd, &mut buf) {
             Ok(len) if len > 0 => {
                 let inner = Inner::Pooled { pool: self.clone(), buf, len: len as usize };
                 Ok(Some(RecvBuf { inner, source: None }))
@@ -175,7 +189,9 @@ impl std::fmt::Debug for RecvBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.inner {
             Inner::Ring { .. } => "ring",
+            #[cfg(feature = "fallback")]
             Inner::Pooled { .. } => "pooled",
+            #[cfg(any(test, feature = "fallback"))]
             Inner::Owned(_) => "owned",
         };
         write!(f, "RecvBuf({kind}, {} bytes)", self.len())
@@ -349,6 +365,7 @@ mod tests {
         assert!(std::mem::size_of::<RecvBuf>() <= 64, "{}", std::mem::size_of::<RecvBuf>());
     }
 
+    #[cfg(feature = "fallback")]
     #[test]
     fn pooled_buffers_are_reused_and_none_is_kept_for_nothing() {
         use std::os::fd::AsRawFd;
@@ -371,6 +388,7 @@ mod tests {
         assert_eq!(pool.idle().len(), 1);
     }
 
+    #[cfg(feature = "fallback")]
     #[test]
     fn a_narrowed_pooled_buffer_holds_just_the_part_asked_for() {
         use std::os::fd::AsRawFd;

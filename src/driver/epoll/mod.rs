@@ -4,6 +4,7 @@
 //! * `ops.rs` says what each op waits for and does its non-blocking syscall.
 
 mod ops;
+pub(crate) mod syscall;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -1,15 +1,17 @@
-//! What each op does on epoll: the readiness it waits for, and when it makes its non-blocking
-//! syscall (`driver/syscall.rs`, shared with io_uring's syscall routes).
+//! One recipe per op on epoll, in one place: the readiness it waits for ([`readiness`]),
+//! whether it tries its syscall before waiting ([`tries_first`]), the syscall and what it makes
+//! of the answer ([`start`], [`attempt`], [`attempt_persistent`]). The syscalls themselves are
+//! in `syscall.rs`.
 //!
-//! Each syscall gives the result io_uring would put in the op's CQE: `Ok(n)` or the errno.
-//! `EAGAIN` (and `EINTR`) never complete an op: it keeps waiting for readiness instead.
+//! Each gives the result io_uring would put in the op's CQE: `Ok(n)` or the errno. `EAGAIN` and
+//! `EINTR` ([`syscall::would_block`]) never complete an op: it keeps waiting for readiness.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::driver::dgram;
-use crate::driver::syscall::{self, persistent_syscall, Persistent};
-use crate::driver::{BufPool, Op};
+use super::syscall;
+use crate::driver::dgram::DATAGRAM_CAPACITY;
+use crate::driver::{BufPool, Op, RecvBuf, RecvMsgBuf};
 
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
@@ -86,7 +88,7 @@ pub(super) fn attempt_persistent(
     op: &Op,
     revents: u32,
     pool: &BufPool,
-    scratch: &mut dgram::Scratch,
+    scratch: &mut Scratch,
 ) -> Persistent {
     if revents & (IN | ALWAYS_REPORTED) == 0 {
         return Persistent::Wait;
@@ -99,5 +101,84 @@ fn keep_waiting_on_eagain(result: io::Result<u32>) -> Option<io::Result<u32>> {
     match result {
         Err(e) if syscall::would_block(&e) => None,
         result => Some(result),
+    }
+}
+
+/// What one syscall of a persistent op came to.
+pub(crate) enum Persistent {
+    /// Nothing (`EAGAIN`, `EINTR`, or a connection aborted before its accept): keep waiting.
+    Wait,
+    /// A result to hand over (a chunk, a datagram, a connection, or `EMSGSIZE`); keep waiting.
+    More(io::Result<u32>, Option<RecvBuf>),
+    /// The final result (end of stream, an error).
+    End(io::Result<u32>),
+}
+
+/// The syscall of persistent `op` once its fd is readable: a `recv` into a buffer of `pool`,
+/// handed over with the bytes; a `recvmsg` of one datagram into `scratch` (handed over as a
+/// copy, with its sender); or an `accept`.
+pub(crate) fn persistent_syscall(op: &Op, pool: &BufPool, scratch: &mut Scratch) -> Persistent {
+    match *op {
+        Op::RecvMulti { fd } => match pool.recv(fd) {
+            Ok(None) => Persistent::End(Ok(0)),
+            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
+            Err(e) if syscall::would_block(&e) => Persistent::Wait,
+            Err(e) => Persistent::End(Err(e)),
+        },
+        Op::RecvMsgMulti { fd } => match recv_into_scratch(fd, scratch) {
+            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
+            Err(e) if syscall::would_block(&e) => Persistent::Wait,
+            Err(e) => Persistent::End(Err(e)),
+        },
+        Op::AcceptMulti { fd } => match syscall::accept(fd) {
+            Ok(new) => Persistent::More(Ok(new), None),
+            // The peer gave up before the accept: not the listener's fault; wait for the next.
+            Err(e) if syscall::would_block(&e) || e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                Persistent::Wait
+            }
+            Err(e) => Persistent::End(Err(e)),
+        },
+        _ => unreachable!("only persistent ops come here"),
+    }
+}
+
+/// epoll's receive buffer for datagrams: one per driver, allocated (as a
+/// [`RecvMsgBuf`] of [`DATAGRAM_CAPACITY`] bytes) at the first receive.
+pub(crate) type Scratch = Option<Box<RecvMsgBuf>>;
+
+/// One non-blocking `recvmsg(2)` of a datagram on `fd` into `scratch`, handed over as an
+/// exact-size copy with its sender. `EMSGSIZE` for a datagram that did not fit (it is
+/// consumed); other errors as the kernel gave them (`EAGAIN`: nothing queued).
+pub(crate) fn recv_into_scratch(fd: RawFd, scratch: &mut Scratch) -> io::Result<RecvBuf> {
+    let msg = scratch.get_or_insert_with(|| RecvMsgBuf::new(DATAGRAM_CAPACITY));
+    let n = syscall::recvmsg(fd, msg)? as usize;
+    if msg.truncated() {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    Ok(RecvBuf::datagram(msg.data(n).to_vec(), msg.source()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn scratch_receives_whole_datagrams_and_reports_oversize_ones() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let mut scratch = None;
+        let err = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+        a.send(&vec![1; DATAGRAM_CAPACITY + 1]).unwrap();
+        a.send(b"").unwrap();
+        a.send(&vec![2; DATAGRAM_CAPACITY]).unwrap();
+        let err = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
+        let empty = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap();
+        assert!(empty.is_empty() && empty.source().is_none(), "{empty:?}");
+        let full = recv_into_scratch(b.as_raw_fd(), &mut scratch).unwrap();
+        assert_eq!(&*full, &vec![2; DATAGRAM_CAPACITY][..]);
     }
 }

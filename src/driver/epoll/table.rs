@@ -9,9 +9,9 @@ use std::os::fd::{OwnedFd, RawFd};
 use ringloop_fallback::Poller;
 use slab::Slab;
 
+use super::ops::Persistent;
 use super::ops::{self, readiness};
 use crate::driver::fd_uses::FdUses;
-use crate::driver::syscall::Persistent;
 use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
@@ -116,7 +116,7 @@ pub(super) struct FdTable<T> {
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
     /// The buffer every `RecvMsgMulti` receives into (allocated at first use).
-    dgram_scratch: crate::driver::dgram::Scratch,
+    dgram_scratch: super::ops::Scratch,
 }
 
 impl<T> Default for FdTable<T> {

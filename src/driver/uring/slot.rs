@@ -7,8 +7,7 @@ use io_uring::types::Fd;
 use io_uring::{opcode, squeue};
 
 use super::persistent::{BUF_GROUP, DGRAM_GROUP};
-use crate::driver::syscall::MAX_IO;
-use crate::driver::{dgram, Op};
+use crate::driver::{dgram, Op, MAX_IO};
 
 /// `user_data` of the armed eventfd read that wakes `turn`.
 pub(super) const WAKE: u64 = u64::MAX;

@@ -1,11 +1,9 @@
-//! The non-blocking syscall behind each op, shared by both backends: epoll makes it at
-//! readiness, io_uring where it lacks (or is told not to use) the op's opcode (`uring/sync.rs`)
-//! and on the persistent ops' readiness route (`uring/multi.rs`).
+//! The non-blocking syscall behind each op, which epoll makes at readiness.
 //!
-//! Each returns what the op's CQE would carry: `Ok(n)` or the errno. None of them decides
-//! whether to wait: [`would_block`] (and [`in_progress`] for a connect) tell the caller.
-//! Transfers are capped at [`MAX_IO`] bytes on every route, as the io_uring SQEs are, so a
-//! count always fits a CQE's `i32` result.
+//! Each returns what the op's CQE would carry on io_uring: `Ok(n)` or the errno. None of them
+//! decides whether to wait: [`would_block`] (and [`in_progress`] for a connect) tell the caller.
+//! Transfers are capped at [`MAX_IO`] bytes, as the io_uring SQEs are, so a count always fits a
+//! CQE's `i32` result.
 
 use std::io;
 use std::mem;
@@ -13,10 +11,7 @@ use std::os::fd::RawFd;
 
 use ringloop_fallback::syscall;
 
-use super::{dgram, BufPool, Op, RecvBuf, RecvMsgBuf, SendMsgBuf, SockAddrBuf};
-
-/// The most bytes one read, write, recv or send moves: results are a CQE's `i32`.
-pub(crate) const MAX_IO: usize = i32::MAX as usize;
+use crate::driver::{RecvMsgBuf, SendMsgBuf, SockAddrBuf, MAX_IO};
 
 /// The size of a `sockaddr_storage`, the most any address takes.
 const STORAGE_LEN: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -132,49 +127,6 @@ pub(crate) fn write(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
 /// `buf[offset..]`, or `EINVAL` for an offset past the end.
 fn tail(buf: &[u8], offset: usize) -> io::Result<&[u8]> {
     buf.get(offset..).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// What one readiness-route syscall of a persistent op came to (both backends).
-pub(crate) enum Persistent {
-    /// Nothing (`EAGAIN`, `EINTR`, or a connection aborted before its accept): keep waiting.
-    Wait,
-    /// A result to hand over (a chunk, a datagram, a connection, or `EMSGSIZE`); keep waiting.
-    More(io::Result<u32>, Option<RecvBuf>),
-    /// The final result (end of stream, an error).
-    End(io::Result<u32>),
-}
-
-/// The syscall of persistent `op` once its fd is readable: a [`recv`] into a buffer of `pool`,
-/// handed over with the bytes; a [`recvmsg`] of one datagram into `scratch` (handed over as a
-/// copy, with its sender); or an [`accept`].
-pub(crate) fn persistent_syscall(
-    op: &Op,
-    pool: &BufPool,
-    scratch: &mut dgram::Scratch,
-) -> Persistent {
-    match *op {
-        Op::RecvMulti { fd } => match pool.recv(fd) {
-            Ok(None) => Persistent::End(Ok(0)),
-            Ok(Some(bytes)) => Persistent::More(Ok(bytes.len() as u32), Some(bytes)),
-            Err(e) if would_block(&e) => Persistent::Wait,
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::RecvMsgMulti { fd } => match dgram::recv_into_scratch(fd, scratch) {
-            Ok(datagram) => Persistent::More(Ok(datagram.len() as u32), Some(datagram)),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Persistent::More(Err(e), None),
-            Err(e) if would_block(&e) => Persistent::Wait,
-            Err(e) => Persistent::End(Err(e)),
-        },
-        Op::AcceptMulti { fd } => match accept(fd) {
-            Ok(new) => Persistent::More(Ok(new), None),
-            // The peer gave up before the accept: not the listener's fault; wait for the next.
-            Err(e) if would_block(&e) || e.raw_os_error() == Some(libc::ECONNABORTED) => {
-                Persistent::Wait
-            }
-            Err(e) => Persistent::End(Err(e)),
-        },
-        _ => unreachable!("only persistent ops come here"),
-    }
 }
 
 #[cfg(test)]
