@@ -7,6 +7,7 @@ mod handle;
 mod main_future;
 mod op_future;
 mod op_stream;
+mod op_target;
 mod remote;
 mod run;
 mod signals;
@@ -26,6 +27,9 @@ pub use current::{get_event_loop, get_running_loop, new_event_loop, set_event_lo
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use handle::{Handle, TimerHandle};
 pub(crate) use op_future::OpFuture;
+#[cfg(test)]
+pub(crate) use op_target::nobody;
+pub(crate) use op_target::{OpOwner, OpTarget};
 pub use remote::{LoopHandle, ThreadsafeHandle};
 pub(crate) use remote::{Remote, RemoteItem};
 
@@ -35,45 +39,10 @@ use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::task::{TaskCore, TaskFactory};
 use timers::TimerHeap;
-use watch::{Direction, FdWatch};
+use watch::FdWatch;
 
 /// Delivers a value sent from another thread to the callback waiting for it on the loop.
 pub(crate) type CrossThreadDelivery = Box<dyn FnOnce(Box<dyn std::any::Any + Send>)>;
-
-/// Who is waiting for an op's completion (the driver's owner type).
-#[derive(Clone)]
-pub(crate) enum OpOwner {
-    /// An `add_reader`/`add_writer` poll.
-    Watch {
-        /// The watched fd.
-        fd: RawFd,
-        /// Which callback it serves.
-        dir: Direction,
-    },
-    /// An op awaited by a task ([`op_future::OpFuture`]).
-    Waiter(Rc<op_future::OpWaiter>),
-    /// A persistent op awaited by a task ([`op_stream::OpStream`]).
-    Persistent(Rc<op_stream::StreamWaiter>),
-    /// An op of a stream transport.
-    Stream {
-        /// The transport.
-        core: Rc<crate::transport::StreamCore>,
-        /// Which of its ops.
-        op: crate::transport::StreamOp,
-    },
-    /// An op of a datagram transport.
-    Datagram {
-        /// The transport.
-        core: Rc<crate::transport::DatagramCore>,
-        /// Which of its ops.
-        op: crate::transport::DatagramOp,
-    },
-    /// An op of a pipe transport.
-    Pipe(crate::transport::PipeOwner),
-    /// An op nobody waits for (tests).
-    #[cfg(test)]
-    Nobody,
-}
 
 /// An entry of the ready queue.
 pub(crate) enum Ready {

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use super::{EventLoop, Inner, OpOwner};
+use super::{EventLoop, Inner, OpOwner, OpTarget};
 use crate::driver::{Op, OpId};
 use crate::error::Result;
 
@@ -31,9 +31,16 @@ pub(crate) struct OpWaiter {
     state: RefCell<WaiterState>,
 }
 
-impl OpWaiter {
+impl OpTarget for OpWaiter {
     /// Records the completion and wakes the awaiting task.
-    pub(crate) fn complete(&self, result: io::Result<u32>, op: Option<Op>) {
+    fn complete(
+        self: Rc<Self>,
+        _: OpId,
+        result: io::Result<u32>,
+        _more: bool,
+        op: Option<Op>,
+        _: Option<crate::driver::RecvBuf>,
+    ) {
         let previous =
             std::mem::replace(&mut *self.state.borrow_mut(), WaiterState::Done(result, op));
         if let WaiterState::Pending(Some(waker)) = previous {
@@ -64,7 +71,7 @@ impl EventLoop {
             )));
         }
         let waiter = Rc::new(OpWaiter { state: RefCell::new(WaiterState::Pending(None)) });
-        let owner = OpOwner::Waiter(waiter.clone());
+        let owner: OpOwner = waiter.clone();
         let id = self.with_driver(|driver| driver.submit(op, owner)).ok_or(crate::Error::Closed)?;
         Ok(OpFuture { waiter, id, event_loop: Rc::downgrade(&self.inner) })
     }

@@ -12,7 +12,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
-use super::{EventLoop, Inner, OpOwner};
+use super::{EventLoop, Inner, OpOwner, OpTarget};
 use crate::driver::{Op, OpId};
 use crate::error::Result;
 
@@ -26,9 +26,16 @@ pub(crate) struct StreamWaiter {
     waker: RefCell<Option<Waker>>,
 }
 
-impl StreamWaiter {
+impl OpTarget for StreamWaiter {
     /// Queues one completion's result and wakes the awaiting task.
-    pub(crate) fn complete(&self, result: io::Result<u32>, more: bool) {
+    fn complete(
+        self: Rc<Self>,
+        _: OpId,
+        result: io::Result<u32>,
+        more: bool,
+        _: Option<Op>,
+        _: Option<crate::driver::RecvBuf>,
+    ) {
         self.results.borrow_mut().push_back(result);
         if !more {
             self.ended.set(true);
@@ -58,7 +65,7 @@ impl EventLoop {
             ended: Cell::new(false),
             waker: RefCell::new(None),
         });
-        let owner = OpOwner::Persistent(waiter.clone());
+        let owner: OpOwner = waiter.clone();
         let op = Op::AcceptMulti { fd };
         let id = self.with_driver(|driver| driver.submit(op, owner)).ok_or(crate::Error::Closed)?;
         Ok(OpStream { waiter, id, event_loop: Rc::downgrade(&self.inner) })

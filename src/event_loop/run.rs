@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::current::RunningGuard;
 use super::main_future::MainFuture;
 use super::remote::RemoteItem;
-use super::{monotonic_ns, EventLoop, LoopState, OpOwner, Ready};
+use super::{monotonic_ns, EventLoop, LoopState, Ready};
 use crate::driver::Completion;
 use crate::error::{panic_message, Error, Result};
 use crate::event_loop::ExceptionContext;
@@ -180,20 +180,8 @@ impl EventLoop {
         // Completions collected before an error are dispatched all the same.
         for completion in completions.drain(..) {
             // Taken apart at once, so that no 150-byte `Completion` is moved again.
-            let Completion { id, owner, result, more, op: done_op, data } = completion;
-            match owner {
-                OpOwner::Watch { fd, dir } => {
-                    debug_assert!(!more, "watch polls are one-shot");
-                    self.on_watch_ready(fd, dir, id, result)
-                }
-                OpOwner::Waiter(waiter) => waiter.complete(result, done_op),
-                OpOwner::Persistent(waiter) => waiter.complete(result, more),
-                OpOwner::Stream { core, op } => core.on_completion(op, id, more, result, data),
-                OpOwner::Datagram { core, op } => core.on_completion(op, id, more, result, data),
-                OpOwner::Pipe(owner) => owner.on_completion(result, done_op),
-                #[cfg(test)]
-                OpOwner::Nobody => {}
-            }
+            let Completion { id, owner, result, more, op, data } = completion;
+            owner.complete(id, result, more, op, data);
         }
         *self.inner.completions.borrow_mut() = completions;
         match turned {

@@ -7,9 +7,10 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::{Rc, Weak};
 
-use super::{EventLoop, ExceptionContext, Handle, OpOwner, Ready};
-use crate::driver::{Interest, Op, OpId};
+use super::{EventLoop, ExceptionContext, Handle, Inner, OpOwner, OpTarget, Ready};
+use crate::driver::{Interest, Op, OpId, RecvBuf};
 use crate::error::{Error, Result};
 
 /// Which callback of an fd.
@@ -43,6 +44,34 @@ pub(crate) struct Watcher {
     handle: Handle,
     /// The poll in flight (none between completion and re-arm, or after a failure).
     op: Option<OpId>,
+    /// The owner of its polls (one per watcher, shared by every re-arm).
+    target: OpOwner,
+}
+
+/// The owner of a watch's polls: tells the loop which fd and direction fired.
+struct WatchTarget {
+    /// The loop.
+    event_loop: Weak<Inner>,
+    /// The watched fd.
+    fd: RawFd,
+    /// Which callback it serves.
+    dir: Direction,
+}
+
+impl OpTarget for WatchTarget {
+    fn complete(
+        self: Rc<Self>,
+        id: OpId,
+        result: io::Result<u32>,
+        more: bool,
+        _: Option<Op>,
+        _: Option<RecvBuf>,
+    ) {
+        debug_assert!(!more, "watch polls are one-shot");
+        if let Some(inner) = self.event_loop.upgrade() {
+            EventLoop { inner }.on_watch_ready(self.fd, self.dir, id, result);
+        }
+    }
 }
 
 /// What is watched on one fd.
@@ -110,12 +139,15 @@ impl EventLoop {
                 Some(watcher) => {
                     let old = std::mem::replace(&mut watcher.handle, handle);
                     if watcher.op.is_none() {
-                        watcher.op = self.arm(fd, dir);
+                        watcher.op = self.arm(fd, dir, &watcher.target);
                     }
                     Some(old)
                 }
                 None => {
-                    *slot = Some(Watcher { handle, op: self.arm(fd, dir) });
+                    let event_loop = Rc::downgrade(&self.inner);
+                    let target: OpOwner = Rc::new(WatchTarget { event_loop, fd, dir });
+                    let op = self.arm(fd, dir, &target);
+                    *slot = Some(Watcher { handle, op, target });
                     None
                 }
             }
@@ -126,9 +158,9 @@ impl EventLoop {
         Ok(())
     }
 
-    fn arm(&self, fd: RawFd, dir: Direction) -> Option<OpId> {
+    fn arm(&self, fd: RawFd, dir: Direction, target: &OpOwner) -> Option<OpId> {
         let op = Op::Poll { fd, interest: dir.interest() };
-        self.with_driver(|driver| driver.submit(op, OpOwner::Watch { fd, dir }))
+        self.with_driver(|driver| driver.submit(op, target.clone()))
     }
 
     fn remove_watch(&self, fd: RawFd, dir: Direction) -> bool {
@@ -156,13 +188,7 @@ impl EventLoop {
     }
 
     /// A watch poll completed: queue the callback and re-arm, or drop a cancelled watch.
-    pub(crate) fn on_watch_ready(
-        &self,
-        fd: RawFd,
-        dir: Direction,
-        id: OpId,
-        result: io::Result<u32>,
-    ) {
+    fn on_watch_ready(&self, fd: RawFd, dir: Direction, id: OpId, result: io::Result<u32>) {
         let handle = {
             let mut watches = self.inner.watches.borrow_mut();
             let Some(watcher) = watches.get_mut(&fd).and_then(|e| e.slot(dir).as_mut()) else {
@@ -173,7 +199,7 @@ impl EventLoop {
             }
             watcher.op = None;
             if result.is_ok() && !watcher.handle.cancelled() {
-                watcher.op = self.arm(fd, dir);
+                watcher.op = self.arm(fd, dir, &watcher.target);
             }
             watcher.handle.clone()
         };

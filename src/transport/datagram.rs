@@ -46,7 +46,7 @@ use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::Error;
-use crate::event_loop::{EventLoop, OpOwner};
+use crate::event_loop::{EventLoop, OpTarget};
 
 /// The transport's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,15 +57,6 @@ pub(super) enum DatagramState {
     Closing,
     /// Done: `connection_lost` is scheduled or delivered, the fd closed or closing.
     Closed,
-}
-
-/// Which op of a datagram transport completed (the driver owner's tag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DatagramOp {
-    /// The `RecvMsgMulti`.
-    Recv,
-    /// The `SendMsg`.
-    Send,
 }
 
 /// The shared state of a datagram transport.
@@ -100,8 +91,8 @@ impl DatagramCore {
     }
 
     #[inline]
-    fn submit(self: &Rc<Self>, op: Op, kind: DatagramOp) -> Option<OpId> {
-        self.fd.submit(op, OpOwner::Datagram { core: self.clone(), op: kind })
+    fn submit(self: &Rc<Self>, op: Op) -> Option<OpId> {
+        self.fd.submit(op, self.clone())
     }
 
     /// Keeps one `RecvMsgMulti` in flight while open.
@@ -109,7 +100,7 @@ impl DatagramCore {
         if self.recv_op.get().is_some() || self.state.get() != DatagramState::Open {
             return;
         }
-        let id = self.submit(Op::RecvMsgMulti { fd: self.fd.raw() }, DatagramOp::Recv);
+        let id = self.submit(Op::RecvMsgMulti { fd: self.fd.raw() });
         self.recv_op.set(id);
     }
 
@@ -122,7 +113,7 @@ impl DatagramCore {
             Some((data, to)) => SendMsgBuf::new(data.clone(), to.as_ref()),
             None => return,
         };
-        let id = self.submit(Op::SendMsg { fd: self.fd.raw(), msg }, DatagramOp::Send);
+        let id = self.submit(Op::SendMsg { fd: self.fd.raw(), msg });
         self.send_op.set(id);
     }
 
@@ -166,30 +157,6 @@ impl DatagramCore {
         let flow = self.queue.borrow_mut().push(data, to);
         self.submit_send();
         self.notify_flow(flow);
-    }
-
-    /// A driver completion for this transport.
-    pub(crate) fn on_completion(
-        self: &Rc<Self>,
-        kind: DatagramOp,
-        id: OpId,
-        more: bool,
-        result: io::Result<u32>,
-        data: Option<RecvBuf>,
-    ) {
-        match kind {
-            DatagramOp::Recv => {
-                if !more && self.recv_op.get() == Some(id) {
-                    self.recv_op.set(None);
-                }
-                self.on_recv(result, data, more);
-            }
-            DatagramOp::Send => {
-                self.send_op.set(None);
-                self.on_send(result);
-            }
-        }
-        self.flush_deferred_later();
     }
 
     /// One datagram (or receive error) of the `RecvMsgMulti`; a new one is submitted when it
@@ -301,6 +268,29 @@ impl TransportCore for DatagramCore {
     /// cancelled, and the close ordered after it.
     fn close_fd(&self) {
         self.fd.close(&[&self.recv_op, &self.send_op]);
+    }
+}
+
+impl OpTarget for DatagramCore {
+    /// A driver completion: the receive's or the send's, told apart by their slots' ids.
+    fn complete(
+        self: Rc<Self>,
+        id: OpId,
+        result: io::Result<u32>,
+        more: bool,
+        _: Option<Op>,
+        data: Option<RecvBuf>,
+    ) {
+        if self.recv_op.get() == Some(id) {
+            if !more {
+                self.recv_op.set(None);
+            }
+            self.on_recv(result, data, more);
+        } else if self.send_op.get() == Some(id) {
+            self.send_op.set(None);
+            self.on_send(result);
+        }
+        self.flush_deferred_later();
     }
 }
 

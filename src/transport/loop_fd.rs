@@ -81,11 +81,10 @@ impl LoopFd {
     /// Submits `op` (an op on this fd) for `owner`; `None` if the fd is closed or the loop or
     /// its driver is gone.
     #[inline]
-    pub(crate) fn submit(&self, op: Op, owner: impl Into<OpOwner>) -> Option<OpId> {
+    pub(crate) fn submit(&self, op: Op, owner: OpOwner) -> Option<OpId> {
         if !self.is_open() {
             return None;
         }
-        let owner = owner.into();
         self.event_loop()?.with_driver(|driver| driver.submit(op, owner))
     }
 

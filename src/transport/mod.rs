@@ -12,11 +12,8 @@ mod pipe_write;
 mod stream;
 
 pub use api::ExtraInfo;
-pub(crate) use datagram::{DatagramCore, DatagramOp};
 pub(crate) use datagram_api::describe_addr;
 pub use datagram_api::DatagramTransport;
-pub(crate) use pipe::PipeOwner;
 pub use pipe_read::ReadTransport;
 pub use pipe_write::WriteTransport;
 pub use stream::Transport;
-pub(crate) use stream::{StreamCore, StreamOp};

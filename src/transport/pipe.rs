@@ -1,4 +1,4 @@
-//! What the pipe transports share: the driver owner of their ops, the checks and the
+//! What the pipe transports share: the checks and the
 //! non-blocking switch that `connect_read_pipe`/`connect_write_pipe` apply. The fd and its
 //! loop are a [`LoopFd`].
 //!
@@ -19,40 +19,8 @@ use std::rc::Rc;
 
 use super::dispatch::TransportCore;
 use super::loop_fd::LoopFd;
-use super::pipe_read::ReadCore;
-use super::pipe_write::{WriteCore, WriteOp};
-use crate::driver::Op;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, OpOwner};
-
-/// Whose op completed, for a pipe transport (held by the driver as the op's owner).
-#[derive(Clone)]
-pub(crate) enum PipeOwner {
-    /// The read of a read pipe.
-    Read(Rc<ReadCore>),
-    /// The readiness poll a read pipe on a FIFO waits for before its first read.
-    ReadPoll(Rc<ReadCore>),
-    /// An op of a write pipe.
-    Write(Rc<WriteCore>, WriteOp),
-}
-
-impl From<PipeOwner> for OpOwner {
-    #[inline]
-    fn from(owner: PipeOwner) -> OpOwner {
-        OpOwner::Pipe(owner)
-    }
-}
-
-impl PipeOwner {
-    /// Hands a driver completion to its transport.
-    pub(crate) fn on_completion(self, result: io::Result<u32>, op: Option<Op>) {
-        match self {
-            PipeOwner::Read(core) => core.on_read(result, op),
-            PipeOwner::ReadPoll(core) => core.on_first_poll(result),
-            PipeOwner::Write(core, which) => core.on_completion(which, result),
-        }
-    }
-}
+use crate::event_loop::EventLoop;
 
 /// What kind of file a pipe transport was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,11 +29,11 @@ use std::rc::Rc;
 
 use super::dispatch::{adapt_for, Dispatcher, Event, TransportCore};
 use super::loop_fd::LoopFd;
-use super::pipe::{self, PipeKind, PipeOwner};
+use super::pipe::{self, PipeKind};
 use super::ExtraInfo;
-use crate::driver::{Interest, Op, OpId};
+use crate::driver::{Interest, Op, OpId, RecvBuf};
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext};
+use crate::event_loop::{EventLoop, ExceptionContext, OpTarget};
 use crate::protocol::{Protocol, StreamingKind};
 
 /// Bytes asked of the kernel per read.
@@ -166,18 +166,18 @@ impl ReadCore {
         }
         if self.poll_first.get() {
             let op = Op::Poll { fd: self.pipe.raw(), interest: Interest::READ };
-            self.read_op.set(self.pipe.submit(op, PipeOwner::ReadPoll(self.clone())));
+            self.read_op.set(self.pipe.submit(op, self.clone()));
             return;
         }
         // Zeroed once and reused: memcheck cannot see the kernel's writes through io_uring.
         let mut buf = self.spare.take().unwrap_or_else(|| vec![0; READ_SIZE]);
         buf.clear();
         let op = Op::Read { fd: self.pipe.raw(), buf };
-        self.read_op.set(self.pipe.submit(op, PipeOwner::Read(self.clone())));
+        self.read_op.set(self.pipe.submit(op, self.clone()));
     }
 
     /// The first poll's completion: a writer came (and wrote or left), or an error.
-    pub(crate) fn on_first_poll(self: &Rc<Self>, result: io::Result<u32>) {
+    fn on_first_poll(self: &Rc<Self>, result: io::Result<u32>) {
         self.read_op.set(None);
         self.poll_first.set(false);
         if self.state.get() == PipeState::Closed {
@@ -190,7 +190,7 @@ impl ReadCore {
     }
 
     /// The read's completion.
-    pub(crate) fn on_read(self: &Rc<Self>, result: io::Result<u32>, op: Option<Op>) {
+    fn on_read(self: &Rc<Self>, result: io::Result<u32>, op: Option<Op>) {
         self.read_op.set(None);
         let buf = match op {
             Some(Op::Read { buf, .. }) => buf,
@@ -310,6 +310,23 @@ impl TransportCore for ReadCore {
 
     fn close_fd(&self) {
         self.pipe.close(&[&self.read_op]);
+    }
+}
+
+impl OpTarget for ReadCore {
+    /// The first poll's completion (it hands back an `Op::Poll`) or the read's.
+    fn complete(
+        self: Rc<Self>,
+        _: OpId,
+        result: io::Result<u32>,
+        _more: bool,
+        op: Option<Op>,
+        _: Option<RecvBuf>,
+    ) {
+        match op {
+            Some(Op::Poll { .. }) => self.on_first_poll(result),
+            op => self.on_read(result, op),
+        }
     }
 }
 

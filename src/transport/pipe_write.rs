@@ -30,11 +30,11 @@ use bytes::Bytes;
 use super::dispatch::{Base, Dispatcher, Event, TransportCore};
 use super::flow_control::WriteBuffer;
 use super::loop_fd::LoopFd;
-use super::pipe::{self, PipeKind, PipeOwner};
+use super::pipe::{self, PipeKind};
 use super::ExtraInfo;
-use crate::driver::{Interest, Op, OpId};
+use crate::driver::{Interest, Op, OpId, RecvBuf};
 use crate::error::{Error, Result};
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, OpTarget};
 use crate::protocol::BaseProtocol;
 
 /// Writes after the pipe is gone are logged from this many on (asyncio's
@@ -50,15 +50,6 @@ enum WriteState {
     Closing,
     /// Done: `connection_lost` is scheduled or delivered.
     Closed,
-}
-
-/// Which op of a write pipe completed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WriteOp {
-    /// The write of the buffer's front.
-    Write,
-    /// The readability poll that says the reader went away.
-    Watch,
 }
 
 /// The shared state of a write pipe transport.
@@ -272,8 +263,7 @@ impl WriteCore {
         }
         let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
         let op = Op::Write { fd: self.pipe.raw(), buf, offset: 0 };
-        let owner = PipeOwner::Write(self.clone(), WriteOp::Write);
-        self.write_op.set(self.pipe.submit(op, owner));
+        self.write_op.set(self.pipe.submit(op, self.clone()));
     }
 
     fn submit_watch(self: &Rc<Self>) {
@@ -281,23 +271,7 @@ impl WriteCore {
             return;
         }
         let op = Op::Poll { fd: self.pipe.raw(), interest: Interest::READ };
-        let owner = PipeOwner::Write(self.clone(), WriteOp::Watch);
-        self.watch_op.set(self.pipe.submit(op, owner));
-    }
-
-    /// A driver completion for this transport.
-    pub(crate) fn on_completion(self: &Rc<Self>, which: WriteOp, result: io::Result<u32>) {
-        match which {
-            WriteOp::Write => {
-                self.write_op.set(None);
-                self.on_write(result);
-            }
-            WriteOp::Watch => {
-                self.watch_op.set(None);
-                self.on_reader_gone(result);
-            }
-        }
-        self.flush_deferred_later();
+        self.watch_op.set(self.pipe.submit(op, self.clone()));
     }
 
     fn on_write(self: &Rc<Self>, result: io::Result<u32>) {
@@ -370,6 +344,27 @@ impl WriteCore {
         self.pipe.cancel(&self.write_op);
         self.pipe.cancel(&self.watch_op);
         self.schedule_lost(error);
+    }
+}
+
+impl OpTarget for WriteCore {
+    /// The write's or the watch's completion, told apart by their slots' ids.
+    fn complete(
+        self: Rc<Self>,
+        id: OpId,
+        result: io::Result<u32>,
+        _more: bool,
+        _: Option<Op>,
+        _: Option<RecvBuf>,
+    ) {
+        if self.write_op.get() == Some(id) {
+            self.write_op.set(None);
+            self.on_write(result);
+        } else if self.watch_op.get() == Some(id) {
+            self.watch_op.set(None);
+            self.on_reader_gone(result);
+        }
+        self.flush_deferred_later();
     }
 }
 

@@ -41,7 +41,7 @@ use super::flow_control::WriteBuffer;
 use super::loop_fd::LoopFd;
 use crate::driver::{Op, OpId, RecvBuf};
 use crate::error::Error;
-use crate::event_loop::{EventLoop, OpOwner};
+use crate::event_loop::{EventLoop, OpTarget};
 
 /// Writes after the connection is gone are logged from this many on (asyncio's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -82,15 +82,6 @@ pub(super) enum WriteEof {
     Pending,
     /// Shutdown done.
     Done,
-}
-
-/// Which op of a stream completed (the driver owner's tag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StreamOp {
-    /// The recv.
-    Recv,
-    /// The send.
-    Send,
 }
 
 /// The shared state of a stream transport.
@@ -140,8 +131,8 @@ impl StreamCore {
     }
 
     #[inline]
-    pub(super) fn submit(self: &Rc<Self>, op: Op, kind: StreamOp) -> Option<OpId> {
-        self.fd.submit(op, OpOwner::Stream { core: self.clone(), op: kind })
+    pub(super) fn submit(self: &Rc<Self>, op: Op) -> Option<OpId> {
+        self.fd.submit(op, self.clone())
     }
 
     pub(super) fn submit_recv(self: &Rc<Self>) {
@@ -151,7 +142,7 @@ impl StreamCore {
         {
             return;
         }
-        let id = self.submit(Op::RecvMulti { fd: self.fd.raw() }, StreamOp::Recv);
+        let id = self.submit(Op::RecvMulti { fd: self.fd.raw() });
         self.recv_op.set(id);
     }
 
@@ -160,7 +151,7 @@ impl StreamCore {
             return;
         }
         let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
-        let id = self.submit(Op::Send { fd: self.fd.raw(), buf, offset: 0 }, StreamOp::Send);
+        let id = self.submit(Op::Send { fd: self.fd.raw(), buf, offset: 0 });
         self.send_op.set(id);
     }
 
@@ -237,30 +228,6 @@ impl StreamCore {
     /// Stops the persistent recv (`pause_reading`): what it already received still arrives.
     pub(super) fn stop_recv(&self) {
         self.fd.stop(&self.recv_op);
-    }
-
-    /// A driver completion for this transport.
-    pub(crate) fn on_completion(
-        self: &Rc<Self>,
-        kind: StreamOp,
-        id: OpId,
-        more: bool,
-        result: io::Result<u32>,
-        data: Option<RecvBuf>,
-    ) {
-        match kind {
-            StreamOp::Recv => {
-                if !more && self.recv_op.get() == Some(id) {
-                    self.recv_op.set(None);
-                }
-                self.on_recv(result, data);
-            }
-            StreamOp::Send => {
-                self.send_op.set(None);
-                self.on_send(result);
-            }
-        }
-        self.flush_deferred_later();
     }
 
     /// Received bytes to the protocol (`data_received`, or `get_buffer`/`buffer_updated`),
@@ -428,5 +395,28 @@ impl TransportCore for StreamCore {
         for hook in self.lost_hooks.take() {
             hook();
         }
+    }
+}
+
+impl OpTarget for StreamCore {
+    /// A driver completion: the recv's or the send's, told apart by the ids in their slots.
+    fn complete(
+        self: Rc<Self>,
+        id: OpId,
+        result: io::Result<u32>,
+        more: bool,
+        _: Option<Op>,
+        data: Option<RecvBuf>,
+    ) {
+        if self.recv_op.get() == Some(id) {
+            if !more {
+                self.recv_op.set(None);
+            }
+            self.on_recv(result, data);
+        } else if self.send_op.get() == Some(id) {
+            self.send_op.set(None);
+            self.on_send(result);
+        }
+        self.flush_deferred_later();
     }
 }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 
 use super::LoopFd;
 use crate::driver::{Interest, Op};
-use crate::event_loop::OpOwner;
+use crate::event_loop::nobody;
 use crate::EventLoop;
 
 fn loops() -> Vec<EventLoop> {
@@ -47,7 +47,7 @@ fn close_cancels_the_ops_in_flight_then_closes_the_fd_once() {
         let (fd, mut b) = pair(&lp);
         let raw = fd.raw();
         let op = Op::Poll { fd: raw, interest: Interest::READ };
-        let slot = Cell::new(fd.submit(op, OpOwner::Nobody));
+        let slot = Cell::new(fd.submit(op, nobody()));
         assert!(slot.get().is_some());
         assert!(!peer_closed(&mut b), "{:?}: closed early", lp.backend());
         fd.close(&[&slot]);
@@ -135,10 +135,7 @@ fn without_a_driver_close_and_drop_close_the_fd_at_once() {
     let (fd, mut b) = pair(&lp);
     drop(lp);
     assert!(fd.event_loop().is_none());
-    assert_eq!(
-        fd.submit(Op::Poll { fd: fd.raw(), interest: Interest::READ }, OpOwner::Nobody),
-        None
-    );
+    assert_eq!(fd.submit(Op::Poll { fd: fd.raw(), interest: Interest::READ }, nobody()), None);
     drop(fd);
     assert!(peer_closed(&mut b), "drop without a loop left the fd open");
 }
