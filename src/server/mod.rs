@@ -38,7 +38,7 @@ use crate::future::Future;
 use crate::net::staggered::sleep;
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
-use crate::transport::dispatch::{adapt, StreamProtocol};
+use crate::transport::dispatch::{adapt, DynProtocol};
 use crate::transport::loop_fd::LoopFd;
 use crate::transport::Transport;
 
@@ -91,7 +91,7 @@ struct Listening {
 }
 
 /// Makes the protocol for an accepted connection.
-type ProtocolMaker = Box<dyn Fn() -> Rc<StreamProtocol>>;
+type ProtocolMaker = Box<dyn Fn() -> Rc<DynProtocol>>;
 
 /// The state shared by the [`Server`] handles and the accept tasks.
 struct ServerState {

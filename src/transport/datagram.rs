@@ -1,16 +1,10 @@
 //! The datagram transport (UDP and unix datagram sockets): asyncio's
-//! `_SelectorDatagramTransport`, driven by the driver's `RecvMsgMulti`/`SendMsg` completions,
-//! identical on both backends.
+//! `_SelectorDatagramTransport`, on the transport skeleton (`base.rs`), identical on both
+//! backends.
 //!
-//! # States
-//! ```text
-//!  Open ──close()──► Closing (no receives; flushing the send queue) ──flushed──► Closed
-//!   │                                                                              ▲
-//!   └──abort() / fatal error ─────────────────────────────────────────────────────┘
-//! ```
-//! One persistent `RecvMsgMulti` is kept in flight while open (on io_uring a multishot
-//! `RECVMSG` on the driver's datagram buffer ring: one SQE for many datagrams, no buffer held
-//! per endpoint). Each completion is one whole datagram and its sender, handed to
+//! Receiving: one persistent `RecvMsgMulti` is kept in flight while open (on io_uring a
+//! multishot `RECVMSG` on the driver's datagram buffer ring: one SQE for many datagrams, no
+//! buffer held per endpoint). Each completion is one whole datagram and its sender, handed to
 //! `datagram_received` straight from the driver's buffer. A datagram longer than
 //! [`DATAGRAM_CAPACITY`] (the kernel flags `MSG_TRUNC`; the driver reports `EMSGSIZE`) goes to
 //! `error_received` and is dropped, never delivered cut short. Receive errors (`ECONNREFUSED`
@@ -24,136 +18,254 @@
 //! `ECONNREFUSED`, ...) goes to `error_received`: datagrams are unreliable, the endpoint stays.
 //! The queue's size counts each datagram's bytes plus 8 (asyncio's per-datagram header
 //! estimate) against asyncio's water marks.
-//!
-//! Closing: as the stream transport, `connection_lost` is scheduled with `call_soon`, then the
-//! socket is closed by its [`LoopFd`]: an `Op::Close` ordered behind every op submitted before
-//! it.
-
-// The module split: this file is the state machine and the completions; the public methods
-// are in `datagram_api.rs`; protocol calls go through `dispatch.rs`, as for every transport.
 
 use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::io;
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
 use socket2::SockAddr;
 
-use super::dispatch::{DatagramEvent, Dispatcher, TransportCore};
+use super::base::{Base, Life, TransportCore};
+use super::dispatch::{DatagramAdapter, DatagramEvent};
 use super::flow_control::SendQueue;
-use super::loop_fd::LoopFd;
-use super::stream::{send_retrying, LOST_WRITES_LOG_THRESHOLD};
+use super::write_side::fast_path;
+use super::ExtraInfo;
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, OpTarget};
-
-/// The transport's life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum DatagramState {
-    /// Receiving and sending.
-    Open,
-    /// `close()` called: no more receives; closes once the send queue is flushed.
-    Closing,
-    /// Done: `connection_lost` is scheduled or delivered, the fd closed or closing.
-    Closed,
-}
+use crate::protocol::DatagramProtocol;
 
 /// The shared state of a datagram transport.
 pub(crate) struct DatagramCore {
-    /// The socket and its loop.
-    pub(super) fd: LoopFd,
-    /// Lifecycle.
-    pub(super) state: Cell<DatagramState>,
+    /// The skeleton: fd, lifecycle, protocol.
+    base: Base<DatagramEvent>,
     /// The persistent receive in flight.
-    pub(super) recv_op: Cell<Option<OpId>>,
+    recv_op: Cell<Option<OpId>>,
     /// Datagrams waiting to be sent.
-    pub(super) queue: RefCell<SendQueue>,
+    queue: RefCell<SendQueue>,
     /// The send in flight (of the queue's front datagram).
-    pub(super) send_op: Cell<Option<OpId>>,
-    /// `sendto` calls after close.
-    pub(super) lost_writes: Cell<u32>,
-    /// The protocol and the re-entrancy guard around it.
-    pub(super) dispatcher: Dispatcher<DatagramEvent>,
+    send_op: Cell<Option<OpId>>,
     /// The local address at creation.
-    pub(super) sockname: Option<SockAddr>,
+    sockname: Option<SockAddr>,
     /// The connected peer (`getpeername`), if the socket is connected.
-    pub(super) peername: Option<SockAddr>,
+    peername: Option<SockAddr>,
     /// `remote_addr`: the only destination `sendto` accepts, and the default one (set without
     /// a connect with `allow_broadcast`).
-    pub(super) address: Option<SockAddr>,
+    address: Option<SockAddr>,
+}
+
+/// A datagram transport: asyncio's `DatagramTransport` for UDP and unix datagram sockets, made
+/// by [`EventLoop::create_datagram_endpoint`]. Cheap to clone; clones refer to the same
+/// endpoint.
+#[derive(Clone)]
+pub struct DatagramTransport {
+    /// The shared state.
+    core: Rc<DatagramCore>,
+}
+
+impl DatagramTransport {
+    /// Wraps a non-blocking datagram socket; `connection_made` runs at the next iteration,
+    /// then receiving starts. `address` is `remote_addr` (connected, or the default
+    /// destination with `allow_broadcast`).
+    pub(crate) fn start<P: DatagramProtocol + 'static>(
+        event_loop: &EventLoop,
+        fd: OwnedFd,
+        protocol: Rc<RefCell<P>>,
+        address: Option<SockAddr>,
+    ) -> Result<DatagramTransport> {
+        event_loop.check_open()?;
+        let socket = socket2::SockRef::from(&fd);
+        let (sockname, peername) = (socket.local_addr().ok(), socket.peer_addr().ok());
+        let core = Rc::new(DatagramCore {
+            base: Base::new(event_loop, fd, Rc::new(DatagramAdapter(protocol))),
+            sockname,
+            peername,
+            address,
+            recv_op: Cell::new(None),
+            queue: RefCell::new(SendQueue::default()),
+            send_op: Cell::new(None),
+        });
+        let transport = DatagramTransport { core };
+        let made = DatagramEvent::Made(transport.clone());
+        transport.core.start(made, |core| core.submit_recv())?;
+        Ok(transport)
+    }
+
+    /// Sends `data` as one datagram to `addr`; never blocks (asyncio's `sendto`).
+    ///
+    /// On an endpoint made with `remote_addr`, `addr` may be omitted (`None`) or must equal
+    /// that address. `data` may be empty (an empty datagram is sent). With nothing queued the
+    /// datagram goes to the kernel at once; if the kernel would block it is copied and queued,
+    /// sent in order later (`pause_writing` past the high-water mark). A send that fails
+    /// (`EMSGSIZE` for a datagram longer than the protocol allows, `ECONNREFUSED`, ...) is
+    /// reported to `error_received`, not here. After `close()` nothing is sent (counted as a
+    /// lost write, logged once more than five were).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an `addr` other than the endpoint's `remote_addr`.
+    pub fn sendto(&self, data: &[u8], addr: Option<&SockAddr>) -> Result<()> {
+        let Some(to) = self.destination(addr)? else { return Ok(()) };
+        if !self.core.send_now(data, to.as_ref()) {
+            self.core.queue(Bytes::copy_from_slice(data), to);
+        }
+        Ok(())
+    }
+
+    /// [`sendto`](Self::sendto) without a copy when the datagram has to be queued.
+    pub fn sendto_bytes(&self, data: Bytes, addr: Option<&SockAddr>) -> Result<()> {
+        let Some(to) = self.destination(addr)? else { return Ok(()) };
+        if !self.core.send_now(&data, to.as_ref()) {
+            self.core.queue(data, to);
+        }
+        Ok(())
+    }
+
+    /// Checks `addr` against `remote_addr`; `Ok(None)` when the transport is closing (the
+    /// write is counted as lost), else where to send (`Some(None)`: the connected peer).
+    fn destination(&self, addr: Option<&SockAddr>) -> Result<Option<Option<SockAddr>>> {
+        let core = &self.core;
+        if let (Some(given), Some(remote)) = (addr, &core.address) {
+            if given != remote {
+                return Err(Error::InvalidArgument(format!(
+                    "Invalid address: must be None or {}",
+                    describe_addr(remote)
+                )));
+            }
+        }
+        if !core.base.is_open() {
+            core.base.lost_write("socket.sendto() raised exception.");
+            return Ok(None);
+        }
+        if core.peername.is_some() {
+            return Ok(Some(None));
+        }
+        Ok(Some(addr.cloned().or_else(|| core.address.clone())))
+    }
+
+    /// Closes the endpoint: receiving stops at once; queued datagrams are sent, then
+    /// `connection_lost(None)` is called and the socket closed. Idempotent.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Closes at once: queued datagrams are dropped, `connection_lost(None)` follows.
+    /// Idempotent.
+    pub fn abort(&self) {
+        self.core.force_close(None);
+    }
+
+    /// True once `close`/`abort` was called or the endpoint failed.
+    pub fn is_closing(&self) -> bool {
+        !self.core.base.is_open()
+    }
+
+    /// The send queue's size: queued bytes plus 8 per datagram (asyncio's estimate).
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.core.queue.borrow().size()
+    }
+
+    /// Sets the water marks, with asyncio's rules (see
+    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)).
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let flow = self.core.queue.borrow_mut().set_limits(high, low)?;
+        self.core.notify_flow(flow);
+        Ok(())
+    }
+
+    /// `(low, high)`.
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.core.queue.borrow().limits()
+    }
+
+    /// The local address (at creation).
+    pub fn sockname(&self) -> Option<SockAddr> {
+        self.core.sockname.clone()
+    }
+
+    /// The connected peer, if the socket is connected.
+    pub fn peername(&self) -> Option<SockAddr> {
+        self.core.peername.clone()
+    }
+
+    /// The socket's fd while open.
+    pub fn socket_fd(&self) -> Option<RawFd> {
+        self.core.base.fd.open_fd()
+    }
+
+    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        let core = &self.core;
+        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.base.fd)
+    }
+
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P: DatagramProtocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
+        self.core.base.dispatcher.set(Rc::new(DatagramAdapter(protocol)));
+    }
+
+    /// The protocol, if it is a `P` (and `connection_lost` has not been delivered yet).
+    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
+        self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+    }
 }
 
 impl DatagramCore {
-    #[inline]
-    pub(super) fn event_loop(&self) -> Option<EventLoop> {
-        self.fd.event_loop()
-    }
-
-    #[inline]
-    fn submit(self: &Rc<Self>, op: Op) -> Option<OpId> {
-        self.fd.submit(op, self.clone())
-    }
-
     /// Keeps one `RecvMsgMulti` in flight while open.
-    pub(super) fn submit_recv(self: &Rc<Self>) {
-        if self.recv_op.get().is_some() || self.state.get() != DatagramState::Open {
-            return;
+    fn submit_recv(self: &Rc<Self>) {
+        if self.recv_op.get().is_none() && self.base.is_open() {
+            let op = Op::RecvMsgMulti { fd: self.base.fd.raw() };
+            self.recv_op.set(self.base.fd.submit(op, self.clone()));
         }
-        let id = self.submit(Op::RecvMsgMulti { fd: self.fd.raw() });
-        self.recv_op.set(id);
     }
 
     /// Sends the queue's front datagram unless a send is in flight.
     fn submit_send(self: &Rc<Self>) {
-        if self.send_op.get().is_some() || self.state.get() == DatagramState::Closed {
+        if self.send_op.get().is_some() || self.base.is_closed() {
             return;
         }
         let msg = match self.queue.borrow().front() {
             Some((data, to)) => SendMsgBuf::new(data.clone(), to.as_ref()),
             None => return,
         };
-        let id = self.submit(Op::SendMsg { fd: self.fd.raw(), msg });
-        self.send_op.set(id);
-    }
-
-    /// Counts a `sendto` after close (logged from the fifth on, as asyncio).
-    pub(super) fn lost_write(&self) {
-        let lost = self.lost_writes.get() + 1;
-        self.lost_writes.set(lost);
-        if lost >= LOST_WRITES_LOG_THRESHOLD {
-            log::warn!(target: "ringloop", "socket.sendto() raised exception.");
-        }
+        let op = Op::SendMsg { fd: self.base.fd.raw(), msg };
+        self.send_op.set(self.base.fd.submit(op, self.clone()));
     }
 
     /// asyncio's fast path: with nothing queued and no send in flight, `sendto(2)` at once.
     /// True when the datagram is dealt with (sent, or its error reported to `error_received`);
     /// false when it must be queued (the kernel would block, or others wait before it).
-    pub(super) fn send_now(self: &Rc<Self>, data: &[u8], to: Option<&SockAddr>) -> bool {
+    fn send_now(self: &Rc<Self>, data: &[u8], to: Option<&SockAddr>) -> bool {
         if !self.queue.borrow().is_empty() || self.send_op.get().is_some() {
             return false;
         }
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-        let result = send_retrying(&self.fd, |socket| match to {
-            Some(to) => socket.send_to_with_flags(data, to, flags),
-            None => socket.send_with_flags(data, flags),
+        let result = fast_path(&self.base.fd, |fd| {
+            let socket = socket2::SockRef::from(&fd);
+            match to {
+                Some(to) => socket.send_to_with_flags(data, to, flags),
+                None => socket.send_with_flags(data, flags),
+            }
+            .map(|sent| sent.max(1)) // an empty datagram sent is sent
         });
         match result {
-            None | Some(Ok(_)) => true,
-            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => false,
-            Some(Err(err)) => {
-                self.notify(DatagramEvent::Error(self.send_error(err)));
+            Ok(sent) => sent > 0,
+            Err(err) => {
+                self.notify(DatagramEvent::Error(self.error("sendto", err)));
                 true
             }
         }
     }
 
-    fn send_error(&self, err: io::Error) -> Error {
-        Error::io(format!("sendto on fd {}", self.fd.raw()), err)
+    fn error(&self, call: &str, err: io::Error) -> Error {
+        Error::io(format!("{call} on fd {}", self.base.fd.raw()), err)
     }
 
     /// Queues a datagram, keeps a send in flight, pauses the protocol past the high mark.
-    pub(super) fn queue(self: &Rc<Self>, data: Bytes, to: Option<SockAddr>) {
+    fn queue(self: &Rc<Self>, data: Bytes, to: Option<SockAddr>) {
         let flow = self.queue.borrow_mut().push(data, to);
         self.submit_send();
         self.notify_flow(flow);
@@ -162,13 +274,13 @@ impl DatagramCore {
     /// One datagram (or receive error) of the `RecvMsgMulti`; a new one is submitted when it
     /// ended (`more` false) with an error that is not fatal.
     fn on_recv(self: &Rc<Self>, result: io::Result<u32>, data: Option<RecvBuf>, more: bool) {
-        if self.state.get() != DatagramState::Open {
+        if !self.base.is_open() {
             return;
         }
         match result {
             Ok(_) => {
                 if let Some(datagram) = data {
-                    self.dispatcher.datagram(&datagram, datagram.source().cloned());
+                    self.base.dispatcher.data((&datagram, datagram.source().cloned()));
                     // Dropped here: a ring buffer goes back to the driver's ring at once.
                     drop(datagram);
                     self.report_protocol_failures();
@@ -178,18 +290,14 @@ impl DatagramCore {
                 let why = format!(
                     "recvfrom on fd {}: a datagram longer than the {DATAGRAM_CAPACITY}-byte \
                      receive buffer was dropped",
-                    self.fd.raw(),
+                    self.base.fd.raw(),
                 );
                 self.notify(DatagramEvent::Error(Error::io(why, err)));
             }
             Err(err) if is_fatal(&err) => {
-                let error = Error::io(format!("recvfrom on fd {}", self.fd.raw()), err);
-                return self.force_close(Some(error));
+                return self.force_close(Some(self.error("recvfrom", err)))
             }
-            Err(err) => {
-                let error = Error::io(format!("recvfrom on fd {}", self.fd.raw()), err);
-                self.notify(DatagramEvent::Error(error));
-            }
+            Err(err) => self.notify(DatagramEvent::Error(self.error("recvfrom", err))),
         }
         if !more {
             self.submit_recv();
@@ -197,82 +305,62 @@ impl DatagramCore {
     }
 
     fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
-        if self.state.get() == DatagramState::Closed {
+        if self.base.is_closed() {
             return;
         }
         let flow = self.queue.borrow_mut().pop();
         if let Err(err) = result {
-            self.notify(DatagramEvent::Error(self.send_error(err)));
-            if self.state.get() == DatagramState::Closed {
+            self.notify(DatagramEvent::Error(self.error("sendto", err)));
+            if self.base.is_closed() {
                 return;
             }
         }
         self.submit_send();
         self.notify_flow(flow);
         let idle = self.queue.borrow().is_empty() && self.send_op.get().is_none();
-        if idle && self.state.get() == DatagramState::Closing {
+        if idle && self.base.life() == Life::Closing {
             self.finish(None);
         }
-    }
-
-    pub(super) fn close(self: &Rc<Self>) {
-        if self.state.get() != DatagramState::Open {
-            return;
-        }
-        self.state.set(DatagramState::Closing);
-        self.fd.cancel(&self.recv_op);
-        if self.queue.borrow().is_empty() && self.send_op.get().is_none() {
-            self.finish(None);
-        }
-    }
-
-    pub(super) fn force_close(self: &Rc<Self>, error: Option<Error>) {
-        if self.state.get() == DatagramState::Closed {
-            return;
-        }
-        self.queue.borrow_mut().clear();
-        self.finish(error);
-    }
-
-    /// Enters `Closed`: cancels what is in flight, schedules `connection_lost`, then the close.
-    fn finish(self: &Rc<Self>, error: Option<Error>) {
-        self.state.set(DatagramState::Closed);
-        self.fd.cancel(&self.recv_op);
-        self.fd.cancel(&self.send_op);
-        self.schedule_lost(error);
     }
 }
 
 impl TransportCore for DatagramCore {
     type Event = DatagramEvent;
 
-    fn dispatcher(&self) -> &Dispatcher<DatagramEvent> {
-        &self.dispatcher
+    fn base(&self) -> &Base<DatagramEvent> {
+        &self.base
     }
 
-    fn event_loop(&self) -> Option<EventLoop> {
-        DatagramCore::event_loop(self)
+    fn cancel_ops(&self) {
+        self.base.fd.cancel(&self.recv_op);
+        self.base.fd.cancel(&self.send_op);
     }
 
-    /// A `datagram_received` or `error_received` that panicked is fatal for the endpoint:
-    /// reported to the exception handler, then the transport is force-closed with it (a panic
-    /// in `connection_made`, `pause_writing` or `resume_writing` is only reported).
-    fn report_protocol_failures(self: &Rc<Self>) {
-        let transport = || format!("<DatagramTransport fd={}>", self.fd.raw());
-        if let Some(error) = self.dispatcher.report_failures(&self.fd, transport) {
-            self.force_close(Some(error));
+    fn close_fd(&self) {
+        self.base.fd.close(&[&self.recv_op, &self.send_op]);
+    }
+
+    /// Receiving stops at once; the queue is flushed, then the endpoint finishes.
+    fn close(self: &Rc<Self>) {
+        if self.base.start_closing() {
+            self.base.fd.cancel(&self.recv_op);
+            if self.queue.borrow().is_empty() && self.send_op.get().is_none() {
+                self.finish(None);
+            }
         }
     }
 
-    /// Closes the socket through the driver ([`LoopFd::close`]): what is still in flight is
-    /// cancelled, and the close ordered after it.
-    fn close_fd(&self) {
-        self.fd.close(&[&self.recv_op, &self.send_op]);
+    fn drop_buffered(&self) {
+        self.queue.borrow_mut().clear();
+    }
+
+    fn describe(&self) -> String {
+        format!("<DatagramTransport fd={}>", self.base.fd.raw())
     }
 }
 
 impl OpTarget for DatagramCore {
-    /// A driver completion: the receive's or the send's, told apart by their slots' ids.
+    /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(
         self: Rc<Self>,
         id: OpId,
@@ -300,4 +388,26 @@ fn is_fatal(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL | libc::ENOTCONN)
     )
+}
+
+/// An address for messages: `ip:port`, a unix path, or the raw family.
+pub(crate) fn describe_addr(addr: &SockAddr) -> String {
+    if let Some(ip) = addr.as_socket() {
+        return ip.to_string();
+    }
+    if let Some(path) = addr.as_pathname() {
+        return format!("{path:?}");
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        return format!("abstract {:?}", String::from_utf8_lossy(name));
+    }
+    format!("<address of family {}>", addr.family())
+}
+
+impl fmt::Debug for DatagramTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.core;
+        let (fd, life, size) = (core.base.fd.raw(), core.base.life(), core.queue.borrow().size());
+        write!(f, "<DatagramTransport fd={fd} {life:?} write_buffer={size}>")
+    }
 }

@@ -1,81 +1,40 @@
-//! The stream transport (TCP and Unix stream sockets): asyncio's socket transport, driven by
-//! the driver's completions, identical on both backends.
+//! The stream transport (TCP and Unix stream sockets): asyncio's socket transport, on the
+//! transport skeleton (`base.rs`) with a socket read side and a socket write side, identical
+//! on both backends.
 //!
-//! # States
-//! ```text
-//!  Open ──close()──► Closing (no reads; flushing the write buffer) ──flushed──► Closed
-//!   │                                                                             ▲
-//!   └──abort() / fatal error / EOF without keep-open ───────────────────────────┘
-//! ```
-//! Reading: `Reading` ⇄ `Paused`, and `Stopped` after EOF or close. One persistent
-//! `Op::RecvMulti` delivers every chunk while reading; the transport owns no read buffer (the
-//! chunk is the driver's: a slot of io_uring's buffer ring, or a copy out of the epoll
-//! driver's one buffer) and passes it to `data_received` as is. Pausing *stops* the op
-//! (`Driver::stop`): chunks the kernel had already taken still arrive and are held (copied),
-//! and are delivered in order on resume, before anything newer; the op's final `ECANCELED`
-//! lets a new one start once reading resumes. One recv and one send are in flight at most;
-//! every protocol callback is made through [`Dispatcher`] so a callback that would re-enter
-//! the protocol is delivered right after the running one returns. A data or EOF callback that
-//! panics is a fatal error: reported to the exception handler, then the transport is
-//! force-closed with [`Error::Panic`] (`connection_lost` still follows); a panic in
-//! `connection_made`, `pause_writing` or `resume_writing` is only reported.
-//!
-//! Writing: with the buffer empty and no send in flight, `write` first tries a non-blocking
-//! `send(2)` (asyncio's fast path), so a write the kernel takes whole never pauses the protocol;
-//! whatever is left is buffered and sent by `Send` ops, one at a time.
-//!
-//! Closing: `connection_lost` is scheduled with `call_soon`; right after it the socket is closed
-//! by its [`LoopFd`]: an `Op::Close`, which the driver orders behind every op submitted before
-//! it (a cancelled recv or send), so none of them can reach a socket that reuses the number.
+//! Reading: one persistent `Op::RecvMulti` delivers every chunk while reading; the transport
+//! owns no read buffer (a chunk is the driver's and goes to `data_received` as is). Writing:
+//! the fast-path `send(2)`, then the buffer and one `Op::Send` at a time. `write_eof`
+//! shuts the socket down for writing once the buffer is flushed, with a direct `shutdown(2)`:
+//! it never blocks on a socket, and as an op it would run in an io-wq worker that looks the fd
+//! number up late. A data or EOF callback that panics is a fatal error: reported to the
+//! exception handler, then the transport is force-closed with [`Error::Panic`]
+//! (`connection_lost` still follows); a panic in `connection_made`, `pause_writing` or
+//! `resume_writing` is only reported. `eof_received` answering false closes the transport;
+//! answering true keeps it half-open.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use socket2::SockRef;
+use socket2::{SockAddr, SockRef};
 
-use super::dispatch::{Dispatcher, Event, TransportCore};
-use super::flow_control::WriteBuffer;
-use super::loop_fd::LoopFd;
+use super::base::{Base, Life, TransportCore};
+use super::dispatch::{adapt, DynProtocol, Event};
+use super::read_side::{Got, ReadSide, ReadState};
+use super::write_side::{Sink, WriteSide};
+use super::ExtraInfo;
 use crate::driver::{Op, OpId, RecvBuf};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, OpTarget};
-
-/// Writes after the connection is gone are logged from this many on (asyncio's
-/// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
-pub(super) const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
-
-/// The transport's life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum StreamState {
-    /// Reading and writing.
-    Open,
-    /// `close()` called: no more reads; closes once the write buffer is flushed.
-    Closing,
-    /// Done: the fd is closed and `connection_lost` is scheduled or delivered.
-    Closed,
-}
-
-/// The read side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ReadState {
-    /// A recv is kept in flight.
-    Reading,
-    /// `pause_reading()`: no new recv; completed data is held.
-    Paused,
-    /// EOF seen, or closing: no more reads.
-    Stopped,
-    /// EOF seen and the connection kept open, then `pause_reading()`: no reads either way,
-    /// but `is_reading()` is false until `resume_reading()` (back to `Stopped`), as asyncio's
-    /// paused flag.
-    PausedAfterEof,
-}
+use crate::protocol::AnyProtocol;
 
 /// `write_eof` progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum WriteEof {
+enum WriteEof {
     /// Not asked for.
     No,
     /// Asked for: `shutdown(SHUT_WR)` once the buffer is flushed.
@@ -86,34 +45,18 @@ pub(super) enum WriteEof {
 
 /// The shared state of a stream transport.
 pub(crate) struct StreamCore {
-    /// The socket and its loop.
-    pub(super) fd: LoopFd,
-    /// Lifecycle.
-    pub(super) state: Cell<StreamState>,
-    /// Read side.
-    pub(super) read: Cell<ReadState>,
-    /// The persistent recv in flight (until its final completion, also while stopping).
-    pub(super) recv_op: Cell<Option<OpId>>,
-    /// Data completed while paused (or behind such data), oldest first.
-    pub(super) held: RefCell<VecDeque<Vec<u8>>>,
-    /// EOF arrived while paused.
-    pub(super) held_eof: Cell<bool>,
-    /// Bytes accepted by `write` and not yet sent.
-    pub(super) write: RefCell<WriteBuffer>,
-    /// The send in flight.
-    pub(super) send_op: Cell<Option<OpId>>,
+    /// The skeleton: fd, lifecycle, protocol.
+    base: Base<Event<Transport>>,
+    /// The socket's receive.
+    read: ReadSide,
+    /// The socket's sends.
+    write: WriteSide,
     /// `write_eof` progress.
-    pub(super) eof: Cell<WriteEof>,
-    /// Writes after the connection was lost.
-    pub(super) lost_writes: Cell<u32>,
-    /// The protocol and the re-entrancy guard around it.
-    pub(super) dispatcher: Dispatcher,
-    /// `getpeername`/`getsockname` at creation.
-    pub(super) peername: Option<socket2::SockAddr>,
-    /// The local address.
-    pub(super) sockname: Option<socket2::SockAddr>,
-    /// Called once, after `connection_lost` was delivered (servers count their connections).
-    pub(super) lost_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
+    eof: Cell<WriteEof>,
+    /// `getpeername` at creation.
+    peername: Option<SockAddr>,
+    /// `getsockname` at creation.
+    sockname: Option<SockAddr>,
 }
 
 /// A stream transport: asyncio's `Transport` for TCP and Unix stream sockets. Cheap to clone;
@@ -121,302 +64,424 @@ pub(crate) struct StreamCore {
 #[derive(Clone)]
 pub struct Transport {
     /// The shared state.
-    pub(crate) core: Rc<StreamCore>,
+    core: Rc<StreamCore>,
 }
 
-impl StreamCore {
-    #[inline]
-    pub(super) fn event_loop(&self) -> Option<EventLoop> {
-        self.fd.event_loop()
-    }
-
-    #[inline]
-    pub(super) fn submit(self: &Rc<Self>, op: Op) -> Option<OpId> {
-        self.fd.submit(op, self.clone())
-    }
-
-    pub(super) fn submit_recv(self: &Rc<Self>) {
-        if self.recv_op.get().is_some()
-            || self.read.get() != ReadState::Reading
-            || self.state.get() != StreamState::Open
-        {
-            return;
-        }
-        let id = self.submit(Op::RecvMulti { fd: self.fd.raw() });
-        self.recv_op.set(id);
-    }
-
-    pub(super) fn submit_send(self: &Rc<Self>) {
-        if self.send_op.get().is_some() || self.state.get() == StreamState::Closed {
-            return;
-        }
-        let Some(buf) = self.write.borrow_mut().front_coalesced() else { return };
-        let id = self.submit(Op::Send { fd: self.fd.raw(), buf, offset: 0 });
-        self.send_op.set(id);
-    }
-
-    /// Whether a `write` of `len` bytes goes anywhere: not when empty, nor once closing (then
-    /// it is counted as a lost write, logged from the fifth on).
-    pub(super) fn accepts_write(&self, len: usize) -> bool {
-        if len == 0 {
-            return false;
-        }
-        if self.state.get() != StreamState::Open {
-            let lost = self.lost_writes.get() + 1;
-            self.lost_writes.set(lost);
-            if lost >= LOST_WRITES_LOG_THRESHOLD {
-                log::warn!(target: "ringloop", "socket.send() raised exception.");
+impl Transport {
+    /// Wraps a connected socket and schedules `connection_made`, then reading.
+    pub(crate) fn start(
+        event_loop: &EventLoop,
+        fd: OwnedFd,
+        protocol: Rc<DynProtocol>,
+    ) -> Result<Transport> {
+        event_loop.check_open()?;
+        let socket = SockRef::from(&fd);
+        if let Ok(socket2::Type::STREAM) = socket.r#type() {
+            if socket.local_addr().is_ok_and(|a| a.is_ipv4() || a.is_ipv6()) {
+                let _ = socket.set_nodelay(true);
             }
-            return false;
         }
+        let (peername, sockname) = (socket.peer_addr().ok(), socket.local_addr().ok());
+        let core = Rc::new(StreamCore {
+            base: Base::new(event_loop, fd, protocol),
+            read: ReadSide::socket(),
+            write: WriteSide::new(Sink::Socket),
+            eof: Cell::new(WriteEof::No),
+            peername,
+            sockname,
+        });
+        let transport = Transport { core };
+        transport.core.start(Event::Made(transport.clone()), |core| core.submit_recv())?;
+        Ok(transport)
+    }
+
+    /// Sends `data`; never blocks. With nothing buffered it is offered to the kernel at once;
+    /// what the kernel does not take is copied into the write buffer and sent in order
+    /// (`pause_writing` when the buffer passes the high-water mark). After `close()` or once
+    /// the connection is lost the data is dropped (and, once more than five were, logged).
+    /// Empty `data` does nothing. `Error::Runtime` after `write_eof()`.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        if self.core.accepts_write(data.len())? {
+            let sent = self.core.send_now(data.len(), |fd| self.core.write.try_now(fd, data));
+            if sent < data.len() {
+                self.core.queue(Bytes::copy_from_slice(&data[sent..]));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`write`](Self::write) without a copy.
+    pub fn write_bytes(&self, data: Bytes) -> Result<()> {
+        if self.core.accepts_write(data.len())? {
+            let sent = self.core.send_now(data.len(), |fd| self.core.write.try_now(fd, &data));
+            if sent < data.len() {
+                self.core.queue(data.slice(sent..));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffers in order, as one write (asyncio's `writelines`): with nothing
+    /// buffered they go to the kernel in one vectored `sendmsg(2)`; what it does not take —
+    /// the rest of a buffer it took part of, then the following buffers — is queued in order,
+    /// and `pause_writing` comes once, after all of it is queued (BEHAVIOURS 117).
+    pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        let buffers: Vec<B> = buffers.into_iter().filter(|b| !b.as_ref().is_empty()).collect();
+        let total = buffers.iter().map(|b| b.as_ref().len()).sum();
+        if !self.core.accepts_write(total)? {
+            return Ok(());
+        }
+        let core = &self.core;
+        let mut skip = core.send_now(total, |fd| core.write.try_now_vectored(fd, &buffers));
+        let mut flow = None;
+        for buffer in &buffers {
+            let buffer = buffer.as_ref();
+            if skip >= buffer.len() {
+                skip -= buffer.len();
+                continue;
+            }
+            flow = flow.or(core.write.push(Bytes::copy_from_slice(&buffer[skip..])));
+            skip = 0;
+        }
+        core.submit_send();
+        core.notify_flow(flow);
+        Ok(())
+    }
+
+    /// Closes the write side after the buffer is flushed (`shutdown(SHUT_WR)`); reading goes
+    /// on. Idempotent; does nothing once closing.
+    pub fn write_eof(&self) {
+        let core = &self.core;
+        if core.eof.get() != WriteEof::No || !core.base.is_open() {
+            return;
+        }
+        core.eof.set(WriteEof::Pending);
+        if core.write.is_idle() {
+            core.shutdown_write();
+        }
+    }
+
+    /// True: stream sockets support `write_eof`.
+    pub fn can_write_eof(&self) -> bool {
         true
     }
 
-    /// asyncio's fast path: with nothing buffered and no send in flight, `send(2)` at once
-    /// (non-blocking). Returns how many bytes are dealt with: sent, or all of them when the
-    /// send failed and the transport was force-closed with the error (as asyncio's "Fatal
-    /// write error on socket transport"). Writes the kernel takes whole never touch the buffer
-    /// and so never pause the protocol (BEHAVIOURS 114).
-    pub(super) fn send_now(self: &Rc<Self>, data: &[u8]) -> usize {
-        self.send_direct("send", data.len(), |socket| {
-            socket.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-        })
+    /// Closes the transport: reading stops at once; buffered data is flushed, then
+    /// `connection_lost(None)` is called and the socket closed. Idempotent.
+    pub fn close(&self) {
+        self.core.close();
     }
 
-    /// The fast path of `send_now` and `send_vectored_now`: `send` (of `total` bytes) on the
-    /// socket unless something is buffered or in flight; `call` names it in an error.
-    pub(super) fn send_direct(
-        self: &Rc<Self>,
-        call: &str,
-        total: usize,
-        send: impl FnMut(&SockRef<'_>) -> io::Result<usize>,
-    ) -> usize {
-        if !self.write.borrow().is_empty() || self.send_op.get().is_some() {
-            return 0;
+    /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
+    pub fn abort(&self) {
+        self.core.force_close(None);
+    }
+
+    /// True once `close`/`abort` was called or the connection was lost.
+    pub fn is_closing(&self) -> bool {
+        !self.core.base.is_open()
+    }
+
+    /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
+    /// arrives meanwhile is held, in order. Idempotent.
+    pub fn pause_reading(&self) {
+        if self.core.base.is_open() {
+            self.core.read.pause(&self.core.base.fd);
         }
-        match send_retrying(&self.fd, send) {
-            None => 0,
-            Some(Ok(sent)) => sent,
-            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => 0,
-            Some(Err(err)) => {
-                self.force_close(Some(Error::io(format!("{call} on fd {}", self.fd.raw()), err)));
+    }
+
+    /// Resumes delivery: held data first, then new reads. Idempotent.
+    pub fn resume_reading(&self) {
+        let core = &self.core;
+        if !core.read.resume() || !core.base.is_open() {
+            return;
+        }
+        let Some(event_loop) = core.event_loop() else { return };
+        let core = core.clone();
+        let _ = event_loop.call_soon(move || core.resume_held());
+    }
+
+    /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);
+    /// still true after an EOF the protocol kept open, though nothing more can arrive.
+    pub fn is_reading(&self) -> bool {
+        let paused =
+            matches!(self.core.read.state(), ReadState::Paused | ReadState::PausedAfterEof);
+        !paused && self.core.base.is_open()
+    }
+
+    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
+    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
+    /// `pause_writing` follows at once if the buffer is already above the new `high`.
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let flow = self.core.write.set_limits(high, low)?;
+        self.core.notify_flow(flow);
+        Ok(())
+    }
+
+    /// `(low, high)`.
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.core.write.limits()
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.core.write.len()
+    }
+
+    /// The peer's address.
+    pub fn peername(&self) -> Option<SockAddr> {
+        self.core.peername.clone()
+    }
+
+    /// The local address.
+    pub fn sockname(&self) -> Option<SockAddr> {
+        self.core.sockname.clone()
+    }
+
+    /// The socket's fd while open.
+    pub fn socket_fd(&self) -> Option<RawFd> {
+        self.core.base.fd.open_fd()
+    }
+
+    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        let core = &self.core;
+        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.base.fd)
+    }
+
+    /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
+    /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
+    /// it, and the next bytes received are delivered as the new protocol's kind wants them.
+    pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
+        self.core.base.dispatcher.set(adapt(protocol));
+    }
+
+    /// The protocol, if it is a `P` (and the connection is not lost yet).
+    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
+        self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+    }
+
+    /// Calls `hook` once the connection is lost and its socket handed to the driver to close
+    /// (at the next iteration, if that already happened). For servers tracking connections.
+    pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
+        self.core.base.on_lost(hook);
+    }
+}
+
+impl StreamCore {
+    /// Whether a write of `len` bytes goes anywhere: `Error::Runtime` after `write_eof`;
+    /// not when empty, nor once closing (then it is counted as a lost write).
+    fn accepts_write(&self, len: usize) -> Result<bool> {
+        if self.eof.get() != WriteEof::No {
+            return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
+        }
+        if len > 0 && !self.base.is_open() {
+            self.base.lost_write("socket.send() raised exception.");
+            return Ok(false);
+        }
+        Ok(len > 0)
+    }
+
+    /// The fast path (`send`, the write side's `try_now`), for `total` bytes: how many are
+    /// dealt with — sent, or all of them when the send failed and the transport was
+    /// force-closed with the error (asyncio's "Fatal write error on socket transport").
+    fn send_now(
+        self: &Rc<Self>,
+        total: usize,
+        send: impl FnOnce(&super::loop_fd::LoopFd) -> io::Result<usize>,
+    ) -> usize {
+        match send(&self.base.fd) {
+            Ok(sent) => sent,
+            Err(err) => {
+                self.force_close(Some(self.io_error("send", err)));
                 total
             }
         }
     }
 
-    /// Appends `data` (not empty) to the write buffer, keeps a send in flight, and tells the
+    /// Appends `data` (not empty) to the buffer, keeps a send in flight, and tells the
     /// protocol to pause when that crossed the high-water mark.
-    pub(super) fn queue(self: &Rc<Self>, data: Bytes) {
-        let flow = self.write.borrow_mut().push(data);
-        self.submit_send();
-        self.notify_flow(flow);
+    fn queue(self: &Rc<Self>, data: Bytes) {
+        self.notify_flow(self.write.queue(data, &self.base.fd, || self.clone()));
     }
 
-    /// `shutdown(SHUT_WR)` as a direct syscall, not an op: it never blocks on a socket, and
-    /// io_uring runs `IORING_OP_SHUTDOWN` in an io-wq worker that looks the fd number up only
-    /// when it runs — possibly after an `abort()` closed the fd and the number was reused,
-    /// which would shut down an unrelated socket. An error here is reported by the next read
-    /// or write as well, so it is not acted on.
-    pub(super) fn submit_shutdown(self: &Rc<Self>) {
+    fn submit_send(self: &Rc<Self>) {
+        if !self.base.is_closed() {
+            self.write.submit(&self.base.fd, || self.clone());
+        }
+    }
+
+    fn submit_recv(self: &Rc<Self>) {
+        if self.base.is_open() {
+            self.read.submit(&self.base.fd, || self.clone());
+        }
+    }
+
+    /// `shutdown(SHUT_WR)`, directly (see the module docs). An error here is reported by the
+    /// next read or write as well, so it is not acted on.
+    fn shutdown_write(&self) {
         self.eof.set(WriteEof::Done);
-        self.fd.with_fd(|fd| {
+        self.base.fd.with_fd(|fd| {
             let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Write);
         });
     }
 
-    /// Stops the persistent recv (`pause_reading`): what it already received still arrives.
-    pub(super) fn stop_recv(&self) {
-        self.fd.stop(&self.recv_op);
+    /// What a receive came to: bytes for the protocol, end of stream, or a fatal error.
+    fn on_read(self: &Rc<Self>, got: Got) {
+        match got {
+            Got::Data(chunk) => {
+                self.base.dispatcher.data(&chunk);
+                drop(chunk); // a ring buffer goes back to the driver at once
+                self.report_protocol_failures();
+            }
+            Got::Eof => {
+                self.read.stop(&self.base.fd);
+                // Closes, through `report_protocol_failures`, once `eof_received` answers false.
+                self.notify(Event::Eof);
+            }
+            Got::Error(err) => self.force_close(Some(self.io_error("recv", err))),
+        }
     }
 
-    /// Received bytes to the protocol (`data_received`, or `get_buffer`/`buffer_updated`),
-    /// as [`notify`](Self::notify).
-    pub(super) fn notify_data(self: &Rc<Self>, data: &[u8]) {
-        self.dispatcher.data(data);
-        self.report_protocol_failures();
-    }
-
-    /// A recv completion: a chunk (`data`), end of stream, the end of a stopped recv
-    /// (`ECANCELED`: start another if reading again), or an error. While paused, or while
-    /// held data waits for `resume_held`, chunks and EOF are held so that order is kept.
-    pub(super) fn on_recv(self: &Rc<Self>, result: io::Result<u32>, data: Option<RecvBuf>) {
-        if self.state.get() != StreamState::Open || self.read.get() == ReadState::Stopped {
+    fn on_sent(self: &Rc<Self>, result: io::Result<u32>) {
+        if self.base.is_closed() {
             return;
         }
-        let hold = self.read.get() == ReadState::Paused || !self.held.borrow().is_empty();
-        match (result, data) {
-            (Ok(0), _) if hold => self.held_eof.set(true),
-            (Ok(0), _) => self.on_eof(),
-            (Ok(_), Some(data)) if hold => self.held.borrow_mut().push_back(data.to_vec()),
-            (Ok(_), Some(data)) => self.notify_data(&data),
-            (Ok(n), None) => log::error!("ringloop: a recv of {n} bytes came without them"),
-            (Err(err), _) if err.raw_os_error() == Some(libc::ECANCELED) => self.submit_recv(),
-            (Err(err), _) => {
-                self.force_close(Some(Error::io(format!("recv on fd {}", self.fd.raw()), err)))
-            }
-        }
-    }
-
-    pub(super) fn on_eof(self: &Rc<Self>) {
-        self.read.set(ReadState::Stopped);
-        self.fd.cancel(&self.recv_op);
-        // Closes, through `report_protocol_failures`, once `eof_received` answers false.
-        self.notify(Event::Eof);
-    }
-
-    pub(super) fn on_send(self: &Rc<Self>, result: io::Result<u32>) {
-        if self.state.get() == StreamState::Closed {
-            return;
-        }
-        let sent = match result {
-            Ok(sent) => sent as usize,
-            Err(err) => {
-                let error = Error::io(format!("send on fd {}", self.fd.raw()), err);
-                return self.force_close(Some(error));
-            }
+        let flow = match self.write.on_completion(result) {
+            Ok(flow) => flow,
+            Err(err) => return self.force_close(Some(self.io_error("send", err))),
         };
-        let flow = self.write.borrow_mut().consume(sent);
-        if !self.write.borrow().is_empty() {
-            self.submit_send();
-        }
+        self.submit_send();
         self.notify_flow(flow);
-        if self.state.get() == StreamState::Closed {
-            return; // resume_writing aborted the transport
+        if self.base.is_closed() || !self.write.is_idle() {
+            return; // resume_writing aborted the transport, or more to send
         }
-        if self.write.borrow().is_empty() && self.send_op.get().is_none() {
-            if self.state.get() == StreamState::Closing {
-                self.finish(None);
-            } else if self.eof.get() == WriteEof::Pending {
-                self.submit_shutdown();
-            }
-        }
-    }
-
-    pub(super) fn close(self: &Rc<Self>) {
-        if self.state.get() != StreamState::Open {
-            return;
-        }
-        self.state.set(StreamState::Closing);
-        self.read.set(ReadState::Stopped);
-        self.fd.cancel(&self.recv_op);
-        if self.write.borrow().is_empty() && self.send_op.get().is_none() {
+        if self.base.life() == Life::Closing {
             self.finish(None);
+        } else if self.eof.get() == WriteEof::Pending {
+            self.shutdown_write();
         }
     }
 
-    pub(super) fn force_close(self: &Rc<Self>, error: Option<Error>) {
-        if self.state.get() == StreamState::Closed {
-            return;
-        }
-        self.write.borrow_mut().clear();
-        self.finish(error);
-    }
-
-    /// Enters `Closed`: cancels what is in flight and schedules `connection_lost`, after which
-    /// the socket is closed.
-    pub(super) fn finish(self: &Rc<Self>, error: Option<Error>) {
-        self.state.set(StreamState::Closed);
-        self.read.set(ReadState::Stopped);
-        self.fd.cancel(&self.recv_op);
-        self.fd.cancel(&self.send_op);
-        self.held.borrow_mut().clear();
-        self.schedule_lost(error);
-    }
-
-    pub(super) fn resume_held(self: &Rc<Self>) {
-        loop {
-            if self.read.get() != ReadState::Reading || self.state.get() != StreamState::Open {
+    /// Delivers what was held while paused, in order, then reads again.
+    fn resume_held(self: &Rc<Self>) {
+        while let Some(got) = self.read.next_held() {
+            self.on_read(got);
+            if !self.base.is_open() {
                 return;
             }
-            let Some(chunk) = self.held.borrow_mut().pop_front() else { break };
-            self.notify_data(&chunk);
         }
-        if self.held_eof.take() {
-            self.on_eof();
-        } else {
-            self.submit_recv();
-        }
+        self.submit_recv();
     }
-}
 
-/// A direct send on a transport's socket (`None` once it is closed), retried on `EINTR`.
-#[inline]
-pub(super) fn send_retrying<T>(
-    fd: &LoopFd,
-    mut send: impl FnMut(&SockRef<'_>) -> io::Result<T>,
-) -> Option<io::Result<T>> {
-    fd.with_fd(|fd| {
-        let socket = SockRef::from(&fd);
-        loop {
-            match send(&socket) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    })
+    fn io_error(&self, call: &str, err: io::Error) -> Error {
+        Error::io(format!("{call} on fd {}", self.base.fd.raw()), err)
+    }
 }
 
 impl TransportCore for StreamCore {
-    type Event = Event;
+    type Event = Event<Transport>;
 
-    fn dispatcher(&self) -> &Dispatcher {
-        &self.dispatcher
+    fn base(&self) -> &Base<Event<Transport>> {
+        &self.base
     }
 
-    fn event_loop(&self) -> Option<EventLoop> {
-        StreamCore::event_loop(self)
+    fn cancel_ops(&self) {
+        self.read.stop(&self.base.fd);
+        self.base.fd.cancel(self.write.op_slot());
     }
 
-    /// A data or EOF callback that failed (panicked; `get_buffer` gave an empty buffer) is a
-    /// fatal error for the connection (asyncio's `_fatal_error` for a non-OS exception): it
-    /// goes to the exception handler and the transport is force-closed with it (a no-op when
-    /// already closed, e.g. for `connection_lost` itself). Then an `eof_received` that
-    /// answered "close" — delivered now or, if it met a borrowed protocol, later — closes.
-    fn report_protocol_failures(self: &Rc<Self>) {
-        let transport = || format!("{:?}", Transport { core: self.clone() });
-        if let Some(error) = self.dispatcher.report_failures(&self.fd, transport) {
-            self.force_close(Some(error));
-        }
-        if self.dispatcher.take_close_after_eof() {
-            self.close();
-        }
-    }
-
-    /// Closes the socket through the driver ([`LoopFd::close`]): the recv and send, if still
-    /// in flight, are cancelled, and the `Op::Close` is ordered after them, so neither can
-    /// reach another socket that reuses the number. Without a loop the fd is closed here.
     fn close_fd(&self) {
-        self.fd.close(&[&self.recv_op, &self.send_op]);
+        self.base.fd.close(&[self.read.op_slot(), self.write.op_slot()]);
     }
 
-    /// The hooks of [`Transport::on_connection_lost`] (servers tracking their connections).
-    fn after_lost(&self) {
-        for hook in self.lost_hooks.take() {
-            hook();
+    /// Reading stops at once; the buffer is flushed, then the transport finishes.
+    fn close(self: &Rc<Self>) {
+        if self.base.start_closing() {
+            self.read.stop(&self.base.fd);
+            if self.write.is_idle() {
+                self.finish(None);
+            }
         }
+    }
+
+    fn drop_buffered(&self) {
+        self.write.clear();
+    }
+
+    fn describe(&self) -> String {
+        format!("{self:?}")
     }
 }
 
 impl OpTarget for StreamCore {
-    /// A driver completion: the recv's or the send's, told apart by the ids in their slots.
+    /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(
         self: Rc<Self>,
         id: OpId,
         result: io::Result<u32>,
         more: bool,
-        _: Option<Op>,
+        op: Option<Op>,
         data: Option<RecvBuf>,
     ) {
-        if self.recv_op.get() == Some(id) {
-            if !more {
-                self.recv_op.set(None);
+        if self.read.owns(id) {
+            if let Some(got) = self.read.on_completion(result, more, op, data) {
+                self.on_read(got);
             }
-            self.on_recv(result, data);
-        } else if self.send_op.get() == Some(id) {
-            self.send_op.set(None);
-            self.on_send(result);
+            self.submit_recv();
+        } else if self.write.owns(id) {
+            self.on_sent(result);
         }
         self.flush_deferred_later();
+    }
+}
+
+impl fmt::Debug for StreamCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (fd, life, read) = (self.base.fd.raw(), self.base.life(), self.read.state());
+        write!(f, "<Transport fd={fd} {life:?} read={read:?} write_buffer={}>", self.write.len())
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.core, f)
+    }
+}
+
+impl EventLoop {
+    /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
+    /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
+    /// iteration; the returned `Rc` is the protocol the transport drives. The protocol is a
+    /// [`Protocol`](crate::Protocol) or a [`BufferedProtocol`](crate::BufferedProtocol).
+    pub async fn connect_accepted_socket<K, P, F>(
+        &self,
+        protocol_factory: F,
+        socket: OwnedFd,
+    ) -> Result<(Transport, Rc<RefCell<P>>)>
+    where
+        K: 'static,
+        P: AnyProtocol<K>,
+        F: FnOnce() -> P,
+    {
+        let fd = socket.as_raw_fd();
+        let kind = SockRef::from(&socket)
+            .r#type()
+            .map_err(|e| Error::io(format!("connect_accepted_socket(fd {fd})"), e))?;
+        if kind != socket2::Type::STREAM {
+            return Err(Error::InvalidArgument(format!(
+                "A Stream Socket was expected, got fd {fd} of type {kind:?}"
+            )));
+        }
+        SockRef::from(&socket)
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let transport = Transport::start(self, socket, adapt(protocol.clone()))?;
+        Ok((transport, protocol))
     }
 }

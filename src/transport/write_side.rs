@@ -1,0 +1,199 @@
+//! The write side of a byte transport (asyncio's write path with `_FlowControlMixin`): a
+//! stream writes a socket with `send(2)`, a write pipe any fd with `write(2)`.
+//!
+//! With nothing buffered and no write in flight, a write first tries the syscall at once,
+//! non-blocking (asyncio's fast path), so a write the kernel takes whole never touches the
+//! buffer and never pauses the protocol. Whatever is left is buffered and written by one op at
+//! a time (`Op::Send` or `Op::Write`), in order; the buffer's water marks tell the transport
+//! when to call `pause_writing` and `resume_writing`.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use bytes::Bytes;
+use socket2::SockRef;
+
+use super::flow_control::{FlowEvent, WriteBuffer};
+use super::loop_fd::LoopFd;
+use crate::driver::{Op, OpId};
+use crate::error::Result;
+use crate::event_loop::OpOwner;
+
+/// Buffers per `sendmsg(2)` at most (Linux's `UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+
+/// What the side writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sink {
+    /// A socket: `send(2)` with `MSG_NOSIGNAL`.
+    Socket,
+    /// Any fd: `write(2)` (a broken pipe is `EPIPE`: Rust programs ignore `SIGPIPE`).
+    File,
+}
+
+/// The write side of a stream or write pipe transport.
+pub(crate) struct WriteSide {
+    /// Bytes accepted and not yet written, with the water marks.
+    buffer: RefCell<WriteBuffer>,
+    /// The write in flight.
+    op: Cell<Option<OpId>>,
+    /// What it writes to.
+    sink: Sink,
+}
+
+impl WriteSide {
+    /// An empty write side for `sink`.
+    pub(crate) fn new(sink: Sink) -> WriteSide {
+        WriteSide { buffer: RefCell::new(WriteBuffer::default()), op: Cell::new(None), sink }
+    }
+
+    /// True with nothing buffered and no write in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.buffer.borrow().is_empty() && self.op.get().is_none()
+    }
+
+    /// The op in flight, if `id` is it.
+    pub(crate) fn owns(&self, id: OpId) -> bool {
+        self.op.get() == Some(id)
+    }
+
+    /// The slot of the write in flight (for the transport's close).
+    pub(crate) fn op_slot(&self) -> &Cell<Option<OpId>> {
+        &self.op
+    }
+
+    /// The fast path: when idle, one non-blocking syscall now. Returns how many bytes it took
+    /// (0 when not idle or the kernel would block); an error is the transport's to handle.
+    pub(crate) fn try_now(&self, fd: &LoopFd, data: &[u8]) -> io::Result<usize> {
+        if !self.is_idle() {
+            return Ok(0);
+        }
+        let sink = self.sink;
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        fast_path(fd, |fd| match sink {
+            Sink::Socket => SockRef::from(&fd).send_with_flags(data, flags),
+            Sink::File => write(fd, data),
+        })
+    }
+
+    /// [`try_now`](Self::try_now) for several buffers, as one vectored `sendmsg(2)` of the
+    /// first [`MAX_IOVECS`] (sockets), or a `write(2)` of the first (files).
+    pub(crate) fn try_now_vectored<B: AsRef<[u8]>>(
+        &self,
+        fd: &LoopFd,
+        buffers: &[B],
+    ) -> io::Result<usize> {
+        if !self.is_idle() || buffers.is_empty() {
+            return Ok(0);
+        }
+        if self.sink == Sink::File {
+            return self.try_now(fd, buffers[0].as_ref());
+        }
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        fast_path(fd, |fd| {
+            let slices: Vec<IoSlice<'_>> =
+                buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
+            SockRef::from(&fd).send_vectored_with_flags(&slices, flags)
+        })
+    }
+
+    /// Buffers `data` (not empty); `Pause` when that crossed the high-water mark. The
+    /// transport then calls [`submit`](Self::submit).
+    pub(crate) fn push(&self, data: Bytes) -> Option<FlowEvent> {
+        self.buffer.borrow_mut().push(data)
+    }
+
+    /// Buffers `data` (not empty) and keeps a write in flight; `Pause` when that crossed the
+    /// high-water mark.
+    pub(crate) fn queue(
+        &self,
+        data: Bytes,
+        fd: &LoopFd,
+        owner: impl FnOnce() -> OpOwner,
+    ) -> Option<FlowEvent> {
+        let flow = self.push(data);
+        self.submit(fd, owner);
+        flow
+    }
+
+    /// Keeps a write in flight while something is buffered.
+    pub(crate) fn submit(&self, fd: &LoopFd, owner: impl FnOnce() -> OpOwner) {
+        if self.op.get().is_some() {
+            return;
+        }
+        let Some(buf) = self.buffer.borrow_mut().front_coalesced() else { return };
+        let op = match self.sink {
+            Sink::Socket => Op::Send { fd: fd.raw(), buf, offset: 0 },
+            Sink::File => Op::Write { fd: fd.raw(), buf, offset: 0 },
+        };
+        self.op.set(fd.submit(op, owner()));
+    }
+
+    /// The write in flight completed: what it wrote is consumed (`Resume` when the buffer fell
+    /// to the low-water mark); an error is returned for the transport to handle.
+    pub(crate) fn on_completion(&self, result: io::Result<u32>) -> io::Result<Option<FlowEvent>> {
+        self.op.set(None);
+        let written = match result {
+            Ok(n) => n as usize,
+            Err(e) if would_block(&e) => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(self.buffer.borrow_mut().consume(written))
+    }
+
+    /// Drops everything buffered (abort).
+    pub(crate) fn clear(&self) {
+        self.buffer.borrow_mut().clear();
+    }
+
+    /// Bytes buffered.
+    pub(crate) fn len(&self) -> usize {
+        self.buffer.borrow().len()
+    }
+
+    /// `(low, high)`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        self.buffer.borrow().limits()
+    }
+
+    /// Sets the water marks (asyncio's rules); `Pause` when already above the new high mark.
+    pub(crate) fn set_limits(
+        &self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<Option<FlowEvent>> {
+        self.buffer.borrow_mut().set_limits(high, low)
+    }
+}
+
+/// One direct syscall on `fd` (0 once closed), retried on `EINTR`; "would block" is 0.
+pub(crate) fn fast_path(
+    fd: &LoopFd,
+    mut call: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let result = fd.with_fd(|fd| loop {
+        match call(fd) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => break result,
+        }
+    });
+    match result {
+        None => Ok(0),
+        Some(Err(e)) if would_block(&e) => Ok(0),
+        Some(result) => result,
+    }
+}
+
+/// Whether `e` only says "not now" (`EAGAIN`, `EINTR`).
+fn would_block(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
+}
+
+/// One non-blocking `write(2)` of `data` to `fd`.
+fn write(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `data.len()` initialised bytes of the live slice; the
+    // fd is borrowed, so open for the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
