@@ -1,21 +1,21 @@
 //! The results: one [`Run`] per measured window, summarised per (implementation, size) as the
-//! median over repetitions (ratios: the median of ratios paired per repetition), printed as a
-//! table or as JSON.
+//! median over repetitions (ratios to the workload's baselines: the median of ratios paired
+//! per repetition), printed as a table or as JSON. Shared by `echo` and `http`.
 
 use std::fmt::Write as _;
 
 use crate::client::Outcome;
 use crate::runner::Options;
-use crate::server::Impl;
+use crate::server::{Impl, Workload};
 
 /// One measured window.
 #[derive(Debug, Clone)]
 pub struct Run {
     /// The server.
     pub which: Impl,
-    /// Message size in bytes.
+    /// Message size in bytes (http: the response's).
     pub size: usize,
-    /// Messages echoed per second.
+    /// Messages answered per second.
     pub requests_per_sec: f64,
     /// Median latency, µs.
     pub p50_micros: f64,
@@ -30,23 +30,36 @@ pub struct Run {
 }
 
 impl Run {
-    /// Summarises one window of repetition `rep`.
+    /// Summarises one window of repetition `rep`. A window in which nothing was answered (the
+    /// machine stalled the server for all of it) has no latency or cost per request: NaN,
+    /// which medians and ratios leave out.
     pub fn new(which: Impl, size: usize, rep: usize, outcome: &Outcome) -> Run {
-        let requests = outcome.requests.max(1) as f64;
+        let requests = match outcome.requests {
+            0 => f64::NAN,
+            n => n as f64,
+        };
         Run {
             which,
             size,
             rep,
             requests_per_sec: outcome.requests as f64 / outcome.elapsed.as_secs_f64(),
-            p50_micros: outcome.latency.quantile(0.50) as f64 / 1e3,
-            p99_micros: outcome.latency.quantile(0.99) as f64 / 1e3,
+            p50_micros: quantile_micros(outcome, 0.50),
+            p99_micros: quantile_micros(outcome, 0.99),
             cpu_micros_per_request: outcome.server.cpu_nanos as f64 / 1e3 / requests,
             switches_per_request: outcome.server.switches as f64 / requests,
         }
     }
 }
 
-/// Everything one `echo` command measured, and the context to read it in.
+/// The window's latency quantile `q` in µs; NaN when nothing was answered.
+fn quantile_micros(outcome: &Outcome, q: f64) -> f64 {
+    match outcome.requests {
+        0 => f64::NAN,
+        _ => outcome.latency.quantile(q) as f64 / 1e3,
+    }
+}
+
+/// Everything one `echo` or `http` command measured, and the context to read it in.
 #[derive(Debug)]
 pub struct Report {
     /// The options it ran with.
@@ -63,17 +76,17 @@ pub struct Report {
 struct Row {
     which: Impl,
     size: usize,
-    reps: Vec<f64>,
+    /// Each repetition's req/s and CPU µs per request, in order.
+    reps: Vec<(f64, f64)>,
     requests_per_sec: f64,
     p50_micros: f64,
     p99_micros: f64,
     cpu_micros_per_request: f64,
     switches_per_request: f64,
-    /// Against tokio's row of the same size: the median of the per-repetition ratios (each
-    /// run against tokio's run of the same repetition), with their lowest and highest.
-    vs_tokio: Option<Versus>,
-    /// The same against raw-uring, the limit.
-    vs_raw: Option<Versus>,
+    /// Against each of the workload's baselines' row of the same size (tokio first): the
+    /// median of the per-repetition ratios (each run against the baseline's run of the same
+    /// repetition), with their lowest and highest.
+    versus: Vec<Option<Versus>>,
 }
 
 /// A row's ratios to a baseline's row.
@@ -85,7 +98,19 @@ struct Versus {
     cpu_highest: f64,
 }
 
+impl Versus {
+    /// No baseline row to divide by (JSON `null`s).
+    const NAN: Versus = Versus {
+        requests_per_sec: f64::NAN,
+        cpu_per_request: f64::NAN,
+        cpu_lowest: f64::NAN,
+        cpu_highest: f64::NAN,
+    };
+}
+
+/// The median of the values that are not NaN (NaN if none is).
 fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| !v.is_nan());
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -110,19 +135,21 @@ impl Report {
                     continue;
                 }
                 let of = |f: fn(&Run) -> f64| median(runs.iter().map(|r| f(r)).collect());
-                let (vs_tokio, vs_raw) =
-                    (self.versus(&runs, Impl::Tokio), self.versus(&runs, Impl::RawUring));
+                let baselines = self.options.workload.baselines();
+                let versus = baselines.iter().map(|&b| self.versus(&runs, b)).collect();
                 rows.push(Row {
                     which,
                     size,
-                    reps: runs.iter().map(|r| r.requests_per_sec).collect(),
+                    reps: runs
+                        .iter()
+                        .map(|r| (r.requests_per_sec, r.cpu_micros_per_request))
+                        .collect(),
                     requests_per_sec: of(|r| r.requests_per_sec),
                     p50_micros: of(|r| r.p50_micros),
                     p99_micros: of(|r| r.p99_micros),
                     cpu_micros_per_request: of(|r| r.cpu_micros_per_request),
                     switches_per_request: of(|r| r.switches_per_request),
-                    vs_tokio,
-                    vs_raw,
+                    versus,
                 });
             }
         }
@@ -131,7 +158,7 @@ impl Report {
 
     /// Pairs each of `runs` with `baseline`'s run of the same size and repetition (which ran
     /// next to it, so a slow patch of the machine hits both) and takes the medians of the
-    /// ratios.
+    /// ratios; a pair with a window in which nothing was answered is left out.
     fn versus(&self, runs: &[&Run], baseline: Impl) -> Option<Versus> {
         let mut rates = Vec::new();
         let mut cpus = Vec::new();
@@ -140,8 +167,11 @@ impl Report {
                 .runs
                 .iter()
                 .find(|b| b.which == baseline && b.size == run.size && b.rep == run.rep)?;
-            rates.push(run.requests_per_sec / base.requests_per_sec);
-            cpus.push(run.cpu_micros_per_request / base.cpu_micros_per_request);
+            let cpu = run.cpu_micros_per_request / base.cpu_micros_per_request;
+            if cpu.is_finite() {
+                rates.push(run.requests_per_sec / base.requests_per_sec);
+                cpus.push(cpu);
+            }
         }
         Some(Versus {
             cpu_lowest: cpus.iter().copied().fold(f64::INFINITY, f64::min),
@@ -161,7 +191,8 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "kernel {}, {} CPUs available, {}",
+            "{}: kernel {}, {} CPUs available, {}",
+            o.workload.name(),
             crate::sys::kernel_release(),
             self.cpus,
             if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
@@ -180,89 +211,118 @@ impl Report {
         out
     }
 
-    /// The Markdown table.
+    /// The Markdown table: echo rows show the message size and MiB/s, HTTP rows do not; the
+    /// first baseline (tokio) gets req/s and CPU ratios with their range, the others CPU.
     pub fn table(&self) -> String {
-        let rows = self.rows();
-        let mut out = String::from(
-            "| impl | size | req/s | MiB/s | p50 µs | p99 µs | server CPU µs/req | switches/req \
-             | req/s vs tokio | CPU/req vs tokio (lowest–highest) | CPU/req vs raw-uring |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for row in &rows {
-            let mib = row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0);
-            let (rate, cpu) = match row.vs_tokio {
-                Some(v) => (
-                    format!("{:.2}×", v.requests_per_sec),
-                    format!("{:.2}× ({:.2}–{:.2})", v.cpu_per_request, v.cpu_lowest, v.cpu_highest),
-                ),
-                None => ("-".into(), "-".into()),
-            };
-            let raw = row.vs_raw.map_or("-".into(), |v| format!("{:.2}×", v.cpu_per_request));
-            let _ = writeln!(
-                out,
-                "| {} | {} B | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.3} | {rate} | {cpu} | {raw} |",
-                row.which.name(),
-                row.size,
-                row.requests_per_sec,
-                mib,
-                row.p50_micros,
-                row.p99_micros,
-                row.cpu_micros_per_request,
-                row.switches_per_request,
-            );
+        let echo = self.options.workload == Workload::Echo;
+        let mut columns: Vec<String> = vec!["impl".into()];
+        let echo_only = |name: &str| echo.then(|| name.to_string());
+        columns.extend(echo_only("size"));
+        columns.push("req/s".into());
+        columns.extend(echo_only("MiB/s"));
+        columns.extend(["p50 µs", "p99 µs", "server CPU µs/req", "switches/req"].map(String::from));
+        for (i, base) in self.options.workload.baselines().iter().enumerate() {
+            if i == 0 {
+                columns.push(format!("req/s vs {base}"));
+                columns.push(format!("CPU/req vs {base} (lowest–highest)"));
+            } else {
+                columns.push(format!("CPU/req vs {base}"));
+            }
+        }
+        let head = format!("| {} |", columns.join(" | "));
+        let rule = format!("|---|{}", "---:|".repeat(columns.len() - 1));
+        let mut out = format!("{head}\n{rule}\n");
+        for row in &self.rows() {
+            out += &self.table_row(row, echo);
         }
         out
+    }
+
+    fn table_row(&self, row: &Row, echo: bool) -> String {
+        let mut line = format!("| {} |", row.which);
+        if echo {
+            line += &format!(" {} B |", row.size);
+        }
+        line += &format!(" {:.0} |", row.requests_per_sec);
+        if echo {
+            line +=
+                &format!(" {:.1} |", row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0));
+        }
+        line += &format!(
+            " {:.0} | {:.0} | {:.2} | {:.3} |",
+            row.p50_micros, row.p99_micros, row.cpu_micros_per_request, row.switches_per_request
+        );
+        for (i, versus) in row.versus.iter().enumerate() {
+            line += &match (i, versus) {
+                (0, Some(v)) => format!(
+                    " {:.2}× | {:.2}× ({:.2}–{:.2}) |",
+                    v.requests_per_sec, v.cpu_per_request, v.cpu_lowest, v.cpu_highest
+                ),
+                (0, None) => " - | - |".into(),
+                (_, Some(v)) => format!(" {:.2}× |", v.cpu_per_request),
+                (_, None) => " - |".into(),
+            };
+        }
+        line + "\n"
     }
 
     /// A JSON array, one object per (implementation, size).
     pub fn json(&self) -> String {
         let rows = self.rows();
-        let o = &self.options;
-        let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
         let mut out = String::from("[\n");
         for (i, row) in rows.iter().enumerate() {
-            let nan = Versus {
-                requests_per_sec: f64::NAN,
-                cpu_per_request: f64::NAN,
-                cpu_lowest: f64::NAN,
-                cpu_highest: f64::NAN,
-            };
-            let (vs, raw) = (row.vs_tokio.unwrap_or(nan), row.vs_raw.unwrap_or(nan));
-            let reps: Vec<String> = row.reps.iter().map(|&v| num(v)).collect();
-            let _ = writeln!(
-                out,
-                "  {{\"impl\": \"{}\", \"size\": {}, \"connections\": {}, \"pipeline\": {}, \
-                 \"duration_s\": {}, \"repeat\": {}, \"kernel\": \"{}\", \"pinned\": {}, \
-                 \"req_per_s\": {}, \"mib_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \
-                 \"server_cpu_us_per_req\": {}, \"server_switches_per_req\": {}, \
-                 \"req_per_s_vs_tokio\": {}, \"cpu_per_req_vs_tokio\": {}, \
-                 \"cpu_per_req_vs_tokio_lowest\": {}, \"cpu_per_req_vs_tokio_highest\": {}, \
-                 \"cpu_per_req_vs_raw_uring\": {}, \
-                 \"req_per_s_reps\": [{}]}}{}",
-                row.which.name(),
-                row.size,
-                o.connections,
-                o.pipeline,
-                num(o.duration.as_secs_f64()),
-                o.repeat,
-                crate::sys::kernel_release(),
-                self.pinned,
-                num(row.requests_per_sec),
-                num(row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0)),
-                num(row.p50_micros),
-                num(row.p99_micros),
-                num(row.cpu_micros_per_request),
-                num(row.switches_per_request),
-                num(vs.requests_per_sec),
-                num(vs.cpu_per_request),
-                num(vs.cpu_lowest),
-                num(vs.cpu_highest),
-                num(raw.cpu_per_request),
-                reps.join(", "),
-                if i + 1 < rows.len() { "," } else { "" },
-            );
+            out += &self.json_row(row);
+            out += if i + 1 < rows.len() { ",\n" } else { "\n" };
         }
         out.push_str("]\n");
+        out
+    }
+
+    fn json_row(&self, row: &Row) -> String {
+        let o = &self.options;
+        let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
+        let rates: Vec<String> = row.reps.iter().map(|&(rate, _)| num(rate)).collect();
+        let cpus: Vec<String> = row.reps.iter().map(|&(_, cpu)| num(cpu)).collect();
+        let mut out = format!(
+            "  {{\"workload\": \"{}\", \"impl\": \"{}\", \"size\": {}, \"connections\": {}, \
+             \"pipeline\": {}, \"duration_s\": {}, \"repeat\": {}, \"kernel\": \"{}\", \
+             \"pinned\": {}, \"req_per_s\": {}, \"mib_per_s\": {}, \"p50_us\": {}, \
+             \"p99_us\": {}, \"server_cpu_us_per_req\": {}, \"server_switches_per_req\": {}",
+            o.workload.name(),
+            row.which,
+            row.size,
+            o.connections,
+            o.pipeline,
+            num(o.duration.as_secs_f64()),
+            o.repeat,
+            crate::sys::kernel_release(),
+            self.pinned,
+            num(row.requests_per_sec),
+            num(row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0)),
+            num(row.p50_micros),
+            num(row.p99_micros),
+            num(row.cpu_micros_per_request),
+            num(row.switches_per_request),
+        );
+        for (base, versus) in o.workload.baselines().iter().zip(&row.versus) {
+            let key = base.to_string().replace('-', "_");
+            let v = versus.unwrap_or(Versus::NAN);
+            let _ = write!(
+                out,
+                ", \"req_per_s_vs_{key}\": {}, \"cpu_per_req_vs_{key}\": {}, \
+                 \"cpu_per_req_vs_{key}_lowest\": {}, \"cpu_per_req_vs_{key}_highest\": {}",
+                num(v.requests_per_sec),
+                num(v.cpu_per_request),
+                num(v.cpu_lowest),
+                num(v.cpu_highest)
+            );
+        }
+        let _ = write!(
+            out,
+            ", \"req_per_s_reps\": [{}], \"server_cpu_us_per_req_reps\": [{}]}}",
+            rates.join(", "),
+            cpus.join(", ")
+        );
         out
     }
 }

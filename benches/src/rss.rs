@@ -28,7 +28,7 @@ pub(crate) struct RssOptions {
 
 /// Runs the measurement for each backend and prints one line each.
 pub(crate) fn run(options: &RssOptions) -> Result<(), String> {
-    raise_nofile(options.connections + 64)?;
+    crate::sys::raise_nofile(options.connections as u64 + 64)?;
     let server = match &options.server {
         Some(path) => path.clone(),
         None => default_server()?,
@@ -109,7 +109,7 @@ pub(crate) fn client(args: &[String]) -> Result<(), String> {
     let [addr, n] = args else { return Err("rss-client ADDR N".into()) };
     let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
     let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
-    raise_nofile(n + 64)?;
+    crate::sys::raise_nofile(n as u64 + 64)?;
     let conns = (0..n).map(|_| ping(addr)).collect::<Result<Vec<_>, _>>()?;
     println!("ready");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
@@ -153,26 +153,4 @@ fn open_fds(pid: u32) -> Result<usize, String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .map_err(|e| format!("/proc/{pid}/fd: {e}"))
-}
-
-/// Raises `RLIMIT_NOFILE` to at least `want` (up to the hard limit; an error above it).
-fn raise_nofile(want: usize) -> Result<(), String> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the live `lim`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
-    }
-    let want = want as libc::rlim_t;
-    if lim.rlim_cur >= want {
-        return Ok(());
-    }
-    if lim.rlim_max < want {
-        return Err(format!("RLIMIT_NOFILE hard limit {} < {want}", lim.rlim_max));
-    }
-    lim.rlim_cur = want;
-    // SAFETY: setrlimit reads the live `lim`.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
 }

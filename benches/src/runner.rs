@@ -1,23 +1,25 @@
-//! The `echo` command: starts one server process per implementation, then for each size, for
-//! each repetition, for each server (interleaved, so drift hits all alike; each round starts
-//! one server later) runs the load and reads the server's CPU time and context switches
-//! around the measured window.
+//! The `echo` and `http` commands: start one server process per implementation, then for each
+//! message size (echo) or once (http), for each repetition, for each server (interleaved, so
+//! drift hits all alike; each round starts one server later) run the load and read the
+//! server's CPU time and context switches around the measured window.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::client::{Client, Load};
+use crate::client::{self, Client, Load, Messages};
 use crate::report::{Report, Run};
-use crate::server::Impl;
+use crate::server::{Impl, Workload};
 
-/// The `echo` command's options.
+/// The `echo` and `http` commands' options.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// What is served and asked for.
+    pub workload: Workload,
     /// The servers to compare.
     pub impls: Vec<Impl>,
-    /// Message sizes, each a run of its own.
+    /// Echo message sizes, each a run of its own (http: the response's size, one run).
     pub sizes: Vec<usize>,
     /// Connections.
     pub connections: usize,
@@ -50,10 +52,11 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(which: Impl, cpu: Option<usize>) -> Result<ServerProcess, String> {
+    fn start(workload: Workload, which: Impl, cpu: Option<usize>) -> Result<ServerProcess, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut command = Command::new(exe);
-        command.args(["serve", "--impl", which.name(), "--port", "0"]);
+        let name = which.to_string();
+        command.args(["serve", "--workload", workload.name(), "--impl", &name, "--port", "0"]);
         if let Some(cpu) = cpu {
             command.args(["--cpu", &cpu.to_string()]);
         }
@@ -62,7 +65,7 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("spawning the {} server: {e}", which.name()))?;
+            .map_err(|e| format!("spawning the {which} server: {e}"))?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut server = ServerProcess { which, child, _stdin: stdin, port: 0 };
@@ -73,12 +76,12 @@ impl ServerProcess {
         });
         let line = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(line)) => line,
-            Ok(Err(e)) => return Err(format!("{} server's stdout: {e}", which.name())),
-            Err(_) => return Err(format!("{} server did not start within 10 s", which.name())),
+            Ok(Err(e)) => return Err(format!("{which} server's stdout: {e}")),
+            Err(_) => return Err(format!("{which} server did not start within 10 s")),
         };
         server.port =
             line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).ok_or_else(
-                || format!("{} server failed to start (said {:?})", which.name(), line.trim()),
+                || format!("{which} server failed to start (said {:?})", line.trim()),
             )?;
         Ok(server)
     }
@@ -93,9 +96,9 @@ pub fn run(options: &Options) -> Result<Report, String> {
     }
     let mut servers = Vec::new();
     for &which in &options.impls {
-        match ServerProcess::start(which, pinned.then_some(0)) {
+        match ServerProcess::start(options.workload, which, pinned.then_some(0)) {
             Ok(server) => servers.push(server),
-            Err(e) => eprintln!("skipping {}: {e}", which.name()),
+            Err(e) => eprintln!("skipping {which}: {e}"),
         }
     }
     if servers.is_empty() {
@@ -103,31 +106,59 @@ pub fn run(options: &Options) -> Result<Report, String> {
     }
     let mut report = Report::new(options, cpus, pinned);
     for &size in &options.sizes {
-        let load = Load {
-            connections: options.connections,
-            size,
-            pipeline: options.pipeline,
-            warmup: options.warmup,
-            duration: options.duration,
-        };
-        let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-        let mut client = Client::connect(&ports, &load).map_err(|e| format!("at {size} B: {e}"))?;
-        for rep in 1..=options.repeat {
-            // Each round starts with the next server, so none always follows the same one.
-            let mut line = format!("{size:>6} B  round {rep:>2}/{}  CPU µs/req:", options.repeat);
-            for k in 0..servers.len() {
-                let index = (rep - 1 + k) % servers.len();
-                let server = &servers[index];
-                let pid = server.child.id();
-                let outcome = client
-                    .window(index, &move || crate::sys::sample_process(pid))
-                    .map_err(|e| format!("{} at {size} B: {e}", server.which.name()))?;
-                let run = Run::new(server.which, size, rep, &outcome);
-                line += &format!("  {} {:.2}", server.which.name(), run.cpu_micros_per_request);
-                report.runs.push(run);
-            }
-            eprintln!("{line}");
+        match options.workload {
+            Workload::Echo => rounds(&servers, options, size, client::Echo::new(size), &mut report),
+            Workload::Http => rounds(&servers, options, size, client::Http, &mut report),
         }
+        .map_err(|e| format!("{}: {e}", label(options.workload, size)))?;
     }
     Ok(report)
+}
+
+/// How progress lines and errors name a run: the echo size, or `http`.
+fn label(workload: Workload, size: usize) -> String {
+    match workload {
+        Workload::Echo => format!("{size:>6} B"),
+        Workload::Http => "http".into(),
+    }
+}
+
+/// `options.repeat` rounds of one window per server, with `messages` of `size` bytes; each
+/// round's progress line goes to stderr.
+fn rounds<M: Messages>(
+    servers: &[ServerProcess],
+    options: &Options,
+    size: usize,
+    messages: M,
+    report: &mut Report,
+) -> Result<(), String> {
+    let load = Load {
+        connections: options.connections,
+        pipeline: options.pipeline,
+        warmup: options.warmup,
+        duration: options.duration,
+    };
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let mut client = Client::connect(&ports, &load, messages).map_err(|e| e.to_string())?;
+    for rep in 1..=options.repeat {
+        // Each round starts with the next server, so none always follows the same one.
+        let mut line = format!(
+            "{}  round {rep:>2}/{}  CPU µs/req:",
+            label(options.workload, size),
+            options.repeat
+        );
+        for k in 0..servers.len() {
+            let index = (rep - 1 + k) % servers.len();
+            let server = &servers[index];
+            let pid = server.child.id();
+            let outcome = client
+                .window(index, &move || crate::sys::sample_process(pid))
+                .map_err(|e| format!("{}: {e}", server.which))?;
+            let run = Run::new(server.which, size, rep, &outcome);
+            line += &format!("  {} {:.2}", server.which, run.cpu_micros_per_request);
+            report.runs.push(run);
+        }
+        eprintln!("{line}");
+    }
+    Ok(())
 }

@@ -98,17 +98,38 @@ pub fn kernel_release() -> String {
 
 /// Sets `TCP_NODELAY` on a raw socket fd.
 pub fn set_nodelay(fd: std::os::fd::RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY (in syscall!): `one` outlives the call and `len` is its size.
-    syscall!(setsockopt(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        (&one as *const libc::c_int).cast(),
-        len
-    ))
-    .map(drop)
+    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &(1 as libc::c_int))
+}
+
+/// Makes `close` on a raw socket fd send a reset (`SO_LINGER` with a zero timeout), for tests
+/// of servers whose clients vanish.
+#[cfg(test)]
+pub fn reset_on_close(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
+}
+
+/// `setsockopt(fd, level, name, value)`, the option's size that of `T`.
+fn setsockopt<T>(fd: std::os::fd::RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    let len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY (in syscall!): `value` outlives the call and `len` is its size.
+    syscall!(setsockopt(fd, level, name, (value as *const T).cast(), len)).map(drop)
+}
+
+/// Raises `RLIMIT_NOFILE` to at least `want` (up to the hard limit; an error above it).
+pub fn raise_nofile(want: u64) -> Result<(), String> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY (in syscall!): getrlimit writes into the live `lim`.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).map_err(|e| format!("getrlimit: {e}"))?;
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    if lim.rlim_max < want {
+        return Err(format!("RLIMIT_NOFILE hard limit {} < {want}", lim.rlim_max));
+    }
+    lim.rlim_cur = want;
+    // SAFETY (in syscall!): setrlimit reads the live `lim`.
+    syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)).map(drop).map_err(|e| format!("setrlimit: {e}"))
 }
 
 #[cfg(test)]

@@ -1,55 +1,174 @@
-//! The echo servers, one per implementation; the runner starts each in a child process of its
-//! own (`ringloop-bench serve --impl NAME --port 0`).
+//! The servers, one per (workload, implementation); the runner starts each in a child process
+//! of its own (`ringloop-bench serve --workload echo|http --impl NAME --port 0`).
 //!
-//! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and echoes every
-//! byte it reads until its stdin closes (the runner holds the other end) or it gets SIGTERM.
+//! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and serves until its
+//! stdin closes (the runner holds the other end) or it gets SIGTERM: the echo servers write
+//! back every byte they read, the HTTP servers answer every request with
+//! [`crate::http::RESPONSE`].
 
 mod raw_uring;
-mod ringloop_echo;
-mod tokio_echo;
+pub mod raw_uring_max;
+mod ringloop_protocol;
+mod ringloop_streams;
+mod tokio_server;
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 
-/// An echo server implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Impl {
-    /// ringloop on its io_uring backend.
-    RingloopUring,
-    /// ringloop on its epoll backend.
-    RingloopEpoll,
-    /// tokio's current_thread runtime: the reference.
-    Tokio,
-    /// io_uring with no runtime: the limit.
-    RawUring,
+use ringloop::Backend;
+
+use crate::http::Responder;
+pub use raw_uring_max::Techniques;
+
+/// What a connection of a chunk-at-a-time server (ringloop protocols, tokio) answers to
+/// each chunk received: the echo gives the chunk back, the HTTP [`Responder`] a response per
+/// complete request.
+pub trait Reply: Default + fmt::Debug + 'static {
+    /// The bytes to write back for `data` (empty: nothing yet); an error hangs up.
+    fn reply<'a>(&'a mut self, data: &'a [u8]) -> Result<&'a [u8], String>;
 }
 
-impl Impl {
-    /// Every implementation, in the order the runner interleaves them.
-    pub const ALL: [Impl; 4] =
-        [Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio, Impl::RawUring];
+/// The echo's [`Reply`]: every chunk, as it came.
+#[derive(Debug, Default)]
+pub struct Echo;
 
+impl Reply for Echo {
+    fn reply<'a>(&'a mut self, data: &'a [u8]) -> Result<&'a [u8], String> {
+        Ok(data)
+    }
+}
+
+impl Reply for Responder {
+    fn reply<'a>(&'a mut self, data: &'a [u8]) -> Result<&'a [u8], String> {
+        self.feed(data)
+    }
+}
+
+/// What the servers serve and the load generator asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Echo every byte.
+    Echo,
+    /// Keep-alive HTTP/1.1 hello-world.
+    Http,
+}
+
+impl Workload {
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
-            Impl::RingloopUring => "ringloop-uring",
-            Impl::RingloopEpoll => "ringloop-epoll",
-            Impl::Tokio => "tokio",
-            Impl::RawUring => "raw-uring",
+            Workload::Echo => "echo",
+            Workload::Http => "http",
         }
     }
 
-    /// Parses a name as [`Impl::name`] prints it.
-    pub fn parse(name: &str) -> Result<Impl, String> {
-        Impl::ALL.into_iter().find(|i| i.name() == name).ok_or_else(|| {
-            let names: Vec<_> = Impl::ALL.iter().map(|i| i.name()).collect();
-            format!("unknown implementation {name:?} (one of: {})", names.join(", "))
-        })
+    /// Parses a name as [`Workload::name`] prints it.
+    pub fn parse(name: &str) -> Result<Workload, String> {
+        [Workload::Echo, Workload::Http]
+            .into_iter()
+            .find(|w| w.name() == name)
+            .ok_or_else(|| format!("unknown workload {name:?} (echo or http)"))
+    }
+
+    /// The servers run by default, in the order the runner interleaves them.
+    ///
+    /// Hyper servers (on tokio, and on ringloop once its hyper feature exists) belong in the
+    /// `Http` list, as new [`Impl`] variants with a `server/http_hyper.rs`.
+    pub fn impls(self) -> Vec<Impl> {
+        match self {
+            Workload::Echo => vec![
+                Impl::RingloopUring,
+                Impl::RingloopEpoll,
+                Impl::Tokio,
+                Impl::RawUring,
+                Impl::RawUringMax(Techniques::MAX),
+            ],
+            Workload::Http => vec![
+                Impl::RingloopUring,
+                Impl::RingloopEpoll,
+                Impl::StreamsUring,
+                Impl::StreamsEpoll,
+                Impl::Tokio,
+            ],
+        }
+    }
+
+    /// Whether this workload has a server for `which`.
+    pub fn serves(self, which: Impl) -> bool {
+        match which {
+            Impl::RawUringMax(_) => self == Workload::Echo,
+            _ => self.impls().contains(&which),
+        }
+    }
+
+    /// The servers the report divides each row by: tokio (the reference) and, for echo, the
+    /// strongest raw io_uring loop (the limit).
+    pub fn baselines(self) -> &'static [Impl] {
+        match self {
+            Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX)],
+            Workload::Http => &[Impl::Tokio],
+        }
     }
 }
 
-/// Runs one echo server until stdin closes; `cpu` pins it first.
-pub fn serve(which: Impl, port: u16, cpu: Option<usize>) -> Result<(), String> {
+/// A server implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    /// ringloop protocols on its io_uring backend.
+    RingloopUring,
+    /// ringloop protocols on its epoll backend.
+    RingloopEpoll,
+    /// ringloop streams (`start_server`, `StreamReader`/`StreamWriter`) on io_uring.
+    StreamsUring,
+    /// ringloop streams on epoll.
+    StreamsEpoll,
+    /// tokio's current_thread runtime: the reference.
+    Tokio,
+    /// io_uring with no runtime, one op per connection at a time: the simple loop.
+    RawUring,
+    /// io_uring with no runtime and every technique that helped: the limit
+    /// (`raw-uring-max`), or it without some of them, to measure what each buys.
+    RawUringMax(Techniques),
+}
+
+impl fmt::Display for Impl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Impl::RingloopUring => f.write_str("ringloop-uring"),
+            Impl::RingloopEpoll => f.write_str("ringloop-epoll"),
+            Impl::StreamsUring => f.write_str("ringloop-streams-uring"),
+            Impl::StreamsEpoll => f.write_str("ringloop-streams-epoll"),
+            Impl::Tokio => f.write_str("tokio"),
+            Impl::RawUring => f.write_str("raw-uring"),
+            Impl::RawUringMax(techniques) => f.write_str(&techniques.name()),
+        }
+    }
+}
+
+impl Impl {
+    /// Parses a name as `Display` prints it, for a server of `workload`.
+    pub fn parse(name: &str, workload: Workload) -> Result<Impl, String> {
+        let found = workload.impls().into_iter().find(|i| i.to_string() == name);
+        let found = found.or_else(|| Techniques::parse(name).map(Impl::RawUringMax));
+        match found {
+            Some(which) if workload.serves(which) => Ok(which),
+            _ => {
+                let names: Vec<_> = workload.impls().iter().map(Impl::to_string).collect();
+                let more =
+                    if workload == Workload::Echo { ", raw-uring-max-no-TECHNIQUE" } else { "" };
+                Err(format!(
+                    "no {} server {name:?} (one of: {}{more})",
+                    workload.name(),
+                    names.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+/// Runs one server until stdin closes; `cpu` pins it first.
+pub fn serve(workload: Workload, which: Impl, port: u16, cpu: Option<usize>) -> Result<(), String> {
     if let Some(cpu) = cpu {
         crate::sys::pin_to_cpu(cpu).map_err(|e| e.to_string())?;
     }
@@ -61,13 +180,39 @@ pub fn serve(which: Impl, port: u16, cpu: Option<usize>) -> Result<(), String> {
         let mut out = io::stdout().lock();
         writeln!(out, "listening on {port}").and_then(|()| out.flush()).map_err(|e| e.to_string())
     };
-    let result = match which {
-        Impl::RingloopUring => ringloop_echo::serve(listener, ringloop::Backend::Uring, announce),
-        Impl::RingloopEpoll => ringloop_echo::serve(listener, ringloop::Backend::Epoll, announce),
-        Impl::Tokio => tokio_echo::serve(listener, announce),
-        Impl::RawUring => raw_uring::serve(listener, announce),
+    run(workload, which, listener, announce)
+}
+
+/// Serves `workload` with `which` on `listener` for ever; `announce` once it is ready.
+fn run(
+    workload: Workload,
+    which: Impl,
+    listener: TcpListener,
+    announce: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let (uring, epoll) = (Backend::Uring, Backend::Epoll);
+    let result = match (workload, which) {
+        (Workload::Echo, Impl::RingloopUring) => {
+            ringloop_protocol::serve::<Echo>(listener, uring, announce)
+        }
+        (Workload::Echo, Impl::RingloopEpoll) => {
+            ringloop_protocol::serve::<Echo>(listener, epoll, announce)
+        }
+        (Workload::Echo, Impl::Tokio) => tokio_server::serve::<Echo>(listener, announce),
+        (Workload::Echo, Impl::RawUring) => raw_uring::serve(listener, announce),
+        (Workload::Echo, Impl::RawUringMax(t)) => raw_uring_max::serve(listener, t, announce),
+        (Workload::Http, Impl::RingloopUring) => {
+            ringloop_protocol::serve::<Responder>(listener, uring, announce)
+        }
+        (Workload::Http, Impl::RingloopEpoll) => {
+            ringloop_protocol::serve::<Responder>(listener, epoll, announce)
+        }
+        (Workload::Http, Impl::StreamsUring) => ringloop_streams::serve(listener, uring, announce),
+        (Workload::Http, Impl::StreamsEpoll) => ringloop_streams::serve(listener, epoll, announce),
+        (Workload::Http, Impl::Tokio) => tokio_server::serve::<Responder>(listener, announce),
+        _ => Err(format!("no {} server {which}", workload.name())),
     };
-    result.map_err(|e| format!("{} server: {e}", which.name()))
+    result.map_err(|e| format!("{} {which} server: {e}", workload.name()))
 }
 
 /// Ends the process once stdin reaches EOF: the runner's end of the pipe closes when it
@@ -80,3 +225,6 @@ fn exit_when_stdin_closes() {
         std::process::exit(0);
     });
 }
+
+#[cfg(test)]
+mod tests;

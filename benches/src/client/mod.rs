@@ -1,8 +1,9 @@
 //! The load: one epoll thread holding N connections to each server, driving one server at a
-//! time. In a server's window each of its connections keeps `pipeline` messages of `size`
-//! bytes in flight (ping-pong when 1): a message counts when all its bytes came back, and its
-//! latency runs from when it was queued to then. Between windows the active server's messages
-//! are drained, so the next server starts alone.
+//! time. In a server's window each of its connections keeps `pipeline` messages in flight
+//! (ping-pong when 1; what a message is, echo bytes or an HTTP request, is [`Messages`]): a
+//! message counts when its whole reply came back, and its latency runs from when it was
+//! queued to then. A connection writes all it has queued in one write. Between windows the
+//! active server's messages are drained, so the next server starts alone.
 //!
 //! Windows are short and the caller alternates servers, so a slow patch of the shared machine
 //! (seconds long) falls on all of them alike instead of on whichever ran then.
@@ -16,13 +17,15 @@ use std::time::{Duration, Instant};
 use crate::histogram::Histogram;
 use crate::sys::{syscall, ProcessSample};
 
+mod messages;
+
+pub use messages::{Echo, Http, Messages};
+
 /// What one load window is.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
     /// Connections per server.
     pub connections: usize,
-    /// Message size in bytes.
-    pub size: usize,
     /// Messages in flight per connection.
     pub pipeline: usize,
     /// Unmeasured time at the start of each window.
@@ -34,7 +37,7 @@ pub struct Load {
 /// What one measured window saw.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Messages echoed in full within the window.
+    /// Messages answered in full within the window.
     pub requests: u64,
     /// The window's actual length.
     pub elapsed: Duration,
@@ -48,24 +51,28 @@ pub struct Outcome {
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// One connection's state.
-struct Conn {
+struct Conn<R> {
     stream: TcpStream,
     /// When each message in flight was queued, oldest first.
     in_flight: VecDeque<Instant>,
     /// Bytes queued but not yet written.
     unsent: usize,
-    /// Bytes of the oldest in-flight message received so far.
-    received: usize,
+    /// Where in a request the next byte to write is.
+    offset: usize,
+    /// What is known of the reply being received.
+    replies: R,
     /// Whether EPOLLOUT is registered (a write hit WouldBlock).
     want_write: bool,
 }
 
 /// Connections to every server, on one epoll instance.
-pub struct Client {
+pub struct Client<M: Messages> {
     epoll: OwnedFd,
     /// `servers[s][i]`: connection `i` to server `s` (epoll key `s << 32 | i`).
-    servers: Vec<Vec<Conn>>,
+    servers: Vec<Vec<Conn<M::Replies>>>,
     load: Load,
+    messages: M,
+    /// Requests back to back (at least 256 KiB of them), what writes take their bytes from.
     payload: Vec<u8>,
     read_buf: Vec<u8>,
 }
@@ -87,9 +94,9 @@ struct Tally {
     latency: Histogram,
 }
 
-impl Client {
+impl<M: Messages> Client<M> {
     /// Opens `load.connections` connections to each of `ports` (127.0.0.1).
-    pub fn connect(ports: &[u16], load: &Load) -> io::Result<Client> {
+    pub fn connect(ports: &[u16], load: &Load, messages: M) -> io::Result<Client<M>> {
         // SAFETY (in syscall!): epoll_create1 takes no pointers.
         let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
@@ -106,17 +113,20 @@ impl Client {
                     stream,
                     in_flight: VecDeque::new(),
                     unsent: 0,
-                    received: 0,
+                    offset: 0,
+                    replies: M::Replies::default(),
                     want_write: false,
                 });
             }
             servers.push(conns);
         }
+        let payload = messages.request().repeat((256 * 1024 / messages.request().len()).max(1));
         Ok(Client {
             epoll,
             servers,
             load: *load,
-            payload: vec![0x5au8; load.size.min(256 * 1024)],
+            messages,
+            payload,
             read_buf: vec![0u8; 256 * 1024],
         })
     }
@@ -128,12 +138,12 @@ impl Client {
         server: usize,
         sample: &dyn Fn() -> io::Result<ProcessSample>,
     ) -> io::Result<Outcome> {
-        let now = Instant::now();
+        let (now, size) = (Instant::now(), self.messages.request().len());
         for i in 0..self.servers[server].len() {
             let conn = &mut self.servers[server][i];
             for _ in 0..self.load.pipeline {
                 conn.in_flight.push_back(now);
-                conn.unsent += self.load.size;
+                conn.unsent += size;
             }
             self.flush(server, i)?;
         }
@@ -145,7 +155,7 @@ impl Client {
         let (elapsed, after) = (started.elapsed(), sample()?);
         self.turn_until(server, Phase::Drain, Instant::now() + DRAIN_LIMIT, &mut tally)?;
         if self.servers[server].iter().any(|c| !c.in_flight.is_empty()) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "echoes still missing after 5 s"));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "replies still missing after 5 s"));
         }
         let server = after.since(before);
         Ok(Outcome { requests: tally.requests, elapsed, latency: tally.latency, server })
@@ -190,8 +200,8 @@ impl Client {
         }
     }
 
-    /// Reads what connection `i` of server `s` has; each message completed is counted (in
-    /// `Measure`) and, unless draining, queued again.
+    /// Reads what connection `i` of server `s` has; each reply completed is counted (in
+    /// `Measure`) and, unless draining, its message queued again.
     fn receive(
         &mut self,
         s: usize,
@@ -200,7 +210,7 @@ impl Client {
         phase: Phase,
         tally: &mut Tally,
     ) -> io::Result<()> {
-        let size = self.load.size;
+        let size = self.messages.request().len();
         let conn = &mut self.servers[s][i];
         let got = match conn.stream.read(&mut self.read_buf) {
             Ok(0) => {
@@ -213,11 +223,10 @@ impl Client {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(io::Error::new(e.kind(), format!("read: {e}"))),
         };
-        conn.received += got;
-        while conn.received >= size {
-            conn.received -= size;
+        let done = self.messages.replies(&mut conn.replies, &self.read_buf[..got])?;
+        for _ in 0..done {
             let sent_at = conn.in_flight.pop_front().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "echoed more than was sent")
+                io::Error::new(io::ErrorKind::InvalidData, "more replies than requests")
             })?;
             if phase == Phase::Measure {
                 tally.latency.record(now.duration_since(sent_at).as_nanos() as u64);
@@ -234,10 +243,11 @@ impl Client {
     /// Writes what connection `i` of server `s` has queued; watches for writability while
     /// some is left.
     fn flush(&mut self, s: usize, i: usize) -> io::Result<()> {
-        let conn = &mut self.servers[s][i];
+        let (conn, size) = (&mut self.servers[s][i], self.messages.request().len());
         while conn.unsent > 0 {
-            match conn.stream.write(&self.payload[..conn.unsent.min(self.payload.len())]) {
-                Ok(n) => conn.unsent -= n,
+            let end = self.payload.len().min(conn.offset + conn.unsent);
+            match conn.stream.write(&self.payload[conn.offset..end]) {
+                Ok(n) => (conn.unsent, conn.offset) = (conn.unsent - n, (conn.offset + n) % size),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io::Error::new(e.kind(), format!("write: {e}"))),
