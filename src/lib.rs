@@ -72,6 +72,7 @@ mod protocol;
 pub mod server;
 mod signal;
 pub mod streams;
+mod sys;
 mod task;
 #[cfg(test)]
 mod test_support;

@@ -27,8 +27,8 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::driver::EventFd;
 use crate::error::{Error, Result};
+use crate::sys::{syscall, EventFd};
 
 /// Signal numbers are `1..NSIG` (Python's `signal.NSIG`; Linux has signals 1 to 64).
 pub(crate) const NSIG: i32 = 65;
@@ -124,13 +124,14 @@ extern "C" fn on_signal(signum: libc::c_int) {
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Calls `sigaction(signum, new, old)`.
+/// Calls `sigaction(signum, new, old)`: installs `new`, returns the disposition it replaced.
+///
+/// Not nix's `sigaction`: it takes a `Signal`, an enum without the real-time signals
+/// (`SIGRTMIN..=SIGRTMAX`), which `add_signal_handler` accepts as asyncio does.
 fn sigaction(signum: i32, new: &libc::sigaction) -> io::Result<libc::sigaction> {
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: both pointers are valid for the call; the kernel fills `old` on success.
-    if unsafe { libc::sigaction(signum, new, old.as_mut_ptr()) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(unsafe { libc::sigaction(signum, new, old.as_mut_ptr()) })?;
     // SAFETY: zero-initialised and filled by a successful sigaction.
     Ok(unsafe { old.assume_init() })
 }

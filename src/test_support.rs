@@ -2,7 +2,10 @@
 
 use std::fmt::Display;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
 
 use crate::{Backend, EventLoop};
 
@@ -31,10 +34,5 @@ pub(crate) fn loops(test: &str) -> Vec<EventLoop> {
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub(crate) fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a live array of two ints, as pipe2 requires.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds were just created and nothing else owns them.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).unwrap_or_else(|errno| panic!("pipe2: {errno}"))
 }

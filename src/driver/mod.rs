@@ -88,10 +88,10 @@ pub(crate) mod uring;
 use std::io;
 use std::os::fd::RawFd;
 
+pub(crate) use crate::sys::EventFd;
 #[cfg(feature = "fallback")]
 pub(crate) use recv_buf::BufPool;
 pub(crate) use recv_buf::RecvBuf;
-pub(crate) use ringloop_fallback::EventFd;
 
 #[cfg(feature = "fallback")]
 pub(crate) use msg::RecvMsgBuf;

@@ -12,6 +12,7 @@ use std::rc::{Rc, Weak};
 use super::{EventLoop, ExceptionContext, Handle, Inner, OpOwner, OpTarget, Ready};
 use crate::driver::{Interest, Op, OpId, RecvBuf};
 use crate::error::{Error, Result};
+use crate::sys::syscall;
 
 /// Which callback of an fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,13 +97,12 @@ fn check_fd(fd: RawFd, what: &str) -> Result<()> {
     if fd < 0 {
         return Err(Error::InvalidArgument(format!("{what}: invalid file descriptor {fd}")));
     }
-    // SAFETY: F_GETFD only inspects the descriptor table; no memory is passed.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::io(
-            format!("{what}(fd {fd}): not an open file descriptor"),
-            io::Error::last_os_error(),
-        ));
-    }
+    // Not nix's `fcntl`: it takes an `AsFd`, which promises an open fd, and whether `fd` is
+    // open is what this asks.
+    // SAFETY: F_GETFD only inspects the descriptor table (EBADF for a number that is not open);
+    // no memory is passed.
+    syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) })
+        .map_err(|err| Error::io(format!("{what}(fd {fd}): not an open file descriptor"), err))?;
     Ok(())
 }
 

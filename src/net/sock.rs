@@ -34,14 +34,16 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use socket2::{Domain, SockAddr, SockRef, Socket};
 
 use super::dns::AddrInfoHints;
 use crate::driver::{Interest, Op};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
+use crate::sys::{retry_eintr, would_block};
 
 /// Where [`EventLoop::sock_connect`] connects: a numeric address, or a host and port resolved
 /// with the loop's [`getaddrinfo`](EventLoop::getaddrinfo) for the socket's own family, type
@@ -134,19 +136,11 @@ impl fmt::Display for ConnectFailed<'_> {
     }
 }
 
-/// Whether an error means "try again when ready".
-fn would_block(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::WouldBlock
-}
-
 /// `Ok` if `sock` is an open, non-blocking fd; otherwise the error `what` reports.
 fn check_nonblocking(sock: BorrowedFd<'_>, what: &dyn fmt::Display) -> Result<()> {
-    // SAFETY: F_GETFL only reads the open file's status flags; no memory is passed.
-    let flags = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(Error::io(what.to_string(), io::Error::last_os_error()));
-    }
-    if flags & libc::O_NONBLOCK == 0 {
+    let flags =
+        fcntl(sock, FcntlArg::F_GETFL).map_err(|e| Error::io(what.to_string(), e.into()))?;
+    if !OFlag::from_bits_retain(flags).contains(OFlag::O_NONBLOCK) {
         return Err(Error::InvalidArgument(format!(
             "{what}: the socket must be non-blocking (asyncio requires it; call \
              set_nonblocking(true) first)"
@@ -235,10 +229,9 @@ impl EventLoop {
         check_nonblocking(sock, &what)?;
         let socket = SockRef::from(&sock);
         loop {
-            match attempt(&socket) {
+            match retry_eintr(|| attempt(&socket)) {
                 Ok(value) => return Ok(value),
                 Err(err) if would_block(&err) => self.sock_wait(sock, interest, &what).await?,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(Error::io(what.to_string(), err)),
             }
         }
@@ -451,7 +444,8 @@ impl EventLoop {
     pub async fn sock_accept(&self, sock: &impl AsFd) -> Result<(Socket, SockAddr)> {
         let sock = sock.as_fd();
         let what = Call::new("sock_accept", sock);
-        self.sock_retry(sock, Interest::READ, what, |s| accept_nonblocking(s.as_raw_fd())).await
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        self.sock_retry(sock, Interest::READ, what, |s| s.accept4(flags)).await
     }
 
     /// Connects `sock` to `address` (asyncio's `loop.sock_connect`). A
@@ -560,23 +554,5 @@ impl EventLoop {
                 Ok(Some(err)) | Err(err) => return Err(Error::io(failed.to_string(), err)),
             }
         }
-    }
-}
-
-/// `accept4(fd, ..., SOCK_NONBLOCK | SOCK_CLOEXEC)`: the new socket and the peer's address.
-fn accept_nonblocking(fd: RawFd) -> io::Result<(Socket, SockAddr)> {
-    // SAFETY: `try_init` hands us a zeroed `sockaddr_storage` and its length to fill, which is
-    // exactly what accept4(2) takes; on success the returned fd is new and ours alone, so
-    // `Socket::from_raw_fd` takes sole ownership of it.
-    unsafe {
-        SockAddr::try_init(|storage, len| {
-            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            let new = libc::accept4(fd, storage.cast(), len, flags);
-            if new < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(Socket::from_raw_fd(new))
-            }
-        })
     }
 }

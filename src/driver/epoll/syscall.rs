@@ -9,18 +9,12 @@ use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
-use ringloop_fallback::syscall;
-
 use crate::driver::{RecvMsgBuf, SendMsgBuf, SockAddrBuf, MAX_IO};
+use crate::sys::syscall;
+pub(crate) use crate::sys::would_block;
 
 /// The size of a `sockaddr_storage`, the most any address takes.
 const STORAGE_LEN: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-
-/// Whether `e` only says "not now" (`EAGAIN`, `EINTR`): the op waits for readiness and tries
-/// again.
-pub(crate) fn would_block(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
-}
 
 /// Whether a [`connect`] error says the connection is under way (`EINPROGRESS`, or `EINTR`,
 /// which leaves a non-blocking connect under way): wait for `POLLOUT`, then [`socket_error`].

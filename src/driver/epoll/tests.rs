@@ -358,7 +358,7 @@ fn one_completion(d: &mut Driver) -> Completion<u32> {
 
 fn fd_flags(fd: RawFd, cmd: i32) -> io::Result<i32> {
     // SAFETY: F_GETFL/F_GETFD take no pointers.
-    ringloop_fallback::syscall!(unsafe { libc::fcntl(fd, cmd) })
+    crate::sys::syscall!(unsafe { libc::fcntl(fd, cmd) })
 }
 
 /// Shrinks a socket's kernel buffer (`SO_SNDBUF` or `SO_RCVBUF`) so that it fills quickly.

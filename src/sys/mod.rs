@@ -1,0 +1,104 @@
+//! The crate's one wrapper around raw syscalls, and the eventfd both backends wake with.
+//!
+//! Calls that `nix` wraps safely (`fcntl` on an fd the caller holds, `eventfd`, `pipe2`, ...) go
+//! through `nix`; the rest through [`syscall!`], which turns the `-1` of a raw call into the
+//! errno, once. [`retry_eintr`] repeats a call that a signal interrupted, and [`would_block`]
+//! says whether an error only means "not now".
+
+use std::io;
+
+mod eventfd;
+
+pub(crate) use eventfd::EventFd;
+
+/// Evaluates a raw syscall's return value once and turns `-1` into
+/// `Err(io::Error::last_os_error())`, anything else into `Ok(value)`.
+///
+/// The caller writes the `unsafe` block (and its `// SAFETY:` comment) itself:
+/// `syscall!(unsafe { libc::close(fd) })`.
+macro_rules! syscall {
+    ($ret:expr) => {{
+        let ret = $ret;
+        if ret == -1 {
+            Err(::std::io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    }};
+}
+
+pub(crate) use syscall;
+
+/// Runs `call` again for as long as it fails with `EINTR` (a signal arrived before it did
+/// anything); returns its first other result.
+pub(crate) fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
+/// Whether `err` only says "not now" (`EAGAIN`, which is `EWOULDBLOCK`, or `EINTR`): wait for
+/// readiness and try again.
+pub(crate) fn would_block(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno<T: std::fmt::Debug>(result: io::Result<T>) -> Option<i32> {
+        result.unwrap_err().raw_os_error()
+    }
+
+    #[test]
+    fn syscall_maps_minus_one_to_the_errno_and_keeps_other_values() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: F_GETFD passes no memory; `fd` is open (owned by `file`).
+        let flags = syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) });
+        assert_eq!(flags.unwrap(), libc::FD_CLOEXEC);
+        // SAFETY: F_GETFD passes no memory; -1 is never an open fd.
+        assert_eq!(errno(syscall!(unsafe { libc::fcntl(-1, libc::F_GETFD) })), Some(libc::EBADF));
+        let mut byte = 0u8;
+        // SAFETY: reads at most 1 byte into a live local (from no fd: -1 fails first).
+        let n = syscall!(unsafe { libc::read(-1, (&mut byte as *mut u8).cast(), 1) });
+        assert_eq!(errno(n), Some(libc::EBADF));
+        // SAFETY: reads at most 1 byte into a live local from the open `fd` (/dev/null: EOF).
+        let n =
+            retry_eintr(|| syscall!(unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) }));
+        assert_eq!(n.unwrap(), 0);
+    }
+
+    #[test]
+    fn retry_eintr_repeats_only_interrupted_calls() {
+        let mut calls = 0;
+        let result = retry_eintr(|| {
+            calls += 1;
+            match calls {
+                1 | 2 => Err(io::Error::from_raw_os_error(libc::EINTR)),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!((result.unwrap(), calls), (3, 3));
+
+        let mut calls = 0;
+        let result = retry_eintr(|| -> io::Result<()> {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::EAGAIN))
+        });
+        assert_eq!((errno(result), calls), (Some(libc::EAGAIN), 1));
+    }
+
+    #[test]
+    fn would_block_is_eagain_and_eintr_only() {
+        let e = io::Error::from_raw_os_error;
+        assert!(would_block(&e(libc::EAGAIN)) && would_block(&e(libc::EWOULDBLOCK)));
+        assert!(would_block(&e(libc::EINTR)));
+        assert!(!would_block(&e(libc::EPIPE)) && !would_block(&e(libc::EINPROGRESS)));
+        assert!(!would_block(&io::Error::other("not an errno")));
+    }
+}
