@@ -525,21 +525,24 @@ fn prepare(fd: &OwnedFd, call: &str) -> Result<PipeKind> {
             )))
         }
     };
-    socket2::SockRef::from(fd)
-        .set_nonblocking(true)
-        .map_err(|e| Error::io(format!("{call}: O_NONBLOCK on fd {raw}"), e))?;
+    set_nonblocking(fd).map_err(|e| Error::io(format!("{call}: O_NONBLOCK on fd {raw}"), e))?;
     Ok(kind)
 }
 
 /// The `S_IFMT` bits of `fd`'s mode (`fstat(2)`).
 fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
-    // SAFETY: a zeroed `stat` is a valid out-argument; fstat fills it for the open fd.
-    let mut st = unsafe { std::mem::zeroed::<libc::stat>() };
-    // SAFETY: `st` is a live stat buffer, and `fd` is open while borrowed.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let st = nix::sys::stat::fstat(fd)?;
     Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// Sets `O_NONBLOCK` on `fd` unless it is set.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
 }
 
 /// Starts a pipe transport: checks `pipe` ([`prepare`], `call` names the caller), builds the

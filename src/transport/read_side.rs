@@ -178,7 +178,7 @@ impl ReadSide {
                     Got::Eof
                 }
                 Ok(_) => Got::Data(Chunk::Read(buf)),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
+                Err(e) if crate::sys::would_block(&e) => {
                     *spare.borrow_mut() = Some(buf);
                     return None;
                 }

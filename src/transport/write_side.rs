@@ -9,7 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use bytes::Bytes;
 use socket2::SockRef;
@@ -19,6 +19,7 @@ use super::loop_fd::LoopFd;
 use crate::driver::{Op, OpId};
 use crate::error::Result;
 use crate::event_loop::OpOwner;
+use crate::sys::{retry_eintr, would_block};
 
 /// Buffers per `sendmsg(2)` at most (Linux's `UIO_MAXIOV`).
 const MAX_IOVECS: usize = 1024;
@@ -73,7 +74,7 @@ impl WriteSide {
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         fast_path(fd, |fd| match sink {
             Sink::Socket => SockRef::from(&fd).send_with_flags(data, flags),
-            Sink::File => write(fd, data),
+            Sink::File => nix::unistd::write(fd, data).map_err(io::Error::from),
         })
     }
 
@@ -172,28 +173,10 @@ pub(crate) fn fast_path(
     fd: &LoopFd,
     mut call: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>,
 ) -> io::Result<usize> {
-    let result = fd.with_fd(|fd| loop {
-        match call(fd) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            result => break result,
-        }
-    });
+    let result = fd.with_fd(|fd| retry_eintr(|| call(fd)));
     match result {
         None => Ok(0),
         Some(Err(e)) if would_block(&e) => Ok(0),
         Some(result) => result,
     }
-}
-
-/// Whether `e` only says "not now" (`EAGAIN`, `EINTR`).
-fn would_block(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
-}
-
-/// One non-blocking `write(2)` of `data` to `fd`.
-fn write(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: the kernel reads at most `data.len()` initialised bytes of the live slice; the
-    // fd is borrowed, so open for the call.
-    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
