@@ -73,16 +73,14 @@
 //! both backends, which is what `add_reader`/`add_writer` promise.
 
 pub(crate) mod any;
+#[cfg(test)]
+mod contract_tests;
 pub(crate) mod dgram;
 #[cfg(feature = "fallback")]
 pub(crate) mod epoll;
-#[cfg(test)]
-mod fd_tests;
 mod fd_uses;
 mod msg;
 pub(crate) mod recv_buf;
-#[cfg(test)]
-mod rw_tests;
 pub(crate) mod uring;
 
 use std::io;

@@ -25,19 +25,13 @@
 //! up.
 
 mod complete;
-#[cfg(test)]
-mod dgram_multi_tests;
-#[cfg(test)]
-mod dgram_tests;
 mod enter;
-#[cfg(test)]
-mod multi_tests;
 mod persistent;
+#[cfg(test)]
+mod persistent_tests;
 mod setup;
 mod shutdown;
 mod slot;
-#[cfg(test)]
-mod socket_tests;
 mod table;
 #[cfg(test)]
 mod tests;
