@@ -77,10 +77,26 @@ impl Poller {
         Ok(())
     }
 
-    /// Waits until a registered fd is ready, `timeout` passes (`None`: forever; `Some(ZERO)`:
-    /// just look), or a signal arrives. Fills `events` (replacing what it held) and returns how
-    /// many it holds; an interrupted wait (`EINTR`) returns `Ok(0)`.
+    /// Waits until a registered fd is ready or `timeout` passes (`None`: forever; `Some(ZERO)`:
+    /// just look). Fills `events` (replacing what it held) and returns how many it holds. An
+    /// interrupted wait (`EINTR`) goes on for the time left: a signal ends it only through an
+    /// fd it makes ready (a wakeup fd its handler writes).
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            match self.wait_once(events, left.or(timeout)) {
+                // Interrupted (a signal, or task work the kernel queued for this thread): wait
+                // again for the time left, as Python's selectors do (PEP 475). A signal a loop
+                // handles also wakes its eventfd, so the next wait returns at once.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+
+    /// One `epoll_pwait2` (or `epoll_wait`) call.
+    fn wait_once(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         events.len = 0;
         let mut result = Err(io::Error::from_raw_os_error(libc::ENOSYS));
         if self.uses_epoll_pwait2() {
@@ -92,14 +108,9 @@ impl Poller {
         if !self.uses_epoll_pwait2() {
             result = self.epoll_wait(events, timeout);
         }
-        match result {
-            Ok(n) => {
-                events.len = n;
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(e),
-        }
+        let n = result?;
+        events.len = n;
+        Ok(n)
     }
 
     fn epoll_pwait2(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {

@@ -84,7 +84,8 @@ impl<T: Clone> Driver<T> {
         dispatch!(self, d => d.cancel(id))
     }
 
-    /// Ends persistent op `id` ([`Op::RecvMulti`], [`Op::AcceptMulti`]) but keeps its owner:
+    /// Ends persistent op `id` ([`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`])
+    /// but keeps its owner:
     /// what the kernel already took is delivered, then a final `ECANCELED`. No-op for an
     /// unknown id. See the contract.
     pub(crate) fn stop(&mut self, id: OpId) {
@@ -131,7 +132,8 @@ impl<T: Clone> Driver<T> {
         let _ = fd;
     }
 
-    /// Ops submitted whose final completion has not arrived (cancelled ones included).
+    /// Ops submitted and not yet ended: io_uring counts a cancelled op until the kernel hands
+    /// it back (its final CQE); epoll drops a cancelled op at once.
     pub(crate) fn in_flight(&self) -> usize {
         dispatch!(self, d => d.in_flight())
     }
