@@ -88,8 +88,8 @@ impl<T: Clone> Driver<T> {
     /// but keeps its owner:
     /// what the kernel already took is delivered, then a final `ECANCELED`. No-op for an
     /// unknown id. See the contract.
-    pub(crate) fn stop(&mut self, id: OpId) {
-        dispatch!(self, d => d.stop(id))
+    pub(crate) fn end_gracefully(&mut self, id: OpId) {
+        dispatch!(self, d => d.end_gracefully(id))
     }
 
     /// Submits, waits up to `timeout` (`None` = until something happens), collects completions.

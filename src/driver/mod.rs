@@ -60,9 +60,9 @@
 //!   complete many times: each result comes with `more: true` (a recv chunk or a datagram
 //!   carries its bytes in [`Completion::data`]),
 //!   and the op ends only with a final completion (end of stream, an error, or `ECANCELED`
-//!   after [`stop`](any::Driver::stop)). The backend re-arms them itself whenever the kernel
+//!   after [`end_gracefully`](any::Driver::end_gracefully)). The backend re-arms them itself whenever the kernel
 //!   ends them early, and waits, out of the kernel, while its receive buffers are exhausted
-//!   (`ENOBUFS` never reaches the owner, also when it races a `stop`). `stop` is the gentle
+//!   (`ENOBUFS` never reaches the owner, also when it races an `end_gracefully`). `end_gracefully` is the gentle
 //!   cancel: it asks the kernel to end the op but keeps
 //!   the owner, so whatever the kernel had already taken (bytes a recv consumed, connections
 //!   accepted) is still delivered, in order, before the final `ECANCELED`; `cancel` drops
@@ -199,10 +199,10 @@ pub(crate) enum Op {
         /// The datagram and its destination.
         msg: Box<SendMsgBuf>,
     },
-    /// Receive from `fd` until end of stream, an error or [`stop`](any::Driver::stop): a
+    /// Receive from `fd` until end of stream, an error or [`end_gracefully`](any::Driver::end_gracefully): a
     /// *persistent* op. Each chunk comes in a completion with `more: true`, `Ok(n)` and the
     /// bytes in [`Completion::data`]; the final completion is `Ok(0)` (end of stream), the
-    /// error, or `ECANCELED` after `stop`. No buffer is held per op while the socket is idle:
+    /// error, or `ECANCELED` after `end_gracefully`. No buffer is held per op while the socket is idle:
     /// io_uring takes one from the driver's provided-buffer ring (multishot recv, re-armed by
     /// the driver whenever the kernel ends it early, e.g. `ENOBUFS`, which never reaches the
     /// caller and never loses data); epoll `recv`s into a buffer of the driver's [`BufPool`]
@@ -211,13 +211,13 @@ pub(crate) enum Op {
         /// The socket (borrowed: the loop keeps it open while the op is in flight).
         fd: RawFd,
     },
-    /// Receive datagrams on `fd` until an error or `stop`/`cancel`: a *persistent* op. Each
+    /// Receive datagrams on `fd` until an error or `end_gracefully`/`cancel`: a *persistent* op. Each
     /// completion with `more: true` is one whole datagram: `Ok(n)` with its `n` bytes and its
     /// sender in [`Completion::data`] (an empty datagram is `Ok(0)`, not an end), or
     /// `Err(EMSGSIZE)` for a datagram longer than [`dgram::DATAGRAM_CAPACITY`], which is
     /// dropped, never delivered cut short. A datagram is never split or merged. The final
     /// completion is a receive error (`ECONNREFUSED` on a connected endpoint ...: the caller
-    /// may submit again) or `ECANCELED` after `stop`. io_uring uses a multishot `RECVMSG` on a
+    /// may submit again) or `ECANCELED` after `end_gracefully`. io_uring uses a multishot `RECVMSG` on a
     /// second provided-buffer ring of datagram-sized buffers (registered at the first
     /// `RecvMsgMulti`; `ENOBUFS` re-arms without losing datagrams, the kernel keeps them
     /// queued); epoll waits for readiness and `recvmsg(2)`s into one driver buffer, handed over
@@ -226,7 +226,7 @@ pub(crate) enum Op {
         /// The datagram socket (borrowed, as for `RecvMulti`).
         fd: RawFd,
     },
-    /// Accept connections on the listening socket `fd` until an error or `stop`/`cancel`: a
+    /// Accept connections on the listening socket `fd` until an error or `end_gracefully`/`cancel`: a
     /// persistent op (a multishot accept on io_uring). Each connection comes in a completion with `more: true` and the new
     /// fd (non-blocking, close-on-exec) as the result; an error is the final completion.
     AcceptMulti {

@@ -1,12 +1,12 @@
 //! The event loop: asyncio's `BaseEventLoop` (scheduling, timers, running, closing).
 
+mod accepts;
 mod current;
 mod exception;
 mod executor_calls;
 mod handle;
 mod main_future;
 mod op_future;
-mod op_stream;
 mod op_target;
 mod remote;
 mod run;

@@ -62,7 +62,7 @@ pub(crate) struct OpFuture {
 impl EventLoop {
     /// Submits `op` and returns a future for its completion (`Error::Closed` on a closed loop).
     /// A persistent op completes many times and is refused: it has
-    /// [`accept_stream`](EventLoop::accept_stream).
+    /// [`accepts`](EventLoop::accepts).
     pub(crate) fn submit_op(&self, op: Op) -> Result<OpFuture> {
         self.check_open()?;
         if op.is_persistent() {
@@ -173,7 +173,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             listener.set_nonblocking(true).unwrap();
-            let future = lp.accept_stream(listener.as_raw_fd()).unwrap();
+            let future = lp.accepts(listener.as_raw_fd()).unwrap();
             drop(future);
             for _ in 0..5 {
                 let stopper = lp.clone();

@@ -10,14 +10,13 @@
 //! One future polls every running attempt itself (attempts are few), so cancelling the race
 //! (dropping it) cancels every attempt at once, with no tasks to clean up.
 
-use std::cell::{Cell, RefCell};
 use std::future::Future as StdFuture;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 
 use crate::error::Result;
-use crate::event_loop::{EventLoop, TimerHandle};
+use crate::event_loop::EventLoop;
+use crate::toolbox::{sleep_on, Sleep};
 
 /// What became of one attempt of a [`staggered_race`].
 #[derive(Debug)]
@@ -69,7 +68,7 @@ where
                     running.push((attempts.len(), Box::pin(factory())));
                     attempts.push(None);
                     if let Some(delay) = delay {
-                        timer = Some(sleep(event_loop, delay)?);
+                        timer = Some(sleep_on(event_loop, delay)?);
                     }
                 }
             }
@@ -132,62 +131,14 @@ fn finish<T, E>(
     RaceOutcome { winner, attempts }
 }
 
-/// Shared between a [`Sleep`] and its timer callback.
-#[derive(Default)]
-struct SleepState {
-    /// The timer fired.
-    fired: Cell<bool>,
-    /// The task to wake when it does.
-    waker: RefCell<Option<Waker>>,
-}
-
-/// A future that completes `secs` seconds after it was made (on the loop's clock); dropping it
-/// cancels its timer.
-pub(crate) struct Sleep {
-    /// Whether the timer fired, and who waits.
-    state: Rc<SleepState>,
-    /// The `call_later` timer.
-    timer: TimerHandle,
-}
-
-/// A [`Sleep`] of `secs` seconds (`Error::Closed` on a closed loop).
-pub(crate) fn sleep(event_loop: &EventLoop, secs: f64) -> Result<Sleep> {
-    let state = Rc::new(SleepState::default());
-    let fired = state.clone();
-    let timer = event_loop.call_later(secs, move || {
-        fired.fired.set(true);
-        if let Some(waker) = fired.waker.borrow_mut().take() {
-            waker.wake();
-        }
-    })?;
-    Ok(Sleep { state, timer })
-}
-
-impl StdFuture for Sleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.state.fired.get() {
-            return Poll::Ready(());
-        }
-        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        self.timer.cancel();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    use super::{sleep, staggered_race, Attempt, RaceOutcome};
+    use super::{staggered_race, Attempt, RaceOutcome};
     use crate::event_loop::EventLoop;
+    use crate::toolbox::sleep_on as sleep;
 
     type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
     /// What a test attempt gives.
@@ -205,7 +156,7 @@ mod tests {
         move || {
             log.borrow_mut().push(format!("start {name}"));
             Box::pin(async move {
-                sleep(&lp, secs).unwrap().await;
+                sleep(&lp, secs).unwrap().await.unwrap();
                 log.borrow_mut().push(format!("end {name}"));
                 if ok {
                     Ok(name)

@@ -5,7 +5,7 @@
 //! # Implementation
 //!
 //! One accept loop task per listening socket awaits a persistent `Op::AcceptMulti` through
-//! `EventLoop::accept_stream` (a multishot accept on io_uring), so both backends share this
+//! `EventLoop::accepts` (a multishot accept on io_uring), so both backends share this
 //! code. Each accepted socket becomes a
 //! [`Transport`] registered in the server's live set; the transport's lost hook removes it and,
 //! once the server is closed and the set is empty, wakes the `wait_closed` waiters.
@@ -35,9 +35,9 @@ use socket2::{SockAddr, SockRef};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
-use crate::net::staggered::sleep;
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
+use crate::toolbox::sleep_on;
 use crate::transport::dispatch::{adapt, DynProtocol};
 use crate::transport::loop_fd::LoopFd;
 use crate::transport::Transport;
@@ -238,7 +238,7 @@ async fn accept_loop(state: Rc<ServerState>, fd: RawFd) {
         if state.stage.get() != Stage::Serving {
             return;
         }
-        let Ok(mut accepts) = event_loop.accept_stream(fd) else { return };
+        let Ok(mut accepts) = event_loop.accepts(fd) else { return };
         while let Some(accepted) = accepts.next().await {
             if state.stage.get() != Stage::Serving {
                 return; // closed meanwhile (by the factory, say): `accepted` is dropped, closing it
@@ -270,8 +270,8 @@ async fn on_accept_error(
             let error = Error::io(format!("accept on fd {fd}"), err);
             state.report(event_loop, "socket.accept() out of system resource", error, fd);
             // The timer is cancelled if the accept task is (dropping the sleep).
-            if let Ok(pause) = sleep(event_loop, ACCEPT_RETRY_DELAY) {
-                pause.await;
+            if let Ok(pause) = sleep_on(event_loop, ACCEPT_RETRY_DELAY) {
+                let _ = pause.await;
             }
             true
         }

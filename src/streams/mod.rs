@@ -38,7 +38,7 @@
 //! ```
 //!
 //! # Implementation
-//! One `StreamProtocol` per connection feeds a shared `StreamState` that the reader and
+//! One `StreamReaderProtocol` per connection feeds a shared `StreamState` that the reader and
 //! the writer read; neither ever borrows the protocol's `RefCell`, so the transport always
 //! delivers its callbacks at once. Reads wait on a generation counter bumped by every
 //! `feed_data`/`feed_eof`/`set_exception`, so a read future dropped while waiting loses no
@@ -282,14 +282,14 @@ type ClientCallback =
 
 /// The protocol between a stream transport and its reader and writer (asyncio's
 /// `StreamReaderProtocol`, with `FlowControlMixin`).
-struct StreamProtocol {
+struct StreamReaderProtocol {
     /// What the reader and writer share.
     state: Rc<StreamState>,
     /// For servers: the callback run as a task at `connection_made`, and its loop.
     client: Option<(ClientCallback, Weak<Inner>)>,
 }
 
-impl BaseProtocol for StreamProtocol {
+impl BaseProtocol for StreamReaderProtocol {
     fn connection_made(&mut self, transport: Transport) {
         self.state.set_transport(&transport);
         let Some((callback, event_loop)) = &self.client else { return };
@@ -331,7 +331,7 @@ impl BaseProtocol for StreamProtocol {
     }
 }
 
-impl Protocol for StreamProtocol {
+impl Protocol for StreamReaderProtocol {
     fn data_received(&mut self, data: &[u8]) {
         self.state.feed_data(data);
     }
@@ -469,7 +469,7 @@ impl EventLoop {
         &self,
         client_connected: F,
         limit: usize,
-    ) -> Result<impl Fn() -> StreamProtocol + 'static> {
+    ) -> Result<impl Fn() -> StreamReaderProtocol + 'static> {
         check_limit(limit)?;
         let client_connected = Rc::new(client_connected);
         let callback: ClientCallback = Rc::new(move |reader, writer| {
@@ -478,7 +478,7 @@ impl EventLoop {
             Box::pin(async move { client_connected(reader, writer).await.into_error() })
         });
         let event_loop = Rc::downgrade(&self.inner);
-        Ok(move || StreamProtocol {
+        Ok(move || StreamReaderProtocol {
             state: StreamState::new(limit),
             client: Some((callback.clone(), event_loop.clone())),
         })
@@ -487,10 +487,10 @@ impl EventLoop {
 
 /// A client connection's stream protocol, its reader's buffer limit `limit`
 /// (`Error::InvalidArgument` for 0), and the state it shares with the reader and writer.
-fn client_protocol(limit: usize) -> Result<(Rc<StreamState>, StreamProtocol)> {
+fn client_protocol(limit: usize) -> Result<(Rc<StreamState>, StreamReaderProtocol)> {
     check_limit(limit)?;
     let state = StreamState::new(limit);
-    Ok((state.clone(), StreamProtocol { state, client: None }))
+    Ok((state.clone(), StreamReaderProtocol { state, client: None }))
 }
 
 /// The reader and writer of a client connection whose protocol shares `state`.

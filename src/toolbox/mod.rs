@@ -17,6 +17,7 @@ mod wait;
 
 pub use gather::{gather, gather_all};
 pub use shield::{shield, Shield};
+pub(crate) use sleep::sleep_on;
 pub use sleep::{sleep, Sleep};
 pub use spawn::{create_task, spawn};
 pub use threadsafe::ConcurrentFuture;

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::running_loop_for;
 use crate::error::{Error, Result};
-use crate::event_loop::{Delay, TimerHandle};
+use crate::event_loop::{Delay, EventLoop, TimerHandle};
 
 /// Completes after `delay` (`f64` seconds or a `Duration`), as asyncio's `asyncio.sleep`.
 ///
@@ -32,6 +32,17 @@ use crate::event_loop::{Delay, TimerHandle};
 /// ```
 pub fn sleep(delay: impl Into<Delay>) -> Sleep {
     Sleep { delay: delay.into(), stage: Stage::Unarmed }
+}
+
+/// A sleep of `delay` armed now on `event_loop` (its timer runs from here, not from the first
+/// poll): for the crate's own waits (Happy Eyeballs' stagger, a server's accept retry).
+/// `Error::Closed` on a closed loop.
+pub(crate) fn sleep_on(event_loop: &EventLoop, delay: impl Into<Delay>) -> Result<Sleep> {
+    let delay = delay.into();
+    let alarm = Rc::new(Alarm { rang: Cell::new(false), waker: RefCell::new(None) });
+    let ringer = alarm.clone();
+    let timer = event_loop.call_later(delay, move || ringer.ring())?;
+    Ok(Sleep { delay, stage: Stage::Armed { timer, alarm } })
 }
 
 /// The future [`sleep`] returns. Dropping it cancels its timer.

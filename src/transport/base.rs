@@ -1,6 +1,6 @@
 //! The skeleton every transport is built on (asyncio's `_SelectorTransport` with
 //! `_FlowControlMixin`): the fd, the one lifecycle, the protocol's dispatcher, the lost-write
-//! rule, and closing: [`Base`] holds the state, [`TransportCore`] the behaviour. A transport
+//! rule, and closing: [`TransportBase`] holds the state, [`TransportCore`] the behaviour. A transport
 //! composes it with a read side (`read_side.rs`), a write side (`write_side.rs`) or its own
 //! datagram paths, and says only what is its own: which ops it has, how it closes gently.
 //!
@@ -42,7 +42,7 @@ pub(crate) enum Life {
 }
 
 /// The state every transport has.
-pub(crate) struct Base<E: Deliver> {
+pub(crate) struct TransportBase<E: Deliver> {
     /// The fd and its loop.
     pub(crate) fd: LoopFd,
     /// Lifecycle.
@@ -56,14 +56,14 @@ pub(crate) struct Base<E: Deliver> {
     lost_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
-impl<E: Deliver> Base<E> {
+impl<E: Deliver> TransportBase<E> {
     /// `fd` on `event_loop`, driving `protocol`.
     pub(crate) fn new(
         event_loop: &EventLoop,
         fd: OwnedFd,
         protocol: Rc<dyn ErasedProtocol<E>>,
-    ) -> Base<E> {
-        Base {
+    ) -> TransportBase<E> {
+        TransportBase {
             fd: LoopFd::new(event_loop, fd),
             life: Cell::new(Life::Open),
             dispatcher: Dispatcher::new(protocol),
@@ -122,7 +122,7 @@ impl<E: Deliver> Base<E> {
     }
 }
 
-/// The behaviour every transport shares, on top of its [`Base`]. A transport says which ops
+/// The behaviour every transport shares, on top of its [`TransportBase`]. A transport says which ops
 /// it has ([`cancel_ops`](Self::cancel_ops), [`close_fd`](Self::close_fd)), what a gentle close
 /// is ([`close`](Self::close)) and how it names itself; the rest is provided.
 pub(crate) trait TransportCore: OpTarget + Sized + 'static {
@@ -130,7 +130,7 @@ pub(crate) trait TransportCore: OpTarget + Sized + 'static {
     type Event: Deliver + From<FlowEvent>;
 
     /// The shared state.
-    fn base(&self) -> &Base<Self::Event>;
+    fn base(&self) -> &TransportBase<Self::Event>;
 
     /// Cancels every op in flight (their slots are emptied).
     fn cancel_ops(&self);

@@ -28,7 +28,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use socket2::SockAddr;
 
-use super::base::{Base, Life, TransportCore};
+use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{DatagramAdapter, DatagramEvent};
 use super::flow_control::SendQueue;
 use super::write_side::fast_path;
@@ -42,7 +42,7 @@ use crate::protocol::DatagramProtocol;
 /// The shared state of a datagram transport.
 pub(crate) struct DatagramCore {
     /// The skeleton: fd, lifecycle, protocol.
-    base: Base<DatagramEvent>,
+    base: TransportBase<DatagramEvent>,
     /// The persistent receive in flight.
     recv_op: Cell<Option<OpId>>,
     /// Datagrams waiting to be sent.
@@ -81,7 +81,7 @@ impl DatagramTransport {
         let socket = socket2::SockRef::from(&fd);
         let (sockname, peername) = (socket.local_addr().ok(), socket.peer_addr().ok());
         let core = Rc::new(DatagramCore {
-            base: Base::new(event_loop, fd, Rc::new(DatagramAdapter(protocol))),
+            base: TransportBase::new(event_loop, fd, Rc::new(DatagramAdapter(protocol))),
             sockname,
             peername,
             address,
@@ -327,7 +327,7 @@ impl DatagramCore {
 impl TransportCore for DatagramCore {
     type Event = DatagramEvent;
 
-    fn base(&self) -> &Base<DatagramEvent> {
+    fn base(&self) -> &TransportBase<DatagramEvent> {
         &self.base
     }
 

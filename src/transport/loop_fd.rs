@@ -101,9 +101,9 @@ impl LoopFd {
 
     /// Stops the persistent op in `slot`, if any, keeping it there: what the kernel already
     /// took is still delivered, then its final `ECANCELED`.
-    pub(crate) fn stop(&self, slot: &Cell<Option<OpId>>) {
+    pub(crate) fn end_gracefully(&self, slot: &Cell<Option<OpId>>) {
         if let (Some(id), Some(event_loop)) = (slot.get(), self.event_loop()) {
-            event_loop.with_driver(|driver| driver.stop(id));
+            event_loop.with_driver(|driver| driver.end_gracefully(id));
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! # The skeleton
 //! As CPython builds `_SelectorTransport` and `_FlowControlMixin` once and specialises only the
-//! read and write paths, every transport here is [`base::Base`] (the fd as a
+//! read and write paths, every transport here is [`base::TransportBase`] (the fd as a
 //! [`loop_fd::LoopFd`], the one lifecycle, the protocol's dispatcher, the lost-write rule) with
 //! [`base::TransportCore`] (closing, aborting, `connection_lost` once, protocol failures)
 //! composed with the paths it needs:

@@ -34,7 +34,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::base::{Base, Life, TransportCore};
+use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt_for, Event, WriteOnlyProtocol};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide};
@@ -47,7 +47,7 @@ use crate::protocol::{BaseProtocol, Protocol, StreamingKind};
 /// The shared state of a read pipe transport.
 pub(crate) struct ReadCore {
     /// The skeleton: fd, lifecycle, protocol.
-    base: Base<Event<ReadTransport>>,
+    base: TransportBase<Event<ReadTransport>>,
     /// The pipe's reads.
     read: ReadSide,
 }
@@ -77,7 +77,7 @@ impl ReadTransport {
         }
         let Some(event_loop) = core.event_loop() else { return };
         let core = core.clone();
-        let _ = event_loop.call_soon(move || core.resume_held());
+        let _ = event_loop.call_soon(move || core.deliver_waiting());
     }
 
     /// True while open and not paused.
@@ -155,8 +155,8 @@ impl ReadCore {
         self.finish(Some(error));
     }
 
-    fn resume_held(self: &Rc<Self>) {
-        while let Some(got) = self.read.next_held() {
+    fn deliver_waiting(self: &Rc<Self>) {
+        while let Some(got) = self.read.next_waiting() {
             self.on_read(got);
             if !self.base.is_open() {
                 return;
@@ -170,12 +170,12 @@ impl ReadCore {
 impl TransportCore for ReadCore {
     type Event = Event<ReadTransport>;
 
-    fn base(&self) -> &Base<Event<ReadTransport>> {
+    fn base(&self) -> &TransportBase<Event<ReadTransport>> {
         &self.base
     }
 
     fn cancel_ops(&self) {
-        self.read.stop(&self.base.fd);
+        self.read.close(&self.base.fd);
     }
 
     fn close_fd(&self) {
@@ -226,7 +226,7 @@ impl fmt::Debug for ReadTransport {
 /// The shared state of a write pipe transport.
 pub(crate) struct WriteCore {
     /// The skeleton: fd, lifecycle, protocol.
-    base: Base<Event<WriteTransport>>,
+    base: TransportBase<Event<WriteTransport>>,
     /// The pipe's writes.
     write: WriteSide,
     /// The poll watching for the reader to go away (pipes, FIFOs and sockets).
@@ -428,7 +428,7 @@ impl WriteCore {
 impl TransportCore for WriteCore {
     type Event = Event<WriteTransport>;
 
-    fn base(&self) -> &Base<Event<WriteTransport>> {
+    fn base(&self) -> &TransportBase<Event<WriteTransport>> {
         &self.base
     }
 
@@ -552,14 +552,14 @@ async fn connect<C: TransportCore>(
     event_loop: &EventLoop,
     call: &str,
     pipe: OwnedFd,
-    build: impl FnOnce(Base<C::Event>, PipeKind) -> C,
+    build: impl FnOnce(TransportBase<C::Event>, PipeKind) -> C,
     protocol: Rc<dyn super::dispatch::ErasedProtocol<C::Event>>,
     made: impl FnOnce(&Rc<C>) -> C::Event,
     then: impl FnOnce(&Rc<C>) + 'static,
 ) -> Result<Rc<C>> {
     event_loop.check_open()?;
     let kind = prepare(&pipe, call)?;
-    let core = Rc::new(build(Base::new(event_loop, pipe, protocol), kind));
+    let core = Rc::new(build(TransportBase::new(event_loop, pipe, protocol), kind));
     let started = event_loop.create_future::<()>();
     let done = started.clone();
     core.start(made(&core), move |core| {

@@ -9,7 +9,7 @@
 //!
 //! Pausing never cancels a read the kernel may already have served (a cancelled receive could
 //! lose bytes the kernel took from the socket): a socket's persistent receive is *stopped*
-//! (`Driver::stop`), so chunks it already took still arrive, then its final `ECANCELED`; a
+//! (`Driver::end_gracefully`), so chunks it already took still arrive, then its final `ECANCELED`; a
 //! file's one read is left to complete. Whatever completes while paused, or while held data
 //! waits to be delivered, is held (copied out of the driver's buffer) and handed back, in order,
 //! once reading resumes; newer data and EOF queue behind it.
@@ -50,7 +50,7 @@ enum Source {
         /// the selector loop waits for one).
         poll_first: Cell<bool>,
         /// The read buffer while no read is in flight.
-        spare: RefCell<Option<Vec<u8>>>,
+        read_buf: RefCell<Option<Vec<u8>>>,
     },
 }
 
@@ -60,8 +60,8 @@ pub(crate) enum Chunk {
     Received(RecvBuf),
     /// A file read's buffer (back to the side with [`ReadSide::recycle`]).
     Read(Vec<u8>),
-    /// A copy, held while reading was paused.
-    Held(Vec<u8>),
+    /// A copy, made while reading was paused.
+    Copied(Vec<u8>),
 }
 
 impl Deref for Chunk {
@@ -70,7 +70,7 @@ impl Deref for Chunk {
     fn deref(&self) -> &[u8] {
         match self {
             Chunk::Received(data) => data,
-            Chunk::Read(data) | Chunk::Held(data) => data,
+            Chunk::Read(data) | Chunk::Copied(data) => data,
         }
     }
 }
@@ -91,8 +91,9 @@ pub(crate) struct ReadSide {
     state: Cell<ReadState>,
     /// The read (or a FIFO's first poll) in flight; a stopped receive stays until its end.
     op: Cell<Option<OpId>>,
-    /// What completed while paused (or behind such data), oldest first.
-    held: RefCell<VecDeque<Got>>,
+    /// What completed while paused (or behind such data), waiting to be delivered once
+    /// reading resumes, oldest first.
+    waiting: RefCell<VecDeque<Got>>,
     /// What it reads from.
     source: Source,
 }
@@ -105,13 +106,13 @@ impl ReadSide {
 
     /// The read side of a pipe, FIFO or character device (`fifo`: wait for a writer first).
     pub(crate) fn file(fifo: bool) -> ReadSide {
-        let (poll_first, spare) = (Cell::new(fifo), RefCell::new(None));
-        ReadSide::new(Source::File { poll_first, spare })
+        let (poll_first, read_buf) = (Cell::new(fifo), RefCell::new(None));
+        ReadSide::new(Source::File { poll_first, read_buf })
     }
 
     fn new(source: Source) -> ReadSide {
         let state = Cell::new(ReadState::Reading);
-        ReadSide { state, op: Cell::new(None), held: RefCell::new(VecDeque::new()), source }
+        ReadSide { state, op: Cell::new(None), waiting: RefCell::new(VecDeque::new()), source }
     }
 
     /// Where reading is.
@@ -139,10 +140,10 @@ impl ReadSide {
             Source::File { poll_first, .. } if poll_first.get() => {
                 Op::Poll { fd: fd.raw(), interest: Interest::READ }
             }
-            Source::File { spare, .. } => {
+            Source::File { read_buf, .. } => {
                 // Zeroed once and reused: memcheck cannot see the kernel's writes through
                 // io_uring.
-                let mut buf = spare.take().unwrap_or_else(|| vec![0; FILE_READ_SIZE]);
+                let mut buf = read_buf.take().unwrap_or_else(|| vec![0; FILE_READ_SIZE]);
                 buf.clear();
                 Op::Read { fd: fd.raw(), buf }
             }
@@ -172,14 +173,14 @@ impl ReadSide {
                 poll_first.set(false);
                 return None;
             }
-            (Source::File { spare, .. }, result, Some(Op::Read { buf, .. })) => match result {
+            (Source::File { read_buf, .. }, result, Some(Op::Read { buf, .. })) => match result {
                 Ok(0) => {
-                    *spare.borrow_mut() = Some(buf);
+                    *read_buf.borrow_mut() = Some(buf);
                     Got::Eof
                 }
                 Ok(_) => Got::Data(Chunk::Read(buf)),
                 Err(e) if crate::sys::would_block(&e) => {
-                    *spare.borrow_mut() = Some(buf);
+                    *read_buf.borrow_mut() = Some(buf);
                     return None;
                 }
                 Err(e) => Got::Error(e),
@@ -196,30 +197,30 @@ impl ReadSide {
     fn hold_or_pass(&self, got: Got) -> Option<Got> {
         match self.state.get() {
             ReadState::Stopped | ReadState::PausedAfterEof => None,
-            ReadState::Reading if self.held.borrow().is_empty() => Some(got),
+            ReadState::Reading if self.waiting.borrow().is_empty() => Some(got),
             ReadState::Reading | ReadState::Paused => {
                 let got = match got {
-                    Got::Data(Chunk::Received(data)) => Got::Data(Chunk::Held(data.to_vec())),
+                    Got::Data(Chunk::Received(data)) => Got::Data(Chunk::Copied(data.to_vec())),
                     other => other,
                 };
-                self.held.borrow_mut().push_back(got);
+                self.waiting.borrow_mut().push_back(got);
                 None
             }
         }
     }
 
-    /// The oldest held result, while reading (resumed).
-    pub(crate) fn next_held(&self) -> Option<Got> {
+    /// The oldest waiting result, while reading (resumed).
+    pub(crate) fn next_waiting(&self) -> Option<Got> {
         if self.state.get() != ReadState::Reading {
             return None;
         }
-        self.held.borrow_mut().pop_front()
+        self.waiting.borrow_mut().pop_front()
     }
 
     /// Gives a file read's buffer back for the next read.
     pub(crate) fn recycle(&self, chunk: Chunk) {
-        if let (Chunk::Read(buf), Source::File { spare, .. }) = (chunk, &self.source) {
-            *spare.borrow_mut() = Some(buf);
+        if let (Chunk::Read(buf), Source::File { read_buf, .. }) = (chunk, &self.source) {
+            *read_buf.borrow_mut() = Some(buf);
         }
     }
 
@@ -229,7 +230,7 @@ impl ReadSide {
             ReadState::Reading => {
                 self.state.set(ReadState::Paused);
                 if let Source::Socket = self.source {
-                    fd.stop(&self.op);
+                    fd.end_gracefully(&self.op);
                 }
             }
             ReadState::Stopped => self.state.set(ReadState::PausedAfterEof),
@@ -254,9 +255,9 @@ impl ReadSide {
     }
 
     /// Reads no more: cancels the op in flight and drops what is held.
-    pub(crate) fn stop(&self, fd: &LoopFd) {
+    pub(crate) fn close(&self, fd: &LoopFd) {
         self.state.set(ReadState::Stopped);
         fd.cancel(&self.op);
-        self.held.borrow_mut().clear();
+        self.waiting.borrow_mut().clear();
     }
 }

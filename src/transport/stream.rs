@@ -22,7 +22,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use socket2::{SockAddr, SockRef};
 
-use super::base::{Base, Life, TransportCore};
+use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt, DynProtocol, Event};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide};
@@ -46,7 +46,7 @@ enum WriteEof {
 /// The shared state of a stream transport.
 pub(crate) struct StreamCore {
     /// The skeleton: fd, lifecycle, protocol.
-    base: Base<Event<Transport>>,
+    base: TransportBase<Event<Transport>>,
     /// The socket's receive.
     read: ReadSide,
     /// The socket's sends.
@@ -83,7 +83,7 @@ impl Transport {
         }
         let (peername, sockname) = (socket.peer_addr().ok(), socket.local_addr().ok());
         let core = Rc::new(StreamCore {
-            base: Base::new(event_loop, fd, protocol),
+            base: TransportBase::new(event_loop, fd, protocol),
             read: ReadSide::socket(),
             write: WriteSide::new(Sink::Socket),
             eof: Cell::new(WriteEof::No),
@@ -202,7 +202,7 @@ impl Transport {
         }
         let Some(event_loop) = core.event_loop() else { return };
         let core = core.clone();
-        let _ = event_loop.call_soon(move || core.resume_held());
+        let _ = event_loop.call_soon(move || core.deliver_waiting());
     }
 
     /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);
@@ -339,7 +339,7 @@ impl StreamCore {
                 self.report_protocol_failures();
             }
             Got::Eof => {
-                self.read.stop(&self.base.fd);
+                self.read.close(&self.base.fd);
                 // Closes, through `report_protocol_failures`, once `eof_received` answers false.
                 self.notify(Event::Eof);
             }
@@ -368,8 +368,8 @@ impl StreamCore {
     }
 
     /// Delivers what was held while paused, in order, then reads again.
-    fn resume_held(self: &Rc<Self>) {
-        while let Some(got) = self.read.next_held() {
+    fn deliver_waiting(self: &Rc<Self>) {
+        while let Some(got) = self.read.next_waiting() {
             self.on_read(got);
             if !self.base.is_open() {
                 return;
@@ -386,12 +386,12 @@ impl StreamCore {
 impl TransportCore for StreamCore {
     type Event = Event<Transport>;
 
-    fn base(&self) -> &Base<Event<Transport>> {
+    fn base(&self) -> &TransportBase<Event<Transport>> {
         &self.base
     }
 
     fn cancel_ops(&self) {
-        self.read.stop(&self.base.fd);
+        self.read.close(&self.base.fd);
         self.base.fd.cancel(self.write.op_slot());
     }
 
@@ -402,7 +402,7 @@ impl TransportCore for StreamCore {
     /// Reading stops at once; the buffer is flushed, then the transport finishes.
     fn close(self: &Rc<Self>) {
         if self.base.start_closing() {
-            self.read.stop(&self.base.fd);
+            self.read.close(&self.base.fd);
             if self.write.is_idle() {
                 self.finish(None);
             }

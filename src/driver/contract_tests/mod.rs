@@ -20,7 +20,7 @@
 //! * `lifecycle.rs`: turns, timeouts, the waker, cancellation at scale, dropping the driver.
 //! * `sockets.rs`: `Connect` and `Send`.
 //! * `read_write.rs`: `Read` and `Write` on pipes, PTYs and regular files.
-//! * `persistent.rs`: `RecvMulti` and `AcceptMulti`, `stop` and `cancel`.
+//! * `persistent.rs`: `RecvMulti` and `AcceptMulti`, `end_gracefully` and `cancel`.
 //! * `datagrams.rs`: `SendMsg` and `RecvMsgMulti`.
 //! * `fd_numbers.rs`: only the driver closes an fd it handed to the kernel.
 

@@ -1,5 +1,5 @@
 //! The persistent stream ops, `RecvMulti` and `AcceptMulti`, on TCP over 127.0.0.1: many
-//! results then a final one, `stop` delivering what was taken, `cancel` dropping it.
+//! results then a final one, `end_gracefully` delivering what was taken, `cancel` dropping it.
 //! (Datagrams: `datagrams.rs`.)
 
 use std::io::{ErrorKind, Read, Write};
@@ -113,7 +113,7 @@ fn stop_delivers_what_was_received_then_ecanceled_and_leaves_the_rest_in_the_soc
         let mut out = Vec::new();
         peer.write_all(b"one").unwrap();
         turn_until(&mut d, &mut out, |out| !out.is_empty());
-        d.stop(id);
+        d.end_gracefully(id);
         peer.write_all(b"two").unwrap();
         turn_until(&mut d, &mut out, |out| out.last().is_some_and(|c| !c.more));
         let last = out.pop().unwrap();

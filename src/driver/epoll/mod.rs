@@ -119,8 +119,8 @@ impl<T: Clone> EpollDriver<T> {
     }
 
     /// Ends persistent op `id` (its results so far are still delivered, then `ECANCELED`).
-    pub(crate) fn stop(&mut self, id: OpId) {
-        self.table.stop(id.0)
+    pub(crate) fn end_gracefully(&mut self, id: OpId) {
+        self.table.end_gracefully(id.0)
     }
 
     /// Reconciles registrations, waits once, and appends the completions to `out`.

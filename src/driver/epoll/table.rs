@@ -299,7 +299,7 @@ impl<T> FdTable<T> {
 
     /// Ends waiting persistent op `key` with `ECANCELED` (its results so far still go out
     /// first); anything else is left alone.
-    pub(super) fn stop(&mut self, key: usize) {
+    pub(super) fn end_gracefully(&mut self, key: usize) {
         let Some(slot) = self.ops.get(key) else { return };
         if slot.op.is_persistent() && matches!(slot.state, OpState::Waiting(_)) {
             self.finish(key, Err(io::Error::from_raw_os_error(libc::ECANCELED)));

@@ -120,7 +120,7 @@ impl<T: Clone> UringDriver<T> {
     /// Ends persistent op `id` but keeps its owner: what the kernel already took is delivered,
     /// then a final `ECANCELED` (at the next turn for an op out of the kernel). No-op for an
     /// unknown, cancelled, stopping or one-shot op.
-    pub(crate) fn stop(&mut self, id: OpId) {
+    pub(crate) fn end_gracefully(&mut self, id: OpId) {
         let Some(slot) = self.table.slots.get_mut(id.0) else { return };
         if !slot.op.is_persistent() {
             return;

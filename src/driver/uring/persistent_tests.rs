@@ -122,7 +122,7 @@ fn a_cancelled_recv_multi_gives_every_buffer_back() {
 
 #[test]
 fn a_stopped_recv_that_meets_a_dry_ring_ends_with_ecanceled_not_enobufs() {
-    // The interleaving that failed streams on rings without deferred task running: `stop`
+    // The interleaving that failed streams on rings without deferred task running: `end_gracefully`
     // sent its cancel, and the kernel ended the multishot recv with `ENOBUFS` first. Forced
     // here by handing the driver that CQE for a stopping op.
     let Some(mut d) = uring_driver(&[]) else { return };
@@ -130,7 +130,7 @@ fn a_stopped_recv_that_meets_a_dry_ring_ends_with_ecanceled_not_enobufs() {
     let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
     d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
     assert!(matches!(d.table.slots[id.0].state, SlotState::Submitted(_)));
-    d.stop(id);
+    d.end_gracefully(id);
     assert!(matches!(d.table.slots[id.0].state, SlotState::Stopping(_)));
     let mut out = Vec::new();
     persistent::on_cqe(&mut d.table, &d.rings, id.0, (-libc::ENOBUFS, 0), &mut out);

@@ -11,7 +11,7 @@ use crate::driver::{dgram, Op, MAX_IO};
 
 /// `user_data` of the armed eventfd read that wakes `turn`.
 pub(super) const WAKE: u64 = u64::MAX;
-/// `user_data` of the `AsyncCancel` SQEs that `cancel` and `stop` send.
+/// `user_data` of the `AsyncCancel` SQEs that `cancel` and `end_gracefully` send.
 pub(super) const CANCEL: u64 = u64::MAX - 1;
 /// `user_data` of the one `IORING_ASYNC_CANCEL_ANY` SQE sent at shutdown.
 pub(super) const CANCEL_ANY: u64 = u64::MAX - 2;
@@ -60,7 +60,7 @@ pub(super) fn user_data(key: usize) -> u64 {
 ///              │                   └─ENOBUFS─► Parked ─buffers back─► Queued      Queued
 ///  cancel: Queued/QueuedPoll/Parked/Finished ─► Withdrawn (freed at the next turn, nothing sent)
 ///          Submitted/Stopping/AwaitingReadiness ─► Cancelled (AsyncCancel; freed at the final CQE)
-///  stop:   Queued/Parked ─► Finished(ECANCELED) (delivered at the next turn)
+///  end_gracefully: Queued/Parked ─► Finished(ECANCELED) (delivered at the next turn)
 /// ```
 #[derive(Debug)]
 pub(super) enum SlotState<T> {
@@ -75,7 +75,7 @@ pub(super) enum SlotState<T> {
     /// The `POLL_ADD` of a [`QueuedPoll`](Self::QueuedPoll) op is in the kernel; at its CQE
     /// the op is queued again.
     AwaitingReadiness(T),
-    /// A persistent op asked to end ([`stop`](super::UringDriver::stop)): an `AsyncCancel` is
+    /// A persistent op asked to end ([`end_gracefully`](super::UringDriver::end_gracefully)): an `AsyncCancel` is
     /// on its way; its results are still delivered and its last CQE is final.
     Stopping(T),
     /// A persistent op out of the kernel after `ENOBUFS`, waiting for buffers to come back.

@@ -205,7 +205,7 @@ fn failing(lp: &EventLoop, secs: f64, error: Error) -> Attempting {
     let lp = lp.clone();
     Box::new(move || {
         Box::pin(async move {
-            crate::net::staggered::sleep(&lp, secs).unwrap().await;
+            crate::toolbox::sleep_on(&lp, secs).unwrap().await.unwrap();
             Err(AttemptError::from(error))
         })
     })
@@ -216,7 +216,7 @@ fn panicking(lp: &EventLoop, secs: f64) -> Attempting {
     let lp = lp.clone();
     Box::new(move || {
         Box::pin(async move {
-            crate::net::staggered::sleep(&lp, secs).unwrap().await;
+            crate::toolbox::sleep_on(&lp, secs).unwrap().await.unwrap();
             std::panic::resume_unwind(Box::new("boom in an attempt"))
         })
     })

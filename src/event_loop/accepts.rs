@@ -1,7 +1,7 @@
-//! Awaitable persistent ops: `EventLoop::accept_stream(fd)` gives the connections an
+//! Awaitable persistent ops: `EventLoop::accepts(fd)` gives the connections an
 //! `Op::AcceptMulti` accepts, one `next().await` at a time.
 //!
-//! Dropping the [`OpStream`] cancels the op (as dropping an `OpFuture` does) and closes the
+//! Dropping the [`Accepts`] cancels the op (as dropping an `OpFuture` does) and closes the
 //! connections accepted but not yet taken.
 
 use std::cell::{Cell, RefCell};
@@ -17,7 +17,7 @@ use crate::driver::{Op, OpId};
 use crate::error::Result;
 
 /// The owner the driver holds for a persistent op awaited by a task.
-pub(crate) struct StreamWaiter {
+pub(crate) struct AcceptWaiter {
     /// Results not yet taken, oldest first.
     results: RefCell<VecDeque<io::Result<u32>>>,
     /// The final completion arrived.
@@ -26,7 +26,7 @@ pub(crate) struct StreamWaiter {
     waker: RefCell<Option<Waker>>,
 }
 
-impl OpTarget for StreamWaiter {
+impl OpTarget for AcceptWaiter {
     /// Queues one completion's result and wakes the awaiting task.
     fn complete(
         self: Rc<Self>,
@@ -47,9 +47,9 @@ impl OpTarget for StreamWaiter {
 }
 
 /// The results of a persistent accept, in order; ends after the op's final completion.
-pub(crate) struct OpStream {
+pub(crate) struct Accepts {
     /// Shared with the driver's owner slot.
-    waiter: Rc<StreamWaiter>,
+    waiter: Rc<AcceptWaiter>,
     /// The op, for cancellation on drop.
     id: OpId,
     /// The loop whose driver runs the op.
@@ -58,9 +58,9 @@ pub(crate) struct OpStream {
 
 impl EventLoop {
     /// Starts accepting on the listening socket `fd` (`Op::AcceptMulti`).
-    pub(crate) fn accept_stream(&self, fd: RawFd) -> Result<OpStream> {
+    pub(crate) fn accepts(&self, fd: RawFd) -> Result<Accepts> {
         self.check_open()?;
-        let waiter = Rc::new(StreamWaiter {
+        let waiter = Rc::new(AcceptWaiter {
             results: RefCell::new(VecDeque::new()),
             ended: Cell::new(false),
             waker: RefCell::new(None),
@@ -68,11 +68,11 @@ impl EventLoop {
         let owner: OpOwner = waiter.clone();
         let op = Op::AcceptMulti { fd };
         let id = self.with_driver(|driver| driver.submit(op, owner)).ok_or(crate::Error::Closed)?;
-        Ok(OpStream { waiter, id, event_loop: Rc::downgrade(&self.inner) })
+        Ok(Accepts { waiter, id, event_loop: Rc::downgrade(&self.inner) })
     }
 }
 
-impl OpStream {
+impl Accepts {
     /// The next accepted connection (or accept error); `None` once the op has ended.
     pub(crate) async fn next(&mut self) -> Option<io::Result<OwnedFd>> {
         let waiter = self.waiter.clone();
@@ -92,7 +92,7 @@ impl OpStream {
     }
 }
 
-impl Drop for OpStream {
+impl Drop for Accepts {
     fn drop(&mut self) {
         if !self.waiter.ended.get() {
             if let Some(inner) = self.event_loop.upgrade() {
