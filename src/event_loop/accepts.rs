@@ -12,7 +12,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
-use super::{EventLoop, Inner, OpOwner, OpTarget};
+use super::{Completed, EventLoop, Inner, OpOwner, OpTarget};
 use crate::driver::{Op, OpId};
 use crate::error::Result;
 
@@ -28,14 +28,8 @@ pub(crate) struct AcceptWaiter {
 
 impl OpTarget for AcceptWaiter {
     /// Queues one completion's result and wakes the awaiting task.
-    fn complete(
-        self: Rc<Self>,
-        _: OpId,
-        result: io::Result<u32>,
-        more: bool,
-        _: Option<Op>,
-        _: Option<crate::driver::RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { result, more, .. } = done;
         self.results.borrow_mut().push_back(result);
         if !more {
             self.ended.set(true);

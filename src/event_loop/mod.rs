@@ -29,7 +29,7 @@ pub use handle::{Handle, TimerHandle};
 pub(crate) use op_future::OpFuture;
 #[cfg(test)]
 pub(crate) use op_target::nobody;
-pub(crate) use op_target::{OpOwner, OpTarget};
+pub(crate) use op_target::{Completed, OpOwner, OpTarget};
 pub use remote::{LoopHandle, ThreadsafeHandle};
 pub(crate) use remote::{Remote, RemoteItem};
 

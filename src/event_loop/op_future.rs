@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use super::{EventLoop, Inner, OpOwner, OpTarget};
+use super::{Completed, EventLoop, Inner, OpOwner, OpTarget};
 use crate::driver::{Op, OpId};
 use crate::error::Result;
 
@@ -33,14 +33,8 @@ pub(crate) struct OpWaiter {
 
 impl OpTarget for OpWaiter {
     /// Records the completion and wakes the awaiting task.
-    fn complete(
-        self: Rc<Self>,
-        _: OpId,
-        result: io::Result<u32>,
-        _more: bool,
-        op: Option<Op>,
-        _: Option<crate::driver::RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { result, op, .. } = done;
         let previous =
             std::mem::replace(&mut *self.state.borrow_mut(), WaiterState::Done(result, op));
         if let WaiterState::Pending(Some(waker)) = previous {

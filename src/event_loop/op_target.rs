@@ -13,18 +13,25 @@ use std::rc::Rc;
 
 use crate::driver::{Op, OpId, RecvBuf};
 
+/// One completion of a driver op, as its owner gets it (the driver's `Completion` without
+/// the owner).
+pub(crate) struct Completed {
+    /// The op.
+    pub(crate) id: OpId,
+    /// The kernel's result: `Ok(n)`, or the errno.
+    pub(crate) result: io::Result<u32>,
+    /// True while a persistent op goes on (this completion is not its last).
+    pub(crate) more: bool,
+    /// The op with its buffers, on the final completion.
+    pub(crate) op: Option<Op>,
+    /// A chunk's or a datagram's bytes.
+    pub(crate) data: Option<RecvBuf>,
+}
+
 /// The owner of a driver op: told of each of its completions.
 pub(crate) trait OpTarget {
-    /// A completion of op `id`: the kernel's result; `more` while a persistent op goes on;
-    /// the op with its buffers on the final completion; a chunk's or datagram's bytes.
-    fn complete(
-        self: Rc<Self>,
-        id: OpId,
-        result: io::Result<u32>,
-        more: bool,
-        op: Option<Op>,
-        data: Option<RecvBuf>,
-    );
+    /// A completion of one of its ops.
+    fn complete(self: Rc<Self>, done: Completed);
 }
 
 /// The owner value the loop's driver holds for each op.
@@ -36,15 +43,7 @@ pub(crate) struct Nobody;
 
 #[cfg(test)]
 impl OpTarget for Nobody {
-    fn complete(
-        self: Rc<Self>,
-        _: OpId,
-        _: io::Result<u32>,
-        _: bool,
-        _: Option<Op>,
-        _: Option<RecvBuf>,
-    ) {
-    }
+    fn complete(self: Rc<Self>, _: Completed) {}
 }
 
 /// An [`OpOwner`] that ignores its completions (tests).

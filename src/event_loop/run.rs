@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::current::RunningGuard;
 use super::main_future::MainFuture;
 use super::remote::RemoteItem;
-use super::{monotonic_ns, EventLoop, LoopState, Ready};
+use super::{monotonic_ns, Completed, EventLoop, LoopState, Ready};
 use crate::driver::Completion;
 use crate::error::{panic_message, Error, Result};
 use crate::event_loop::ExceptionContext;
@@ -181,7 +181,7 @@ impl EventLoop {
         for completion in completions.drain(..) {
             // Taken apart at once, so that no 150-byte `Completion` is moved again.
             let Completion { id, owner, result, more, op, data } = completion;
-            owner.complete(id, result, more, op, data);
+            owner.complete(Completed { id, result, more, op, data });
         }
         *self.inner.completions.borrow_mut() = completions;
         match turned {

@@ -9,8 +9,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 
-use super::{EventLoop, ExceptionContext, Handle, Inner, OpOwner, OpTarget, Ready};
-use crate::driver::{Interest, Op, OpId, RecvBuf};
+use super::{Completed, EventLoop, ExceptionContext, Handle, Inner, OpOwner, OpTarget, Ready};
+use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
 use crate::sys::syscall;
 
@@ -60,14 +60,8 @@ struct WatchTarget {
 }
 
 impl OpTarget for WatchTarget {
-    fn complete(
-        self: Rc<Self>,
-        id: OpId,
-        result: io::Result<u32>,
-        more: bool,
-        _: Option<Op>,
-        _: Option<RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { id, result, more, .. } = done;
         debug_assert!(!more, "watch polls are one-shot");
         if let Some(inner) = self.event_loop.upgrade() {
             EventLoop { inner }.on_watch_ready(self.fd, self.dir, id, result);

@@ -36,7 +36,7 @@ use super::ExtraInfo;
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, OpTarget};
+use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::DatagramProtocol;
 
 /// The shared state of a datagram transport.
@@ -361,14 +361,8 @@ impl TransportCore for DatagramCore {
 
 impl OpTarget for DatagramCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
-    fn complete(
-        self: Rc<Self>,
-        id: OpId,
-        result: io::Result<u32>,
-        more: bool,
-        _: Option<Op>,
-        data: Option<RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { id, result, more, data, .. } = done;
         if self.recv_op.get() == Some(id) {
             if !more {
                 self.recv_op.set(None);

@@ -39,9 +39,9 @@ use super::dispatch::{adapt_for, Event, WriteOnlyProtocol};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide};
 use super::ExtraInfo;
-use crate::driver::{Interest, Op, OpId, RecvBuf};
+use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext, OpTarget};
+use crate::event_loop::{Completed, EventLoop, ExceptionContext, OpTarget};
 use crate::protocol::{BaseProtocol, Protocol, StreamingKind};
 
 /// The shared state of a read pipe transport.
@@ -194,14 +194,8 @@ impl TransportCore for ReadCore {
 
 impl OpTarget for ReadCore {
     /// The read's completion (or, on a FIFO, the first poll's).
-    fn complete(
-        self: Rc<Self>,
-        _: OpId,
-        result: io::Result<u32>,
-        more: bool,
-        op: Option<Op>,
-        data: Option<RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { result, more, op, data, .. } = done;
         if let Some(got) = self.read.on_completion(result, more, op, data) {
             self.on_read(got);
         }
@@ -459,14 +453,8 @@ impl TransportCore for WriteCore {
 
 impl OpTarget for WriteCore {
     /// The write's or the watch's completion, told apart by their ids.
-    fn complete(
-        self: Rc<Self>,
-        id: OpId,
-        result: io::Result<u32>,
-        _more: bool,
-        _: Option<Op>,
-        _: Option<RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { id, result, .. } = done;
         if self.write.owns(id) {
             self.on_written(result);
         } else if self.watch_op.get() == Some(id) {

@@ -27,9 +27,8 @@ use super::dispatch::{adapt, DynProtocol, Event};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide};
 use super::ExtraInfo;
-use crate::driver::{Op, OpId, RecvBuf};
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, OpTarget};
+use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::AnyProtocol;
 
 /// `write_eof` progress.
@@ -420,14 +419,8 @@ impl TransportCore for StreamCore {
 
 impl OpTarget for StreamCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
-    fn complete(
-        self: Rc<Self>,
-        id: OpId,
-        result: io::Result<u32>,
-        more: bool,
-        op: Option<Op>,
-        data: Option<RecvBuf>,
-    ) {
+    fn complete(self: Rc<Self>, done: Completed) {
+        let Completed { id, result, more, op, data } = done;
         if self.read.owns(id) {
             if let Some(got) = self.read.on_completion(result, more, op, data) {
                 self.on_read(got);
