@@ -30,7 +30,7 @@ use socket2::SockAddr;
 
 use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{DatagramAdapter, DatagramEvent};
-use super::flow_control::SendQueue;
+use super::flow_control::{Buffered, SendQueue};
 use super::write_side::fast_path;
 use super::ExtraInfo;
 use crate::driver::dgram::DATAGRAM_CAPACITY;
@@ -158,58 +158,13 @@ impl DatagramTransport {
         self.core.force_close(None);
     }
 
-    /// True once `close`/`abort` was called or the endpoint failed.
-    pub fn is_closing(&self) -> bool {
-        !self.core.base.is_open()
-    }
-
-    /// The send queue's size: queued bytes plus 8 per datagram (asyncio's estimate).
-    pub fn get_write_buffer_size(&self) -> usize {
-        self.core.queue.borrow().size()
-    }
-
-    /// Sets the water marks, with asyncio's rules (see
-    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)).
-    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
-        let flow = self.core.queue.borrow_mut().set_limits(high, low)?;
-        self.core.notify_flow(flow);
-        Ok(())
-    }
-
-    /// `(low, high)`.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        self.core.queue.borrow().limits()
-    }
-
-    /// The local address (at creation).
-    pub fn sockname(&self) -> Option<SockAddr> {
-        self.core.sockname.clone()
-    }
-
-    /// The connected peer, if the socket is connected.
-    pub fn peername(&self) -> Option<SockAddr> {
-        self.core.peername.clone()
-    }
-
-    /// The socket's fd while open.
-    pub fn socket_fd(&self) -> Option<RawFd> {
-        self.core.base.fd.open_fd()
-    }
-
-    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
-    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        let core = &self.core;
-        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.base.fd)
-    }
+    base_transport_methods!();
+    write_buffer_methods!(queue);
+    socket_methods!();
 
     /// Switches to another protocol; later events go to it.
     pub fn set_protocol<P: DatagramProtocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
         self.core.base.dispatcher.set(Rc::new(DatagramAdapter(protocol)));
-    }
-
-    /// The protocol, if it is a `P` (and `connection_lost` has not been delivered yet).
-    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
-        self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
     }
 }
 
@@ -401,7 +356,7 @@ pub(crate) fn describe_addr(addr: &SockAddr) -> String {
 impl fmt::Debug for DatagramTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let core = &self.core;
-        let (fd, life, size) = (core.base.fd.raw(), core.base.life(), core.queue.borrow().size());
+        let (fd, life, size) = (core.base.fd.raw(), core.base.life(), core.queue.size());
         write!(f, "<DatagramTransport fd={fd} {life:?} write_buffer={size}>")
     }
 }

@@ -101,6 +101,34 @@ impl WaterMarks {
     }
 }
 
+/// What `get_write_buffer_size`, `get_write_buffer_limits` and `set_write_buffer_limits`
+/// read and set, on any transport's outgoing buffer.
+pub(crate) trait Buffered {
+    /// The buffer's size as asyncio counts it.
+    fn size(&self) -> usize;
+    /// `(low, high)`.
+    fn limits(&self) -> (usize, usize);
+    /// Sets the marks (see [`WaterMarks::set`]); `Pause` when the buffer is already above the
+    /// new high mark.
+    fn set_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<Option<FlowEvent>>;
+}
+
+impl Buffered for std::cell::RefCell<SendQueue> {
+    fn size(&self) -> usize {
+        self.borrow().size
+    }
+
+    fn limits(&self) -> (usize, usize) {
+        self.borrow().marks.limits()
+    }
+
+    fn set_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<Option<FlowEvent>> {
+        let mut queue = self.borrow_mut();
+        let size = queue.size;
+        queue.marks.set(high, low, size)
+    }
+}
+
 /// The most bytes [`WriteBuffer::front_coalesced`] merges into one send.
 pub(crate) const COALESCE_MAX: usize = 256 * 1024;
 
@@ -213,11 +241,6 @@ pub(crate) struct SendQueue {
 }
 
 impl SendQueue {
-    /// Bytes queued plus [`DATAGRAM_OVERHEAD`] per datagram (`get_write_buffer_size`).
-    pub(crate) fn size(&self) -> usize {
-        self.size
-    }
-
     /// True when no datagram waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.datagrams.is_empty()
@@ -226,20 +249,6 @@ impl SendQueue {
     /// The oldest datagram and its destination.
     pub(crate) fn front(&self) -> Option<&(Bytes, Option<SockAddr>)> {
         self.datagrams.front()
-    }
-
-    /// `(low, high)`.
-    pub(crate) fn limits(&self) -> (usize, usize) {
-        self.marks.limits()
-    }
-
-    /// Sets the marks (see [`WaterMarks::set`]).
-    pub(crate) fn set_limits(
-        &mut self,
-        high: Option<usize>,
-        low: Option<usize>,
-    ) -> Result<Option<FlowEvent>> {
-        self.marks.set(high, low, self.size)
     }
 
     /// Queues a datagram; `Pause` when that took the size over `high`.
@@ -335,15 +344,16 @@ mod tests {
 
     #[test]
     fn send_queue_counts_the_datagram_overhead_against_the_marks() {
-        let mut queue = SendQueue::default();
+        let queue = std::cell::RefCell::new(SendQueue::default());
         queue.set_limits(Some(19), Some(10)).unwrap();
-        assert_eq!(queue.push(Bytes::from_static(b"abcd"), None), None);
+        let push = |data| queue.borrow_mut().push(data, None);
+        assert_eq!(push(Bytes::from_static(b"abcd")), None);
         assert_eq!(queue.size(), 4 + DATAGRAM_OVERHEAD);
-        assert_eq!(queue.push(Bytes::new(), None), Some(FlowEvent::Pause), "12 + 8 > 19");
-        assert_eq!(queue.pop(), Some(FlowEvent::Resume), "8 <= 10");
+        assert_eq!(push(Bytes::new()), Some(FlowEvent::Pause), "12 + 8 > 19");
+        assert_eq!(queue.borrow_mut().pop(), Some(FlowEvent::Resume), "8 <= 10");
         assert_eq!(queue.size(), DATAGRAM_OVERHEAD);
-        queue.clear();
-        assert!(queue.is_empty() && queue.size() == 0);
+        queue.borrow_mut().clear();
+        assert!(queue.borrow().is_empty() && queue.size() == 0);
     }
 
     #[test]

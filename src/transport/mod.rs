@@ -28,6 +28,79 @@
 //! of it: the layer uses only the stream transport's public interface (`set_protocol` inserts
 //! it into a live connection for `start_tls`).
 
+/// The methods every transport shares on its handle (`self.core`, whose `base` is a
+/// [`base::TransportBase`]): `is_closing` and `get_protocol` (asyncio's `BaseTransport`).
+macro_rules! base_transport_methods {
+    () => {
+        /// True once the transport is closing or closed (`close`, `abort`, EOF, an error).
+        pub fn is_closing(&self) -> bool {
+            !self.core.base.is_open()
+        }
+
+        /// The protocol, if it is a `P` (and `connection_lost` has not been delivered yet).
+        pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
+            self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
+        }
+    };
+}
+
+/// The write-buffer methods of a writing transport (asyncio's `WriteTransport`), on its core's
+/// outgoing buffer `$buffer` (a [`flow_control::Buffered`]).
+macro_rules! write_buffer_methods {
+    ($buffer:ident) => {
+        /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low`
+        /// alone gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
+        /// `pause_writing` follows at once if the buffer is already above the new `high`.
+        pub fn set_write_buffer_limits(
+            &self,
+            high: Option<usize>,
+            low: Option<usize>,
+        ) -> Result<()> {
+            let flow = self.core.$buffer.set_limits(high, low)?;
+            self.core.notify_flow(flow);
+            Ok(())
+        }
+
+        /// `(low, high)`.
+        pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+            self.core.$buffer.limits()
+        }
+
+        /// What is buffered and not yet sent: bytes (a datagram endpoint counts 8 more per
+        /// datagram, asyncio's estimate).
+        pub fn get_write_buffer_size(&self) -> usize {
+            self.core.$buffer.size()
+        }
+    };
+}
+
+/// The address methods of a socket transport (stream or datagram), on its core's `peername`,
+/// `sockname` (both at creation) and fd.
+macro_rules! socket_methods {
+    () => {
+        /// The peer's address (at creation), if the socket is connected.
+        pub fn peername(&self) -> Option<SockAddr> {
+            self.core.peername.clone()
+        }
+
+        /// The local address (at creation).
+        pub fn sockname(&self) -> Option<SockAddr> {
+            self.core.sockname.clone()
+        }
+
+        /// The socket's fd while open.
+        pub fn socket_fd(&self) -> Option<RawFd> {
+            self.core.base.fd.open_fd()
+        }
+
+        /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
+        pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+            let core = &self.core;
+            ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.base.fd)
+        }
+    };
+}
+
 pub(crate) mod base;
 mod datagram;
 pub(crate) mod dispatch;

@@ -36,6 +36,7 @@ use bytes::Bytes;
 
 use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt_for, Event, WriteOnlyProtocol};
+use super::flow_control::Buffered;
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide};
 use super::ExtraInfo;
@@ -91,10 +92,7 @@ impl ReadTransport {
         self.core.close();
     }
 
-    /// True once closed (by `close`, EOF or an error).
-    pub fn is_closing(&self) -> bool {
-        !self.core.base.is_open()
-    }
+    base_transport_methods!();
 
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
@@ -104,11 +102,6 @@ impl ReadTransport {
     /// Switches to another protocol; later events go to it.
     pub fn set_protocol<P: Protocol<ReadTransport> + 'static>(&self, protocol: Rc<RefCell<P>>) {
         self.core.base.dispatcher.set(adapt_for::<ReadTransport, StreamingKind, P>(protocol));
-    }
-
-    /// The protocol, if it is a `P` (and the connection is not lost yet).
-    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
-        self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
     }
 }
 
@@ -289,28 +282,8 @@ impl WriteTransport {
         self.core.force_close(None);
     }
 
-    /// True once `write_eof`/`close`/`abort` was called or the pipe was lost.
-    pub fn is_closing(&self) -> bool {
-        !self.core.base.is_open()
-    }
-
-    /// Sets the water marks, with asyncio's rules (see
-    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)).
-    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
-        let flow = self.core.write.set_limits(high, low)?;
-        self.core.notify_flow(flow);
-        Ok(())
-    }
-
-    /// `(low, high)`.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        self.core.write.limits()
-    }
-
-    /// Bytes buffered and not yet written.
-    pub fn get_write_buffer_size(&self) -> usize {
-        self.core.write.len()
-    }
+    base_transport_methods!();
+    write_buffer_methods!(write);
 
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
@@ -323,11 +296,6 @@ impl WriteTransport {
         P: BaseProtocol<WriteTransport> + 'static,
     {
         self.core.base.dispatcher.set(Rc::new(WriteOnlyProtocol(protocol)));
-    }
-
-    /// The protocol, if it is a `P` (and the connection is not lost yet).
-    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
-        self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
     }
 }
 

@@ -24,6 +24,7 @@ use socket2::{SockAddr, SockRef};
 
 use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt, DynProtocol, Event};
+use super::flow_control::Buffered;
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide};
 use super::ExtraInfo;
@@ -180,10 +181,9 @@ impl Transport {
         self.core.force_close(None);
     }
 
-    /// True once `close`/`abort` was called or the connection was lost.
-    pub fn is_closing(&self) -> bool {
-        !self.core.base.is_open()
-    }
+    base_transport_methods!();
+    write_buffer_methods!(write);
+    socket_methods!();
 
     /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
     /// arrives meanwhile is held, in order. Idempotent.
@@ -212,56 +212,11 @@ impl Transport {
         !paused && self.core.base.is_open()
     }
 
-    /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low` alone
-    /// gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
-    /// `pause_writing` follows at once if the buffer is already above the new `high`.
-    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
-        let flow = self.core.write.set_limits(high, low)?;
-        self.core.notify_flow(flow);
-        Ok(())
-    }
-
-    /// `(low, high)`.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        self.core.write.limits()
-    }
-
-    /// Bytes queued and not yet sent.
-    pub fn get_write_buffer_size(&self) -> usize {
-        self.core.write.len()
-    }
-
-    /// The peer's address.
-    pub fn peername(&self) -> Option<SockAddr> {
-        self.core.peername.clone()
-    }
-
-    /// The local address.
-    pub fn sockname(&self) -> Option<SockAddr> {
-        self.core.sockname.clone()
-    }
-
-    /// The socket's fd while open.
-    pub fn socket_fd(&self) -> Option<RawFd> {
-        self.core.base.fd.open_fd()
-    }
-
-    /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
-    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        let core = &self.core;
-        ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.base.fd)
-    }
-
     /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
     /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
     /// it, and the next bytes received are delivered as the new protocol's kind wants them.
     pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
         self.core.base.dispatcher.set(adapt(protocol));
-    }
-
-    /// The protocol, if it is a `P` (and the connection is not lost yet).
-    pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
-        self.core.base.dispatcher.get()?.downcast::<RefCell<P>>().ok()
     }
 
     /// Calls `hook` once the connection is lost and its socket handed to the driver to close

@@ -14,7 +14,7 @@ use std::os::fd::BorrowedFd;
 use bytes::Bytes;
 use socket2::SockRef;
 
-use super::flow_control::{FlowEvent, WriteBuffer};
+use super::flow_control::{Buffered, FlowEvent, WriteBuffer};
 use super::loop_fd::LoopFd;
 use crate::driver::{Op, OpId};
 use crate::error::Result;
@@ -152,18 +152,18 @@ impl WriteSide {
     pub(crate) fn len(&self) -> usize {
         self.buffer.borrow().len()
     }
+}
 
-    /// `(low, high)`.
-    pub(crate) fn limits(&self) -> (usize, usize) {
+impl Buffered for WriteSide {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn limits(&self) -> (usize, usize) {
         self.buffer.borrow().limits()
     }
 
-    /// Sets the water marks (asyncio's rules); `Pause` when already above the new high mark.
-    pub(crate) fn set_limits(
-        &self,
-        high: Option<usize>,
-        low: Option<usize>,
-    ) -> Result<Option<FlowEvent>> {
+    fn set_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<Option<FlowEvent>> {
         self.buffer.borrow_mut().set_limits(high, low)
     }
 }
