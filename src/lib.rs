@@ -40,6 +40,7 @@
 //! | `loop.create_unix_connection`, `loop.create_unix_server` | [`EventLoop::create_unix_connection`], [`EventLoop::create_unix_server`], [`UnixPath`], [`UnixConnectOptions`], [`UnixServerOptions`] |
 //! | `open_unix_connection`, `start_unix_server` | [`EventLoop::open_unix_connection`], [`EventLoop::start_unix_server`] |
 //! | `loop.connect_read_pipe`, `connect_write_pipe`, `ReadTransport`, `WriteTransport` | [`EventLoop::connect_read_pipe`], [`EventLoop::connect_write_pipe`], [`ReadTransport`], [`WriteTransport`] |
+//! | `loop.sendfile`, `loop.sock_sendfile`, `SendfileNotAvailableError` | [`EventLoop::sendfile`], [`EventLoop::sock_sendfile`], [`Error::SendfileNotAvailable`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
@@ -69,6 +70,7 @@ mod executor;
 mod future;
 pub mod net;
 mod protocol;
+mod sendfile;
 pub mod server;
 mod signal;
 pub mod streams;

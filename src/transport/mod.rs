@@ -109,14 +109,16 @@ pub(crate) mod loop_fd;
 mod pipe;
 mod read_side;
 mod stream;
-mod write_side;
+pub(crate) mod write_side;
 
 use std::os::fd::RawFd;
 
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
+pub(crate) use loop_fd::LoopFd;
 pub use pipe::{ReadTransport, WriteTransport};
 pub use stream::Transport;
+pub(crate) use write_side::Writer;
 
 /// A value of a transport's `get_extra_info`.
 #[derive(Clone, Debug)]

@@ -31,6 +31,7 @@ use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::AnyProtocol;
+use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
 
 /// `write_eof` progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub(crate) struct StreamCore {
     read: ReadSide,
     /// The socket's sends.
     write: WriteSide,
+    /// `EventLoop::sendfile`'s transfer, while one runs.
+    sendfile: SendFileSide,
     /// `write_eof` progress.
     eof: Cell<WriteEof>,
     /// `getpeername` at creation.
@@ -86,6 +89,7 @@ impl Transport {
             base: TransportBase::new(event_loop, fd, protocol),
             read: ReadSide::socket(),
             write: WriteSide::new(Sink::Socket),
+            sendfile: SendFileSide::default(),
             eof: Cell::new(WriteEof::No),
             peername,
             sockname,
@@ -160,7 +164,7 @@ impl Transport {
             return;
         }
         core.eof.set(WriteEof::Pending);
-        if core.write.is_idle() {
+        if core.is_flushed() {
             core.shutdown_write();
         }
     }
@@ -224,6 +228,11 @@ impl Transport {
     pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
         self.core.base.on_lost(hook);
     }
+
+    /// Runs `transfer` on this transport once its buffer is flushed (`EventLoop::sendfile`).
+    pub(crate) fn start_sendfile(&self, transfer: Rc<Transfer>) -> Result<TransferFuture> {
+        self.core.begin_sendfile(transfer)
+    }
 }
 
 impl StreamCore {
@@ -232,6 +241,9 @@ impl StreamCore {
     fn accepts_write(&self, len: usize) -> Result<bool> {
         if self.eof.get() != WriteEof::No {
             return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
+        }
+        if self.sendfile.is_active() {
+            return Err(Error::Runtime("unable to write; sendfile is in progress".into()));
         }
         if len > 0 && !self.base.is_open() {
             self.base.lost_write("socket.send() raised exception.");
@@ -302,11 +314,16 @@ impl StreamCore {
         if self.base.is_closed() || !self.write.is_idle() {
             return; // resume_writing aborted the transport, or more to send
         }
-        if self.base.life() == Life::Closing {
-            self.finish(None);
-        } else if self.eof.get() == WriteEof::Pending {
-            self.shutdown_write();
+        if self.sendfile.is_active() {
+            self.advance_sendfile();
+        } else {
+            self.on_flushed();
         }
+    }
+
+    /// True with nothing buffered, no send in flight and no `sendfile` running.
+    fn is_flushed(&self) -> bool {
+        self.write.is_idle() && !self.sendfile.is_active()
     }
 
     /// Delivers what was held while paused, in order, then reads again.
@@ -335,18 +352,23 @@ impl TransportCore for StreamCore {
     fn cancel_ops(&self) {
         self.read.close(&self.base.fd);
         self.base.fd.cancel(self.write.op_slot());
+        self.sendfile.abort(|slot| self.base.fd.cancel(slot), self.base.fd.raw());
     }
 
     fn close_fd(&self) {
-        self.base.fd.close(&[self.read.op_slot(), self.write.op_slot()]);
+        let in_flight = [self.read.op_slot(), self.write.op_slot(), self.sendfile.op_slot()];
+        self.base.fd.close(&in_flight);
     }
 
-    /// Reading stops at once; the buffer is flushed, then the transport finishes.
+    /// Reading stops at once; the buffer is flushed (a `sendfile` ends after its chunk in
+    /// flight), then the transport finishes.
     fn close(self: &Rc<Self>) {
         if self.base.start_closing() {
             self.read.close(&self.base.fd);
-            if self.write.is_idle() {
+            if self.is_flushed() {
                 self.finish(None);
+            } else {
+                self.advance_sendfile();
             }
         }
     }
@@ -366,6 +388,21 @@ impl Writer for StreamCore {
     }
 }
 
+impl SendFileHost for StreamCore {
+    fn sendfile_side(&self) -> &SendFileSide {
+        &self.sendfile
+    }
+
+    /// `close()` finishes; a pending `write_eof` shuts the socket down for writing.
+    fn on_flushed(self: &Rc<Self>) {
+        if self.base.life() == Life::Closing {
+            self.finish(None);
+        } else if self.eof.get() == WriteEof::Pending {
+            self.shutdown_write();
+        }
+    }
+}
+
 impl OpTarget for StreamCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(self: Rc<Self>, done: Completed) {
@@ -377,6 +414,8 @@ impl OpTarget for StreamCore {
             self.submit_recv();
         } else if self.write.owns(id) {
             self.on_sent(result);
+        } else if self.sendfile.owns(id) {
+            self.on_chunk(result, op);
         }
         self.flush_deferred_later();
     }

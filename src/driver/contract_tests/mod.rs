@@ -22,6 +22,7 @@
 //! * `read_write.rs`: `Read` and `Write` on pipes, PTYs and regular files.
 //! * `persistent.rs`: `RecvMulti` and `AcceptMulti`, `end_gracefully` and `cancel`.
 //! * `datagrams.rs`: `SendMsg` and `RecvMsgMulti`.
+//! * `send_file.rs`: `SendFile`.
 //! * `fd_numbers.rs`: only the driver closes an fd it handed to the kernel.
 
 mod datagrams;
@@ -30,6 +31,7 @@ mod lifecycle;
 mod persistent;
 mod polls;
 mod read_write;
+mod send_file;
 mod sockets;
 
 use std::fmt;
@@ -377,6 +379,12 @@ pub(crate) fn sockaddr(addr: SocketAddr) -> Box<SockAddrBuf> {
     };
     buf.len = addr.len();
     buf
+}
+
+/// A number no other call in this process got (for unique temporary names).
+pub(crate) fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Moves `fd` to a number of 2000 or more that no other call in this process got, away from
