@@ -1,8 +1,8 @@
 //! The echo examples (`examples/tcp_echo_*.rs`, the streams versions
 //! `examples/streams_echo_*.rs`, `examples/udp_echo_*.rs`, `examples/unix_echo_server.rs`)
-//! and `examples/signals.rs`, run
+//! `examples/signals.rs` and `examples/subprocess_date.rs`, run
 //! as the compiled programs on every backend built in: their output must be the asyncio
-//! documentation's, line for line.
+//! documentation's, line for line (for `subprocess_date`, in shape: the date changes).
 //!
 //! The binaries are the ones `cargo test` builds for the `ringloop` package, found in
 //! `examples/` beside this test's `deps/` directory (so `CARGO_TARGET_DIR` is honoured). When
@@ -481,4 +481,44 @@ fn unix_echo_server_without_path_is_a_usage_error() {
     let missing = Command::new(&paths[0]).output().expect("running unix_echo_server");
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("--path is required"), "{test}: {stderr}");
+}
+
+/// Whether `date` is Python's `str(datetime.datetime.now())` with microseconds:
+/// `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn is_python_datetime(date: &str) -> bool {
+    let shape = "dddd-dd-dd dd:dd:dd.dddddd";
+    date.len() == shape.len()
+        && date.chars().zip(shape.chars()).all(|(c, s)| match s {
+            'd' => c.is_ascii_digit(),
+            _ => c == s,
+        })
+}
+
+#[test]
+fn subprocess_date_prints_the_date_its_child_printed() {
+    let test = "subprocess_date_prints_the_date_its_child_printed";
+    let Some(paths) = examples(test, &["subprocess_date"]) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let child = Command::new(&paths[0])
+            .env("RINGLOOP_BACKEND", backend.name())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: spawning subprocess_date: {e}"));
+        let done = Arc::new(AtomicBool::new(false));
+        watchdog(child.id(), done.clone());
+        let out = child.wait_with_output().expect("waiting for subprocess_date");
+        done.store(true, Ordering::Release);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("not compiled in") {
+            skip(&test, "subprocess_date was built without `--features fallback`");
+            continue;
+        }
+        assert!(out.status.success(), "{test}: exited with {}: {stderr}", out.status);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let date = stdout.strip_prefix("Current date: ").and_then(|d| d.strip_suffix('\n'));
+        assert!(date.is_some_and(is_python_datetime), "{test}: printed {stdout:?}");
+    }
 }
