@@ -132,6 +132,13 @@ impl<T: Clone> Driver<T> {
         let _ = fd;
     }
 
+    /// Cancels everything and waits (bounded) for the kernel to hand every op back; returns
+    /// whether it did, and the ops' owners, detached, for the caller to drop now (see
+    /// "Shutdown" in the contract). Idempotent; the drop does it too.
+    pub(crate) fn shut_down(&mut self) -> (bool, Vec<T>) {
+        dispatch!(self, d => d.shutdown())
+    }
+
     /// Ops submitted and not yet ended: io_uring counts a cancelled op until the kernel hands
     /// it back (its final CQE); epoll drops a cancelled op at once.
     pub(crate) fn in_flight(&self) -> usize {

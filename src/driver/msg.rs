@@ -48,7 +48,7 @@ pub(crate) struct RecvMsgBuf {
 #[cfg(feature = "fallback")]
 impl RecvMsgBuf {
     /// A buffer for datagrams of up to `capacity` bytes. It is zeroed once (it is meant to be
-    /// reused): memcheck cannot see the kernel's writes through io_uring.
+    /// reused).
     pub(crate) fn new(capacity: usize) -> Box<RecvMsgBuf> {
         Box::new(RecvMsgBuf {
             hdr: zeroed_header(),
@@ -59,7 +59,7 @@ impl RecvMsgBuf {
     }
 
     /// Points the header at this block's iovec, address and data, with the full capacities,
-    /// and returns it for `recvmsg(2)` or `IORING_OP_RECVMSG`. Valid while `self` is neither
+    /// and returns it for `recvmsg(2)`. Valid while `self` is neither
     /// moved nor dropped.
     pub(crate) fn header(&mut self) -> *mut libc::msghdr {
         self.iov =

@@ -2,8 +2,7 @@
 //! completions, and the io_uring provided-buffer rings they may live in.
 //!
 //! A [`RecvBuf`] is either a slot of a [`BufRing`] (io_uring, zero copy: the kernel wrote the
-//! bytes there) or a buffer of the driver's [`BufPool`] (epoll and the io_uring readiness
-//! route `recv` straight into one). Dropping either gives the buffer back at once (to the ring,
+//! bytes there) or a buffer of epoll's [`BufPool`] (epoll `recv`s straight into one). Dropping either gives the buffer back at once (to the ring,
 //! or to the pool), so a completion's bytes should be used and dropped in the same dispatch
 //! (the stream transport copies them only when it must hold them, reading paused). Neither
 //! route copies or allocates per chunk once warm: an idle connection holds no buffer, and a

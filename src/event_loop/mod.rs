@@ -107,6 +107,9 @@ pub(crate) struct Inner {
     pub(crate) executor_calls: RefCell<slab::Slab<CrossThreadDelivery>>,
     /// `add_signal_handler` registrations.
     pub(crate) signals: RefCell<signals::SignalHandlers>,
+    /// The driver's shutdown left ops in the kernel: an fd closed from now on may still be
+    /// named by one, so it is leaked instead (see the fd rule in `driver/mod.rs`).
+    pub(crate) kernel_may_hold_fds: Cell<bool>,
 }
 
 /// An event loop: one per thread, `!Send`. Clones are cheap and refer to the same loop.
@@ -216,6 +219,7 @@ impl EventLoop {
             executor_shutdown_called: Cell::new(false),
             executor_calls: RefCell::new(slab::Slab::new()),
             signals: RefCell::new(signals::SignalHandlers::default()),
+            kernel_may_hold_fds: Cell::new(false),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }

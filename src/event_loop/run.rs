@@ -7,6 +7,7 @@ use super::current::RunningGuard;
 use super::main_future::MainFuture;
 use super::remote::RemoteItem;
 use super::{monotonic_ns, Completed, EventLoop, LoopState, Ready};
+use crate::driver::any::Driver;
 use crate::driver::Completion;
 use crate::error::{panic_message, Error, Result};
 use crate::event_loop::ExceptionContext;
@@ -119,7 +120,13 @@ impl EventLoop {
         if let Some(executor) = self.inner.default_executor.borrow_mut().take() {
             executor.shutdown(false, None);
         }
-        let driver = self.inner.driver.borrow_mut().take();
+        let mut driver = self.inner.driver.borrow_mut().take();
+        if let Some((clean, owners)) = driver.as_mut().map(Driver::shut_down) {
+            // Owners are dropped once the kernel handed every op back: a transport's fd then
+            // closes at once (the driver is gone). If it did not, their fds must not close.
+            self.inner.kernel_may_hold_fds.set(!clean);
+            drop(owners);
+        }
         drop(driver);
         Ok(())
     }

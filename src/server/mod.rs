@@ -14,8 +14,8 @@
 //! connects and fails pending accepts), cancels the accept tasks, and closes the descriptors
 //! in a callback queued after the tasks' steps, so no accept op is still being awaited on a
 //! descriptor when it closes. Each listening socket is a `LoopFd` from `start` on: closed
-//! there through the driver (an `Op::Close`), or at once (`forget_fd`, `close(2)`) if it is
-//! dropped unclosed (the loop closed before that callback ran).
+//! there, or when dropped unclosed (the loop closed before that callback ran), through the
+//! driver, which closes it once no op names it (see the fd rule in `driver/mod.rs`).
 //! A Unix server may also own its socket file: `close()` unlinks it unless it was replaced
 //! (`unix::SocketFile`).
 //! The tasks hold the server's state strongly: a server keeps accepting when every [`Server`]

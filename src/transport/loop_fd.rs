@@ -149,6 +149,13 @@ fn close_through_driver(event_loop: &Weak<Inner>, fd: OwnedFd) {
     };
     match driver.as_mut() {
         Some(driver) => driver.close_fd(fd),
+        None if inner.kernel_may_hold_fds.get() => {
+            log::warn!(
+                "ringloop: fd {} leaked: the kernel may still hold an op on it",
+                fd.as_raw_fd()
+            );
+            std::mem::forget(fd);
+        }
         None => drop(fd),
     }
 }

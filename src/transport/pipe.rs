@@ -38,7 +38,7 @@ use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt_for, Event, WriteOnlyProtocol};
 use super::flow_control::Buffered;
 use super::read_side::{Got, ReadSide, ReadState};
-use super::write_side::{Sink, WriteSide};
+use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
@@ -320,18 +320,6 @@ impl WriteCore {
         }
     }
 
-    /// Appends `data` (not empty) to the buffer, keeps a write in flight, and tells the
-    /// protocol to pause when that crossed the high-water mark.
-    fn queue(self: &Rc<Self>, data: Bytes) {
-        self.notify_flow(self.write.queue(data, &self.base.fd, || self.clone()));
-    }
-
-    fn submit_write(self: &Rc<Self>) {
-        if !self.base.is_closed() {
-            self.write.submit(&self.base.fd, || self.clone());
-        }
-    }
-
     fn submit_watch(self: &Rc<Self>) {
         if self.watch_op.get().is_none() && !self.base.is_closed() {
             let op = Op::Poll { fd: self.base.fd.raw(), interest: Interest::READ };
@@ -416,6 +404,12 @@ impl TransportCore for WriteCore {
 
     fn describe(&self) -> String {
         format!("{self:?}")
+    }
+}
+
+impl Writer for WriteCore {
+    fn write_side(&self) -> &WriteSide {
+        &self.write
     }
 }
 

@@ -26,7 +26,7 @@ use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt, DynProtocol, Event};
 use super::flow_control::Buffered;
 use super::read_side::{Got, ReadSide, ReadState};
-use super::write_side::{Sink, WriteSide};
+use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
@@ -147,7 +147,7 @@ impl Transport {
             flow = flow.or(core.write.push(Bytes::copy_from_slice(&buffer[skip..])));
             skip = 0;
         }
-        core.submit_send();
+        core.submit_write();
         core.notify_flow(flow);
         Ok(())
     }
@@ -257,18 +257,6 @@ impl StreamCore {
         }
     }
 
-    /// Appends `data` (not empty) to the buffer, keeps a send in flight, and tells the
-    /// protocol to pause when that crossed the high-water mark.
-    fn queue(self: &Rc<Self>, data: Bytes) {
-        self.notify_flow(self.write.queue(data, &self.base.fd, || self.clone()));
-    }
-
-    fn submit_send(self: &Rc<Self>) {
-        if !self.base.is_closed() {
-            self.write.submit(&self.base.fd, || self.clone());
-        }
-    }
-
     fn submit_recv(self: &Rc<Self>) {
         if self.base.is_open() {
             self.read.submit(&self.base.fd, || self.clone());
@@ -309,7 +297,7 @@ impl StreamCore {
             Ok(flow) => flow,
             Err(err) => return self.force_close(Some(self.io_error("send", err))),
         };
-        self.submit_send();
+        self.submit_write();
         self.notify_flow(flow);
         if self.base.is_closed() || !self.write.is_idle() {
             return; // resume_writing aborted the transport, or more to send
@@ -369,6 +357,12 @@ impl TransportCore for StreamCore {
 
     fn describe(&self) -> String {
         format!("{self:?}")
+    }
+}
+
+impl Writer for StreamCore {
+    fn write_side(&self) -> &WriteSide {
+        &self.write
     }
 }
 

@@ -4,6 +4,11 @@
 //! A backend the kernel lacks is skipped with a printed line; `RINGLOOP_REQUIRE_URING=1` turns
 //! the io_uring skip into a failure (CI sets it where io_uring is expected).
 
+pub mod logs;
+pub mod protocols;
+
+pub use logs::{install_logger, logged, my_warnings, take_my_logs, Captured, LOGGER_PANIC_MARKER};
+pub use protocols::{connect_accepted, Received};
 use ringloop::{Backend, Error, EventLoop};
 
 /// The backends compiled into this build.
@@ -106,6 +111,26 @@ pub fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::Unix
     (a, b)
 }
 
+/// A pipe `(read end, write end)`, close-on-exec; `flags` as for `pipe2` besides that (0 =
+/// blocking).
+pub fn pipe(flags: libc::c_int) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as std::os::fd::RawFd; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    unsafe {
+        (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1]))
+    }
+}
+
+/// True if `fd` is an open descriptor.
+pub fn is_open(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table; no memory is passed.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
 /// Runs the loop until no op is in flight (a cancelled io_uring op needs its final CQE).
 pub fn settle(event_loop: &EventLoop) {
     let settled = run_until(event_loop, 2.0, || event_loop.ops_in_flight() == 0);
@@ -120,6 +145,38 @@ pub fn tcp_pair() -> (std::net::TcpStream, std::os::fd::OwnedFd) {
     (peer, std::os::fd::OwnedFd::from(ours))
 }
 
+/// A fresh directory `ringloop-<pid>-<name>` in the system's temp dir (a leftover of that name
+/// is removed first), removed with what is in it on drop. `name` must differ between the tests
+/// that run at once: [`TempDir::for_test`] adds the backend.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Makes the directory `ringloop-<pid>-<name>`.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ringloop-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    /// The directory of `test` on `event_loop`'s backend.
+    pub fn for_test(event_loop: &EventLoop, test: &str) -> TempDir {
+        TempDir::new(&format!("{test}-{}", event_loop.backend()))
+    }
+
+    /// `name` in the directory.
+    pub fn join(&self, name: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `len` bytes of a recognisable pattern.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -131,6 +188,19 @@ pub fn run_ready(event_loop: &EventLoop) {
     let stopper = event_loop.clone();
     event_loop.call_soon(move || stopper.stop()).expect("call_soon");
     event_loop.run_forever().expect("run_forever");
+}
+
+/// Runs `future` to completion, failing the test if a watchdog stops the loop after `secs`.
+pub fn run_within<T: 'static>(
+    event_loop: &EventLoop,
+    secs: f64,
+    future: impl std::future::Future<Output = T> + 'static,
+) -> T {
+    let stopper = event_loop.clone();
+    let watchdog = event_loop.call_later(secs, move || stopper.stop()).expect("call_later");
+    let out = event_loop.run_until_complete(future).expect("the watchdog fired");
+    watchdog.cancel();
+    out
 }
 
 /// Runs the loop for `secs` seconds of loop time (many iterations).
@@ -176,6 +246,57 @@ pub fn capture_error_texts(event_loop: &EventLoop) -> std::rc::Rc<std::cell::Ref
         },
     ));
     seen
+}
+
+/// What callbacks appended, in order (see [`rec`]).
+pub type Log<T> = std::rc::Rc<std::cell::RefCell<Vec<T>>>;
+
+/// A new, empty [`Log`].
+pub fn log<T>() -> Log<T> {
+    std::rc::Rc::new(std::cell::RefCell::new(Vec::new()))
+}
+
+/// A callback appending `value` to `log`.
+pub fn rec<T: 'static>(log: &Log<T>, value: T) -> impl FnOnce() + 'static {
+    let log = log.clone();
+    move || log.borrow_mut().push(value)
+}
+
+/// A callback appending `first` to `log` and scheduling (`call_soon`) one that appends `then`.
+pub fn rec_then_schedule<T: 'static>(
+    event_loop: &EventLoop,
+    log: &Log<T>,
+    first: T,
+    then: T,
+) -> impl FnOnce() + 'static {
+    let (event_loop, log) = (event_loop.clone(), log.clone());
+    move || {
+        log.borrow_mut().push(first);
+        event_loop.call_soon(rec(&log, then)).expect("call_soon");
+    }
+}
+
+/// A call counter and a callback that adds one to it (clone the callback to count more calls).
+pub fn counting_callback() -> (std::rc::Rc<std::cell::Cell<usize>>, impl Fn() + Clone + 'static) {
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = calls.clone();
+    (calls, move || counter.set(counter.get() + 1))
+}
+
+/// Sets its flag when dropped: shows when a future, task or callback is released.
+#[derive(Debug)]
+pub struct DropFlag(pub std::rc::Rc<std::cell::Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A new [`DropFlag`] and the flag it sets.
+pub fn drop_flag() -> (DropFlag, std::rc::Rc<std::cell::Cell<bool>>) {
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
+    (DropFlag(dropped.clone()), dropped)
 }
 
 /// Panics without going through the panic hook (no noise on stderr); the payload is a `&str`,
@@ -265,39 +386,19 @@ pub fn full_listener(
     None
 }
 
-/// Warnings logged under target `ringloop`, with the thread that logged them (tests run in
-/// parallel: each looks at its own thread's records).
-static WARNINGS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// The logger [`my_warnings`] installs: it keeps `ringloop`'s warnings in [`WARNINGS`].
-struct WarningCapture;
-
-impl log::Log for WarningCapture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "ringloop" && metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let entry = (std::thread::current().id(), record.args().to_string());
-            WARNINGS.lock().unwrap().push(entry);
+/// How many connections `listener` (made non-blocking) accepts in the next `window`, polled
+/// every 20 ms.
+pub fn accepts_within(listener: &std::net::TcpListener, window: std::time::Duration) -> usize {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut accepted = 0;
+    let deadline = std::time::Instant::now() + window;
+    while std::time::Instant::now() < deadline {
+        if listener.accept().is_ok() {
+            accepted += 1;
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-
-    fn flush(&self) {}
-}
-
-/// How many warnings containing `text` this thread logged (installs the logger once; a test
-/// binary using it installs no other logger).
-pub fn my_warnings(text: &str) -> usize {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&WarningCapture).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-    });
-    let me = std::thread::current().id();
-    WARNINGS.lock().unwrap().iter().filter(|(t, m)| *t == me && m.contains(text)).count()
+    accepted
 }
 
 /// One callback of a stream or pipe protocol, as a recording protocol keeps it.

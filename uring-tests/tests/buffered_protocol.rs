@@ -18,7 +18,9 @@ use ringloop::{
     BaseProtocol, BufferedProtocol, ConnectOptions, Error, EventLoop, Protocol, ServerOptions,
     Transport,
 };
-use uring_tests::{backend_tests, capture_error_texts, pattern, quiet_panic, run_until, spin};
+use uring_tests::{
+    backend_tests, capture_error_texts, connect_accepted, pattern, quiet_panic, run_until, spin,
+};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -149,11 +151,7 @@ fn tcp_pair() -> (TcpStream, OwnedFd) {
 
 /// Wraps `fd` in a transport driving `buf`; runs the loop until `connection_made`.
 fn connect(lp: &EventLoop, fd: OwnedFd, buf: Buf) -> (Transport, Shared) {
-    let lp2 = lp.clone();
-    let (tr, proto) = lp
-        .run_until_complete(async move { lp2.connect_accepted_socket(move || buf, fd).await })
-        .expect("run_until_complete")
-        .expect("connect_accepted_socket");
+    let (tr, proto) = connect_accepted(lp, fd, buf);
     assert!(run_until(lp, WAIT, || !proto.borrow().events.is_empty()), "connection_made");
     (tr, proto)
 }
@@ -162,6 +160,19 @@ fn wait_lost(lp: &EventLoop, proto: &Shared) {
     assert!(run_until(lp, WAIT, || proto.borrow().lost_count() > 0), "connection_lost");
     spin(lp, 0.05);
     assert_eq!(proto.borrow().lost_count(), 1, "connection_lost exactly once");
+}
+
+/// Connects a [`Buf`] whose `get_buffer` lends as `lend`, has the peer write, and runs the
+/// loop until `connection_lost`: the errors reported, the peer and the protocol.
+fn lost_in_get_buffer(lp: &EventLoop, lend: Lend) -> (Rc<RefCell<Vec<String>>>, TcpStream, Shared) {
+    let errors = capture_error_texts(lp);
+    let (mut peer, ours) = tcp_pair();
+    let mut buf = Buf::new(16);
+    buf.lend = lend;
+    let (_tr, proto) = connect(lp, ours, buf);
+    peer.write_all(b"data").unwrap();
+    wait_lost(lp, &proto);
+    (errors, peer, proto)
 }
 
 /// A plain `Protocol` recording what it receives.
@@ -251,13 +262,7 @@ backend_tests! {
     // "get_buffer() returned an empty buffer"), reported to the exception handler, and
     // `buffer_updated` is not called.
     fn empty_buffer_is_a_fatal_error(lp) {
-        let errors = capture_error_texts(lp);
-        let (mut peer, ours) = tcp_pair();
-        let mut buf = Buf::new(16);
-        buf.lend = Lend::Empty;
-        let (_tr, proto) = connect(lp, ours, buf);
-        peer.write_all(b"data").unwrap();
-        wait_lost(lp, &proto);
+        let (errors, mut peer, proto) = lost_in_get_buffer(lp, Lend::Empty);
         let p = proto.borrow();
         assert_eq!(p.hints.len(), 1, "get_buffer asked once");
         assert!(p.updates().is_empty(), "buffer_updated was called");
@@ -275,13 +280,7 @@ backend_tests! {
 
     // BEHAVIOURS 116: a panic in `get_buffer` is a fatal error; `buffer_updated` is not called.
     fn panic_in_get_buffer_is_a_fatal_error(lp) {
-        let errors = capture_error_texts(lp);
-        let (mut peer, ours) = tcp_pair();
-        let mut buf = Buf::new(16);
-        buf.lend = Lend::Panic;
-        let (_tr, proto) = connect(lp, ours, buf);
-        peer.write_all(b"data").unwrap();
-        wait_lost(lp, &proto);
+        let (errors, _peer, proto) = lost_in_get_buffer(lp, Lend::Panic);
         let p = proto.borrow();
         assert!(p.updates().is_empty(), "buffer_updated was called");
         assert!(
@@ -299,11 +298,7 @@ backend_tests! {
         let (mut peer, ours) = tcp_pair();
         let buffered = Rc::new(RefCell::new(Buf::new(3)));
         let plain = Plain { switch_at: Some((5, buffered.clone())), ..Plain::default() };
-        let lp2 = lp.clone();
-        let (tr, first) = lp
-            .run_until_complete(async move { lp2.connect_accepted_socket(move || plain, ours).await })
-            .unwrap()
-            .unwrap();
+        let (tr, first) = connect_accepted(lp, ours, plain);
         peer.write_all(b"first").unwrap();
         assert!(run_until(lp, WAIT, || first.borrow().data == b"first"));
         peer.write_all(b"second").unwrap();

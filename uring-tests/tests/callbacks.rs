@@ -15,19 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use ringloop::Error;
-use uring_tests::{backend_tests, capture_exceptions, run_ready};
-
-type Log<T> = Rc<RefCell<Vec<T>>>;
-
-fn log<T>() -> Log<T> {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-/// A callback appending `value` to `log`.
-fn rec<T: 'static>(log: &Log<T>, value: T) -> impl FnOnce() + 'static {
-    let log = log.clone();
-    move || log.borrow_mut().push(value)
-}
+use uring_tests::{backend_tests, capture_exceptions, log, rec, rec_then_schedule, run_ready};
 
 fn explode(msg: &str) {
     panic!("{msg}")
@@ -118,12 +106,7 @@ backend_tests! {
 
     fn callbacks_scheduled_by_callbacks_run_at_the_next_iteration(lp) {
         let order = log();
-        let (inner, sink) = (lp.clone(), order.clone());
-        lp.call_soon(move || {
-            sink.borrow_mut().push("outer");
-            inner.call_soon(rec(&sink, "inner")).unwrap();
-        })
-        .unwrap();
+        lp.call_soon(rec_then_schedule(lp, &order, "outer", "inner")).unwrap();
         lp.stop(); // one iteration
         lp.run_forever().unwrap();
         assert_eq!(*order.borrow(), ["outer"]);

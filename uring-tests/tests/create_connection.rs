@@ -16,53 +16,25 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Protocol, Transport};
-use uring_tests::{backend_tests, full_listener, run_until, settle};
-
-/// Records what the transport tells it.
-#[derive(Debug, Default)]
-struct Recorder {
-    /// The transport given to `connection_made`.
-    transport: Option<Transport>,
-    /// Bytes received.
-    data: Vec<u8>,
-    /// `connection_lost` ran.
-    lost: bool,
-}
-
-impl BaseProtocol for Recorder {
-    fn connection_made(&mut self, transport: Transport) {
-        self.transport = Some(transport);
-    }
-    fn connection_lost(&mut self, _error: Option<Error>) {
-        self.lost = true;
-    }
-}
-
-impl Protocol for Recorder {
-    fn data_received(&mut self, data: &[u8]) {
-        self.data.extend_from_slice(data);
-    }
-}
+use uring_tests::{
+    accepts_within, backend_tests, full_listener, run_until, run_within, settle, Received,
+};
 
 /// Runs `future` on `lp` with a 10 s watchdog (`Err(Runtime)` if it fires).
 fn run<T: 'static>(lp: &EventLoop, future: impl StdFuture<Output = T> + 'static) -> T {
-    let stopper = lp.clone();
-    let watchdog = lp.call_later(10.0, move || stopper.stop()).unwrap();
-    let out = lp.run_until_complete(future).expect("the watchdog fired");
-    watchdog.cancel();
-    out
+    run_within(lp, 10.0, future)
 }
 
-/// `create_connection(Recorder, host, port, options)` run to completion.
+/// `create_connection(Received, host, port, options)` run to completion.
 fn connect(
     lp: &EventLoop,
     host: Option<&str>,
     port: Option<u16>,
     options: ConnectOptions,
-) -> ringloop::Result<(Transport, Rc<RefCell<Recorder>>)> {
+) -> ringloop::Result<(Transport, Rc<RefCell<Received>>)> {
     let (lp2, host) = (lp.clone(), host.map(str::to_owned));
     run(lp, async move {
-        lp2.create_connection(Recorder::default, host.as_deref(), port, options).await
+        lp2.create_connection(Received::default, host.as_deref(), port, options).await
     })
 }
 
@@ -166,7 +138,7 @@ backend_tests! {
         let lp2 = lp.clone();
         let task = lp
             .create_task(async move {
-                lp2.create_connection(Recorder::default, Some("127.0.0.1"), Some(port), ConnectOptions::new())
+                lp2.create_connection(Received::default, Some("127.0.0.1"), Some(port), ConnectOptions::new())
                     .await
             })
             .unwrap();
@@ -179,15 +151,7 @@ backend_tests! {
         assert!(matches!(result, Err(Error::Cancelled)), "{:?}", result.map(|_| ()));
         settle(lp);
         // Free the backlog; a socket still open would now connect (SYN retransmit, ~1 s).
-        listener.set_nonblocking(true).unwrap();
-        let mut accepted = 0;
-        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
-        while std::time::Instant::now() < deadline {
-            if listener.accept().is_ok() {
-                accepted += 1;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let accepted = accepts_within(&listener, Duration::from_millis(1500));
         assert_eq!(accepted, filling.len(), "the cancelled connect went on");
     }
 

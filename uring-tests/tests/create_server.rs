@@ -27,7 +27,9 @@ use ringloop::{
     BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, Server, ServerOptions,
     Transport,
 };
-use uring_tests::{backend_tests, in_child, open_fds, run_until, spin};
+use uring_tests::{
+    backend_tests, connect_accepted, in_child, open_fds, run_ready, run_until, spin,
+};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 10.0;
@@ -117,10 +119,21 @@ fn addr(server: &Server, i: usize) -> SocketAddr {
 /// Runs `n` loop iterations.
 fn iterate(lp: &EventLoop, n: usize) {
     for _ in 0..n {
-        let stopper = lp.clone();
-        lp.call_soon(move || stopper.stop()).unwrap();
-        lp.run_forever().unwrap();
+        run_ready(lp);
     }
+}
+
+/// Closes `server`, then its clients with `close_clients` (`Server::close_clients` or
+/// `abort_clients`): `wait_closed` returns within 4 loop iterations.
+fn close_within_4_iterations(lp: &EventLoop, server: &Server, close_clients: fn(&Server)) {
+    let s = server.clone();
+    let waiting = lp.create_task(async move { s.wait_closed().await }).unwrap();
+    iterate(lp, 1);
+    server.close();
+    close_clients(server);
+    // lost + hook, then the waiter's done callback, then the task: a few iterations.
+    iterate(lp, 4);
+    assert!(waiting.done(), "wait_closed within 4 iterations");
 }
 
 /// `getsockopt(fd, level, name)` as an int.
@@ -481,14 +494,7 @@ backend_tests! {
         let server = serve(lp, &log, "127.0.0.1", ServerOptions::default());
         let mut clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr(&server, 0)).unwrap()).collect();
         assert!(run_until(lp, WAIT, || log.count("made") == 3));
-        let s = server.clone();
-        let waiting = lp.create_task(async move { s.wait_closed().await }).unwrap();
-        iterate(lp, 1);
-        server.close();
-        server.close_clients();
-        // lost + hook, then the waiter's done callback, then the task: a few iterations.
-        iterate(lp, 4);
-        assert!(waiting.done(), "wait_closed within 4 iterations");
+        close_within_4_iterations(lp, &server, Server::close_clients);
         assert_eq!(log.count("lost"), 3);
         for c in &mut clients {
             assert_eq!(read_n(c, 1, Duration::from_secs(2)), b"", "EOF");
@@ -506,13 +512,7 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || log.count("made") == 1));
         spin(lp, 0.05);
         assert!(log.transports.borrow()[0].get_write_buffer_size() > 0, "output is stuck");
-        let s = server.clone();
-        let waiting = lp.create_task(async move { s.wait_closed().await }).unwrap();
-        iterate(lp, 1);
-        server.close();
-        server.abort_clients();
-        iterate(lp, 4);
-        assert!(waiting.done(), "wait_closed within 4 iterations");
+        close_within_4_iterations(lp, &server, Server::abort_clients);
         drop(client);
     }
 
@@ -692,9 +692,7 @@ backend_tests! {
         let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         assert_eq!(sockopt(ours.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0, "Nagle on before");
-        let (lp2, factory) = (lp.clone(), recorder(&Log::default(), false));
-        let future = async move { lp2.connect_accepted_socket(factory, ours.into()).await };
-        let (wrapped, _) = lp.run_until_complete(future).unwrap().expect("connect_accepted_socket");
+        let (wrapped, _) = connect_accepted(lp, ours.into(), recorder(&Log::default(), false)());
         assert_eq!(nodelay(&wrapped), 1, "connect_accepted_socket on {host}");
         for tr in [client, accepted, wrapped] {
             tr.abort();

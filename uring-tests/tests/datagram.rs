@@ -18,7 +18,9 @@ use ringloop::{
     DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr, Error, EventLoop, ExtraInfo,
 };
 use socket2::SockAddr;
-use uring_tests::{backend_tests, capture_exceptions, in_child, open_fds, run_until, spin};
+use uring_tests::{
+    backend_tests, capture_exceptions, in_child, open_fds, run_until, spin, TempDir,
+};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 const WAIT: f64 = 20.0;
@@ -249,12 +251,18 @@ fn errno(error: &Error) -> Option<i32> {
     error.raw_os_error()
 }
 
-/// A unique temporary directory for unix socket paths.
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringloop-dgram-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// `client` sends `data` to its remote, the echo endpoint `server`: the echo comes back to
+/// `client`. Returns the address `server` saw the datagram from.
+fn echo_once(
+    lp: &EventLoop,
+    client: &Endpoint,
+    server: &Endpoint,
+    data: &[u8],
+) -> Option<SockAddr> {
+    client.0.sendto(data, None).unwrap();
+    assert!(run_until(lp, WAIT, || client.1.borrow().datagrams.len() == 1), "the echo");
+    assert_eq!(client.1.borrow().datagrams[0].0, data);
+    server.1.borrow().datagrams[0].1.clone()
 }
 
 /// Item 99: a `local_addr` server and a `remote_addr` client echo; close → connection_lost.
@@ -263,10 +271,7 @@ fn echo_round_trip(lp: &EventLoop, host: &str) {
     let port = sockname(&server.0).port();
     let client = endpoint(lp, DatagramOptions::new().remote_addr(host, port));
     assert_eq!(client.0.peername().and_then(|a| a.as_socket()), Some(sockname(&server.0)));
-    client.0.sendto(b"hello", None).unwrap();
-    assert!(run_until(lp, WAIT, || client.1.borrow().datagrams.len() == 1), "the echo");
-    assert_eq!(client.1.borrow().datagrams[0].0, b"hello");
-    let from = server.1.borrow().datagrams[0].1.clone().and_then(|a| a.as_socket());
+    let from = echo_once(lp, &client, &server, b"hello").and_then(|a| a.as_socket());
     assert_eq!(from, Some(sockname(&client.0)), "the source address is the client's");
     close_and_wait(lp, &client);
     close_and_wait(lp, &server);
@@ -568,15 +573,12 @@ backend_tests! {
     }
 
     fn unix_datagram_endpoints_echo_and_replace_a_stale_socket_file(lp) {
-        let dir = temp_dir(&format!("unix-{}", lp.backend()));
+        let dir = TempDir::for_test(lp, "unix-datagram-endpoints");
         let (server_path, client_path) = (dir.join("server.sock"), dir.join("client.sock"));
         let server = echo_endpoint(lp, DatagramOptions::new().local_path(&server_path));
         let options = DatagramOptions::new().local_path(&client_path).remote_path(&server_path);
         let client = endpoint(lp, options);
-        client.0.sendto(b"over unix", None).unwrap();
-        assert!(run_until(lp, WAIT, || client.1.borrow().datagrams.len() == 1));
-        assert_eq!(client.1.borrow().datagrams[0].0, b"over unix");
-        let from = server.1.borrow().datagrams[0].1.clone().unwrap();
+        let from = echo_once(lp, &client, &server, b"over unix").unwrap();
         assert_eq!(from.as_pathname(), Some(client_path.as_path()));
         assert!(matches!(client.0.get_extra_info("peername"), Some(ExtraInfo::Address(_))));
         close_and_wait(lp, &client);
@@ -584,7 +586,6 @@ backend_tests! {
         assert!(server_path.exists(), "the socket file stays, as asyncio leaves it");
         let again = endpoint(lp, DatagramOptions::new().local_path(&server_path));
         close_and_wait(lp, &again);
-        let _ = std::fs::remove_dir_all(&dir);
         let _ = EndpointAddr::Unix(server_path);
     }
 
@@ -594,10 +595,7 @@ backend_tests! {
         let client_name = format!("{name}-client");
         let options = DatagramOptions::new().local_path(&client_name).remote_path(&name);
         let client = endpoint(lp, options);
-        client.0.sendto(b"abstract", None).unwrap();
-        assert!(run_until(lp, WAIT, || client.1.borrow().datagrams.len() == 1));
-        assert_eq!(client.1.borrow().datagrams[0].0, b"abstract");
-        let from = server.1.borrow().datagrams[0].1.clone().unwrap();
+        let from = echo_once(lp, &client, &server, b"abstract").unwrap();
         assert_eq!(from.as_abstract_namespace(), Some(&client_name.as_bytes()[1..]));
         assert!(server.0.peername().is_none(), "an unconnected endpoint has no peername");
         close_and_wait(lp, &client);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringloop::Backend;
-use uring_tests::{built_backends, open_loop};
+use uring_tests::{built_backends, open_loop, TempDir};
 
 /// What the Python example client prints against the Python example server.
 const CLIENT_OUTPUT: &str =
@@ -161,6 +161,17 @@ struct ServerProcess {
     port: u16,
 }
 
+impl ServerProcess {
+    /// The server's next `n` lines, the first `prefix` then a client's port as Python prints a
+    /// peer (checked by [`peer_port`]): that port, and the lines after the first.
+    fn report(&mut self, n: usize, prefix: &str, test: &str) -> (String, Vec<String>) {
+        let mut lines = self.process.lines(n);
+        let port = peer_port(&lines[0], prefix, test).to_owned();
+        lines.remove(0);
+        (port, lines)
+    }
+}
+
 /// Starts the server at `path` on a free port with `extra` arguments and checks its banner:
 /// the lines `before`, then `serving on 127.0.0.1:PORT`. `None` (skipped) when its binary
 /// lacks `backend`.
@@ -249,14 +260,13 @@ fn echo_client_and_server_print_the_python_examples_output() {
     let names = ["tcp_echo_server", "tcp_echo_client"];
     client_against_server(test, names, &[], CLIENT_OUTPUT, |test, _, server, _| {
         // The server printed these before closing the connection, so they are in the pipe.
-        let lines = server.process.lines(4);
-        peer_port(&lines[0], "Connection from ('127.0.0.1', ", test);
+        let (_, lines) = server.report(4, "Connection from ('127.0.0.1', ", test);
         let rest = [
             "Data received: 'Hello World!'\n",
             "Send: 'Hello World!'\n",
             "Close the client socket\n",
         ];
-        assert_eq!(lines[1..], rest, "{test}: server output");
+        assert_eq!(lines[..], rest, "{test}: server output");
     });
 }
 
@@ -325,9 +335,8 @@ fn streams_echo_client_and_server_print_the_python_examples_output() {
     let names = ["streams_echo_server", "streams_echo_client"];
     client_against_server(test, names, &[], STREAMS_OUTPUT, |test, backend, server, client| {
         // The server printed these before closing the connection, so they are in the pipe.
-        let lines = server.process.lines(3);
-        peer_port(&lines[0], "Received 'Hello World!' from ('127.0.0.1', ", test);
-        assert_eq!(lines[1..], ["Send: 'Hello World!'\n", "Close the connection\n"], "{test}");
+        let (_, lines) = server.report(3, "Received 'Hello World!' from ('127.0.0.1', ", test);
+        assert_eq!(lines[..], ["Send: 'Hello World!'\n", "Close the connection\n"], "{test}");
 
         // A second client, on the same server: each connection gets its own handler.
         let message = ["--message", "it's me"];
@@ -375,31 +384,10 @@ fn udp_echo_client_and_server_print_the_python_examples_output() {
     let before = ["Starting UDP server\n"];
     client_against_server(test, names, &before, UDP_CLIENT_OUTPUT, |test, _, server, _| {
         // The server printed these before echoing, so they are in the pipe.
-        let lines = server.process.lines(2);
-        let port = peer_port(&lines[0], "Received 'Hello World!' from ('127.0.0.1', ", test);
+        let (port, lines) = server.report(2, "Received 'Hello World!' from ('127.0.0.1', ", test);
         let sent = format!("Send 'Hello World!' to ('127.0.0.1', {port})\n");
-        assert_eq!(lines[1], sent, "{test}: server output");
+        assert_eq!(lines[0], sent, "{test}: server output");
     });
-}
-
-/// A fresh directory for `test`'s socket files, removed (with what is left in it) when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let name = format!("ringloop-examples-{}-{test}", std::process::id());
-        let dir = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir)
-            .unwrap_or_else(|e| panic!("{test}: mkdir {}: {e}", dir.display()));
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Starts `unix_echo_server` at `path` on `backend` with its socket at `socket`, and checks

@@ -1,10 +1,9 @@
 //! The exception handler and debug mode: BEHAVIOURS section 4 (items 34–39), plus item 29's
 //! context for a panicking callback.
 //!
-//! Every test that looks at log output lives in this file: a process has one `log` logger, and
-//! this one ([`Capture`]) is installed once. Records are kept with the id of the thread that
-//! logged them, and each test reads only its own thread's records (the loop runs on the test's
-//! thread), so tests running in parallel do not see each other's logs.
+//! The tests that look at log output use the harness's capturing logger
+//! ([`uring_tests::install_logger`]): each reads only its own thread's records (the loop runs on
+//! the test's thread), so tests running in parallel do not see each other's logs.
 //!
 //! Not applicable in Rust:
 //! - 34, last part (`set_exception_handler(non-callable)` → TypeError): the handler is a
@@ -17,72 +16,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::{Mutex, Once, PoisonError};
-use std::thread::{self, ThreadId};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
 use std::time::Duration;
 
 use ringloop::{Error, EventLoop, ExceptionContext};
-use uring_tests::{backend_tests, capture_exceptions, quiet_panic, run_ready, run_until};
-
-// ---------------------------------------------------------------------------------------------
-// A capturing logger
-// ---------------------------------------------------------------------------------------------
-
-/// A log message containing this makes [`Capture`] panic: the only way to make ringloop's
-/// default exception handler (which just logs) fail, for item 36.
-const LOGGER_PANIC_MARKER: &str = "<<make the logger panic>>";
-
-/// One captured record: who logged it, at what level and target, and the text.
-#[derive(Clone, Debug)]
-struct Captured {
-    thread: ThreadId,
-    level: log::Level,
-    target: String,
-    text: String,
-}
-
-static RECORDS: Mutex<Vec<Captured>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let text = record.args().to_string();
-        if text.contains(LOGGER_PANIC_MARKER) {
-            std::panic::resume_unwind(Box::new("the test logger refuses this record"));
-        }
-        RECORDS.lock().unwrap_or_else(PoisonError::into_inner).push(Captured {
-            thread: thread::current().id(),
-            level: record.level(),
-            target: record.target().to_string(),
-            text,
-        });
-    }
-
-    fn flush(&self) {}
-}
-
-/// Installs [`Capture`] (once per process).
-fn install_logger() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("another logger is installed");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
-
-/// Takes the records this thread has logged so far.
-fn take_my_logs() -> Vec<Captured> {
-    let me = thread::current().id();
-    let mut records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
-    let (mine, others): (Vec<_>, Vec<_>) = records.drain(..).partition(|r| r.thread == me);
-    *records = others;
-    mine
-}
+use uring_tests::{
+    backend_tests, capture_exceptions, install_logger, logged, quiet_panic, run_ready, run_until,
+    take_my_logs, Captured, LOGGER_PANIC_MARKER,
+};
 
 /// No custom handler (the type parameter of `None` is irrelevant).
 fn no_handler() -> Option<fn(&EventLoop, &ExceptionContext)> {
@@ -166,10 +108,7 @@ backend_tests! {
         assert_eq!(calls.get(), 1);
 
         let logs = take_my_logs();
-        let report = logs
-            .iter()
-            .find(|r| r.text.contains("Unhandled error in exception handler"))
-            .unwrap_or_else(|| panic!("no 'Unhandled error in exception handler' logged: {logs:?}"));
+        let report = logged(&logs, "Unhandled error in exception handler");
         assert_eq!(report.level, log::Level::Error);
         assert!(report.text.contains("handler itself broke"), "the handler's panic: {}", report.text);
         assert!(report.text.contains("Exception in callback"), "the original context: {}", report.text);
@@ -269,13 +208,10 @@ backend_tests! {
         drop(lp.create_named_task("forgotten", async { quiet_panic("never looked at") }).unwrap());
         run_ready(lp);
         let logs = take_my_logs();
-        let logged = logs
-            .iter()
-            .find(|r| r.text.contains("exception was never retrieved"))
-            .unwrap_or_else(|| panic!("not reported: {logs:?}"));
-        assert_eq!(logged.level, log::Level::Error);
-        assert!(logged.text.contains("forgotten"), "{}", logged.text);
-        assert!(logged.text.contains("never looked at"), "{}", logged.text);
+        let report = logged(&logs, "exception was never retrieved");
+        assert_eq!(report.level, log::Level::Error);
+        assert!(report.text.contains("forgotten"), "{}", report.text);
+        assert!(report.text.contains("never looked at"), "{}", report.text);
     }
 }
 

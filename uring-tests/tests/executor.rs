@@ -1,8 +1,8 @@
 //! `run_in_executor`, the default executor and its shutdown: BEHAVIOURS section 5 (items
 //! 40–42), and `Executor` construction.
 //!
-//! Item 42 checks a logged warning, so this file installs its own small capturing logger (each
-//! file under `tests/` is a separate process, with its own logger).
+//! Item 42 checks a logged warning, through the harness's capturing logger
+//! ([`uring_tests::install_logger`]).
 //!
 //! Not applicable in Rust:
 //! - 42, first half (`set_default_executor(not a ThreadPoolExecutor)` → TypeError):
@@ -12,52 +12,15 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, Once, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use ringloop::{Error, EventLoop, ExceptionContext, Executor};
-use uring_tests::{backend_tests, quiet_panic, run_until};
+use uring_tests::{backend_tests, install_logger, quiet_panic, run_until, take_my_logs};
 
 /// Upper bound for anything that should happen "soon" on a busy 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-// --- a capturing logger: (thread, level, text) ---
-
-static RECORDS: Mutex<Vec<(ThreadId, log::Level, String)>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        RECORDS.lock().unwrap_or_else(PoisonError::into_inner).push((
-            thread::current().id(),
-            record.level(),
-            record.args().to_string(),
-        ));
-    }
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("another logger is installed");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
-
-/// The records this thread logged so far (the loop runs on the test's thread).
-fn take_my_logs() -> Vec<(log::Level, String)> {
-    let me = thread::current().id();
-    let mut records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
-    let (mine, others): (Vec<_>, Vec<_>) = records.drain(..).partition(|r| r.0 == me);
-    *records = others;
-    mine.into_iter().map(|(_, level, text)| (level, text)).collect()
-}
 
 // --- helpers ---
 
@@ -234,8 +197,8 @@ backend_tests! {
         assert!(still_running, "shutdown waited for the job");
         let logs = take_my_logs();
         assert!(
-            logs.iter().any(|(level, text)| *level == log::Level::Warn
-                && text.contains("did not finish joining")),
+            logs.iter().any(|r| r.level == log::Level::Warn
+                && r.text.contains("did not finish joining")),
             "no warning about the executor not joining: {logs:?}"
         );
         // The job still completes on its own, and the loop can receive its result.

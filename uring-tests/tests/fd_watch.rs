@@ -20,7 +20,7 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 
 use ringloop::{Error, EventLoop};
-use uring_tests::{backend_tests, capture_error_texts, run_until, socketpair, spin};
+use uring_tests::{backend_tests, capture_error_texts, is_open, run_until, socketpair, spin};
 
 /// Generous bound for "this must happen" waits (2 shared cores).
 const WAIT: f64 = 5.0;
@@ -65,12 +65,8 @@ fn fill(sock: &UnixStream) {
 
 /// A pipe `(read end, write end)`; `flags` as for `pipe2` (0 = blocking).
 fn pipe(flags: libc::c_int) -> (File, File) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+    let (r, w) = uring_tests::pipe(flags);
+    (File::from(r), File::from(w))
 }
 
 /// The fd's status flags (`F_GETFL`).
@@ -79,12 +75,6 @@ fn status_flags(fd: RawFd) -> libc::c_int {
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     assert!(flags >= 0, "F_GETFL on fd {fd}: {}", std::io::Error::last_os_error());
     flags
-}
-
-/// True if `fd` is an open descriptor.
-fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only inspects the descriptor table; no memory is passed.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 /// A descriptor number that was open a moment ago and is closed now, picked high so that no

@@ -18,20 +18,62 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ringloop::{Error, EventLoop, LocalBoxFuture, Task, TaskFactory};
-use uring_tests::{backend_tests, capture_exceptions, quiet_panic, run_ready, run_until};
-
-/// Sets a flag when dropped: shows when a task's future is released.
-struct DropFlag(Rc<Cell<bool>>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
+use uring_tests::{
+    backend_tests, capture_exceptions, drop_flag, quiet_panic, run_ready, run_until,
+};
 
 /// A future that never completes.
 fn pending_forever() -> std::future::Pending<()> {
     std::future::pending()
+}
+
+/// What a [`ringloop::Future`] and a [`Task`] share for the cancellation tests: the loop can
+/// await them, and they can be cancelled.
+trait Cancellable<T>: StdFuture<Output = Result<T, Error>> + Clone + 'static {
+    fn cancel(&self) -> bool;
+    fn cancelled(&self) -> bool;
+}
+
+impl<T: 'static> Cancellable<T> for ringloop::Future<T> {
+    fn cancel(&self) -> bool {
+        ringloop::Future::cancel(self)
+    }
+    fn cancelled(&self) -> bool {
+        ringloop::Future::cancelled(self)
+    }
+}
+
+impl<T: 'static> Cancellable<T> for Task<T> {
+    fn cancel(&self) -> bool {
+        Task::cancel(self)
+    }
+    fn cancelled(&self) -> bool {
+        Task::cancelled(self)
+    }
+}
+
+/// Cancels `awaited` from a callback while the loop awaits it: the cancel succeeds, the await
+/// gives `Cancelled`, and `awaited` is cancelled.
+fn check_cancelled_while_awaited<T: std::fmt::Debug>(lp: &EventLoop, awaited: impl Cancellable<T>) {
+    let canceller = awaited.clone();
+    lp.call_soon(move || assert!(canceller.cancel())).unwrap();
+    let got = lp.run_until_complete(awaited.clone()).unwrap();
+    assert!(matches!(got, Err(Error::Cancelled)), "{got:?}");
+    assert!(awaited.cancelled());
+}
+
+/// A task that holds a [`uring_tests::DropFlag`] and waits forever, after its first step (it is
+/// blocked); and the flag.
+fn blocked_task(lp: &EventLoop) -> (Task<()>, Rc<Cell<bool>>) {
+    let (flag, dropped) = drop_flag();
+    let task = lp
+        .create_task(async move {
+            let _guard = flag;
+            pending_forever().await;
+        })
+        .unwrap();
+    run_ready(lp);
+    (task, dropped)
 }
 
 /// The number in a default task name `Task-N`.
@@ -181,12 +223,7 @@ backend_tests! {
     }
 
     fn future_awaiting_a_cancelled_future_gives_cancelled(lp) {
-        let fut = lp.create_future::<u8>();
-        let canceller = fut.clone();
-        lp.call_soon(move || assert!(canceller.cancel())).unwrap();
-        let got = lp.run_until_complete(fut.clone()).unwrap();
-        assert!(matches!(got, Err(Error::Cancelled)), "{got:?}");
-        assert!(fut.cancelled());
+        check_cancelled_while_awaited(lp, lp.create_future::<u8>());
     }
 
     fn future_awaiting_a_failed_future_keeps_its_error(lp) {
@@ -235,7 +272,7 @@ backend_tests! {
 /// A future completed by another thread: it stores the waker, and the thread sets the flag
 /// and wakes it.
 struct CrossThread {
-    state: Arc<Mutex<(bool, Option<Waker>)>>,
+    state: CrossState,
     registered: Option<mpsc::Sender<()>>,
 }
 
@@ -254,6 +291,26 @@ impl StdFuture for CrossThread {
         }
         Poll::Pending
     }
+}
+
+/// What [`CrossThread`] and the thread completing it share: the flag and the stored waker.
+type CrossState = Arc<Mutex<(bool, Option<Waker>)>>;
+
+/// A new [`CrossThread`], its shared state, and the receiver told when it is first polled.
+fn cross_thread() -> (CrossThread, CrossState, mpsc::Receiver<()>) {
+    let state = Arc::new(Mutex::new((false, None::<Waker>)));
+    let (registered_tx, registered_rx) = mpsc::channel();
+    (CrossThread { state: state.clone(), registered: Some(registered_tx) }, state, registered_rx)
+}
+
+/// Completes a [`CrossThread`] (from another thread): sets the flag and wakes the stored waker.
+fn complete_cross_thread(state: &CrossState) {
+    let waker = {
+        let mut state = state.lock().unwrap();
+        state.0 = true;
+        state.1.take().expect("no waker stored")
+    };
+    waker.wake();
 }
 
 backend_tests! {
@@ -297,14 +354,7 @@ backend_tests! {
     }
 
     fn task_cancel_drops_the_future_at_its_next_step(lp) {
-        let dropped = Rc::new(Cell::new(false));
-        let flag = DropFlag(dropped.clone());
-        let task = lp.create_task(async move {
-            let _guard = flag;
-            pending_forever().await;
-        })
-        .unwrap();
-        run_ready(lp); // first step: the task is now blocked
+        let (task, dropped) = blocked_task(lp); // first step: the task is now blocked
         assert!(!task.done());
         assert!(!dropped.get());
 
@@ -325,8 +375,7 @@ backend_tests! {
     fn task_cancelled_before_its_first_step_is_never_polled(lp) {
         let polled = Rc::new(Cell::new(false));
         let p = polled.clone();
-        let dropped = Rc::new(Cell::new(false));
-        let flag = DropFlag(dropped.clone());
+        let (flag, dropped) = drop_flag();
         let task = lp.create_task(async move {
             let _guard = flag;
             p.set(true);
@@ -348,12 +397,7 @@ backend_tests! {
     }
 
     fn task_awaiting_a_cancelled_task_gets_cancelled(lp) {
-        let inner = lp.create_task(pending_forever()).unwrap();
-        let canceller = inner.clone();
-        lp.call_soon(move || assert!(canceller.cancel())).unwrap();
-        let got = lp.run_until_complete(inner.clone()).unwrap();
-        assert!(matches!(got, Err(Error::Cancelled)), "{got:?}");
-        assert!(inner.cancelled());
+        check_cancelled_while_awaited(lp, lp.create_task(pending_forever()).unwrap());
     }
 
     fn task_awaits_another_task(lp) {
@@ -371,21 +415,13 @@ backend_tests! {
     }
 
     fn task_woken_from_another_thread_wakes_a_blocked_loop(lp) {
-        let state = Arc::new(Mutex::new((false, None::<Waker>)));
-        let (registered_tx, registered_rx) = mpsc::channel();
-        let task = lp
-            .create_task(CrossThread { state: state.clone(), registered: Some(registered_tx) })
-            .unwrap();
+        let (future, state, registered_rx) = cross_thread();
+        let task = lp.create_task(future).unwrap();
         let waker_thread = std::thread::spawn(move || {
             registered_rx.recv_timeout(Duration::from_secs(10)).expect("task never polled");
             // Give the loop time to block in the kernel (it has nothing else to do).
             std::thread::sleep(Duration::from_millis(50));
-            let waker = {
-                let mut state = state.lock().unwrap();
-                state.0 = true;
-                state.1.take().expect("no waker stored")
-            };
-            waker.wake();
+            complete_cross_thread(&state);
         });
         // Watchdog: if the wake does not reach the loop, stop it instead of hanging.
         let stopper = lp.clone();
@@ -400,23 +436,11 @@ backend_tests! {
 
     fn task_waker_fired_before_the_loop_runs(lp) {
         // A wake from another thread that arrives while the loop is idle is kept for its next run.
-        let state = Arc::new(Mutex::new((false, None::<Waker>)));
-        let (registered_tx, registered_rx) = mpsc::channel();
-        let task = lp
-            .create_task(CrossThread { state: state.clone(), registered: Some(registered_tx) })
-            .unwrap();
+        let (future, state, registered_rx) = cross_thread();
+        let task = lp.create_task(future).unwrap();
         run_ready(lp);
         registered_rx.try_recv().expect("the task was not polled in the first iteration");
-        std::thread::spawn(move || {
-            let waker = {
-                let mut state = state.lock().unwrap();
-                state.0 = true;
-                state.1.take().unwrap()
-            };
-            waker.wake();
-        })
-        .join()
-        .unwrap();
+        std::thread::spawn(move || complete_cross_thread(&state)).join().unwrap();
         assert!(run_until(lp, 5.0, || task.done()), "the wake was lost");
     }
 
@@ -667,14 +691,7 @@ backend_tests! {
     }
 
     fn close_drops_pending_tasks(lp) {
-        let dropped = Rc::new(Cell::new(false));
-        let flag = DropFlag(dropped.clone());
-        let task = lp.create_task(async move {
-            let _guard = flag;
-            pending_forever().await;
-        })
-        .unwrap();
-        run_ready(lp);
+        let (task, dropped) = blocked_task(lp);
         lp.close().unwrap();
         assert!(dropped.get(), "close() kept a pending task's future alive");
         assert!(task.done());

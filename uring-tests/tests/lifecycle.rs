@@ -29,19 +29,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ringloop::{Backend, Error, EventLoop, Task};
-use uring_tests::{backend_tests, capture_exceptions, open_fds, run_until, socketpair, watchdog};
-
-type Log = Rc<RefCell<Vec<&'static str>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-/// A callback appending `tag` to `log`.
-fn rec(log: &Log, tag: &'static str) -> impl FnOnce() + 'static {
-    let log = log.clone();
-    move || log.borrow_mut().push(tag)
-}
+use uring_tests::{
+    backend_tests, capture_exceptions, counting_callback, drop_flag, log, open_fds, rec,
+    rec_then_schedule, run_ready, run_until, socketpair, watchdog,
+};
 
 /// True if `a` and `b` are the same loop: a callback scheduled on `a` shows up in `b`'s queue.
 fn same_loop(a: &EventLoop, b: &EventLoop) -> bool {
@@ -60,15 +51,6 @@ async fn yield_now(lp: &EventLoop) {
     let setter = fut.clone();
     lp.call_soon(move || setter.set_result(()).unwrap()).unwrap();
     fut.await.unwrap();
-}
-
-/// Sets a flag when dropped.
-struct DropFlag(Rc<Cell<bool>>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
 }
 
 /// Clears this thread's current loop when dropped (also when a test fails).
@@ -143,9 +125,7 @@ backend_tests! {
         // Once A is done, B runs normally.
         let ran = log();
         other.call_soon(rec(&ran, "b")).unwrap();
-        let stopper = other.clone();
-        other.call_soon(move || stopper.stop()).unwrap();
-        other.run_forever().unwrap();
+        run_ready(&other);
         assert_eq!(*ran.borrow(), ["b"]);
         assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime(_))));
         other.close().unwrap();
@@ -207,12 +187,7 @@ backend_tests! {
         let count = io_calls.clone();
         lp.add_reader(reader.as_raw_fd(), move || count.set(count.get() + 1)).unwrap();
         let ran = log();
-        let (inner, nested) = (lp.clone(), ran.clone());
-        lp.call_soon(move || {
-            nested.borrow_mut().push("cb");
-            inner.call_soon(rec(&nested, "scheduled by cb")).unwrap();
-        })
-        .unwrap();
+        lp.call_soon(rec_then_schedule(lp, &ran, "cb", "scheduled by cb")).unwrap();
         let far = Rc::new(Cell::new(false));
         let flag = far.clone();
         lp.call_later(10.0, move || flag.set(true)).unwrap();
@@ -247,17 +222,12 @@ backend_tests! {
 
     // BEHAVIOURS 5 (the idiom)
     fn call_soon_then_stop_runs_the_callback_once(lp) {
-        let ran = Rc::new(Cell::new(0));
-        let count = ran.clone();
-        lp.call_soon(move || count.set(count.get() + 1)).unwrap();
-        let stopper = lp.clone();
-        lp.call_soon(move || stopper.stop()).unwrap();
-        lp.run_forever().unwrap();
+        let (ran, count) = counting_callback();
+        lp.call_soon(count).unwrap();
+        run_ready(lp);
         assert_eq!(ran.get(), 1);
         // And the loop can run again.
-        let stopper = lp.clone();
-        lp.call_soon(move || stopper.stop()).unwrap();
-        lp.run_forever().unwrap();
+        run_ready(lp);
         assert_eq!(ran.get(), 1);
     }
 
@@ -276,9 +246,7 @@ backend_tests! {
         assert!(!forced.get());
         assert_eq!(*ran.borrow(), ["a", "b"], "the batch finishes, its offspring wait");
         assert_eq!(lp.ready_len(), 1);
-        let stopper = lp.clone();
-        lp.call_soon(move || stopper.stop()).unwrap();
-        lp.run_forever().unwrap();
+        run_ready(lp);
         assert_eq!(*ran.borrow(), ["a", "b", "c"], "they run at the next run_forever");
     }
 
@@ -320,9 +288,7 @@ backend_tests! {
         })
         .unwrap();
         lp.call_soon(rec(&ran, "after")).unwrap();
-        let stopper = lp.clone();
-        lp.call_soon(move || stopper.stop()).unwrap();
-        lp.run_forever().unwrap();
+        run_ready(lp);
         assert_eq!(*ran.borrow(), ["after"]);
         assert!(!lp.is_closed() && !lp.is_running());
         let reports = reports.borrow();
@@ -615,9 +581,9 @@ fn new_event_loop_returns_a_fresh_idle_loop() {
 
 #[test]
 fn run_returns_the_output_cancels_leftover_tasks_and_closes() {
-    let dropped = Rc::new(Cell::new(false));
+    let (guard, dropped) = drop_flag();
     let leftover: Rc<RefCell<Option<Task<()>>>> = Rc::new(RefCell::new(None));
-    let (guard, slot) = (DropFlag(dropped.clone()), leftover.clone());
+    let slot = leftover.clone();
     let result = ringloop::run(async move {
         let lp = ringloop::get_running_loop().unwrap();
         let never = lp.create_future::<()>();

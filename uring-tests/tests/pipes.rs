@@ -24,7 +24,8 @@ use ringloop::{
     BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, ReadTransport, WriteTransport,
 };
 use uring_tests::{
-    backend_tests, capture_error_texts, errno_of, my_warnings, pattern, run_until, spin, Ev,
+    backend_tests, capture_error_texts, errno_of, my_warnings, pattern, pipe, run_until, spin, Ev,
+    TempDir,
 };
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
@@ -168,15 +169,6 @@ impl BaseProtocol<WriteTransport> for WriteRec {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// A pipe: (read end, write end), blocking, close-on-exec.
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a live array of two ints, as pipe2 requires.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds were just created and nothing else owns them.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
 /// The bytes a reader thread read to the end of its pipe. The loop keeps turning meanwhile:
 /// after `connection_lost` the write end is closed by an `Op::Close` that the driver runs at
 /// its next turn, so joining without turning could wait for ever (it did, now and then, when
@@ -260,35 +252,13 @@ fn is_nonblocking(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFL) & libc::O_NONBLOCK != 0 }
 }
 
-/// A temp directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        let path = std::env::temp_dir().join(format!(
-            "ringloop-{tag}-{}-{}",
-            std::process::id(),
-            nanos.as_nanos()
-        ));
-        std::fs::create_dir(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Read pipes: items 140 and 143.
 
 backend_tests! {
     fn read_pipe_delivers_incrementally_then_eof_then_lost(lp) {
         // Item 140 (test_read_pipe).
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let id = identity(&r);
         let raw = r.as_raw_fd();
         let proto = read_pipe(lp, ReadRec::default(), r);
@@ -336,7 +306,7 @@ backend_tests! {
     }
 
     fn fifo_read_until_eof(lp) {
-        let dir = TempDir::new("fifo");
+        let dir = TempDir::for_test(lp, "fifo");
         let path = dir.0.join("fifo");
         let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: a NUL-terminated path.
@@ -371,7 +341,7 @@ backend_tests! {
 
     fn pause_and_resume_reading(lp) {
         // Items 112/143: idempotent, pausing in connection_made works, no-ops once closed.
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let rec = ReadRec { pause_in_made: true, ..ReadRec::default() };
         let proto = read_pipe(lp, rec, r);
         let transport = proto.borrow().transport.clone().unwrap();
@@ -407,7 +377,7 @@ backend_tests! {
     fn close_with_a_read_pending_releases_the_fd(lp) {
         // The read in flight is cancelled and the fd closed behind it (a blocking pipe given
         // to the transport was made non-blocking, so no kernel worker sits in read(2)).
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let id = identity(&r);
         let proto = read_pipe(lp, ReadRec::default(), r);
         spin(lp, QUIET);
@@ -424,7 +394,7 @@ backend_tests! {
     }
 
     fn eof_while_paused_is_delivered_on_resume(lp) {
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let proto = read_pipe(lp, ReadRec::default(), r);
         let transport = proto.borrow().transport.clone().unwrap();
         write_all(&w, b"xy");
@@ -459,7 +429,7 @@ backend_tests! {
     }
 
     fn panic_in_data_received_closes_the_pipe(lp) {
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let errors = capture_error_texts(lp);
         let rec = ReadRec { panic_on_data: true, ..ReadRec::default() };
         let proto = read_pipe(lp, rec, r);
@@ -471,7 +441,7 @@ backend_tests! {
     }
 
     fn a_regular_file_is_refused(lp) {
-        let dir = TempDir::new("regular");
+        let dir = TempDir::for_test(lp, "regular");
         let file = std::fs::File::create(dir.0.join("f")).unwrap();
         let id = identity(&file);
         let lp2 = lp.clone();
@@ -502,7 +472,7 @@ backend_tests! {
 backend_tests! {
     fn write_pipe_writes_arrive_in_order(lp) {
         // Item 141 (test_write_pipe), with enough data to fill the pipe many times over.
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let id = identity(&w);
         let raw = w.as_raw_fd();
         let (transport, proto) = write_pipe(lp, w);
@@ -534,7 +504,7 @@ backend_tests! {
 
     fn write_pipe_notices_its_reader_closing(lp) {
         // Item 141 (test_write_pipe_disconnect_on_close): nothing written, the reader goes.
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let id = identity(&w);
         let (transport, proto) = write_pipe(lp, w);
         spin(lp, QUIET);
@@ -549,7 +519,7 @@ backend_tests! {
     }
 
     fn write_pipe_closed_by_its_reader_with_data_buffered(lp) {
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         transport.write(&pattern(500_000));
         spin(lp, QUIET);
@@ -562,7 +532,7 @@ backend_tests! {
     }
 
     fn a_write_after_the_reader_left_fails_with_epipe(lp) {
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         let errors = capture_error_texts(lp);
         drop(r);
@@ -579,7 +549,7 @@ backend_tests! {
     }
 
     fn flow_control_with_a_reader_that_does_not_read(lp) {
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         assert_eq!(transport.get_write_buffer_limits(), (16 * 1024, 64 * 1024));
         assert!(matches!(
@@ -612,14 +582,14 @@ backend_tests! {
     }
 
     fn lowering_the_high_mark_pauses_at_once(lp) {
-        let (_r, w) = pipe();
+        let (_r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         transport.write(&pattern(200_000));
         assert!(transport.get_write_buffer_size() > 1000);
         assert_eq!(proto.borrow().count(&Ev::Pause), 1, "200 KB > 64 KiB high mark");
         transport.abort();
         assert!(run_until(lp, WAIT, || proto.borrow().lost_errno().is_some()));
-        let (_r, w) = pipe();
+        let (_r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         transport.write(&pattern(70_000)); // the pipe takes 64 KiB, 4464 bytes buffered
         assert_eq!(proto.borrow().count(&Ev::Pause), 0);
@@ -632,7 +602,7 @@ backend_tests! {
 
     fn write_eof_with_pending_data_waits_for_the_drain(lp) {
         // Item 142: close() = write_eof(); connection_lost only after the flush; twice is fine.
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         let data = pattern(200_000);
         transport.write(&data);
@@ -655,7 +625,7 @@ backend_tests! {
 
     fn writes_after_close_are_dropped_and_logged_from_the_sixth(lp) {
         // Item 142 (and 106's threshold): lost writes are counted, a warning after 5.
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let (transport, proto) = write_pipe(lp, w);
         let text = "pipe closed by peer";
         let before = my_warnings(text);
@@ -675,7 +645,7 @@ backend_tests! {
 
     fn abort_drops_the_buffer(lp) {
         // Item 142: abort() drops the buffer and calls connection_lost(None) without writing.
-        let (r, w) = pipe();
+        let (r, w) = pipe(0);
         let id = identity(&r);
         let (transport, proto) = write_pipe(lp, w);
         transport.write(&pattern(300_000));

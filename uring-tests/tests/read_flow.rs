@@ -10,36 +10,35 @@ use std::rc::Rc;
 use std::thread;
 
 use ringloop::{BaseProtocol, Error, EventLoop, Protocol, Transport};
-use uring_tests::{backend_tests, pattern, run_until, tcp_pair};
+use uring_tests::{backend_tests, connect_accepted, pattern, run_until, tcp_pair, Received};
 
 /// Pauses reading on every chunk and resumes it from a later callback; records everything.
 #[derive(Default)]
 struct Stutter {
-    transport: Option<Transport>,
-    data: Vec<u8>,
+    /// The transport, the bytes and whether the connection was lost.
+    received: Received,
     chunks: usize,
     eof: bool,
-    lost: bool,
     /// Chunks delivered while paused (must stay 0).
     while_paused: usize,
 }
 
 impl BaseProtocol for Stutter {
     fn connection_made(&mut self, transport: Transport) {
-        self.transport = Some(transport);
+        self.received.connection_made(transport);
     }
-    fn connection_lost(&mut self, _error: Option<Error>) {
-        self.lost = true;
+    fn connection_lost(&mut self, error: Option<Error>) {
+        self.received.connection_lost(error);
     }
 }
 
 impl Protocol for Stutter {
     fn data_received(&mut self, data: &[u8]) {
-        let tr = self.transport.clone().expect("connection_made first");
+        let tr = self.received.transport.clone().expect("connection_made first");
         if !tr.is_reading() {
             self.while_paused += 1;
         }
-        self.data.extend_from_slice(data);
+        self.received.data_received(data);
         self.chunks += 1;
         tr.pause_reading();
         let lp = ringloop::get_running_loop().expect("called on the loop");
@@ -52,12 +51,7 @@ impl Protocol for Stutter {
 }
 
 fn start(lp: &EventLoop, fd: OwnedFd) -> Rc<RefCell<Stutter>> {
-    let lp2 = lp.clone();
-    let (_tr, proto) = lp
-        .run_until_complete(async move { lp2.connect_accepted_socket(Stutter::default, fd).await })
-        .expect("run_until_complete")
-        .expect("connect_accepted_socket");
-    proto
+    connect_accepted(lp, fd, Stutter::default()).1
 }
 
 /// Whether the running kernel is at least 6.0 (multishot recv).
@@ -94,10 +88,11 @@ backend_tests! {
             peer.shutdown(std::net::Shutdown::Write).unwrap();
             peer
         });
-        assert!(run_until(lp, 30.0, || proto.borrow().lost), "connection_lost");
+        assert!(run_until(lp, 30.0, || proto.borrow().received.lost), "connection_lost");
         let _peer = writer.join().unwrap();
         let p = proto.borrow();
-        assert!(p.data == expected, "{} of {} bytes, or reordered", p.data.len(), expected.len());
+        let data = &p.received.data;
+        assert!(*data == expected, "{} of {} bytes, or reordered", data.len(), expected.len());
         assert!(p.eof && p.chunks > 1);
         assert_eq!(p.while_paused, 0, "nothing is delivered while paused");
     }
@@ -105,22 +100,22 @@ backend_tests! {
     fn bytes_written_while_paused_arrive_after_resume_in_order(lp) {
         let (mut peer, ours) = tcp_pair();
         let proto = start(lp, ours);
-        assert!(run_until(lp, 5.0, || proto.borrow().transport.is_some()));
-        let tr = proto.borrow().transport.clone().unwrap();
+        assert!(run_until(lp, 5.0, || proto.borrow().received.transport.is_some()));
+        let tr = proto.borrow().received.transport.clone().unwrap();
         peer.write_all(b"a").unwrap();
-        assert!(run_until(lp, 5.0, || proto.borrow().data == b"a"));
+        assert!(run_until(lp, 5.0, || proto.borrow().received.data == b"a"));
         // Resumed by the protocol's call_soon; now pause for good and write more.
         assert!(run_until(lp, 5.0, || tr.is_reading()));
         tr.pause_reading();
         peer.write_all(&pattern(300_000)).unwrap();
         uring_tests::spin(lp, 0.2);
-        assert_eq!(proto.borrow().data, b"a", "nothing while paused");
+        assert_eq!(proto.borrow().received.data, b"a", "nothing while paused");
         tr.resume_reading();
         let mut expected = b"a".to_vec();
         expected.extend(pattern(300_000));
-        assert!(run_until(lp, 10.0, || proto.borrow().data.len() == expected.len()));
-        assert!(proto.borrow().data == expected);
+        assert!(run_until(lp, 10.0, || proto.borrow().received.data.len() == expected.len()));
+        assert!(proto.borrow().received.data == expected);
         tr.close();
-        assert!(run_until(lp, 5.0, || proto.borrow().lost));
+        assert!(run_until(lp, 5.0, || proto.borrow().received.lost));
     }
 }

@@ -1,16 +1,11 @@
 //! Smoke: the loop starts, runs a callback and stops, on each backend.
-use std::cell::Cell;
-use std::rc::Rc;
-use uring_tests::backend_tests;
+use uring_tests::{backend_tests, counting_callback, run_ready};
 
 backend_tests! {
     fn call_soon_then_stop_runs_once(lp) {
-        let ran = Rc::new(Cell::new(0));
-        let r = ran.clone();
-        lp.call_soon(move || r.set(r.get() + 1)).unwrap();
-        let stopper = lp.clone();
-        lp.call_soon(move || stopper.stop()).unwrap();
-        lp.run_forever().unwrap();
+        let (ran, count) = counting_callback();
+        lp.call_soon(count).unwrap();
+        run_ready(lp);
         assert_eq!(ran.get(), 1);
     }
 }

@@ -15,16 +15,12 @@ use std::time::{Duration, Instant};
 use ringloop::{Error, EventLoop, Task};
 use socket2::{Domain, SockAddr, Socket, Type};
 use uring_tests::{
-    backend_tests, full_listener, in_child, open_fds, run_ready, settle, socketpair,
+    backend_tests, full_listener, in_child, open_fds, run_ready, run_within, settle, socketpair,
 };
 
 /// Runs `future` on `lp` with a 20 s watchdog.
 fn run<T: 'static>(lp: &EventLoop, future: impl StdFuture<Output = T> + 'static) -> T {
-    let stopper = lp.clone();
-    let watchdog = lp.call_later(20.0, move || stopper.stop()).unwrap();
-    let out = lp.run_until_complete(future).expect("the watchdog fired");
-    watchdog.cancel();
-    out
+    run_within(lp, 20.0, future)
 }
 
 /// Starts `future` as a task and lets it run until it waits.

@@ -27,7 +27,7 @@
 use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,9 +35,10 @@ use std::thread;
 use std::time::Duration;
 
 use ringloop::{BaseProtocol, Error, EventLoop, ExtraInfo, Protocol, Transport};
+use socket2::SockRef;
 use uring_tests::{
-    backend_tests, capture_error_texts, errno_of, linger_zero, my_warnings, pattern, run_until,
-    spin, tcp_pair, Ev,
+    backend_tests, capture_error_texts, connect_accepted, errno_of, is_open, linger_zero,
+    my_warnings, pattern, run_until, spin, tcp_pair, Ev,
 };
 
 /// Under valgrind (`RINGLOOP_MAX_WAIT_MS` set, see docs/testing.md) on io_uring, valgrind keeps
@@ -174,6 +175,12 @@ impl Rec {
         assert!(self.violations.is_empty(), "protocol violations: {:?}", self.violations);
     }
 
+    /// The callbacks came exactly as `want`, with no protocol violation.
+    fn check_events(&self, want: &[Ev]) {
+        assert_eq!(self.events, want);
+        self.check();
+    }
+
     fn lost_count(&self) -> usize {
         self.events.iter().filter(|e| matches!(e, Ev::Lost(_))).count()
     }
@@ -291,11 +298,7 @@ fn unix_pair() -> (std::os::unix::net::UnixStream, OwnedFd) {
 
 /// Wraps `fd` in a transport driving `rec`; runs the loop until `connection_made`.
 fn connect(lp: &EventLoop, fd: OwnedFd, rec: Rec) -> (Transport, Shared) {
-    let lp2 = lp.clone();
-    let (tr, proto) = lp
-        .run_until_complete(async move { lp2.connect_accepted_socket(move || rec, fd).await })
-        .expect("run_until_complete")
-        .expect("connect_accepted_socket");
+    let (tr, proto) = connect_accepted(lp, fd, rec);
     assert!(run_until(lp, WAIT, || proto.borrow().state != St::New), "connection_made");
     (tr, proto)
 }
@@ -311,6 +314,14 @@ fn read_available(peer: &mut impl Read, into: &mut Vec<u8>) -> bool {
             Err(e) => panic!("peer read: {e}"),
         }
     }
+}
+
+/// What the blocking `peer` reads until EOF (each read waits 10 s at the most).
+fn read_until_eof(mut peer: impl Read + AsFd) -> Vec<u8> {
+    SockRef::from(&peer).set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    got
 }
 
 /// A peer reading on a thread until EOF (or error, or 30 s), `pace` between reads; returns
@@ -367,11 +378,6 @@ fn fill_kernel(fd: RawFd) -> usize {
     }
 }
 
-fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only inspects the descriptor table; no memory is passed.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
-}
-
 /// Next fd number (above any fd the rest of the process uses) for `move_high`.
 static NEXT_HIGH_FD: AtomicI32 = AtomicI32::new(12_000);
 
@@ -393,6 +399,43 @@ fn move_high(fd: OwnedFd) -> OwnedFd {
 fn wait_lost(lp: &EventLoop, proto: &Shared) {
     assert!(run_until(lp, WAIT, || lost(proto)), "connection_lost");
     spin(lp, QUIET);
+}
+
+/// Connects `rec` on `ours`, has `peer` write `data`, and runs the loop until
+/// `connection_lost` (what `rec`'s hooks do with the data ends the connection).
+fn lost_after_peer_writes(
+    lp: &EventLoop,
+    peer: &mut impl Write,
+    ours: OwnedFd,
+    rec: Rec,
+    data: &[u8],
+) -> (Transport, Shared) {
+    let (tr, proto) = connect(lp, ours, rec);
+    peer.write_all(data).unwrap();
+    wait_lost(lp, &proto);
+    (tr, proto)
+}
+
+/// Aborts, runs the loop until `connection_lost`, and checks the protocol saw no violation.
+fn abort_and_check(lp: &EventLoop, tr: &Transport, proto: &Shared) {
+    tr.abort();
+    wait_lost(lp, proto);
+    proto.borrow().check();
+}
+
+/// Writes `last` and closes: once `connection_lost` came, the peer reads exactly `last`, then
+/// EOF.
+fn close_after_writing(
+    lp: &EventLoop,
+    tr: &Transport,
+    proto: &Shared,
+    peer: impl Read + AsFd,
+    last: &[u8],
+) {
+    tr.write(last).unwrap();
+    tr.close();
+    wait_lost(lp, proto);
+    assert_eq!(read_until_eof(peer), last);
 }
 
 /// Joins a peer thread while running the loop (it may be waiting for the loop's work).
@@ -502,33 +545,25 @@ backend_tests! {
         // Unnamed Unix sockets have addresses without a path.
         assert!(tr.peername().is_some_and(|a| a.as_socket().is_none()));
         assert!(tr.get_extra_info("socket").is_some());
-        tr.abort();
-        wait_lost(lp, &proto);
-        proto.borrow().check();
+        abort_and_check(lp, &tr, &proto);
     }
 
     // BEHAVIOURS 105
     fn write_empty_is_a_no_op(lp) {
-        let (mut peer, ours) = tcp_pair();
+        let (peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
         let ops = lp.ops_in_flight();
         tr.write(b"").unwrap();
         tr.writelines(Vec::<&[u8]>::new()).unwrap();
         assert_eq!(tr.get_write_buffer_size(), 0);
         assert_eq!(lp.ops_in_flight(), ops, "no op submitted for an empty write");
-        tr.write(b"x").unwrap();
-        tr.close();
-        wait_lost(lp, &proto);
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"x");
+        close_after_writing(lp, &tr, &proto, &peer, b"x");
         proto.borrow().check();
     }
 
     // BEHAVIOURS 106
     fn write_after_close_is_dropped(lp) {
-        let (mut peer, ours) = tcp_pair();
+        let (peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
         let text = "socket.send() raised exception.";
         let before = my_warnings(text);
@@ -544,13 +579,8 @@ backend_tests! {
         wait_lost(lp, &proto);
         tr.write(b"after lost").unwrap();
         assert_eq!(my_warnings(text), before + 3, "and every one after it");
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"before");
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Lost(None)]);
-        p.check();
+        assert_eq!(read_until_eof(&peer), b"before");
+        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 107
@@ -598,9 +628,7 @@ backend_tests! {
         let (got, _) = join(lp, reader);
         assert_eq!(got.len(), filled + 4);
         assert_eq!(&got[filled..], b"tail");
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Lost(None)]);
-        p.check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 109, 39: a reset while data is buffered: connection_lost carries the error.
@@ -697,16 +725,8 @@ backend_tests! {
         spin(lp, QUIET);
         assert!(!tr.is_closing(), "eof_received returned true: still open");
         assert!(!lost(&proto));
-        tr.write(b"reply").unwrap();
-        tr.close();
-        wait_lost(lp, &proto);
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"reply");
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Data(10), Ev::Eof, Ev::Lost(None)]);
-        p.check();
+        close_after_writing(lp, &tr, &proto, &peer, b"reply");
+        proto.borrow().check_events(&[Ev::Made, Ev::Data(10), Ev::Eof, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 110
@@ -716,9 +736,7 @@ backend_tests! {
         peer.shutdown(Shutdown::Write).unwrap();
         wait_lost(lp, &proto);
         assert!(tr.is_closing());
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
-        p.check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Eof, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 111
@@ -759,8 +777,7 @@ backend_tests! {
         wait_lost(lp, &proto);
         tr.write_eof();
         spin(lp, QUIET);
-        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
-        proto.borrow().check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 112
@@ -806,8 +823,7 @@ backend_tests! {
         wait_lost(lp, &proto);
         let p = proto.borrow();
         assert_eq!(p.data, b"early");
-        assert_eq!(p.events, vec![Ev::Made, Ev::Data(5), Ev::Eof, Ev::Lost(None)]);
-        p.check();
+        p.check_events(&[Ev::Made, Ev::Data(5), Ev::Eof, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 113
@@ -831,9 +847,7 @@ backend_tests! {
         assert!(proto.borrow().events.iter().all(|e| *e != Ev::Pause));
         tr.set_write_buffer_limits(Some(500), None).unwrap();
         assert_eq!(proto.borrow().events.last(), Some(&Ev::Pause), "pause_writing at once");
-        tr.abort();
-        wait_lost(lp, &proto);
-        proto.borrow().check();
+        abort_and_check(lp, &tr, &proto);
     }
 
     // BEHAVIOURS 114
@@ -861,9 +875,7 @@ backend_tests! {
         assert!(eof);
         assert_eq!(got.len(), filled + 9);
         assert_eq!(&got[filled..], b"abcdefghi");
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Pause, Ev::Resume, Ev::Lost(None)]);
-        p.check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Pause, Ev::Resume, Ev::Lost(None)]);
     }
 
     // asyncio only logs a failing `pause_writing` ("protocol.pause_writing() failed"): the
@@ -871,13 +883,7 @@ backend_tests! {
     fn a_panic_in_pause_writing_is_reported_not_fatal(lp) {
         let errors = capture_error_texts(lp);
         let (peer, ours) = unix_pair();
-        let lp2 = lp.clone();
-        let (tr, proto) = lp
-            .run_until_complete(async move {
-                lp2.connect_accepted_socket(PanicsInPause::default, ours).await
-            })
-            .expect("run_until_complete")
-            .expect("connect_accepted_socket");
+        let (tr, proto) = connect_accepted(lp, ours, PanicsInPause::default());
         let filled = fill_kernel(tr.socket_fd().unwrap());
         tr.set_write_buffer_limits(Some(4), None).unwrap();
         tr.write(b"abcdefghi").unwrap();
@@ -914,16 +920,13 @@ backend_tests! {
         let p = proto.borrow();
         assert_eq!(p.events, vec![Ev::Made, Ev::Lost(None)], "no pause_writing");
         p.check();
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        (&peer).read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"large data, far above the high-water mark");
+        assert_eq!(read_until_eof(&peer), b"large data, far above the high-water mark");
     }
 
     // BEHAVIOURS 115
     fn write_to_another_transport_from_resume_writing(lp) {
         let (peer_a, ours_a) = unix_pair();
-        let (mut peer_b, ours_b) = unix_pair();
+        let (peer_b, ours_b) = unix_pair();
         let (tr_b, proto_b) = connect(lp, ours_b, Rec::new());
         let b = tr_b.clone();
         let rec_a = Rec::new().with_resume(move |_| b.write(b"from resume_writing").unwrap());
@@ -937,10 +940,7 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || proto_a.borrow().count(&Ev::Resume) == 1));
         tr_b.close();
         wait_lost(lp, &proto_b);
-        let mut got = Vec::new();
-        peer_b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer_b.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"from resume_writing");
+        assert_eq!(read_until_eof(&peer_b), b"from resume_writing");
         tr_a.close();
         wait_lost(lp, &proto_a);
         assert!(join(lp, reader).1);
@@ -974,9 +974,7 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || proto.borrow().count(&Ev::Resume) == 1));
         assert!(run_until(lp, WAIT, || reader.is_finished()));
         assert_eq!(join(lp, reader).unwrap(), vec![b'z'; 100]);
-        tr.abort();
-        wait_lost(lp, &proto);
-        proto.borrow().check();
+        abort_and_check(lp, &tr, &proto);
     }
 
     fn close_from_inside_data_received(lp) {
@@ -986,29 +984,16 @@ backend_tests! {
             tr.close();
             tr.close();
         });
-        let (_tr, proto) = connect(lp, ours, rec);
-        peer.write_all(b"hi").unwrap();
-        wait_lost(lp, &proto);
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"bye");
+        let (_tr, proto) = lost_after_peer_writes(lp, &mut peer, ours, rec, b"hi");
+        assert_eq!(read_until_eof(&peer), b"bye");
         let _ = peer.write_all(b"more");
         spin(lp, QUIET);
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Data(2), Ev::Lost(None)]);
-        p.check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Data(2), Ev::Lost(None)]);
     }
 
     // Issue 3: a protocol may close or abort from any of its callbacks; from data_received
     // above, here from connection_made, eof_received, pause_writing and connection_lost.
     fn close_and_abort_from_the_other_callbacks(lp) {
-        let read_all = |peer: std::os::unix::net::UnixStream| {
-            let mut got = Vec::new();
-            peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            (&peer).read_to_end(&mut got).unwrap();
-            got
-        };
         // connection_made: what it wrote is flushed, then connection_lost(None).
         let (peer, ours) = unix_pair();
         let rec = Rec::new().with_made(|tr| {
@@ -1017,9 +1002,8 @@ backend_tests! {
         });
         let (_tr, proto) = connect(lp, ours, rec);
         wait_lost(lp, &proto);
-        assert_eq!(read_all(peer), b"hi");
-        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
-        proto.borrow().check();
+        assert_eq!(read_until_eof(peer), b"hi");
+        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
 
         // eof_received (keeping the connection open): a reply, then close.
         let (peer, ours) = unix_pair();
@@ -1030,9 +1014,8 @@ backend_tests! {
         let (_tr, proto) = connect(lp, ours, Rec { on_eof: Some(on_eof), ..Rec::new().keep_open() });
         peer.shutdown(Shutdown::Write).unwrap();
         wait_lost(lp, &proto);
-        assert_eq!(read_all(peer), b"bye");
-        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
-        proto.borrow().check();
+        assert_eq!(read_until_eof(peer), b"bye");
+        proto.borrow().check_events(&[Ev::Made, Ev::Eof, Ev::Lost(None)]);
 
         // pause_writing: abort drops the buffer.
         let (_peer, ours) = unix_pair();
@@ -1043,8 +1026,7 @@ backend_tests! {
         tr.write(b"0123456789").unwrap();
         wait_lost(lp, &proto);
         assert_eq!(tr.get_write_buffer_size(), 0);
-        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Pause, Ev::Lost(None)]);
-        proto.borrow().check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Pause, Ev::Lost(None)]);
 
         // connection_lost: close and abort are harmless, connection_lost stays single.
         let (_peer, ours) = unix_pair();
@@ -1056,8 +1038,7 @@ backend_tests! {
         tr.close();
         wait_lost(lp, &proto);
         spin(lp, QUIET);
-        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Lost(None)]);
-        proto.borrow().check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
     }
 
     fn abort_from_inside_data_received_after_a_write(lp) {
@@ -1067,13 +1048,9 @@ backend_tests! {
             tr.write_eof();
             tr.abort();
         });
-        let (_tr, proto) = connect(lp, ours, rec);
-        peer.write_all(b"hi").unwrap();
-        wait_lost(lp, &proto);
+        let (_tr, proto) = lost_after_peer_writes(lp, &mut peer, ours, rec, b"hi");
         spin(lp, QUIET);
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Data(2), Ev::Lost(None)]);
-        p.check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Data(2), Ev::Lost(None)]);
     }
 
     // The socket is closed through the driver, behind the ops queued before: a `write_eof`
@@ -1123,10 +1100,7 @@ backend_tests! {
         spin(lp, QUIET);
         (&a).write_all(b"still writable").expect("the new socket was not shut down");
         drop(a);
-        let mut got = Vec::new();
-        b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        (&b).read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"still writable");
+        assert_eq!(read_until_eof(&b), b"still writable");
         proto.borrow().check();
     }
 
@@ -1291,10 +1265,7 @@ backend_tests! {
         tr.close();
         assert!(!tr.is_reading(), "not reading once closing");
         wait_lost(lp, &proto);
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"reply");
+        assert_eq!(read_until_eof(&peer), b"reply");
         proto.borrow().check();
     }
 
@@ -1316,13 +1287,7 @@ backend_tests! {
         assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Data(4), Ev::Eof]);
         assert_eq!(proto.borrow().data, b"late");
         assert!(!tr.is_closing(), "eof_received answered keep-open");
-        tr.write(b"still open").unwrap();
-        tr.close();
-        wait_lost(lp, &proto);
-        let mut got = Vec::new();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        peer.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"still open");
+        close_after_writing(lp, &tr, &proto, &peer, b"still open");
         proto.borrow().check();
     }
 
@@ -1338,8 +1303,7 @@ backend_tests! {
             assert!(!tr.is_closing(), "closed before eof_received was asked");
         }
         wait_lost(lp, &proto);
-        assert_eq!(proto.borrow().events, vec![Ev::Made, Ev::Eof, Ev::Lost(None)]);
-        proto.borrow().check();
+        proto.borrow().check_events(&[Ev::Made, Ev::Eof, Ev::Lost(None)]);
     }
 
     // BEHAVIOURS 117: a `writelines` the kernel takes whole leaves nothing buffered (and so no

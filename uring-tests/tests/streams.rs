@@ -12,7 +12,8 @@ use std::task::Poll;
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
-    ConnectOptions, Error, EventLoop, Server, ServerOptions, StreamReader, StreamWriter,
+    ClientConnected, ConnectOptions, Error, EventLoop, Server, ServerOptions, StreamReader,
+    StreamWriter,
 };
 use uring_tests::{backend_tests, capture_exceptions, echo_lines, pattern};
 
@@ -106,6 +107,25 @@ async fn echo_server(lp: &EventLoop) -> Server {
     lp.start_server(echo_lines, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap()
 }
 
+/// A server on loopback running `callback` for each connection, and a client connected to it
+/// (`EventLoop::start_server`, then `EventLoop::open_connection`).
+async fn serve_and_connect<F: ClientConnected>(
+    lp: &EventLoop,
+    callback: F,
+) -> (Server, (StreamReader, StreamWriter)) {
+    let server = lp.start_server(callback, "127.0.0.1", Some(0), ServerOptions::default()).await;
+    let server = server.unwrap();
+    let port = Some(port_of(&server));
+    let client = lp.open_connection(Some("127.0.0.1"), port, ConnectOptions::default()).await;
+    (server, client.unwrap())
+}
+
+/// A client of `server` (`ringloop::open_connection` to its first socket, on loopback).
+async fn connect_to(server: &Server) -> (StreamReader, StreamWriter) {
+    let port = Some(port_of(server));
+    ringloop::open_connection(Some("127.0.0.1"), port, ConnectOptions::default()).await.unwrap()
+}
+
 async fn shut(server: Server, lp: &EventLoop) {
     server.close();
     server.close_clients();
@@ -116,13 +136,7 @@ backend_tests! {
     fn echo_round_trip(lp) {
         run(lp, |lp| async move {
             let server = echo_server(&lp).await;
-            let (reader, writer) = ringloop::open_connection(
-                Some("127.0.0.1"),
-                Some(port_of(&server)),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+            let (reader, writer) = connect_to(&server).await;
             assert!(writer.get_extra_info("peername").is_some());
             for i in 0..20 {
                 let line = format!("line {i}\n");
@@ -155,13 +169,7 @@ backend_tests! {
                 }
             };
             let server = lp.start_server(keep, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
-            let (reader, writer) = ringloop::open_connection(
-                Some("127.0.0.1"),
-                Some(port_of(&server)),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+            let (reader, writer) = connect_to(&server).await;
             assert_eq!(reader.limit(), 64 * 1024, "open_connection");
             until(&lp, || !limits.borrow().is_empty()).await;
             assert_eq!(*limits.borrow(), [64 * 1024], "start_server");
@@ -354,12 +362,7 @@ backend_tests! {
                     panic!("boom in the callback");
                 }
             };
-            let server =
-                lp.start_server(boom, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
-            let (reader, _writer) = lp
-                .open_connection(Some("127.0.0.1"), Some(port_of(&server)), ConnectOptions::default())
-                .await
-                .unwrap();
+            let (server, (reader, _writer)) = serve_and_connect(&lp, boom).await;
             until(&lp, || !seen.borrow().is_empty()).await;
             {
                 let seen = seen.borrow();
@@ -378,12 +381,7 @@ backend_tests! {
                 }
                 Ok(())
             };
-            let server =
-                lp.start_server(fails, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
-            let _conn = lp
-                .open_connection(Some("127.0.0.1"), Some(port_of(&server)), ConnectOptions::default())
-                .await
-                .unwrap();
+            let (server, _conn) = serve_and_connect(&lp, fails).await;
             until(&lp, || !seen.borrow().is_empty()).await;
             assert_eq!(seen.borrow()[0].message, "Unhandled exception in client_connected_cb");
             assert!(matches!(&seen.borrow()[0].error, Some(Error::Runtime(m)) if m == "callback failed"));
@@ -393,12 +391,7 @@ backend_tests! {
             let cancels = |_r: StreamReader, _w: StreamWriter| async move {
                 Err::<(), _>(Error::Cancelled)
             };
-            let server =
-                lp.start_server(cancels, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
-            let _conn = lp
-                .open_connection(Some("127.0.0.1"), Some(port_of(&server)), ConnectOptions::default())
-                .await
-                .unwrap();
+            let (server, _conn) = serve_and_connect(&lp, cancels).await;
             sleep(&lp, 0.1).await;
             assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
             shut(server, &lp).await;

@@ -16,23 +16,24 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop::{Error, EventLoop, TimerHandle};
-use uring_tests::{backend_tests, run_until, socketpair, watchdog};
-
-type Log<T> = Rc<RefCell<Vec<T>>>;
-
-fn log<T>() -> Log<T> {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn rec<T: 'static>(log: &Log<T>, value: T) -> impl FnOnce() + 'static {
-    let log = log.clone();
-    move || log.borrow_mut().push(value)
-}
+use uring_tests::{backend_tests, log, rec, run_until, socketpair, watchdog};
 
 /// One loop iteration (`stop()` first: zero poll timeout).
 fn one_iteration(lp: &EventLoop) {
     lp.stop();
     lp.run_forever().unwrap();
+}
+
+/// `n` timers that do nothing, 10 s and more away, 1 ms apart.
+fn far_timers(lp: &EventLoop, n: u32) -> Vec<TimerHandle> {
+    (0..n).map(|i| lp.call_later(10.0 + f64::from(i) * 0.001, || {}).unwrap()).collect()
+}
+
+/// Cancels `timers`, runs one iteration and returns `scheduled_timers()`.
+fn cancel_then_iterate(lp: &EventLoop, timers: &[TimerHandle]) -> (usize, usize) {
+    timers.iter().for_each(TimerHandle::cancel);
+    one_iteration(lp);
+    lp.scheduled_timers()
 }
 
 /// CPU time this thread has used, in seconds.
@@ -194,11 +195,8 @@ backend_tests! {
 
     // BEHAVIOURS 24
     fn mostly_cancelled_heap_is_rebuilt_lazily(lp) {
-        let handles: Vec<_> =
-            (0..200).map(|i| lp.call_later(10.0 + f64::from(i) * 0.001, || {}).unwrap()).collect();
-        for h in &handles[..150] {
-            h.cancel();
-        }
+        let handles = far_timers(lp, 200);
+        handles[..150].iter().for_each(TimerHandle::cancel);
         assert_eq!(lp.scheduled_timers(), (200, 150), "cancel only marks the timers");
         one_iteration(lp);
         assert_eq!(lp.scheduled_timers(), (50, 0), "one iteration rebuilds the heap");
@@ -207,8 +205,7 @@ backend_tests! {
 
     // BEHAVIOURS 24
     fn cancelled_head_timers_are_popped_and_the_count_stays_exact(lp) {
-        let handles: Vec<_> =
-            (0..200).map(|i| lp.call_later(10.0 + f64::from(i) * 0.001, || {}).unwrap()).collect();
+        let handles = far_timers(lp, 200);
         for h in handles[..10].iter().chain(&handles[180..]) {
             h.cancel();
         }
@@ -229,27 +226,15 @@ backend_tests! {
 
     // BEHAVIOURS 24 (thresholds: more than 100 timers and more than half cancelled)
     fn heap_is_rebuilt_only_above_the_thresholds(lp) {
-        let hundred: Vec<_> =
-            (0..100).map(|i| lp.call_later(10.0 + f64::from(i) * 0.001, || {}).unwrap()).collect();
-        for h in &hundred[1..] {
-            h.cancel();
-        }
-        one_iteration(lp);
-        assert_eq!(lp.scheduled_timers(), (100, 99), "100 timers: never rebuilt");
-        hundred[0].cancel();
-        one_iteration(lp);
-        assert_eq!(lp.scheduled_timers(), (0, 0), "all cancelled: popped from the head");
+        let hundred = far_timers(lp, 100);
+        assert_eq!(cancel_then_iterate(lp, &hundred[1..]), (100, 99), "100 timers: never rebuilt");
+        let all_cancelled = cancel_then_iterate(lp, &hundred[..1]);
+        assert_eq!(all_cancelled, (0, 0), "all cancelled: popped from the head");
 
-        let more: Vec<_> =
-            (0..101).map(|i| lp.call_later(10.0 + f64::from(i) * 0.001, || {}).unwrap()).collect();
-        for h in &more[51..] {
-            h.cancel();
-        }
-        one_iteration(lp);
-        assert_eq!(lp.scheduled_timers(), (101, 50), "exactly half cancelled: not rebuilt");
-        more[50].cancel();
-        one_iteration(lp);
-        assert_eq!(lp.scheduled_timers(), (50, 0), "more than half: rebuilt");
+        let more = far_timers(lp, 101);
+        let half = cancel_then_iterate(lp, &more[51..]);
+        assert_eq!(half, (101, 50), "exactly half cancelled: not rebuilt");
+        assert_eq!(cancel_then_iterate(lp, &more[50..51]), (50, 0), "more than half: rebuilt");
     }
 
     // BEHAVIOURS 24

@@ -18,7 +18,9 @@ use ringloop::{
     create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for, Error,
     EventLoop, ReturnWhen, Task,
 };
-use uring_tests::{backend_tests, quiet_panic, run_ready, run_until, watchdog};
+use uring_tests::{
+    backend_tests, drop_flag, quiet_panic, run_ready, run_until, watchdog, DropFlag,
+};
 
 /// The bound on anything that should take milliseconds.
 const PATIENCE: f64 = 10.0;
@@ -33,20 +35,6 @@ fn run_main<F: StdFuture>(lp: &EventLoop, future: F) -> F::Output {
     timer.cancel();
     assert!(!fired.get(), "the watchdog stopped the loop: the future hung");
     output.expect("run_until_complete")
-}
-
-/// Sets a flag when dropped: shows that a future was released.
-struct DropFlag(Rc<Cell<bool>>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
-
-fn drop_flag() -> (DropFlag, Rc<Cell<bool>>) {
-    let dropped = Rc::new(Cell::new(false));
-    (DropFlag(dropped.clone()), dropped)
 }
 
 /// Sleeps `delay`, then fails or gives `delay`; holds `guard` until it ends or is dropped.

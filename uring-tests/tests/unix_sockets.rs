@@ -28,7 +28,8 @@ use ringloop::{
     UnixPath, UnixServerOptions,
 };
 use uring_tests::{
-    backend_tests, capture_exceptions, echo_lines, in_child, open_fds, pattern, run_until, spin,
+    backend_tests, capture_exceptions, connect_accepted, echo_lines, in_child, open_fds, pattern,
+    run_until, spin, TempDir,
 };
 
 /// Generous bound for "this must happen" waits (2 shared cores).
@@ -121,32 +122,11 @@ fn rec(log: &Log, echo: bool) -> impl Fn() -> Rec + 'static {
     move || Rec { log: log.clone(), echo, keep_open: false, transport: None }
 }
 
-/// A fresh directory, unique per test and backend, removed on drop (with what is in it).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    /// The directory (removed first if a previous run left it).
-    fn new(lp: &EventLoop, test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "ringloop-ux-{}-{test}-{}",
-            std::process::id(),
-            lp.backend()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// The socket path the test uses.
-    fn sock(&self) -> PathBuf {
-        self.0.join("s.sock")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for `test` (removed when the first value drops) and the socket path in it.
+fn sock_path(lp: &EventLoop, test: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::for_test(lp, test);
+    let path = dir.join("s.sock");
+    (dir, path)
 }
 
 /// A unique abstract name (leading NUL).
@@ -215,6 +195,31 @@ fn echo_client(path: PathBuf, data: Vec<u8>) -> std::thread::JoinHandle<Vec<u8>>
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         reading.join().unwrap()
     })
+}
+
+/// Echoes `data` through the server at `path` with [`echo_client`], running the loop meanwhile:
+/// the client gets `data` back within `secs`.
+fn check_echo(lp: &EventLoop, path: &Path, data: &[u8], secs: f64) {
+    let client = echo_client(path.to_path_buf(), data.to_vec());
+    assert!(run_until(lp, secs, || client.is_finished()), "the client finished");
+    assert_eq!(client.join().unwrap(), data);
+}
+
+/// A new echo server at `path` echoes `data` for a std client, then removes its socket file
+/// at close.
+fn echo_then_close(lp: &EventLoop, path: &Path, data: &[u8]) {
+    let server = serve(lp, &Log::default(), true, path);
+    check_echo(lp, path, data, WAIT);
+    close_and_wait(lp, &server);
+    assert!(!path.exists());
+}
+
+/// A little later, each side of a connection has still lost it exactly once; then closes
+/// `server`.
+fn lost_once_each_then_close(lp: &EventLoop, server: &Server, client_log: &Log, server_log: &Log) {
+    spin(lp, 0.02);
+    assert_eq!((client_log.lost(), server_log.lost()), (1, 1));
+    close_and_wait(lp, server);
 }
 
 /// A non-blocking connect to `path` from a new socket: the socket, or the errno.
@@ -291,8 +296,7 @@ fn unix_pair(lp: &EventLoop, path: &Path, server_keep_open: bool) -> (Server, Lo
 backend_tests! {
     /// Item 95 (and the echo round trip): a path given as `PathBuf`, `&str`, bytes.
     fn echo_round_trip_through_path_forms(lp) {
-        let dir = TempDir::new(lp, "echo_round_trip_through_path_forms");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "echo_round_trip_through_path_forms");
         let server = serve(lp, &Log::default(), true, path.clone());
         let str_path = path.to_str().unwrap().to_owned();
         let byte_path = path.as_os_str().as_encoded_bytes().to_vec();
@@ -316,20 +320,15 @@ backend_tests! {
 
     /// Item 95: a blocking std client against the server, many bytes each way.
     fn echo_with_a_std_client(lp) {
-        let dir = TempDir::new(lp, "echo_with_a_std_client");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "echo_with_a_std_client");
         let server = serve(lp, &Log::default(), true, path.as_path());
-        let data = pattern(1 << 20);
-        let client = echo_client(path.clone(), data.clone());
-        assert!(run_until(lp, 30.0, || client.is_finished()), "the client finished");
-        assert_eq!(client.join().unwrap(), data);
+        check_echo(lp, &path, &pattern(1 << 20), 30.0);
         close_and_wait(lp, &server);
     }
 
     /// `get_extra_info("peername"/"sockname")` on both ends of a filesystem-path connection.
     fn peername_and_sockname(lp) {
-        let dir = TempDir::new(lp, "peername_and_sockname");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "peername_and_sockname");
         let (server, server_log, _client_log, client) = unix_pair(lp, &path, false);
         let Some(ExtraInfo::Address(peer)) = client.get_extra_info("peername") else {
             panic!("client peername");
@@ -376,23 +375,16 @@ backend_tests! {
 
     /// Item 95: a socket file left by a dead server is replaced at bind.
     fn a_stale_socket_file_is_replaced(lp) {
-        let dir = TempDir::new(lp, "a_stale_socket_file_is_replaced");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "a_stale_socket_file_is_replaced");
         drop(UnixListener::bind(&path).unwrap());
         assert!(path.exists(), "the dead listener left its file");
-        let server = serve(lp, &Log::default(), true, path.as_path());
-        let client = echo_client(path.clone(), b"after the stale file".to_vec());
-        assert!(run_until(lp, WAIT, || client.is_finished()));
-        assert_eq!(client.join().unwrap(), b"after the stale file");
-        close_and_wait(lp, &server);
-        assert!(!path.exists());
+        echo_then_close(lp, &path, b"after the stale file");
     }
 
     /// Item 95: a regular file at the path → "Address ... is already in use" (EADDRINUSE),
     /// and the file is left alone.
     fn a_regular_file_at_the_path_is_address_in_use(lp) {
-        let dir = TempDir::new(lp, "a_regular_file_at_the_path_is_address_in_use");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "a_regular_file_at_the_path_is_address_in_use");
         std::fs::write(&path, b"not a socket").unwrap();
         let err = try_serve(lp, &Log::default(), false, path.as_path(), UnixServerOptions::default())
             .expect_err("a regular file is in the way");
@@ -405,8 +397,7 @@ backend_tests! {
     /// Item 95: connecting to a missing path → ENOENT, naming the path; to a socket file
     /// nobody listens on → ECONNREFUSED.
     fn connecting_to_a_missing_path_is_enoent(lp) {
-        let dir = TempDir::new(lp, "connecting_to_a_missing_path_is_enoent");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "connecting_to_a_missing_path_is_enoent");
         let err = try_connect(lp, &Log::default(), path.as_path(), UnixConnectOptions::new())
             .expect_err("no such file");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
@@ -422,8 +413,7 @@ backend_tests! {
     /// backends (the kernel does not queue a Unix connect), rather than waiting.
     fn a_full_backlog_is_eagain(lp) {
         use std::os::fd::AsRawFd;
-        let dir = TempDir::new(lp, "a_full_backlog_is_eagain");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "a_full_backlog_is_eagain");
         let listener = UnixListener::bind(&path).unwrap();
         // SAFETY: listen(2) on a bound socket we own only changes its backlog.
         assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
@@ -445,8 +435,7 @@ backend_tests! {
 
     /// Item 96: path and sock together, neither, and a sock of the wrong kind.
     fn argument_checks(lp) {
-        let dir = TempDir::new(lp, "argument_checks");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "argument_checks");
         let invalid = |result: Result<(), Error>, what: &str| match result {
             Err(Error::InvalidArgument(text)) => text,
             other => panic!("{what}: {other:?}"),
@@ -502,8 +491,7 @@ backend_tests! {
         if !in_child(lp, "a_failed_bind_closes_its_socket") {
             return;
         }
-        let dir = TempDir::new(lp, "a_failed_bind_closes_its_socket");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "a_failed_bind_closes_its_socket");
         std::fs::write(&path, b"").unwrap();
         let missing_dir = path.with_file_name("no-such-dir").join("s.sock");
         let _ = try_serve(lp, &Log::default(), false, path.as_path(), UnixServerOptions::default());
@@ -524,8 +512,7 @@ backend_tests! {
 
     /// Item 97: `close()` removes the socket file at once; no error if it is already gone.
     fn cleanup_removes_the_socket_file(lp) {
-        let dir = TempDir::new(lp, "cleanup_removes_the_socket_file");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "cleanup_removes_the_socket_file");
         let errors = capture_exceptions(lp);
         let server = serve(lp, &Log::default(), false, path.as_path());
         assert!(path.exists());
@@ -542,8 +529,7 @@ backend_tests! {
 
     /// Item 97: a file that replaced the socket meanwhile (another server) is left alone.
     fn cleanup_leaves_a_replaced_file(lp) {
-        let dir = TempDir::new(lp, "cleanup_leaves_a_replaced_file");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "cleanup_leaves_a_replaced_file");
         let server = serve(lp, &Log::default(), false, path.as_path());
         std::fs::remove_file(&path).unwrap();
         let other = UnixListener::bind(&path).unwrap();
@@ -564,34 +550,25 @@ backend_tests! {
 
     /// Item 97: `cleanup_socket=false` leaves the file.
     fn cleanup_socket_false_keeps_the_file(lp) {
-        let dir = TempDir::new(lp, "cleanup_socket_false_keeps_the_file");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "cleanup_socket_false_keeps_the_file");
         let options = UnixServerOptions::default().cleanup_socket(false);
         let server = try_serve(lp, &Log::default(), false, path.as_path(), options).unwrap();
         let before = inode(&path);
         close_and_wait(lp, &server);
         assert_eq!(inode(&path), before, "the file stays");
         // It is stale now: the next server replaces it.
-        let next = serve(lp, &Log::default(), true, path.as_path());
-        let client = echo_client(path.clone(), b"next".to_vec());
-        assert!(run_until(lp, WAIT, || client.is_finished()));
-        assert_eq!(client.join().unwrap(), b"next");
-        close_and_wait(lp, &next);
-        assert!(!path.exists());
+        echo_then_close(lp, &path, b"next");
     }
 
     /// Item 97: a server made from `sock=` removes the file too (and not with
     /// `cleanup_socket=false`); it serves on the socket given.
     fn cleanup_with_a_sock(lp) {
-        let dir = TempDir::new(lp, "cleanup_with_a_sock");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "cleanup_with_a_sock");
         let listener = UnixListener::bind(&path).unwrap();
         let options = UnixServerOptions::default().sock(listener);
         let server = try_serve(lp, &Log::default(), true, None::<&str>, options).unwrap();
         assert_eq!(server.sockets()[0].as_pathname(), Some(path.as_path()));
-        let client = echo_client(path.clone(), b"via sock".to_vec());
-        assert!(run_until(lp, WAIT, || client.is_finished()));
-        assert_eq!(client.join().unwrap(), b"via sock");
+        check_echo(lp, &path, b"via sock", WAIT);
         close_and_wait(lp, &server);
         assert!(!path.exists(), "removed for a sock= server too");
 
@@ -605,8 +582,7 @@ backend_tests! {
     /// `start_serving=false`: the socket listens (a connect is queued) but nothing is accepted
     /// until `start_serving`.
     fn start_serving_later(lp) {
-        let dir = TempDir::new(lp, "start_serving_later");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "start_serving_later");
         let options = UnixServerOptions::default().start_serving(false).backlog(5);
         let server_log = Log::default();
         let server = try_serve(lp, &server_log, true, path.as_path(), options).unwrap();
@@ -629,8 +605,7 @@ backend_tests! {
 
     /// `wait_closed` waits for the Unix clients, and returns once the last one is gone.
     fn wait_closed_waits_for_unix_clients(lp) {
-        let dir = TempDir::new(lp, "wait_closed_waits_for_unix_clients");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "wait_closed_waits_for_unix_clients");
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         let log2 = Log::default();
         let second = connect(lp, &log2, path.as_path());
@@ -653,15 +628,12 @@ backend_tests! {
     /// Item 98: `connect_accepted_socket` on an accepted Unix socket exchanges data and ends
     /// in `connection_lost`; `create_unix_connection(sock=)` takes a connected one.
     fn accepted_and_given_sockets(lp) {
-        let dir = TempDir::new(lp, "accepted_and_given_sockets");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "accepted_and_given_sockets");
         let listener = UnixListener::bind(&path).unwrap();
         let mut peer = UnixStream::connect(&path).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         let log = Log::default();
-        let (lp2, factory) = (lp.clone(), rec(&log, false));
-        let future = async move { lp2.connect_accepted_socket(factory, accepted.into()).await };
-        let (transport, _) = lp.run_until_complete(future).unwrap().unwrap();
+        let (transport, _) = connect_accepted(lp, accepted.into(), rec(&log, false)());
         transport.write(b"from the loop").unwrap();
         peer.write_all(b"to the loop").unwrap();
         assert!(run_until(lp, WAIT, || log.data() == b"to the loop"));
@@ -683,8 +655,7 @@ backend_tests! {
     /// Section 13 over a Unix connection: `write_eof` half-closes; the other side, kept
     /// open, still answers; then each side loses the connection exactly once.
     fn write_eof_half_close(lp) {
-        let dir = TempDir::new(lp, "write_eof_half_close");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "write_eof_half_close");
         let (server, server_log, client_log, client) = unix_pair(lp, &path, true);
         client.write(b"question").unwrap();
         client.write_eof();
@@ -699,16 +670,13 @@ backend_tests! {
             client_log.events.borrow()[..],
             [Ev::Made, Ev::Data(b"answer".to_vec()), Ev::Eof, Ev::Lost(None)]
         );
-        spin(lp, 0.02);
-        assert_eq!((client_log.lost(), server_log.lost()), (1, 1));
-        close_and_wait(lp, &server);
+        lost_once_each_then_close(lp, &server, &client_log, &server_log);
     }
 
     /// Section 13 over a Unix connection: `close()` flushes a large buffer before
     /// `connection_lost`; `close()` twice loses once.
     fn close_flushes_before_connection_lost(lp) {
-        let dir = TempDir::new(lp, "close_flushes_before_connection_lost");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "close_flushes_before_connection_lost");
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         let data = pattern(8 << 20);
         let accepted = server_log.transport(0);
@@ -723,16 +691,13 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || client_log.lost() == 1));
         assert_eq!(client_log.data(), data, "every byte arrived, in order");
         client.close();
-        spin(lp, 0.02);
-        assert_eq!((client_log.lost(), server_log.lost()), (1, 1));
-        close_and_wait(lp, &server);
+        lost_once_each_then_close(lp, &server, &client_log, &server_log);
     }
 
     /// Section 13 over a Unix connection: `abort()` drops the buffer and loses the
     /// connection once with no error; the peer sees the end.
     fn abort_drops_the_buffer(lp) {
-        let dir = TempDir::new(lp, "abort_drops_the_buffer");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "abort_drops_the_buffer");
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         client.write(&pattern(8 << 20)).unwrap();
         assert!(client.get_write_buffer_size() > 0);
@@ -750,8 +715,7 @@ backend_tests! {
     /// Section 13 over a Unix connection: `pause_reading` holds data back until
     /// `resume_reading`; both are idempotent and `is_reading` follows.
     fn pause_and_resume_reading(lp) {
-        let dir = TempDir::new(lp, "pause_and_resume_reading");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "pause_and_resume_reading");
         let (server, server_log, client_log, client) = unix_pair(lp, &path, false);
         client.pause_reading();
         client.pause_reading();
@@ -771,8 +735,7 @@ backend_tests! {
 
     /// Streams: `start_unix_server` and `open_unix_connection` echo lines.
     fn streams_echo(lp) {
-        let dir = TempDir::new(lp, "streams_echo");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "streams_echo");
         let lp2 = lp.clone();
         let path2 = path.clone();
         let replies = lp.run_until_complete(async move {
@@ -804,8 +767,7 @@ backend_tests! {
         if !in_child(lp, "no_descriptor_leaks") {
             return;
         }
-        let dir = TempDir::new(lp, "no_descriptor_leaks");
-        let path = dir.sock();
+        let (_dir, path) = sock_path(lp, "no_descriptor_leaks");
         let warm = serve(lp, &Log::default(), true, path.as_path());
         close_and_wait(lp, &warm);
         let before = open_fds();

@@ -174,6 +174,14 @@ impl<T: Clone> EpollDriver<T> {
         self.table.fds.remove(&fd);
     }
 
+    /// Cancels every op (nothing of them is in the kernel) and closes the fds whose close
+    /// waited for them; returns `true` and the ops' owners.
+    pub(crate) fn shutdown(&mut self) -> (bool, Vec<T>) {
+        let owners = self.table.cancel_all();
+        self.close_released();
+        (true, owners)
+    }
+
     /// Ops submitted and neither completed nor cancelled.
     pub(crate) fn in_flight(&self) -> usize {
         self.table.len()

@@ -186,6 +186,12 @@ impl<T> FdTable<T> {
         Some(slot.owner)
     }
 
+    /// Cancels every op; returns their owners.
+    pub(super) fn cancel_all(&mut self) -> Vec<T> {
+        let keys: Vec<usize> = self.ops.iter().map(|(key, _)| key).collect();
+        keys.into_iter().filter_map(|key| self.cancel(key)).collect()
+    }
+
     /// Frees op `key`'s slot and its fd use; a close that waited for it is released.
     fn remove(&mut self, key: usize) -> OpSlot<T> {
         let slot = self.ops.remove(key);

@@ -10,7 +10,7 @@
 //!
 //! # Implementation
 //! The kernel keeps the registration in the registering thread's io_uring context. The driver
-//! is `!Send` (its buffer ring and pool are `Rc`s), so it is created, entered and dropped on
+//! is `!Send` (its buffer rings are `Rc`s), so it is created, entered and dropped on
 //! that one thread, and the index is valid at every enter. The drop undoes the registration:
 //! it holds a reference to the ring's file, which would otherwise keep the io_uring instance
 //! alive until the thread exits.

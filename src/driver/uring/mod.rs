@@ -80,6 +80,8 @@ pub(crate) struct UringDriver<T: Clone> {
     /// The provided-buffer rings. After `ring`, so the io_uring instance is closed before
     /// their memory can be freed.
     rings: Rings,
+    /// A shutdown left ops in the kernel (their memory and fds are leaked).
+    leaked: bool,
 }
 
 impl<T: Clone> UringDriver<T> {
@@ -91,18 +93,9 @@ impl<T: Clone> UringDriver<T> {
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
     }
 
-    /// Queues `op` for the next turn. Nothing reaches the kernel before it.
+    /// Queues `op` for the next turn: no syscall, nothing reaches the kernel before it.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        let dgram_ring = match op {
-            Op::RecvMsgMulti { .. } => self.rings.ensure_dgram(&self.ring),
-            _ => Ok(()),
-        };
-        let key = self.table.insert(op, owner);
-        if let Err(e) = dgram_ring {
-            log::error!("io_uring: registering the datagram buffer ring failed: {e}");
-            self.table.finish_later(key, -e.raw_os_error().unwrap_or(libc::ENOMEM));
-        }
-        OpId(key)
+        OpId(self.table.insert(op, owner))
     }
 
     /// Detaches `id`'s owner and returns it; no completion is delivered for it afterwards. An
@@ -202,7 +195,8 @@ impl<T: Clone> UringDriver<T> {
         let ring_fd = RingFd::new(ring.as_raw_fd(), register);
         let mut wake = WakeOp::new(Arc::new(eventfd));
         let internal = vec![wake.arm()];
-        Ok(UringDriver { ring, ring_fd, table: OpTable::default(), internal, wake, rings })
+        let table = OpTable::default();
+        Ok(UringDriver { ring, ring_fd, table, internal, wake, rings, leaked: false })
     }
 
     /// Pushes the driver's own SQEs, then the queued ops, to the SQ, submitting whenever it
@@ -262,6 +256,16 @@ impl<T: Clone> UringDriver<T> {
     /// that cannot be submitted is finished with its error instead.
     fn op_sqe(&mut self, key: usize) -> Option<squeue::Entry> {
         let slot = self.table.slots.get_mut(key)?;
+        if let (Op::RecvMsgMulti { .. }, SlotState::Queued(_)) = (&slot.op, &slot.state) {
+            // The datagram ring is registered at the first `RecvMsgMulti` (a loop without a
+            // datagram endpoint pays nothing for it); a refusal fails the op.
+            if let Err(e) = self.rings.ensure_dgram(&self.ring) {
+                log::error!("io_uring: registering the datagram buffer ring failed: {e}");
+                self.table.finish_later(key, -e.raw_os_error().unwrap_or(libc::ENOMEM));
+                return None;
+            }
+        }
+        let slot = &mut self.table.slots[key];
         let sqe = match slot.state {
             SlotState::Queued(_) => slot::sqe(&mut slot.op),
             SlotState::QueuedPoll(_) => Ok(slot::readiness_poll(&slot.op)?),

@@ -13,7 +13,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 impl<T: Clone> Drop for UringDriver<T> {
     fn drop(&mut self) {
-        let clean = self.shutdown();
+        let (clean, owners) = self.shutdown();
+        drop(owners);
         self.release_buffer_rings(clean);
         // Before the ring's fd closes: a registration would keep the instance alive.
         self.ring_fd.unregister();
@@ -23,7 +24,8 @@ impl<T: Clone> Drop for UringDriver<T> {
 impl<T: Clone> UringDriver<T> {
     /// Cancels everything and waits up to [`SHUTDOWN_GRACE`] for the final CQEs; returns
     /// whether they all came (otherwise the memory the kernel may still touch is leaked, and
-    /// so are the fds whose close waited for those ops).
+    /// so are the fds whose close waited for those ops) and the owners it detached, for the
+    /// caller to drop now that the kernel is done (or to know it may not be). Idempotent.
     ///
     /// # Implementation
     /// Closing the ring fd does make the kernel cancel what is left, but asynchronously, in a
@@ -36,7 +38,7 @@ impl<T: Clone> UringDriver<T> {
     /// transport's, when the loop is gone), which is safe only then. Whatever is still out
     /// after the grace period (an op the kernel cannot interrupt) has its memory deliberately
     /// leaked with `mem::forget`: a few bytes lost beat a kernel write into freed memory.
-    pub(super) fn shutdown(&mut self) -> bool {
+    pub(crate) fn shutdown(&mut self) -> (bool, Vec<T>) {
         self.wake.retire();
         let keys: Vec<usize> = self.table.slots.iter().map(|(key, _)| key).collect();
         let owners: Vec<T> =
@@ -52,9 +54,9 @@ impl<T: Clone> UringDriver<T> {
             );
             self.table.leak();
             self.wake.abandon();
+            self.leaked = true;
         }
-        drop(owners);
-        clean
+        (!self.leaked, owners)
     }
 
     /// Sends one `IORING_ASYNC_CANCEL_ANY` and turns until every op and the wake read are
