@@ -91,9 +91,15 @@ struct Running {
 impl Running {
     /// Starts `path` with `args`, stdin empty, stdout and stderr piped.
     fn spawn(path: &Path, args: &[&str]) -> Running {
+        Running::spawn_with_env(path, args, &[])
+    }
+
+    /// [`spawn`](Running::spawn) with environment variables `env` set.
+    fn spawn_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let mut child = Command::new(path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -488,25 +494,13 @@ fn subprocess_date_prints_the_date_its_child_printed() {
     let Some(paths) = examples(test, &["subprocess_date"]) else { return };
     for backend in backends(test) {
         let test = format!("{test} on {backend}");
-        let child = Command::new(&paths[0])
-            .env("RINGLOOP_BACKEND", backend.name())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{test}: spawning subprocess_date: {e}"));
-        let done = Arc::new(AtomicBool::new(false));
-        watchdog(child.id(), done.clone());
-        let out = child.wait_with_output().expect("waiting for subprocess_date");
-        done.store(true, Ordering::Release);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("not compiled in") {
-            skip(&test, "subprocess_date was built without `--features fallback`");
-            continue;
-        }
-        assert!(out.status.success(), "{test}: exited with {}: {stderr}", out.status);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let date = stdout.strip_prefix("Current date: ").and_then(|d| d.strip_suffix('\n'));
-        assert!(date.is_some_and(is_python_datetime), "{test}: printed {stdout:?}");
+        let env = [("RINGLOOP_BACKEND", backend.name())];
+        let mut example = Running::spawn_with_env(&paths[0], &[], &env);
+        let Some(line) = example.banner(1, &test) else { continue };
+        let status = example.wait();
+        assert!(status.success(), "{test}: exited with {status}");
+        let date = line[0].strip_prefix("Current date: ").and_then(|d| d.strip_suffix('\n'));
+        assert!(date.is_some_and(is_python_datetime), "{test}: printed {line:?}");
+        assert_eq!(example.rest(), "", "{test}: one line only");
     }
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use ringloop::subprocess::{ProcessOptions, Stdio};
 use ringloop::{Error, PipeTransport};
 use subprocess_support::*;
-use uring_tests::{backend_tests, capture_error_texts, pattern, run_until};
+use uring_tests::{backend_tests, capture_error_texts, pattern, pipe, run_until, TempDir};
 
 /// A child that exits with `code` once it reads a line, and that line written: it exits
 /// while the loop does not run, so it stays unreaped (a zombie) until the loop runs again.
@@ -132,10 +132,11 @@ backend_tests! {
     }
 
     fn stdout_arrives_intact_at_pipe_and_buffer_boundaries(lp) {
+        let dir = TempDir::for_test(lp, "stdout_boundaries");
         for size in [0, 1, 65_536, 65_537, 1_000_000] {
             let data = pattern(size);
-            let file = TempFile::new(&format!("stdout-{size}-{:?}", lp.backend()), &data);
-            let (transport, rec) = exec(lp, "cat", &[file.path()], stdout_only());
+            let file = data_file(&dir, &size.to_string(), &data);
+            let (transport, rec) = exec(lp, "cat", &[&file], stdout_only());
             until_lost(lp, &rec);
             let rec = rec.borrow();
             assert!(rec.out[1] == data, "{size} bytes: got {} bytes", rec.out[1].len());
@@ -145,12 +146,13 @@ backend_tests! {
     }
 
     fn stdin_arrives_intact_at_pipe_and_buffer_boundaries(lp) {
+        let dir = TempDir::for_test(lp, "stdin_boundaries");
         for size in [8_192, 8_193, 219_263, 219_264] {
             let data = pattern(size);
-            let file = TempFile::new(&format!("stdin-{size}-{:?}", lp.backend()), &data);
+            let file = data_file(&dir, &size.to_string(), &data);
             // `cmp` exits 0 only if stdin is byte for byte the file.
             let options = stdout_only().stdin(Stdio::Pipe);
-            let (transport, rec) = exec(lp, "cmp", &["-", file.path()], options);
+            let (transport, rec) = exec(lp, "cmp", &["-", &file], options);
             let stdin = transport.get_pipe_transport(0).unwrap();
             let stdin = stdin.as_write().unwrap();
             stdin.write(&data);
@@ -220,7 +222,8 @@ backend_tests! {
         rec.borrow().check_complete(&[0]);
 
         // A given fd: a pipe of our own, read after the child exited.
-        let (mut reader, writer) = cloexec_pipe();
+        let (reader, writer) = pipe(0);
+        let mut reader = std::fs::File::from(reader);
         let options = stdout_only().stdout(Stdio::Fd(writer));
         let (transport, rec) = exec(lp, "echo", &["to our pipe"], options);
         assert!(transport.get_pipe_transport(1).is_none());
@@ -316,8 +319,9 @@ backend_tests! {
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
         assert!(err.to_string().contains("/nonexistent/dir/prog"), "{err}");
 
-        let file = TempFile::new(&format!("not-executable-{:?}", lp.backend()), b"#!/bin/sh\n");
-        let err = exec_with(lp, file.path(), &[], stdout_only(), |_| {}).err().unwrap();
+        let dir = TempDir::for_test(lp, "not_executable");
+        let file = data_file(&dir, "script", b"#!/bin/sh\n");
+        let err = exec_with(lp, &file, &[], stdout_only(), |_| {}).err().unwrap();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
         assert!(err.to_string().contains("not executable"), "{err}");
 

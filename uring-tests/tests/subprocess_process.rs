@@ -10,7 +10,7 @@ use std::rc::Rc;
 use ringloop::subprocess::{ProcessOptions, Stdio};
 use ringloop::{gather, Error, EventLoop, Process};
 use subprocess_support::*;
-use uring_tests::{backend_tests, pattern};
+use uring_tests::{backend_tests, pattern, TempDir};
 
 /// Runs `future` on `lp` with a bound: a hang fails the test instead of stalling the suite.
 fn run<T>(lp: &EventLoop, future: impl std::future::Future<Output = T>) -> T {
@@ -35,10 +35,11 @@ backend_tests! {
     }
 
     fn stdin_arrives_intact_through_communicate(lp) {
+        let dir = TempDir::for_test(lp, "communicate_boundaries");
         for size in [0, 8_192, 8_193, 219_263, 219_264] {
             let data = pattern(size);
-            let file = TempFile::new(&format!("communicate-{size}-{:?}", lp.backend()), &data);
-            let process = start(lp, "cmp", &["-", file.path()], ProcessOptions::new());
+            let file = data_file(&dir, &size.to_string(), &data);
+            let process = start(lp, "cmp", &["-", &file], ProcessOptions::new());
             let (stdout, stderr) = run(lp, process.communicate(Some(&data))).unwrap();
             let report = (stdout.unwrap(), stderr.unwrap());
             assert_eq!(process.returncode(), Some(0), "{size} bytes: {report:?}");
@@ -46,11 +47,12 @@ backend_tests! {
     }
 
     fn stdout_arrives_intact_through_the_reader(lp) {
+        let dir = TempDir::for_test(lp, "reader_boundaries");
         for size in [65_536, 65_537, 1_000_000] {
             let data = pattern(size);
-            let file = TempFile::new(&format!("reader-{size}-{:?}", lp.backend()), &data);
+            let file = data_file(&dir, &size.to_string(), &data);
             let options = ProcessOptions::new().stdin(Stdio::DevNull).stderr(Stdio::DevNull);
-            let process = start(lp, "cat", &[file.path()], options);
+            let process = start(lp, "cat", &[&file], options);
             let stdout = process.stdout.as_ref().unwrap();
             let got = run(lp, stdout.read_to_end()).unwrap();
             assert!(got == data, "{size} bytes: got {}", got.len());
@@ -62,8 +64,9 @@ backend_tests! {
     fn reading_stdout_after_the_exit_gives_the_rest_then_eof(lp) {
         // Less than the pipe and the reader's buffer hold, so the child can finish unread.
         let data = pattern(100_000);
-        let file = TempFile::new(&format!("after-exit-{:?}", lp.backend()), &data);
-        let process = start(lp, "cat", &[file.path()], ProcessOptions::new().stdin(Stdio::DevNull));
+        let dir = TempDir::for_test(lp, "after_exit");
+        let file = data_file(&dir, "data", &data);
+        let process = start(lp, "cat", &[&file], ProcessOptions::new().stdin(Stdio::DevNull));
         assert_eq!(run(lp, process.wait()), 0);
         let stdout = process.stdout.as_ref().unwrap();
         let first = run(lp, stdout.readexactly(10)).unwrap();

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use ringloop::subprocess::ProcessOptions;
 use ringloop::{BaseProtocol, Error, EventLoop, SubprocessProtocol, SubprocessTransport};
-use uring_tests::{errno_of, run_until};
+use uring_tests::{errno_of, run_until, TempDir};
 
 /// Generous bound for "this must happen" waits (2 shared cores, debug build).
 pub const WAIT: f64 = 30.0;
@@ -192,26 +192,11 @@ pub fn until_lost(lp: &EventLoop, rec: &Rc<RefCell<Rec>>) {
     assert!(done, "{:?}: no connection_lost; events {:?}", lp.backend(), rec.borrow().events);
 }
 
-/// A file holding `data` under the temp dir, removed on drop.
-pub struct TempFile(pub std::path::PathBuf);
-
-impl TempFile {
-    pub fn new(name: &str, data: &[u8]) -> TempFile {
-        let path =
-            std::env::temp_dir().join(format!("ringloop-subprocess-{}-{name}", std::process::id()));
-        std::fs::write(&path, data).expect("writing the temp file");
-        TempFile(path)
-    }
-
-    pub fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// Writes `data` to the file `name` in `dir` and returns its path.
+pub fn data_file(dir: &TempDir, name: &str, data: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("writing the data file");
+    path.to_str().expect("a UTF-8 temp path").to_owned()
 }
 
 /// The state letter of `pid` in `/proc/PID/stat` (`Z` for a zombie), if it exists.
@@ -275,16 +260,6 @@ pub fn parse_fds(listing: &[u8]) -> Vec<RawFd> {
         text.lines().map(|l| l.trim().parse().expect("an fd number")).collect();
     fds.sort_unstable();
     fds
-}
-
-/// A close-on-exec pipe: its read end as a `File`, its write end.
-pub fn cloexec_pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two fds pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both are new fds, owned from here on.
-    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) }
 }
 
 /// `s` as an `OsStr` (for `args` arrays of mixed sources).
