@@ -14,7 +14,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use ringloop::subprocess::{ProcessOptions, Stdio};
 use ringloop::{Error, PipeTransport};
 use subprocess_support::*;
-use uring_tests::{backend_tests, capture_error_texts, pattern, pipe, run_until, TempDir};
+use uring_tests::{
+    backend_tests, capture_error_texts, install_logger, my_warnings, pattern, pipe, run_until,
+    TempDir,
+};
 
 /// A child that exits with `code` once it reads a line, and that line written: it exits
 /// while the loop does not run, so it stays unreaped (a zombie) until the loop runs again.
@@ -108,9 +111,13 @@ backend_tests! {
     }
 
     fn close_kills_a_running_child_and_pipes_close(lp) {
+        // In debug mode a kill at close is logged (asyncio's "Close running child process").
+        install_logger();
+        lp.set_debug(true);
         let (transport, rec) = exec(lp, "sleep", &["30"], ProcessOptions::new());
         let pid = transport.get_pid();
         transport.close();
+        assert_eq!(my_warnings("Close running child process: kill"), 1);
         assert!(transport.is_closing());
         transport.close();
         until_lost(lp, &rec);
@@ -123,9 +130,12 @@ backend_tests! {
     }
 
     fn close_leaves_an_exited_child_alone(lp) {
+        install_logger();
+        lp.set_debug(true);
         let (transport, rec) = exit_on_input(lp, 7);
         until_zombie(transport.get_pid());
         transport.close();
+        assert_eq!(my_warnings("Close running child process"), 0, "no kill");
         until_lost(lp, &rec);
         assert_eq!(transport.get_returncode(), Some(7), "not killed: its own code");
         rec.borrow().check_complete(&[0, 1]);
