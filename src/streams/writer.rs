@@ -125,7 +125,8 @@ impl<T: WriterTransport> StreamWriter<T> {
 
     /// Queues `data` on the transport; never blocks (call [`drain`](Self::drain) to wait
     /// for the buffer to empty). After `close()` or once the connection is lost the data is
-    /// dropped, and `drain` reports it. `Error::Runtime` after `write_eof()`.
+    /// dropped, and `drain` reports it. On a connection, `Error::Runtime` after
+    /// `write_eof()` (a child's stdin is closed by `write_eof`, and drops later writes).
     pub fn write(&self, data: &[u8]) -> Result<()> {
         self.transport().write(data)
     }
