@@ -42,6 +42,8 @@
 //! | `loop.connect_read_pipe`, `connect_write_pipe`, `ReadTransport`, `WriteTransport` | [`EventLoop::connect_read_pipe`], [`EventLoop::connect_write_pipe`], [`ReadTransport`], [`WriteTransport`] |
 //! | `loop.sendfile`, `loop.sock_sendfile`, `SendfileNotAvailableError` | [`EventLoop::sendfile`], [`EventLoop::sock_sendfile`], [`Error::SendfileNotAvailable`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
+//! | `loop.subprocess_exec`, `loop.subprocess_shell`, `SubprocessProtocol`, `SubprocessTransport` | [`EventLoop::subprocess_exec`], [`EventLoop::subprocess_shell`], [`SubprocessProtocol`], [`SubprocessTransport`], [`PipeTransport`] (module [`subprocess`]) |
+//! | `asyncio.create_subprocess_exec`, `create_subprocess_shell`, `asyncio.subprocess.Process`, `PIPE`/`DEVNULL`/`STDOUT` | [`create_subprocess_exec`], [`create_subprocess_shell`], [`Process`], [`ProcessOptions`], [`subprocess::Stdio`] |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
@@ -74,6 +76,7 @@ mod sendfile;
 pub mod server;
 mod signal;
 pub mod streams;
+pub mod subprocess;
 mod sys;
 mod task;
 #[cfg(test)]
@@ -101,6 +104,10 @@ pub use server::{Hosts, Server, ServerOptions};
 pub use streams::{
     open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
     ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
+};
+pub use subprocess::{
+    create_subprocess_exec, create_subprocess_shell, PipeTransport, Process, ProcessOptions,
+    SubprocessProtocol, SubprocessTransport,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use toolbox::{

@@ -1,8 +1,8 @@
 //! The echo examples (`examples/tcp_echo_*.rs`, the streams versions
 //! `examples/streams_echo_*.rs`, `examples/udp_echo_*.rs`, `examples/unix_echo_server.rs`)
-//! and `examples/signals.rs`, run
+//! `examples/signals.rs` and `examples/subprocess_date.rs`, run
 //! as the compiled programs on every backend built in: their output must be the asyncio
-//! documentation's, line for line.
+//! documentation's, line for line (for `subprocess_date`, in shape: the date changes).
 //!
 //! The binaries are the ones `cargo test` builds for the `ringloop` package, found in
 //! `examples/` beside this test's `deps/` directory (so `CARGO_TARGET_DIR` is honoured). When
@@ -91,9 +91,15 @@ struct Running {
 impl Running {
     /// Starts `path` with `args`, stdin empty, stdout and stderr piped.
     fn spawn(path: &Path, args: &[&str]) -> Running {
+        Running::spawn_with_env(path, args, &[])
+    }
+
+    /// [`spawn`](Running::spawn) with environment variables `env` set.
+    fn spawn_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let mut child = Command::new(path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -469,4 +475,32 @@ fn unix_echo_server_without_path_is_a_usage_error() {
     let missing = Command::new(&paths[0]).output().expect("running unix_echo_server");
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("--path is required"), "{test}: {stderr}");
+}
+
+/// Whether `date` is Python's `str(datetime.datetime.now())` with microseconds:
+/// `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn is_python_datetime(date: &str) -> bool {
+    let shape = "dddd-dd-dd dd:dd:dd.dddddd";
+    date.len() == shape.len()
+        && date.chars().zip(shape.chars()).all(|(c, s)| match s {
+            'd' => c.is_ascii_digit(),
+            _ => c == s,
+        })
+}
+
+#[test]
+fn subprocess_date_prints_the_date_its_child_printed() {
+    let test = "subprocess_date_prints_the_date_its_child_printed";
+    let Some(paths) = examples(test, &["subprocess_date"]) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let env = [("RINGLOOP_BACKEND", backend.name())];
+        let mut example = Running::spawn_with_env(&paths[0], &[], &env);
+        let Some(line) = example.banner(1, &test) else { continue };
+        let status = example.wait();
+        assert!(status.success(), "{test}: exited with {status}");
+        let date = line[0].strip_prefix("Current date: ").and_then(|d| d.strip_suffix('\n'));
+        assert!(date.is_some_and(is_python_datetime), "{test}: printed {line:?}");
+        assert_eq!(example.rest(), "", "{test}: one line only");
+    }
 }
