@@ -22,9 +22,10 @@
 //! `write_eof`/`close` flush the buffer, then close the pipe (a pipe has no half-close).
 //! Noticing the reader going away: a pipe's write end reports `POLLERR` once its last reader
 //! is closed, so on a pipe, FIFO or socket a `Poll` for readability is kept in flight (asyncio
-//! adds a reader to the write pipe for the same reason); when it fires the transport closes
-//! with the broken-pipe error (`EPIPE`), buffer or not. A write that meets the closed pipe
-//! first closes it with that same error. asyncio logs a write error at debug level only.
+//! adds a reader to the write pipe for the same reason); when it fires the transport closes,
+//! with the broken-pipe error (`EPIPE`) if data was still buffered, else cleanly
+//! (`connection_lost(None)`), as asyncio's `_read_ready` does. A write that meets the closed
+//! pipe first closes it with `EPIPE`. asyncio logs a write error at debug level only.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -341,20 +342,22 @@ impl WriteCore {
         }
     }
 
-    /// The watch fired: the pipe's reader is gone (or the watch failed).
+    /// The watch fired: the pipe's reader is gone (or the watch failed). As asyncio's
+    /// `_read_ready`: a broken-pipe error if data was still to be written, else a clean close.
     fn on_reader_gone(self: &Rc<Self>, result: io::Result<u32>) {
         if self.base.is_closed() {
             return;
         }
         let fd = self.base.fd.raw();
         let error = match result {
-            Ok(_) => Error::io(
+            Ok(_) if self.write.is_idle() => None,
+            Ok(_) => Some(Error::io(
                 format!("write pipe fd {fd}: the reading end was closed"),
                 io::Error::from_raw_os_error(libc::EPIPE),
-            ),
-            Err(err) => Error::io(format!("watching write pipe fd {fd}"), err),
+            )),
+            Err(err) => Some(Error::io(format!("watching write pipe fd {fd}"), err)),
         };
-        self.force_close(Some(error));
+        self.force_close(error);
     }
 
     /// In `Closing` with nothing left to write: close.
