@@ -49,7 +49,8 @@ impl EventLoop {
     /// the file in chunks and writes them through the transport.
     ///
     /// The transport's buffer is flushed first. While the transfer runs, [`Transport::write`]
-    /// is refused, `close()` and `write_eof()` wait for it, and reading goes on. The file's
+    /// is refused, `close()` and `write_eof()` wait for it to end (as for the buffer), and
+    /// reading goes on. An abort or a fatal error of the transport ends it with that error. The file's
     /// position ends at `offset + sent`, also when an error or a drop ends the transfer.
     /// Dropping the future ends the transfer after the chunk the kernel holds, which reaches
     /// the socket before any later write.

@@ -11,8 +11,9 @@
 //!   pipe drained into the socket), the file position is set to `offset + sent`, and only
 //!   then are writes taken again, so every byte the kernel took from the file reaches the
 //!   socket before any later write. With no chunk in flight it ends at once.
-//! * `close()` ends the transfer after the chunk in flight with an error; an abort or a fatal
-//!   error cancels the chunk (the connection is gone anyway) and ends it with an error.
+//! * `close()` lets the transfer run to its end, as it lets the buffer flush; an abort or a
+//!   fatal error cancels the chunk (the connection is gone anyway) and ends the transfer with
+//!   that error (an abort: `ConnectionAborted`).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -61,12 +62,25 @@ impl SendFileSide {
         }
     }
 
-    /// An abort or fatal error: cancels the chunk in flight through `cancel` and ends the
-    /// transfer with an error naming `fd`.
-    pub(crate) fn abort(&self, cancel: impl FnOnce(&Cell<Option<OpId>>), fd: i32) {
+    /// The transport closes for good (`error`, or an abort): cancels the chunk in flight
+    /// through `cancel` and ends the transfer with the transport's error, or one saying it was
+    /// aborted.
+    pub(crate) fn abort(
+        &self,
+        cancel: impl FnOnce(&Cell<Option<OpId>>),
+        fd: i32,
+        error: Option<&Error>,
+    ) {
+        if !self.is_active() {
+            return;
+        }
         cancel(&self.op);
-        let error = io::Error::new(io::ErrorKind::ConnectionAborted, "the transport was aborted");
-        self.end(Err(Error::io(format!("sendfile(fd {fd})"), error)));
+        let error = error.cloned().unwrap_or_else(|| {
+            let aborted =
+                io::Error::new(io::ErrorKind::ConnectionAborted, "the transport was aborted");
+            Error::io(format!("sendfile(fd {fd})"), aborted)
+        });
+        self.end(Err(error));
     }
 }
 
@@ -96,7 +110,7 @@ pub(crate) trait SendFileHost: Writer {
     }
 
     /// Moves the transfer on when the write side is idle and no chunk is in flight: the next
-    /// chunk, or the end (the range is sent, or the transport is closing).
+    /// chunk, or the end (the range is sent).
     fn advance_sendfile(self: &Rc<Self>) {
         let side = self.sendfile_side();
         let Some(transfer) = side.current() else { return };
@@ -104,13 +118,15 @@ pub(crate) trait SendFileHost: Writer {
             return;
         }
         let fd = &self.base().fd;
-        if !self.base().is_open() {
-            let closed = io::Error::new(io::ErrorKind::ConnectionAborted, "the transport closed");
-            return self.end_sendfile(Err(Error::io(format!("sendfile(fd {})", fd.raw()), closed)));
-        }
         let Some(op) = transfer.next_op(fd.raw()) else { return self.end_sendfile(Ok(())) };
         let owner: OpOwner = self.clone();
         side.op.set(fd.submit(op, owner));
+        if side.op.get().is_none() {
+            // The socket or the loop is gone (the transport's close cancels a transfer first,
+            // so this is a loop closed under it).
+            let gone = io::Error::new(io::ErrorKind::ConnectionAborted, "the socket is closed");
+            self.end_sendfile(Err(Error::io(format!("sendfile(fd {})", fd.raw()), gone)));
+        }
     }
 
     /// The chunk in flight completed.

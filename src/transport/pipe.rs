@@ -128,7 +128,7 @@ impl ReadCore {
     /// EOF: closed at once (so `is_closing()` is true inside `eof_received`), then
     /// `eof_received`, then `connection_lost(None)` (or the panic of `eof_received`).
     fn on_eof(self: &Rc<Self>) {
-        if self.enter_closed() {
+        if self.enter_closed(None) {
             self.base.dispatcher.send(Event::Eof);
             let describe = || self.describe();
             let error = self.base.dispatcher.report_failures(&self.base.fd, describe);
@@ -168,7 +168,7 @@ impl TransportCore for ReadCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, _: Option<&Error>) {
         self.read.close(&self.base.fd);
     }
 
@@ -385,7 +385,7 @@ impl TransportCore for WriteCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, _: Option<&Error>) {
         self.base.fd.cancel(self.write.op_slot());
         self.base.fd.cancel(&self.watch_op);
     }

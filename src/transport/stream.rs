@@ -349,10 +349,10 @@ impl TransportCore for StreamCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, error: Option<&Error>) {
         self.read.close(&self.base.fd);
         self.base.fd.cancel(self.write.op_slot());
-        self.sendfile.abort(|slot| self.base.fd.cancel(slot), self.base.fd.raw());
+        self.sendfile.abort(|slot| self.base.fd.cancel(slot), self.base.fd.raw(), error);
     }
 
     fn close_fd(&self) {
@@ -360,15 +360,13 @@ impl TransportCore for StreamCore {
         self.base.fd.close(&in_flight);
     }
 
-    /// Reading stops at once; the buffer is flushed (a `sendfile` ends after its chunk in
-    /// flight), then the transport finishes.
+    /// Reading stops at once; the buffer is flushed (and a `sendfile` runs to its end), then
+    /// the transport finishes.
     fn close(self: &Rc<Self>) {
         if self.base.start_closing() {
             self.read.close(&self.base.fd);
             if self.is_flushed() {
                 self.finish(None);
-            } else {
-                self.advance_sendfile();
             }
         }
     }
