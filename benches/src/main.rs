@@ -68,7 +68,7 @@ ratios to raw-sendfile paired per round.
 sendfile options:
   --size MiB          the file's size (default 256)
   --clients N[,N...]  connections per window, each count run separately (default 1,8)
-  --repeat R          rounds per client count (default 10)
+  --repeat R          rounds per client count (default 15)
   --timeout SECS      the longest one window may take (default 60)
   --discard read|splice  how clients discard: read(2) into a buffer (default), or
                       splice(2) to /dev/null (no copy on the client side)

@@ -101,7 +101,7 @@ fn serve_options_are_parsed() {
 fn sendfile_options_are_parsed() {
     let o = parse_sendfile(&[]).unwrap();
     assert_eq!(o.impls, Workload::Sendfile.impls());
-    assert_eq!((o.size_mib, o.clients.as_slice(), o.repeat, o.json), (256, &[1, 8][..], 10, false));
+    assert_eq!((o.size_mib, o.clients.as_slice(), o.repeat, o.json), (256, &[1, 8][..], 15, false));
     let list = [
         "--size",
         "16",

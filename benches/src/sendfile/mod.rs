@@ -52,7 +52,7 @@ impl Default for Options {
             impls: Workload::Sendfile.impls(),
             size_mib: 256,
             clients: vec![1, 8],
-            repeat: 10,
+            repeat: 15,
             timeout: Duration::from_secs(60),
             discard: Discard::Read,
             json: false,
