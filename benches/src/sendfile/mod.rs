@@ -155,7 +155,7 @@ pub fn run(options: &Options) -> Result<Report, String> {
     let mut report = Report::new(options, cpus, pinned, file.path.clone());
     for &clients in &options.clients {
         rounds(&servers, clients, &file, options, &mut report)
-            .map_err(|e| format!("{clients} clients: {e}"))?;
+            .map_err(|e| format!("{}: {e}", connections(clients).trim_end()))?;
     }
     Ok(report)
 }
@@ -170,8 +170,11 @@ fn rounds(
     report: &mut Report,
 ) -> Result<(), String> {
     for rep in 1..=options.repeat {
-        let mut line =
-            format!("{clients} clients  round {rep:>2}/{}  MiB/s (CPU µs/MiB):", options.repeat);
+        let mut line = format!(
+            "{}  round {rep:>2}/{}  MiB/s (CPU µs/MiB):",
+            connections(clients),
+            options.repeat
+        );
         for k in 0..servers.len() {
             // Each round starts with the next server, so none always follows the same one.
             let server = &servers[(rep - 1 + k) % servers.len()];
@@ -186,6 +189,14 @@ fn rounds(
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// How progress lines and errors name a client count: `1 client`, `8 clients`.
+fn connections(clients: usize) -> String {
+    match clients {
+        1 => "1 client ".into(),
+        n => format!("{n} clients"),
+    }
 }
 
 /// One window: `clients` connections to `server` at once, each receiving the whole file.
