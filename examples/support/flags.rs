@@ -1,6 +1,7 @@
-//! The echo examples' command line: `--host`, `--port` and `--backend` for all of them, plus
-//! the few flags each one adds (`--message`, `--quiet`, `--max-seconds`). A Unix-socket
-//! example takes a required `--path` instead of `--host` and `--port`.
+//! The network examples' command line: `--host`, `--port` and `--backend` for all of them,
+//! plus the few flags each one adds (`--message`, `--quiet`, `--max-seconds`, a required
+//! `--file`). A Unix-socket example takes a required `--path` instead of `--host` and
+//! `--port`.
 
 use std::fmt::Display;
 
@@ -18,6 +19,8 @@ pub enum Flag {
     /// `--path PATH`: the Unix socket's path, required; `--host` and `--port` are then not
     /// accepted.
     Path,
+    /// `--file PATH`: the file a server sends, required.
+    File,
 }
 
 impl Flag {
@@ -29,6 +32,7 @@ impl Flag {
             Flag::MaxSeconds => "[--max-seconds N]",
             // Shown first, in place of `--host` and `--port`.
             Flag::Path => "--path PATH",
+            Flag::File => "--file PATH",
         }
     }
 
@@ -39,6 +43,7 @@ impl Flag {
             Flag::Quiet => "--quiet",
             Flag::MaxSeconds => "--max-seconds",
             Flag::Path => "--path",
+            Flag::File => "--file",
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Args {
     pub max_seconds: Option<f64>,
     /// `--path`: the Unix socket (set whenever the spec has [`Flag::Path`]).
     pub path: Option<String>,
+    /// `--file`: the file to send (set whenever the spec has [`Flag::File`]).
+    pub file: Option<String>,
 }
 
 impl Spec {
@@ -100,6 +107,7 @@ impl Spec {
             quiet: false,
             max_seconds: None,
             path: None,
+            file: None,
         };
         let inet = !self.unix();
         while let Some(arg) = args.next() {
@@ -115,6 +123,7 @@ impl Spec {
                     parsed.max_seconds = Some(parse_seconds(&arg, &value()?)?)
                 }
                 (_, Some(Flag::Path)) => parsed.path = Some(value()?),
+                (_, Some(Flag::File)) => parsed.file = Some(value()?),
                 ("-h" | "--help", None) => return Err(self.usage()),
                 (other, None) => {
                     return Err(format!("unknown argument {other:?}\n{}", self.usage()))
@@ -123,6 +132,9 @@ impl Spec {
         }
         if self.unix() && parsed.path.is_none() {
             return Err(format!("--path is required\n{}", self.usage()));
+        }
+        if self.flags.contains(&Flag::File) && parsed.file.is_none() {
+            return Err(format!("--file is required\n{}", self.usage()));
         }
         Ok(parsed)
     }

@@ -270,7 +270,7 @@ fn key(s: usize, i: usize) -> u64 {
 }
 
 /// Connects, retrying for up to a second while the server comes up.
-fn connect(port: u16) -> io::Result<TcpStream> {
+pub(crate) fn connect(port: u16) -> io::Result<TcpStream> {
     let mut attempts = 0;
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -286,7 +286,8 @@ fn connect(port: u16) -> io::Result<TcpStream> {
     }
 }
 
-fn epoll_ctl(
+/// `epoll_ctl(op)` of `stream` with `events` and `key`.
+pub(crate) fn epoll_ctl(
     epoll: &OwnedFd,
     op: i32,
     stream: &TcpStream,
