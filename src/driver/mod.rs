@@ -7,9 +7,10 @@
 //! # The contract every backend meets
 //!
 //! * **Ops.** One-shot: [`Op::Poll`], [`Op::Connect`], [`Op::Send`], [`Op::SendMsg`],
-//!   [`Op::Read`], [`Op::Write`], [`Op::SendFile`]. Persistent (below): [`Op::RecvMulti`], [`Op::RecvMsgMulti`],
-//!   [`Op::AcceptMulti`]. Sockets receive and accept only through the persistent ops (the
-//!   `sock_*` calls use `Poll` and their own syscalls).
+//!   [`Op::Read`], [`Op::Write`], [`Op::SendFile`], [`Op::WaitId`]. Persistent (below):
+//!   [`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`]. Sockets receive and
+//!   accept only through the persistent ops (the `sock_*` calls use `Poll` and their own
+//!   syscalls).
 //! * **Submission.** [`Driver::submit`](any::Driver::submit) takes an [`Op`] (which owns every
 //!   buffer and address the kernel may touch) and an *owner* value `T` chosen by the loop, and
 //!   returns an [`OpId`]. The op is queued: it reaches the kernel at the next
@@ -68,6 +69,13 @@
 //!   accepted) is still delivered, in order, before the final `ECANCELED`; `cancel` drops
 //!   them (buffers go back to the ring, accepted fds are closed).
 //!
+//! * **Reaping a child.** [`Op::WaitId`] waits for the exit of the child its pidfd refers to
+//!   and reaps it. A cancel never reaps; but, as for any op, a cancel can come too late: an
+//!   `IORING_OP_WAITID` that the child's exit already woke reaps the child all the same. Its
+//!   result is dropped as for any cancelled op, but not the status: the op's [`ExitInfo`],
+//!   shared with the owner, holds it. So after a cancel the child was reaped once or not at
+//!   all, and the owner can tell which (`wait_id.rs`).
+//!
 //! `Poll` is one-shot and level-checked when armed: if the fd is already ready it completes at
 //! once. Re-arming after each dispatch therefore gives selector (level-triggered) semantics on
 //! both backends, which is what `add_reader`/`add_writer` promise.
@@ -82,9 +90,11 @@ mod fd_uses;
 mod msg;
 pub(crate) mod recv_buf;
 pub(crate) mod uring;
+pub(crate) mod wait_id;
 
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 pub(crate) use crate::sys::EventFd;
 #[cfg(feature = "fallback")]
@@ -94,6 +104,7 @@ pub(crate) use recv_buf::RecvBuf;
 #[cfg(feature = "fallback")]
 pub(crate) use msg::RecvMsgBuf;
 pub(crate) use msg::SendMsgBuf;
+pub(crate) use wait_id::ExitInfo;
 
 /// The most bytes one read, write, recv or send moves: results are a CQE's `i32`.
 pub(crate) const MAX_IO: usize = i32::MAX as usize;
@@ -217,6 +228,26 @@ pub(crate) enum Op {
         /// The most bytes to send.
         len: u32,
     },
+    /// Reap the child `pidfd` refers to once it exits: `waitid(P_PIDFD, pidfd, WEXITED)`. Result:
+    /// 0, with the child's `siginfo_t` in `info` (`si_code` `CLD_EXITED` and the exit status,
+    /// or `CLD_KILLED`/`CLD_DUMPED` and the signal); `ECHILD` if it is not a child of this
+    /// process or was reaped already (by someone else). A negative pidfd is `EBADF`.
+    /// io_uring submits one `IORING_OP_WAITID` (6.7) where the kernel has it and the
+    /// optimization `waitid` is on; otherwise a `POLL_ADD` on the pidfd, readable once the child
+    /// exited, and one non-blocking `waitid` at its CQE (a child still running: poll again;
+    /// also after a `WAITID` that did not wait, on a `PIDFD_NONBLOCK` pidfd). epoll waits for
+    /// the pidfd to be readable, then makes that `waitid`.
+    ///
+    /// Cancelling never reaps on epoll or the poll route. A `WAITID` that the child's exit woke
+    /// before the cancel reached it reaps all the same (the kernel's cancel no longer finds
+    /// it): its result is dropped as for any cancelled op, but `info` holds the status, for
+    /// the owner to read with [`ExitInfo::get`] once the driver let go. See `wait_id.rs`.
+    WaitId {
+        /// The child's pidfd (borrowed: the loop keeps it open while the op is in flight).
+        pidfd: RawFd,
+        /// Where the child's `siginfo_t` lands, shared with the owner.
+        info: Rc<ExitInfo>,
+    },
     /// Receive from `fd` until end of stream, an error or [`end_gracefully`](any::Driver::end_gracefully): a
     /// *persistent* op. Each chunk comes in a completion with `more: true`, `Ok(n)` and the
     /// bytes in [`Completion::data`]; the final completion is `Ok(0)` (end of stream), the
@@ -276,6 +307,7 @@ impl std::fmt::Debug for Op {
             Op::RecvMulti { .. } => write!(f, "RecvMulti(fd {fd})"),
             Op::RecvMsgMulti { .. } => write!(f, "RecvMsgMulti(fd {fd})"),
             Op::AcceptMulti { .. } => write!(f, "AcceptMulti(fd {fd})"),
+            Op::WaitId { .. } => write!(f, "WaitId(pidfd {fd})"),
         }
     }
 }
@@ -293,7 +325,8 @@ impl Op {
             | Op::SendFile { fd, .. }
             | Op::RecvMulti { fd }
             | Op::RecvMsgMulti { fd }
-            | Op::AcceptMulti { fd } => fd,
+            | Op::AcceptMulti { fd }
+            | Op::WaitId { pidfd: fd, .. } => fd,
         }
     }
 

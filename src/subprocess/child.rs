@@ -3,13 +3,14 @@
 //! (`waitid(P_PIDFD)`, so no other child of the process is ever reaped).
 //!
 //! # Reaping
-//! The loop watches the pidfd (a `Poll` op: a pidfd is readable once the child exited) and
-//! reaps the child with `waitid(P_PIDFD, WEXITED | WNOHANG)` when it fires; the transport
-//! does that (`core.rs`). When nobody will watch any more (the loop closed, or the transport
-//! was given up before it started), [`Child::kill_and_reap`] sends `SIGKILL` and waits for
-//! the exit, bounded by [`REAP_WAIT`]; a child that outlives even that (stuck in an
-//! uninterruptible sleep) is handed to a thread that waits for it, so no zombie stays behind.
-//! A `Child` dropped unreaped does the same.
+//! The loop reaps the child with a driver op, `Op::WaitId` on the pidfd (io_uring's
+//! `IORING_OP_WAITID`, or a readable pidfd and `waitid(P_PIDFD, WEXITED | WNOHANG)`); the
+//! transport submits it (`core.rs`) and hands its outcome to [`Child::watched_exit`]. When
+//! nobody will watch any more (the loop closed, or the transport was given up before it
+//! started), [`Child::kill_and_reap`] sends `SIGKILL` and waits for the exit, bounded by
+//! [`REAP_WAIT`]; a child that outlives even that (stuck in an uninterruptible sleep) is
+//! handed to a thread that waits for it, so no zombie stays behind. A `Child` dropped
+//! unreaped does the same.
 
 use std::cell::Cell;
 use std::fmt;
@@ -17,6 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use crate::driver::wait_id;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::sys::{retry_eintr, syscall};
@@ -39,7 +41,7 @@ enum Status {
 pub(crate) struct Child {
     /// The pid, for `get_pid` and messages.
     pid: u32,
-    /// The pidfd, named by the exit watch's `Poll` op: closed through the driver, right
+    /// The pidfd, named by the exit watch's `WaitId` op: closed through the driver, right
     /// after the child is reaped.
     pidfd: LoopFd,
     /// Running or reaped.
@@ -89,31 +91,41 @@ impl Child {
         }
     }
 
-    /// Reaps the child if it exited (`waitid(P_PIDFD, WEXITED | WNOHANG)`): its returncode,
-    /// or `None` while it runs. A child someone else reaped (a `waitpid(-1)` elsewhere in the
-    /// process, or SIGCHLD set to `SIG_IGN`) has no status left: it reports 255, as asyncio
-    /// does, with a warning.
-    pub(crate) fn reap(&self) -> io::Result<Option<i32>> {
+    /// Records what the exit watch's `Op::WaitId` came to: the child reaped, with its
+    /// `siginfo` (read from the op's `ExitInfo`), or the op's error; the returncode. A child
+    /// someone else reaped (`ECHILD`: a `waitpid(-1)` elsewhere in the process, or SIGCHLD set
+    /// to `SIG_IGN`) has no status left: it reports 255, as asyncio does, with a warning.
+    pub(crate) fn watched_exit(
+        &self,
+        waited: io::Result<u32>,
+        siginfo: Option<libc::siginfo_t>,
+    ) -> io::Result<i32> {
         if let Some(code) = self.returncode() {
-            return Ok(Some(code));
+            return Ok(code);
         }
-        let waited = self.pidfd.with_fd(|fd| wait_pidfd(fd, libc::WEXITED | libc::WNOHANG));
-        let code = match waited {
-            Some(Ok(None)) => return Ok(None),
-            Some(Ok(Some(code))) => code,
-            Some(Err(err)) if err.raw_os_error() == Some(libc::ECHILD) => {
+        match waited {
+            Ok(_) => siginfo.and_then(|info| self.record_reaped(&info)).ok_or_else(|| {
+                io::Error::other("the exit watch completed without the child's status")
+            }),
+            Err(err) if err.raw_os_error() == Some(libc::ECHILD) => {
                 log::warn!(
                     target: "ringloop",
                     "child process pid {} was reaped by someone else; reporting returncode 255",
                     self.pid
                 );
-                255
+                self.reaped(255);
+                Ok(255)
             }
-            Some(Err(err)) => return Err(err),
-            None => return Ok(self.returncode()),
-        };
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Records the exit `siginfo` reports, if it reports one (a `WaitId` reaped the child,
+    /// also one cancelled too late to stop it): the returncode.
+    pub(crate) fn record_reaped(&self, siginfo: &libc::siginfo_t) -> Option<i32> {
+        let code = returncode(siginfo)?;
         self.reaped(code);
-        Ok(Some(code))
+        Some(code)
     }
 
     /// True once the child exited, reaped or not (`WNOWAIT`: it stays a zombie for the
@@ -170,7 +182,7 @@ impl Child {
     }
 
     /// Records the returncode and closes the pidfd: nothing names it any more (the watch's
-    /// poll completed, or the loop is gone).
+    /// `WaitId` ended, or the loop is gone).
     fn reaped(&self, code: i32) {
         self.status.set(Status::Reaped(code));
         self.pidfd.close(&[]);
@@ -211,21 +223,25 @@ impl fmt::Debug for Child {
 /// `waitid(P_PIDFD, fd, flags)`: `Some(returncode)` if the child exited (reaped unless
 /// `WNOWAIT`), `None` if `WNOHANG` found it running.
 fn wait_pidfd(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<i32>> {
-    // SAFETY: all-zero bytes are a valid siginfo_t (and what `WNOHANG` leaves for "running").
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let id = fd.as_raw_fd() as libc::id_t;
-    // SAFETY: `info` is a valid, writable siginfo_t; the pidfd is open (borrowed).
-    retry_eintr(|| syscall!(unsafe { libc::waitid(libc::P_PIDFD, id, &mut info, flags) }))?;
-    // SAFETY: waitid filled `info` in for a child, or left it zeroed (`si_pid` 0).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    Ok(Some(returncode(info.si_code, status)))
+    // SAFETY: all-zero bytes are a valid siginfo_t.
+    let mut siginfo: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    wait_id::waitid(fd.as_raw_fd(), &mut siginfo, flags)?;
+    Ok(returncode(&siginfo))
 }
 
-/// asyncio's returncode for a `waitid` result: the exit status, or minus the signal.
-fn returncode(code: libc::c_int, status: libc::c_int) -> i32 {
+/// asyncio's returncode for a siginfo from `waitid` (or `IORING_OP_WAITID`): the exit status,
+/// or minus the signal that ended the child; `None` if it reports no child.
+fn returncode(siginfo: &libc::siginfo_t) -> Option<i32> {
+    if !wait_id::reports_exit(siginfo) {
+        return None;
+    }
+    // SAFETY: a siginfo reporting a child (`SIGCHLD`) has the SIGCHLD fields filled in.
+    let status = unsafe { siginfo.si_status() };
+    Some(decode(siginfo.si_code, status))
+}
+
+/// The returncode for a `si_code` and `si_status`: the exit status, or minus the signal.
+fn decode(code: libc::c_int, status: libc::c_int) -> i32 {
     match code {
         libc::CLD_EXITED => status,
         _ => -status,
@@ -258,9 +274,12 @@ mod tests {
 
     #[test]
     fn returncode_is_the_status_or_minus_the_signal() {
-        assert_eq!(returncode(libc::CLD_EXITED, 3), 3);
-        assert_eq!(returncode(libc::CLD_EXITED, 0), 0);
-        assert_eq!(returncode(libc::CLD_KILLED, libc::SIGKILL), -9);
-        assert_eq!(returncode(libc::CLD_DUMPED, libc::SIGABRT), -6);
+        assert_eq!(decode(libc::CLD_EXITED, 3), 3);
+        assert_eq!(decode(libc::CLD_EXITED, 0), 0);
+        assert_eq!(decode(libc::CLD_KILLED, libc::SIGKILL), -9);
+        assert_eq!(decode(libc::CLD_DUMPED, libc::SIGABRT), -6);
+        // SAFETY: all-zero bytes are a valid siginfo_t: one that reports nothing.
+        let nothing: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        assert_eq!(returncode(&nothing), None);
     }
 }

@@ -2,11 +2,13 @@
 //! child, its pipe transports, the protocol's dispatcher, and the watch on the child's exit.
 //!
 //! # Exit without a thread per child
-//! [`ExitWatch`] is the owner of one `Poll` op on the child's pidfd, on either backend (an
-//! io_uring `POLL_ADD`, or the pidfd in the epoll set): a pidfd is readable once its process
-//! exited. On the completion the child is reaped with `waitid(P_PIDFD)` and the protocol
-//! hears `process_exited`. `IORING_OP_WAITID` (6.7) would spare that one syscall; the poll
-//! works on every kernel with pidfds and both backends, so it is the one route.
+//! [`ExitWatch`] is the owner of one `Op::WaitId` on the child's pidfd, on either backend: the
+//! driver waits for the exit and reaps the child (an `IORING_OP_WAITID`, or a readable pidfd
+//! and one `waitid(P_PIDFD)`), and the protocol hears `process_exited`. The op's `ExitInfo`
+//! (the child's siginfo) is shared with the watch: a watch dropped with the loop reads it to
+//! learn whether the cancelled op reaped the child after all (a `WAITID` the exit had already
+//! woken) before it kills and reaps the child itself, so no status is lost and nothing is
+//! reaped twice.
 //!
 //! The watch holds the core, so a running child keeps its transport alive (as asyncio's
 //! child watcher does) whether or not the user kept a handle. The watch is dropped without a
@@ -28,7 +30,7 @@ use std::rc::Rc;
 use super::child::Child;
 use super::protocol::{FailedPipes, SubprocessEvent};
 use super::transport::{PipeTransport, SubprocessTransport};
-use crate::driver::{Interest, Op};
+use crate::driver::{ExitInfo, Op};
 use crate::error::Error;
 use crate::event_loop::{Completed, ExceptionContext, OpTarget};
 use crate::streams::Wakers;
@@ -166,18 +168,22 @@ impl SubprocessCore {
     pub(crate) fn abandon(&self) {
         self.life.set(Life::Finished);
         self.pending.borrow_mut().clear();
-        self.drop_child();
+        self.drop_child(None);
     }
 
     /// The loop will not run this transport any more (given up, or the loop closed): the
-    /// pipes are closed at once (a write pipe's buffer dropped), the child killed and reaped,
+    /// pipes are closed at once (a write pipe's buffer dropped), the child killed and reaped
+    /// (unless `reaped`, the siginfo of a cancelled watch, says it was),
     /// `wait()`ers woken.
-    fn drop_child(&self) {
+    fn drop_child(&self, reaped: Option<libc::siginfo_t>) {
         for pipe in self.open_pipes() {
             match pipe {
                 PipeTransport::Write(pipe) => pipe.abort(),
                 PipeTransport::Read(pipe) => pipe.close(),
             }
+        }
+        if let Some(siginfo) = reaped {
+            self.child.record_reaped(&siginfo);
         }
         self.child.kill_and_reap();
         self.exit_wakers.wake();
@@ -292,30 +298,35 @@ impl SubprocessCore {
         self.deliver(SubprocessEvent::Lost(None));
     }
 
-    /// Watches the pidfd for the child's exit (again, after a spurious wake-up).
+    /// Has the driver wait for the child's exit and reap it.
     fn watch_exit(self: &Rc<Self>) {
         let fd = self.child.pidfd();
-        let watch = Rc::new(ExitWatch { core: self.clone(), completed: Cell::new(false) });
+        let info = ExitInfo::new();
+        let watch = Rc::new(ExitWatch {
+            core: self.clone(),
+            info: info.clone(),
+            completed: Cell::new(false),
+        });
         // Not submitted (the loop is closing): dropping the watch kills and reaps the child.
-        let _ = fd.submit(Op::Poll { fd: fd.raw(), interest: Interest::READ }, watch);
+        let _ = fd.submit(Op::WaitId { pidfd: fd.raw(), info }, watch);
     }
 
-    /// The pidfd became readable (or the poll failed): reap, then `process_exited`.
-    fn on_exit_readable(self: &Rc<Self>, polled: std::io::Result<u32>) {
-        let code = match (self.child.reap(), polled) {
-            (Ok(Some(code)), _) => code,
-            (Ok(None), Ok(_)) => return self.watch_exit(),
-            (Ok(None), Err(err)) | (Err(err), _) => {
+    /// The watch's `WaitId` ended: the child was reaped (its siginfo in `siginfo`), or the op
+    /// failed; then `process_exited`.
+    fn on_reaped(self: &Rc<Self>, waited: std::io::Result<u32>, siginfo: Option<libc::siginfo_t>) {
+        match self.child.watched_exit(waited, siginfo) {
+            Ok(code) => {
+                log::debug!(target: "ringloop", "child pid {} exited: returncode {code}", self.child.pid());
+            }
+            Err(err) => {
                 let context =
                     ExceptionContext::new("Waiting for a child process failed").with_error(
                         Error::io(format!("waiting for child pid {}", self.child.pid()), err),
                     );
                 self.child.pidfd().report(context, || self.describe());
                 self.child.kill_and_reap();
-                return self.on_exit();
             }
-        };
-        log::debug!(target: "ringloop", "child pid {} exited: returncode {code}", self.child.pid());
+        }
         self.on_exit();
     }
 
@@ -344,10 +355,13 @@ impl fmt::Debug for SubprocessCore {
     }
 }
 
-/// The owner of the `Poll` op on the child's pidfd.
+/// The owner of the `WaitId` op on the child's pidfd.
 struct ExitWatch {
     /// The transport: kept alive while its child is watched.
     core: Rc<SubprocessCore>,
+    /// The op's siginfo: the child's status once the driver let go of the op, also when the
+    /// op was cancelled after it reaped.
+    info: Rc<ExitInfo>,
     /// Set when the completion was delivered. A watch dropped without it was dropped by the
     /// driver going away (the loop closed).
     completed: Cell<bool>,
@@ -356,17 +370,20 @@ struct ExitWatch {
 impl OpTarget for ExitWatch {
     fn complete(self: Rc<Self>, done: Completed) {
         self.completed.set(true);
-        self.core.on_exit_readable(done.result);
+        // The op's share of the siginfo: once it is gone, the watch's is the only one.
+        drop(done.op);
+        self.core.on_reaped(done.result, ExitInfo::get(&self.info));
     }
 }
 
 impl Drop for ExitWatch {
     /// The loop will watch no more (it closed): the pipes are closed, the child killed and
-    /// reaped now, `wait()`ers woken (they see the returncode; no callback runs on a closed
+    /// reaped now, unless the cancelled op reaped it (its siginfo says so once the driver let
+    /// go of it), `wait()`ers woken (they see the returncode; no callback runs on a closed
     /// loop).
     fn drop(&mut self) {
         if !self.completed.get() {
-            self.core.drop_child();
+            self.core.drop_child(ExitInfo::get(&self.info));
         }
     }
 }

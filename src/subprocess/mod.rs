@@ -27,10 +27,10 @@
 //! `spawn.rs`.
 //!
 //! # Exit, reaping and signals
-//! Each child is held by a pidfd. Its exit is seen by a `Poll` op on the pidfd, on io_uring as
-//! on epoll (no thread per child, no SIGCHLD handler: ringloop never touches SIGCHLD and
-//! never reaps a child it did not spawn); the child is then reaped with
-//! `waitid(P_PIDFD)`. Signals go through `pidfd_send_signal`, so a pid reused by another
+//! Each child is held by a pidfd. The driver waits for its exit and reaps it with one op on
+//! the pidfd (`IORING_OP_WAITID` on io_uring where the kernel has it, else a readable pidfd
+//! and `waitid(P_PIDFD)`; no thread per child, no SIGCHLD handler: ringloop never touches
+//! SIGCHLD and never reaps a child it did not spawn). Signals go through `pidfd_send_signal`, so a pid reused by another
 //! process is never signalled. A child still running when its loop closes is killed and
 //! reaped; so is one whose `subprocess_exec` failed or was dropped after the spawn. No zombie
 //! is left behind.

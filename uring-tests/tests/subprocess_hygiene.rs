@@ -1,5 +1,6 @@
 //! What subprocesses leave behind, on every backend built in: no fd and no zombie after a
-//! thousand children, after a loop closed with children running, after a start given up or
+//! thousand children, after a loop closed with children running (or just exited: their
+//! returncode is kept), after a start given up or
 //! a child that could not start; and the process's signal state: `add_signal_handler` keeps
 //! working with children running, and SIGCHLD is never taken from anyone (no handler, no
 //! reaping of children ringloop did not spawn).
@@ -10,6 +11,7 @@
 mod subprocess_support;
 
 use std::cell::Cell;
+use std::io::Write;
 use std::rc::Rc;
 
 use ringloop::subprocess::{ProcessOptions, Stdio};
@@ -103,6 +105,24 @@ backend_tests! {
         assert!(pipes_after <= pipes, "pipes left: {pipes} before, {pipes_after} after");
         assert!(!rec.borrow().exited());
         drop((transport, process, busy));
+    }
+
+    fn closing_the_loop_right_after_a_child_exited_keeps_its_returncode(lp) {
+        if !in_child(lp, "closing_the_loop_right_after_a_child_exited_keeps_its_returncode") {
+            return;
+        }
+        // The child exits when told, while the loop does not run: its exit watch (a WAITID on
+        // io_uring, woken by the exit) is cancelled by the close, too late to stop its reap.
+        let (read, write) = uring_tests::pipe(libc::O_CLOEXEC);
+        let options = ProcessOptions::new().stdin(read);
+        let (transport, rec) = exec(lp, "sh", &["-c", "read line; exit 5"], options);
+        std::fs::File::from(write).write_all(b"go\n").unwrap();
+        until_zombie(transport.get_pid());
+        lp.close().unwrap();
+        assert_eq!(transport.get_returncode(), Some(5), "its exit status, not a kill at close");
+        assert!(!rec.borrow().exited(), "a callback ran on the closed loop");
+        until_no_children();
+        assert_eq!(pidfds_and_pipes().0, 0, "pidfd left");
     }
 
     fn a_start_given_up_or_failed_leaves_nothing(lp) {

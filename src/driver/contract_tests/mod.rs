@@ -3,8 +3,8 @@
 //! every ring variant.
 //!
 //! A test is a closure over a [`Driver<u32>`]; [`each_config`] runs it once per configuration
-//! of [`configs`] (io_uring with every optimization, io_uring without the registered ring fd,
-//! and, with `fallback`, epoll), each on a fresh driver on a thread named
+//! of [`configs`] (io_uring with every optimization, io_uring with every optimization off, and,
+//! with `fallback`, epoll), each on a fresh driver on a thread named
 //! `<test> [<configuration>]`. An io_uring configuration the kernel lacks is skipped with a
 //! printed line ([`uring_missing`]). A failure names the configuration it happened on, and the
 //! other configurations still run. Where the contract lets the backends differ (io_uring keeps
@@ -23,8 +23,10 @@
 //! * `persistent.rs`: `RecvMulti` and `AcceptMulti`, `end_gracefully` and `cancel`.
 //! * `datagrams.rs`: `SendMsg` and `RecvMsgMulti`.
 //! * `send_file.rs`: `SendFile`.
+//! * `children.rs`: `WaitId`, reaping child processes.
 //! * `fd_numbers.rs`: only the driver closes an fd it handed to the kernel.
 
+mod children;
 mod datagrams;
 mod fd_numbers;
 mod lifecycle;
@@ -83,12 +85,14 @@ pub(crate) struct Config {
     disabled: &'static [&'static str],
 }
 
-/// Every driver configuration this build has: io_uring as it runs by default, io_uring without
-/// the registered ring fd (the one optimization with an off switch), and, with `fallback`, epoll.
+/// Every driver configuration this build has: io_uring as it runs by default, io_uring with
+/// every optimization off (the registered ring fd, `IORING_OP_WAITID`: each has the other path
+/// then, and they do not interact, so one configuration covers both), and, with `fallback`,
+/// epoll.
 pub(crate) fn configs() -> Vec<Config> {
     let mut configs = vec![
         Config { backend: Backend::Uring, disabled: &[] },
-        Config { backend: Backend::Uring, disabled: &["registered_ring"] },
+        Config { backend: Backend::Uring, disabled: &["registered_ring", "waitid"] },
     ];
     if cfg!(feature = "fallback") {
         configs.push(Config { backend: Backend::Epoll, disabled: &[] });
@@ -107,7 +111,7 @@ impl Config {
 }
 
 impl fmt::Display for Config {
-    /// `uring`, `uring without registered_ring`, `epoll`.
+    /// `uring`, `uring without registered_ring, waitid`, `epoll`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.backend, without(self.disabled))
     }

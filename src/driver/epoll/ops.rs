@@ -28,6 +28,8 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
     match *op {
         Op::Poll { fd, interest } => (fd, interest.0 & EVENT_BITS),
         Op::Read { fd, .. } => (fd, IN),
+        // A pidfd is readable once its process exited.
+        Op::WaitId { pidfd, .. } => (pidfd, IN),
         Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
         Op::SendMsg { fd, .. } | Op::SendFile { fd, .. } => (fd, OUT),
@@ -62,7 +64,9 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         Op::SendFile { fd, file, offset, len } => {
             keep_waiting_on_eagain(syscall::sendfile(*fd, *file, *offset, *len))
         }
-        Op::Poll { .. } | Op::Read { .. } => unreachable!("only ops that try first are started"),
+        Op::Poll { .. } | Op::Read { .. } | Op::WaitId { .. } => {
+            unreachable!("only ops that try first are started")
+        }
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("persistent ops wait first")
         }
@@ -88,6 +92,14 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         }
         Op::Read { fd, buf } => keep_waiting_on_eagain(syscall::read(*fd, buf)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
+        // SAFETY: no kernel op writes `info` on epoll; the owner reads it only once the driver
+        // let go of the op.
+        Op::WaitId { pidfd, info } => match unsafe { info.reap(*pidfd) } {
+            Ok(true) => Some(Ok(0)),
+            // Still running (a readable pidfd says otherwise, but waiting on costs nothing).
+            Ok(false) => None,
+            result => keep_waiting_on_eagain(result.map(|_| 0)),
+        },
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("see attempt_persistent")
         }

@@ -1,10 +1,12 @@
-//! From CQEs to completions: one-shot ops here, persistent ones in `persistent.rs`.
+//! From CQEs to completions: one-shot ops here, persistent ones in `persistent.rs`, `WaitId`'s
+//! steps in `wait_id.rs`.
 
 use io_uring::cqueue;
 
 use super::persistent::{self, Rings};
 use super::slot::{readiness_poll, result, SlotState};
 use super::table::OpTable;
+use super::wait_id;
 use crate::driver::{Completion, Op, OpId};
 
 /// Handles the CQE of user op `key`.
@@ -21,6 +23,8 @@ pub(super) fn on_cqe<T: Clone>(
     };
     if slot.op.is_persistent() {
         persistent::on_cqe(table, rings, key, (res, flags), out);
+    } else if matches!(slot.op, Op::WaitId { .. }) {
+        wait_id::on_cqe(table, key, res, out);
     } else {
         one_shot(table, key, res, flags, out);
     }
@@ -50,7 +54,18 @@ fn one_shot<T>(
         SlotState::Submitted(_) | SlotState::AwaitingReadiness(_) => {}
         state => return log::error!("io_uring: CQE for op {key} {} ignored", state.describe()),
     }
-    let read_done = matches!(slot.state, SlotState::Submitted(_));
+    deliver(table, key, res, out);
+}
+
+/// Ends one-shot op `key`, which the kernel holds for its owner (`Submitted` or
+/// `AwaitingReadiness`), with `res`: frees it and hands its completion out, with the op.
+pub(super) fn deliver<T>(
+    table: &mut OpTable<T>,
+    key: usize,
+    res: i32,
+    out: &mut Vec<Completion<T>>,
+) {
+    let read_done = matches!(table.slots[key].state, SlotState::Submitted(_));
     let mut slot = table.free(key);
     if let (true, Op::Read { buf, .. }, Ok(n)) = (read_done, &mut slot.op, usize::try_from(res)) {
         let spare = buf.capacity() - buf.len();
@@ -67,7 +82,7 @@ fn one_shot<T>(
 }
 
 /// What a requeued op sends next.
-enum Queue {
+pub(super) enum Queue {
     /// The op's own SQE.
     Op,
     /// A `POLL_ADD` for the readiness it waits for.
@@ -75,7 +90,7 @@ enum Queue {
 }
 
 /// Queues op `key`, whose SQE (or poll) the kernel just finished, for the next turn.
-fn requeue<T>(table: &mut OpTable<T>, key: usize, next: Queue) {
+pub(super) fn requeue<T>(table: &mut OpTable<T>, key: usize, next: Queue) {
     let slot = &mut table.slots[key];
     let state = std::mem::replace(&mut slot.state, SlotState::Cancelled);
     let (SlotState::Submitted(owner) | SlotState::AwaitingReadiness(owner)) = state else {

@@ -8,7 +8,7 @@
 //!   slot's lifecycle and the op's SQE.
 //! * `complete.rs` turns CQEs into completions; `persistent.rs` runs the persistent ops
 //!   (`RecvMulti`, `RecvMsgMulti`, `AcceptMulti`): multishot SQEs, the provided-buffer rings,
-//!   re-arming, parking on `ENOBUFS`.
+//!   re-arming, parking on `ENOBUFS`; `splice.rs` runs `SendFile`, `wait_id.rs` `WaitId`.
 //! * `wake.rs` is the eventfd read that keeps `turn` wakeable; `enter.rs` the
 //!   `io_uring_enter` by registered ring fd; `shutdown.rs` cancels and drains at drop.
 //!
@@ -36,6 +36,7 @@ mod splice;
 mod table;
 #[cfg(test)]
 mod tests;
+mod wait_id;
 mod wake;
 
 use std::fmt;
@@ -86,12 +87,16 @@ pub(crate) struct UringDriver<T: Clone> {
     leaked: bool,
     /// Idle pipes for `SendFile`'s splices.
     pipes: splice::PipePool,
+    /// `IORING_OP_WAITID` is in use ([`Optimization::WaitId`]): a `WaitId` op is one `WAITID`
+    /// SQE; otherwise it polls the pidfd and reaps at the poll's CQE.
+    waitid: bool,
 }
 
 impl<T: Clone> UringDriver<T> {
     /// Sets up a ring, or says which part of what the driver needs the kernel lacks. The
-    /// comma-separated `RINGLOOP_DISABLE` switches optimizations off (`registered_ring`) or
-    /// makes the driver act as if the kernel lacked a part of the set (see `setup.rs`).
+    /// comma-separated `RINGLOOP_DISABLE` switches optimizations off (`registered_ring`,
+    /// `waitid`) or makes the driver act as if the kernel lacked a part of the set (see
+    /// `setup.rs`).
     pub(crate) fn new() -> io::Result<Self> {
         let disabled = std::env::var("RINGLOOP_DISABLE").unwrap_or_default();
         Self::with_disabled(&disabled.split(',').collect::<Vec<_>>())
@@ -177,6 +182,9 @@ impl<T: Clone> UringDriver<T> {
         if self.ring_fd.is_registered() {
             names.push(Optimization::RegisteredRing.name());
         }
+        if self.waitid {
+            names.push(Optimization::WaitId.name());
+        }
         names
     }
 
@@ -195,19 +203,24 @@ impl<T: Clone> UringDriver<T> {
     /// [`with_disabled`](Self::with_disabled) with a stream ring of `buffers` buffers.
     fn with_ring(disabled: &[&str], buffers: u16) -> io::Result<Self> {
         let disabled = Disabled::from_names(disabled.iter().copied());
-        let ring = setup::setup(disabled)?;
+        let (ring, probe) = setup::setup(disabled)?;
+        let on = |o| !disabled.switches_off(o) && setup::has(&probe, o);
         let rings = Rings::new(&ring, buffers)
             .map_err(|e| setup::lacking(format_args!("provided buffer rings ({e})")))?;
         let eventfd = EventFd::new().map_err(|e| {
             io::Error::new(e.kind(), format!("creating the io_uring driver's eventfd: {e}"))
         })?;
-        let register = !disabled.switches_off(Optimization::RegisteredRing);
-        let ring_fd = RingFd::new(ring.as_raw_fd(), register);
+        let ring_fd = RingFd::new(ring.as_raw_fd(), on(Optimization::RegisteredRing));
+        let waitid = on(Optimization::WaitId);
+        if !waitid && !disabled.switches_off(Optimization::WaitId) {
+            log::debug!("io_uring: no IORING_OP_WAITID (Linux 6.7); a child's exit is polled for");
+        }
         let mut wake = WakeOp::new(Arc::new(eventfd));
         let internal = vec![wake.arm()];
         let table = OpTable::default();
         let pipes = splice::PipePool::default();
-        Ok(UringDriver { ring, ring_fd, table, internal, wake, rings, leaked: false, pipes })
+        let leaked = false;
+        Ok(UringDriver { ring, ring_fd, table, internal, wake, rings, leaked, pipes, waitid })
     }
 
     /// Pushes the driver's own SQEs, then the queued ops, to the SQ, submitting whenever it
@@ -270,7 +283,8 @@ impl<T: Clone> UringDriver<T> {
     }
 
     /// The SQEs op `key` sends next, if it is queued: its own (two for a `SendFile`), or the
-    /// readiness poll. An op that cannot be submitted is finished with its error instead.
+    /// readiness poll (also a `WaitId`'s without `IORING_OP_WAITID`). An op that cannot be
+    /// submitted is finished with its error instead.
     fn op_sqes(&mut self, key: usize) -> Option<[Option<squeue::Entry>; 2]> {
         let slot = self.table.slots.get_mut(key)?;
         if let (Op::SendFile { .. }, SlotState::Queued(_)) = (&slot.op, &slot.state) {
@@ -292,6 +306,9 @@ impl<T: Clone> UringDriver<T> {
             }
         }
         let slot = &mut self.table.slots[key];
+        if !self.waitid {
+            wait_id::poll_first(slot);
+        }
         let sqe = match slot.state {
             SlotState::Queued(_) => slot::sqe(&mut slot.op),
             SlotState::QueuedPoll(_) => Ok(slot::readiness_poll(&slot.op)?),

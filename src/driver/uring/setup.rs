@@ -96,16 +96,20 @@ pub(super) enum Optimization {
     /// `IORING_REGISTER_RING_FDS` (5.18): each enter names the ring by a registered index,
     /// skipping the fd lookup and the file's reference count (`enter.rs`).
     RegisteredRing,
+    /// `IORING_OP_WAITID` (6.7): an `Op::WaitId` is one SQE that waits for the child and reaps
+    /// it; without it, a `POLL_ADD` on the pidfd and a `waitid` at its CQE (`wait_id.rs`).
+    WaitId,
 }
 
 impl Optimization {
     /// Every optimization.
-    const ALL: [Optimization; 1] = [Optimization::RegisteredRing];
+    const ALL: [Optimization; 2] = [Optimization::RegisteredRing, Optimization::WaitId];
 
     /// The name used in logs and `RINGLOOP_DISABLE`.
     pub(super) fn name(self) -> &'static str {
         match self {
             Optimization::RegisteredRing => "registered_ring",
+            Optimization::WaitId => "waitid",
         }
     }
 }
@@ -171,8 +175,9 @@ pub(super) fn lacking(what: impl fmt::Display) -> io::Error {
 /// A ring with the whole set: single issuer, deferred task running, submit-all; its features
 /// and opcodes checked. Errors say which part is missing (`ErrorKind::Unsupported`); setup
 /// errors other than a rejected flag (`ENOSYS`, `EPERM` from `kernel.io_uring_disabled`,
-/// `ENOMEM`) are returned as they are.
-pub(super) fn setup(disabled: Disabled) -> io::Result<IoUring> {
+/// `ENOMEM`) are returned as they are. With the ring, the kernel's opcode probe, which says
+/// which optimizations the kernel has ([`has`]).
+pub(super) fn setup(disabled: Disabled) -> io::Result<(IoUring, Probe)> {
     if let Some(part) = Required::ALL.into_iter().find(|part| disabled.lacks(*part)) {
         return Err(lacking(format_args!("{} (switched off by RINGLOOP_DISABLE)", part.name())));
     }
@@ -197,12 +202,21 @@ pub(super) fn setup(disabled: Disabled) -> io::Result<IoUring> {
     // Multishot accept, recv and recvmsg have no probe bit; deferred task running (6.1), which
     // the ring has, came after all three (5.19, 6.0). The buffer ring is checked where the
     // driver registers it.
-    check_opcodes(&ring)?;
-    Ok(ring)
+    let probe = check_opcodes(&ring)?;
+    Ok((ring, probe))
 }
 
-/// Checks [`REQUIRED_OPCODES`] with the kernel's probe.
-fn check_opcodes(ring: &IoUring) -> io::Result<()> {
+/// Whether the kernel has optimization `o` as far as the opcode `probe` tells (the registered
+/// ring has no probe bit: its registration says).
+pub(super) fn has(probe: &Probe, o: Optimization) -> bool {
+    match o {
+        Optimization::RegisteredRing => true,
+        Optimization::WaitId => probe.is_supported(opcode::WaitId::CODE),
+    }
+}
+
+/// Checks [`REQUIRED_OPCODES`] with the kernel's probe, and returns the probe.
+fn check_opcodes(ring: &IoUring) -> io::Result<Probe> {
     let mut probe = Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
@@ -212,7 +226,7 @@ fn check_opcodes(ring: &IoUring) -> io::Result<()> {
         .map(|(_, name)| *name)
         .collect();
     if missing.is_empty() {
-        Ok(())
+        Ok(probe)
     } else {
         Err(lacking(format_args!("the opcodes {}", missing.join(", "))))
     }
@@ -228,7 +242,9 @@ mod tests {
         assert!(set.lacks(Required::DeferTaskrun));
         assert!(!set.lacks(Required::BufferRing));
         assert!(set.switches_off(Optimization::RegisteredRing));
+        assert!(!set.switches_off(Optimization::WaitId));
         assert_eq!(format!("{set:?}"), r#"{"defer_taskrun", "registered_ring"}"#);
+        assert!(Disabled::from_names(["waitid"]).switches_off(Optimization::WaitId));
     }
 
     #[test]

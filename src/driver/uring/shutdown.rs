@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types::CancelBuilder};
 
-use super::slot::CANCEL_ANY;
-use super::UringDriver;
+use super::slot::{user_data, CANCEL_ANY};
+use super::{cancel_sqe, UringDriver};
+use crate::driver::Op;
 
 /// How long a dropped driver waits for the kernel to finish with its ops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -59,8 +60,14 @@ impl<T: Clone> UringDriver<T> {
         (!self.leaked, owners)
     }
 
-    /// Sends one `IORING_ASYNC_CANCEL_ANY` and turns until every op and the wake read are
-    /// back, or the grace period is over; true if they are all back.
+    /// Sends one `IORING_ASYNC_CANCEL_ANY` (and a cancel per `WAITID`, below) and turns until
+    /// every op and the wake read are back, or the grace period is over; true if they are all
+    /// back.
+    ///
+    /// A cancel-any stops at the first `WAITID` it cannot cancel (one a child's exit already
+    /// woke, whose reap waits for our next enter): the kernel's cancel loop takes that
+    /// `ENOENT` for "nothing left", so the `WAITID`s behind it would wait for their children
+    /// past the grace period. A cancel by `user_data` for each one reaches them all.
     fn drain_kernel(&mut self) -> bool {
         if !self.holds_kernel_memory() {
             return true;
@@ -68,6 +75,10 @@ impl<T: Clone> UringDriver<T> {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let cancel_any = opcode::AsyncCancel2::new(CancelBuilder::any()).build();
         self.internal.push(cancel_any.user_data(CANCEL_ANY));
+        let waits = (self.table.slots.iter())
+            .filter(|(_, slot)| matches!(slot.op, Op::WaitId { .. }) && slot.state.in_kernel())
+            .map(|(key, _)| cancel_sqe(user_data(key)));
+        self.internal.extend(waits.collect::<Vec<_>>());
         let mut out = Vec::new();
         while self.holds_kernel_memory() {
             let now = Instant::now();

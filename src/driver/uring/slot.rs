@@ -70,19 +70,22 @@ pub(super) fn user_data(key: usize) -> u64 {
 ///  cancel: Queued/QueuedPoll/Parked/Finished ─► Withdrawn (freed at the next turn, nothing sent)
 ///          Submitted/Stopping/AwaitingReadiness ─► Cancelled (AsyncCancel; freed at the final CQE)
 ///  end_gracefully: Queued/Parked ─► Finished(ECANCELED) (delivered at the next turn)
+///  WaitId: Submitted (a WAITID) ─CQE, the child still runs─► QueuedPoll; without WAITID it
+///          starts as QueuedPoll; AwaitingReadiness ─poll CQE─► waitid: reaped (freed, out)
+///          or running (QueuedPoll again) (`wait_id.rs`)
 /// ```
 #[derive(Debug)]
 pub(super) enum SlotState<T> {
     /// Listed in the driver's queue: its SQE goes to the kernel at the next turn. Nothing of it
     /// is in the kernel, so a cancel withdraws it.
     Queued(T),
-    /// A `Read`/`Write` whose opcode answered `EAGAIN`: a `POLL_ADD` for its readiness is
-    /// queued for the next turn.
+    /// A `Read`/`Write` whose opcode answered `EAGAIN`, or a `WaitId` whose child still runs:
+    /// a `POLL_ADD` for its readiness is queued for the next turn.
     QueuedPoll(T),
     /// The op's SQE is in the kernel.
     Submitted(T),
     /// The `POLL_ADD` of a [`QueuedPoll`](Self::QueuedPoll) op is in the kernel; at its CQE
-    /// the op is queued again.
+    /// the op is queued again (a `WaitId` reaps then, see `wait_id.rs`).
     AwaitingReadiness(T),
     /// A persistent op asked to end ([`end_gracefully`](super::UringDriver::end_gracefully)): an `AsyncCancel` is
     /// on its way; its results are still delivered and its last CQE is final.
@@ -134,10 +137,10 @@ impl<T> SlotState<T> {
 /// Slots live inline in a `Slab`, which moves them when it grows. So an `Op` must keep every
 /// kernel-visible buffer, address or iovec behind a heap pointer whose target does not move
 /// (`Box<SockAddrBuf>` for connect, the `Vec`'s heap block for read, the `Bytes`' storage
-/// for send/write, the boxed header for sendmsg); the slot keeps that allocation alive until
-/// the final CQE. Cancelling does not shorten that: a cancelled op keeps its memory in the slot
-/// until the final CQE (`-ECANCELED`, or the result if the op won the race) says the kernel is
-/// done with it.
+/// for send/write, the boxed header for sendmsg, the shared `ExitInfo` for waitid); the slot
+/// keeps that allocation alive until the final CQE. Cancelling does not shorten that: a
+/// cancelled op keeps its memory in the slot until the final CQE (`-ECANCELED`, or the result
+/// if the op won the race) says the kernel is done with it.
 #[derive(Debug)]
 pub(super) struct Slot<T> {
     /// The op, owner of whatever memory its SQE points to.
@@ -204,19 +207,23 @@ pub(super) fn sqe(op: &mut Op) -> Result<squeue::Entry, i32> {
             opcode::RecvMsgMulti::new(Fd(*fd), hdr, DGRAM_GROUP).build()
         }
         Op::AcceptMulti { fd } => opcode::AcceptMulti::new(Fd(*fd)).flags(accept_flags).build(),
+        Op::WaitId { pidfd, info } => super::wait_id::sqe(*pidfd, info)?,
         Op::SendFile { .. } => unreachable!("a SendFile's SQEs are built by splice.rs"),
     })
 }
 
 /// A one-shot `POLL_ADD` for the readiness a `Read` or `Write` waits for after its opcode
-/// answered `EAGAIN` (`None` for other ops: their `EAGAIN` is final).
+/// answered `EAGAIN`, or a `WaitId` for its child's exit (`None` for other ops: their `EAGAIN`
+/// is final).
 ///
 /// The kernel polls every pollable file itself before it answers; `EAGAIN` comes only from a
-/// non-blocking file it cannot poll internally, so this path is rare.
+/// non-blocking file it cannot poll internally, so this path is rare for a read or write.
 pub(super) fn readiness_poll(op: &Op) -> Option<squeue::Entry> {
     let (fd, bits): (RawFd, _) = match *op {
         Op::Read { fd, .. } => (fd, libc::POLLIN),
         Op::Write { fd, .. } => (fd, libc::POLLOUT),
+        // A pidfd is readable once its process exited.
+        Op::WaitId { pidfd, .. } => (pidfd, libc::POLLIN),
         _ => return None,
     };
     Some(opcode::PollAdd::new(Fd(fd), bits as u32).build())

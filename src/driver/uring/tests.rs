@@ -31,6 +31,23 @@ fn features_name_the_whole_set_and_the_optimizations_on() {
     }
     let Some(plain) = uring_driver(&["registered_ring"]) else { return };
     assert!(!plain.features().contains(&"registered_ring"), "{:?}", plain.features());
+    // IORING_OP_WAITID came in 6.7.
+    let has_waitid = kernel_version() >= (6, 7);
+    assert_eq!(features.contains(&"waitid"), has_waitid, "{features:?}");
+    let Some(plain) = uring_driver(&["waitid"]) else { return };
+    assert!(!plain.features().contains(&"waitid"), "{:?}", plain.features());
+}
+
+/// The running kernel's version, `(major, minor)`, from `uname`.
+fn kernel_version() -> (u32, u32) {
+    // SAFETY: all-zero is a valid utsname, which uname fills in.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a live, writable utsname.
+    assert_eq!(unsafe { libc::uname(&mut name) }, 0);
+    // SAFETY: uname leaves `release` a NUL-terminated string.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }.to_string_lossy();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
 }
 
 #[test]
