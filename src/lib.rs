@@ -67,6 +67,8 @@ mod error;
 mod event_loop;
 mod executor;
 mod future;
+#[macro_use]
+pub mod tls;
 pub mod net;
 mod protocol;
 pub mod server;
@@ -80,13 +82,14 @@ mod toolbox;
 mod transport;
 
 pub use driver::Backend;
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsErrorKind};
 pub use event_loop::{
     get_event_loop, get_running_loop, new_event_loop, set_event_loop, Delay, EventLoop,
     ExceptionContext, ExceptionHandler, Handle, LoopHandle, ThreadsafeHandle, TimerHandle,
 };
 pub use executor::Executor;
 pub use future::Future;
+pub use net::accepted::AcceptedSocketOptions;
 pub use net::connect::ConnectOptions;
 pub use net::datagram::{DatagramOptions, EndpointAddr};
 pub use net::unix::{UnixConnectOptions, UnixPath};
@@ -101,6 +104,7 @@ pub use streams::{
     ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
+pub use tls::{StartTlsOptions, TlsConfig};
 pub use toolbox::{
     create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for,
     ConcurrentFuture, Fallible, ReturnWhen, Shield, Sleep, TimeLimit,

@@ -105,6 +105,7 @@ pub(crate) mod base;
 mod datagram;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
+pub(crate) mod handle;
 pub(crate) mod loop_fd;
 mod pipe;
 mod read_side;
@@ -115,16 +116,33 @@ use std::os::fd::RawFd;
 
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
+pub use handle::Transport;
 pub use pipe::{ReadTransport, WriteTransport};
-pub use stream::Transport;
+pub(crate) use stream::prepare_stream_socket;
 
 /// A value of a transport's `get_extra_info`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExtraInfo {
     /// A socket address (`peername`, `sockname`).
     Address(socket2::SockAddr),
     /// A file descriptor (`socket`, `pipe`).
     Fd(RawFd),
+    /// Bytes: a TLS peer's certificate, DER-encoded (`peercert`); the negotiated ALPN
+    /// protocol (`alpn_protocol`).
+    Bytes(Vec<u8>),
+    /// Text: the TLS server name (`server_hostname`).
+    Text(String),
+    /// Every certificate a TLS peer sent, DER-encoded, its own first (`peercert_chain`).
+    Certificates(Vec<Vec<u8>>),
+    /// The TLS cipher in use (`cipher`), as asyncio's `(name, version, secret_bits)`.
+    Cipher {
+        /// The IANA name of the cipher suite (`TLS13_AES_256_GCM_SHA384`).
+        name: String,
+        /// The protocol version (`TLSv1.3`, `TLSv1.2`).
+        version: String,
+        /// The bits of the symmetric key.
+        secret_bits: u16,
+    },
 }
 
 impl ExtraInfo {
