@@ -100,7 +100,8 @@ impl TlsLayer {
         }
     }
 
-    /// Delivers what was held while the user paused reading, then takes new data again.
+    /// Delivers what was held while the user paused reading, then takes new data again; an
+    /// EOF that waited behind it comes last (the stream below then closes).
     fn deliver_held(self: &Rc<Self>) {
         if self.reading_paused.get() || !self.deliver_plaintext() {
             return;
@@ -108,6 +109,12 @@ impl TlsLayer {
         let held = std::mem::take(&mut *self.held.borrow_mut());
         if !held.is_empty() {
             self.process(&held);
+        }
+        if self.held.borrow().is_empty() && self.eof_held.replace(false) {
+            self.end_of_stream();
+            if let Some(lower) = self.lower() {
+                lower.close();
+            }
         }
     }
 }

@@ -99,6 +99,9 @@ pub(crate) struct TlsLayer {
     peer_closed: Cell<bool>,
     /// The stream below reached EOF.
     eof_seen: Cell<bool>,
+    /// That EOF waits behind ciphertext held while the user paused reading (it may hold the
+    /// peer's `close_notify`): the stream is kept open until the held bytes are delivered.
+    pub(super) eof_held: Cell<bool>,
     /// Seconds the handshake may take, and the closing exchange.
     timeouts: (f64, f64),
     /// The handshake or the shutdown timeout, while armed.
@@ -136,6 +139,7 @@ impl TlsLayer {
             held: RefCell::new(Vec::new()),
             peer_closed: Cell::new(false),
             eof_seen: Cell::new(false),
+            eof_held: Cell::new(false),
             timeouts: (setup.handshake_timeout, setup.shutdown_timeout),
             timer: RefCell::new(None),
             waiter: RefCell::new(None),
@@ -203,7 +207,7 @@ impl TlsLayer {
     /// Ciphertext from below.
     fn on_ciphertext(self: &Rc<Self>, data: &[u8]) {
         match self.stage.get() {
-            Stage::Closed | Stage::Connecting => {}
+            Stage::Closed => {}
             _ if self.reading_paused.get() && self.stage.get() == Stage::Wrapped => {
                 self.held.borrow_mut().extend_from_slice(data)
             }
@@ -286,10 +290,20 @@ impl TlsLayer {
         }
     }
 
-    /// EOF from below: whether the stream stays open (never: it closes, flushing what it
-    /// holds).
+    /// EOF from below: whether the stream stays open (only while ciphertext before it waits
+    /// for the user to resume reading; otherwise it closes, flushing what it holds).
     fn on_eof(self: &Rc<Self>) -> bool {
         self.eof_seen.set(true);
+        if self.stage.get() == Stage::Wrapped && !self.held.borrow().is_empty() {
+            self.eof_held.set(true);
+            return true;
+        }
+        self.end_of_stream();
+        false
+    }
+
+    /// Acts on the stream's EOF (see [`on_eof`](Self::on_eof)).
+    pub(super) fn end_of_stream(self: &Rc<Self>) {
         self.session.borrow_mut().feed_eof();
         match self.stage.get() {
             Stage::Connecting | Stage::Handshaking => {
@@ -303,7 +317,6 @@ impl TlsLayer {
                 self.stage.set(Stage::Closed);
             }
         }
-        false
     }
 
     /// The stream below is gone: the user's `connection_lost`, once.
@@ -401,6 +414,7 @@ impl TlsLayer {
             }
             let held = std::mem::take(&mut *self.held.borrow_mut());
             self.process(&held);
+            self.eof_held.set(false); // `eof_seen` finishes the shutdown once close_notify is out
         }
         self.pump_backlog();
     }

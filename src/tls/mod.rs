@@ -49,8 +49,8 @@ mod scratch;
 mod session;
 mod start;
 
+pub use config::{crypto_provider, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
 pub(crate) use config::{TlsArgs, TlsSetup};
-pub use config::{TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use start::StartTlsOptions;
 pub(crate) use start::{accept, connect};
 

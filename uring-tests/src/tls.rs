@@ -132,8 +132,7 @@ impl Pki {
 
 /// rustls' own client config trusting the CA (for blocking peers on threads).
 pub fn rustls_client() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(ring_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(ringloop::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(pki().roots())
@@ -143,18 +142,13 @@ pub fn rustls_client() -> Arc<rustls::ClientConfig> {
 
 /// rustls' own server config with the good certificate (for blocking peers on threads).
 pub fn rustls_server() -> Arc<rustls::ServerConfig> {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(ring_provider()))
+    let config = rustls::ServerConfig::builder_with_provider(ringloop::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![pki().good.cert.clone()], pki().good.key())
         .unwrap();
     Arc::new(config)
-}
-
-#[allow(deprecated)] // ring has no post-quantum key exchange; that is all the warning says
-fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// A blocking TLS server on a thread, for one connection: `serve` runs on the rustls stream

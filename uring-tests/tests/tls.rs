@@ -9,8 +9,34 @@ use ringloop::{
     AcceptedSocketOptions, BaseProtocol, BufferedProtocol, ConnectOptions, Error, ExtraInfo,
     ServerOptions, TlsConfig, UnixConnectOptions, UnixServerOptions,
 };
-use uring_tests::tls::{client_options, close_server, pki, tls_connect, tls_server, TlsRec, WAIT};
+use uring_tests::tls::{
+    client_options, close_server, pki, rustls_peer_server, tls_connect, tls_server, TlsRec, WAIT,
+};
 use uring_tests::{backend_tests, my_warnings, pattern, run_until, run_within, Ev, TempDir};
+
+/// A recorder that pauses reading at its first `data_received`.
+struct PauseOnData(TlsRec);
+
+impl BaseProtocol for PauseOnData {
+    fn connection_made(&mut self, transport: ringloop::Transport) {
+        self.0.connection_made(transport);
+    }
+    fn connection_lost(&mut self, error: Option<Error>) {
+        self.0.connection_lost(error);
+    }
+}
+
+impl ringloop::Protocol for PauseOnData {
+    fn data_received(&mut self, data: &[u8]) {
+        if self.0.data.is_empty() {
+            self.0.transport.as_ref().unwrap().pause_reading();
+        }
+        self.0.data_received(data);
+    }
+    fn eof_received(&mut self) -> bool {
+        self.0.eof_received()
+    }
+}
 
 backend_tests! {
     /// Data both ways, `connection_made` before `create_connection` returns, a clean close
@@ -253,6 +279,66 @@ backend_tests! {
         transport.close();
         assert!(run_until(lp, WAIT, || client.borrow().is_lost()));
         close_server(lp, server);
+    }
+
+    /// A peer that sends data, `close_notify`, and closes, while the reader is paused: on
+    /// `resume_reading` the data comes, then `eof_received`, then a clean `connection_lost`
+    /// (the EOF waited behind the held bytes, so no truncation is reported).
+    fn paused_reader_gets_data_then_close_notify(lp) {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (port, peer) = rustls_peer_server(move |stream| {
+            use std::io::Write;
+            wait.recv().unwrap(); // until the reader paused
+            stream.write_all(b"last words").unwrap();
+            stream.conn.send_close_notify();
+            stream.flush().unwrap();
+        });
+        let (transport, client) = tls_connect(lp, port, client_options()).unwrap();
+        transport.pause_reading();
+        go.send(()).unwrap();
+        peer.join().unwrap();
+        run_until(lp, 0.3, || false);
+        assert!(client.borrow().data.is_empty());
+        transport.resume_reading();
+        assert!(run_until(lp, WAIT, || client.borrow().is_lost()));
+        let client = client.borrow();
+        assert_eq!(client.data, b"last words");
+        assert_eq!(&client.events[client.events.len() - 2..], &[Ev::Eof, Ev::Lost(None)], "{:?}", client.lost_error);
+    }
+
+    /// The reader pauses inside `data_received`, in the middle of a chunk that also holds
+    /// more records, `close_notify` and (behind it) the stream's EOF: nothing more comes while
+    /// paused; on `resume_reading` the rest, then `eof_received`, then a clean
+    /// `connection_lost`.
+    fn pause_inside_a_chunk_holds_the_rest_and_the_eof(lp) {
+        // Four records of 16 KiB (more than one read of records: the first callback cannot
+        // have them all), then close_notify, in one write.
+        let payload = pattern(64 * 1024);
+        let sent = payload.clone();
+        let (port, peer) = rustls_peer_server(move |stream| {
+            use std::io::Write;
+            stream.conn.writer().write_all(&sent).unwrap();
+            stream.conn.send_close_notify();
+            stream.flush().unwrap();
+        });
+        let lp2 = lp.clone();
+        let (transport, client) = run_within(lp, WAIT, async move {
+            let factory = || PauseOnData(TlsRec::default());
+            lp2.create_connection(factory, Some("127.0.0.1"), Some(port), client_options()).await
+        })
+        .unwrap();
+        peer.join().unwrap();
+        assert!(run_until(lp, WAIT, || !client.borrow().0.data.is_empty()));
+        let first = client.borrow().0.data.len();
+        run_until(lp, 0.3, || false);
+        assert_eq!(client.borrow().0.data.len(), first, "delivered while paused");
+        assert!(first < payload.len());
+        assert!(!client.borrow().0.is_lost());
+        transport.resume_reading();
+        assert!(run_until(lp, WAIT, || client.borrow().0.is_lost()));
+        let rec = &client.borrow().0;
+        assert!(rec.data == payload, "all of it, in order");
+        assert_eq!(&rec.events[rec.events.len() - 2..], &[Ev::Eof, Ev::Lost(None)], "{:?}", rec.lost_error);
     }
 
     /// `abort` over TLS: `connection_lost(None)` once; the peer, cut off without
