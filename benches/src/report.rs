@@ -109,7 +109,7 @@ impl Versus {
 }
 
 /// The median of the values that are not NaN (NaN if none is).
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.retain(|v| !v.is_nan());
     values.sort_by(f64::total_cmp);
     match values.len() {

@@ -22,11 +22,13 @@
 //! # The layer seam (TLS)
 //! A layer such as TLS sits between a stream transport and the user's protocol, as asyncio's
 //! `sslproto` does: it is a *protocol* of the stream transport below (it receives the
-//! ciphertext through `data_received`/`BufferedProtocol`, writes with `write`, is told of
-//! `pause_writing`, `eof_received`, `connection_lost`) and a *transport* to the protocol above
-//! (the same public methods as [`Transport`]). Nothing in the driver or in these files learns
-//! of it: the layer uses only the stream transport's public interface (`set_protocol` inserts
-//! it into a live connection for `start_tls`).
+//! ciphertext through `data_received`, writes with `write`, is told of `pause_writing`,
+//! `eof_received`, `connection_lost`) and a *transport* to the protocol above. [`Transport`]
+//! is a handle over a `ByteStream` (`handle.rs`), which the stream core and the layer both
+//! implement, so the protocol gets the same type either way. Nothing in the driver or in these
+//! files learns of TLS: the layer uses only the stream transport's public interface
+//! (`set_protocol` and a hand-over that makes the old handles stale insert it into a live
+//! connection for `start_tls`).
 
 /// The methods every transport shares on its handle (`self.core`, whose `base` is a
 /// [`base::TransportBase`]): `is_closing` and `get_protocol` (asyncio's `BaseTransport`).

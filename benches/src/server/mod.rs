@@ -4,13 +4,15 @@
 //! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and serves until its
 //! stdin closes (the runner holds the other end) or it gets SIGTERM: the echo servers write
 //! back every byte they read, the HTTP servers answer every request with
-//! [`crate::http::RESPONSE`].
+//! [`crate::http::RESPONSE`], the TLS servers echo over TLS with the config of
+//! [`crate::tls::material`].
 
 mod raw_uring;
 pub mod raw_uring_max;
 mod ringloop_protocol;
 mod ringloop_streams;
 mod tokio_server;
+mod tokio_tls;
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -52,6 +54,8 @@ pub enum Workload {
     Echo,
     /// Keep-alive HTTP/1.1 hello-world.
     Http,
+    /// Echo over TLS 1.3.
+    Tls,
 }
 
 impl Workload {
@@ -60,15 +64,16 @@ impl Workload {
         match self {
             Workload::Echo => "echo",
             Workload::Http => "http",
+            Workload::Tls => "tls",
         }
     }
 
     /// Parses a name as [`Workload::name`] prints it.
     pub fn parse(name: &str) -> Result<Workload, String> {
-        [Workload::Echo, Workload::Http]
+        [Workload::Echo, Workload::Http, Workload::Tls]
             .into_iter()
             .find(|w| w.name() == name)
-            .ok_or_else(|| format!("unknown workload {name:?} (echo or http)"))
+            .ok_or_else(|| format!("unknown workload {name:?} (echo, http or tls)"))
     }
 
     /// The servers run by default, in the order the runner interleaves them.
@@ -91,6 +96,7 @@ impl Workload {
                 Impl::StreamsEpoll,
                 Impl::Tokio,
             ],
+            Workload::Tls => vec![Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio],
         }
     }
 
@@ -107,7 +113,7 @@ impl Workload {
     pub fn baselines(self) -> &'static [Impl] {
         match self {
             Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX)],
-            Workload::Http => &[Impl::Tokio],
+            Workload::Http | Workload::Tls => &[Impl::Tokio],
         }
     }
 }
@@ -210,6 +216,13 @@ fn run(
         (Workload::Http, Impl::StreamsUring) => ringloop_streams::serve(listener, uring, announce),
         (Workload::Http, Impl::StreamsEpoll) => ringloop_streams::serve(listener, epoll, announce),
         (Workload::Http, Impl::Tokio) => tokio_server::serve::<Responder>(listener, announce),
+        (Workload::Tls, Impl::RingloopUring) => {
+            ringloop_protocol::serve_tls(listener, uring, announce)
+        }
+        (Workload::Tls, Impl::RingloopEpoll) => {
+            ringloop_protocol::serve_tls(listener, epoll, announce)
+        }
+        (Workload::Tls, Impl::Tokio) => tokio_tls::serve(listener, announce),
         _ => Err(format!("no {} server {which}", workload.name())),
     };
     result.map_err(|e| format!("{} {which} server: {e}", workload.name()))
