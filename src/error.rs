@@ -24,6 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `asyncio.IncompleteReadError` | [`Error::IncompleteRead`] |
 /// | `asyncio.LimitOverrunError` | [`Error::LimitOverrun`] |
 /// | `ssl.SSLError`, `ssl.SSLCertVerificationError` | [`Error::Tls`] |
+/// | `asyncio.SendfileNotAvailableError` | [`Error::SendfileNotAvailable`] |
 ///
 /// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
 /// reach several awaiters, as in asyncio.
@@ -53,6 +54,9 @@ pub enum Error {
     Panic(String),
     /// The kernel or the build lacks what the call needs.
     Unsupported(String),
+    /// Zero-copy `sendfile` is impossible for this file or transport, and the call was told
+    /// not to fall back to copying (asyncio's `SendfileNotAvailableError`); nothing was sent.
+    SendfileNotAvailable(String),
     /// An error set by user code (`Future::set_exception`).
     Custom(Arc<dyn std::error::Error + Send + Sync>),
     /// Several errors at once (asyncio's `ExceptionGroup`).
@@ -168,7 +172,8 @@ impl fmt::Display for Error {
             | Error::InvalidState(msg)
             | Error::InvalidArgument(msg)
             | Error::Timeout(msg)
-            | Error::Unsupported(msg) => f.write_str(msg),
+            | Error::Unsupported(msg)
+            | Error::SendfileNotAvailable(msg) => f.write_str(msg),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Dns { message, .. }
             | Error::LimitOverrun { message, .. }

@@ -40,7 +40,10 @@
 //! | `loop.create_unix_connection`, `loop.create_unix_server` | [`EventLoop::create_unix_connection`], [`EventLoop::create_unix_server`], [`UnixPath`], [`UnixConnectOptions`], [`UnixServerOptions`] |
 //! | `open_unix_connection`, `start_unix_server` | [`EventLoop::open_unix_connection`], [`EventLoop::start_unix_server`] |
 //! | `loop.connect_read_pipe`, `connect_write_pipe`, `ReadTransport`, `WriteTransport` | [`EventLoop::connect_read_pipe`], [`EventLoop::connect_write_pipe`], [`ReadTransport`], [`WriteTransport`] |
+//! | `loop.sendfile`, `loop.sock_sendfile`, `SendfileNotAvailableError` | [`EventLoop::sendfile`], [`EventLoop::sock_sendfile`], [`Error::SendfileNotAvailable`] |
 //! | `open_connection`, `start_server`, `StreamReader`, `StreamWriter` | [`EventLoop::open_connection`], [`EventLoop::start_server`], [`StreamReader`], [`StreamWriter`] (module [`streams`]) |
+//! | `loop.subprocess_exec`, `loop.subprocess_shell`, `SubprocessProtocol`, `SubprocessTransport` | [`EventLoop::subprocess_exec`], [`EventLoop::subprocess_shell`], [`SubprocessProtocol`], [`SubprocessTransport`], [`PipeTransport`] (module [`subprocess`]) |
+//! | `asyncio.create_subprocess_exec`, `create_subprocess_shell`, `asyncio.subprocess.Process`, `PIPE`/`DEVNULL`/`STDOUT` | [`create_subprocess_exec`], [`create_subprocess_shell`], [`Process`], [`ProcessOptions`], [`subprocess::Stdio`] |
 //! | exception handler and `context` | [`EventLoop::set_exception_handler`], [`ExceptionContext`] |
 //! | exceptions | [`Error`] variants |
 //! | `SelectorEventLoop` / `ProactorEventLoop` | [`Backend::Epoll`] / [`Backend::Uring`] |
@@ -71,9 +74,11 @@ mod future;
 pub mod tls;
 pub mod net;
 mod protocol;
+mod sendfile;
 pub mod server;
 mod signal;
 pub mod streams;
+pub mod subprocess;
 mod sys;
 mod task;
 #[cfg(test)]
@@ -102,6 +107,10 @@ pub use server::{Hosts, Server, ServerOptions};
 pub use streams::{
     open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
     ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
+};
+pub use subprocess::{
+    create_subprocess_exec, create_subprocess_shell, PipeTransport, Process, ProcessOptions,
+    SubprocessProtocol, SubprocessTransport,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
 pub use tls::{StartTlsOptions, TlsConfig};

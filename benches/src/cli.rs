@@ -1,10 +1,11 @@
-//! Command-line options of `echo`, `http`, `serve` and `rss`.
+//! Command-line options of `echo`, `http`, `sendfile`, `serve` and `rss`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::runner::Options;
 use crate::server::{Impl, Workload};
-use crate::{http, rss, USAGE};
+use crate::{http, rss, sendfile, USAGE};
 
 /// `--name value` pairs and flags, in order.
 struct Args<'a> {
@@ -45,6 +46,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
             Workload::Echo => vec![64, 1024, 16384],
             Workload::Http => vec![http::RESPONSE.len()],
             Workload::Tls => vec![1024],
+            Workload::Sendfile => Vec::new(), // `sendfile` has options of its own
         },
         connections: 64,
         pipeline: 1,
@@ -66,7 +68,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
             "--json" => options.json = true,
             "--handshakes" if workload == Workload::Tls => options.handshakes = args.parsed(arg)?,
             "--idle" if workload == Workload::Tls => options.idle = args.parsed(arg)?,
-            "--sizes" if workload != Workload::Http => {
+            "--sizes" if matches!(workload, Workload::Echo | Workload::Tls) => {
                 let size = |s: &str| s.parse().map_err(|_| format!("--sizes: cannot parse {s:?}"));
                 options.sizes = args.list(arg, size)?;
             }
@@ -85,6 +87,39 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
     }
     if options.sizes.contains(&0) || options.impls.is_empty() {
         return Err("--sizes must be at least 1 byte, and --impls must name a server".into());
+    }
+    Ok(options)
+}
+
+/// The options of `sendfile`.
+pub fn parse_sendfile(args: &[String]) -> Result<sendfile::Options, String> {
+    let mut options = sendfile::Options::default();
+    let mut args = Args { rest: args.iter() };
+    while let Some(arg) = args.rest.next() {
+        match arg.as_str() {
+            "--size" => options.size_mib = args.parsed(arg)?,
+            "--clients" => {
+                let count =
+                    |s: &str| s.parse().map_err(|_| format!("--clients: cannot parse {s:?}"));
+                options.clients = args.list(arg, count)?;
+            }
+            "--repeat" => options.repeat = args.parsed(arg)?,
+            "--timeout" => options.timeout = args.seconds(arg)?,
+            "--discard" => options.discard = sendfile::Discard::parse(args.value(arg)?)?,
+            "--impls" => options.impls = args.list(arg, |s| Impl::parse(s, Workload::Sendfile))?,
+            "--json" => options.json = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("sendfile: unknown option {other:?}\n\n{USAGE}")),
+        }
+    }
+    if options.size_mib == 0 || options.repeat == 0 || options.clients.contains(&0) {
+        return Err("--size, --repeat and --clients must be at least 1".into());
+    }
+    if options.clients.is_empty() || options.impls.is_empty() || options.timeout.is_zero() {
+        return Err("--clients and --impls must name something, --timeout must be > 0".into());
     }
     Ok(options)
 }
@@ -126,11 +161,14 @@ pub struct Serve {
     pub port: u16,
     /// The CPU to pin to (`--cpu`).
     pub cpu: Option<usize>,
+    /// The file a sendfile server sends (`--file`).
+    pub file: Option<PathBuf>,
 }
 
 /// The options of `serve`; `--workload` must come before `--impl`.
 pub fn parse_serve(args: &[String]) -> Result<Serve, String> {
-    let (mut workload, mut which, mut port, mut cpu) = (Workload::Echo, None, 0, None);
+    let (mut workload, mut which, mut port, mut cpu, mut file) =
+        (Workload::Echo, None, 0, None, None);
     let mut args = Args { rest: args.iter() };
     while let Some(arg) = args.rest.next() {
         match arg.as_str() {
@@ -138,10 +176,11 @@ pub fn parse_serve(args: &[String]) -> Result<Serve, String> {
             "--impl" => which = Some(Impl::parse(args.value(arg)?, workload)?),
             "--port" => port = args.parsed(arg)?,
             "--cpu" => cpu = Some(args.parsed(arg)?),
+            "--file" => file = Some(PathBuf::from(args.value(arg)?)),
             other => return Err(format!("serve: unknown option {other:?}")),
         }
     }
-    Ok(Serve { workload, which: which.ok_or("serve needs --impl")?, port, cpu })
+    Ok(Serve { workload, which: which.ok_or("serve needs --impl")?, port, cpu, file })
 }
 
 #[cfg(test)]

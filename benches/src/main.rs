@@ -2,10 +2,12 @@
 //! epoll) against tokio (the reference) and raw io_uring loops (the limit); `http` compares
 //! keep-alive HTTP/1.1 hello-world servers on ringloop (protocols and streams) and tokio;
 //! `tls` compares TLS echo servers (ringloop on io_uring and epoll, tokio + tokio-rustls) and
-//! their handshake rate and memory per idle connection. See `docs/benchmarks.md`.
+//! their handshake rate and memory per idle connection; `sendfile` compares ringloop's
+//! `EventLoop::sendfile` with raw `sendfile(2)` and `splice(2)` loops. See
+//! `docs/benchmarks.md`.
 //!
-//! `ringloop-bench serve --workload W --impl NAME` runs one server, and is what `echo` and
-//! `http` start, once per implementation, in child processes.
+//! `ringloop-bench serve --workload W --impl NAME` runs one server, and is what `echo`,
+//! `http` and `sendfile` start, once per implementation, in child processes.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cli;
@@ -15,6 +17,7 @@ mod http;
 mod report;
 mod rss;
 mod runner;
+mod sendfile;
 mod server;
 mod sys;
 mod tls;
@@ -26,6 +29,7 @@ use server::Workload;
 
 const USAGE: &str = "\
 usage: ringloop-bench echo|http|tls [OPTIONS]
+       ringloop-bench sendfile [OPTIONS]
 
 echo: echo servers (ringloop on io_uring and on epoll, tokio current_thread, a simple raw
 io_uring loop and the strongest raw io_uring loop, raw-uring-max).
@@ -61,6 +65,26 @@ options:
   --handshakes N      tls: handshakes per server per round (default 200)
   --idle N            tls: idle connections per server for the memory (default 1000)
 
+sendfile: a page-cached file (written once to a temporary directory) sent whole to every
+connection over loopback TCP, by ringloop's EventLoop::sendfile on io_uring (ringloop-uring)
+and on epoll (ringloop-epoll), by its chunked copy fallback (ringloop-copy: the file comes
+through a pipe fed by a thread), and by raw poll(2) loops with no runtime calling sendfile(2)
+(raw-sendfile, the baseline) or splice(2) file -> pipe -> socket (raw-splice). Servers pinned
+as for echo; each window connects N clients at once that discard and count what they get
+(each must get the whole file). Prints MiB/s and server CPU per MiB (all its threads), with
+ratios to raw-sendfile paired per round.
+
+sendfile options:
+  --size MiB          the file's size (default 256)
+  --clients N[,N...]  connections per window, each count run separately (default 1,8)
+  --repeat R          rounds per client count (default 15)
+  --timeout SECS      the longest one window may take (default 60)
+  --discard read|splice  how clients discard: read(2) into a buffer (default), or
+                      splice(2) to /dev/null (no copy on the client side)
+  --impls A[,B...]    default ringloop-uring,ringloop-epoll,ringloop-copy,raw-sendfile,
+                      raw-splice
+  --json              print a JSON array instead of the table
+
 ringloop-bench rss [--connections N] [--backends uring,epoll]: server RSS per idle
 connection of examples/tcp_echo_server (see `ringloop-bench rss --help`).
 ";
@@ -72,7 +96,8 @@ fn main() -> ExitCode {
         Some("http") => cli::parse_run(Workload::Http, &args[1..]).and_then(|o| compare(&o)),
         Some("tls") => cli::parse_run(Workload::Tls, &args[1..]).and_then(|o| tls::compare(&o)),
         Some("serve") => cli::parse_serve(&args[1..])
-            .and_then(|serve| server::serve(serve.workload, serve.which, serve.port, serve.cpu)),
+            .and_then(|s| server::serve(s.workload, s.which, s.port, s.cpu, s.file.as_deref())),
+        Some("sendfile") => cli::parse_sendfile(&args[1..]).and_then(|o| compare_sendfile(&o)),
         Some("rss") => cli::parse_rss(&args[1..]).and_then(|options| rss::run(&options)),
         Some("rss-client") => rss::client(&args[1..]),
         Some("-h" | "--help") => {
@@ -93,6 +118,17 @@ fn main() -> ExitCode {
 /// The `echo` and `http` commands: run, then print the table or JSON.
 fn compare(options: &Options) -> Result<(), String> {
     let report = runner::run(options)?;
+    if options.json {
+        print!("{}", report.json());
+    } else {
+        print!("{}\n{}", report.header(), report.table());
+    }
+    Ok(())
+}
+
+/// The `sendfile` command: run, then print the table or JSON.
+fn compare_sendfile(options: &sendfile::Options) -> Result<(), String> {
+    let report = sendfile::run(options)?;
     if options.json {
         print!("{}", report.json());
     } else {

@@ -1,7 +1,8 @@
 //! The `echo` and `http` commands: start one server process per implementation, then for each
 //! message size (echo) or once (http), for each repetition, for each server (interleaved, so
 //! drift hits all alike; each round starts one server later) run the load and read the
-//! server's CPU time and context switches around the measured window.
+//! server's CPU time and context switches around the measured window. [`ServerProcess`] is
+//! also how the `sendfile` command starts its servers.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -51,12 +52,14 @@ pub struct Started {
 }
 
 /// A running server process, killed and reaped on drop (so also when the runner panics).
-struct ServerProcess {
-    which: Impl,
+pub struct ServerProcess {
+    /// What it serves with.
+    pub which: Impl,
     child: Child,
     /// Held open: the server exits when it closes.
     _stdin: ChildStdin,
-    port: u16,
+    /// Where it listens (127.0.0.1).
+    pub port: u16,
 }
 
 impl Drop for ServerProcess {
@@ -67,7 +70,14 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(workload: Workload, which: Impl, cpu: Option<usize>) -> Result<ServerProcess, String> {
+    /// Starts `ringloop-bench serve` for `workload` with `which` on any port, pinned to `cpu`,
+    /// with `extra` arguments, and waits (10 s at most) for the port it announces.
+    pub fn start(
+        workload: Workload,
+        which: Impl,
+        cpu: Option<usize>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<ServerProcess, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut command = Command::new(exe);
         let name = which.to_string();
@@ -75,6 +85,7 @@ impl ServerProcess {
         if let Some(cpu) = cpu {
             command.args(["--cpu", &cpu.to_string()]);
         }
+        command.args(extra);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -100,6 +111,11 @@ impl ServerProcess {
             )?;
         Ok(server)
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 /// Runs the whole comparison and returns what it measured.
@@ -120,7 +136,7 @@ pub fn run_then<T>(
     }
     let mut servers = Vec::new();
     for &which in &options.impls {
-        match ServerProcess::start(options.workload, which, pinned.then_some(0)) {
+        match ServerProcess::start(options.workload, which, pinned.then_some(0), &[]) {
             Ok(server) => servers.push(server),
             Err(e) => eprintln!("skipping {which}: {e}"),
         }
@@ -134,6 +150,7 @@ pub fn run_then<T>(
             Workload::Echo => rounds(&servers, options, size, client::Echo::new(size), &mut report),
             Workload::Http => rounds(&servers, options, size, client::Http, &mut report),
             Workload::Tls => rounds(&servers, options, size, client::Echo::new(size), &mut report),
+            Workload::Sendfile => Err("the sendfile command has a runner of its own".into()),
         }
         .map_err(|e| format!("{}: {e}", label(options.workload, size)))?;
     }
@@ -149,7 +166,7 @@ pub fn run_then<T>(
 fn label(workload: Workload, size: usize) -> String {
     match workload {
         Workload::Echo => format!("{size:>6} B"),
-        Workload::Http => "http".into(),
+        Workload::Http | Workload::Sendfile => workload.name().into(),
         Workload::Tls => format!("tls {size} B"),
     }
 }
@@ -186,7 +203,7 @@ fn rounds<M: Messages>(
         for k in 0..servers.len() {
             let index = (rep - 1 + k) % servers.len();
             let server = &servers[index];
-            let pid = server.child.id();
+            let pid = server.pid();
             let outcome = client
                 .window(index, &move || crate::sys::sample_process(pid))
                 .map_err(|e| format!("{}: {e}", server.which))?;

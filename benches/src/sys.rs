@@ -1,7 +1,8 @@
-//! The few Linux calls the runner needs: CPU pinning, a process's CPU time and context
-//! switches, the kernel version.
+//! The few Linux calls the runner and the raw servers need: CPU pinning, a process's CPU time
+//! and context switches, the kernel version, pipes, `splice(2)` and `sendfile(2)`.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a libc call's `-1` into `io::Error::last_os_error()`.
 macro_rules! syscall {
@@ -81,6 +82,36 @@ fn parse_schedstat_nanos(schedstat: &str) -> Option<u64> {
     schedstat.split_whitespace().next()?.parse().ok()
 }
 
+/// The CPU time of process `pid` so far, in nanoseconds, summed over all its threads,
+/// **including those that have exited** (io_uring's io-wq workers come and go): its process
+/// CPU clock (`clock_getcpuclockid` + `clock_gettime`), the time `getrusage(RUSAGE_SELF)`
+/// reports inside it as `ru_utime + ru_stime`, to the nanosecond and readable from outside.
+pub fn process_cpu_nanos(pid: u32) -> io::Result<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid writes a clock id into the live `clock`; it returns the
+    // error number itself rather than setting errno.
+    let rc = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    if rc != 0 {
+        let e = io::Error::from_raw_os_error(rc);
+        return Err(io::Error::new(e.kind(), format!("clock_getcpuclockid({pid}): {e}")));
+    }
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY (in syscall!): clock_gettime writes into the live `now`.
+    syscall!(clock_gettime(clock, &mut now))
+        .map_err(|e| io::Error::new(e.kind(), format!("clock_gettime(CPU clock of {pid}): {e}")))?;
+    Ok(now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
+}
+
+/// The CPU time of thread `tid` of process `pid` so far (the main thread: `tid == pid`), in
+/// nanoseconds: the first field of `/proc/<pid>/task/<tid>/schedstat`.
+pub fn thread_cpu_nanos(pid: u32, tid: u32) -> io::Result<u64> {
+    let path = format!("/proc/{pid}/task/{tid}/schedstat");
+    let schedstat = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    parse_schedstat_nanos(&schedstat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("parsing {path}")))
+}
+
 /// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a `status` file.
 fn parse_status_switches(status: &str) -> u64 {
     status
@@ -132,6 +163,67 @@ pub fn raise_nofile(want: u64) -> Result<(), String> {
     syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)).map(drop).map_err(|e| format!("setrlimit: {e}"))
 }
 
+/// A close-on-exec pipe `(read end, write end)`, grown to 1 MiB where the system allows (as
+/// ringloop's io_uring driver grows its splice pipes).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY (in syscall!): `fds` is a writable array of two ints, as pipe2 requires.
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))
+        .map_err(|e| io::Error::new(e.kind(), format!("pipe2: {e}")))?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Unprivileged processes may meet a per-user limit (EPERM): the default size stays.
+    // SAFETY (in syscall!): F_SETPIPE_SZ takes an int; the fd is open.
+    let _ = syscall!(fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20));
+    Ok((read, write))
+}
+
+/// The capacity of the pipe `fd` in bytes (`F_GETPIPE_SZ`).
+pub fn pipe_capacity(fd: &impl AsRawFd) -> io::Result<usize> {
+    // SAFETY (in syscall!): F_GETPIPE_SZ takes no argument; the fd is open.
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ)).map(|n| n as usize)
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY (in syscall!): F_GETFL takes no argument; the fd is open.
+    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+    // SAFETY (in syscall!): F_SETFL takes an int; the fd is open.
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)).map(drop)
+}
+
+/// `splice(2)` of up to `len` bytes from `from` to `to`: at `*offset` of `from`, advanced by
+/// what moved, when given (a file), else from its position (a pipe or socket). The bytes
+/// moved; 0 at the end of `from`.
+pub fn splice(
+    from: &impl AsRawFd,
+    offset: Option<&mut i64>,
+    to: &impl AsRawFd,
+    len: usize,
+    flags: libc::c_uint,
+) -> io::Result<usize> {
+    let offset = offset.map_or(std::ptr::null_mut(), |o| o as *mut i64);
+    let (from, to) = (from.as_raw_fd(), to.as_raw_fd());
+    let flags = flags | libc::SPLICE_F_MOVE;
+    // SAFETY (in syscall!): `offset` is null or a live, exclusive i64 (loff_t); the output
+    // offset is null (`to` is a pipe or socket); both fds are open.
+    syscall!(splice(from, offset, to, std::ptr::null_mut(), len, flags)).map(|n| n as usize)
+}
+
+/// `sendfile(2)` of up to `len` bytes of `file` from `*offset` (advanced by what was sent) to
+/// the socket `to`. The bytes sent; 0 at the end of the file.
+pub fn sendfile(
+    to: &impl AsRawFd,
+    file: &impl AsRawFd,
+    offset: &mut i64,
+    len: usize,
+) -> io::Result<usize> {
+    let (to, file) = (to.as_raw_fd(), file.as_raw_fd());
+    // SAFETY (in syscall!): `offset` is a live, exclusive off_t (64-bit here); both fds are
+    // open.
+    syscall!(sendfile(to, file, offset, len)).map(|n| n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +234,28 @@ mod tests {
         assert_eq!(parse_schedstat_nanos(""), None);
         let status = "Name:\tx\nvoluntary_ctxt_switches:\t40\nnonvoluntary_ctxt_switches:\t2\n";
         assert_eq!(parse_status_switches(status), 42);
+    }
+
+    #[test]
+    fn process_cpu_clock_keeps_the_time_of_exited_threads() {
+        let me = std::process::id();
+        let before = process_cpu_nanos(me).unwrap();
+        let want = 20_000_000;
+        // Another thread works until the process clock shows 20 ms more (5 s at most), and
+        // exits: its time stays counted.
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while process_cpu_nanos(me).unwrap() - before < want
+                && start.elapsed() < std::time::Duration::from_secs(5)
+            {
+                std::hint::black_box(0u64);
+            }
+        })
+        .join()
+        .unwrap();
+        let spent = process_cpu_nanos(me).unwrap() - before;
+        assert!(spent >= want, "{spent} ns");
+        assert!(thread_cpu_nanos(me, me).unwrap() > 0);
     }
 
     #[test]

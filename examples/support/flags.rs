@@ -1,7 +1,7 @@
-//! The echo examples' command line: `--host`, `--port` and `--backend` for all of them, plus
-//! the few flags each one adds (`--message`, `--quiet`, `--max-seconds`, and the TLS
-//! examples' `--cert`, `--key`, `--cafile`, `--server-hostname`). A Unix-socket example takes
-//! a required `--path` instead of `--host` and `--port`.
+//! The network examples' command line: `--host`, `--port` and `--backend` for all of them,
+//! plus the few flags each one adds (`--message`, `--quiet`, `--max-seconds`, a required
+//! `--file`, and the TLS examples' `--cert`, `--key`, `--cafile`, `--server-hostname`). A
+//! Unix-socket example takes a required `--path` instead of `--host` and `--port`.
 
 use std::fmt::Display;
 
@@ -27,6 +27,8 @@ pub enum Flag {
     CaFile,
     /// `--server-hostname NAME`: the name a TLS client checks (default: `--host`).
     ServerHostname,
+    /// `--file PATH`: the file a server sends, required.
+    File,
 }
 
 impl Flag {
@@ -42,6 +44,7 @@ impl Flag {
             Flag::Key => "--key PEM",
             Flag::CaFile => "[--cafile PEM]",
             Flag::ServerHostname => "[--server-hostname NAME]",
+            Flag::File => "--file PATH",
         }
     }
 
@@ -56,6 +59,7 @@ impl Flag {
             Flag::Key => "--key",
             Flag::CaFile => "--cafile",
             Flag::ServerHostname => "--server-hostname",
+            Flag::File => "--file",
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Args {
     pub cafile: Option<String>,
     /// `--server-hostname`: the name to check.
     pub server_hostname: Option<String>,
+    /// `--file`: the file to send (set whenever the spec has [`Flag::File`]).
+    pub file: Option<String>,
 }
 
 impl Spec {
@@ -129,6 +135,7 @@ impl Spec {
             key: None,
             cafile: None,
             server_hostname: None,
+            file: None,
         };
         let inet = !self.unix();
         while let Some(arg) = args.next() {
@@ -148,6 +155,7 @@ impl Spec {
                 (_, Some(Flag::Key)) => parsed.key = Some(value()?),
                 (_, Some(Flag::CaFile)) => parsed.cafile = Some(value()?),
                 (_, Some(Flag::ServerHostname)) => parsed.server_hostname = Some(value()?),
+                (_, Some(Flag::File)) => parsed.file = Some(value()?),
                 ("-h" | "--help", None) => return Err(self.usage()),
                 (other, None) => {
                     return Err(format!("unknown argument {other:?}\n{}", self.usage()))
@@ -157,7 +165,9 @@ impl Spec {
         if self.unix() && parsed.path.is_none() {
             return Err(format!("--path is required\n{}", self.usage()));
         }
-        for (flag, given) in [(Flag::Cert, &parsed.cert), (Flag::Key, &parsed.key)] {
+        for (flag, given) in
+            [(Flag::Cert, &parsed.cert), (Flag::Key, &parsed.key), (Flag::File, &parsed.file)]
+        {
             if self.flags.contains(&flag) && given.is_none() {
                 return Err(format!("{} is required\n{}", flag.name(), self.usage()));
             }

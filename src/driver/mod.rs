@@ -7,7 +7,7 @@
 //! # The contract every backend meets
 //!
 //! * **Ops.** One-shot: [`Op::Poll`], [`Op::Connect`], [`Op::Send`], [`Op::SendMsg`],
-//!   [`Op::Read`], [`Op::Write`]. Persistent (below): [`Op::RecvMulti`], [`Op::RecvMsgMulti`],
+//!   [`Op::Read`], [`Op::Write`], [`Op::SendFile`]. Persistent (below): [`Op::RecvMulti`], [`Op::RecvMsgMulti`],
 //!   [`Op::AcceptMulti`]. Sockets receive and accept only through the persistent ops (the
 //!   `sock_*` calls use `Poll` and their own syscalls).
 //! * **Submission.** [`Driver::submit`](any::Driver::submit) takes an [`Op`] (which owns every
@@ -199,6 +199,24 @@ pub(crate) enum Op {
         /// The datagram and its destination.
         msg: Box<SendMsgBuf>,
     },
+    /// Send up to `len` bytes of the regular file `file`, from `offset`, to the stream socket
+    /// `fd`, without copying them through user space. Result: the bytes the socket took (a
+    /// short count is a result: the file ended, or a backend chunk limit; 0 means the file
+    /// ends at `offset`). Neither fd's position moves. io_uring moves the bytes through a pipe
+    /// of the driver's pool with two linked `IORING_OP_SPLICE` (file → pipe, pipe → socket),
+    /// and the op ends only once the pipe is empty again (bytes it holds after a short send
+    /// are spliced on; after an error they are dropped with the pipe, and were never counted);
+    /// epoll makes one `sendfile(2)` when the socket is writable.
+    SendFile {
+        /// The stream socket.
+        fd: RawFd,
+        /// The regular file, open for reading.
+        file: RawFd,
+        /// Where in the file to start.
+        offset: u64,
+        /// The most bytes to send.
+        len: u32,
+    },
     /// Receive from `fd` until end of stream, an error or [`end_gracefully`](any::Driver::end_gracefully): a
     /// *persistent* op. Each chunk comes in a completion with `more: true`, `Ok(n)` and the
     /// bytes in [`Completion::data`]; the final completion is `Ok(0)` (end of stream), the
@@ -252,6 +270,9 @@ impl std::fmt::Debug for Op {
                 write!(f, "Write(fd {fd}, {} bytes at {offset})", buf.len())
             }
             Op::SendMsg { .. } => write!(f, "SendMsg(fd {fd})"),
+            Op::SendFile { file, offset, len, .. } => {
+                write!(f, "SendFile(fd {fd}, file {file}, {len} bytes at {offset})")
+            }
             Op::RecvMulti { .. } => write!(f, "RecvMulti(fd {fd})"),
             Op::RecvMsgMulti { .. } => write!(f, "RecvMsgMulti(fd {fd})"),
             Op::AcceptMulti { .. } => write!(f, "AcceptMulti(fd {fd})"),
@@ -269,9 +290,18 @@ impl Op {
             | Op::Read { fd, .. }
             | Op::Write { fd, .. }
             | Op::SendMsg { fd, .. }
+            | Op::SendFile { fd, .. }
             | Op::RecvMulti { fd }
             | Op::RecvMsgMulti { fd }
             | Op::AcceptMulti { fd } => fd,
+        }
+    }
+
+    /// The second fd the op names, if any (a `SendFile`'s file).
+    pub(crate) fn second_fd(&self) -> Option<RawFd> {
+        match *self {
+            Op::SendFile { file, .. } => Some(file),
+            _ => None,
         }
     }
 

@@ -49,6 +49,7 @@
 //! has to wait for more data to find what it looks for).
 
 mod reader;
+mod subprocess;
 mod unix;
 mod writer;
 
@@ -63,8 +64,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::BytesMut;
 
 pub use reader::StreamReader;
+pub(crate) use subprocess::SubprocessStreamProtocol;
 pub use unix::{open_unix_connection, start_unix_server};
-pub use writer::StreamWriter;
+pub use writer::{StreamWriter, WriterTransport};
 
 use crate::error::{panic_message, Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
@@ -78,18 +80,20 @@ pub const DEFAULT_LIMIT: usize = 64 * 1024;
 
 /// A set of wakers, woken all at once.
 #[derive(Default)]
-struct Wakers(RefCell<Vec<Waker>>);
+pub(crate) struct Wakers(RefCell<Vec<Waker>>);
 
 impl Wakers {
-    fn register(&self, waker: &Waker) {
+    /// Adds `waker` unless it is there already.
+    pub(crate) fn register(&self, waker: &Waker) {
         let mut wakers = self.0.borrow_mut();
         if !wakers.iter().any(|w| w.will_wake(waker)) {
             wakers.push(waker.clone());
         }
     }
 
-    /// Keeps the list's allocation for the next waiters (a reader waits once per chunk).
-    fn wake(&self) {
+    /// Wakes every waker, and forgets them. Keeps the list's allocation for the next waiters
+    /// (a reader waits once per chunk).
+    pub(crate) fn wake(&self) {
         let mut wakers = self.0.take();
         for waker in wakers.drain(..) {
             waker.wake();
@@ -125,8 +129,9 @@ pub(crate) struct StreamState {
     /// Tasks waiting for data.
     read_wakers: Wakers,
     /// The transport, for reading backpressure (dropped at `connection_lost`, which breaks
-    /// the transport → protocol → state → transport cycle).
-    transport: RefCell<Option<Transport>>,
+    /// the transport → protocol → state → transport cycle): a connection's, or a child's
+    /// stdout or stderr pipe.
+    transport: RefCell<Option<subprocess::ReadSource>>,
     /// This side paused the transport's reading.
     reading_paused: Cell<bool>,
     /// The transport called `pause_writing` (and not yet `resume_writing`).
@@ -163,7 +168,7 @@ impl StreamState {
     fn set_transport(&self, transport: &Transport) {
         let mut slot = self.transport.borrow_mut();
         if slot.is_none() && !self.is_lost() {
-            *slot = Some(transport.clone());
+            *slot = Some(subprocess::ReadSource::Stream(transport.clone()));
         }
     }
 
@@ -189,6 +194,18 @@ impl StreamState {
                 self.reading_paused.set(true);
             }
         }
+    }
+
+    /// The transport paused the writer: `drain` waits.
+    fn pause_writing(&self) {
+        self.writing_paused.set(true);
+    }
+
+    /// The transport resumed the writer: `drain`s waiting return.
+    fn resume_writing(&self) {
+        self.writing_paused.set(false);
+        self.drain_generation.set(self.drain_generation.get() + 1);
+        self.drain_wakers.wake();
     }
 
     /// asyncio's `StreamReader.feed_eof`.
@@ -321,13 +338,11 @@ impl BaseProtocol for StreamReaderProtocol {
     }
 
     fn pause_writing(&mut self) {
-        self.state.writing_paused.set(true);
+        self.state.pause_writing();
     }
 
     fn resume_writing(&mut self) {
-        self.state.writing_paused.set(false);
-        self.state.drain_generation.set(self.state.drain_generation.get() + 1);
-        self.state.drain_wakers.wake();
+        self.state.resume_writing();
     }
 }
 

@@ -1,5 +1,5 @@
 //! `StreamWriter`: asyncio's `StreamWriter` (write, drain, close, wait_closed) and
-//! `futures_io::AsyncWrite`.
+//! `futures_io::AsyncWrite`, over a connection's [`Transport`] or a child's stdin pipe.
 
 use std::cell::Cell;
 use std::fmt;
@@ -11,26 +11,97 @@ use std::task::{Context, Poll};
 use super::reader::to_io_error;
 use super::{connection_reset, Link, StreamState};
 use crate::error::Result;
-use crate::transport::{ExtraInfo, Transport};
+use crate::transport::{ExtraInfo, Transport, WriteTransport};
 
-/// The writing side of a stream connection (asyncio's `StreamWriter`). Cheap to clone; when
-/// the last clone is dropped without `close()`, the transport is closed (as asyncio's
+/// A transport a [`StreamWriter`] writes to: the stream [`Transport`] of a connection, or the
+/// [`WriteTransport`] of a child process's stdin
+/// ([`Process::stdin`](crate::subprocess::Process::stdin)). Sealed: implemented for those two.
+pub trait WriterTransport: sealed::Sealed {}
+
+impl WriterTransport for Transport {}
+impl WriterTransport for WriteTransport {}
+
+mod sealed {
+    use crate::error::Result;
+    use crate::transport::ExtraInfo;
+
+    /// What a [`StreamWriter`](super::StreamWriter) calls on its transport: the transport's
+    /// own methods of the same names.
+    pub trait Sealed: std::fmt::Debug + 'static {
+        /// `write`.
+        fn write(&self, data: &[u8]) -> Result<()>;
+        /// `writelines`.
+        fn writelines<I: IntoIterator<Item = B>, B: AsRef<[u8]>>(&self, buffers: I) -> Result<()>;
+        /// `write_eof`.
+        fn write_eof(&self);
+        /// `can_write_eof`.
+        fn can_write_eof(&self) -> bool;
+        /// `close`.
+        fn close(&self);
+        /// `is_closing`.
+        fn is_closing(&self) -> bool;
+        /// `get_extra_info`.
+        fn get_extra_info(&self, name: &str) -> Option<ExtraInfo>;
+    }
+
+    /// Implements [`Sealed`] for `$transport` with its own methods; `$wrap` turns what its
+    /// `write` and `writelines` return into a `Result`.
+    macro_rules! forward {
+        ($transport:ty, $wrap:expr) => {
+            impl Sealed for $transport {
+                fn write(&self, data: &[u8]) -> Result<()> {
+                    $wrap(<$transport>::write(self, data))
+                }
+                fn writelines<I: IntoIterator<Item = B>, B: AsRef<[u8]>>(
+                    &self,
+                    buffers: I,
+                ) -> Result<()> {
+                    $wrap(<$transport>::writelines(self, buffers))
+                }
+                fn write_eof(&self) {
+                    <$transport>::write_eof(self)
+                }
+                fn can_write_eof(&self) -> bool {
+                    <$transport>::can_write_eof(self)
+                }
+                fn close(&self) {
+                    <$transport>::close(self)
+                }
+                fn is_closing(&self) -> bool {
+                    <$transport>::is_closing(self)
+                }
+                fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+                    <$transport>::get_extra_info(self, name)
+                }
+            }
+        };
+    }
+
+    forward!(super::Transport, std::convert::identity);
+    // A pipe's write never fails: once the pipe is closed it drops the data, and `drain`
+    // reports that.
+    forward!(super::WriteTransport, Ok);
+}
+
+/// The writing side of a stream (asyncio's `StreamWriter`): of a connection (`T` the stream
+/// [`Transport`]) or of a child process's stdin (`T` its [`WriteTransport`]). Cheap to clone;
+/// when the last clone is dropped without `close()`, the transport is closed (as asyncio's
 /// `StreamWriter.__del__`).
 #[derive(Clone)]
-pub struct StreamWriter {
+pub struct StreamWriter<T: WriterTransport = Transport> {
     /// Closes the transport when the last clone goes.
-    inner: Rc<WriterInner>,
+    inner: Rc<WriterInner<T>>,
 }
 
 /// What the clones of a writer share.
-struct WriterInner {
-    /// The connection.
-    transport: Transport,
+struct WriterInner<T: WriterTransport> {
+    /// The connection, or the pipe.
+    transport: T,
     /// The state shared with the reader and the protocol.
     state: Rc<StreamState>,
 }
 
-impl Drop for WriterInner {
+impl<T: WriterTransport> Drop for WriterInner<T> {
     fn drop(&mut self) {
         if !self.transport.is_closing() {
             self.transport.close();
@@ -38,8 +109,8 @@ impl Drop for WriterInner {
     }
 }
 
-impl StreamWriter {
-    pub(super) fn new(transport: Transport, state: Rc<StreamState>) -> StreamWriter {
+impl<T: WriterTransport> StreamWriter<T> {
+    pub(super) fn new(transport: T, state: Rc<StreamState>) -> StreamWriter<T> {
         StreamWriter { inner: Rc::new(WriterInner { transport, state }) }
     }
 
@@ -48,13 +119,14 @@ impl StreamWriter {
     }
 
     /// The transport.
-    pub fn transport(&self) -> &Transport {
+    pub fn transport(&self) -> &T {
         &self.inner.transport
     }
 
     /// Queues `data` on the transport; never blocks (call [`drain`](Self::drain) to wait
     /// for the buffer to empty). After `close()` or once the connection is lost the data is
-    /// dropped, and `drain` reports it. `Error::Runtime` after `write_eof()`.
+    /// dropped, and `drain` reports it. On a connection, `Error::Runtime` after
+    /// `write_eof()` (a child's stdin is closed by `write_eof`, and drops later writes).
     pub fn write(&self, data: &[u8]) -> Result<()> {
         self.transport().write(data)
     }
@@ -184,7 +256,7 @@ async fn yield_now() {
     .await
 }
 
-impl futures_io::AsyncWrite for StreamWriter {
+impl<T: WriterTransport> futures_io::AsyncWrite for StreamWriter<T> {
     /// Queues all of `buf` on the transport, or returns `Pending` while the transport has
     /// paused the writer (backpressure). An error once the writer is closing or the
     /// connection lost (`ECONNRESET`), or after `write_eof` (`Error::Runtime` inside).
@@ -219,13 +291,13 @@ impl futures_io::AsyncWrite for StreamWriter {
     }
 }
 
-impl fmt::Debug for StreamWriter {
+impl<T: WriterTransport> fmt::Debug for StreamWriter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<StreamWriter transport={:?}>", self.transport())
     }
 }
 
-impl fmt::Debug for WriterInner {
+impl<T: WriterTransport> fmt::Debug for WriterInner<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<StreamWriter transport={:?}>", self.transport)
     }

@@ -23,6 +23,7 @@ use socket2::SockAddr;
 
 use super::layer::{Stage, TlsLayer};
 use crate::error::{Error, Result};
+use crate::sendfile::{Transfer, TransferFuture};
 use crate::transport::dispatch::DynProtocol;
 use crate::transport::handle::{ByteStream, Generation};
 use crate::transport::ExtraInfo;
@@ -243,6 +244,15 @@ impl ByteStream for TlsLayer {
             Some(lower) => lower.on_connection_lost(hook),
             None => drop(hook),
         }
+    }
+
+    fn start_sendfile(
+        self: Rc<Self>,
+        _from: Generation,
+        transfer: Rc<Transfer>,
+    ) -> Result<TransferFuture> {
+        let _ = transfer;
+        Err(Error::SendfileNotAvailable("sendfile over TLS is not supported yet".into()))
     }
 
     fn hand_over(&self, _from: Generation) -> Result<Generation> {

@@ -132,8 +132,9 @@ pub(crate) trait TransportCore: OpTarget + Sized + 'static {
     /// The shared state.
     fn base(&self) -> &TransportBase<Self::Event>;
 
-    /// Cancels every op in flight (their slots are emptied).
-    fn cancel_ops(&self);
+    /// Cancels every op in flight (their slots are emptied); `error` is why the transport
+    /// closes (`None`: a clean close or an abort).
+    fn cancel_ops(&self, error: Option<&Error>);
 
     /// Hands the fd to the driver to close, with the slots of whatever is still in flight
     /// ([`LoopFd::close`]).
@@ -165,18 +166,18 @@ pub(crate) trait TransportCore: OpTarget + Sized + 'static {
     /// Enters `Closed`: cancels what is in flight and schedules `connection_lost(error)`, after
     /// which the fd is closed. No-op once closed.
     fn finish(self: &Rc<Self>, error: Option<Error>) {
-        if self.enter_closed() {
+        if self.enter_closed(error.as_ref()) {
             self.schedule_lost(error);
         }
     }
 
     /// Enters `Closed` and cancels what is in flight, without scheduling `connection_lost`
     /// yet (the caller does, after a last callback); false if it was closed already.
-    fn enter_closed(&self) -> bool {
+    fn enter_closed(&self, error: Option<&Error>) -> bool {
         if self.base().life.replace(Life::Closed) == Life::Closed {
             return false;
         }
-        self.cancel_ops();
+        self.cancel_ops(error);
         true
     }
 

@@ -286,7 +286,7 @@ impl TransportCore for DatagramCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, _: Option<&Error>) {
         self.base.fd.cancel(&self.recv_op);
         self.base.fd.cancel(&self.send_op);
     }

@@ -23,6 +23,7 @@ use super::dispatch::{adapt, DynProtocol};
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::protocol::AnyProtocol;
+use crate::sendfile::{Transfer, TransferFuture};
 
 /// Which handles may use a stream: those made in its current generation (see the module
 /// docs). A stream starts in generation 0.
@@ -80,6 +81,12 @@ pub(crate) trait ByteStream: fmt::Debug {
     fn is_reading(&self, from: Generation) -> bool;
     /// Calls `hook` once the connection is lost and its socket handed to the driver.
     fn on_connection_lost(&self, hook: Box<dyn FnOnce()>);
+    /// Runs `transfer` once the write buffer is flushed (`EventLoop::sendfile`).
+    fn start_sendfile(
+        self: Rc<Self>,
+        from: Generation,
+        transfer: Rc<Transfer>,
+    ) -> Result<TransferFuture>;
     /// Moves the stream to a new generation for a layer inserted above it (`start_tls`):
     /// handles of `from`'s generation are stale from now on. The new generation, or an error
     /// when the stream cannot be handed over (closing, already handed over, a layer itself).
@@ -261,6 +268,11 @@ impl Transport {
     /// Switches to an already adapted protocol (a layer inserted by `start_tls`).
     pub(crate) fn replace_protocol(&self, protocol: Rc<DynProtocol>) {
         self.stream.set_protocol(self.generation, protocol);
+    }
+
+    /// Runs `transfer` on this transport once its buffer is flushed (`EventLoop::sendfile`).
+    pub(crate) fn start_sendfile(&self, transfer: Rc<Transfer>) -> Result<TransferFuture> {
+        self.stream.clone().start_sendfile(self.generation, transfer)
     }
 
     /// A handle for a layer inserted above this stream (`start_tls`); this handle and every

@@ -112,15 +112,17 @@ pub(crate) mod loop_fd;
 mod pipe;
 mod read_side;
 mod stream;
-mod write_side;
+pub(crate) mod write_side;
 
 use std::os::fd::RawFd;
 
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
 pub use handle::Transport;
+pub(crate) use loop_fd::LoopFd;
 pub use pipe::{ReadTransport, WriteTransport};
 pub(crate) use stream::prepare_stream_socket;
+pub(crate) use write_side::Writer;
 
 /// A value of a transport's `get_extra_info`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,9 +22,10 @@
 //! `write_eof`/`close` flush the buffer, then close the pipe (a pipe has no half-close).
 //! Noticing the reader going away: a pipe's write end reports `POLLERR` once its last reader
 //! is closed, so on a pipe, FIFO or socket a `Poll` for readability is kept in flight (asyncio
-//! adds a reader to the write pipe for the same reason); when it fires the transport closes
-//! with the broken-pipe error (`EPIPE`), buffer or not. A write that meets the closed pipe
-//! first closes it with that same error. asyncio logs a write error at debug level only.
+//! adds a reader to the write pipe for the same reason); when it fires the transport closes,
+//! with the broken-pipe error (`EPIPE`) if data was still buffered, else cleanly
+//! (`connection_lost(None)`), as asyncio's `_read_ready` does. A write that meets the closed
+//! pipe first closes it with `EPIPE`. asyncio logs a write error at debug level only.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -38,7 +39,7 @@ use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt_for, Event, WriteOnlyProtocol};
 use super::flow_control::Buffered;
 use super::read_side::{Got, ReadSide, ReadState};
-use super::write_side::{Sink, WriteSide};
+use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
@@ -127,7 +128,7 @@ impl ReadCore {
     /// EOF: closed at once (so `is_closing()` is true inside `eof_received`), then
     /// `eof_received`, then `connection_lost(None)` (or the panic of `eof_received`).
     fn on_eof(self: &Rc<Self>) {
-        if self.enter_closed() {
+        if self.enter_closed(None) {
             self.base.dispatcher.send(Event::Eof);
             let describe = || self.describe();
             let report = |context| self.base.fd.report(context, describe);
@@ -168,7 +169,7 @@ impl TransportCore for ReadCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, _: Option<&Error>) {
         self.read.close(&self.base.fd);
     }
 
@@ -321,18 +322,6 @@ impl WriteCore {
         }
     }
 
-    /// Appends `data` (not empty) to the buffer, keeps a write in flight, and tells the
-    /// protocol to pause when that crossed the high-water mark.
-    fn queue(self: &Rc<Self>, data: Bytes) {
-        self.notify_flow(self.write.queue(data, &self.base.fd, || self.clone()));
-    }
-
-    fn submit_write(self: &Rc<Self>) {
-        if !self.base.is_closed() {
-            self.write.submit(&self.base.fd, || self.clone());
-        }
-    }
-
     fn submit_watch(self: &Rc<Self>) {
         if self.watch_op.get().is_none() && !self.base.is_closed() {
             let op = Op::Poll { fd: self.base.fd.raw(), interest: Interest::READ };
@@ -354,20 +343,22 @@ impl WriteCore {
         }
     }
 
-    /// The watch fired: the pipe's reader is gone (or the watch failed).
+    /// The watch fired: the pipe's reader is gone (or the watch failed). As asyncio's
+    /// `_read_ready`: a broken-pipe error if data was still to be written, else a clean close.
     fn on_reader_gone(self: &Rc<Self>, result: io::Result<u32>) {
         if self.base.is_closed() {
             return;
         }
         let fd = self.base.fd.raw();
         let error = match result {
-            Ok(_) => Error::io(
+            Ok(_) if self.write.is_idle() => None,
+            Ok(_) => Some(Error::io(
                 format!("write pipe fd {fd}: the reading end was closed"),
                 io::Error::from_raw_os_error(libc::EPIPE),
-            ),
-            Err(err) => Error::io(format!("watching write pipe fd {fd}"), err),
+            )),
+            Err(err) => Some(Error::io(format!("watching write pipe fd {fd}"), err)),
         };
-        self.force_close(Some(error));
+        self.force_close(error);
     }
 
     /// In `Closing` with nothing left to write: close.
@@ -395,7 +386,7 @@ impl TransportCore for WriteCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, _: Option<&Error>) {
         self.base.fd.cancel(self.write.op_slot());
         self.base.fd.cancel(&self.watch_op);
     }
@@ -417,6 +408,12 @@ impl TransportCore for WriteCore {
 
     fn describe(&self) -> String {
         format!("{self:?}")
+    }
+}
+
+impl Writer for WriteCore {
+    fn write_side(&self) -> &WriteSide {
+        &self.write
     }
 }
 

@@ -28,11 +28,12 @@ use super::dispatch::{adapt, DynProtocol, Event};
 use super::flow_control::Buffered;
 use super::handle::{stale_handle, ByteStream, Generation, Transport};
 use super::read_side::{Got, ReadSide, ReadState};
-use super::write_side::{Sink, WriteSide};
+use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use crate::error::{Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::AnyProtocol;
+use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
 
 /// `write_eof` progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub(crate) struct StreamCore {
     read: ReadSide,
     /// The socket's sends.
     write: WriteSide,
+    /// `EventLoop::sendfile`'s transfer, while one runs.
+    sendfile: SendFileSide,
     /// `write_eof` progress.
     eof: Cell<WriteEof>,
     /// The handles that may use it (see `handle.rs`): a layer's, once handed over.
@@ -82,6 +85,7 @@ impl Transport {
             base: TransportBase::new(event_loop, fd, protocol),
             read: ReadSide::socket(),
             write: WriteSide::new(Sink::Socket),
+            sendfile: SendFileSide::default(),
             eof: Cell::new(WriteEof::No),
             generation: Cell::new(Generation::default()),
             peername,
@@ -129,7 +133,7 @@ impl ByteStream for StreamCore {
             flow = flow.or(self.write.push(Bytes::copy_from_slice(&buffer[skip..])));
             skip = 0;
         }
-        self.submit_send();
+        self.submit_write();
         self.notify_flow(flow);
         Ok(())
     }
@@ -139,7 +143,7 @@ impl ByteStream for StreamCore {
             return;
         }
         self.eof.set(WriteEof::Pending);
-        if self.write.is_idle() {
+        if self.is_flushed() {
             self.shutdown_write();
         }
     }
@@ -247,6 +251,17 @@ impl ByteStream for StreamCore {
         self.generation.set(next);
         Ok(next)
     }
+
+    fn start_sendfile(
+        self: Rc<Self>,
+        from: Generation,
+        transfer: Rc<Transfer>,
+    ) -> Result<TransferFuture> {
+        if !self.holds(from) {
+            return Err(stale_handle("sendfile"));
+        }
+        self.begin_sendfile(transfer)
+    }
 }
 
 impl StreamCore {
@@ -265,6 +280,9 @@ impl StreamCore {
         }
         if self.eof.get() != WriteEof::No {
             return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
+        }
+        if self.sendfile.is_active() {
+            return Err(Error::Runtime("unable to write; sendfile is in progress".into()));
         }
         if len > 0 && !self.base.is_open() {
             self.base.lost_write("socket.send() raised exception.");
@@ -287,18 +305,6 @@ impl StreamCore {
                 self.force_close(Some(self.io_error("send", err)));
                 total
             }
-        }
-    }
-
-    /// Appends `data` (not empty) to the buffer, keeps a send in flight, and tells the
-    /// protocol to pause when that crossed the high-water mark.
-    fn queue(self: &Rc<Self>, data: Bytes) {
-        self.notify_flow(self.write.queue(data, &self.base.fd, || self.clone()));
-    }
-
-    fn submit_send(self: &Rc<Self>) {
-        if !self.base.is_closed() {
-            self.write.submit(&self.base.fd, || self.clone());
         }
     }
 
@@ -342,16 +348,21 @@ impl StreamCore {
             Ok(flow) => flow,
             Err(err) => return self.force_close(Some(self.io_error("send", err))),
         };
-        self.submit_send();
+        self.submit_write();
         self.notify_flow(flow);
         if self.base.is_closed() || !self.write.is_idle() {
             return; // resume_writing aborted the transport, or more to send
         }
-        if self.base.life() == Life::Closing {
-            self.finish(None);
-        } else if self.eof.get() == WriteEof::Pending {
-            self.shutdown_write();
+        if self.sendfile.is_active() {
+            self.advance_sendfile();
+        } else {
+            self.on_flushed();
         }
+    }
+
+    /// True with nothing buffered, no send in flight and no `sendfile` running.
+    fn is_flushed(&self) -> bool {
+        self.write.is_idle() && !self.sendfile.is_active()
     }
 
     /// Delivers what was held while paused, in order, then reads again.
@@ -377,20 +388,23 @@ impl TransportCore for StreamCore {
         &self.base
     }
 
-    fn cancel_ops(&self) {
+    fn cancel_ops(&self, error: Option<&Error>) {
         self.read.close(&self.base.fd);
         self.base.fd.cancel(self.write.op_slot());
+        self.sendfile.abort(|slot| self.base.fd.cancel(slot), self.base.fd.raw(), error);
     }
 
     fn close_fd(&self) {
-        self.base.fd.close(&[self.read.op_slot(), self.write.op_slot()]);
+        let in_flight = [self.read.op_slot(), self.write.op_slot(), self.sendfile.op_slot()];
+        self.base.fd.close(&in_flight);
     }
 
-    /// Reading stops at once; the buffer is flushed, then the transport finishes.
+    /// Reading stops at once; the buffer is flushed (and a `sendfile` runs to its end), then
+    /// the transport finishes.
     fn close(self: &Rc<Self>) {
         if self.base.start_closing() {
             self.read.close(&self.base.fd);
-            if self.write.is_idle() {
+            if self.is_flushed() {
                 self.finish(None);
             }
         }
@@ -405,6 +419,27 @@ impl TransportCore for StreamCore {
     }
 }
 
+impl Writer for StreamCore {
+    fn write_side(&self) -> &WriteSide {
+        &self.write
+    }
+}
+
+impl SendFileHost for StreamCore {
+    fn sendfile_side(&self) -> &SendFileSide {
+        &self.sendfile
+    }
+
+    /// `close()` finishes; a pending `write_eof` shuts the socket down for writing.
+    fn on_flushed(self: &Rc<Self>) {
+        if self.base.life() == Life::Closing {
+            self.finish(None);
+        } else if self.eof.get() == WriteEof::Pending {
+            self.shutdown_write();
+        }
+    }
+}
+
 impl OpTarget for StreamCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(self: Rc<Self>, done: Completed) {
@@ -416,6 +451,8 @@ impl OpTarget for StreamCore {
             self.submit_recv();
         } else if self.write.owns(id) {
             self.on_sent(result);
+        } else if self.sendfile.owns(id) {
+            self.on_chunk(result, op);
         }
         self.flush_deferred_later();
     }

@@ -19,6 +19,9 @@ use super::loop_fd::LoopFd;
 use crate::driver::{Op, OpId};
 use crate::error::Result;
 use crate::event_loop::OpOwner;
+use std::rc::Rc;
+
+use super::base::TransportCore;
 use crate::sys::{retry_eintr, would_block};
 
 /// Buffers per `sendmsg(2)` at most (Linux's `UIO_MAXIOV`).
@@ -165,6 +168,26 @@ impl Buffered for WriteSide {
 
     fn set_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<Option<FlowEvent>> {
         self.buffer.borrow_mut().set_limits(high, low)
+    }
+}
+
+/// A transport with a [`WriteSide`]: how it queues and keeps a write in flight.
+pub(crate) trait Writer: TransportCore {
+    /// The transport's write side.
+    fn write_side(&self) -> &WriteSide;
+
+    /// Appends `data` (not empty) to the buffer, keeps a write in flight, and tells the
+    /// protocol to pause when that crossed the high-water mark.
+    fn queue(self: &Rc<Self>, data: Bytes) {
+        let owner = || -> OpOwner { self.clone() };
+        self.notify_flow(self.write_side().queue(data, &self.base().fd, owner));
+    }
+
+    /// Keeps a write in flight while something is buffered (not once closed).
+    fn submit_write(self: &Rc<Self>) {
+        if !self.base().is_closed() {
+            self.write_side().submit(&self.base().fd, || -> OpOwner { self.clone() });
+        }
     }
 }
 

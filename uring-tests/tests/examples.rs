@@ -1,8 +1,9 @@
 //! The echo examples (`examples/tcp_echo_*.rs`, the streams versions
-//! `examples/streams_echo_*.rs`, `examples/udp_echo_*.rs`, `examples/unix_echo_server.rs`)
-//! and `examples/signals.rs`, run
+//! `examples/streams_echo_*.rs`, `examples/udp_echo_*.rs`, `examples/unix_echo_server.rs`),
+//! `examples/signals.rs`, `examples/subprocess_date.rs` and `examples/sendfile_server.rs`, run
 //! as the compiled programs on every backend built in: their output must be the asyncio
-//! documentation's, line for line.
+//! documentation's, line for line (for `subprocess_date`, in shape: the date changes), and the
+//! file server's clients must get the file.
 //!
 //! The binaries are the ones `cargo test` builds for the `ringloop` package, found in
 //! `examples/` beside this test's `deps/` directory (so `CARGO_TARGET_DIR` is honoured). When
@@ -91,9 +92,15 @@ struct Running {
 impl Running {
     /// Starts `path` with `args`, stdin empty, stdout and stderr piped.
     fn spawn(path: &Path, args: &[&str]) -> Running {
+        Running::spawn_with_env(path, args, &[])
+    }
+
+    /// [`spawn`](Running::spawn) with environment variables `env` set.
+    fn spawn_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let mut child = Command::new(path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -501,4 +508,92 @@ fn tls_echo_client_and_server() {
         let status = openssl.finish(20).expect("s_client exits at the end of its input");
         assert!(status.success(), "{test}: s_client {status:?} {:?}", openssl.drain());
     });
+}
+
+/// Whether `date` is Python's `str(datetime.datetime.now())` with microseconds:
+/// `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn is_python_datetime(date: &str) -> bool {
+    let shape = "dddd-dd-dd dd:dd:dd.dddddd";
+    date.len() == shape.len()
+        && date.chars().zip(shape.chars()).all(|(c, s)| match s {
+            'd' => c.is_ascii_digit(),
+            _ => c == s,
+        })
+}
+
+#[test]
+fn subprocess_date_prints_the_date_its_child_printed() {
+    let test = "subprocess_date_prints_the_date_its_child_printed";
+    let Some(paths) = examples(test, &["subprocess_date"]) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let env = [("RINGLOOP_BACKEND", backend.name())];
+        let mut example = Running::spawn_with_env(&paths[0], &[], &env);
+        let Some(line) = example.banner(1, &test) else { continue };
+        let status = example.wait();
+        assert!(status.success(), "{test}: exited with {status}");
+        let date = line[0].strip_prefix("Current date: ").and_then(|d| d.strip_suffix('\n'));
+        assert!(date.is_some_and(is_python_datetime), "{test}: printed {line:?}");
+        assert_eq!(example.rest(), "", "{test}: one line only");
+    }
+}
+
+/// Everything a new connection to `127.0.0.1:port` receives until the server closes it.
+fn fetch(port: u16, test: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap_or_else(|e| panic!("{test}: reading the file: {e}"));
+    got
+}
+
+#[test]
+fn sendfile_server_sends_the_whole_file_to_every_client() {
+    let test = "sendfile_server_sends_the_whole_file_to_every_client";
+    let dir = TempDir::new("sendfile-server");
+    // Not a multiple of a page, a pipe or a copy chunk.
+    let data = Arc::new(uring_tests::pattern((3 << 20) + 4097));
+    let path = dir.join("served");
+    std::fs::write(&path, &*data).expect("writing the file");
+    let args = ["--file", path.to_str().expect("a UTF-8 temp path"), "--max-seconds", "20"];
+    with_each_server(test, &["sendfile_server"], &args, &[], |test, _, server, _| {
+        // Three clients at once, then one more: each gets the whole file, then EOF.
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let (port, test) = (server.port, test.to_owned());
+                std::thread::spawn(move || fetch(port, &test))
+            })
+            .collect();
+        for client in clients {
+            let got = client.join().expect("client thread");
+            assert!(got == *data, "{test}: {} bytes, not the file's {}", got.len(), data.len());
+        }
+        let got = fetch(server.port, test);
+        assert!(got == *data, "{test}: {} bytes, not the file's {}", got.len(), data.len());
+    });
+}
+
+#[test]
+fn sendfile_server_without_a_readable_file_is_an_error() {
+    let test = "sendfile_server_without_a_readable_file_is_an_error";
+    let Some(paths) = examples(test, &["sendfile_server"]) else { return };
+    let dir = TempDir::new("sendfile-server-missing");
+    let missing = dir.join("missing");
+    let missing = missing.to_str().expect("a UTF-8 temp path");
+    for (args, want) in [
+        (&[][..], "--file is required"),
+        (&["--port", "0"], "--file is required"),
+        (&["--file", missing, "--port", "0"], "cannot open"),
+    ] {
+        let out = Command::new(&paths[0])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{test}: running {}: {e}", paths[0].display()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{test}: {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{test}: {args:?} printed to stdout");
+        assert!(stderr.starts_with("sendfile_server: "), "{test}: {args:?}: {stderr}");
+        assert!(stderr.contains(want), "{test}: {args:?}: {stderr}");
+    }
 }

@@ -100,10 +100,51 @@ fn serve_options_are_parsed() {
         parse_serve(&args(&["--workload", "http", "--impl", "tokio", "--cpu", "0"])).unwrap();
     assert_eq!(
         serve,
-        Serve { workload: Workload::Http, which: Impl::Tokio, port: 0, cpu: Some(0) }
+        Serve { workload: Workload::Http, which: Impl::Tokio, port: 0, cpu: Some(0), file: None }
     );
     assert_eq!(parse_serve(&args(&["--impl", "raw-uring"])).unwrap().workload, Workload::Echo);
     assert!(parse_serve(&args(&["--workload", "http", "--impl", "raw-uring"])).is_err());
+    let list = ["--workload", "sendfile", "--impl", "raw-splice", "--file", "/tmp/f"];
+    let serve = parse_serve(&args(&list)).unwrap();
+    assert_eq!((serve.which, serve.file), (Impl::RawSplice, Some(PathBuf::from("/tmp/f"))));
+    assert!(parse_serve(&args(&["--workload", "sendfile", "--impl", "tokio"])).is_err());
+}
+
+#[test]
+fn sendfile_options_are_parsed() {
+    let o = parse_sendfile(&[]).unwrap();
+    assert_eq!(o.impls, Workload::Sendfile.impls());
+    assert_eq!((o.size_mib, o.clients.as_slice(), o.repeat, o.json), (256, &[1, 8][..], 15, false));
+    let list = [
+        "--size",
+        "16",
+        "--clients",
+        "2,4",
+        "--repeat",
+        "3",
+        "--timeout",
+        "5",
+        "--discard",
+        "splice",
+        "--impls",
+        "ringloop-copy,raw-sendfile",
+        "--json",
+    ];
+    let o = parse_sendfile(&args(&list)).unwrap();
+    assert_eq!((o.size_mib, o.clients.as_slice(), o.repeat, o.json), (16, &[2, 4][..], 3, true));
+    assert_eq!((o.timeout, o.discard), (Duration::from_secs(5), sendfile::Discard::Splice));
+    assert_eq!(o.impls, [Impl::RingloopCopy, Impl::RawSendfile]);
+    for bad in [
+        &["--size", "0"][..],
+        &["--clients", "0"],
+        &["--repeat", "0"],
+        &["--timeout", "0"],
+        &["--discard", "mmap"],
+        &["--impls", "tokio"],
+        &["--sizes", "64"],
+    ] {
+        assert!(parse_sendfile(&args(bad)).is_err(), "sendfile {bad:?} accepted");
+    }
 }
 
 fn run(which: Impl, size: usize, rep: usize, rate: f64, cpu: f64) -> Run {

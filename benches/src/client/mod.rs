@@ -289,7 +289,7 @@ fn key(s: usize, i: usize) -> u64 {
 }
 
 /// Connects, retrying for up to a second while the server comes up.
-pub fn connect(port: u16) -> io::Result<TcpStream> {
+pub(crate) fn connect(port: u16) -> io::Result<TcpStream> {
     let mut attempts = 0;
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -305,7 +305,14 @@ pub fn connect(port: u16) -> io::Result<TcpStream> {
     }
 }
 
-fn epoll_ctl(epoll: &OwnedFd, op: i32, stream: &Link, events: u32, key: u64) -> io::Result<()> {
+/// `epoll_ctl(op)` of `stream` with `events` and `key`.
+pub(crate) fn epoll_ctl(
+    epoll: &OwnedFd,
+    op: i32,
+    stream: &impl AsRawFd,
+    events: u32,
+    key: u64,
+) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     let mut event = libc::epoll_event { events, u64: key };
     // SAFETY (in syscall!): `event` lives across the call; both fds are open.

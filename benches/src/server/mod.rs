@@ -1,22 +1,25 @@
 //! The servers, one per (workload, implementation); the runner starts each in a child process
-//! of its own (`ringloop-bench serve --workload echo|http --impl NAME --port 0`).
+//! of its own (`ringloop-bench serve --workload echo|http|sendfile --impl NAME --port 0`).
 //!
 //! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and serves until its
 //! stdin closes (the runner holds the other end) or it gets SIGTERM: the echo servers write
 //! back every byte they read, the HTTP servers answer every request with
 //! [`crate::http::RESPONSE`], the TLS servers echo over TLS with the config of
-//! [`crate::tls::material`].
+//! [`crate::tls::material`], the sendfile servers send the file named by `--file` to every
+//! connection and close it ([`sendfile`]).
 
 mod raw_uring;
 pub mod raw_uring_max;
-mod ringloop_protocol;
+pub mod ringloop_protocol;
 mod ringloop_streams;
+pub mod sendfile;
 mod tokio_server;
 mod tokio_tls;
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 
 use ringloop::Backend;
 
@@ -56,6 +59,8 @@ pub enum Workload {
     Http,
     /// Echo over TLS 1.3.
     Tls,
+    /// A whole file to every connection (`-- sendfile`).
+    Sendfile,
 }
 
 impl Workload {
@@ -65,15 +70,16 @@ impl Workload {
             Workload::Echo => "echo",
             Workload::Http => "http",
             Workload::Tls => "tls",
+            Workload::Sendfile => "sendfile",
         }
     }
 
     /// Parses a name as [`Workload::name`] prints it.
     pub fn parse(name: &str) -> Result<Workload, String> {
-        [Workload::Echo, Workload::Http, Workload::Tls]
+        [Workload::Echo, Workload::Http, Workload::Tls, Workload::Sendfile]
             .into_iter()
             .find(|w| w.name() == name)
-            .ok_or_else(|| format!("unknown workload {name:?} (echo, http or tls)"))
+            .ok_or_else(|| format!("unknown workload {name:?} (echo, http, tls or sendfile)"))
     }
 
     /// The servers run by default, in the order the runner interleaves them.
@@ -97,6 +103,13 @@ impl Workload {
                 Impl::Tokio,
             ],
             Workload::Tls => vec![Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio],
+            Workload::Sendfile => vec![
+                Impl::RingloopUring,
+                Impl::RingloopEpoll,
+                Impl::RingloopCopy,
+                Impl::RawSendfile,
+                Impl::RawSplice,
+            ],
         }
     }
 
@@ -109,11 +122,12 @@ impl Workload {
     }
 
     /// The servers the report divides each row by: tokio (the reference) and, for echo, the
-    /// strongest raw io_uring loop (the limit).
+    /// strongest raw io_uring loop (the limit); for sendfile, the raw `sendfile(2)` loop.
     pub fn baselines(self) -> &'static [Impl] {
         match self {
             Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX)],
             Workload::Http | Workload::Tls => &[Impl::Tokio],
+            Workload::Sendfile => &[Impl::RawSendfile],
         }
     }
 }
@@ -136,6 +150,12 @@ pub enum Impl {
     /// io_uring with no runtime and every technique that helped: the limit
     /// (`raw-uring-max`), or it without some of them, to measure what each buys.
     RawUringMax(Techniques),
+    /// sendfile: ringloop's chunked fallback (read into a buffer, then write), on io_uring.
+    RingloopCopy,
+    /// sendfile: a `poll(2)` loop calling `sendfile(2)`, no runtime: the baseline.
+    RawSendfile,
+    /// sendfile: a `poll(2)` loop splicing file → pipe → socket with `splice(2)`, no runtime.
+    RawSplice,
 }
 
 impl fmt::Display for Impl {
@@ -148,6 +168,9 @@ impl fmt::Display for Impl {
             Impl::Tokio => f.write_str("tokio"),
             Impl::RawUring => f.write_str("raw-uring"),
             Impl::RawUringMax(techniques) => f.write_str(&techniques.name()),
+            Impl::RingloopCopy => f.write_str("ringloop-copy"),
+            Impl::RawSendfile => f.write_str("raw-sendfile"),
+            Impl::RawSplice => f.write_str("raw-splice"),
         }
     }
 }
@@ -173,8 +196,14 @@ impl Impl {
     }
 }
 
-/// Runs one server until stdin closes; `cpu` pins it first.
-pub fn serve(workload: Workload, which: Impl, port: u16, cpu: Option<usize>) -> Result<(), String> {
+/// Runs one server until stdin closes; `cpu` pins it first. A sendfile server needs `file`.
+pub fn serve(
+    workload: Workload,
+    which: Impl,
+    port: u16,
+    cpu: Option<usize>,
+    file: Option<&Path>,
+) -> Result<(), String> {
     if let Some(cpu) = cpu {
         crate::sys::pin_to_cpu(cpu).map_err(|e| e.to_string())?;
     }
@@ -186,7 +215,11 @@ pub fn serve(workload: Workload, which: Impl, port: u16, cpu: Option<usize>) -> 
         let mut out = io::stdout().lock();
         writeln!(out, "listening on {port}").and_then(|()| out.flush()).map_err(|e| e.to_string())
     };
-    run(workload, which, listener, announce)
+    match (workload, file) {
+        (Workload::Sendfile, Some(file)) => sendfile::serve(which, listener, file, announce),
+        (Workload::Sendfile, None) => Err("a sendfile server needs --file".into()),
+        _ => run(workload, which, listener, announce),
+    }
 }
 
 /// Serves `workload` with `which` on `listener` for ever; `announce` once it is ready.

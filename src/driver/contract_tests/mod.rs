@@ -22,6 +22,7 @@
 //! * `read_write.rs`: `Read` and `Write` on pipes, PTYs and regular files.
 //! * `persistent.rs`: `RecvMulti` and `AcceptMulti`, `end_gracefully` and `cancel`.
 //! * `datagrams.rs`: `SendMsg` and `RecvMsgMulti`.
+//! * `send_file.rs`: `SendFile`.
 //! * `fd_numbers.rs`: only the driver closes an fd it handed to the kernel.
 
 mod datagrams;
@@ -30,6 +31,7 @@ mod lifecycle;
 mod persistent;
 mod polls;
 mod read_write;
+mod send_file;
 mod sockets;
 
 use std::fmt;
@@ -189,9 +191,17 @@ pub(crate) fn kept_after_cancel(d: &Driver<u32>) -> usize {
 pub(crate) fn collect(d: &mut Driver<u32>, want: usize, limit: Duration) -> Vec<Completion<u32>> {
     let (start, mut out) = (Instant::now(), Vec::new());
     while out.len() < want && start.elapsed() < limit {
-        d.turn(Some(limit.saturating_sub(start.elapsed())), &mut out).expect("turn");
+        let wait = limit.saturating_sub(start.elapsed()).min(short_wait());
+        d.turn(Some(wait), &mut out).expect("turn");
     }
     out
+}
+
+/// 50 ms, or `RINGLOOP_MAX_WAIT_MS` when set: under valgrind (docs/testing.md) a thread
+/// waiting in `io_uring_enter` keeps valgrind's lock, and a peer thread needs the gaps.
+pub(crate) fn short_wait() -> Duration {
+    let capped = std::env::var("RINGLOOP_MAX_WAIT_MS").ok().and_then(|ms| ms.parse().ok());
+    Duration::from_millis(capped.unwrap_or(50))
 }
 
 /// Turns until `done(out)` or [`LIMIT`].
@@ -377,6 +387,12 @@ pub(crate) fn sockaddr(addr: SocketAddr) -> Box<SockAddrBuf> {
     };
     buf.len = addr.len();
     buf
+}
+
+/// A number no other call in this process got (for unique temporary names).
+pub(crate) fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Moves `fd` to a number of 2000 or more that no other call in this process got, away from

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{each_config, kept_after_cancel, listener, no_look, settle, tcp_pair, turn_until};
-use super::{Look, LIMIT};
+use super::{short_wait, Look, LIMIT};
 use crate::driver::any::Driver;
 use crate::driver::{Backend, Completion, Op, OpId};
 
@@ -22,13 +22,6 @@ fn receiving(d: &mut Driver<u32>) -> (OpId, TcpStream, TcpStream) {
     let (ours, peer) = tcp_pair();
     let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
     (id, ours, peer)
-}
-
-/// 50 ms, or `RINGLOOP_MAX_WAIT_MS` when set: under valgrind (docs/testing.md) a thread
-/// waiting in `io_uring_enter` keeps valgrind's lock, and a peer thread needs the gaps.
-fn short_wait() -> Duration {
-    let capped = std::env::var("RINGLOOP_MAX_WAIT_MS").ok().and_then(|ms| ms.parse().ok());
-    Duration::from_millis(capped.unwrap_or(50))
 }
 
 #[test]

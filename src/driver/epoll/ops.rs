@@ -30,7 +30,7 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
         Op::Read { fd, .. } => (fd, IN),
         Op::RecvMulti { fd } | Op::AcceptMulti { fd } | Op::RecvMsgMulti { fd } => (fd, IN),
         Op::Connect { fd, .. } | Op::Send { fd, .. } | Op::Write { fd, .. } => (fd, OUT),
-        Op::SendMsg { fd, .. } => (fd, OUT),
+        Op::SendMsg { fd, .. } | Op::SendFile { fd, .. } => (fd, OUT),
     }
 }
 
@@ -38,7 +38,14 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
 /// a syscall to make before it can wait (`Connect`) or usually succeeds at once (`Send`,
 /// `SendMsg`, `Write`: sockets and pipes are usually writable).
 pub(super) fn tries_first(op: &Op) -> bool {
-    matches!(op, Op::Connect { .. } | Op::Send { .. } | Op::Write { .. } | Op::SendMsg { .. })
+    matches!(
+        op,
+        Op::Connect { .. }
+            | Op::Send { .. }
+            | Op::Write { .. }
+            | Op::SendMsg { .. }
+            | Op::SendFile { .. }
+    )
 }
 
 /// The first try of a [`tries_first`] op, at the start of a turn; `None`: wait for readiness.
@@ -52,6 +59,9 @@ pub(super) fn start(op: &mut Op) -> Option<io::Result<u32>> {
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(syscall::send(*fd, buf, *offset)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(syscall::sendmsg(*fd, msg)),
+        Op::SendFile { fd, file, offset, len } => {
+            keep_waiting_on_eagain(syscall::sendfile(*fd, *file, *offset, *len))
+        }
         Op::Poll { .. } | Op::Read { .. } => unreachable!("only ops that try first are started"),
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {
             unreachable!("persistent ops wait first")
@@ -73,6 +83,9 @@ pub(super) fn attempt(op: &mut Op, revents: u32) -> Option<io::Result<u32>> {
         Op::Connect { fd, .. } => Some(syscall::socket_error(*fd)),
         Op::Send { fd, buf, offset } => keep_waiting_on_eagain(syscall::send(*fd, buf, *offset)),
         Op::SendMsg { fd, msg } => keep_waiting_on_eagain(syscall::sendmsg(*fd, msg)),
+        Op::SendFile { fd, file, offset, len } => {
+            keep_waiting_on_eagain(syscall::sendfile(*fd, *file, *offset, *len))
+        }
         Op::Read { fd, buf } => keep_waiting_on_eagain(syscall::read(*fd, buf)),
         Op::Write { fd, buf, offset } => keep_waiting_on_eagain(syscall::write(*fd, buf, *offset)),
         Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. } => {

@@ -118,6 +118,20 @@ pub(crate) fn write(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     Ok(n as u32)
 }
 
+/// `sendfile(socket, file, &offset, len)`: the bytes sent (0 at the end of the file). The
+/// file's position does not move.
+pub(crate) fn sendfile(socket: RawFd, file: RawFd, offset: u64, len: u32) -> io::Result<u32> {
+    let mut off = libc::off64_t::try_from(offset).map_err(|_| einval())?;
+    let len = (len as usize).min(MAX_IO);
+    // SAFETY: the kernel reads and updates the live `off64_t` `off`; no other memory is passed.
+    let n = syscall!(unsafe { libc::sendfile64(socket, file, &mut off, len) })?;
+    Ok(n as u32)
+}
+
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
 /// `buf[offset..]`, or `EINVAL` for an offset past the end.
 fn tail(buf: &[u8], offset: usize) -> io::Result<&[u8]> {
     buf.get(offset..).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))

@@ -145,6 +145,9 @@ impl<T> FdTable<T> {
     pub(super) fn submit(&mut self, op: Op, owner: T) -> usize {
         let (fd, _) = readiness(&op);
         self.fds_in_use.add(fd);
+        if let Some(second) = op.second_fd() {
+            self.fds_in_use.add(second);
+        }
         if fd < 0 {
             // Not an fd: io_uring fails the op in its CQE, so do the same.
             let state = OpState::Ready(Err(io::Error::from_raw_os_error(libc::EBADF)));
@@ -195,8 +198,11 @@ impl<T> FdTable<T> {
     /// Frees op `key`'s slot and its fd use; a close that waited for it is released.
     fn remove(&mut self, key: usize) -> OpSlot<T> {
         let slot = self.ops.remove(key);
-        if let Some(fd) = self.fds_in_use.release(readiness(&slot.op).0) {
-            self.released.push(fd);
+        let fds = [Some(readiness(&slot.op).0), slot.op.second_fd()];
+        for fd in fds.into_iter().flatten() {
+            if let Some(fd) = self.fds_in_use.release(fd) {
+                self.released.push(fd);
+            }
         }
         slot
     }

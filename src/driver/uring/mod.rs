@@ -32,6 +32,7 @@ mod persistent_tests;
 mod setup;
 mod shutdown;
 mod slot;
+mod splice;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,7 @@ use self::enter::RingFd;
 use self::persistent::Rings;
 use self::setup::{Disabled, Optimization};
 use self::slot::{SlotState, Tag};
+use self::splice::Step;
 use self::table::OpTable;
 use self::wake::WakeOp;
 use super::{Completion, EventFd, Op, OpId};
@@ -82,6 +84,8 @@ pub(crate) struct UringDriver<T: Clone> {
     rings: Rings,
     /// A shutdown left ops in the kernel (their memory and fds are leaked).
     leaked: bool,
+    /// Idle pipes for `SendFile`'s splices.
+    pipes: splice::PipePool,
 }
 
 impl<T: Clone> UringDriver<T> {
@@ -103,9 +107,15 @@ impl<T: Clone> UringDriver<T> {
     /// `AsyncCancel`, and its slot (with its memory) stays until its final CQE. `None` for an
     /// unknown or already cancelled id.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
+        let send_file = is_send_file(&self.table, id.0);
         let (owner, in_kernel) = self.table.detach(id.0)?;
         if in_kernel {
-            self.internal.push(cancel_sqe(id.0));
+            self.internal.push(cancel_sqe(slot::user_data(id.0)));
+            if send_file {
+                let drain = slot::user_data(id.0) | slot::DRAIN;
+                self.internal.push(cancel_sqe(drain));
+                self.internal.push(cancel_sqe(drain | slot::DRAIN_POLL));
+            }
         }
         Some(owner)
     }
@@ -121,7 +131,7 @@ impl<T: Clone> UringDriver<T> {
         match std::mem::replace(&mut slot.state, SlotState::Cancelled) {
             SlotState::Submitted(owner) => {
                 slot.state = SlotState::Stopping(owner);
-                self.internal.push(cancel_sqe(id.0));
+                self.internal.push(cancel_sqe(slot::user_data(id.0)));
             }
             state @ (SlotState::Queued(_) | SlotState::Parked(_)) => {
                 slot.state = state;
@@ -196,7 +206,8 @@ impl<T: Clone> UringDriver<T> {
         let mut wake = WakeOp::new(Arc::new(eventfd));
         let internal = vec![wake.arm()];
         let table = OpTable::default();
-        Ok(UringDriver { ring, ring_fd, table, internal, wake, rings, leaked: false })
+        let pipes = splice::PipePool::default();
+        Ok(UringDriver { ring, ring_fd, table, internal, wake, rings, leaked: false, pipes })
     }
 
     /// Pushes the driver's own SQEs, then the queued ops, to the SQ, submitting whenever it
@@ -215,10 +226,16 @@ impl<T: Clone> UringDriver<T> {
             }
             let pending = std::mem::take(&mut self.table.pending);
             for (i, &key) in pending.iter().enumerate() {
-                let Some(sqe) = self.op_sqe(key) else { continue };
-                if !self.push(&sqe, out, &mut stalled)? {
-                    self.table.pending.splice(0..0, pending[i..].iter().copied());
-                    return Ok(false);
+                let Some(sqes) = self.op_sqes(key) else { continue };
+                for (n, sqe) in sqes.iter().flatten().enumerate() {
+                    if !self.push(sqe, out, &mut stalled)? {
+                        if n == 0 {
+                            self.table.pending.splice(0..0, pending[i..].iter().copied());
+                            return Ok(false);
+                        }
+                        // The first of two is in: the second follows it at the next turn.
+                        self.internal.push(sqe.clone());
+                    }
                 }
                 self.mark_submitted(key);
             }
@@ -252,10 +269,19 @@ impl<T: Clone> UringDriver<T> {
         }
     }
 
-    /// The SQE op `key` sends next, if it is queued: its own, or the readiness poll. An op
-    /// that cannot be submitted is finished with its error instead.
-    fn op_sqe(&mut self, key: usize) -> Option<squeue::Entry> {
+    /// The SQEs op `key` sends next, if it is queued: its own (two for a `SendFile`), or the
+    /// readiness poll. An op that cannot be submitted is finished with its error instead.
+    fn op_sqes(&mut self, key: usize) -> Option<[Option<squeue::Entry>; 2]> {
         let slot = self.table.slots.get_mut(key)?;
+        if let (Op::SendFile { .. }, SlotState::Queued(_)) = (&slot.op, &slot.state) {
+            return match splice::sqes(&mut self.table, &mut self.pipes, key) {
+                Ok(sqes) => Some(sqes),
+                Err(res) => {
+                    self.table.finish_later(key, res);
+                    None
+                }
+            };
+        }
         if let (Op::RecvMsgMulti { .. }, SlotState::Queued(_)) = (&slot.op, &slot.state) {
             // The datagram ring is registered at the first `RecvMsgMulti` (a loop without a
             // datagram endpoint pays nothing for it); a refusal fails the op.
@@ -272,7 +298,7 @@ impl<T: Clone> UringDriver<T> {
             _ => return None,
         };
         match sqe {
-            Ok(sqe) => Some(sqe.user_data(slot::user_data(key))),
+            Ok(sqe) => Some([Some(sqe.user_data(slot::user_data(key))), None]),
             Err(res) => {
                 self.table.finish_later(key, res);
                 None
@@ -352,8 +378,15 @@ impl<T: Clone> UringDriver<T> {
         for cqe in self.ring.completion() {
             let res = cqe.result();
             match Tag::of(cqe.user_data()) {
+                Tag::Op(key) if is_send_file(&self.table, key) => {
+                    splice::on_cqe(&mut self.table, &mut self.pipes, key, res, Step::Fill, out)
+                }
                 Tag::Op(key) => {
                     complete::on_cqe(&mut self.table, &self.rings, key, res, cqe.flags(), out)
+                }
+                Tag::Drain(key, wait) => {
+                    let step = if wait { Step::Wait } else { Step::Drain };
+                    splice::on_cqe(&mut self.table, &mut self.pipes, key, res, step, out)
                 }
                 Tag::Wake => rearm_wake = self.wake.on_complete(res),
                 Tag::Cancel => {}
@@ -378,9 +411,14 @@ impl<T: Clone> UringDriver<T> {
     }
 }
 
-/// An `AsyncCancel` of op `key`.
-fn cancel_sqe(key: usize) -> squeue::Entry {
-    opcode::AsyncCancel::new(slot::user_data(key)).build().user_data(slot::CANCEL)
+/// Whether op `key` is a `SendFile` (its CQEs go to `splice.rs`).
+fn is_send_file<T>(table: &OpTable<T>, key: usize) -> bool {
+    matches!(table.slots.get(key), Some(slot) if matches!(slot.op, Op::SendFile { .. }))
+}
+
+/// An `AsyncCancel` of the SQE with `user_data` `target`.
+fn cancel_sqe(target: u64) -> squeue::Entry {
+    opcode::AsyncCancel::new(target).build().user_data(slot::CANCEL)
 }
 
 /// `io_uring_enter` errors that only mean "look at the CQ and carry on": the wait timed out

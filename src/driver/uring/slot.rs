@@ -9,6 +9,8 @@ use io_uring::{opcode, squeue};
 use super::persistent::{BUF_GROUP, DGRAM_GROUP};
 use crate::driver::{dgram, Op, MAX_IO};
 
+pub(super) use super::splice::{DRAIN, DRAIN_POLL};
+
 /// `user_data` of the armed eventfd read that wakes `turn`.
 pub(super) const WAKE: u64 = u64::MAX;
 /// `user_data` of the `AsyncCancel` SQEs that `cancel` and `end_gracefully` send.
@@ -17,6 +19,7 @@ pub(super) const CANCEL: u64 = u64::MAX - 1;
 pub(super) const CANCEL_ANY: u64 = u64::MAX - 2;
 /// Every `user_data` from here up is internal; slab keys stay below (a slab that large would
 /// not fit in memory).
+#[cfg(test)]
 const FIRST_INTERNAL: u64 = CANCEL_ANY;
 
 /// What a CQE's `user_data` says it completes.
@@ -24,6 +27,8 @@ const FIRST_INTERNAL: u64 = CANCEL_ANY;
 pub(super) enum Tag {
     /// A user op: the slab key of its slot.
     Op(usize),
+    /// A `SendFile`'s pipe → socket splice, or (`true`) the poll before one: the slab key.
+    Drain(usize, bool),
     /// The wake op.
     Wake,
     /// An `AsyncCancel` (per op, or the shutdown's cancel-any).
@@ -37,6 +42,10 @@ impl Tag {
             WAKE => Tag::Wake,
             CANCEL | CANCEL_ANY => Tag::Cancel,
             // Below FIRST_INTERNAL; on a 32-bit target a key never exceeds usize anyway.
+            key if key & DRAIN != 0 => {
+                let slab_key = usize::try_from(key & !(DRAIN | DRAIN_POLL)).unwrap_or(usize::MAX);
+                Tag::Drain(slab_key, key & DRAIN_POLL != 0)
+            }
             key => Tag::Op(usize::try_from(key).unwrap_or(usize::MAX)),
         }
     }
@@ -45,7 +54,7 @@ impl Tag {
 /// The `user_data` for a slab key.
 pub(super) fn user_data(key: usize) -> u64 {
     let data = key as u64;
-    debug_assert!(data < FIRST_INTERNAL, "slab key {key} collides with internal user_data");
+    debug_assert!(data < DRAIN_POLL, "slab key {key} collides with the DRAIN bits");
     data
 }
 
@@ -135,6 +144,8 @@ pub(super) struct Slot<T> {
     pub(super) op: Op,
     /// Where it is in its life.
     pub(super) state: SlotState<T>,
+    /// A `SendFile`'s transfer (its pipe and progress), from its first SQE on.
+    pub(super) job: Option<Box<super::splice::SpliceJob>>,
 }
 
 impl<T> Slot<T> {
@@ -193,6 +204,7 @@ pub(super) fn sqe(op: &mut Op) -> Result<squeue::Entry, i32> {
             opcode::RecvMsgMulti::new(Fd(*fd), hdr, DGRAM_GROUP).build()
         }
         Op::AcceptMulti { fd } => opcode::AcceptMulti::new(Fd(*fd)).flags(accept_flags).build(),
+        Op::SendFile { .. } => unreachable!("a SendFile's SQEs are built by splice.rs"),
     })
 }
 
@@ -236,11 +248,11 @@ mod tests {
     #[test]
     fn detaching_withdraws_what_the_kernel_does_not_hold_and_cancels_the_rest() {
         let op = || Op::Poll { fd: 0, interest: Interest::READ };
-        let mut queued = Slot { op: op(), state: SlotState::Queued("a") };
+        let mut queued = Slot { op: op(), state: SlotState::Queued("a"), job: None };
         assert_eq!(queued.detach(), Some(("a", false)));
         assert!(matches!(queued.state, SlotState::Withdrawn));
         assert_eq!(queued.detach(), None);
-        let mut submitted = Slot { op: op(), state: SlotState::Submitted("b") };
+        let mut submitted = Slot { op: op(), state: SlotState::Submitted("b"), job: None };
         assert_eq!(submitted.detach(), Some(("b", true)));
         assert!(matches!(submitted.state, SlotState::Cancelled));
         assert!(submitted.state.in_kernel());

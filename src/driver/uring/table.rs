@@ -53,7 +53,10 @@ impl<T> OpTable<T> {
     /// Takes a new op, queued for the next turn.
     pub(super) fn insert(&mut self, op: Op, owner: T) -> usize {
         self.fds.add(op.fd());
-        let key = self.slots.insert(Slot { op, state: SlotState::Queued(owner) });
+        if let Some(second) = op.second_fd() {
+            self.fds.add(second);
+        }
+        let key = self.slots.insert(Slot { op, state: SlotState::Queued(owner), job: None });
         self.pending.push(key);
         key
     }
@@ -65,9 +68,9 @@ impl<T> OpTable<T> {
         let slot = self.slots.get_mut(key)?;
         let (owner, in_kernel) = slot.detach()?;
         if !in_kernel {
-            let fd = slot.op.fd();
+            let fds = [Some(slot.op.fd()), slot.op.second_fd()];
             self.withdrawn.push(key);
-            drop(self.fds.release(fd));
+            self.release(fds);
         }
         Some((owner, in_kernel))
     }
@@ -77,9 +80,16 @@ impl<T> OpTable<T> {
     pub(super) fn free(&mut self, key: usize) -> Slot<T> {
         let slot = self.slots.remove(key);
         if !matches!(slot.state, SlotState::Withdrawn) {
-            drop(self.fds.release(slot.op.fd()));
+            self.release([Some(slot.op.fd()), slot.op.second_fd()]);
         }
         slot
+    }
+
+    /// Ends the uses of `fds`, closing any whose close waited for this op.
+    fn release(&mut self, fds: [Option<std::os::fd::RawFd>; 2]) {
+        for fd in fds.into_iter().flatten() {
+            drop(self.fds.release(fd));
+        }
     }
 
     /// Frees the slots withdrawn since the last turn.

@@ -12,6 +12,15 @@ use std::rc::Rc;
 use socket2::SockAddr;
 
 use super::{call, Calling, Deliver, Delivered, ErasedProtocol, Failure, Role};
+
+/// [`call`] for an event (handed back as it is when the protocol is busy).
+fn call_event<P: ?Sized, E: Deliver>(
+    protocol: &RefCell<P>,
+    event: E,
+    deliver: impl FnOnce(&mut P, E, &Calling) -> Result<bool, Failure>,
+) -> Delivered<E> {
+    call(protocol, event.callback(), event, |e| e, deliver)
+}
 use crate::error::Error;
 use crate::protocol::{
     AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
@@ -157,23 +166,17 @@ impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> ErasedProtocol<Event<T>
     for ByteProtocol<P, K, T>
 {
     fn deliver(&self, event: Event<T>) -> Delivered<Event<T>> {
-        call(
-            &self.protocol,
-            event.callback(),
-            event,
-            |e| e,
-            |protocol, event, calling| {
-                match event {
-                    Event::Made(transport) => protocol.connection_made(transport),
-                    Event::Data(data) => protocol.receive(&data, calling)?,
-                    Event::Eof => return Ok(protocol.receive_eof()),
-                    Event::Lost(error) => protocol.connection_lost(error),
-                    Event::PauseWriting => protocol.pause_writing(),
-                    Event::ResumeWriting => protocol.resume_writing(),
-                }
-                Ok(false)
-            },
-        )
+        call_event(&self.protocol, event, |protocol, event, calling| {
+            match event {
+                Event::Made(transport) => protocol.connection_made(transport),
+                Event::Data(data) => protocol.receive(&data, calling)?,
+                Event::Eof => return Ok(protocol.receive_eof()),
+                Event::Lost(error) => protocol.connection_lost(error),
+                Event::PauseWriting => protocol.pause_writing(),
+                Event::ResumeWriting => protocol.resume_writing(),
+            }
+            Ok(false)
+        })
     }
 
     fn data(&self, data: &[u8]) -> Delivered<Event<T>> {
@@ -193,24 +196,18 @@ pub(crate) struct WriteOnlyProtocol<P>(pub(crate) Rc<RefCell<P>>);
 
 impl<T, P: BaseProtocol<T> + 'static> ErasedProtocol<Event<T>> for WriteOnlyProtocol<P> {
     fn deliver(&self, event: Event<T>) -> Delivered<Event<T>> {
-        call(
-            &self.0,
-            event.callback(),
-            event,
-            |e| e,
-            |protocol, event, _| {
-                match event {
-                    Event::Made(transport) => protocol.connection_made(transport),
-                    Event::Lost(error) => protocol.connection_lost(error),
-                    Event::PauseWriting => protocol.pause_writing(),
-                    Event::ResumeWriting => protocol.resume_writing(),
-                    Event::Data(_) | Event::Eof => {
-                        debug_assert!(false, "a write-only protocol got a read event")
-                    }
+        call_event(&self.0, event, |protocol, event, _| {
+            match event {
+                Event::Made(transport) => protocol.connection_made(transport),
+                Event::Lost(error) => protocol.connection_lost(error),
+                Event::PauseWriting => protocol.pause_writing(),
+                Event::ResumeWriting => protocol.resume_writing(),
+                Event::Data(_) | Event::Eof => {
+                    debug_assert!(false, "a write-only protocol got a read event")
                 }
-                Ok(false)
-            },
-        )
+            }
+            Ok(false)
+        })
     }
 
     fn data(&self, _data: &[u8]) -> Delivered<Event<T>> {
@@ -287,23 +284,17 @@ pub(crate) struct DatagramAdapter<P>(pub(crate) Rc<RefCell<P>>);
 
 impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent> for DatagramAdapter<P> {
     fn deliver(&self, event: DatagramEvent) -> Delivered<DatagramEvent> {
-        call(
-            &self.0,
-            event.callback(),
-            event,
-            |e| e,
-            |protocol, event, _| {
-                match event {
-                    DatagramEvent::Made(transport) => protocol.connection_made(transport),
-                    DatagramEvent::Datagram(data, addr) => protocol.datagram_received(&data, addr),
-                    DatagramEvent::Error(error) => protocol.error_received(error),
-                    DatagramEvent::Lost(error) => protocol.connection_lost(error),
-                    DatagramEvent::PauseWriting => protocol.pause_writing(),
-                    DatagramEvent::ResumeWriting => protocol.resume_writing(),
-                }
-                Ok(false)
-            },
-        )
+        call_event(&self.0, event, |protocol, event, _| {
+            match event {
+                DatagramEvent::Made(transport) => protocol.connection_made(transport),
+                DatagramEvent::Datagram(data, addr) => protocol.datagram_received(&data, addr),
+                DatagramEvent::Error(error) => protocol.error_received(error),
+                DatagramEvent::Lost(error) => protocol.connection_lost(error),
+                DatagramEvent::PauseWriting => protocol.pause_writing(),
+                DatagramEvent::ResumeWriting => protocol.resume_writing(),
+            }
+            Ok(false)
+        })
     }
 
     fn data(&self, data: (&[u8], Option<SockAddr>)) -> Delivered<DatagramEvent> {

@@ -1,0 +1,184 @@
+//! Zero-copy file transfer: [`EventLoop::sendfile`] on a stream transport and
+//! [`EventLoop::sock_sendfile`] on a socket (asyncio's "Transferring files" and
+//! `loop.sock_sendfile`).
+//!
+//! # Implementation
+//! A transfer ([`transfer::Transfer`]) is a range of a file, sent chunk by chunk, one driver
+//! op per chunk: `Op::SendFile`, which io_uring runs as two linked `IORING_OP_SPLICE`s through
+//! a pipe of the driver's pool (file → pipe → socket) and epoll as `sendfile(2)` when the
+//! socket is writable. One chunk per completion, so a transfer of any size never holds the
+//! loop and transfers on one loop progress side by side.
+//!
+//! Where zero-copy is impossible — the file is not a regular file, or the kernel refuses the
+//! splice before sending anything — `fallback = true` copies instead: `Op::Read` of a chunk
+//! into a buffer (`IORING_OP_READ` on io_uring), written through the transport's write path
+//! or `Op::Send`s on the socket; `fallback = false` is [`Error::SendfileNotAvailable`] with
+//! nothing sent.
+//!
+//! The file is duplicated for the transfer (the duplicate shares the caller's file position),
+//! so the driver alone closes what the kernel reads from; the position is set to
+//! `offset + sent` when the transfer ends, however it ends. The transport's rules during a
+//! transfer are in `side.rs`, the socket's in `socket.rs`.
+
+mod side;
+mod socket;
+mod source;
+mod transfer;
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::rc::Rc;
+
+pub(crate) use side::{SendFileHost, SendFileSide};
+pub(crate) use transfer::{Transfer, TransferFuture};
+
+use self::source::Source;
+use self::transfer::Method;
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+use crate::transport::Transport;
+
+impl EventLoop {
+    /// Sends `file` over `transport` (asyncio's `loop.sendfile`): `count` bytes from `offset`
+    /// (`None`: to the end of the file; a count past the end stops there). Returns the bytes
+    /// sent; an empty range (an empty file, `count == Some(0)`, `offset` at the end) sends
+    /// nothing and returns 0.
+    ///
+    /// `file` is anything with an fd open for reading, usually a [`std::fs::File`]. A regular
+    /// file goes zero-copy (splice through a pipe on io_uring, `sendfile(2)` on epoll). Other
+    /// files (a pipe) and kernels that refuse the splice need `fallback = true`, which reads
+    /// the file in chunks and writes them through the transport.
+    ///
+    /// The transport's buffer is flushed first. While the transfer runs, [`Transport::write`]
+    /// is refused, `close()` and `write_eof()` wait for it to end (as for the buffer), and
+    /// reading goes on. An abort or a fatal error of the transport ends it with that error. The file's
+    /// position ends at `offset + sent`, also when an error or a drop ends the transfer.
+    /// Dropping the future ends the transfer after the chunk the kernel holds, which reaches
+    /// the socket before any later write.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::Runtime`] if the transport is closing, or already runs a `sendfile`;
+    /// * [`Error::InvalidArgument`] for a file open for writing only, a directory, or an
+    ///   `offset` on a file without a position;
+    /// * [`Error::SendfileNotAvailable`] when zero-copy is impossible and `fallback` is false;
+    ///   nothing was sent;
+    /// * [`Error::Io`] for the OS's errors (the peer closed: `EPIPE`, `ECONNRESET`), with the
+    ///   position set to what was sent; [`Error::Closed`] on a closed loop.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn serve(transport: ringloop::Transport) -> ringloop::Result<()> {
+    /// let event_loop = ringloop::get_running_loop()?;
+    /// let file = std::fs::File::open("index.html")?;
+    /// let sent = event_loop.sendfile(&transport, &file, 0, None, true).await?;
+    /// transport.close();
+    /// # let _ = sent; Ok(()) }
+    /// ```
+    pub async fn sendfile(
+        &self,
+        transport: &Transport,
+        file: &impl AsFd,
+        offset: u64,
+        count: Option<u64>,
+        fallback: bool,
+    ) -> Result<u64> {
+        self.check_open()?;
+        let what = format!("sendfile(fd {})", transport.socket_fd().unwrap_or(-1));
+        if transport.is_closing() {
+            return Err(Error::Runtime(format!("{what}: the transport is closing")));
+        }
+        let Some(transfer) = self.transfer_of(file.as_fd(), offset, count, fallback, what)? else {
+            return Ok(0);
+        };
+        transport.start_sendfile(transfer)?.await
+    }
+
+    /// Sends `file` over the stream socket `sock` (asyncio's `loop.sock_sendfile`), with the
+    /// rules of [`sendfile`](Self::sendfile): `count` bytes from `offset`, the bytes sent,
+    /// zero-copy or (with `fallback`) copied, the file position at `offset + sent` at the end.
+    ///
+    /// Dropping the future before the end: on io_uring, when a chunk is in flight, the socket
+    /// is shut down (`SHUT_RDWR`), because bytes the kernel took from the file could otherwise
+    /// be overtaken by a later send; the file position is set once the chunk ends. On epoll,
+    /// and with nothing in flight, the transfer just stops.
+    ///
+    /// # Errors
+    ///
+    /// As [`sendfile`](Self::sendfile), and [`Error::InvalidArgument`] for a socket that is
+    /// blocking or not `SOCK_STREAM`.
+    pub async fn sock_sendfile(
+        &self,
+        sock: &impl AsFd,
+        file: &impl AsFd,
+        offset: u64,
+        count: Option<u64>,
+        fallback: bool,
+    ) -> Result<u64> {
+        self.check_open()?;
+        let sock = sock.as_fd();
+        let what = format!("sock_sendfile(fd {})", sock.as_raw_fd());
+        check_stream_socket(sock, &what)?;
+        let Some(transfer) = self.transfer_of(file.as_fd(), offset, count, fallback, what)? else {
+            return Ok(0);
+        };
+        let job = socket::start(self, sock, transfer.clone())?;
+        let backend = self.backend();
+        TransferFuture::new(transfer, move || job.abandon(backend)).await
+    }
+}
+
+impl EventLoop {
+    /// The transfer `what` makes of `file` (checked and duplicated): zero-copy for a regular
+    /// file, the copy for others when `fallback` allows; `None` when the range is empty.
+    fn transfer_of(
+        &self,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        count: Option<u64>,
+        fallback: bool,
+        what: String,
+    ) -> Result<Option<Rc<Transfer>>> {
+        let Some(source) = Source::open(self, file, offset, count, &what)? else { return Ok(None) };
+        let method = choose_method(&source, file, fallback, &what)?;
+        Ok(Some(Rc::new(Transfer::new(source, method, fallback, what))))
+    }
+}
+
+/// Zero-copy for a regular file; the copy for others when allowed.
+fn choose_method(
+    source: &Source,
+    file: std::os::fd::BorrowedFd<'_>,
+    fallback: bool,
+    what: &str,
+) -> Result<Method> {
+    match (source.seekable, fallback) {
+        (true, _) => Ok(Method::ZeroCopy),
+        (false, true) => Ok(Method::Copy),
+        (false, false) => Err(Error::SendfileNotAvailable(format!(
+            "{what}: file fd {} is not a regular file, so it cannot be sent zero-copy; nothing \
+             was sent (pass fallback = true to copy it through the loop)",
+            file.as_raw_fd()
+        ))),
+    }
+}
+
+/// `Ok` for a non-blocking `SOCK_STREAM` socket.
+fn check_stream_socket(sock: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<()> {
+    let socket = socket2::SockRef::from(&sock);
+    let kind = socket.r#type().map_err(|e| Error::io(format!("{what}: the socket's type"), e))?;
+    if kind != socket2::Type::STREAM {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: only SOCK_STREAM sockets are supported, got {kind:?}"
+        )));
+    }
+    let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| Error::io(format!("{what}: the socket's flags"), e.into()))?;
+    if !nix::fcntl::OFlag::from_bits_retain(flags).contains(nix::fcntl::OFlag::O_NONBLOCK) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the socket must be non-blocking (asyncio requires it; call \
+             set_nonblocking(true) first)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The stream transport's side of `EventLoop::sendfile`: [`SendFileSide`] holds the transfer
+//! and its chunk in flight, [`SendFileHost`] runs it on a transport with a write side.
+//!
+//! # Rules (asyncio's, and the issue's)
+//! * The write buffer is flushed first; from the call until the transfer ends, `write()` is
+//!   refused (`Error::Runtime`, "unable to write; sendfile is in progress"), and `write_eof`
+//!   and `close()` wait for it as they wait for the buffer. Reading goes on.
+//! * One chunk at a time, each a driver op owned by the transport, so many transfers on one
+//!   loop progress side by side and none holds the loop.
+//! * **A dropped `sendfile` future never cancels the chunk in flight**: the chunk ends (the
+//!   pipe drained into the socket), the file position is set to `offset + sent`, and only
+//!   then are writes taken again, so every byte the kernel took from the file reaches the
+//!   socket before any later write. With no chunk in flight it ends at once.
+//! * `close()` lets the transfer run to its end, as it lets the buffer flush; an abort or a
+//!   fatal error cancels the chunk (the connection is gone anyway) and ends the transfer with
+//!   that error (an abort: `ConnectionAborted`).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+
+use super::transfer::{Step, Transfer, TransferFuture};
+use crate::driver::{Op, OpId};
+use crate::error::{Error, Result};
+use crate::event_loop::OpOwner;
+use crate::transport::Writer;
+
+/// The transfer a transport runs, if any, and its chunk in flight.
+#[derive(Default)]
+pub(crate) struct SendFileSide {
+    /// The transfer, from the `sendfile` call until it ends.
+    transfer: RefCell<Option<Rc<Transfer>>>,
+    /// Its chunk in flight.
+    op: Cell<Option<OpId>>,
+}
+
+impl SendFileSide {
+    /// True while a transfer runs (writes are refused meanwhile).
+    pub(crate) fn is_active(&self) -> bool {
+        self.transfer.borrow().is_some()
+    }
+
+    /// Whether `id` is the chunk in flight.
+    pub(crate) fn owns(&self, id: OpId) -> bool {
+        self.op.get() == Some(id)
+    }
+
+    /// The chunk's slot (for the transport's close).
+    pub(crate) fn op_slot(&self) -> &Cell<Option<OpId>> {
+        &self.op
+    }
+
+    /// The transfer, if any.
+    fn current(&self) -> Option<Rc<Transfer>> {
+        self.transfer.borrow().clone()
+    }
+
+    /// Ends the transfer with `result`, if one runs.
+    fn end(&self, result: Result<()>) {
+        if let Some(transfer) = self.transfer.take() {
+            transfer.finish(result);
+        }
+    }
+
+    /// The transport closes for good (`error`, or an abort): cancels the chunk in flight
+    /// through `cancel` and ends the transfer with the transport's error, or one saying it was
+    /// aborted.
+    pub(crate) fn abort(
+        &self,
+        cancel: impl FnOnce(&Cell<Option<OpId>>),
+        fd: i32,
+        error: Option<&Error>,
+    ) {
+        if !self.is_active() {
+            return;
+        }
+        cancel(&self.op);
+        let error = error.cloned().unwrap_or_else(|| {
+            let aborted =
+                io::Error::new(io::ErrorKind::ConnectionAborted, "the transport was aborted");
+            Error::io(format!("sendfile(fd {fd})"), aborted)
+        });
+        self.end(Err(error));
+    }
+}
+
+/// A transport that runs `sendfile` transfers: the stream transport.
+pub(crate) trait SendFileHost: Writer {
+    /// Its transfer.
+    fn sendfile_side(&self) -> &SendFileSide;
+
+    /// Everything written: the write side is idle and no transfer runs. What waited for that
+    /// (`close()`, `write_eof`) happens now.
+    fn on_flushed(self: &Rc<Self>);
+
+    /// Starts `transfer` once the write buffer is flushed; the future gives its result.
+    /// `Error::Runtime` while another transfer runs.
+    fn begin_sendfile(self: &Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture> {
+        let side = self.sendfile_side();
+        if side.is_active() {
+            return Err(Error::Runtime(
+                "sendfile: another sendfile is in progress on this transport".into(),
+            ));
+        }
+        *side.transfer.borrow_mut() = Some(transfer.clone());
+        let core = self.clone();
+        let future = TransferFuture::new(transfer, move || core.abandon_sendfile());
+        self.advance_sendfile();
+        Ok(future)
+    }
+
+    /// Moves the transfer on when the write side is idle and no chunk is in flight: the next
+    /// chunk, or the end (the range is sent).
+    fn advance_sendfile(self: &Rc<Self>) {
+        let side = self.sendfile_side();
+        let Some(transfer) = side.current() else { return };
+        if side.op.get().is_some() || !self.write_side().is_idle() {
+            return;
+        }
+        let fd = &self.base().fd;
+        let Some(op) = transfer.next_op(fd.raw()) else { return self.end_sendfile(Ok(())) };
+        let owner: OpOwner = self.clone();
+        side.op.set(fd.submit(op, owner));
+        if side.op.get().is_none() {
+            // The socket or the loop is gone (the transport's close cancels a transfer first,
+            // so this is a loop closed under it).
+            let gone = io::Error::new(io::ErrorKind::ConnectionAborted, "the socket is closed");
+            self.end_sendfile(Err(Error::io(format!("sendfile(fd {})", fd.raw()), gone)));
+        }
+    }
+
+    /// The chunk in flight completed.
+    fn on_chunk(self: &Rc<Self>, result: io::Result<u32>, op: Option<Op>) {
+        let side = self.sendfile_side();
+        side.op.set(None);
+        let Some(transfer) = side.current() else { return };
+        match transfer.on_chunk(result, op) {
+            Step::Next => self.advance_sendfile(),
+            Step::Copied(bytes) => {
+                if !bytes.is_empty() {
+                    self.queue(bytes);
+                }
+                if transfer.wants_more() {
+                    self.advance_sendfile();
+                } else {
+                    self.end_sendfile(Ok(()));
+                }
+            }
+            Step::Ended(result) => self.end_sendfile(result),
+        }
+    }
+
+    /// Ends the transfer; writes are taken again, and what waited for the flush goes on.
+    fn end_sendfile(self: &Rc<Self>, result: Result<()>) {
+        self.sendfile_side().end(result);
+        if self.write_side().is_idle() && !self.base().is_closed() {
+            self.on_flushed();
+        }
+    }
+
+    /// The `sendfile` future was dropped: the transfer ends after the chunk in flight (see
+    /// the module docs), at once if none is.
+    fn abandon_sendfile(self: &Rc<Self>) {
+        let side = self.sendfile_side();
+        let Some(transfer) = side.current() else { return };
+        transfer.abandon();
+        if side.op.get().is_none() {
+            self.end_sendfile(Ok(()));
+        }
+    }
+}
