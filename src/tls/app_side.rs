@@ -25,6 +25,7 @@ use super::layer::{Stage, TlsLayer};
 use crate::error::{Error, Result};
 use crate::sendfile::{Transfer, TransferFuture};
 use crate::transport::dispatch::DynProtocol;
+use crate::transport::flow_control::FlowEvent;
 use crate::transport::handle::{ByteStream, Generation};
 use crate::transport::ExtraInfo;
 
@@ -34,26 +35,42 @@ const LOST_WRITES_LOG_THRESHOLD: u32 = crate::transport::base::LOST_WRITES_LOG_T
 
 impl TlsLayer {
     /// Writes `buffers` in order: encrypted now as far as the stream below takes them, the
-    /// rest into the backlog; `pause_writing` once, after all of it.
-    fn write_all(self: &Rc<Self>, buffers: &[&[u8]]) {
+    /// rest into the backlog; `pause_writing` once, after all of it. `Error::Runtime` while a
+    /// `sendfile` runs.
+    fn write_all(self: &Rc<Self>, buffers: &[&[u8]]) -> Result<()> {
+        if self.in_sendfile() {
+            return Err(Error::Runtime("unable to write; sendfile is in progress".into()));
+        }
         if buffers.iter().all(|b| b.is_empty()) {
-            return;
+            return Ok(());
         }
         match self.stage.get() {
             Stage::Wrapped | Stage::Connecting | Stage::Handshaking => {}
-            _ => return self.lost_write(),
+            _ => {
+                self.lost_write();
+                return Ok(());
+            }
         }
+        let flow = self.push_plaintext(buffers);
+        self.to_app_flow(flow);
+        Ok(())
+    }
+
+    /// Encrypts `buffers` now as far as the stream below takes them and queues the rest in
+    /// the backlog: the flow event that calls for.
+    pub(super) fn push_plaintext(self: &Rc<Self>, buffers: &[&[u8]]) -> Option<FlowEvent> {
         let mut flow = None;
         for buffer in buffers {
             let mut rest = *buffer;
-            if self.backlog.borrow().is_empty() && self.stage.get() == Stage::Wrapped {
+            let encrypting = matches!(self.stage.get(), Stage::Wrapped | Stage::Flushing);
+            if self.backlog.borrow().is_empty() && encrypting {
                 rest = &rest[self.encrypt_now(rest)..];
             }
             if !rest.is_empty() {
                 flow = flow.or(self.backlog.borrow_mut().push(Bytes::copy_from_slice(rest)));
             }
         }
-        self.to_app_flow(flow);
+        flow
     }
 
     /// Encrypts `data` and sends the records while the stream below takes them: how many
@@ -86,7 +103,9 @@ impl TlsLayer {
             }
         }
         self.to_app_flow(flow);
-        if self.stage.get() == Stage::Flushing && self.backlog.borrow().is_empty() {
+        self.wake_sendfile();
+        let flushed = self.backlog.borrow().is_empty() && !self.in_sendfile();
+        if self.stage.get() == Stage::Flushing && flushed {
             self.send_close_notify();
         }
     }
@@ -122,18 +141,15 @@ impl TlsLayer {
 
 impl ByteStream for TlsLayer {
     fn write(self: Rc<Self>, _from: Generation, data: &[u8]) -> Result<()> {
-        self.write_all(&[data]);
-        Ok(())
+        self.write_all(&[data])
     }
 
     fn write_bytes(self: Rc<Self>, _from: Generation, data: Bytes) -> Result<()> {
-        self.write_all(&[&data]);
-        Ok(())
+        self.write_all(&[&data])
     }
 
     fn writelines(self: Rc<Self>, _from: Generation, buffers: &[&[u8]]) -> Result<()> {
-        self.write_all(buffers);
-        Ok(())
+        self.write_all(buffers)
     }
 
     /// TLS cannot half-close (asyncio raises `NotImplementedError`): logged, nothing done.
@@ -251,8 +267,7 @@ impl ByteStream for TlsLayer {
         _from: Generation,
         transfer: Rc<Transfer>,
     ) -> Result<TransferFuture> {
-        let _ = transfer;
-        Err(Error::SendfileNotAvailable("sendfile over TLS is not supported yet".into()))
+        self.begin_sendfile(transfer)
     }
 
     fn hand_over(&self, _from: Generation) -> Result<Generation> {

@@ -25,6 +25,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
+use std::task::Waker;
 
 use super::config::TlsSetup;
 use super::errors::{closed_in_handshake, tls_error, truncated};
@@ -34,6 +35,7 @@ use crate::error::Error;
 use crate::event_loop::TimerHandle;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
+use crate::sendfile::Transfer;
 use crate::transport::dispatch::{Delivered, Dispatcher, DynProtocol, ErasedProtocol, Event};
 use crate::transport::flow_control::{FlowEvent, WriteBuffer};
 use crate::transport::Transport;
@@ -112,6 +114,10 @@ pub(crate) struct TlsLayer {
     error: RefCell<Option<Error>>,
     /// Writes after the layer stopped taking them.
     pub(super) lost_writes: Cell<u32>,
+    /// The `sendfile` running through the layer (`sendfile.rs`).
+    pub(super) sendfile: RefCell<Option<Rc<Transfer>>>,
+    /// Its task, while it waits for the backlog to drain.
+    pub(super) drained_waker: RefCell<Option<Waker>>,
 }
 
 impl TlsLayer {
@@ -145,6 +151,8 @@ impl TlsLayer {
             waiter: RefCell::new(None),
             error: RefCell::new(None),
             lost_writes: Cell::new(0),
+            sendfile: RefCell::new(None),
+            drained_waker: RefCell::new(None),
         })
     }
 
@@ -330,6 +338,7 @@ impl TlsLayer {
         }
         self.backlog.borrow_mut().clear();
         self.held.borrow_mut().clear();
+        self.wake_sendfile();
         if self.app.get() == App::Made {
             self.app.set(App::Lost);
             self.to_app(Event::Lost(error));
@@ -406,7 +415,9 @@ impl TlsLayer {
             return;
         }
         self.stage.set(Stage::Flushing);
-        self.arm_timer(self.timeouts.1, |layer| layer.on_shutdown_timeout());
+        if !self.in_sendfile() {
+            self.start_shutdown_timer(); // else once the transfer ends
+        }
         if self.reading_paused.replace(false) {
             // The peer's close_notify must be read: what is held is discarded on the way.
             if let Some(lower) = self.lower() {
@@ -417,6 +428,11 @@ impl TlsLayer {
             self.eof_held.set(false); // `eof_seen` finishes the shutdown once close_notify is out
         }
         self.pump_backlog();
+    }
+
+    /// Arms the shutdown timeout (`ssl_shutdown_timeout`).
+    pub(super) fn start_shutdown_timer(self: &Rc<Self>) {
+        self.arm_timer(self.timeouts.1, |layer| layer.on_shutdown_timeout());
     }
 
     /// The backlog is sent: `close_notify` goes out.
@@ -454,6 +470,7 @@ impl TlsLayer {
 
     /// Aborts the stream below (its `connection_lost` brings the user's).
     pub(super) fn abort_lower(&self) {
+        self.wake_sendfile();
         if let Some(lower) = self.lower() {
             lower.abort();
         }

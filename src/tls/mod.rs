@@ -16,6 +16,7 @@
 //! - `layer.rs`: the layer's stages, the events from below, the read path and closing;
 //! - `app_side.rs`: the transport the user sees, the write path and flow control;
 //! - `start.rs`: where connections start, and [`EventLoop::start_tls`](crate::EventLoop::start_tls);
+//! - `sendfile.rs`: `sendfile` through the layer (the chunked fallback);
 //! - `errors.rs`: rustls' errors as [`Error::Tls`](crate::Error::Tls) with their reason.
 //!
 //! The crypto provider is `ring` (it builds with a C compiler alone).
@@ -34,8 +35,9 @@
 //! cut short.
 //!
 //! # `sendfile`
-//! `sendfile` over a TLS transport must take the chunked read-and-write fallback (the kernel
-//! cannot encrypt): the crate-private `tls::is_tls` is the hook `sendfile` asks.
+//! `EventLoop::sendfile` over a TLS transport takes the chunked fallback (the kernel cannot
+//! encrypt): chunks of the file are read and written through the layer (`sendfile.rs`); with
+//! `fallback = false` it is `Error::SendfileNotAvailable`.
 //!
 //! [`Error::Tls`]: crate::Error::Tls
 
@@ -46,6 +48,7 @@ mod config;
 mod errors;
 mod layer;
 mod scratch;
+mod sendfile;
 mod session;
 mod start;
 
@@ -53,14 +56,6 @@ pub use config::{crypto_provider, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_
 pub(crate) use config::{TlsArgs, TlsSetup};
 pub use start::StartTlsOptions;
 pub(crate) use start::{accept, connect};
-
-/// True when `transport` speaks TLS: `sendfile` must then copy through the transport in
-/// chunks (asyncio's fallback), or refuse with `fallback = false`, since the kernel cannot
-/// send a file's bytes encrypted.
-#[allow(dead_code)] // the hook for `sendfile`, which is not built yet
-pub(crate) fn is_tls(transport: &crate::Transport) -> bool {
-    !transport.can_write_eof() && transport.get_extra_info("cipher").is_some()
-}
 
 /// The PEM and DER types the configs take (rustls' `pki-types`), re-exported so callers
 /// need no direct dependency: `CertificateDer::pem_file_iter`, `PrivateKeyDer::from_pem_file`.
