@@ -100,6 +100,25 @@ backend_tests! {
         close_server(lp, server);
     }
 
+    /// ALPN: the protocol both sides agree on is reported on both, from configs the user
+    /// built with rustls.
+    fn alpn_is_negotiated_and_reported(lp) {
+        let mut server = (*uring_tests::tls::rustls_server()).clone();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut client = (*uring_tests::tls::rustls_client()).clone();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let options = ServerOptions::default().ssl(server);
+        let (server, port, served) = tls_server(lp, false, options);
+        let (transport, _) = tls_connect(lp, port, ConnectOptions::new().ssl(client)).unwrap();
+        let negotiated = Some(ExtraInfo::Bytes(b"http/1.1".to_vec()));
+        assert_eq!(transport.get_extra_info("alpn_protocol"), negotiated);
+        assert!(run_until(lp, WAIT, || served.borrow().first().is_some_and(|s| s.borrow().transport.is_some())));
+        let server_side = served.borrow()[0].borrow().transport.clone().unwrap();
+        assert_eq!(server_side.get_extra_info("alpn_protocol"), negotiated);
+        transport.abort();
+        close_server(lp, server);
+    }
+
     /// `write_eof` is refused (logged; TLS cannot half-close) and `can_write_eof` is false;
     /// the transport goes on working.
     fn write_eof_is_refused(lp) {
