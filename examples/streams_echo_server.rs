@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use ringloop::{Error, EventLoop, ExtraInfo, ServerOptions, StreamReader, StreamWriter};
 
 mod support;
-use support::serve::{announce, serve_forever};
+use support::serve::serve_streams;
 use support::{py_repr, py_sockaddr, Args, Flag, Spec};
 
 /// The command line: `--host`, `--port`, `--backend`, `--max-seconds`.
@@ -60,13 +60,7 @@ async fn handle_echo(reader: StreamReader, writer: StreamWriter) -> Result<(), E
 
 /// Starts the server, announces its addresses and serves until `--max-seconds` pass.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
-    let (host, port) = (args.host.as_str(), args.port);
-    let server = event_loop
-        .start_server(handle_echo, host, Some(port), ServerOptions::default())
-        .await
-        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
-    announce(&server)?;
-    serve_forever(&event_loop, server, args.max_seconds).await
+    serve_streams(event_loop, &args, handle_echo, ServerOptions::default()).await
 }
 
 fn main() -> ExitCode {

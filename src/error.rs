@@ -23,6 +23,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `socket.gaierror` | [`Error::Dns`] |
 /// | `asyncio.IncompleteReadError` | [`Error::IncompleteRead`] |
 /// | `asyncio.LimitOverrunError` | [`Error::LimitOverrun`] |
+/// | `ssl.SSLError`, `ssl.SSLCertVerificationError` | [`Error::Tls`] |
 /// | `asyncio.SendfileNotAvailableError` | [`Error::SendfileNotAvailable`] |
 ///
 /// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
@@ -84,9 +85,56 @@ pub enum Error {
         /// What went over the limit, and the limit.
         message: String,
     },
+    /// A TLS connection failed (asyncio's `ssl.SSLError` and `ssl.SSLCertVerificationError`):
+    /// the handshake was refused, by us or by the peer, or the peer broke the protocol or cut
+    /// the connection short. A handshake that takes too long is an [`Error::Timeout`], as in
+    /// asyncio.
+    Tls {
+        /// Why, for matching.
+        kind: TlsErrorKind,
+        /// What failed and why, as a log should show it ("certificate not trusted: ...").
+        message: String,
+    },
+}
+
+/// Why a TLS connection failed ([`Error::Tls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// The peer's certificate does not chain to a trusted root (or is self-signed).
+    UntrustedCertificate,
+    /// The server's certificate is not valid for the name asked for (`server_hostname`).
+    HostnameMismatch,
+    /// The peer's certificate has expired (or is not valid yet).
+    ExpiredCertificate,
+    /// The peer's certificate is unusable for another reason (revoked, wrong usage, bad
+    /// signature, malformed).
+    BadCertificate,
+    /// The peer refused the handshake or ended the session with a fatal alert.
+    PeerAlert,
+    /// The peer sent something that is not valid TLS.
+    Protocol,
+    /// The peer closed the connection without `close_notify`: what it sent may have been cut
+    /// short (a truncation attack, or a careless peer).
+    Truncated,
+    /// Anything else rustls reports (a local configuration problem, say).
+    Other,
 }
 
 impl Error {
+    /// An [`Error::Tls`] of `kind`.
+    pub fn tls(kind: TlsErrorKind, message: impl Into<String>) -> Error {
+        Error::Tls { kind, message: message.into() }
+    }
+
+    /// The kind of an [`Error::Tls`], if this is one.
+    pub fn tls_kind(&self) -> Option<TlsErrorKind> {
+        match self {
+            Error::Tls { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
     /// An [`Error::Io`] from `source`, saying what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io { context: context.into(), source: Arc::new(source) }
@@ -127,9 +175,9 @@ impl fmt::Display for Error {
             | Error::Unsupported(msg)
             | Error::SendfileNotAvailable(msg) => f.write_str(msg),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Dns { message, .. } | Error::LimitOverrun { message, .. } => {
-                f.write_str(message)
-            }
+            Error::Dns { message, .. }
+            | Error::LimitOverrun { message, .. }
+            | Error::Tls { message, .. } => f.write_str(message),
             Error::IncompleteRead { partial, expected: Some(expected) } => {
                 write!(f, "{} bytes read on a total of {expected} expected bytes", partial.len())
             }

@@ -70,6 +70,8 @@ mod error;
 mod event_loop;
 mod executor;
 mod future;
+#[macro_use]
+pub mod tls;
 pub mod net;
 mod protocol;
 mod sendfile;
@@ -85,13 +87,14 @@ mod toolbox;
 mod transport;
 
 pub use driver::Backend;
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsErrorKind};
 pub use event_loop::{
     get_event_loop, get_running_loop, new_event_loop, set_event_loop, Delay, EventLoop,
     ExceptionContext, ExceptionHandler, Handle, LoopHandle, ThreadsafeHandle, TimerHandle,
 };
 pub use executor::Executor;
 pub use future::Future;
+pub use net::accepted::AcceptedSocketOptions;
 pub use net::connect::ConnectOptions;
 pub use net::datagram::{DatagramOptions, EndpointAddr};
 pub use net::unix::{UnixConnectOptions, UnixPath};
@@ -110,6 +113,7 @@ pub use subprocess::{
     SubprocessProtocol, SubprocessTransport,
 };
 pub use task::{LocalBoxFuture, Task, TaskFactory};
+pub use tls::{StartTlsOptions, TlsConfig};
 pub use toolbox::{
     create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for,
     ConcurrentFuture, Fallible, ReturnWhen, Shield, Sleep, TimeLimit,

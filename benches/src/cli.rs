@@ -45,6 +45,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         sizes: match workload {
             Workload::Echo => vec![64, 1024, 16384],
             Workload::Http => vec![http::RESPONSE.len()],
+            Workload::Tls => vec![1024],
             Workload::Sendfile => Vec::new(), // `sendfile` has options of its own
         },
         connections: 64,
@@ -53,6 +54,8 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         duration: Duration::from_millis(200),
         repeat: 15,
         json: false,
+        handshakes: 200,
+        idle: 1000,
     };
     let mut args = Args { rest: args.iter() };
     while let Some(arg) = args.rest.next() {
@@ -63,7 +66,9 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
             "--duration" => options.duration = args.seconds(arg)?,
             "--warmup" => options.warmup = args.seconds(arg)?,
             "--json" => options.json = true,
-            "--sizes" if workload == Workload::Echo => {
+            "--handshakes" if workload == Workload::Tls => options.handshakes = args.parsed(arg)?,
+            "--idle" if workload == Workload::Tls => options.idle = args.parsed(arg)?,
+            "--sizes" if matches!(workload, Workload::Echo | Workload::Tls) => {
                 let size = |s: &str| s.parse().map_err(|_| format!("--sizes: cannot parse {s:?}"));
                 options.sizes = args.list(arg, size)?;
             }

@@ -1,8 +1,10 @@
 //! `ringloop-bench`: the benchmark runner. `echo` compares echo servers, ringloop (io_uring and
 //! epoll) against tokio (the reference) and raw io_uring loops (the limit); `http` compares
 //! keep-alive HTTP/1.1 hello-world servers on ringloop (protocols and streams) and tokio;
-//! `sendfile` compares ringloop's `EventLoop::sendfile` with raw `sendfile(2)` and `splice(2)`
-//! loops. See `docs/benchmarks.md`.
+//! `tls` compares TLS echo servers (ringloop on io_uring and epoll, tokio + tokio-rustls) and
+//! their handshake rate and memory per idle connection; `sendfile` compares ringloop's
+//! `EventLoop::sendfile` with raw `sendfile(2)` and `splice(2)` loops. See
+//! `docs/benchmarks.md`.
 //!
 //! `ringloop-bench serve --workload W --impl NAME` runs one server, and is what `echo`,
 //! `http` and `sendfile` start, once per implementation, in child processes.
@@ -18,6 +20,7 @@ mod runner;
 mod sendfile;
 mod server;
 mod sys;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -25,7 +28,7 @@ use runner::Options;
 use server::Workload;
 
 const USAGE: &str = "\
-usage: ringloop-bench echo|http [OPTIONS]
+usage: ringloop-bench echo|http|tls [OPTIONS]
        ringloop-bench sendfile [OPTIONS]
 
 echo: echo servers (ringloop on io_uring and on epoll, tokio current_thread, a simple raw
@@ -33,6 +36,10 @@ io_uring loop and the strongest raw io_uring loop, raw-uring-max).
 http: keep-alive HTTP/1.1 hello-world servers (ringloop protocols and ringloop streams, each
 on io_uring and on epoll, tokio current_thread), answering GET requests from the runner's
 own client, which checks every response.
+tls: echo over TLS 1.3 (ringloop on io_uring and on epoll, tokio current_thread with
+tokio-rustls, all on one rustls ServerConfig, ring provider), 1 KiB ping-pong by default;
+then the handshake rate (handshakes per server CPU-second) and the server memory per idle
+TLS connection.
 
 Each server runs in its own process on CPU 0, driven in short alternating windows by one
 client on CPU 1 that holds connections to all of them. Prints req/s, p50/p99 latency,
@@ -41,8 +48,8 @@ raw-uring-max) paired per round.
 
 options:
   --connections N     connections per server (default 64)
-  --sizes S[,S...]    echo only: message sizes in bytes, each run separately
-                      (default 64,1024,16384)
+  --sizes S[,S...]    echo and tls: message sizes in bytes, each run separately
+                      (default echo 64,1024,16384; tls 1024)
   --pipeline K        messages in flight per connection (default 1: ping-pong); the client
                       writes all queued requests of a connection in one write
   --duration SECS     measured part of each server's window (default 0.2)
@@ -54,7 +61,9 @@ options:
                       TECHNIQUE one of defer-taskrun, ring-fd, fixed-files, link, skip,
                       poll-first; http default: ringloop-uring,ringloop-epoll,
                       ringloop-streams-uring,ringloop-streams-epoll,tokio)
-  --json              print a JSON array instead of the table
+  --json              print a JSON array instead of the table (the ping-pong part)
+  --handshakes N      tls: handshakes per server per round (default 200)
+  --idle N            tls: idle connections per server for the memory (default 1000)
 
 sendfile: a page-cached file (written once to a temporary directory) sent whole to every
 connection over loopback TCP, by ringloop's EventLoop::sendfile on io_uring (ringloop-uring)
@@ -85,6 +94,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("echo") => cli::parse_run(Workload::Echo, &args[1..]).and_then(|o| compare(&o)),
         Some("http") => cli::parse_run(Workload::Http, &args[1..]).and_then(|o| compare(&o)),
+        Some("tls") => cli::parse_run(Workload::Tls, &args[1..]).and_then(|o| tls::compare(&o)),
         Some("serve") => cli::parse_serve(&args[1..])
             .and_then(|s| server::serve(s.workload, s.which, s.port, s.cpu, s.file.as_deref())),
         Some("sendfile") => cli::parse_sendfile(&args[1..]).and_then(|o| compare_sendfile(&o)),

@@ -139,7 +139,7 @@ fn default_server() -> Result<PathBuf, String> {
     }
 }
 
-fn vm_rss_kib(pid: u32) -> Result<u64, String> {
+pub(crate) fn vm_rss_kib(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     status

@@ -34,6 +34,21 @@ pub struct Options {
     pub repeat: usize,
     /// Print JSON instead of the table.
     pub json: bool,
+    /// `tls`: handshakes per server per round for the handshake rate.
+    pub handshakes: usize,
+    /// `tls`: idle connections opened per server for the memory per connection.
+    pub idle: usize,
+}
+
+/// A server the runner started, as the commands' extra phases see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// Which implementation.
+    pub which: Impl,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its process.
+    pub pid: u32,
 }
 
 /// A running server process, killed and reaped on drop (so also when the runner panics).
@@ -105,6 +120,15 @@ impl ServerProcess {
 
 /// Runs the whole comparison and returns what it measured.
 pub fn run(options: &Options) -> Result<Report, String> {
+    run_then(options, |_| Ok(())).map(|(report, ())| report)
+}
+
+/// [`run`], then `then` with the servers still running (the `tls` command's handshake and
+/// memory phases).
+pub fn run_then<T>(
+    options: &Options,
+    then: impl FnOnce(&[Started]) -> Result<T, String>,
+) -> Result<(Report, T), String> {
     let cpus = crate::sys::cpus_available();
     let pinned = cpus >= 2;
     if pinned {
@@ -125,11 +149,17 @@ pub fn run(options: &Options) -> Result<Report, String> {
         match options.workload {
             Workload::Echo => rounds(&servers, options, size, client::Echo::new(size), &mut report),
             Workload::Http => rounds(&servers, options, size, client::Http, &mut report),
+            Workload::Tls => rounds(&servers, options, size, client::Echo::new(size), &mut report),
             Workload::Sendfile => Err("the sendfile command has a runner of its own".into()),
         }
         .map_err(|e| format!("{}: {e}", label(options.workload, size)))?;
     }
-    Ok(report)
+    let started: Vec<Started> = servers
+        .iter()
+        .map(|s| Started { which: s.which, port: s.port, pid: s.child.id() })
+        .collect();
+    let extra = then(&started)?;
+    Ok((report, extra))
 }
 
 /// How progress lines and errors name a run: the echo size, or `http`.
@@ -137,6 +167,7 @@ fn label(workload: Workload, size: usize) -> String {
     match workload {
         Workload::Echo => format!("{size:>6} B"),
         Workload::Http | Workload::Sendfile => workload.name().into(),
+        Workload::Tls => format!("tls {size} B"),
     }
 }
 
@@ -156,7 +187,12 @@ fn rounds<M: Messages>(
         duration: options.duration,
     };
     let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-    let mut client = Client::connect(&ports, &load, messages).map_err(|e| e.to_string())?;
+    let tls = match options.workload {
+        Workload::Tls => Some(crate::tls::material::client_config()?),
+        _ => None,
+    };
+    let mut client =
+        Client::connect(&ports, &load, messages, tls.as_ref()).map_err(|e| e.to_string())?;
     for rep in 1..=options.repeat {
         // Each round starts with the next server, so none always follows the same one.
         let mut line = format!(

@@ -1,7 +1,7 @@
 //! The network examples' command line: `--host`, `--port` and `--backend` for all of them,
 //! plus the few flags each one adds (`--message`, `--quiet`, `--max-seconds`, a required
-//! `--file`). A Unix-socket example takes a required `--path` instead of `--host` and
-//! `--port`.
+//! `--file`, and the TLS examples' `--cert`, `--key`, `--cafile`, `--server-hostname`). A
+//! Unix-socket example takes a required `--path` instead of `--host` and `--port`.
 
 use std::fmt::Display;
 
@@ -19,6 +19,14 @@ pub enum Flag {
     /// `--path PATH`: the Unix socket's path, required; `--host` and `--port` are then not
     /// accepted.
     Path,
+    /// `--cert PEM`: a TLS server's certificate chain, required.
+    Cert,
+    /// `--key PEM`: a TLS server's private key, required.
+    Key,
+    /// `--cafile PEM`: the certificates a TLS client trusts (default: Mozilla's roots).
+    CaFile,
+    /// `--server-hostname NAME`: the name a TLS client checks (default: `--host`).
+    ServerHostname,
     /// `--file PATH`: the file a server sends, required.
     File,
 }
@@ -32,6 +40,10 @@ impl Flag {
             Flag::MaxSeconds => "[--max-seconds N]",
             // Shown first, in place of `--host` and `--port`.
             Flag::Path => "--path PATH",
+            Flag::Cert => "--cert PEM",
+            Flag::Key => "--key PEM",
+            Flag::CaFile => "[--cafile PEM]",
+            Flag::ServerHostname => "[--server-hostname NAME]",
             Flag::File => "--file PATH",
         }
     }
@@ -43,6 +55,10 @@ impl Flag {
             Flag::Quiet => "--quiet",
             Flag::MaxSeconds => "--max-seconds",
             Flag::Path => "--path",
+            Flag::Cert => "--cert",
+            Flag::Key => "--key",
+            Flag::CaFile => "--cafile",
+            Flag::ServerHostname => "--server-hostname",
             Flag::File => "--file",
         }
     }
@@ -76,6 +92,14 @@ pub struct Args {
     pub max_seconds: Option<f64>,
     /// `--path`: the Unix socket (set whenever the spec has [`Flag::Path`]).
     pub path: Option<String>,
+    /// `--cert`: the certificate chain's PEM file (set whenever the spec has [`Flag::Cert`]).
+    pub cert: Option<String>,
+    /// `--key`: the private key's PEM file (set whenever the spec has [`Flag::Key`]).
+    pub key: Option<String>,
+    /// `--cafile`: the trusted certificates' PEM file.
+    pub cafile: Option<String>,
+    /// `--server-hostname`: the name to check.
+    pub server_hostname: Option<String>,
     /// `--file`: the file to send (set whenever the spec has [`Flag::File`]).
     pub file: Option<String>,
 }
@@ -107,6 +131,10 @@ impl Spec {
             quiet: false,
             max_seconds: None,
             path: None,
+            cert: None,
+            key: None,
+            cafile: None,
+            server_hostname: None,
             file: None,
         };
         let inet = !self.unix();
@@ -123,6 +151,10 @@ impl Spec {
                     parsed.max_seconds = Some(parse_seconds(&arg, &value()?)?)
                 }
                 (_, Some(Flag::Path)) => parsed.path = Some(value()?),
+                (_, Some(Flag::Cert)) => parsed.cert = Some(value()?),
+                (_, Some(Flag::Key)) => parsed.key = Some(value()?),
+                (_, Some(Flag::CaFile)) => parsed.cafile = Some(value()?),
+                (_, Some(Flag::ServerHostname)) => parsed.server_hostname = Some(value()?),
                 (_, Some(Flag::File)) => parsed.file = Some(value()?),
                 ("-h" | "--help", None) => return Err(self.usage()),
                 (other, None) => {
@@ -133,8 +165,12 @@ impl Spec {
         if self.unix() && parsed.path.is_none() {
             return Err(format!("--path is required\n{}", self.usage()));
         }
-        if self.flags.contains(&Flag::File) && parsed.file.is_none() {
-            return Err(format!("--file is required\n{}", self.usage()));
+        for (flag, given) in
+            [(Flag::Cert, &parsed.cert), (Flag::Key, &parsed.key), (Flag::File, &parsed.file)]
+        {
+            if self.flags.contains(&flag) && given.is_none() {
+                return Err(format!("{} is required\n{}", flag.name(), self.usage()));
+            }
         }
         Ok(parsed)
     }

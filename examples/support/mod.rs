@@ -9,6 +9,7 @@ pub mod flags;
 pub mod output;
 pub mod repr;
 pub mod serve;
+pub mod tls;
 
 use std::future::Future;
 use std::process::ExitCode;

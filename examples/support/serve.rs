@@ -1,7 +1,7 @@
 //! The servers' common tail: announce the listening addresses, then serve until
 //! `--max-seconds` pass (or forever).
 
-use ringloop::{Error, EventLoop, Server};
+use ringloop::{ClientConnected, Error, EventLoop, Server, ServerOptions};
 
 use super::output::{print, stdout_error};
 
@@ -39,4 +39,21 @@ pub async fn serve_forever(
         Ok(()) | Err(Error::Cancelled) => Ok(()),
         Err(e) => Err(format!("serve_forever: {e}")),
     }
+}
+
+/// A streams server: `start_server(client_connected, --host, --port, options)`, announced,
+/// then [`serve_forever`] for `--max-seconds`.
+pub async fn serve_streams<F: ClientConnected>(
+    event_loop: EventLoop,
+    args: &super::Args,
+    client_connected: F,
+    options: ServerOptions,
+) -> Result<(), String> {
+    let (host, port) = (args.host.as_str(), args.port);
+    let server = event_loop
+        .start_server(client_connected, host, Some(port), options)
+        .await
+        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
+    announce(&server)?;
+    serve_forever(&event_loop, server, args.max_seconds).await
 }

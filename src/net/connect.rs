@@ -22,11 +22,13 @@ use crate::driver::{Op, SockAddrBuf};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
 use crate::protocol::AnyProtocol;
+use crate::tls::TlsConfig;
+use crate::transport::dispatch::adapt;
 use crate::transport::Transport;
 
-/// The keyword arguments of [`EventLoop::create_connection`] (asyncio's `family`, `proto`,
-/// `flags`, `sock`, `local_addr`, `server_hostname`, `happy_eyeballs_delay`, `interleave`,
-/// `all_errors`).
+/// The keyword arguments of [`EventLoop::create_connection`] (asyncio's `ssl`, `family`,
+/// `proto`, `flags`, `sock`, `local_addr`, `server_hostname`, `ssl_handshake_timeout`,
+/// `ssl_shutdown_timeout`, `happy_eyeballs_delay`, `interleave`, `all_errors`).
 ///
 /// `Default` is asyncio's defaults: any family, no socket, no local address, no Happy Eyeballs.
 ///
@@ -39,6 +41,9 @@ use crate::transport::Transport;
 /// ```
 #[derive(Debug, Default)]
 pub struct ConnectOptions {
+    /// Speak TLS with this client config ([`TlsConfig::default_client`] is asyncio's
+    /// `ssl=True`); the call then returns once the handshake is done.
+    pub ssl: Option<TlsConfig>,
     /// `getaddrinfo`'s `ai_family` for `host` (and `local_addr`): 0 (any), `AF_INET`, `AF_INET6`.
     pub family: i32,
     /// `getaddrinfo`'s `ai_protocol`: 0 (any) or `IPPROTO_TCP`.
@@ -51,9 +56,18 @@ pub struct ConnectOptions {
     /// `(host, port)` to bind the socket to before connecting, resolved like `host` with the
     /// same `family`.
     pub local_addr: Option<(String, u16)>,
-    /// The host name to check the server's certificate against; only meaningful with TLS,
-    /// which is not there yet: setting it is an [`Error::InvalidArgument`].
+    /// The name to check the server's certificate against, and send as SNI (only with
+    /// `ssl`). Defaults to `host`; required when there is no `host` (with `sock`). An empty
+    /// name sends no SNI and checks no name: the config must then check none either
+    /// ([`TlsConfig::dangerous_client_without_hostname_check`], which allows
+    /// man-in-the-middle attacks).
     pub server_hostname: Option<String>,
+    /// Seconds the TLS handshake may take before the connection is aborted with an
+    /// [`Error::Timeout`] (default 60; only with `ssl`).
+    pub ssl_handshake_timeout: Option<f64>,
+    /// Seconds the closing `close_notify` exchange may take before the connection is
+    /// aborted (default 30; only with `ssl`).
+    pub ssl_shutdown_timeout: Option<f64>,
     /// Enables Happy Eyeballs (RFC 8305): seconds to wait for an attempt before starting the
     /// next in parallel (the RFC recommends 0.25).
     pub happy_eyeballs_delay: Option<f64>,
@@ -101,12 +115,6 @@ impl ConnectOptions {
         self
     }
 
-    /// Sets `server_hostname`.
-    pub fn server_hostname(mut self, name: impl Into<String>) -> ConnectOptions {
-        self.server_hostname = Some(name.into());
-        self
-    }
-
     /// Sets `happy_eyeballs_delay` (seconds).
     pub fn happy_eyeballs_delay(mut self, secs: f64) -> ConnectOptions {
         self.happy_eyeballs_delay = Some(secs);
@@ -118,6 +126,8 @@ impl ConnectOptions {
         self.interleave = Some(count);
         self
     }
+
+    tls_setters!(client);
 
     /// Sets `all_errors`.
     pub fn all_errors(mut self, all: bool) -> ConnectOptions {
@@ -137,11 +147,20 @@ impl EventLoop {
     /// connects. With `options.sock`, that connected socket is used instead (`host` and `port`
     /// must be `None`). `TCP_NODELAY` is set on TCP connections.
     ///
+    /// With `options.ssl` the connection speaks TLS (see [`crate::tls`]): the call returns
+    /// once the handshake is done, just after the protocol's `connection_made`, and the
+    /// transport has the same interface over TLS.
+    ///
     /// # Errors
     ///
     /// - [`Error::InvalidArgument`]: `sock` together with `host`/`port`, none of the three, a
-    ///   `sock` that is not a stream socket, `server_hostname` (TLS is not supported yet), a
-    ///   `happy_eyeballs_delay` that is negative or NaN.
+    ///   `sock` that is not a stream socket, a `happy_eyeballs_delay` that is negative or NaN;
+    ///   `server_hostname` or a TLS timeout without `ssl`, `ssl` without `server_hostname`
+    ///   and without `host`, a server config, a timeout that is not a positive number.
+    /// - With `ssl`, the handshake's error: [`Error::Tls`] naming the reason (an untrusted
+    ///   or expired certificate, a hostname mismatch, a peer that refused or does not speak
+    ///   TLS), [`Error::Timeout`] after `ssl_handshake_timeout`, [`Error::Io`] if the peer
+    ///   closed the connection; the connection is closed.
     /// - [`Error::Dns`] from resolving `host` or `local_addr`; [`Error::Io`] if either
     ///   resolves to nothing.
     /// - Every address failed: the one error if there was one, or all had the same message;
@@ -198,11 +217,7 @@ impl EventLoop {
     {
         self.check_open()?;
         let mut options = options;
-        if options.server_hostname.is_some() {
-            return Err(Error::InvalidArgument(
-                "create_connection: server_hostname is only meaningful with ssl".into(),
-            ));
-        }
+        let tls = options.tls_args("create_connection").client(host)?;
         if let Some(delay) = options.happy_eyeballs_delay {
             if delay.is_nan() || delay < 0.0 {
                 return Err(Error::InvalidArgument(format!(
@@ -226,7 +241,9 @@ impl EventLoop {
                 (false, Some(sock)) => sock,
                 (true, None) => self.connect_socket(host, port, &options).await?,
             };
-        self.connect_accepted_socket(protocol_factory, socket).await
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let app = adapt(protocol.clone());
+        Ok((self.open_stream(socket, app, tls, "create_connection").await?, protocol))
     }
 
     /// Resolves, then connects to the first address that accepts: the connected socket.

@@ -1,5 +1,6 @@
 //! Networking: name resolution, connections and the `sock_*` socket calls.
 
+pub mod accepted;
 pub mod connect;
 pub mod datagram;
 pub mod dns;

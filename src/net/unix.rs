@@ -15,6 +15,8 @@ use crate::driver::Op;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::AnyProtocol;
+use crate::tls::TlsConfig;
+use crate::transport::dispatch::adapt;
 use crate::transport::Transport;
 
 /// The longest `sun_path` Linux takes, in bytes (a filesystem path also needs a final NUL).
@@ -162,13 +164,25 @@ impl<T: Into<UnixPath>> From<Option<T>> for UnixPath {
     }
 }
 
-/// The keyword arguments of [`EventLoop::create_unix_connection`] (asyncio's `sock`; the TLS
-/// ones are not there yet). `Default`: no socket.
+/// The keyword arguments of [`EventLoop::create_unix_connection`] (asyncio's `ssl`, `sock`,
+/// `server_hostname`, `ssl_handshake_timeout`, `ssl_shutdown_timeout`). `Default`: no
+/// socket, no TLS.
 #[derive(Debug, Default)]
 pub struct UnixConnectOptions {
+    /// Speak TLS with this client config; `server_hostname` is then required (a path is no
+    /// host name).
+    pub ssl: Option<TlsConfig>,
     /// An already connected `AF_UNIX` stream socket to use instead of a path (which must then
     /// be [`UnixPath::None`]); the transport takes ownership of it.
     pub sock: Option<OwnedFd>,
+    /// The name to check the server's certificate against, and send as SNI (only with
+    /// `ssl`, where it is required). As for
+    /// [`ConnectOptions::server_hostname`](crate::ConnectOptions::server_hostname).
+    pub server_hostname: Option<String>,
+    /// Seconds the TLS handshake may take (default 60; only with `ssl`).
+    pub ssl_handshake_timeout: Option<f64>,
+    /// Seconds the closing `close_notify` exchange may take (default 30; only with `ssl`).
+    pub ssl_shutdown_timeout: Option<f64>,
 }
 
 impl UnixConnectOptions {
@@ -182,6 +196,8 @@ impl UnixConnectOptions {
         self.sock = Some(sock.into());
         self
     }
+
+    tls_setters!(client);
 }
 
 /// Checks that `sock` is an `AF_UNIX` `SOCK_STREAM` socket; `call` names the caller.
@@ -264,6 +280,7 @@ impl EventLoop {
         F: FnOnce() -> P,
     {
         self.check_open()?;
+        let tls = options.tls_args("create_unix_connection").client(None)?;
         let path = path.into();
         let socket =
             match (path, options.sock.take()) {
@@ -282,7 +299,9 @@ impl EventLoop {
                 }
                 (path, None) => self.connect_unix(&path).await?,
             };
-        self.connect_accepted_socket(protocol_factory, socket).await
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let app = adapt(protocol.clone());
+        Ok((self.open_stream(socket, app, tls, "create_unix_connection").await?, protocol))
     }
 
     /// A new `AF_UNIX` stream socket, connected to `path`.

@@ -29,7 +29,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 
 pub(crate) use side::{SendFileHost, SendFileSide};
-pub(crate) use transfer::{Transfer, TransferFuture};
+pub(crate) use transfer::{Step, Transfer, TransferFuture};
 
 use self::source::Source;
 use self::transfer::Method;

@@ -165,6 +165,26 @@ impl Transfer {
             && err.raw_os_error().is_some_and(|e| refusals.contains(&e))
     }
 
+    /// Makes the transfer take the chunked fallback from its start, for a transport that
+    /// cannot take zero-copy bytes (TLS: the kernel does not encrypt); without `fallback`,
+    /// `SendfileNotAvailable` saying `why`, nothing sent.
+    pub(crate) fn copy_instead(&self, why: &str) -> Result<()> {
+        if self.method.get() == Method::Copy {
+            return Ok(());
+        }
+        if !self.may_fall_back {
+            return Err(Error::SendfileNotAvailable(format!(
+                "{}: {why}; nothing was sent (pass fallback = true to copy it through the loop)",
+                self.what
+            )));
+        }
+        self.method.set(Method::Copy);
+        if self.seekable {
+            self.seek(self.start).map_err(|e| Error::io(self.what.clone(), e))?;
+        }
+        Ok(())
+    }
+
     /// Switches to the chunked fallback if allowed; otherwise ends with
     /// `SendfileNotAvailable`.
     fn fall_back(&self, err: io::Error) -> Step {

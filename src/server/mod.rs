@@ -37,6 +37,7 @@ use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
+use crate::tls::TlsSetup;
 use crate::toolbox::sleep_on;
 use crate::transport::dispatch::{adapt, DynProtocol};
 use crate::transport::loop_fd::LoopFd;
@@ -93,12 +94,26 @@ struct Listening {
 /// Makes the protocol for an accepted connection.
 type ProtocolMaker = Box<dyn Fn() -> Rc<DynProtocol>>;
 
+/// How a server serves each connection.
+struct Serving {
+    /// Makes each connection's protocol.
+    make_protocol: ProtocolMaker,
+    /// TLS on each connection, if asked.
+    tls: Option<TlsSetup>,
+    /// `listen(2)` backlog.
+    backlog: i32,
+    /// Accept at once.
+    start_serving: bool,
+}
+
 /// The state shared by the [`Server`] handles and the accept tasks.
 struct ServerState {
     /// The loop.
     event_loop: Weak<Inner>,
     /// Makes each connection's protocol.
     make_protocol: ProtocolMaker,
+    /// TLS on each connection, if asked.
+    tls: Option<TlsSetup>,
     /// The listening sockets (empty once closed).
     listeners: RefCell<Vec<Listening>>,
     /// Lifecycle.
@@ -202,7 +217,10 @@ impl ServerState {
     fn on_accepted(self: &Rc<Self>, event_loop: &EventLoop, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
         let started = match catch_unwind(AssertUnwindSafe(|| (self.make_protocol)())) {
-            Ok(protocol) => Transport::start(event_loop, fd, protocol),
+            Ok(protocol) => match &self.tls {
+                None => Transport::start(event_loop, fd, protocol),
+                Some(setup) => crate::tls::accept(event_loop, fd, protocol, setup),
+            },
             Err(panic) => Err(Error::Panic(crate::error::panic_message(&*panic))),
         };
         let transport = match started {
@@ -322,15 +340,15 @@ impl Server {
     fn start(
         event_loop: &EventLoop,
         listeners: Vec<Listener>,
-        make_protocol: ProtocolMaker,
-        backlog: i32,
-        start_serving: bool,
+        serving: Serving,
         socket_file: Option<unix::SocketFile>,
     ) -> Result<Server> {
+        let Serving { make_protocol, tls, backlog, start_serving } = serving;
         let listened = listeners.iter().try_for_each(|l| l.listen(backlog));
         let state = Rc::new(ServerState {
             event_loop: Rc::downgrade(&event_loop.inner),
             make_protocol,
+            tls,
             listeners: RefCell::new(
                 listeners
                     .into_iter()

@@ -2,6 +2,8 @@
 
 use std::os::fd::OwnedFd;
 
+use crate::tls::TlsConfig;
+
 /// The hosts to listen on (asyncio's `host` argument), built with `into()`.
 ///
 /// `None`, `""` and [`Hosts::Any`] mean every interface: one socket per address family the
@@ -58,9 +60,17 @@ impl<S: AsRef<str>> From<&[S]> for Hosts {
 
 /// The keyword arguments of [`EventLoop::create_server`](crate::EventLoop::create_server). `Default`: any family, no extra
 /// flags, no socket, backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` and `SO_KEEPALIVE` off,
-/// serving at once.
+/// serving at once, no TLS.
 #[derive(Debug)]
 pub struct ServerOptions {
+    /// Serve TLS with this server config: each connection's protocol gets `connection_made`
+    /// once its handshake is done (a connection whose handshake fails never reaches it).
+    pub ssl: Option<TlsConfig>,
+    /// Seconds each TLS handshake may take before the connection is aborted (default 60;
+    /// only with `ssl`).
+    pub ssl_handshake_timeout: Option<f64>,
+    /// Seconds the closing `close_notify` exchange may take (default 30; only with `ssl`).
+    pub ssl_shutdown_timeout: Option<f64>,
     /// `AF_UNSPEC` (0), `AF_INET` or `AF_INET6`: restricts resolution.
     pub family: i32,
     /// `getaddrinfo` flags, added to `AI_PASSIVE`.
@@ -85,6 +95,9 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> ServerOptions {
         ServerOptions {
+            ssl: None,
+            ssl_handshake_timeout: None,
+            ssl_shutdown_timeout: None,
             family: libc::AF_UNSPEC,
             flags: 0,
             sock: None,
@@ -98,6 +111,8 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    tls_setters!(server);
+
     /// Sets [`family`](Self::family).
     pub fn family(mut self, family: i32) -> Self {
         self.family = family;

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use socket2::{Domain, SockRef, Socket, Type};
 
-use super::{protocol_maker, Hosts, Listener, Server, ServerOptions};
+use super::{protocol_maker, Hosts, Listener, Server, ServerOptions, Serving};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::net::dns::{AddrInfo, AddrInfoHints};
@@ -121,6 +121,7 @@ impl EventLoop {
         F: Fn() -> P + 'static,
     {
         self.check_open()?;
+        let tls = options.tls_args("create_server").server()?;
         let hosts = host.into();
         let listeners = match options.sock.take() {
             Some(_) if hosts != Hosts::Any => {
@@ -137,8 +138,8 @@ impl EventLoop {
             None => self.bind_all(&hosts, port.unwrap_or(0), &options).await?,
         };
         let make_protocol = protocol_maker(protocol_factory);
-        let (backlog, start) = (options.backlog, options.start_serving);
-        Server::start(self, listeners, make_protocol, backlog, start, None)
+        let (backlog, start_serving) = (options.backlog, options.start_serving);
+        Server::start(self, listeners, Serving { make_protocol, tls, backlog, start_serving }, None)
     }
 
     /// Resolves every host and binds one socket per unique address.

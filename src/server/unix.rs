@@ -19,20 +19,28 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use super::{protocol_maker, Listener, Server};
+use super::{protocol_maker, Listener, Server, Serving};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::net::unix::{check_unix_stream, UnixPath};
 use crate::protocol::AnyProtocol;
+use crate::tls::TlsConfig;
 
 /// The name errors give for the call.
 const CALL: &str = "create_unix_server";
 
 /// The keyword arguments of [`EventLoop::create_unix_server`] (asyncio's `sock`, `backlog`,
-/// `start_serving`, `cleanup_socket`; the TLS ones are not there yet). `Default`: no socket,
-/// backlog 100, serving at once, cleaning up the socket file.
+/// `ssl`, `ssl_handshake_timeout`, `ssl_shutdown_timeout`, `start_serving`,
+/// `cleanup_socket`). `Default`: no socket, backlog 100, no TLS, serving at once, cleaning up
+/// the socket file.
 #[derive(Debug)]
 pub struct UnixServerOptions {
+    /// Serve TLS with this server config (as [`ServerOptions::ssl`](crate::ServerOptions::ssl)).
+    pub ssl: Option<TlsConfig>,
+    /// Seconds each TLS handshake may take (default 60; only with `ssl`).
+    pub ssl_handshake_timeout: Option<f64>,
+    /// Seconds the closing `close_notify` exchange may take (default 30; only with `ssl`).
+    pub ssl_shutdown_timeout: Option<f64>,
     /// An `AF_UNIX` stream socket, bound (or already listening), to serve on instead of a
     /// path (which must then be [`UnixPath::None`]).
     pub sock: Option<OwnedFd>,
@@ -48,11 +56,21 @@ pub struct UnixServerOptions {
 
 impl Default for UnixServerOptions {
     fn default() -> UnixServerOptions {
-        UnixServerOptions { sock: None, backlog: 100, start_serving: true, cleanup_socket: true }
+        UnixServerOptions {
+            ssl: None,
+            ssl_handshake_timeout: None,
+            ssl_shutdown_timeout: None,
+            sock: None,
+            backlog: 100,
+            start_serving: true,
+            cleanup_socket: true,
+        }
     }
 }
 
 impl UnixServerOptions {
+    tls_setters!(server);
+
     /// Sets [`sock`](Self::sock).
     pub fn sock(mut self, sock: impl Into<OwnedFd>) -> Self {
         self.sock = Some(sock.into());
@@ -246,6 +264,7 @@ impl EventLoop {
         F: Fn() -> P + 'static,
     {
         self.check_open()?;
+        let tls = options.tls_args(CALL).server()?;
         let listener = match (path.into(), options.sock.take()) {
             (UnixPath::Path(_), Some(_)) => {
                 return Err(Error::InvalidArgument(format!(
@@ -263,6 +282,7 @@ impl EventLoop {
         let socket_file = options.cleanup_socket.then(|| SocketFile::record(&listener.addr));
         let make_protocol = protocol_maker(protocol_factory);
         let (backlog, start) = (options.backlog, options.start_serving);
-        Server::start(self, vec![listener], make_protocol, backlog, start, socket_file.flatten())
+        let serving = Serving { make_protocol, tls, backlog, start_serving: start };
+        Server::start(self, vec![listener], serving, socket_file.flatten())
     }
 }

@@ -263,7 +263,8 @@ impl SubprocessCore {
     /// Reports callbacks that failed; a failed `pipe_data_received` closes its pipe with the
     /// failure; events that met a busy protocol are retried at the next iteration.
     fn after_delivery(self: &Rc<Self>) {
-        let _ = self.dispatcher.report_failures(self.child.pidfd(), || self.describe());
+        let report = |context| self.child.pidfd().report(context, || self.describe());
+        let _ = self.dispatcher.report_failures(report);
         let failed = std::mem::take(&mut *self.failed_pipes.borrow_mut());
         for (fd, error) in failed {
             let transport = match &mut self.pipes.borrow_mut()[fd as usize] {

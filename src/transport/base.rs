@@ -220,7 +220,8 @@ pub(crate) trait TransportCore: OpTarget + Sized + 'static {
     /// gently. True if the transport is closed now.
     fn report_protocol_failures(self: &Rc<Self>) -> bool {
         let base = self.base();
-        if let Some(error) = base.dispatcher.report_failures(&base.fd, || self.describe()) {
+        let report = |context| base.fd.report(context, || self.describe());
+        if let Some(error) = base.dispatcher.report_failures(report) {
             self.force_close(Some(error));
         } else if base.dispatcher.take_close_after_eof() {
             self.close();

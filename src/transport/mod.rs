@@ -22,11 +22,13 @@
 //! # The layer seam (TLS)
 //! A layer such as TLS sits between a stream transport and the user's protocol, as asyncio's
 //! `sslproto` does: it is a *protocol* of the stream transport below (it receives the
-//! ciphertext through `data_received`/`BufferedProtocol`, writes with `write`, is told of
-//! `pause_writing`, `eof_received`, `connection_lost`) and a *transport* to the protocol above
-//! (the same public methods as [`Transport`]). Nothing in the driver or in these files learns
-//! of it: the layer uses only the stream transport's public interface (`set_protocol` inserts
-//! it into a live connection for `start_tls`).
+//! ciphertext through `data_received`, writes with `write`, is told of `pause_writing`,
+//! `eof_received`, `connection_lost`) and a *transport* to the protocol above. [`Transport`]
+//! is a handle over a `ByteStream` (`handle.rs`), which the stream core and the layer both
+//! implement, so the protocol gets the same type either way. Nothing in the driver or in these
+//! files learns of TLS: the layer uses only the stream transport's public interface
+//! (`set_protocol` and a hand-over that makes the old handles stale insert it into a live
+//! connection for `start_tls`).
 
 /// The methods every transport shares on its handle (`self.core`, whose `base` is a
 /// [`base::TransportBase`]): `is_closing` and `get_protocol` (asyncio's `BaseTransport`).
@@ -105,6 +107,7 @@ pub(crate) mod base;
 mod datagram;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
+pub(crate) mod handle;
 pub(crate) mod loop_fd;
 mod pipe;
 mod read_side;
@@ -115,18 +118,35 @@ use std::os::fd::RawFd;
 
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
+pub use handle::Transport;
 pub(crate) use loop_fd::LoopFd;
 pub use pipe::{ReadTransport, WriteTransport};
-pub use stream::Transport;
+pub(crate) use stream::prepare_stream_socket;
 pub(crate) use write_side::Writer;
 
 /// A value of a transport's `get_extra_info`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExtraInfo {
     /// A socket address (`peername`, `sockname`).
     Address(socket2::SockAddr),
     /// A file descriptor (`socket`, `pipe`).
     Fd(RawFd),
+    /// Bytes: a TLS peer's certificate, DER-encoded (`peercert`); the negotiated ALPN
+    /// protocol (`alpn_protocol`).
+    Bytes(Vec<u8>),
+    /// Text: the TLS server name (`server_hostname`).
+    Text(String),
+    /// Every certificate a TLS peer sent, DER-encoded, its own first (`peercert_chain`).
+    Certificates(Vec<Vec<u8>>),
+    /// The TLS cipher in use (`cipher`), as asyncio's `(name, version, secret_bits)`.
+    Cipher {
+        /// The IANA name of the cipher suite (`TLS13_AES_256_GCM_SHA384`).
+        name: String,
+        /// The protocol version (`TLSv1.3`, `TLSv1.2`).
+        version: String,
+        /// The bits of the symmetric key.
+        secret_bits: u16,
+    },
 }
 
 impl ExtraInfo {

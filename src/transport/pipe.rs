@@ -131,7 +131,8 @@ impl ReadCore {
         if self.enter_closed(None) {
             self.base.dispatcher.send(Event::Eof);
             let describe = || self.describe();
-            let error = self.base.dispatcher.report_failures(&self.base.fd, describe);
+            let report = |context| self.base.fd.report(context, describe);
+            let error = self.base.dispatcher.report_failures(report);
             self.base.dispatcher.take_close_after_eof();
             self.schedule_lost(error);
         }

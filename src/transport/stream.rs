@@ -13,6 +13,7 @@
 //! `resume_writing` is only reported. `eof_received` answering false closes the transport;
 //! answering true keeps it half-open.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
@@ -25,6 +26,7 @@ use socket2::{SockAddr, SockRef};
 use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{adapt, DynProtocol, Event};
 use super::flow_control::Buffered;
+use super::handle::{stale_handle, ByteStream, Generation, Transport};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
@@ -56,18 +58,12 @@ pub(crate) struct StreamCore {
     sendfile: SendFileSide,
     /// `write_eof` progress.
     eof: Cell<WriteEof>,
+    /// The handles that may use it (see `handle.rs`): a layer's, once handed over.
+    generation: Cell<Generation>,
     /// `getpeername` at creation.
     peername: Option<SockAddr>,
     /// `getsockname` at creation.
     sockname: Option<SockAddr>,
-}
-
-/// A stream transport: asyncio's `Transport` for TCP and Unix stream sockets. Cheap to clone;
-/// clones refer to the same connection.
-#[derive(Clone)]
-pub struct Transport {
-    /// The shared state.
-    core: Rc<StreamCore>,
 }
 
 impl Transport {
@@ -91,154 +87,197 @@ impl Transport {
             write: WriteSide::new(Sink::Socket),
             sendfile: SendFileSide::default(),
             eof: Cell::new(WriteEof::No),
+            generation: Cell::new(Generation::default()),
             peername,
             sockname,
         });
-        let transport = Transport { core };
-        transport.core.start(Event::Made(transport.clone()), |core| core.submit_recv())?;
+        let transport = Transport::new(core.clone());
+        core.start(Event::Made(transport.clone()), |core| core.submit_recv())?;
         Ok(transport)
     }
+}
 
-    /// Sends `data`; never blocks. With nothing buffered it is offered to the kernel at once;
-    /// what the kernel does not take is copied into the write buffer and sent in order
-    /// (`pause_writing` when the buffer passes the high-water mark). After `close()` or once
-    /// the connection is lost the data is dropped (and, once more than five were, logged).
-    /// Empty `data` does nothing. `Error::Runtime` after `write_eof()`.
-    pub fn write(&self, data: &[u8]) -> Result<()> {
-        if self.core.accepts_write(data.len())? {
-            let sent = self.core.send_now(data.len(), |fd| self.core.write.try_now(fd, data));
+impl ByteStream for StreamCore {
+    fn write(self: Rc<Self>, from: Generation, data: &[u8]) -> Result<()> {
+        if self.accepts_write(from, data.len())? {
+            let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
-                self.core.queue(Bytes::copy_from_slice(&data[sent..]));
+                self.queue(Bytes::copy_from_slice(&data[sent..]));
             }
         }
         Ok(())
     }
 
-    /// [`write`](Self::write) without a copy.
-    pub fn write_bytes(&self, data: Bytes) -> Result<()> {
-        if self.core.accepts_write(data.len())? {
-            let sent = self.core.send_now(data.len(), |fd| self.core.write.try_now(fd, &data));
+    fn write_bytes(self: Rc<Self>, from: Generation, data: Bytes) -> Result<()> {
+        if self.accepts_write(from, data.len())? {
+            let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, &data));
             if sent < data.len() {
-                self.core.queue(data.slice(sent..));
+                self.queue(data.slice(sent..));
             }
         }
         Ok(())
     }
 
-    /// Writes the buffers in order, as one write (asyncio's `writelines`): with nothing
-    /// buffered they go to the kernel in one vectored `sendmsg(2)`; what it does not take —
-    /// the rest of a buffer it took part of, then the following buffers — is queued in order,
-    /// and `pause_writing` comes once, after all of it is queued (BEHAVIOURS 117).
-    pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
-    where
-        I: IntoIterator<Item = B>,
-        B: AsRef<[u8]>,
-    {
-        let buffers: Vec<B> = buffers.into_iter().filter(|b| !b.as_ref().is_empty()).collect();
-        let total = buffers.iter().map(|b| b.as_ref().len()).sum();
-        if !self.core.accepts_write(total)? {
+    fn writelines(self: Rc<Self>, from: Generation, buffers: &[&[u8]]) -> Result<()> {
+        let total = buffers.iter().map(|b| b.len()).sum();
+        if !self.accepts_write(from, total)? {
             return Ok(());
         }
-        let core = &self.core;
-        let mut skip = core.send_now(total, |fd| core.write.try_now_vectored(fd, &buffers));
+        let mut skip = self.send_now(total, |fd| self.write.try_now_vectored(fd, buffers));
         let mut flow = None;
-        for buffer in &buffers {
-            let buffer = buffer.as_ref();
+        for buffer in buffers {
             if skip >= buffer.len() {
                 skip -= buffer.len();
                 continue;
             }
-            flow = flow.or(core.write.push(Bytes::copy_from_slice(&buffer[skip..])));
+            flow = flow.or(self.write.push(Bytes::copy_from_slice(&buffer[skip..])));
             skip = 0;
         }
-        core.submit_write();
-        core.notify_flow(flow);
+        self.submit_write();
+        self.notify_flow(flow);
         Ok(())
     }
 
-    /// Closes the write side after the buffer is flushed (`shutdown(SHUT_WR)`); reading goes
-    /// on. Idempotent; does nothing once closing.
-    pub fn write_eof(&self) {
-        let core = &self.core;
-        if core.eof.get() != WriteEof::No || !core.base.is_open() {
+    fn write_eof(self: Rc<Self>, from: Generation) {
+        if self.eof.get() != WriteEof::No || !self.base.is_open() || !self.holds(from) {
             return;
         }
-        core.eof.set(WriteEof::Pending);
-        if core.is_flushed() {
-            core.shutdown_write();
+        self.eof.set(WriteEof::Pending);
+        if self.is_flushed() {
+            self.shutdown_write();
         }
     }
 
-    /// True: stream sockets support `write_eof`.
-    pub fn can_write_eof(&self) -> bool {
+    fn can_write_eof(&self) -> bool {
         true
     }
 
-    /// Closes the transport: reading stops at once; buffered data is flushed, then
-    /// `connection_lost(None)` is called and the socket closed. Idempotent.
-    pub fn close(&self) {
-        self.core.close();
-    }
-
-    /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
-    pub fn abort(&self) {
-        self.core.force_close(None);
-    }
-
-    base_transport_methods!();
-    write_buffer_methods!(write);
-    socket_methods!();
-
-    /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
-    /// arrives meanwhile is held, in order. Idempotent.
-    pub fn pause_reading(&self) {
-        if self.core.base.is_open() {
-            self.core.read.pause(&self.core.base.fd);
+    fn close(self: Rc<Self>, from: Generation) {
+        if self.holds(from) {
+            TransportCore::close(&self);
         }
     }
 
-    /// Resumes delivery: held data first, then new reads. Idempotent.
-    pub fn resume_reading(&self) {
-        let core = &self.core;
-        if !core.read.resume() || !core.base.is_open() {
+    fn abort(self: Rc<Self>, from: Generation) {
+        if self.holds(from) {
+            self.force_close(None);
+        }
+    }
+
+    fn is_closing(&self, from: Generation) -> bool {
+        !self.base.is_open() || !self.holds(from)
+    }
+
+    fn protocol(&self, from: Generation) -> Option<Rc<dyn Any>> {
+        self.base.dispatcher.get().filter(|_| self.holds(from))
+    }
+
+    fn set_protocol(&self, from: Generation, protocol: Rc<DynProtocol>) {
+        if self.holds(from) {
+            self.base.dispatcher.set(protocol);
+        }
+    }
+
+    fn set_write_buffer_limits(
+        self: Rc<Self>,
+        from: Generation,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<()> {
+        if !self.holds(from) {
+            return Err(stale_handle("set_write_buffer_limits"));
+        }
+        let flow = self.write.set_limits(high, low)?;
+        self.notify_flow(flow);
+        Ok(())
+    }
+
+    fn write_buffer_limits(&self) -> (usize, usize) {
+        self.write.limits()
+    }
+
+    fn write_buffer_size(&self) -> usize {
+        self.write.size()
+    }
+
+    fn peername(&self) -> Option<SockAddr> {
+        self.peername.clone()
+    }
+
+    fn sockname(&self) -> Option<SockAddr> {
+        self.sockname.clone()
+    }
+
+    fn socket_fd(&self) -> Option<RawFd> {
+        self.base.fd.open_fd()
+    }
+
+    fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        ExtraInfo::of_socket(name, &self.peername, &self.sockname, &self.base.fd)
+    }
+
+    fn pause_reading(self: Rc<Self>, from: Generation) {
+        if self.base.is_open() && self.holds(from) {
+            self.read.pause(&self.base.fd);
+        }
+    }
+
+    fn resume_reading(self: Rc<Self>, from: Generation) {
+        if !self.holds(from) || !self.read.resume() || !self.base.is_open() {
             return;
         }
-        let Some(event_loop) = core.event_loop() else { return };
-        let core = core.clone();
-        let _ = event_loop.call_soon(move || core.deliver_waiting());
+        let Some(event_loop) = self.event_loop() else { return };
+        let _ = event_loop.call_soon(move || self.deliver_waiting());
     }
 
-    /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);
-    /// still true after an EOF the protocol kept open, though nothing more can arrive.
-    pub fn is_reading(&self) -> bool {
-        let paused =
-            matches!(self.core.read.state(), ReadState::Paused | ReadState::PausedAfterEof);
-        !paused && self.core.base.is_open()
+    fn is_reading(&self, from: Generation) -> bool {
+        let paused = matches!(self.read.state(), ReadState::Paused | ReadState::PausedAfterEof);
+        !paused && self.base.is_open() && self.holds(from)
     }
 
-    /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
-    /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
-    /// it, and the next bytes received are delivered as the new protocol's kind wants them.
-    pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.base.dispatcher.set(adapt(protocol));
+    fn on_connection_lost(&self, hook: Box<dyn FnOnce()>) {
+        self.base.on_lost(hook);
     }
 
-    /// Calls `hook` once the connection is lost and its socket handed to the driver to close
-    /// (at the next iteration, if that already happened). For servers tracking connections.
-    pub(crate) fn on_connection_lost(&self, hook: impl FnOnce() + 'static) {
-        self.core.base.on_lost(hook);
+    fn hand_over(&self, from: Generation) -> Result<Generation> {
+        if !self.holds(from) {
+            return Err(stale_handle("start_tls"));
+        }
+        if !self.base.is_open() || self.eof.get() != WriteEof::No {
+            let why = "start_tls: the transport is closing (or its write side was shut down)";
+            return Err(Error::Runtime(why.into()));
+        }
+        let next = Generation(from.0 + 1);
+        self.generation.set(next);
+        Ok(next)
     }
 
-    /// Runs `transfer` on this transport once its buffer is flushed (`EventLoop::sendfile`).
-    pub(crate) fn start_sendfile(&self, transfer: Rc<Transfer>) -> Result<TransferFuture> {
-        self.core.begin_sendfile(transfer)
+    fn start_sendfile(
+        self: Rc<Self>,
+        from: Generation,
+        transfer: Rc<Transfer>,
+    ) -> Result<TransferFuture> {
+        if !self.holds(from) {
+            return Err(stale_handle("sendfile"));
+        }
+        self.begin_sendfile(transfer)
     }
 }
 
 impl StreamCore {
-    /// Whether a write of `len` bytes goes anywhere: `Error::Runtime` after `write_eof`;
-    /// not when empty, nor once closing (then it is counted as a lost write).
-    fn accepts_write(&self, len: usize) -> Result<bool> {
+    /// Whether a handle of `from` may use the stream (not handed over since it was made).
+    #[inline]
+    fn holds(&self, from: Generation) -> bool {
+        self.generation.get() == from
+    }
+
+    /// Whether a write of `len` bytes goes anywhere: `Error::Runtime` after `write_eof` or
+    /// from a stale handle; not when empty, nor once closing (then it is counted as a lost
+    /// write).
+    fn accepts_write(&self, from: Generation, len: usize) -> Result<bool> {
+        if !self.holds(from) {
+            return Err(stale_handle("write"));
+        }
         if self.eof.get() != WriteEof::No {
             return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
         }
@@ -426,12 +465,6 @@ impl fmt::Debug for StreamCore {
     }
 }
 
-impl fmt::Debug for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.core, f)
-    }
-}
-
 impl EventLoop {
     /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
     /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
@@ -447,20 +480,25 @@ impl EventLoop {
         P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {
-        let fd = socket.as_raw_fd();
-        let kind = SockRef::from(&socket)
-            .r#type()
-            .map_err(|e| Error::io(format!("connect_accepted_socket(fd {fd})"), e))?;
-        if kind != socket2::Type::STREAM {
-            return Err(Error::InvalidArgument(format!(
-                "A Stream Socket was expected, got fd {fd} of type {kind:?}"
-            )));
-        }
-        SockRef::from(&socket)
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("connect_accepted_socket: set_nonblocking", e))?;
+        prepare_stream_socket(&socket, "connect_accepted_socket")?;
         let protocol = Rc::new(RefCell::new(protocol_factory()));
         let transport = Transport::start(self, socket, adapt(protocol.clone()))?;
         Ok((transport, protocol))
     }
+}
+
+/// Checks that `socket` is a stream socket and makes it non-blocking, for a transport;
+/// `call` names the caller in errors.
+pub(crate) fn prepare_stream_socket(socket: &OwnedFd, call: &str) -> Result<()> {
+    let fd = socket.as_raw_fd();
+    let kind =
+        SockRef::from(socket).r#type().map_err(|e| Error::io(format!("{call}(fd {fd})"), e))?;
+    if kind != socket2::Type::STREAM {
+        return Err(Error::InvalidArgument(format!(
+            "A Stream Socket was expected, got fd {fd} of type {kind:?}"
+        )));
+    }
+    SockRef::from(socket)
+        .set_nonblocking(true)
+        .map_err(|e| Error::io(format!("{call}: set_nonblocking"), e))
 }

@@ -6,6 +6,7 @@
 
 pub mod logs;
 pub mod protocols;
+pub mod tls;
 
 pub use logs::{install_logger, logged, my_warnings, take_my_logs, Captured, LOGGER_PANIC_MARKER};
 pub use protocols::{connect_accepted, Received};

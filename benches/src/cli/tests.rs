@@ -10,7 +10,7 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[test]
 fn defaults_are_the_documented_ones() {
-    for workload in [Workload::Echo, Workload::Http] {
+    for workload in [Workload::Echo, Workload::Http, Workload::Tls] {
         let o = parse_run(workload, &[]).unwrap();
         assert_eq!(o.impls, workload.impls());
         assert_eq!((o.connections, o.pipeline, o.repeat, o.json), (64, 1, 15, false));
@@ -25,6 +25,19 @@ fn defaults_are_the_documented_ones() {
         .impls
         .contains(&Impl::RawUringMax(Techniques::MAX)));
     assert_eq!(parse_run(Workload::Http, &[]).unwrap().sizes, [http::RESPONSE.len()]);
+    let tls = parse_run(Workload::Tls, &[]).unwrap();
+    assert_eq!((tls.sizes.as_slice(), tls.handshakes, tls.idle), (&[1024][..], 200, 1000));
+    assert_eq!(tls.impls, [Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio]);
+}
+
+#[test]
+fn tls_options_parse_and_belong_to_tls_only() {
+    let o = parse_run(Workload::Tls, &args(&["--handshakes", "5", "--idle", "7", "--sizes", "64"]))
+        .unwrap();
+    assert_eq!((o.handshakes, o.idle, o.sizes.as_slice()), (5, 7, &[64][..]));
+    assert!(parse_run(Workload::Echo, &args(&["--handshakes", "5"])).is_err());
+    assert!(parse_run(Workload::Http, &args(&["--idle", "5"])).is_err());
+    assert_eq!(Workload::parse("tls"), Ok(Workload::Tls));
 }
 
 #[test]

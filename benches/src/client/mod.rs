@@ -7,18 +7,23 @@
 //!
 //! Windows are short and the caller alternates servers, so a slow patch of the shared machine
 //! (seconds long) falls on all of them alike instead of on whichever ran then.
+//!
+//! A connection is a [`Link`]: plain TCP, or TLS over it for the `tls` command.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::histogram::Histogram;
 use crate::sys::{syscall, ProcessSample};
 
+mod link;
 mod messages;
 
+pub use link::Link;
 pub use messages::{Echo, Http, Messages};
 
 /// What one load window is.
@@ -52,7 +57,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// One connection's state.
 struct Conn<R> {
-    stream: TcpStream,
+    stream: Link,
     /// When each message in flight was queued, oldest first.
     in_flight: VecDeque<Instant>,
     /// Bytes queued but not yet written.
@@ -95,8 +100,14 @@ struct Tally {
 }
 
 impl<M: Messages> Client<M> {
-    /// Opens `load.connections` connections to each of `ports` (127.0.0.1).
-    pub fn connect(ports: &[u16], load: &Load, messages: M) -> io::Result<Client<M>> {
+    /// Opens `load.connections` connections to each of `ports` (127.0.0.1), over TLS with
+    /// `tls`.
+    pub fn connect(
+        ports: &[u16],
+        load: &Load,
+        messages: M,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> io::Result<Client<M>> {
         // SAFETY (in syscall!): epoll_create1 takes no pointers.
         let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
@@ -107,7 +118,7 @@ impl<M: Messages> Client<M> {
             for i in 0..load.connections {
                 let stream = connect(port)?;
                 stream.set_nodelay(true)?;
-                stream.set_nonblocking(true)?;
+                let stream = Link::new(stream, tls)?;
                 epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, &stream, libc::EPOLLIN as u32, key(s, i))?;
                 conns.push(Conn {
                     stream,
@@ -253,7 +264,15 @@ impl<M: Messages> Client<M> {
                 Err(e) => return Err(io::Error::new(e.kind(), format!("write: {e}"))),
             }
         }
-        let want_write = conn.unsent > 0;
+        let want_write = conn.unsent > 0 || conn.stream.pending_out();
+        if conn.unsent == 0 && want_write {
+            match conn.stream.flush() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("flush: {e}"))),
+                Ok(()) => {}
+            }
+        }
+        let want_write = conn.unsent > 0 || conn.stream.pending_out();
         if want_write != conn.want_write {
             conn.want_write = want_write;
             let out = if want_write { libc::EPOLLOUT as u32 } else { 0 };
@@ -290,7 +309,7 @@ pub(crate) fn connect(port: u16) -> io::Result<TcpStream> {
 pub(crate) fn epoll_ctl(
     epoll: &OwnedFd,
     op: i32,
-    stream: &TcpStream,
+    stream: &impl AsRawFd,
     events: u32,
     key: u64,
 ) -> io::Result<()> {

@@ -4,7 +4,8 @@
 //! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and serves until its
 //! stdin closes (the runner holds the other end) or it gets SIGTERM: the echo servers write
 //! back every byte they read, the HTTP servers answer every request with
-//! [`crate::http::RESPONSE`], the sendfile servers send the file named by `--file` to every
+//! [`crate::http::RESPONSE`], the TLS servers echo over TLS with the config of
+//! [`crate::tls::material`], the sendfile servers send the file named by `--file` to every
 //! connection and close it ([`sendfile`]).
 
 mod raw_uring;
@@ -13,6 +14,7 @@ pub mod ringloop_protocol;
 mod ringloop_streams;
 pub mod sendfile;
 mod tokio_server;
+mod tokio_tls;
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -55,6 +57,8 @@ pub enum Workload {
     Echo,
     /// Keep-alive HTTP/1.1 hello-world.
     Http,
+    /// Echo over TLS 1.3.
+    Tls,
     /// A whole file to every connection (`-- sendfile`).
     Sendfile,
 }
@@ -65,16 +69,17 @@ impl Workload {
         match self {
             Workload::Echo => "echo",
             Workload::Http => "http",
+            Workload::Tls => "tls",
             Workload::Sendfile => "sendfile",
         }
     }
 
     /// Parses a name as [`Workload::name`] prints it.
     pub fn parse(name: &str) -> Result<Workload, String> {
-        [Workload::Echo, Workload::Http, Workload::Sendfile]
+        [Workload::Echo, Workload::Http, Workload::Tls, Workload::Sendfile]
             .into_iter()
             .find(|w| w.name() == name)
-            .ok_or_else(|| format!("unknown workload {name:?} (echo, http or sendfile)"))
+            .ok_or_else(|| format!("unknown workload {name:?} (echo, http, tls or sendfile)"))
     }
 
     /// The servers run by default, in the order the runner interleaves them.
@@ -97,6 +102,7 @@ impl Workload {
                 Impl::StreamsEpoll,
                 Impl::Tokio,
             ],
+            Workload::Tls => vec![Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio],
             Workload::Sendfile => vec![
                 Impl::RingloopUring,
                 Impl::RingloopEpoll,
@@ -120,7 +126,7 @@ impl Workload {
     pub fn baselines(self) -> &'static [Impl] {
         match self {
             Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX)],
-            Workload::Http => &[Impl::Tokio],
+            Workload::Http | Workload::Tls => &[Impl::Tokio],
             Workload::Sendfile => &[Impl::RawSendfile],
         }
     }
@@ -243,6 +249,13 @@ fn run(
         (Workload::Http, Impl::StreamsUring) => ringloop_streams::serve(listener, uring, announce),
         (Workload::Http, Impl::StreamsEpoll) => ringloop_streams::serve(listener, epoll, announce),
         (Workload::Http, Impl::Tokio) => tokio_server::serve::<Responder>(listener, announce),
+        (Workload::Tls, Impl::RingloopUring) => {
+            ringloop_protocol::serve_tls(listener, uring, announce)
+        }
+        (Workload::Tls, Impl::RingloopEpoll) => {
+            ringloop_protocol::serve_tls(listener, epoll, announce)
+        }
+        (Workload::Tls, Impl::Tokio) => tokio_tls::serve(listener, announce),
         _ => Err(format!("no {} server {which}", workload.name())),
     };
     result.map_err(|e| format!("{} {which} server: {e}", workload.name()))

@@ -1,6 +1,6 @@
 //! The ringloop servers on protocols, as a user would write them: `create_server` with a
 //! [`Served`] protocol that writes back what its [`Reply`] makes of each chunk, then
-//! `serve_forever`.
+//! `serve_forever`; over TLS, the same with `ssl`.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -55,6 +55,20 @@ pub fn serve<R: Reply>(
     serve_with(backend, announce, move |event_loop| async move {
         let options = ServerOptions::default().sock(listener).backlog(1024);
         event_loop.create_server(Served::<R>::default, None::<&str>, None, options).await
+    })
+}
+
+/// The echo over TLS on `backend` ([`crate::tls::material::server_config`]), until the
+/// process exits.
+pub fn serve_tls(
+    listener: TcpListener,
+    backend: Backend,
+    announce: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let config = crate::tls::material::server_config()?;
+    serve_with(backend, announce, move |event_loop| async move {
+        let options = ServerOptions::default().sock(listener).backlog(1024).ssl(config);
+        event_loop.create_server(Served::<super::Echo>::default, None::<&str>, None, options).await
     })
 }
 

@@ -33,6 +33,20 @@ pub fn serve<R: Reply + Send>(
     listener: TcpListener,
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
+    serve_each(listener, announce, connection::<R>)
+}
+
+/// Runs a current_thread runtime that accepts on `listener` until the process exits and
+/// spawns `connection(stream)` for each (`TCP_NODELAY` set); `announce` once it listens.
+pub fn serve_each<F, Fut>(
+    listener: TcpListener,
+    announce: impl FnOnce() -> Result<(), String>,
+    connection: F,
+) -> Result<(), String>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -45,7 +59,7 @@ pub fn serve<R: Reply + Send>(
         loop {
             let (stream, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
             let _ = stream.set_nodelay(true);
-            tokio::spawn(connection::<R>(stream));
+            tokio::spawn(connection(stream));
         }
     })
 }

@@ -27,6 +27,7 @@ pub(crate) use protocols::{
     adapt, adapt_for, DatagramAdapter, DatagramEvent, DynProtocol, Event, WriteOnlyProtocol,
 };
 
+#[cfg(doc)]
 use super::loop_fd::LoopFd;
 use crate::error::{panic_message, Error};
 use crate::event_loop::ExceptionContext;
@@ -235,16 +236,13 @@ impl<E: Deliver> Dispatcher<E> {
     }
 
     /// Sends each callback that failed since the last call, oldest first, to the exception
-    /// handler through `fd` ([`LoopFd::report`], with the transport as `transport()`
-    /// describes it): asyncio's "Fatal error: protocol.X() call failed." for a fatal one,
-    /// "protocol.X() failed" for `connection_made`, `pause_writing` and `resume_writing`,
-    /// which asyncio only logs. Returns the first fatal error, which the transport closes
-    /// with. Called after every delivery: it costs one borrow when nothing failed.
-    pub(crate) fn report_failures(
-        &self,
-        fd: &LoopFd,
-        transport: impl Fn() -> String,
-    ) -> Option<Error> {
+    /// handler through `report` (a transport's [`LoopFd::report`], which names the
+    /// transport and its fd): asyncio's "Fatal error: protocol.X() call failed." for a fatal
+    /// one, "protocol.X() failed" for `connection_made`, `pause_writing` and
+    /// `resume_writing`, which asyncio only logs. Returns the first fatal error, which the
+    /// transport closes with. Called after every delivery: it costs one borrow when nothing
+    /// failed.
+    pub(crate) fn report_failures(&self, report: impl Fn(ExceptionContext)) -> Option<Error> {
         if self.failures.borrow().is_empty() {
             return None;
         }
@@ -255,7 +253,7 @@ impl<E: Deliver> Dispatcher<E> {
                 true => format!("Fatal error: protocol.{callback}() call failed."),
                 false => format!("protocol.{callback}() failed"),
             };
-            fd.report(ExceptionContext::new(message).with_error(error.clone()), &transport);
+            report(ExceptionContext::new(message).with_error(error.clone()));
             if closes {
                 fatal.get_or_insert(error);
             }
