@@ -1,6 +1,6 @@
 //! The network examples' command line: `--host`, `--port` and `--backend` for all of them,
 //! plus the few flags each one adds (`--message`, `--quiet`, `--max-seconds`, a required
-//! `--file`). A Unix-socket example takes a required `--path` instead of `--host` and
+//! `--file`, `--loops`). A Unix-socket example takes a required `--path` instead of `--host` and
 //! `--port`.
 
 use std::fmt::Display;
@@ -21,6 +21,8 @@ pub enum Flag {
     Path,
     /// `--file PATH`: the file a server sends, required.
     File,
+    /// `--loops N`: how many loops (threads) serve, all on one port (default 1).
+    Loops,
 }
 
 impl Flag {
@@ -33,6 +35,7 @@ impl Flag {
             // Shown first, in place of `--host` and `--port`.
             Flag::Path => "--path PATH",
             Flag::File => "--file PATH",
+            Flag::Loops => "[--loops N]",
         }
     }
 
@@ -44,6 +47,7 @@ impl Flag {
             Flag::MaxSeconds => "--max-seconds",
             Flag::Path => "--path",
             Flag::File => "--file",
+            Flag::Loops => "--loops",
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct Args {
     pub path: Option<String>,
     /// `--file`: the file to send (set whenever the spec has [`Flag::File`]).
     pub file: Option<String>,
+    /// `--loops`: how many loops serve (at least 1).
+    pub loops: usize,
 }
 
 impl Spec {
@@ -108,6 +114,7 @@ impl Spec {
             max_seconds: None,
             path: None,
             file: None,
+            loops: 1,
         };
         let inet = !self.unix();
         while let Some(arg) = args.next() {
@@ -124,6 +131,7 @@ impl Spec {
                 }
                 (_, Some(Flag::Path)) => parsed.path = Some(value()?),
                 (_, Some(Flag::File)) => parsed.file = Some(value()?),
+                (_, Some(Flag::Loops)) => parsed.loops = parse_loops(&arg, &value()?)?,
                 ("-h" | "--help", None) => return Err(self.usage()),
                 (other, None) => {
                     return Err(format!("unknown argument {other:?}\n{}", self.usage()))
@@ -155,6 +163,14 @@ fn parse_seconds(flag: &str, value: &str) -> Result<f64, String> {
         return Err(format!("{flag} must be a finite number >= 0, not {secs}"));
     }
     Ok(secs)
+}
+
+/// A number of loops: at least 1.
+fn parse_loops(flag: &str, value: &str) -> Result<usize, String> {
+    match parse_value(flag, value)? {
+        0 => Err(format!("{flag} must be at least 1")),
+        loops => Ok(loops),
+    }
 }
 
 /// `--backend uring|epoll`.
