@@ -372,3 +372,58 @@ impl Server {
         served.map(|()| shutdown.signal())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that does nothing.
+    struct Noop;
+
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// Polls `future` once with a no-op waker (the same one every time).
+    fn poll_once(future: &mut Requested) -> Poll<()> {
+        thread_local!(static NOOP: Waker = Waker::from(Arc::new(Noop)));
+        NOOP.with(|waker| Pin::new(future).poll(&mut Context::from_waker(waker)))
+    }
+
+    #[test]
+    fn requests_move_graceful_then_immediate_and_never_back() {
+        let shutdown = Shutdown::new();
+        let (mut requested, mut forced) = (shutdown.requested(), shutdown.forced());
+        assert!(poll_once(&mut requested).is_pending() && poll_once(&mut forced).is_pending());
+        shutdown.request();
+        assert!(shutdown.is_requested() && !shutdown.is_forced());
+        assert!(poll_once(&mut requested).is_ready() && poll_once(&mut forced).is_pending());
+        shutdown.request();
+        shutdown.request();
+        assert!(shutdown.is_forced() && poll_once(&mut forced).is_ready());
+        assert_eq!(shutdown.signal(), None);
+    }
+
+    #[test]
+    fn a_dropped_waiter_leaves_no_waker_behind() {
+        let shutdown = Shutdown::new();
+        for _ in 0..3 {
+            let mut requested = shutdown.requested();
+            assert!(poll_once(&mut requested).is_pending());
+            assert!(poll_once(&mut requested).is_pending(), "polled again: one slot");
+            assert_eq!(shutdown.inner.lock().wakers.len(), 1);
+        }
+        assert_eq!(shutdown.inner.lock().wakers.len(), 0);
+    }
+
+    #[test]
+    fn the_first_signal_is_kept() {
+        let shutdown = Shutdown::new();
+        shutdown.inner.advance(Some(Signal::SIGTERM));
+        shutdown.inner.advance(Some(Signal::SIGINT));
+        assert_eq!(shutdown.signal(), Some(Signal::SIGTERM));
+        assert!(shutdown.is_forced());
+    }
+}
