@@ -105,13 +105,14 @@ impl LoopSleep {
                 return false;
             }
         };
-        let armed = ARMED.with(|armed| {
+        let armed = ARMED.try_with(|armed| {
             let mut armed = armed.borrow_mut();
             let key = armed.vacant_key();
             let alarm = self.alarm.clone();
             let ring = move || {
                 let waiting = std::mem::replace(&mut *lock(&alarm), Alarm::Rang);
-                ARMED.with(|armed| armed.borrow_mut().try_remove(key));
+                // `try_with`: nothing to remove once the thread's table is gone.
+                let _ = ARMED.try_with(|armed| armed.borrow_mut().try_remove(key));
                 if let Alarm::Waiting(Some(waker)) = waiting {
                     waker.wake();
                 }
@@ -120,6 +121,7 @@ impl LoopSleep {
             armed.insert(timer);
             Some(key)
         });
+        let armed = armed.ok().flatten();
         match armed {
             Some(key) => {
                 self.armed = Some(Armed { thread: std::thread::current().id(), key });
@@ -164,8 +166,8 @@ impl Drop for LoopSleep {
         {
             return;
         }
-        let timer = ARMED.with(|table| table.borrow_mut().try_remove(armed.key));
-        if let Some(timer) = timer {
+        let timer = ARMED.try_with(|table| table.borrow_mut().try_remove(armed.key));
+        if let Ok(Some(timer)) = timer {
             timer.cancel();
         }
     }
