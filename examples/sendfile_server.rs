@@ -22,6 +22,9 @@
 //! - `--max-seconds N`: after `N` seconds stop serving, abort the transfers still running
 //!   and exit (default: serve forever).
 //!
+//! On Ctrl-C (SIGINT) or SIGTERM it stops listening, lets the transfers in progress run for
+//! up to 5 seconds, aborts the rest and exits with status 0 (`Server::serve_until`).
+//!
 //! [`EventLoop::sendfile`]: ringloop::EventLoop::sendfile
 
 use std::fs::File;
@@ -31,7 +34,7 @@ use std::rc::Rc;
 use ringloop::{BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
 
 mod support;
-use support::serve::{announce, serve_forever};
+use support::serve::announce_and_serve;
 use support::{Args, Flag, Spec};
 
 /// The command line: `--host`, `--port`, `--backend`, `--file`, `--max-seconds`.
@@ -77,7 +80,7 @@ async fn send_file(
     event_loop.sendfile(transport, &file, 0, None, true).await
 }
 
-/// Creates the server, announces its address and serves until `--max-seconds` pass.
+/// Creates the server, announces its address and serves until a signal or `--max-seconds`.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let path: Rc<str> = args.file.as_deref().unwrap_or_default().into();
     // A file that cannot be opened is an error now rather than at every connection.
@@ -89,8 +92,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
         .create_server(factory, host, Some(port), ServerOptions::default())
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
-    announce(&server)?;
-    serve_forever(&event_loop, server, args.max_seconds).await
+    announce_and_serve(&event_loop, server, args.max_seconds).await
 }
 
 fn main() -> ExitCode {

@@ -17,9 +17,12 @@
 //! `--features fallback`; without it, `RINGLOOP_BACKEND` or the best one available),
 //! `--max-seconds N` (stop serving and exit after `N` seconds; default: serve forever).
 //!
-//! ringloop has no signal handling yet: Ctrl-C (SIGINT) or SIGTERM kills the process.
+//! On Ctrl-C (SIGINT) or SIGTERM it shuts down gracefully ([`Server::serve_until`]): it stops
+//! listening, gives the connections still open 5 seconds to finish, aborts the rest and exits
+//! with status 0; a second signal aborts them at once.
 //!
 //! [`EventLoop::start_server`]: ringloop::EventLoop::start_server
+//! [`Server::serve_until`]: ringloop::Server::serve_until
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -58,7 +61,7 @@ async fn handle_echo(reader: StreamReader, writer: StreamWriter) -> Result<(), E
     writer.wait_closed().await
 }
 
-/// Starts the server, announces its addresses and serves until `--max-seconds` pass.
+/// Starts the server, announces its addresses and serves until a signal or `--max-seconds`.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     serve_streams(event_loop, &args, handle_echo, ServerOptions::default()).await
 }

@@ -21,26 +21,38 @@
 //! - `--quiet`: a pure echo server for load tests: no per-connection output, everything is
 //!   echoed and connections stay open until the client closes them;
 //! - `--max-seconds N`: after `N` seconds stop serving, abort the connections still open and
-//!   exit (default: serve forever).
+//!   exit (default: serve forever);
+//! - `--loops N`: serve with `N` loops on `N` threads (default 1), one listening socket each
+//!   on the same port (`SO_REUSEPORT`: the kernel spreads the connections over them), through
+//!   [`ringloop::spawn_loops`] and [`ringloop::reuse_port_listeners`]. `--host` is then
+//!   resolved to its first address, and `serving on` is printed once.
 //!
-//! It installs no signal handlers: Ctrl-C (SIGINT) or SIGTERM ends the process at once (see
-//! `unix_echo_server` and `signals` for examples that close cleanly on a signal).
+//! On Ctrl-C (SIGINT) or SIGTERM it shuts down gracefully ([`Server::serve_until`]): it stops
+//! listening at once (the port is free for a new server), gives the connections still open
+//! 5 seconds to finish, aborts the rest and exits with status 0; a second signal aborts them
+//! at once.
 //!
 //! [`EventLoop::create_server`]: ringloop::EventLoop::create_server
+//! [`Server::serve_until`]: ringloop::Server::serve_until
 
 use std::fmt::Display;
+use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 
-use ringloop::{BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
+use ringloop::{BaseProtocol, EventLoop, Hosts, LoopSpawner, Protocol, ServerOptions, Transport};
+use socket2::Socket;
 
 mod support;
 use support::echo::EchoProtocol;
-use support::serve::{announce, serve_forever};
-use support::{py_repr, py_sockaddr, Args, ErrorSlot, Flag, Spec};
+use support::serve::{announce_and_serve, GRACE_SECONDS};
+use support::{print, py_repr, py_sockaddr, Args, ErrorSlot, Flag, Spec};
 
-/// The command line: `--host`, `--port`, `--backend`, `--quiet`, `--max-seconds`.
-const SPEC: Spec =
-    Spec { name: "tcp_echo_server", port: 8888, flags: &[Flag::Quiet, Flag::MaxSeconds] };
+/// The command line: `--host`, `--port`, `--backend`, `--quiet`, `--max-seconds`, `--loops`.
+const SPEC: Spec = Spec {
+    name: "tcp_echo_server",
+    port: 8888,
+    flags: &[Flag::Quiet, Flag::MaxSeconds, Flag::Loops],
+};
 
 /// Echoes what it receives; unless `quiet`, prints it as the Python example does and closes
 /// the connection after the first data.
@@ -101,25 +113,90 @@ impl Protocol for EchoServerProtocol {
     }
 }
 
-/// Creates the server, announces its addresses and serves until `--max-seconds` pass.
-async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<(), String> {
-    let (quiet, lp) = (args.quiet, event_loop.clone());
-    let factory = move || EchoServerProtocol {
+/// A factory of [`EchoServerProtocol`]s on `event_loop`.
+fn factory(
+    event_loop: &EventLoop,
+    quiet: bool,
+    error: &ErrorSlot,
+) -> impl Fn() -> EchoServerProtocol + 'static {
+    let (lp, error) = (event_loop.clone(), error.clone());
+    move || EchoServerProtocol {
         echo: EchoProtocol::default(),
         quiet,
         event_loop: lp.clone(),
         error: error.clone(),
-    };
+    }
+}
+
+/// Creates the server, announces its addresses and serves until a signal or `--max-seconds`.
+async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<(), String> {
     let (host, port) = (args.host.as_str(), args.port);
     let server = event_loop
-        .create_server(factory, host, Some(port), ServerOptions::default())
+        .create_server(
+            factory(&event_loop, args.quiet, &error),
+            host,
+            Some(port),
+            ServerOptions::default(),
+        )
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
-    announce(&server)?;
-    serve_forever(&event_loop, server, args.max_seconds).await
+    announce_and_serve(&event_loop, server, args.max_seconds).await
+}
+
+/// One of the `--loops` servers, on `sock`: serves until a signal or `--max-seconds`.
+async fn serve_on(sock: Socket, quiet: bool, max_seconds: Option<f64>) -> Result<(), String> {
+    let event_loop = ringloop::get_running_loop().map_err(|e| e.to_string())?;
+    let error = ErrorSlot::default();
+    let options = ServerOptions::default().sock(sock);
+    let server = event_loop
+        .create_server(factory(&event_loop, quiet, &error), Hosts::Any, None, options)
+        .await
+        .map_err(|e| format!("create_server: {e}"))?;
+    if let Some(secs) = max_seconds {
+        let closer = server.clone();
+        let stop = move || {
+            closer.close();
+            closer.abort_clients();
+        };
+        event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
+    }
+    let served = server.serve_until_signal(GRACE_SECONDS).await;
+    error.take()?;
+    served.map(drop).map_err(|e| format!("serve_until_signal: {e}"))
+}
+
+/// `--loops N`: `N` listening sockets on one port, one loop thread serving each.
+fn serve_on_loops(args: Args) -> Result<(), String> {
+    let (host, port) = (args.host.as_str(), args.port);
+    let mut addrs =
+        (host, port).to_socket_addrs().map_err(|e| format!("{host} port {port}: {e}"))?;
+    let addr = addrs.next().ok_or_else(|| format!("{host} port {port}: no address"))?;
+    let listeners = ringloop::reuse_port_listeners(addr, args.loops)
+        .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
+    let bound = listeners[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
+    // The sockets listen already: connections made from here on wait for their loop.
+    print(format_args!("serving on {bound}")).map_err(support::stdout_error)?;
+    let spawner = match args.backend {
+        Some(backend) => LoopSpawner::new().backend(backend),
+        None => LoopSpawner::new(),
+    };
+    let (quiet, max_seconds) = (args.quiet, args.max_seconds);
+    let loops = spawner
+        .spawn(listeners, move |sock| serve_on(sock, quiet, max_seconds))
+        .map_err(|e| format!("starting {} loops: {e}", args.loops))?;
+    for (index, result) in loops.join().into_iter().enumerate() {
+        result
+            .map_err(|e| format!("loop {index}: {e}"))?
+            .map_err(|e| format!("loop {index}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn run(event_loop: &EventLoop, args: Args) -> Result<(), String> {
+    if args.loops > 1 {
+        // This thread's loop stays idle; the loops of the threads serve.
+        return serve_on_loops(args);
+    }
     let error = ErrorSlot::default();
     let served =
         support::run_until_complete(event_loop, serve(event_loop.clone(), args, error.clone()));

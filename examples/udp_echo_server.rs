@@ -16,6 +16,9 @@
 //! `--features fallback`; without it, `RINGLOOP_BACKEND` or the best one available),
 //! `--max-seconds N` (serve this long; default 3600, as the Python example's hour).
 //!
+//! On Ctrl-C (SIGINT) or SIGTERM it closes the endpoint and exits with status 0 (a
+//! [`Shutdown`](ringloop::Shutdown) that the signals request).
+//!
 //! [`EventLoop::create_datagram_endpoint`]: ringloop::EventLoop::create_datagram_endpoint
 
 use std::process::ExitCode;
@@ -24,6 +27,7 @@ use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport, EventLoop};
 use socket2::SockAddr;
 
 mod support;
+use support::serve::shutdown_on_signals;
 use support::{print, py_repr, py_sockaddr, stdout_error, Args, Flag, Spec};
 
 /// The command line: `--host`, `--port`, `--backend`, `--max-seconds`.
@@ -59,9 +63,10 @@ impl DatagramProtocol for EchoServerProtocol {
 }
 
 /// Binds, announces the address, serves for `--max-seconds` (default an hour, as the Python
-/// example's), then closes the endpoint.
+/// example's) or until a signal, then closes the endpoint.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     print("Starting UDP server").map_err(stdout_error)?;
+    let shutdown = shutdown_on_signals(&event_loop)?;
     let lp = event_loop.clone();
     let factory = move || EchoServerProtocol { transport: None, event_loop: lp };
     let options = DatagramOptions::new().local_addr(args.host.as_str(), args.port);
@@ -72,19 +77,14 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let bound = transport.sockname().and_then(|a| a.as_socket());
     let bound = bound.map_or_else(|| "?".into(), |a| a.to_string());
     print(format_args!("serving on {bound}")).map_err(stdout_error)?;
-    // `await asyncio.sleep(3600)`, then `transport.close()` in `finally`.
-    let slept = sleep(&event_loop, args.max_seconds.unwrap_or(3600.0)).await;
+    // `await asyncio.sleep(3600)` (cut short by a signal), then `transport.close()` in
+    // `finally`.
+    let slept = ringloop::timeout(args.max_seconds.unwrap_or(3600.0), shutdown.requested()).await;
     transport.close();
-    slept.map_err(|e| format!("sleep: {e}"))
-}
-
-/// `asyncio.sleep(secs)`: a future the loop resolves after `secs`.
-async fn sleep(event_loop: &EventLoop, secs: f64) -> ringloop::Result<()> {
-    let done = event_loop.create_future::<()>();
-    let setter = done.clone();
-    // Fails only if already done, which nothing else does.
-    event_loop.call_later(secs, move || drop(setter.set_result(())))?;
-    done.await
+    match slept {
+        Ok(()) | Err(ringloop::Error::Timeout(_)) => Ok(()),
+        Err(e) => Err(format!("sleep: {e}")),
+    }
 }
 
 fn main() -> ExitCode {

@@ -6,10 +6,11 @@
 //! serving on /tmp/echo.sock
 //! ```
 //!
-//! On SIGINT (Ctrl-C) or SIGTERM ([`EventLoop::add_signal_handler`]) it closes the server,
-//! which removes the socket file (`cleanup_socket`, on by default), aborts the connections
-//! still open (so a client that has stopped reading cannot hold up the exit), waits until the
-//! server is closed and exits with status 0.
+//! On SIGINT (Ctrl-C) or SIGTERM it shuts down gracefully ([`Server::serve_until`], the
+//! signals through [`EventLoop::add_signal_handler`]): it closes the server at once, which
+//! removes the socket file (`cleanup_socket`, on by default), gives the connections still open
+//! 5 seconds to finish, aborts the rest (so a client that has stopped reading cannot hold up
+//! the exit for longer) and exits with status 0; a second signal aborts them at once.
 //!
 //! Run it with `cargo run --example unix_echo_server -- --path PATH [--backend uring|epoll]`
 //! and talk to it with e.g. `socat - UNIX-CONNECT:PATH`. Options:
@@ -21,37 +22,21 @@
 //!
 //! [`EventLoop::create_unix_server`]: ringloop::EventLoop::create_unix_server
 //! [`EventLoop::add_signal_handler`]: ringloop::EventLoop::add_signal_handler
+//! [`Server::serve_until`]: ringloop::Server::serve_until
 
 use std::process::ExitCode;
 
-use ringloop::{EventLoop, Server, UnixServerOptions};
+use ringloop::{EventLoop, UnixServerOptions};
 
 mod support;
 use support::echo::EchoProtocol;
-use support::serve::{announce, serve_forever};
+use support::serve::announce_and_serve;
 use support::{Args, Flag, Spec};
 
 /// The command line: `--path`, `--backend`.
 const SPEC: Spec = Spec { name: "unix_echo_server", port: 0, flags: &[Flag::Path] };
 
-/// Makes SIGINT and SIGTERM close `server` (removing its socket file) and abort its
-/// connections, which ends [`serve_forever`].
-fn close_on_signals(event_loop: &EventLoop, server: &Server) -> Result<(), String> {
-    for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
-        let server = server.clone();
-        let close = move || {
-            server.close();
-            server.abort_clients();
-        };
-        event_loop
-            .add_signal_handler(signum, close)
-            .map_err(|e| format!("add_signal_handler({signame}): {e}"))?;
-    }
-    Ok(())
-}
-
-/// Creates the server, makes the signals close it, announces its path and serves until it is
-/// closed.
+/// Creates the server, announces its path and serves until a signal.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     // `Spec::parse` requires `--path` for this spec.
     let path = args.path.unwrap_or_default();
@@ -59,13 +44,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
         .create_unix_server(EchoProtocol::default, path.as_str(), UnixServerOptions::default())
         .await
         .map_err(|e| format!("cannot serve on {path}: {e}"))?;
-    // The handlers are in place before the line is printed: a signal sent as soon as it
-    // appears is handled.
-    if let Err(err) = close_on_signals(&event_loop, &server).and_then(|()| announce(&server)) {
-        server.close();
-        return Err(err);
-    }
-    serve_forever(&event_loop, server, None).await
+    announce_and_serve(&event_loop, server, None).await
 }
 
 fn main() -> ExitCode {

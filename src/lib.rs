@@ -54,6 +54,9 @@
 //! | `asyncio.shield` | [`shield`], [`Shield`] |
 //! | `asyncio.create_task` | [`create_task`], alias [`spawn`] |
 //! | `asyncio.run_coroutine_threadsafe`, `concurrent.futures.Future` | [`LoopHandle::run_coroutine_threadsafe`] (and `_with`), [`ConcurrentFuture`] |
+//! | no equivalent: one loop per thread on several threads, one port (`SO_REUSEPORT`) | [`spawn_loops`], [`LoopSpawner`], [`LoopThreads`], [`reuse_port_listeners`] |
+//! | no equivalent: graceful shutdown on SIGINT/SIGTERM (`close`, `wait_closed`, `abort_clients` after a grace period) | [`Server::serve_until_signal`], [`Server::serve_until`], [`Shutdown`] |
+//! | no equivalent: hyper's runtime (feature `hyper`) | module `hyper`: `serve_http1`, `HyperIo`, `LoopExecutor`, `LoopTimer` |
 //!
 //! Not provided: `asyncio.TaskGroup`, `as_completed`, `timeout_at`, `to_thread` (use
 //! [`EventLoop::run_in_executor`]), `current_task`/`all_tasks`, and asyncio's queues and
@@ -72,10 +75,14 @@ mod executor;
 mod future;
 #[macro_use]
 pub mod tls;
+#[cfg(feature = "hyper")]
+pub mod hyper;
+mod loop_threads;
 pub mod net;
 mod protocol;
 mod sendfile;
 pub mod server;
+mod shutdown;
 mod signal;
 pub mod streams;
 pub mod subprocess;
@@ -94,6 +101,7 @@ pub use event_loop::{
 };
 pub use executor::Executor;
 pub use future::Future;
+pub use loop_threads::{reuse_port_listeners, spawn_loops, LoopSpawner, LoopThreads};
 pub use net::accepted::AcceptedSocketOptions;
 pub use net::connect::ConnectOptions;
 pub use net::datagram::{DatagramOptions, EndpointAddr};
@@ -104,6 +112,7 @@ pub use protocol::{
 };
 pub use server::UnixServerOptions;
 pub use server::{Hosts, Server, ServerOptions};
+pub use shutdown::{Requested, Shutdown};
 pub use streams::{
     open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
     ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
@@ -127,12 +136,5 @@ pub use transport::{ReadTransport, WriteTransport};
 /// chance to unwind, and the default executor is shut down before the loop closes. `future`
 /// is polled in place, so it may borrow locals (see [`EventLoop::run_until_complete`]).
 pub fn run<F: std::future::Future>(future: F) -> Result<F::Output> {
-    let event_loop = EventLoop::new()?;
-    let result = event_loop.run_until_complete(future);
-    event_loop.cancel_all_tasks();
-    let shutdown = event_loop.clone();
-    let _ = event_loop
-        .run_until_complete(async move { shutdown.shutdown_default_executor(None).await });
-    event_loop.close()?;
-    result
+    loop_threads::run_and_close(EventLoop::new()?, future)
 }

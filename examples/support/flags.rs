@@ -1,7 +1,8 @@
 //! The network examples' command line: `--host`, `--port` and `--backend` for all of them,
 //! plus the few flags each one adds (`--message`, `--quiet`, `--max-seconds`, a required
-//! `--file`, and the TLS examples' `--cert`, `--key`, `--cafile`, `--server-hostname`). A
-//! Unix-socket example takes a required `--path` instead of `--host` and `--port`.
+//! `--file`, `--loops`, and the TLS examples' `--cert`, `--key`, `--cafile`,
+//! `--server-hostname`). A Unix-socket example takes a required `--path` instead of `--host` and
+//! `--port`.
 
 use std::fmt::Display;
 
@@ -29,6 +30,8 @@ pub enum Flag {
     ServerHostname,
     /// `--file PATH`: the file a server sends, required.
     File,
+    /// `--loops N`: how many loops (threads) serve, all on one port (default 1).
+    Loops,
 }
 
 impl Flag {
@@ -45,6 +48,7 @@ impl Flag {
             Flag::CaFile => "[--cafile PEM]",
             Flag::ServerHostname => "[--server-hostname NAME]",
             Flag::File => "--file PATH",
+            Flag::Loops => "[--loops N]",
         }
     }
 
@@ -60,6 +64,7 @@ impl Flag {
             Flag::CaFile => "--cafile",
             Flag::ServerHostname => "--server-hostname",
             Flag::File => "--file",
+            Flag::Loops => "--loops",
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Args {
     pub server_hostname: Option<String>,
     /// `--file`: the file to send (set whenever the spec has [`Flag::File`]).
     pub file: Option<String>,
+    /// `--loops`: how many loops serve (at least 1).
+    pub loops: usize,
 }
 
 impl Spec {
@@ -136,6 +143,7 @@ impl Spec {
             cafile: None,
             server_hostname: None,
             file: None,
+            loops: 1,
         };
         let inet = !self.unix();
         while let Some(arg) = args.next() {
@@ -156,6 +164,7 @@ impl Spec {
                 (_, Some(Flag::CaFile)) => parsed.cafile = Some(value()?),
                 (_, Some(Flag::ServerHostname)) => parsed.server_hostname = Some(value()?),
                 (_, Some(Flag::File)) => parsed.file = Some(value()?),
+                (_, Some(Flag::Loops)) => parsed.loops = parse_loops(&arg, &value()?)?,
                 ("-h" | "--help", None) => return Err(self.usage()),
                 (other, None) => {
                     return Err(format!("unknown argument {other:?}\n{}", self.usage()))
@@ -191,6 +200,14 @@ fn parse_seconds(flag: &str, value: &str) -> Result<f64, String> {
         return Err(format!("{flag} must be a finite number >= 0, not {secs}"));
     }
     Ok(secs)
+}
+
+/// A number of loops: at least 1.
+fn parse_loops(flag: &str, value: &str) -> Result<usize, String> {
+    match parse_value(flag, value)? {
+        0 => Err(format!("{flag} must be at least 1")),
+        loops => Ok(loops),
+    }
 }
 
 /// `--backend uring|epoll`.

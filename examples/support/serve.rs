@@ -1,9 +1,13 @@
-//! The servers' common tail: announce the listening addresses, then serve until
-//! `--max-seconds` pass (or forever).
+//! The servers' common tail: announce the listening addresses, then serve until SIGINT or
+//! SIGTERM (a graceful shutdown) or until `--max-seconds` pass.
 
-use ringloop::{ClientConnected, Error, EventLoop, Server, ServerOptions};
+use ringloop::{ClientConnected, EventLoop, Server, ServerOptions, Shutdown};
 
 use super::output::{print, stdout_error};
+
+/// How long the servers give their connections to finish after SIGINT or SIGTERM; a second
+/// signal aborts them at once.
+pub const GRACE_SECONDS: f64 = 5.0;
 
 /// Prints `serving on HOST:PORT` for each listening socket (the bound port, so `--port 0`
 /// tells the caller which port it got), or `serving on PATH` for a Unix socket.
@@ -19,14 +23,45 @@ pub fn announce(server: &Server) -> Result<(), String> {
     Ok(())
 }
 
-/// `async with server: await server.serve_forever()`; after `max_seconds` (when given) stops
-/// listening and aborts the connections still open (a bounded exit even with a client that
-/// has stopped reading), which ends it.
-pub async fn serve_forever(
+/// A [`Shutdown`] that SIGINT and SIGTERM request, on `event_loop`.
+pub fn shutdown_on_signals(event_loop: &EventLoop) -> Result<Shutdown, String> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals(event_loop).map_err(|e| format!("add_signal_handler: {e}"))?;
+    Ok(shutdown)
+}
+
+/// [`announce_and_serve_until`] a SIGINT or SIGTERM.
+pub async fn announce_and_serve(
     event_loop: &EventLoop,
     server: Server,
     max_seconds: Option<f64>,
 ) -> Result<(), String> {
+    let shutdown = match shutdown_on_signals(event_loop) {
+        Ok(shutdown) => shutdown,
+        Err(err) => {
+            server.close();
+            return Err(err);
+        }
+    };
+    announce_and_serve_until(event_loop, server, max_seconds, &shutdown).await
+}
+
+/// Announces the server, then serves until `shutdown` is requested, and shuts down gracefully
+/// ([`Server::serve_until`]: stop listening, [`GRACE_SECONDS`] for the connections, abort the
+/// rest). After `max_seconds` (when given) it stops listening and aborts the connections at
+/// once (a bounded exit even with a client that has stopped reading).
+pub async fn announce_and_serve_until(
+    event_loop: &EventLoop,
+    server: Server,
+    max_seconds: Option<f64>,
+    shutdown: &Shutdown,
+) -> Result<(), String> {
+    // The signal handlers are in place before the line is printed: a signal sent as soon as
+    // it appears is handled.
+    if let Err(err) = announce(&server) {
+        server.close();
+        return Err(err);
+    }
     if let Some(secs) = max_seconds {
         let closer = server.clone();
         let stop = move || {
@@ -35,14 +70,11 @@ pub async fn serve_forever(
         };
         event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
     }
-    match server.scope(|server| async move { server.serve_forever().await }).await {
-        Ok(()) | Err(Error::Cancelled) => Ok(()),
-        Err(e) => Err(format!("serve_forever: {e}")),
-    }
+    server.serve_until(shutdown, GRACE_SECONDS).await.map_err(|e| format!("serve_until: {e}"))
 }
 
-/// A streams server: `start_server(client_connected, --host, --port, options)`, announced,
-/// then [`serve_forever`] for `--max-seconds`.
+/// A streams server: `start_server(client_connected, --host, --port, options)`, then
+/// [`announce_and_serve`] (until SIGINT/SIGTERM or `--max-seconds`).
 pub async fn serve_streams<F: ClientConnected>(
     event_loop: EventLoop,
     args: &super::Args,
@@ -54,6 +86,5 @@ pub async fn serve_streams<F: ClientConnected>(
         .start_server(client_connected, host, Some(port), options)
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
-    announce(&server)?;
-    serve_forever(&event_loop, server, args.max_seconds).await
+    announce_and_serve(&event_loop, server, args.max_seconds).await
 }

@@ -209,25 +209,28 @@ pub(super) fn to_io_error(error: Error) -> io::Error {
     io::Error::new(kind, error)
 }
 
-impl futures_io::AsyncRead for StreamReader {
-    /// Copies buffered bytes into `buf`; `Ok(0)` at EOF; the connection's error as an
-    /// `io::Error` (its [`Error`] inside) after `connection_lost(Some(err))`.
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl StreamReader {
+    /// The `poll_read` of the I/O traits: hands up to `max` buffered bytes to `copy_out` (which
+    /// takes them all) and returns how many; `Ok(0)` at EOF or for a `max` of 0; the
+    /// connection's error as an `io::Error` (its [`Error`] inside) after
+    /// `connection_lost(Some(err))`.
+    pub(crate) fn poll_read_with(
+        &self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
+        max: usize,
+        copy_out: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<usize>> {
         let state = &self.state;
         if let Some(error) = state.exception() {
             return Poll::Ready(Err(to_io_error(error)));
         }
-        if buf.is_empty() {
+        if max == 0 {
             return Poll::Ready(Ok(0));
         }
-        let n = buf.len().min(state.buffer.borrow().len());
+        let n = max.min(state.buffer.borrow().len());
         if n > 0 {
             let mut buffer = state.buffer.borrow_mut();
-            buf[..n].copy_from_slice(&buffer[..n]);
+            copy_out(&buffer[..n]);
             buffer.advance(n);
             drop(buffer);
             state.maybe_resume_transport();
@@ -238,6 +241,19 @@ impl futures_io::AsyncRead for StreamReader {
         }
         state.wait_for_more(cx);
         Poll::Pending
+    }
+}
+
+impl futures_io::AsyncRead for StreamReader {
+    /// Copies buffered bytes into `buf`; `Ok(0)` at EOF; the connection's error as an
+    /// `io::Error` (its [`Error`] inside) after `connection_lost(Some(err))`.
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let max = buf.len();
+        self.poll_read_with(cx, max, |bytes| buf[..bytes.len()].copy_from_slice(bytes))
     }
 }
 

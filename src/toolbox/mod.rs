@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{get_running_loop, EventLoop};
 
 /// The loop running on this thread, or an [`Error::Runtime`] saying that `what` needs one.
-fn running_loop_for(what: &str) -> Result<EventLoop> {
+pub(crate) fn running_loop_for(what: &str) -> Result<EventLoop> {
     get_running_loop().map_err(|_| {
         Error::Runtime(format!(
             "{what}: no running event loop on this thread (call it from a task or callback of \

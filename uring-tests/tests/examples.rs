@@ -10,256 +10,24 @@
 //! they are missing (`cargo test -p uring-tests`) the tests print `SKIPPED` and pass; so they
 //! do when the epoll run meets binaries built without `--features fallback`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringloop::Backend;
-use uring_tests::{built_backends, open_loop, TempDir};
+use uring_tests::TempDir;
+
+mod examples_support;
+use examples_support::*;
 
 /// What the Python example client prints against the Python example server.
 const CLIENT_OUTPUT: &str =
     "Data sent: 'Hello World!'\nData received: 'Hello World!'\nThe server closed the connection\n";
-
-/// Prints a skip where the test harness does not capture it.
-fn skip(test: &str, why: &str) {
-    uring_tests::skipped(format_args!("{test}: {why}"));
-}
-
-/// The compiled example `name`, if it was built.
-fn example(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    // target/debug/deps/examples-HASH → target/debug/examples/NAME
-    let path = exe.parent()?.parent()?.join("examples").join(name);
-    path.is_file().then_some(path)
-}
-
-/// The compiled examples `names`, or `None` after printing why the test is skipped.
-fn examples(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
-    let paths: Option<Vec<PathBuf>> = names.iter().map(|name| example(name)).collect();
-    if paths.is_none() {
-        skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
-    }
-    paths
-}
-
-/// Every backend built in that this kernel has.
-fn backends(test: &str) -> Vec<Backend> {
-    built_backends()
-        .into_iter()
-        .filter(|&backend| open_loop(backend, test).is_some_and(|lp| lp.close().is_ok()))
-        .collect()
-}
-
-/// The longest an example may live in a test.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Kills `pid` after [`DEADLINE`] unless `done` is set first.
-fn watchdog(pid: u32, done: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if done.load(Ordering::Acquire) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if !done.load(Ordering::Acquire) {
-            // SAFETY: kill takes no pointers; the child has not been reaped (`done` is set
-            // before the reaping `wait` in `Drop`), so `pid` is still ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    });
-}
-
-/// A running example with its stdout piped: killed when dropped (the test may have panicked),
-/// and by a watchdog after [`DEADLINE`] so no read of its output can hang the test.
-struct Running {
-    /// The example's file name, for messages.
-    name: String,
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    /// Set on drop: the watchdog stands down.
-    done: Arc<AtomicBool>,
-}
-
-impl Running {
-    /// Starts `path` with `args`, stdin empty, stdout and stderr piped.
-    fn spawn(path: &Path, args: &[&str]) -> Running {
-        Running::spawn_with_env(path, args, &[])
-    }
-
-    /// [`spawn`](Running::spawn) with environment variables `env` set.
-    fn spawn_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let mut child = Command::new(path)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        let done = Arc::new(AtomicBool::new(false));
-        watchdog(child.id(), done.clone());
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        Running { name, child, stdout, done }
-    }
-
-    /// The next `n` lines of stdout (empty strings at its end).
-    fn lines(&mut self, n: usize) -> Vec<String> {
-        let mut lines = vec![String::new(); n];
-        for line in &mut lines {
-            self.stdout.read_line(line).expect("reading the example's stdout");
-        }
-        lines
-    }
-
-    /// The first `n` lines the example prints before it waits. `None` (skipped) when it exits
-    /// first because its binary lacks the backend; any other early exit fails the test.
-    fn banner(&mut self, n: usize, test: &str) -> Option<Vec<String>> {
-        let lines = self.lines(n);
-        if !lines[n - 1].is_empty() {
-            return Some(lines);
-        }
-        self.done.store(true, Ordering::Release);
-        let status = self.child.wait().expect("waiting for the example");
-        let mut stderr = String::new();
-        let _ = self.child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
-        if stderr.contains("not compiled in") {
-            skip(test, &format!("{} was built without `--features fallback`", self.name));
-            return None;
-        }
-        panic!("{test}: {} exited ({status}) at once, after {lines:?}: {stderr}", self.name);
-    }
-
-    /// Waits for the example to exit (the watchdog still armed) and returns its status.
-    fn wait(&mut self) -> ExitStatus {
-        let status = self.child.wait().expect("waiting for the example");
-        self.done.store(true, Ordering::Release);
-        status
-    }
-
-    /// Everything else it prints, up to its exit.
-    fn rest(&mut self) -> String {
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).expect("reading the example's stdout");
-        rest
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Release);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An example server started on a free port, with that port.
-struct ServerProcess {
-    process: Running,
-    port: u16,
-}
-
-impl ServerProcess {
-    /// The server's next `n` lines, the first `prefix` then a client's port as Python prints a
-    /// peer (checked by [`peer_port`]): that port, and the lines after the first.
-    fn report(&mut self, n: usize, prefix: &str, test: &str) -> (String, Vec<String>) {
-        let mut lines = self.process.lines(n);
-        let port = peer_port(&lines[0], prefix, test).to_owned();
-        lines.remove(0);
-        (port, lines)
-    }
-}
-
-/// Starts the server at `path` on a free port with `extra` arguments and checks its banner:
-/// the lines `before`, then `serving on 127.0.0.1:PORT`. `None` (skipped) when its binary
-/// lacks `backend`.
-fn start_server(
-    path: &Path,
-    backend: Backend,
-    extra: &[&str],
-    before: &[&str],
-    test: &str,
-) -> Option<ServerProcess> {
-    let args = [&["--backend", backend.name(), "--port", "0"], extra].concat();
-    let mut process = Running::spawn(path, &args);
-    let mut banner = process.banner(before.len() + 1, test)?;
-    let serving = banner.pop().expect("the banner has a line");
-    assert_eq!(banner, before, "{test}: the lines before `serving on`");
-    let port = serving
-        .strip_prefix("serving on 127.0.0.1:")
-        .and_then(|p| p.trim_end().parse().ok())
-        .unwrap_or_else(|| panic!("{test}: unexpected `serving on` line {serving:?}"));
-    Some(ServerProcess { process, port })
-}
-
-/// Runs the client at `path` against `port` with `extra` arguments; checks that it succeeds
-/// and returns what it printed.
-fn run_client(path: &Path, backend: Backend, port: u16, extra: &[&str], test: &str) -> String {
-    let client = Command::new(path)
-        .args(["--backend", backend.name(), "--port", &port.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{test}: running {}: {e}", path.display()));
-    let stderr = String::from_utf8_lossy(&client.stderr);
-    assert!(client.status.success(), "{test}: client failed ({}): {stderr}", client.status);
-    String::from_utf8_lossy(&client.stdout).into_owned()
-}
-
-/// Checks that `line` is `prefix` then `PORT)\n`, a client's port as Python prints a peer
-/// `('127.0.0.1', PORT)`, and returns the port.
-fn peer_port<'a>(line: &'a str, prefix: &str, test: &str) -> &'a str {
-    let port = line.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(")\n"));
-    assert!(port.is_some_and(|p| p.parse::<u16>().is_ok()), "{test}: {line:?}");
-    port.unwrap_or("?")
-}
-
-/// On every backend: starts the example server `names[0]` with `extra` arguments (its banner
-/// the lines `before`, then `serving on`), and runs `check(test, backend, server, clients)`
-/// with the paths of the other examples in `names`. Skipped where they are not built.
-fn with_each_server(
-    test: &str,
-    names: &[&str],
-    extra: &[&str],
-    before: &[&str],
-    mut check: impl FnMut(&str, Backend, &mut ServerProcess, &[PathBuf]),
-) {
-    let Some(paths) = examples(test, names) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let Some(mut server) = start_server(&paths[0], backend, extra, before, &test) else {
-            continue;
-        };
-        check(&test, backend, &mut server, &paths[1..]);
-    }
-}
-
-/// On every backend: starts the example server `names[0]` for 10 seconds at most (its banner
-/// the lines `before`, then `serving on`), runs the example client `names[1]` against it,
-/// checks that the client prints `want`, then runs `check(test, backend, server, client)`.
-fn client_against_server(
-    test: &str,
-    names: [&str; 2],
-    before: &[&str],
-    want: &str,
-    mut check: impl FnMut(&str, Backend, &mut ServerProcess, &Path),
-) {
-    let max = ["--max-seconds", "10"];
-    with_each_server(test, &names, &max, before, |test, backend, server, clients| {
-        let stdout = run_client(&clients[0], backend, server.port, &[], test);
-        assert_eq!(stdout, want, "{test}: client output");
-        check(test, backend, server, &clients[0]);
-    });
-}
 
 #[test]
 fn echo_client_and_server_print_the_python_examples_output() {
@@ -425,6 +193,22 @@ fn echo_over_unix(socket: &Path, test: &str) -> UnixStream {
     stream
 }
 
+/// Sends `signum` to the example.
+fn signal(process: &Running, signum: libc::c_int) {
+    let pid = process.child.id();
+    // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0, "kill {pid}");
+}
+
+/// Waits up to 10 s for `path` to be gone.
+fn wait_removed(path: &Path) -> bool {
+    let start = std::time::Instant::now();
+    while path.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !path.exists()
+}
+
 #[test]
 fn unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm() {
     let test = "unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm";
@@ -437,20 +221,48 @@ fn unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm() {
             let Some(mut server) = start_unix_server(&paths[0], backend, &socket, &test) else {
                 continue;
             };
-            // The connection stays open across the signal: the server must not wait for it.
+            // A graceful shutdown: the server stops listening (its socket file goes) and the
+            // connection open across the signal is still served until the client closes it.
             let mut stream = echo_over_unix(&socket, &test);
-            let pid = server.child.id();
-            // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
-            assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0);
+            signal(&server, signum);
+            assert!(wait_removed(&socket), "{test}: the socket file is still there");
+            assert!(UnixStream::connect(&socket).is_err(), "{test}: still accepting");
+            stream.write_all(b"after the signal").expect("send after the signal");
+            let mut reply = [0u8; 16];
+            stream.read_exact(&mut reply).unwrap_or_else(|e| panic!("{test}: echo: {e}"));
+            assert_eq!(&reply, b"after the signal", "{test}");
+            let closed = std::time::Instant::now();
+            drop(stream);
             let status = server.wait();
             assert!(status.success(), "{test}: exited with {status}");
+            let waited = closed.elapsed();
+            assert!(waited < Duration::from_secs(3), "{test}: exited {waited:?} after the close");
             assert_eq!(server.rest(), "", "{test}: printed more than the banner");
-            assert!(!socket.exists(), "{test}: the socket file is still there");
-            // The open connection went with it: end of file or a reset, no more data.
-            let mut rest = Vec::new();
-            let read = stream.read_to_end(&mut rest);
-            assert!(rest.is_empty(), "{test}: unexpected data {rest:?} ({read:?})");
         }
+    }
+}
+
+#[test]
+fn unix_echo_server_aborts_an_open_connection_on_a_second_signal() {
+    let test = "unix_echo_server_aborts_an_open_connection_on_a_second_signal";
+    let Some(paths) = examples(test, &["unix_echo_server"]) else { return };
+    let dir = TempDir::new("unix-echo-twice");
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        let socket = dir.0.join(format!("{backend}.sock"));
+        let Some(mut server) = start_unix_server(&paths[0], backend, &socket, &test) else {
+            continue;
+        };
+        let mut stream = echo_over_unix(&socket, &test);
+        signal(&server, libc::SIGTERM);
+        assert!(wait_removed(&socket), "{test}: the socket file is still there");
+        // The second signal cuts the grace period short: the open connection is aborted.
+        signal(&server, libc::SIGINT);
+        let status = server.wait();
+        assert!(status.success(), "{test}: exited with {status}");
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{test}: unexpected data {rest:?} ({read:?})");
     }
 }
 
