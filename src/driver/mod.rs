@@ -40,7 +40,7 @@
 //!   op naming it was withdrawn before submission or reached its final completion (at once if
 //!   none is left); the number stays allocated until then, and no stale op can connect, write,
 //!   read or shut down a new file that gets it. Every path that closes such an fd goes through
-//!   it: transports and listeners ([`LoopFd`](crate::transport::loop_fd::LoopFd), on close and
+//!   it: transports and listeners ([`LoopFd`](crate::event_loop::LoopFd), on close and
 //!   on drop), connect attempts, and the driver's own shutdown. The one exception is an fd the
 //!   loop does not own and names only in `Poll` ops (a user's socket in a `sock_*` call, an
 //!   `add_reader` fd): a poll moves no data, a cancelled one is withdrawn or holds the file it

@@ -5,6 +5,7 @@ mod current;
 mod exception;
 mod executor_calls;
 mod handle;
+mod loop_fd;
 mod main_future;
 mod op_future;
 mod op_target;
@@ -26,6 +27,7 @@ pub(crate) use current::with_running_loop;
 pub use current::{get_event_loop, get_running_loop, new_event_loop, set_event_loop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use handle::{Handle, TimerHandle};
+pub(crate) use loop_fd::LoopFd;
 pub(crate) use op_future::OpFuture;
 #[cfg(test)]
 pub(crate) use op_target::nobody;

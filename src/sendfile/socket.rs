@@ -24,8 +24,8 @@ use bytes::Bytes;
 use super::transfer::{Step, Transfer};
 use crate::driver::{Backend, Op, OpId};
 use crate::error::{Error, Result};
+use crate::event_loop::LoopFd;
 use crate::event_loop::{Completed, EventLoop, OpOwner, OpTarget};
-use crate::transport::LoopFd;
 
 /// A `sock_sendfile` in progress: the owner of its ops.
 pub(crate) struct SocketTransfer {

@@ -8,7 +8,7 @@ use nix::sys::stat::{fstat, SFlag};
 
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::transport::LoopFd;
+use crate::event_loop::LoopFd;
 
 /// The file a transfer reads: a duplicate the loop owns (the driver closes it once no op
 /// names it, whatever the caller does with theirs), and the range.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::source::Source;
 use crate::driver::Op;
 use crate::error::{Error, Result};
-use crate::transport::LoopFd;
+use crate::event_loop::LoopFd;
 
 /// The most bytes one chunk asks for. io_uring's chunk is a pipe's capacity at most (1 MiB)
 /// and epoll's what the socket's buffer takes, so this only bounds the `u32` the op carries.

@@ -33,6 +33,7 @@ use slab::Slab;
 use socket2::{SockAddr, SockRef};
 
 use crate::error::{Error, Result};
+use crate::event_loop::LoopFd;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
 use crate::protocol::AnyProtocol;
@@ -40,7 +41,6 @@ use crate::task::Task;
 use crate::tls::TlsSetup;
 use crate::toolbox::sleep_on;
 use crate::transport::dispatch::{adapt, DynProtocol};
-use crate::transport::loop_fd::LoopFd;
 use crate::transport::Transport;
 
 /// How long accepting pauses after running out of descriptors or memory (asyncio's

@@ -21,8 +21,8 @@ use std::time::Duration;
 use crate::driver::wait_id;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
+use crate::event_loop::LoopFd;
 use crate::sys::{retry_eintr, syscall};
-use crate::transport::loop_fd::LoopFd;
 
 /// How long [`Child::kill_and_reap`] waits for a killed child to exit before handing it to a
 /// reaper thread.

@@ -21,8 +21,8 @@ use std::rc::Rc;
 
 use super::dispatch::{Deliver, Dispatcher, ErasedProtocol};
 use super::flow_control::FlowEvent;
-use super::loop_fd::LoopFd;
 use crate::error::{Error, Result};
+use crate::event_loop::LoopFd;
 use crate::event_loop::{EventLoop, OpTarget};
 
 /// Writes after the connection is gone are logged once more than this many were lost

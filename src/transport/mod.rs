@@ -3,7 +3,7 @@
 //! # The skeleton
 //! As CPython builds `_SelectorTransport` and `_FlowControlMixin` once and specialises only the
 //! read and write paths, every transport here is [`base::TransportBase`] (the fd as a
-//! [`loop_fd::LoopFd`], the one lifecycle, the protocol's dispatcher, the lost-write rule) with
+//! [`LoopFd`](crate::event_loop::LoopFd), the one lifecycle, the protocol's dispatcher, the lost-write rule) with
 //! [`base::TransportCore`] (closing, aborting, `connection_lost` once, protocol failures)
 //! composed with the paths it needs:
 //!
@@ -108,7 +108,6 @@ mod datagram;
 pub(crate) mod dispatch;
 pub(crate) mod flow_control;
 pub(crate) mod handle;
-pub(crate) mod loop_fd;
 mod pipe;
 mod read_side;
 mod stream;
@@ -119,7 +118,6 @@ use std::os::fd::RawFd;
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
 pub use handle::Transport;
-pub(crate) use loop_fd::LoopFd;
 pub use pipe::{ReadTransport, WriteTransport};
 pub(crate) use stream::prepare_stream_socket;
 pub(crate) use write_side::Writer;
@@ -156,7 +154,7 @@ impl ExtraInfo {
         name: &str,
         peername: &Option<socket2::SockAddr>,
         sockname: &Option<socket2::SockAddr>,
-        fd: &loop_fd::LoopFd,
+        fd: &crate::event_loop::LoopFd,
     ) -> Option<ExtraInfo> {
         match name {
             "peername" => peername.clone().map(ExtraInfo::Address),

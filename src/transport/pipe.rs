@@ -445,7 +445,7 @@ impl fmt::Debug for WriteTransport {
 }
 
 /// A pipe transport's `get_extra_info`: `"pipe"` gives the fd while it is open.
-fn pipe_info(name: &str, fd: &super::loop_fd::LoopFd) -> Option<ExtraInfo> {
+fn pipe_info(name: &str, fd: &crate::event_loop::LoopFd) -> Option<ExtraInfo> {
     match name {
         "pipe" => fd.open_fd().map(ExtraInfo::Fd),
         _ => None,

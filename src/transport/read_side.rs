@@ -19,8 +19,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::Deref;
 
-use super::loop_fd::LoopFd;
 use crate::driver::{Interest, Op, OpId, RecvBuf};
+use crate::event_loop::LoopFd;
 use crate::event_loop::OpOwner;
 
 /// Bytes asked of the kernel per read of a file.

@@ -297,7 +297,7 @@ impl StreamCore {
     fn send_now(
         self: &Rc<Self>,
         total: usize,
-        send: impl FnOnce(&super::loop_fd::LoopFd) -> io::Result<usize>,
+        send: impl FnOnce(&crate::event_loop::LoopFd) -> io::Result<usize>,
     ) -> usize {
         match send(&self.base.fd) {
             Ok(sent) => sent,

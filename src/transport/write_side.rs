@@ -15,9 +15,9 @@ use bytes::Bytes;
 use socket2::SockRef;
 
 use super::flow_control::{Buffered, FlowEvent, WriteBuffer};
-use super::loop_fd::LoopFd;
 use crate::driver::{Op, OpId};
 use crate::error::Result;
+use crate::event_loop::LoopFd;
 use crate::event_loop::OpOwner;
 use std::rc::Rc;
 

@@ -27,10 +27,10 @@ pub(crate) use protocols::{
     adapt, adapt_for, DatagramAdapter, DatagramEvent, DynProtocol, Event, WriteOnlyProtocol,
 };
 
-#[cfg(doc)]
-use super::loop_fd::LoopFd;
 use crate::error::{panic_message, Error};
 use crate::event_loop::ExceptionContext;
+#[cfg(doc)]
+use crate::event_loop::LoopFd;
 
 /// A protocol callback as a [`Dispatcher`] queues it when it cannot be delivered at once.
 pub(crate) trait Deliver: Sized {

@@ -1,5 +1,5 @@
-//! [`LoopFd`]: an fd owned by a transport (or a server's listener) and used through its loop's
-//! driver, closed through the driver exactly once.
+//! [`LoopFd`]: an fd owned by a transport, a server's listener, a `sendfile` transfer or a child's
+//! pidfd, and used through its loop's driver, closed through the driver exactly once.
 //!
 //! # Implementation
 //! Every transport core used to carry the same four pieces by hand: the `Weak` loop handle,
@@ -24,8 +24,8 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
+use super::{EventLoop, ExceptionContext, Inner, OpOwner};
 use crate::driver::{Op, OpId};
-use crate::event_loop::{EventLoop, ExceptionContext, Inner, OpOwner};
 
 /// An fd registered with a loop and owned by one transport or listener: the ops on it are
 /// submitted, cancelled and stopped through it, and it is closed once, by the driver: through
