@@ -191,10 +191,8 @@ impl UnixConnectOptions {
         UnixConnectOptions::default()
     }
 
-    /// Sets `sock`.
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> UnixConnectOptions {
-        self.sock = Some(sock.into());
-        self
+    setters! {
+        sock: Some(into OwnedFd),
     }
 
     tls_setters!(client);

@@ -71,28 +71,11 @@ impl Default for UnixServerOptions {
 impl UnixServerOptions {
     tls_setters!(server);
 
-    /// Sets [`sock`](Self::sock).
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> Self {
-        self.sock = Some(sock.into());
-        self
-    }
-
-    /// Sets [`backlog`](Self::backlog).
-    pub fn backlog(mut self, backlog: i32) -> Self {
-        self.backlog = backlog;
-        self
-    }
-
-    /// Sets [`start_serving`](Self::start_serving).
-    pub fn start_serving(mut self, on: bool) -> Self {
-        self.start_serving = on;
-        self
-    }
-
-    /// Sets [`cleanup_socket`](Self::cleanup_socket).
-    pub fn cleanup_socket(mut self, on: bool) -> Self {
-        self.cleanup_socket = on;
-        self
+    setters! {
+        sock: Some(into OwnedFd),
+        backlog: i32,
+        start_serving: bool,
+        cleanup_socket: bool,
     }
 }
 
