@@ -44,7 +44,7 @@ use socket2::Socket;
 
 mod support;
 use support::echo::EchoProtocol;
-use support::serve::{announce_and_serve, GRACE_SECONDS};
+use support::serve::{announce_and_serve, stop_after, GRACE_SECONDS};
 use support::{print, py_repr, py_sockaddr, Args, ErrorSlot, Flag, Spec};
 
 /// The command line: `--host`, `--port`, `--backend`, `--quiet`, `--max-seconds`, `--loops`.
@@ -152,14 +152,7 @@ async fn serve_on(sock: Socket, quiet: bool, max_seconds: Option<f64>) -> Result
         .create_server(factory(&event_loop, quiet, &error), Hosts::Any, None, options)
         .await
         .map_err(|e| format!("create_server: {e}"))?;
-    if let Some(secs) = max_seconds {
-        let closer = server.clone();
-        let stop = move || {
-            closer.close();
-            closer.abort_clients();
-        };
-        event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
-    }
+    stop_after(&event_loop, &server, max_seconds)?;
     let served = server.serve_until_signal(GRACE_SECONDS).await;
     error.take()?;
     served.map(drop).map_err(|e| format!("serve_until_signal: {e}"))

@@ -68,6 +68,8 @@
 //! `docs/asyncio-mapping.md`.
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 
+#[macro_use]
+mod setters;
 pub(crate) mod driver;
 mod error;
 mod event_loop;

@@ -104,17 +104,12 @@ impl LoopSpawner {
         LoopSpawner::default()
     }
 
-    /// Every loop on `backend` (an error from [`spawn`](Self::spawn) if the kernel or the
-    /// build lacks it).
-    pub fn backend(mut self, backend: Backend) -> LoopSpawner {
-        self.backend = Some(backend);
-        self
-    }
-
-    /// Names the threads `{prefix}-{index}`.
-    pub fn name(mut self, prefix: impl Into<String>) -> LoopSpawner {
-        self.name = Some(prefix.into());
-        self
+    setters! {
+        /// Every loop on `backend` (an error from [`spawn`](Self::spawn) if the kernel or the
+        /// build lacks it).
+        backend: Some(Backend),
+        /// Names the threads `{name}-{index}`.
+        name: Some(into String),
     }
 
     /// [`spawn_loops`] with these settings.

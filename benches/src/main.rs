@@ -24,6 +24,7 @@ mod tls;
 
 use std::process::ExitCode;
 
+use report::Printed;
 use runner::Options;
 use server::Workload;
 
@@ -117,22 +118,12 @@ fn main() -> ExitCode {
 
 /// The `echo` and `http` commands: run, then print the table or JSON.
 fn compare(options: &Options) -> Result<(), String> {
-    let report = runner::run(options)?;
-    if options.json {
-        print!("{}", report.json());
-    } else {
-        print!("{}\n{}", report.header(), report.table());
-    }
+    runner::run(options)?.print(options.json);
     Ok(())
 }
 
 /// The `sendfile` command: run, then print the table or JSON.
 fn compare_sendfile(options: &sendfile::Options) -> Result<(), String> {
-    let report = sendfile::run(options)?;
-    if options.json {
-        print!("{}", report.json());
-    } else {
-        print!("{}\n{}", report.header(), report.table());
-    }
+    sendfile::run(options)?.print(options.json);
     Ok(())
 }

@@ -8,6 +8,28 @@ use crate::client::Outcome;
 use crate::runner::Options;
 use crate::server::{Impl, Workload};
 
+/// A report as the commands print it (`echo`, `http`, `tls`, `sendfile`): context lines and a
+/// Markdown table, or JSON.
+pub trait Printed {
+    /// The context lines printed above the table.
+    fn header(&self) -> String;
+
+    /// The Markdown table.
+    fn table(&self) -> String;
+
+    /// A JSON array, one object per row.
+    fn json(&self) -> String;
+
+    /// Prints the JSON with `json` (`--json`), else the header, a blank line and the table.
+    fn print(&self, json: bool) {
+        if json {
+            print!("{}", self.json());
+        } else {
+            print!("{}\n{}", self.header(), self.table());
+        }
+    }
+}
+
 /// One measured window.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -181,63 +203,6 @@ impl Report {
         })
     }
 
-    /// The context lines printed above the table.
-    pub fn header(&self) -> String {
-        let o = &self.options;
-        let features = |backend| match ringloop::EventLoop::with_backend(backend) {
-            Ok(event_loop) => format!("{:?}", event_loop.features()),
-            Err(e) => format!("unavailable ({e})"),
-        };
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}: kernel {}, {} CPUs available, {}",
-            o.workload.name(),
-            crate::sys::kernel_release(),
-            self.cpus,
-            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
-        );
-        let _ = writeln!(
-            out,
-            "ringloop features: uring {}, epoll {}",
-            features(ringloop::Backend::Uring),
-            features(ringloop::Backend::Epoll)
-        );
-        let _ = writeln!(
-            out,
-            "{} connections, pipeline {}, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
-            o.connections, o.pipeline, o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
-        );
-        out
-    }
-
-    /// The Markdown table: echo rows show the message size and MiB/s, HTTP rows do not; the
-    /// first baseline (tokio) gets req/s and CPU ratios with their range, the others CPU.
-    pub fn table(&self) -> String {
-        let echo = self.options.workload == Workload::Echo;
-        let mut columns: Vec<String> = vec!["impl".into()];
-        let echo_only = |name: &str| echo.then(|| name.to_string());
-        columns.extend(echo_only("size"));
-        columns.push("req/s".into());
-        columns.extend(echo_only("MiB/s"));
-        columns.extend(["p50 µs", "p99 µs", "server CPU µs/req", "switches/req"].map(String::from));
-        for (i, base) in self.options.workload.baselines().iter().enumerate() {
-            if i == 0 {
-                columns.push(format!("req/s vs {base}"));
-                columns.push(format!("CPU/req vs {base} (lowest–highest)"));
-            } else {
-                columns.push(format!("CPU/req vs {base}"));
-            }
-        }
-        let head = format!("| {} |", columns.join(" | "));
-        let rule = format!("|---|{}", "---:|".repeat(columns.len() - 1));
-        let mut out = format!("{head}\n{rule}\n");
-        for row in &self.rows() {
-            out += &self.table_row(row, echo);
-        }
-        out
-    }
-
     fn table_row(&self, row: &Row, echo: bool) -> String {
         let mut line = format!("| {} |", row.which);
         if echo {
@@ -264,18 +229,6 @@ impl Report {
             };
         }
         line + "\n"
-    }
-
-    /// A JSON array, one object per (implementation, size).
-    pub fn json(&self) -> String {
-        let rows = self.rows();
-        let mut out = String::from("[\n");
-        for (i, row) in rows.iter().enumerate() {
-            out += &self.json_row(row);
-            out += if i + 1 < rows.len() { ",\n" } else { "\n" };
-        }
-        out.push_str("]\n");
-        out
     }
 
     fn json_row(&self, row: &Row) -> String {
@@ -323,6 +276,77 @@ impl Report {
             rates.join(", "),
             cpus.join(", ")
         );
+        out
+    }
+}
+
+impl Printed for Report {
+    /// The context lines printed above the table.
+    fn header(&self) -> String {
+        let o = &self.options;
+        let features = |backend| match ringloop::EventLoop::with_backend(backend) {
+            Ok(event_loop) => format!("{:?}", event_loop.features()),
+            Err(e) => format!("unavailable ({e})"),
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: kernel {}, {} CPUs available, {}",
+            o.workload.name(),
+            crate::sys::kernel_release(),
+            self.cpus,
+            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
+        );
+        let _ = writeln!(
+            out,
+            "ringloop features: uring {}, epoll {}",
+            features(ringloop::Backend::Uring),
+            features(ringloop::Backend::Epoll)
+        );
+        let _ = writeln!(
+            out,
+            "{} connections, pipeline {}, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
+            o.connections, o.pipeline, o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
+        );
+        out
+    }
+
+    /// The Markdown table: echo rows show the message size and MiB/s, HTTP rows do not; the
+    /// first baseline (tokio) gets req/s and CPU ratios with their range, the others CPU.
+    fn table(&self) -> String {
+        let echo = self.options.workload == Workload::Echo;
+        let mut columns: Vec<String> = vec!["impl".into()];
+        let echo_only = |name: &str| echo.then(|| name.to_string());
+        columns.extend(echo_only("size"));
+        columns.push("req/s".into());
+        columns.extend(echo_only("MiB/s"));
+        columns.extend(["p50 µs", "p99 µs", "server CPU µs/req", "switches/req"].map(String::from));
+        for (i, base) in self.options.workload.baselines().iter().enumerate() {
+            if i == 0 {
+                columns.push(format!("req/s vs {base}"));
+                columns.push(format!("CPU/req vs {base} (lowest–highest)"));
+            } else {
+                columns.push(format!("CPU/req vs {base}"));
+            }
+        }
+        let head = format!("| {} |", columns.join(" | "));
+        let rule = format!("|---|{}", "---:|".repeat(columns.len() - 1));
+        let mut out = format!("{head}\n{rule}\n");
+        for row in &self.rows() {
+            out += &self.table_row(row, echo);
+        }
+        out
+    }
+
+    /// A JSON array, one object per (implementation, size).
+    fn json(&self) -> String {
+        let rows = self.rows();
+        let mut out = String::from("[\n");
+        for (i, row) in rows.iter().enumerate() {
+            out += &self.json_row(row);
+            out += if i + 1 < rows.len() { ",\n" } else { "\n" };
+        }
+        out.push_str("]\n");
         out
     }
 }

@@ -46,10 +46,27 @@ pub async fn announce_and_serve(
     announce_and_serve_until(event_loop, server, max_seconds, &shutdown).await
 }
 
+/// After `max_seconds` (when given), `server` stops listening and aborts its connections at
+/// once (a bounded exit even with a client that has stopped reading).
+pub fn stop_after(
+    event_loop: &EventLoop,
+    server: &Server,
+    max_seconds: Option<f64>,
+) -> Result<(), String> {
+    if let Some(secs) = max_seconds {
+        let closer = server.clone();
+        let stop = move || {
+            closer.close();
+            closer.abort_clients();
+        };
+        event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Announces the server, then serves until `shutdown` is requested, and shuts down gracefully
 /// ([`Server::serve_until`]: stop listening, [`GRACE_SECONDS`] for the connections, abort the
-/// rest). After `max_seconds` (when given) it stops listening and aborts the connections at
-/// once (a bounded exit even with a client that has stopped reading).
+/// rest); [`stop_after`] `max_seconds`.
 pub async fn announce_and_serve_until(
     event_loop: &EventLoop,
     server: Server,
@@ -62,14 +79,7 @@ pub async fn announce_and_serve_until(
         server.close();
         return Err(err);
     }
-    if let Some(secs) = max_seconds {
-        let closer = server.clone();
-        let stop = move || {
-            closer.close();
-            closer.abort_clients();
-        };
-        event_loop.call_later(secs, stop).map_err(|e| format!("call_later: {e}"))?;
-    }
+    stop_after(event_loop, &server, max_seconds)?;
     server.serve_until(shutdown, GRACE_SECONDS).await.map_err(|e| format!("serve_until: {e}"))
 }
 

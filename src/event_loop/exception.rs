@@ -37,22 +37,10 @@ impl ExceptionContext {
         ExceptionContext { message: message.into(), ..Default::default() }
     }
 
-    /// Sets [`error`](Self::error).
-    pub fn with_error(mut self, error: Error) -> ExceptionContext {
-        self.error = Some(error);
-        self
-    }
-
-    /// Sets [`handle`](Self::handle).
-    pub fn with_handle(mut self, handle: Handle) -> ExceptionContext {
-        self.handle = Some(handle);
-        self
-    }
-
-    /// Sets [`task`](Self::task).
-    pub fn with_task(mut self, name: impl Into<String>) -> ExceptionContext {
-        self.task = Some(name.into());
-        self
+    setters! {
+        fn with_error => error: Some(Error),
+        fn with_handle => handle: Some(Handle),
+        fn with_task => task: Some(into String),
     }
 }
 

@@ -85,28 +85,12 @@ impl ConnectOptions {
         ConnectOptions::default()
     }
 
-    /// Sets `family`.
-    pub fn family(mut self, family: i32) -> ConnectOptions {
-        self.family = family;
-        self
-    }
-
-    /// Sets `proto`.
-    pub fn proto(mut self, proto: i32) -> ConnectOptions {
-        self.proto = proto;
-        self
-    }
-
-    /// Sets `flags`.
-    pub fn flags(mut self, flags: i32) -> ConnectOptions {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets `sock` (an already connected stream socket).
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> ConnectOptions {
-        self.sock = Some(sock.into());
-        self
+    setters! {
+        family: i32,
+        proto: i32,
+        flags: i32,
+        /// Sets `sock` (an already connected stream socket).
+        sock: Some(into OwnedFd),
     }
 
     /// Sets `local_addr`.
@@ -115,25 +99,14 @@ impl ConnectOptions {
         self
     }
 
-    /// Sets `happy_eyeballs_delay` (seconds).
-    pub fn happy_eyeballs_delay(mut self, secs: f64) -> ConnectOptions {
-        self.happy_eyeballs_delay = Some(secs);
-        self
-    }
-
-    /// Sets `interleave`.
-    pub fn interleave(mut self, count: usize) -> ConnectOptions {
-        self.interleave = Some(count);
-        self
+    setters! {
+        /// Sets `happy_eyeballs_delay` (seconds).
+        happy_eyeballs_delay: Some(f64),
+        interleave: Some(usize),
+        all_errors: bool,
     }
 
     tls_setters!(client);
-
-    /// Sets `all_errors`.
-    pub fn all_errors(mut self, all: bool) -> ConnectOptions {
-        self.all_errors = all;
-        self
-    }
 }
 
 impl EventLoop {

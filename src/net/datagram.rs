@@ -99,40 +99,14 @@ impl DatagramOptions {
         self
     }
 
-    /// Sets `family`.
-    pub fn family(mut self, family: i32) -> DatagramOptions {
-        self.family = family;
-        self
-    }
-
-    /// Sets `proto`.
-    pub fn proto(mut self, proto: i32) -> DatagramOptions {
-        self.proto = proto;
-        self
-    }
-
-    /// Sets `flags`.
-    pub fn flags(mut self, flags: i32) -> DatagramOptions {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets `reuse_port`.
-    pub fn reuse_port(mut self, on: bool) -> DatagramOptions {
-        self.reuse_port = on;
-        self
-    }
-
-    /// Sets `allow_broadcast`.
-    pub fn allow_broadcast(mut self, on: bool) -> DatagramOptions {
-        self.allow_broadcast = on;
-        self
-    }
-
-    /// Sets `sock` (an existing datagram socket).
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> DatagramOptions {
-        self.sock = Some(sock.into());
-        self
+    setters! {
+        family: i32,
+        proto: i32,
+        flags: i32,
+        reuse_port: bool,
+        allow_broadcast: bool,
+        /// Sets `sock` (an existing datagram socket).
+        sock: Some(into OwnedFd),
     }
 
     /// The options set besides `sock`, as asyncio lists them in its error.

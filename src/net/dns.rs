@@ -67,28 +67,11 @@ impl AddrInfoHints {
         AddrInfoHints::default()
     }
 
-    /// Sets `family`.
-    pub fn family(mut self, family: i32) -> AddrInfoHints {
-        self.family = family;
-        self
-    }
-
-    /// Sets `socktype`.
-    pub fn socktype(mut self, socktype: i32) -> AddrInfoHints {
-        self.socktype = socktype;
-        self
-    }
-
-    /// Sets `protocol`.
-    pub fn protocol(mut self, protocol: i32) -> AddrInfoHints {
-        self.protocol = protocol;
-        self
-    }
-
-    /// Sets `flags`.
-    pub fn flags(mut self, flags: i32) -> AddrInfoHints {
-        self.flags = flags;
-        self
+    setters! {
+        family: i32,
+        socktype: i32,
+        protocol: i32,
+        flags: i32,
     }
 }
 

@@ -92,47 +92,20 @@ impl UnixPath {
     }
 }
 
-impl From<&str> for UnixPath {
-    fn from(path: &str) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
+/// `From<T> for UnixPath` for each `T` that converts into an `OsString`: a filesystem path.
+macro_rules! unix_path_from {
+    ($($t:ty),*) => {
+        $(
+            impl From<$t> for UnixPath {
+                fn from(path: $t) -> UnixPath {
+                    UnixPath::Path(path.into())
+                }
+            }
+        )*
+    };
 }
 
-impl From<String> for UnixPath {
-    fn from(path: String) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
-}
-
-impl From<&String> for UnixPath {
-    fn from(path: &String) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
-}
-
-impl From<&Path> for UnixPath {
-    fn from(path: &Path) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
-}
-
-impl From<PathBuf> for UnixPath {
-    fn from(path: PathBuf) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
-}
-
-impl From<&PathBuf> for UnixPath {
-    fn from(path: &PathBuf) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
-}
-
-impl From<&OsStr> for UnixPath {
-    fn from(path: &OsStr) -> UnixPath {
-        UnixPath::Path(path.into())
-    }
-}
+unix_path_from!(&str, String, &String, &Path, PathBuf, &PathBuf, &OsStr);
 
 impl From<OsString> for UnixPath {
     fn from(path: OsString) -> UnixPath {
@@ -191,10 +164,8 @@ impl UnixConnectOptions {
         UnixConnectOptions::default()
     }
 
-    /// Sets `sock`.
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> UnixConnectOptions {
-        self.sock = Some(sock.into());
-        self
+    setters! {
+        sock: Some(into OwnedFd),
     }
 
     tls_setters!(client);

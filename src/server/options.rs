@@ -113,51 +113,14 @@ impl Default for ServerOptions {
 impl ServerOptions {
     tls_setters!(server);
 
-    /// Sets [`family`](Self::family).
-    pub fn family(mut self, family: i32) -> Self {
-        self.family = family;
-        self
-    }
-
-    /// Sets [`flags`](Self::flags).
-    pub fn flags(mut self, flags: i32) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets [`sock`](Self::sock).
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> Self {
-        self.sock = Some(sock.into());
-        self
-    }
-
-    /// Sets [`backlog`](Self::backlog).
-    pub fn backlog(mut self, backlog: i32) -> Self {
-        self.backlog = backlog;
-        self
-    }
-
-    /// Sets [`reuse_address`](Self::reuse_address).
-    pub fn reuse_address(mut self, on: bool) -> Self {
-        self.reuse_address = on;
-        self
-    }
-
-    /// Sets [`reuse_port`](Self::reuse_port).
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.reuse_port = on;
-        self
-    }
-
-    /// Sets [`keep_alive`](Self::keep_alive).
-    pub fn keep_alive(mut self, on: bool) -> Self {
-        self.keep_alive = on;
-        self
-    }
-
-    /// Sets [`start_serving`](Self::start_serving).
-    pub fn start_serving(mut self, on: bool) -> Self {
-        self.start_serving = on;
-        self
+    setters! {
+        family: i32,
+        flags: i32,
+        sock: Some(into OwnedFd),
+        backlog: i32,
+        reuse_address: bool,
+        reuse_port: bool,
+        keep_alive: bool,
+        start_serving: bool,
     }
 }

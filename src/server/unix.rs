@@ -71,28 +71,11 @@ impl Default for UnixServerOptions {
 impl UnixServerOptions {
     tls_setters!(server);
 
-    /// Sets [`sock`](Self::sock).
-    pub fn sock(mut self, sock: impl Into<OwnedFd>) -> Self {
-        self.sock = Some(sock.into());
-        self
-    }
-
-    /// Sets [`backlog`](Self::backlog).
-    pub fn backlog(mut self, backlog: i32) -> Self {
-        self.backlog = backlog;
-        self
-    }
-
-    /// Sets [`start_serving`](Self::start_serving).
-    pub fn start_serving(mut self, on: bool) -> Self {
-        self.start_serving = on;
-        self
-    }
-
-    /// Sets [`cleanup_socket`](Self::cleanup_socket).
-    pub fn cleanup_socket(mut self, on: bool) -> Self {
-        self.cleanup_socket = on;
-        self
+    setters! {
+        sock: Some(into OwnedFd),
+        backlog: i32,
+        start_serving: bool,
+        cleanup_socket: bool,
     }
 }
 
@@ -125,30 +108,27 @@ impl SocketFile {
 
     /// Unlinks the path if it still names the file recorded; a path already gone is fine.
     pub(super) fn remove_unless_replaced(self) {
-        let path = &self.path;
-        let outcome = std::fs::metadata(path).and_then(|meta| {
-            if (meta.dev(), meta.ino()) == (self.dev, self.ino) {
-                std::fs::remove_file(path)
-            } else {
-                log::debug!(target: "ringloop", "{} was replaced: not removed", path.display());
-                Ok(())
+        remove_socket_if(&self.path, "clean up listening", |meta| {
+            let same = (meta.dev(), meta.ino()) == (self.dev, self.ino);
+            if !same {
+                log::debug!(target: "ringloop", "{} was replaced: not removed", self.path.display());
             }
+            same
         });
-        match outcome {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                let path = path.display();
-                log::error!(target: "ringloop", "Unable to clean up listening UNIX socket {path}: {err}");
-            }
-            _ => {}
-        }
     }
 }
 
 /// Unlinks `path` if it is a socket (one a dead server left); errors are logged, as the bind
 /// that follows reports what matters.
 fn remove_stale_socket(path: &Path) {
+    remove_socket_if(path, "check or remove stale", |meta| meta.file_type().is_socket());
+}
+
+/// Unlinks `path` if `check` passes its metadata; an error, but for a path already gone, is
+/// logged as "Unable to `doing` UNIX socket".
+fn remove_socket_if(path: &Path, doing: &str, check: impl FnOnce(&std::fs::Metadata) -> bool) {
     let outcome = std::fs::metadata(path).and_then(|meta| {
-        if meta.file_type().is_socket() {
+        if check(&meta) {
             std::fs::remove_file(path)
         } else {
             Ok(())
@@ -157,7 +137,7 @@ fn remove_stale_socket(path: &Path) {
     match outcome {
         Err(err) if err.kind() != io::ErrorKind::NotFound => {
             let path = path.display();
-            log::error!(target: "ringloop", "Unable to check or remove stale UNIX socket {path}: {err}");
+            log::error!(target: "ringloop", "Unable to {doing} UNIX socket {path}: {err}");
         }
         _ => {}
     }

@@ -106,29 +106,27 @@ impl TlsConfig {
     }
 }
 
-impl From<ClientConfig> for TlsConfig {
-    fn from(config: ClientConfig) -> TlsConfig {
-        TlsConfig::Client(Arc::new(config))
-    }
+/// `From<Config>` and `From<Arc<Config>>` for `TlsConfig`, into the `Variant` of each
+/// `Config => Variant`.
+macro_rules! tls_config_from {
+    ($($config:ty => $variant:ident),*) => {
+        $(
+            impl From<$config> for TlsConfig {
+                fn from(config: $config) -> TlsConfig {
+                    TlsConfig::$variant(Arc::new(config))
+                }
+            }
+
+            impl From<Arc<$config>> for TlsConfig {
+                fn from(config: Arc<$config>) -> TlsConfig {
+                    TlsConfig::$variant(config)
+                }
+            }
+        )*
+    };
 }
 
-impl From<Arc<ClientConfig>> for TlsConfig {
-    fn from(config: Arc<ClientConfig>) -> TlsConfig {
-        TlsConfig::Client(config)
-    }
-}
-
-impl From<ServerConfig> for TlsConfig {
-    fn from(config: ServerConfig) -> TlsConfig {
-        TlsConfig::Server(Arc::new(config))
-    }
-}
-
-impl From<Arc<ServerConfig>> for TlsConfig {
-    fn from(config: Arc<ServerConfig>) -> TlsConfig {
-        TlsConfig::Server(config)
-    }
-}
+tls_config_from!(ClientConfig => Client, ServerConfig => Server);
 
 /// The crypto provider of the configs built here: `ring`, which builds with a C compiler
 /// alone (`aws-lc-rs` needs cmake), with X25519 as the preferred key exchange (rustls'

@@ -6,16 +6,11 @@
 /// The setters of `ssl_handshake_timeout` and `ssl_shutdown_timeout`.
 macro_rules! tls_timeout_setters {
     () => {
-        /// Sets `ssl_handshake_timeout` (seconds; only with `ssl`).
-        pub fn ssl_handshake_timeout(mut self, secs: f64) -> Self {
-            self.ssl_handshake_timeout = Some(secs);
-            self
-        }
-
-        /// Sets `ssl_shutdown_timeout` (seconds; only with `ssl`).
-        pub fn ssl_shutdown_timeout(mut self, secs: f64) -> Self {
-            self.ssl_shutdown_timeout = Some(secs);
-            self
+        setters! {
+            /// Sets `ssl_handshake_timeout` (seconds; only with `ssl`).
+            ssl_handshake_timeout: Some(f64),
+            /// Sets `ssl_shutdown_timeout` (seconds; only with `ssl`).
+            ssl_shutdown_timeout: Some(f64),
         }
     };
 }
@@ -27,10 +22,9 @@ macro_rules! tls_setters {
     (client) => {
         tls_setters!(@ssl);
 
-        /// Sets `server_hostname` (only with `ssl`).
-        pub fn server_hostname(mut self, name: impl Into<String>) -> Self {
-            self.server_hostname = Some(name.into());
-            self
+        setters! {
+            /// Sets `server_hostname` (only with `ssl`).
+            server_hostname: Some(into String),
         }
 
         /// The TLS arguments, for `call`'s checks.
@@ -59,10 +53,9 @@ macro_rules! tls_setters {
         }
     };
     (@ssl) => {
-        /// Sets `ssl`: speak TLS with this config ([`TlsConfig`](crate::TlsConfig)).
-        pub fn ssl(mut self, config: impl Into<$crate::tls::TlsConfig>) -> Self {
-            self.ssl = Some(config.into());
-            self
+        setters! {
+            /// Sets `ssl`: speak TLS with this config ([`TlsConfig`](crate::TlsConfig)).
+            ssl: Some(into $crate::tls::TlsConfig),
         }
 
         tls_timeout_setters!();

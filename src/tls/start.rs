@@ -42,16 +42,9 @@ impl StartTlsOptions {
         StartTlsOptions::default()
     }
 
-    /// Sets [`server_side`](Self::server_side).
-    pub fn server_side(mut self, on: bool) -> StartTlsOptions {
-        self.server_side = on;
-        self
-    }
-
-    /// Sets [`server_hostname`](Self::server_hostname).
-    pub fn server_hostname(mut self, name: impl Into<String>) -> StartTlsOptions {
-        self.server_hostname = Some(name.into());
-        self
+    setters! {
+        server_side: bool,
+        server_hostname: Some(into String),
     }
 
     tls_timeout_setters!();

@@ -204,6 +204,28 @@ pub fn run_within<T: 'static>(
     out
 }
 
+/// Runs the blocking `client` on the default executor and awaits it.
+pub async fn off_loop<T: Send + 'static>(
+    event_loop: &EventLoop,
+    client: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    event_loop.run_in_executor(None, client).expect("run_in_executor").await.expect("client thread")
+}
+
+/// A streams server (`start_server`) on a free port of 127.0.0.1 whose connections run
+/// `client_connected`, and that port.
+pub async fn streams_server(
+    event_loop: &EventLoop,
+    client_connected: impl ringloop::ClientConnected,
+) -> (ringloop::Server, u16) {
+    let server = event_loop
+        .start_server(client_connected, "127.0.0.1", Some(0), ringloop::ServerOptions::default())
+        .await
+        .expect("start_server");
+    let port = server.sockets()[0].as_socket().expect("an inet socket").port();
+    (server, port)
+}
+
 /// Runs the loop for `secs` seconds of loop time (many iterations).
 pub fn spin(event_loop: &EventLoop, secs: f64) {
     run_until(event_loop, secs, || false);

@@ -18,26 +18,12 @@ use hyper::{Request, Response};
 use ringloop::hyper::{
     http1_builder, serve_http1, serve_http1_until, HyperIo, LoopExecutor, LoopTimer,
 };
-use ringloop::{EventLoop, Server, ServerOptions, Shutdown, StreamReader, StreamWriter};
-use uring_tests::{backend_tests, run_within};
+use ringloop::Shutdown;
+use uring_tests::{backend_tests, off_loop, run_within, streams_server};
 
 /// Answers every request with its path.
 async fn echo_path(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from(format!("path {}", request.uri().path())))))
-}
-
-/// An HTTP server on a free port whose connections run `serve`, and that port.
-async fn http_server<F, Fut>(lp: &EventLoop, serve: F) -> (Server, u16)
-where
-    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: std::future::Future<Output = ringloop::Result<()>> + 'static,
-{
-    let server = lp
-        .start_server(serve, "127.0.0.1", Some(0), ServerOptions::default())
-        .await
-        .expect("start_server");
-    let port = server.sockets()[0].as_socket().expect("an inet socket").port();
-    (server, port)
 }
 
 /// One response read off `reader`: the status line and the body (by `content-length`).
@@ -74,20 +60,12 @@ fn two_requests(port: u16) -> Vec<(String, String)> {
     responses
 }
 
-/// Runs the blocking `client` on the default executor and awaits it.
-async fn off_loop<T: Send + 'static>(
-    lp: &EventLoop,
-    client: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    lp.run_in_executor(None, client).expect("run_in_executor").await.expect("client thread")
-}
-
 backend_tests! {
     fn serve_http1_answers_two_requests_on_one_keep_alive_connection(lp) {
         let lp2 = lp.clone();
         let responses = run_within(lp, 20.0, async move {
             let (server, port) =
-                http_server(&lp2, |r, w| serve_http1(r, w, service_fn(echo_path))).await;
+                streams_server(&lp2, |r, w| serve_http1(r, w, service_fn(echo_path))).await;
             let responses = off_loop(&lp2, move || two_requests(port)).await;
             server.close();
             responses
@@ -105,9 +83,9 @@ backend_tests! {
                 let io = HyperIo::new(reader, writer);
                 // The timeout is hyper's error here; the test looks at the client's side.
                 let _ = builder.serve_connection(io, service_fn(echo_path)).await;
-                Ok(())
+                Ok::<(), ringloop::Error>(())
             };
-            let (server, port) = http_server(&lp2, serve).await;
+            let (server, port) = streams_server(&lp2, serve).await;
             let waited = off_loop(&lp2, move || {
                 let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
                 stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -131,7 +109,7 @@ backend_tests! {
             let shutdown = Shutdown::new();
             let closing = shutdown.clone();
             let serve = move |r, w| serve_http1_until(r, w, service_fn(echo_path), closing.clone());
-            let (server, port) = http_server(&lp2, serve).await;
+            let (server, port) = streams_server(&lp2, serve).await;
             let stream = off_loop(&lp2, move || {
                 let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
                 stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

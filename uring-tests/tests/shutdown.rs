@@ -7,8 +7,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ringloop::{EventLoop, Server, ServerOptions, Shutdown, StreamReader, StreamWriter};
-use uring_tests::{backend_tests, run_within};
+use ringloop::{EventLoop, Server, Shutdown, StreamReader, StreamWriter};
+use uring_tests::{backend_tests, off_loop, run_within, streams_server};
 
 /// Serializes the tests that raise real signals (every loop that handles one gets it).
 static SIGNALS: Mutex<()> = Mutex::new(());
@@ -27,12 +27,7 @@ async fn echo(reader: StreamReader, writer: StreamWriter) -> ringloop::Result<()
 
 /// An echo server on a free port of 127.0.0.1, and that port.
 async fn echo_server(lp: &EventLoop) -> (Server, u16) {
-    let server = lp
-        .start_server(echo, "127.0.0.1", Some(0), ServerOptions::default())
-        .await
-        .expect("start_server");
-    let port = server.sockets()[0].as_socket().expect("an inet socket").port();
-    (server, port)
+    streams_server(lp, echo).await
 }
 
 /// A connection to `port` that has been echoed once (so the server has accepted it).
@@ -44,14 +39,6 @@ fn echoed_client(port: u16) -> TcpStream {
     stream.read_exact(&mut reply).expect("echo");
     assert_eq!(&reply, b"ping");
     stream
-}
-
-/// Runs the blocking `client` on the default executor and awaits it.
-async fn off_loop<T: Send + 'static>(
-    lp: &EventLoop,
-    client: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    lp.run_in_executor(None, client).expect("run_in_executor").await.expect("client thread")
 }
 
 backend_tests! {

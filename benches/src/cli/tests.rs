@@ -1,7 +1,7 @@
 //! Option parsing and the report's formatting.
 
 use super::*;
-use crate::report::{Report, Run};
+use crate::report::{Printed, Report, Run};
 use crate::server::Techniques;
 
 fn args(list: &[&str]) -> Vec<String> {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::Options;
-use crate::report::median;
+use crate::report::{median, Printed};
 use crate::server::{Impl, Workload};
 
 /// One window.
@@ -118,72 +118,6 @@ impl Report {
         })
     }
 
-    /// The context lines printed above the table.
-    pub fn header(&self) -> String {
-        let o = &self.options;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "sendfile: kernel {}, {} CPUs available, {}",
-            crate::sys::kernel_release(),
-            self.cpus,
-            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
-        );
-        let _ = writeln!(
-            out,
-            "a {} MiB page-cached file ({}), sent whole to every connection; clients discard by {}",
-            o.size_mib,
-            self.file.display(),
-            match o.discard {
-                super::Discard::Read => "read(2) into a 256 KiB buffer",
-                super::Discard::Splice => "splice(2) to /dev/null",
-            }
-        );
-        let _ = writeln!(
-            out,
-            "medians of {} interleaved rounds; ratios to {} paired per round",
-            o.repeat,
-            Self::baseline()
-        );
-        out
-    }
-
-    /// The Markdown table.
-    pub fn table(&self) -> String {
-        let base = Self::baseline();
-        let mut out = format!(
-            "| impl | clients | MiB/s | server CPU µs/MiB | of which off the main thread | \
-             MiB/s vs {base} | CPU/MiB vs {base} (lowest–highest) |\n\
-             |---|---:|---:|---:|---:|---:|---:|\n"
-        );
-        for row in self.rows() {
-            let _ = write!(
-                out,
-                "| {} | {} | {:.0} | {:.1} | {:.1} |",
-                row.which,
-                row.clients,
-                row.mib_per_sec,
-                row.cpu_micros_per_mib,
-                row.off_main_micros_per_mib
-            );
-            out += &match row.versus {
-                Some(v) => format!(
-                    " {:.2}× | {:.2}× ({:.2}–{:.2}) |\n",
-                    v.mib_per_sec, v.cpu_per_mib, v.cpu_lowest, v.cpu_highest
-                ),
-                None => " - | - |\n".into(),
-            };
-        }
-        out
-    }
-
-    /// A JSON array, one object per (implementation, clients).
-    pub fn json(&self) -> String {
-        let rows = self.rows();
-        let items: Vec<String> = rows.iter().map(|row| self.json_row(row)).collect();
-        format!("[\n{}\n]\n", items.join(",\n"))
-    }
-
     fn json_row(&self, row: &Row) -> String {
         let o = &self.options;
         let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
@@ -223,5 +157,73 @@ impl Report {
             list(|r| r.0),
             list(|r| r.1),
         )
+    }
+}
+
+impl Printed for Report {
+    /// The context lines printed above the table.
+    fn header(&self) -> String {
+        let o = &self.options;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "sendfile: kernel {}, {} CPUs available, {}",
+            crate::sys::kernel_release(),
+            self.cpus,
+            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
+        );
+        let _ = writeln!(
+            out,
+            "a {} MiB page-cached file ({}), sent whole to every connection; clients discard by {}",
+            o.size_mib,
+            self.file.display(),
+            match o.discard {
+                super::Discard::Read => "read(2) into a 256 KiB buffer",
+                super::Discard::Splice => "splice(2) to /dev/null",
+            }
+        );
+        let _ = writeln!(
+            out,
+            "medians of {} interleaved rounds; ratios to {} paired per round",
+            o.repeat,
+            Self::baseline()
+        );
+        out
+    }
+
+    /// The Markdown table.
+    fn table(&self) -> String {
+        let base = Self::baseline();
+        let mut out = format!(
+            "| impl | clients | MiB/s | server CPU µs/MiB | of which off the main thread | \
+             MiB/s vs {base} | CPU/MiB vs {base} (lowest–highest) |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n"
+        );
+        for row in self.rows() {
+            let _ = write!(
+                out,
+                "| {} | {} | {:.0} | {:.1} | {:.1} |",
+                row.which,
+                row.clients,
+                row.mib_per_sec,
+                row.cpu_micros_per_mib,
+                row.off_main_micros_per_mib
+            );
+            out += &match row.versus {
+                Some(v) => format!(
+                    " {:.2}× | {:.2}× ({:.2}–{:.2}) |\n",
+                    v.mib_per_sec, v.cpu_per_mib, v.cpu_lowest, v.cpu_highest
+                ),
+                None => " - | - |\n".into(),
+            };
+        }
+        out
+    }
+
+    /// A JSON array, one object per (implementation, clients).
+    fn json(&self) -> String {
+        let rows = self.rows();
+        let items: Vec<String> = rows.iter().map(|row| self.json_row(row)).collect();
+        format!("[\n{}\n]\n", items.join(",\n"))
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::report::median;
+use crate::report::{median, Printed};
 use crate::runner::{self, Options, Started};
 use crate::server::Impl;
 
@@ -48,11 +48,10 @@ pub fn compare(options: &Options) -> Result<(), String> {
             .collect::<Result<Vec<_>, String>>()?;
         Ok((windows, memory))
     })?;
+    report.print(options.json);
     if options.json {
-        print!("{}", report.json());
         return Ok(());
     }
-    print!("{}\n{}", report.header(), report.table());
     println!();
     print!("{}", handshake_table(options, &windows, &memory));
     Ok(())

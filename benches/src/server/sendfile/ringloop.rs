@@ -59,11 +59,7 @@ impl Protocol for Sender {}
 /// Sends the file on `transport`, then closes it; an error is printed and aborts it (the
 /// client sees a short transfer, which stops the run).
 async fn send(event_loop: EventLoop, transport: Transport, path: Rc<PathBuf>, copy: bool) {
-    let sent = match copy {
-        false => send_file(&event_loop, &transport, &path).await,
-        true => send_through_pipe(&event_loop, &transport, &path).await,
-    };
-    match sent {
+    match send_whole(&event_loop, &transport, &path, copy).await {
         Ok(()) => transport.close(),
         Err(e) => {
             eprintln!("sendfile server: {}: {e}", path.display());
@@ -72,28 +68,24 @@ async fn send(event_loop: EventLoop, transport: Transport, path: Rc<PathBuf>, co
     }
 }
 
-/// Zero-copy: the file itself, `fallback = false` (an error rather than a silent copy).
-async fn send_file(
+/// Sends the whole file at `path`: zero-copy, the file itself with `fallback = false` (an
+/// error rather than a silent copy); or with `copy` the chunked copy, a pipe fed from the
+/// file with `fallback = true`, to its end.
+async fn send_whole(
     event_loop: &EventLoop,
     transport: &Transport,
     path: &Path,
+    copy: bool,
 ) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("open: {e}"))?;
     let size = file.metadata().map_err(|e| format!("fstat: {e}"))?.len();
-    let sent = event_loop.sendfile(transport, &file, 0, None, false).await;
-    whole(sent.map_err(|e| e.to_string())?, size)
-}
-
-/// The chunked copy: a pipe fed from the file, `fallback = true`, to its end.
-async fn send_through_pipe(
-    event_loop: &EventLoop,
-    transport: &Transport,
-    path: &Path,
-) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("open: {e}"))?;
-    let size = file.metadata().map_err(|e| format!("fstat: {e}"))?.len();
-    let pipe = feed(file).map_err(|e| format!("starting the feeder: {e}"))?;
-    let sent = event_loop.sendfile(transport, &pipe, 0, None, true).await;
+    let sent = match copy {
+        false => event_loop.sendfile(transport, &file, 0, None, false).await,
+        true => {
+            let pipe = feed(file).map_err(|e| format!("starting the feeder: {e}"))?;
+            event_loop.sendfile(transport, &pipe, 0, None, true).await
+        }
+    };
     whole(sent.map_err(|e| e.to_string())?, size)
 }
 
