@@ -117,7 +117,7 @@ pub use server::{Hosts, Server, ServerOptions};
 pub use shutdown::{Requested, Shutdown};
 pub use streams::{
     open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
-    ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
+    ClientConnected, DuplexStream, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use subprocess::{
     create_subprocess_exec, create_subprocess_shell, PipeTransport, Process, ProcessOptions,
