@@ -155,6 +155,12 @@ pub fn read_all(listener: TcpListener) -> usize {
 /// that ended it (`None` at EOF).
 pub fn read_to_close(listener: TcpListener) -> (usize, Option<std::io::Error>) {
     let (mut peer, _) = listener.accept().unwrap();
+    read_peer_to_close(&mut peer)
+}
+
+/// Reads `peer` until EOF or an error (20 s at most between reads): the byte count, and the
+/// error that ended it (`None` at EOF).
+pub fn read_peer_to_close(peer: &mut TcpStream) -> (usize, Option<std::io::Error>) {
     peer.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
     let mut total = 0;
     let mut buf = vec![0; 256 * 1024];
@@ -165,6 +171,27 @@ pub fn read_to_close(listener: TcpListener) -> (usize, Option<std::io::Error>) {
             Err(err) => return (total, Some(err)),
         }
     }
+}
+
+/// The chunk [`write_until_pending`] writes: 16 KiB.
+pub static CHUNK: [u8; 16 * 1024] = [1; 16 * 1024];
+
+/// Writes [`CHUNK`]s with `write_chunk` (given a clone of `writer`) until one is still pending
+/// after 0.2 s, checking that the transport's buffer stays under 32 KiB (the caller sets the
+/// high-water mark to 16 KiB): the bytes written, the pending chunk not counted (a write
+/// queues a chunk whole or not at all).
+pub async fn write_until_pending<Fut: Future>(
+    lp: &EventLoop,
+    writer: &StreamWriter,
+    write_chunk: impl Fn(StreamWriter, &'static [u8]) -> Fut,
+) -> usize {
+    let mut written = 0usize;
+    while timeout(lp, 0.2, write_chunk(writer.clone(), &CHUNK)).await.is_some() {
+        written += CHUNK.len();
+        assert!(written < 64 << 20, "write_all never blocked");
+        assert!(writer.transport().get_write_buffer_size() <= 32 * 1024);
+    }
+    written
 }
 
 /// Waits for a thread without blocking the loop.

@@ -13,7 +13,7 @@ use ringloop::{
 };
 use uring_tests::streams::{
     connect_to, connect_to_listener, echo_server, join, must, pair, port_of, read_all,
-    read_to_close, reset, run, serve_and_connect, shut, sleep, timeout, until,
+    read_to_close, reset, run, serve_and_connect, shut, sleep, timeout, until, write_until_pending,
 };
 use uring_tests::{backend_tests, capture_exceptions, pattern, settle};
 
@@ -412,14 +412,9 @@ backend_tests! {
         run(lp, |lp| async move {
             let (listener, _reader, mut writer) = connect_to_listener(&lp).await;
             writer.transport().set_write_buffer_limits(Some(16 * 1024), None).unwrap();
-            let chunk = vec![1u8; 16 * 1024];
-            let mut written = 0usize;
             // write_all goes Pending once the transport pauses the writer.
-            while timeout(&lp, 0.2, writer.write_all(&chunk)).await.is_some() {
-                written += chunk.len();
-                assert!(written < 64 << 20, "write_all never blocked");
-                assert!(writer.transport().get_write_buffer_size() <= 32 * 1024);
-            }
+            let write_all = |mut w: StreamWriter, chunk| async move { w.write_all(chunk).await };
+            let written = write_until_pending(&lp, &writer, write_all).await;
             let peer = std::thread::spawn(move || read_all(listener));
             must(&lp, writer.write_all(b"end")).await.unwrap();
             must(&lp, AsyncWriteExt::close(&mut writer)).await.unwrap();
