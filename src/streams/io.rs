@@ -11,7 +11,10 @@
 //!   `Transport::set_write_buffer_limits`), waking the task when it resumes writing. An error
 //!   once the writer is closing or the connection lost (`ECONNRESET`), or after `write_eof`.
 //! - flush: [`StreamWriter::drain`]: ready once the transport has not paused the writer (its
-//!   buffer at or below the high-water mark); the transport sends the rest on its own.
+//!   buffer at or below the high-water mark); the transport sends the rest on its own. Once
+//!   the connection is gone: `Ok` if this writer's `close()` ended it (what was buffered was
+//!   sent first; tokio-util's `Framed` flushes before each poll of its shutdown), else its
+//!   error, or `ECONNRESET` (after an `abort()`, say: the buffer was dropped).
 //! - `futures_io`'s close: `close()` (buffered data is still sent), then `wait_closed`.
 //! - tokio's shutdown: `write_eof()` (the transport sends what is buffered, then a FIN;
 //!   reading goes on), ready at once; over TLS, which cannot half-close, as `futures_io`'s

@@ -103,6 +103,20 @@ struct WriterInner<T: WriterTransport> {
     transport: T,
     /// The state shared with the reader and the protocol.
     state: Rc<StreamState>,
+    /// How this writer ended the transport, if it did.
+    ended: Cell<Ended>,
+}
+
+/// How a writer ended its transport: what a flush after the end reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// Not by this writer (yet).
+    No,
+    /// `close()`: the buffered data is sent before the transport closes, so a flush once the
+    /// connection is lost (cleanly) has nothing left to do.
+    Closed,
+    /// `abort()`: the buffered data was dropped, so a flush fails.
+    Aborted,
 }
 
 impl<T: WriterTransport> Drop for WriterInner<T> {
@@ -115,7 +129,9 @@ impl<T: WriterTransport> Drop for WriterInner<T> {
 
 impl<T: WriterTransport> StreamWriter<T> {
     pub(super) fn new(transport: T, state: Rc<StreamState>) -> StreamWriter<T> {
-        StreamWriter { inner: Rc::new(WriterInner { transport, state }) }
+        StreamWriter {
+            inner: Rc::new(WriterInner { transport, state, ended: Cell::new(Ended::No) }),
+        }
     }
 
     fn state(&self) -> &StreamState {
@@ -157,6 +173,9 @@ impl<T: WriterTransport> StreamWriter<T> {
     /// Closes the transport (buffered data is still sent); [`is_closing`](Self::is_closing)
     /// is true at once. Await [`wait_closed`](Self::wait_closed) for the end.
     pub fn close(&self) {
+        if self.inner.ended.get() == Ended::No {
+            self.inner.ended.set(Ended::Closed);
+        }
         self.transport().close();
     }
 
@@ -168,6 +187,9 @@ impl<T: WriterTransport> StreamWriter<T> {
     /// then end of file; [`wait_closed`](Self::wait_closed) returns `Ok`. Idempotent; a no-op
     /// once the connection is lost.
     pub fn abort(&self) {
+        if !self.state().is_lost() {
+            self.inner.ended.set(Ended::Aborted);
+        }
         self.transport().abort();
     }
 
@@ -264,13 +286,18 @@ impl<T: WriterTransport> StreamWriter<T> {
     }
 
     /// The `poll_flush` of the I/O traits, [`drain`](Self::drain): ready when the transport
-    /// has not paused the writer; an error once the connection is gone.
+    /// has not paused the writer. Once the connection is gone: its error if it was lost with
+    /// one; `Ok` if this writer's `close()` ended it (the buffer was sent before the close:
+    /// tokio-util's `Framed` flushes before each poll of its shutdown); else `ECONNRESET`.
     pub(crate) fn poll_flush_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let state = self.state();
         if let Some(error) = state.exception() {
             return Poll::Ready(Err(to_io_error(error)));
         }
         if state.is_lost() {
+            if self.inner.ended.get() == Ended::Closed {
+                return Poll::Ready(Ok(()));
+            }
             return Poll::Ready(Err(to_io_error(connection_reset("flush"))));
         }
         if !state.writing_paused.get() {

@@ -390,6 +390,8 @@ backend_tests! {
             must(&lp, AsyncWriteExt::close(&mut writer)).await.unwrap();
             assert!(writer.is_closing());
             assert!(writer.write_all(b"late").await.is_err());
+            // Nothing left to flush once close() ended the connection (as Framed's close does).
+            must(&lp, writer.flush()).await.unwrap();
             shut(server, &lp).await;
         });
     }
@@ -450,6 +452,9 @@ backend_tests! {
             writer.write(b"late").unwrap();
             let err = writer.drain().await.unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+            // The I/O traits' flush too: the buffered bytes were dropped.
+            let err = writer.clone().flush().await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
             // No fd left: the transport forgot it, and the number no longer names that socket.
             settle(&lp);
             assert!(writer.get_extra_info("socket").is_none());

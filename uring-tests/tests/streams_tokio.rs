@@ -7,25 +7,28 @@ use std::io::Write;
 use std::net::TcpListener;
 
 use futures_util::{SinkExt, StreamExt};
-use ringloop::{DuplexStream, Error, EventLoop, Server, ServerOptions, StreamWriter};
+use ringloop::{
+    ConnectOptions, DuplexStream, Error, EventLoop, Server, ServerOptions, StreamWriter,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite, LinesCodec, LinesCodecError};
 use uring_tests::backend_tests;
 use uring_tests::streams::{
-    connect_to, connect_to_listener, join, must, read_peer_to_close, run, shut, timeout,
+    connect_to, connect_to_listener, join, must, port_of, read_peer_to_close, run, shut, timeout,
     write_until_pending,
 };
+use uring_tests::tls::pki;
 
 /// A codec error as the callback's error.
 fn codec_error(error: LinesCodecError) -> Error {
     Error::from(std::io::Error::other(error))
 }
 
-/// A line server on loopback, each connection a `Framed<DuplexStream, LinesCodec>`: answers
-/// each line in upper case; at the end of the client's lines, sends `"<count> lines"` and
-/// shuts down (tokio's shutdown: `write_eof`).
-async fn upper_case_server(lp: &EventLoop) -> Server {
-    let options = ServerOptions::default();
+/// A line server on loopback (`options`: TLS or not), each connection a
+/// `Framed<DuplexStream, LinesCodec>`: answers each line in upper case; at the end of the
+/// client's lines, sends `"<count> lines"` and shuts down (tokio's shutdown: `write_eof`, or
+/// the close over TLS).
+async fn upper_case_server(lp: &EventLoop, options: ServerOptions) -> Server {
     let server = lp.start_server(
         |reader, writer| async move {
             let mut lines = Framed::new(DuplexStream::new(reader, writer), LinesCodec::new());
@@ -56,7 +59,7 @@ backend_tests! {
     // its last line, shuts down too, and the client reads that to the end.
     fn framed_lines_codec_over_loopback(lp) {
         run(lp, |lp| async move {
-            let server = upper_case_server(&lp).await;
+            let server = upper_case_server(&lp, ServerOptions::default()).await;
             let stream = DuplexStream::from(connect_to(&server).await);
             let mut lines = Framed::new(stream, LinesCodec::new());
             for word in ["hello", "ringloop", "framed"] {
@@ -78,7 +81,7 @@ backend_tests! {
     // on both sides, nothing lost or reordered.
     fn framed_halves_move_many_lines(lp) {
         run(lp, |lp| async move {
-            let server = upper_case_server(&lp).await;
+            let server = upper_case_server(&lp, ServerOptions::default()).await;
             let (reader, writer) = DuplexStream::from(connect_to(&server).await).into_parts();
             let total = 20_000;
             let line = |i: usize| format!("{i:08} {}", "x".repeat(90));
@@ -99,6 +102,27 @@ backend_tests! {
             assert_eq!(must(&lp, source.next()).await.unwrap().unwrap(), format!("{total} lines"));
             assert!(must(&lp, source.next()).await.is_none());
             close(&lp, must(&lp, sender).await.unwrap().unwrap()).await;
+            shut(server, &lp).await;
+        });
+    }
+
+    // Over TLS, which cannot half-close, tokio's shutdown is the close: `close_notify`, then
+    // the whole connection ends (reading too), and the shutdown completes once it has.
+    fn framed_over_tls_shutdown_closes(lp) {
+        run(lp, |lp| async move {
+            let server = upper_case_server(&lp, ServerOptions::default().ssl(pki().server())).await;
+            let options = ConnectOptions::new().ssl(pki().client()).server_hostname("localhost");
+            let port = Some(port_of(&server));
+            let connection = lp.open_connection(Some("127.0.0.1"), port, options);
+            let stream = DuplexStream::from(must(&lp, connection).await.unwrap());
+            assert!(!stream.writer().can_write_eof());
+            let mut lines = Framed::new(stream, LinesCodec::new());
+            must(&lp, lines.send("secure")).await.unwrap();
+            assert_eq!(must(&lp, lines.next()).await.unwrap().unwrap(), "SECURE");
+            must(&lp, SinkExt::<String>::close(&mut lines)).await.unwrap();
+            assert!(lines.get_ref().writer().is_closing());
+            must(&lp, lines.get_ref().writer().wait_closed()).await.unwrap();
+            assert!(must(&lp, lines.next()).await.is_none(), "reading ended with the close");
             shut(server, &lp).await;
         });
     }
