@@ -19,6 +19,10 @@
 //! - tokio's shutdown: `write_eof()` (the transport sends what is buffered, then a FIN;
 //!   reading goes on), ready at once; over TLS, which cannot half-close, as `futures_io`'s
 //!   close (`close_notify`, then the whole connection closes).
+//!
+//! The reader's and the writer's own methods come first where the extension traits have one
+//! of the same name (`read`, `read_to_end`, `write`, `close`): call those as
+//! `AsyncReadExt::read(&mut reader, &mut buf)`, or through a [`DuplexStream`], which has none.
 
 use std::io;
 use std::pin::Pin;

@@ -180,8 +180,8 @@ impl<T: WriterTransport> StreamWriter<T> {
     }
 
     /// Closes the transport at once (asyncio's `writer.transport.abort()`): the data still
-    /// buffered is dropped, the socket is closed without waiting for it, and
-    /// `connection_lost(None)` follows. The peer reads what the kernel had already taken, then
+    /// buffered is dropped, the socket (or a child's stdin pipe) is closed without waiting for
+    /// it, and `connection_lost(None)` follows. The peer reads what the kernel had already taken, then
     /// end of file (or `ECONNRESET` if it still had data in flight to this side, which the
     /// kernel answers with a reset); readers of this connection read what they had buffered,
     /// then end of file; [`wait_closed`](Self::wait_closed) returns `Ok`. Idempotent; a no-op
@@ -315,11 +315,15 @@ impl<T: WriterTransport> StreamWriter<T> {
 
     /// tokio's `poll_shutdown`: [`write_eof`](Self::write_eof) where the transport can
     /// half-close (ready at once: the transport sends what is buffered, then the FIN, and
-    /// reading goes on); over TLS, which cannot, [`poll_close_io`](Self::poll_close_io).
+    /// reading goes on; `Ok` again once closing, the connection's error once lost with one);
+    /// over TLS, which cannot, [`poll_close_io`](Self::poll_close_io).
     #[cfg_attr(not(feature = "tokio-io"), allow(dead_code))]
     pub(crate) fn poll_shutdown_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.can_write_eof() {
             return self.poll_close_io(cx);
+        }
+        if let Some(error) = self.state().exception() {
+            return Poll::Ready(Err(to_io_error(error)));
         }
         if self.is_closing() {
             return Poll::Ready(Ok(()));

@@ -127,6 +127,38 @@ backend_tests! {
         });
     }
 
+    // tokio's read: 0 at EOF (every time); the connection's error once it was lost with one
+    // (the `Error` inside), for reads, flush and shutdown alike; a second shutdown is `Ok`.
+    fn tokio_read_eof_and_connection_errors(lp) {
+        run(lp, |lp| async move {
+            let (listener, mut reader, mut writer) = connect_to_listener(&lp).await;
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(b"last words").unwrap();
+            drop(peer);
+            let mut got = Vec::new();
+            must(&lp, AsyncReadExt::read_to_end(&mut reader, &mut got)).await.unwrap();
+            assert_eq!(got, b"last words");
+            let mut buf = [0u8; 8];
+            assert_eq!(must(&lp, AsyncReadExt::read(&mut reader, &mut buf)).await.unwrap(), 0);
+            assert_eq!(must(&lp, AsyncReadExt::read(&mut reader, &mut buf)).await.unwrap(), 0);
+            must(&lp, writer.shutdown()).await.unwrap();
+            must(&lp, writer.shutdown()).await.unwrap();
+            close(&lp, writer).await;
+
+            let (listener, mut reader, mut writer) = connect_to_listener(&lp).await;
+            let (peer, _) = listener.accept().unwrap();
+            uring_tests::streams::reset(peer);
+            let mut buf = [0u8; 8];
+            let err = must(&lp, AsyncReadExt::read(&mut reader, &mut buf)).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+            assert!(err.get_ref().and_then(|e| e.downcast_ref::<Error>()).is_some(), "{err}");
+            let err = must(&lp, writer.flush()).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+            let err = must(&lp, writer.shutdown()).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        });
+    }
+
     // tokio's `poll_write` goes Pending while the transport is over its high-water mark (the
     // peer reads nothing) and the buffer stays bounded; `flush` waits for the drain; both go
     // on once the peer reads; `shutdown` is `write_eof`: the peer reads everything, then EOF,
