@@ -57,6 +57,7 @@
 //! | no equivalent: one loop per thread on several threads, one port (`SO_REUSEPORT`) | [`spawn_loops`], [`LoopSpawner`], [`LoopThreads`], [`reuse_port_listeners`] |
 //! | no equivalent: graceful shutdown on SIGINT/SIGTERM (`close`, `wait_closed`, `abort_clients` after a grace period) | [`Server::serve_until_signal`], [`Server::serve_until`], [`Shutdown`] |
 //! | no equivalent: hyper's runtime (feature `hyper`) | module `hyper`: `serve_http1`, `HyperIo`, `LoopExecutor`, `LoopTimer` |
+//! | no equivalent: tokio's I/O traits (feature `tokio-io`), tokio-util codecs | tokio's `AsyncRead`/`AsyncWrite` on [`StreamReader`], [`StreamWriter`] and [`DuplexStream`] (a reader and writer in one value, for `Framed`) |
 //!
 //! Not provided: `asyncio.TaskGroup`, `as_completed`, `timeout_at`, `to_thread` (use
 //! [`EventLoop::run_in_executor`]), `current_task`/`all_tasks`, and asyncio's queues and
@@ -135,7 +136,7 @@ pub use server::{Hosts, Server, ServerOptions};
 pub use shutdown::{Requested, Shutdown};
 pub use streams::{
     open_connection, open_unix_connection, start_server, start_unix_server, ClientCallbackOutput,
-    ClientConnected, StreamReader, StreamWriter, DEFAULT_LIMIT,
+    ClientConnected, DuplexStream, StreamReader, StreamWriter, DEFAULT_LIMIT,
 };
 pub use subprocess::{
     create_subprocess_exec, create_subprocess_shell, PipeTransport, Process, ProcessOptions,
