@@ -32,7 +32,7 @@ use super::base::{Life, TransportBase, TransportCore};
 use super::dispatch::{DatagramAdapter, DatagramEvent};
 use super::flow_control::{Buffered, SendQueue};
 use super::write_side::fast_path;
-use super::ExtraInfo;
+use super::{ExtraInfo, SocketNames};
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::{Error, Result};
@@ -49,10 +49,8 @@ pub(crate) struct DatagramCore {
     queue: RefCell<SendQueue>,
     /// The send in flight (of the queue's front datagram).
     send_op: Cell<Option<OpId>>,
-    /// The local address at creation.
-    sockname: Option<SockAddr>,
-    /// The connected peer (`getpeername`), if the socket is connected.
-    peername: Option<SockAddr>,
+    /// The local address and the connected peer (if connected), at creation.
+    names: SocketNames,
     /// `remote_addr`: the only destination `sendto` accepts, and the default one (set without
     /// a connect with `allow_broadcast`).
     address: Option<SockAddr>,
@@ -78,12 +76,10 @@ impl DatagramTransport {
         address: Option<SockAddr>,
     ) -> Result<DatagramTransport> {
         event_loop.check_open()?;
-        let socket = socket2::SockRef::from(&fd);
-        let (sockname, peername) = (socket.local_addr().ok(), socket.peer_addr().ok());
+        let names = SocketNames::of(&socket2::SockRef::from(&fd));
         let core = Rc::new(DatagramCore {
             base: TransportBase::new(event_loop, fd, Rc::new(DatagramAdapter(protocol))),
-            sockname,
-            peername,
+            names,
             address,
             recv_op: Cell::new(None),
             queue: RefCell::new(SendQueue::default()),
@@ -140,7 +136,7 @@ impl DatagramTransport {
             core.base.lost_write("socket.sendto() raised exception.");
             return Ok(None);
         }
-        if core.peername.is_some() {
+        if core.names.has_peer() {
             return Ok(Some(None));
         }
         Ok(Some(addr.cloned().or_else(|| core.address.clone())))

@@ -76,18 +76,18 @@ macro_rules! write_buffer_methods {
     };
 }
 
-/// The address methods of a socket transport (stream or datagram), on its core's `peername`,
-/// `sockname` (both at creation) and fd.
+/// The address methods of a socket transport (stream or datagram), on its core's `names` (the
+/// addresses at creation) and fd.
 macro_rules! socket_methods {
     () => {
         /// The peer's address (at creation), if the socket is connected.
         pub fn peername(&self) -> Option<SockAddr> {
-            self.core.peername.clone()
+            self.core.names.peer()
         }
 
         /// The local address (at creation).
         pub fn sockname(&self) -> Option<SockAddr> {
-            self.core.sockname.clone()
+            self.core.names.sock()
         }
 
         /// The socket's fd while open.
@@ -98,7 +98,7 @@ macro_rules! socket_methods {
         /// asyncio's `get_extra_info`: `"peername"`, `"sockname"` or `"socket"`.
         pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
             let core = &self.core;
-            ExtraInfo::of_socket(name, &core.peername, &core.sockname, &core.base.fd)
+            ExtraInfo::of_socket(name, &core.names, &core.base.fd)
         }
     };
 }
@@ -110,6 +110,7 @@ pub(crate) mod flow_control;
 pub(crate) mod handle;
 mod pipe;
 mod read_side;
+mod socket_names;
 mod stream;
 pub(crate) mod write_side;
 
@@ -119,6 +120,7 @@ pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
 pub use handle::Transport;
 pub use pipe::{ReadTransport, WriteTransport};
+use socket_names::SocketNames;
 pub(crate) use stream::prepare_stream_socket;
 pub(crate) use write_side::Writer;
 
@@ -152,13 +154,12 @@ impl ExtraInfo {
     /// addresses at creation), `"socket"` (the fd while open).
     pub(crate) fn of_socket(
         name: &str,
-        peername: &Option<socket2::SockAddr>,
-        sockname: &Option<socket2::SockAddr>,
+        names: &SocketNames,
         fd: &crate::event_loop::LoopFd,
     ) -> Option<ExtraInfo> {
         match name {
-            "peername" => peername.clone().map(ExtraInfo::Address),
-            "sockname" => sockname.clone().map(ExtraInfo::Address),
+            "peername" => names.peer().map(ExtraInfo::Address),
+            "sockname" => names.sock().map(ExtraInfo::Address),
             "socket" => fd.open_fd().map(ExtraInfo::Fd),
             _ => None,
         }

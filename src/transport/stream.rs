@@ -30,6 +30,7 @@ use super::handle::{stale_handle, ByteStream, Generation, Transport};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
+use super::SocketNames;
 use crate::error::{Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::AnyProtocol;
@@ -60,10 +61,8 @@ pub(crate) struct StreamCore {
     eof: Cell<WriteEof>,
     /// The handles that may use it (see `handle.rs`): a layer's, once handed over.
     generation: Cell<Generation>,
-    /// `getpeername` at creation.
-    peername: Option<SockAddr>,
-    /// `getsockname` at creation.
-    sockname: Option<SockAddr>,
+    /// `getpeername` and `getsockname` at creation.
+    names: SocketNames,
 }
 
 impl Transport {
@@ -80,7 +79,7 @@ impl Transport {
                 let _ = socket.set_nodelay(true);
             }
         }
-        let (peername, sockname) = (socket.peer_addr().ok(), socket.local_addr().ok());
+        let names = SocketNames::of(&socket);
         let core = Rc::new(StreamCore {
             base: TransportBase::new(event_loop, fd, protocol),
             read: ReadSide::socket(),
@@ -88,8 +87,7 @@ impl Transport {
             sendfile: SendFileSide::default(),
             eof: Cell::new(WriteEof::No),
             generation: Cell::new(Generation::default()),
-            peername,
-            sockname,
+            names,
         });
         let transport = Transport::new(core.clone());
         core.start(Event::Made(transport.clone()), |core| core.submit_recv())?;
@@ -201,11 +199,11 @@ impl ByteStream for StreamCore {
     }
 
     fn peername(&self) -> Option<SockAddr> {
-        self.peername.clone()
+        self.names.peer()
     }
 
     fn sockname(&self) -> Option<SockAddr> {
-        self.sockname.clone()
+        self.names.sock()
     }
 
     fn socket_fd(&self) -> Option<RawFd> {
@@ -213,7 +211,7 @@ impl ByteStream for StreamCore {
     }
 
     fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        ExtraInfo::of_socket(name, &self.peername, &self.sockname, &self.base.fd)
+        ExtraInfo::of_socket(name, &self.names, &self.base.fd)
     }
 
     fn pause_reading(self: Rc<Self>, from: Generation) {
