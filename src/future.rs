@@ -2,7 +2,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future as StdFuture;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -161,7 +160,7 @@ fn taken() -> Error {
     Error::InvalidState("the result was already moved out by an earlier await".into())
 }
 
-impl<T> StdFuture for Future<T> {
+impl<T> std::future::Future for Future<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {

@@ -4,7 +4,7 @@
 //! connections over them).
 
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -18,7 +18,7 @@ use crate::event_loop::{EventLoop, LoopHandle};
 /// Runs `future` on `event_loop` as [`run`](crate::run) does, and closes the loop: tasks still
 /// pending when it finishes are cancelled and given a chance to unwind, the default executor
 /// is shut down, then the loop closes.
-pub(crate) fn run_and_close<F: StdFuture>(event_loop: EventLoop, future: F) -> Result<F::Output> {
+pub(crate) fn run_and_close<F: Future>(event_loop: EventLoop, future: F) -> Result<F::Output> {
     let result = event_loop.run_until_complete(future);
     event_loop.cancel_all_tasks();
     let shutdown = event_loop.clone();
@@ -82,7 +82,7 @@ pub fn spawn_loops<I, F, Fut>(
 where
     I: Send + 'static,
     F: Fn(I) -> Fut + Send + Sync + 'static,
-    Fut: StdFuture + 'static,
+    Fut: Future + 'static,
     Fut::Output: Send + 'static,
 {
     LoopSpawner::new().spawn(inputs, main)
@@ -121,7 +121,7 @@ impl LoopSpawner {
     where
         I: Send + 'static,
         F: Fn(I) -> Fut + Send + Sync + 'static,
-        Fut: StdFuture + 'static,
+        Fut: Future + 'static,
         Fut::Output: Send + 'static,
     {
         let main = std::sync::Arc::new(main);

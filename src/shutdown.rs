@@ -13,7 +13,7 @@
 //! [`ServerOptions::reuse_port`](crate::ServerOptions::reuse_port)).
 
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -203,7 +203,7 @@ pub struct Requested {
     waiting: Option<(usize, Waker)>,
 }
 
-impl StdFuture for Requested {
+impl Future for Requested {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -254,10 +254,7 @@ impl fmt::Debug for Requested {
 }
 
 /// Polls `a` and `b` together; the output of whichever completes first (`a` on a tie).
-async fn first_of<A: StdFuture, B: StdFuture>(
-    a: A,
-    b: B,
-) -> std::result::Result<A::Output, B::Output> {
+async fn first_of<A: Future, B: Future>(a: A, b: B) -> std::result::Result<A::Output, B::Output> {
     let (mut a, mut b) = (pin!(a), pin!(b));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = a.as_mut().poll(cx) {

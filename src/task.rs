@@ -2,7 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -15,7 +15,7 @@ use crate::error::{panic_message, Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner, Ready};
 
 /// A type-erased future as the loop polls it.
-pub type LocalBoxFuture = Pin<Box<dyn StdFuture<Output = ()>>>;
+pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
 /// A task factory: receives every future `create_task` wraps and returns the future the task
 /// will poll (to instrument, trace or decorate tasks). asyncio's factory builds the task
@@ -229,7 +229,7 @@ impl EventLoop {
     /// Wraps `future` in a task and schedules its first step (asyncio's `create_task`).
     pub fn create_task<F>(&self, future: F) -> Result<Task<F::Output>>
     where
-        F: StdFuture + 'static,
+        F: Future + 'static,
         F::Output: 'static,
     {
         let name = format!("Task-{}", TASK_COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -243,7 +243,7 @@ impl EventLoop {
         future: F,
     ) -> Result<Task<F::Output>>
     where
-        F: StdFuture + 'static,
+        F: Future + 'static,
         F::Output: 'static,
     {
         self.check_open()?;
@@ -405,7 +405,7 @@ impl<T> Task<T> {
     }
 }
 
-impl<T> StdFuture for Task<T> {
+impl<T> Future for Task<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {

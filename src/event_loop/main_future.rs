@@ -8,7 +8,6 @@
 //! the [`MainFuture`] its run was given, and an entry left over from an earlier run (stopped
 //! before its future completed) names another `MainWake` and is skipped.
 
-use std::future::Future as StdFuture;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +78,7 @@ impl MainFuture<'_> {
 impl EventLoop {
     /// `run_until_complete`'s body: runs the loop, polling `future` in place, until the loop
     /// stops; the output if the future completed by then.
-    pub(crate) fn run_in_place<F: StdFuture>(&self, future: F) -> Result<F::Output> {
+    pub(crate) fn run_in_place<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
         RunningGuard::check_can_run(self)?;
         let mut future = std::pin::pin!(future);
         let wake =
@@ -100,7 +99,7 @@ impl EventLoop {
 
     /// Polls the main future once. When it completes (or panics) the loop is asked to stop
     /// through `call_soon`, as asyncio's done callback `_run_until_complete_cb` does.
-    fn poll_main<F: StdFuture>(
+    fn poll_main<F: std::future::Future>(
         &self,
         future: Pin<&mut F>,
         waker: &Waker,

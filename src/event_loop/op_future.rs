@@ -5,7 +5,7 @@
 //! memory until the kernel is done with it (see the contract in `driver/mod.rs`).
 
 use std::cell::RefCell;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -71,7 +71,7 @@ impl EventLoop {
     }
 }
 
-impl StdFuture for OpFuture {
+impl Future for OpFuture {
     type Output = (io::Result<u32>, Option<Op>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

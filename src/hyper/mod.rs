@@ -56,7 +56,7 @@ mod io;
 mod timer;
 
 use std::error::Error as StdError;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
@@ -80,7 +80,7 @@ pub struct LoopExecutor;
 
 impl<F> ::hyper::rt::Executor<F> for LoopExecutor
 where
-    F: StdFuture + 'static,
+    F: Future + 'static,
     F::Output: 'static,
 {
     fn execute(&self, future: F) {

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -132,7 +132,7 @@ impl LoopSleep {
     }
 }
 
-impl StdFuture for LoopSleep {
+impl Future for LoopSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

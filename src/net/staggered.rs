@@ -10,7 +10,7 @@
 //! One future polls every running attempt itself (attempts are few), so cancelling the race
 //! (dropping it) cancels every attempt at once, with no tasks to clean up.
 
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -52,7 +52,7 @@ pub(crate) async fn staggered_race<T, E, Fut, F>(
 ) -> Result<RaceOutcome<T, E>>
 where
     F: FnOnce() -> Fut,
-    Fut: StdFuture<Output = std::result::Result<T, E>>,
+    Fut: Future<Output = std::result::Result<T, E>>,
 {
     let mut factories = factories.into_iter();
     let mut running: Vec<(usize, Pin<Box<Fut>>)> = Vec::new();

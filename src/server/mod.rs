@@ -23,7 +23,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future as StdFuture;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -482,7 +481,7 @@ impl Server {
     /// `async with server:`). If the returned future is dropped early the server is closed.
     pub async fn scope<T, Fut>(&self, body: impl FnOnce(Server) -> Fut) -> T
     where
-        Fut: StdFuture<Output = T>,
+        Fut: std::future::Future<Output = T>,
     {
         let _close = CloseOnDrop(self.state.clone());
         let output = body(self.clone()).await;

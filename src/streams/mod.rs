@@ -65,7 +65,7 @@ mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -306,7 +306,7 @@ fn connection_reset(call: &str) -> Error {
 
 /// A client callback, type-erased: `start_server`'s `client_connected_cb`.
 type ClientCallback =
-    Rc<dyn Fn(StreamReader, StreamWriter) -> Pin<Box<dyn StdFuture<Output = Option<Error>>>>>;
+    Rc<dyn Fn(StreamReader, StreamWriter) -> Pin<Box<dyn Future<Output = Option<Error>>>>>;
 
 /// The protocol between a stream transport and its reader and writer (asyncio's
 /// `StreamReaderProtocol`, with `FlowControlMixin`).
@@ -374,7 +374,7 @@ impl Protocol for StreamReaderProtocol {
 /// left to the task).
 struct CatchUnwind<F: ?Sized>(Pin<Box<F>>);
 
-impl<F: StdFuture + ?Sized> StdFuture for CatchUnwind<F> {
+impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = std::result::Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -423,13 +423,13 @@ pub trait ClientConnected:
     Fn(StreamReader, StreamWriter) -> <Self as ClientConnected>::Fut + 'static
 {
     /// The future the callback returns, run as a task.
-    type Fut: StdFuture<Output: ClientCallbackOutput> + 'static;
+    type Fut: Future<Output: ClientCallbackOutput> + 'static;
 }
 
 impl<F, Fut> ClientConnected for F
 where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: StdFuture + 'static,
+    Fut: Future + 'static,
     Fut::Output: ClientCallbackOutput,
 {
     type Fut = Fut;

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::Pin;
 
 use super::{ProcessOptions, SubprocessTransport};
@@ -70,7 +70,7 @@ impl Process {
             let why = "communicate: input given, but the child's stdin is not a pipe";
             return Err(Error::InvalidArgument(why.into()));
         }
-        type Step<'a> = Pin<Box<dyn StdFuture<Output = Result<Option<Vec<u8>>>> + 'a>>;
+        type Step<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + 'a>>;
         let steps: [Step<'_>; 3] = [
             Box::pin(self.feed_stdin(input)),
             Box::pin(self.read_all(1)),

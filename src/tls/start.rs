@@ -3,7 +3,6 @@
 //! `connection_made` once its handshake is done), and `start_tls` on a live connection.
 
 use std::cell::RefCell;
-use std::future::Future as StdFuture;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
@@ -132,7 +131,7 @@ impl EventLoop {
         protocol: Rc<RefCell<P>>,
         sslcontext: TlsConfig,
         options: StartTlsOptions,
-    ) -> impl StdFuture<Output = Result<Transport>> + 'static
+    ) -> impl std::future::Future<Output = Result<Transport>> + 'static
     where
         K: 'static,
         P: AnyProtocol<K>,

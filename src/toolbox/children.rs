@@ -7,7 +7,7 @@
 //! be woken from any thread; the children themselves never leave the parent's thread.
 
 use std::collections::VecDeque;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
@@ -62,7 +62,7 @@ impl Wake for ChildWaker {
 }
 
 /// A fixed set of futures driven by one parent; finished children are dropped at once.
-pub(crate) struct ChildFutures<F: StdFuture> {
+pub(crate) struct ChildFutures<F: Future> {
     /// The children; `None` once finished.
     children: Vec<Option<Pin<Box<F>>>>,
     /// Each child's waker, made once.
@@ -75,7 +75,7 @@ pub(crate) struct ChildFutures<F: StdFuture> {
     running: usize,
 }
 
-impl<F: StdFuture> ChildFutures<F> {
+impl<F: Future> ChildFutures<F> {
     /// The children, each to be polled (in order) at the first [`poll_next`](Self::poll_next).
     pub(crate) fn new(futures: impl IntoIterator<Item = F>) -> ChildFutures<F> {
         let children: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
@@ -164,7 +164,7 @@ mod tests {
         }
     }
 
-    impl StdFuture for Gate {
+    impl Future for Gate {
         type Output = u32;
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {

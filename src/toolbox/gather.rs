@@ -1,7 +1,7 @@
 //! `gather` and `gather_all`: run futures concurrently, results in the order given.
 
 use std::convert::Infallible;
-use std::future::Future as StdFuture;
+use std::future::Future;
 
 use super::children::ChildFutures;
 
@@ -28,7 +28,7 @@ use super::children::ChildFutures;
 pub async fn gather<I, F, T, E>(futures: I) -> Result<Vec<T>, E>
 where
     I: IntoIterator<Item = F>,
-    F: StdFuture<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>>,
 {
     collect_in_order(futures, |result| result).await
 }
@@ -53,7 +53,7 @@ where
 pub async fn gather_all<I, F>(futures: I) -> Vec<F::Output>
 where
     I: IntoIterator<Item = F>,
-    F: StdFuture,
+    F: Future,
 {
     match collect_in_order(futures, Ok::<_, Infallible>).await {
         Ok(outputs) => outputs,
@@ -69,7 +69,7 @@ async fn collect_in_order<I, F, T, E>(
 ) -> Result<Vec<T>, E>
 where
     I: IntoIterator<Item = F>,
-    F: StdFuture,
+    F: Future,
 {
     let mut children = ChildFutures::new(futures);
     let mut outputs: Vec<Option<T>> = (0..children.len()).map(|_| None).collect();

@@ -1,7 +1,7 @@
 //! `shield`: work that keeps running when whoever awaits it goes away.
 
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -37,7 +37,7 @@ use crate::task::Task;
 /// ```
 pub fn shield<F>(future: F) -> Result<Shield<F::Output>>
 where
-    F: StdFuture + 'static,
+    F: Future + 'static,
     F::Output: 'static,
 {
     let task = running_loop_for("shield")?.create_task(future)?;
@@ -58,7 +58,7 @@ impl<T> Shield<T> {
     }
 }
 
-impl<T> StdFuture for Shield<T> {
+impl<T> Future for Shield<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {

@@ -1,6 +1,6 @@
 //! `create_task` and `spawn`: schedule a future as a task on the running loop.
 
-use std::future::Future as StdFuture;
+use std::future::Future;
 
 use super::running_loop_for;
 use crate::error::Result;
@@ -20,7 +20,7 @@ use crate::task::Task;
 /// ```
 pub fn create_task<F>(future: F) -> Result<Task<F::Output>>
 where
-    F: StdFuture + 'static,
+    F: Future + 'static,
     F::Output: 'static,
 {
     running_loop_for("create_task")?.create_task(future)
@@ -29,7 +29,7 @@ where
 /// [`create_task`] under tokio's name.
 pub fn spawn<F>(future: F) -> Result<Task<F::Output>>
 where
-    F: StdFuture + 'static,
+    F: Future + 'static,
     F::Output: 'static,
 {
     running_loop_for("spawn")?.create_task(future)

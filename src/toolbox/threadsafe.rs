@@ -2,7 +2,6 @@
 //! [`ConcurrentFuture`] to block on, poll from another runtime, or cancel.
 
 use std::fmt;
-use std::future::Future as StdFuture;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -36,7 +35,7 @@ impl LoopHandle {
     /// [`run_coroutine_threadsafe_with`]: Self::run_coroutine_threadsafe_with
     pub fn run_coroutine_threadsafe<F>(&self, future: F) -> Result<ConcurrentFuture<F::Output>>
     where
-        F: StdFuture + Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
         self.run_coroutine_threadsafe_with(move || future)
@@ -66,7 +65,7 @@ impl LoopHandle {
     ) -> Result<ConcurrentFuture<F::Output>>
     where
         M: FnOnce() -> F + Send + 'static,
-        F: StdFuture + 'static,
+        F: std::future::Future + 'static,
         F::Output: Send + 'static,
     {
         let shared = Arc::new(Shared::new());
@@ -144,7 +143,7 @@ impl<T> ConcurrentFuture<T> {
     }
 }
 
-impl<T> StdFuture for ConcurrentFuture<T> {
+impl<T> std::future::Future for ConcurrentFuture<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
@@ -285,7 +284,7 @@ impl<T> Delivery<T> {
     async fn run<M, F>(self, make_future: M)
     where
         M: FnOnce() -> F,
-        F: StdFuture<Output = T>,
+        F: std::future::Future<Output = T>,
     {
         if self.0.lock().cancel_requested {
             return;

@@ -1,7 +1,7 @@
 //! Time limits: `wait_for`, `timeout`, and the [`TimeLimit`] argument `wait` takes as well.
 
 use std::fmt;
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -121,7 +121,7 @@ impl Expiry {
 /// })
 /// .unwrap();
 /// ```
-pub async fn wait_for<F: StdFuture>(future: F, timeout: impl Into<TimeLimit>) -> Result<F::Output> {
+pub async fn wait_for<F: Future>(future: F, timeout: impl Into<TimeLimit>) -> Result<F::Output> {
     within(future, timeout.into(), "wait_for").await
 }
 
@@ -137,12 +137,12 @@ pub async fn wait_for<F: StdFuture>(future: F, timeout: impl Into<TimeLimit>) ->
 /// })
 /// .unwrap();
 /// ```
-pub async fn timeout<F: StdFuture>(delay: impl Into<Delay>, future: F) -> Result<F::Output> {
+pub async fn timeout<F: Future>(delay: impl Into<Delay>, future: F) -> Result<F::Output> {
     within(future, TimeLimit::from(delay.into()), "timeout").await
 }
 
 /// `future`'s output, or `limit.elapsed(what)` with the future dropped once the limit passed.
-async fn within<F: StdFuture>(future: F, limit: TimeLimit, what: &str) -> Result<F::Output> {
+async fn within<F: Future>(future: F, limit: TimeLimit, what: &str) -> Result<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut expiry = limit.expiry();
     std::future::poll_fn(|cx| {

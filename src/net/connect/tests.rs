@@ -1,6 +1,6 @@
 //! Unit tests of create_connection's internals: the connect race and how errors combine.
 
-use std::future::Future as StdFuture;
+use std::future::Future;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -190,7 +190,7 @@ fn errors_combine_as_asyncio_does() {
 }
 
 /// One attempt of a [`race`], boxed so that real and scripted attempts mix.
-type Attempting = Box<dyn FnOnce() -> Pin<Box<dyn StdFuture<Output = Attempted>>>>;
+type Attempting = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Attempted>>>>;
 /// What an attempt gives.
 type Attempted = std::result::Result<OwnedFd, AttemptError>;
 
