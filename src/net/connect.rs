@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use super::dns::{AddrInfo, AddrInfoHints, Service};
+use super::dns::{no_address, AddrInfo, AddrInfoHints, Service};
 use super::staggered::{staggered_race, Attempt};
 use crate::driver::{Op, SockAddrBuf};
 use crate::error::{Error, Result};
@@ -323,8 +323,7 @@ impl From<Error> for AttemptError {
 
 /// The error for a lookup that found nothing.
 fn empty_lookup(host: Option<&str>, port: Option<u16>) -> Error {
-    let asked = format!("create_connection: getaddrinfo({host:?}, {port:?})");
-    Error::io(asked, io::Error::other("getaddrinfo() returned empty list"))
+    no_address("create_connection", host, port.map_or(Service::Any, Service::Port))
 }
 
 /// A connect in flight and its socket. Dropping it cancels the op and hands the socket to the

@@ -10,6 +10,7 @@
 //! default destination.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,7 +20,7 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use super::dns::AddrInfoHints;
+use super::dns::{describe_lookup, no_address, AddrInfoHints};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::DatagramProtocol;
@@ -32,6 +33,16 @@ pub enum EndpointAddr {
     Inet(String, u16),
     /// A unix socket path (`AF_UNIX`); a leading NUL byte names an abstract socket.
     Unix(PathBuf),
+}
+
+impl fmt::Display for EndpointAddr {
+    /// `host:port` (`[host]:port` for an IPv6 host), or the unix path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointAddr::Inet(host, port) => f.write_str(&describe_lookup(Some(host), *port)),
+            EndpointAddr::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// The keyword arguments of [`EventLoop::create_datagram_endpoint`] (asyncio's `local_addr`,
@@ -112,9 +123,12 @@ impl DatagramOptions {
     /// The options set besides `sock`, as asyncio lists them in its error.
     fn modifiers(&self) -> Vec<String> {
         let mut set = Vec::new();
+        for (name, addr) in [("local_addr", &self.local_addr), ("remote_addr", &self.remote_addr)] {
+            if let Some(addr) = addr {
+                set.push(format!("{name}={addr}"));
+            }
+        }
         let mut add = |on: bool, text: String| on.then(|| set.push(text));
-        add(self.local_addr.is_some(), format!("local_addr={:?}", self.local_addr));
-        add(self.remote_addr.is_some(), format!("remote_addr={:?}", self.remote_addr));
         add(self.family != 0, format!("family={}", self.family));
         add(self.proto != 0, format!("proto={}", self.proto));
         add(self.flags != 0, format!("flags={}", self.flags));
@@ -262,8 +276,7 @@ impl EventLoop {
             let Some(EndpointAddr::Inet(host, port)) = addr else { continue };
             let infos = self.getaddrinfo(Some(host), *port, hints).await?;
             if infos.is_empty() {
-                let what = format!("create_datagram_endpoint: getaddrinfo({host:?}, {port})");
-                return Err(Error::io(what, io::Error::other("getaddrinfo() returned empty list")));
+                return Err(no_address("create_datagram_endpoint", Some(host), *port));
             }
             for info in infos {
                 let key = (info.family, info.protocol);

@@ -39,7 +39,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use socket2::{Domain, SockAddr, SockRef, Socket};
 
-use super::dns::AddrInfoHints;
+use super::dns::{no_address, AddrInfoHints};
 use crate::driver::{Interest, Op};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
@@ -522,10 +522,7 @@ impl EventLoop {
         let infos = self.getaddrinfo(Some(host), port, hints).await?;
         match infos.first() {
             Some(info) => Ok(info.addr.into()),
-            None => Err(Error::io(
-                format!("{what}: getaddrinfo({host:?}, {port})"),
-                io::Error::other("getaddrinfo() returned empty list"),
-            )),
+            None => Err(no_address(&what.to_string(), Some(host), port)),
         }
     }
 

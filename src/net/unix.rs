@@ -51,14 +51,15 @@ impl UnixPath {
         matches!(self, UnixPath::Path(p) if p.as_bytes().first() == Some(&0))
     }
 
-    /// The path as asyncio prints it: `'/run/app.sock'`, or `b'\x00name'` for an abstract name.
+    /// The path as messages show it: `/run/app.sock`, or `@name` for an abstract name (as `ss`
+    /// prints it).
     pub(crate) fn describe(&self) -> String {
         match self {
-            UnixPath::None => "None".into(),
+            UnixPath::None => "no path".into(),
             UnixPath::Path(p) if self.is_abstract() => {
-                format!("b'{}'", p.as_bytes().escape_ascii())
+                format!("@{}", p.as_bytes()[1..].escape_ascii())
             }
-            UnixPath::Path(p) => format!("'{}'", Path::new(p).display()),
+            UnixPath::Path(p) => Path::new(p).display().to_string(),
         }
     }
 

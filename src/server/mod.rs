@@ -41,7 +41,7 @@ use crate::task::Task;
 use crate::tls::TlsSetup;
 use crate::toolbox::sleep_on;
 use crate::transport::dispatch::{adapt, DynProtocol};
-use crate::transport::Transport;
+use crate::transport::{describe_addr, Transport};
 
 /// How long accepting pauses after running out of descriptors or memory (asyncio's
 /// `ACCEPT_RETRY_DELAY`).
@@ -79,7 +79,7 @@ impl Listener {
     fn listen(&self, backlog: i32) -> Result<()> {
         SockRef::from(&self.fd)
             .listen(backlog)
-            .map_err(|e| Error::io(format!("listen on {}", describe(&self.addr)), e))
+            .map_err(|e| Error::io(format!("listen on {}", describe_addr(&self.addr)), e))
     }
 }
 
@@ -190,7 +190,8 @@ impl ServerState {
             task.cancel();
         }
         if let Some(waiter) = self.serving_forever.borrow().as_ref() {
-            waiter.cancel();
+            // A normal close ends `serve_forever` with `Ok(())` (asyncio raises CancelledError).
+            let _ = waiter.set_result(());
         }
         // Queued behind the cancelled tasks' steps, which drop (and so cancel) their accepts.
         // Without a loop to run it, the sockets close when the closure (or `listeners`) drops.
@@ -301,20 +302,6 @@ async fn on_accept_error(
     }
 }
 
-/// An address as asyncio prints it: `('127.0.0.1', 8000)`, `'/run/app.sock'`, `b'\x00name'`.
-fn describe(addr: &SockAddr) -> String {
-    if let Some(ip) = addr.as_socket() {
-        return tcp::describe_ip(&ip);
-    }
-    if let Some(path) = addr.as_pathname() {
-        return format!("'{}'", path.display());
-    }
-    if let Some(name) = addr.as_abstract_namespace() {
-        return format!("b'\\x00{}'", name.escape_ascii());
-    }
-    format!("{addr:?}")
-}
-
 /// Boxes `protocol_factory` into the maker a server calls for each connection.
 fn protocol_maker<K, P, F>(protocol_factory: F) -> ProtocolMaker
 where
@@ -414,10 +401,10 @@ impl Server {
     }
 
     /// Serves until the server is closed (asyncio's `serve_forever`), starting to serve
-    /// first. Returns `Err(Error::Cancelled)` when [`close`](Self::close) ends it (asyncio's
-    /// `CancelledError`); dropping this future (cancelling the task awaiting it) closes the
-    /// server. Unlike asyncio it does not then wait for the connections: call
-    /// [`wait_closed`](Self::wait_closed) for that.
+    /// first. Returns `Ok(())` when [`close`](Self::close) ends it: a normal close is not an
+    /// error here, where asyncio raises `CancelledError`. Dropping this future (cancelling the
+    /// task awaiting it) closes the server. Unlike asyncio it does not then wait for the
+    /// connections: call [`wait_closed`](Self::wait_closed) for that.
     ///
     /// # Errors
     ///
@@ -494,7 +481,7 @@ impl Server {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let addrs: Vec<String> = self.sockets().iter().map(describe).collect();
+        let addrs: Vec<String> = self.sockets().iter().map(describe_addr).collect();
         write!(
             f,
             "<Server sockets=[{}] {:?} connections={}>",

@@ -75,7 +75,8 @@ impl WaterMarks {
         let low = low.unwrap_or(high / 4);
         if high < low {
             return Err(Error::InvalidArgument(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
+                "write buffer limits: the high-water mark ({high} bytes) must not be below the \
+                 low-water mark ({low} bytes)"
             )));
         }
         (self.high, self.low) = (high, low);
@@ -290,7 +291,11 @@ mod tests {
         assert_eq!(buf.limits(), (25, 100));
         buf.set_limits(None, Some(10)).unwrap();
         assert_eq!(buf.limits(), (10, 40));
-        assert!(matches!(buf.set_limits(Some(1), Some(2)), Err(Error::InvalidArgument(_))));
+        let err = buf.set_limits(Some(10), Some(100)).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        let want = "write buffer limits: the high-water mark (10 bytes) must not be below the \
+                    low-water mark (100 bytes)";
+        assert_eq!(err.to_string(), want);
         assert_eq!(buf.limits(), (10, 40), "a rejected call changes nothing");
     }
 

@@ -310,7 +310,7 @@ impl WriteCore {
             return None;
         }
         if !self.base.is_open() {
-            self.base.lost_write("pipe closed by peer or os.write(pipe, data) raised exception.");
+            self.base.lost_write("write: the pipe is closed or closing; the data is dropped");
             return None;
         }
         match self.write.try_now(&self.base.fd, data) {
@@ -374,7 +374,7 @@ impl WriteCore {
     fn fatal_error(self: &Rc<Self>, err: io::Error) {
         let error = Error::io(format!("write to pipe fd {}", self.base.fd.raw()), err);
         log::debug!(target: "ringloop", "{self:?}: Fatal write error on pipe transport: {error}");
-        self.base.lost_write("pipe closed by peer or os.write(pipe, data) raised exception.");
+        self.base.lost_write("write: the pipe is closed or closing; the data is dropped");
         self.force_close(Some(error));
     }
 }

@@ -35,6 +35,11 @@ use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::AnyProtocol;
 use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
 
+/// Logged (past a few) for writes after `close` or after the connection was lost (asyncio:
+/// "socket.send() raised exception.").
+const LOST_WRITE: &str =
+    "send: the transport is closing or its connection is lost; the data is dropped";
+
 /// `write_eof` progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum WriteEof {
@@ -285,7 +290,7 @@ impl StreamCore {
             return Err(Error::Runtime("unable to write; sendfile is in progress".into()));
         }
         if len > 0 && !self.base.is_open() {
-            self.base.lost_write("socket.send() raised exception.");
+            self.base.lost_write(LOST_WRITE);
             return Ok(false);
         }
         Ok(len > 0)

@@ -435,7 +435,7 @@ backend_tests! {
         let (lp2, s, to) = (lp.clone(), sock.clone(), SockAddr::unix(&path).unwrap());
         let err = run(lp, async move { lp2.sock_connect(&*s, to).await }).unwrap_err();
         assert_eq!(err.io_error().map(|e| e.kind()), Some(ErrorKind::NotFound), "{err}");
-        let expected = format!("Connect call failed {path:?}");
+        let expected = format!("Connect call failed {}", path.display());
         assert!(err.to_string().contains(&expected), "{err} lacks {expected}");
     }
 

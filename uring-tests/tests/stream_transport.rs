@@ -18,7 +18,8 @@
 //!   than five were lost (asyncio's socket transport, whose `close` counts as the first lost
 //!   write, logs at the fifth write after `close`; its write pipe at the sixth: ringloop
 //!   follows item 106's "after 5" everywhere), so the sixth write after `close` logs
-//!   "socket.send() raised exception.".
+//!   "send: the transport is closing or its connection is lost; the data is dropped" (asyncio:
+//!   "socket.send() raised exception.").
 //!
 //! Every wait is bounded (`run_until` with a timeout; peer threads use socket timeouts).
 //! The protocol used everywhere ([`Rec`]) checks the callback state machine of item 104 on
@@ -565,7 +566,7 @@ backend_tests! {
     fn write_after_close_is_dropped(lp) {
         let (peer, ours) = tcp_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
-        let text = "socket.send() raised exception.";
+        let text = "send: the transport is closing or its connection is lost; the data is dropped";
         let before = my_warnings(text);
         tr.write(b"before").unwrap();
         tr.close();

@@ -4,6 +4,12 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+mod kinds;
+mod report;
+
+pub use kinds::{DnsErrorKind, TlsErrorKind};
+pub(crate) use report::{log_or_stderr, notice, panic_message};
+
 /// Shorthand for `Result<T, ringloop::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -61,12 +67,15 @@ pub enum Error {
     Custom(Arc<dyn std::error::Error + Send + Sync>),
     /// Several errors at once (asyncio's `ExceptionGroup`).
     Multiple(Vec<Error>),
-    /// Name resolution failed (asyncio's `socket.gaierror`): the `EAI_*` code and
+    /// Name resolution failed (asyncio's `socket.gaierror`): why, the `EAI_*` code and
     /// `gai_strerror`'s text, with the host and port asked for.
     Dns {
+        /// Why, for matching.
+        kind: DnsErrorKind,
         /// The `EAI_*` code (negative on glibc, e.g. `libc::EAI_NONAME`).
         code: i32,
-        /// What was asked and what failed.
+        /// What was asked and what failed: `getaddrinfo(example.invalid:80): Name or service
+        /// not known`.
         message: String,
     },
     /// A stream read met EOF before it was done (asyncio's `IncompleteReadError`): what was
@@ -97,30 +106,6 @@ pub enum Error {
     },
 }
 
-/// Why a TLS connection failed ([`Error::Tls`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TlsErrorKind {
-    /// The peer's certificate does not chain to a trusted root (or is self-signed).
-    UntrustedCertificate,
-    /// The server's certificate is not valid for the name asked for (`server_hostname`).
-    HostnameMismatch,
-    /// The peer's certificate has expired (or is not valid yet).
-    ExpiredCertificate,
-    /// The peer's certificate is unusable for another reason (revoked, wrong usage, bad
-    /// signature, malformed).
-    BadCertificate,
-    /// The peer refused the handshake or ended the session with a fatal alert.
-    PeerAlert,
-    /// The peer sent something that is not valid TLS.
-    Protocol,
-    /// The peer closed the connection without `close_notify`: what it sent may have been cut
-    /// short (a truncation attack, or a careless peer).
-    Truncated,
-    /// Anything else rustls reports (a local configuration problem, say).
-    Other,
-}
-
 impl Error {
     /// An [`Error::Tls`] of `kind`.
     pub fn tls(kind: TlsErrorKind, message: impl Into<String>) -> Error {
@@ -131,6 +116,19 @@ impl Error {
     pub fn tls_kind(&self) -> Option<TlsErrorKind> {
         match self {
             Error::Tls { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// An [`Error::Dns`] for the `EAI_*` `code`, its kind read from the code.
+    pub fn dns(code: i32, message: impl Into<String>) -> Error {
+        Error::Dns { kind: DnsErrorKind::from_code(code), code, message: message.into() }
+    }
+
+    /// The kind of an [`Error::Dns`], if this is one.
+    pub fn dns_kind(&self) -> Option<DnsErrorKind> {
+        match self {
+            Error::Dns { kind, .. } => Some(*kind),
             _ => None,
         }
     }
@@ -214,27 +212,5 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Error {
         Error::io("I/O error", err)
-    }
-}
-
-/// A panic payload as text, for [`Error::Panic`] and exception-handler messages.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
-}
-
-/// Logs a notice the user should see once (running on epoll because io_uring is missing, say)
-/// as a warning; with no `log` backend installed, writes it to stderr instead, as Python's
-/// logging does with its last-resort handler.
-pub(crate) fn notice(message: std::fmt::Arguments<'_>) {
-    if log::max_level() == log::LevelFilter::Off {
-        eprintln!("ringloop: {message}");
-    } else {
-        log::warn!(target: "ringloop", "{message}");
     }
 }
