@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StateKind};
 use crate::event_loop::{EventLoop, Inner};
 
 /// Where a future is.
@@ -81,8 +81,9 @@ impl<T: 'static> Future<T> {
         {
             let mut state = self.inner.state.borrow_mut();
             if !matches!(*state, State::Pending) {
-                return Err(Error::InvalidState(
-                    "invalid state: the future is already done".into(),
+                return Err(Error::invalid_state(
+                    StateKind::AlreadyDone,
+                    "invalid state: the future is already done",
                 ));
             }
             *state = State::Done(result);
@@ -114,7 +115,9 @@ impl<T: 'static> Future<T> {
     /// The error set (`Ok(None)` on a result); `InvalidState` while pending.
     pub fn exception(&self) -> Result<Option<Error>> {
         match &*self.inner.state.borrow() {
-            State::Pending => Err(Error::InvalidState("Exception is not set.".into())),
+            State::Pending => {
+                Err(Error::invalid_state(StateKind::NotDone, "Exception is not set."))
+            }
             State::Done(Err(Error::Cancelled)) => Err(Error::Cancelled),
             State::Done(Err(err)) => Ok(Some(err.clone())),
             State::Done(Ok(_)) | State::Taken => Ok(None),
@@ -150,7 +153,7 @@ impl<T: Clone + 'static> Future<T> {
     /// The result (cloned) or the error; `InvalidState` while pending.
     pub fn result(&self) -> Result<T> {
         match &*self.inner.state.borrow() {
-            State::Pending => Err(Error::InvalidState("Result is not set.".into())),
+            State::Pending => Err(Error::invalid_state(StateKind::NotDone, "Result is not set.")),
             State::Done(result) => result.clone(),
             State::Taken => Err(taken()),
         }
@@ -158,7 +161,10 @@ impl<T: Clone + 'static> Future<T> {
 }
 
 fn taken() -> Error {
-    Error::InvalidState("the result was already moved out by an earlier await".into())
+    Error::invalid_state(
+        StateKind::AlreadyTaken,
+        "the result was already moved out by an earlier await",
+    )
 }
 
 impl<T> StdFuture for Future<T> {

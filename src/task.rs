@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Result, StateKind};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner, Ready};
 
 /// A type-erased future as the loop polls it.
@@ -336,7 +336,7 @@ impl<T> Task<T> {
     /// runs.
     pub fn exception(&self) -> Result<Option<Error>> {
         if !self.done() {
-            return Err(Error::InvalidState("Exception is not set.".into()));
+            return Err(Error::invalid_state(StateKind::NotDone, "Exception is not set."));
         }
         self.core.retrieved.set(true);
         Ok(self.core.error.borrow().clone())
@@ -400,7 +400,10 @@ impl<T> Task<T> {
             return Err(err);
         }
         self.output.borrow_mut().take().ok_or_else(|| {
-            Error::InvalidState("the task's output was already taken by an earlier await".into())
+            Error::invalid_state(
+                StateKind::AlreadyTaken,
+                "the task's output was already taken by an earlier await",
+            )
         })
     }
 }

@@ -1,13 +1,16 @@
 //! `ringloop::Error`: the typed errors that stand in for asyncio's exceptions.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+mod convert;
+mod display;
 mod kinds;
 mod report;
+#[cfg(test)]
+mod tests;
 
-pub use kinds::{DnsErrorKind, TlsErrorKind};
+pub use kinds::{ArgumentKind, DnsErrorKind, RuntimeKind, StateKind, TlsErrorKind};
 pub(crate) use report::{log_or_stderr, notice, panic_message};
 
 /// Shorthand for `Result<T, ringloop::Error>`.
@@ -18,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | asyncio | ringloop |
 /// |---|---|
 /// | `RuntimeError` (loop closed) | [`Error::Closed`] |
-/// | `RuntimeError` (misuse: nested run, close while running, wrong thread, stopped early) | [`Error::Runtime`] |
+/// | `RuntimeError` (misuse: nested run, close while running, stopped early, ...) | [`Error::Runtime`], its [`RuntimeKind`] says which |
 /// | `InvalidStateError` | [`Error::InvalidState`] |
 /// | `ValueError` / `TypeError` | [`Error::InvalidArgument`] |
 /// | `OSError` and subclasses | [`Error::Io`] |
@@ -32,6 +35,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `ssl.SSLError`, `ssl.SSLCertVerificationError` | [`Error::Tls`] |
 /// | `asyncio.SendfileNotAvailableError` | [`Error::SendfileNotAvailable`] |
 ///
+/// `Runtime`, `InvalidState` and `InvalidArgument` carry a kind to match ([`RuntimeKind`],
+/// [`StateKind`], [`ArgumentKind`]) besides their message, as `Tls` and `Dns` do.
+///
+/// `Display` says what and why in one line, OS error included (`"connect to /run/app.sock: No
+/// such file or directory (os error 2)"`), so `eprintln!("{err}")` is enough;
+/// [`source()`](std::error::Error::source) therefore does not return what `Display` already
+/// printed (the Rust API guidelines' rule, so chains from `anyhow` and the like name the OS
+/// error once): it is `None` for [`Error::Io`] (reach the OS error with
+/// [`io_error`](Error::io_error) or [`raw_os_error`](Error::raw_os_error)), and for
+/// [`Error::Custom`] the wrapped error's own `source()`. `From<Error> for std::io::Error` maps
+/// each variant to an [`io::ErrorKind`].
+///
 /// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
 /// reach several awaiters, as in asyncio.
 #[derive(Clone, Debug)]
@@ -40,11 +55,26 @@ pub enum Error {
     /// The event loop is closed.
     Closed,
     /// The call is not allowed in the loop's current state (asyncio's `RuntimeError`).
-    Runtime(String),
+    Runtime {
+        /// Which condition, for matching.
+        kind: RuntimeKind,
+        /// What was refused and why.
+        message: String,
+    },
     /// A future or task is not in the state the call needs (asyncio's `InvalidStateError`).
-    InvalidState(String),
+    InvalidState {
+        /// Which condition, for matching.
+        kind: StateKind,
+        /// What was refused and why.
+        message: String,
+    },
     /// An argument is invalid (asyncio's `ValueError`/`TypeError`).
-    InvalidArgument(String),
+    InvalidArgument {
+        /// What is wrong with it, for matching.
+        kind: ArgumentKind,
+        /// Which call, which argument, and why.
+        message: String,
+    },
     /// An OS error, with the operation that met it.
     Io {
         /// What was being done ("add_reader(fd 7)", "creating the ring", ...).
@@ -107,6 +137,45 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Runtime`] of `kind`.
+    pub fn runtime(kind: RuntimeKind, message: impl Into<String>) -> Error {
+        Error::Runtime { kind, message: message.into() }
+    }
+
+    /// An [`Error::InvalidState`] of `kind`.
+    pub fn invalid_state(kind: StateKind, message: impl Into<String>) -> Error {
+        Error::InvalidState { kind, message: message.into() }
+    }
+
+    /// An [`Error::InvalidArgument`] of `kind`.
+    pub fn invalid_argument(kind: ArgumentKind, message: impl Into<String>) -> Error {
+        Error::InvalidArgument { kind, message: message.into() }
+    }
+
+    /// The kind of an [`Error::Runtime`], if this is one.
+    pub fn runtime_kind(&self) -> Option<RuntimeKind> {
+        match self {
+            Error::Runtime { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// The kind of an [`Error::InvalidState`], if this is one.
+    pub fn state_kind(&self) -> Option<StateKind> {
+        match self {
+            Error::InvalidState { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// The kind of an [`Error::InvalidArgument`], if this is one.
+    pub fn argument_kind(&self) -> Option<ArgumentKind> {
+        match self {
+            Error::InvalidArgument { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
     /// An [`Error::Tls`] of `kind`.
     pub fn tls(kind: TlsErrorKind, message: impl Into<String>) -> Error {
         Error::Tls { kind, message: message.into() }
@@ -159,58 +228,5 @@ impl Error {
     /// True for [`Error::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Error::Cancelled)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Closed => f.write_str("the event loop is closed"),
-            Error::Runtime(msg)
-            | Error::InvalidState(msg)
-            | Error::InvalidArgument(msg)
-            | Error::Timeout(msg)
-            | Error::Unsupported(msg)
-            | Error::SendfileNotAvailable(msg) => f.write_str(msg),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Dns { message, .. }
-            | Error::LimitOverrun { message, .. }
-            | Error::Tls { message, .. } => f.write_str(message),
-            Error::IncompleteRead { partial, expected: Some(expected) } => {
-                write!(f, "{} bytes read on a total of {expected} expected bytes", partial.len())
-            }
-            Error::IncompleteRead { partial, expected: None } => {
-                write!(f, "{} bytes read on a total of undefined expected bytes", partial.len())
-            }
-            Error::Cancelled => f.write_str("cancelled"),
-            Error::Panic(msg) => write!(f, "panicked: {msg}"),
-            Error::Custom(err) => err.fmt(f),
-            Error::Multiple(errors) => {
-                f.write_str("multiple errors: ")?;
-                for (i, err) in errors.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    err.fmt(f)?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(&**source),
-            Error::Custom(err) => Some(&**err),
-            _ => None,
-        }
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(err: io::Error) -> Error {
-        Error::io("I/O error", err)
     }
 }

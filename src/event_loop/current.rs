@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::{EventLoop, LoopState};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 
 thread_local! {
     /// The loop running on this thread, if any.
@@ -22,7 +22,7 @@ pub fn new_event_loop() -> Result<EventLoop> {
 pub fn get_running_loop() -> Result<EventLoop> {
     RUNNING
         .with(|running| running.borrow().clone())
-        .ok_or_else(|| Error::Runtime("no running event loop".into()))
+        .ok_or_else(|| Error::runtime(RuntimeKind::NoRunningLoop, "no running event loop"))
 }
 
 /// The running loop, else the one set with [`set_event_loop`] on this thread, else an error.
@@ -32,11 +32,14 @@ pub fn get_event_loop() -> Result<EventLoop> {
     }
     CURRENT.with(|current| current.borrow().clone()).ok_or_else(|| {
         let thread = std::thread::current();
-        Error::Runtime(format!(
-            "there is no current event loop in thread {:?}: create one with new_event_loop() \
+        Error::runtime(
+            RuntimeKind::NoCurrentLoop,
+            format!(
+                "there is no current event loop in thread {:?}: create one with new_event_loop() \
              and set_event_loop()",
-            thread.name().unwrap_or("<unnamed>")
-        ))
+                thread.name().unwrap_or("<unnamed>")
+            ),
+        )
     })
 }
 
@@ -62,11 +65,15 @@ impl RunningGuard {
     pub(crate) fn check_can_run(event_loop: &EventLoop) -> Result<()> {
         event_loop.check_open()?;
         if event_loop.is_running() {
-            return Err(Error::Runtime("This event loop is already running".into()));
+            return Err(Error::runtime(
+                RuntimeKind::LoopRunning,
+                "This event loop is already running",
+            ));
         }
         if RUNNING.with(|running| running.borrow().is_some()) {
-            return Err(Error::Runtime(
-                "Cannot run the event loop while another loop is running".into(),
+            return Err(Error::runtime(
+                RuntimeKind::OtherLoopRunning,
+                "Cannot run the event loop while another loop is running",
             ));
         }
         Ok(())

@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 
 use super::{Completed, EventLoop, ExceptionContext, Handle, Inner, OpOwner, OpTarget, Ready};
 use crate::driver::{Interest, Op, OpId};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::sys::syscall;
 
 /// Which callback of an fd.
@@ -92,7 +92,10 @@ impl FdWatch {
 /// poll would accept them, always ready; both backends refuse them alike.
 fn check_fd(fd: RawFd, what: &str) -> Result<()> {
     if fd < 0 {
-        return Err(Error::InvalidArgument(format!("{what}: invalid file descriptor {fd}")));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("{what}: invalid file descriptor {fd}"),
+        ));
     }
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // Not nix's `fstat`: it takes an `AsFd`, which promises an open fd, and whether `fd` is

@@ -19,7 +19,7 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 use super::dns::{no_address, AddrInfo, AddrInfoHints, Service};
 use super::staggered::{staggered_race, Attempt};
 use crate::driver::{Op, SockAddrBuf};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
 use crate::protocol::AnyProtocol;
 use crate::tls::TlsConfig;
@@ -193,22 +193,25 @@ impl EventLoop {
         let tls = options.tls_args("create_connection").client(host)?;
         if let Some(delay) = options.happy_eyeballs_delay {
             if delay.is_nan() || delay < 0.0 {
-                return Err(Error::InvalidArgument(format!(
-                    "create_connection: happy_eyeballs_delay must be a non-negative number of \
+                return Err(Error::invalid_argument(
+                    ArgumentKind::OutOfRange,
+                    format!(
+                        "create_connection: happy_eyeballs_delay must be a non-negative number of \
                      seconds, got {delay}"
-                )));
+                    ),
+                ));
             }
         }
         let socket =
             match (host.is_some() || port.is_some(), options.sock.take()) {
-                (true, Some(_)) => return Err(Error::InvalidArgument(
-                    "create_connection: host/port and sock can not be specified at the same time"
-                        .into(),
+                (true, Some(_)) => return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    "create_connection: host/port and sock can not be specified at the same time",
                 )),
                 (false, None) => {
-                    return Err(Error::InvalidArgument(
-                        "create_connection: host and port was not specified and no sock specified"
-                            .into(),
+                    return Err(Error::invalid_argument(
+                        ArgumentKind::Missing,
+                        "create_connection: host and port was not specified and no sock specified",
                     ))
                 }
                 (false, Some(sock)) => sock,

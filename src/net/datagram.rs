@@ -21,7 +21,7 @@ use std::rc::Rc;
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
 use super::dns::{describe_lookup, no_address, AddrInfoHints};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::DatagramProtocol;
 use crate::transport::DatagramTransport;
@@ -242,17 +242,20 @@ impl EventLoop {
         let unix = |a: Option<&EndpointAddr>| matches!(a, Some(EndpointAddr::Unix(_)));
         let inet = |a: Option<&EndpointAddr>| matches!(a, Some(EndpointAddr::Inet(..)));
         if (unix(local) || unix(remote)) && (inet(local) || inet(remote)) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_argument(
+                ArgumentKind::Conflicting,
+                format!(
                 "create_datagram_endpoint: local_addr {local:?} and remote_addr {remote:?} are \
                  of different address families"
-            )));
+            ),
+            ));
         }
         if local.is_none() && remote.is_none() {
             if options.family == 0 {
-                return Err(Error::InvalidArgument(
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
                     "create_datagram_endpoint: unexpected address family: give local_addr, \
-                     remote_addr or family"
-                        .into(),
+                     remote_addr or family",
                 ));
             }
             let (family, proto) = (options.family, options.proto);
@@ -302,11 +305,14 @@ impl EventLoop {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_argument(
+                ArgumentKind::Conflicting,
+                format!(
                 "create_datagram_endpoint: can not get address information: local_addr {:?} and \
                  remote_addr {:?} have no address family in common",
                 options.local_addr, options.remote_addr
-            )));
+            ),
+            ));
         }
         Ok(candidates)
     }
@@ -315,20 +321,29 @@ impl EventLoop {
 /// The one candidate of an `AF_UNIX` endpoint; a stale socket file at `local_addr` is removed.
 fn unix_candidate(options: &DatagramOptions) -> Result<Vec<Candidate>> {
     if options.family != libc::AF_UNIX && options.family != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "create_datagram_endpoint: unix paths need family AF_UNIX, not {}",
-            options.family
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::Conflicting,
+            format!(
+                "create_datagram_endpoint: unix paths need family AF_UNIX, not {}",
+                options.family
+            ),
+        ));
     }
     let path = |addr: &Option<EndpointAddr>| -> Result<Option<SockAddr>> {
         match addr {
             None => Ok(None),
             Some(EndpointAddr::Unix(path)) => SockAddr::unix(path).map(Some).map_err(|e| {
-                Error::InvalidArgument(format!("create_datagram_endpoint: unix path {path:?}: {e}"))
+                Error::invalid_argument(
+                    ArgumentKind::Malformed,
+                    format!("create_datagram_endpoint: unix path {path:?}: {e}"),
+                )
             }),
-            Some(other) => Err(Error::InvalidArgument(format!(
-                "create_datagram_endpoint: family AF_UNIX needs a unix path, not {other:?}"
-            ))),
+            Some(other) => Err(Error::invalid_argument(
+                ArgumentKind::Conflicting,
+                format!(
+                    "create_datagram_endpoint: family AF_UNIX needs a unix path, not {other:?}"
+                ),
+            )),
         }
     };
     let (local, remote) = (path(&options.local_addr)?, path(&options.remote_addr)?);
@@ -360,20 +375,23 @@ fn remove_stale_socket(path: &Path) {
 fn adopt_socket(sock: OwnedFd, options: &DatagramOptions) -> Result<OwnedFd> {
     let modifiers = options.modifiers();
     if !modifiers.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "socket modifier keyword arguments can not be used when sock is specified. ({})",
-            modifiers.join(", ")
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::Conflicting,
+            format!(
+                "socket modifier keyword arguments can not be used when sock is specified. ({})",
+                modifiers.join(", ")
+            ),
+        ));
     }
     let socket = socket2::SockRef::from(&sock);
     let what =
         |call: &str| format!("create_datagram_endpoint(sock fd {}): {call}", sock.as_raw_fd());
     let kind = socket.r#type().map_err(|e| Error::io(what("getsockopt(SO_TYPE)"), e))?;
     if kind != Type::DGRAM {
-        return Err(Error::InvalidArgument(format!(
-            "A datagram socket was expected, got fd {} of type {kind:?}",
-            sock.as_raw_fd()
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("A datagram socket was expected, got fd {} of type {kind:?}", sock.as_raw_fd()),
+        ));
     }
     socket.set_nonblocking(true).map_err(|e| Error::io(what("set_nonblocking"), e))?;
     Ok(sock)
@@ -393,7 +411,8 @@ fn open_first(
             }
         }
     }
-    Err(first_error.unwrap_or_else(|| Error::InvalidArgument("no address to try".into())))
+    Err(first_error
+        .unwrap_or_else(|| Error::invalid_argument(ArgumentKind::Missing, "no address to try")))
 }
 
 /// Makes one socket: options, bind, connect. Dropping it on an error closes it.

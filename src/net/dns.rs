@@ -20,7 +20,7 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ptr;
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 
 /// One result of [`EventLoop::getaddrinfo`]: one `struct addrinfo` of libc's list.
@@ -237,9 +237,12 @@ pub(crate) fn blocking_getaddrinfo(
 ) -> Result<Vec<AddrInfo>> {
     let what = || format!("getaddrinfo({})", describe_lookup(host, service));
     let to_c = |text: Option<&str>, name: &str| -> Result<Option<CString>> {
-        text.map(CString::new)
-            .transpose()
-            .map_err(|_| Error::InvalidArgument(format!("{}: {name} contains a NUL byte", what())))
+        text.map(CString::new).transpose().map_err(|_| {
+            Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!("{}: {name} contains a NUL byte", what()),
+            )
+        })
     };
     let c_host = to_c(host, "host")?;
     let c_service = to_c(service, "port")?;

@@ -12,7 +12,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::connect::{sockaddr_buf, InFlight};
 use crate::driver::Op;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::AnyProtocol;
 use crate::tls::TlsConfig;
@@ -71,22 +71,29 @@ impl UnixPath {
     /// or a path longer than `sun_path` holds.
     pub(crate) fn sockaddr(&self, call: &str) -> Result<SockAddr> {
         let UnixPath::Path(path) = self else {
-            return Err(Error::InvalidArgument(format!("{call}: no path given")));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Missing,
+                format!("{call}: no path given"),
+            ));
         };
         let bytes = path.as_bytes();
         if !self.is_abstract() && bytes.contains(&0) {
             let what = self.describe();
-            return Err(Error::InvalidArgument(format!(
-                "{call}: embedded NUL byte in path {what}"
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!("{call}: embedded NUL byte in path {what}"),
+            ));
         }
         let room = if self.is_abstract() { SUN_PATH_MAX } else { SUN_PATH_MAX - 1 };
         if bytes.len() > room {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!(
                 "{call}: path {} is {} bytes long, more than the {room} an AF_UNIX address holds",
                 self.describe(),
                 bytes.len()
-            )));
+            ),
+            ));
         }
         SockAddr::unix(Path::new(path))
             .map_err(|e| Error::io(format!("{call}: address for {}", self.describe()), e))
@@ -183,10 +190,13 @@ pub(crate) fn check_unix_stream(sock: &impl AsFd, call: &str) -> Result<()> {
             Ok(())
         }
         (Err(e), _) | (_, Err(e)) => Err(Error::io(format!("{call}(sock fd {fd})"), e)),
-        (Ok(family), Ok(kind)) => Err(Error::InvalidArgument(format!(
-            "{call}: A UNIX Domain Stream Socket was expected, got fd {fd} of family {family} \
+        (Ok(family), Ok(kind)) => Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!(
+                "{call}: A UNIX Domain Stream Socket was expected, got fd {fd} of family {family} \
              and type {kind:?}"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -256,13 +266,14 @@ impl EventLoop {
         let path = path.into();
         let socket =
             match (path, options.sock.take()) {
-                (UnixPath::Path(_), Some(_)) => return Err(Error::InvalidArgument(
-                    "create_unix_connection: path and sock can not be specified at the same time"
-                        .into(),
+                (UnixPath::Path(_), Some(_)) => return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    "create_unix_connection: path and sock can not be specified at the same time",
                 )),
                 (UnixPath::None, None) => {
-                    return Err(Error::InvalidArgument(
-                        "create_unix_connection: no path and sock were specified".into(),
+                    return Err(Error::invalid_argument(
+                        ArgumentKind::Missing,
+                        "create_unix_connection: no path and sock were specified",
                     ))
                 }
                 (UnixPath::None, Some(sock)) => {

@@ -32,7 +32,7 @@ use std::rc::{Rc, Weak};
 use slab::Slab;
 use socket2::{SockAddr, SockRef};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::LoopFd;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
@@ -157,7 +157,9 @@ impl ServerState {
     fn start_serving(self: &Rc<Self>) -> Result<()> {
         match self.stage.get() {
             Stage::Serving => return Ok(()),
-            Stage::Closed => return Err(Error::Runtime("the server is closed".into())),
+            Stage::Closed => {
+                return Err(Error::runtime(RuntimeKind::ServerClosed, "the server is closed"))
+            }
             Stage::Idle => {}
         }
         let event_loop = self.event_loop().ok_or(Error::Closed)?;
@@ -392,10 +394,12 @@ impl Server {
     /// accepting starts with the loop's next iteration). The sockets listen from creation on,
     /// so connections made before this call wait in the backlog and are accepted now (asyncio
     /// calls `listen` here, and refuses them meanwhile). Idempotent;
-    /// `Error::Runtime` on a closed server.
+    /// `Error::Runtime` of [`RuntimeKind::ServerClosed`] on a closed server.
     pub fn start_serving(&self) -> Result<()> {
         self.state.start_serving().map_err(|err| match err {
-            Error::Runtime(_) => Error::Runtime(format!("server {self:?} is closed")),
+            Error::Runtime { kind: RuntimeKind::ServerClosed, .. } => {
+                Error::runtime(RuntimeKind::ServerClosed, format!("server {self:?} is closed"))
+            }
             other => other,
         })
     }
@@ -408,14 +412,18 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// `Error::Runtime` if the server is closed or another `serve_forever` is running.
+    /// `Error::Runtime` if the server is closed ([`RuntimeKind::ServerClosed`]) or another
+    /// `serve_forever` is running ([`RuntimeKind::AlreadyServing`]).
     pub async fn serve_forever(&self) -> Result<()> {
         if self.state.serving_forever.borrow().is_some() {
             let message = format!("server {self:?} is already being awaited on serve_forever()");
-            return Err(Error::Runtime(message));
+            return Err(Error::runtime(RuntimeKind::AlreadyServing, message));
         }
         if self.state.stage.get() == Stage::Closed {
-            return Err(Error::Runtime(format!("server {self:?} is closed")));
+            return Err(Error::runtime(
+                RuntimeKind::ServerClosed,
+                format!("server {self:?} is closed"),
+            ));
         }
         self.start_serving()?;
         let waiter = self.event_loop.create_future::<()>();

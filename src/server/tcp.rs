@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use socket2::{Domain, SockRef, Socket, Type};
 
 use super::{protocol_maker, Hosts, Listener, Server, ServerOptions, Serving};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::net::dns::{no_address, AddrInfo, AddrInfoHints};
 use crate::protocol::AnyProtocol;
@@ -114,14 +114,16 @@ impl EventLoop {
         let hosts = host.into();
         let listeners = match options.sock.take() {
             Some(_) if hosts != Hosts::Any => {
-                return Err(Error::InvalidArgument(
-                    "host/port and sock can not be specified at the same time".into(),
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    "host/port and sock can not be specified at the same time",
                 ));
             }
             Some(sock) => vec![adopt_socket(sock)?],
             None if hosts == Hosts::Any && port.is_none() => {
-                return Err(Error::InvalidArgument(
-                    "Neither host/port nor sock were specified".into(),
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
+                    "Neither host/port nor sock were specified",
                 ))
             }
             None => self.bind_all(&hosts, port.unwrap_or(0), &options).await?,
@@ -185,9 +187,10 @@ fn adopt_socket(sock: OwnedFd) -> Result<Listener> {
     let socket = SockRef::from(&sock);
     let kind = socket.r#type().map_err(|e| Error::io(format!("create_server(sock fd {fd})"), e))?;
     if kind != Type::STREAM {
-        return Err(Error::InvalidArgument(format!(
-            "A Stream Socket was expected, got fd {fd} of type {kind:?}"
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("A Stream Socket was expected, got fd {fd} of type {kind:?}"),
+        ));
     }
     socket.set_nonblocking(true).map_err(|e| Error::io("create_server: set_nonblocking", e))?;
     let addr = socket.local_addr().map_err(|e| Error::io(format!("getsockname(fd {fd})"), e))?;

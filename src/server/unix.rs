@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::{protocol_maker, Listener, Server, Serving};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::net::unix::{check_unix_stream, UnixPath};
 use crate::protocol::AnyProtocol;
@@ -254,14 +254,16 @@ impl EventLoop {
         let tls = options.tls_args(CALL).server()?;
         let listener = match (path.into(), options.sock.take()) {
             (UnixPath::Path(_), Some(_)) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{CALL}: path and sock can not be specified at the same time"
-                )))
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    format!("{CALL}: path and sock can not be specified at the same time"),
+                ))
             }
             (UnixPath::None, None) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{CALL}: path was not specified, and no sock specified"
-                )))
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
+                    format!("{CALL}: path was not specified, and no sock specified"),
+                ))
             }
             (UnixPath::None, Some(sock)) => adopt_unix(sock)?,
             (path, None) => bind_unix(&path)?,

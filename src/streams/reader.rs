@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Buf;
 
 use super::StreamState;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 
 /// The reading side of a stream connection (asyncio's `StreamReader`). Cheap to clone; clones
 /// read from the same buffer.
@@ -138,7 +138,7 @@ impl StreamReader {
                     }
                 }
                 self.state.maybe_resume_transport();
-                Err(Error::InvalidArgument(message))
+                Err(Error::invalid_argument(ArgumentKind::OutOfRange, message))
             }
             Err(error) => Err(error),
         }
@@ -154,8 +154,9 @@ impl StreamReader {
     pub async fn readuntil(&self, separator: &[u8]) -> Result<Vec<u8>> {
         let seplen = separator.len();
         if seplen == 0 {
-            return Err(Error::InvalidArgument(
-                "Separator should be at least one-byte string".into(),
+            return Err(Error::invalid_argument(
+                ArgumentKind::Missing,
+                "Separator should be at least one-byte string",
             ));
         }
         self.check_exception()?;

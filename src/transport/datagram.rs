@@ -35,7 +35,7 @@ use super::write_side::fast_path;
 use super::ExtraInfo;
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::DatagramProtocol;
 
@@ -130,12 +130,15 @@ impl DatagramTransport {
         let core = &self.core;
         if let (Some(given), Some(remote)) = (addr, &core.address) {
             if given != remote {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    format!(
                     "sendto: this transport is connected to {}: send to no address (`None`) or \
                      to that one, not {}",
                     describe_addr(remote),
                     describe_addr(given)
-                )));
+                ),
+                ));
             }
         }
         if !core.base.is_open() {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes};
 use socket2::SockAddr;
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 
 /// asyncio's default high-water mark: 64 KiB.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -74,10 +74,13 @@ impl WaterMarks {
         let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
         let low = low.unwrap_or(high / 4);
         if high < low {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_argument(
+                ArgumentKind::OutOfRange,
+                format!(
                 "write buffer limits: the high-water mark ({high} bytes) must not be below the \
                  low-water mark ({low} bytes)"
-            )));
+            ),
+            ));
         }
         (self.high, self.low) = (high, low);
         Ok(self.grew(size))
@@ -292,7 +295,7 @@ mod tests {
         buf.set_limits(None, Some(10)).unwrap();
         assert_eq!(buf.limits(), (10, 40));
         let err = buf.set_limits(Some(10), Some(100)).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
         let want = "write buffer limits: the high-water mark (10 bytes) must not be below the \
                     low-water mark (100 bytes)";
         assert_eq!(err.to_string(), want);

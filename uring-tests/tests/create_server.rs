@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringloop::{
-    BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, Server, ServerOptions,
-    Transport,
+    BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, RuntimeKind, Server,
+    ServerOptions, Transport,
 };
 use uring_tests::{
     backend_tests, connect_accepted, in_child, open_fds, run_ready, run_until, spin,
@@ -368,13 +368,13 @@ backend_tests! {
 
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let err = try_serve(lp, &log, None::<&str>, None, ServerOptions::default().sock(udp));
-        assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
+        assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let err = try_serve(lp, &log, "127.0.0.1", None, ServerOptions::default().sock(tcp));
         let exclusive = "host/port and sock can not be specified at the same time";
-        assert!(matches!(&err, Err(Error::InvalidArgument(m)) if m.contains(exclusive)), "{err:?}");
+        assert!(matches!(&err, Err(Error::InvalidArgument { message: m, .. }) if m.contains(exclusive)), "{err:?}");
         let err = try_serve(lp, &log, None::<&str>, None, ServerOptions::default());
-        assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
+        assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
     }
 
     // 84
@@ -407,7 +407,8 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || log.count("made") == 2));
         assert_eq!(log.transports.borrow().len(), 2);
         server.close();
-        assert!(matches!(server.start_serving(), Err(Error::Runtime(_))));
+        let closed = server.start_serving();
+        assert!(matches!(closed, Err(Error::Runtime { kind: RuntimeKind::ServerClosed, .. })), "{closed:?}");
     }
 
     // 86
@@ -421,7 +422,9 @@ backend_tests! {
         let s = server.clone();
         let second = lp.run_until_complete(async move { s.serve_forever().await }).unwrap();
         match second {
-            Err(Error::Runtime(m)) => assert!(m.contains("is already being awaited on serve_forever()"), "{m}"),
+            Err(Error::Runtime { kind: RuntimeKind::AlreadyServing, message: m }) => {
+                assert!(m.contains("is already being awaited on serve_forever()"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
         task.cancel();
@@ -431,7 +434,9 @@ backend_tests! {
         assert!(!server.is_serving());
         let s = server.clone();
         match lp.run_until_complete(async move { s.serve_forever().await }).unwrap() {
-            Err(Error::Runtime(m)) => assert!(m.ends_with("is closed"), "{m}"),
+            Err(Error::Runtime { kind: RuntimeKind::ServerClosed, message: m }) => {
+                assert!(m.ends_with("is closed"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -267,6 +267,6 @@ backend_tests! {
             assert_eq!(Ok(found), libc_getaddrinfo(Some(host), Some("80"), AddrInfoHints::new()));
         }
         let err = loop_getaddrinfo(lp, Some("localhost"), Some("80"), AddrInfoHints::new()).unwrap_err();
-        assert!(matches!(&err, Error::Runtime(msg) if msg == "Executor shutdown has been called"), "{err:?}");
+        assert!(matches!(&err, Error::Runtime { message: msg, .. } if msg == "Executor shutdown has been called"), "{err:?}");
     }
 }

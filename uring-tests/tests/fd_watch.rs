@@ -426,7 +426,7 @@ backend_tests! {
     fn negative_fd_is_invalid_argument(lp) {
         for result in [lp.add_reader(-1, || {}), lp.add_writer(-1, || {})] {
             assert!(
-                matches!(result, Err(Error::InvalidArgument(_))),
+                matches!(result, Err(Error::InvalidArgument { .. })),
                 "expected InvalidArgument, got {result:?}"
             );
         }

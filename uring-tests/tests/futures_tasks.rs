@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ringloop::{Error, EventLoop, LocalBoxFuture, Task, TaskFactory};
+use ringloop::{Error, EventLoop, LocalBoxFuture, RuntimeKind, StateKind, Task, TaskFactory};
 use uring_tests::{
     backend_tests, capture_exceptions, drop_flag, quiet_panic, run_ready, run_until,
 };
@@ -92,8 +92,9 @@ backend_tests! {
         let fut = lp.create_future::<u32>();
         assert!(!fut.done());
         assert!(!fut.cancelled());
-        assert!(matches!(fut.result(), Err(Error::InvalidState(_))), "result() while pending");
-        assert!(matches!(fut.exception(), Err(Error::InvalidState(_))), "exception() while pending");
+        let not_done = Some(StateKind::NotDone);
+        assert_eq!(fut.result().err().and_then(|e| e.state_kind()), not_done, "result() while pending");
+        assert_eq!(fut.exception().err().and_then(|e| e.state_kind()), not_done, "exception() while pending");
 
         fut.set_result(42).unwrap();
         assert!(fut.done());
@@ -102,8 +103,8 @@ backend_tests! {
         assert!(matches!(fut.exception(), Ok(None)));
 
         // Setting anything a second time is an InvalidState error and changes nothing.
-        assert!(matches!(fut.set_result(7), Err(Error::InvalidState(_))));
-        assert!(matches!(fut.set_exception(Error::Runtime("late".into())), Err(Error::InvalidState(_))));
+        assert!(matches!(fut.set_result(7), Err(Error::InvalidState { kind: StateKind::AlreadyDone, .. })));
+        assert!(matches!(fut.set_exception(Error::runtime(RuntimeKind::Other, "late")), Err(Error::InvalidState { .. })));
         assert!(!fut.cancel(), "cancel() of a done future returns false");
         assert!(!fut.cancelled());
         assert_eq!(fut.result().unwrap(), 42);
@@ -111,13 +112,13 @@ backend_tests! {
 
     fn future_set_exception(lp) {
         let fut = lp.create_future::<u32>();
-        fut.set_exception(Error::Runtime("it broke".into())).unwrap();
+        fut.set_exception(Error::runtime(RuntimeKind::Other, "it broke")).unwrap();
         assert!(fut.done());
         assert!(!fut.cancelled());
-        assert!(matches!(fut.result(), Err(Error::Runtime(ref m)) if m == "it broke"));
-        assert!(matches!(fut.exception(), Ok(Some(Error::Runtime(ref m))) if m == "it broke"));
-        assert!(matches!(fut.set_exception(Error::Cancelled), Err(Error::InvalidState(_))));
-        assert!(matches!(fut.set_result(1), Err(Error::InvalidState(_))));
+        assert!(matches!(fut.result(), Err(Error::Runtime { message: ref m, .. }) if m == "it broke"));
+        assert!(matches!(fut.exception(), Ok(Some(Error::Runtime { message: ref m, .. })) if m == "it broke"));
+        assert!(matches!(fut.set_exception(Error::Cancelled), Err(Error::InvalidState { .. })));
+        assert!(matches!(fut.set_result(1), Err(Error::InvalidState { .. })));
     }
 
     fn future_cancel(lp) {
@@ -129,7 +130,7 @@ backend_tests! {
         assert!(matches!(fut.result(), Err(Error::Cancelled)));
         // asyncio's exception() raises CancelledError on a cancelled future.
         assert!(matches!(fut.exception(), Err(Error::Cancelled)));
-        assert!(matches!(fut.set_result(1), Err(Error::InvalidState(_))));
+        assert!(matches!(fut.set_result(1), Err(Error::InvalidState { .. })));
     }
 
     fn future_done_callbacks_run_later_in_order_with_the_future(lp) {
@@ -217,9 +218,9 @@ backend_tests! {
     fn future_awaited_gets_the_exception(lp) {
         let fut = lp.create_future::<u8>();
         let setter = fut.clone();
-        lp.call_soon(move || setter.set_exception(Error::Runtime("nope".into())).unwrap()).unwrap();
+        lp.call_soon(move || setter.set_exception(Error::runtime(RuntimeKind::Other, "nope")).unwrap()).unwrap();
         let got = lp.run_until_complete(fut.clone()).unwrap();
-        assert!(matches!(got, Err(Error::Runtime(ref m)) if m == "nope"), "{got:?}");
+        assert!(matches!(got, Err(Error::Runtime { message: ref m, .. }) if m == "nope"), "{got:?}");
     }
 
     fn future_awaiting_a_cancelled_future_gives_cancelled(lp) {
@@ -234,20 +235,20 @@ backend_tests! {
         let t1 = lp.create_task(fut.clone()).unwrap();
         let t2 = lp.create_task(fut.clone()).unwrap();
         run_ready(lp);
-        fut.set_exception(Error::Runtime("shared failure".into())).unwrap();
+        fut.set_exception(Error::runtime(RuntimeKind::Other, "shared failure")).unwrap();
         let (r1, r2) = lp.run_until_complete(async move { (t1.await, t2.await) }).unwrap();
         for r in [&r1, &r2] {
             assert!(
-                matches!(r, Ok(Err(Error::Runtime(ref m))) if m == "shared failure"),
+                matches!(r, Ok(Err(Error::Runtime { message: ref m, .. })) if m == "shared failure"),
                 "an awaiter did not get the error: {r1:?} / {r2:?}"
             );
         }
         assert!(
-            matches!(fut.exception(), Ok(Some(Error::Runtime(_)))),
+            matches!(fut.exception(), Ok(Some(Error::Runtime { .. }))),
             "the error was lost by the await: {:?}",
             fut.exception()
         );
-        assert!(matches!(fut.result(), Err(Error::Runtime(_))), "{:?}", fut.result());
+        assert!(matches!(fut.result(), Err(Error::Runtime { .. })), "{:?}", fut.result());
     }
 
     fn future_awaited_by_several_tasks(lp) {
@@ -347,7 +348,8 @@ backend_tests! {
         let task = lp.create_task(async { 1 }).unwrap();
         assert!(!task.done());
         assert!(!task.cancelled());
-        assert!(matches!(task.exception(), Err(Error::InvalidState(_))), "exception() while pending");
+        let pending = task.exception();
+        assert!(matches!(pending, Err(Error::InvalidState { kind: StateKind::NotDone, .. })), "exception() while pending");
         assert!(run_until(lp, 5.0, || task.done()));
         assert!(matches!(task.exception(), Ok(None)));
         assert!(!task.cancelled());
@@ -704,7 +706,7 @@ backend_tests! {
         let never = lp.create_future::<()>();
         let got = lp.run_until_complete(never.clone());
         match got {
-            Err(Error::Runtime(msg)) => {
+            Err(Error::Runtime { message: msg, .. }) => {
                 assert!(msg.contains("stopped before Future completed"), "message: {msg:?}")
             }
             other => panic!("expected Error::Runtime, got {other:?}"),
@@ -731,8 +733,8 @@ backend_tests! {
                 (nested, forever)
             })
             .unwrap();
-        assert!(matches!(nested, Err(Error::Runtime(_))), "nested run_until_complete: {nested:?}");
-        assert!(matches!(forever, Err(Error::Runtime(_))), "nested run_forever: {forever:?}");
+        assert!(matches!(nested, Err(Error::Runtime { .. })), "nested run_until_complete: {nested:?}");
+        assert!(matches!(forever, Err(Error::Runtime { .. })), "nested run_forever: {forever:?}");
         assert_eq!(Rc::strong_count(&probe), 1, "the refused future was kept");
         // The outer run was not disturbed.
         assert_eq!(lp.run_until_complete(async { 2 }).unwrap(), 2);

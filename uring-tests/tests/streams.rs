@@ -12,8 +12,8 @@ use std::task::Poll;
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
-    ClientConnected, ConnectOptions, Error, EventLoop, Server, ServerOptions, StreamReader,
-    StreamWriter,
+    ClientConnected, ConnectOptions, Error, EventLoop, RuntimeKind, Server, ServerOptions,
+    StreamReader, StreamWriter,
 };
 use uring_tests::{backend_tests, capture_exceptions, echo_lines, pattern};
 
@@ -187,7 +187,7 @@ backend_tests! {
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"bc\n");
             assert_eq!(must(&lp, reader.readexactly(3)).await.unwrap(), b"xyz");
             assert_eq!(must(&lp, reader.readuntil(b"--")).await.unwrap(), b"foo--");
-            assert!(matches!(reader.readuntil(b"").await, Err(Error::InvalidArgument(_))));
+            assert!(matches!(reader.readuntil(b"").await, Err(Error::InvalidArgument { .. })));
             assert!(!reader.at_eof());
             sw.write_eof();
             match must(&lp, reader.readuntil(b"--")).await {
@@ -242,7 +242,7 @@ backend_tests! {
             }
             assert_eq!(reader.buffered(), 20);
             // readline turns it into InvalidArgument and drops the long line.
-            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument(_))));
+            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument { .. })));
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"xy\n");
 
             // Not found, and more than the limit buffered.
@@ -254,7 +254,7 @@ backend_tests! {
                 }
                 other => panic!("expected LimitOverrun, got {other:?}"),
             }
-            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument(_))));
+            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument { .. })));
             assert_eq!(reader.buffered(), 0);
             sw.write(b"ok\n").unwrap();
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"ok\n");
@@ -377,14 +377,14 @@ backend_tests! {
             seen.borrow_mut().clear();
             let fails = |_r: StreamReader, w: StreamWriter| async move {
                 if w.get_extra_info("peername").is_some() {
-                    return Err(Error::Runtime("callback failed".into()));
+                    return Err(Error::runtime(RuntimeKind::Other, "callback failed"));
                 }
                 Ok(())
             };
             let (server, _conn) = serve_and_connect(&lp, fails).await;
             until(&lp, || !seen.borrow().is_empty()).await;
             assert_eq!(seen.borrow()[0].message, "Unhandled exception in client_connected_cb");
-            assert!(matches!(&seen.borrow()[0].error, Some(Error::Runtime(m)) if m == "callback failed"));
+            assert!(matches!(&seen.borrow()[0].error, Some(Error::Runtime { message: m, .. }) if m == "callback failed"));
             shut(server, &lp).await;
 
             seen.borrow_mut().clear();

@@ -440,7 +440,7 @@ backend_tests! {
     fn argument_checks(lp) {
         let (_dir, path) = sock_path(lp, "argument_checks");
         let invalid = |result: Result<(), Error>, what: &str| match result {
-            Err(Error::InvalidArgument(text)) => text,
+            Err(Error::InvalidArgument { message: text, .. }) => text,
             other => panic!("{what}: {other:?}"),
         };
         let sock: OwnedFd = UnixListener::bind(&path).unwrap().into();

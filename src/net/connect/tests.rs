@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::{combine_errors, connect_attempt, interleave_by_family, AttemptError, ConnectOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::net::dns::AddrInfo;
 use crate::EventLoop;
 
@@ -270,10 +270,13 @@ fn a_non_os_error_from_an_attempt_propagates_unwrapped() {
         let attempts = vec![
             real(&lp, refused),
             real(&lp, hanging.local_addr().unwrap()),
-            failing(&lp, 0.1, Error::Runtime("not an OS error".into())),
+            failing(&lp, 0.1, Error::runtime(RuntimeKind::Other, "not an OS error")),
         ];
         let err = race(&lp, attempts, Some(0.02), true).unwrap_err();
-        assert!(matches!(&err, Error::Runtime(m) if m == "not an OS error"), "{err:?}");
+        assert!(
+            matches!(&err, Error::Runtime { message: m, .. } if m == "not an OS error"),
+            "{err:?}"
+        );
         settle(&lp); // the hanging connect was cancelled, its socket closed
 
         // A panic inside an attempt: the task ends with it, the other attempt is cancelled.

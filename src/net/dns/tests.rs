@@ -132,7 +132,7 @@ fn gai_errors_name_the_question() {
     assert!(message.starts_with("getaddrinfo(127.0.0.1:no-such-service-x): "), "{message}");
     assert!(!message.contains("Errno"), "{message}");
     let err = blocking_getaddrinfo(Some("a\0b"), None, &AddrInfoHints::default()).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
 }
 
 /// Lookups are named in Rust's address idiom, not as Python tuples or `Some(..)`.
