@@ -136,6 +136,32 @@ pub enum Error {
     },
 }
 
+/// The accessors of the variants that carry a `kind`: `fn name(&self) -> Option<Kind>`, the
+/// kind of an `Error::Variant`, `None` for any other variant.
+macro_rules! kind_accessors {
+    ($($name:ident: $variant:ident => $kind:ty,)*) => {
+        impl Error {
+            $(
+                #[doc = concat!("The kind of an [`Error::", stringify!($variant), "`], if this is one.")]
+                pub fn $name(&self) -> Option<$kind> {
+                    match self {
+                        Error::$variant { kind, .. } => Some(*kind),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+kind_accessors! {
+    runtime_kind: Runtime => RuntimeKind,
+    state_kind: InvalidState => StateKind,
+    argument_kind: InvalidArgument => ArgumentKind,
+    tls_kind: Tls => TlsErrorKind,
+    dns_kind: Dns => DnsErrorKind,
+}
+
 impl Error {
     /// An [`Error::Runtime`] of `kind`.
     pub fn runtime(kind: RuntimeKind, message: impl Into<String>) -> Error {
@@ -152,54 +178,14 @@ impl Error {
         Error::InvalidArgument { kind, message: message.into() }
     }
 
-    /// The kind of an [`Error::Runtime`], if this is one.
-    pub fn runtime_kind(&self) -> Option<RuntimeKind> {
-        match self {
-            Error::Runtime { kind, .. } => Some(*kind),
-            _ => None,
-        }
-    }
-
-    /// The kind of an [`Error::InvalidState`], if this is one.
-    pub fn state_kind(&self) -> Option<StateKind> {
-        match self {
-            Error::InvalidState { kind, .. } => Some(*kind),
-            _ => None,
-        }
-    }
-
-    /// The kind of an [`Error::InvalidArgument`], if this is one.
-    pub fn argument_kind(&self) -> Option<ArgumentKind> {
-        match self {
-            Error::InvalidArgument { kind, .. } => Some(*kind),
-            _ => None,
-        }
-    }
-
     /// An [`Error::Tls`] of `kind`.
     pub fn tls(kind: TlsErrorKind, message: impl Into<String>) -> Error {
         Error::Tls { kind, message: message.into() }
     }
 
-    /// The kind of an [`Error::Tls`], if this is one.
-    pub fn tls_kind(&self) -> Option<TlsErrorKind> {
-        match self {
-            Error::Tls { kind, .. } => Some(*kind),
-            _ => None,
-        }
-    }
-
     /// An [`Error::Dns`] for the `EAI_*` `code`, its kind read from the code.
     pub fn dns(code: i32, message: impl Into<String>) -> Error {
         Error::Dns { kind: DnsErrorKind::from_code(code), code, message: message.into() }
-    }
-
-    /// The kind of an [`Error::Dns`], if this is one.
-    pub fn dns_kind(&self) -> Option<DnsErrorKind> {
-        match self {
-            Error::Dns { kind, .. } => Some(*kind),
-            _ => None,
-        }
     }
 
     /// An [`Error::Io`] from `source`, saying what was being done.
