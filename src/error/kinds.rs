@@ -84,7 +84,7 @@ pub enum ArgumentKind {
     Other,
 }
 
-/// Why a TLS connection failed ([`Error::Tls`]).
+/// Why a TLS connection failed ([`Error::Tls`](super::Error::Tls)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsErrorKind {
