@@ -8,7 +8,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result, StateKind};
-use crate::event_loop::{EventLoop, Inner};
+use crate::event_loop::{check_awaited_on, EventLoop, Inner};
 
 /// Where a future is.
 enum State<T> {
@@ -40,7 +40,10 @@ struct Cell_<T> {
 /// A placeholder for a result that callbacks set later (asyncio's `Future`). Clones share the
 /// same state. Done callbacks run through `call_soon`, never inline. Awaiting gives the
 /// result, moving it out: one awaiter receives the value (later awaits get
-/// `Error::InvalidState`; use [`result`](Self::result) to read it by clone).
+/// `Error::InvalidState`; use [`result`](Self::result) to read it by clone). Awaiting it while
+/// another loop runs on the thread (in a task of that loop) gives `Error::Runtime` of kind
+/// [`RuntimeKind::DifferentLoop`](crate::RuntimeKind::DifferentLoop), as asyncio refuses a
+/// future attached to a different loop.
 pub struct Future<T> {
     /// Shared state.
     inner: Rc<Cell_<T>>,
@@ -171,6 +174,9 @@ impl<T> StdFuture for Future<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if let Err(err) = check_awaited_on(&self.inner.event_loop, || format!("{:?}", *self)) {
+            return Poll::Ready(Err(err));
+        }
         let mut state = self.inner.state.borrow_mut();
         match &*state {
             State::Pending => {

@@ -1,9 +1,9 @@
 //! Per-thread loops: the running loop, the current loop, `get_event_loop` and friends.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
-use super::{EventLoop, LoopState};
+use super::{EventLoop, Inner, LoopState};
 use crate::error::{Error, Result, RuntimeKind};
 
 thread_local! {
@@ -52,6 +52,26 @@ pub fn set_event_loop(event_loop: Option<EventLoop>) {
 /// `None` also during thread teardown, when the thread-local is already gone.
 pub(crate) fn with_running_loop<R>(f: impl FnOnce(&EventLoop) -> R) -> Option<R> {
     RUNNING.try_with(|running| running.borrow().as_ref().map(f)).ok().flatten()
+}
+
+/// Refuses to await `what` (a future or task of the loop `owner`) while another loop runs on
+/// this thread: a future awaited in a task (or `run_until_complete`) of a loop that is not its
+/// own, which asyncio refuses ("Task ... got Future ... attached to a different loop"). Its
+/// callbacks and wakers would go to a loop that is not running. With no loop running (another
+/// executor polls it) the await is allowed.
+pub(crate) fn check_awaited_on(owner: &Weak<Inner>, what: impl FnOnce() -> String) -> Result<()> {
+    let elsewhere = with_running_loop(|lp| !std::ptr::eq(Rc::as_ptr(&lp.inner), owner.as_ptr()));
+    if elsewhere != Some(true) {
+        return Ok(());
+    }
+    Err(Error::runtime(
+        RuntimeKind::DifferentLoop,
+        format!(
+            "{} is attached to a different event loop than the one running: await it in a \
+             task of its own loop",
+            what()
+        ),
+    ))
 }
 
 /// Marks a loop running on this thread for the guard's lifetime (also on unwind).

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use current::with_running_loop;
+pub(crate) use current::{check_awaited_on, with_running_loop};
 pub use current::{get_event_loop, get_running_loop, new_event_loop, set_event_loop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use handle::{Handle, TimerHandle};

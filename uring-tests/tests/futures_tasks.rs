@@ -88,6 +88,31 @@ fn task_number<T>(task: &Task<T>) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 backend_tests! {
+    // As asyncio's "Task ... got Future ... attached to a different loop": a future or task
+    // of loop A awaited in a task of loop B (on the same thread) fails the await with a typed
+    // error, at once: no panic, no hang.
+    fn awaiting_a_future_of_another_loop_is_refused(lp) {
+        let other = EventLoop::with_backend(lp.backend()).unwrap();
+        let foreign = other.create_future::<u32>();
+        let foreign_task = other.create_task(async { 7 }).unwrap();
+        let task = lp.create_task(async move { foreign.await.map(|v| v + 1) }).unwrap();
+        let got = lp.run_until_complete(task).unwrap().expect("the task ran to its end");
+        let err = got.expect_err("a future of another loop");
+        assert_eq!(err.runtime_kind(), Some(RuntimeKind::DifferentLoop), "{err}");
+        let want = "<Future pending> is attached to a different event loop than the one running";
+        assert!(err.to_string().starts_with(want), "{err}");
+        // The task of the other loop, awaited by the main future of this one.
+        let got = lp.run_until_complete(foreign_task).unwrap();
+        let err = got.expect_err("a task of another loop");
+        assert!(matches!(err, Error::Runtime { kind: RuntimeKind::DifferentLoop, .. }), "{err}");
+        assert!(err.to_string().starts_with("<Task "), "{err}");
+        // On its own loop the same kind of await works.
+        let own = other.create_future::<u32>();
+        own.set_result(5).unwrap();
+        assert_eq!(other.run_until_complete(own).unwrap().unwrap(), 5);
+        other.close().unwrap();
+    }
+
     fn future_set_result_then_state_queries(lp) {
         let fut = lp.create_future::<u32>();
         assert!(!fut.done());

@@ -16,9 +16,10 @@
 //! - BEHAVIOURS 4, first half (`run_until_complete(non-awaitable)` → TypeError): it takes
 //!   `F: std::future::Future`; anything else does not compile.
 //! - BEHAVIOURS 4, second half (`run_until_complete(future of another loop)` → ValueError): it
-//!   takes any Rust future, and a loop cannot tell whose a future is; ringloop futures wake their
-//!   awaiter through a `Waker`, so awaiting another loop's future works. The Rust meaning is
-//!   pinned by `awaiting_another_loops_future_completes`.
+//!   takes any Rust future, and a loop cannot tell whose a plain future is; a ringloop `Future`
+//!   or `Task` of another loop knows, and is refused when polled, with `Error::Runtime` of kind
+//!   `DifferentLoop` (asyncio's RuntimeError for the same await inside a task), pinned by
+//!   `awaiting_another_loops_future_is_refused`.
 //! - BEHAVIOURS 11, `add_signal_handler` after close: the loop has no signal API yet
 //!   (section 17).
 use std::cell::{Cell, RefCell};
@@ -171,16 +172,17 @@ backend_tests! {
         assert_eq!(lp.pending_tasks(), 1, "only the task of the pre-stopped run is left");
     }
 
-    // BEHAVIOURS 4 (Rust meaning; see the header)
-    fn awaiting_another_loops_future_completes(lp) {
+    // BEHAVIOURS 4 (Rust meaning; see the header): refused at once, as asyncio does.
+    fn awaiting_another_loops_future_is_refused(lp) {
         let other = EventLoop::with_backend(lp.backend()).unwrap();
         let fut = other.create_future::<&str>();
         let setter = fut.clone();
         lp.call_later(0.01, move || setter.set_result("done").unwrap()).unwrap();
         let (_timer, stopped) = watchdog(lp, 5.0);
-        let r = lp.run_until_complete(fut);
-        assert!(!stopped.get(), "the await never completed");
-        assert_eq!(r.unwrap().unwrap(), "done");
+        let r = lp.run_until_complete(fut).unwrap();
+        assert!(!stopped.get(), "the await hung");
+        let err = r.expect_err("a future of another loop");
+        assert_eq!(err.runtime_kind(), Some(RuntimeKind::DifferentLoop), "{err}");
         other.close().unwrap();
     }
 
