@@ -197,8 +197,8 @@ impl Registration {
     }
 
     /// Starts delivering `signum` to this loop, installing the handler if no loop had it.
-    /// `Error::Runtime` of [`RuntimeKind::UncatchableSignal`] ("sig N cannot be caught") for SIGKILL, SIGSTOP and the signals libc
-    /// reserves.
+    /// `Error::Runtime` of [`RuntimeKind::UncatchableSignal`] ("sig N cannot be caught") for
+    /// SIGKILL, SIGSTOP and the signals libc reserves.
     pub(crate) fn add(&mut self, signum: i32) -> Result<()> {
         if self.signals & bit(signum) != 0 {
             return Ok(());

@@ -23,7 +23,7 @@ impl fmt::Display for Error {
                 write!(f, "{} bytes read on a total of {expected} expected bytes", partial.len())
             }
             Error::IncompleteRead { partial, expected: None } => {
-                write!(f, "{} bytes read on a total of undefined expected bytes", partial.len())
+                write!(f, "{} bytes read before EOF, without the separator", partial.len())
             }
             Error::Cancelled => f.write_str("cancelled"),
             Error::Panic(msg) => write!(f, "panicked: {msg}"),

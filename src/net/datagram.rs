@@ -378,7 +378,7 @@ fn adopt_socket(sock: OwnedFd, options: &DatagramOptions) -> Result<OwnedFd> {
         return Err(Error::invalid_argument(
             ArgumentKind::Conflicting,
             format!(
-                "socket modifier keyword arguments can not be used when sock is specified. ({})",
+                "create_datagram_endpoint: socket options cannot be used with sock ({})",
                 modifiers.join(", ")
             ),
         ));

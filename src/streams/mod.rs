@@ -417,7 +417,10 @@ where
 
 fn check_limit(limit: usize) -> Result<()> {
     if limit == 0 {
-        return Err(Error::invalid_argument(ArgumentKind::OutOfRange, "Limit cannot be <= 0"));
+        return Err(Error::invalid_argument(
+            ArgumentKind::OutOfRange,
+            "the stream buffer limit must be at least 1 byte",
+        ));
     }
     Ok(())
 }

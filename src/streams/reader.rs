@@ -156,7 +156,7 @@ impl StreamReader {
         if seplen == 0 {
             return Err(Error::invalid_argument(
                 ArgumentKind::Missing,
-                "Separator should be at least one-byte string",
+                "readuntil: the separator must not be empty",
             ));
         }
         self.check_exception()?;
@@ -204,16 +204,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
 }
 
-/// An [`Error`] as an `io::Error` of the same kind (the `Error` is its inner error).
-pub(super) fn to_io_error(error: Error) -> io::Error {
-    let kind = error.io_error().map_or(io::ErrorKind::Other, io::Error::kind);
-    io::Error::new(kind, error)
-}
-
 impl StreamReader {
     /// The `poll_read` of the I/O traits: hands up to `max` buffered bytes to `copy_out` (which
     /// takes them all) and returns how many; `Ok(0)` at EOF or for a `max` of 0; the
-    /// connection's error as an `io::Error` (its [`Error`] inside) after
+    /// connection's error as an `io::Error` (`From<Error>`: same kind, the [`Error`] inside) after
     /// `connection_lost(Some(err))`.
     pub(crate) fn poll_read_with(
         &self,
@@ -223,7 +217,7 @@ impl StreamReader {
     ) -> Poll<io::Result<usize>> {
         let state = &self.state;
         if let Some(error) = state.exception() {
-            return Poll::Ready(Err(to_io_error(error)));
+            return Poll::Ready(Err(io::Error::from(error)));
         }
         if max == 0 {
             return Poll::Ready(Ok(0));
@@ -247,7 +241,7 @@ impl StreamReader {
 
 impl futures_io::AsyncRead for StreamReader {
     /// Copies buffered bytes into `buf`; `Ok(0)` at EOF; the connection's error as an
-    /// `io::Error` (its [`Error`] inside) after `connection_lost(Some(err))`.
+    /// `io::Error` (`From<Error>`: same kind, the [`Error`] inside) after `connection_lost(Some(err))`.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::reader::to_io_error;
 use super::{connection_reset, Link, StreamState};
 use crate::error::Result;
 use crate::transport::{ExtraInfo, Transport, WriteTransport};
@@ -267,27 +266,27 @@ impl<T: WriterTransport> futures_io::AsyncWrite for StreamWriter<T> {
     ) -> Poll<io::Result<usize>> {
         let state = self.state();
         if let Some(error) = state.exception() {
-            return Poll::Ready(Err(to_io_error(error)));
+            return Poll::Ready(Err(io::Error::from(error)));
         }
         if self.is_closing() {
-            return Poll::Ready(Err(to_io_error(connection_reset("write"))));
+            return Poll::Ready(Err(io::Error::from(connection_reset("write"))));
         }
         if state.writing_paused.get() {
             state.drain_wakers.register(cx.waker());
             return Poll::Pending;
         }
-        Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(to_io_error))
+        Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(io::Error::from))
     }
 
     /// [`drain`](StreamWriter::drain).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_drain(cx).map_err(to_io_error)
+        self.poll_drain(cx).map_err(io::Error::from)
     }
 
     /// `close()`, then [`wait_closed`](StreamWriter::wait_closed).
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.close();
-        self.poll_closed(cx).map_err(to_io_error)
+        self.poll_closed(cx).map_err(io::Error::from)
     }
 }
 

@@ -12,8 +12,8 @@ use std::task::Poll;
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
-    ClientConnected, ConnectOptions, Error, EventLoop, RuntimeKind, Server, ServerOptions,
-    StreamReader, StreamWriter,
+    ArgumentKind, ClientConnected, ConnectOptions, Error, EventLoop, RuntimeKind, Server,
+    ServerOptions, StreamReader, StreamWriter,
 };
 use uring_tests::{backend_tests, capture_exceptions, echo_lines, pattern};
 
@@ -187,12 +187,14 @@ backend_tests! {
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"bc\n");
             assert_eq!(must(&lp, reader.readexactly(3)).await.unwrap(), b"xyz");
             assert_eq!(must(&lp, reader.readuntil(b"--")).await.unwrap(), b"foo--");
-            assert!(matches!(reader.readuntil(b"").await, Err(Error::InvalidArgument { .. })));
+            let empty = reader.readuntil(b"").await;
+            assert!(matches!(&empty, Err(Error::InvalidArgument { kind: ArgumentKind::Missing, .. })), "{empty:?}");
+            assert_eq!(empty.unwrap_err().to_string(), "readuntil: the separator must not be empty");
             assert!(!reader.at_eof());
             sw.write_eof();
             match must(&lp, reader.readuntil(b"--")).await {
                 Err(err @ Error::IncompleteRead { .. }) => {
-                    assert_eq!(err.to_string(), "3 bytes read on a total of undefined expected bytes");
+                    assert_eq!(err.to_string(), "3 bytes read before EOF, without the separator");
                     let Error::IncompleteRead { partial, expected } = err else { unreachable!() };
                     assert_eq!((partial.as_slice(), expected), (&b"bar"[..], None));
                 }
