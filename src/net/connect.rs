@@ -137,7 +137,7 @@ impl EventLoop {
     /// - [`Error::Dns`] from resolving `host` or `local_addr`; [`Error::Io`] if either
     ///   resolves to nothing.
     /// - Every address failed: the one error if there was one, or all had the same message;
-    ///   else an [`Error::Io`] "Multiple exceptions: ..." listing them. With `all_errors`:
+    ///   else an [`Error::Io`] "every address failed: ..." listing them. With `all_errors`:
     ///   [`Error::Multiple`] holding each. Connect errors keep their errno (`ECONNREFUSED`
     ///   ...) and name the address; bind errors (`EADDRINUSE` ...) name the local address.
     /// - [`Error::Timeout`] "create_connection failed" if no attempt finished and none failed.
@@ -452,7 +452,7 @@ fn combine_errors(mut errors: Vec<Error>, all_errors: bool) -> Error {
         return errors.swap_remove(0);
     }
     let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let message = format!("Multiple exceptions: {}", listed.join(", "));
+    let message = format!("every address failed: {}", listed.join("; "));
     Error::io("create_connection", io::Error::other(message))
 }
 

@@ -278,6 +278,10 @@ async fn accept_loop(state: Rc<ServerState>, fd: RawFd) {
     }
 }
 
+/// The exception handler's message when accepting runs out of fds or memory (asyncio:
+/// "socket.accept() out of system resource").
+const ACCEPT_EXHAUSTED: &str = "accept: out of system resources; accepting pauses, then retries";
+
 /// Handles an accept error as asyncio does; false: the listener failed for good.
 async fn on_accept_error(
     state: &ServerState,
@@ -289,7 +293,7 @@ async fn on_accept_error(
         Some(libc::EAGAIN | libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => true,
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             let error = Error::io(format!("accept on fd {fd}"), err);
-            state.report(event_loop, "socket.accept() out of system resource", error, fd);
+            state.report(event_loop, ACCEPT_EXHAUSTED, error, fd);
             // The timer is cancelled if the accept task is (dropping the sleep).
             if let Ok(pause) = sleep_on(event_loop, ACCEPT_RETRY_DELAY) {
                 let _ = pause.await;

@@ -557,7 +557,7 @@ backend_tests! {
         }
         filler.pop(); // one descriptor free: for the client
         let _client = TcpStream::connect(at).unwrap();
-        let resource = "socket.accept() out of system resource";
+        let resource = "accept: out of system resources; accepting pauses, then retries";
         assert!(run_until(lp, WAIT, || messages.borrow().iter().any(|m| m == resource)), "{messages:?}");
         assert!(server.is_serving(), "the listener stays");
         assert_eq!(log.count("made"), 0);
