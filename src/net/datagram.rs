@@ -172,7 +172,7 @@ impl EventLoop {
     ///   datagram socket ("A datagram socket was expected"); a unix address with an IP family
     ///   or the other way round, local and remote of different kinds; neither an address nor
     ///   a family ("unexpected address family"); addresses that resolve to no common family
-    ///   ("can not get address information").
+    ///   ("... have no address family in common").
     /// - [`Error::Dns`] from resolving; [`Error::Io`] from `socket`, `bind` (`EADDRINUSE`,
     ///   ...) or `connect`, naming the address: the first error when every candidate failed.
     ///
@@ -245,9 +245,11 @@ impl EventLoop {
             return Err(Error::invalid_argument(
                 ArgumentKind::Conflicting,
                 format!(
-                "create_datagram_endpoint: local_addr {local:?} and remote_addr {remote:?} are \
-                 of different address families"
-            ),
+                    "create_datagram_endpoint: local_addr {} and remote_addr {} are of different \
+                     address families",
+                    endpoint_text(local),
+                    endpoint_text(remote)
+                ),
             ));
         }
         if local.is_none() && remote.is_none() {
@@ -308,14 +310,20 @@ impl EventLoop {
             return Err(Error::invalid_argument(
                 ArgumentKind::Conflicting,
                 format!(
-                "create_datagram_endpoint: can not get address information: local_addr {:?} and \
-                 remote_addr {:?} have no address family in common",
-                options.local_addr, options.remote_addr
-            ),
+                    "create_datagram_endpoint: local_addr {} and remote_addr {} have no address \
+                     family in common",
+                    endpoint_text(options.local_addr.as_ref()),
+                    endpoint_text(options.remote_addr.as_ref())
+                ),
             ));
         }
         Ok(candidates)
     }
+}
+
+/// An optional endpoint as messages show it: its address, or `none`.
+fn endpoint_text(addr: Option<&EndpointAddr>) -> String {
+    addr.map_or_else(|| "none".to_string(), ToString::to_string)
 }
 
 /// The one candidate of an `AF_UNIX` endpoint; a stale socket file at `local_addr` is removed.
@@ -335,7 +343,7 @@ fn unix_candidate(options: &DatagramOptions) -> Result<Vec<Candidate>> {
             Some(EndpointAddr::Unix(path)) => SockAddr::unix(path).map(Some).map_err(|e| {
                 Error::invalid_argument(
                     ArgumentKind::Malformed,
-                    format!("create_datagram_endpoint: unix path {path:?}: {e}"),
+                    format!("create_datagram_endpoint: unix path {}: {e}", path.display()),
                 )
             }),
             Some(other) => Err(Error::invalid_argument(

@@ -15,7 +15,8 @@ use std::os::unix::net::UnixDatagram;
 use std::rc::Rc;
 
 use ringloop::{
-    DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr, Error, EventLoop, ExtraInfo,
+    ArgumentKind, DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr, Error,
+    EventLoop, ExtraInfo,
 };
 use socket2::SockAddr;
 use uring_tests::{
@@ -355,7 +356,9 @@ backend_tests! {
         assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("address family")), "{err}");
         let v4_v6 = DatagramOptions::new().local_addr("127.0.0.1", 0).remote_addr("::1", 9);
         let err = endpoint_err(lp, v4_v6);
-        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("address information")));
+        let want = "create_datagram_endpoint: local_addr 127.0.0.1:0 and remote_addr [::1]:9 have no \
+                    address family in common";
+        assert!(matches!(&err, Error::InvalidArgument { kind: ArgumentKind::Conflicting, message: m } if m == want), "{err}");
         let unix_inet = DatagramOptions::new().family(libc::AF_UNIX).local_addr("127.0.0.1", 0);
         let err = endpoint_err(lp, unix_inet);
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
