@@ -273,9 +273,10 @@ pub(crate) fn blocking_getaddrinfo(
 pub(crate) fn blocking_getnameinfo(addr: SocketAddr, flags: i32) -> Result<(String, String)> {
     let (storage, len) = to_sockaddr(&addr);
     let mut host = [0 as libc::c_char; libc::NI_MAXHOST as usize];
-    let mut service = [0 as libc::c_char; 32]; // glibc's NI_MAXSERV
-                                               // SAFETY: `storage` holds a socket address of `len` bytes; both buffers are writable for
-                                               // the lengths given, and libc NUL-terminates what it writes into them.
+    // glibc's NI_MAXSERV.
+    let mut service = [0 as libc::c_char; 32];
+    // SAFETY: `storage` holds a socket address of `len` bytes; both buffers are writable for
+    // the lengths given, and libc NUL-terminates what it writes into them.
     let code = unsafe {
         libc::getnameinfo(
             ptr::addr_of!(storage).cast(),

@@ -89,10 +89,11 @@ impl UnixPath {
             return Err(Error::invalid_argument(
                 ArgumentKind::Malformed,
                 format!(
-                "{call}: path {} is {} bytes long, more than the {room} an AF_UNIX address holds",
-                self.describe(),
-                bytes.len()
-            ),
+                    "{call}: path {} is {} bytes long, more than the {room} an AF_UNIX address \
+                     holds",
+                    self.describe(),
+                    bytes.len()
+                ),
             ));
         }
         SockAddr::unix(Path::new(path))

@@ -60,8 +60,9 @@ impl Source {
             return Err(Error::invalid_argument(
                 ArgumentKind::OutOfRange,
                 format!(
-                "{what}: file fd {fd} is not a regular file and has no position: offset must be 0"
-            ),
+                    "{what}: file fd {fd} is not a regular file and has no position: offset must \
+                     be 0"
+                ),
             ));
         }
         let size = seekable.then(|| u64::try_from(stat.st_size).unwrap_or(0));

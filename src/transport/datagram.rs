@@ -133,11 +133,11 @@ impl DatagramTransport {
                 return Err(Error::invalid_argument(
                     ArgumentKind::Conflicting,
                     format!(
-                    "sendto: this transport is connected to {}: send to no address (`None`) or \
-                     to that one, not {}",
-                    describe_addr(remote),
-                    describe_addr(given)
-                ),
+                        "sendto: this transport is connected to {}: send to no address (`None`) or \
+                         to that one, not {}",
+                        describe_addr(remote),
+                        describe_addr(given)
+                    ),
                 ));
             }
         }

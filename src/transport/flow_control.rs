@@ -77,9 +77,9 @@ impl WaterMarks {
             return Err(Error::invalid_argument(
                 ArgumentKind::OutOfRange,
                 format!(
-                "write buffer limits: the high-water mark ({high} bytes) must not be below the \
-                 low-water mark ({low} bytes)"
-            ),
+                    "write buffer limits: the high-water mark ({high} bytes) must not be below the \
+                     low-water mark ({low} bytes)"
+                ),
             ));
         }
         (self.high, self.low) = (high, low);
