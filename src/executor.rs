@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::error::{ArgumentKind, Error, RuntimeKind};
 
 /// A unit of work: runs once on some worker thread.
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -120,8 +120,9 @@ impl Executor {
     /// Fails with [`Error::InvalidArgument`] if `max_workers` is 0.
     pub fn new(max_workers: usize) -> Result<Executor, Error> {
         if max_workers == 0 {
-            return Err(Error::InvalidArgument(
-                "Executor::new: max_workers must be greater than 0".to_string(),
+            return Err(Error::invalid_argument(
+                ArgumentKind::OutOfRange,
+                "Executor::new: max_workers must be greater than 0",
             ));
         }
         Ok(Executor::with_max_workers(max_workers))
@@ -149,8 +150,9 @@ impl Executor {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
         if state.lifecycle == Lifecycle::ShutDown {
-            return Err(Error::Runtime(
-                "cannot schedule new work after the executor was shut down".to_string(),
+            return Err(Error::runtime(
+                RuntimeKind::ExecutorShutdown,
+                "cannot schedule new work after the executor was shut down",
             ));
         }
         state.queue.push_back(job);
@@ -382,7 +384,7 @@ mod tests {
 
     #[test]
     fn new_rejects_zero_workers() {
-        assert!(matches!(Executor::new(0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(Executor::new(0), Err(Error::InvalidArgument { .. })));
         let n = Executor::default_workers();
         assert!((5..=32).contains(&n), "default_workers = {n}");
         assert_eq!(Executor::default().max_workers(), n);
@@ -469,7 +471,10 @@ mod tests {
         assert!(executor.shutdown(false, None), "no worker was ever started");
         assert!(executor.is_shutdown());
         let err = executor.submit(Box::new(|| {})).unwrap_err();
-        assert!(matches!(&err, Error::Runtime(msg) if msg.contains("shut down")), "{err}");
+        assert!(
+            matches!(&err, Error::Runtime { message: msg, .. } if msg.contains("shut down")),
+            "{err}"
+        );
         assert!(executor.shutdown(true, None), "shutdown is idempotent");
     }
 

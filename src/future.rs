@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, Inner};
+use crate::error::{Error, Result, StateKind};
+use crate::event_loop::{check_awaited_on, EventLoop, Inner};
 
 /// Where a future is.
 enum State<T> {
@@ -39,7 +39,10 @@ struct Cell_<T> {
 /// A placeholder for a result that callbacks set later (asyncio's `Future`). Clones share the
 /// same state. Done callbacks run through `call_soon`, never inline. Awaiting gives the
 /// result, moving it out: one awaiter receives the value (later awaits get
-/// `Error::InvalidState`; use [`result`](Self::result) to read it by clone).
+/// `Error::InvalidState`; use [`result`](Self::result) to read it by clone). Awaiting it while
+/// another loop runs on the thread (in a task of that loop) gives `Error::Runtime` of kind
+/// [`RuntimeKind::DifferentLoop`](crate::RuntimeKind::DifferentLoop), as asyncio refuses a
+/// future attached to a different loop.
 pub struct Future<T> {
     /// Shared state.
     inner: Rc<Cell_<T>>,
@@ -80,8 +83,9 @@ impl<T: 'static> Future<T> {
         {
             let mut state = self.inner.state.borrow_mut();
             if !matches!(*state, State::Pending) {
-                return Err(Error::InvalidState(
-                    "invalid state: the future is already done".into(),
+                return Err(Error::invalid_state(
+                    StateKind::AlreadyDone,
+                    "invalid state: the future is already done",
                 ));
             }
             *state = State::Done(result);
@@ -113,7 +117,9 @@ impl<T: 'static> Future<T> {
     /// The error set (`Ok(None)` on a result); `InvalidState` while pending.
     pub fn exception(&self) -> Result<Option<Error>> {
         match &*self.inner.state.borrow() {
-            State::Pending => Err(Error::InvalidState("Exception is not set.".into())),
+            State::Pending => {
+                Err(Error::invalid_state(StateKind::NotDone, "Exception is not set."))
+            }
             State::Done(Err(Error::Cancelled)) => Err(Error::Cancelled),
             State::Done(Err(err)) => Ok(Some(err.clone())),
             State::Done(Ok(_)) | State::Taken => Ok(None),
@@ -149,7 +155,7 @@ impl<T: Clone + 'static> Future<T> {
     /// The result (cloned) or the error; `InvalidState` while pending.
     pub fn result(&self) -> Result<T> {
         match &*self.inner.state.borrow() {
-            State::Pending => Err(Error::InvalidState("Result is not set.".into())),
+            State::Pending => Err(Error::invalid_state(StateKind::NotDone, "Result is not set.")),
             State::Done(result) => result.clone(),
             State::Taken => Err(taken()),
         }
@@ -157,13 +163,19 @@ impl<T: Clone + 'static> Future<T> {
 }
 
 fn taken() -> Error {
-    Error::InvalidState("the result was already moved out by an earlier await".into())
+    Error::invalid_state(
+        StateKind::AlreadyTaken,
+        "the result was already moved out by an earlier await",
+    )
 }
 
 impl<T> std::future::Future for Future<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if let Err(err) = check_awaited_on(&self.inner.event_loop, || format!("{:?}", *self)) {
+            return Poll::Ready(Err(err));
+        }
         let mut state = self.inner.state.borrow_mut();
         match &*state {
             State::Pending => {

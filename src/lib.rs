@@ -115,7 +115,7 @@ mod toolbox;
 mod transport;
 
 pub use driver::Backend;
-pub use error::{Error, Result, TlsErrorKind};
+pub use error::{ArgumentKind, DnsErrorKind, Error, Result, RuntimeKind, StateKind, TlsErrorKind};
 pub use event_loop::{
     get_event_loop, get_running_loop, new_event_loop, set_event_loop, Delay, EventLoop,
     ExceptionContext, ExceptionHandler, Handle, LoopHandle, ThreadsafeHandle, TimerHandle,

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Socket, Type};
 
 use crate::driver::Backend;
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, ArgumentKind, Error, Result, RuntimeKind};
 use crate::event_loop::{EventLoop, LoopHandle};
 
 /// Runs `future` on `event_loop` as [`run`](crate::run) does, and closes the loop: tasks still
@@ -170,7 +170,9 @@ fn start_all<T>(starting: Vec<Starting<T>>) -> Result<LoopThreads<T>> {
         let opened = match thread {
             Ok(thread) => opened
                 .recv()
-                .unwrap_or_else(|_| Err(Error::Runtime("a loop thread died at start".into())))
+                .unwrap_or_else(|_| {
+                    Err(Error::runtime(RuntimeKind::Other, "a loop thread died at start"))
+                })
                 .map(|handle| (handle, thread)),
             Err(err) => Err(err),
         };
@@ -268,8 +270,9 @@ impl<T> fmt::Debug for LoopThreads<T> {
 /// a `count` of 0.
 pub fn reuse_port_listeners(addr: SocketAddr, count: usize) -> Result<Vec<Socket>> {
     if count == 0 {
-        return Err(Error::InvalidArgument(
-            "reuse_port_listeners: count must be at least 1".into(),
+        return Err(Error::invalid_argument(
+            ArgumentKind::OutOfRange,
+            "reuse_port_listeners: count must be at least 1",
         ));
     }
     let mut bound_to = addr;

@@ -27,7 +27,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result, RuntimeKind};
 use crate::sys::{syscall, EventFd};
 
 /// Signal numbers are `1..NSIG` (Python's `signal.NSIG`; Linux has signals 1 to 64).
@@ -43,7 +43,10 @@ pub(crate) fn check_signal(call: &str, signum: i32) -> Result<()> {
     if (1..NSIG).contains(&signum) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("{call}: sig {signum} out of range(1, {NSIG})")))
+        Err(Error::invalid_argument(
+            ArgumentKind::OutOfRange,
+            format!("{call}: signal {signum} is out of range (1 to {})", NSIG - 1),
+        ))
     }
 }
 
@@ -194,8 +197,8 @@ impl Registration {
     }
 
     /// Starts delivering `signum` to this loop, installing the handler if no loop had it.
-    /// `Error::Runtime("sig N cannot be caught")` for SIGKILL, SIGSTOP and the signals libc
-    /// reserves.
+    /// `Error::Runtime` of [`RuntimeKind::UncatchableSignal`] ("sig N cannot be caught") for
+    /// SIGKILL, SIGSTOP and the signals libc reserves.
     pub(crate) fn add(&mut self, signum: i32) -> Result<()> {
         if self.signals & bit(signum) != 0 {
             return Ok(());
@@ -220,7 +223,10 @@ impl Registration {
             Err(err) => {
                 self.slot.mask.fetch_and(!bit(signum), Ordering::SeqCst);
                 Err(match err.raw_os_error() {
-                    Some(libc::EINVAL) => Error::Runtime(format!("sig {signum} cannot be caught")),
+                    Some(libc::EINVAL) => Error::runtime(
+                        RuntimeKind::UncatchableSignal,
+                        format!("sig {signum} cannot be caught"),
+                    ),
                     _ => Error::io(format!("add_signal_handler: sigaction({signum})"), err),
                 })
             }

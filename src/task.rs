@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use crate::error::{panic_message, Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext, Inner, Ready};
+use crate::error::{panic_message, Error, Result, StateKind};
+use crate::event_loop::{check_awaited_on, EventLoop, ExceptionContext, Inner, Ready};
 
 /// A type-erased future as the loop polls it.
 pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -217,7 +217,8 @@ impl TaskCore {
 
 /// A future scheduled on the loop (asyncio's `Task`). Awaiting it gives the future's output,
 /// or the error that ended it (`Error::Cancelled`, `Error::Panic`). Dropping the handle does
-/// not stop the task.
+/// not stop the task. Awaiting it while another loop runs on the thread gives `Error::Runtime`
+/// of kind [`RuntimeKind::DifferentLoop`](crate::RuntimeKind::DifferentLoop).
 pub struct Task<T> {
     /// The loop's side.
     core: Rc<TaskCore>,
@@ -336,7 +337,7 @@ impl<T> Task<T> {
     /// runs.
     pub fn exception(&self) -> Result<Option<Error>> {
         if !self.done() {
-            return Err(Error::InvalidState("Exception is not set.".into()));
+            return Err(Error::invalid_state(StateKind::NotDone, "Exception is not set."));
         }
         self.core.retrieved.set(true);
         Ok(self.core.error.borrow().clone())
@@ -400,7 +401,10 @@ impl<T> Task<T> {
             return Err(err);
         }
         self.output.borrow_mut().take().ok_or_else(|| {
-            Error::InvalidState("the task's output was already taken by an earlier await".into())
+            Error::invalid_state(
+                StateKind::AlreadyTaken,
+                "the task's output was already taken by an earlier await",
+            )
         })
     }
 }
@@ -409,6 +413,9 @@ impl<T> Future for Task<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if let Err(err) = check_awaited_on(&self.core.event_loop, || format!("{:?}", *self)) {
+            return Poll::Ready(Err(err));
+        }
         if self.done() {
             return Poll::Ready(self.take_output());
         }

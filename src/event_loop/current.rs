@@ -1,10 +1,10 @@
 //! Per-thread loops: the running loop, the current loop, `get_event_loop` and friends.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
-use super::{EventLoop, LoopState};
-use crate::error::{Error, Result};
+use super::{EventLoop, Inner, LoopState};
+use crate::error::{Error, Result, RuntimeKind};
 
 thread_local! {
     /// The loop running on this thread, if any.
@@ -22,7 +22,7 @@ pub fn new_event_loop() -> Result<EventLoop> {
 pub fn get_running_loop() -> Result<EventLoop> {
     RUNNING
         .with(|running| running.borrow().clone())
-        .ok_or_else(|| Error::Runtime("no running event loop".into()))
+        .ok_or_else(|| Error::runtime(RuntimeKind::NoRunningLoop, "no running event loop"))
 }
 
 /// The running loop, else the one set with [`set_event_loop`] on this thread, else an error.
@@ -32,11 +32,14 @@ pub fn get_event_loop() -> Result<EventLoop> {
     }
     CURRENT.with(|current| current.borrow().clone()).ok_or_else(|| {
         let thread = std::thread::current();
-        Error::Runtime(format!(
-            "there is no current event loop in thread {:?}: create one with new_event_loop() \
+        Error::runtime(
+            RuntimeKind::NoCurrentLoop,
+            format!(
+                "there is no current event loop in thread {:?}: create one with new_event_loop() \
              and set_event_loop()",
-            thread.name().unwrap_or("<unnamed>")
-        ))
+                thread.name().unwrap_or("<unnamed>")
+            ),
+        )
     })
 }
 
@@ -51,6 +54,26 @@ pub(crate) fn with_running_loop<R>(f: impl FnOnce(&EventLoop) -> R) -> Option<R>
     RUNNING.try_with(|running| running.borrow().as_ref().map(f)).ok().flatten()
 }
 
+/// Refuses to await `what` (a future or task of the loop `owner`) while another loop runs on
+/// this thread: a future awaited in a task (or `run_until_complete`) of a loop that is not its
+/// own, which asyncio refuses ("Task ... got Future ... attached to a different loop"). Its
+/// callbacks and wakers would go to a loop that is not running. With no loop running (another
+/// executor polls it) the await is allowed.
+pub(crate) fn check_awaited_on(owner: &Weak<Inner>, what: impl FnOnce() -> String) -> Result<()> {
+    let elsewhere = with_running_loop(|lp| !std::ptr::eq(Rc::as_ptr(&lp.inner), owner.as_ptr()));
+    if elsewhere != Some(true) {
+        return Ok(());
+    }
+    Err(Error::runtime(
+        RuntimeKind::DifferentLoop,
+        format!(
+            "{} is attached to a different event loop than the one running: await it in a \
+             task of its own loop",
+            what()
+        ),
+    ))
+}
+
 /// Marks a loop running on this thread for the guard's lifetime (also on unwind).
 pub(crate) struct RunningGuard {
     /// The loop that runs.
@@ -62,11 +85,15 @@ impl RunningGuard {
     pub(crate) fn check_can_run(event_loop: &EventLoop) -> Result<()> {
         event_loop.check_open()?;
         if event_loop.is_running() {
-            return Err(Error::Runtime("This event loop is already running".into()));
+            return Err(Error::runtime(
+                RuntimeKind::LoopRunning,
+                "This event loop is already running",
+            ));
         }
         if RUNNING.with(|running| running.borrow().is_some()) {
-            return Err(Error::Runtime(
-                "Cannot run the event loop while another loop is running".into(),
+            return Err(Error::runtime(
+                RuntimeKind::OtherLoopRunning,
+                "Cannot run the event loop while another loop is running",
             ));
         }
         Ok(())

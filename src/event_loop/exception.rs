@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use super::{EventLoop, Handle};
-use crate::error::{panic_message, Error};
+use crate::error::{log_or_stderr, panic_message, Error};
 
 /// What asyncio passes to an exception handler as its `context` dict.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +83,7 @@ pub type ExceptionHandler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
 
 impl EventLoop {
     /// Sets the handler called for errors nobody else handles (`None` restores the default,
-    /// which logs through the `log` crate).
+    /// which logs through the `log` crate, or writes to stderr when no logger is installed).
     pub fn set_exception_handler<F>(&self, handler: Option<F>)
     where
         F: Fn(&EventLoop, &ExceptionContext) + 'static,
@@ -97,9 +97,13 @@ impl EventLoop {
         self.inner.exception_handler.borrow().clone()
     }
 
-    /// The default handler: logs the context at error level through the `log` crate.
+    /// The default handler: logs the context at error level through the `log` crate, under
+    /// the `ringloop` target. With no `log` backend installed (`log::max_level()` is `Off`, the
+    /// `log` crate's state until a logger is set up) it writes the context to stderr instead,
+    /// as `ringloop: error: <context>`, like Python logging's last-resort handler: a failing
+    /// handler or a protocol's fatal error is never silent.
     pub fn default_exception_handler(&self, context: &ExceptionContext) {
-        log::error!(target: "ringloop", "{context}");
+        log_or_stderr(log::Level::Error, format_args!("{context}"));
     }
 
     /// Calls the current exception handler with `context`. A custom handler that panics is
@@ -125,7 +129,10 @@ impl EventLoop {
 
     fn call_default_handler_guarded(&self, context: &ExceptionContext) {
         if catch_unwind(AssertUnwindSafe(|| self.default_exception_handler(context))).is_err() {
-            log::error!(target: "ringloop", "Exception in default exception handler");
+            log_or_stderr(
+                log::Level::Error,
+                format_args!("Exception in default exception handler"),
+            );
         }
     }
 }

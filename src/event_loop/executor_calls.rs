@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use super::{EventLoop, LoopHandle};
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Result, RuntimeKind};
 use crate::executor::Executor;
 use crate::future::Future;
 
@@ -82,7 +82,10 @@ impl EventLoop {
 
     fn default_executor(&self) -> Result<Executor> {
         if self.inner.executor_shutdown_called.get() {
-            return Err(Error::Runtime("Executor shutdown has been called".into()));
+            return Err(Error::runtime(
+                RuntimeKind::ExecutorShutdown,
+                "Executor shutdown has been called",
+            ));
         }
         Ok(self.inner.default_executor.borrow_mut().get_or_insert_with(Executor::default).clone())
     }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use super::current::RunningGuard;
 use super::{with_running_loop, EventLoop, Ready, Remote, RemoteItem};
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Result, RuntimeKind};
 
 /// The waker of a main future: queues one [`Ready::Main`] entry at a time, from any thread.
 pub(crate) struct MainWake {
@@ -93,7 +93,10 @@ impl EventLoop {
         };
         self.run_loop(Some(&mut MainFuture { wake, poll: &mut poll }))?;
         outcome.unwrap_or_else(|| {
-            Err(Error::Runtime("Event loop stopped before Future completed.".into()))
+            Err(Error::runtime(
+                RuntimeKind::StoppedBeforeComplete,
+                "Event loop stopped before Future completed.",
+            ))
         })
     }
 

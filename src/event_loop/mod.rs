@@ -23,7 +23,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use current::with_running_loop;
+pub(crate) use current::{check_awaited_on, with_running_loop};
 pub use current::{get_event_loop, get_running_loop, new_event_loop, set_event_loop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use handle::{Handle, TimerHandle};
@@ -37,7 +37,7 @@ pub(crate) use remote::{Remote, RemoteItem};
 
 use crate::driver::any::Driver;
 use crate::driver::{Backend, Completion};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::executor::Executor;
 use crate::task::{TaskCore, TaskFactory};
 use timers::TimerHeap;
@@ -170,7 +170,10 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// Seconds (loop time) to a deadline in ns, rounding up so a timer never fires early.
 fn seconds_to_ns(seconds: f64) -> Result<u64> {
     if seconds.is_nan() {
-        return Err(Error::InvalidArgument("a timer's time must be a number, not NaN".into()));
+        return Err(Error::invalid_argument(
+            ArgumentKind::NotANumber,
+            "a timer's time must be a number, not NaN",
+        ));
     }
     Ok((seconds * 1e9).ceil().clamp(0.0, u64::MAX as f64) as u64)
 }
@@ -185,9 +188,10 @@ impl EventLoop {
             Ok("uring") => Some(Backend::Uring),
             Ok("epoll") => Some(Backend::Epoll),
             Ok(other) => {
-                return Err(Error::InvalidArgument(format!(
-                    "RINGLOOP_BACKEND must be \"uring\" or \"epoll\", not {other:?}"
-                )))
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Malformed,
+                    format!("RINGLOOP_BACKEND must be \"uring\" or \"epoll\", not {other:?}"),
+                ))
             }
         };
         Self::open(choice)
@@ -290,7 +294,10 @@ impl EventLoop {
     ) -> Result<TimerHandle> {
         let Delay(delay) = delay.into();
         if delay.is_nan() {
-            return Err(Error::InvalidArgument("call_later: the delay must not be NaN".into()));
+            return Err(Error::invalid_argument(
+                ArgumentKind::NotANumber,
+                "call_later: the delay must not be NaN",
+            ));
         }
         let now = monotonic_ns();
         let deadline = if delay >= 0.0 {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::{Completed, EventLoop, Inner, OpOwner, OpTarget};
 use crate::driver::{Op, OpId};
-use crate::error::Result;
+use crate::error::{ArgumentKind, Result};
 
 /// What an awaited op has reached.
 enum WaiterState {
@@ -60,9 +60,10 @@ impl EventLoop {
     pub(crate) fn submit_op(&self, op: Op) -> Result<OpFuture> {
         self.check_open()?;
         if op.is_persistent() {
-            return Err(crate::Error::InvalidArgument(format!(
-                "{op:?} completes many times; an awaited op completes once"
-            )));
+            return Err(crate::Error::invalid_argument(
+                ArgumentKind::Other,
+                format!("{op:?} completes many times; an awaited op completes once"),
+            ));
         }
         let waiter = Rc::new(OpWaiter { state: RefCell::new(WaiterState::Pending(None)) });
         let owner: OpOwner = waiter.clone();
@@ -154,7 +155,7 @@ mod tests {
         for lp in loops() {
             let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
             let err = lp.submit_op(Op::RecvMulti { fd: a.as_raw_fd() }).err().expect("refused");
-            assert!(matches!(err, crate::Error::InvalidArgument(_)), "{err}");
+            assert!(matches!(err, crate::Error::InvalidArgument { .. }), "{err}");
             assert_eq!(lp.ops_in_flight(), 0);
             lp.close().unwrap();
         }

@@ -9,7 +9,7 @@ use super::remote::RemoteItem;
 use super::{monotonic_ns, Completed, EventLoop, LoopState, Ready};
 use crate::driver::any::Driver;
 use crate::driver::Completion;
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Result, RuntimeKind};
 use crate::event_loop::ExceptionContext;
 
 /// The longest single wait in the kernel; a loop with only far-away timers wakes this often.
@@ -93,7 +93,10 @@ impl EventLoop {
     pub fn close(&self) -> Result<()> {
         match self.inner.state.get() {
             LoopState::Running => {
-                return Err(Error::Runtime("Cannot close a running event loop".into()))
+                return Err(Error::runtime(
+                    RuntimeKind::CloseRunningLoop,
+                    "Cannot close a running event loop",
+                ))
             }
             LoopState::Closed => return Ok(()),
             LoopState::Idle => {}

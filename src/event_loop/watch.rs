@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 
 use super::{Completed, EventLoop, ExceptionContext, Handle, Inner, OpOwner, OpTarget, Ready};
 use crate::driver::{Interest, Op, OpId};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::sys::syscall;
 
 /// Which callback of an fd.
@@ -87,23 +87,42 @@ impl FdWatch {
     }
 }
 
+/// Checks that `fd` is open and can be watched: not a regular file or a directory, which
+/// epoll refuses (`EPERM`) and asyncio's selector loop too (`PermissionError`). The io_uring
+/// poll would accept them, always ready; both backends refuse them alike.
 fn check_fd(fd: RawFd, what: &str) -> Result<()> {
     if fd < 0 {
-        return Err(Error::InvalidArgument(format!("{what}: invalid file descriptor {fd}")));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("{what}: invalid file descriptor {fd}"),
+        ));
     }
-    // Not nix's `fcntl`: it takes an `AsFd`, which promises an open fd, and whether `fd` is
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // Not nix's `fstat`: it takes an `AsFd`, which promises an open fd, and whether `fd` is
     // open is what this asks.
-    // SAFETY: F_GETFD only inspects the descriptor table (EBADF for a number that is not open);
-    // no memory is passed.
-    syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) })
+    // SAFETY: `stat` is a writable `struct stat` for fstat to fill; fstat only inspects the
+    // descriptor table (EBADF for a number that is not open).
+    syscall!(unsafe { libc::fstat(fd, stat.as_mut_ptr()) })
         .map_err(|err| Error::io(format!("{what}(fd {fd}): not an open file descriptor"), err))?;
-    Ok(())
+    // SAFETY: fstat succeeded, so it filled `stat`.
+    let file_type = match unsafe { stat.assume_init() }.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        _ => return Ok(()),
+    };
+    let why = format!(
+        "{what}(fd {fd}): fd {fd} is {file_type}, which is always ready and cannot be watched \
+         (epoll refuses it; read it directly, or in run_in_executor)"
+    );
+    Err(Error::io(why, io::Error::from_raw_os_error(libc::EPERM)))
 }
 
 impl EventLoop {
     /// Calls `callback` whenever `fd` is readable, until [`remove_reader`](Self::remove_reader)
     /// (asyncio's `add_reader`). Registering again replaces the callback. The fd's blocking
-    /// mode is left as it is. An fd that is not open gives an error.
+    /// mode is left as it is. An fd that is not open gives an error, and so does a regular
+    /// file or a directory ([`Error::Io`] of kind `PermissionDenied`, `EPERM`, as asyncio's
+    /// selector loop raises `PermissionError`: such an fd is always ready).
     pub fn add_reader<F: FnMut() + 'static>(&self, fd: RawFd, callback: F) -> Result<()> {
         self.add_watch(fd, Direction::Read, Handle::repeating(callback))
     }

@@ -16,10 +16,10 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use super::dns::{AddrInfo, AddrInfoHints, Service};
+use super::dns::{no_address, AddrInfo, AddrInfoHints, Service};
 use super::staggered::{staggered_race, Attempt};
 use crate::driver::{Op, SockAddrBuf};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
 use crate::protocol::AnyProtocol;
 use crate::tls::TlsConfig;
@@ -137,7 +137,7 @@ impl EventLoop {
     /// - [`Error::Dns`] from resolving `host` or `local_addr`; [`Error::Io`] if either
     ///   resolves to nothing.
     /// - Every address failed: the one error if there was one, or all had the same message;
-    ///   else an [`Error::Io`] "Multiple exceptions: ..." listing them. With `all_errors`:
+    ///   else an [`Error::Io`] "every address failed: ..." listing them. With `all_errors`:
     ///   [`Error::Multiple`] holding each. Connect errors keep their errno (`ECONNREFUSED`
     ///   ...) and name the address; bind errors (`EADDRINUSE` ...) name the local address.
     /// - [`Error::Timeout`] "create_connection failed" if no attempt finished and none failed.
@@ -193,22 +193,25 @@ impl EventLoop {
         let tls = options.tls_args("create_connection").client(host)?;
         if let Some(delay) = options.happy_eyeballs_delay {
             if delay.is_nan() || delay < 0.0 {
-                return Err(Error::InvalidArgument(format!(
-                    "create_connection: happy_eyeballs_delay must be a non-negative number of \
+                return Err(Error::invalid_argument(
+                    ArgumentKind::OutOfRange,
+                    format!(
+                        "create_connection: happy_eyeballs_delay must be a non-negative number of \
                      seconds, got {delay}"
-                )));
+                    ),
+                ));
             }
         }
         let socket =
             match (host.is_some() || port.is_some(), options.sock.take()) {
-                (true, Some(_)) => return Err(Error::InvalidArgument(
-                    "create_connection: host/port and sock can not be specified at the same time"
-                        .into(),
+                (true, Some(_)) => return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    "create_connection: host/port and sock can not be specified at the same time",
                 )),
                 (false, None) => {
-                    return Err(Error::InvalidArgument(
-                        "create_connection: host and port was not specified and no sock specified"
-                            .into(),
+                    return Err(Error::invalid_argument(
+                        ArgumentKind::Missing,
+                        "create_connection: host and port was not specified and no sock specified",
                     ))
                 }
                 (false, Some(sock)) => sock,
@@ -323,8 +326,7 @@ impl From<Error> for AttemptError {
 
 /// The error for a lookup that found nothing.
 fn empty_lookup(host: Option<&str>, port: Option<u16>) -> Error {
-    let asked = format!("create_connection: getaddrinfo({host:?}, {port:?})");
-    Error::io(asked, io::Error::other("getaddrinfo() returned empty list"))
+    no_address("create_connection", host, port.map_or(Service::Any, Service::Port))
 }
 
 /// A connect in flight and its socket. Dropping it cancels the op and hands the socket to the
@@ -450,7 +452,7 @@ fn combine_errors(mut errors: Vec<Error>, all_errors: bool) -> Error {
         return errors.swap_remove(0);
     }
     let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let message = format!("Multiple exceptions: {}", listed.join(", "));
+    let message = format!("every address failed: {}", listed.join("; "));
     Error::io("create_connection", io::Error::other(message))
 }
 

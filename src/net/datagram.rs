@@ -10,6 +10,7 @@
 //! default destination.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,8 +20,8 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use super::dns::AddrInfoHints;
-use crate::error::{Error, Result};
+use super::dns::{describe_lookup, no_address, AddrInfoHints};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::DatagramProtocol;
 use crate::transport::DatagramTransport;
@@ -32,6 +33,16 @@ pub enum EndpointAddr {
     Inet(String, u16),
     /// A unix socket path (`AF_UNIX`); a leading NUL byte names an abstract socket.
     Unix(PathBuf),
+}
+
+impl fmt::Display for EndpointAddr {
+    /// `host:port` (`[host]:port` for an IPv6 host), or the unix path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointAddr::Inet(host, port) => f.write_str(&describe_lookup(Some(host), *port)),
+            EndpointAddr::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// The keyword arguments of [`EventLoop::create_datagram_endpoint`] (asyncio's `local_addr`,
@@ -112,9 +123,12 @@ impl DatagramOptions {
     /// The options set besides `sock`, as asyncio lists them in its error.
     fn modifiers(&self) -> Vec<String> {
         let mut set = Vec::new();
+        for (name, addr) in [("local_addr", &self.local_addr), ("remote_addr", &self.remote_addr)] {
+            if let Some(addr) = addr {
+                set.push(format!("{name}={addr}"));
+            }
+        }
         let mut add = |on: bool, text: String| on.then(|| set.push(text));
-        add(self.local_addr.is_some(), format!("local_addr={:?}", self.local_addr));
-        add(self.remote_addr.is_some(), format!("remote_addr={:?}", self.remote_addr));
         add(self.family != 0, format!("family={}", self.family));
         add(self.proto != 0, format!("proto={}", self.proto));
         add(self.flags != 0, format!("flags={}", self.flags));
@@ -158,7 +172,7 @@ impl EventLoop {
     ///   datagram socket ("A datagram socket was expected"); a unix address with an IP family
     ///   or the other way round, local and remote of different kinds; neither an address nor
     ///   a family ("unexpected address family"); addresses that resolve to no common family
-    ///   ("can not get address information").
+    ///   ("... have no address family in common").
     /// - [`Error::Dns`] from resolving; [`Error::Io`] from `socket`, `bind` (`EADDRINUSE`,
     ///   ...) or `connect`, naming the address: the first error when every candidate failed.
     ///
@@ -228,17 +242,22 @@ impl EventLoop {
         let unix = |a: Option<&EndpointAddr>| matches!(a, Some(EndpointAddr::Unix(_)));
         let inet = |a: Option<&EndpointAddr>| matches!(a, Some(EndpointAddr::Inet(..)));
         if (unix(local) || unix(remote)) && (inet(local) || inet(remote)) {
-            return Err(Error::InvalidArgument(format!(
-                "create_datagram_endpoint: local_addr {local:?} and remote_addr {remote:?} are \
-                 of different address families"
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Conflicting,
+                format!(
+                    "create_datagram_endpoint: local_addr {} and remote_addr {} are of different \
+                     address families",
+                    endpoint_text(local),
+                    endpoint_text(remote)
+                ),
+            ));
         }
         if local.is_none() && remote.is_none() {
             if options.family == 0 {
-                return Err(Error::InvalidArgument(
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
                     "create_datagram_endpoint: unexpected address family: give local_addr, \
-                     remote_addr or family"
-                        .into(),
+                     remote_addr or family",
                 ));
             }
             let (family, proto) = (options.family, options.proto);
@@ -262,8 +281,7 @@ impl EventLoop {
             let Some(EndpointAddr::Inet(host, port)) = addr else { continue };
             let infos = self.getaddrinfo(Some(host), *port, hints).await?;
             if infos.is_empty() {
-                let what = format!("create_datagram_endpoint: getaddrinfo({host:?}, {port})");
-                return Err(Error::io(what, io::Error::other("getaddrinfo() returned empty list")));
+                return Err(no_address("create_datagram_endpoint", Some(host), *port));
             }
             for info in infos {
                 let key = (info.family, info.protocol);
@@ -289,33 +307,51 @@ impl EventLoop {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "create_datagram_endpoint: can not get address information: local_addr {:?} and \
-                 remote_addr {:?} have no address family in common",
-                options.local_addr, options.remote_addr
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Conflicting,
+                format!(
+                    "create_datagram_endpoint: local_addr {} and remote_addr {} have no address \
+                     family in common",
+                    endpoint_text(options.local_addr.as_ref()),
+                    endpoint_text(options.remote_addr.as_ref())
+                ),
+            ));
         }
         Ok(candidates)
     }
 }
 
+/// An optional endpoint as messages show it: its address, or `none`.
+fn endpoint_text(addr: Option<&EndpointAddr>) -> String {
+    addr.map_or_else(|| "none".to_string(), ToString::to_string)
+}
+
 /// The one candidate of an `AF_UNIX` endpoint; a stale socket file at `local_addr` is removed.
 fn unix_candidate(options: &DatagramOptions) -> Result<Vec<Candidate>> {
     if options.family != libc::AF_UNIX && options.family != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "create_datagram_endpoint: unix paths need family AF_UNIX, not {}",
-            options.family
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::Conflicting,
+            format!(
+                "create_datagram_endpoint: unix paths need family AF_UNIX, not {}",
+                options.family
+            ),
+        ));
     }
     let path = |addr: &Option<EndpointAddr>| -> Result<Option<SockAddr>> {
         match addr {
             None => Ok(None),
             Some(EndpointAddr::Unix(path)) => SockAddr::unix(path).map(Some).map_err(|e| {
-                Error::InvalidArgument(format!("create_datagram_endpoint: unix path {path:?}: {e}"))
+                Error::invalid_argument(
+                    ArgumentKind::Malformed,
+                    format!("create_datagram_endpoint: unix path {}: {e}", path.display()),
+                )
             }),
-            Some(other) => Err(Error::InvalidArgument(format!(
-                "create_datagram_endpoint: family AF_UNIX needs a unix path, not {other:?}"
-            ))),
+            Some(other) => Err(Error::invalid_argument(
+                ArgumentKind::Conflicting,
+                format!(
+                    "create_datagram_endpoint: family AF_UNIX needs a unix path, not {other:?}"
+                ),
+            )),
         }
     };
     let (local, remote) = (path(&options.local_addr)?, path(&options.remote_addr)?);
@@ -347,20 +383,23 @@ fn remove_stale_socket(path: &Path) {
 fn adopt_socket(sock: OwnedFd, options: &DatagramOptions) -> Result<OwnedFd> {
     let modifiers = options.modifiers();
     if !modifiers.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "socket modifier keyword arguments can not be used when sock is specified. ({})",
-            modifiers.join(", ")
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::Conflicting,
+            format!(
+                "create_datagram_endpoint: socket options cannot be used with sock ({})",
+                modifiers.join(", ")
+            ),
+        ));
     }
     let socket = socket2::SockRef::from(&sock);
     let what =
         |call: &str| format!("create_datagram_endpoint(sock fd {}): {call}", sock.as_raw_fd());
     let kind = socket.r#type().map_err(|e| Error::io(what("getsockopt(SO_TYPE)"), e))?;
     if kind != Type::DGRAM {
-        return Err(Error::InvalidArgument(format!(
-            "A datagram socket was expected, got fd {} of type {kind:?}",
-            sock.as_raw_fd()
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("A datagram socket was expected, got fd {} of type {kind:?}", sock.as_raw_fd()),
+        ));
     }
     socket.set_nonblocking(true).map_err(|e| Error::io(what("set_nonblocking"), e))?;
     Ok(sock)
@@ -380,7 +419,8 @@ fn open_first(
             }
         }
     }
-    Err(first_error.unwrap_or_else(|| Error::InvalidArgument("no address to try".into())))
+    Err(first_error
+        .unwrap_or_else(|| Error::invalid_argument(ArgumentKind::Missing, "no address to try")))
 }
 
 /// Makes one socket: options, bind, connect. Dropping it on an error closes it.

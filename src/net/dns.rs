@@ -20,7 +20,7 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ptr;
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 
 /// One result of [`EventLoop::getaddrinfo`]: one `struct addrinfo` of libc's list.
@@ -107,12 +107,36 @@ impl<'a> From<Option<&'a str>> for Service<'a> {
 }
 
 impl fmt::Display for Service<'_> {
+    /// The port or service name as given (`80`, `http`); `any port` for [`Service::Any`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Service::Any => f.write_str("None"),
+            Service::Any => f.write_str("any port"),
             Service::Port(port) => write!(f, "{port}"),
-            Service::Name(name) => write!(f, "{name:?}"),
+            Service::Name(name) => f.write_str(name),
         }
+    }
+}
+
+/// The error of `call`'s lookup of `host` and `service` that found no address: an
+/// [`Error::Io`], `create_connection: getaddrinfo(example.com:80): no address found`.
+pub(crate) fn no_address<'a>(
+    call: &str,
+    host: Option<&str>,
+    service: impl Into<Service<'a>>,
+) -> Error {
+    let what = format!("{call}: getaddrinfo({})", describe_lookup(host, service));
+    Error::io(what, io::Error::other("no address found"))
+}
+
+/// A name lookup as messages show it, in Rust's address idiom: `example.com:80`,
+/// `[::1]:http` (an IPv6 host in brackets), `example.com` (no port), `port 80` (no host).
+pub(crate) fn describe_lookup<'a>(host: Option<&str>, service: impl Into<Service<'a>>) -> String {
+    match (host, service.into()) {
+        (None, Service::Any) => "no host, any port".to_string(),
+        (None, service) => format!("port {service}"),
+        (Some(host), Service::Any) => host.to_string(),
+        (Some(host), service) if host.contains(':') => format!("[{host}]:{service}"),
+        (Some(host), service) => format!("{host}:{service}"),
     }
 }
 
@@ -211,11 +235,14 @@ pub(crate) fn blocking_getaddrinfo(
     service: Option<&str>,
     hints: &AddrInfoHints,
 ) -> Result<Vec<AddrInfo>> {
-    let what = || format!("getaddrinfo(host {host:?}, port {service:?})");
+    let what = || format!("getaddrinfo({})", describe_lookup(host, service));
     let to_c = |text: Option<&str>, name: &str| -> Result<Option<CString>> {
-        text.map(CString::new)
-            .transpose()
-            .map_err(|_| Error::InvalidArgument(format!("{}: {name} contains a NUL byte", what())))
+        text.map(CString::new).transpose().map_err(|_| {
+            Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!("{}: {name} contains a NUL byte", what()),
+            )
+        })
     };
     let c_host = to_c(host, "host")?;
     let c_service = to_c(service, "port")?;
@@ -246,9 +273,10 @@ pub(crate) fn blocking_getaddrinfo(
 pub(crate) fn blocking_getnameinfo(addr: SocketAddr, flags: i32) -> Result<(String, String)> {
     let (storage, len) = to_sockaddr(&addr);
     let mut host = [0 as libc::c_char; libc::NI_MAXHOST as usize];
-    let mut service = [0 as libc::c_char; 32]; // glibc's NI_MAXSERV
-                                               // SAFETY: `storage` holds a socket address of `len` bytes; both buffers are writable for
-                                               // the lengths given, and libc NUL-terminates what it writes into them.
+    // glibc's NI_MAXSERV.
+    let mut service = [0 as libc::c_char; 32];
+    // SAFETY: `storage` holds a socket address of `len` bytes; both buffers are writable for
+    // the lengths given, and libc NUL-terminates what it writes into them.
     let code = unsafe {
         libc::getnameinfo(
             ptr::addr_of!(storage).cast(),
@@ -268,15 +296,16 @@ pub(crate) fn blocking_getnameinfo(addr: SocketAddr, flags: i32) -> Result<(Stri
     Ok((text(&host).to_string_lossy().into_owned(), text(&service).to_string_lossy().into_owned()))
 }
 
-/// The `EAI_*` `code` of a call described by `what` as an [`Error`]. Reads `errno` for
-/// `EAI_SYSTEM`, so it must be called right after the failing call, on its thread.
+/// The `EAI_*` `code` of a call described by `what` as an [`Error`]: an [`Error::Dns`] with
+/// `gai_strerror`'s text. Reads `errno` for `EAI_SYSTEM` (an [`Error::Io`]), so it must be
+/// called right after the failing call, on its thread.
 fn gai_error(code: i32, what: String) -> Error {
     if code == libc::EAI_SYSTEM {
         return Error::io(what, io::Error::last_os_error());
     }
     // SAFETY: `gai_strerror` returns a pointer to a static NUL-terminated string.
     let text = unsafe { CStr::from_ptr(libc::gai_strerror(code)) };
-    Error::Dns { code, message: format!("{what}: [Errno {code}] {}", text.to_string_lossy()) }
+    Error::dns(code, format!("{what}: {}", text.to_string_lossy()))
 }
 
 /// Owns the list libc's `getaddrinfo` returned and frees it when dropped, whatever path

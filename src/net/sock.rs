@@ -39,9 +39,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use socket2::{Domain, SockAddr, SockRef, Socket};
 
-use super::dns::AddrInfoHints;
+use super::dns::{no_address, AddrInfoHints};
 use crate::driver::{Interest, Op};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
 use crate::sys::{retry_eintr, would_block};
 
@@ -141,10 +141,13 @@ fn check_nonblocking(sock: BorrowedFd<'_>, what: &dyn fmt::Display) -> Result<()
     let flags =
         fcntl(sock, FcntlArg::F_GETFL).map_err(|e| Error::io(what.to_string(), e.into()))?;
     if !OFlag::from_bits_retain(flags).contains(OFlag::O_NONBLOCK) {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: the socket must be non-blocking (asyncio requires it; call \
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!(
+                "{what}: the socket must be non-blocking (asyncio requires it; call \
              set_nonblocking(true) first)"
-        )));
+            ),
+        ));
     }
     Ok(())
 }
@@ -154,7 +157,10 @@ fn check_nonblocking(sock: BorrowedFd<'_>, what: &dyn fmt::Display) -> Result<()
 fn receive_buffer(n: usize, what: Call) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     buf.try_reserve_exact(n).map_err(|_| {
-        Error::InvalidArgument(format!("{what}: cannot allocate a buffer of {n} bytes"))
+        Error::invalid_argument(
+            ArgumentKind::OutOfRange,
+            format!("{what}: cannot allocate a buffer of {n} bytes"),
+        )
     })?;
     Ok(buf)
 }
@@ -335,10 +341,13 @@ impl EventLoop {
         let what = Call::new("sock_recvfrom_into", sock);
         let nbytes = if nbytes == 0 { buf.len() } else { nbytes };
         if nbytes > buf.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: nbytes ({nbytes}) is greater than the length of the buffer ({})",
-                buf.len()
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::OutOfRange,
+                format!(
+                    "{what}: nbytes ({nbytes}) is greater than the length of the buffer ({})",
+                    buf.len()
+                ),
+            ));
         }
         let window = &mut buf[..nbytes];
         self.sock_retry(sock, Interest::READ, what, |s| s.recv_from(as_uninit(window))).await
@@ -510,10 +519,13 @@ impl EventLoop {
             }
         };
         if domain != Domain::IPV4 && domain != Domain::IPV6 {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: a host and port need an AF_INET or AF_INET6 socket, not family {}",
-                i32::from(domain)
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::UnsuitableFd,
+                format!(
+                    "{what}: a host and port need an AF_INET or AF_INET6 socket, not family {}",
+                    i32::from(domain)
+                ),
+            ));
         }
         let hints = AddrInfoHints::new()
             .family(domain.into())
@@ -522,10 +534,7 @@ impl EventLoop {
         let infos = self.getaddrinfo(Some(host), port, hints).await?;
         match infos.first() {
             Some(info) => Ok(info.addr.into()),
-            None => Err(Error::io(
-                format!("{what}: getaddrinfo({host:?}, {port})"),
-                io::Error::other("getaddrinfo() returned empty list"),
-            )),
+            None => Err(no_address(&what.to_string(), Some(host), port)),
         }
     }
 

@@ -12,7 +12,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::connect::{sockaddr_buf, InFlight};
 use crate::driver::Op;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::AnyProtocol;
 use crate::tls::TlsConfig;
@@ -51,14 +51,15 @@ impl UnixPath {
         matches!(self, UnixPath::Path(p) if p.as_bytes().first() == Some(&0))
     }
 
-    /// The path as asyncio prints it: `'/run/app.sock'`, or `b'\x00name'` for an abstract name.
+    /// The path as messages show it: `/run/app.sock`, or `@name` for an abstract name (as `ss`
+    /// prints it).
     pub(crate) fn describe(&self) -> String {
         match self {
-            UnixPath::None => "None".into(),
+            UnixPath::None => "no path".into(),
             UnixPath::Path(p) if self.is_abstract() => {
-                format!("b'{}'", p.as_bytes().escape_ascii())
+                format!("@{}", p.as_bytes()[1..].escape_ascii())
             }
-            UnixPath::Path(p) => format!("'{}'", Path::new(p).display()),
+            UnixPath::Path(p) => Path::new(p).display().to_string(),
         }
     }
 
@@ -70,22 +71,30 @@ impl UnixPath {
     /// or a path longer than `sun_path` holds.
     pub(crate) fn sockaddr(&self, call: &str) -> Result<SockAddr> {
         let UnixPath::Path(path) = self else {
-            return Err(Error::InvalidArgument(format!("{call}: no path given")));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Missing,
+                format!("{call}: no path given"),
+            ));
         };
         let bytes = path.as_bytes();
         if !self.is_abstract() && bytes.contains(&0) {
             let what = self.describe();
-            return Err(Error::InvalidArgument(format!(
-                "{call}: embedded NUL byte in path {what}"
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!("{call}: embedded NUL byte in path {what}"),
+            ));
         }
         let room = if self.is_abstract() { SUN_PATH_MAX } else { SUN_PATH_MAX - 1 };
         if bytes.len() > room {
-            return Err(Error::InvalidArgument(format!(
-                "{call}: path {} is {} bytes long, more than the {room} an AF_UNIX address holds",
-                self.describe(),
-                bytes.len()
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!(
+                    "{call}: path {} is {} bytes long, more than the {room} an AF_UNIX address \
+                     holds",
+                    self.describe(),
+                    bytes.len()
+                ),
+            ));
         }
         SockAddr::unix(Path::new(path))
             .map_err(|e| Error::io(format!("{call}: address for {}", self.describe()), e))
@@ -182,10 +191,13 @@ pub(crate) fn check_unix_stream(sock: &impl AsFd, call: &str) -> Result<()> {
             Ok(())
         }
         (Err(e), _) | (_, Err(e)) => Err(Error::io(format!("{call}(sock fd {fd})"), e)),
-        (Ok(family), Ok(kind)) => Err(Error::InvalidArgument(format!(
-            "{call}: A UNIX Domain Stream Socket was expected, got fd {fd} of family {family} \
+        (Ok(family), Ok(kind)) => Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!(
+                "{call}: A UNIX Domain Stream Socket was expected, got fd {fd} of family {family} \
              and type {kind:?}"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -255,13 +267,14 @@ impl EventLoop {
         let path = path.into();
         let socket =
             match (path, options.sock.take()) {
-                (UnixPath::Path(_), Some(_)) => return Err(Error::InvalidArgument(
-                    "create_unix_connection: path and sock can not be specified at the same time"
-                        .into(),
+                (UnixPath::Path(_), Some(_)) => return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    "create_unix_connection: path and sock can not be specified at the same time",
                 )),
                 (UnixPath::None, None) => {
-                    return Err(Error::InvalidArgument(
-                        "create_unix_connection: no path and sock were specified".into(),
+                    return Err(Error::invalid_argument(
+                        ArgumentKind::Missing,
+                        "create_unix_connection: no path and sock were specified",
                     ))
                 }
                 (UnixPath::None, Some(sock)) => {

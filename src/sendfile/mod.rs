@@ -33,7 +33,7 @@ pub(crate) use transfer::{Step, Transfer, TransferFuture};
 
 use self::source::Source;
 use self::transfer::Method;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result, RuntimeKind};
 use crate::event_loop::EventLoop;
 use crate::transport::Transport;
 
@@ -86,7 +86,10 @@ impl EventLoop {
         self.check_open()?;
         let what = format!("sendfile(fd {})", transport.socket_fd().unwrap_or(-1));
         if transport.is_closing() {
-            return Err(Error::Runtime(format!("{what}: the transport is closing")));
+            return Err(Error::runtime(
+                RuntimeKind::TransportClosing,
+                format!("{what}: the transport is closing"),
+            ));
         }
         let Some(transfer) = self.transfer_of(file.as_fd(), offset, count, fallback, what)? else {
             return Ok(0);
@@ -168,17 +171,21 @@ fn check_stream_socket(sock: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<
     let socket = socket2::SockRef::from(&sock);
     let kind = socket.r#type().map_err(|e| Error::io(format!("{what}: the socket's type"), e))?;
     if kind != socket2::Type::STREAM {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: only SOCK_STREAM sockets are supported, got {kind:?}"
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("{what}: only SOCK_STREAM sockets are supported, got {kind:?}"),
+        ));
     }
     let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL)
         .map_err(|e| Error::io(format!("{what}: the socket's flags"), e.into()))?;
     if !nix::fcntl::OFlag::from_bits_retain(flags).contains(nix::fcntl::OFlag::O_NONBLOCK) {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: the socket must be non-blocking (asyncio requires it; call \
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!(
+                "{what}: the socket must be non-blocking (asyncio requires it; call \
              set_nonblocking(true) first)"
-        )));
+            ),
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use super::transfer::{Step, Transfer, TransferFuture};
 use crate::driver::{Op, OpId};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::OpOwner;
 use crate::transport::Writer;
 
@@ -98,8 +98,9 @@ pub(crate) trait SendFileHost: Writer {
     fn begin_sendfile(self: &Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture> {
         let side = self.sendfile_side();
         if side.is_active() {
-            return Err(Error::Runtime(
-                "sendfile: another sendfile is in progress on this transport".into(),
+            return Err(Error::runtime(
+                RuntimeKind::SendfileInProgress,
+                "sendfile: another sendfile is in progress on this transport",
             ));
         }
         *side.transfer.borrow_mut() = Some(transfer.clone());

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, SFlag};
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::event_loop::LoopFd;
 
@@ -42,20 +42,28 @@ impl Source {
         let flags =
             OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL).map_err(|e| io("fcntl", e))?);
         if flags & OFlag::O_ACCMODE == OFlag::O_WRONLY {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: file fd {fd} is open for writing only; sendfile reads it"
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::UnsuitableFd,
+                format!("{what}: file fd {fd} is open for writing only; sendfile reads it"),
+            ));
         }
         let stat = fstat(file).map_err(|e| io("fstat", e))?;
         let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFDIR {
-            return Err(Error::InvalidArgument(format!("{what}: file fd {fd} is a directory")));
+            return Err(Error::invalid_argument(
+                ArgumentKind::UnsuitableFd,
+                format!("{what}: file fd {fd} is a directory"),
+            ));
         }
         let seekable = kind == SFlag::S_IFREG;
         if !seekable && offset != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: file fd {fd} is not a regular file and has no position: offset must be 0"
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::OutOfRange,
+                format!(
+                    "{what}: file fd {fd} is not a regular file and has no position: offset must \
+                     be 0"
+                ),
+            ));
         }
         let size = seekable.then(|| u64::try_from(stat.st_size).unwrap_or(0));
         let end = match (size, count) {

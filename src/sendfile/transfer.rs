@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::source::Source;
 use crate::driver::Op;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StateKind};
 use crate::event_loop::LoopFd;
 
 /// The most bytes one chunk asks for. io_uring's chunk is a pipe's capacity at most (1 MiB)
@@ -270,8 +270,9 @@ impl Future for TransferFuture {
                 self.on_drop = None;
                 Poll::Ready(result)
             }
-            Outcome::Taken => Poll::Ready(Err(Error::InvalidState(
-                "the sendfile's result was already taken".into(),
+            Outcome::Taken => Poll::Ready(Err(Error::invalid_state(
+                StateKind::AlreadyTaken,
+                "the sendfile's result was already taken",
             ))),
         }
     }

@@ -31,7 +31,7 @@ use std::rc::{Rc, Weak};
 use slab::Slab;
 use socket2::{SockAddr, SockRef};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::LoopFd;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
@@ -40,7 +40,7 @@ use crate::task::Task;
 use crate::tls::TlsSetup;
 use crate::toolbox::sleep_on;
 use crate::transport::dispatch::{adapt, DynProtocol};
-use crate::transport::Transport;
+use crate::transport::{describe_addr, Transport};
 
 /// How long accepting pauses after running out of descriptors or memory (asyncio's
 /// `ACCEPT_RETRY_DELAY`).
@@ -78,7 +78,7 @@ impl Listener {
     fn listen(&self, backlog: i32) -> Result<()> {
         SockRef::from(&self.fd)
             .listen(backlog)
-            .map_err(|e| Error::io(format!("listen on {}", describe(&self.addr)), e))
+            .map_err(|e| Error::io(format!("listen on {}", describe_addr(&self.addr)), e))
     }
 }
 
@@ -156,7 +156,9 @@ impl ServerState {
     fn start_serving(self: &Rc<Self>) -> Result<()> {
         match self.stage.get() {
             Stage::Serving => return Ok(()),
-            Stage::Closed => return Err(Error::Runtime("the server is closed".into())),
+            Stage::Closed => {
+                return Err(Error::runtime(RuntimeKind::ServerClosed, "the server is closed"))
+            }
             Stage::Idle => {}
         }
         let event_loop = self.event_loop().ok_or(Error::Closed)?;
@@ -189,7 +191,8 @@ impl ServerState {
             task.cancel();
         }
         if let Some(waiter) = self.serving_forever.borrow().as_ref() {
-            waiter.cancel();
+            // A normal close ends `serve_forever` with `Ok(())` (asyncio raises CancelledError).
+            let _ = waiter.set_result(());
         }
         // Queued behind the cancelled tasks' steps, which drop (and so cancel) their accepts.
         // Without a loop to run it, the sockets close when the closure (or `listeners`) drops.
@@ -274,6 +277,10 @@ async fn accept_loop(state: Rc<ServerState>, fd: RawFd) {
     }
 }
 
+/// The exception handler's message when accepting runs out of fds or memory (asyncio:
+/// "socket.accept() out of system resource").
+const ACCEPT_EXHAUSTED: &str = "accept: out of system resources; accepting pauses, then retries";
+
 /// Handles an accept error as asyncio does; false: the listener failed for good.
 async fn on_accept_error(
     state: &ServerState,
@@ -285,7 +292,7 @@ async fn on_accept_error(
         Some(libc::EAGAIN | libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => true,
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             let error = Error::io(format!("accept on fd {fd}"), err);
-            state.report(event_loop, "socket.accept() out of system resource", error, fd);
+            state.report(event_loop, ACCEPT_EXHAUSTED, error, fd);
             // The timer is cancelled if the accept task is (dropping the sleep).
             if let Ok(pause) = sleep_on(event_loop, ACCEPT_RETRY_DELAY) {
                 let _ = pause.await;
@@ -298,20 +305,6 @@ async fn on_accept_error(
             false
         }
     }
-}
-
-/// An address as asyncio prints it: `('127.0.0.1', 8000)`, `'/run/app.sock'`, `b'\x00name'`.
-fn describe(addr: &SockAddr) -> String {
-    if let Some(ip) = addr.as_socket() {
-        return tcp::describe_ip(&ip);
-    }
-    if let Some(path) = addr.as_pathname() {
-        return format!("'{}'", path.display());
-    }
-    if let Some(name) = addr.as_abstract_namespace() {
-        return format!("b'\\x00{}'", name.escape_ascii());
-    }
-    format!("{addr:?}")
 }
 
 /// Boxes `protocol_factory` into the maker a server calls for each connection.
@@ -404,30 +397,36 @@ impl Server {
     /// accepting starts with the loop's next iteration). The sockets listen from creation on,
     /// so connections made before this call wait in the backlog and are accepted now (asyncio
     /// calls `listen` here, and refuses them meanwhile). Idempotent;
-    /// `Error::Runtime` on a closed server.
+    /// `Error::Runtime` of [`RuntimeKind::ServerClosed`] on a closed server.
     pub fn start_serving(&self) -> Result<()> {
         self.state.start_serving().map_err(|err| match err {
-            Error::Runtime(_) => Error::Runtime(format!("server {self:?} is closed")),
+            Error::Runtime { kind: RuntimeKind::ServerClosed, .. } => {
+                Error::runtime(RuntimeKind::ServerClosed, format!("server {self:?} is closed"))
+            }
             other => other,
         })
     }
 
     /// Serves until the server is closed (asyncio's `serve_forever`), starting to serve
-    /// first. Returns `Err(Error::Cancelled)` when [`close`](Self::close) ends it (asyncio's
-    /// `CancelledError`); dropping this future (cancelling the task awaiting it) closes the
-    /// server. Unlike asyncio it does not then wait for the connections: call
-    /// [`wait_closed`](Self::wait_closed) for that.
+    /// first. Returns `Ok(())` when [`close`](Self::close) ends it: a normal close is not an
+    /// error here, where asyncio raises `CancelledError`. Dropping this future (cancelling the
+    /// task awaiting it) closes the server. Unlike asyncio it does not then wait for the
+    /// connections: call [`wait_closed`](Self::wait_closed) for that.
     ///
     /// # Errors
     ///
-    /// `Error::Runtime` if the server is closed or another `serve_forever` is running.
+    /// `Error::Runtime` if the server is closed ([`RuntimeKind::ServerClosed`]) or another
+    /// `serve_forever` is running ([`RuntimeKind::AlreadyServing`]).
     pub async fn serve_forever(&self) -> Result<()> {
         if self.state.serving_forever.borrow().is_some() {
             let message = format!("server {self:?} is already being awaited on serve_forever()");
-            return Err(Error::Runtime(message));
+            return Err(Error::runtime(RuntimeKind::AlreadyServing, message));
         }
         if self.state.stage.get() == Stage::Closed {
-            return Err(Error::Runtime(format!("server {self:?} is closed")));
+            return Err(Error::runtime(
+                RuntimeKind::ServerClosed,
+                format!("server {self:?} is closed"),
+            ));
         }
         self.start_serving()?;
         let waiter = self.event_loop.create_future::<()>();
@@ -493,7 +492,7 @@ impl Server {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let addrs: Vec<String> = self.sockets().iter().map(describe).collect();
+        let addrs: Vec<String> = self.sockets().iter().map(describe_addr).collect();
         write!(
             f,
             "<Server sockets=[{}] {:?} connections={}>",

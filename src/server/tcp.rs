@@ -1,26 +1,15 @@
 //! `create_server` for TCP: resolving the hosts and binding one listening socket per address.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use socket2::{Domain, SockRef, Socket, Type};
 
 use super::{protocol_maker, Hosts, Listener, Server, ServerOptions, Serving};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::net::dns::{AddrInfo, AddrInfoHints};
+use crate::net::dns::{no_address, AddrInfo, AddrInfoHints};
 use crate::protocol::AnyProtocol;
-
-/// An address as asyncio prints it: `('127.0.0.1', 8000)` or `('::1', 8000, 0, 0)`.
-pub(super) fn describe_ip(addr: &SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("('{}', {})", a.ip(), a.port()),
-        SocketAddr::V6(a) => {
-            format!("('{}', {}, {}, {})", a.ip(), a.port(), a.flowinfo(), a.scope_id())
-        }
-    }
-}
 
 /// Creates, configures and binds a socket for `info`; `Ok(None)` when the family is not
 /// supported here (skipped, as asyncio does).
@@ -34,7 +23,7 @@ fn bind_socket(info: &AddrInfo, options: &ServerOptions) -> Result<Option<Socket
             return Ok(None);
         }
     };
-    let what = describe_ip(&info.addr);
+    let what = info.addr;
     let option_error = |name: &str, e: io::Error| Error::io(format!("{name} on {what}"), e);
     socket.set_reuse_address(options.reuse_address).map_err(|e| option_error("SO_REUSEADDR", e))?;
     if options.reuse_port {
@@ -125,14 +114,16 @@ impl EventLoop {
         let hosts = host.into();
         let listeners = match options.sock.take() {
             Some(_) if hosts != Hosts::Any => {
-                return Err(Error::InvalidArgument(
-                    "host/port and sock can not be specified at the same time".into(),
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    "host/port and sock can not be specified at the same time",
                 ));
             }
             Some(sock) => vec![adopt_socket(sock)?],
             None if hosts == Hosts::Any && port.is_none() => {
-                return Err(Error::InvalidArgument(
-                    "Neither host/port nor sock were specified".into(),
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
+                    "Neither host/port nor sock were specified",
                 ))
             }
             None => self.bind_all(&hosts, port.unwrap_or(0), &options).await?,
@@ -163,8 +154,7 @@ impl EventLoop {
         for name in names {
             let found = self.getaddrinfo(name, port, hints).await?;
             if found.is_empty() {
-                let error = io::Error::other("getaddrinfo returned an empty list");
-                return Err(Error::io(format!("getaddrinfo({name:?})"), error));
+                return Err(no_address("create_server", name, port));
             }
             for info in found {
                 let same = |i: &AddrInfo| {
@@ -197,9 +187,10 @@ fn adopt_socket(sock: OwnedFd) -> Result<Listener> {
     let socket = SockRef::from(&sock);
     let kind = socket.r#type().map_err(|e| Error::io(format!("create_server(sock fd {fd})"), e))?;
     if kind != Type::STREAM {
-        return Err(Error::InvalidArgument(format!(
-            "A Stream Socket was expected, got fd {fd} of type {kind:?}"
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("A Stream Socket was expected, got fd {fd} of type {kind:?}"),
+        ));
     }
     socket.set_nonblocking(true).map_err(|e| Error::io("create_server: set_nonblocking", e))?;
     let addr = socket.local_addr().map_err(|e| Error::io(format!("getsockname(fd {fd})"), e))?;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::{protocol_maker, Listener, Server, Serving};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::net::unix::{check_unix_stream, UnixPath};
 use crate::protocol::AnyProtocol;
@@ -156,7 +156,13 @@ fn bind_unix(path: &UnixPath) -> Result<Listener> {
     socket.bind(&addr).map_err(|err| {
         let what = path.describe();
         match err.raw_os_error() {
-            Some(libc::EADDRINUSE) => Error::io(format!("Address {what} is already in use"), err),
+            Some(libc::EADDRINUSE) => {
+                let why = match path.is_abstract() {
+                    true => "the name is taken",
+                    false => "a file that is not a socket, or a live server's socket, is there",
+                };
+                Error::io(format!("{CALL}: bind to {what} ({why})"), err)
+            }
             _ => Error::io(format!("{CALL}: bind to {what}"), err),
         }
     })?;
@@ -189,9 +195,10 @@ impl EventLoop {
     ///
     /// - [`Error::InvalidArgument`]: `path` and `sock` both given, neither, a `sock` that is
     ///   not an `AF_UNIX` stream socket, or a path `AF_UNIX` cannot hold.
-    /// - [`Error::Io`] "Address '...' is already in use" (`EADDRINUSE`) when something other
-    ///   than a socket is at the path or the abstract name is taken; other bind and listen
-    ///   errors name the path. The socket made is closed.
+    /// - [`Error::Io`] of `EADDRINUSE` ("bind to PATH (a file that is not a socket, or a live
+    ///   server's socket, is there)") when something other than a socket is at the path or the
+    ///   abstract name is taken; other bind and listen errors name the path. The socket made
+    ///   is closed.
     ///
     /// # Example
     ///
@@ -247,14 +254,16 @@ impl EventLoop {
         let tls = options.tls_args(CALL).server()?;
         let listener = match (path.into(), options.sock.take()) {
             (UnixPath::Path(_), Some(_)) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{CALL}: path and sock can not be specified at the same time"
-                )))
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    format!("{CALL}: path and sock can not be specified at the same time"),
+                ))
             }
             (UnixPath::None, None) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{CALL}: path was not specified, and no sock specified"
-                )))
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
+                    format!("{CALL}: path was not specified, and no sock specified"),
+                ))
             }
             (UnixPath::None, Some(sock)) => adopt_unix(sock)?,
             (path, None) => bind_unix(&path)?,

@@ -79,7 +79,7 @@ pub(crate) use subprocess::SubprocessStreamProtocol;
 pub use unix::{open_unix_connection, start_unix_server};
 pub use writer::{StreamWriter, WriterTransport};
 
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::net::connect::ConnectOptions;
 use crate::protocol::{BaseProtocol, Protocol};
@@ -437,7 +437,10 @@ where
 
 fn check_limit(limit: usize) -> Result<()> {
     if limit == 0 {
-        return Err(Error::InvalidArgument("Limit cannot be <= 0".into()));
+        return Err(Error::invalid_argument(
+            ArgumentKind::OutOfRange,
+            "the stream buffer limit must be at least 1 byte",
+        ));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 
 use super::StreamState;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 
 /// The reading side of a stream connection (asyncio's `StreamReader`). Cheap to clone; clones
 /// read from the same buffer.
@@ -152,7 +152,7 @@ impl StreamReader {
                     }
                 }
                 self.state.maybe_resume_transport();
-                Err(Error::InvalidArgument(message))
+                Err(Error::invalid_argument(ArgumentKind::OutOfRange, message))
             }
             Err(error) => Err(error),
         }
@@ -168,8 +168,9 @@ impl StreamReader {
     pub async fn readuntil(&self, separator: &[u8]) -> Result<Vec<u8>> {
         let seplen = separator.len();
         if seplen == 0 {
-            return Err(Error::InvalidArgument(
-                "Separator should be at least one-byte string".into(),
+            return Err(Error::invalid_argument(
+                ArgumentKind::Missing,
+                "readuntil: the separator must not be empty",
             ));
         }
         self.check_exception()?;
@@ -217,12 +218,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
 }
 
-/// An [`Error`] as an `io::Error` of the same kind (the `Error` is its inner error).
-pub(super) fn to_io_error(error: Error) -> io::Error {
-    let kind = error.io_error().map_or(io::ErrorKind::Other, io::Error::kind);
-    io::Error::new(kind, error)
-}
-
 impl StreamReader {
     /// The read step of [`read_buf`](Self::read_buf) and the I/O traits: hands up to `max`
     /// buffered bytes to `copy_out` (which takes them all) and returns how many; `Ok(0)` at EOF
@@ -263,7 +258,7 @@ impl StreamReader {
         max: usize,
         copy_out: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<usize>> {
-        self.poll_take(cx, max, copy_out).map_err(to_io_error)
+        self.poll_take(cx, max, copy_out).map_err(io::Error::from)
     }
 }
 

@@ -7,7 +7,6 @@ use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::reader::to_io_error;
 use super::{connection_reset, Link, StreamState};
 use crate::error::Result;
 use crate::transport::{ExtraInfo, Transport, WriteTransport};
@@ -273,16 +272,16 @@ impl<T: WriterTransport> StreamWriter<T> {
     ) -> Poll<io::Result<usize>> {
         let state = self.state();
         if let Some(error) = state.exception() {
-            return Poll::Ready(Err(to_io_error(error)));
+            return Poll::Ready(Err(io::Error::from(error)));
         }
         if self.is_closing() {
-            return Poll::Ready(Err(to_io_error(connection_reset("write"))));
+            return Poll::Ready(Err(io::Error::from(connection_reset("write"))));
         }
         if state.writing_paused.get() {
             state.drain_wakers.register(cx.waker());
             return Poll::Pending;
         }
-        Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(to_io_error))
+        Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(io::Error::from))
     }
 
     /// The `poll_flush` of the I/O traits, [`drain`](Self::drain): ready when the transport
@@ -292,13 +291,13 @@ impl<T: WriterTransport> StreamWriter<T> {
     pub(crate) fn poll_flush_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let state = self.state();
         if let Some(error) = state.exception() {
-            return Poll::Ready(Err(to_io_error(error)));
+            return Poll::Ready(Err(io::Error::from(error)));
         }
         if state.is_lost() {
             if self.inner.ended.get() == Ended::Closed {
                 return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Err(to_io_error(connection_reset("flush"))));
+            return Poll::Ready(Err(io::Error::from(connection_reset("flush"))));
         }
         if !state.writing_paused.get() {
             return Poll::Ready(Ok(()));
@@ -310,7 +309,7 @@ impl<T: WriterTransport> StreamWriter<T> {
     /// `futures_io`'s `poll_close`: `close()`, then [`wait_closed`](Self::wait_closed).
     pub(crate) fn poll_close_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.close();
-        self.poll_closed(cx).map_err(to_io_error)
+        self.poll_closed(cx).map_err(io::Error::from)
     }
 
     /// tokio's `poll_shutdown`: [`write_eof`](Self::write_eof) where the transport can
@@ -323,7 +322,7 @@ impl<T: WriterTransport> StreamWriter<T> {
             return self.poll_close_io(cx);
         }
         if let Some(error) = self.state().exception() {
-            return Poll::Ready(Err(to_io_error(error)));
+            return Poll::Ready(Err(io::Error::from(error)));
         }
         if self.is_closing() {
             return Poll::Ready(Ok(()));

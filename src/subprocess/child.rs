@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::driver::wait_id;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::event_loop::LoopFd;
 use crate::sys::{retry_eintr, syscall};
@@ -152,7 +152,10 @@ impl Child {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(err)) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             Some(Err(err)) if err.raw_os_error() == Some(libc::EINVAL) => {
-                Err(Error::InvalidArgument(format!("send_signal: {signal} is not a valid signal")))
+                Err(Error::invalid_argument(
+                    ArgumentKind::OutOfRange,
+                    format!("send_signal: {signal} is not a valid signal"),
+                ))
             }
             Some(Err(err)) => {
                 Err(Error::io(format!("send_signal({signal}) to child pid {}", self.pid), err))

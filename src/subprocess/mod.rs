@@ -61,7 +61,7 @@ pub use protocol::SubprocessProtocol;
 pub use transport::{PipeTransport, SubprocessTransport};
 
 use self::core::SubprocessCore;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use child::Child;
 use protocol::SubprocessAdapter;
@@ -216,9 +216,10 @@ fn plan_stdio(call: &str, stdio: [Stdio; 3]) -> Result<([ChildFd; 3], ParentEnds
             Stdio::Stdout if fd == 2 => ChildFd::Stdout,
             Stdio::Stdout => {
                 let name = if fd == 0 { "stdin" } else { "stdout" };
-                return Err(Error::InvalidArgument(format!(
-                    "{call}: {name} cannot be Stdio::Stdout (only stderr can)"
-                )));
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    format!("{call}: {name} cannot be Stdio::Stdout (only stderr can)"),
+                ));
             }
         })
     };

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::{ProcessOptions, SubprocessTransport};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::streams::{StreamReader, StreamWriter, SubprocessStreamProtocol};
 use crate::transport::WriteTransport;
@@ -68,7 +68,7 @@ impl Process {
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
         if input.is_some() && self.stdin.is_none() {
             let why = "communicate: input given, but the child's stdin is not a pipe";
-            return Err(Error::InvalidArgument(why.into()));
+            return Err(Error::invalid_argument(ArgumentKind::Conflicting, why));
         }
         type Step<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + 'a>>;
         let steps: [Step<'_>; 3] = [

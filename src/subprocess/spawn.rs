@@ -25,7 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::options::ProcessOptions;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::sys::syscall;
 
 /// Where `execvp` looks when there is no `PATH` (glibc's default, and Python's `os.defpath`).
@@ -68,7 +68,10 @@ impl Spawn<'_> {
     pub(crate) fn run(&self) -> Result<u32> {
         let options = self.options;
         if options.process_group.is_some() && options.new_session {
-            return Err(self.invalid("process_group and start_new_session exclude each other"));
+            return Err(self.invalid(
+                ArgumentKind::Conflicting,
+                "process_group and start_new_session exclude each other",
+            ));
         }
         let cwd = options.cwd.as_deref().map(|dir| self.check_cwd(dir)).transpose()?;
         let (env, path_var) = self.environment()?;
@@ -113,7 +116,9 @@ impl Spawn<'_> {
                 ChildFd::Fd(fd) => actions.dup2(fd.as_raw_fd(), target).map_err(failed)?,
                 ChildFd::Stdout if target == 2 => actions.dup2(1, 2).map_err(failed)?,
                 ChildFd::Stdout => {
-                    return Err(self.invalid("only stderr can be Stdio::Stdout"));
+                    return Err(
+                        self.invalid(ArgumentKind::Conflicting, "only stderr can be Stdio::Stdout")
+                    );
                 }
             }
         }
@@ -123,7 +128,7 @@ impl Spawn<'_> {
             if fd < 3 {
                 let why =
                     format!("pass_fds: fd {fd} is a standard stream (use stdin/stdout/stderr)");
-                return Err(self.invalid(&why));
+                return Err(self.invalid(ArgumentKind::UnsuitableFd, &why));
             }
             // dup2 of a copy onto the fd gives the child the same file without close-on-exec.
             let copy = above_stdio_raw(fd).map_err(|err| {
@@ -168,7 +173,7 @@ impl Spawn<'_> {
             let bytes = key.as_bytes();
             if bytes.is_empty() || bytes.contains(&b'=') {
                 let why = format!("environment variable name {key:?} is empty or contains '='");
-                return Err(self.invalid(&why));
+                return Err(self.invalid(ArgumentKind::Malformed, &why));
             }
             vars.retain(|(k, _)| k != key);
             if let Some(value) = value {
@@ -199,12 +204,14 @@ impl Spawn<'_> {
     }
 
     fn c_string(&self, what: &str, text: &OsStr) -> Result<CString> {
-        CString::new(text.as_bytes())
-            .map_err(|_| self.invalid(&format!("{what} {text:?} contains a NUL byte")))
+        CString::new(text.as_bytes()).map_err(|_| {
+            self.invalid(ArgumentKind::Malformed, &format!("{what} {text:?} contains a NUL byte"))
+        })
     }
 
-    fn invalid(&self, why: &str) -> Error {
-        Error::InvalidArgument(format!("{}: cannot run {:?}: {why}", self.call, self.program))
+    fn invalid(&self, kind: ArgumentKind, why: &str) -> Error {
+        let message = format!("{}: cannot run {:?}: {why}", self.call, self.program);
+        Error::invalid_argument(kind, message)
     }
 
     /// Spawning failed with `err`: an `Error::Io` naming the program and what the errno means

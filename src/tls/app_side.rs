@@ -22,7 +22,7 @@ use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::layer::{Stage, TlsLayer};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::sendfile::{Transfer, TransferFuture};
 use crate::transport::dispatch::DynProtocol;
 use crate::transport::flow_control::FlowEvent;
@@ -39,7 +39,10 @@ impl TlsLayer {
     /// `sendfile` runs.
     fn write_all(self: &Rc<Self>, buffers: &[&[u8]]) -> Result<()> {
         if self.in_sendfile() {
-            return Err(Error::Runtime("unable to write; sendfile is in progress".into()));
+            return Err(Error::runtime(
+                RuntimeKind::SendfileInProgress,
+                "unable to write; sendfile is in progress",
+            ));
         }
         if buffers.iter().all(|b| b.is_empty()) {
             return Ok(());
@@ -271,7 +274,7 @@ impl ByteStream for TlsLayer {
     }
 
     fn hand_over(&self, _from: Generation) -> Result<Generation> {
-        Err(Error::Runtime("start_tls: the transport already speaks TLS".into()))
+        Err(Error::runtime(RuntimeKind::AlreadyTls, "start_tls: the transport already speaks TLS"))
     }
 }
 

@@ -8,7 +8,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 
 /// asyncio's default `ssl_handshake_timeout`: 60 seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: f64 = 60.0;
@@ -74,7 +74,9 @@ impl TlsConfig {
         let webpki =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
                 .build()
-                .map_err(|e| Error::InvalidArgument(format!("TLS client config: {e}")))?;
+                .map_err(|e| {
+                    Error::invalid_argument(ArgumentKind::Tls, format!("TLS client config: {e}"))
+                })?;
         let config = client_builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoHostnameCheck(webpki)))
@@ -93,10 +95,14 @@ impl TlsConfig {
     ) -> Result<TlsConfig> {
         let config = ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::InvalidArgument(format!("TLS server config: {e}")))?
+            .map_err(|e| {
+                Error::invalid_argument(ArgumentKind::Tls, format!("TLS server config: {e}"))
+            })?
             .with_no_client_auth()
             .with_single_cert(cert_chain, key)
-            .map_err(|e| Error::InvalidArgument(format!("TLS server config: {e}")))?;
+            .map_err(|e| {
+                Error::invalid_argument(ArgumentKind::Tls, format!("TLS server config: {e}"))
+            })?;
         Ok(TlsConfig::Server(Arc::new(config)))
     }
 
@@ -237,23 +243,28 @@ impl TlsArgs<'_> {
     pub(crate) fn client(&self, host: Option<&str>) -> Result<Option<TlsSetup>> {
         let Some(ssl) = self.ssl else { return self.without_ssl().map(|()| None) };
         let TlsConfig::Client(_) = ssl else {
-            return Err(self.invalid("ssl must be a client config (TlsConfig::Client) here"));
+            return Err(self.invalid(
+                ArgumentKind::Conflicting,
+                "ssl must be a client config (TlsConfig::Client) here",
+            ));
         };
         let name = match (self.server_hostname, host.filter(|h| !h.is_empty())) {
             (Some(name), _) | (None, Some(name)) => name,
             (None, None) => {
-                return Err(
-                    self.invalid("You must set server_hostname when using ssl without a host")
-                )
+                return Err(self.invalid(
+                    ArgumentKind::Missing,
+                    "You must set server_hostname when using ssl without a host",
+                ))
             }
         };
         let server_name = if name.is_empty() {
             ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
         } else {
             ServerName::try_from(name.to_owned()).map_err(|e| {
-                self.invalid(&format!(
-                    "server_hostname {name:?} is not a DNS name or an IP address: {e}"
-                ))
+                self.invalid(
+                    ArgumentKind::Malformed,
+                    &format!("server_hostname {name:?} is not a DNS name or an IP address: {e}"),
+                )
             })?
         };
         self.setup(ssl, Some(server_name))
@@ -263,10 +274,16 @@ impl TlsArgs<'_> {
     pub(crate) fn server(&self) -> Result<Option<TlsSetup>> {
         let Some(ssl) = self.ssl else { return self.without_ssl().map(|()| None) };
         if self.server_hostname.is_some() {
-            return Err(self.invalid("server_hostname is only meaningful for a client"));
+            return Err(self.invalid(
+                ArgumentKind::Conflicting,
+                "server_hostname is only meaningful for a client",
+            ));
         }
         let TlsConfig::Server(_) = ssl else {
-            return Err(self.invalid("ssl must be a server config (TlsConfig::Server) here"));
+            return Err(self.invalid(
+                ArgumentKind::Conflicting,
+                "ssl must be a server config (TlsConfig::Server) here",
+            ));
         };
         self.setup(ssl, None)
     }
@@ -294,7 +311,10 @@ impl TlsArgs<'_> {
             ("ssl_shutdown_timeout", self.shutdown_timeout.is_some()),
         ];
         match given.iter().find(|(_, given)| *given) {
-            Some((name, _)) => Err(self.invalid(&format!("{name} is only meaningful with ssl"))),
+            Some((name, _)) => Err(self.invalid(
+                ArgumentKind::Conflicting,
+                &format!("{name} is only meaningful with ssl"),
+            )),
             None => Ok(()),
         }
     }
@@ -302,14 +322,15 @@ impl TlsArgs<'_> {
     /// A timeout: positive and finite seconds.
     fn timeout(&self, name: &str, secs: Option<f64>) -> Result<Option<f64>> {
         match secs {
-            Some(secs) if !(secs > 0.0 && secs.is_finite()) => {
-                Err(self.invalid(&format!("{name} should be a positive number, got {secs}")))
-            }
+            Some(secs) if !(secs > 0.0 && secs.is_finite()) => Err(self.invalid(
+                ArgumentKind::OutOfRange,
+                &format!("{name} should be a positive number, got {secs}"),
+            )),
             other => Ok(other),
         }
     }
 
-    fn invalid(&self, what: &str) -> Error {
-        Error::InvalidArgument(format!("{}: {what}", self.call))
+    fn invalid(&self, kind: ArgumentKind, what: &str) -> Error {
+        Error::invalid_argument(kind, format!("{}: {what}", self.call))
     }
 }

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use super::layer::{Stage, TlsLayer};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::sendfile::{Step, Transfer, TransferFuture};
 
 impl TlsLayer {
@@ -27,10 +27,13 @@ impl TlsLayer {
     ) -> Result<TransferFuture> {
         if self.sendfile.borrow().is_some() {
             let busy = "sendfile: another sendfile is in progress on this transport";
-            return Err(Error::Runtime(busy.into()));
+            return Err(Error::runtime(RuntimeKind::SendfileInProgress, busy));
         }
         if self.stage.get() != Stage::Wrapped {
-            return Err(Error::Runtime(format!("{}: the transport is closing", transfer.what())));
+            return Err(Error::runtime(
+                RuntimeKind::TransportClosing,
+                format!("{}: the transport is closing", transfer.what()),
+            ));
         }
         transfer.copy_instead(
             "a TLS transport cannot send a file zero-copy (the kernel does not encrypt)",

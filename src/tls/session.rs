@@ -7,7 +7,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
 
 use super::config::{TlsConfig, TlsSetup};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::transport::ExtraInfo;
 
 /// What [`Session::feed`] did.
@@ -43,7 +43,9 @@ impl Session {
     ///
     /// [`take_tls`]: Session::take_tls
     pub(crate) fn new(setup: &TlsSetup) -> Result<Session> {
-        let refused = |e: rustls::Error| Error::InvalidArgument(format!("TLS session: {e}"));
+        let refused = |e: rustls::Error| {
+            Error::invalid_argument(ArgumentKind::Tls, format!("TLS session: {e}"))
+        };
         let (conn, asked_name) = match (&setup.config, &setup.server_name) {
             (TlsConfig::Client(config), Some(name)) => {
                 let asked = match name {
@@ -61,7 +63,10 @@ impl Session {
                 (Connection::Server(ServerConnection::new(config.clone()).map_err(refused)?), None)
             }
             (TlsConfig::Client(_), None) => {
-                return Err(Error::InvalidArgument("TLS client session without a name".into()))
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Missing,
+                    "TLS client session without a name",
+                ))
             }
         };
         Ok(Session { conn, asked_name })

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::config::{TlsArgs, TlsConfig, TlsSetup};
 use super::layer::{Stage, TlsLayer};
 use super::session::Session;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::future::Future;
 use crate::protocol::AnyProtocol;
@@ -166,7 +166,9 @@ impl EventLoop {
             true => args.server()?,
             false => args.client(None)?,
         };
-        let setup = setup.ok_or_else(|| Error::InvalidArgument("start_tls: no config".into()))?;
+        let setup = setup.ok_or_else(|| {
+            Error::invalid_argument(ArgumentKind::Missing, "start_tls: no config")
+        })?;
         let session = Session::new(&setup)?;
         let lower = transport.hand_over()?;
         let layer = TlsLayer::new(self, app, session, &setup, true);

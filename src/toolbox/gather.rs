@@ -38,15 +38,15 @@ where
 /// per future. Nothing is cancelled; it completes when the last future does.
 ///
 /// ```
-/// use ringloop::{gather_all, Error};
+/// use ringloop::{gather_all, ArgumentKind, Error};
 ///
 /// ringloop::run(async {
 ///     let outcomes = gather_all([
 ///         Box::pin(async { Ok(1) }) as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>,
-///         Box::pin(async { Err(Error::InvalidArgument("two".into())) }),
+///         Box::pin(async { Err(Error::invalid_argument(ArgumentKind::Other, "two")) }),
 ///     ])
 ///     .await;
-///     assert!(matches!(outcomes[..], [Ok(1), Err(Error::InvalidArgument(_))]));
+///     assert!(matches!(outcomes[..], [Ok(1), Err(Error::InvalidArgument { .. })]));
 /// })
 /// .unwrap();
 /// ```

@@ -24,15 +24,18 @@ pub use threadsafe::ConcurrentFuture;
 pub use time_limit::{timeout, wait_for, TimeLimit};
 pub use wait::{wait, Fallible, ReturnWhen};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::{get_running_loop, EventLoop};
 
 /// The loop running on this thread, or an [`Error::Runtime`] saying that `what` needs one.
 pub(crate) fn running_loop_for(what: &str) -> Result<EventLoop> {
     get_running_loop().map_err(|_| {
-        Error::Runtime(format!(
-            "{what}: no running event loop on this thread (call it from a task or callback of \
+        Error::runtime(
+            RuntimeKind::NoRunningLoop,
+            format!(
+                "{what}: no running event loop on this thread (call it from a task or callback of \
              a running loop)"
-        ))
+            ),
+        )
     })
 }

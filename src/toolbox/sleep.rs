@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::running_loop_for;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{Delay, EventLoop, TimerHandle};
 
 /// Completes after `delay` (`f64` seconds or a `Duration`), as asyncio's `asyncio.sleep`.
@@ -98,8 +98,9 @@ impl Sleep {
     /// Arms the timer on the running loop (the first poll).
     fn arm(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>> {
         if self.delay.as_secs_f64().is_nan() {
-            return Err(Error::InvalidArgument(
-                "sleep: the delay must be a number, not NaN".into(),
+            return Err(Error::invalid_argument(
+                ArgumentKind::NotANumber,
+                "sleep: the delay must be a number, not NaN",
             ));
         }
         if self.delay.as_secs_f64() <= 0.0 {

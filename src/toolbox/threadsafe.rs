@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::time_limit::TimeLimit;
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Result, StateKind};
 use crate::event_loop::LoopHandle;
 
 impl LoopHandle {
@@ -198,8 +198,9 @@ impl<T> State<T> {
         match &self.outcome {
             Outcome::Pending => None,
             Outcome::Done(Err(err)) => Some(Err(err.clone())),
-            Outcome::Taken => Some(Err(Error::InvalidState(
-                "the output was already taken by an earlier wait, result or await".into(),
+            Outcome::Taken => Some(Err(Error::invalid_state(
+                StateKind::AlreadyTaken,
+                "the output was already taken by an earlier wait, result or await",
             ))),
             Outcome::Done(Ok(_)) => match std::mem::replace(&mut self.outcome, Outcome::Taken) {
                 Outcome::Done(Ok(output)) => Some(Ok(output)),

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::sleep::{sleep, Sleep};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::Delay;
 
 /// A time limit: a [`Delay`] (`f64` seconds or a `Duration`), or `None` for none (asyncio's
@@ -33,7 +33,10 @@ impl TimeLimit {
         let Some(delay) = self.0 else { return Ok(None) };
         let seconds = delay.as_secs_f64();
         if seconds.is_nan() {
-            return Err(Error::InvalidArgument(format!("{what}: the timeout must not be NaN")));
+            return Err(Error::invalid_argument(
+                ArgumentKind::NotANumber,
+                format!("{what}: the timeout must not be NaN"),
+            ));
         }
         Ok(Duration::try_from_secs_f64(seconds.max(0.0)).ok())
     }
@@ -171,7 +174,9 @@ mod tests {
         assert_eq!(TimeLimit::from(f64::INFINITY).as_duration("t").unwrap(), None);
         assert_eq!(TimeLimit::NONE.as_duration("t").unwrap(), None);
         let nan = TimeLimit::from(f64::NAN).as_duration("result");
-        assert!(matches!(nan, Err(Error::InvalidArgument(ref m)) if m.starts_with("result:")));
+        assert!(
+            matches!(nan, Err(Error::InvalidArgument { message: ref m, .. }) if m.starts_with("result:"))
+        );
     }
 
     #[test]

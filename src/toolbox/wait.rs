@@ -3,7 +3,7 @@
 use std::task::Poll;
 
 use super::time_limit::TimeLimit;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::task::Task;
 
 /// When [`wait`] returns (asyncio's `FIRST_COMPLETED`, `FIRST_EXCEPTION`, `ALL_COMPLETED`).
@@ -87,7 +87,10 @@ pub async fn wait<T: Fallible>(
 ) -> Result<(Vec<Task<T>>, Vec<Task<T>>)> {
     let tasks: Vec<Task<T>> = tasks.into_iter().collect();
     if tasks.is_empty() {
-        return Err(Error::InvalidArgument("wait: the set of tasks is empty".into()));
+        return Err(Error::invalid_argument(
+            ArgumentKind::Missing,
+            "wait: the set of tasks is empty",
+        ));
     }
     let mut expiry = timeout.into().expiry();
     std::future::poll_fn(|cx| {

@@ -35,7 +35,7 @@ use super::write_side::fast_path;
 use super::{ExtraInfo, SocketNames};
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::DatagramProtocol;
 
@@ -126,14 +126,19 @@ impl DatagramTransport {
         let core = &self.core;
         if let (Some(given), Some(remote)) = (addr, &core.address) {
             if given != remote {
-                return Err(Error::InvalidArgument(format!(
-                    "Invalid address: must be None or {}",
-                    describe_addr(remote)
-                )));
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Conflicting,
+                    format!(
+                        "sendto: this transport is connected to {}: send to no address (`None`) or \
+                         to that one, not {}",
+                        describe_addr(remote),
+                        describe_addr(given)
+                    ),
+                ));
             }
         }
         if !core.base.is_open() {
-            core.base.lost_write("socket.sendto() raised exception.");
+            core.base.lost_write("sendto: the transport is closing; datagrams are dropped");
             return Ok(None);
         }
         if core.names.has_peer() {
@@ -335,16 +340,20 @@ fn is_fatal(err: &io::Error) -> bool {
     )
 }
 
-/// An address for messages: `ip:port`, a unix path, or the raw family.
+/// An address as messages show it: `127.0.0.1:8000`, `[::1]:8000`, `/run/app.sock`, an
+/// abstract unix name as `@name` (as `ss` prints it), or the raw family.
 pub(crate) fn describe_addr(addr: &SockAddr) -> String {
     if let Some(ip) = addr.as_socket() {
         return ip.to_string();
     }
     if let Some(path) = addr.as_pathname() {
-        return format!("{path:?}");
+        return path.display().to_string();
     }
     if let Some(name) = addr.as_abstract_namespace() {
-        return format!("abstract {:?}", String::from_utf8_lossy(name));
+        return format!("@{}", name.escape_ascii());
+    }
+    if addr.is_unix() {
+        return "an unnamed unix socket".to_string();
     }
     format!("<address of family {}>", addr.family())
 }

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes};
 use socket2::SockAddr;
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 
 /// asyncio's default high-water mark: 64 KiB.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -74,9 +74,13 @@ impl WaterMarks {
         let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
         let low = low.unwrap_or(high / 4);
         if high < low {
-            return Err(Error::InvalidArgument(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
+            return Err(Error::invalid_argument(
+                ArgumentKind::OutOfRange,
+                format!(
+                    "write buffer limits: the high-water mark ({high} bytes) must not be below the \
+                     low-water mark ({low} bytes)"
+                ),
+            ));
         }
         (self.high, self.low) = (high, low);
         Ok(self.grew(size))
@@ -310,7 +314,11 @@ mod tests {
         assert_eq!(buf.limits(), (25, 100));
         buf.set_limits(None, Some(10)).unwrap();
         assert_eq!(buf.limits(), (10, 40));
-        assert!(matches!(buf.set_limits(Some(1), Some(2)), Err(Error::InvalidArgument(_))));
+        let err = buf.set_limits(Some(10), Some(100)).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        let want = "write buffer limits: the high-water mark (10 bytes) must not be below the \
+                    low-water mark (100 bytes)";
+        assert_eq!(err.to_string(), want);
         assert_eq!(buf.limits(), (10, 40), "a rejected call changes nothing");
     }
 

@@ -21,7 +21,7 @@ use socket2::SockAddr;
 
 use super::dispatch::{adapt, DynProtocol};
 use super::ExtraInfo;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::protocol::AnyProtocol;
 use crate::sendfile::{Transfer, TransferFuture};
 
@@ -95,10 +95,13 @@ pub(crate) trait ByteStream: fmt::Debug {
 
 /// The error a stale handle's write gets (see the module docs).
 pub(crate) fn stale_handle(call: &str) -> Error {
-    Error::Runtime(format!(
-        "{call}: this transport was handed over to TLS by start_tls(): use the transport \
+    Error::runtime(
+        RuntimeKind::HandedOverToTls,
+        format!(
+            "{call}: this transport was handed over to TLS by start_tls(): use the transport \
          start_tls() returned"
-    ))
+        ),
+    )
 }
 
 /// A stream transport: asyncio's `Transport` for TCP and Unix stream sockets, plain or over

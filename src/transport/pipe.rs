@@ -42,7 +42,7 @@ use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{Completed, EventLoop, ExceptionContext, OpTarget};
 use crate::protocol::{BaseProtocol, Protocol, StreamingKind};
 
@@ -310,7 +310,7 @@ impl WriteCore {
             return None;
         }
         if !self.base.is_open() {
-            self.base.lost_write("pipe closed by peer or os.write(pipe, data) raised exception.");
+            self.base.lost_write("write: the pipe is closed or closing; the data is dropped");
             return None;
         }
         match self.write.try_now(&self.base.fd, data) {
@@ -374,7 +374,7 @@ impl WriteCore {
     fn fatal_error(self: &Rc<Self>, err: io::Error) {
         let error = Error::io(format!("write to pipe fd {}", self.base.fd.raw()), err);
         log::debug!(target: "ringloop", "{self:?}: Fatal write error on pipe transport: {error}");
-        self.base.lost_write("pipe closed by peer or os.write(pipe, data) raised exception.");
+        self.base.lost_write("write: the pipe is closed or closing; the data is dropped");
         self.force_close(Some(error));
     }
 }
@@ -473,10 +473,13 @@ fn prepare(fd: &OwnedFd, call: &str) -> Result<PipeKind> {
         libc::S_IFSOCK => PipeKind::Socket,
         libc::S_IFCHR => PipeKind::CharDevice,
         mode => {
-            return Err(Error::InvalidArgument(format!(
-                "{call}: Pipe transport is for pipes/sockets only (fd {raw} has file type \
+            return Err(Error::invalid_argument(
+                ArgumentKind::UnsuitableFd,
+                format!(
+                    "{call}: Pipe transport is for pipes/sockets only (fd {raw} has file type \
                  {mode:#o}, not a pipe, FIFO, socket or character device)"
-            )))
+                ),
+            ))
         }
     };
     set_nonblocking(fd).map_err(|e| Error::io(format!("{call}: O_NONBLOCK on fd {raw}"), e))?;

@@ -31,10 +31,15 @@ use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use super::SocketNames;
-use crate::error::{Error, Result};
+use crate::error::{ArgumentKind, Error, Result, RuntimeKind};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
 use crate::protocol::AnyProtocol;
 use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
+
+/// Logged (past a few) for writes after `close` or after the connection was lost (asyncio:
+/// "socket.send() raised exception.").
+const LOST_WRITE: &str =
+    "send: the transport is closing or its connection is lost; the data is dropped";
 
 /// `write_eof` progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +248,7 @@ impl ByteStream for StreamCore {
         }
         if !self.base.is_open() || self.eof.get() != WriteEof::No {
             let why = "start_tls: the transport is closing (or its write side was shut down)";
-            return Err(Error::Runtime(why.into()));
+            return Err(Error::runtime(RuntimeKind::TransportClosing, why));
         }
         let next = Generation(from.0 + 1);
         self.generation.set(next);
@@ -277,13 +282,19 @@ impl StreamCore {
             return Err(stale_handle("write"));
         }
         if self.eof.get() != WriteEof::No {
-            return Err(Error::Runtime("Cannot call write() after write_eof()".into()));
+            return Err(Error::runtime(
+                RuntimeKind::WriteAfterEof,
+                "Cannot call write() after write_eof()",
+            ));
         }
         if self.sendfile.is_active() {
-            return Err(Error::Runtime("unable to write; sendfile is in progress".into()));
+            return Err(Error::runtime(
+                RuntimeKind::SendfileInProgress,
+                "unable to write; sendfile is in progress",
+            ));
         }
         if len > 0 && !self.base.is_open() {
-            self.base.lost_write("socket.send() raised exception.");
+            self.base.lost_write(LOST_WRITE);
             return Ok(false);
         }
         Ok(len > 0)
@@ -492,9 +503,10 @@ pub(crate) fn prepare_stream_socket(socket: &OwnedFd, call: &str) -> Result<()> 
     let kind =
         SockRef::from(socket).r#type().map_err(|e| Error::io(format!("{call}(fd {fd})"), e))?;
     if kind != socket2::Type::STREAM {
-        return Err(Error::InvalidArgument(format!(
-            "A Stream Socket was expected, got fd {fd} of type {kind:?}"
-        )));
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("A Stream Socket was expected, got fd {fd} of type {kind:?}"),
+        ));
     }
     SockRef::from(socket)
         .set_nonblocking(true)

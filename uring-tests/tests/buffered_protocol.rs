@@ -267,7 +267,7 @@ backend_tests! {
         assert_eq!(p.hints.len(), 1, "get_buffer asked once");
         assert!(p.updates().is_empty(), "buffer_updated was called");
         assert!(
-            matches!(&p.lost_error, Some(Error::Runtime(m)) if m == "get_buffer() returned an empty buffer"),
+            matches!(&p.lost_error, Some(Error::Runtime { message: m, .. }) if m == "get_buffer() returned an empty buffer"),
             "{:?}",
             p.lost_error
         );

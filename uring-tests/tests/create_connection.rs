@@ -164,20 +164,20 @@ backend_tests! {
             let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let options = ConnectOptions::new().sock(stream);
             let err = connect(lp, host, port, options).unwrap_err();
-            assert!(matches!(&err, Error::InvalidArgument(m) if m.contains(exclusive)), "{err:?}");
+            assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains(exclusive)), "{err:?}");
         }
         let err = connect(lp, None, None, ConnectOptions::new()).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("no sock")), "{err:?}");
+        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("no sock")), "{err:?}");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let err = connect(lp, None, None, ConnectOptions::new().sock(udp)).unwrap_err();
-        let stream_expected = matches!(&err, Error::InvalidArgument(m) if m.contains("A Stream Socket was expected"));
+        let stream_expected = matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("A Stream Socket was expected"));
         assert!(stream_expected, "{err:?}");
         let options = ConnectOptions::new().server_hostname("example.com");
         let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("ssl")), "{err:?}");
+        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("ssl")), "{err:?}");
         let options = ConnectOptions::new().happy_eyeballs_delay(f64::NAN);
         let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
         // A family getaddrinfo cannot satisfy: a DNS error, not a connect.
         let options = ConnectOptions::new().family(libc::AF_INET6);
         let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();

@@ -15,7 +15,8 @@ use std::os::unix::net::UnixDatagram;
 use std::rc::Rc;
 
 use ringloop::{
-    DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr, Error, EventLoop, ExtraInfo,
+    ArgumentKind, DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr, Error,
+    EventLoop, ExtraInfo,
 };
 use socket2::SockAddr;
 use uring_tests::{
@@ -350,27 +351,29 @@ backend_tests! {
             .remote_addr("127.0.0.1", 9)
             .remote_path("/tmp/x");
         let err = endpoint_err(lp, mismatch);
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         let err = endpoint_err(lp, DatagramOptions::new());
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("address family")), "{err}");
+        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("address family")), "{err}");
         let v4_v6 = DatagramOptions::new().local_addr("127.0.0.1", 0).remote_addr("::1", 9);
         let err = endpoint_err(lp, v4_v6);
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("address information")));
+        let want = "create_datagram_endpoint: local_addr 127.0.0.1:0 and remote_addr [::1]:9 have no \
+                    address family in common";
+        assert!(matches!(&err, Error::InvalidArgument { kind: ArgumentKind::Conflicting, message: m } if m == want), "{err}");
         let unix_inet = DatagramOptions::new().family(libc::AF_UNIX).local_addr("127.0.0.1", 0);
         let err = endpoint_err(lp, unix_inet);
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 
         // A rejected sock is closed: its port can be bound again.
         let stream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream_at = stream.local_addr().unwrap();
         let err = endpoint_err(lp, DatagramOptions::new().sock(OwnedFd::from(stream)));
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("A datagram socket was expected")));
+        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("A datagram socket was expected")));
         assert!(std::net::TcpListener::bind(stream_at).is_ok(), "the stream sock was closed");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let udp_at = udp.local_addr().unwrap();
         let both = DatagramOptions::new().sock(OwnedFd::from(udp)).reuse_port(true);
         let err = endpoint_err(lp, both);
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("reuse_port")), "{err}");
+        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("reuse_port")), "{err}");
         assert!(UdpSocket::bind(udp_at).is_ok(), "the udp sock was closed");
 
         let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -389,9 +392,12 @@ backend_tests! {
         let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
         let port = sockname(&server.0).port();
         let client = endpoint(lp, DatagramOptions::new().remote_addr("127.0.0.1", port));
-        let other = SockAddr::from(closed_port());
+        let other_addr = closed_port();
+        let other = SockAddr::from(other_addr);
         let err = client.0.sendto(b"x", Some(&other)).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("Invalid address")), "{err}");
+        let want = format!("sendto: this transport is connected to 127.0.0.1:{port}: send to no address");
+        assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.starts_with(&want)), "{err}");
+        assert!(err.to_string().ends_with(&format!("not {other_addr}")), "{err}");
         let same = SockAddr::from(sockname(&server.0));
         client.0.sendto(b"", Some(&same)).unwrap();
         assert!(run_until(lp, WAIT, || client.1.borrow().datagrams.len() == 1));

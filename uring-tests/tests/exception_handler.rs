@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use ringloop::{Error, EventLoop, ExceptionContext};
+use ringloop::{Error, EventLoop, ExceptionContext, RuntimeKind};
 use uring_tests::{
     backend_tests, capture_exceptions, install_logger, logged, quiet_panic, run_ready, run_until,
     take_my_logs, Captured, LOGGER_PANIC_MARKER,
@@ -124,12 +124,12 @@ backend_tests! {
 
     fn call_exception_handler_directly(lp) {
         let seen = capture_exceptions(lp);
-        let ctx = ExceptionContext::new("something odd").with_error(Error::Runtime("detail".into()));
+        let ctx = ExceptionContext::new("something odd").with_error(Error::runtime(RuntimeKind::Other, "detail"));
         lp.call_exception_handler(ctx);
         let seen = seen.borrow();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].message, "something odd");
-        assert!(matches!(seen[0].error, Some(Error::Runtime(ref m)) if m == "detail"));
+        assert!(matches!(seen[0].error, Some(Error::Runtime { message: ref m, .. }) if m == "detail"));
         assert!(seen[0].handle.is_none());
     }
 
@@ -160,7 +160,7 @@ backend_tests! {
         // handler deferring to it).
         let seen = capture_exceptions(lp);
         let ctx = ExceptionContext::new("deferred to default")
-            .with_error(Error::Runtime("the cause".into()))
+            .with_error(Error::runtime(RuntimeKind::Other, "the cause"))
             .with_task("task-x");
         lp.default_exception_handler(&ctx);
         assert!(seen.borrow().is_empty());

@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ringloop::{Error, EventLoop, LocalBoxFuture, Task, TaskFactory};
+use ringloop::{Error, EventLoop, LocalBoxFuture, RuntimeKind, StateKind, Task, TaskFactory};
 use uring_tests::{
     backend_tests, capture_exceptions, drop_flag, quiet_panic, run_ready, run_until,
 };
@@ -88,12 +88,38 @@ fn task_number<T>(task: &Task<T>) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 backend_tests! {
+    // As asyncio's "Task ... got Future ... attached to a different loop": a future or task
+    // of loop A awaited in a task of loop B (on the same thread) fails the await with a typed
+    // error, at once: no panic, no hang.
+    fn awaiting_a_future_of_another_loop_is_refused(lp) {
+        let other = EventLoop::with_backend(lp.backend()).unwrap();
+        let foreign = other.create_future::<u32>();
+        let foreign_task = other.create_task(async { 7 }).unwrap();
+        let task = lp.create_task(async move { foreign.await.map(|v| v + 1) }).unwrap();
+        let got = lp.run_until_complete(task).unwrap().expect("the task ran to its end");
+        let err = got.expect_err("a future of another loop");
+        assert_eq!(err.runtime_kind(), Some(RuntimeKind::DifferentLoop), "{err}");
+        let want = "<Future pending> is attached to a different event loop than the one running";
+        assert!(err.to_string().starts_with(want), "{err}");
+        // The task of the other loop, awaited by the main future of this one.
+        let got = lp.run_until_complete(foreign_task).unwrap();
+        let err = got.expect_err("a task of another loop");
+        assert!(matches!(err, Error::Runtime { kind: RuntimeKind::DifferentLoop, .. }), "{err}");
+        assert!(err.to_string().starts_with("<Task "), "{err}");
+        // On its own loop the same kind of await works.
+        let own = other.create_future::<u32>();
+        own.set_result(5).unwrap();
+        assert_eq!(other.run_until_complete(own).unwrap().unwrap(), 5);
+        other.close().unwrap();
+    }
+
     fn future_set_result_then_state_queries(lp) {
         let fut = lp.create_future::<u32>();
         assert!(!fut.done());
         assert!(!fut.cancelled());
-        assert!(matches!(fut.result(), Err(Error::InvalidState(_))), "result() while pending");
-        assert!(matches!(fut.exception(), Err(Error::InvalidState(_))), "exception() while pending");
+        let not_done = Some(StateKind::NotDone);
+        assert_eq!(fut.result().err().and_then(|e| e.state_kind()), not_done, "result() while pending");
+        assert_eq!(fut.exception().err().and_then(|e| e.state_kind()), not_done, "exception() while pending");
 
         fut.set_result(42).unwrap();
         assert!(fut.done());
@@ -102,8 +128,8 @@ backend_tests! {
         assert!(matches!(fut.exception(), Ok(None)));
 
         // Setting anything a second time is an InvalidState error and changes nothing.
-        assert!(matches!(fut.set_result(7), Err(Error::InvalidState(_))));
-        assert!(matches!(fut.set_exception(Error::Runtime("late".into())), Err(Error::InvalidState(_))));
+        assert!(matches!(fut.set_result(7), Err(Error::InvalidState { kind: StateKind::AlreadyDone, .. })));
+        assert!(matches!(fut.set_exception(Error::runtime(RuntimeKind::Other, "late")), Err(Error::InvalidState { .. })));
         assert!(!fut.cancel(), "cancel() of a done future returns false");
         assert!(!fut.cancelled());
         assert_eq!(fut.result().unwrap(), 42);
@@ -111,13 +137,13 @@ backend_tests! {
 
     fn future_set_exception(lp) {
         let fut = lp.create_future::<u32>();
-        fut.set_exception(Error::Runtime("it broke".into())).unwrap();
+        fut.set_exception(Error::runtime(RuntimeKind::Other, "it broke")).unwrap();
         assert!(fut.done());
         assert!(!fut.cancelled());
-        assert!(matches!(fut.result(), Err(Error::Runtime(ref m)) if m == "it broke"));
-        assert!(matches!(fut.exception(), Ok(Some(Error::Runtime(ref m))) if m == "it broke"));
-        assert!(matches!(fut.set_exception(Error::Cancelled), Err(Error::InvalidState(_))));
-        assert!(matches!(fut.set_result(1), Err(Error::InvalidState(_))));
+        assert!(matches!(fut.result(), Err(Error::Runtime { message: ref m, .. }) if m == "it broke"));
+        assert!(matches!(fut.exception(), Ok(Some(Error::Runtime { message: ref m, .. })) if m == "it broke"));
+        assert!(matches!(fut.set_exception(Error::Cancelled), Err(Error::InvalidState { .. })));
+        assert!(matches!(fut.set_result(1), Err(Error::InvalidState { .. })));
     }
 
     fn future_cancel(lp) {
@@ -129,7 +155,7 @@ backend_tests! {
         assert!(matches!(fut.result(), Err(Error::Cancelled)));
         // asyncio's exception() raises CancelledError on a cancelled future.
         assert!(matches!(fut.exception(), Err(Error::Cancelled)));
-        assert!(matches!(fut.set_result(1), Err(Error::InvalidState(_))));
+        assert!(matches!(fut.set_result(1), Err(Error::InvalidState { .. })));
     }
 
     fn future_done_callbacks_run_later_in_order_with_the_future(lp) {
@@ -217,9 +243,9 @@ backend_tests! {
     fn future_awaited_gets_the_exception(lp) {
         let fut = lp.create_future::<u8>();
         let setter = fut.clone();
-        lp.call_soon(move || setter.set_exception(Error::Runtime("nope".into())).unwrap()).unwrap();
+        lp.call_soon(move || setter.set_exception(Error::runtime(RuntimeKind::Other, "nope")).unwrap()).unwrap();
         let got = lp.run_until_complete(fut.clone()).unwrap();
-        assert!(matches!(got, Err(Error::Runtime(ref m)) if m == "nope"), "{got:?}");
+        assert!(matches!(got, Err(Error::Runtime { message: ref m, .. }) if m == "nope"), "{got:?}");
     }
 
     fn future_awaiting_a_cancelled_future_gives_cancelled(lp) {
@@ -234,20 +260,20 @@ backend_tests! {
         let t1 = lp.create_task(fut.clone()).unwrap();
         let t2 = lp.create_task(fut.clone()).unwrap();
         run_ready(lp);
-        fut.set_exception(Error::Runtime("shared failure".into())).unwrap();
+        fut.set_exception(Error::runtime(RuntimeKind::Other, "shared failure")).unwrap();
         let (r1, r2) = lp.run_until_complete(async move { (t1.await, t2.await) }).unwrap();
         for r in [&r1, &r2] {
             assert!(
-                matches!(r, Ok(Err(Error::Runtime(ref m))) if m == "shared failure"),
+                matches!(r, Ok(Err(Error::Runtime { message: ref m, .. })) if m == "shared failure"),
                 "an awaiter did not get the error: {r1:?} / {r2:?}"
             );
         }
         assert!(
-            matches!(fut.exception(), Ok(Some(Error::Runtime(_)))),
+            matches!(fut.exception(), Ok(Some(Error::Runtime { .. }))),
             "the error was lost by the await: {:?}",
             fut.exception()
         );
-        assert!(matches!(fut.result(), Err(Error::Runtime(_))), "{:?}", fut.result());
+        assert!(matches!(fut.result(), Err(Error::Runtime { .. })), "{:?}", fut.result());
     }
 
     fn future_awaited_by_several_tasks(lp) {
@@ -347,7 +373,8 @@ backend_tests! {
         let task = lp.create_task(async { 1 }).unwrap();
         assert!(!task.done());
         assert!(!task.cancelled());
-        assert!(matches!(task.exception(), Err(Error::InvalidState(_))), "exception() while pending");
+        let pending = task.exception();
+        assert!(matches!(pending, Err(Error::InvalidState { kind: StateKind::NotDone, .. })), "exception() while pending");
         assert!(run_until(lp, 5.0, || task.done()));
         assert!(matches!(task.exception(), Ok(None)));
         assert!(!task.cancelled());
@@ -704,7 +731,7 @@ backend_tests! {
         let never = lp.create_future::<()>();
         let got = lp.run_until_complete(never.clone());
         match got {
-            Err(Error::Runtime(msg)) => {
+            Err(Error::Runtime { message: msg, .. }) => {
                 assert!(msg.contains("stopped before Future completed"), "message: {msg:?}")
             }
             other => panic!("expected Error::Runtime, got {other:?}"),
@@ -731,8 +758,8 @@ backend_tests! {
                 (nested, forever)
             })
             .unwrap();
-        assert!(matches!(nested, Err(Error::Runtime(_))), "nested run_until_complete: {nested:?}");
-        assert!(matches!(forever, Err(Error::Runtime(_))), "nested run_forever: {forever:?}");
+        assert!(matches!(nested, Err(Error::Runtime { .. })), "nested run_until_complete: {nested:?}");
+        assert!(matches!(forever, Err(Error::Runtime { .. })), "nested run_forever: {forever:?}");
         assert_eq!(Rc::strong_count(&probe), 1, "the refused future was kept");
         // The outer run was not disturbed.
         assert_eq!(lp.run_until_complete(async { 2 }).unwrap(), 2);

@@ -16,9 +16,10 @@
 //! - BEHAVIOURS 4, first half (`run_until_complete(non-awaitable)` → TypeError): it takes
 //!   `F: std::future::Future`; anything else does not compile.
 //! - BEHAVIOURS 4, second half (`run_until_complete(future of another loop)` → ValueError): it
-//!   takes any Rust future, and a loop cannot tell whose a future is; ringloop futures wake their
-//!   awaiter through a `Waker`, so awaiting another loop's future works. The Rust meaning is
-//!   pinned by `awaiting_another_loops_future_completes`.
+//!   takes any Rust future, and a loop cannot tell whose a plain future is; a ringloop `Future`
+//!   or `Task` of another loop knows, and is refused when polled, with `Error::Runtime` of kind
+//!   `DifferentLoop` (asyncio's RuntimeError for the same await inside a task), pinned by
+//!   `awaiting_another_loops_future_is_refused`.
 //! - BEHAVIOURS 11, `add_signal_handler` after close: the loop has no signal API yet
 //!   (section 17).
 use std::cell::{Cell, RefCell};
@@ -28,7 +29,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ringloop::{Backend, Error, EventLoop, Task};
+use ringloop::{Backend, Error, EventLoop, RuntimeKind, Task};
 use uring_tests::{
     backend_tests, capture_exceptions, counting_callback, drop_flag, log, open_fds, rec,
     rec_then_schedule, run_ready, run_until, socketpair, watchdog,
@@ -73,8 +74,9 @@ backend_tests! {
                 (ruc, forever, inner.is_running())
             })
             .unwrap();
-        assert!(matches!(nested_ruc, Err(Error::Runtime(_))), "{nested_ruc:?}");
-        assert!(matches!(nested_forever, Err(Error::Runtime(_))), "{nested_forever:?}");
+        let running = Some(RuntimeKind::LoopRunning);
+        assert_eq!(nested_ruc.as_ref().err().and_then(Error::runtime_kind), running, "{nested_ruc:?}");
+        assert_eq!(nested_forever.as_ref().err().and_then(Error::runtime_kind), running);
         assert!(still_running, "a refused nested run must not mark the loop idle");
 
         // From a plain callback too.
@@ -89,7 +91,7 @@ backend_tests! {
         lp.run_forever().unwrap();
         assert_eq!(results.borrow().len(), 2);
         for r in results.borrow().iter() {
-            assert!(matches!(r, Err(Error::Runtime(_))), "{r:?}");
+            assert!(matches!(r, Err(Error::Runtime { kind: RuntimeKind::LoopRunning, .. })), "{r:?}");
         }
         // The loop is intact.
         assert!(!lp.is_running());
@@ -118,7 +120,9 @@ backend_tests! {
         assert_eq!(results.borrow().len(), 2);
         for r in results.borrow().iter() {
             match r {
-                Err(Error::Runtime(msg)) => assert!(msg.contains("another loop"), "{msg}"),
+                Err(Error::Runtime { kind: RuntimeKind::OtherLoopRunning, message: msg }) => {
+                    assert!(msg.contains("another loop"), "{msg}")
+                }
                 other => panic!("expected Error::Runtime, got {other:?}"),
             }
         }
@@ -127,7 +131,7 @@ backend_tests! {
         other.call_soon(rec(&ran, "b")).unwrap();
         run_ready(&other);
         assert_eq!(*ran.borrow(), ["b"]);
-        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime(_))));
+        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime { .. })));
         other.close().unwrap();
     }
 
@@ -141,7 +145,9 @@ backend_tests! {
         lp.call_soon(move || stopper.stop()).unwrap();
         let r = lp.run_until_complete(awaited);
         match r {
-            Err(Error::Runtime(msg)) => assert!(msg.contains("stopped before"), "{msg}"),
+            Err(Error::Runtime { kind: RuntimeKind::StoppedBeforeComplete, message: msg }) => {
+                assert!(msg.contains("stopped before"), "{msg}")
+            }
             other => panic!("expected Error::Runtime, got {other:?}"),
         }
         assert_eq!(lp.pending_tasks(), 1, "the task stays pending");
@@ -150,7 +156,7 @@ backend_tests! {
         lp.stop();
         let never = lp.create_task(lp.create_future::<()>()).unwrap();
         let r = lp.run_until_complete(never);
-        assert!(matches!(r, Err(Error::Runtime(_))), "{r:?}");
+        assert!(matches!(r, Err(Error::Runtime { kind: RuntimeKind::StoppedBeforeComplete, .. })), "{r:?}");
 
         // No stale stop: a later run_forever runs until its own stop.
         let (ticked, t0) = (Rc::new(Cell::new(false)), lp.time());
@@ -166,16 +172,17 @@ backend_tests! {
         assert_eq!(lp.pending_tasks(), 1, "only the task of the pre-stopped run is left");
     }
 
-    // BEHAVIOURS 4 (Rust meaning; see the header)
-    fn awaiting_another_loops_future_completes(lp) {
+    // BEHAVIOURS 4 (Rust meaning; see the header): refused at once, as asyncio does.
+    fn awaiting_another_loops_future_is_refused(lp) {
         let other = EventLoop::with_backend(lp.backend()).unwrap();
         let fut = other.create_future::<&str>();
         let setter = fut.clone();
         lp.call_later(0.01, move || setter.set_result("done").unwrap()).unwrap();
         let (_timer, stopped) = watchdog(lp, 5.0);
-        let r = lp.run_until_complete(fut);
-        assert!(!stopped.get(), "the await never completed");
-        assert_eq!(r.unwrap().unwrap(), "done");
+        let r = lp.run_until_complete(fut).unwrap();
+        assert!(!stopped.get(), "the await hung");
+        let err = r.expect_err("a future of another loop");
+        assert_eq!(err.runtime_kind(), Some(RuntimeKind::DifferentLoop), "{err}");
         other.close().unwrap();
     }
 
@@ -311,7 +318,7 @@ backend_tests! {
         let from_task = lp.run_until_complete(async move { inner.close() }).unwrap();
         results.borrow_mut().push(from_task);
         for r in results.borrow().iter() {
-            assert!(matches!(r, Err(Error::Runtime(_))), "{r:?}");
+            assert!(matches!(r, Err(Error::Runtime { kind: RuntimeKind::CloseRunningLoop, .. })), "{r:?}");
         }
         assert!(!lp.is_closed());
         assert_eq!(lp.run_until_complete(async { 1 }).unwrap(), 1, "the loop still works");
@@ -432,7 +439,8 @@ backend_tests! {
     }
 
     fn get_running_loop_inside_callbacks_and_tasks(lp) {
-        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime(_))), "idle loop");
+        let none = ringloop::get_running_loop().map(drop);
+        assert!(matches!(none, Err(Error::Runtime { kind: RuntimeKind::NoRunningLoop, .. })), "idle loop");
         let seen = Rc::new(Cell::new(0));
         let (sink, me) = (seen.clone(), lp.clone());
         lp.call_soon(move || {
@@ -453,13 +461,14 @@ backend_tests! {
             .unwrap();
         assert!(in_task);
         assert_eq!(seen.get(), 1);
-        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime(_))), "after run");
+        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime { .. })), "after run");
     }
 
     fn get_event_loop_and_set_event_loop(lp) {
         let _clear = ClearCurrentLoop;
         ringloop::set_event_loop(None);
-        assert!(matches!(ringloop::get_event_loop(), Err(Error::Runtime(_))));
+        let none = ringloop::get_event_loop().map(drop);
+        assert!(matches!(none, Err(Error::Runtime { kind: RuntimeKind::NoCurrentLoop, .. })), "{none:?}");
         ringloop::set_event_loop(Some(lp.clone()));
         let current = ringloop::get_event_loop().unwrap();
         assert!(same_loop(&current, lp));
@@ -480,7 +489,7 @@ backend_tests! {
         assert!(same_loop(&ringloop::get_event_loop().unwrap(), &other));
 
         ringloop::set_event_loop(None);
-        assert!(matches!(ringloop::get_event_loop(), Err(Error::Runtime(_))));
+        assert!(matches!(ringloop::get_event_loop(), Err(Error::Runtime { .. })));
         other.close().unwrap();
     }
 
@@ -494,7 +503,7 @@ backend_tests! {
         .unwrap();
         lp.run_forever().unwrap();
         let r = result.borrow_mut().take().unwrap();
-        assert!(matches!(r, Err(Error::Runtime(_))), "{r:?}");
+        assert!(matches!(r, Err(Error::Runtime { .. })), "{r:?}");
     }
 }
 
@@ -550,9 +559,11 @@ fn fd_count_child() {
 #[test]
 fn get_running_loop_without_a_running_loop_errors() {
     std::thread::spawn(|| {
-        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime(_))));
+        assert!(matches!(ringloop::get_running_loop(), Err(Error::Runtime { .. })));
         match ringloop::get_event_loop() {
-            Err(Error::Runtime(msg)) => assert!(msg.contains("no current event loop"), "{msg}"),
+            Err(Error::Runtime { message: msg, .. }) => {
+                assert!(msg.contains("no current event loop"), "{msg}")
+            }
             other => panic!("expected Error::Runtime, got {other:?}"),
         }
     })

@@ -107,7 +107,7 @@ backend_tests! {
             .expect("spawn");
         loops.handles()[0].stop().expect("stop");
         let results = loops.join();
-        assert!(matches!(results[0], Err(ringloop::Error::Runtime(_))), "{:?}", results[0]);
+        assert!(matches!(results[0], Err(ringloop::Error::Runtime { .. })), "{:?}", results[0]);
         assert!(
             matches!(&results[1], Err(ringloop::Error::Panic(m)) if m.contains("main panicked")),
             "{:?}",
@@ -119,7 +119,7 @@ backend_tests! {
 #[test]
 fn reuse_port_listeners_refuses_zero() {
     let err = ringloop::reuse_port_listeners("127.0.0.1:0".parse().unwrap(), 0).unwrap_err();
-    assert!(matches!(err, ringloop::Error::InvalidArgument(_)), "{err}");
+    assert!(matches!(err, ringloop::Error::InvalidArgument { .. }), "{err}");
 }
 
 #[test]

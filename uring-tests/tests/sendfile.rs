@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ringloop::{Backend, BaseProtocol, Error, EventLoop, Protocol, Transport};
+use ringloop::{Backend, BaseProtocol, Error, EventLoop, Protocol, RuntimeKind, Transport};
 use uring_tests::*;
 
 /// A file in `dir` holding `data`, open for reading.
@@ -423,6 +423,7 @@ backend_tests! {
         run_ready(lp);
         let err = transport.write(b"no").expect_err("write during sendfile");
         assert!(err.to_string().contains("sendfile is in progress"), "{err}");
+        assert_eq!(err.runtime_kind(), Some(RuntimeKind::SendfileInProgress), "{err}");
         // The peer talks while the transfer waits for it to read: reading goes on.
         peer.write_all(b"ping").unwrap();
         assert!(run_until(lp, 10.0, || protocol.borrow().data == b"ping"), "reading stopped");
@@ -499,23 +500,24 @@ backend_tests! {
         let file = File::open(&path).unwrap();
         let (transport, protocol, peer) = connection(lp, None);
         let err = sendfile(lp, &transport, &write_only, 0, None, true).expect_err("write-only");
-        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("writing only")), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { message: ref m, .. } if m.contains("writing only")), "{err}");
         let (sock, sock_peer) = socket_pair(None);
         let err = sock_sendfile(lp, &sock, &write_only, 0, None, true).expect_err("write-only");
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         let datagram = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         datagram.set_nonblocking(true).unwrap();
         let err = sock_sendfile(lp, &datagram, &file, 0, None, true).expect_err("a datagram socket");
-        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("SOCK_STREAM")), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { message: ref m, .. } if m.contains("SOCK_STREAM")), "{err}");
         let blocking = tcp_pair().1;
         let err = sock_sendfile(lp, &blocking, &file, 0, None, true).expect_err("a blocking socket");
-        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("non-blocking")), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { message: ref m, .. } if m.contains("non-blocking")), "{err}");
         drop(sock);
         assert!(sock_peer.join().unwrap().is_empty());
         let got = finish(lp, &transport, &protocol, peer);
         assert!(got.is_empty(), "{} bytes sent", got.len());
         let err = sendfile(lp, &transport, &file, 0, None, true).expect_err("a closed transport");
-        assert!(matches!(err, Error::Runtime(ref m) if m.contains("closing")), "{err}");
+        let closing = RuntimeKind::TransportClosing;
+        assert!(matches!(err, Error::Runtime { kind, message: ref m } if kind == closing && m.contains("closing")), "{err}");
         assert_eq!(position(&file), 0);
     }
 }

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libc::{SIGKILL, SIGSTOP, SIGUSR1, SIGUSR2};
-use ringloop::{Error, EventLoop};
+use ringloop::{ArgumentKind, Error, EventLoop};
 use uring_tests::{
     backend_tests, capture_exceptions, open_loop, quiet_panic, run_until, spin, watchdog,
 };
@@ -129,14 +129,14 @@ backend_tests! {
         let _serial = serial();
         for signum in [0, -1, 65, 1000, i32::MIN] {
             match lp.add_signal_handler(signum, || {}) {
-                Err(Error::InvalidArgument(msg)) => {
-                    assert!(msg.contains(&format!("sig {signum} out of range")), "{msg}")
+                Err(Error::InvalidArgument { kind: ArgumentKind::OutOfRange, message: msg }) => {
+                    assert!(msg.contains(&format!("signal {signum} is out of range (1 to 64)")), "{msg}")
                 }
                 other => panic!("add_signal_handler({signum}): {other:?}"),
             }
             match lp.remove_signal_handler(signum) {
-                Err(Error::InvalidArgument(msg)) => {
-                    assert!(msg.contains(&format!("sig {signum} out of range")), "{msg}")
+                Err(Error::InvalidArgument { kind: ArgumentKind::OutOfRange, message: msg }) => {
+                    assert!(msg.contains(&format!("signal {signum} is out of range (1 to 64)")), "{msg}")
                 }
                 other => panic!("remove_signal_handler({signum}): {other:?}"),
             }
@@ -147,7 +147,7 @@ backend_tests! {
         let _serial = serial();
         for signum in [SIGKILL, SIGSTOP] {
             match lp.add_signal_handler(signum, || {}) {
-                Err(Error::Runtime(msg)) => assert_eq!(msg, format!("sig {signum} cannot be caught")),
+                Err(Error::Runtime { message: msg, .. }) => assert_eq!(msg, format!("sig {signum} cannot be caught")),
                 other => panic!("add_signal_handler({signum}): {other:?}"),
             }
             assert_eq!(disposition(signum), libc::SIG_DFL);

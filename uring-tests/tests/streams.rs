@@ -8,8 +8,8 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
-    ConnectOptions, Error, EventLoop, ServerOptions, StreamReader, StreamWriter,
-    UnixConnectOptions, UnixServerOptions,
+    ArgumentKind, ConnectOptions, Error, EventLoop, RuntimeKind, ServerOptions, StreamReader,
+    StreamWriter, UnixConnectOptions, UnixServerOptions,
 };
 use uring_tests::streams::{
     connect_to, connect_to_listener, echo_server, join, must, pair, port_of, read_all,
@@ -72,12 +72,14 @@ backend_tests! {
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"bc\n");
             assert_eq!(must(&lp, reader.readexactly(3)).await.unwrap(), b"xyz");
             assert_eq!(must(&lp, reader.readuntil(b"--")).await.unwrap(), b"foo--");
-            assert!(matches!(reader.readuntil(b"").await, Err(Error::InvalidArgument(_))));
+            let empty = reader.readuntil(b"").await;
+            assert!(matches!(&empty, Err(Error::InvalidArgument { kind: ArgumentKind::Missing, .. })), "{empty:?}");
+            assert_eq!(empty.unwrap_err().to_string(), "readuntil: the separator must not be empty");
             assert!(!reader.at_eof());
             sw.write_eof();
             match must(&lp, reader.readuntil(b"--")).await {
                 Err(err @ Error::IncompleteRead { .. }) => {
-                    assert_eq!(err.to_string(), "3 bytes read on a total of undefined expected bytes");
+                    assert_eq!(err.to_string(), "3 bytes read before EOF, without the separator");
                     let Error::IncompleteRead { partial, expected } = err else { unreachable!() };
                     assert_eq!((partial.as_slice(), expected), (&b"bar"[..], None));
                 }
@@ -127,7 +129,7 @@ backend_tests! {
             }
             assert_eq!(reader.buffered(), 20);
             // readline turns it into InvalidArgument and drops the long line.
-            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument(_))));
+            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument { .. })));
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"xy\n");
 
             // Not found, and more than the limit buffered.
@@ -139,7 +141,7 @@ backend_tests! {
                 }
                 other => panic!("expected LimitOverrun, got {other:?}"),
             }
-            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument(_))));
+            assert!(matches!(reader.readline().await, Err(Error::InvalidArgument { .. })));
             assert_eq!(reader.buffered(), 0);
             sw.write(b"ok\n").unwrap();
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"ok\n");
@@ -249,14 +251,14 @@ backend_tests! {
             seen.borrow_mut().clear();
             let fails = |_r: StreamReader, w: StreamWriter| async move {
                 if w.get_extra_info("peername").is_some() {
-                    return Err(Error::Runtime("callback failed".into()));
+                    return Err(Error::runtime(RuntimeKind::Other, "callback failed"));
                 }
                 Ok(())
             };
             let (server, _conn) = serve_and_connect(&lp, fails).await;
             until(&lp, || !seen.borrow().is_empty()).await;
             assert_eq!(seen.borrow()[0].message, "Unhandled exception in client_connected_cb");
-            assert!(matches!(&seen.borrow()[0].error, Some(Error::Runtime(m)) if m == "callback failed"));
+            assert!(matches!(&seen.borrow()[0].error, Some(Error::Runtime { message: m, .. }) if m == "callback failed"));
             shut(server, &lp).await;
 
             seen.borrow_mut().clear();

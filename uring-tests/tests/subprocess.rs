@@ -105,7 +105,7 @@ backend_tests! {
     fn an_invalid_signal_is_an_invalid_argument(lp) {
         let (transport, rec) = exec(lp, "sleep", &["30"], stdout_only());
         let err = transport.send_signal(100_000).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         transport.close();
         until_lost(lp, &rec);
     }
@@ -316,7 +316,7 @@ backend_tests! {
 
         let both = stdout_only().process_group(0).start_new_session();
         let err = exec_with(lp, "true", &[], both, |_| {}).err().expect("refused");
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     }
 
     fn a_child_that_cannot_start_is_a_typed_error_naming_it(lp) {
@@ -343,12 +343,12 @@ backend_tests! {
 
         let options = ProcessOptions::new().stdin(Stdio::Stdout);
         let err = exec_with(lp, "true", &[], options, |_| {}).err().unwrap();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         let err = exec_with(lp, "true", &["a\0b"], stdout_only(), |_| {}).err().unwrap();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         let options = stdout_only().pass_fds([1]);
         let err = exec_with(lp, "true", &[], options, |_| {}).err().unwrap();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     }
 
     fn a_panic_in_pipe_data_received_closes_that_pipe(lp) {

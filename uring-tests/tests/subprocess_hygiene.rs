@@ -150,7 +150,7 @@ backend_tests! {
                 run(lp, lp.create_subprocess_exec("true", [""; 0], options)).unwrap_err(),
                 run(lp, lp.create_subprocess_exec("true", [""; 0], ProcessOptions::new().stdout(Stdio::Stdout))).unwrap_err(),
             ];
-            assert!(errors.iter().all(|e| matches!(e, Error::Io { .. } | Error::InvalidArgument(_))), "{errors:?}");
+            assert!(errors.iter().all(|e| matches!(e, Error::Io { .. } | Error::InvalidArgument { .. })), "{errors:?}");
         }
         settle(lp);
         assert!(run_until(lp, WAIT, || open_fds() == before), "fds: {} then {}", before, open_fds());

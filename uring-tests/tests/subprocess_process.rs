@@ -143,11 +143,11 @@ backend_tests! {
         let process = start(lp, "true", &[], ProcessOptions::new().stdin(Stdio::DevNull));
         assert!(process.stdin.is_none());
         let err = run(lp, process.communicate(Some(b"x"))).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         assert_eq!(run(lp, process.communicate(None)).unwrap().0.as_deref(), Some(&b""[..]));
         let err = run(lp, lp.create_subprocess_exec("true", [""; 0], ProcessOptions::new().limit(0)))
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     }
 
     fn a_child_that_stops_reading_does_not_fail_communicate(lp) {

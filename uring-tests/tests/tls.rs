@@ -191,7 +191,7 @@ backend_tests! {
         let (transport, _client) = tls_connect(lp, port, client_options()).unwrap();
         transport.set_write_buffer_limits(Some(100), None).unwrap();
         assert_eq!(transport.get_write_buffer_limits(), (25, 100));
-        assert!(matches!(transport.set_write_buffer_limits(Some(1), Some(2)), Err(Error::InvalidArgument(_))));
+        assert!(matches!(transport.set_write_buffer_limits(Some(1), Some(2)), Err(Error::InvalidArgument { .. })));
         transport.abort();
         close_server(lp, server);
     }
@@ -403,7 +403,7 @@ backend_tests! {
             Ok::<_, Error>((refused, line))
         })
         .unwrap();
-        assert!(matches!(&sent, Some(Error::InvalidArgument(m)) if m.contains("server_hostname")), "{sent:?}");
+        assert!(matches!(&sent, Some(Error::InvalidArgument { message: m, .. }) if m.contains("server_hostname")), "{sent:?}");
         assert_eq!(got, b"over a unix socket\n");
     }
 
@@ -420,7 +420,7 @@ backend_tests! {
                 .create_connection(TlsRec::default, None, None, ConnectOptions::new().ssl(pki().client()).sock(client_sock.try_clone().unwrap()))
                 .await
                 .err();
-            assert!(matches!(missing_name, Some(Error::InvalidArgument(ref m)) if m.contains("server_hostname")), "{missing_name:?}");
+            assert!(matches!(missing_name, Some(Error::InvalidArgument { message: ref m, .. }) if m.contains("server_hostname")), "{missing_name:?}");
             let options = ConnectOptions::new().ssl(pki().client()).sock(client_sock).server_hostname("localhost");
             let lp3 = lp2.clone();
             let server = lp2
@@ -473,7 +473,7 @@ backend_tests! {
             "ssl_handshake_timeout is only meaningful with ssl",
         ];
         for (error, text) in errors.iter().zip(expected) {
-            assert!(matches!(error, Some(Error::InvalidArgument(m)) if m.contains(text)), "{error:?} vs {text}");
+            assert!(matches!(error, Some(Error::InvalidArgument { message: m, .. }) if m.contains(text)), "{error:?} vs {text}");
         }
     }
 

@@ -85,7 +85,7 @@ backend_tests! {
         let (transport, protocol, reader) = tls_connection(lp);
         let result = start_sendfile(lp, &transport, &file, 100, true);
         let refused = transport.write(b"in the middle");
-        assert!(matches!(&refused, Err(Error::Runtime(m)) if m.contains("sendfile is in progress")), "{refused:?}");
+        assert!(matches!(&refused, Err(Error::Runtime { message: m, .. }) if m.contains("sendfile is in progress")), "{refused:?}");
         assert!(run_until(lp, WAIT * 3.0, || result.borrow().is_some()));
         let sent = result.borrow_mut().take().unwrap().expect("the transfer");
         assert_eq!(sent, data.len() as u64 - 100);

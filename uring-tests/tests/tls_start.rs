@@ -93,7 +93,7 @@ backend_tests! {
         let options = StartTlsOptions::new().server_hostname("localhost");
         let upgrade = lp.start_tls(&old, rec, pki().client(), options);
         let refused = old.write(b"around the layer");
-        assert!(matches!(&refused, Err(Error::Runtime(m)) if m.contains("start_tls")), "{refused:?}");
+        assert!(matches!(&refused, Err(Error::Runtime { message: m, .. }) if m.contains("start_tls")), "{refused:?}");
         assert!(old.is_closing() && !old.is_reading());
         let tls = run_within(lp, WAIT, upgrade).expect("the upgrade");
         assert!(tls.get_extra_info("cipher").is_some());
@@ -146,21 +146,21 @@ backend_tests! {
         let (tls, rec) = tls_connect(lp, port, client_options()).unwrap();
         let again = lp.start_tls(&tls, rec.clone(), pki().client(), StartTlsOptions::new().server_hostname("localhost"));
         let again = run_within(lp, WAIT, again).err();
-        assert!(matches!(&again, Some(Error::Runtime(m)) if m.contains("already speaks TLS")), "{again:?}");
+        assert!(matches!(&again, Some(Error::Runtime { message: m, .. }) if m.contains("already speaks TLS")), "{again:?}");
         let lp2 = lp.clone();
         let (plain, rec) = run_within(lp, WAIT, async move {
             lp2.create_connection(TlsRec::default, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
         })
         .unwrap();
         let nameless = run_within(lp, WAIT, lp.start_tls(&plain, rec.clone(), pki().client(), StartTlsOptions::new())).err();
-        assert!(matches!(&nameless, Some(Error::InvalidArgument(m)) if m.contains("server_hostname")), "{nameless:?}");
+        assert!(matches!(&nameless, Some(Error::InvalidArgument { message: m, .. }) if m.contains("server_hostname")), "{nameless:?}");
         let wrong_side = StartTlsOptions::new().server_side(true);
         let wrong_side = run_within(lp, WAIT, lp.start_tls(&plain, rec.clone(), pki().client(), wrong_side)).err();
-        assert!(matches!(&wrong_side, Some(Error::InvalidArgument(m)) if m.contains("server config")), "{wrong_side:?}");
+        assert!(matches!(&wrong_side, Some(Error::InvalidArgument { message: m, .. }) if m.contains("server config")), "{wrong_side:?}");
         plain.close();
         let closing = StartTlsOptions::new().server_hostname("localhost");
         let closing = run_within(lp, WAIT, lp.start_tls(&plain, rec, pki().client(), closing)).err();
-        assert!(matches!(&closing, Some(Error::Runtime(m)) if m.contains("closing")), "{closing:?}");
+        assert!(matches!(&closing, Some(Error::Runtime { message: m, .. }) if m.contains("closing")), "{closing:?}");
         tls.abort();
         close_server(lp, server);
     }

@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use ringloop::{
-    create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for, Error,
-    EventLoop, ReturnWhen, Task,
+    create_task, gather, gather_all, shield, sleep, spawn, timeout, wait, wait_for, ArgumentKind,
+    Error, EventLoop, ReturnWhen, Task,
 };
 use uring_tests::{
     backend_tests, drop_flag, quiet_panic, run_ready, run_until, watchdog, DropFlag,
@@ -42,7 +42,10 @@ async fn job(delay: f64, fail: bool, guard: DropFlag) -> Result<f64, Error> {
     let _guard = guard;
     sleep(delay).await?;
     if fail {
-        return Err(Error::InvalidArgument(format!("job of {delay} s failed")));
+        return Err(Error::invalid_argument(
+            ArgumentKind::Other,
+            format!("job of {delay} s failed"),
+        ));
     }
     Ok(delay)
 }
@@ -144,13 +147,14 @@ backend_tests! {
         let waker = Waker::from(Arc::new(NoopWake));
         let mut outside = sleep(0.01);
         match Pin::new(&mut outside).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(Err(Error::Runtime(msg))) => {
+            Poll::Ready(Err(Error::Runtime { message: msg, .. })) => {
                 assert!(msg.contains("sleep") && msg.contains("no running event loop"), "{msg}")
             }
             other => panic!("expected Error::Runtime, got {other:?}"),
         }
         let nan = run_main(lp, sleep(f64::NAN));
-        assert!(matches!(nan, Err(Error::InvalidArgument(ref m)) if m.contains("NaN")), "{nan:?}");
+        let nan_kind = ArgumentKind::NotANumber;
+        assert!(matches!(nan, Err(Error::InvalidArgument { kind, message: ref m }) if kind == nan_kind && m.contains("NaN")), "{nan:?}");
     }
 
     fn wait_for_and_timeout_give_the_output_in_time(lp) {
@@ -210,7 +214,7 @@ backend_tests! {
         let (g2, d2) = drop_flag();
         let jobs = [job(FOREVER, false, g0), job(0.001, true, g1), job(FOREVER, false, g2)];
         let got = run_main(lp, gather(jobs));
-        assert!(matches!(got, Err(Error::InvalidArgument(ref m)) if m.contains("0.001")), "{got:?}");
+        assert!(matches!(got, Err(Error::InvalidArgument { message: ref m, .. }) if m.contains("0.001")), "{got:?}");
         assert!(d0.get() && d1.get() && d2.get(), "gather kept futures after the first error");
         run_ready(lp);
         assert_eq!(lp.scheduled_timers(), (0, 0), "the dropped jobs left timers behind");
@@ -226,7 +230,7 @@ backend_tests! {
         }
         let outcomes = run_main(lp, gather_all(jobs));
         assert!(matches!(outcomes[0], Ok(d) if d == 0.002), "{outcomes:?}");
-        assert!(matches!(outcomes[1], Err(Error::InvalidArgument(_))), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Err(Error::InvalidArgument { .. })), "{outcomes:?}");
         assert!(matches!(outcomes[2], Ok(d) if d == 0.0), "{outcomes:?}");
         assert!(flags.iter().all(|f| f.get()));
     }
@@ -263,7 +267,7 @@ backend_tests! {
             let ok = sleeper(0.001, ());
             let failing = create_task(async {
                 sleep(0.005).await?;
-                Err::<(), _>(Error::InvalidArgument("failed".into()))
+                Err::<(), _>(Error::invalid_argument(ArgumentKind::Other, "failed"))
             })
             .unwrap();
             let slow = sleeper(FOREVER, ());
@@ -315,7 +319,7 @@ backend_tests! {
             assert!(pending[0].cancel());
             let none: Vec<Task<Result<u8, Error>>> = Vec::new();
             let empty = wait(none, ReturnWhen::FirstCompleted, None).await;
-            assert!(matches!(empty, Err(Error::InvalidArgument(ref m)) if m.contains("empty")), "{empty:?}");
+            assert!(matches!(empty, Err(Error::InvalidArgument { message: ref m, .. }) if m.contains("empty")), "{empty:?}");
         });
     }
 
@@ -343,15 +347,15 @@ backend_tests! {
         assert!(run_until(lp, PATIENCE, || dropped.get()));
 
         assert_eq!(run_main(lp, async { shield(async { 3 }).unwrap().await.unwrap() }), 3);
-        assert!(matches!(shield(async {}), Err(Error::Runtime(_))), "shield without a loop");
+        assert!(matches!(shield(async {}), Err(Error::Runtime { .. })), "shield without a loop");
     }
 
     fn create_task_and_spawn_need_a_running_loop(lp) {
         match create_task(async {}) {
-            Err(Error::Runtime(msg)) => assert!(msg.contains("no running event loop"), "{msg}"),
+            Err(Error::Runtime { message: msg, .. }) => assert!(msg.contains("no running event loop"), "{msg}"),
             other => panic!("expected Error::Runtime, got {other:?}"),
         }
-        assert!(matches!(spawn(async {}), Err(Error::Runtime(ref m)) if m.contains("spawn")));
+        assert!(matches!(spawn(async {}), Err(Error::Runtime { message: ref m, .. }) if m.contains("spawn")));
         let sum = run_main(lp, async {
             let a = create_task(async { 4 }).unwrap();
             let b = spawn(async { 5 }).unwrap();
@@ -382,7 +386,7 @@ backend_tests! {
         let stopper = lp.clone();
         lp.call_later(0.005, move || stopper.stop()).unwrap();
         let got = lp.run_until_complete(job(FOREVER, false, guard));
-        assert!(matches!(got, Err(Error::Runtime(ref m)) if m == "Event loop stopped before Future completed."), "{got:?}");
+        assert!(matches!(got, Err(Error::Runtime { message: ref m, .. }) if m == "Event loop stopped before Future completed."), "{got:?}");
         assert!(dropped.get(), "the borrowed future outlived run_until_complete");
 
         // A panic in the main future is returned as Error::Panic.

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::{combine_errors, connect_attempt, interleave_by_family, AttemptError, ConnectOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::net::dns::AddrInfo;
 use crate::EventLoop;
 
@@ -72,7 +72,10 @@ fn every_address_failing_gives_one_error_or_a_group() {
         let (a, b) = (closed_port("127.0.0.1"), closed_port("127.0.0.1"));
         let err = connect_any(&lp, &[a, b], ConnectOptions::new()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("Multiple exceptions: Connect call failed"), "{text}");
+        assert!(
+            text.starts_with("create_connection: every address failed: Connect call failed"),
+            "{text}"
+        );
         assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
         let err = connect_any(&lp, &[a, a], ConnectOptions::new()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "identical errors collapse");
@@ -80,7 +83,7 @@ fn every_address_failing_gives_one_error_or_a_group() {
         assert!(matches!(&err, Error::Multiple(errors) if errors.len() == 2), "{err:?}");
         let delay = ConnectOptions::new().happy_eyeballs_delay(0.05);
         let err = connect_any(&lp, &[a, b], delay).unwrap_err();
-        assert!(err.to_string().contains("Multiple exceptions"), "{err}");
+        assert!(err.to_string().contains("every address failed"), "{err}");
         settle(&lp);
         lp.close().unwrap();
     }
@@ -181,7 +184,7 @@ fn errors_combine_as_asyncio_does() {
     assert_eq!(same.raw_os_error(), Some(111));
     let two = combine_errors(vec![refused("a"), refused("b")], false);
     let text = two.to_string();
-    assert!(text.contains("Multiple exceptions: Connect call failed a"), "{text}");
+    assert!(text.contains("every address failed: Connect call failed a"), "{text}");
     assert!(two.io_error().is_some() && two.raw_os_error().is_none());
     let all = combine_errors(vec![refused("a")], true);
     assert!(matches!(&all, Error::Multiple(errors) if errors.len() == 1), "{all:?}");
@@ -243,7 +246,7 @@ fn race(
 /// cleanup does not hide it. Here: an attempt error that is not [`Error::Io`] (asyncio's
 /// `OSError`) — e.g. `Error::Closed` from submitting the connect on a loop being torn down,
 /// or any other variant — ends the race at once and is returned as it is, never inside
-/// `Error::Multiple` or "Multiple exceptions"; the attempts still running are cancelled and
+/// `Error::Multiple` or "every address failed"; the attempts still running are cancelled and
 /// their sockets closed (no op left in flight), and no further address is tried. Closing a
 /// socket in cleanup is a drop, whose `close(2)` result is ignored, so it cannot replace the
 /// error. A panic in code inside an attempt unwinds through the race (dropping, and so
@@ -270,10 +273,13 @@ fn a_non_os_error_from_an_attempt_propagates_unwrapped() {
         let attempts = vec![
             real(&lp, refused),
             real(&lp, hanging.local_addr().unwrap()),
-            failing(&lp, 0.1, Error::Runtime("not an OS error".into())),
+            failing(&lp, 0.1, Error::runtime(RuntimeKind::Other, "not an OS error")),
         ];
         let err = race(&lp, attempts, Some(0.02), true).unwrap_err();
-        assert!(matches!(&err, Error::Runtime(m) if m == "not an OS error"), "{err:?}");
+        assert!(
+            matches!(&err, Error::Runtime { message: m, .. } if m == "not an OS error"),
+            "{err:?}"
+        );
         settle(&lp); // the hanging connect was cancelled, its socket closed
 
         // A panic inside an attempt: the task ends with it, the other attempt is cancelled.

@@ -1,6 +1,7 @@
 //! Unit tests of name resolution: the numeric fast path against libc, and the errors.
 
 use super::*;
+use crate::error::DnsErrorKind;
 
 /// The fast path equals libc wherever it answers, over a grid of hosts, ports and hints;
 /// and it answers the common cases.
@@ -117,7 +118,7 @@ fn sockaddr_round_trip() {
     }
 }
 
-/// EAI codes become `Error::Dns` with the question and libc's text.
+/// EAI codes become `Error::Dns` with their kind, the question and libc's text.
 #[test]
 fn gai_errors_name_the_question() {
     let err = blocking_getaddrinfo(
@@ -126,9 +127,24 @@ fn gai_errors_name_the_question() {
         &AddrInfoHints::default(),
     )
     .unwrap_err();
-    let Error::Dns { code, message } = err else { panic!("{err:?}") };
-    assert_eq!(code, libc::EAI_SERVICE);
-    assert!(message.contains("127.0.0.1") && message.contains("no-such-service-x"), "{message}");
+    let Error::Dns { kind, code, message } = err else { panic!("{err:?}") };
+    assert_eq!((kind, code), (DnsErrorKind::Service, libc::EAI_SERVICE));
+    assert!(message.starts_with("getaddrinfo(127.0.0.1:no-such-service-x): "), "{message}");
+    assert!(!message.contains("Errno"), "{message}");
     let err = blocking_getaddrinfo(Some("a\0b"), None, &AddrInfoHints::default()).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+}
+
+/// Lookups are named in Rust's address idiom, not as Python tuples or `Some(..)`.
+#[test]
+fn lookups_are_described_in_rusts_idiom() {
+    assert_eq!(describe_lookup(Some("example.com"), 80), "example.com:80");
+    assert_eq!(describe_lookup(Some("::1"), "http"), "[::1]:http");
+    assert_eq!(describe_lookup(Some("example.com"), Service::Any), "example.com");
+    assert_eq!(describe_lookup(None, 8080), "port 8080");
+    let err = no_address("create_connection", Some("example.com"), 443);
+    assert_eq!(
+        err.to_string(),
+        "create_connection: getaddrinfo(example.com:443): no address found"
+    );
 }

@@ -21,7 +21,7 @@ fn call_event<P: ?Sized, E: Deliver>(
 ) -> Delivered<E> {
     call(protocol, event.callback(), event, |e| e, deliver)
 }
-use crate::error::Error;
+use crate::error::{Error, RuntimeKind};
 use crate::protocol::{
     AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
     StreamingKind,
@@ -127,7 +127,10 @@ impl<P: BufferedProtocol> Receive<BufferedKind> for P {
             let copied = buffer.len().min(data.len());
             buffer[..copied].copy_from_slice(&data[..copied]);
             if copied == 0 {
-                return Err(Failure::new("get_buffer", Error::Runtime(EMPTY_BUFFER.into())));
+                return Err(Failure::new(
+                    "get_buffer",
+                    Error::runtime(RuntimeKind::Other, EMPTY_BUFFER),
+                ));
             }
             calling.set("buffer_updated");
             self.buffer_updated(copied);

@@ -1,8 +1,17 @@
 //! `ringloop::Error`: the typed errors that stand in for asyncio's exceptions.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
+
+mod convert;
+mod display;
+mod kinds;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use kinds::{ArgumentKind, DnsErrorKind, RuntimeKind, StateKind, TlsErrorKind};
+pub(crate) use report::{log_or_stderr, notice, panic_message};
 
 /// Shorthand for `Result<T, ringloop::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -12,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | asyncio | ringloop |
 /// |---|---|
 /// | `RuntimeError` (loop closed) | [`Error::Closed`] |
-/// | `RuntimeError` (misuse: nested run, close while running, wrong thread, stopped early) | [`Error::Runtime`] |
+/// | `RuntimeError` (misuse: nested run, close while running, stopped early, ...) | [`Error::Runtime`], its [`RuntimeKind`] says which |
 /// | `InvalidStateError` | [`Error::InvalidState`] |
 /// | `ValueError` / `TypeError` | [`Error::InvalidArgument`] |
 /// | `OSError` and subclasses | [`Error::Io`] |
@@ -26,6 +35,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `ssl.SSLError`, `ssl.SSLCertVerificationError` | [`Error::Tls`] |
 /// | `asyncio.SendfileNotAvailableError` | [`Error::SendfileNotAvailable`] |
 ///
+/// `Runtime`, `InvalidState` and `InvalidArgument` carry a kind to match ([`RuntimeKind`],
+/// [`StateKind`], [`ArgumentKind`]) besides their message, as `Tls` and `Dns` do.
+///
+/// `Display` says what and why in one line, OS error included (`"connect to /run/app.sock: No
+/// such file or directory (os error 2)"`), so `eprintln!("{err}")` is enough;
+/// [`source()`](std::error::Error::source) therefore does not return what `Display` already
+/// printed (the Rust API guidelines' rule, so chains from `anyhow` and the like name the OS
+/// error once): it is `None` for [`Error::Io`] (reach the OS error with
+/// [`io_error`](Error::io_error) or [`raw_os_error`](Error::raw_os_error)), and for
+/// [`Error::Custom`] the wrapped error's own `source()`. `From<Error> for std::io::Error` maps
+/// each variant to an [`io::ErrorKind`].
+///
 /// `Error` is `Clone` (I/O errors are shared behind an `Arc`) because one future's exception can
 /// reach several awaiters, as in asyncio.
 #[derive(Clone, Debug)]
@@ -34,11 +55,26 @@ pub enum Error {
     /// The event loop is closed.
     Closed,
     /// The call is not allowed in the loop's current state (asyncio's `RuntimeError`).
-    Runtime(String),
+    Runtime {
+        /// Which condition, for matching.
+        kind: RuntimeKind,
+        /// What was refused and why.
+        message: String,
+    },
     /// A future or task is not in the state the call needs (asyncio's `InvalidStateError`).
-    InvalidState(String),
+    InvalidState {
+        /// Which condition, for matching.
+        kind: StateKind,
+        /// What was refused and why.
+        message: String,
+    },
     /// An argument is invalid (asyncio's `ValueError`/`TypeError`).
-    InvalidArgument(String),
+    InvalidArgument {
+        /// What is wrong with it, for matching.
+        kind: ArgumentKind,
+        /// Which call, which argument, and why.
+        message: String,
+    },
     /// An OS error, with the operation that met it.
     Io {
         /// What was being done ("add_reader(fd 7)", "creating the ring", ...).
@@ -61,12 +97,15 @@ pub enum Error {
     Custom(Arc<dyn std::error::Error + Send + Sync>),
     /// Several errors at once (asyncio's `ExceptionGroup`).
     Multiple(Vec<Error>),
-    /// Name resolution failed (asyncio's `socket.gaierror`): the `EAI_*` code and
+    /// Name resolution failed (asyncio's `socket.gaierror`): why, the `EAI_*` code and
     /// `gai_strerror`'s text, with the host and port asked for.
     Dns {
+        /// Why, for matching.
+        kind: DnsErrorKind,
         /// The `EAI_*` code (negative on glibc, e.g. `libc::EAI_NONAME`).
         code: i32,
-        /// What was asked and what failed.
+        /// What was asked and what failed: `getaddrinfo(example.invalid:80): Name or service
+        /// not known`.
         message: String,
     },
     /// A stream read met EOF before it was done (asyncio's `IncompleteReadError`): what was
@@ -97,42 +136,56 @@ pub enum Error {
     },
 }
 
-/// Why a TLS connection failed ([`Error::Tls`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TlsErrorKind {
-    /// The peer's certificate does not chain to a trusted root (or is self-signed).
-    UntrustedCertificate,
-    /// The server's certificate is not valid for the name asked for (`server_hostname`).
-    HostnameMismatch,
-    /// The peer's certificate has expired (or is not valid yet).
-    ExpiredCertificate,
-    /// The peer's certificate is unusable for another reason (revoked, wrong usage, bad
-    /// signature, malformed).
-    BadCertificate,
-    /// The peer refused the handshake or ended the session with a fatal alert.
-    PeerAlert,
-    /// The peer sent something that is not valid TLS.
-    Protocol,
-    /// The peer closed the connection without `close_notify`: what it sent may have been cut
-    /// short (a truncation attack, or a careless peer).
-    Truncated,
-    /// Anything else rustls reports (a local configuration problem, say).
-    Other,
+/// The accessors of the variants that carry a `kind`: `fn name(&self) -> Option<Kind>`, the
+/// kind of an `Error::Variant`, `None` for any other variant.
+macro_rules! kind_accessors {
+    ($($name:ident: $variant:ident => $kind:ty,)*) => {
+        impl Error {
+            $(
+                #[doc = concat!("The kind of an [`Error::", stringify!($variant), "`], if this is one.")]
+                pub fn $name(&self) -> Option<$kind> {
+                    match self {
+                        Error::$variant { kind, .. } => Some(*kind),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+kind_accessors! {
+    runtime_kind: Runtime => RuntimeKind,
+    state_kind: InvalidState => StateKind,
+    argument_kind: InvalidArgument => ArgumentKind,
+    tls_kind: Tls => TlsErrorKind,
+    dns_kind: Dns => DnsErrorKind,
 }
 
 impl Error {
+    /// An [`Error::Runtime`] of `kind`.
+    pub fn runtime(kind: RuntimeKind, message: impl Into<String>) -> Error {
+        Error::Runtime { kind, message: message.into() }
+    }
+
+    /// An [`Error::InvalidState`] of `kind`.
+    pub fn invalid_state(kind: StateKind, message: impl Into<String>) -> Error {
+        Error::InvalidState { kind, message: message.into() }
+    }
+
+    /// An [`Error::InvalidArgument`] of `kind`.
+    pub fn invalid_argument(kind: ArgumentKind, message: impl Into<String>) -> Error {
+        Error::InvalidArgument { kind, message: message.into() }
+    }
+
     /// An [`Error::Tls`] of `kind`.
     pub fn tls(kind: TlsErrorKind, message: impl Into<String>) -> Error {
         Error::Tls { kind, message: message.into() }
     }
 
-    /// The kind of an [`Error::Tls`], if this is one.
-    pub fn tls_kind(&self) -> Option<TlsErrorKind> {
-        match self {
-            Error::Tls { kind, .. } => Some(*kind),
-            _ => None,
-        }
+    /// An [`Error::Dns`] for the `EAI_*` `code`, its kind read from the code.
+    pub fn dns(code: i32, message: impl Into<String>) -> Error {
+        Error::Dns { kind: DnsErrorKind::from_code(code), code, message: message.into() }
     }
 
     /// An [`Error::Io`] from `source`, saying what was being done.
@@ -161,80 +214,5 @@ impl Error {
     /// True for [`Error::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Error::Cancelled)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Closed => f.write_str("the event loop is closed"),
-            Error::Runtime(msg)
-            | Error::InvalidState(msg)
-            | Error::InvalidArgument(msg)
-            | Error::Timeout(msg)
-            | Error::Unsupported(msg)
-            | Error::SendfileNotAvailable(msg) => f.write_str(msg),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Dns { message, .. }
-            | Error::LimitOverrun { message, .. }
-            | Error::Tls { message, .. } => f.write_str(message),
-            Error::IncompleteRead { partial, expected: Some(expected) } => {
-                write!(f, "{} bytes read on a total of {expected} expected bytes", partial.len())
-            }
-            Error::IncompleteRead { partial, expected: None } => {
-                write!(f, "{} bytes read on a total of undefined expected bytes", partial.len())
-            }
-            Error::Cancelled => f.write_str("cancelled"),
-            Error::Panic(msg) => write!(f, "panicked: {msg}"),
-            Error::Custom(err) => err.fmt(f),
-            Error::Multiple(errors) => {
-                f.write_str("multiple errors: ")?;
-                for (i, err) in errors.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    err.fmt(f)?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(&**source),
-            Error::Custom(err) => Some(&**err),
-            _ => None,
-        }
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(err: io::Error) -> Error {
-        Error::io("I/O error", err)
-    }
-}
-
-/// A panic payload as text, for [`Error::Panic`] and exception-handler messages.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
-}
-
-/// Logs a notice the user should see once (running on epoll because io_uring is missing, say)
-/// as a warning; with no `log` backend installed, writes it to stderr instead, as Python's
-/// logging does with its last-resort handler.
-pub(crate) fn notice(message: std::fmt::Arguments<'_>) {
-    if log::max_level() == log::LevelFilter::Off {
-        eprintln!("ringloop: {message}");
-    } else {
-        log::warn!(target: "ringloop", "{message}");
     }
 }
