@@ -108,6 +108,8 @@ pub use net::accepted::AcceptedSocketOptions;
 pub use net::connect::ConnectOptions;
 pub use net::datagram::{DatagramOptions, EndpointAddr};
 pub use net::unix::{UnixConnectOptions, UnixPath};
+/// A Unix signal (nix's type), as `add_signal_handler`, `send_signal` and [`Shutdown`] take it.
+pub use nix::sys::signal::Signal;
 pub use protocol::{
     AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
     StreamingKind,

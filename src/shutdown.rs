@@ -178,7 +178,7 @@ impl Shutdown {
     pub fn on_signals(&self, event_loop: &EventLoop) -> Result<()> {
         for signal in SIGNALS {
             let shared = self.inner.clone();
-            event_loop.add_signal_handler(signal as i32, move || shared.advance(Some(signal)))?;
+            event_loop.add_signal_handler(signal, move || shared.advance(Some(signal)))?;
         }
         Ok(())
     }
@@ -367,7 +367,7 @@ impl Server {
             Err(err) => Err(err),
         };
         for signal in SIGNALS {
-            let _ = event_loop.remove_signal_handler(signal as i32);
+            let _ = event_loop.remove_signal_handler(signal);
         }
         served.map(|()| shutdown.signal())
     }

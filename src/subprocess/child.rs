@@ -18,6 +18,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use crate::driver::wait_id;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -139,21 +141,18 @@ impl Child {
     }
 
     /// Sends `signal` through the pidfd. Nothing is sent to a child that exited (reaped or
-    /// not): that is not an error. An invalid signal is `Error::InvalidArgument`.
-    pub(crate) fn send_signal(&self, signal: i32) -> Result<()> {
+    /// not): that is not an error.
+    pub(crate) fn send_signal(&self, signal: Signal) -> Result<()> {
         let sent = self.pidfd.with_fd(|fd| {
             let null = std::ptr::null::<libc::siginfo_t>();
             // SAFETY: a null siginfo means "as kill(2) sends it"; the pidfd is open (borrowed).
             syscall!(unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, null, 0)
+                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, null, 0)
             })
         });
         match sent {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(err)) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            Some(Err(err)) if err.raw_os_error() == Some(libc::EINVAL) => {
-                Err(Error::InvalidArgument(format!("send_signal: {signal} is not a valid signal")))
-            }
             Some(Err(err)) => {
                 Err(Error::io(format!("send_signal({signal}) to child pid {}", self.pid), err))
             }
@@ -167,7 +166,7 @@ impl Child {
         if self.returncode().is_some() {
             return;
         }
-        let _ = self.send_signal(libc::SIGKILL);
+        let _ = self.send_signal(Signal::SIGKILL);
         let reaped = self.pidfd.with_fd(|fd| {
             let _ = wait_readable(fd, REAP_WAIT);
             wait_pidfd(fd, libc::WEXITED | libc::WNOHANG)
@@ -261,8 +260,7 @@ fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
 /// have been reused), when no pidfd could be opened for it.
 fn kill_and_wait_pid(pid: u32) {
     let pid = pid as libc::pid_t;
-    // SAFETY: kill takes no pointers; `pid` is our unreaped child.
-    let _ = syscall!(unsafe { libc::kill(pid, libc::SIGKILL) });
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
     let mut status = 0;
     // SAFETY: `status` is a valid, writable int.
     let _ = retry_eintr(|| syscall!(unsafe { libc::waitpid(pid, &mut status, 0) }));
