@@ -53,7 +53,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     };
     let (host, port) = (args.host.as_str(), args.port);
     let server = event_loop
-        .start_server(http, host, Some(port), ServerOptions::default())
+        .start_server(http, (host, port), ServerOptions::default())
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
     announce_and_serve_until(&event_loop, server, args.max_seconds, &shutdown).await

@@ -89,7 +89,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let factory = move || FileSender { event_loop: lp.clone(), path: path.clone() };
     let (host, port) = (args.host.as_str(), args.port);
     let server = event_loop
-        .create_server(factory, host, Some(port), ServerOptions::default())
+        .create_server(factory, (host, port), ServerOptions::default())
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await

@@ -31,7 +31,7 @@ const SPEC: Spec = Spec { name: "streams_echo_client", port: 8888, flags: &[Flag
 async fn tcp_echo_client(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let (host, port) = (args.host.as_str(), args.port);
     let (reader, writer) = event_loop
-        .open_connection(Some(host), Some(port), ConnectOptions::new())
+        .open_connection((host, port), ConnectOptions::new())
         .await
         .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
 

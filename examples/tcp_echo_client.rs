@@ -72,7 +72,7 @@ async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
     };
     let (host, port) = (args.host.as_str(), args.port);
     let (transport, _protocol) = event_loop
-        .create_connection(move || protocol, Some(host), Some(port), ConnectOptions::new())
+        .create_connection(move || protocol, (host, port), ConnectOptions::new())
         .await
         .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
     // Wait until the protocol signals that the connection is lost and close the transport.

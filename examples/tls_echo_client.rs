@@ -38,7 +38,7 @@ async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
     options.server_hostname = args.server_hostname;
     let (host, port) = (args.host.as_str(), args.port);
     let (reader, writer) = event_loop
-        .open_connection(Some(host), Some(port), options)
+        .open_connection((host, port), options)
         .await
         .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
     let say = |line: std::fmt::Arguments<'_>| print(line).map_err(stdout_error);

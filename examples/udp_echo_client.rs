@@ -83,7 +83,7 @@ async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
         error: error.clone(),
     };
     let (host, port) = (args.host.as_str(), args.port);
-    let options = DatagramOptions::new().remote_addr(host, port);
+    let options = DatagramOptions::new().remote_addr((host, port));
     let (transport, _protocol) = event_loop
         .create_datagram_endpoint(move || protocol, options)
         .await

@@ -69,7 +69,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let shutdown = shutdown_on_signals(&event_loop)?;
     let lp = event_loop.clone();
     let factory = move || EchoServerProtocol { transport: None, event_loop: lp };
-    let options = DatagramOptions::new().local_addr(args.host.as_str(), args.port);
+    let options = DatagramOptions::new().local_addr((args.host.as_str(), args.port));
     let (transport, _protocol) = event_loop
         .create_datagram_endpoint(factory, options)
         .await

@@ -299,7 +299,7 @@ impl Server {
     ///
     /// ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let server = lp.create_server(Quiet::default, "127.0.0.1", Some(0), ServerOptions::default()).await?;
+    ///     let server = lp.create_server(Quiet::default, "127.0.0.1:0", ServerOptions::default()).await?;
     ///     let shutdown = Shutdown::new();
     ///     shutdown.request(); // as SIGTERM would, with `shutdown.on_signals(&lp)?`
     ///     server.serve_until(&shutdown, 5.0).await?;
@@ -352,7 +352,7 @@ impl Server {
     /// # async fn echo(_: StreamReader, _: StreamWriter) {}
     /// ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let server = lp.start_server(echo, "127.0.0.1", Some(8888), ServerOptions::default()).await?;
+    ///     let server = lp.start_server(echo, "127.0.0.1:8888", ServerOptions::new()).await?;
     ///     let signal = server.serve_until_signal(10.0).await?;
     ///     eprintln!("stopped by {signal:?}");
     ///     Ok::<_, ringloop::Error>(())

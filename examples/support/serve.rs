@@ -93,7 +93,7 @@ pub async fn serve_streams<F: ClientConnected>(
 ) -> Result<(), String> {
     let (host, port) = (args.host.as_str(), args.port);
     let server = event_loop
-        .start_server(client_connected, host, Some(port), options)
+        .start_server(client_connected, (host, port), options)
         .await
         .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await

@@ -32,7 +32,7 @@
 //!     let http = |reader: StreamReader, writer: StreamWriter| {
 //!         ringloop::hyper::serve_http1(reader, writer, service_fn(hello))
 //!     };
-//!     let server = lp.start_server(http, "127.0.0.1", Some(0), ServerOptions::default()).await?;
+//!     let server = lp.start_server(http, "127.0.0.1:0", ServerOptions::default()).await?;
 //!     let port = server.sockets()[0].as_socket().unwrap().port();
 //!     let get = move || -> std::io::Result<String> {
 //!         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;

@@ -69,6 +69,11 @@ impl Default for UnixServerOptions {
 }
 
 impl UnixServerOptions {
+    /// The defaults: the same as `UnixServerOptions::default()`.
+    pub fn new() -> UnixServerOptions {
+        UnixServerOptions::default()
+    }
+
     tls_setters!(server);
 
     setters! {

@@ -85,13 +85,12 @@ async fn pair(
         async {}
     };
     let server = lp
-        .start_server_with_limit(keep, "127.0.0.1", Some(0), limit, ServerOptions::default())
+        .start_server_with_limit(keep, "127.0.0.1:0", limit, ServerOptions::default())
         .await
         .unwrap();
     let client = lp
         .open_connection_with_limit(
-            Some("127.0.0.1"),
-            Some(port_of(&server)),
+            ("127.0.0.1", port_of(&server)),
             limit,
             ConnectOptions::default(),
         )
@@ -104,7 +103,7 @@ async fn pair(
 
 /// An echo server: each line is written back; closes at EOF.
 async fn echo_server(lp: &EventLoop) -> Server {
-    lp.start_server(echo_lines, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap()
+    lp.start_server(echo_lines, "127.0.0.1:0", ServerOptions::default()).await.unwrap()
 }
 
 /// A server on loopback running `callback` for each connection, and a client connected to it
@@ -113,17 +112,17 @@ async fn serve_and_connect<F: ClientConnected>(
     lp: &EventLoop,
     callback: F,
 ) -> (Server, (StreamReader, StreamWriter)) {
-    let server = lp.start_server(callback, "127.0.0.1", Some(0), ServerOptions::default()).await;
+    let server = lp.start_server(callback, "127.0.0.1:0", ServerOptions::default()).await;
     let server = server.unwrap();
-    let port = Some(port_of(&server));
-    let client = lp.open_connection(Some("127.0.0.1"), port, ConnectOptions::default()).await;
+    let port = port_of(&server);
+    let client = lp.open_connection(("127.0.0.1", port), ConnectOptions::default()).await;
     (server, client.unwrap())
 }
 
 /// A client of `server` (`ringloop::open_connection` to its first socket, on loopback).
 async fn connect_to(server: &Server) -> (StreamReader, StreamWriter) {
-    let port = Some(port_of(server));
-    ringloop::open_connection(Some("127.0.0.1"), port, ConnectOptions::default()).await.unwrap()
+    let port = port_of(server);
+    ringloop::open_connection(("127.0.0.1", port), ConnectOptions::default()).await.unwrap()
 }
 
 async fn shut(server: Server, lp: &EventLoop) {
@@ -168,7 +167,7 @@ backend_tests! {
                     writer.wait_closed().await
                 }
             };
-            let server = lp.start_server(keep, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
+            let server = lp.start_server(keep, "127.0.0.1:0", ServerOptions::default()).await.unwrap();
             let (reader, writer) = connect_to(&server).await;
             assert_eq!(reader.limit(), 64 * 1024, "open_connection");
             until(&lp, || !limits.borrow().is_empty()).await;
@@ -322,7 +321,7 @@ backend_tests! {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let (reader, writer) =
-                lp.open_connection(Some("127.0.0.1"), Some(port), ConnectOptions::default())
+                lp.open_connection(("127.0.0.1", port), ConnectOptions::default())
                     .await
                     .unwrap();
             let (peer, _) = listener.accept().unwrap();
@@ -409,7 +408,7 @@ backend_tests! {
                 writer.wait_closed().await
             };
             let server =
-                lp.start_server(echo_all, "127.0.0.1", Some(0), ServerOptions::default().backlog(128))
+                lp.start_server(echo_all, "127.0.0.1:0", ServerOptions::default().backlog(128))
                     .await
                     .unwrap();
             let port = port_of(&server);
@@ -418,8 +417,8 @@ backend_tests! {
                 clients.push(
                     lp.create_task(async move {
                         let (reader, writer) = ringloop::open_connection(
-                            Some("127.0.0.1"),
-                            Some(port),
+                            ("127.0.0.1",
+                            port),
                             ConnectOptions::default(),
                         )
                         .await?;
@@ -449,7 +448,7 @@ backend_tests! {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let (_reader, writer) = lp
-                .open_connection(Some("127.0.0.1"), Some(addr.port()), ConnectOptions::default())
+                .open_connection(("127.0.0.1", addr.port()), ConnectOptions::default())
                 .await
                 .unwrap();
             let (high, chunk) = (64 * 1024, 64 * 1024);
@@ -508,7 +507,7 @@ backend_tests! {
         run(lp, |lp| async move {
             let server = echo_server(&lp).await;
             let (mut reader, mut writer) = lp
-                .open_connection(Some("127.0.0.1"), Some(port_of(&server)), ConnectOptions::default())
+                .open_connection(("127.0.0.1", port_of(&server)), ConnectOptions::default())
                 .await
                 .unwrap();
             must(&lp, writer.write_all(b"over futures-io\n")).await.unwrap();
@@ -546,7 +545,7 @@ backend_tests! {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let (_reader, mut writer) = lp
-                .open_connection(Some("127.0.0.1"), Some(addr.port()), ConnectOptions::default())
+                .open_connection(("127.0.0.1", addr.port()), ConnectOptions::default())
                 .await
                 .unwrap();
             writer.transport().set_write_buffer_limits(Some(16 * 1024), None).unwrap();

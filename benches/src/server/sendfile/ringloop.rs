@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use ringloop::{Backend, BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
+use ringloop::{Address, Backend, BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
 
 use crate::server::ringloop_protocol::serve_with;
 use crate::sys;
@@ -132,6 +132,6 @@ pub fn serve(
             path: path.clone(),
             copy: source == Source::Copy,
         };
-        event_loop.create_server(factory, None::<&str>, None, options).await
+        event_loop.create_server(factory, Address::NONE, options).await
     })
 }
