@@ -18,7 +18,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
 
 use crate::driver::wait_id;
 use crate::error::{Error, Result};
@@ -249,21 +252,18 @@ fn decode(code: libc::c_int, status: libc::c_int) -> i32 {
 
 /// `poll(2)` for readability, up to `timeout`.
 fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let ready = retry_eintr(|| syscall!(unsafe { libc::poll(&mut pollfd, 1, ms) }))?;
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    let mut pollfd = [PollFd::new(fd, PollFlags::POLLIN)];
+    let ready = retry_eintr(|| Ok(nix::poll::poll(&mut pollfd, timeout)?))?;
     Ok(ready > 0)
 }
 
 /// Kills and reaps `pid` by number: only for a child of ours not yet reaped (its pid cannot
 /// have been reused), when no pidfd could be opened for it.
 fn kill_and_wait_pid(pid: u32) {
-    let pid = pid as libc::pid_t;
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-    let mut status = 0;
-    // SAFETY: `status` is a valid, writable int.
-    let _ = retry_eintr(|| syscall!(unsafe { libc::waitpid(pid, &mut status, 0) }));
+    let pid = Pid::from_raw(pid as libc::pid_t);
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = retry_eintr(|| Ok(waitpid(pid, None)?));
 }
 
 #[cfg(test)]
