@@ -130,12 +130,12 @@ fn factory(
 
 /// Creates the server, announces its addresses and serves until a signal or `--max-seconds`.
 async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<(), String> {
-    let (host, port) = (args.host.as_str(), args.port);
+    let address = args.address();
     let factory = factory(&event_loop, args.quiet, &error);
     let server = event_loop
-        .create_server(factory, (host, port), ServerOptions::new())
+        .create_server(factory, &address, ServerOptions::new())
         .await
-        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await
 }
 

@@ -187,6 +187,12 @@ impl From<&String> for Address {
     }
 }
 
+impl From<&Address> for Address {
+    fn from(address: &Address) -> Address {
+        address.clone()
+    }
+}
+
 impl From<u16> for Address {
     /// A port on every interface (asyncio's `host=None`).
     fn from(port: u16) -> Address {
