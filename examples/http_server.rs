@@ -53,7 +53,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     };
     let address = args.address();
     let server = event_loop
-        .start_server(http, &address, ServerOptions::default())
+        .start_server(http, &address, ServerOptions::new())
         .await
         .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve_until(&event_loop, server, args.max_seconds, &shutdown).await

@@ -89,7 +89,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let factory = move || FileSender { event_loop: lp.clone(), path: path.clone() };
     let address = args.address();
     let server = event_loop
-        .create_server(factory, &address, ServerOptions::default())
+        .create_server(factory, &address, ServerOptions::new())
         .await
         .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await

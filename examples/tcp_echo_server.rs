@@ -143,7 +143,7 @@ async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<()
 async fn serve_on(sock: Socket, quiet: bool, max_seconds: Option<f64>) -> Result<(), String> {
     let event_loop = ringloop::get_running_loop().map_err(|e| e.to_string())?;
     let error = ErrorSlot::default();
-    let options = ServerOptions::default().sock(sock);
+    let options = ServerOptions::new().sock(sock);
     let server = event_loop
         .create_server(factory(&event_loop, quiet, &error), Address::NONE, options)
         .await

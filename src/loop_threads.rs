@@ -61,7 +61,7 @@ pub(crate) fn run_and_close<F: StdFuture>(event_loop: EventLoop, future: F) -> R
 ///         let greet = move |_: StreamReader, writer: StreamWriter| async move {
 ///             writer.write(format!("loop {index}\n").as_bytes())
 ///         };
-///         let options = ServerOptions::default().sock(sock);
+///         let options = ServerOptions::new().sock(sock);
 ///         let server = lp.start_server(greet, Address::NONE, options).await?;
 ///         server.serve_until(&shutdown, 1.0).await
 ///     }

@@ -299,7 +299,7 @@ impl Server {
     ///
     /// ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let server = lp.create_server(Quiet::default, "127.0.0.1:0", ServerOptions::default()).await?;
+    ///     let server = lp.create_server(Quiet::default, "127.0.0.1:0", ServerOptions::new()).await?;
     ///     let shutdown = Shutdown::new();
     ///     shutdown.request(); // as SIGTERM would, with `shutdown.on_signals(&lp)?`
     ///     server.serve_until(&shutdown, 5.0).await?;

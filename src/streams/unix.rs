@@ -52,7 +52,7 @@ impl EventLoop {
     ///     };
     ///     // An abstract name: no file to clean up.
     ///     let name = format!("\0ringloop-streams-doc-{}", std::process::id());
-    ///     let server = lp.start_unix_server(echo, name.as_str(), UnixServerOptions::default()).await?;
+    ///     let server = lp.start_unix_server(echo, name.as_str(), UnixServerOptions::new()).await?;
     ///     let (reader, writer) =
     ///         lp.open_unix_connection(name.as_str(), UnixConnectOptions::new()).await?;
     ///     writer.write(b"hello\n")?;

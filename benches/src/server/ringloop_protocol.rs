@@ -53,7 +53,7 @@ pub fn serve<R: Reply>(
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024);
+        let options = ServerOptions::new().sock(listener).backlog(1024);
         event_loop.create_server(Served::<R>::default, Address::NONE, options).await
     })
 }
@@ -67,7 +67,7 @@ pub fn serve_tls(
 ) -> Result<(), String> {
     let config = crate::tls::material::server_config()?;
     serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024).ssl(config);
+        let options = ServerOptions::new().sock(listener).backlog(1024).ssl(config);
         event_loop.create_server(Served::<super::Echo>::default, Address::NONE, options).await
     })
 }

@@ -35,7 +35,7 @@ pub fn serve(
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     super::ringloop_protocol::serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024);
+        let options = ServerOptions::new().sock(listener).backlog(1024);
         event_loop.start_server(hello, Address::NONE, options).await
     })
 }

@@ -125,7 +125,7 @@ pub fn serve(
     };
     let path = Rc::new(path.to_path_buf());
     serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024);
+        let options = ServerOptions::new().sock(listener).backlog(1024);
         let lp = event_loop.clone();
         let factory = move || Sender {
             event_loop: lp.clone(),
