@@ -296,6 +296,7 @@ mod tests {
         assert_eq!(Address::from(("::1", 80)).to_string(), "[::1]:80");
         assert_eq!(Address::from((["a", "b"], 1)).to_string(), "a:1, b:1");
         assert_eq!(Address::from((None::<&str>, 5)).to_string(), "*:5");
+        assert_eq!(Address::from((&String::from("h"), 5)), Address::from("h:5"));
         assert_eq!(format!("{:?}", Address::from("x:1")), "Address(x:1)");
     }
 

@@ -35,6 +35,12 @@ impl From<String> for Hosts {
     }
 }
 
+impl From<&String> for Hosts {
+    fn from(host: &String) -> Hosts {
+        Hosts::from(host.as_str())
+    }
+}
+
 impl<T: Into<Hosts>> From<Option<T>> for Hosts {
     fn from(host: Option<T>) -> Hosts {
         host.map_or(Hosts::Any, Into::into)
