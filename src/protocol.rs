@@ -42,6 +42,12 @@ pub trait BaseProtocol<T = crate::transport::Transport> {
     }
 
     /// The transport's write buffer went over its high-water mark: stop writing for a while.
+    ///
+    /// **Honour it.** The transport never refuses a `write`: a protocol that keeps writing
+    /// after this call buffers everything in memory, and a peer that does not read then grows
+    /// that buffer without bound (a trial reached 3.5 GB in 8 seconds). Stop producing until
+    /// [`resume_writing`](Self::resume_writing), or use the streams layer, whose `drain()`
+    /// waits for it.
     fn pause_writing(&mut self) {}
 
     /// The write buffer drained below the low-water mark: writing may resume.
@@ -154,7 +160,9 @@ pub trait DatagramProtocol {
         let _ = error;
     }
 
-    /// The send queue went over its high-water mark: stop sending for a while.
+    /// The send queue went over its high-water mark: stop sending for a while. As for
+    /// streams, `sendto` never refuses a datagram, so ignoring this grows the queue without
+    /// bound while the socket cannot send.
     fn pause_writing(&mut self) {}
 
     /// The send queue drained to its low-water mark: sending may resume.

@@ -202,8 +202,10 @@ pub(crate) enum Op {
         /// Where in `buf` to start.
         offset: usize,
     },
-    /// Send one datagram (`sendmsg(2)` with `MSG_NOSIGNAL`), to the address in `msg` or the
-    /// connected peer. Result: the byte count (all of it: datagrams are never split).
+    /// `sendmsg(2)` with `MSG_NOSIGNAL` of `msg`'s bytes: one datagram, to the address in
+    /// `msg` or the connected peer (result: all of it, datagrams are never split), or a stream
+    /// socket's queued writes as one vectored send (result: the count the socket took, which
+    /// may be short, as for [`Op::Send`]).
     SendMsg {
         /// The datagram socket.
         fd: RawFd,

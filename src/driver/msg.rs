@@ -1,5 +1,5 @@
 //! Message headers for `recvmsg(2)`/`sendmsg(2)` (`Op::SendMsg`, epoll's datagram
-//! receives): a `msghdr`, its `iovec` and the address, in one heap block the op (or
+//! receives): a `msghdr`, its `iovec`s and the address, in one heap block the op (or
 //! driver) owns, so every pointer the kernel is given stays valid until it is done.
 //!
 //! # Implementation
@@ -114,18 +114,19 @@ impl fmt::Debug for RecvMsgBuf {
     }
 }
 
-/// One datagram to send, and where to (`None`: the connected peer).
+/// Bytes to send with one `sendmsg(2)`, and where to (`None`: the connected peer): one
+/// datagram, or the queued writes of a stream socket as one vectored send.
 pub(crate) struct SendMsgBuf {
     /// The header given to the kernel.
     hdr: libc::msghdr,
-    /// The one iovec: all of `data`.
-    iov: libc::iovec,
+    /// One iovec per chunk of `data`, refreshed by [`header`](Self::header).
+    iovs: Vec<libc::iovec>,
     /// The destination (`addr_len` 0: none).
     addr: libc::sockaddr_storage,
     /// How many bytes of `addr` are meaningful.
     addr_len: libc::socklen_t,
-    /// The datagram.
-    data: Bytes,
+    /// The bytes, in order (a datagram is one chunk).
+    data: Vec<Bytes>,
 }
 
 impl SendMsgBuf {
@@ -146,28 +147,45 @@ impl SendMsgBuf {
                 );
             }
         }
-        let iov = libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 };
-        Box::new(SendMsgBuf { hdr: zeroed_header(), iov, addr, addr_len, data })
+        let iovs = Vec::with_capacity(1);
+        Box::new(SendMsgBuf { hdr: zeroed_header(), iovs, addr, addr_len, data: vec![data] })
     }
 
-    /// Points the header at this block's iovec, address and data and returns it for
+    /// The chunks `data`, in order, as one send to a connected stream socket (a short count
+    /// is possible, as for `send(2)`). At most `UIO_MAXIOV` (1024) chunks.
+    pub(crate) fn vectored(data: Vec<Bytes>) -> Box<SendMsgBuf> {
+        debug_assert!(data.len() <= 1024, "more chunks than UIO_MAXIOV");
+        let iovs = Vec::with_capacity(data.len());
+        let (addr, addr_len) = (zeroed_storage(), 0);
+        Box::new(SendMsgBuf { hdr: zeroed_header(), iovs, addr, addr_len, data })
+    }
+
+    /// Points the header at this block's iovecs, address and data and returns it for
     /// `sendmsg(2)` or `IORING_OP_SENDMSG`. Valid while `self` is neither moved nor dropped.
     pub(crate) fn header(&mut self) -> *const libc::msghdr {
         // The kernel only reads through iov_base for a send.
-        self.iov = libc::iovec { iov_base: self.data.as_ptr() as *mut _, iov_len: self.data.len() };
+        self.iovs.clear();
+        let iov = |b: &Bytes| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() };
+        self.iovs.extend(self.data.iter().map(iov));
         self.hdr = zeroed_header();
         if self.addr_len > 0 {
             self.hdr.msg_name = (&mut self.addr as *mut libc::sockaddr_storage).cast();
             self.hdr.msg_namelen = self.addr_len;
         }
-        self.hdr.msg_iov = &mut self.iov;
-        self.hdr.msg_iovlen = 1;
+        self.hdr.msg_iov = self.iovs.as_mut_ptr();
+        self.hdr.msg_iovlen = self.iovs.len();
         &self.hdr
+    }
+
+    /// The bytes to send.
+    fn len(&self) -> usize {
+        self.data.iter().map(Bytes::len).sum()
     }
 }
 
 impl fmt::Debug for SendMsgBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SendMsgBuf({} bytes, address len {})", self.data.len(), self.addr_len)
+        let (len, chunks, addr_len) = (self.len(), self.data.len(), self.addr_len);
+        write!(f, "SendMsgBuf({len} bytes in {chunks} chunks, address len {addr_len})")
     }
 }

@@ -263,7 +263,7 @@ impl EventLoop {
 
     /// Runs the attempts as a staggered race: the winner's socket, or the errors combined
     /// (see [`combine_errors`]). A non-OS error ([`AttemptError::Fatal`]) ends the race at
-    /// once and is returned as it is, even with `all_errors` (BEHAVIOURS 64).
+    /// once and is returned as it is, even with `all_errors`, as in asyncio.
     async fn race_attempts<Fut, F>(
         &self,
         factories: Vec<F>,

@@ -497,7 +497,7 @@ impl EventLoop {
         self.sock_connect_addr(sock, &addr).await
     }
 
-    /// Resolves `address` for `sock`'s family, type and protocol (BEHAVIOURS 58).
+    /// Resolves `address` for `sock`'s family, type and protocol, as asyncio does.
     async fn sock_resolve(
         &self,
         sock: BorrowedFd<'_>,

@@ -19,7 +19,7 @@
 //! A Unix server may also own its socket file: `close()` unlinks it unless it was replaced
 //! (`unix::SocketFile`).
 //! The tasks hold the server's state strongly: a server keeps accepting when every [`Server`]
-//! handle is dropped (BEHAVIOURS 92), until it is closed or its loop is.
+//! handle is dropped, as asyncio's does, until it is closed or its loop is.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

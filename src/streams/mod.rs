@@ -2,24 +2,31 @@
 //! (`open_connection`, `start_server`; the Unix socket forms are in `unix.rs`).
 //!
 //! ```
-//! use ringloop::{ConnectOptions, ServerOptions, StreamReader, StreamWriter};
+//! use ringloop::{ConnectOptions, ServerOptions};
 //!
 //! let reply = ringloop::run(async {
 //!     let lp = ringloop::get_running_loop()?;
-//!     // An echo server: one task per client, running the callback's future.
-//!     let echo = |reader: StreamReader, writer: StreamWriter| async move {
-//!         loop {
-//!             let line = reader.readline().await?;
-//!             if line.is_empty() {
-//!                 break; // EOF
-//!             }
-//!             writer.write(&line)?;
-//!             writer.drain().await?;
-//!         }
-//!         writer.close();
-//!         writer.wait_closed().await
-//!     };
-//!     let server = lp.start_server(echo, "127.0.0.1:0", ServerOptions::new()).await?;
+//!     // An echo server: one task per client, running the callback's future. Written inline,
+//!     // the closure needs no types: its arguments are a `StreamReader` and a `StreamWriter`,
+//!     // its future's output `()` or `Result<(), ringloop::Error>`.
+//!     let server = lp
+//!         .start_server(
+//!             |reader, writer| async move {
+//!                 loop {
+//!                     let line = reader.readline().await?;
+//!                     if line.is_empty() {
+//!                         break; // EOF
+//!                     }
+//!                     writer.write(&line)?;
+//!                     writer.drain().await?;
+//!                 }
+//!                 writer.close();
+//!                 Ok(())
+//!             },
+//!             "127.0.0.1:0",
+//!             ServerOptions::new(),
+//!         )
+//!         .await?;
 //!     let address = server.sockets()[0].as_socket().unwrap();
 //!
 //!     let (reader, writer) = lp.open_connection(address, ConnectOptions::new()).await?;
@@ -47,6 +54,8 @@
 //! `2 * limit`, `resume_reading` when a read brings it back to `limit` or less (or when a read
 //! has to wait for more data to find what it looks for).
 
+mod duplex;
+mod io;
 mod reader;
 mod subprocess;
 mod unix;
@@ -62,6 +71,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 
+pub use duplex::DuplexStream;
 pub use reader::StreamReader;
 pub(crate) use subprocess::SubprocessStreamProtocol;
 pub use unix::{open_unix_connection, start_unix_server};
@@ -376,9 +386,13 @@ impl<F: StdFuture + ?Sized> StdFuture for CatchUnwind<F> {
     }
 }
 
-/// What a `start_server` callback's future may give: `()`, or a `Result` whose error is
-/// reported to the exception handler as "Unhandled exception in client_connected_cb" (an
-/// `Err(Error::Cancelled)` — the callback cancelled itself — reports nothing).
+/// What a `start_server` callback's future may give: `()`, or a `Result<(), Error>` whose
+/// error is reported to the exception handler as "Unhandled exception in client_connected_cb"
+/// (an `Err(Error::Cancelled)` — the callback cancelled itself — reports nothing).
+///
+/// Only [`Error`] as the error type, so that a closure's `Ok(())` needs no annotation (with a
+/// second `Result` impl the compiler could not pick the error type); an `io::Error` or any
+/// error `Error` converts from goes through `?` inside the callback.
 pub trait ClientCallbackOutput {
     /// The error to report, if any.
     fn into_error(self) -> Option<Error>;
@@ -390,15 +404,20 @@ impl ClientCallbackOutput for () {
     }
 }
 
-impl<E: Into<Error>> ClientCallbackOutput for std::result::Result<(), E> {
+impl ClientCallbackOutput for Result<()> {
     fn into_error(self) -> Option<Error> {
-        self.err().map(Into::into)
+        self.err()
     }
 }
 
 /// A streams server's `client_connected` callback (asyncio's `client_connected_cb`): any
 /// `Fn(StreamReader, StreamWriter) -> Fut` whose future gives a [`ClientCallbackOutput`]
 /// (implemented for every such function and closure; only ever named as a bound).
+///
+/// A closure written inline in the call needs no type annotations: `start_server(|reader,
+/// writer| async move { ...; Ok(()) }, ...)` infers its arguments from this bound (a closure
+/// first bound to a variable, then passed, does need them: Rust infers a closure's argument
+/// types only where it is written against the bound).
 pub trait ClientConnected:
     Fn(StreamReader, StreamWriter) -> <Self as ClientConnected>::Fut + 'static
 {

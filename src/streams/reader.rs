@@ -1,13 +1,12 @@
-//! `StreamReader`: asyncio's `StreamReader` (read, readline, readexactly, readuntil) and
-//! `futures_io::AsyncRead`.
+//! `StreamReader`: asyncio's `StreamReader` (read, readline, readexactly, readuntil), plus
+//! `read_buf` and the poll step of the I/O traits.
 
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 
 use super::StreamState;
 use crate::error::{Error, Result};
@@ -84,6 +83,21 @@ impl StreamReader {
         }
         let n = n.min(self.state.buffer.borrow().len());
         Ok(self.take(n))
+    }
+
+    /// Appends what is buffered to `buf`, else waits for some, and returns how many bytes it
+    /// appended: 0 only at EOF. The bytes are copied into `buf`'s spare capacity, at most
+    /// `buf.capacity() - buf.len()` of them, so a buffer with room is never reallocated (reuse
+    /// one across calls: `clear()` it, or `split()` off what was read, and `reserve` again).
+    /// A full buffer (no spare capacity) gets up to [`limit`](Self::limit) bytes, and grows for
+    /// them. The connection's error, as for [`read`](Self::read), once it was lost with one.
+    ///
+    /// A future dropped while waiting appends nothing and takes nothing from the reader.
+    pub async fn read_buf(&self, buf: &mut BytesMut) -> Result<usize> {
+        let spare = buf.capacity() - buf.len();
+        let max = if spare > 0 { spare } else { self.state.limit };
+        std::future::poll_fn(|cx| self.poll_take(cx, max, |bytes| buf.extend_from_slice(bytes)))
+            .await
     }
 
     /// Everything until EOF (asyncio's `read(-1)`). The bytes stay in the buffer until EOF,
@@ -210,20 +224,18 @@ pub(super) fn to_io_error(error: Error) -> io::Error {
 }
 
 impl StreamReader {
-    /// The `poll_read` of the I/O traits: hands up to `max` buffered bytes to `copy_out` (which
-    /// takes them all) and returns how many; `Ok(0)` at EOF or for a `max` of 0; the
-    /// connection's error as an `io::Error` (its [`Error`] inside) after
-    /// `connection_lost(Some(err))`.
-    pub(crate) fn poll_read_with(
+    /// The read step of [`read_buf`](Self::read_buf) and the I/O traits: hands up to `max`
+    /// buffered bytes to `copy_out` (which takes them all) and returns how many; `Ok(0)` at EOF
+    /// or for a `max` of 0; the connection's error after `connection_lost(Some(err))`. Waits
+    /// (registering `cx`) while the buffer is empty short of EOF.
+    fn poll_take(
         &self,
         cx: &mut Context<'_>,
         max: usize,
         copy_out: impl FnOnce(&[u8]),
-    ) -> Poll<io::Result<usize>> {
+    ) -> Poll<Result<usize>> {
         let state = &self.state;
-        if let Some(error) = state.exception() {
-            return Poll::Ready(Err(to_io_error(error)));
-        }
+        self.check_exception()?;
         if max == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -242,18 +254,16 @@ impl StreamReader {
         state.wait_for_more(cx);
         Poll::Pending
     }
-}
 
-impl futures_io::AsyncRead for StreamReader {
-    /// Copies buffered bytes into `buf`; `Ok(0)` at EOF; the connection's error as an
-    /// `io::Error` (its [`Error`] inside) after `connection_lost(Some(err))`.
-    fn poll_read(
-        self: Pin<&mut Self>,
+    /// The `poll_read` of the I/O traits: [`poll_take`](Self::poll_take), the connection's
+    /// error as an `io::Error` (its [`Error`] inside).
+    pub(crate) fn poll_read_with(
+        &self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
+        max: usize,
+        copy_out: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<usize>> {
-        let max = buf.len();
-        self.poll_read_with(cx, max, |bytes| buf[..bytes.len()].copy_from_slice(bytes))
+        self.poll_take(cx, max, copy_out).map_err(to_io_error)
     }
 }
 

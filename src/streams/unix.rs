@@ -40,19 +40,26 @@ impl EventLoop {
     /// [`start_server`](Self::start_server) does over TCP.
     ///
     /// ```
-    /// use ringloop::{StreamReader, StreamWriter, UnixConnectOptions, UnixServerOptions};
+    /// use ringloop::{UnixConnectOptions, UnixServerOptions};
     ///
     /// let reply = ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let echo = |reader: StreamReader, writer: StreamWriter| async move {
-    ///         let line = reader.readline().await?;
-    ///         writer.write(&line)?;
-    ///         writer.close();
-    ///         writer.wait_closed().await
-    ///     };
     ///     // An abstract name: no file to clean up.
     ///     let name = format!("\0ringloop-streams-doc-{}", std::process::id());
-    ///     let server = lp.start_unix_server(echo, name.as_str(), UnixServerOptions::new()).await?;
+    ///     // The callback inline: its argument types are inferred.
+    ///     let options = UnixServerOptions::new();
+    ///     let server = lp
+    ///         .start_unix_server(
+    ///             |reader, writer| async move {
+    ///                 let line = reader.readline().await?;
+    ///                 writer.write(&line)?;
+    ///                 writer.close();
+    ///                 writer.wait_closed().await
+    ///             },
+    ///             name.as_str(),
+    ///             options,
+    ///         )
+    ///         .await?;
     ///     let (reader, writer) =
     ///         lp.open_unix_connection(name.as_str(), UnixConnectOptions::new()).await?;
     ///     writer.write(b"hello\n")?;

@@ -1,10 +1,9 @@
-//! `StreamWriter`: asyncio's `StreamWriter` (write, drain, close, wait_closed) and
-//! `futures_io::AsyncWrite`, over a connection's [`Transport`] or a child's stdin pipe.
+//! `StreamWriter`: asyncio's `StreamWriter` (write, drain, close, abort, wait_closed), over a
+//! connection's [`Transport`] or a child's stdin pipe; the poll steps of the I/O traits.
 
 use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -38,6 +37,8 @@ mod sealed {
         fn can_write_eof(&self) -> bool;
         /// `close`.
         fn close(&self);
+        /// `abort`.
+        fn abort(&self);
         /// `is_closing`.
         fn is_closing(&self) -> bool;
         /// `get_extra_info`.
@@ -66,6 +67,9 @@ mod sealed {
                 }
                 fn close(&self) {
                     <$transport>::close(self)
+                }
+                fn abort(&self) {
+                    <$transport>::abort(self)
                 }
                 fn is_closing(&self) -> bool {
                     <$transport>::is_closing(self)
@@ -99,6 +103,20 @@ struct WriterInner<T: WriterTransport> {
     transport: T,
     /// The state shared with the reader and the protocol.
     state: Rc<StreamState>,
+    /// How this writer ended the transport, if it did.
+    ended: Cell<Ended>,
+}
+
+/// How a writer ended its transport: what a flush after the end reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// Not by this writer (yet).
+    No,
+    /// `close()`: the buffered data is sent before the transport closes, so a flush once the
+    /// connection is lost (cleanly) has nothing left to do.
+    Closed,
+    /// `abort()`: the buffered data was dropped, so a flush fails.
+    Aborted,
 }
 
 impl<T: WriterTransport> Drop for WriterInner<T> {
@@ -111,7 +129,9 @@ impl<T: WriterTransport> Drop for WriterInner<T> {
 
 impl<T: WriterTransport> StreamWriter<T> {
     pub(super) fn new(transport: T, state: Rc<StreamState>) -> StreamWriter<T> {
-        StreamWriter { inner: Rc::new(WriterInner { transport, state }) }
+        StreamWriter {
+            inner: Rc::new(WriterInner { transport, state, ended: Cell::new(Ended::No) }),
+        }
     }
 
     fn state(&self) -> &StreamState {
@@ -153,10 +173,27 @@ impl<T: WriterTransport> StreamWriter<T> {
     /// Closes the transport (buffered data is still sent); [`is_closing`](Self::is_closing)
     /// is true at once. Await [`wait_closed`](Self::wait_closed) for the end.
     pub fn close(&self) {
+        if self.inner.ended.get() == Ended::No {
+            self.inner.ended.set(Ended::Closed);
+        }
         self.transport().close();
     }
 
-    /// True once `close()` was called or the connection was lost.
+    /// Closes the transport at once (asyncio's `writer.transport.abort()`): the data still
+    /// buffered is dropped, the socket (or a child's stdin pipe) is closed without waiting for
+    /// it, and `connection_lost(None)` follows. The peer reads what the kernel had already taken, then
+    /// end of file (or `ECONNRESET` if it still had data in flight to this side, which the
+    /// kernel answers with a reset); readers of this connection read what they had buffered,
+    /// then end of file; [`wait_closed`](Self::wait_closed) returns `Ok`. Idempotent; a no-op
+    /// once the connection is lost.
+    pub fn abort(&self) {
+        if !self.state().is_lost() {
+            self.inner.ended.set(Ended::Aborted);
+        }
+        self.transport().abort();
+    }
+
+    /// True once `close()` or `abort()` was called or the connection was lost.
     pub fn is_closing(&self) -> bool {
         self.transport().is_closing()
     }
@@ -225,43 +262,12 @@ impl<T: WriterTransport> StreamWriter<T> {
         .await
     }
 
-    /// `poll_flush`: ready when not paused; an error once the connection is gone.
-    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let state = self.state();
-        if let Some(error) = state.exception() {
-            return Poll::Ready(Err(error));
-        }
-        if state.is_lost() {
-            return Poll::Ready(Err(connection_reset("flush")));
-        }
-        if !state.writing_paused.get() {
-            return Poll::Ready(Ok(()));
-        }
-        state.drain_wakers.register(cx.waker());
-        Poll::Pending
-    }
-}
-
-/// Returns `Pending` once, after waking its task (asyncio's `sleep(0)`).
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
-}
-
-impl<T: WriterTransport> futures_io::AsyncWrite for StreamWriter<T> {
-    /// Queues all of `buf` on the transport, or returns `Pending` while the transport has
-    /// paused the writer (backpressure). An error once the writer is closing or the
-    /// connection lost (`ECONNRESET`), or after `write_eof` (`Error::Runtime` inside).
-    fn poll_write(
-        self: Pin<&mut Self>,
+    /// The `poll_write` of the I/O traits: queues all of `buf`, or returns `Pending` while the
+    /// transport has paused the writer (its buffer is over the high-water mark) and wakes the
+    /// task when it resumes. An error once the writer is closing or the connection lost
+    /// (`ECONNRESET`), or after `write_eof` (`Error::Runtime` inside).
+    pub(crate) fn poll_write_io(
+        &self,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
@@ -279,16 +285,66 @@ impl<T: WriterTransport> futures_io::AsyncWrite for StreamWriter<T> {
         Poll::Ready(self.write(buf).map(|()| buf.len()).map_err(to_io_error))
     }
 
-    /// [`drain`](StreamWriter::drain).
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_drain(cx).map_err(to_io_error)
+    /// The `poll_flush` of the I/O traits, [`drain`](Self::drain): ready when the transport
+    /// has not paused the writer. Once the connection is gone: its error if it was lost with
+    /// one; `Ok` if this writer's `close()` ended it (the buffer was sent before the close:
+    /// tokio-util's `Framed` flushes before each poll of its shutdown); else `ECONNRESET`.
+    pub(crate) fn poll_flush_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let state = self.state();
+        if let Some(error) = state.exception() {
+            return Poll::Ready(Err(to_io_error(error)));
+        }
+        if state.is_lost() {
+            if self.inner.ended.get() == Ended::Closed {
+                return Poll::Ready(Ok(()));
+            }
+            return Poll::Ready(Err(to_io_error(connection_reset("flush"))));
+        }
+        if !state.writing_paused.get() {
+            return Poll::Ready(Ok(()));
+        }
+        state.drain_wakers.register(cx.waker());
+        Poll::Pending
     }
 
-    /// `close()`, then [`wait_closed`](StreamWriter::wait_closed).
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// `futures_io`'s `poll_close`: `close()`, then [`wait_closed`](Self::wait_closed).
+    pub(crate) fn poll_close_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.close();
         self.poll_closed(cx).map_err(to_io_error)
     }
+
+    /// tokio's `poll_shutdown`: [`write_eof`](Self::write_eof) where the transport can
+    /// half-close (ready at once: the transport sends what is buffered, then the FIN, and
+    /// reading goes on; `Ok` again once closing, the connection's error once lost with one);
+    /// over TLS, which cannot, [`poll_close_io`](Self::poll_close_io).
+    #[cfg_attr(not(feature = "tokio-io"), allow(dead_code))]
+    pub(crate) fn poll_shutdown_io(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.can_write_eof() {
+            return self.poll_close_io(cx);
+        }
+        if let Some(error) = self.state().exception() {
+            return Poll::Ready(Err(to_io_error(error)));
+        }
+        if self.is_closing() {
+            return Poll::Ready(Ok(()));
+        }
+        self.write_eof();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Returns `Pending` once, after waking its task (asyncio's `sleep(0)`).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 impl<T: WriterTransport> fmt::Debug for StreamWriter<T> {

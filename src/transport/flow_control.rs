@@ -129,8 +129,12 @@ impl Buffered for std::cell::RefCell<SendQueue> {
     }
 }
 
-/// The most bytes [`WriteBuffer::front_coalesced`] merges into one send.
+/// The most bytes [`WriteBuffer::front_coalesced`] merges into one write.
 pub(crate) const COALESCE_MAX: usize = 256 * 1024;
+
+/// A front chunk this big is written alone by [`WriteBuffer::front_coalesced`]: copying it
+/// again (the unsent rest of an earlier merge, say) would cost more than the write it saves.
+const COALESCE_FRONT_MAX: usize = 64 * 1024;
 
 /// Bytes accepted by `write` and not yet sent, in order, with the water marks.
 #[derive(Debug, Default)]
@@ -177,10 +181,15 @@ impl WriteBuffer {
         self.marks.grew(self.len)
     }
 
-    /// The next bytes to send as one chunk: the front chunk's unsent part, merged first with
-    /// the chunks behind it (up to [`COALESCE_MAX`] bytes in all), so one send takes what
-    /// several writes queued while the previous send was in flight.
+    /// The next bytes to write as one chunk: the front chunk's unsent part, merged first with
+    /// the chunks behind it (up to [`COALESCE_MAX`] bytes in all), so one write takes what
+    /// several writes queued while the previous one was in flight. A front chunk of
+    /// [`COALESCE_FRONT_MAX`] or more goes alone, so no byte is copied over and over while a
+    /// slow reader takes a big merge a little at a time.
     pub(crate) fn front_coalesced(&mut self) -> Option<Bytes> {
+        if self.chunks.front()?.len() >= COALESCE_FRONT_MAX {
+            return self.front();
+        }
         let mut merged = 0;
         let mut count = 0;
         for chunk in &self.chunks {
@@ -198,6 +207,17 @@ impl WriteBuffer {
             self.chunks.push_front(all.freeze());
         }
         self.front()
+    }
+
+    /// The next chunks to send, without copying: the front chunk's unsent part and the chunks
+    /// behind it, at most `max` of them (cheap clones).
+    pub(crate) fn front_chunks(&self, max: usize) -> Vec<Bytes> {
+        self.chunks.iter().take(max).cloned().collect()
+    }
+
+    /// Chunks queued.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
     }
 
     /// The next bytes to send (a cheap clone of the front chunk's unsent part).
@@ -328,6 +348,36 @@ mod tests {
         assert_eq!(buffer.front_coalesced().unwrap(), &b"d"[..], "the unsent part");
         assert_eq!(buffer.consume(1), None);
         assert_eq!(buffer.front_coalesced().unwrap().len(), COALESCE_MAX, "a big one alone");
+    }
+
+    #[test]
+    fn a_big_front_is_written_alone_and_never_copied_again() {
+        let mut buffer = WriteBuffer::default();
+        buffer.push(Bytes::from(vec![b'a'; 200 * 1024]));
+        buffer.push(Bytes::from_static(b"b"));
+        buffer.consume(1024);
+        let rest = buffer.front().unwrap();
+        let next = buffer.front_coalesced().unwrap();
+        assert_eq!((next.len(), next.as_ptr()), (rest.len(), rest.as_ptr()), "not merged: no copy");
+    }
+
+    #[test]
+    fn front_chunks_are_the_queued_chunks_uncopied() {
+        let mut buffer = WriteBuffer::default();
+        let (a, b, c) =
+            (Bytes::from_static(b"abc"), Bytes::from_static(b"de"), Bytes::from_static(b"f"));
+        for chunk in [&a, &b, &c] {
+            buffer.push(chunk.clone());
+        }
+        buffer.consume(1);
+        let front = buffer.front_chunks(2);
+        assert_eq!(
+            front,
+            vec![Bytes::from_static(b"bc"), b.clone()],
+            "at most 2, the unsent part first"
+        );
+        assert_eq!(front[1].as_ptr(), b.as_ptr(), "shared, not copied");
+        assert_eq!(buffer.chunk_count(), 3);
     }
 
     #[test]

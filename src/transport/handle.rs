@@ -137,7 +137,7 @@ impl Transport {
     /// Writes the buffers in order, as one write (asyncio's `writelines`): with nothing
     /// buffered they go to the kernel in one vectored `sendmsg(2)`; what it does not take —
     /// the rest of a buffer it took part of, then the following buffers — is queued in order,
-    /// and `pause_writing` comes once, after all of it is queued (BEHAVIOURS 117).
+    /// and `pause_writing` comes once, after all of it is queued, as in asyncio.
     pub fn writelines<I, B>(&self, buffers: I) -> Result<()>
     where
         I: IntoIterator<Item = B>,

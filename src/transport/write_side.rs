@@ -4,7 +4,9 @@
 //! With nothing buffered and no write in flight, a write first tries the syscall at once,
 //! non-blocking (asyncio's fast path), so a write the kernel takes whole never touches the
 //! buffer and never pauses the protocol. Whatever is left is buffered and written by one op at
-//! a time (`Op::Send` or `Op::Write`), in order; the buffer's water marks tell the transport
+//! a time, in order: on a socket `Op::Send` of one chunk or, when writes queued up while one
+//! was in flight, `Op::SendMsg` of all of them as one vectored send, never copied again; on a
+//! file `Op::Write` of the front chunks merged. The buffer's water marks tell the transport
 //! when to call `pause_writing` and `resume_writing`.
 
 use std::cell::{Cell, RefCell};
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use socket2::SockRef;
 
 use super::flow_control::{Buffered, FlowEvent, WriteBuffer};
-use crate::driver::{Op, OpId};
+use crate::driver::{Op, OpId, SendMsgBuf};
 use crate::error::Result;
 use crate::event_loop::LoopFd;
 use crate::event_loop::OpOwner;
@@ -121,17 +123,28 @@ impl WriteSide {
         flow
     }
 
-    /// Keeps a write in flight while something is buffered.
+    /// Keeps a write in flight while something is buffered: on a socket, one `send` of the
+    /// front chunk, or one vectored `sendmsg` of the queued chunks (no copy); on a file, one
+    /// `write` of the front chunks merged.
     pub(crate) fn submit(&self, fd: &LoopFd, owner: impl FnOnce() -> OpOwner) {
         if self.op.get().is_some() {
             return;
         }
-        let Some(buf) = self.buffer.borrow_mut().front_coalesced() else { return };
-        let op = match self.sink {
-            Sink::Socket => Op::Send { fd: fd.raw(), buf, offset: 0 },
-            Sink::File => Op::Write { fd: fd.raw(), buf, offset: 0 },
-        };
+        let Some(op) = self.next_op(fd.raw()) else { return };
         self.op.set(fd.submit(op, owner()));
+    }
+
+    /// The op that writes what is buffered next, if anything is.
+    fn next_op(&self, fd: std::os::fd::RawFd) -> Option<Op> {
+        let mut buffer = self.buffer.borrow_mut();
+        let op = match self.sink {
+            Sink::Socket if buffer.chunk_count() > 1 => {
+                Op::SendMsg { fd, msg: SendMsgBuf::vectored(buffer.front_chunks(MAX_IOVECS)) }
+            }
+            Sink::Socket => Op::Send { fd, buf: buffer.front()?, offset: 0 },
+            Sink::File => Op::Write { fd, buf: buffer.front_coalesced()?, offset: 0 },
+        };
+        Some(op)
     }
 
     /// The write in flight completed: what it wrote is consumed (`Resume` when the buffer fell

@@ -6,6 +6,7 @@
 
 pub mod logs;
 pub mod protocols;
+pub mod streams;
 pub mod tls;
 
 pub use logs::{install_logger, logged, my_warnings, take_my_logs, Captured, LOGGER_PANIC_MARKER};

@@ -3,133 +3,19 @@
 //! backpressure, and the `futures-io` traits, on every backend built in.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
 
+use bytes::BytesMut;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use ringloop::{
-    ClientConnected, ConnectOptions, Error, EventLoop, Server, ServerOptions, StreamReader,
-    StreamWriter,
+    ConnectOptions, Error, EventLoop, ServerOptions, StreamReader, StreamWriter,
+    UnixConnectOptions, UnixServerOptions,
 };
-use uring_tests::{backend_tests, capture_exceptions, echo_lines, pattern};
-
-/// Generous bound for "this must happen" waits (2 shared cores).
-const WAIT: f64 = 10.0;
-
-/// `fut`'s output, or `None` after `secs` of loop time.
-async fn timeout<F: Future>(lp: &EventLoop, secs: f64, fut: F) -> Option<F::Output> {
-    let timer = lp.create_future::<()>();
-    let setter = timer.clone();
-    let handle = lp.call_later(secs, move || drop(setter.set_result(()))).unwrap();
-    let mut fut = pin!(fut);
-    let mut timer = pin!(timer);
-    let out = std::future::poll_fn(|cx| {
-        if let Poll::Ready(value) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(value));
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await;
-    handle.cancel();
-    out
-}
-
-/// `fut`'s output; panics after [`WAIT`].
-async fn must<F: Future>(lp: &EventLoop, fut: F) -> F::Output {
-    timeout(lp, WAIT, fut).await.expect("timed out")
-}
-
-async fn sleep(lp: &EventLoop, secs: f64) {
-    timeout(lp, secs, std::future::pending::<()>()).await;
-}
-
-/// Waits (bounded) until `cond` holds.
-async fn until(lp: &EventLoop, cond: impl Fn() -> bool) {
-    let deadline = lp.time() + WAIT;
-    while !cond() {
-        assert!(lp.time() < deadline, "condition not met in {WAIT}s");
-        sleep(lp, 0.002).await;
-    }
-}
-
-fn port_of(server: &Server) -> u16 {
-    server.sockets()[0].as_socket().unwrap().port()
-}
-
-/// Runs `body(lp)` to completion on the loop.
-fn run<F, Fut>(lp: &EventLoop, body: F)
-where
-    F: FnOnce(EventLoop) -> Fut,
-    Fut: Future<Output = ()> + 'static,
-{
-    lp.run_until_complete(body(lp.clone())).unwrap();
-}
-
-/// A server whose callback keeps each connection's reader and writer, and a client
-/// connected to it: `(server, server side, client side)`.
-async fn pair(
-    lp: &EventLoop,
-    limit: usize,
-) -> (Server, (StreamReader, StreamWriter), (StreamReader, StreamWriter)) {
-    let accepted = Rc::new(RefCell::new(Vec::new()));
-    let sink = accepted.clone();
-    let keep = move |reader: StreamReader, writer: StreamWriter| {
-        sink.borrow_mut().push((reader, writer));
-        async {}
-    };
-    let server = lp
-        .start_server_with_limit(keep, "127.0.0.1:0", limit, ServerOptions::default())
-        .await
-        .unwrap();
-    let client = lp
-        .open_connection_with_limit(
-            ("127.0.0.1", port_of(&server)),
-            limit,
-            ConnectOptions::default(),
-        )
-        .await
-        .unwrap();
-    until(lp, || !accepted.borrow().is_empty()).await;
-    let side = accepted.borrow_mut().pop().unwrap();
-    (server, side, client)
-}
-
-/// An echo server: each line is written back; closes at EOF.
-async fn echo_server(lp: &EventLoop) -> Server {
-    lp.start_server(echo_lines, "127.0.0.1:0", ServerOptions::default()).await.unwrap()
-}
-
-/// A server on loopback running `callback` for each connection, and a client connected to it
-/// (`EventLoop::start_server`, then `EventLoop::open_connection`).
-async fn serve_and_connect<F: ClientConnected>(
-    lp: &EventLoop,
-    callback: F,
-) -> (Server, (StreamReader, StreamWriter)) {
-    let server = lp.start_server(callback, "127.0.0.1:0", ServerOptions::default()).await;
-    let server = server.unwrap();
-    let port = port_of(&server);
-    let client = lp.open_connection(("127.0.0.1", port), ConnectOptions::default()).await;
-    (server, client.unwrap())
-}
-
-/// A client of `server` (`ringloop::open_connection` to its first socket, on loopback).
-async fn connect_to(server: &Server) -> (StreamReader, StreamWriter) {
-    let port = port_of(server);
-    ringloop::open_connection(("127.0.0.1", port), ConnectOptions::default()).await.unwrap()
-}
-
-async fn shut(server: Server, lp: &EventLoop) {
-    server.close();
-    server.close_clients();
-    must(lp, server.wait_closed()).await;
-}
+use uring_tests::streams::{
+    connect_to, connect_to_listener, echo_server, join, must, pair, port_of, read_all,
+    read_to_close, reset, run, serve_and_connect, shut, sleep, timeout, until, write_until_pending,
+};
+use uring_tests::{backend_tests, capture_exceptions, pattern, settle};
 
 backend_tests! {
     fn echo_round_trip(lp) {
@@ -318,20 +204,7 @@ backend_tests! {
 
     fn connection_lost_error_fails_a_pending_read(lp) {
         run(lp, |lp| async move {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let (reader, writer) =
-                lp.open_connection(("127.0.0.1", port), ConnectOptions::default())
-                    .await
-                    .unwrap();
-            let (peer, _) = listener.accept().unwrap();
-            let r = reader.clone();
-            let pending = lp.create_task(async move { r.read(100).await }).unwrap();
-            sleep(&lp, 0.02).await;
-            assert!(!pending.done());
-            reset(peer);
-            let err = must(&lp, pending).await.unwrap().unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+            let (reader, writer) = reset_while_reading(&lp, |r| async move { r.read(100).await }).await;
             // Later reads, drain and wait_closed report it too.
             assert_eq!(reader.read(1).await.unwrap_err().raw_os_error(), Some(libc::ECONNRESET));
             assert_eq!(reader.exception().and_then(|e| e.raw_os_error()), Some(libc::ECONNRESET));
@@ -445,12 +318,7 @@ backend_tests! {
 
     fn drain_waits_for_a_slow_peer(lp) {
         run(lp, |lp| async move {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (_reader, writer) = lp
-                .open_connection(("127.0.0.1", addr.port()), ConnectOptions::default())
-                .await
-                .unwrap();
+            let (listener, _reader, writer) = connect_to_listener(&lp).await;
             let (high, chunk) = (64 * 1024, 64 * 1024);
             writer.transport().set_write_buffer_limits(Some(high), None).unwrap();
             // Write until drain blocks: the peer reads nothing.
@@ -522,6 +390,8 @@ backend_tests! {
             must(&lp, AsyncWriteExt::close(&mut writer)).await.unwrap();
             assert!(writer.is_closing());
             assert!(writer.write_all(b"late").await.is_err());
+            // Nothing left to flush once close() ended the connection (as Framed's close does).
+            must(&lp, writer.flush()).await.unwrap();
             shut(server, &lp).await;
         });
     }
@@ -542,21 +412,11 @@ backend_tests! {
 
     fn futures_io_write_backpressure(lp) {
         run(lp, |lp| async move {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (_reader, mut writer) = lp
-                .open_connection(("127.0.0.1", addr.port()), ConnectOptions::default())
-                .await
-                .unwrap();
+            let (listener, _reader, mut writer) = connect_to_listener(&lp).await;
             writer.transport().set_write_buffer_limits(Some(16 * 1024), None).unwrap();
-            let chunk = vec![1u8; 16 * 1024];
-            let mut written = 0usize;
             // write_all goes Pending once the transport pauses the writer.
-            while timeout(&lp, 0.2, writer.write_all(&chunk)).await.is_some() {
-                written += chunk.len();
-                assert!(written < 64 << 20, "write_all never blocked");
-                assert!(writer.transport().get_write_buffer_size() <= 32 * 1024);
-            }
+            let write_all = |mut w: StreamWriter, chunk| async move { w.write_all(chunk).await };
+            let written = write_until_pending(&lp, &writer, write_all).await;
             let peer = std::thread::spawn(move || read_all(listener));
             must(&lp, writer.write_all(b"end")).await.unwrap();
             must(&lp, AsyncWriteExt::close(&mut writer)).await.unwrap();
@@ -564,33 +424,246 @@ backend_tests! {
             assert!(got >= written + 3);
         });
     }
-}
 
-/// Accepts one connection and reads it to EOF: the byte count.
-fn read_all(listener: TcpListener) -> usize {
-    let (mut peer, _) = listener.accept().unwrap();
-    peer.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
-    let mut total = 0;
-    let mut buf = vec![0; 256 * 1024];
-    loop {
-        match peer.read(&mut buf) {
-            Ok(0) => return total,
-            Ok(n) => total += n,
-            Err(err) => panic!("peer read: {err}"),
-        }
+    // Issue 16: `abort` drops the buffered bytes and closes at once; the peer reads what the
+    // kernel had taken, then the end; this side's reader sees EOF; the socket is closed.
+    fn abort_drops_the_buffer_and_closes_at_once(lp) {
+        run(lp, |lp| async move {
+            let (listener, reader, writer) = connect_to_listener(&lp).await;
+            let fd = socket_fd(&writer);
+            let inode = fd_target(fd).expect("the socket is open");
+            let r = reader.clone();
+            let pending = lp.create_task(async move { r.read(100).await }).unwrap();
+            // More than the kernel takes while the peer does not read: the rest is buffered.
+            let total = 32 << 20;
+            writer.write(&pattern(total)).unwrap();
+            let buffered = writer.transport().get_write_buffer_size();
+            assert!(buffered > 0, "nothing buffered to drop");
+            writer.abort();
+            assert!(writer.is_closing());
+            assert_eq!(writer.transport().get_write_buffer_size(), 0, "the buffer is dropped");
+            writer.abort(); // idempotent
+            must(&lp, writer.wait_closed()).await.unwrap();
+            // Readers of the connection see the end.
+            assert_eq!(must(&lp, pending).await.unwrap().unwrap(), b"");
+            assert!(reader.at_eof());
+            assert_eq!(reader.read_to_end().await.unwrap(), b"");
+            // Later writes are dropped; drain says the connection is gone.
+            writer.write(b"late").unwrap();
+            let err = writer.drain().await.unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+            // The I/O traits' flush too: the buffered bytes were dropped.
+            let err = writer.clone().flush().await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+            // No fd left: the transport forgot it, and the number no longer names that socket.
+            settle(&lp);
+            assert!(writer.get_extra_info("socket").is_none());
+            assert_ne!(fd_target(fd).as_ref(), Some(&inode), "fd {fd} still open");
+            // The peer gets the end without the dropped bytes: EOF, or a reset.
+            let peer = std::thread::spawn(move || read_to_close(listener));
+            let (got, error) = must(&lp, join(&lp, peer)).await;
+            assert!(got <= total - buffered, "got {got} of {total}, {buffered} were dropped");
+            if let Some(err) = error {
+                assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+            }
+        });
+    }
+
+    // Issue 16: the server side aborts; the client reads the end (EOF or a reset).
+    fn abort_in_a_server_callback(lp) {
+        run(lp, |lp| async move {
+            let (server, (reader, writer)) = serve_and_connect(&lp, |reader, writer| async move {
+                let _ = reader.readline().await?;
+                writer.write(b"dropped unless the kernel took it first")?;
+                writer.abort();
+                Ok(())
+            })
+            .await;
+            writer.write(b"go\n").unwrap();
+            match must(&lp, reader.read_to_end()).await {
+                Ok(_) => assert!(reader.at_eof()),
+                Err(err) => assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}"),
+            }
+            writer.close();
+            let _ = must(&lp, writer.wait_closed()).await;
+            shut(server, &lp).await;
+        });
+    }
+
+    // Issue 16: `read_buf` appends into the buffer's spare capacity without reallocating it;
+    // 0 only at EOF.
+    fn read_buf_fills_spare_capacity(lp) {
+        run(lp, |lp| async move {
+            let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 8).await;
+            sw.write(b"hello world").unwrap();
+            until(&lp, || reader.buffered() == 11).await;
+            let mut buf = BytesMut::with_capacity(4);
+            let (ptr, cap) = (buf.as_ptr(), buf.capacity());
+            assert_eq!(must(&lp, reader.read_buf(&mut buf)).await.unwrap(), cap);
+            assert_eq!(&buf[..], &b"hello world"[..cap]);
+            assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap), "no reallocation");
+            // Reused: cleared, the same memory is filled again.
+            let mut got = buf.to_vec();
+            while got.len() < 11 {
+                buf.clear();
+                let n = must(&lp, reader.read_buf(&mut buf)).await.unwrap();
+                assert!(n > 0 && n <= cap, "{n}");
+                assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap), "no reallocation");
+                got.extend_from_slice(&buf);
+            }
+            assert_eq!(got, b"hello world");
+            // Appends after what the buffer holds.
+            let mut buf = BytesMut::with_capacity(64);
+            buf.extend_from_slice(b">>");
+            sw.write(b"abc").unwrap();
+            assert_eq!(must(&lp, reader.read_buf(&mut buf)).await.unwrap(), 3);
+            assert_eq!(&buf[..], b">>abc");
+            // A full buffer gets up to the limit (8 here), growing for it.
+            let mut full = BytesMut::new();
+            sw.write(&pattern(20)).unwrap();
+            until(&lp, || reader.buffered() == 20).await;
+            assert_eq!(must(&lp, reader.read_buf(&mut full)).await.unwrap(), 8);
+            assert_eq!(&full[..], &pattern(8)[..]);
+            assert_eq!(reader.buffered(), 12);
+            // Waits for data; a future dropped while waiting appends and takes nothing.
+            let mut buf = BytesMut::with_capacity(64);
+            assert_eq!(must(&lp, reader.read_buf(&mut buf)).await.unwrap(), 12);
+            buf.clear();
+            assert!(timeout(&lp, 0.05, reader.read_buf(&mut buf)).await.is_none());
+            assert!(buf.is_empty());
+            sw.write(b"late").unwrap();
+            assert_eq!(must(&lp, reader.read_buf(&mut buf)).await.unwrap(), 4);
+            assert_eq!(&buf[..], b"late");
+            // EOF: 0, the buffer untouched, every time.
+            sw.write_eof();
+            assert_eq!(must(&lp, reader.read_buf(&mut buf)).await.unwrap(), 0);
+            assert_eq!(reader.read_buf(&mut buf).await.unwrap(), 0);
+            assert_eq!(&buf[..], b"late");
+            assert!(reader.at_eof());
+            shut(server, &lp).await;
+        });
+    }
+
+    // Issue 16: `read_buf` fails with the connection's error (the reader's exception), whether
+    // it was waiting when the error came or called after.
+    fn read_buf_reports_the_connection_error(lp) {
+        run(lp, |lp| async move {
+            let read_buf = |r: StreamReader| async move {
+                let mut buf = BytesMut::with_capacity(16);
+                r.read_buf(&mut buf).await.map(|n| (n, buf))
+            };
+            let (reader, _writer) = reset_while_reading(&lp, read_buf).await;
+            assert!(reader.exception().is_some());
+            let mut buf = BytesMut::with_capacity(16);
+            let err = reader.read_buf(&mut buf).await.unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+            assert!(buf.is_empty());
+        });
+    }
+
+    // Issue 16: `start_server`, `ringloop::start_server` and `start_unix_server` take closures
+    // written as a user writes them: no argument types, `Ok(())` without its error type, or
+    // a future giving `()`.
+    fn start_server_infers_closure_types(lp) {
+        run(lp, |lp| async move {
+            let server = lp
+                .start_server(
+                    |reader, writer| async move {
+                        let line = reader.readline().await?;
+                        writer.write(&line.to_ascii_uppercase())?;
+                        writer.drain().await?;
+                        writer.close();
+                        Ok(())
+                    },
+                    "127.0.0.1:0",
+                    ServerOptions::default(),
+                )
+                .await
+                .unwrap();
+            let (reader, writer) = connect_to(&server).await;
+            writer.write(b"shout\n").unwrap();
+            assert_eq!(must(&lp, reader.read_to_end()).await.unwrap(), b"SHOUT\n");
+            shut(server, &lp).await;
+
+            let server = ringloop::start_server(
+                |_reader, writer| async move {
+                    writer.write(b"hi").ok();
+                    writer.close();
+                },
+                "127.0.0.1:0",
+                ServerOptions::default(),
+            )
+            .await
+            .unwrap();
+            let (reader, _writer) = connect_to(&server).await;
+            assert_eq!(must(&lp, reader.read_to_end()).await.unwrap(), b"hi");
+            shut(server, &lp).await;
+
+            let name = format!("\0ringloop-streams-infer-{}-{}", std::process::id(), lp.backend());
+            let server = lp
+                .start_unix_server(
+                    |reader, writer| async move {
+                        let data = reader.read(100).await?;
+                        writer.write(&data)?;
+                        writer.close();
+                        Ok(())
+                    },
+                    name.as_str(),
+                    UnixServerOptions::default(),
+                )
+                .await
+                .unwrap();
+            let (reader, writer) =
+                must(&lp, lp.open_unix_connection(name.as_str(), UnixConnectOptions::new()))
+                    .await
+                    .unwrap();
+            writer.write(b"unix").unwrap();
+            assert_eq!(must(&lp, reader.read_to_end()).await.unwrap(), b"unix");
+            shut(server, &lp).await;
+
+            let server = ringloop::start_unix_server(
+                |_reader, writer| async move { writer.close() },
+                format!("{name}-free").as_str(),
+                UnixServerOptions::default(),
+            )
+            .await
+            .unwrap();
+            shut(server, &lp).await;
+        });
     }
 }
 
-/// Waits for a thread without blocking the loop.
-async fn join<T: Send + 'static>(lp: &EventLoop, thread: std::thread::JoinHandle<T>) -> T {
-    until(lp, || thread.is_finished()).await;
-    thread.join().unwrap()
+/// Connects to a plain peer, runs `read` on the reader as a task, resets the peer (RST) while
+/// the read waits and checks that the read fails with `ECONNRESET`: the reader and writer.
+async fn reset_while_reading<T, Fut>(
+    lp: &EventLoop,
+    read: impl FnOnce(StreamReader) -> Fut,
+) -> (StreamReader, StreamWriter)
+where
+    T: std::fmt::Debug + 'static,
+    Fut: std::future::Future<Output = ringloop::Result<T>> + 'static,
+{
+    let (listener, reader, writer) = connect_to_listener(lp).await;
+    let (peer, _) = listener.accept().unwrap();
+    let pending = lp.create_task(read(reader.clone())).unwrap();
+    sleep(lp, 0.02).await;
+    assert!(!pending.done());
+    reset(peer);
+    let err = must(lp, pending).await.unwrap().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+    (reader, writer)
 }
 
-/// Closes `peer` with an RST (`SO_LINGER` 0).
-fn reset(peer: TcpStream) {
-    use std::os::fd::AsRawFd;
-    uring_tests::linger_zero(peer.as_raw_fd());
-    let _ = (&peer).write(b"");
-    drop(peer);
+/// The fd of `writer`'s socket, while open.
+fn socket_fd(writer: &StreamWriter) -> std::os::fd::RawFd {
+    match writer.get_extra_info("socket") {
+        Some(ringloop::ExtraInfo::Fd(fd)) => fd,
+        other => panic!("no socket fd: {other:?}"),
+    }
+}
+
+/// What `fd` names now (`socket:[inode]` for a socket), if it is open: the same fd number
+/// naming another socket later is told apart.
+fn fd_target(fd: std::os::fd::RawFd) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
 }

@@ -55,12 +55,17 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<u32> {
     Ok(new as u32)
 }
 
-/// `recv(MSG_DONTWAIT)` into `buf`: the count received (0: end of stream).
-pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<u32> {
-    let len = buf.len().min(MAX_IO);
-    // SAFETY: the kernel writes at most `len` bytes into the live slice `buf`; MSG_DONTWAIT
-    // keeps even a blocking socket from blocking the loop.
-    let n = syscall!(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?;
+/// `recv(MSG_DONTWAIT)` into the spare capacity of `buf`, which grows by the count received
+/// (0: end of stream). MSG_DONTWAIT keeps even a blocking socket from blocking the loop.
+pub(crate) fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(MAX_IO);
+    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`.
+    let n = syscall!(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?
+        as usize;
+    // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
+    // first `buf.len() + n` bytes are initialised and within the capacity.
+    unsafe { buf.set_len(buf.len() + n) };
     Ok(n as u32)
 }
 

@@ -31,7 +31,7 @@ pub(super) const BUF_GROUP: u16 = 0;
 /// Buffers in the stream ring.
 pub(super) const RING_BUFFERS: u16 = 64;
 /// Bytes per stream ring buffer.
-pub(super) const BUF_SIZE: usize = 16 * 1024;
+pub(super) const BUF_SIZE: usize = 64 * 1024;
 /// The buffer group of the datagram ring.
 pub(super) const DGRAM_GROUP: u16 = 1;
 /// Buffers in the datagram ring: 64 x 65 KiB = 4.1 MiB of address space, of which only the

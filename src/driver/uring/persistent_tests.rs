@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::persistent::{self, DGRAM_BUFFERS, RING_BUFFERS};
+use super::persistent::{self, BUF_SIZE, DGRAM_BUFFERS, RING_BUFFERS};
 use super::slot::SlotState;
 use super::tests::uring_of;
 use super::UringDriver;
@@ -73,11 +73,11 @@ fn receive_holding_buffers(
 #[test]
 fn enobufs_parks_the_recv_until_buffers_return_and_loses_no_data() {
     each_uring_config(|d, disabled| {
-        // Two buffers: 40 KiB need at least 3 of them.
+        // Two buffers: two and a half buffers' worth needs at least 3 of them.
         let mut d = tiny_ring(d, disabled);
         let (ours, mut peer) = tcp_pair();
         let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
-        let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let sent: Vec<u8> = (0..BUF_SIZE * 5 / 2).map(|i| (i % 251) as u8).collect();
         peer.write_all(&sent).unwrap();
         let mut got = Vec::new();
         let parked = receive_holding_buffers(&mut d, id, "a stream", |data| {
@@ -96,7 +96,7 @@ fn a_driver_dropped_with_a_parked_recv_shuts_down_at_once() {
     let mut d = tiny_ring(d, &[]);
     let (ours, mut peer) = tcp_pair();
     let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
-    peer.write_all(&[7; 100_000]).unwrap();
+    peer.write_all(&vec![7; BUF_SIZE * 3]).unwrap(); // more than the two buffers hold
     let mut held = Vec::new();
     let start = Instant::now();
     while !is_parked(&d, id) && start.elapsed() < LIMIT {

@@ -119,7 +119,7 @@ pub(crate) const EMPTY_BUFFER: &str = "get_buffer() returned an empty buffer";
 impl<P: BufferedProtocol> Receive<BufferedKind> for P {
     /// As many `get_buffer(remaining)` / copy / `buffer_updated(n)` rounds as the protocol's
     /// buffers need to take all of `data`. A `get_buffer` that panics or returns an empty
-    /// buffer is a failure, and `buffer_updated` is then not called (BEHAVIOURS 116).
+    /// buffer is a failure, and `buffer_updated` is then not called, as in asyncio.
     fn receive(&mut self, mut data: &[u8], calling: &Calling) -> Result<(), Failure> {
         while !data.is_empty() {
             calling.set("get_buffer");
