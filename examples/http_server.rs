@@ -51,11 +51,11 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let http = move |reader: StreamReader, writer: StreamWriter| {
         serve_http1_until(reader, writer, service_fn(hello), closing.clone())
     };
-    let (host, port) = (args.host.as_str(), args.port);
+    let address = args.address();
     let server = event_loop
-        .start_server(http, host, Some(port), ServerOptions::default())
+        .start_server(http, &address, ServerOptions::new())
         .await
-        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve_until(&event_loop, server, args.max_seconds, &shutdown).await
 }
 

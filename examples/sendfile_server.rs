@@ -87,11 +87,11 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     File::open(&*path).map_err(|e| format!("cannot open {path}: {e}"))?;
     let lp = event_loop.clone();
     let factory = move || FileSender { event_loop: lp.clone(), path: path.clone() };
-    let (host, port) = (args.host.as_str(), args.port);
+    let address = args.address();
     let server = event_loop
-        .create_server(factory, host, Some(port), ServerOptions::default())
+        .create_server(factory, &address, ServerOptions::new())
         .await
-        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await
 }
 

@@ -14,24 +14,24 @@
 
 use std::process::ExitCode;
 
-use ringloop::EventLoop;
+use ringloop::{EventLoop, Signal};
 
 mod support;
 
 const USAGE: &str = "usage: signals [--backend uring|epoll]";
 
 /// The handler: says which signal came and stops the loop.
-fn ask_exit(signame: &str, event_loop: &EventLoop) {
-    println!("got signal {signame}: exit");
+fn ask_exit(signal: Signal, event_loop: &EventLoop) {
+    println!("got signal {signal}: exit");
     event_loop.stop();
 }
 
 fn run(event_loop: &EventLoop) -> Result<(), String> {
-    for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
         let lp = event_loop.clone();
         event_loop
-            .add_signal_handler(signum, move || ask_exit(signame, &lp))
-            .map_err(|e| format!("add_signal_handler({signame}): {e}"))?;
+            .add_signal_handler(signal, move || ask_exit(signal, &lp))
+            .map_err(|e| format!("add_signal_handler({signal}): {e}"))?;
     }
     let stopper = event_loop.clone();
     event_loop

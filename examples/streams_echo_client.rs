@@ -29,11 +29,11 @@ const SPEC: Spec = Spec { name: "streams_echo_client", port: 8888, flags: &[Flag
 
 /// The Python example's `tcp_echo_client(message)`.
 async fn tcp_echo_client(event_loop: EventLoop, args: Args) -> Result<(), String> {
-    let (host, port) = (args.host.as_str(), args.port);
+    let address = args.address();
     let (reader, writer) = event_loop
-        .open_connection(Some(host), Some(port), ConnectOptions::new())
+        .open_connection(&address, ConnectOptions::new())
         .await
-        .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
 
     print(format_args!("Send: {}", py_repr(&args.message))).map_err(stdout_error)?;
     writer.write(args.message.as_bytes()).map_err(|e| format!("write: {e}"))?;

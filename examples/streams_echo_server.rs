@@ -63,7 +63,7 @@ async fn handle_echo(reader: StreamReader, writer: StreamWriter) -> Result<(), E
 
 /// Starts the server, announces its addresses and serves until a signal or `--max-seconds`.
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
-    serve_streams(event_loop, &args, handle_echo, ServerOptions::default()).await
+    serve_streams(event_loop, &args, handle_echo, ServerOptions::new()).await
 }
 
 fn main() -> ExitCode {

@@ -63,6 +63,7 @@ impl Protocol for EchoClientProtocol {
 
 /// Connects, then waits until the protocol signals that the connection was lost.
 async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
+    let address = args.address();
     let on_con_lost = event_loop.create_future::<()>();
     let error = ErrorSlot::default();
     let protocol = EchoClientProtocol {
@@ -70,11 +71,10 @@ async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
         on_con_lost: on_con_lost.clone(),
         error: error.clone(),
     };
-    let (host, port) = (args.host.as_str(), args.port);
     let (transport, _protocol) = event_loop
-        .create_connection(move || protocol, Some(host), Some(port), ConnectOptions::new())
+        .create_connection(move || protocol, &address, ConnectOptions::new())
         .await
-        .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
     // Wait until the protocol signals that the connection is lost and close the transport.
     support::until_lost(on_con_lost, || transport.close(), &error).await
 }

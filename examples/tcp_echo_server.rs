@@ -39,7 +39,7 @@ use std::fmt::Display;
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 
-use ringloop::{BaseProtocol, EventLoop, Hosts, LoopSpawner, Protocol, ServerOptions, Transport};
+use ringloop::{Address, BaseProtocol, EventLoop, LoopSpawner, Protocol, ServerOptions, Transport};
 use socket2::Socket;
 
 mod support;
@@ -130,16 +130,12 @@ fn factory(
 
 /// Creates the server, announces its addresses and serves until a signal or `--max-seconds`.
 async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<(), String> {
-    let (host, port) = (args.host.as_str(), args.port);
+    let address = args.address();
+    let factory = factory(&event_loop, args.quiet, &error);
     let server = event_loop
-        .create_server(
-            factory(&event_loop, args.quiet, &error),
-            host,
-            Some(port),
-            ServerOptions::default(),
-        )
+        .create_server(factory, &address, ServerOptions::new())
         .await
-        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await
 }
 
@@ -147,9 +143,9 @@ async fn serve(event_loop: EventLoop, args: Args, error: ErrorSlot) -> Result<()
 async fn serve_on(sock: Socket, quiet: bool, max_seconds: Option<f64>) -> Result<(), String> {
     let event_loop = ringloop::get_running_loop().map_err(|e| e.to_string())?;
     let error = ErrorSlot::default();
-    let options = ServerOptions::default().sock(sock);
+    let options = ServerOptions::new().sock(sock);
     let server = event_loop
-        .create_server(factory(&event_loop, quiet, &error), Hosts::Any, None, options)
+        .create_server(factory(&event_loop, quiet, &error), Address::NONE, options)
         .await
         .map_err(|e| format!("create_server: {e}"))?;
     stop_after(&event_loop, &server, max_seconds)?;

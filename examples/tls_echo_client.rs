@@ -33,14 +33,14 @@ const SPEC: Spec = Spec {
 
 /// Connects, sends one line, prints the echo, closes.
 async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
+    let address = args.address();
     let mut options =
         ConnectOptions::new().ssl(support::tls::client_config(args.cafile.as_deref())?);
     options.server_hostname = args.server_hostname;
-    let (host, port) = (args.host.as_str(), args.port);
     let (reader, writer) = event_loop
-        .open_connection(Some(host), Some(port), options)
+        .open_connection(&address, options)
         .await
-        .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
     let say = |line: std::fmt::Arguments<'_>| print(line).map_err(stdout_error);
     say(format_args!("Send: {}", py_repr(&args.message)))?;
     writer.write(format!("{}\n", args.message).as_bytes()).map_err(|e| e.to_string())?;

@@ -51,7 +51,7 @@ async fn echo_lines(reader: StreamReader, writer: StreamWriter) -> Result<(), Er
 async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let (cert, key) = (args.cert.as_deref().unwrap_or(""), args.key.as_deref().unwrap_or(""));
     let config = support::tls::server_config(cert, key)?;
-    serve_streams(event_loop, &args, echo_lines, ServerOptions::default().ssl(config)).await
+    serve_streams(event_loop, &args, echo_lines, ServerOptions::new().ssl(config)).await
 }
 
 fn main() -> ExitCode {

@@ -74,6 +74,7 @@ impl DatagramProtocol for EchoClientProtocol {
 
 /// Creates the endpoint, then waits until the protocol signals that it was closed.
 async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
+    let address = args.address();
     let on_con_lost = event_loop.create_future::<()>();
     let error = ErrorSlot::default();
     let protocol = EchoClientProtocol {
@@ -82,12 +83,11 @@ async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
         transport: None,
         error: error.clone(),
     };
-    let (host, port) = (args.host.as_str(), args.port);
-    let options = DatagramOptions::new().remote_addr(host, port);
+    let options = DatagramOptions::new().remote_addr(&address);
     let (transport, _protocol) = event_loop
         .create_datagram_endpoint(move || protocol, options)
         .await
-        .map_err(|e| format!("cannot reach {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot reach {address}: {e}"))?;
     // Wait until the protocol signals that the connection is lost and close the transport.
     support::until_lost(on_con_lost, || transport.close(), &error).await
 }

@@ -69,11 +69,11 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let shutdown = shutdown_on_signals(&event_loop)?;
     let lp = event_loop.clone();
     let factory = move || EchoServerProtocol { transport: None, event_loop: lp };
-    let options = DatagramOptions::new().local_addr(args.host.as_str(), args.port);
+    let options = DatagramOptions::new().local_addr(args.address());
     let (transport, _protocol) = event_loop
         .create_datagram_endpoint(factory, options)
         .await
-        .map_err(|e| format!("cannot serve on {} port {}: {e}", args.host, args.port))?;
+        .map_err(|e| format!("cannot serve on {}: {e}", args.address()))?;
     let bound = transport.sockname().and_then(|a| a.as_socket());
     let bound = bound.map_or_else(|| "?".into(), |a| a.to_string());
     print(format_args!("serving on {bound}")).map_err(stdout_error)?;

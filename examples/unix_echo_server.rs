@@ -41,7 +41,7 @@ async fn serve(event_loop: EventLoop, args: Args) -> Result<(), String> {
     // `Spec::parse` requires `--path` for this spec.
     let path = args.path.unwrap_or_default();
     let server = event_loop
-        .create_unix_server(EchoProtocol::default, path.as_str(), UnixServerOptions::default())
+        .create_unix_server(EchoProtocol::default, path.as_str(), UnixServerOptions::new())
         .await
         .map_err(|e| format!("cannot serve on {path}: {e}"))?;
     announce_and_serve(&event_loop, server, None).await

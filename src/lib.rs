@@ -30,10 +30,11 @@
 //! | `loop.create_future`, `Future` | [`EventLoop::create_future`], [`Future`] |
 //! | `loop.create_task`, `Task`, task factory | [`EventLoop::create_task`], [`Task`], [`TaskFactory`] |
 //! | `loop.add_reader`/`add_writer`/`remove_*` | same names, on a `RawFd` |
-//! | `loop.add_signal_handler`, `remove_signal_handler` | [`EventLoop::add_signal_handler`], [`EventLoop::remove_signal_handler`] |
+//! | `loop.add_signal_handler`, `remove_signal_handler`, signal numbers | [`EventLoop::add_signal_handler`], [`EventLoop::remove_signal_handler`], [`Signal`] |
 //! | `loop.run_in_executor`, `ThreadPoolExecutor` | [`EventLoop::run_in_executor`], [`Executor`] |
 //! | `loop.getaddrinfo`, `loop.getnameinfo` | [`EventLoop::getaddrinfo`], [`EventLoop::getnameinfo`] |
 //! | `Protocol`, `BufferedProtocol`, `Transport`, `connect_accepted_socket` | [`Protocol`], [`BufferedProtocol`], [`Transport`], [`EventLoop::connect_accepted_socket`] |
+//! | `host, port` arguments | one [`Address`]: `"127.0.0.1:8080"`, `("localhost", 80)`, a `SocketAddr`, a bare port |
 //! | `loop.create_connection` (happy eyeballs included) | [`EventLoop::create_connection`], [`ConnectOptions`] |
 //! | `loop.create_datagram_endpoint`, `DatagramProtocol`, `DatagramTransport` | [`EventLoop::create_datagram_endpoint`], [`DatagramOptions`], [`DatagramProtocol`], [`DatagramTransport`] |
 //! | `loop.create_server`, `Server` | [`EventLoop::create_server`], [`Server`], [`ServerOptions`] |
@@ -124,9 +125,12 @@ pub use executor::Executor;
 pub use future::Future;
 pub use loop_threads::{reuse_port_listeners, spawn_loops, LoopSpawner, LoopThreads};
 pub use net::accepted::AcceptedSocketOptions;
+pub use net::address::Address;
 pub use net::connect::ConnectOptions;
 pub use net::datagram::{DatagramOptions, EndpointAddr};
 pub use net::unix::{UnixConnectOptions, UnixPath};
+/// A Unix signal (nix's type), as `add_signal_handler`, `send_signal` and [`Shutdown`] take it.
+pub use nix::sys::signal::Signal;
 pub use protocol::{
     AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
     StreamingKind,

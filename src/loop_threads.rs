@@ -47,7 +47,7 @@ pub(crate) fn run_and_close<F: Future>(event_loop: EventLoop, future: F) -> Resu
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use ringloop::{ServerOptions, Shutdown, StreamReader, StreamWriter};
+/// use ringloop::{Address, ServerOptions, Shutdown, StreamReader, StreamWriter};
 ///
 /// // Four loops, one server each, all on one port.
 /// let listeners = ringloop::reuse_port_listeners("127.0.0.1:0".parse().unwrap(), 4).unwrap();
@@ -61,8 +61,8 @@ pub(crate) fn run_and_close<F: Future>(event_loop: EventLoop, future: F) -> Resu
 ///         let greet = move |_: StreamReader, writer: StreamWriter| async move {
 ///             writer.write(format!("loop {index}\n").as_bytes())
 ///         };
-///         let options = ServerOptions::default().sock(sock);
-///         let server = lp.start_server(greet, None::<&str>, None, options).await?;
+///         let options = ServerOptions::new().sock(sock);
+///         let server = lp.start_server(greet, Address::NONE, options).await?;
 ///         server.serve_until(&shutdown, 1.0).await
 ///     }
 /// })

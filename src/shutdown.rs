@@ -178,7 +178,7 @@ impl Shutdown {
     pub fn on_signals(&self, event_loop: &EventLoop) -> Result<()> {
         for signal in SIGNALS {
             let shared = self.inner.clone();
-            event_loop.add_signal_handler(signal as i32, move || shared.advance(Some(signal)))?;
+            event_loop.add_signal_handler(signal, move || shared.advance(Some(signal)))?;
         }
         Ok(())
     }
@@ -296,7 +296,7 @@ impl Server {
     ///
     /// ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let server = lp.create_server(Quiet::default, "127.0.0.1", Some(0), ServerOptions::default()).await?;
+    ///     let server = lp.create_server(Quiet::default, "127.0.0.1:0", ServerOptions::new()).await?;
     ///     let shutdown = Shutdown::new();
     ///     shutdown.request(); // as SIGTERM would, with `shutdown.on_signals(&lp)?`
     ///     server.serve_until(&shutdown, 5.0).await?;
@@ -349,7 +349,7 @@ impl Server {
     /// # async fn echo(_: StreamReader, _: StreamWriter) {}
     /// ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let server = lp.start_server(echo, "127.0.0.1", Some(8888), ServerOptions::default()).await?;
+    ///     let server = lp.start_server(echo, "127.0.0.1:8888", ServerOptions::new()).await?;
     ///     let signal = server.serve_until_signal(10.0).await?;
     ///     eprintln!("stopped by {signal:?}");
     ///     Ok::<_, ringloop::Error>(())
@@ -364,7 +364,7 @@ impl Server {
             Err(err) => Err(err),
         };
         for signal in SIGNALS {
-            let _ = event_loop.remove_signal_handler(signal as i32);
+            let _ = event_loop.remove_signal_handler(signal);
         }
         served.map(|()| shutdown.signal())
     }

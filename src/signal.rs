@@ -20,34 +20,37 @@
 //! only: the first loop to handle a signal installs [`on_signal`] and remembers the disposition
 //! it replaced; the last loop to stop handling it puts that disposition back.
 
-use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::error::{ArgumentKind, Error, Result, RuntimeKind};
-use crate::sys::{syscall, EventFd};
+use nix::errno::Errno;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::error::{Error, Result, RuntimeKind};
+use crate::sys::EventFd;
 
 /// Signal numbers are `1..NSIG` (Python's `signal.NSIG`; Linux has signals 1 to 64).
-pub(crate) const NSIG: i32 = 65;
+const NSIG: i32 = 65;
 
 /// The bit of `signum` in a slot's sets.
 fn bit(signum: i32) -> u64 {
     1u64 << (signum - 1)
 }
 
-/// Checks that `signum` is a signal number, as asyncio's `_check_signal` does.
-pub(crate) fn check_signal(call: &str, signum: i32) -> Result<()> {
-    if (1..NSIG).contains(&signum) {
-        Ok(())
-    } else {
-        Err(Error::invalid_argument(
-            ArgumentKind::OutOfRange,
-            format!("{call}: signal {signum} is out of range (1 to {})", NSIG - 1),
-        ))
-    }
+/// The signals whose bits are set in `bits`, lowest first.
+pub(crate) fn signals_in(mut bits: u64) -> impl Iterator<Item = Signal> {
+    std::iter::from_fn(move || {
+        while bits != 0 {
+            let signum = bits.trailing_zeros() as i32 + 1;
+            bits &= bits - 1;
+            if let Ok(signal) = Signal::try_from(signum) {
+                return Some(signal);
+            }
+        }
+        None
+    })
 }
 
 /// One loop's entry in the table [`on_signal`] reads. Leaked, reused, never freed.
@@ -74,7 +77,7 @@ struct Installed {
     /// Loops handling it.
     loops: usize,
     /// The disposition found when the handler was installed, restored after the last loop.
-    previous: libc::sigaction,
+    previous: SigAction,
 }
 
 /// Process-wide bookkeeping, changed only by loop threads.
@@ -82,10 +85,6 @@ struct Registry {
     /// Per signal number: installed or not.
     installed: [Option<Installed>; NSIG as usize],
 }
-
-// SAFETY: `libc::sigaction` is plain data (a function address, a signal mask and flags); it is
-// only copied in and out of the kernel under the mutex.
-unsafe impl Send for Registry {}
 
 /// The registry, behind the mutex that also serialises slot claims.
 static REGISTRY: Mutex<Registry> =
@@ -127,28 +126,18 @@ extern "C" fn on_signal(signum: libc::c_int) {
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Calls `sigaction(signum, new, old)`: installs `new`, returns the disposition it replaced.
-///
-/// Not nix's `sigaction`: it takes a `Signal`, an enum without the real-time signals
-/// (`SIGRTMIN..=SIGRTMAX`), which `add_signal_handler` accepts as asyncio does.
-fn sigaction(signum: i32, new: &libc::sigaction) -> io::Result<libc::sigaction> {
-    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
-    // SAFETY: both pointers are valid for the call; the kernel fills `old` on success.
-    syscall!(unsafe { libc::sigaction(signum, new, old.as_mut_ptr()) })?;
-    // SAFETY: zero-initialised and filled by a successful sigaction.
-    Ok(unsafe { old.assume_init() })
+/// Installs `action` for `signal`: the disposition it replaced.
+fn sigaction(signal: Signal, action: &SigAction) -> nix::Result<SigAction> {
+    // SAFETY: `action` is either [`handler_action`], whose handler is async-signal-safe, or a
+    // disposition an earlier call returned, put back as it was found.
+    unsafe { nix::sys::signal::sigaction(signal, action) }
 }
 
 /// The disposition that runs [`on_signal`]; `SA_RESTART` as asyncio (`siginterrupt(sig,
 /// False)`), `SA_ONSTACK` so a thread with an alternate signal stack uses it.
-fn handler_action() -> libc::sigaction {
-    // SAFETY: an all-zero sigaction is valid (no flags, empty mask, SIG_DFL).
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-    action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    action.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
-    // SAFETY: `sa_mask` is a valid sigset_t to initialise.
-    unsafe { libc::sigemptyset(&mut action.sa_mask) };
-    action
+fn handler_action() -> SigAction {
+    let flags = SaFlags::SA_RESTART | SaFlags::SA_ONSTACK;
+    SigAction::new(SigHandler::Handler(on_signal), flags, SigSet::empty())
 }
 
 /// Claims a free slot for the loop whose eventfd is `fd`, or makes and publishes a new one.
@@ -196,54 +185,56 @@ impl Registration {
         Registration { slot, eventfd, signals: 0 }
     }
 
-    /// Starts delivering `signum` to this loop, installing the handler if no loop had it.
-    /// `Error::Runtime` of [`RuntimeKind::UncatchableSignal`] ("sig N cannot be caught") for
-    /// SIGKILL, SIGSTOP and the signals libc reserves.
-    pub(crate) fn add(&mut self, signum: i32) -> Result<()> {
-        if self.signals & bit(signum) != 0 {
+    /// Starts delivering `signal` to this loop, installing the handler if no loop had it.
+    /// `Error::Runtime` of [`RuntimeKind::UncatchableSignal`] ("sig SIGKILL cannot be caught")
+    /// for SIGKILL and SIGSTOP.
+    pub(crate) fn add(&mut self, signal: Signal) -> Result<()> {
+        let bit = bit(signal as i32);
+        if self.signals & bit != 0 {
             return Ok(());
         }
         let mut registry = registry();
         // In the mask first, so a signal arriving just after the install is not lost.
-        self.slot.mask.fetch_or(bit(signum), Ordering::SeqCst);
-        let entry = &mut registry.installed[signum as usize];
+        self.slot.mask.fetch_or(bit, Ordering::SeqCst);
+        let entry = &mut registry.installed[signal as usize];
         let installed = match entry {
             Some(installed) => {
                 installed.loops += 1;
                 Ok(())
             }
-            None => sigaction(signum, &handler_action())
+            None => sigaction(signal, &handler_action())
                 .map(|previous| *entry = Some(Installed { loops: 1, previous })),
         };
         match installed {
             Ok(()) => {
-                self.signals |= bit(signum);
+                self.signals |= bit;
                 Ok(())
             }
             Err(err) => {
-                self.slot.mask.fetch_and(!bit(signum), Ordering::SeqCst);
-                Err(match err.raw_os_error() {
-                    Some(libc::EINVAL) => Error::runtime(
+                self.slot.mask.fetch_and(!bit, Ordering::SeqCst);
+                Err(match err {
+                    Errno::EINVAL => Error::runtime(
                         RuntimeKind::UncatchableSignal,
-                        format!("sig {signum} cannot be caught"),
+                        format!("sig {signal} cannot be caught"),
                     ),
-                    _ => Error::io(format!("add_signal_handler: sigaction({signum})"), err),
+                    _ => Error::io(format!("add_signal_handler: sigaction({signal})"), err.into()),
                 })
             }
         }
     }
 
-    /// Stops delivering `signum` to this loop; the last loop to stop restores the disposition
+    /// Stops delivering `signal` to this loop; the last loop to stop restores the disposition
     /// the handler replaced.
-    pub(crate) fn remove(&mut self, signum: i32) -> Result<()> {
-        if self.signals & bit(signum) == 0 {
+    pub(crate) fn remove(&mut self, signal: Signal) -> Result<()> {
+        let bit = bit(signal as i32);
+        if self.signals & bit == 0 {
             return Ok(());
         }
-        self.signals &= !bit(signum);
-        self.slot.mask.fetch_and(!bit(signum), Ordering::SeqCst);
-        self.slot.pending.fetch_and(!bit(signum), Ordering::SeqCst);
+        self.signals &= !bit;
+        self.slot.mask.fetch_and(!bit, Ordering::SeqCst);
+        self.slot.pending.fetch_and(!bit, Ordering::SeqCst);
         let mut registry = registry();
-        let entry = &mut registry.installed[signum as usize];
+        let entry = &mut registry.installed[signal as usize];
         let Some(installed) = entry else { return Ok(()) };
         installed.loops -= 1;
         if installed.loops > 0 {
@@ -251,8 +242,8 @@ impl Registration {
         }
         let previous = installed.previous;
         *entry = None;
-        sigaction(signum, &previous).map(drop).map_err(|err| {
-            Error::io(format!("remove_signal_handler: restoring sigaction({signum})"), err)
+        sigaction(signal, &previous).map(drop).map_err(|err| {
+            Error::io(format!("remove_signal_handler: restoring sigaction({signal})"), err.into())
         })
     }
 
@@ -267,11 +258,8 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut signals = self.signals;
-        while signals != 0 {
-            let signum = signals.trailing_zeros() as i32 + 1;
-            signals &= signals - 1;
-            if let Err(err) = self.remove(signum) {
+        for signal in signals_in(self.signals) {
+            if let Err(err) = self.remove(signal) {
                 log::warn!(target: "ringloop", "{err}");
             }
         }

@@ -6,7 +6,7 @@
 
 use std::fmt::Display;
 
-use ringloop::Backend;
+use ringloop::{Address, Backend};
 
 /// A flag beyond `--host`, `--port` and `--backend` that an example accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,13 @@ pub struct Args {
     pub file: Option<String>,
     /// `--loops`: how many loops serve (at least 1).
     pub loops: usize,
+}
+
+impl Args {
+    /// `--host` and `--port` as one address.
+    pub fn address(&self) -> Address {
+        (self.host.as_str(), self.port).into()
+    }
 }
 
 impl Spec {

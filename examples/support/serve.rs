@@ -91,10 +91,10 @@ pub async fn serve_streams<F: ClientConnected>(
     client_connected: F,
     options: ServerOptions,
 ) -> Result<(), String> {
-    let (host, port) = (args.host.as_str(), args.port);
+    let address = args.address();
     let server = event_loop
-        .start_server(client_connected, host, Some(port), options)
+        .start_server(client_connected, &address, options)
         .await
-        .map_err(|e| format!("cannot serve on {host} port {port}: {e}"))?;
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     announce_and_serve(&event_loop, server, args.max_seconds).await
 }

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use nix::sys::signal::Signal;
+
 use super::{EventLoop, Handle, Ready};
 use crate::error::{Error, Result};
-use crate::signal::{check_signal, Registration};
+use crate::signal::{signals_in, Registration};
 
 /// A loop's signal handlers: the callbacks, and its entry in the process-wide table while it
 /// has at least one.
@@ -14,11 +16,11 @@ pub(crate) struct SignalHandlers {
     /// never adds a handler never touches the process's signal state.
     registration: Option<Registration>,
     /// The callback of each handled signal, as a repeating handle.
-    handlers: BTreeMap<i32, Handle>,
+    handlers: BTreeMap<Signal, Handle>,
 }
 
 impl EventLoop {
-    /// Runs `callback` on the loop each time signal `signum` is delivered to the process
+    /// Runs `callback` on the loop each time `signal` is delivered to the process
     /// (asyncio's `add_signal_handler`; arguments are whatever the closure captures). A
     /// handler for the same signal replaces the previous one.
     ///
@@ -28,42 +30,44 @@ impl EventLoop {
     /// signal arriving while the loop waits in the kernel wakes it at once. When several loops
     /// handle the same signal, every one of them runs its callback.
     ///
-    /// Errors: [`Error::InvalidArgument`] for a number outside `1..65`; [`Error::Runtime`]
-    /// (`"sig 9 cannot be caught"`) for SIGKILL, SIGSTOP and the signals libc reserves;
+    /// `signal` is a [`Signal`](crate::Signal) (nix's, re-exported): only real signals can be
+    /// named. The real-time signals (`SIGRTMIN..=SIGRTMAX`) have no `Signal` value and cannot
+    /// be handled here.
+    ///
+    /// Errors: [`Error::Runtime`] (`"sig SIGKILL cannot be caught"`) for SIGKILL and SIGSTOP;
     /// [`Error::Closed`] on a closed loop.
     ///
     /// ```
     /// use std::cell::Cell;
     /// use std::rc::Rc;
+    /// use ringloop::Signal;
     ///
     /// let event_loop = ringloop::EventLoop::new().unwrap();
     /// let (stopper, caught) = (event_loop.clone(), Rc::new(Cell::new(0)));
     /// let count = caught.clone();
     /// event_loop
-    ///     .add_signal_handler(libc::SIGUSR1, move || {
+    ///     .add_signal_handler(Signal::SIGUSR1, move || {
     ///         count.set(count.get() + 1);
     ///         stopper.stop();
     ///     })
     ///     .unwrap();
-    /// // SAFETY: raising a signal this process handles.
-    /// unsafe { libc::raise(libc::SIGUSR1) };
+    /// nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
     /// event_loop.run_forever().unwrap();
     /// assert_eq!(caught.get(), 1);
-    /// assert!(event_loop.remove_signal_handler(libc::SIGUSR1).unwrap());
+    /// assert!(event_loop.remove_signal_handler(Signal::SIGUSR1).unwrap());
     /// event_loop.close().unwrap();
     /// ```
-    pub fn add_signal_handler<F>(&self, signum: i32, callback: F) -> Result<()>
+    pub fn add_signal_handler<F>(&self, signal: Signal, callback: F) -> Result<()>
     where
         F: FnMut() + 'static,
     {
-        check_signal("add_signal_handler", signum)?;
         self.check_open()?;
         let eventfd = self.with_driver(|driver| driver.waker()).ok_or(Error::Closed)?;
         let mut signals = self.inner.signals.borrow_mut();
         let registration = signals.registration.get_or_insert_with(|| Registration::new(eventfd));
-        let added = registration.add(signum);
+        let added = registration.add(signal);
         let (replaced, unused) = match added {
-            Ok(()) => (signals.handlers.insert(signum, Handle::repeating(callback)), None),
+            Ok(()) => (signals.handlers.insert(signal, Handle::repeating(callback)), None),
             Err(_) if signals.handlers.is_empty() => (None, signals.registration.take()),
             Err(_) => (None, None),
         };
@@ -76,7 +80,7 @@ impl EventLoop {
         added
     }
 
-    /// Removes the handler of `signum` (asyncio's `remove_signal_handler`): `Ok(true)` if
+    /// Removes the handler of `signal` (asyncio's `remove_signal_handler`): `Ok(true)` if
     /// there was one, `Ok(false)` otherwise (also for SIGKILL). The callback is dropped and
     /// will not run again, even for a delivery not yet processed.
     ///
@@ -84,14 +88,11 @@ impl EventLoop {
     /// before ringloop installed its handler: `SIG_DFL` unless the program had changed it
     /// (Rust programs start with SIGPIPE ignored, and it stays ignored). For SIGINT that is
     /// the process default, termination: Rust has no `KeyboardInterrupt`.
-    ///
-    /// [`Error::InvalidArgument`] for a number outside `1..65`.
-    pub fn remove_signal_handler(&self, signum: i32) -> Result<bool> {
-        check_signal("remove_signal_handler", signum)?;
+    pub fn remove_signal_handler(&self, signal: Signal) -> Result<bool> {
         let mut signals = self.inner.signals.borrow_mut();
-        let Some(handle) = signals.handlers.remove(&signum) else { return Ok(false) };
+        let Some(handle) = signals.handlers.remove(&signal) else { return Ok(false) };
         let removed = match signals.registration.as_mut() {
-            Some(registration) => registration.remove(signum),
+            Some(registration) => registration.remove(signal),
             None => Ok(()),
         };
         let unused = if signals.handlers.is_empty() { signals.registration.take() } else { None };
@@ -106,11 +107,8 @@ impl EventLoop {
     pub(crate) fn dispatch_signals(&self) {
         let signals = self.inner.signals.borrow();
         let Some(registration) = &signals.registration else { return };
-        let mut pending = registration.take_pending();
-        while pending != 0 {
-            let signum = pending.trailing_zeros() as i32 + 1;
-            pending &= pending - 1;
-            if let Some(handle) = signals.handlers.get(&signum) {
+        for signal in signals_in(registration.take_pending()) {
+            if let Some(handle) = signals.handlers.get(&signal) {
                 self.inner.ready.borrow_mut().push_back(Ready::Handle(handle.clone()));
             }
         }

@@ -32,7 +32,7 @@
 //!     let http = |reader: StreamReader, writer: StreamWriter| {
 //!         ringloop::hyper::serve_http1(reader, writer, service_fn(hello))
 //!     };
-//!     let server = lp.start_server(http, "127.0.0.1", Some(0), ServerOptions::default()).await?;
+//!     let server = lp.start_server(http, "127.0.0.1:0", ServerOptions::new()).await?;
 //!     let port = server.sockets()[0].as_socket().unwrap().port();
 //!     let get = move || -> std::io::Result<String> {
 //!         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -109,7 +109,7 @@ fn from_hyper(err: ::hyper::Error) -> Error {
 /// [`HyperIo`]. Keep-alive connections serve request after request.
 ///
 /// Fits [`EventLoop::start_server`](crate::EventLoop::start_server)'s callback as is:
-/// `lp.start_server(|r, w| serve_http1(r, w, service_fn(handle)), host, port, options)`;
+/// `lp.start_server(|r, w| serve_http1(r, w, service_fn(handle)), "127.0.0.1:8080", options)`;
 /// an error (a malformed request, a connection reset mid-request) then goes to the loop's
 /// exception handler.
 ///

@@ -16,7 +16,8 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use super::dns::{no_address, AddrInfo, AddrInfoHints, Service};
+use super::address::{Address, Lookup};
+use super::dns::{AddrInfo, AddrInfoHints};
 use super::staggered::{staggered_race, Attempt};
 use crate::driver::{Op, SockAddrBuf};
 use crate::error::{ArgumentKind, Error, Result};
@@ -50,12 +51,12 @@ pub struct ConnectOptions {
     pub proto: i32,
     /// `getaddrinfo`'s `ai_flags` (`AI_*`).
     pub flags: i32,
-    /// An already connected stream socket to use instead of `host`/`port` (which must then be
-    /// `None`); the transport takes ownership of it.
+    /// An already connected stream socket to use instead of an address (which must then be
+    /// [`Address::NONE`]); the transport takes ownership of it.
     pub sock: Option<OwnedFd>,
-    /// `(host, port)` to bind the socket to before connecting, resolved like `host` with the
-    /// same `family`.
-    pub local_addr: Option<(String, u16)>,
+    /// The address to bind the socket to before connecting, resolved like the address
+    /// connected to, with the same `family`.
+    pub local_addr: Option<Address>,
     /// The name to check the server's certificate against, and send as SNI (only with
     /// `ssl`). Defaults to `host`; required when there is no `host` (with `sock`). An empty
     /// name sends no SNI and checks no name: the config must then check none either
@@ -91,15 +92,9 @@ impl ConnectOptions {
         flags: i32,
         /// Sets `sock` (an already connected stream socket).
         sock: Some(into OwnedFd),
-    }
-
-    /// Sets `local_addr`.
-    pub fn local_addr(mut self, host: impl Into<String>, port: u16) -> ConnectOptions {
-        self.local_addr = Some((host.into(), port));
-        self
-    }
-
-    setters! {
+        /// Sets `local_addr`: anything [`Address`] converts from (`"127.0.0.1:0"`,
+        /// `("localhost", 0)`, a `SocketAddr`, ...).
+        local_addr: Some(into Address),
         /// Sets `happy_eyeballs_delay` (seconds).
         happy_eyeballs_delay: Some(f64),
         interleave: Some(usize),
@@ -110,15 +105,17 @@ impl ConnectOptions {
 }
 
 impl EventLoop {
-    /// Opens a TCP connection to `host`:`port` and wraps it in a transport driving
+    /// Opens a TCP connection to `address` and wraps it in a transport driving
     /// `protocol_factory()`'s protocol (asyncio's `loop.create_connection`). Returns the
     /// transport and the protocol; `connection_made` runs at the next iteration. The protocol
     /// is a [`Protocol`](crate::Protocol) or a [`BufferedProtocol`](crate::BufferedProtocol).
     ///
-    /// `host` is resolved with `getaddrinfo` (numeric hosts without a thread hop) and the
-    /// addresses are tried in order — or raced, with `happy_eyeballs_delay` — until one
-    /// connects. With `options.sock`, that connected socket is used instead (`host` and `port`
-    /// must be `None`). `TCP_NODELAY` is set on TCP connections.
+    /// `address` is anything [`Address`] converts from: `"127.0.0.1:8080"`, `"[::1]:80"`,
+    /// `"localhost:80"`, `("localhost", 80)`, a `SocketAddr` (asyncio's `host, port`). A host
+    /// is resolved with `getaddrinfo` (numeric hosts without a thread hop) and the addresses
+    /// are tried in order — or raced, with `happy_eyeballs_delay` — until one connects. With
+    /// `options.sock`, that connected socket is used instead (the address must then be
+    /// [`Address::NONE`]). `TCP_NODELAY` is set on TCP connections.
     ///
     /// With `options.ssl` the connection speaks TLS (see [`crate::tls`]): the call returns
     /// once the handshake is done, just after the protocol's `connection_made`, and the
@@ -126,10 +123,10 @@ impl EventLoop {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidArgument`]: `sock` together with `host`/`port`, none of the three, a
-    ///   `sock` that is not a stream socket, a `happy_eyeballs_delay` that is negative or NaN;
+    /// - [`Error::InvalidArgument`]: text that is not an address, several hosts, `sock`
+    ///   together with an address, neither of the two, a `sock` that is not a stream socket, a `happy_eyeballs_delay` that is negative or NaN;
     ///   `server_hostname` or a TLS timeout without `ssl`, `ssl` without `server_hostname`
-    ///   and without `host`, a server config, a timeout that is not a positive number.
+    ///   and without a host, a server config, a timeout that is not a positive number.
     /// - With `ssl`, the handshake's error: [`Error::Tls`] naming the reason (an untrusted
     ///   or expired certificate, a hostname mismatch, a peer that refused or does not speak
     ///   TLS), [`Error::Timeout`] after `ssl_handshake_timeout`, [`Error::Io`] if the peer
@@ -167,9 +164,9 @@ impl EventLoop {
     /// });
     /// let peername = ringloop::run(async move {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let options = ConnectOptions::new();
+    ///     let address = ("127.0.0.1", port);
     ///     let (transport, _hello) =
-    ///         lp.create_connection(|| Hello, Some("127.0.0.1"), Some(port), options).await?;
+    ///         lp.create_connection(|| Hello, address, ConnectOptions::new()).await?;
     ///     Ok::<_, ringloop::Error>(transport.peername())
     /// })??;
     /// assert_eq!(peername.and_then(|a| a.as_socket()).map(|a| a.port()), Some(port));
@@ -179,8 +176,7 @@ impl EventLoop {
     pub async fn create_connection<K, P, F>(
         &self,
         protocol_factory: F,
-        host: Option<&str>,
-        port: Option<u16>,
+        address: impl Into<Address>,
         options: ConnectOptions,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
@@ -189,8 +185,11 @@ impl EventLoop {
         F: FnOnce() -> P,
     {
         self.check_open()?;
+        let address = address.into();
+        let lookup = address.single("create_connection")?;
         let mut options = options;
-        let tls = options.tls_args("create_connection").client(host)?;
+        let host = lookup.as_ref().and_then(Lookup::host);
+        let tls = options.tls_args("create_connection").client(host.as_deref())?;
         if let Some(delay) = options.happy_eyeballs_delay {
             if delay.is_nan() || delay < 0.0 {
                 return Err(Error::invalid_argument(
@@ -203,19 +202,19 @@ impl EventLoop {
             }
         }
         let socket =
-            match (host.is_some() || port.is_some(), options.sock.take()) {
-                (true, Some(_)) => return Err(Error::invalid_argument(
+            match (lookup, options.sock.take()) {
+                (Some(_), Some(_)) => return Err(Error::invalid_argument(
                     ArgumentKind::Conflicting,
                     "create_connection: host/port and sock can not be specified at the same time",
                 )),
-                (false, None) => {
+                (None, None) => {
                     return Err(Error::invalid_argument(
                         ArgumentKind::Missing,
                         "create_connection: host and port was not specified and no sock specified",
                     ))
                 }
-                (false, Some(sock)) => sock,
-                (true, None) => self.connect_socket(host, port, &options).await?,
+                (None, Some(sock)) => sock,
+                (Some(lookup), None) => self.connect_socket(lookup, &options).await?,
             };
         let protocol = Rc::new(RefCell::new(protocol_factory()));
         let app = adapt(protocol.clone());
@@ -225,8 +224,7 @@ impl EventLoop {
     /// Resolves, then connects to the first address that accepts: the connected socket.
     async fn connect_socket(
         &self,
-        host: Option<&str>,
-        port: Option<u16>,
+        lookup: Lookup<'_>,
         options: &ConnectOptions,
     ) -> Result<OwnedFd> {
         let hints = AddrInfoHints::new()
@@ -234,19 +232,10 @@ impl EventLoop {
             .socktype(libc::SOCK_STREAM)
             .protocol(options.proto)
             .flags(options.flags);
-        let service = port.map_or(Service::Any, Service::Port);
-        let infos = self.getaddrinfo(host, service, hints).await?;
-        if infos.is_empty() {
-            return Err(empty_lookup(host, port));
-        }
-        let local = match &options.local_addr {
-            Some((local_host, local_port)) => {
-                let found = self.getaddrinfo(Some(local_host), *local_port, hints).await?;
-                if found.is_empty() {
-                    return Err(empty_lookup(Some(local_host), Some(*local_port)));
-                }
-                Some(Rc::new(found))
-            }
+        let infos = self.resolve("create_connection", lookup, hints).await?;
+        let local_addr = options.local_addr.as_ref().unwrap_or(&Address::NONE);
+        let local = match local_addr.single("create_connection: local_addr")? {
+            Some(local) => Some(Rc::new(self.resolve("create_connection", local, hints).await?)),
             None => None,
         };
         self.connect_any(infos, local, options).await
@@ -322,11 +311,6 @@ impl From<Error> for AttemptError {
             other => AttemptError::Fatal(other),
         }
     }
-}
-
-/// The error for a lookup that found nothing.
-fn empty_lookup(host: Option<&str>, port: Option<u16>) -> Error {
-    no_address("create_connection", host, port.map_or(Service::Any, Service::Port))
 }
 
 /// A connect in flight and its socket. Dropping it cancels the op and hands the socket to the

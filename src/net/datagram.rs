@@ -20,7 +20,8 @@ use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use super::dns::{describe_lookup, no_address, AddrInfoHints};
+use super::address::Address;
+use super::dns::AddrInfoHints;
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::DatagramProtocol;
@@ -29,8 +30,8 @@ use crate::transport::DatagramTransport;
 /// An endpoint address: asyncio's `(host, port)` tuple or unix path string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointAddr {
-    /// A host (name or numeric) and port, resolved with `getaddrinfo`.
-    Inet(String, u16),
+    /// An IP address, or a host (name or numeric) and port resolved with `getaddrinfo`.
+    Inet(Address),
     /// A unix socket path (`AF_UNIX`); a leading NUL byte names an abstract socket.
     Unix(PathBuf),
 }
@@ -39,7 +40,7 @@ impl fmt::Display for EndpointAddr {
     /// `host:port` (`[host]:port` for an IPv6 host), or the unix path.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EndpointAddr::Inet(host, port) => f.write_str(&describe_lookup(Some(host), *port)),
+            EndpointAddr::Inet(address) => write!(f, "{address}"),
             EndpointAddr::Unix(path) => write!(f, "{}", path.display()),
         }
     }
@@ -54,8 +55,8 @@ impl fmt::Display for EndpointAddr {
 /// ```
 /// use ringloop::{DatagramOptions, EndpointAddr};
 ///
-/// let options = DatagramOptions::new().local_addr("127.0.0.1", 9999).reuse_port(true);
-/// assert_eq!(options.local_addr, Some(EndpointAddr::Inet("127.0.0.1".into(), 9999)));
+/// let options = DatagramOptions::new().local_addr("127.0.0.1:9999").reuse_port(true);
+/// assert_eq!(options.local_addr, Some(EndpointAddr::Inet("127.0.0.1:9999".into())));
 /// ```
 #[derive(Debug, Default)]
 pub struct DatagramOptions {
@@ -84,15 +85,16 @@ impl DatagramOptions {
         DatagramOptions::default()
     }
 
-    /// Sets `local_addr` to `(host, port)`.
-    pub fn local_addr(mut self, host: impl Into<String>, port: u16) -> DatagramOptions {
-        self.local_addr = Some(EndpointAddr::Inet(host.into(), port));
+    /// Sets `local_addr` to an IP address: anything [`Address`] converts from
+    /// (`"127.0.0.1:0"`, `("localhost", 9999)`, a `SocketAddr`, ...).
+    pub fn local_addr(mut self, address: impl Into<Address>) -> DatagramOptions {
+        self.local_addr = Some(EndpointAddr::Inet(address.into()));
         self
     }
 
-    /// Sets `remote_addr` to `(host, port)`.
-    pub fn remote_addr(mut self, host: impl Into<String>, port: u16) -> DatagramOptions {
-        self.remote_addr = Some(EndpointAddr::Inet(host.into(), port));
+    /// Sets `remote_addr` to an IP address, as [`local_addr`](Self::local_addr).
+    pub fn remote_addr(mut self, address: impl Into<Address>) -> DatagramOptions {
+        self.remote_addr = Some(EndpointAddr::Inet(address.into()));
         self
     }
 
@@ -170,7 +172,8 @@ impl EventLoop {
     ///
     /// - [`Error::InvalidArgument`]: `sock` with any other option, or a `sock` that is not a
     ///   datagram socket ("A datagram socket was expected"); a unix address with an IP family
-    ///   or the other way round, local and remote of different kinds; neither an address nor
+    ///   or the other way round, local and remote of different kinds, text that is not an
+    ///   address or several hosts; neither an address nor
     ///   a family ("unexpected address family"); addresses that resolve to no common family
     ///   ("... have no address family in common").
     /// - [`Error::Dns`] from resolving; [`Error::Io`] from `socket`, `bind` (`EADDRINUSE`,
@@ -196,7 +199,7 @@ impl EventLoop {
     /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
     /// let reply = ringloop::run(async move {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let options = DatagramOptions::new().local_addr("127.0.0.1", 0);
+    ///     let options = DatagramOptions::new().local_addr("127.0.0.1:0");
     ///     let (transport, _echo) = lp.create_datagram_endpoint(|| Echo(None), options).await?;
     ///     let server = transport.sockname().and_then(|a| a.as_socket()).unwrap();
     ///     client.send_to(b"ping", server).unwrap();
@@ -278,12 +281,9 @@ impl EventLoop {
             .flags(options.flags);
         let mut pairs: Vec<(FamilyProto, [Option<SocketAddr>; 2])> = Vec::new();
         for (index, addr) in [&options.local_addr, &options.remote_addr].into_iter().enumerate() {
-            let Some(EndpointAddr::Inet(host, port)) = addr else { continue };
-            let infos = self.getaddrinfo(Some(host), *port, hints).await?;
-            if infos.is_empty() {
-                return Err(no_address("create_datagram_endpoint", Some(host), *port));
-            }
-            for info in infos {
+            let Some(EndpointAddr::Inet(address)) = addr else { continue };
+            let Some(lookup) = address.single("create_datagram_endpoint")? else { continue };
+            for info in self.resolve("create_datagram_endpoint", lookup, hints).await? {
                 let key = (info.family, info.protocol);
                 let at = match pairs.iter().position(|(k, _)| *k == key) {
                     Some(at) => at,

@@ -117,17 +117,6 @@ impl fmt::Display for Service<'_> {
     }
 }
 
-/// The error of `call`'s lookup of `host` and `service` that found no address: an
-/// [`Error::Io`], `create_connection: getaddrinfo(example.com:80): no address found`.
-pub(crate) fn no_address<'a>(
-    call: &str,
-    host: Option<&str>,
-    service: impl Into<Service<'a>>,
-) -> Error {
-    let what = format!("{call}: getaddrinfo({})", describe_lookup(host, service));
-    Error::io(what, io::Error::other("no address found"))
-}
-
 /// A name lookup as messages show it, in Rust's address idiom: `example.com:80`,
 /// `[::1]:http` (an IPv6 host in brackets), `example.com` (no port), `port 80` (no host).
 pub(crate) fn describe_lookup<'a>(host: Option<&str>, service: impl Into<Service<'a>>) -> String {

@@ -1,6 +1,7 @@
 //! Networking: name resolution, connections and the `sock_*` socket calls.
 
 pub mod accepted;
+pub mod address;
 pub mod connect;
 pub mod datagram;
 pub mod dns;

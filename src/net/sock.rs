@@ -39,18 +39,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use socket2::{Domain, SockAddr, SockRef, Socket};
 
-use super::dns::{no_address, AddrInfoHints};
+use super::address::Address;
+use super::dns::AddrInfoHints;
 use crate::driver::{Interest, Op};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
 use crate::sys::{retry_eintr, would_block};
 
-/// Where [`EventLoop::sock_connect`] connects: a numeric address, or a host and port resolved
-/// with the loop's [`getaddrinfo`](EventLoop::getaddrinfo) for the socket's own family, type
-/// and protocol (asyncio's `sock_connect(sock, (host, port))`).
+/// Where [`EventLoop::sock_connect`] connects: a resolved address, or an [`Address`] whose
+/// host is resolved with the loop's [`getaddrinfo`](EventLoop::getaddrinfo) for the socket's
+/// own family, type and protocol (asyncio's `sock_connect(sock, (host, port))`).
 ///
-/// Built with `into()` from a [`SockAddr`], a [`SocketAddr`] (v4 or v6), or a `(&str, u16)` /
-/// `(String, u16)` pair.
+/// Built with `into()` from a [`SockAddr`], a [`SocketAddr`] (v4 or v6), an [`Address`], or
+/// what an `Address` is made from: `"localhost:80"`, `("localhost", 80)`, `(String, u16)`.
 ///
 /// ```
 /// use ringloop::net::sock::ConnectTarget;
@@ -58,14 +59,14 @@ use crate::sys::{retry_eintr, would_block};
 /// let numeric: ConnectTarget = "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into();
 /// let named: ConnectTarget = ("localhost", 80).into();
 /// assert!(matches!(numeric, ConnectTarget::Addr(_)));
-/// assert!(matches!(named, ConnectTarget::Host(ref host, 80) if host == "localhost"));
+/// assert!(matches!(named, ConnectTarget::Inet(address) if address.to_string() == "localhost:80"));
 /// ```
 #[derive(Clone, Debug)]
 pub enum ConnectTarget {
     /// A resolved address (IPv4, IPv6 or `AF_UNIX`), used as is.
     Addr(SockAddr),
-    /// A host name or numeric host, and a port, resolved first.
-    Host(String, u16),
+    /// An IP address or a host and port, resolved first.
+    Inet(Address),
 }
 
 impl From<SockAddr> for ConnectTarget {
@@ -92,17 +93,18 @@ impl From<SocketAddrV6> for ConnectTarget {
     }
 }
 
-impl From<(&str, u16)> for ConnectTarget {
-    fn from((host, port): (&str, u16)) -> Self {
-        ConnectTarget::Host(host.to_owned(), port)
-    }
+/// `From` what an [`Address`] is made from: [`ConnectTarget::Inet`].
+macro_rules! connect_target_from_address {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for ConnectTarget {
+            fn from(address: $ty) -> Self {
+                ConnectTarget::Inet(address.into())
+            }
+        }
+    )*};
 }
 
-impl From<(String, u16)> for ConnectTarget {
-    fn from((host, port): (String, u16)) -> Self {
-        ConnectTarget::Host(host, port)
-    }
-}
+connect_target_from_address!(Address, &str, String, (&str, u16), (String, u16));
 
 /// Which `sock_*` call on which fd, for error messages ("sock_recv(fd 7)"). Formatted only
 /// when an error is built: a call that succeeds formats nothing.
@@ -457,9 +459,11 @@ impl EventLoop {
         self.sock_retry(sock, Interest::READ, what, |s| s.accept4(flags)).await
     }
 
-    /// Connects `sock` to `address` (asyncio's `loop.sock_connect`). A
-    /// [`ConnectTarget::Host`] is resolved first through [`getaddrinfo`](Self::getaddrinfo)
-    /// with the socket's own family, type and protocol; the first result is used.
+    /// Connects `sock` to `address` (asyncio's `loop.sock_connect`): a `SocketAddr` or
+    /// `SockAddr` as is, or anything [`Address`] converts from (`"localhost:80"`,
+    /// `("localhost", 80)`, ...), whose host is resolved first through
+    /// [`getaddrinfo`](Self::getaddrinfo) with the socket's own family, type and protocol;
+    /// the first result is used.
     ///
     /// A connect dropped while in progress goes on in the kernel, as in asyncio; calling
     /// `sock_connect` again waits for it (`EALREADY`) and succeeds once the socket is connected
@@ -497,19 +501,23 @@ impl EventLoop {
         check_nonblocking(sock, &what)?;
         let addr = match address.into() {
             ConnectTarget::Addr(addr) => addr,
-            ConnectTarget::Host(host, port) => self.sock_resolve(sock, &host, port, what).await?,
+            ConnectTarget::Inet(address) => self.sock_resolve(sock, &address, what).await?,
         };
         self.sock_connect_addr(sock, &addr).await
     }
 
-    /// Resolves `host`:`port` for `sock`'s family, type and protocol, as asyncio does.
+    /// Resolves `address` for `sock`'s family, type and protocol, as asyncio does.
     async fn sock_resolve(
         &self,
         sock: BorrowedFd<'_>,
-        host: &str,
-        port: u16,
+        address: &Address,
         what: Call,
     ) -> Result<SockAddr> {
+        let call = what.to_string();
+        let lookup = address.single(&call)?.ok_or_else(|| {
+            let message = format!("{call}: an address is needed (not Address::NONE)");
+            Error::invalid_argument(ArgumentKind::Missing, message)
+        })?;
         let socket = SockRef::from(&sock);
         let params = (socket.domain(), socket.r#type(), socket.protocol());
         let (domain, ty, proto) = match params {
@@ -531,11 +539,8 @@ impl EventLoop {
             .family(domain.into())
             .socktype(ty.into())
             .protocol(proto.map_or(0, i32::from));
-        let infos = self.getaddrinfo(Some(host), port, hints).await?;
-        match infos.first() {
-            Some(info) => Ok(info.addr.into()),
-            None => Err(no_address(&what.to_string(), Some(host), port)),
-        }
+        let infos = self.resolve(&call, lookup, hints).await?;
+        Ok(infos[0].addr.into())
     }
 
     /// Connects `sock` to the resolved `addr`: `connect`, then on `EINPROGRESS`/`EALREADY`

@@ -4,7 +4,8 @@ use std::os::fd::OwnedFd;
 
 use crate::tls::TlsConfig;
 
-/// The hosts to listen on (asyncio's `host` argument), built with `into()`.
+/// The hosts of an [`Address`](crate::Address) (asyncio's `host` argument), built with
+/// `into()`: `(hosts, port).into()` is an address with several hosts, or none.
 ///
 /// `None`, `""` and [`Hosts::Any`] mean every interface: one socket per address family the
 /// wildcard resolves to. A `&str`/`String` is one host; a `Vec` or array is several, and
@@ -30,6 +31,12 @@ impl From<&str> for Hosts {
 
 impl From<String> for Hosts {
     fn from(host: String) -> Hosts {
+        Hosts::from(host.as_str())
+    }
+}
+
+impl From<&String> for Hosts {
+    fn from(host: &String) -> Hosts {
         Hosts::from(host.as_str())
     }
 }
@@ -111,6 +118,11 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    /// The defaults: the same as `ServerOptions::default()`.
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
     tls_setters!(server);
 
     setters! {

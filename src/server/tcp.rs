@@ -5,10 +5,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use socket2::{Domain, SockRef, Socket, Type};
 
-use super::{protocol_maker, Hosts, Listener, Server, ServerOptions, Serving};
+use super::{protocol_maker, Listener, Server, ServerOptions, Serving};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::net::dns::{no_address, AddrInfo, AddrInfoHints};
+use crate::net::address::{Address, Lookup};
+use crate::net::dns::{AddrInfo, AddrInfoHints};
 use crate::protocol::AnyProtocol;
 
 /// Creates, configures and binds a socket for `info`; `Ok(None)` when the family is not
@@ -43,17 +44,21 @@ fn bind_socket(info: &AddrInfo, options: &ServerOptions) -> Result<Option<Socket
 }
 
 impl EventLoop {
-    /// Creates a TCP server listening on `host` and `port` (asyncio's `loop.create_server`);
-    /// each accepted connection gets a [`Transport`](crate::Transport) driving a fresh `protocol_factory()`.
+    /// Creates a TCP server listening on `address` (asyncio's `loop.create_server`); each
+    /// accepted connection gets a [`Transport`](crate::Transport) driving a fresh
+    /// `protocol_factory()`.
     ///
-    /// `host` is anything [`Hosts`] converts from (`None`/`""`: every interface); `port` 0
-    /// picks a free port per socket. With [`ServerOptions::sock`], `host` must be `None` and
-    /// `port` is ignored. Sockets are resolved with `AI_PASSIVE` and `SOCK_STREAM`.
+    /// `address` is anything [`Address`] converts from: `"127.0.0.1:8080"`, `"[::1]:0"`,
+    /// `"localhost:8080"`, a `SocketAddr`, `(host, port)` with one host or several
+    /// (`(["127.0.0.1", "::1"], 8080)`), or a bare port (`8080`, `":8080"`: every interface,
+    /// asyncio's `host=None`). Port 0 picks a free port per socket. With
+    /// [`ServerOptions::sock`], `address` must be [`Address::NONE`]. Hosts are resolved with
+    /// `AI_PASSIVE` and `SOCK_STREAM`; a `SocketAddr` is bound as is.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a host with `sock`, no host/port/sock at all, or a
-    /// `sock` that is not `SOCK_STREAM`; [`Error::Dns`] from resolution; [`Error::Io`] naming
+    /// [`Error::InvalidArgument`] for text that is not an address, an address with `sock`,
+    /// neither of the two, or a `sock` that is not `SOCK_STREAM`; [`Error::Dns`] from resolution; [`Error::Io`] naming
     /// the address when a bind fails (every socket created so far is closed).
     ///
     /// # Example
@@ -79,8 +84,7 @@ impl EventLoop {
     ///
     /// let reply = ringloop::run(async {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let options = ServerOptions::default();
-    ///     let server = lp.create_server(Echo::default, "127.0.0.1", Some(0), options).await?;
+    ///     let server = lp.create_server(Echo::default, "127.0.0.1:0", ServerOptions::new()).await?;
     ///     let port = server.sockets()[0].as_socket().unwrap().port();
     ///     let client = move || -> std::io::Result<Vec<u8>> {
     ///         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -100,8 +104,7 @@ impl EventLoop {
     pub async fn create_server<K, P, F>(
         &self,
         protocol_factory: F,
-        host: impl Into<Hosts>,
-        port: Option<u16>,
+        address: impl Into<Address>,
         mut options: ServerOptions,
     ) -> Result<Server>
     where
@@ -111,22 +114,23 @@ impl EventLoop {
     {
         self.check_open()?;
         let tls = options.tls_args("create_server").server()?;
-        let hosts = host.into();
+        let address = address.into();
+        let lookups = address.lookups("create_server")?;
         let listeners = match options.sock.take() {
-            Some(_) if hosts != Hosts::Any => {
+            Some(_) if !address.is_none() => {
                 return Err(Error::invalid_argument(
                     ArgumentKind::Conflicting,
                     "host/port and sock can not be specified at the same time",
                 ));
             }
             Some(sock) => vec![adopt_socket(sock)?],
-            None if hosts == Hosts::Any && port.is_none() => {
+            None if address.is_none() => {
                 return Err(Error::invalid_argument(
                     ArgumentKind::Missing,
                     "Neither host/port nor sock were specified",
                 ))
             }
-            None => self.bind_all(&hosts, port.unwrap_or(0), &options).await?,
+            None => self.bind_all(lookups, &options).await?,
         };
         let make_protocol = protocol_maker(protocol_factory);
         let (backlog, start_serving) = (options.backlog, options.start_serving);
@@ -136,27 +140,16 @@ impl EventLoop {
     /// Resolves every host and binds one socket per unique address.
     async fn bind_all(
         &self,
-        hosts: &Hosts,
-        port: u16,
+        lookups: Vec<Lookup<'_>>,
         options: &ServerOptions,
     ) -> Result<Vec<Listener>> {
         let hints = AddrInfoHints::new()
             .family(options.family)
             .socktype(libc::SOCK_STREAM)
             .flags(libc::AI_PASSIVE | options.flags);
-        let names: Vec<Option<&str>> = match hosts {
-            Hosts::Any => vec![None],
-            Hosts::List(list) => {
-                list.iter().map(|h| Some(h.as_str()).filter(|h| !h.is_empty())).collect()
-            }
-        };
         let mut infos: Vec<AddrInfo> = Vec::new();
-        for name in names {
-            let found = self.getaddrinfo(name, port, hints).await?;
-            if found.is_empty() {
-                return Err(no_address("create_server", name, port));
-            }
-            for info in found {
+        for lookup in lookups {
+            for info in self.resolve("create_server", lookup, hints).await? {
                 let same = |i: &AddrInfo| {
                     (i.family, i.protocol, i.addr) == (info.family, info.protocol, info.addr)
                 };

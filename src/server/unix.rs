@@ -69,6 +69,11 @@ impl Default for UnixServerOptions {
 }
 
 impl UnixServerOptions {
+    /// The defaults: the same as `UnixServerOptions::default()`.
+    pub fn new() -> UnixServerOptions {
+        UnixServerOptions::default()
+    }
+
     tls_setters!(server);
 
     setters! {
@@ -222,7 +227,7 @@ impl EventLoop {
     /// let path = std::env::temp_dir().join(format!("ringloop-echo-{}.sock", std::process::id()));
     /// let reply = ringloop::run(async move {
     ///     let lp = ringloop::get_running_loop()?;
-    ///     let options = UnixServerOptions::default();
+    ///     let options = UnixServerOptions::new();
     ///     let server = lp.create_unix_server(Echo::default, &path, options).await?;
     ///     let client = move || -> std::io::Result<Vec<u8>> {
     ///         let mut stream = std::os::unix::net::UnixStream::connect(&path)?;

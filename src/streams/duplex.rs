@@ -23,11 +23,10 @@ use crate::transport::Transport;
 /// ringloop::run(async {
 ///     let lp = ringloop::get_running_loop()?;
 ///     let server = lp
-///         .start_server(|_reader, _writer| async {}, "127.0.0.1", Some(0), ServerOptions::default())
+///         .start_server(|_reader, _writer| async {}, "127.0.0.1:0", ServerOptions::new())
 ///         .await?;
-///     let port = server.sockets()[0].as_socket().unwrap().port();
-///     let (reader, writer) =
-///         lp.open_connection(Some("127.0.0.1"), Some(port), ConnectOptions::new()).await?;
+///     let address = server.sockets()[0].as_socket().unwrap();
+///     let (reader, writer) = lp.open_connection(address, ConnectOptions::new()).await?;
 ///     let stream = DuplexStream::new(reader, writer);
 ///     io_object(&stream);
 ///     let (_reader, writer) = stream.into_parts();

@@ -23,15 +23,13 @@
 //!                 writer.close();
 //!                 Ok(())
 //!             },
-//!             "127.0.0.1",
-//!             Some(0),
-//!             ServerOptions::default(),
+//!             "127.0.0.1:0",
+//!             ServerOptions::new(),
 //!         )
 //!         .await?;
-//!     let port = server.sockets()[0].as_socket().unwrap().port();
+//!     let address = server.sockets()[0].as_socket().unwrap();
 //!
-//!     let (reader, writer) =
-//!         lp.open_connection(Some("127.0.0.1"), Some(port), ConnectOptions::default()).await?;
+//!     let (reader, writer) = lp.open_connection(address, ConnectOptions::new()).await?;
 //!     writer.write(b"hello\n")?;
 //!     writer.drain().await?;
 //!     let reply = reader.readline().await?;
@@ -81,9 +79,10 @@ pub use writer::{StreamWriter, WriterTransport};
 
 use crate::error::{panic_message, ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
+use crate::net::address::Address;
 use crate::net::connect::ConnectOptions;
 use crate::protocol::{BaseProtocol, Protocol};
-use crate::server::{Hosts, Server, ServerOptions};
+use crate::server::{Server, ServerOptions};
 use crate::transport::Transport;
 
 /// The reader's default buffer limit (asyncio's `_DEFAULT_LIMIT`): 64 KiB.
@@ -446,45 +445,44 @@ fn check_limit(limit: usize) -> Result<()> {
 }
 
 impl EventLoop {
-    /// Connects to `host:port` and returns the connection's reader and writer (asyncio's
+    /// Connects to `address` (`"127.0.0.1:8080"`, `("localhost", 80)`, a `SocketAddr`: see
+    /// [`Address`]) and returns the connection's reader and writer (asyncio's
     /// `open_connection`): [`create_connection`](Self::create_connection) with a stream
     /// protocol, the reader's limit [`DEFAULT_LIMIT`].
     pub async fn open_connection(
         &self,
-        host: Option<&str>,
-        port: Option<u16>,
+        address: impl Into<Address>,
         options: ConnectOptions,
     ) -> Result<(StreamReader, StreamWriter)> {
-        self.open_connection_with_limit(host, port, DEFAULT_LIMIT, options).await
+        self.open_connection_with_limit(address, DEFAULT_LIMIT, options).await
     }
 
     /// [`open_connection`](Self::open_connection) with the reader's buffer limit (asyncio's
     /// `limit=`); `Error::InvalidArgument` for 0.
     pub async fn open_connection_with_limit(
         &self,
-        host: Option<&str>,
-        port: Option<u16>,
+        address: impl Into<Address>,
         limit: usize,
         options: ConnectOptions,
     ) -> Result<(StreamReader, StreamWriter)> {
         let (state, protocol) = client_protocol(limit)?;
-        let (transport, _) = self.create_connection(move || protocol, host, port, options).await?;
+        let (transport, _) = self.create_connection(move || protocol, address, options).await?;
         Ok(reader_and_writer(state, transport))
     }
 
     /// Starts a server whose every connection runs `client_connected(reader, writer)`'s future
-    /// as a task (asyncio's `start_server`): [`create_server`](Self::create_server) with a
-    /// stream protocol, the readers' limit [`DEFAULT_LIMIT`]. A panic in the callback, or an
+    /// as a task (asyncio's `start_server`), listening on `address` (`"127.0.0.1:8080"`, a bare
+    /// port for every interface, ...: see [`Address`]): [`create_server`](Self::create_server)
+    /// with a stream protocol, the readers' limit [`DEFAULT_LIMIT`]. A panic in the callback, or an
     /// error it returns, goes to the exception handler as "Unhandled exception in
     /// client_connected_cb" and the connection is closed.
     pub async fn start_server<F: ClientConnected>(
         &self,
         client_connected: F,
-        host: impl Into<Hosts>,
-        port: Option<u16>,
+        address: impl Into<Address>,
         options: ServerOptions,
     ) -> Result<Server> {
-        self.start_server_with_limit(client_connected, host, port, DEFAULT_LIMIT, options).await
+        self.start_server_with_limit(client_connected, address, DEFAULT_LIMIT, options).await
     }
 
     /// [`start_server`](Self::start_server) with the readers' buffer limit (asyncio's
@@ -492,13 +490,12 @@ impl EventLoop {
     pub async fn start_server_with_limit<F: ClientConnected>(
         &self,
         client_connected: F,
-        host: impl Into<Hosts>,
-        port: Option<u16>,
+        address: impl Into<Address>,
         limit: usize,
         options: ServerOptions,
     ) -> Result<Server> {
         let factory = self.server_protocol_factory(client_connected, limit)?;
-        self.create_server(factory, host, port, options).await
+        self.create_server(factory, address, options).await
     }
 
     /// The protocol factory of a streams server: each protocol runs `client_connected`; its
@@ -539,21 +536,19 @@ fn reader_and_writer(state: Rc<StreamState>, transport: Transport) -> (StreamRea
 
 /// [`EventLoop::open_connection`] on the running loop.
 pub async fn open_connection(
-    host: Option<&str>,
-    port: Option<u16>,
+    address: impl Into<Address>,
     options: ConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
-    crate::get_running_loop()?.open_connection(host, port, options).await
+    crate::get_running_loop()?.open_connection(address, options).await
 }
 
 /// [`EventLoop::start_server`] on the running loop.
 pub async fn start_server<F: ClientConnected>(
     client_connected: F,
-    host: impl Into<Hosts>,
-    port: Option<u16>,
+    address: impl Into<Address>,
     options: ServerOptions,
 ) -> Result<Server> {
-    crate::get_running_loop()?.start_server(client_connected, host, port, options).await
+    crate::get_running_loop()?.start_server(client_connected, address, options).await
 }
 
 impl fmt::Debug for StreamState {

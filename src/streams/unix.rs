@@ -47,7 +47,7 @@ impl EventLoop {
     ///     // An abstract name: no file to clean up.
     ///     let name = format!("\0ringloop-streams-doc-{}", std::process::id());
     ///     // The callback inline: its argument types are inferred.
-    ///     let options = UnixServerOptions::default();
+    ///     let options = UnixServerOptions::new();
     ///     let server = lp
     ///         .start_unix_server(
     ///             |reader, writer| async move {

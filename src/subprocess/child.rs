@@ -18,8 +18,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
 use crate::driver::wait_id;
-use crate::error::{ArgumentKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::event_loop::LoopFd;
 use crate::sys::{retry_eintr, syscall};
@@ -139,24 +144,18 @@ impl Child {
     }
 
     /// Sends `signal` through the pidfd. Nothing is sent to a child that exited (reaped or
-    /// not): that is not an error. An invalid signal is `Error::InvalidArgument`.
-    pub(crate) fn send_signal(&self, signal: i32) -> Result<()> {
+    /// not): that is not an error.
+    pub(crate) fn send_signal(&self, signal: Signal) -> Result<()> {
         let sent = self.pidfd.with_fd(|fd| {
             let null = std::ptr::null::<libc::siginfo_t>();
             // SAFETY: a null siginfo means "as kill(2) sends it"; the pidfd is open (borrowed).
             syscall!(unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, null, 0)
+                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, null, 0)
             })
         });
         match sent {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(err)) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            Some(Err(err)) if err.raw_os_error() == Some(libc::EINVAL) => {
-                Err(Error::invalid_argument(
-                    ArgumentKind::OutOfRange,
-                    format!("send_signal: {signal} is not a valid signal"),
-                ))
-            }
             Some(Err(err)) => {
                 Err(Error::io(format!("send_signal({signal}) to child pid {}", self.pid), err))
             }
@@ -170,7 +169,7 @@ impl Child {
         if self.returncode().is_some() {
             return;
         }
-        let _ = self.send_signal(libc::SIGKILL);
+        let _ = self.send_signal(Signal::SIGKILL);
         let reaped = self.pidfd.with_fd(|fd| {
             let _ = wait_readable(fd, REAP_WAIT);
             wait_pidfd(fd, libc::WEXITED | libc::WNOHANG)
@@ -253,22 +252,18 @@ fn decode(code: libc::c_int, status: libc::c_int) -> i32 {
 
 /// `poll(2)` for readability, up to `timeout`.
 fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let ready = retry_eintr(|| syscall!(unsafe { libc::poll(&mut pollfd, 1, ms) }))?;
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    let mut pollfd = [PollFd::new(fd, PollFlags::POLLIN)];
+    let ready = retry_eintr(|| Ok(nix::poll::poll(&mut pollfd, timeout)?))?;
     Ok(ready > 0)
 }
 
 /// Kills and reaps `pid` by number: only for a child of ours not yet reaped (its pid cannot
 /// have been reused), when no pidfd could be opened for it.
 fn kill_and_wait_pid(pid: u32) {
-    let pid = pid as libc::pid_t;
-    // SAFETY: kill takes no pointers; `pid` is our unreaped child.
-    let _ = syscall!(unsafe { libc::kill(pid, libc::SIGKILL) });
-    let mut status = 0;
-    // SAFETY: `status` is a valid, writable int.
-    let _ = retry_eintr(|| syscall!(unsafe { libc::waitpid(pid, &mut status, 0) }));
+    let pid = Pid::from_raw(pid as libc::pid_t);
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = retry_eintr(|| Ok(waitpid(pid, None)?));
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ impl SubprocessCore {
             if self.event_loop().is_some_and(|lp| lp.get_debug()) {
                 log::warn!(target: "ringloop", "Close running child process: kill {self:?}");
             }
-            let _ = self.child.send_signal(libc::SIGKILL);
+            let _ = self.child.send_signal(nix::sys::signal::Signal::SIGKILL);
         }
     }
 

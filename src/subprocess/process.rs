@@ -6,6 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use nix::sys::signal::Signal;
+
 use super::{ProcessOptions, SubprocessTransport};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
@@ -113,7 +115,7 @@ impl Process {
 
     /// Sends `signal` to the child ([`SubprocessTransport::send_signal`]): nothing happens,
     /// without error, once it exited.
-    pub fn send_signal(&self, signal: i32) -> Result<()> {
+    pub fn send_signal(&self, signal: Signal) -> Result<()> {
         self.transport.send_signal(signal)
     }
 

@@ -24,6 +24,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use nix::sys::signal::{SigSet, Signal};
+
 use super::options::ProcessOptions;
 use crate::error::{ArgumentKind, Error, Result};
 use crate::sys::syscall;
@@ -151,8 +153,8 @@ impl Spawn<'_> {
     fn attributes(&self) -> io::Result<Attributes> {
         let mut attributes = Attributes::new()?;
         let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
-        attributes.set_sigmask(&signal_set(&[])?)?;
-        attributes.set_sigdefault(&signal_set(&[libc::SIGPIPE, libc::SIGXFSZ])?)?;
+        attributes.set_sigmask(&SigSet::empty())?;
+        attributes.set_sigdefault(&(Signal::SIGPIPE | Signal::SIGXFSZ))?;
         if let Some(pgid) = self.options.process_group {
             flags |= libc::POSIX_SPAWN_SETPGROUP;
             attributes.set_pgroup(pgid as libc::pid_t)?;
@@ -380,14 +382,14 @@ impl Attributes {
         check(unsafe { libc::posix_spawnattr_setflags(&mut self.0, flags) })
     }
 
-    fn set_sigmask(&mut self, set: &libc::sigset_t) -> io::Result<()> {
+    fn set_sigmask(&mut self, set: &SigSet) -> io::Result<()> {
         // SAFETY: `self.0` is initialized; `set` is copied.
-        check(unsafe { libc::posix_spawnattr_setsigmask(&mut self.0, set) })
+        check(unsafe { libc::posix_spawnattr_setsigmask(&mut self.0, set.as_ref()) })
     }
 
-    fn set_sigdefault(&mut self, set: &libc::sigset_t) -> io::Result<()> {
+    fn set_sigdefault(&mut self, set: &SigSet) -> io::Result<()> {
         // SAFETY: `self.0` is initialized; `set` is copied.
-        check(unsafe { libc::posix_spawnattr_setsigdefault(&mut self.0, set) })
+        check(unsafe { libc::posix_spawnattr_setsigdefault(&mut self.0, set.as_ref()) })
     }
 
     fn set_pgroup(&mut self, pgid: libc::pid_t) -> io::Result<()> {
@@ -401,20 +403,6 @@ impl Drop for Attributes {
         // SAFETY: initialized in `new`, destroyed once.
         unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
     }
-}
-
-/// A signal set holding `signals`.
-fn signal_set(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
-    let mut set = MaybeUninit::uninit();
-    // SAFETY: sigemptyset initializes the set it is given.
-    syscall!(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
-    // SAFETY: initialized just above.
-    let mut set = unsafe { set.assume_init() };
-    for &signal in signals {
-        // SAFETY: `set` is an initialized set; an invalid signal number gives EINVAL.
-        syscall!(unsafe { libc::sigaddset(&mut set, signal) })?;
-    }
-    Ok(set)
 }
 
 #[cfg(test)]

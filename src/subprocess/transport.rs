@@ -7,6 +7,8 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::Poll;
 
+use nix::sys::signal::Signal;
+
 use super::core::SubprocessCore;
 use super::protocol::{SubprocessAdapter, SubprocessProtocol};
 use crate::error::{Error, Result};
@@ -49,19 +51,18 @@ impl SubprocessTransport {
     /// Sends `signal` to the child (asyncio's `send_signal`), through its pidfd: a pid
     /// reused by another process is never signalled. Signalling a child that already exited
     /// does nothing and is not an error (its returncode stays what it exited with).
-    /// `Error::InvalidArgument` for an invalid signal number.
-    pub fn send_signal(&self, signal: i32) -> Result<()> {
+    pub fn send_signal(&self, signal: Signal) -> Result<()> {
         self.core.child.send_signal(signal)
     }
 
     /// Sends `SIGTERM` (asyncio's `terminate`).
     pub fn terminate(&self) -> Result<()> {
-        self.send_signal(libc::SIGTERM)
+        self.send_signal(Signal::SIGTERM)
     }
 
     /// Sends `SIGKILL` (asyncio's `kill`).
     pub fn kill(&self) -> Result<()> {
-        self.send_signal(libc::SIGKILL)
+        self.send_signal(Signal::SIGKILL)
     }
 
     /// Closes the transport (asyncio's `close`): closes every pipe, and kills the child if it

@@ -220,7 +220,7 @@ pub async fn streams_server(
     client_connected: impl ringloop::ClientConnected,
 ) -> (ringloop::Server, u16) {
     let server = event_loop
-        .start_server(client_connected, "127.0.0.1", Some(0), ringloop::ServerOptions::default())
+        .start_server(client_connected, "127.0.0.1:0", ringloop::ServerOptions::default())
         .await
         .expect("start_server");
     let port = server.sockets()[0].as_socket().expect("an inet socket").port();

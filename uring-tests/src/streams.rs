@@ -83,13 +83,12 @@ pub async fn pair(
         async {}
     };
     let server = lp
-        .start_server_with_limit(keep, "127.0.0.1", Some(0), limit, ServerOptions::default())
+        .start_server_with_limit(keep, "127.0.0.1:0", limit, ServerOptions::default())
         .await
         .unwrap();
     let client = lp
         .open_connection_with_limit(
-            Some("127.0.0.1"),
-            Some(port_of(&server)),
+            ("127.0.0.1", port_of(&server)),
             limit,
             ConnectOptions::default(),
         )
@@ -104,17 +103,15 @@ pub async fn pair(
 /// peer is the listener's next `accept()`.
 pub async fn connect_to_listener(lp: &EventLoop) -> (TcpListener, StreamReader, StreamWriter) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = Some(listener.local_addr().unwrap().port());
-    let connection = lp.open_connection(Some("127.0.0.1"), port, ConnectOptions::default());
+    let port = listener.local_addr().unwrap().port();
+    let connection = lp.open_connection(("127.0.0.1", port), ConnectOptions::default());
     let (reader, writer) = connection.await.unwrap();
     (listener, reader, writer)
 }
 
 /// An echo server: each line is written back; closes at EOF.
 pub async fn echo_server(lp: &EventLoop) -> Server {
-    lp.start_server(crate::echo_lines, "127.0.0.1", Some(0), ServerOptions::default())
-        .await
-        .unwrap()
+    lp.start_server(crate::echo_lines, "127.0.0.1:0", ServerOptions::default()).await.unwrap()
 }
 
 /// A server on loopback running `callback` for each connection, and a client connected to it
@@ -123,17 +120,17 @@ pub async fn serve_and_connect<F: ClientConnected>(
     lp: &EventLoop,
     callback: F,
 ) -> (Server, (StreamReader, StreamWriter)) {
-    let server = lp.start_server(callback, "127.0.0.1", Some(0), ServerOptions::default()).await;
+    let server = lp.start_server(callback, "127.0.0.1:0", ServerOptions::default()).await;
     let server = server.unwrap();
-    let port = Some(port_of(&server));
-    let client = lp.open_connection(Some("127.0.0.1"), port, ConnectOptions::default()).await;
+    let port = port_of(&server);
+    let client = lp.open_connection(("127.0.0.1", port), ConnectOptions::default()).await;
     (server, client.unwrap())
 }
 
 /// A client of `server` (`ringloop::open_connection` to its first socket, on loopback).
 pub async fn connect_to(server: &Server) -> (StreamReader, StreamWriter) {
-    let port = Some(port_of(server));
-    ringloop::open_connection(Some("127.0.0.1"), port, ConnectOptions::default()).await.unwrap()
+    let port = port_of(server);
+    ringloop::open_connection(("127.0.0.1", port), ConnectOptions::default()).await.unwrap()
 }
 
 /// Closes `server` and its clients and waits (bounded) for it.

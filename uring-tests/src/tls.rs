@@ -429,10 +429,13 @@ pub fn tls_server(lp: &EventLoop, echo: bool, options: ServerOptions) -> (Server
         Some(_) => options,
         None => options.ssl(pki().server()),
     };
-    let server = run_within(lp, WAIT, async move {
-        lp2.create_server(factory, "127.0.0.1", Some(0), options).await
-    })
-    .expect("create_server");
+    let server =
+        run_within(
+            lp,
+            WAIT,
+            async move { lp2.create_server(factory, "127.0.0.1:0", options).await },
+        )
+        .expect("create_server");
     let port = server.sockets()[0].as_socket().unwrap().port();
     (server, port, served)
 }
@@ -445,7 +448,7 @@ pub fn tls_connect(
 ) -> Result<(Transport, Shared), Error> {
     let lp2 = lp.clone();
     run_within(lp, WAIT, async move {
-        lp2.create_connection(TlsRec::default, Some("127.0.0.1"), Some(port), options).await
+        lp2.create_connection(TlsRec::default, ("127.0.0.1", port), options).await
     })
 }
 

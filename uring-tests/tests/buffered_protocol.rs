@@ -322,7 +322,7 @@ backend_tests! {
         let server = lp
             .run_until_complete(async move {
                 let factory = || Buf { echo: true, ..Buf::new(4) };
-                lp2.create_server(factory, "127.0.0.1", Some(0), ServerOptions::default()).await
+                lp2.create_server(factory, "127.0.0.1:0", ServerOptions::default()).await
             })
             .unwrap()
             .unwrap();
@@ -357,7 +357,7 @@ backend_tests! {
         let (tr, proto) = lp
             .run_until_complete(async move {
                 let options = ConnectOptions::new();
-                lp2.create_connection(|| Buf::new(100), Some("127.0.0.1"), Some(port), options)
+                lp2.create_connection(|| Buf::new(100), ("127.0.0.1", port), options)
                     .await
             })
             .unwrap()

@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
-use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Protocol, Transport};
+use ringloop::{Address, BaseProtocol, ConnectOptions, Error, EventLoop, Protocol, Transport};
 use uring_tests::{
     accepts_within, backend_tests, full_listener, run_until, run_within, settle, Received,
 };
@@ -25,17 +25,14 @@ fn run<T: 'static>(lp: &EventLoop, future: impl StdFuture<Output = T> + 'static)
     run_within(lp, 10.0, future)
 }
 
-/// `create_connection(Received, host, port, options)` run to completion.
+/// `create_connection(Received, address, options)` run to completion.
 fn connect(
     lp: &EventLoop,
-    host: Option<&str>,
-    port: Option<u16>,
+    address: impl Into<Address>,
     options: ConnectOptions,
 ) -> ringloop::Result<(Transport, Rc<RefCell<Received>>)> {
-    let (lp2, host) = (lp.clone(), host.map(str::to_owned));
-    run(lp, async move {
-        lp2.create_connection(Received::default, host.as_deref(), port, options).await
-    })
+    let (lp2, address) = (lp.clone(), address.into());
+    run(lp, async move { lp2.create_connection(Received::default, address, options).await })
 }
 
 /// A loopback port with no listener (bound, then released).
@@ -62,7 +59,7 @@ backend_tests! {
             (buf, from)
         });
         let (transport, protocol) =
-            connect(lp, Some("127.0.0.1"), Some(addr.port()), ConnectOptions::new()).unwrap();
+            connect(lp, ("127.0.0.1", addr.port()), ConnectOptions::new()).unwrap();
         assert_eq!(transport.peername().and_then(|a| a.as_socket()), Some(addr));
         let sockname = transport.sockname().and_then(|a| a.as_socket()).unwrap();
         transport.write(b"hello").unwrap();
@@ -80,7 +77,7 @@ backend_tests! {
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         let local = stream.local_addr().unwrap();
-        let (transport, protocol) = connect(lp, None, None, ConnectOptions::new().sock(stream)).unwrap();
+        let (transport, protocol) = connect(lp, Address::NONE, ConnectOptions::new().sock(stream)).unwrap();
         assert_eq!(transport.sockname().and_then(|a| a.as_socket()), Some(local));
         server.write_all(b"ping").unwrap();
         assert!(run_until(lp, 5.0, || protocol.borrow().data == b"ping"));
@@ -94,21 +91,21 @@ backend_tests! {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let local_port = closed_port("127.0.0.1");
-        let options = ConnectOptions::new().local_addr("127.0.0.1", local_port);
-        let (transport, _) = connect(lp, Some("127.0.0.1"), Some(port), options).unwrap();
+        let options = ConnectOptions::new().local_addr(("127.0.0.1", local_port));
+        let (transport, _) = connect(lp, ("127.0.0.1", port), options).unwrap();
         let sockname = transport.sockname().and_then(|a| a.as_socket()).unwrap();
         assert_eq!(sockname.port(), local_port);
         transport.close();
 
         let in_use = TcpListener::bind("127.0.0.1:0").unwrap();
         let in_use_addr = in_use.local_addr().unwrap();
-        let options = ConnectOptions::new().local_addr("127.0.0.1", in_use_addr.port());
-        let err = connect(lp, Some("127.0.0.1"), Some(port), options).unwrap_err();
+        let options = ConnectOptions::new().local_addr(("127.0.0.1", in_use_addr.port()));
+        let err = connect(lp, ("127.0.0.1", port), options).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
         assert!(err.to_string().contains(&in_use_addr.to_string()), "{err}");
 
-        let options = ConnectOptions::new().local_addr("::1", 0);
-        let err = connect(lp, Some("127.0.0.1"), Some(port), options).unwrap_err();
+        let options = ConnectOptions::new().local_addr(("::1", 0));
+        let err = connect(lp, ("127.0.0.1", port), options).unwrap_err();
         assert!(err.to_string().contains("no matching local address"), "{err}");
         settle(lp);
     }
@@ -117,11 +114,11 @@ backend_tests! {
     /// `all_errors`, a group of one.
     fn item63_refused_errors(lp) {
         let port = closed_port("127.0.0.1");
-        let err = connect(lp, Some("127.0.0.1"), Some(port), ConnectOptions::new()).unwrap_err();
+        let err = connect(lp, ("127.0.0.1", port), ConnectOptions::new()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
         let options = ConnectOptions::new().all_errors(true);
-        let err = connect(lp, Some("127.0.0.1"), Some(port), options).unwrap_err();
+        let err = connect(lp, ("127.0.0.1", port), options).unwrap_err();
         let Error::Multiple(errors) = &err else { panic!("not a group: {err:?}") };
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].raw_os_error(), Some(libc::ECONNREFUSED));
@@ -138,7 +135,7 @@ backend_tests! {
         let lp2 = lp.clone();
         let task = lp
             .create_task(async move {
-                lp2.create_connection(Received::default, Some("127.0.0.1"), Some(port), ConnectOptions::new())
+                lp2.create_connection(Received::default, ("127.0.0.1", port), ConnectOptions::new())
                     .await
             })
             .unwrap();
@@ -158,29 +155,30 @@ backend_tests! {
     /// Item 66: argument checks, and item 75's `server_hostname` without TLS.
     fn item66_argument_checks(lp) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        // sock with host, port or both: the error says they exclude each other.
+        // sock with an address of any form: the error says they exclude each other.
         let exclusive = "host/port and sock can not be specified at the same time";
-        for (host, port) in [(Some("127.0.0.1"), Some(1)), (Some("127.0.0.1"), None), (None, Some(1))] {
+        let addresses = [Address::from("127.0.0.1:1"), ("localhost", 1).into(), 1.into()];
+        for address in addresses {
             let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let options = ConnectOptions::new().sock(stream);
-            let err = connect(lp, host, port, options).unwrap_err();
+            let err = connect(lp, address, options).unwrap_err();
             assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains(exclusive)), "{err:?}");
         }
-        let err = connect(lp, None, None, ConnectOptions::new()).unwrap_err();
+        let err = connect(lp, Address::NONE, ConnectOptions::new()).unwrap_err();
         assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("no sock")), "{err:?}");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let err = connect(lp, None, None, ConnectOptions::new().sock(udp)).unwrap_err();
+        let err = connect(lp, Address::NONE, ConnectOptions::new().sock(udp)).unwrap_err();
         let stream_expected = matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("A Stream Socket was expected"));
         assert!(stream_expected, "{err:?}");
         let options = ConnectOptions::new().server_hostname("example.com");
-        let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
+        let err = connect(lp, ("127.0.0.1", 1), options).unwrap_err();
         assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("ssl")), "{err:?}");
         let options = ConnectOptions::new().happy_eyeballs_delay(f64::NAN);
-        let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
+        let err = connect(lp, ("127.0.0.1", 1), options).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
         // A family getaddrinfo cannot satisfy: a DNS error, not a connect.
         let options = ConnectOptions::new().family(libc::AF_INET6);
-        let err = connect(lp, Some("127.0.0.1"), Some(1), options).unwrap_err();
+        let err = connect(lp, ("127.0.0.1", 1), options).unwrap_err();
         assert!(matches!(err, Error::Dns { .. }), "{err:?}");
     }
 
@@ -189,12 +187,12 @@ backend_tests! {
         let lp2 = lp.clone();
         run(lp, async move { lp2.shutdown_default_executor(None).await }).unwrap();
         let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (t, _) = connect(lp, Some("127.0.0.1"), Some(v4.local_addr().unwrap().port()), ConnectOptions::new()).unwrap();
+        let (t, _) = connect(lp, ("127.0.0.1", v4.local_addr().unwrap().port()), ConnectOptions::new()).unwrap();
         t.close();
         match TcpListener::bind("[::1]:0") {
             Ok(v6) => {
                 let addr = v6.local_addr().unwrap();
-                let (t, _) = connect(lp, Some("::1"), Some(addr.port()), ConnectOptions::new()).unwrap();
+                let (t, _) = connect(lp, ("::1", addr.port()), ConnectOptions::new()).unwrap();
                 assert_eq!(t.peername().and_then(|a| a.as_socket()), Some(addr));
                 t.close();
             }
@@ -208,7 +206,7 @@ backend_tests! {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let options = ConnectOptions::new().happy_eyeballs_delay(0.05);
-        let (t, _) = connect(lp, Some("127.0.0.1"), Some(addr.port()), options).unwrap();
+        let (t, _) = connect(lp, ("127.0.0.1", addr.port()), options).unwrap();
         assert_eq!(t.peername().and_then(|a| a.as_socket()), Some(addr));
         t.close();
         settle(lp);
@@ -248,7 +246,7 @@ backend_tests! {
         let port = listener.local_addr().unwrap().port();
         let lp2 = lp.clone();
         let (transport, protocol) = run(lp, async move {
-            lp2.create_connection(PanicsInMade::default, Some("127.0.0.1"), Some(port), ConnectOptions::new())
+            lp2.create_connection(PanicsInMade::default, ("127.0.0.1", port), ConnectOptions::new())
                 .await
         })
         .expect("create_connection returns");

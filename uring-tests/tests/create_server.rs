@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringloop::{
-    BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, RuntimeKind, Server,
+    Address, BaseProtocol, ConnectOptions, Error, EventLoop, Hosts, Protocol, RuntimeKind, Server,
     ServerOptions, Transport,
 };
 use uring_tests::{
@@ -92,23 +92,22 @@ fn recorder(log: &Log, echo: bool) -> impl Fn() -> Recorder + 'static {
 fn try_serve(
     lp: &EventLoop,
     log: &Log,
-    host: impl Into<Hosts>,
-    port: Option<u16>,
+    address: impl Into<Address>,
     options: ServerOptions,
 ) -> Result<Server, Error> {
-    let (lp2, factory, host) = (lp.clone(), recorder(log, false), host.into());
-    lp.run_until_complete(async move { lp2.create_server(factory, host, port, options).await })
+    let (lp2, factory, address) = (lp.clone(), recorder(log, false), address.into());
+    lp.run_until_complete(async move { lp2.create_server(factory, address, options).await })
         .unwrap()
 }
 
 fn serve(lp: &EventLoop, log: &Log, host: impl Into<Hosts>, options: ServerOptions) -> Server {
-    try_serve(lp, log, host, Some(0), options).expect("create_server")
+    try_serve(lp, log, (host, 0), options).expect("create_server")
 }
 
 /// An echo server on 127.0.0.1 and a free port.
 fn echo_server(lp: &EventLoop, options: ServerOptions) -> Server {
     let (lp2, factory) = (lp.clone(), recorder(&Log::default(), true));
-    let future = async move { lp2.create_server(factory, "127.0.0.1", Some(0), options).await };
+    let future = async move { lp2.create_server(factory, "127.0.0.1:0", options).await };
     lp.run_until_complete(future).unwrap().expect("create_server")
 }
 
@@ -274,7 +273,7 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || log.count("made") == n));
         // The same port for both families: IPV6_V6ONLY lets both binds succeed.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let fixed = try_serve(lp, &log, None::<&str>, Some(port), Default::default());
+        let fixed = try_serve(lp, &log, port, Default::default());
         assert_eq!(fixed.expect("both families on one port").sockets().len(), server.sockets().len());
         server.close();
         // `family` restricts it to one.
@@ -297,7 +296,7 @@ backend_tests! {
         let first = serve(lp, &log, "127.0.0.1", options());
         assert_eq!(sockopt(first.fds()[0], libc::SOL_SOCKET, libc::SO_REUSEPORT), 1);
         let port = addr(&first, 0).port();
-        let second = try_serve(lp, &log, "127.0.0.1", Some(port), options()).expect("shared port");
+        let second = try_serve(lp, &log, ("127.0.0.1", port), options()).expect("shared port");
         assert_eq!(addr(&second, 0).port(), port);
         for s in [plain, first, second] {
             s.close();
@@ -324,14 +323,14 @@ backend_tests! {
         let log = Log::default();
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = try_serve(lp, &log, "127.0.0.1", Some(port), Default::default()).unwrap_err();
+        let err = try_serve(lp, &log, ("127.0.0.1", port), Default::default()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
         let text = err.to_string();
         let want = format!("error while attempting to bind on address 127.0.0.1:{port}: ");
         assert!(text.starts_with(&want), "{text}");
         // A socket bound before the failing one is closed: its address is free again.
         let hosts = ["127.0.0.2", "127.0.0.1"];
-        let err = try_serve(lp, &log, hosts, Some(port), Default::default()).unwrap_err();
+        let err = try_serve(lp, &log, (hosts, port), Default::default()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
         TcpListener::bind(("127.0.0.2", port)).expect("127.0.0.2 released");
     }
@@ -341,7 +340,7 @@ backend_tests! {
         let log = Log::default();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let (fd, at) = (listener.as_raw_fd(), listener.local_addr().unwrap());
-        let server = serve(lp, &log, None::<&str>, ServerOptions::default().sock(listener));
+        let server = try_serve(lp, &log, Address::NONE, ServerOptions::default().sock(listener)).unwrap();
         assert_eq!(server.fds(), [fd]);
         assert_eq!(addr(&server, 0), at);
         let _client = TcpStream::connect(at).unwrap();
@@ -361,19 +360,19 @@ backend_tests! {
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         // SAFETY: `sin` is a valid sockaddr_in of `len` bytes.
         assert_eq!(unsafe { libc::bind(raw, (&sin as *const libc::sockaddr_in).cast(), len) }, 0);
-        let server = serve(lp, &log, None::<&str>, ServerOptions::default().sock(sock));
+        let server = try_serve(lp, &log, Address::NONE, ServerOptions::default().sock(sock)).unwrap();
         let _client = TcpStream::connect(addr(&server, 0)).unwrap();
         assert!(run_until(lp, WAIT, || log.count("made") == 2));
         server.close();
 
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let err = try_serve(lp, &log, None::<&str>, None, ServerOptions::default().sock(udp));
+        let err = try_serve(lp, &log, Address::NONE, ServerOptions::default().sock(udp));
         assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let err = try_serve(lp, &log, "127.0.0.1", None, ServerOptions::default().sock(tcp));
+        let err = try_serve(lp, &log, "127.0.0.1:0", ServerOptions::default().sock(tcp));
         let exclusive = "host/port and sock can not be specified at the same time";
         assert!(matches!(&err, Err(Error::InvalidArgument { message: m, .. }) if m.contains(exclusive)), "{err:?}");
-        let err = try_serve(lp, &log, None::<&str>, None, ServerOptions::default());
+        let err = try_serve(lp, &log, Address::NONE, ServerOptions::default());
         assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
     }
 
@@ -511,7 +510,7 @@ backend_tests! {
         let log = Log::default();
         let (lp2, l) = (lp.clone(), log.clone());
         let factory = move || Recorder { log: l.clone(), echo: false, greeting: 8 << 20, transport: None };
-        let future = async move { lp2.create_server(factory, "127.0.0.1", Some(0), Default::default()).await };
+        let future = async move { lp2.create_server(factory, "127.0.0.1:0", Default::default()).await };
         let server = lp.run_until_complete(future).unwrap().unwrap();
         let client = TcpStream::connect(addr(&server, 0)).unwrap(); // never reads
         assert!(run_until(lp, WAIT, || log.count("made") == 1));
@@ -626,7 +625,7 @@ backend_tests! {
             a.set(a.get() + 1);
             Recorder { log: Log::default(), echo: true, greeting: 0, transport: None }
         };
-        let future = async move { lp2.create_server(factory, "127.0.0.1", Some(0), Default::default()).await };
+        let future = async move { lp2.create_server(factory, "127.0.0.1:0", Default::default()).await };
         let server = lp.run_until_complete(future).unwrap().unwrap();
         let at = addr(&server, 0);
         iterate(lp, 2);
@@ -684,7 +683,7 @@ backend_tests! {
         let port = addr(&server, 0).port();
         let (lp2, factory) = (lp.clone(), recorder(&Log::default(), false));
         let future = async move {
-            lp2.create_connection(factory, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+            lp2.create_connection(factory, ("127.0.0.1", port), ConnectOptions::new()).await
         };
         let (client, _) = lp.run_until_complete(future).unwrap().expect("create_connection");
         assert!(run_until(lp, WAIT, || log.count("made") == 1));

@@ -268,9 +268,9 @@ fn echo_once(
 
 /// Item 99: a `local_addr` server and a `remote_addr` client echo; close → connection_lost.
 fn echo_round_trip(lp: &EventLoop, host: &str) {
-    let server = echo_endpoint(lp, DatagramOptions::new().local_addr(host, 0));
+    let server = echo_endpoint(lp, DatagramOptions::new().local_addr((host, 0)));
     let port = sockname(&server.0).port();
-    let client = endpoint(lp, DatagramOptions::new().remote_addr(host, port));
+    let client = endpoint(lp, DatagramOptions::new().remote_addr((host, port)));
     assert_eq!(client.0.peername().and_then(|a| a.as_socket()), Some(sockname(&server.0)));
     let from = echo_once(lp, &client, &server, b"hello").and_then(|a| a.as_socket());
     assert_eq!(from, Some(sockname(&client.0)), "the source address is the client's");
@@ -298,7 +298,7 @@ backend_tests! {
     }
 
     fn sending_to_a_closed_port_does_not_stop_later_receives(lp) {
-        let (transport, rec) = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
+        let (transport, rec) = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0"));
         let dead = SockAddr::from(closed_port());
         transport.sendto(b"nobody", Some(&dead)).unwrap();
         spin(lp, QUIET);
@@ -313,7 +313,7 @@ backend_tests! {
 
     fn socket_options_are_set_only_when_asked(lp) {
         // Item 100.
-        let plain = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
+        let plain = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0"));
         let fd = plain.0.socket_fd().unwrap();
         assert_eq!(getsockopt(fd, libc::SO_REUSEPORT), 0);
         assert_eq!(getsockopt(fd, libc::SO_BROADCAST), 0);
@@ -321,8 +321,8 @@ backend_tests! {
         let target = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = target.local_addr().unwrap().port();
         let options = DatagramOptions::new()
-            .local_addr("127.0.0.1", 0)
-            .remote_addr("127.0.0.1", port)
+            .local_addr("127.0.0.1:0")
+            .remote_addr(("127.0.0.1", port))
             .reuse_port(true)
             .allow_broadcast(true);
         let asked = endpoint(lp, options);
@@ -347,19 +347,19 @@ backend_tests! {
             return;
         }
         let mismatch = DatagramOptions::new()
-            .local_addr("127.0.0.1", 0)
-            .remote_addr("127.0.0.1", 9)
+            .local_addr("127.0.0.1:0")
+            .remote_addr(("127.0.0.1", 9))
             .remote_path("/tmp/x");
         let err = endpoint_err(lp, mismatch);
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         let err = endpoint_err(lp, DatagramOptions::new());
         assert!(matches!(&err, Error::InvalidArgument { message: m, .. } if m.contains("address family")), "{err}");
-        let v4_v6 = DatagramOptions::new().local_addr("127.0.0.1", 0).remote_addr("::1", 9);
+        let v4_v6 = DatagramOptions::new().local_addr("127.0.0.1:0").remote_addr(("::1", 9));
         let err = endpoint_err(lp, v4_v6);
         let want = "create_datagram_endpoint: local_addr 127.0.0.1:0 and remote_addr [::1]:9 have no \
                     address family in common";
         assert!(matches!(&err, Error::InvalidArgument { kind: ArgumentKind::Conflicting, message: m } if m == want), "{err}");
-        let unix_inet = DatagramOptions::new().family(libc::AF_UNIX).local_addr("127.0.0.1", 0);
+        let unix_inet = DatagramOptions::new().family(libc::AF_UNIX).local_addr("127.0.0.1:0");
         let err = endpoint_err(lp, unix_inet);
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 
@@ -379,7 +379,7 @@ backend_tests! {
         let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let before = open_fds();
-        let err = endpoint_err(lp, DatagramOptions::new().local_addr("127.0.0.1", port));
+        let err = endpoint_err(lp, DatagramOptions::new().local_addr(("127.0.0.1", port)));
         assert_eq!(errno(&err), Some(libc::EADDRINUSE), "{err}");
         assert!(err.to_string().contains(&port.to_string()), "{err}");
         // The close may take a loop turn: wait for the count to come back.
@@ -389,9 +389,9 @@ backend_tests! {
 
     fn sendto_checks_the_address_and_sends_empty_datagrams(lp) {
         // Item 102.
-        let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
+        let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0"));
         let port = sockname(&server.0).port();
-        let client = endpoint(lp, DatagramOptions::new().remote_addr("127.0.0.1", port));
+        let client = endpoint(lp, DatagramOptions::new().remote_addr(("127.0.0.1", port)));
         let other_addr = closed_port();
         let other = SockAddr::from(other_addr);
         let err = client.0.sendto(b"x", Some(&other)).unwrap_err();
@@ -439,7 +439,7 @@ backend_tests! {
     fn icmp_refusal_reaches_error_received_and_the_endpoint_stays_usable(lp) {
         // Item 103 and the issue's connected-endpoint rule.
         let dead = closed_port();
-        let options = DatagramOptions::new().local_addr("127.0.0.1", 0).remote_addr("127.0.0.1", dead.port());
+        let options = DatagramOptions::new().local_addr("127.0.0.1:0").remote_addr(("127.0.0.1", dead.port()));
         let (transport, rec) = endpoint(lp, options);
         let refused = || {
             rec.borrow().errors.iter().any(|e| errno(e) == Some(libc::ECONNREFUSED))
@@ -472,7 +472,7 @@ backend_tests! {
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.set_nonblocking(true).unwrap();
         let port = peer.local_addr().unwrap().port();
-        let (transport, rec) = endpoint(lp, DatagramOptions::new().remote_addr("127.0.0.1", port));
+        let (transport, rec) = endpoint(lp, DatagramOptions::new().remote_addr(("127.0.0.1", port)));
         transport.close();
         assert!(transport.is_closing());
         transport.sendto(b"late", None).unwrap();
@@ -487,7 +487,7 @@ backend_tests! {
         let seen = capture_exceptions(lp);
         let rec = Rec { panic_on_data: true, ..Rec::default() };
         let (transport, rec) =
-            endpoint_with(lp, rec, DatagramOptions::new().local_addr("127.0.0.1", 0)).unwrap();
+            endpoint_with(lp, rec, DatagramOptions::new().local_addr("127.0.0.1:0")).unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(run_until(lp, WAIT, || rec.borrow().transport.is_some()));
         peer.send_to(b"boom", sockname(&transport)).unwrap();
@@ -499,9 +499,9 @@ backend_tests! {
 
     fn oversize_datagrams_are_errors_never_truncated(lp) {
         // 65,507 bytes is the largest UDP payload over IPv4; one more is EMSGSIZE on send.
-        let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
+        let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0"));
         let port = sockname(&server.0).port();
-        let client = endpoint(lp, DatagramOptions::new().remote_addr("127.0.0.1", port));
+        let client = endpoint(lp, DatagramOptions::new().remote_addr(("127.0.0.1", port)));
         client.0.sendto(&vec![1; 65_508], None).unwrap();
         assert!(run_until(lp, WAIT, || !client.1.borrow().errors.is_empty()));
         assert_eq!(errno(&client.1.borrow().errors[0]), Some(libc::EMSGSIZE));
@@ -526,9 +526,9 @@ backend_tests! {
 
     fn ten_thousand_datagrams_of_every_size_round_trip_intact(lp) {
         let server = endpoint_with(lp, Rec { echo: true, forget: true, ..Rec::default() },
-            DatagramOptions::new().local_addr("127.0.0.1", 0)).unwrap();
+            DatagramOptions::new().local_addr("127.0.0.1:0")).unwrap();
         let port = sockname(&server.0).port();
-        let options = DatagramOptions::new().remote_addr("127.0.0.1", port);
+        let options = DatagramOptions::new().remote_addr(("127.0.0.1", port));
         let lp2 = lp.clone();
         let pinger = lp
             .run_until_complete(async move { lp2.create_datagram_endpoint(Pinger::new, options).await })
@@ -551,13 +551,13 @@ backend_tests! {
     }
 
     fn broadcast_needs_allow_broadcast(lp) {
-        let (plain, rec) = endpoint(lp, DatagramOptions::new().local_addr("0.0.0.0", 0));
+        let (plain, rec) = endpoint(lp, DatagramOptions::new().local_addr(("0.0.0.0", 0)));
         let broadcast = SockAddr::from("255.255.255.255:9".parse::<SocketAddr>().unwrap());
         plain.sendto(b"all", Some(&broadcast)).unwrap();
         assert!(run_until(lp, WAIT, || !rec.borrow().errors.is_empty()));
         assert_eq!(errno(&rec.borrow().errors[0]), Some(libc::EACCES), "{}", rec.borrow().errors[0]);
         close_and_wait(lp, &(plain, rec));
-        let options = DatagramOptions::new().local_addr("0.0.0.0", 0).allow_broadcast(true);
+        let options = DatagramOptions::new().local_addr(("0.0.0.0", 0)).allow_broadcast(true);
         let (allowed, rec) = endpoint(lp, options);
         allowed.sendto(b"all", Some(&broadcast)).unwrap();
         spin(lp, QUIET);
@@ -568,11 +568,11 @@ backend_tests! {
     }
 
     fn two_endpoints_with_reuse_port_bind_one_port(lp) {
-        let first = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0).reuse_port(true));
+        let first = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0").reuse_port(true));
         let port = sockname(&first.0).port();
-        let second = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", port).reuse_port(true));
+        let second = endpoint(lp, DatagramOptions::new().local_addr(("127.0.0.1", port)).reuse_port(true));
         assert_eq!(sockname(&second.0).port(), port);
-        let err = endpoint_err(lp, DatagramOptions::new().local_addr("127.0.0.1", port));
+        let err = endpoint_err(lp, DatagramOptions::new().local_addr(("127.0.0.1", port)));
         assert_eq!(errno(&err), Some(libc::EADDRINUSE), "without reuse_port: {err}");
         close_and_wait(lp, &first);
         close_and_wait(lp, &second);
@@ -615,9 +615,9 @@ backend_tests! {
         }
         spin(lp, QUIET);
         let before = open_fds();
-        let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
+        let server = echo_endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0"));
         let port = sockname(&server.0).port();
-        let client = endpoint(lp, DatagramOptions::new().remote_addr("127.0.0.1", port));
+        let client = endpoint(lp, DatagramOptions::new().remote_addr(("127.0.0.1", port)));
         let Some(ExtraInfo::Fd(fd)) = client.0.get_extra_info("socket") else { panic!("no fd") };
         assert!(fd >= 0);
         assert!(matches!(client.0.get_extra_info("sockname"), Some(ExtraInfo::Address(_))));
@@ -642,7 +642,7 @@ backend_tests! {
     }
 
     fn set_protocol_switches_where_datagrams_go(lp) {
-        let (transport, first) = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1", 0));
+        let (transport, first) = endpoint(lp, DatagramOptions::new().local_addr("127.0.0.1:0"));
         assert!(transport.get_protocol::<Rec>().is_some_and(|p| Rc::ptr_eq(&p, &first)));
         let second = Rc::new(RefCell::new(Rec { transport: Some(transport.clone()), ..Rec::default() }));
         transport.set_protocol(second.clone());

@@ -112,7 +112,7 @@ fn transport_with_a_send_queued(lp: &EventLoop) -> ((TcpListener, TcpStream), Tr
     let (lp2, slot) = (lp.clone(), grabbed.clone());
     let connect = async move {
         let factory = move || GrabsOnDrop { grabbed: slot };
-        lp2.create_connection(factory, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+        lp2.create_connection(factory, ("127.0.0.1", port), ConnectOptions::new()).await
     };
     let (transport, _protocol) = lp.run_until_complete(connect).unwrap().expect("connect");
     let (peer, _) = listener.accept().unwrap();
@@ -193,7 +193,7 @@ backend_tests! {
             let lp2 = lp.clone();
             let mut attempt = Box::pin(async move {
                 let options = ConnectOptions::new();
-                lp2.create_connection(|| Quiet, Some("127.0.0.1"), Some(port), options).await
+                lp2.create_connection(|| Quiet, ("127.0.0.1", port), options).await
             });
             assert!(poll_once(attempt.as_mut()).is_pending(), "the connect is under way");
             for _ in 0..turns_before_drop {
@@ -289,7 +289,7 @@ backend_tests! {
         let server = lp
             .run_until_complete(async move {
                 let options = ringloop::ServerOptions::default();
-                lp2.create_server(|| Quiet, Some("127.0.0.1"), Some(0), options).await
+                lp2.create_server(|| Quiet, ("127.0.0.1", 0), options).await
             })
             .unwrap()
             .expect("create_server");

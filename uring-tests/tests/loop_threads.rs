@@ -7,7 +7,9 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ringloop::{Backend, Hosts, LoopSpawner, ServerOptions, Shutdown, StreamReader, StreamWriter};
+use ringloop::{
+    Address, Backend, LoopSpawner, ServerOptions, Shutdown, StreamReader, StreamWriter,
+};
 use uring_tests::backend_tests;
 
 /// How many loops serve.
@@ -43,7 +45,7 @@ fn start(
                     async move { writer.write(&[index as u8]) }
                 };
                 let options = ServerOptions::default().sock(sock);
-                let server = lp.start_server(tag, Hosts::Any, None, options).await?;
+                let server = lp.start_server(tag, Address::NONE, options).await?;
                 server.serve_until(&shutdown, 5.0).await?;
                 Ok(served.get())
             }

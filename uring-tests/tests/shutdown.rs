@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ringloop::{EventLoop, Server, Shutdown, StreamReader, StreamWriter};
+use ringloop::{EventLoop, Server, Shutdown, Signal, StreamReader, StreamWriter};
 use uring_tests::{backend_tests, off_loop, run_within, streams_server};
 
 /// Serializes the tests that raise real signals (every loop that handles one gets it).
@@ -156,10 +156,10 @@ backend_tests! {
             })
             .unwrap();
             let signal = server.serve_until_signal(0.2).await.expect("serve_until_signal");
-            assert!(!lp2.remove_signal_handler(libc::SIGTERM).unwrap(), "a handler is left");
-            assert!(!lp2.remove_signal_handler(libc::SIGINT).unwrap(), "a handler is left");
+            assert!(!lp2.remove_signal_handler(Signal::SIGTERM).unwrap(), "a handler is left");
+            assert!(!lp2.remove_signal_handler(Signal::SIGINT).unwrap(), "a handler is left");
             signal
         });
-        assert_eq!(signal.map(|s| s as i32), Some(libc::SIGTERM));
+        assert_eq!(signal, Some(Signal::SIGTERM));
     }
 }

@@ -53,7 +53,7 @@ backend_tests! {
                     writer.wait_closed().await
                 }
             };
-            let server = lp.start_server(keep, "127.0.0.1", Some(0), ServerOptions::default()).await.unwrap();
+            let server = lp.start_server(keep, "127.0.0.1:0", ServerOptions::default()).await.unwrap();
             let (reader, writer) = connect_to(&server).await;
             assert_eq!(reader.limit(), 64 * 1024, "open_connection");
             until(&lp, || !limits.borrow().is_empty()).await;
@@ -283,7 +283,7 @@ backend_tests! {
                 writer.wait_closed().await
             };
             let server =
-                lp.start_server(echo_all, "127.0.0.1", Some(0), ServerOptions::default().backlog(128))
+                lp.start_server(echo_all, "127.0.0.1:0", ServerOptions::default().backlog(128))
                     .await
                     .unwrap();
             let port = port_of(&server);
@@ -292,8 +292,8 @@ backend_tests! {
                 clients.push(
                     lp.create_task(async move {
                         let (reader, writer) = ringloop::open_connection(
-                            Some("127.0.0.1"),
-                            Some(port),
+                            ("127.0.0.1",
+                            port),
                             ConnectOptions::default(),
                         )
                         .await?;
@@ -377,7 +377,7 @@ backend_tests! {
         run(lp, |lp| async move {
             let server = echo_server(&lp).await;
             let (mut reader, mut writer) = lp
-                .open_connection(Some("127.0.0.1"), Some(port_of(&server)), ConnectOptions::default())
+                .open_connection(("127.0.0.1", port_of(&server)), ConnectOptions::default())
                 .await
                 .unwrap();
             must(&lp, writer.write_all(b"over futures-io\n")).await.unwrap();
@@ -577,8 +577,7 @@ backend_tests! {
                         writer.close();
                         Ok(())
                     },
-                    "127.0.0.1",
-                    Some(0),
+                    "127.0.0.1:0",
                     ServerOptions::default(),
                 )
                 .await
@@ -593,8 +592,7 @@ backend_tests! {
                     writer.write(b"hi").ok();
                     writer.close();
                 },
-                "127.0.0.1",
-                Some(0),
+                "127.0.0.1:0",
                 ServerOptions::default(),
             )
             .await

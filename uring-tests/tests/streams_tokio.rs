@@ -40,8 +40,7 @@ async fn upper_case_server(lp: &EventLoop, options: ServerOptions) -> Server {
             lines.send(format!("{count} lines")).await.map_err(codec_error)?;
             SinkExt::<String>::close(&mut lines).await.map_err(codec_error)
         },
-        "127.0.0.1",
-        Some(0),
+        "127.0.0.1:0",
         options,
     );
     server.await.unwrap()
@@ -112,8 +111,8 @@ backend_tests! {
         run(lp, |lp| async move {
             let server = upper_case_server(&lp, ServerOptions::default().ssl(pki().server())).await;
             let options = ConnectOptions::new().ssl(pki().client()).server_hostname("localhost");
-            let port = Some(port_of(&server));
-            let connection = lp.open_connection(Some("127.0.0.1"), port, options);
+            let port = port_of(&server);
+            let connection = lp.open_connection(("127.0.0.1", port), options);
             let stream = DuplexStream::from(must(&lp, connection).await.unwrap());
             assert!(!stream.writer().can_write_eof());
             let mut lines = Framed::new(stream, LinesCodec::new());

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::rc::Rc;
 
 use ringloop::subprocess::{ProcessOptions, Stdio};
-use ringloop::{gather, Error, EventLoop};
+use ringloop::{gather, Error, EventLoop, Signal};
 use subprocess_support::*;
 use uring_tests::{backend_tests, in_child, open_fds, run_ready, run_until, settle};
 
@@ -163,8 +163,8 @@ backend_tests! {
         }
         let (usr1, chld) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
         let (u, c) = (usr1.clone(), chld.clone());
-        lp.add_signal_handler(libc::SIGUSR1, move || u.set(u.get() + 1)).unwrap();
-        lp.add_signal_handler(libc::SIGCHLD, move || c.set(c.get() + 1)).unwrap();
+        lp.add_signal_handler(Signal::SIGUSR1, move || u.set(u.get() + 1)).unwrap();
+        lp.add_signal_handler(Signal::SIGCHLD, move || c.set(c.get() + 1)).unwrap();
         let running = run(lp, lp.create_subprocess_exec("sleep", ["30"], ProcessOptions::new())).unwrap();
         // From this process, then from a child.
         // SAFETY: kill takes no pointers.
@@ -177,8 +177,8 @@ backend_tests! {
         assert!(run_until(lp, WAIT, || chld.get() >= 1));
         running.kill().unwrap();
         assert_eq!(run(lp, running.wait()), -libc::SIGKILL);
-        assert!(lp.remove_signal_handler(libc::SIGCHLD).unwrap());
-        assert!(lp.remove_signal_handler(libc::SIGUSR1).unwrap());
+        assert!(lp.remove_signal_handler(Signal::SIGCHLD).unwrap());
+        assert!(lp.remove_signal_handler(Signal::SIGUSR1).unwrap());
         assert_eq!(sigchld_handler(), libc::SIG_DFL);
     }
 

@@ -117,7 +117,7 @@ backend_tests! {
         process.terminate().unwrap();
         assert_eq!(run(lp, process.wait()), -libc::SIGTERM);
         let process = start(lp, "sleep", &["30"], ProcessOptions::new());
-        process.send_signal(libc::SIGINT).unwrap();
+        process.send_signal(ringloop::Signal::SIGINT).unwrap();
         assert_eq!(run(lp, process.wait()), -libc::SIGINT);
         // Killing a child that exited is harmless: its code stays, never 255.
         process.kill().unwrap();

@@ -6,8 +6,8 @@
 use std::os::fd::OwnedFd;
 
 use ringloop::{
-    AcceptedSocketOptions, BaseProtocol, BufferedProtocol, ConnectOptions, Error, ExtraInfo,
-    ServerOptions, TlsConfig, UnixConnectOptions, UnixServerOptions,
+    AcceptedSocketOptions, Address, BaseProtocol, BufferedProtocol, ConnectOptions, Error,
+    ExtraInfo, ServerOptions, TlsConfig, UnixConnectOptions, UnixServerOptions,
 };
 use uring_tests::tls::{
     client_options, close_server, pki, rustls_peer_server, tls_connect, tls_server, TlsRec, WAIT,
@@ -202,10 +202,10 @@ backend_tests! {
         let lp2 = lp.clone();
         let reply = run_within(lp, WAIT, async move {
             let options = ServerOptions::default().ssl(pki().server());
-            let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1", Some(0), options).await?;
+            let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1:0", options).await?;
             let port = server.sockets()[0].as_socket().unwrap().port();
             let options = ConnectOptions::new().ssl(pki().client()).server_hostname("localhost");
-            let (reader, writer) = lp2.open_connection(Some("127.0.0.1"), Some(port), options).await?;
+            let (reader, writer) = lp2.open_connection(("127.0.0.1", port), options).await?;
             writer.write(b"first line\nsecond ")?;
             writer.write(b"line\n")?;
             writer.drain().await?;
@@ -228,10 +228,10 @@ backend_tests! {
         let lp2 = lp.clone();
         let reply = run_within(lp, WAIT, async move {
             let options = ServerOptions::default().ssl(pki().server());
-            let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1", Some(0), options).await?;
+            let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1:0", options).await?;
             let port = server.sockets()[0].as_socket().unwrap().port();
             let (mut reader, mut writer) = lp2
-                .open_connection(Some("127.0.0.1"), Some(port), ConnectOptions::new().ssl(pki().client()))
+                .open_connection(("127.0.0.1", port), ConnectOptions::new().ssl(pki().client()))
                 .await?;
             writer.write_all(b"via futures-io\n").await.unwrap();
             writer.flush().await.unwrap();
@@ -270,7 +270,7 @@ backend_tests! {
         let lp2 = lp.clone();
         let (transport, buf) = run_within(lp, WAIT, async move {
             let factory = || Buf { buffer: vec![0; 1000], got: Vec::new(), lost: 0 };
-            lp2.create_connection(factory, Some("127.0.0.1"), Some(port), client_options()).await
+            lp2.create_connection(factory, ("127.0.0.1", port), client_options()).await
         })
         .unwrap();
         let payload = pattern(100_000);
@@ -343,7 +343,7 @@ backend_tests! {
         let lp2 = lp.clone();
         let (transport, client) = run_within(lp, WAIT, async move {
             let factory = || PauseOnData(TlsRec::default());
-            lp2.create_connection(factory, Some("127.0.0.1"), Some(port), client_options()).await
+            lp2.create_connection(factory, ("127.0.0.1", port), client_options()).await
         })
         .unwrap();
         peer.join().unwrap();
@@ -417,7 +417,7 @@ backend_tests! {
             let client_sock = std::net::TcpStream::connect(addr).unwrap();
             let (accepted, _) = listener.accept().unwrap();
             let missing_name = lp2
-                .create_connection(TlsRec::default, None, None, ConnectOptions::new().ssl(pki().client()).sock(client_sock.try_clone().unwrap()))
+                .create_connection(TlsRec::default, Address::NONE, ConnectOptions::new().ssl(pki().client()).sock(client_sock.try_clone().unwrap()))
                 .await
                 .err();
             assert!(matches!(missing_name, Some(Error::InvalidArgument { message: ref m, .. }) if m.contains("server_hostname")), "{missing_name:?}");
@@ -429,7 +429,7 @@ backend_tests! {
                     lp3.connect_accepted_socket_with(TlsRec::default, OwnedFd::from(accepted), options).await
                 })
                 .unwrap();
-            let client = lp2.create_connection(TlsRec::echo, None, None, options).await;
+            let client = lp2.create_connection(TlsRec::echo, Address::NONE, options).await;
             (client.unwrap(), server.await.unwrap().unwrap())
         });
         let (server_transport, server_rec) = server_side;
@@ -447,7 +447,7 @@ backend_tests! {
         let errors = run_within(lp, WAIT, async move {
             let connect = |options: ConnectOptions| {
                 let lp = lp2.clone();
-                async move { lp.create_connection(TlsRec::default, Some("127.0.0.1"), Some(9), options).await.err() }
+                async move { lp.create_connection(TlsRec::default, ("127.0.0.1", 9), options).await.err() }
             };
             vec![
                 connect(ConnectOptions::new().server_hostname("x")).await,
@@ -457,8 +457,8 @@ backend_tests! {
                 connect(client_options().ssl_shutdown_timeout(0.0)).await,
                 connect(ConnectOptions::new().ssl(pki().server())).await,
                 connect(client_options().server_hostname("not a name!")).await,
-                lp2.create_server(TlsRec::default, "127.0.0.1", Some(0), ServerOptions::default().ssl(pki().client())).await.err(),
-                lp2.create_server(TlsRec::default, "127.0.0.1", Some(0), ServerOptions::default().ssl_handshake_timeout(5.0)).await.err(),
+                lp2.create_server(TlsRec::default, "127.0.0.1:0", ServerOptions::default().ssl(pki().client())).await.err(),
+                lp2.create_server(TlsRec::default, "127.0.0.1:0", ServerOptions::default().ssl_handshake_timeout(5.0)).await.err(),
             ]
         });
         let expected = [

@@ -28,7 +28,7 @@ fn try_connect(
     let (lp2, rec) = (lp.clone(), seen.clone());
     let result = run_within(lp, WAIT, async move {
         let factory = move || Tap(rec);
-        lp2.create_connection(factory, Some("127.0.0.1"), Some(port), options).await
+        lp2.create_connection(factory, ("127.0.0.1", port), options).await
     });
     (result.map(|(transport, _)| transport), seen)
 }

@@ -70,9 +70,8 @@ fn start_clients(
                 let tally = tally.clone();
                 move || EchoOnce { message, got: Vec::new(), transport: None, tally }
             };
-            let connected = lp2
-                .create_connection(factory, Some("127.0.0.1"), Some(port), client_options())
-                .await;
+            let connected =
+                lp2.create_connection(factory, ("127.0.0.1", port), client_options()).await;
             if let Err(error) = connected {
                 tally.failed.borrow_mut().push(error.to_string());
             }

@@ -76,13 +76,13 @@ backend_tests! {
         let (lp2, sink) = (lp.clone(), seen.clone());
         let server = run_within(lp, WAIT, async move {
             let factory = move || Upgrading { seen: sink.clone(), ..Upgrading::default() };
-            lp2.create_server(factory, "127.0.0.1", Some(0), ServerOptions::default()).await
+            lp2.create_server(factory, "127.0.0.1:0", ServerOptions::default()).await
         })
         .unwrap();
         let port = server.sockets()[0].as_socket().unwrap().port();
         let lp2 = lp.clone();
         let (plain, client) = run_within(lp, WAIT, async move {
-            lp2.create_connection(TlsRec::default, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+            lp2.create_connection(TlsRec::default, ("127.0.0.1", port), ConnectOptions::new()).await
         })
         .unwrap();
         plain.write(b"hello\n").unwrap();
@@ -125,7 +125,7 @@ backend_tests! {
         // A TCP connection to the TLS server, upgraded from plain.
         let lp2 = lp.clone();
         let (plain, client) = run_within(lp, WAIT, async move {
-            lp2.create_connection(TlsRec::default, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+            lp2.create_connection(TlsRec::default, ("127.0.0.1", port), ConnectOptions::new()).await
         })
         .unwrap();
         let options = StartTlsOptions::new().server_hostname("wrong.example");
@@ -149,7 +149,7 @@ backend_tests! {
         assert!(matches!(&again, Some(Error::Runtime { message: m, .. }) if m.contains("already speaks TLS")), "{again:?}");
         let lp2 = lp.clone();
         let (plain, rec) = run_within(lp, WAIT, async move {
-            lp2.create_connection(TlsRec::default, Some("127.0.0.1"), Some(port), ConnectOptions::new()).await
+            lp2.create_connection(TlsRec::default, ("127.0.0.1", port), ConnectOptions::new()).await
         })
         .unwrap();
         let nameless = run_within(lp, WAIT, lp.start_tls(&plain, rec.clone(), pki().client(), StartTlsOptions::new())).err();

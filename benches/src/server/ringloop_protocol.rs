@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::TcpListener;
 
 use ringloop::{
-    Backend, BaseProtocol, Error, EventLoop, Protocol, Server, ServerOptions, Transport,
+    Address, Backend, BaseProtocol, Error, EventLoop, Protocol, Server, ServerOptions, Transport,
 };
 
 use super::Reply;
@@ -53,8 +53,8 @@ pub fn serve<R: Reply>(
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024);
-        event_loop.create_server(Served::<R>::default, None::<&str>, None, options).await
+        let options = ServerOptions::new().sock(listener).backlog(1024);
+        event_loop.create_server(Served::<R>::default, Address::NONE, options).await
     })
 }
 
@@ -67,8 +67,8 @@ pub fn serve_tls(
 ) -> Result<(), String> {
     let config = crate::tls::material::server_config()?;
     serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024).ssl(config);
-        event_loop.create_server(Served::<super::Echo>::default, None::<&str>, None, options).await
+        let options = ServerOptions::new().sock(listener).backlog(1024).ssl(config);
+        event_loop.create_server(Served::<super::Echo>::default, Address::NONE, options).await
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 
-use ringloop::{Backend, Error, ServerOptions, StreamReader, StreamWriter};
+use ringloop::{Address, Backend, Error, ServerOptions, StreamReader, StreamWriter};
 
 use crate::http::{request_head, RESPONSE};
 
@@ -35,7 +35,7 @@ pub fn serve(
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     super::ringloop_protocol::serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024);
-        event_loop.start_server(hello, None::<&str>, None, options).await
+        let options = ServerOptions::new().sock(listener).backlog(1024);
+        event_loop.start_server(hello, Address::NONE, options).await
     })
 }

@@ -55,8 +55,8 @@ fn main() -> ringloop::Result<()> {
     let l = lp.clone();
     lp.run_until_complete(async move {
         let options = || ServerOptions::default();
-        let streams = l.start_server(failing_handler, "127.0.0.1", Some(0), options()).await?;
-        let protocols = l.create_server(|| Fails, "127.0.0.1", Some(0), options()).await?;
+        let streams = l.start_server(failing_handler, "127.0.0.1:0", options()).await?;
+        let protocols = l.create_server(|| Fails, "127.0.0.1:0", options()).await?;
         for server in [streams, protocols] {
             let port = port_of(&server);
             l.run_in_executor(None, move || poke(port))?.await?;

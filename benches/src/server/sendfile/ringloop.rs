@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use ringloop::{Backend, BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
+use ringloop::{Address, Backend, BaseProtocol, EventLoop, Protocol, ServerOptions, Transport};
 
 use crate::server::ringloop_protocol::serve_with;
 use crate::sys;
@@ -125,13 +125,13 @@ pub fn serve(
     };
     let path = Rc::new(path.to_path_buf());
     serve_with(backend, announce, move |event_loop| async move {
-        let options = ServerOptions::default().sock(listener).backlog(1024);
+        let options = ServerOptions::new().sock(listener).backlog(1024);
         let lp = event_loop.clone();
         let factory = move || Sender {
             event_loop: lp.clone(),
             path: path.clone(),
             copy: source == Source::Copy,
         };
-        event_loop.create_server(factory, None::<&str>, None, options).await
+        event_loop.create_server(factory, Address::NONE, options).await
     })
 }
