@@ -72,7 +72,8 @@
 //! # Panics in callbacks
 //!
 //! A panic in a callback, a task or a protocol method is caught (`catch_unwind`) and reported
-//! to the loop's exception handler (by default, it logs it); the loop keeps running, and a protocol whose method panicked
+//! to the loop's exception handler (by default, it logs it, or prints it to stderr when no
+//! `log` backend is installed); the loop keeps running, and a protocol whose method panicked
 //! has its transport closed with the panic as the error. This needs unwinding: in a build
 //! with `panic = "abort"` (a `[profile]` setting) nothing can be caught, and the first panic
 //! anywhere ends the process.

@@ -205,3 +205,36 @@ fn tcp_echo_server_with_four_loops_echoes_on_every_connection_and_exits_on_sigte
         assert!(status.success(), "{test}: exited with {status}");
     });
 }
+
+/// README's `quickstart` as a user runs it: it echoes lines on the address given, on every
+/// backend (`RINGLOOP_BACKEND`), then exits 0 on SIGTERM.
+#[test]
+fn quickstart_echoes_lines_then_exits_on_sigterm() {
+    let test = "quickstart_echoes_lines_then_exits_on_sigterm";
+    let Some(paths) = examples(test, &["quickstart"]) else { return };
+    for backend in backends(test) {
+        let test = format!("{test} on {backend}");
+        // A free port, handed over by number: the example takes a fixed address.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let env = [("RINGLOOP_BACKEND", backend.name())];
+        let mut server = Running::spawn_with_env(&paths[0], &[&address], &env);
+        assert_eq!(server.lines(1), [format!("serving on {address}\n")], "{test}");
+        let stream = TcpStream::connect(&address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        let mut lines = BufReader::new(stream.try_clone().expect("clone"));
+        for line in ["hello\n", "ringloop\n"] {
+            (&stream).write_all(line.as_bytes()).expect("send");
+            let mut echoed = String::new();
+            lines.read_line(&mut echoed).expect("echo");
+            assert_eq!(echoed, line, "{test}");
+        }
+        stream.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut rest = String::new();
+        lines.read_to_string(&mut rest).expect("EOF after the last line");
+        assert_eq!(rest, "", "{test}");
+        signal(&server, libc::SIGTERM);
+        let status = server.wait();
+        assert!(status.success(), "{test}: exited with {status}");
+    }
+}
