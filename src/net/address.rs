@@ -84,12 +84,14 @@ impl Address {
                 let names = hosts.iter().map(|h| Some(h.as_str()).filter(|h| !h.is_empty()));
                 names.map(|host| Lookup::Host(host, *port)).collect()
             }
-            Repr::Invalid(text) => return Err(Error::invalid_argument(
-                ArgumentKind::Malformed,
-                format!(
+            Repr::Invalid(text) => {
+                return Err(Error::invalid_argument(
+                    ArgumentKind::Malformed,
+                    format!(
                     "{call}: {text:?} is not an address: expected HOST:PORT, [IPV6]:PORT or :PORT"
                 ),
-            )),
+                ))
+            }
         })
     }
 
