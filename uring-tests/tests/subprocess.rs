@@ -78,9 +78,9 @@ backend_tests! {
         until_lost(lp, &rec);
         assert_eq!(transport.get_returncode(), Some(-libc::SIGUSR1));
         let (transport, rec) = exec(lp, "sleep", &["30"], stdout_only());
-        transport.send_signal(Signal::SIGHUP).unwrap();
+        transport.send_signal(Signal::SIGUSR2).unwrap(); // not SIGHUP: ignored under nohup
         until_lost(lp, &rec);
-        assert_eq!(transport.get_returncode(), Some(-libc::SIGHUP));
+        assert_eq!(transport.get_returncode(), Some(-libc::SIGUSR2));
         rec.borrow().check_complete(&[1]);
     }
 
