@@ -117,11 +117,12 @@ backend_tests! {
         process.terminate().unwrap();
         assert_eq!(run(lp, process.wait()), -libc::SIGTERM);
         let process = start(lp, "sleep", &["30"], ProcessOptions::new());
-        process.send_signal(ringloop::Signal::SIGINT).unwrap();
-        assert_eq!(run(lp, process.wait()), -libc::SIGINT);
+        // Not SIGINT: a job started in the background by a shell inherits it ignored.
+        process.send_signal(ringloop::Signal::SIGUSR2).unwrap();
+        assert_eq!(run(lp, process.wait()), -libc::SIGUSR2);
         // Killing a child that exited is harmless: its code stays, never 255.
         process.kill().unwrap();
-        assert_eq!(process.returncode(), Some(-libc::SIGINT));
+        assert_eq!(process.returncode(), Some(-libc::SIGUSR2));
         let process = start(lp, "true", &[], ProcessOptions::new());
         assert_eq!(run(lp, process.wait()), 0);
         process.kill().unwrap();
