@@ -269,13 +269,14 @@ mod tests {
         let lp = EventLoop::new().unwrap();
         let log = Rc::new(RefCell::new(Vec::new()));
         let factories = vec![
-            attempt(&lp, &log, "a", 0.15, false),
-            attempt(&lp, &log, "b", 1.0, true),
+            // 100 ms between events, so a loaded machine's late wake-ups keep their order.
+            attempt(&lp, &log, "a", 0.3, false),
+            attempt(&lp, &log, "b", 2.0, true),
             attempt(&lp, &log, "c", 0.0, true),
         ];
         let started = lp.time();
-        let outcome = race(&lp, factories, Some(0.1));
-        assert!(lp.time() - started >= 0.19, "c started when a failed");
+        let outcome = race(&lp, factories, Some(0.2));
+        assert!(lp.time() - started >= 0.39, "c started when a failed");
         assert_eq!(outcome.winner, Some((2, "c")));
         assert_eq!(*log.borrow(), ["start a", "start b", "end a", "start c", "end c"]);
         assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Cancelled", "Won"]);

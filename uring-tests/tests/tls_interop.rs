@@ -51,13 +51,16 @@ fn s_client_against_server(lp: &ringloop::EventLoop, test: &str, version: &str, 
         OpensslPeer::spawn(&[&args[..], &["-brief", "-verify_return_error", version]].concat());
     client.send(b"hello from openssl\n");
     let lines = std::cell::RefCell::new(Vec::new());
-    let echoed = run_until(lp, WAIT, || {
+    let protocol = format!("Protocol version: {expect}");
+    // The echo comes on s_client's stdout, the protocol line on its stderr: wait for both.
+    let both = run_until(lp, WAIT, || {
         lines.borrow_mut().extend(client.drain());
-        lines.borrow().iter().any(|l| l == "hello from openssl")
+        let lines = lines.borrow();
+        lines.iter().any(|l| l == "hello from openssl")
+            && lines.iter().any(|l| l.contains(&protocol))
     });
     let lines = lines.into_inner();
-    assert!(echoed, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains(&format!("Protocol version: {expect}"))), "{lines:?}");
+    assert!(both, "the echo and {protocol:?}: {lines:?}");
     drop(client.child.stdin.take()); // s_client closes at the end of its input
     let server_side = served.borrow()[0].clone();
     assert!(run_until(lp, WAIT, || server_side.borrow().is_lost()), "{:?}", client.drain());
