@@ -58,8 +58,6 @@ mod timer;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
-use std::task::Poll;
 
 use ::hyper::body::{Body, Incoming};
 use ::hyper::server::conn::http1;
@@ -99,11 +97,6 @@ pub fn http1_builder() -> http1::Builder {
     builder
 }
 
-/// A hyper error as a ringloop one ([`Error::Custom`], the hyper error inside).
-fn from_hyper(err: ::hyper::Error) -> Error {
-    Error::Custom(Arc::new(err))
-}
-
 /// Serves HTTP/1.x on one connection with `service` until the connection ends: hyper's
 /// `http1::Builder::serve_connection` with [`http1_builder`]'s settings over
 /// [`HyperIo`]. Keep-alive connections serve request after request.
@@ -123,7 +116,7 @@ where
     <S::ResBody as Body>::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let io = HyperIo::new(reader, writer);
-    http1_builder().serve_connection(io, service).await.map_err(from_hyper)
+    http1_builder().serve_connection(io, service).await.map_err(Error::custom)
 }
 
 /// [`serve_http1`] that also ends gracefully once `shutdown` is requested: an idle
@@ -156,10 +149,7 @@ where
                 connection.as_mut().graceful_shutdown();
             }
         }
-        match connection.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(result.map_err(from_hyper)),
-            Poll::Pending => Poll::Pending,
-        }
+        connection.as_mut().poll(cx).map_err(Error::custom)
     })
     .await
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::dns::{AddrInfo, AddrInfoHints};
+use super::dns::{describe_lookup, AddrInfo, AddrInfoHints};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::server::Hosts;
@@ -122,8 +122,7 @@ impl fmt::Display for Lookup<'_> {
         match self {
             Lookup::Socket(addr) => write!(f, "{addr}"),
             Lookup::Host(None, port) => write!(f, "*:{port}"),
-            Lookup::Host(Some(host), port) if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Lookup::Host(Some(host), port) => write!(f, "{host}:{port}"),
+            Lookup::Host(host @ Some(_), port) => f.write_str(&describe_lookup(*host, *port)),
         }
     }
 }

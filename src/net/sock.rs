@@ -139,7 +139,7 @@ impl fmt::Display for ConnectFailed<'_> {
 }
 
 /// `Ok` if `sock` is an open, non-blocking fd; otherwise the error `what` reports.
-fn check_nonblocking(sock: BorrowedFd<'_>, what: &dyn fmt::Display) -> Result<()> {
+pub(crate) fn check_nonblocking(sock: BorrowedFd<'_>, what: &dyn fmt::Display) -> Result<()> {
     let flags =
         fcntl(sock, FcntlArg::F_GETFL).map_err(|e| Error::io(what.to_string(), e.into()))?;
     if !OFlag::from_bits_retain(flags).contains(OFlag::O_NONBLOCK) {

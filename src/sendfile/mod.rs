@@ -166,6 +166,12 @@ fn choose_method(
     }
 }
 
+/// The error of a second transfer started on a transport while one runs.
+pub(crate) fn another_in_progress() -> Error {
+    let message = "sendfile: another sendfile is in progress on this transport";
+    Error::runtime(RuntimeKind::SendfileInProgress, message)
+}
+
 /// `Ok` for a non-blocking `SOCK_STREAM` socket.
 fn check_stream_socket(sock: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<()> {
     let socket = socket2::SockRef::from(&sock);
@@ -176,16 +182,5 @@ fn check_stream_socket(sock: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<
             format!("{what}: only SOCK_STREAM sockets are supported, got {kind:?}"),
         ));
     }
-    let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| Error::io(format!("{what}: the socket's flags"), e.into()))?;
-    if !nix::fcntl::OFlag::from_bits_retain(flags).contains(nix::fcntl::OFlag::O_NONBLOCK) {
-        return Err(Error::invalid_argument(
-            ArgumentKind::UnsuitableFd,
-            format!(
-                "{what}: the socket must be non-blocking (asyncio requires it; call \
-             set_nonblocking(true) first)"
-            ),
-        ));
-    }
-    Ok(())
+    crate::net::sock::check_nonblocking(sock, &what)
 }

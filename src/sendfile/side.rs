@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use super::transfer::{Step, Transfer, TransferFuture};
 use crate::driver::{Op, OpId};
-use crate::error::{Error, Result, RuntimeKind};
+use crate::error::{Error, Result};
 use crate::event_loop::OpOwner;
 use crate::transport::Writer;
 
@@ -98,10 +98,7 @@ pub(crate) trait SendFileHost: Writer {
     fn begin_sendfile(self: &Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture> {
         let side = self.sendfile_side();
         if side.is_active() {
-            return Err(Error::runtime(
-                RuntimeKind::SendfileInProgress,
-                "sendfile: another sendfile is in progress on this transport",
-            ));
+            return Err(super::another_in_progress());
         }
         *side.transfer.borrow_mut() = Some(transfer.clone());
         let core = self.clone();

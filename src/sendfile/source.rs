@@ -86,7 +86,7 @@ impl Source {
 }
 
 /// `lseek(SEEK_SET)`.
-fn seek(file: impl AsFd, to: u64) -> nix::Result<()> {
+pub(super) fn seek(file: impl AsFd, to: u64) -> nix::Result<()> {
     let to = i64::try_from(to).map_err(|_| nix::Error::EOVERFLOW)?;
     nix::unistd::lseek(file.as_fd(), to, nix::unistd::Whence::SeekSet).map(drop)
 }

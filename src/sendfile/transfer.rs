@@ -46,7 +46,7 @@ enum Outcome {
 pub(crate) enum Step {
     /// Send the next chunk.
     Next,
-    /// A copy chunk's bytes, to write in order; then the next chunk (or the end, if `last`).
+    /// A copy chunk's bytes, to write in order; then the next chunk, or the end.
     Copied(Bytes),
     /// The transfer ended: the transport finishes it with [`Transfer::finish`].
     Ended(Result<()>),
@@ -142,11 +142,9 @@ impl Transfer {
             Err(err) => return Step::Ended(Err(Error::io(self.what.clone(), err))),
         };
         self.sent.set(self.sent.get() + n);
-        let ended =
-            self.abandoned.get() || self.end.is_some_and(|end| self.start + self.sent.get() >= end);
         match (self.method.get(), op) {
             (Method::Copy, Some(Op::Read { buf, .. })) => Step::Copied(Bytes::from(buf)),
-            _ if ended => Step::Ended(Ok(())),
+            _ if !self.wants_more() => Step::Ended(Ok(())),
             _ => Step::Next,
         }
     }
@@ -231,9 +229,8 @@ impl Transfer {
 
     /// `lseek(SEEK_SET)` on the duplicate, which moves the caller's file too.
     fn seek(&self, to: u64) -> io::Result<()> {
-        let to = i64::try_from(to).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
         self.file
-            .with_fd(|fd| nix::unistd::lseek(fd, to, nix::unistd::Whence::SeekSet).map(drop))
+            .with_fd(|fd| super::source::seek(fd, to))
             .unwrap_or(Ok(()))
             .map_err(io::Error::from)
     }

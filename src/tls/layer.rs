@@ -480,6 +480,10 @@ impl TlsLayer {
 
     /// Sends every record rustls has ready to the stream below.
     pub(super) fn flush_records(&self) {
+        // Called after every read and write: most calls find nothing to send.
+        if !self.session.borrow().wants_write() {
+            return;
+        }
         let Some(lower) = self.lower() else { return };
         let mut out = Scratch::records();
         if self.session.borrow_mut().take_tls(&mut out) {
@@ -604,14 +608,10 @@ impl ErasedProtocol<Event<Transport>> for TlsLayer {
 
 /// `host:port` of the stream's peer, or "the peer".
 fn describe_peer(lower: &Transport) -> String {
-    match lower.peername().and_then(|addr| addr.as_socket()) {
-        Some(addr) => addr.to_string(),
-        None => match lower
-            .peername()
-            .and_then(|addr| addr.as_pathname().map(|p| p.display().to_string()))
-        {
-            Some(path) => path,
-            None => "the peer".into(),
-        },
+    match lower.peername() {
+        Some(addr) if addr.as_socket().is_some() || addr.as_pathname().is_some() => {
+            crate::transport::describe_addr(&addr)
+        }
+        _ => "the peer".into(),
     }
 }

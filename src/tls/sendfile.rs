@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use super::layer::{Stage, TlsLayer};
-use crate::error::{Error, Result, RuntimeKind};
+use crate::error::{Error, Result};
 use crate::sendfile::{Step, Transfer, TransferFuture};
 
 impl TlsLayer {
@@ -25,15 +25,9 @@ impl TlsLayer {
         self: &Rc<Self>,
         transfer: Rc<Transfer>,
     ) -> Result<TransferFuture> {
+        // `EventLoop::sendfile` refused a closing transport just before.
         if self.sendfile.borrow().is_some() {
-            let busy = "sendfile: another sendfile is in progress on this transport";
-            return Err(Error::runtime(RuntimeKind::SendfileInProgress, busy));
-        }
-        if self.stage.get() != Stage::Wrapped {
-            return Err(Error::runtime(
-                RuntimeKind::TransportClosing,
-                format!("{}: the transport is closing", transfer.what()),
-            ));
+            return Err(crate::sendfile::another_in_progress());
         }
         transfer.copy_instead(
             "a TLS transport cannot send a file zero-copy (the kernel does not encrypt)",

@@ -97,6 +97,11 @@ impl Session {
         let _ = self.conn.read_tls(&mut io::empty());
     }
 
+    /// True when rustls has records waiting to be sent.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Appends every record waiting to be sent to `out`; true if there were any.
     pub(crate) fn take_tls(&mut self, out: &mut Vec<u8>) -> bool {
         let before = out.len();

@@ -60,6 +60,11 @@ impl SocketNames {
         self.peer.is_some()
     }
 
+    /// True when the local address is IPv4 or IPv6.
+    pub(crate) fn is_inet(&self) -> bool {
+        matches!(self.sock, Some(Name::Inet(_)))
+    }
+
     /// The local address.
     pub(crate) fn sock(&self) -> Option<SockAddr> {
         self.sock.as_ref().map(Name::to_sock_addr)

@@ -79,12 +79,10 @@ impl Transport {
     ) -> Result<Transport> {
         event_loop.check_open()?;
         let socket = SockRef::from(&fd);
-        if let Ok(socket2::Type::STREAM) = socket.r#type() {
-            if socket.local_addr().is_ok_and(|a| a.is_ipv4() || a.is_ipv6()) {
-                let _ = socket.set_nodelay(true);
-            }
-        }
         let names = SocketNames::of(&socket);
+        if names.is_inet() && matches!(socket.r#type(), Ok(socket2::Type::STREAM)) {
+            let _ = socket.set_nodelay(true);
+        }
         let core = Rc::new(StreamCore {
             base: TransportBase::new(event_loop, fd, protocol),
             read: ReadSide::socket(),

@@ -4,9 +4,9 @@
 //! With nothing buffered and no write in flight, a write first tries the syscall at once,
 //! non-blocking (asyncio's fast path), so a write the kernel takes whole never touches the
 //! buffer and never pauses the protocol. Whatever is left is buffered and written by one op at
-//! a time, in order: on a socket `Op::Send` of one chunk or, when writes queued up while one
-//! was in flight, `Op::SendMsg` of all of them as one vectored send, never copied again; on a
-//! file `Op::Write` of the front chunks merged. The buffer's water marks tell the transport
+//! a time, in order: on a socket, when 64 KiB or more queued up while a send was in flight,
+//! `Op::SendMsg` of all of it as one vectored send, never copied again, else `Op::Send` of the
+//! front chunks merged; on a file `Op::Write` of the front chunks merged. The buffer's water marks tell the transport
 //! when to call `pause_writing` and `resume_writing`.
 
 use std::cell::{Cell, RefCell};
@@ -28,6 +28,10 @@ use crate::sys::{retry_eintr, would_block};
 
 /// Buffers per `sendmsg(2)` at most (Linux's `UIO_MAXIOV`).
 const MAX_IOVECS: usize = 1024;
+
+/// Below this many bytes queued, a socket's queued writes are merged into one `send` (a copy
+/// of at most this much); from it on they go out as one vectored `sendmsg`, uncopied.
+const VECTORED_MIN: usize = 64 * 1024;
 
 /// What the side writes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,10 +142,11 @@ impl WriteSide {
     fn next_op(&self, fd: std::os::fd::RawFd) -> Option<Op> {
         let mut buffer = self.buffer.borrow_mut();
         let op = match self.sink {
-            Sink::Socket if buffer.chunk_count() > 1 => {
+            // Much queued: no copy. A little: one small copy beats the vectored op's allocations.
+            Sink::Socket if buffer.chunk_count() > 1 && buffer.len() >= VECTORED_MIN => {
                 Op::SendMsg { fd, msg: SendMsgBuf::vectored(buffer.front_chunks(MAX_IOVECS)) }
             }
-            Sink::Socket => Op::Send { fd, buf: buffer.front()?, offset: 0 },
+            Sink::Socket => Op::Send { fd, buf: buffer.front_coalesced()?, offset: 0 },
             Sink::File => Op::Write { fd, buf: buffer.front_coalesced()?, offset: 0 },
         };
         Some(op)

@@ -271,14 +271,7 @@ fn unix_echo_server_without_path_is_a_usage_error() {
     let test = "unix_echo_server_without_path_is_a_usage_error";
     let Some(paths) = examples(test, &["unix_echo_server"]) else { return };
     for args in [&[][..], &["--backend", "epoll"], &["--port", "0"], &["--path"]] {
-        let out = Command::new(&paths[0])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{test}: running {}: {e}", paths[0].display()));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{test}: {args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "{test}: {args:?} printed to stdout");
+        let stderr = failed_with_usage_error(test, &paths[0], args);
         let usage = "usage: unix_echo_server --path PATH [--backend uring|epoll]\n";
         assert!(stderr.starts_with("unix_echo_server: "), "{test}: {args:?}: {stderr}");
         if args != ["--path"] {
@@ -397,17 +390,24 @@ fn sendfile_server_without_a_readable_file_is_an_error() {
         (&["--port", "0"], "--file is required"),
         (&["--file", missing, "--port", "0"], "cannot open"),
     ] {
-        let out = Command::new(&paths[0])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{test}: running {}: {e}", paths[0].display()));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{test}: {args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "{test}: {args:?} printed to stdout");
+        let stderr = failed_with_usage_error(test, &paths[0], args);
         // After the line saying the loop runs on epoll, where io_uring is missing.
         let error = stderr.lines().find(|l| !l.starts_with("ringloop: ")).unwrap_or_default();
         assert!(error.starts_with("sendfile_server: "), "{test}: {args:?}: {stderr}");
         assert!(stderr.contains(want), "{test}: {args:?}: {stderr}");
     }
+}
+
+/// Runs the example at `path` with `args`, which it must refuse: exit status 1, nothing on
+/// stdout. Returns its stderr.
+fn failed_with_usage_error(test: &str, path: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{test}: running {}: {e}", path.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{test}: {args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{test}: {args:?} printed to stdout");
+    stderr
 }

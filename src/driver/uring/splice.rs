@@ -139,9 +139,10 @@ pub(super) fn sqes(
             .user_data(user_data(key) | DRAIN | DRAIN_POLL);
         return Ok([Some(writable), Some(drain)]);
     }
+    // Before the pipe is taken: an error must not cost a pooled pipe.
+    let offset = i64::try_from(offset).map_err(|_| -libc::EINVAL)?;
     let pipe = pipes.take().map_err(|e| -e.raw_os_error().unwrap_or(libc::EMFILE))?;
     let chunk = len.min(pipe.capacity);
-    let offset = i64::try_from(offset).map_err(|_| -libc::EINVAL)?;
     let fill = opcode::Splice::new(Fd(file), offset, Fd(pipe.write.as_raw_fd()), -1, chunk)
         .flags(move_pages)
         .build()
