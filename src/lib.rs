@@ -102,6 +102,7 @@ pub mod tls;
 pub mod hyper;
 mod loop_threads;
 pub mod net;
+mod pipes;
 mod protocol;
 mod sendfile;
 pub mod server;

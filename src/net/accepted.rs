@@ -3,15 +3,17 @@
 //! `_create_connection_transport`), and `connect_accepted_socket`'s TLS arguments.
 
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 
-use crate::error::Result;
+use socket2::SockRef;
+
+use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::AnyProtocol;
 use crate::tls::{self, TlsConfig, TlsSetup};
 use crate::transport::dispatch::{adapt, DynProtocol};
-use crate::transport::{prepare_stream_socket, Transport};
+use crate::transport::Transport;
 
 /// The TLS keyword arguments of [`EventLoop::connect_accepted_socket_with`] (asyncio's `ssl`,
 /// `ssl_handshake_timeout`, `ssl_shutdown_timeout`). `Default`: no TLS.
@@ -77,4 +79,41 @@ impl EventLoop {
             Some(setup) => tls::connect(self, socket, app, &setup).await,
         }
     }
+
+    /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
+    /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
+    /// iteration; the returned `Rc` is the protocol the transport drives. The protocol is a
+    /// [`Protocol`](crate::Protocol) or a [`BufferedProtocol`](crate::BufferedProtocol).
+    pub async fn connect_accepted_socket<K, P, F>(
+        &self,
+        protocol_factory: F,
+        socket: OwnedFd,
+    ) -> Result<(Transport, Rc<RefCell<P>>)>
+    where
+        K: 'static,
+        P: AnyProtocol<K>,
+        F: FnOnce() -> P,
+    {
+        prepare_stream_socket(&socket, "connect_accepted_socket")?;
+        let protocol = Rc::new(RefCell::new(protocol_factory()));
+        let transport = Transport::start(self, socket, adapt(protocol.clone()))?;
+        Ok((transport, protocol))
+    }
+}
+
+/// Checks that `socket` is a stream socket and makes it non-blocking, for a transport;
+/// `call` names the caller in errors.
+pub(crate) fn prepare_stream_socket(socket: &OwnedFd, call: &str) -> Result<()> {
+    let fd = socket.as_raw_fd();
+    let kind =
+        SockRef::from(socket).r#type().map_err(|e| Error::io(format!("{call}(fd {fd})"), e))?;
+    if kind != socket2::Type::STREAM {
+        return Err(Error::invalid_argument(
+            ArgumentKind::UnsuitableFd,
+            format!("A Stream Socket was expected, got fd {fd} of type {kind:?}"),
+        ));
+    }
+    SockRef::from(socket)
+        .set_nonblocking(true)
+        .map_err(|e| Error::io(format!("{call}: set_nonblocking"), e))
 }

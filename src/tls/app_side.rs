@@ -10,8 +10,7 @@
 //! slow reader holds at most the stream's high-water mark of records plus the backlog's of
 //! plaintext, plus one rustls buffer (64 KiB) between them.
 //!
-//! Generations (`handle.rs`) do not apply here: a TLS transport cannot be handed over again
-//! (asyncio refuses `start_tls` on one too).
+//! A TLS transport cannot be handed over again (asyncio refuses `start_tls` on one too).
 
 use std::any::Any;
 use std::fmt;
@@ -26,7 +25,7 @@ use crate::error::{Error, Result, RuntimeKind};
 use crate::sendfile::{Transfer, TransferFuture};
 use crate::transport::dispatch::DynProtocol;
 use crate::transport::flow_control::FlowEvent;
-use crate::transport::handle::{ByteStream, Generation};
+use crate::transport::handle::ByteStream;
 use crate::transport::ExtraInfo;
 
 /// Lost writes are logged once more than this many were (asyncio's
@@ -143,20 +142,20 @@ impl TlsLayer {
 }
 
 impl ByteStream for TlsLayer {
-    fn write(self: Rc<Self>, _from: Generation, data: &[u8]) -> Result<()> {
+    fn write(self: Rc<Self>, data: &[u8]) -> Result<()> {
         self.write_all(&[data])
     }
 
-    fn write_bytes(self: Rc<Self>, _from: Generation, data: Bytes) -> Result<()> {
+    fn write_bytes(self: Rc<Self>, data: Bytes) -> Result<()> {
         self.write_all(&[&data])
     }
 
-    fn writelines(self: Rc<Self>, _from: Generation, buffers: &[&[u8]]) -> Result<()> {
+    fn writelines(self: Rc<Self>, buffers: &[&[u8]]) -> Result<()> {
         self.write_all(buffers)
     }
 
     /// TLS cannot half-close (asyncio raises `NotImplementedError`): logged, nothing done.
-    fn write_eof(self: Rc<Self>, _from: Generation) {
+    fn write_eof(self: Rc<Self>) {
         log::warn!(
             target: "ringloop",
             "write_eof() on a TLS transport does nothing: TLS cannot half-close; call close()"
@@ -167,7 +166,7 @@ impl ByteStream for TlsLayer {
         false
     }
 
-    fn close(self: Rc<Self>, _from: Generation) {
+    fn close(self: Rc<Self>) {
         match self.stage.get() {
             Stage::Connecting | Stage::Handshaking => {
                 self.stage.set(Stage::Closed);
@@ -178,27 +177,26 @@ impl ByteStream for TlsLayer {
         }
     }
 
-    fn abort(self: Rc<Self>, _from: Generation) {
+    fn abort(self: Rc<Self>) {
         self.stage.set(Stage::Closed);
         self.backlog.borrow_mut().clear();
         self.abort_lower();
     }
 
-    fn is_closing(&self, _from: Generation) -> bool {
+    fn is_closing(&self) -> bool {
         self.stage.get() != Stage::Wrapped
     }
 
-    fn protocol(&self, _from: Generation) -> Option<Rc<dyn Any>> {
+    fn protocol(&self) -> Option<Rc<dyn Any>> {
         self.dispatcher.get()
     }
 
-    fn set_protocol(&self, _from: Generation, protocol: Rc<DynProtocol>) {
+    fn set_protocol(&self, protocol: Rc<DynProtocol>) {
         self.dispatcher.set(protocol);
     }
 
     fn set_write_buffer_limits(
         self: Rc<Self>,
-        _from: Generation,
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<()> {
@@ -235,7 +233,7 @@ impl ByteStream for TlsLayer {
         tls.or_else(|| self.lower()?.get_extra_info(name))
     }
 
-    fn pause_reading(self: Rc<Self>, _from: Generation) {
+    fn pause_reading(self: Rc<Self>) {
         if self.stage.get() == Stage::Wrapped && !self.reading_paused.replace(true) {
             if let Some(lower) = self.lower() {
                 lower.pause_reading();
@@ -243,7 +241,7 @@ impl ByteStream for TlsLayer {
         }
     }
 
-    fn resume_reading(self: Rc<Self>, _from: Generation) {
+    fn resume_reading(self: Rc<Self>) {
         if self.stage.get() != Stage::Wrapped || !self.reading_paused.replace(false) {
             return;
         }
@@ -254,7 +252,7 @@ impl ByteStream for TlsLayer {
         let _ = event_loop.call_soon(move || self.deliver_held());
     }
 
-    fn is_reading(&self, _from: Generation) -> bool {
+    fn is_reading(&self) -> bool {
         self.stage.get() == Stage::Wrapped && !self.reading_paused.get()
     }
 
@@ -265,15 +263,11 @@ impl ByteStream for TlsLayer {
         }
     }
 
-    fn start_sendfile(
-        self: Rc<Self>,
-        _from: Generation,
-        transfer: Rc<Transfer>,
-    ) -> Result<TransferFuture> {
+    fn start_sendfile(self: Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture> {
         self.begin_sendfile(transfer)
     }
 
-    fn hand_over(&self, _from: Generation) -> Result<Generation> {
+    fn check_hand_over(&self) -> Result<()> {
         Err(Error::runtime(RuntimeKind::AlreadyTls, "start_tls: the transport already speaks TLS"))
     }
 }

@@ -3,15 +3,17 @@
 //! user's protocol gets the same type either way.
 //!
 //! # Implementation
-//! The handle is `Rc<dyn ByteStream>` plus the [`Generation`] it was made in: each method is
-//! one indirect call. A stream handed over to a layer by `start_tls`
-//! ([`Transport::hand_over`]) moves to a new generation, and handles of an older one are
-//! *stale*: their writes fail with [`Error::Runtime`], their other calls do nothing, and
-//! `is_closing` is true, so code still holding the plain transport cannot write around the
-//! layer (asyncio only says "must stop using" it).
+//! The handle is `Rc<dyn ByteStream>` plus a flag shared by it and its clones: each method is
+//! one indirect call. When a stream is handed over to a layer by `start_tls`
+//! ([`Transport::hand_over`]), the flag of the handles that existed is cleared and the layer
+//! gets a handle with a flag of its own. Handles whose flag is cleared are *stale*: their
+//! writes fail with [`Error::Runtime`], their other calls do nothing, and `is_closing` is
+//! true, so code still holding the plain transport cannot write around the layer (asyncio
+//! only says "must stop using" it). The rule lives here alone: a [`ByteStream`] never sees a
+//! stale handle's call.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -25,39 +27,32 @@ use crate::error::{Error, Result, RuntimeKind};
 use crate::protocol::AnyProtocol;
 use crate::sendfile::{Transfer, TransferFuture};
 
-/// Which handles may use a stream: those made in its current generation (see the module
-/// docs). A stream starts in generation 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Generation(pub(crate) u32);
-
 /// What a [`Transport`] handle drives: the whole stream-transport interface, type-erased.
-/// Methods that act take the caller's [`Generation`] and refuse a stale one (see
-/// [`stale_handle`]); the stream transport's core and the TLS layer implement it.
+/// The stream transport's core and the TLS layer implement it.
 pub(crate) trait ByteStream: fmt::Debug {
     /// [`Transport::write`].
-    fn write(self: Rc<Self>, from: Generation, data: &[u8]) -> Result<()>;
+    fn write(self: Rc<Self>, data: &[u8]) -> Result<()>;
     /// [`Transport::write_bytes`].
-    fn write_bytes(self: Rc<Self>, from: Generation, data: Bytes) -> Result<()>;
+    fn write_bytes(self: Rc<Self>, data: Bytes) -> Result<()>;
     /// [`Transport::writelines`], the buffers not empty.
-    fn writelines(self: Rc<Self>, from: Generation, buffers: &[&[u8]]) -> Result<()>;
+    fn writelines(self: Rc<Self>, buffers: &[&[u8]]) -> Result<()>;
     /// [`Transport::write_eof`].
-    fn write_eof(self: Rc<Self>, from: Generation);
+    fn write_eof(self: Rc<Self>);
     /// [`Transport::can_write_eof`].
     fn can_write_eof(&self) -> bool;
     /// [`Transport::close`].
-    fn close(self: Rc<Self>, from: Generation);
+    fn close(self: Rc<Self>);
     /// [`Transport::abort`].
-    fn abort(self: Rc<Self>, from: Generation);
+    fn abort(self: Rc<Self>);
     /// [`Transport::is_closing`].
-    fn is_closing(&self, from: Generation) -> bool;
+    fn is_closing(&self) -> bool;
     /// The protocol object, for [`Transport::get_protocol`].
-    fn protocol(&self, from: Generation) -> Option<Rc<dyn Any>>;
+    fn protocol(&self) -> Option<Rc<dyn Any>>;
     /// [`Transport::set_protocol`], the protocol adapted.
-    fn set_protocol(&self, from: Generation, protocol: Rc<DynProtocol>);
+    fn set_protocol(&self, protocol: Rc<DynProtocol>);
     /// [`Transport::set_write_buffer_limits`].
     fn set_write_buffer_limits(
         self: Rc<Self>,
-        from: Generation,
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<()>;
@@ -74,23 +69,18 @@ pub(crate) trait ByteStream: fmt::Debug {
     /// [`Transport::get_extra_info`].
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
     /// [`Transport::pause_reading`].
-    fn pause_reading(self: Rc<Self>, from: Generation);
+    fn pause_reading(self: Rc<Self>);
     /// [`Transport::resume_reading`].
-    fn resume_reading(self: Rc<Self>, from: Generation);
+    fn resume_reading(self: Rc<Self>);
     /// [`Transport::is_reading`].
-    fn is_reading(&self, from: Generation) -> bool;
+    fn is_reading(&self) -> bool;
     /// Calls `hook` once the connection is lost and its socket handed to the driver.
     fn on_connection_lost(&self, hook: Box<dyn FnOnce()>);
     /// Runs `transfer` once the write buffer is flushed (`EventLoop::sendfile`).
-    fn start_sendfile(
-        self: Rc<Self>,
-        from: Generation,
-        transfer: Rc<Transfer>,
-    ) -> Result<TransferFuture>;
-    /// Moves the stream to a new generation for a layer inserted above it (`start_tls`):
-    /// handles of `from`'s generation are stale from now on. The new generation, or an error
-    /// when the stream cannot be handed over (closing, already handed over, a layer itself).
-    fn hand_over(&self, from: Generation) -> Result<Generation>;
+    fn start_sendfile(self: Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture>;
+    /// Whether the stream can be handed over to a layer inserted above it (`start_tls`): an
+    /// error when it cannot (closing, its write side shut down, a layer itself).
+    fn check_hand_over(&self) -> Result<()>;
 }
 
 /// The error a stale handle's write gets (see the module docs).
@@ -110,14 +100,24 @@ pub(crate) fn stale_handle(call: &str) -> Error {
 pub struct Transport {
     /// The stream it drives.
     stream: Rc<dyn ByteStream>,
-    /// The generation it was made in.
-    generation: Generation,
+    /// Shared with its clones: false once the stream was handed over (the handle is stale).
+    current: Rc<Cell<bool>>,
 }
 
 impl Transport {
-    /// A handle on `stream`, in its first generation.
+    /// A handle on `stream`.
     pub(crate) fn new(stream: Rc<dyn ByteStream>) -> Transport {
-        Transport { stream, generation: Generation::default() }
+        Transport { stream, current: Rc::new(Cell::new(true)) }
+    }
+
+    /// The stream, unless the handle is stale.
+    fn live(&self) -> Option<Rc<dyn ByteStream>> {
+        self.current.get().then(|| self.stream.clone())
+    }
+
+    /// The stream for `call`, or the stale handle's error.
+    fn acting(&self, call: &str) -> Result<Rc<dyn ByteStream>> {
+        self.live().ok_or_else(|| stale_handle(call))
     }
 
     /// Sends `data`; never blocks. With nothing buffered it is offered to the kernel at once;
@@ -129,12 +129,12 @@ impl Transport {
     /// Over TLS, `data` is encrypted as the connection can take it; the buffer that
     /// `pause_writing` watches is the plaintext not yet encrypted.
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        self.stream.clone().write(self.generation, data)
+        self.acting("write")?.write(data)
     }
 
     /// [`write`](Self::write) without a copy.
     pub fn write_bytes(&self, data: Bytes) -> Result<()> {
-        self.stream.clone().write_bytes(self.generation, data)
+        self.acting("write")?.write_bytes(data)
     }
 
     /// Writes the buffers in order, as one write (asyncio's `writelines`): with nothing
@@ -149,7 +149,7 @@ impl Transport {
         let owned: Vec<B> = buffers.into_iter().collect();
         let slices: Vec<&[u8]> =
             owned.iter().map(AsRef::as_ref).filter(|b| !b.is_empty()).collect();
-        self.stream.clone().writelines(self.generation, &slices)
+        self.acting("writelines")?.writelines(&slices)
     }
 
     /// Closes the write side after the buffer is flushed (`shutdown(SHUT_WR)`); reading goes
@@ -159,7 +159,9 @@ impl Transport {
     /// ([`can_write_eof`](Self::can_write_eof) is false there; asyncio raises
     /// `NotImplementedError`). Close the transport instead.
     pub fn write_eof(&self) {
-        self.stream.clone().write_eof(self.generation);
+        if let Some(stream) = self.live() {
+            stream.write_eof();
+        }
     }
 
     /// True for a plain stream socket; false over TLS, which cannot half-close.
@@ -175,37 +177,41 @@ impl Transport {
     /// timeout (`ssl_shutdown_timeout`, 30 s by default), when the connection is aborted and
     /// `connection_lost` gets an [`Error::Timeout`].
     pub fn close(&self) {
-        self.stream.clone().close(self.generation);
+        if let Some(stream) = self.live() {
+            stream.close();
+        }
     }
 
     /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
     pub fn abort(&self) {
-        self.stream.clone().abort(self.generation);
+        if let Some(stream) = self.live() {
+            stream.abort();
+        }
     }
 
     /// True once the transport is closing or closed (`close`, `abort`, EOF, an error), and
     /// on a handle of a transport [`start_tls`](crate::EventLoop::start_tls) took over.
     pub fn is_closing(&self) -> bool {
-        self.stream.is_closing(self.generation)
+        !self.current.get() || self.stream.is_closing()
     }
 
     /// The protocol, if it is a `P` (and `connection_lost` has not been delivered yet).
     pub fn get_protocol<P: 'static>(&self) -> Option<Rc<RefCell<P>>> {
-        self.stream.protocol(self.generation)?.downcast::<RefCell<P>>().ok()
+        self.live()?.protocol()?.downcast::<RefCell<P>>().ok()
     }
 
     /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
     /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
     /// it, and the next bytes received are delivered as the new protocol's kind wants them.
     pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
-        self.stream.set_protocol(self.generation, adapt(protocol));
+        self.replace_protocol(adapt(protocol));
     }
 
     /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low`
     /// alone gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
     /// `pause_writing` follows at once if the buffer is already above the new `high`.
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
-        self.stream.clone().set_write_buffer_limits(self.generation, high, low)
+        self.acting("set_write_buffer_limits")?.set_write_buffer_limits(high, low)
     }
 
     /// `(low, high)`.
@@ -248,18 +254,22 @@ impl Transport {
     /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
     /// arrives meanwhile is held, in order. Idempotent.
     pub fn pause_reading(&self) {
-        self.stream.clone().pause_reading(self.generation);
+        if let Some(stream) = self.live() {
+            stream.pause_reading();
+        }
     }
 
     /// Resumes delivery: held data first, then new reads. Idempotent.
     pub fn resume_reading(&self) {
-        self.stream.clone().resume_reading(self.generation);
+        if let Some(stream) = self.live() {
+            stream.resume_reading();
+        }
     }
 
     /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);
     /// still true after an EOF the protocol kept open, though nothing more can arrive.
     pub fn is_reading(&self) -> bool {
-        self.stream.is_reading(self.generation)
+        self.current.get() && self.stream.is_reading()
     }
 
     /// Calls `hook` once the connection is lost and its socket handed to the driver to close
@@ -270,19 +280,22 @@ impl Transport {
 
     /// Switches to an already adapted protocol (a layer inserted by `start_tls`).
     pub(crate) fn replace_protocol(&self, protocol: Rc<DynProtocol>) {
-        self.stream.set_protocol(self.generation, protocol);
+        if self.current.get() {
+            self.stream.set_protocol(protocol);
+        }
     }
 
     /// Runs `transfer` on this transport once its buffer is flushed (`EventLoop::sendfile`).
     pub(crate) fn start_sendfile(&self, transfer: Rc<Transfer>) -> Result<TransferFuture> {
-        self.stream.clone().start_sendfile(self.generation, transfer)
+        self.acting("sendfile")?.start_sendfile(transfer)
     }
 
     /// A handle for a layer inserted above this stream (`start_tls`); this handle and every
     /// clone of it are stale from now on (see the module docs).
     pub(crate) fn hand_over(&self) -> Result<Transport> {
-        let generation = self.stream.hand_over(self.generation)?;
-        Ok(Transport { stream: self.stream.clone(), generation })
+        self.acting("start_tls")?.check_hand_over()?;
+        self.current.set(false);
+        Ok(Transport::new(self.stream.clone()))
     }
 }
 

@@ -119,9 +119,9 @@ use std::os::fd::RawFd;
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
 pub use handle::Transport;
+pub(crate) use pipe::{CheckedPipe, PipeKind};
 pub use pipe::{ReadTransport, WriteTransport};
 use socket_names::SocketNames;
-pub(crate) use stream::prepare_stream_socket;
 pub(crate) use write_side::Writer;
 
 /// A value of a transport's `get_extra_info`.

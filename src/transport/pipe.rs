@@ -1,15 +1,7 @@
 //! The pipe transports (asyncio's `_UnixReadPipeTransport` and `_UnixWritePipeTransport`):
-//! `connect_read_pipe` and `connect_write_pipe` on a pipe, FIFO, socket or character device (a
-//! PTY master included), on the transport skeleton with a file read side or a file write side.
-//!
-//! # Non-blocking pipes
-//! asyncio's selector loop sets a pipe non-blocking; ringloop does so on **both** backends.
-//! On epoll it is what makes a read or write after a readiness report safe. On io_uring a
-//! `READ` on a *blocking* pipe is handed to an io-wq worker thread that then sleeps in
-//! `read(2)` until data comes, pinning the worker; on a non-blocking pipe the kernel waits with
-//! its internal poll instead, which a cancel withdraws at once. `O_NONBLOCK` belongs to the
-//! open file description, so it is shared with every other holder of the pipe (a child process
-//! that inherited it, for instance), as in asyncio.
+//! what `connect_read_pipe` and `connect_write_pipe` (`crate::pipes`) wrap a pipe, FIFO, socket
+//! or character device (a PTY master included) in, on the transport skeleton with a file read
+//! side or a file write side.
 //!
 //! # Read pipe
 //! At EOF (a read of 0 bytes) the transport closes: `eof_received` (its answer is ignored, as
@@ -30,7 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -42,7 +34,7 @@ use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use crate::driver::{Interest, Op, OpId};
-use crate::error::{ArgumentKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::event_loop::{Completed, EventLoop, ExceptionContext, OpTarget};
 use crate::protocol::{BaseProtocol, Protocol, StreamingKind};
 
@@ -62,6 +54,21 @@ pub struct ReadTransport {
 }
 
 impl ReadTransport {
+    /// Wraps a pipe checked by `crate::pipes` driving `protocol`: at the next iteration
+    /// `connection_made` runs, then the first read is submitted.
+    pub(crate) fn start<P: Protocol<ReadTransport> + 'static>(
+        event_loop: &EventLoop,
+        pipe: CheckedPipe,
+        protocol: Rc<RefCell<P>>,
+    ) -> Result<ReadTransport> {
+        let adapter = adapt_for::<ReadTransport, StreamingKind, P>(protocol);
+        let base = TransportBase::new(event_loop, pipe.fd, adapter);
+        let read = ReadSide::file(pipe.kind == PipeKind::Fifo);
+        let transport = ReadTransport { core: Rc::new(ReadCore { base, read }) };
+        transport.core.start(Event::Made(transport.clone()), |core| core.submit_read())?;
+        Ok(transport)
+    }
+
     /// Stops reading until [`resume_reading`](Self::resume_reading): no more data reaches the
     /// protocol, and no more is taken from the pipe (at most one read already under way is
     /// held). Does nothing when paused or closed.
@@ -230,6 +237,26 @@ pub struct WriteTransport {
 }
 
 impl WriteTransport {
+    /// Wraps a pipe checked by `crate::pipes` driving `protocol`: at the next iteration
+    /// `connection_made` runs, then the watch for the reader going away is submitted (not on
+    /// a character device: a tty is readable when it has input, which says nothing about a
+    /// reader).
+    pub(crate) fn start<P: BaseProtocol<WriteTransport> + 'static>(
+        event_loop: &EventLoop,
+        pipe: CheckedPipe,
+        protocol: Rc<RefCell<P>>,
+    ) -> Result<WriteTransport> {
+        let base = TransportBase::new(event_loop, pipe.fd, Rc::new(WriteOnlyProtocol(protocol)));
+        let core = WriteCore { base, write: WriteSide::new(Sink::File), watch_op: Cell::new(None) };
+        let transport = WriteTransport { core: Rc::new(core) };
+        transport.core.start(Event::Made(transport.clone()), move |core| {
+            if pipe.kind != PipeKind::CharDevice {
+                core.submit_watch();
+            }
+        })?;
+        Ok(transport)
+    }
+
     /// Writes `data`; never blocks. With nothing buffered it is offered to the pipe at once;
     /// what the pipe does not take is copied into the buffer and written in order
     /// (`pause_writing` when the buffer passes the high-water mark). Once closing or closed
@@ -452,182 +479,21 @@ fn pipe_info(name: &str, fd: &crate::event_loop::LoopFd) -> Option<ExtraInfo> {
     }
 }
 
+/// A pipe `crate::pipes` checked and made non-blocking, ready for a pipe transport.
+pub(crate) struct CheckedPipe {
+    /// The pipe.
+    pub(crate) fd: OwnedFd,
+    /// What kind of file it is.
+    pub(crate) kind: PipeKind,
+}
+
 /// What kind of file a pipe transport was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PipeKind {
+pub(crate) enum PipeKind {
     /// A pipe or FIFO.
     Fifo,
     /// A socket.
     Socket,
     /// A character device (a tty, a PTY, `/dev/null` ...).
     CharDevice,
-}
-
-/// Checks that `fd` is a pipe, FIFO, socket or character device (asyncio: "Pipe transport is
-/// for pipes/sockets only."), and makes it non-blocking (see the module docs).
-fn prepare(fd: &OwnedFd, call: &str) -> Result<PipeKind> {
-    let raw = fd.as_raw_fd();
-    let mode = file_type(fd).map_err(|e| Error::io(format!("{call}: fstat(fd {raw})"), e))?;
-    let kind = match mode {
-        libc::S_IFIFO => PipeKind::Fifo,
-        libc::S_IFSOCK => PipeKind::Socket,
-        libc::S_IFCHR => PipeKind::CharDevice,
-        mode => {
-            return Err(Error::invalid_argument(
-                ArgumentKind::UnsuitableFd,
-                format!(
-                    "{call}: Pipe transport is for pipes/sockets only (fd {raw} has file type \
-                 {mode:#o}, not a pipe, FIFO, socket or character device)"
-                ),
-            ))
-        }
-    };
-    set_nonblocking(fd).map_err(|e| Error::io(format!("{call}: O_NONBLOCK on fd {raw}"), e))?;
-    Ok(kind)
-}
-
-/// The `S_IFMT` bits of `fd`'s mode (`fstat(2)`).
-fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
-    let st = nix::sys::stat::fstat(fd)?;
-    Ok(st.st_mode & libc::S_IFMT)
-}
-
-/// Sets `O_NONBLOCK` on `fd` unless it is set.
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    }
-    Ok(())
-}
-
-/// Starts a pipe transport: checks `pipe` ([`prepare`], `call` names the caller), builds the
-/// core, then at the next iteration runs `connection_made` and `then` (the first op). Returns
-/// once `connection_made` has run.
-async fn connect<C: TransportCore>(
-    event_loop: &EventLoop,
-    call: &str,
-    pipe: OwnedFd,
-    build: impl FnOnce(TransportBase<C::Event>, PipeKind) -> C,
-    protocol: Rc<dyn super::dispatch::ErasedProtocol<C::Event>>,
-    made: impl FnOnce(&Rc<C>) -> C::Event,
-    then: impl FnOnce(&Rc<C>) + 'static,
-) -> Result<Rc<C>> {
-    event_loop.check_open()?;
-    let kind = prepare(&pipe, call)?;
-    let core = Rc::new(build(TransportBase::new(event_loop, pipe, protocol), kind));
-    let started = event_loop.create_future::<()>();
-    let done = started.clone();
-    core.start(made(&core), move |core| {
-        then(core);
-        let _ = done.set_result(());
-    })?;
-    started.await?;
-    Ok(core)
-}
-
-impl EventLoop {
-    /// Registers the read end of a pipe (asyncio's `connect_read_pipe`): `pipe` is anything
-    /// that owns an fd (`OwnedFd`, `File`, `std::process::ChildStdout`, a `UnixStream` ...)
-    /// referring to a pipe, FIFO, socket or character device; the transport takes it over and
-    /// closes it at the end. The fd is made non-blocking (on both backends; see
-    /// [`connect_write_pipe`](Self::connect_write_pipe) for why). Returns once
-    /// `connection_made` has run.
-    ///
-    /// `Error::InvalidArgument` for a regular file or directory (asyncio: "Pipe transport is
-    /// for pipes/sockets only."); the fd is closed then.
-    ///
-    /// ```
-    /// use std::process::{Command, Stdio};
-    /// use ringloop::{BaseProtocol, Error, Future, Protocol, ReadTransport};
-    ///
-    /// struct Collect {
-    ///     data: Vec<u8>,
-    ///     done: Future<Vec<u8>>,
-    /// }
-    /// impl BaseProtocol<ReadTransport> for Collect {
-    ///     fn connection_lost(&mut self, error: Option<Error>) {
-    ///         assert!(error.is_none());
-    ///         self.done.set_result(std::mem::take(&mut self.data)).unwrap();
-    ///     }
-    /// }
-    /// impl Protocol<ReadTransport> for Collect {
-    ///     fn data_received(&mut self, data: &[u8]) {
-    ///         self.data.extend_from_slice(data);
-    ///     }
-    /// }
-    ///
-    /// let mut child = Command::new("echo").arg("hello").stdout(Stdio::piped()).spawn().unwrap();
-    /// let stdout = child.stdout.take().unwrap();
-    /// let output = ringloop::run(async move {
-    ///     let event_loop = ringloop::get_running_loop().unwrap();
-    ///     let done = event_loop.create_future();
-    ///     let protocol = Collect { data: Vec::new(), done: done.clone() };
-    ///     event_loop.connect_read_pipe(move || protocol, stdout).await.unwrap();
-    ///     done.await.unwrap()
-    /// })
-    /// .unwrap();
-    /// assert_eq!(output, b"hello\n");
-    /// child.wait().unwrap();
-    /// ```
-    pub async fn connect_read_pipe<P, F>(
-        &self,
-        protocol_factory: F,
-        pipe: impl Into<OwnedFd>,
-    ) -> Result<(ReadTransport, Rc<RefCell<P>>)>
-    where
-        P: Protocol<ReadTransport> + 'static,
-        F: FnOnce() -> P,
-    {
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let adapter = adapt_for::<ReadTransport, StreamingKind, P>(protocol.clone());
-        let build = |base, kind| ReadCore { base, read: ReadSide::file(kind == PipeKind::Fifo) };
-        let made = |core: &Rc<ReadCore>| Event::Made(ReadTransport { core: core.clone() });
-        let then = |core: &Rc<ReadCore>| core.submit_read();
-        let call = "connect_read_pipe";
-        let core = connect(self, call, pipe.into(), build, adapter, made, then).await?;
-        Ok((ReadTransport { core }, protocol))
-    }
-
-    /// Registers the write end of a pipe (asyncio's `connect_write_pipe`), taking `pipe` (a
-    /// `std::process::ChildStdin`, say) over as [`connect_read_pipe`](Self::connect_read_pipe)
-    /// does. Returns once `connection_made` has run. A write pipe's protocol is a
-    /// [`BaseProtocol<WriteTransport>`](BaseProtocol).
-    ///
-    /// The fd is made non-blocking, on both backends: asyncio's selector loop does it, and on
-    /// io_uring a read or write on a *blocking* pipe would be handed to a kernel worker
-    /// thread that it can pin, where a non-blocking one is waited for by the kernel's poll.
-    /// The flag belongs to the open file, so other holders of the pipe see it too.
-    ///
-    /// `Error::InvalidArgument` for a regular file or directory; the fd is closed then.
-    pub async fn connect_write_pipe<P, F>(
-        &self,
-        protocol_factory: F,
-        pipe: impl Into<OwnedFd>,
-    ) -> Result<(WriteTransport, Rc<RefCell<P>>)>
-    where
-        P: BaseProtocol<WriteTransport> + 'static,
-        F: FnOnce() -> P,
-    {
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let adapter = Rc::new(WriteOnlyProtocol(protocol.clone()));
-        let watch = Rc::new(Cell::new(false));
-        let watched = watch.clone();
-        let build = move |base, kind| {
-            // A tty or other character device is readable when it has input, which says
-            // nothing about a reader going away: only pipes and sockets are watched.
-            watched.set(kind != PipeKind::CharDevice);
-            WriteCore { base, write: WriteSide::new(Sink::File), watch_op: Cell::new(None) }
-        };
-        let made = |core: &Rc<WriteCore>| Event::Made(WriteTransport { core: core.clone() });
-        let then = move |core: &Rc<WriteCore>| {
-            if watch.get() {
-                core.submit_watch();
-            }
-        };
-        let call = "connect_write_pipe";
-        let core = connect(self, call, pipe.into(), build, adapter, made, then).await?;
-        Ok((WriteTransport { core }, protocol))
-    }
 }

@@ -14,26 +14,25 @@
 //! answering true keeps it half-open.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
 use socket2::{SockAddr, SockRef};
 
 use super::base::{Life, TransportBase, TransportCore};
-use super::dispatch::{adapt, DynProtocol, Event};
+use super::dispatch::{DynProtocol, Event};
 use super::flow_control::Buffered;
-use super::handle::{stale_handle, ByteStream, Generation, Transport};
+use super::handle::{ByteStream, Transport};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use super::SocketNames;
-use crate::error::{ArgumentKind, Error, Result, RuntimeKind};
+use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
-use crate::protocol::AnyProtocol;
 use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
 
 /// Logged (past a few) for writes after `close` or after the connection was lost (asyncio:
@@ -64,8 +63,6 @@ pub(crate) struct StreamCore {
     sendfile: SendFileSide,
     /// `write_eof` progress.
     eof: Cell<WriteEof>,
-    /// The handles that may use it (see `handle.rs`): a layer's, once handed over.
-    generation: Cell<Generation>,
     /// `getpeername` and `getsockname` at creation.
     names: SocketNames,
 }
@@ -89,7 +86,6 @@ impl Transport {
             write: WriteSide::new(Sink::Socket),
             sendfile: SendFileSide::default(),
             eof: Cell::new(WriteEof::No),
-            generation: Cell::new(Generation::default()),
             names,
         });
         let transport = Transport::new(core.clone());
@@ -99,8 +95,8 @@ impl Transport {
 }
 
 impl ByteStream for StreamCore {
-    fn write(self: Rc<Self>, from: Generation, data: &[u8]) -> Result<()> {
-        if self.accepts_write(from, data.len())? {
+    fn write(self: Rc<Self>, data: &[u8]) -> Result<()> {
+        if self.accepts_write(data.len())? {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
                 self.queue(Bytes::copy_from_slice(&data[sent..]));
@@ -109,8 +105,8 @@ impl ByteStream for StreamCore {
         Ok(())
     }
 
-    fn write_bytes(self: Rc<Self>, from: Generation, data: Bytes) -> Result<()> {
-        if self.accepts_write(from, data.len())? {
+    fn write_bytes(self: Rc<Self>, data: Bytes) -> Result<()> {
+        if self.accepts_write(data.len())? {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, &data));
             if sent < data.len() {
                 self.queue(data.slice(sent..));
@@ -119,9 +115,9 @@ impl ByteStream for StreamCore {
         Ok(())
     }
 
-    fn writelines(self: Rc<Self>, from: Generation, buffers: &[&[u8]]) -> Result<()> {
+    fn writelines(self: Rc<Self>, buffers: &[&[u8]]) -> Result<()> {
         let total = buffers.iter().map(|b| b.len()).sum();
-        if !self.accepts_write(from, total)? {
+        if !self.accepts_write(total)? {
             return Ok(());
         }
         let mut skip = self.send_now(total, |fd| self.write.try_now_vectored(fd, buffers));
@@ -139,8 +135,8 @@ impl ByteStream for StreamCore {
         Ok(())
     }
 
-    fn write_eof(self: Rc<Self>, from: Generation) {
-        if self.eof.get() != WriteEof::No || !self.base.is_open() || !self.holds(from) {
+    fn write_eof(self: Rc<Self>) {
+        if self.eof.get() != WriteEof::No || !self.base.is_open() {
             return;
         }
         self.eof.set(WriteEof::Pending);
@@ -153,41 +149,31 @@ impl ByteStream for StreamCore {
         true
     }
 
-    fn close(self: Rc<Self>, from: Generation) {
-        if self.holds(from) {
-            TransportCore::close(&self);
-        }
+    fn close(self: Rc<Self>) {
+        TransportCore::close(&self);
     }
 
-    fn abort(self: Rc<Self>, from: Generation) {
-        if self.holds(from) {
-            self.force_close(None);
-        }
+    fn abort(self: Rc<Self>) {
+        self.force_close(None);
     }
 
-    fn is_closing(&self, from: Generation) -> bool {
-        !self.base.is_open() || !self.holds(from)
+    fn is_closing(&self) -> bool {
+        !self.base.is_open()
     }
 
-    fn protocol(&self, from: Generation) -> Option<Rc<dyn Any>> {
-        self.base.dispatcher.get().filter(|_| self.holds(from))
+    fn protocol(&self) -> Option<Rc<dyn Any>> {
+        self.base.dispatcher.get()
     }
 
-    fn set_protocol(&self, from: Generation, protocol: Rc<DynProtocol>) {
-        if self.holds(from) {
-            self.base.dispatcher.set(protocol);
-        }
+    fn set_protocol(&self, protocol: Rc<DynProtocol>) {
+        self.base.dispatcher.set(protocol);
     }
 
     fn set_write_buffer_limits(
         self: Rc<Self>,
-        from: Generation,
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<()> {
-        if !self.holds(from) {
-            return Err(stale_handle("set_write_buffer_limits"));
-        }
         let flow = self.write.set_limits(high, low)?;
         self.notify_flow(flow);
         Ok(())
@@ -217,68 +203,47 @@ impl ByteStream for StreamCore {
         ExtraInfo::of_socket(name, &self.names, &self.base.fd)
     }
 
-    fn pause_reading(self: Rc<Self>, from: Generation) {
-        if self.base.is_open() && self.holds(from) {
+    fn pause_reading(self: Rc<Self>) {
+        if self.base.is_open() {
             self.read.pause(&self.base.fd);
         }
     }
 
-    fn resume_reading(self: Rc<Self>, from: Generation) {
-        if !self.holds(from) || !self.read.resume() || !self.base.is_open() {
+    fn resume_reading(self: Rc<Self>) {
+        if !self.read.resume() || !self.base.is_open() {
             return;
         }
         let Some(event_loop) = self.event_loop() else { return };
         let _ = event_loop.call_soon(move || self.deliver_waiting());
     }
 
-    fn is_reading(&self, from: Generation) -> bool {
+    fn is_reading(&self) -> bool {
         let paused = matches!(self.read.state(), ReadState::Paused | ReadState::PausedAfterEof);
-        !paused && self.base.is_open() && self.holds(from)
+        !paused && self.base.is_open()
     }
 
     fn on_connection_lost(&self, hook: Box<dyn FnOnce()>) {
         self.base.on_lost(hook);
     }
 
-    fn hand_over(&self, from: Generation) -> Result<Generation> {
-        if !self.holds(from) {
-            return Err(stale_handle("start_tls"));
-        }
+    fn check_hand_over(&self) -> Result<()> {
         if !self.base.is_open() || self.eof.get() != WriteEof::No {
             let why = "start_tls: the transport is closing (or its write side was shut down)";
             return Err(Error::runtime(RuntimeKind::TransportClosing, why));
         }
-        let next = Generation(from.0 + 1);
-        self.generation.set(next);
-        Ok(next)
+        Ok(())
     }
 
-    fn start_sendfile(
-        self: Rc<Self>,
-        from: Generation,
-        transfer: Rc<Transfer>,
-    ) -> Result<TransferFuture> {
-        if !self.holds(from) {
-            return Err(stale_handle("sendfile"));
-        }
+    fn start_sendfile(self: Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture> {
         self.begin_sendfile(transfer)
     }
 }
 
 impl StreamCore {
-    /// Whether a handle of `from` may use the stream (not handed over since it was made).
-    #[inline]
-    fn holds(&self, from: Generation) -> bool {
-        self.generation.get() == from
-    }
-
     /// Whether a write of `len` bytes goes anywhere: `Error::Runtime` after `write_eof` or
-    /// from a stale handle; not when empty, nor once closing (then it is counted as a lost
+    /// during a `sendfile`; not when empty, nor once closing (then it is counted as a lost
     /// write).
-    fn accepts_write(&self, from: Generation, len: usize) -> Result<bool> {
-        if !self.holds(from) {
-            return Err(stale_handle("write"));
-        }
+    fn accepts_write(&self, len: usize) -> Result<bool> {
         if self.eof.get() != WriteEof::No {
             return Err(Error::runtime(
                 RuntimeKind::WriteAfterEof,
@@ -470,43 +435,4 @@ impl fmt::Debug for StreamCore {
         let (fd, life, read) = (self.base.fd.raw(), self.base.life(), self.read.state());
         write!(f, "<Transport fd={fd} {life:?} read={read:?} write_buffer={}>", self.write.len())
     }
-}
-
-impl EventLoop {
-    /// Wraps an already connected stream socket in a transport driving `protocol_factory()`'s
-    /// protocol (asyncio's `connect_accepted_socket`). `connection_made` runs at the next
-    /// iteration; the returned `Rc` is the protocol the transport drives. The protocol is a
-    /// [`Protocol`](crate::Protocol) or a [`BufferedProtocol`](crate::BufferedProtocol).
-    pub async fn connect_accepted_socket<K, P, F>(
-        &self,
-        protocol_factory: F,
-        socket: OwnedFd,
-    ) -> Result<(Transport, Rc<RefCell<P>>)>
-    where
-        K: 'static,
-        P: AnyProtocol<K>,
-        F: FnOnce() -> P,
-    {
-        prepare_stream_socket(&socket, "connect_accepted_socket")?;
-        let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let transport = Transport::start(self, socket, adapt(protocol.clone()))?;
-        Ok((transport, protocol))
-    }
-}
-
-/// Checks that `socket` is a stream socket and makes it non-blocking, for a transport;
-/// `call` names the caller in errors.
-pub(crate) fn prepare_stream_socket(socket: &OwnedFd, call: &str) -> Result<()> {
-    let fd = socket.as_raw_fd();
-    let kind =
-        SockRef::from(socket).r#type().map_err(|e| Error::io(format!("{call}(fd {fd})"), e))?;
-    if kind != socket2::Type::STREAM {
-        return Err(Error::invalid_argument(
-            ArgumentKind::UnsuitableFd,
-            format!("A Stream Socket was expected, got fd {fd} of type {kind:?}"),
-        ));
-    }
-    SockRef::from(socket)
-        .set_nonblocking(true)
-        .map_err(|e| Error::io(format!("{call}: set_nonblocking"), e))
 }
