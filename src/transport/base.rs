@@ -16,6 +16,7 @@
 //! `connection_lost` is delivered exactly once; the protocol is dropped after it.
 
 use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
@@ -124,8 +125,8 @@ impl<E: Deliver> TransportBase<E> {
 
 /// The behaviour every transport shares, on top of its [`TransportBase`]. A transport says which ops
 /// it has ([`cancel_ops`](Self::cancel_ops), [`close_fd`](Self::close_fd)), what a gentle close
-/// is ([`close`](Self::close)) and how it names itself; the rest is provided.
-pub(crate) trait TransportCore: OpTarget + Sized + 'static {
+/// is ([`close`](Self::close)) and how it names itself (`Debug`); the rest is provided.
+pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
     /// The callbacks its protocol takes.
     type Event: Deliver + From<FlowEvent>;
 
@@ -146,8 +147,10 @@ pub(crate) trait TransportCore: OpTarget + Sized + 'static {
     /// Drops what is buffered to write (an abort or a fatal error); nothing by default.
     fn drop_buffered(&self) {}
 
-    /// The transport as messages name it (`<Transport fd=7 Open ...>`).
-    fn describe(&self) -> String;
+    /// The transport as messages name it (`<Transport fd=7 Open ...>`): its `Debug`.
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
 
     /// The loop, while it exists.
     fn event_loop(&self) -> Option<EventLoop> {

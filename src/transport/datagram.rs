@@ -309,10 +309,6 @@ impl TransportCore for DatagramCore {
     fn drop_buffered(&self) {
         self.queue.borrow_mut().clear();
     }
-
-    fn describe(&self) -> String {
-        format!("<DatagramTransport fd={}>", self.base.fd.raw())
-    }
 }
 
 impl OpTarget for DatagramCore {
@@ -358,10 +354,11 @@ pub(crate) fn describe_addr(addr: &SockAddr) -> String {
     format!("<address of family {}>", addr.family())
 }
 
-impl fmt::Debug for DatagramTransport {
+impl fmt::Debug for DatagramCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let core = &self.core;
-        let (fd, life, size) = (core.base.fd.raw(), core.base.life(), core.queue.size());
+        let (fd, life, size) = (self.base.fd.raw(), self.base.life(), self.queue.size());
         write!(f, "<DatagramTransport fd={fd} {life:?} write_buffer={size}>")
     }
 }
+
+debug_as_core!(DatagramTransport);

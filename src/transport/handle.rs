@@ -115,6 +115,13 @@ impl Transport {
         self.current.get().then(|| self.stream.clone())
     }
 
+    /// Calls `act` on the stream unless the handle is stale.
+    fn if_live(&self, act: impl FnOnce(Rc<dyn ByteStream>)) {
+        if let Some(stream) = self.live() {
+            act(stream);
+        }
+    }
+
     /// The stream for `call`, or the stale handle's error.
     fn acting(&self, call: &str) -> Result<Rc<dyn ByteStream>> {
         self.live().ok_or_else(|| stale_handle(call))
@@ -159,9 +166,7 @@ impl Transport {
     /// ([`can_write_eof`](Self::can_write_eof) is false there; asyncio raises
     /// `NotImplementedError`). Close the transport instead.
     pub fn write_eof(&self) {
-        if let Some(stream) = self.live() {
-            stream.write_eof();
-        }
+        self.if_live(ByteStream::write_eof);
     }
 
     /// True for a plain stream socket; false over TLS, which cannot half-close.
@@ -177,16 +182,12 @@ impl Transport {
     /// timeout (`ssl_shutdown_timeout`, 30 s by default), when the connection is aborted and
     /// `connection_lost` gets an [`Error::Timeout`].
     pub fn close(&self) {
-        if let Some(stream) = self.live() {
-            stream.close();
-        }
+        self.if_live(ByteStream::close);
     }
 
     /// Closes at once: the write buffer is dropped, `connection_lost(None)` follows.
     pub fn abort(&self) {
-        if let Some(stream) = self.live() {
-            stream.abort();
-        }
+        self.if_live(ByteStream::abort);
     }
 
     /// True once the transport is closing or closed (`close`, `abort`, EOF, an error), and
@@ -254,16 +255,12 @@ impl Transport {
     /// Stops delivering data until [`resume_reading`](Self::resume_reading); data that
     /// arrives meanwhile is held, in order. Idempotent.
     pub fn pause_reading(&self) {
-        if let Some(stream) = self.live() {
-            stream.pause_reading();
-        }
+        self.if_live(ByteStream::pause_reading);
     }
 
     /// Resumes delivery: held data first, then new reads. Idempotent.
     pub fn resume_reading(&self) {
-        if let Some(stream) = self.live() {
-            stream.resume_reading();
-        }
+        self.if_live(ByteStream::resume_reading);
     }
 
     /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);

@@ -103,6 +103,17 @@ macro_rules! socket_methods {
     };
 }
 
+/// `Debug` for a transport handle: its core's.
+macro_rules! debug_as_core {
+    ($handle:ty) => {
+        impl fmt::Debug for $handle {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.core, f)
+            }
+        }
+    };
+}
+
 pub(crate) mod base;
 mod datagram;
 pub(crate) mod dispatch;

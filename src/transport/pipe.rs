@@ -188,10 +188,6 @@ impl TransportCore for ReadCore {
     fn close(self: &Rc<Self>) {
         self.finish(None);
     }
-
-    fn describe(&self) -> String {
-        format!("{self:?}")
-    }
 }
 
 impl OpTarget for ReadCore {
@@ -213,11 +209,7 @@ impl fmt::Debug for ReadCore {
     }
 }
 
-impl fmt::Debug for ReadTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.core, f)
-    }
-}
+debug_as_core!(ReadTransport);
 
 /// The shared state of a write pipe transport.
 pub(crate) struct WriteCore {
@@ -432,10 +424,6 @@ impl TransportCore for WriteCore {
     fn drop_buffered(&self) {
         self.write.clear();
     }
-
-    fn describe(&self) -> String {
-        format!("{self:?}")
-    }
 }
 
 impl Writer for WriteCore {
@@ -465,11 +453,7 @@ impl fmt::Debug for WriteCore {
     }
 }
 
-impl fmt::Debug for WriteTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.core, f)
-    }
-}
+debug_as_core!(WriteTransport);
 
 /// A pipe transport's `get_extra_info`: `"pipe"` gives the fd while it is open.
 fn pipe_info(name: &str, fd: &crate::event_loop::LoopFd) -> Option<ExtraInfo> {

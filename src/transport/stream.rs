@@ -385,10 +385,6 @@ impl TransportCore for StreamCore {
     fn drop_buffered(&self) {
         self.write.clear();
     }
-
-    fn describe(&self) -> String {
-        format!("{self:?}")
-    }
 }
 
 impl Writer for StreamCore {
