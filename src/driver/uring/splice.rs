@@ -38,6 +38,10 @@ pub(super) const DRAIN_POLL: u64 = 1 << 61;
 /// Pipes kept idle for later transfers.
 const POOL_MAX: usize = 8;
 
+/// The size pipes are grown to (a chunk of a transfer is at most this): 1 MiB, the default
+/// `pipe-max-size`.
+const PIPE_SIZE: i32 = 1 << 20;
+
 /// A pipe the driver splices through, grown as far as the system allows.
 #[derive(Debug)]
 pub(super) struct Pipe {
@@ -50,17 +54,21 @@ pub(super) struct Pipe {
 }
 
 impl Pipe {
-    /// A non-blocking, close-on-exec pipe, grown to `/proc/sys/fs/pipe-max-size` if allowed.
+    /// A non-blocking, close-on-exec pipe, grown to [`PIPE_SIZE`], or to
+    /// `/proc/sys/fs/pipe-max-size` where the system allows less (the file is read only then).
     fn new() -> io::Result<Pipe> {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .unwrap_or(1 << 20)
-            .min(1 << 20);
-        // Unprivileged processes may meet a per-user limit (EPERM): the default size stays.
-        let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(max));
+        if fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)).is_err() {
+            let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            // Unprivileged processes may also meet a per-user limit (EPERM): the default
+            // size stays.
+            if let Some(max) = max.filter(|&max| max < PIPE_SIZE) {
+                let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(max));
+            }
+        }
         let capacity = fcntl(&write, FcntlArg::F_GETPIPE_SZ)?;
         Ok(Pipe { read, write, capacity: u32::try_from(capacity).unwrap_or(65536) })
     }
