@@ -4,11 +4,14 @@
 //! # Writing and flow control
 //! A write is encrypted at once while the stream below takes data (it has not said
 //! `pause_writing`) and the backlog is empty; the records go straight to the stream, which
-//! sends them or buffers them. While the stream below is paused, plaintext waits in the
-//! backlog (a [`WriteBuffer`] with asyncio's water marks): that backlog is what the user's
-//! `pause_writing`/`resume_writing` follow and what `get_write_buffer_size` reports. So a
-//! slow reader holds at most the stream's high-water mark of records plus the backlog's of
-//! plaintext, plus one rustls buffer (64 KiB) between them.
+//! sends them or buffers them: in one write for all the buffers of a `writelines` (each its
+//! own records, as asyncio's), unless rustls's buffer fills first. While the stream below is
+//! paused, plaintext waits in the backlog (a [`WriteBuffer`] with asyncio's water marks; a
+//! `write_bytes` buffer, or a chunk of a copying `sendfile`, is kept there as it is, not
+//! copied): that backlog is what the user's `pause_writing`/`resume_writing` follow and what
+//! `get_write_buffer_size` reports. So a slow reader holds at most the stream's high-water
+//! mark of records plus the backlog's of plaintext, plus one rustls buffer (64 KiB) between
+//! them.
 //!
 //! A TLS transport cannot be handed over again (asyncio refuses `start_tls` on one too).
 
@@ -32,18 +35,52 @@ use crate::transport::ExtraInfo;
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`, as for every transport).
 const LOST_WRITES_LOG_THRESHOLD: u32 = crate::transport::base::LOST_WRITES_LOG_THRESHOLD;
 
+/// Plaintext written by the user (or read by a `sendfile` that copies): borrowed, copied into
+/// the backlog if it has to wait there, or owned, queued as it is.
+#[derive(Clone)]
+pub(super) enum Plaintext<'a> {
+    /// The caller's bytes.
+    Borrowed(&'a [u8]),
+    /// Bytes the layer may keep.
+    Owned(Bytes),
+}
+
+impl Plaintext<'_> {
+    /// What is left from `from` on, to keep in the backlog.
+    fn rest(self, from: usize) -> Bytes {
+        match self {
+            Plaintext::Borrowed(data) => Bytes::copy_from_slice(&data[from..]),
+            Plaintext::Owned(data) => data.slice(from..),
+        }
+    }
+}
+
+impl std::ops::Deref for Plaintext<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Plaintext::Borrowed(data) => data,
+            Plaintext::Owned(data) => data,
+        }
+    }
+}
+
 impl TlsLayer {
     /// Writes `buffers` in order: encrypted now as far as the stream below takes them, the
     /// rest into the backlog; `pause_writing` once, after all of it. `Error::Runtime` while a
     /// `sendfile` runs.
-    fn write_all(self: &Rc<Self>, buffers: &[&[u8]]) -> Result<()> {
+    fn write_all<'a>(
+        self: &Rc<Self>,
+        buffers: impl IntoIterator<Item = Plaintext<'a>> + Clone,
+    ) -> Result<()> {
         if self.in_sendfile() {
             return Err(Error::runtime(
                 RuntimeKind::SendfileInProgress,
                 "unable to write; sendfile is in progress",
             ));
         }
-        if buffers.iter().all(|b| b.is_empty()) {
+        if buffers.clone().into_iter().all(|b| b.is_empty()) {
             return Ok(());
         }
         match self.stage.get() {
@@ -58,34 +95,45 @@ impl TlsLayer {
         Ok(())
     }
 
-    /// Encrypts `buffers` now as far as the stream below takes them and queues the rest in
-    /// the backlog: the flow event that calls for.
-    pub(super) fn push_plaintext(self: &Rc<Self>, buffers: &[&[u8]]) -> Option<FlowEvent> {
+    /// Encrypts `buffers` now as far as the stream below takes them, sends the records, and
+    /// queues the rest in the backlog (an owned buffer as it is, a borrowed one copied): the
+    /// flow event that calls for.
+    pub(super) fn push_plaintext<'a>(
+        self: &Rc<Self>,
+        buffers: impl IntoIterator<Item = Plaintext<'a>>,
+    ) -> Option<FlowEvent> {
         let mut flow = None;
         for buffer in buffers {
-            let mut rest = *buffer;
             let encrypting = matches!(self.stage.get(), Stage::Wrapped | Stage::Flushing);
+            let mut done = 0;
             if self.backlog.borrow().is_empty() && encrypting {
-                rest = &rest[self.encrypt_now(rest)..];
+                done = self.encrypt_now(&buffer);
             }
-            if !rest.is_empty() {
-                flow = flow.or(self.backlog.borrow_mut().push(Bytes::copy_from_slice(rest)));
+            if done < buffer.len() {
+                flow = flow.or(self.backlog.borrow_mut().push(buffer.rest(done)));
             }
         }
+        self.flush_records();
         flow
     }
 
-    /// Encrypts `data` and sends the records while the stream below takes them: how many
-    /// bytes were encrypted.
+    /// Encrypts `data` while the stream below takes the records: how many bytes were
+    /// encrypted. The records are sent whenever rustls's buffer is full; the caller sends the
+    /// last of them ([`flush_records`](Self::flush_records)), so the buffers of one
+    /// `writelines` go down in one write where they fit.
     fn encrypt_now(self: &Rc<Self>, data: &[u8]) -> usize {
         let mut done = 0;
+        let mut just_flushed = false;
         while done < data.len() && !self.lower_paused.get() {
             let taken = self.session.borrow_mut().encrypt(&data[done..]);
-            self.flush_records(); // may bring `pause_writing` from below
-            if taken == 0 {
-                break;
+            if taken == 0 && just_flushed {
+                break; // rustls takes nothing even with its buffer sent
             }
             done += taken;
+            just_flushed = done < data.len();
+            if just_flushed {
+                self.flush_records(); // may bring `pause_writing` from below
+            }
         }
         done
     }
@@ -104,6 +152,7 @@ impl TlsLayer {
                 break;
             }
         }
+        self.flush_records();
         self.to_app_flow(flow);
         self.wake_sendfile();
         let flushed = self.backlog.borrow().is_empty() && !self.in_sendfile();
@@ -143,15 +192,15 @@ impl TlsLayer {
 
 impl ByteStream for TlsLayer {
     fn write(self: Rc<Self>, data: &[u8]) -> Result<()> {
-        self.write_all(&[data])
+        self.write_all([Plaintext::Borrowed(data)])
     }
 
     fn write_bytes(self: Rc<Self>, data: Bytes) -> Result<()> {
-        self.write_all(&[&data])
+        self.write_all([Plaintext::Owned(data)])
     }
 
     fn writelines(self: Rc<Self>, buffers: &[&[u8]]) -> Result<()> {
-        self.write_all(buffers)
+        self.write_all(buffers.iter().map(|b| Plaintext::Borrowed(b)))
     }
 
     /// TLS cannot half-close (asyncio raises `NotImplementedError`): logged, nothing done.

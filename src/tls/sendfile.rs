@@ -15,6 +15,7 @@ use std::io;
 use std::rc::Rc;
 use std::task::Poll;
 
+use super::app_side::Plaintext;
 use super::layer::{Stage, TlsLayer};
 use crate::error::{Error, Result};
 use crate::sendfile::{Step, Transfer, TransferFuture};
@@ -78,7 +79,7 @@ impl TlsLayer {
             match transfer.on_chunk(result, op) {
                 Step::Next => {}
                 Step::Copied(bytes) => {
-                    let flow = self.push_plaintext(&[&bytes]);
+                    let flow = self.push_plaintext([Plaintext::Owned(bytes)]);
                     self.to_app_flow(flow);
                 }
                 Step::Ended(result) => return result,

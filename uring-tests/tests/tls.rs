@@ -184,6 +184,35 @@ backend_tests! {
         close_server(lp, server);
     }
 
+    /// `writelines` of many small buffers and `write_bytes` of large ones, before and while the
+    /// plaintext waits in the backlog (the reader paused): every byte arrives once, in order.
+    fn writelines_and_write_bytes_keep_order(lp) {
+        let (server, port, served) = tls_server(lp, false, ServerOptions::default());
+        let (transport, client) = tls_connect(lp, port, client_options()).unwrap();
+        assert!(run_until(lp, WAIT, || served.borrow().first().is_some_and(|s| s.borrow().transport.is_some())));
+        let reader = served.borrow()[0].clone();
+        let reader_transport = reader.borrow().transport.clone().unwrap();
+        reader_transport.pause_reading();
+        let mut expected = Vec::new();
+        for round in 0..64usize {
+            let lines: Vec<Vec<u8>> = (0..50).map(|i| format!("{round}:{i};").into_bytes()).collect();
+            transport.writelines(&lines).unwrap();
+            expected.extend(lines.concat());
+            let big = bytes::Bytes::from(pattern(100_000 + round));
+            transport.write_bytes(big.clone()).unwrap();
+            expected.extend_from_slice(&big);
+            run_until(lp, 0.001, || false);
+        }
+        assert!(transport.get_write_buffer_size() > 0, "nothing waited in the backlog");
+        reader_transport.resume_reading();
+        assert!(run_until(lp, WAIT * 3.0, || reader.borrow().data.len() >= expected.len()));
+        assert!(reader.borrow().data == expected, "reordered, lost or repeated bytes");
+        assert_eq!(transport.get_write_buffer_size(), 0);
+        transport.close();
+        assert!(run_until(lp, WAIT, || client.borrow().is_lost() && reader.borrow().is_lost()));
+        close_server(lp, server);
+    }
+
     /// `set_write_buffer_limits` on a TLS transport: asyncio's rules, and a backlog already
     /// above the new mark pauses at once.
     fn write_buffer_limits(lp) {
