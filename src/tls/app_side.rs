@@ -31,10 +31,6 @@ use crate::transport::flow_control::FlowEvent;
 use crate::transport::handle::ByteStream;
 use crate::transport::ExtraInfo;
 
-/// Lost writes are logged once more than this many were (asyncio's
-/// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`, as for every transport).
-const LOST_WRITES_LOG_THRESHOLD: u32 = crate::transport::base::LOST_WRITES_LOG_THRESHOLD;
-
 /// Plaintext written by the user (or read by a `sendfile` that copies): borrowed, copied into
 /// the backlog if it has to wait there, or owned, queued as it is.
 #[derive(Clone)]
@@ -86,7 +82,7 @@ impl TlsLayer {
         match self.stage.get() {
             Stage::Wrapped | Stage::Connecting | Stage::Handshaking => {}
             _ => {
-                self.lost_write();
+                self.lost_writes.count("SSL connection is closed"); // asyncio's words
                 return Ok(());
             }
         }
@@ -158,16 +154,6 @@ impl TlsLayer {
         let flushed = self.backlog.borrow().is_empty() && !self.in_sendfile();
         if self.stage.get() == Stage::Flushing && flushed {
             self.send_close_notify();
-        }
-    }
-
-    /// Counts a write made once closing, and logs it past the threshold (asyncio's "SSL
-    /// connection is closed").
-    fn lost_write(&self) {
-        let lost = self.lost_writes.get() + 1;
-        self.lost_writes.set(lost);
-        if lost > LOST_WRITES_LOG_THRESHOLD {
-            log::warn!(target: "ringloop", "SSL connection is closed");
         }
     }
 

@@ -36,6 +36,7 @@ use crate::event_loop::TimerHandle;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
 use crate::sendfile::Transfer;
+use crate::transport::base::LostWrites;
 use crate::transport::dispatch::{Delivered, Dispatcher, DynProtocol, ErasedProtocol, Event};
 use crate::transport::flow_control::{FlowEvent, WriteBuffer};
 use crate::transport::Transport;
@@ -113,7 +114,7 @@ pub(crate) struct TlsLayer {
     /// What the user's `connection_lost` is to carry, when the layer decided it.
     error: RefCell<Option<Error>>,
     /// Writes after the layer stopped taking them.
-    pub(super) lost_writes: Cell<u32>,
+    pub(super) lost_writes: LostWrites,
     /// The `sendfile` running through the layer (`sendfile.rs`).
     pub(super) sendfile: RefCell<Option<Rc<Transfer>>>,
     /// Its task, while it waits for the backlog to drain.
@@ -150,7 +151,7 @@ impl TlsLayer {
             timer: RefCell::new(None),
             waiter: RefCell::new(None),
             error: RefCell::new(None),
-            lost_writes: Cell::new(0),
+            lost_writes: LostWrites::default(),
             sendfile: RefCell::new(None),
             drained_waker: RefCell::new(None),
         })

@@ -28,7 +28,24 @@ use crate::event_loop::{EventLoop, OpTarget};
 
 /// Writes after the connection is gone are logged once more than this many were lost
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`), on every transport alike.
-pub(crate) const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
+const LOST_WRITES_LOG_THRESHOLD: u32 = 5;
+
+/// The count of writes a transport (or the TLS layer) no longer takes, and the rule for
+/// logging them.
+#[derive(Default)]
+pub(crate) struct LostWrites(Cell<u32>);
+
+impl LostWrites {
+    /// Counts a lost write, and logs `message` once more than [`LOST_WRITES_LOG_THRESHOLD`]
+    /// were lost.
+    pub(crate) fn count(&self, message: &str) {
+        let lost = self.0.get() + 1;
+        self.0.set(lost);
+        if lost > LOST_WRITES_LOG_THRESHOLD {
+            log::warn!(target: "ringloop", "{message}");
+        }
+    }
+}
 
 /// A transport's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +68,7 @@ pub(crate) struct TransportBase<E: Deliver> {
     /// The protocol and the re-entrancy guard around it.
     pub(crate) dispatcher: Dispatcher<E>,
     /// Writes after the transport stopped taking them.
-    lost_writes: Cell<u32>,
+    lost_writes: LostWrites,
     /// Called once, after `connection_lost` was delivered and the fd handed to the driver
     /// (servers count their connections).
     lost_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
@@ -68,7 +85,7 @@ impl<E: Deliver> TransportBase<E> {
             fd: LoopFd::new(event_loop, fd),
             life: Cell::new(Life::Open),
             dispatcher: Dispatcher::new(protocol),
-            lost_writes: Cell::new(0),
+            lost_writes: LostWrites::default(),
             lost_hooks: RefCell::new(Vec::new()),
         }
     }
@@ -100,14 +117,9 @@ impl<E: Deliver> TransportBase<E> {
         true
     }
 
-    /// Counts a write the transport no longer takes, and logs `message` once more than
-    /// [`LOST_WRITES_LOG_THRESHOLD`] were lost.
+    /// Counts a write the transport no longer takes (see [`LostWrites`]).
     pub(crate) fn lost_write(&self, message: &str) {
-        let lost = self.lost_writes.get() + 1;
-        self.lost_writes.set(lost);
-        if lost > LOST_WRITES_LOG_THRESHOLD {
-            log::warn!(target: "ringloop", "{message}");
-        }
+        self.lost_writes.count(message);
     }
 
     /// Calls `hook` once `connection_lost` was delivered and the fd handed to the driver (at
