@@ -62,21 +62,9 @@ fn check_with_curl(port: u16, test: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello World!Hello World!", "{test}");
 }
 
-/// True if the `http_server` example was built; else prints why the test is skipped.
-fn have_http_server(test: &str) -> bool {
-    let built = example("http_server").is_some();
-    if !built {
-        uring_tests::skipped(format_args!("{test}: http_server not built (`--features hyper`)"));
-    }
-    built
-}
-
 #[test]
 fn http_server_answers_keep_alive_requests_and_curl_then_exits_on_sigterm() {
     let test = "http_server_answers_keep_alive_requests_and_curl_then_exits_on_sigterm";
-    if !have_http_server(test) {
-        return;
-    }
     let args = ["--max-seconds", "30"];
     with_each_server(test, &["http_server"], &args, &[], |test, _, server, _| {
         let mut idle = keep_alive_client(server.port, test);
@@ -163,9 +151,6 @@ fn tcp_echo_server_restarts_at_once_on_its_port_after_sigterm_10_times() {
 #[test]
 fn http_server_restarts_at_once_on_its_port_after_sigterm_10_times() {
     let test = "http_server_restarts_at_once_on_its_port_after_sigterm_10_times";
-    if !have_http_server(test) {
-        return;
-    }
     let args = ["--max-seconds", "30"];
     restarts_on_the_same_port(test, "http_server", &args, |port, test| {
         // Left open across the signal: the graceful shutdown closes it.

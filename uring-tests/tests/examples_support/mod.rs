@@ -31,9 +31,18 @@ pub fn example(name: &str) -> Option<PathBuf> {
 pub fn examples(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     let paths: Option<Vec<PathBuf>> = names.iter().map(|name| example(name)).collect();
     if paths.is_none() {
-        skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
+        skip(test, why_not_built(names));
     }
     paths
+}
+
+/// Why some of the examples `names` were not built: `http_server` needs `--features hyper`.
+fn why_not_built(names: &[&str]) -> &'static str {
+    if names.contains(&"http_server") && example("http_server").is_none() {
+        "http_server not built (`--features hyper`)"
+    } else {
+        "examples not built (`cargo build --examples` or `cargo test`)"
+    }
 }
 
 /// Every backend built in that this kernel has.
