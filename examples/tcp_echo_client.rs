@@ -20,10 +20,10 @@
 
 use std::process::ExitCode;
 
-use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Future, Protocol, Transport};
+use ringloop::{BaseProtocol, ConnectOptions, Error, EventLoop, Protocol, Transport};
 
 mod support;
-use support::{py_repr, Args, ErrorSlot, Flag, Spec};
+use support::{py_repr, Args, Flag, Session, Spec};
 
 /// The command line: `--host`, `--port`, `--backend`, `--message`.
 const SPEC: Spec = Spec { name: "tcp_echo_client", port: 8888, flags: &[Flag::Message] };
@@ -33,30 +33,26 @@ const SPEC: Spec = Spec { name: "tcp_echo_client", port: 8888, flags: &[Flag::Me
 struct EchoClientProtocol {
     /// What to send.
     message: String,
-    /// Set by `connection_lost`; `main` waits for it.
-    on_con_lost: Future<()>,
-    /// The first failure to print or write, reported when the program ends.
-    error: ErrorSlot,
+    /// Where to print; holds `on_con_lost`, which `connection_lost` sets and `talk` awaits.
+    session: Session,
 }
 
 impl BaseProtocol for EchoClientProtocol {
     fn connection_made(&mut self, transport: Transport) {
         if let Err(e) = transport.write(self.message.as_bytes()) {
-            self.error.keep(format!("write: {e}"));
+            self.session.keep(format!("write: {e}"));
         }
-        self.error.print(format_args!("Data sent: {}", py_repr(&self.message)));
+        self.session.print(format_args!("Data sent: {}", py_repr(&self.message)));
     }
 
     fn connection_lost(&mut self, _error: Option<Error>) {
-        self.error.print("The server closed the connection");
-        // Only fails if already done, which connection_lost (called once) rules out.
-        let _ = self.on_con_lost.set_result(());
+        self.session.lost("The server closed the connection");
     }
 }
 
 impl Protocol for EchoClientProtocol {
     fn data_received(&mut self, data: &[u8]) {
-        self.error
+        self.session
             .print(format_args!("Data received: {}", py_repr(&String::from_utf8_lossy(data))));
     }
 }
@@ -64,19 +60,14 @@ impl Protocol for EchoClientProtocol {
 /// Connects, then waits until the protocol signals that the connection was lost.
 async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let address = args.address();
-    let on_con_lost = event_loop.create_future::<()>();
-    let error = ErrorSlot::default();
-    let protocol = EchoClientProtocol {
-        message: args.message,
-        on_con_lost: on_con_lost.clone(),
-        error: error.clone(),
-    };
+    let session = Session::new(&event_loop);
+    let protocol = EchoClientProtocol { message: args.message, session: session.clone() };
     let (transport, _protocol) = event_loop
         .create_connection(move || protocol, &address, ConnectOptions::new())
         .await
         .map_err(|e| format!("cannot connect to {address}: {e}"))?;
     // Wait until the protocol signals that the connection is lost and close the transport.
-    support::until_lost(on_con_lost, || transport.close(), &error).await
+    session.until_lost(|| transport.close()).await
 }
 
 fn main() -> ExitCode {

@@ -22,11 +22,11 @@
 
 use std::process::ExitCode;
 
-use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport, Error, EventLoop, Future};
+use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport, Error, EventLoop};
 use socket2::SockAddr;
 
 mod support;
-use support::{Args, ErrorSlot, Flag, Spec};
+use support::{Args, Flag, Session, Spec};
 
 /// The command line: `--host`, `--port`, `--backend`, `--message`.
 const SPEC: Spec = Spec { name: "udp_echo_client", port: 9999, flags: &[Flag::Message] };
@@ -36,60 +36,51 @@ const SPEC: Spec = Spec { name: "udp_echo_client", port: 9999, flags: &[Flag::Me
 struct EchoClientProtocol {
     /// What to send.
     message: String,
-    /// Set by `connection_lost`; `main` waits for it.
-    on_con_lost: Future<()>,
     /// Set by `connection_made`.
     transport: Option<DatagramTransport>,
-    /// The first failure to print, reported when the program ends.
-    error: ErrorSlot,
+    /// Where to print; holds `on_con_lost`, which `connection_lost` sets and `talk` awaits.
+    session: Session,
 }
 
 impl DatagramProtocol for EchoClientProtocol {
     fn connection_made(&mut self, transport: DatagramTransport) {
-        self.error.print(format_args!("Send: {}", self.message));
+        self.session.print(format_args!("Send: {}", self.message));
         if let Err(e) = transport.sendto(self.message.as_bytes(), None) {
-            self.error.keep(format!("sendto: {e}"));
+            self.session.keep(format!("sendto: {e}"));
         }
         self.transport = Some(transport);
     }
 
     fn datagram_received(&mut self, data: &[u8], _addr: Option<SockAddr>) {
-        self.error.print(format_args!("Received: {}", String::from_utf8_lossy(data)));
-        self.error.print("Close the socket");
+        self.session.print(format_args!("Received: {}", String::from_utf8_lossy(data)));
+        self.session.print("Close the socket");
         if let Some(transport) = &self.transport {
             transport.close();
         }
     }
 
     fn error_received(&mut self, error: Error) {
-        self.error.print(format_args!("Error received: {error}"));
+        self.session.print(format_args!("Error received: {error}"));
     }
 
     fn connection_lost(&mut self, _error: Option<Error>) {
-        self.error.print("Connection closed");
-        // Only fails if already done, which connection_lost (called once) rules out.
-        let _ = self.on_con_lost.set_result(());
+        self.session.lost("Connection closed");
     }
 }
 
 /// Creates the endpoint, then waits until the protocol signals that it was closed.
 async fn talk(event_loop: EventLoop, args: Args) -> Result<(), String> {
     let address = args.address();
-    let on_con_lost = event_loop.create_future::<()>();
-    let error = ErrorSlot::default();
-    let protocol = EchoClientProtocol {
-        message: args.message,
-        on_con_lost: on_con_lost.clone(),
-        transport: None,
-        error: error.clone(),
-    };
+    let session = Session::new(&event_loop);
+    let protocol =
+        EchoClientProtocol { message: args.message, transport: None, session: session.clone() };
     let options = DatagramOptions::new().remote_addr(&address);
     let (transport, _protocol) = event_loop
         .create_datagram_endpoint(move || protocol, options)
         .await
         .map_err(|e| format!("cannot reach {address}: {e}"))?;
     // Wait until the protocol signals that the connection is lost and close the transport.
-    support::until_lost(on_con_lost, || transport.close(), &error).await
+    session.until_lost(|| transport.close()).await
 }
 
 fn main() -> ExitCode {

@@ -1,11 +1,12 @@
 //! `Future<T>`: a result set later by callbacks (asyncio's `Future`), awaitable by tasks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::done_callbacks::DoneCallbacks;
 use crate::error::{Error, Result, StateKind};
 use crate::event_loop::{check_awaited_on, EventLoop, Inner};
 
@@ -29,9 +30,7 @@ struct Cell_<T> {
     /// Tasks awaiting the result.
     wakers: RefCell<Vec<Waker>>,
     /// Done callbacks, by id.
-    callbacks: RefCell<Vec<(u64, DoneCallback<T>)>>,
-    /// Next callback id.
-    next_callback: Cell<u64>,
+    callbacks: DoneCallbacks<DoneCallback<T>>,
     /// The loop that runs the done callbacks.
     event_loop: Weak<Inner>,
 }
@@ -55,8 +54,7 @@ impl EventLoop {
             inner: Rc::new(Cell_ {
                 state: RefCell::new(State::Pending),
                 wakers: RefCell::new(Vec::new()),
-                callbacks: RefCell::new(Vec::new()),
-                next_callback: Cell::new(0),
+                callbacks: DoneCallbacks::new(),
                 event_loop: Rc::downgrade(&self.inner),
             }),
         }
@@ -96,7 +94,7 @@ impl<T: 'static> Future<T> {
         let callbacks = self.inner.callbacks.take();
         if let Some(inner) = self.inner.event_loop.upgrade() {
             let event_loop = EventLoop { inner };
-            for (_, callback) in callbacks {
+            for callback in callbacks {
                 let future = self.clone();
                 let _ = event_loop.call_soon(move || callback(&future));
             }
@@ -129,25 +127,19 @@ impl<T: 'static> Future<T> {
     /// Calls `callback(&future)` through `call_soon` once done (at once if already done);
     /// returns an id for [`remove_done_callback`](Self::remove_done_callback).
     pub fn add_done_callback<F: FnOnce(&Future<T>) + 'static>(&self, callback: F) -> u64 {
-        let id = self.inner.next_callback.get();
-        self.inner.next_callback.set(id + 1);
-        if self.done() {
-            if let Some(inner) = self.inner.event_loop.upgrade() {
-                let future = self.clone();
-                let _ = EventLoop { inner }.call_soon(move || callback(&future));
-            }
-        } else {
-            self.inner.callbacks.borrow_mut().push((id, Box::new(callback)));
+        if !self.done() {
+            return self.inner.callbacks.add(Box::new(callback));
         }
-        id
+        if let Some(inner) = self.inner.event_loop.upgrade() {
+            let future = self.clone();
+            let _ = EventLoop { inner }.call_soon(move || callback(&future));
+        }
+        self.inner.callbacks.next_id()
     }
 
     /// Removes a done callback; returns how many were removed (0 or 1).
     pub fn remove_done_callback(&self, id: u64) -> usize {
-        let mut callbacks = self.inner.callbacks.borrow_mut();
-        let before = callbacks.len();
-        callbacks.retain(|(cb, _)| *cb != id);
-        before - callbacks.len()
+        self.inner.callbacks.remove(id)
     }
 }
 

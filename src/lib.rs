@@ -91,6 +91,7 @@
 
 #[macro_use]
 mod setters;
+mod done_callbacks;
 pub(crate) mod driver;
 mod error;
 mod event_loop;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
+use crate::done_callbacks::DoneCallbacks;
 use crate::error::{panic_message, Error, Result, StateKind};
 use crate::event_loop::{check_awaited_on, EventLoop, ExceptionContext, Inner, Ready};
 
@@ -61,9 +62,7 @@ pub(crate) struct TaskCore {
     /// Tasks and futures awaiting this one.
     join_wakers: RefCell<Vec<Waker>>,
     /// Done callbacks, by id.
-    done_callbacks: RefCell<Vec<(u64, DoneCallback)>>,
-    /// Next done-callback id.
-    next_callback: Cell<u64>,
+    done_callbacks: DoneCallbacks<DoneCallback>,
     /// Live `Task<T>` handles; when none is left a failure is reported at once.
     handles: Cell<usize>,
     /// The result or error was retrieved through a handle.
@@ -186,7 +185,7 @@ impl TaskCore {
         for waker in self.join_wakers.take() {
             waker.wake();
         }
-        for (_, callback) in self.done_callbacks.take() {
+        for callback in self.done_callbacks.take() {
             let _ = event_loop.call_soon(callback);
         }
         if report {
@@ -208,7 +207,7 @@ impl TaskCore {
         drop(self.future.borrow_mut().take());
         self.stage.set(Stage::Done);
         *self.error.borrow_mut() = Some(Error::Cancelled);
-        self.done_callbacks.take();
+        self.done_callbacks.clear();
         for waker in self.join_wakers.take() {
             waker.wake();
         }
@@ -267,8 +266,7 @@ impl EventLoop {
             error: RefCell::new(None),
             waker: RefCell::new(None),
             join_wakers: RefCell::new(Vec::new()),
-            done_callbacks: RefCell::new(Vec::new()),
-            next_callback: Cell::new(0),
+            done_callbacks: DoneCallbacks::new(),
             handles: Cell::new(1),
             retrieved: Cell::new(false),
             event_loop: Rc::downgrade(&self.inner),
@@ -346,24 +344,18 @@ impl<T> Task<T> {
     /// Calls `callback` (through `call_soon`, never inline) once the task is done; returns an
     /// id for [`remove_done_callback`](Self::remove_done_callback).
     pub fn add_done_callback<F: FnOnce() + 'static>(&self, callback: F) -> u64 {
-        let id = self.core.next_callback.get();
-        self.core.next_callback.set(id + 1);
-        if self.done() {
-            if let Some(inner) = self.core.event_loop.upgrade() {
-                let _ = EventLoop { inner }.call_soon(callback);
-            }
-        } else {
-            self.core.done_callbacks.borrow_mut().push((id, Box::new(callback)));
+        if !self.done() {
+            return self.core.done_callbacks.add(Box::new(callback));
         }
-        id
+        if let Some(inner) = self.core.event_loop.upgrade() {
+            let _ = EventLoop { inner }.call_soon(callback);
+        }
+        self.core.done_callbacks.next_id()
     }
 
     /// Removes a done callback; true if it was still registered.
     pub fn remove_done_callback(&self, id: u64) -> bool {
-        let mut callbacks = self.core.done_callbacks.borrow_mut();
-        let before = callbacks.len();
-        callbacks.retain(|(cb, _)| *cb != id);
-        callbacks.len() != before
+        self.core.done_callbacks.remove(id) != 0
     }
 
     /// Ready once the task is done, without taking its output (for `wait`): the waker is

@@ -86,12 +86,31 @@ fn quantile_micros(outcome: &Outcome, q: f64) -> f64 {
 pub struct Report {
     /// The options it ran with.
     pub options: Options,
-    /// CPUs available when the runner started.
-    pub cpus: usize,
-    /// Whether server and client were pinned to CPUs 0 and 1.
-    pub pinned: bool,
+    /// Where it ran.
+    pub machine: Machine,
     /// Every window, in the order run.
     pub runs: Vec<Run>,
+}
+
+/// Where a report's command ran.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    /// CPUs available when the runner started.
+    pub cpus: usize,
+    /// Whether servers and client were pinned to CPUs 0 and 1.
+    pub pinned: bool,
+}
+
+impl Machine {
+    /// The header's first line: `command`, the kernel, the CPUs and whether they were pinned.
+    pub(crate) fn line(&self, command: &str) -> String {
+        format!(
+            "{command}: kernel {}, {} CPUs available, {}\n",
+            crate::sys::kernel_release(),
+            self.cpus,
+            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
+        )
+    }
 }
 
 /// The medians of one (implementation, size) across repetitions.
@@ -111,23 +130,70 @@ struct Row {
     versus: Vec<Option<Versus>>,
 }
 
-/// A row's ratios to a baseline's row.
+/// A row's ratios to a baseline's row (the `echo`, `http` and `sendfile` reports): the medians
+/// of the ratios paired per repetition, with the CPU ratio's lowest and highest.
 #[derive(Debug, Clone, Copy)]
-struct Versus {
-    requests_per_sec: f64,
-    cpu_per_request: f64,
-    cpu_lowest: f64,
-    cpu_highest: f64,
+pub(crate) struct Versus {
+    /// Rate (req/s, MiB/s) against the baseline's.
+    pub(crate) rate: f64,
+    /// CPU per unit of work (request, MiB) against the baseline's.
+    pub(crate) cpu: f64,
+    /// The lowest of the CPU ratios.
+    pub(crate) cpu_lowest: f64,
+    /// The highest of the CPU ratios.
+    pub(crate) cpu_highest: f64,
 }
 
 impl Versus {
     /// No baseline row to divide by (JSON `null`s).
-    const NAN: Versus = Versus {
-        requests_per_sec: f64::NAN,
-        cpu_per_request: f64::NAN,
-        cpu_lowest: f64::NAN,
-        cpu_highest: f64::NAN,
-    };
+    pub(crate) const NAN: Versus =
+        Versus { rate: f64::NAN, cpu: f64::NAN, cpu_lowest: f64::NAN, cpu_highest: f64::NAN };
+
+    /// Summarises the paired ratios; a CPU ratio that is not finite is left out.
+    pub(crate) fn from_ratios(rates: Vec<f64>, mut cpus: Vec<f64>) -> Versus {
+        cpus.retain(|c| c.is_finite());
+        Versus {
+            cpu_lowest: cpus.iter().copied().fold(f64::INFINITY, f64::min),
+            cpu_highest: cpus.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            rate: median(rates),
+            cpu: median(cpus),
+        }
+    }
+}
+
+/// The median of `f` over `runs` (NaNs left out).
+pub(crate) fn median_of<R>(runs: &[&R], f: fn(&R) -> f64) -> f64 {
+    median(runs.iter().map(|r| f(r)).collect())
+}
+
+/// The runs of each (implementation, key) that has any, keys outer (message sizes, client
+/// counts), implementations inner, each in the order the options give; `which_and_key` says
+/// which group a run is in.
+pub(crate) fn runs_by<'a, R, K: Copy + PartialEq>(
+    runs: &'a [R],
+    keys: &[K],
+    impls: &[Impl],
+    which_and_key: impl Fn(&R) -> (Impl, K),
+) -> Vec<(Impl, K, Vec<&'a R>)> {
+    let mut groups = Vec::new();
+    for &key in keys {
+        for &which in impls {
+            let group: Vec<&R> = runs.iter().filter(|r| which_and_key(r) == (which, key)).collect();
+            if !group.is_empty() {
+                groups.push((which, key, group));
+            }
+        }
+    }
+    groups
+}
+
+/// A JSON number with three decimals; `null` for NaN or infinity.
+pub(crate) fn json_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "null".into()
+    }
 }
 
 /// The median of the values that are not NaN (NaN if none is).
@@ -144,38 +210,30 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
 impl Report {
     /// An empty report.
     pub fn new(options: &Options, cpus: usize, pinned: bool) -> Report {
-        Report { options: options.clone(), cpus, pinned, runs: Vec::new() }
+        Report { options: options.clone(), machine: Machine { cpus, pinned }, runs: Vec::new() }
     }
 
     fn rows(&self) -> Vec<Row> {
-        let mut rows = Vec::new();
-        for &size in &self.options.sizes {
-            for &which in &self.options.impls {
-                let runs: Vec<&Run> =
-                    self.runs.iter().filter(|r| r.which == which && r.size == size).collect();
-                if runs.is_empty() {
-                    continue;
-                }
-                let of = |f: fn(&Run) -> f64| median(runs.iter().map(|r| f(r)).collect());
-                let baselines = self.options.workload.baselines();
-                let versus = baselines.iter().map(|&b| self.versus(&runs, b)).collect();
-                rows.push(Row {
-                    which,
-                    size,
-                    reps: runs
-                        .iter()
-                        .map(|r| (r.requests_per_sec, r.cpu_micros_per_request))
-                        .collect(),
-                    requests_per_sec: of(|r| r.requests_per_sec),
-                    p50_micros: of(|r| r.p50_micros),
-                    p99_micros: of(|r| r.p99_micros),
-                    cpu_micros_per_request: of(|r| r.cpu_micros_per_request),
-                    switches_per_request: of(|r| r.switches_per_request),
-                    versus,
-                });
-            }
+        let (sizes, impls) = (&self.options.sizes, &self.options.impls);
+        let groups = runs_by(&self.runs, sizes, impls, |r| (r.which, r.size));
+        groups.into_iter().map(|(which, size, runs)| self.row(which, size, &runs)).collect()
+    }
+
+    /// The medians of `runs`, the runs of `which` at `size`.
+    fn row(&self, which: Impl, size: usize, runs: &[&Run]) -> Row {
+        let of = |f: fn(&Run) -> f64| median_of(runs, f);
+        let baselines = self.options.workload.baselines();
+        Row {
+            which,
+            size,
+            reps: runs.iter().map(|r| (r.requests_per_sec, r.cpu_micros_per_request)).collect(),
+            requests_per_sec: of(|r| r.requests_per_sec),
+            p50_micros: of(|r| r.p50_micros),
+            p99_micros: of(|r| r.p99_micros),
+            cpu_micros_per_request: of(|r| r.cpu_micros_per_request),
+            switches_per_request: of(|r| r.switches_per_request),
+            versus: baselines.iter().map(|&b| self.versus(runs, b)).collect(),
         }
-        rows
     }
 
     /// Pairs each of `runs` with `baseline`'s run of the same size and repetition (which ran
@@ -195,12 +253,7 @@ impl Report {
                 cpus.push(cpu);
             }
         }
-        Some(Versus {
-            cpu_lowest: cpus.iter().copied().fold(f64::INFINITY, f64::min),
-            cpu_highest: cpus.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            requests_per_sec: median(rates),
-            cpu_per_request: median(cpus),
-        })
+        Some(Versus::from_ratios(rates, cpus))
     }
 
     fn table_row(&self, row: &Row, echo: bool) -> String {
@@ -221,10 +274,10 @@ impl Report {
             line += &match (i, versus) {
                 (0, Some(v)) => format!(
                     " {:.2}× | {:.2}× ({:.2}–{:.2}) |",
-                    v.requests_per_sec, v.cpu_per_request, v.cpu_lowest, v.cpu_highest
+                    v.rate, v.cpu, v.cpu_lowest, v.cpu_highest
                 ),
                 (0, None) => " - | - |".into(),
-                (_, Some(v)) => format!(" {:.2}× |", v.cpu_per_request),
+                (_, Some(v)) => format!(" {:.2}× |", v.cpu),
                 (_, None) => " - |".into(),
             };
         }
@@ -233,7 +286,7 @@ impl Report {
 
     fn json_row(&self, row: &Row) -> String {
         let o = &self.options;
-        let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
+        let num = json_number;
         let rates: Vec<String> = row.reps.iter().map(|&(rate, _)| num(rate)).collect();
         let cpus: Vec<String> = row.reps.iter().map(|&(_, cpu)| num(cpu)).collect();
         let mut out = format!(
@@ -249,7 +302,7 @@ impl Report {
             num(o.duration.as_secs_f64()),
             o.repeat,
             crate::sys::kernel_release(),
-            self.pinned,
+            self.machine.pinned,
             num(row.requests_per_sec),
             num(row.requests_per_sec * row.size as f64 / (1024.0 * 1024.0)),
             num(row.p50_micros),
@@ -264,8 +317,8 @@ impl Report {
                 out,
                 ", \"req_per_s_vs_{key}\": {}, \"cpu_per_req_vs_{key}\": {}, \
                  \"cpu_per_req_vs_{key}_lowest\": {}, \"cpu_per_req_vs_{key}_highest\": {}",
-                num(v.requests_per_sec),
-                num(v.cpu_per_request),
+                num(v.rate),
+                num(v.cpu),
                 num(v.cpu_lowest),
                 num(v.cpu_highest)
             );
@@ -288,15 +341,7 @@ impl Printed for Report {
             Ok(event_loop) => format!("{:?}", event_loop.features()),
             Err(e) => format!("unavailable ({e})"),
         };
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}: kernel {}, {} CPUs available, {}",
-            o.workload.name(),
-            crate::sys::kernel_release(),
-            self.cpus,
-            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
-        );
+        let mut out = self.machine.line(o.workload.name());
         let _ = writeln!(
             out,
             "ringloop features: uring {}, epoll {}",

@@ -90,15 +90,46 @@ pub fn run_until_complete<T: 'static>(
     event_loop.run_until_complete(future).map_err(|e| format!("run_until_complete: {e}"))
 }
 
-/// A client's `try: await on_con_lost finally: transport.close()`, then the first error a
-/// callback kept in `error`.
-pub async fn until_lost(
+/// What an echo client's protocol shares with its program: the [`ErrorSlot`] its callbacks
+/// print through (keeping the first failure), and the asyncio examples' `on_con_lost` future,
+/// which `connection_lost` sets and the program awaits. Clones share both.
+#[derive(Clone)]
+pub struct Session {
+    /// Where the callbacks print and keep their first failure.
+    error: ErrorSlot,
+    /// Set by [`lost`](Self::lost).
     on_con_lost: ringloop::Future<()>,
-    close: impl FnOnce(),
-    error: &ErrorSlot,
-) -> Result<(), String> {
-    let lost = on_con_lost.await;
-    close();
-    lost.map_err(|e| format!("waiting for on_con_lost: {e}"))?;
-    error.take()
+}
+
+impl Session {
+    /// A session whose `on_con_lost` is pending on `event_loop`.
+    pub fn new(event_loop: &EventLoop) -> Session {
+        Session { error: ErrorSlot::default(), on_con_lost: event_loop.create_future() }
+    }
+
+    /// [`ErrorSlot::print`].
+    pub fn print(&self, line: impl std::fmt::Display) -> bool {
+        self.error.print(line)
+    }
+
+    /// [`ErrorSlot::keep`].
+    pub fn keep(&self, message: String) {
+        self.error.keep(message);
+    }
+
+    /// `connection_lost`'s part: prints `line`, then sets `on_con_lost`.
+    pub fn lost(&self, line: &str) {
+        self.error.print(line);
+        // Only fails if already done, which connection_lost (called once) rules out.
+        let _ = self.on_con_lost.set_result(());
+    }
+
+    /// The program's `try: await on_con_lost finally: transport.close()`, then the first
+    /// error a callback kept.
+    pub async fn until_lost(self, close: impl FnOnce()) -> Result<(), String> {
+        let lost = self.on_con_lost.await;
+        close();
+        lost.map_err(|e| format!("waiting for on_con_lost: {e}"))?;
+        self.error.take()
+    }
 }

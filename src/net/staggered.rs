@@ -141,8 +141,6 @@ mod tests {
     use crate::toolbox::sleep_on as sleep;
 
     type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
-    /// What a test attempt gives.
-    type Attempted = LocalBoxFuture<'static, Result<&'static str, String>>;
 
     /// An attempt that sleeps `secs`, logs its start and end, then succeeds or fails.
     fn attempt(
@@ -191,95 +189,81 @@ mod tests {
         attempts.iter().map(|a| format!("{a:?}")).collect()
     }
 
+    /// How a race went: its outcome, the log of the attempts' starts and ends, its seconds.
+    struct Raced {
+        outcome: RaceOutcome<&'static str, String>,
+        log: Vec<String>,
+        seconds: f64,
+    }
+
+    /// Races `attempts` (name, seconds, whether it succeeds) staggered by `delay`, on a loop
+    /// of its own.
+    fn race_attempts(attempts: &[(&'static str, f64, bool)], delay: Option<f64>) -> Raced {
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let factories =
+            attempts.iter().map(|&(name, secs, ok)| attempt(&lp, &log, name, secs, ok)).collect();
+        let started = lp.time();
+        let outcome = race(&lp, factories, delay);
+        let seconds = lp.time() - started;
+        lp.close().unwrap();
+        Raced { outcome, log: log.take(), seconds }
+    }
+
     #[test]
     fn no_attempts_gives_no_winner() {
-        let lp = EventLoop::new().unwrap();
-        let factories: Vec<fn() -> Attempted> = vec![];
-        let outcome = race(&lp, factories, Some(0.1));
-        assert!(outcome.winner.is_none());
-        assert!(outcome.attempts.is_empty());
-        lp.close().unwrap();
+        let raced = race_attempts(&[], Some(0.1));
+        assert!(raced.outcome.winner.is_none());
+        assert!(raced.outcome.attempts.is_empty());
     }
 
     #[test]
     fn a_failure_starts_the_next_attempt_at_once() {
-        let lp = EventLoop::new().unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let factories =
-            vec![attempt(&lp, &log, "a", 0.0, false), attempt(&lp, &log, "b", 0.0, true)];
-        let started = lp.time();
-        let outcome = race(&lp, factories, Some(10.0));
-        assert!(lp.time() - started < 1.0, "the 10 s delay was waited out");
-        assert_eq!(outcome.winner, Some((1, "b")));
-        assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Won"]);
-        assert_eq!(*log.borrow(), ["start a", "end a", "start b", "end b"]);
-        lp.close().unwrap();
+        let raced = race_attempts(&[("a", 0.0, false), ("b", 0.0, true)], Some(10.0));
+        assert!(raced.seconds < 1.0, "the 10 s delay was waited out");
+        assert_eq!(raced.outcome.winner, Some((1, "b")));
+        assert_eq!(names(&raced.outcome.attempts), ["Failed(\"a failed\")", "Won"]);
+        assert_eq!(raced.log, ["start a", "end a", "start b", "end b"]);
     }
 
     #[test]
     fn a_slow_attempt_lets_the_next_start_and_loses() {
-        let lp = EventLoop::new().unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let factories =
-            vec![attempt(&lp, &log, "a", 2.0, true), attempt(&lp, &log, "b", 0.0, true)];
-        let outcome = race(&lp, factories, Some(0.02));
-        assert_eq!(outcome.winner, Some((1, "b")));
-        assert_eq!(names(&outcome.attempts), ["Cancelled", "Won"]);
-        assert_eq!(*log.borrow(), ["start a", "start b", "end b"]);
-        lp.close().unwrap();
+        let raced = race_attempts(&[("a", 2.0, true), ("b", 0.0, true)], Some(0.02));
+        assert_eq!(raced.outcome.winner, Some((1, "b")));
+        assert_eq!(names(&raced.outcome.attempts), ["Cancelled", "Won"]);
+        assert_eq!(raced.log, ["start a", "start b", "end b"]);
     }
 
     #[test]
     fn the_first_success_wins_even_if_started_first() {
-        let lp = EventLoop::new().unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let factories = vec![
-            attempt(&lp, &log, "a", 0.05, true),
-            attempt(&lp, &log, "b", 1.0, true),
-            attempt(&lp, &log, "c", 1.0, true),
-        ];
-        let outcome = race(&lp, factories, Some(0.01));
+        let attempts = [("a", 0.05, true), ("b", 1.0, true), ("c", 1.0, true)];
+        let Raced { outcome, log, .. } = race_attempts(&attempts, Some(0.01));
         assert_eq!(outcome.winner, Some((0, "a")));
         // c never started when a won only if a won before the second delay; accept both.
-        assert_eq!(
-            outcome.attempts.len(),
-            log.borrow().iter().filter(|l| l.starts_with("start")).count()
-        );
+        assert_eq!(outcome.attempts.len(), log.iter().filter(|l| l.starts_with("start")).count());
         assert!(matches!(outcome.attempts[0], Attempt::Won));
         assert!(outcome.attempts[1..].iter().all(|a| matches!(a, Attempt::Cancelled)));
-        lp.close().unwrap();
     }
 
     #[test]
     fn without_delay_attempts_run_one_after_another() {
-        let lp = EventLoop::new().unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let factories =
-            vec![attempt(&lp, &log, "a", 0.02, false), attempt(&lp, &log, "b", 0.02, false)];
-        let outcome = race(&lp, factories, None);
-        assert!(outcome.winner.is_none());
-        assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Failed(\"b failed\")"]);
-        assert_eq!(*log.borrow(), ["start a", "end a", "start b", "end b"]);
-        lp.close().unwrap();
+        let raced = race_attempts(&[("a", 0.02, false), ("b", 0.02, false)], None);
+        assert!(raced.outcome.winner.is_none());
+        let failed = ["Failed(\"a failed\")", "Failed(\"b failed\")"];
+        assert_eq!(names(&raced.outcome.attempts), failed);
+        assert_eq!(raced.log, ["start a", "end a", "start b", "end b"]);
     }
 
     #[test]
     fn an_earlier_failure_does_not_start_another_attempt() {
         // b starts after a's delay; a then fails, but b is the latest: c waits for b's delay.
-        let lp = EventLoop::new().unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let factories = vec![
-            // 100 ms between events, so a loaded machine's late wake-ups keep their order.
-            attempt(&lp, &log, "a", 0.3, false),
-            attempt(&lp, &log, "b", 2.0, true),
-            attempt(&lp, &log, "c", 0.0, true),
-        ];
-        let started = lp.time();
-        let outcome = race(&lp, factories, Some(0.2));
-        assert!(lp.time() - started >= 0.39, "c started when a failed");
-        assert_eq!(outcome.winner, Some((2, "c")));
-        assert_eq!(*log.borrow(), ["start a", "start b", "end a", "start c", "end c"]);
-        assert_eq!(names(&outcome.attempts), ["Failed(\"a failed\")", "Cancelled", "Won"]);
-        lp.close().unwrap();
+        // 100 ms between events, so a loaded machine's late wake-ups keep their order.
+        let attempts = [("a", 0.3, false), ("b", 2.0, true), ("c", 0.0, true)];
+        let raced = race_attempts(&attempts, Some(0.2));
+        assert!(raced.seconds >= 0.39, "c started when a failed");
+        assert_eq!(raced.outcome.winner, Some((2, "c")));
+        assert_eq!(raced.log, ["start a", "start b", "end a", "start c", "end c"]);
+        let attempts = ["Failed(\"a failed\")", "Cancelled", "Won"];
+        assert_eq!(names(&raced.outcome.attempts), attempts);
     }
 }

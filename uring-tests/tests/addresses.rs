@@ -64,6 +64,12 @@ fn first_addr(server: &Server) -> SocketAddr {
     server.sockets()[0].as_socket().expect("an inet socket")
 }
 
+/// A streams server that echoes lines, listening on `address`.
+async fn line_echo_server(lp: &EventLoop, address: &str) -> Server {
+    let server = lp.start_server(echo_lines, address, ServerOptions::new()).await;
+    server.unwrap_or_else(|e| panic!("start_server({address}): {e}"))
+}
+
 /// A datagram protocol that does nothing.
 struct Quiet;
 impl DatagramProtocol for Quiet {}
@@ -116,12 +122,10 @@ backend_tests! {
     fn a_client_from_each_address_form_connects(lp) {
         let lp2 = lp.clone();
         run_within(lp, 10.0, async move {
-            let v4 = lp2.start_server(echo_lines, "127.0.0.1:0", ServerOptions::new()).await;
-            let v4 = v4.expect("v4 server");
+            let v4 = line_echo_server(&lp2, "127.0.0.1:0").await;
             let mut clients = v4_forms(first_addr(&v4).port());
             let v6 = if has_ipv6() {
-                let v6 = lp2.start_server(echo_lines, "[::1]:0", ServerOptions::new()).await;
-                let v6 = v6.expect("v6 server");
+                let v6 = line_echo_server(&lp2, "[::1]:0").await;
                 clients.extend(v6_forms(first_addr(&v6).port()));
                 Some(v6)
             } else {
@@ -151,8 +155,7 @@ backend_tests! {
     fn a_local_addr_from_each_form(lp) {
         let lp2 = lp.clone();
         run_within(lp, 10.0, async move {
-            let server = lp2.start_server(echo_lines, "127.0.0.1:0", ServerOptions::new()).await;
-            let server = server.expect("server");
+            let server = line_echo_server(&lp2, "127.0.0.1:0").await;
             let to = first_addr(&server);
             let locals: [Address; 3] =
                 [SocketAddr::from(([127, 0, 0, 1], 0)).into(), "127.0.0.1:0".into(), ("127.0.0.1", 0).into()];

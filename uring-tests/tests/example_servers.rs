@@ -17,13 +17,6 @@ use ringloop::Backend;
 mod examples_support;
 use examples_support::*;
 
-/// Sends `signum` to the example.
-fn signal(process: &Running, signum: libc::c_int) {
-    let pid = process.child.id();
-    // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0, "kill {pid}");
-}
-
 /// One HTTP response read off `reader`: the status line and the body (by `content-length`).
 fn read_response(reader: &mut BufReader<TcpStream>, test: &str) -> (String, String) {
     let mut status = String::new();
@@ -69,21 +62,9 @@ fn check_with_curl(port: u16, test: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello World!Hello World!", "{test}");
 }
 
-/// True if the `http_server` example was built; else prints why the test is skipped.
-fn have_http_server(test: &str) -> bool {
-    let built = example("http_server").is_some();
-    if !built {
-        uring_tests::skipped(format_args!("{test}: http_server not built (`--features hyper`)"));
-    }
-    built
-}
-
 #[test]
 fn http_server_answers_keep_alive_requests_and_curl_then_exits_on_sigterm() {
     let test = "http_server_answers_keep_alive_requests_and_curl_then_exits_on_sigterm";
-    if !have_http_server(test) {
-        return;
-    }
     let args = ["--max-seconds", "30"];
     with_each_server(test, &["http_server"], &args, &[], |test, _, server, _| {
         let mut idle = keep_alive_client(server.port, test);
@@ -131,26 +112,24 @@ fn restarts_on_the_same_port(
     extra: &[&str],
     exercise: impl Fn(u16, &str) -> Option<TcpStream>,
 ) {
-    let Some(paths) = examples(test, &[name]) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let Some((mut process, port)) = start_on(&paths[0], backend, 0, extra, &test) else {
-            continue;
+    with_each_backend(test, &[name], |test, backend, paths| {
+        let Some((mut process, port)) = start_on(&paths[0], backend, 0, extra, test) else {
+            return;
         };
         for round in 1..=10 {
-            let open = exercise(port, &test);
+            let open = exercise(port, test);
             signal(&process, libc::SIGTERM);
             let status = process.wait();
             drop(open);
             assert!(status.success(), "{test}: round {round}: exited with {status}");
-            let restarted = start_on(&paths[0], backend, port, extra, &test);
+            let restarted = start_on(&paths[0], backend, port, extra, test);
             let (next, again) = restarted.expect("the binary has the backend");
             assert_eq!(again, port, "{test}: round {round}");
             process = next;
         }
         signal(&process, libc::SIGTERM);
         assert!(process.wait().success(), "{test}: the last server");
-    }
+    });
 }
 
 #[test]
@@ -172,9 +151,6 @@ fn tcp_echo_server_restarts_at_once_on_its_port_after_sigterm_10_times() {
 #[test]
 fn http_server_restarts_at_once_on_its_port_after_sigterm_10_times() {
     let test = "http_server_restarts_at_once_on_its_port_after_sigterm_10_times";
-    if !have_http_server(test) {
-        return;
-    }
     let args = ["--max-seconds", "30"];
     restarts_on_the_same_port(test, "http_server", &args, |port, test| {
         // Left open across the signal: the graceful shutdown closes it.
@@ -211,9 +187,7 @@ fn tcp_echo_server_with_four_loops_echoes_on_every_connection_and_exits_on_sigte
 #[test]
 fn quickstart_echoes_lines_then_exits_on_sigterm() {
     let test = "quickstart_echoes_lines_then_exits_on_sigterm";
-    let Some(paths) = examples(test, &["quickstart"]) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
+    with_each_backend(test, &["quickstart"], |test, backend, paths| {
         // A free port, handed over by number: the example takes a fixed address.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let address = format!("127.0.0.1:{port}");
@@ -236,5 +210,5 @@ fn quickstart_echoes_lines_then_exits_on_sigterm() {
         signal(&server, libc::SIGTERM);
         let status = server.wait();
         assert!(status.success(), "{test}: exited with {status}");
-    }
+    });
 }

@@ -74,13 +74,11 @@ fn quiet_server_echoes_and_exits_after_max_seconds() {
 #[test]
 fn echo_server_binds_the_host_given_with_host() {
     let test = "echo_server_binds_the_host_given_with_host";
-    let Some(paths) = examples(test, &["tcp_echo_server"]) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
+    with_each_backend(test, &["tcp_echo_server"], |test, backend, paths| {
         let args = ["--backend", backend.name(), "--host", "127.0.0.2", "--port", "0"];
         let mut process =
             Running::spawn(&paths[0], &[&args[..], &["--quiet", "--max-seconds", "10"]].concat());
-        let Some(banner) = process.banner(1, &test) else { continue };
+        let Some(banner) = process.banner(1, test) else { return };
         let port: u16 = banner[0]
             .strip_prefix("serving on 127.0.0.2:")
             .and_then(|p| p.trim_end().parse().ok())
@@ -97,7 +95,7 @@ fn echo_server_binds_the_host_given_with_host() {
             Err(std::io::ErrorKind::ConnectionRefused),
             "{test}: bound 127.0.0.1 too"
         );
-    }
+    });
 }
 
 /// What the Python streams example client prints against the Python streams example server.
@@ -127,10 +125,9 @@ const SIGNALS_BANNER: &str = "Event loop running for 1 hour, press Ctrl+C to int
 #[test]
 fn signals_example_exits_cleanly_on_sigint_and_sigterm() {
     let test = "signals_example_exits_cleanly_on_sigint_and_sigterm";
-    let Some(paths) = examples(test, &["signals"]) else { return };
-    for backend in backends(test) {
+    with_each_backend(test, &["signals"], |test, backend, paths| {
         for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
-            let test = format!("{test} on {backend}, {signame}");
+            let test = format!("{test}, {signame}");
             let mut example = Running::spawn(&paths[0], &["--backend", backend.name()]);
             let Some(banner) = example.banner(1, &test) else { continue };
             assert_eq!(banner[0], SIGNALS_BANNER, "{test}");
@@ -144,7 +141,7 @@ fn signals_example_exits_cleanly_on_sigint_and_sigterm() {
             assert!(status.success(), "{test}: exited with {status}");
             assert_eq!(rest, format!("got signal {signame}: exit\n"), "{test}");
         }
-    }
+    });
 }
 
 /// What the Python UDP example client prints against the Python UDP example server.
@@ -193,13 +190,6 @@ fn echo_over_unix(socket: &Path, test: &str) -> UnixStream {
     stream
 }
 
-/// Sends `signum` to the example.
-fn signal(process: &Running, signum: libc::c_int) {
-    let pid = process.child.id();
-    // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0, "kill {pid}");
-}
-
 /// Waits up to 10 s for `path` to be gone.
 fn wait_removed(path: &Path) -> bool {
     let start = std::time::Instant::now();
@@ -212,11 +202,10 @@ fn wait_removed(path: &Path) -> bool {
 #[test]
 fn unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm() {
     let test = "unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm";
-    let Some(paths) = examples(test, &["unix_echo_server"]) else { return };
     let dir = TempDir::new("unix-echo");
-    for backend in backends(test) {
+    with_each_backend(test, &["unix_echo_server"], |test, backend, paths| {
         for (signum, signame) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
-            let test = format!("{test} on {backend}, {signame}");
+            let test = format!("{test}, {signame}");
             let socket = dir.0.join(format!("{backend}-{signame}.sock"));
             let Some(mut server) = start_unix_server(&paths[0], backend, &socket, &test) else {
                 continue;
@@ -239,21 +228,19 @@ fn unix_echo_server_echoes_and_removes_its_socket_on_sigint_and_sigterm() {
             assert!(waited < Duration::from_secs(3), "{test}: exited {waited:?} after the close");
             assert_eq!(server.rest(), "", "{test}: printed more than the banner");
         }
-    }
+    });
 }
 
 #[test]
 fn unix_echo_server_aborts_an_open_connection_on_a_second_signal() {
     let test = "unix_echo_server_aborts_an_open_connection_on_a_second_signal";
-    let Some(paths) = examples(test, &["unix_echo_server"]) else { return };
     let dir = TempDir::new("unix-echo-twice");
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
+    with_each_backend(test, &["unix_echo_server"], |test, backend, paths| {
         let socket = dir.0.join(format!("{backend}.sock"));
-        let Some(mut server) = start_unix_server(&paths[0], backend, &socket, &test) else {
-            continue;
+        let Some(mut server) = start_unix_server(&paths[0], backend, &socket, test) else {
+            return;
         };
-        let mut stream = echo_over_unix(&socket, &test);
+        let mut stream = echo_over_unix(&socket, test);
         signal(&server, libc::SIGTERM);
         assert!(wait_removed(&socket), "{test}: the socket file is still there");
         // The second signal cuts the grace period short: the open connection is aborted.
@@ -263,7 +250,7 @@ fn unix_echo_server_aborts_an_open_connection_on_a_second_signal() {
         let mut rest = Vec::new();
         let read = stream.read_to_end(&mut rest);
         assert!(rest.is_empty(), "{test}: unexpected data {rest:?} ({read:?})");
-    }
+    });
 }
 
 #[test]
@@ -329,18 +316,16 @@ fn is_python_datetime(date: &str) -> bool {
 #[test]
 fn subprocess_date_prints_the_date_its_child_printed() {
     let test = "subprocess_date_prints_the_date_its_child_printed";
-    let Some(paths) = examples(test, &["subprocess_date"]) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
+    with_each_backend(test, &["subprocess_date"], |test, backend, paths| {
         let env = [("RINGLOOP_BACKEND", backend.name())];
         let mut example = Running::spawn_with_env(&paths[0], &[], &env);
-        let Some(line) = example.banner(1, &test) else { continue };
+        let Some(line) = example.banner(1, test) else { return };
         let status = example.wait();
         assert!(status.success(), "{test}: exited with {status}");
         let date = line[0].strip_prefix("Current date: ").and_then(|d| d.strip_suffix('\n'));
         assert!(date.is_some_and(is_python_datetime), "{test}: printed {line:?}");
         assert_eq!(example.rest(), "", "{test}: one line only");
-    }
+    });
 }
 
 /// Everything a new connection to `127.0.0.1:port` receives until the server closes it.

@@ -22,6 +22,15 @@ fn file_with(dir: &TempDir, name: &str, data: &[u8]) -> File {
     File::open(&path).expect("open the file")
 }
 
+/// A file of `size` bytes of [`pattern`] in a fresh directory named for `test`: the directory
+/// (removed when dropped), the bytes, and the file open for reading.
+fn patterned_file(lp: &EventLoop, test: &str, size: usize) -> (TempDir, Vec<u8>, File) {
+    let dir = TempDir::for_test(lp, test);
+    let data = pattern(size);
+    let file = file_with(&dir, "f", &data);
+    (dir, data, file)
+}
+
 /// Open fds of this process that are not pipes, and those that are.
 fn fds_and_pipes() -> (usize, usize) {
     let (mut others, mut pipes) = (0, 0);
@@ -144,9 +153,7 @@ const SIZE: usize = 100_000;
 
 backend_tests! {
     fn ranges_send_what_they_name_and_leave_the_position_after_it(lp) {
-        let dir = TempDir::for_test(lp, "sendfile-ranges");
-        let data = pattern(SIZE);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sendfile-ranges", SIZE);
         // (offset, count, what arrives)
         let cases: [(u64, Option<u64>, std::ops::Range<usize>); 5] = [
             (0, None, 0..SIZE),
@@ -166,9 +173,7 @@ backend_tests! {
     }
 
     fn sock_sendfile_ranges_send_what_they_name(lp) {
-        let dir = TempDir::for_test(lp, "sock-sendfile-ranges");
-        let data = pattern(SIZE);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sock-sendfile-ranges", SIZE);
         for (offset, count, want) in [(0, None, 0..SIZE), (7, Some(70_000), 7..70_007), (99_000, Some(5000), 99_000..SIZE)] {
             let (sock, peer) = socket_pair(None);
             let sent = sock_sendfile(lp, &sock, &file, offset, count, false).expect("sock_sendfile");
@@ -216,9 +221,7 @@ backend_tests! {
     }
 
     fn eight_transfers_run_together_while_another_connection_echoes(lp) {
-        let dir = TempDir::for_test(lp, "sendfile-eight");
-        let data = pattern(EIGHT_SIZE);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sendfile-eight", EIGHT_SIZE);
         // The echo: a loop-side protocol that writes back what it gets; a client thread
         // counts round trips until told to stop.
         let (echo_peer, echo_ours) = tcp_pair();
@@ -310,9 +313,7 @@ backend_tests! {
     }
 
     fn a_dropped_transfer_leaves_the_stream_whole(lp) {
-        let dir = TempDir::for_test(lp, "sendfile-drop");
-        let data = pattern(8 << 20);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sendfile-drop", 8 << 20);
         let (peer, ours) = tcp_pair();
         let (transport, protocol) = connect_accepted(lp, ours, Received::default());
         let (go, peer) = gated_reader(peer);
@@ -334,9 +335,7 @@ backend_tests! {
     }
 
     fn a_dropped_sock_sendfile_leaves_no_hole(lp) {
-        let dir = TempDir::for_test(lp, "sock-sendfile-drop");
-        let data = pattern(8 << 20);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sock-sendfile-drop", 8 << 20);
         let (peer, sock) = tcp_pair();
         socket2::SockRef::from(&sock).set_nonblocking(true).unwrap();
         let (go, peer) = gated_reader(peer);
@@ -412,9 +411,7 @@ backend_tests! {
     }
 
     fn writes_are_refused_while_a_transfer_runs_and_reading_goes_on(lp) {
-        let dir = TempDir::for_test(lp, "sendfile-write-refused");
-        let data = pattern(4 << 20);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sendfile-write-refused", 4 << 20);
         let (mut peer, ours) = tcp_pair();
         let (transport, protocol) = connect_accepted(lp, ours, Received::default());
         transport.write(b"HEAD").unwrap();
@@ -472,9 +469,7 @@ backend_tests! {
     }
 
     fn close_during_a_transfer_lets_it_finish_then_closes(lp) {
-        let dir = TempDir::for_test(lp, "sendfile-close-during");
-        let data = pattern(EIGHT_SIZE);
-        let file = file_with(&dir, "f", &data);
+        let (_dir, data, file) = patterned_file(lp, "sendfile-close-during", EIGHT_SIZE);
         let (peer, ours) = tcp_pair();
         let (transport, protocol) = connect_accepted(lp, ours, Received::default());
         let (go, reader) = gated_reader(peer);

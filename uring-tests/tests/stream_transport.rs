@@ -404,19 +404,50 @@ fn wait_lost(lp: &EventLoop, proto: &Shared) {
     spin(lp, QUIET);
 }
 
-/// Connects `rec` on `ours`, has `peer` write `data`, and runs the loop until
-/// `connection_lost` (what `rec`'s hooks do with the data ends the connection).
-fn lost_after_peer_writes(
+/// Connects `ours` with `on_data` as its `data_received` hook (which ends the connection),
+/// has `peer` write "hi", runs the loop until `connection_lost`, runs `then` on the peer, and
+/// checks that the protocol saw the connection made, the 2 bytes and a clean loss, and then
+/// nothing more.
+fn lost_from_data_received<P: Write>(
     lp: &EventLoop,
-    peer: &mut impl Write,
-    ours: OwnedFd,
-    rec: Rec,
-    data: &[u8],
-) -> (Transport, Shared) {
-    let (tr, proto) = connect(lp, ours, rec);
-    peer.write_all(data).unwrap();
+    (mut peer, ours): (P, OwnedFd),
+    on_data: impl FnMut(&Transport, &[u8]) + 'static,
+    then: impl FnOnce(&mut P),
+) {
+    let (_tr, proto) = connect(lp, ours, Rec::new().with_data(on_data));
+    peer.write_all(b"hi").unwrap();
     wait_lost(lp, &proto);
-    (tr, proto)
+    then(&mut peer);
+    spin(lp, QUIET);
+    proto.borrow().check_events(&[Ev::Made, Ev::Data(2), Ev::Lost(None)]);
+}
+
+/// Connects `rec` on a Unix socket whose peer stays silent, runs `before` on the transport,
+/// the loop until `connection_lost`, then `after`, turns the loop a little more, and checks
+/// that the protocol saw the connection made, then lost once, cleanly. Returns the transport.
+fn lost_once(
+    lp: &EventLoop,
+    rec: Rec,
+    before: impl FnOnce(&Transport),
+    after: impl FnOnce(&Transport),
+) -> Transport {
+    let (_peer, ours) = unix_pair();
+    let (tr, proto) = connect(lp, ours, rec);
+    before(&tr);
+    wait_lost(lp, &proto);
+    after(&tr);
+    spin(lp, QUIET);
+    proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
+    tr
+}
+
+/// Fills the kernel's send buffer of `tr`'s socket and sets the transport's high-water mark to
+/// 4 bytes, so that what it writes next stays buffered and soon pauses it; returns how many
+/// bytes the kernel took.
+fn back_up(tr: &Transport) -> usize {
+    let filled = fill_kernel(tr.socket_fd().unwrap());
+    tr.set_write_buffer_limits(Some(4), None).unwrap();
+    filled
 }
 
 /// Aborts, runs the loop until `connection_lost`, and checks the protocol saw no violation.
@@ -660,18 +691,16 @@ backend_tests! {
 
     // BEHAVIOURS 108
     fn close_twice_calls_connection_lost_once(lp) {
-        let (_peer, ours) = unix_pair();
-        let (tr, proto) = connect(lp, ours, Rec::new());
-        tr.close();
-        tr.close();
-        wait_lost(lp, &proto);
-        tr.close();
-        tr.abort();
-        spin(lp, QUIET);
-        let p = proto.borrow();
-        assert_eq!(p.events, vec![Ev::Made, Ev::Lost(None)]);
+        let close_twice = |tr: &Transport| {
+            tr.close();
+            tr.close();
+        };
+        let close_and_abort = |tr: &Transport| {
+            tr.close();
+            tr.abort();
+        };
+        let tr = lost_once(lp, Rec::new(), close_twice, close_and_abort);
         assert!(!tr.is_reading());
-        p.check();
     }
 
     // BEHAVIOURS 108
@@ -774,14 +803,11 @@ backend_tests! {
 
     // BEHAVIOURS 111
     fn write_eof_after_close_is_harmless(lp) {
-        let (_peer, ours) = unix_pair();
-        let (tr, proto) = connect(lp, ours, Rec::new());
-        tr.close();
-        tr.write_eof();
-        wait_lost(lp, &proto);
-        tr.write_eof();
-        spin(lp, QUIET);
-        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
+        let close_then_write_eof = |tr: &Transport| {
+            tr.close();
+            tr.write_eof();
+        };
+        lost_once(lp, Rec::new(), close_then_write_eof, Transport::write_eof);
     }
 
     // BEHAVIOURS 112
@@ -859,8 +885,7 @@ backend_tests! {
     fn high_water_4_pauses_and_resumes_after_drain(lp) {
         let (peer, ours) = unix_pair();
         let (tr, proto) = connect(lp, ours, Rec::new());
-        let filled = fill_kernel(tr.socket_fd().unwrap());
-        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        let filled = back_up(&tr);
         tr.write(b"abc").unwrap();
         spin(lp, QUIET);
         assert!(!proto.borrow().events.contains(&Ev::Pause), "3 bytes do not pause");
@@ -889,8 +914,7 @@ backend_tests! {
         let errors = capture_error_texts(lp);
         let (peer, ours) = unix_pair();
         let (tr, proto) = connect_accepted(lp, ours, PanicsInPause::default());
-        let filled = fill_kernel(tr.socket_fd().unwrap());
-        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        let filled = back_up(&tr);
         tr.write(b"abcdefghi").unwrap();
         spin(lp, QUIET);
         {
@@ -936,8 +960,7 @@ backend_tests! {
         let b = tr_b.clone();
         let rec_a = Rec::new().with_resume(move |_| b.write(b"from resume_writing").unwrap());
         let (tr_a, proto_a) = connect(lp, ours_a, rec_a);
-        fill_kernel(tr_a.socket_fd().unwrap());
-        tr_a.set_write_buffer_limits(Some(4), None).unwrap();
+        back_up(&tr_a);
         tr_a.write(b"0123456789").unwrap();
         assert!(run_until(lp, WAIT, || proto_a.borrow().count(&Ev::Pause) == 1));
         peer_a.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -964,8 +987,7 @@ backend_tests! {
             w.set(true);
         });
         let (tr, proto) = connect(lp, ours, rec);
-        let filled = fill_kernel(tr.socket_fd().unwrap());
-        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        let filled = back_up(&tr);
         peer.write_all(b"go").unwrap();
         assert!(run_until(lp, WAIT, || proto.borrow().count(&Ev::Pause) == 1));
         assert!(wrote.get());
@@ -983,17 +1005,15 @@ backend_tests! {
     }
 
     fn close_from_inside_data_received(lp) {
-        let (mut peer, ours) = tcp_pair();
-        let rec = Rec::new().with_data(|tr, _| {
+        let close_twice = |tr: &Transport, _: &[u8]| {
             tr.write(b"bye").unwrap();
             tr.close();
             tr.close();
+        };
+        lost_from_data_received(lp, tcp_pair(), close_twice, |peer| {
+            assert_eq!(read_until_eof(&*peer), b"bye");
+            let _ = peer.write_all(b"more");
         });
-        let (_tr, proto) = lost_after_peer_writes(lp, &mut peer, ours, rec, b"hi");
-        assert_eq!(read_until_eof(&peer), b"bye");
-        let _ = peer.write_all(b"more");
-        spin(lp, QUIET);
-        proto.borrow().check_events(&[Ev::Made, Ev::Data(2), Ev::Lost(None)]);
     }
 
     // Issue 3: a protocol may close or abort from any of its callbacks; from data_received
@@ -1026,36 +1046,27 @@ backend_tests! {
         let (_peer, ours) = unix_pair();
         let on_pause: Hook = Box::new(|tr: &Transport| tr.abort());
         let (tr, proto) = connect(lp, ours, Rec { on_pause: Some(on_pause), ..Rec::new() });
-        fill_kernel(tr.socket_fd().unwrap());
-        tr.set_write_buffer_limits(Some(4), None).unwrap();
+        back_up(&tr);
         tr.write(b"0123456789").unwrap();
         wait_lost(lp, &proto);
         assert_eq!(tr.get_write_buffer_size(), 0);
         proto.borrow().check_events(&[Ev::Made, Ev::Pause, Ev::Lost(None)]);
 
         // connection_lost: close and abort are harmless, connection_lost stays single.
-        let (_peer, ours) = unix_pair();
         let rec = Rec::new().with_lost(|tr| {
             tr.close();
             tr.abort();
         });
-        let (tr, proto) = connect(lp, ours, rec);
-        tr.close();
-        wait_lost(lp, &proto);
-        spin(lp, QUIET);
-        proto.borrow().check_events(&[Ev::Made, Ev::Lost(None)]);
+        lost_once(lp, rec, Transport::close, |_| {});
     }
 
     fn abort_from_inside_data_received_after_a_write(lp) {
-        let (mut peer, ours) = unix_pair();
-        let rec = Rec::new().with_data(|tr, _| {
+        let abort_after_a_write = |tr: &Transport, _: &[u8]| {
             tr.write(b"dropped").unwrap();
             tr.write_eof();
             tr.abort();
-        });
-        let (_tr, proto) = lost_after_peer_writes(lp, &mut peer, ours, rec, b"hi");
-        spin(lp, QUIET);
-        proto.borrow().check_events(&[Ev::Made, Ev::Data(2), Ev::Lost(None)]);
+        };
+        lost_from_data_received(lp, unix_pair(), abort_after_a_write, |_| {});
     }
 
     // The socket is closed through the driver, behind the ops queued before: a `write_eof`

@@ -17,6 +17,18 @@ use uring_tests::streams::{
 };
 use uring_tests::{backend_tests, capture_exceptions, pattern, settle};
 
+/// Writes `data` on `writer` and waits until `reader`, which had nothing buffered, holds all of
+/// it.
+async fn write_and_buffer(
+    lp: &EventLoop,
+    writer: &StreamWriter,
+    reader: &StreamReader,
+    data: &[u8],
+) {
+    writer.write(data).unwrap();
+    until(lp, || reader.buffered() == data.len()).await;
+}
+
 backend_tests! {
     fn echo_round_trip(lp) {
         run(lp, |lp| async move {
@@ -118,8 +130,7 @@ backend_tests! {
         run(lp, |lp| async move {
             let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 8).await;
             // The separator is found, beyond the limit: an overrun; nothing is consumed.
-            sw.write(b"0123456789abcdef\nxy\n").unwrap();
-            until(&lp, || reader.buffered() == 20).await;
+            write_and_buffer(&lp, &sw, &reader, b"0123456789abcdef\nxy\n").await;
             match must(&lp, reader.readuntil(b"\n")).await {
                 Err(Error::LimitOverrun { consumed, message }) => {
                     assert_eq!(consumed, 16);
@@ -133,8 +144,7 @@ backend_tests! {
             assert_eq!(must(&lp, reader.readline()).await.unwrap(), b"xy\n");
 
             // Not found, and more than the limit buffered.
-            sw.write(b"0123456789abcdefghij").unwrap();
-            until(&lp, || reader.buffered() == 20).await;
+            write_and_buffer(&lp, &sw, &reader, b"0123456789abcdefghij").await;
             match must(&lp, reader.readuntil(b"\n")).await {
                 Err(err @ Error::LimitOverrun { .. }) => {
                     assert!(err.to_string().contains("Separator is not found"), "{err}");
@@ -152,8 +162,7 @@ backend_tests! {
     fn read_n_semantics(lp) {
         run(lp, |lp| async move {
             let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 64 * 1024).await;
-            sw.write(b"hello world").unwrap();
-            until(&lp, || reader.buffered() == 11).await;
+            write_and_buffer(&lp, &sw, &reader, b"hello world").await;
             assert_eq!(reader.read(0).await.unwrap(), b"");
             assert_eq!(reader.read(5).await.unwrap(), b"hello");
             assert_eq!(reader.read(100).await.unwrap(), b" world");
@@ -497,8 +506,7 @@ backend_tests! {
     fn read_buf_fills_spare_capacity(lp) {
         run(lp, |lp| async move {
             let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 8).await;
-            sw.write(b"hello world").unwrap();
-            until(&lp, || reader.buffered() == 11).await;
+            write_and_buffer(&lp, &sw, &reader, b"hello world").await;
             let mut buf = BytesMut::with_capacity(4);
             let (ptr, cap) = (buf.as_ptr(), buf.capacity());
             assert_eq!(must(&lp, reader.read_buf(&mut buf)).await.unwrap(), cap);
@@ -522,8 +530,7 @@ backend_tests! {
             assert_eq!(&buf[..], b">>abc");
             // A full buffer gets up to the limit (8 here), growing for it.
             let mut full = BytesMut::new();
-            sw.write(&pattern(20)).unwrap();
-            until(&lp, || reader.buffered() == 20).await;
+            write_and_buffer(&lp, &sw, &reader, &pattern(20)).await;
             assert_eq!(must(&lp, reader.read_buf(&mut full)).await.unwrap(), 8);
             assert_eq!(&full[..], &pattern(8)[..]);
             assert_eq!(reader.buffered(), 12);

@@ -7,7 +7,8 @@ use std::os::fd::OwnedFd;
 
 use ringloop::{
     AcceptedSocketOptions, Address, BaseProtocol, BufferedProtocol, ConnectOptions, Error,
-    ExtraInfo, ServerOptions, TlsConfig, UnixConnectOptions, UnixServerOptions,
+    EventLoop, ExtraInfo, ServerOptions, StreamReader, StreamWriter, TlsConfig, UnixConnectOptions,
+    UnixServerOptions,
 };
 use uring_tests::tls::{
     client_options, close_server, pki, rustls_peer_server, tls_connect, tls_server, TlsRec, WAIT,
@@ -36,6 +37,30 @@ impl ringloop::Protocol for PauseOnData {
     fn eof_received(&mut self) -> bool {
         self.0.eof_received()
     }
+}
+
+/// Runs `exchange(reader, writer)` over a streams connection (with `client`'s options) to a
+/// TLS streams server that echoes lines, then closes the server; returns what `exchange` did.
+fn exchange_with_tls_echo<F>(
+    lp: &EventLoop,
+    client: ConnectOptions,
+    exchange: impl FnOnce(StreamReader, StreamWriter) -> F + 'static,
+) -> Vec<u8>
+where
+    F: std::future::Future<Output = Result<Vec<u8>, Error>> + 'static,
+{
+    let lp2 = lp.clone();
+    run_within(lp, WAIT, async move {
+        let options = ServerOptions::default().ssl(pki().server());
+        let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1:0", options).await?;
+        let port = server.sockets()[0].as_socket().unwrap().port();
+        let (reader, writer) = lp2.open_connection(("127.0.0.1", port), client).await?;
+        let reply = exchange(reader, writer).await?;
+        server.close();
+        server.wait_closed().await;
+        Ok::<_, Error>(reply)
+    })
+    .unwrap()
 }
 
 backend_tests! {
@@ -228,13 +253,8 @@ backend_tests! {
     /// The streams over TLS: `start_server`/`open_connection` with `ssl`, lines echoed,
     /// `wait_closed` clean.
     fn streams_over_tls(lp) {
-        let lp2 = lp.clone();
-        let reply = run_within(lp, WAIT, async move {
-            let options = ServerOptions::default().ssl(pki().server());
-            let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1:0", options).await?;
-            let port = server.sockets()[0].as_socket().unwrap().port();
-            let options = ConnectOptions::new().ssl(pki().client()).server_hostname("localhost");
-            let (reader, writer) = lp2.open_connection(("127.0.0.1", port), options).await?;
+        let options = ConnectOptions::new().ssl(pki().client()).server_hostname("localhost");
+        let reply = exchange_with_tls_echo(lp, options, |reader, writer| async move {
             writer.write(b"first line\nsecond ")?;
             writer.write(b"line\n")?;
             writer.drain().await?;
@@ -243,35 +263,23 @@ backend_tests! {
             assert!(!writer.can_write_eof());
             writer.close();
             writer.wait_closed().await?;
-            server.close();
-            server.wait_closed().await;
-            Ok::<_, Error>(reply)
-        })
-        .unwrap();
+            Ok(reply)
+        });
         assert_eq!(reply, b"first line\nsecond line\n");
     }
 
     /// The futures-io traits of the streams over TLS.
     fn futures_io_over_tls(lp) {
         use futures_util::{AsyncReadExt, AsyncWriteExt};
-        let lp2 = lp.clone();
-        let reply = run_within(lp, WAIT, async move {
-            let options = ServerOptions::default().ssl(pki().server());
-            let server = lp2.start_server(uring_tests::echo_lines, "127.0.0.1:0", options).await?;
-            let port = server.sockets()[0].as_socket().unwrap().port();
-            let (mut reader, mut writer) = lp2
-                .open_connection(("127.0.0.1", port), ConnectOptions::new().ssl(pki().client()))
-                .await?;
+        let options = ConnectOptions::new().ssl(pki().client());
+        let reply = exchange_with_tls_echo(lp, options, |mut reader, mut writer| async move {
             writer.write_all(b"via futures-io\n").await.unwrap();
             writer.flush().await.unwrap();
             let mut reply = vec![0; 15];
             reader.read_exact(&mut reply).await.unwrap();
             AsyncWriteExt::close(&mut writer).await.unwrap();
-            server.close();
-            server.wait_closed().await;
-            Ok::<_, Error>(reply)
-        })
-        .unwrap();
+            Ok(reply)
+        });
         assert_eq!(reply, b"via futures-io\n");
     }
 

@@ -8,6 +8,13 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Asserts that `parse` refuses each of `bad` (`what` names the command in the message).
+fn all_refused<T>(what: &str, parse: impl Fn(&[String]) -> Result<T, String>, bad: &[&[&str]]) {
+    for bad in bad {
+        assert!(parse(&args(bad)).is_err(), "{what}{bad:?} accepted");
+    }
+}
+
 #[test]
 fn defaults_are_the_documented_ones() {
     for workload in [Workload::Echo, Workload::Http, Workload::Tls] {
@@ -75,23 +82,27 @@ fn options_are_parsed() {
 
 #[test]
 fn bad_options_are_errors() {
-    for bad in [
-        &["--connections", "0"][..],
-        &["--pipeline", "0"],
-        &["--repeat", "0"],
-        &["--sizes", "0"],
-        &["--sizes", "x"],
-        &["--duration", "-1"],
-        &["--impls", "nginx"],
-        &["--impls", "ringloop-streams-uring"],
-        &["--connections"],
-        &["--what"],
-    ] {
-        assert!(parse_run(Workload::Echo, &args(bad)).is_err(), "{bad:?} accepted");
-    }
-    for bad in [&["--sizes", "64"][..], &["--impls", "raw-uring-max"], &["--impls", "raw-uring"]] {
-        assert!(parse_run(Workload::Http, &args(bad)).is_err(), "http {bad:?} accepted");
-    }
+    let echo = |list: &[String]| parse_run(Workload::Echo, list);
+    all_refused(
+        "",
+        echo,
+        &[
+            &["--connections", "0"],
+            &["--pipeline", "0"],
+            &["--repeat", "0"],
+            &["--sizes", "0"],
+            &["--sizes", "x"],
+            &["--duration", "-1"],
+            &["--impls", "nginx"],
+            &["--impls", "ringloop-streams-uring"],
+            &["--connections"],
+            &["--what"],
+        ],
+    );
+    let http = |list: &[String]| parse_run(Workload::Http, list);
+    let bad: [&[&str]; 3] =
+        [&["--sizes", "64"], &["--impls", "raw-uring-max"], &["--impls", "raw-uring"]];
+    all_refused("http ", http, &bad);
 }
 
 #[test]
@@ -134,17 +145,19 @@ fn sendfile_options_are_parsed() {
     assert_eq!((o.size_mib, o.clients.as_slice(), o.repeat, o.json), (16, &[2, 4][..], 3, true));
     assert_eq!((o.timeout, o.discard), (Duration::from_secs(5), sendfile::Discard::Splice));
     assert_eq!(o.impls, [Impl::RingloopCopy, Impl::RawSendfile]);
-    for bad in [
-        &["--size", "0"][..],
-        &["--clients", "0"],
-        &["--repeat", "0"],
-        &["--timeout", "0"],
-        &["--discard", "mmap"],
-        &["--impls", "tokio"],
-        &["--sizes", "64"],
-    ] {
-        assert!(parse_sendfile(&args(bad)).is_err(), "sendfile {bad:?} accepted");
-    }
+    all_refused(
+        "sendfile ",
+        parse_sendfile,
+        &[
+            &["--size", "0"],
+            &["--clients", "0"],
+            &["--repeat", "0"],
+            &["--timeout", "0"],
+            &["--discard", "mmap"],
+            &["--impls", "tokio"],
+            &["--sizes", "64"],
+        ],
+    );
 }
 
 fn run(which: Impl, size: usize, rep: usize, rate: f64, cpu: f64) -> Run {

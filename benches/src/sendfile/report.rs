@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::Options;
-use crate::report::{median, Printed};
+use crate::report::{json_number, median_of, runs_by, Machine, Printed, Versus};
 use crate::server::{Impl, Workload};
 
 /// One window.
@@ -32,10 +32,8 @@ pub struct Run {
 pub struct Report {
     /// The options it ran with.
     pub options: Options,
-    /// CPUs available when the runner started.
-    pub cpus: usize,
-    /// Whether servers and client were pinned to CPUs 0 and 1.
-    pub pinned: bool,
+    /// Where it ran.
+    pub machine: Machine,
     /// The file sent.
     pub file: PathBuf,
     /// Every measured window, in the order run.
@@ -55,19 +53,11 @@ struct Row {
     versus: Option<Versus>,
 }
 
-/// Medians of the paired ratios to the baseline, with the CPU ratio's lowest and highest.
-#[derive(Debug, Clone, Copy)]
-struct Versus {
-    mib_per_sec: f64,
-    cpu_per_mib: f64,
-    cpu_lowest: f64,
-    cpu_highest: f64,
-}
-
 impl Report {
     /// An empty report.
     pub fn new(options: &Options, cpus: usize, pinned: bool, file: PathBuf) -> Report {
-        Report { options: options.clone(), cpus, pinned, file, runs: Vec::new() }
+        let machine = Machine { cpus, pinned };
+        Report { options: options.clone(), machine, file, runs: Vec::new() }
     }
 
     /// The baseline every row is divided by.
@@ -76,27 +66,23 @@ impl Report {
     }
 
     fn rows(&self) -> Vec<Row> {
-        let mut rows = Vec::new();
-        for &clients in &self.options.clients {
-            for &which in &self.options.impls {
-                let runs: Vec<&Run> =
-                    self.runs.iter().filter(|r| r.which == which && r.clients == clients).collect();
-                if runs.is_empty() {
-                    continue;
-                }
-                let of = |f: fn(&Run) -> f64| median(runs.iter().map(|r| f(r)).collect());
-                rows.push(Row {
-                    which,
-                    clients,
-                    reps: runs.iter().map(|r| (r.mib_per_sec, r.cpu_micros_per_mib)).collect(),
-                    mib_per_sec: of(|r| r.mib_per_sec),
-                    cpu_micros_per_mib: of(|r| r.cpu_micros_per_mib),
-                    off_main_micros_per_mib: of(|r| r.off_main_micros_per_mib),
-                    versus: self.versus(&runs),
-                });
-            }
+        let (clients, impls) = (&self.options.clients, &self.options.impls);
+        let groups = runs_by(&self.runs, clients, impls, |r| (r.which, r.clients));
+        groups.into_iter().map(|(which, clients, runs)| self.row(which, clients, &runs)).collect()
+    }
+
+    /// The medians of `runs`, the runs of `which` with `clients` connections.
+    fn row(&self, which: Impl, clients: usize, runs: &[&Run]) -> Row {
+        let of = |f: fn(&Run) -> f64| median_of(runs, f);
+        Row {
+            which,
+            clients,
+            reps: runs.iter().map(|r| (r.mib_per_sec, r.cpu_micros_per_mib)).collect(),
+            mib_per_sec: of(|r| r.mib_per_sec),
+            cpu_micros_per_mib: of(|r| r.cpu_micros_per_mib),
+            off_main_micros_per_mib: of(|r| r.off_main_micros_per_mib),
+            versus: self.versus(runs),
         }
-        rows
     }
 
     /// Pairs each of `runs` with the baseline's run of the same clients and round.
@@ -109,29 +95,17 @@ impl Report {
             rates.push(run.mib_per_sec / base.mib_per_sec);
             cpus.push(run.cpu_micros_per_mib / base.cpu_micros_per_mib);
         }
-        cpus.retain(|c| c.is_finite());
-        Some(Versus {
-            cpu_lowest: cpus.iter().copied().fold(f64::INFINITY, f64::min),
-            cpu_highest: cpus.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            mib_per_sec: median(rates),
-            cpu_per_mib: median(cpus),
-        })
+        Some(Versus::from_ratios(rates, cpus))
     }
 
     fn json_row(&self, row: &Row) -> String {
         let o = &self.options;
-        let num = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "null".into() };
+        let num = json_number;
         let list = |f: fn(&(f64, f64)) -> f64| {
             row.reps.iter().map(|r| num(f(r))).collect::<Vec<_>>().join(", ")
         };
         let key = Self::baseline().to_string().replace('-', "_");
-        let nan = Versus {
-            mib_per_sec: f64::NAN,
-            cpu_per_mib: f64::NAN,
-            cpu_lowest: f64::NAN,
-            cpu_highest: f64::NAN,
-        };
-        let v = row.versus.unwrap_or(nan);
+        let v = row.versus.unwrap_or(Versus::NAN);
         format!(
             "  {{\"workload\": \"sendfile\", \"impl\": \"{}\", \"clients\": {}, \"file_mib\": {}, \
              \"repeat\": {}, \"discard\": \"{}\", \"kernel\": \"{}\", \"pinned\": {}, \
@@ -146,12 +120,12 @@ impl Report {
             o.repeat,
             o.discard.name(),
             crate::sys::kernel_release(),
-            self.pinned,
+            self.machine.pinned,
             num(row.mib_per_sec),
             num(row.cpu_micros_per_mib),
             num(row.off_main_micros_per_mib),
-            num(v.mib_per_sec),
-            num(v.cpu_per_mib),
+            num(v.rate),
+            num(v.cpu),
             num(v.cpu_lowest),
             num(v.cpu_highest),
             list(|r| r.0),
@@ -164,14 +138,7 @@ impl Printed for Report {
     /// The context lines printed above the table.
     fn header(&self) -> String {
         let o = &self.options;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "sendfile: kernel {}, {} CPUs available, {}",
-            crate::sys::kernel_release(),
-            self.cpus,
-            if self.pinned { "servers pinned to CPU 0, client to CPU 1" } else { "not pinned" }
-        );
+        let mut out = self.machine.line("sendfile");
         let _ = writeln!(
             out,
             "a {} MiB page-cached file ({}), sent whole to every connection; clients discard by {}",
@@ -212,7 +179,7 @@ impl Printed for Report {
             out += &match row.versus {
                 Some(v) => format!(
                     " {:.2}× | {:.2}× ({:.2}–{:.2}) |\n",
-                    v.mib_per_sec, v.cpu_per_mib, v.cpu_lowest, v.cpu_highest
+                    v.rate, v.cpu, v.cpu_lowest, v.cpu_highest
                 ),
                 None => " - | - |\n".into(),
             };

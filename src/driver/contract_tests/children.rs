@@ -15,7 +15,7 @@ use nix::unistd::pipe2;
 use super::{collect, each_config, high, is_open, outcomes, run, run_errno, settle, turns, LIMIT};
 use crate::driver::any::Driver;
 use crate::driver::wait_id::{reports_exit, waitid};
-use crate::driver::{ExitInfo, Op};
+use crate::driver::{ExitInfo, Op, OpId};
 
 /// A child process of the test, held by its pidfd.
 ///
@@ -157,6 +157,32 @@ fn uses_waitid(d: &Driver<u32>) -> bool {
     d.features().contains(&"waitid")
 }
 
+/// Submits a wait (owner 1) and checks that `turns_before` turns leave it waiting.
+fn submit_waiting(
+    d: &mut Driver<u32>,
+    (op, info): (Op, Rc<ExitInfo>),
+    turns_before: usize,
+) -> (OpId, Rc<ExitInfo>) {
+    let id = d.submit(op, 1);
+    let early = turns(d, turns_before);
+    assert!(early.is_empty(), "{early:?}");
+    (id, info)
+}
+
+/// Checks that the wait `id` completes, reporting `kid` ended with `code` and `status`.
+fn assert_reaped(
+    d: &mut Driver<u32>,
+    (id, info): (OpId, Rc<ExitInfo>),
+    kid: &Kid,
+    code: i32,
+    status: i32,
+) {
+    let out = collect(d, 1, LIMIT);
+    assert_eq!(outcomes(&out), [(id, 1, 0)]);
+    drop(out);
+    assert_reports(&released(&info), kid, code, status);
+}
+
 #[test]
 fn wait_id_reaps_an_exited_child_with_its_exit_status() {
     each_config(|mut d| {
@@ -177,16 +203,10 @@ fn wait_id_reaps_an_exited_child_with_its_exit_status() {
 fn wait_id_waits_while_the_child_runs() {
     each_config(|mut d| {
         let mut kid = Kid::cat();
-        let (op, info) = kid.wait_op();
-        let id = d.submit(op, 1);
-        let early = turns(&mut d, 3);
-        assert!(early.is_empty(), "{early:?}");
+        let wait = submit_waiting(&mut d, kid.wait_op(), 3);
         assert!(kid.runs(), "reaped or gone while it ran");
         kid.end();
-        let out = collect(&mut d, 1, LIMIT);
-        assert_eq!(outcomes(&out), [(id, 1, 0)]);
-        drop(out);
-        assert_reports(&released(&info), &kid, libc::CLD_EXITED, 0);
+        assert_reaped(&mut d, wait, &kid, libc::CLD_EXITED, 0);
     });
 }
 
@@ -194,15 +214,10 @@ fn wait_id_waits_while_the_child_runs() {
 fn wait_id_reports_the_real_time_signal_that_killed_the_child() {
     each_config(|mut d| {
         let kid = Kid::cat();
-        let (op, info) = kid.wait_op();
-        let id = d.submit(op, 1);
-        assert!(turns(&mut d, 1).is_empty());
+        let wait = submit_waiting(&mut d, kid.wait_op(), 1);
         let signal = libc::SIGRTMIN() + 1;
         kid.signal(signal);
-        let out = collect(&mut d, 1, LIMIT);
-        assert_eq!(outcomes(&out), [(id, 1, 0)]);
-        drop(out);
-        assert_reports(&released(&info), &kid, libc::CLD_KILLED, signal);
+        assert_reaped(&mut d, wait, &kid, libc::CLD_KILLED, signal);
     });
 }
 
@@ -232,9 +247,7 @@ fn a_cancelled_wait_id_leaves_the_child_to_waitid() {
 fn a_wait_id_cancelled_after_the_exit_reaps_once_and_keeps_the_status() {
     each_config(|mut d| {
         let mut kid = Kid::cat();
-        let (op, info) = kid.wait_op();
-        let id = d.submit(op, 1);
-        assert!(turns(&mut d, 1).is_empty());
+        let (id, info) = submit_waiting(&mut d, kid.wait_op(), 1);
         kid.end();
         kid.wait_exited();
         // The exit woke the op, which has not run since: too late to cancel a WAITID.
@@ -260,18 +273,13 @@ fn close_fd_of_a_pidfd_waits_for_its_wait_id() {
         let mut kid = Kid::cat();
         let pidfd = high(kid.pidfd.take().unwrap());
         let number = pidfd.as_raw_fd();
-        let (op, info) = wait_op(number);
-        let id = d.submit(op, 1);
-        assert!(turns(&mut d, 1).is_empty());
+        let wait = submit_waiting(&mut d, wait_op(number), 1);
         d.close_fd(pidfd);
         assert!(turns(&mut d, 2).is_empty());
         assert!(is_open(number), "closed while a WaitId names it");
         kid.end();
-        let out = collect(&mut d, 1, LIMIT);
-        assert_eq!(outcomes(&out), [(id, 1, 0)]);
-        drop(out);
+        assert_reaped(&mut d, wait, &kid, libc::CLD_EXITED, 0);
         assert!(!is_open(number), "not closed once the WaitId ended");
-        assert_reports(&released(&info), &kid, libc::CLD_EXITED, 0);
     });
 }
 

@@ -8,7 +8,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::{each_config, is_open, run, run_errno, settle, tcp_pair, turns, LIMIT};
-use crate::driver::Op;
+use crate::driver::any::Driver;
+use crate::driver::{Op, OpId};
 
 /// A temporary regular file holding `data`, its position at 0.
 pub(crate) fn file_with(data: &[u8]) -> std::fs::File {
@@ -32,6 +33,26 @@ pub(crate) fn pattern(len: usize) -> Vec<u8> {
 
 fn send_file(socket: &impl AsRawFd, file: &impl AsRawFd, offset: u64, len: u32) -> Op {
     Op::SendFile { fd: socket.as_raw_fd(), file: file.as_raw_fd(), offset, len }
+}
+
+/// Sends `file` (of `size` bytes) in chunks (owner 7) to `socket`, whose peer does not read,
+/// until a chunk stays pending; returns the bytes the completed chunks reported and the
+/// pending chunk's id.
+fn send_until_pending(
+    d: &mut Driver<u32>,
+    socket: &impl AsRawFd,
+    file: &impl AsRawFd,
+    size: u64,
+) -> (u64, OpId) {
+    let mut offset = 0u64;
+    loop {
+        let id = d.submit(send_file(socket, file, offset, 1 << 30), 7);
+        match turns(d, 3).pop() {
+            Some(c) => offset += u64::from(c.result.expect("a chunk")),
+            None => return (offset, id),
+        }
+        assert!(offset < size, "the peer took everything");
+    }
 }
 
 #[test]
@@ -112,16 +133,8 @@ fn a_chunk_the_peer_does_not_take_can_be_cancelled() {
         let file = file_with(&pattern(16 << 20));
         let (ours, mut peer) = tcp_pair();
         // Fill the socket until a chunk stays pending (the peer does not read).
-        let (mut offset, mut pending) = (0u64, None);
-        while pending.is_none() {
-            let id = d.submit(send_file(&ours, &file, offset, 1 << 30), 7);
-            match turns(&mut d, 3).pop() {
-                Some(c) => offset += u64::from(c.result.expect("a chunk")),
-                None => pending = Some(id),
-            }
-            assert!(offset < 16 << 20, "the peer took everything");
-        }
-        assert_eq!(d.cancel(pending.unwrap()), Some(7));
+        let (offset, pending) = send_until_pending(&mut d, &ours, &file, 16 << 20);
+        assert_eq!(d.cancel(pending), Some(7));
         let out = settle(&mut d);
         assert!(out.is_empty(), "nothing after the cancel: {} completions", out.len());
         // The peer gets at least what the completed chunks reported, all of it in order.
@@ -141,18 +154,11 @@ fn close_fd_waits_for_a_send_file_naming_the_socket_or_the_file() {
         let (ours, _peer) = tcp_pair();
         let socket = super::high(ours);
         let (s, f) = (socket.as_raw_fd(), file.as_raw_fd());
-        let (mut offset, mut pending) = (0u64, None);
-        while pending.is_none() {
-            let id = d.submit(send_file(&socket, &file, offset, 1 << 30), 7);
-            match turns(&mut d, 3).pop() {
-                Some(c) => offset += u64::from(c.result.expect("a chunk")),
-                None => pending = Some(id),
-            }
-        }
+        let (_, pending) = send_until_pending(&mut d, &socket, &file, 16 << 20);
         d.close_fd(socket);
         d.close_fd(file);
         assert!(is_open(s) && is_open(f), "closed while the op names them");
-        d.cancel(pending.unwrap());
+        d.cancel(pending);
         settle(&mut d);
         assert!(!is_open(s) && !is_open(f), "closed once the op ended");
     });

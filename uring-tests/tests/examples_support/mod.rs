@@ -31,9 +31,18 @@ pub fn example(name: &str) -> Option<PathBuf> {
 pub fn examples(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     let paths: Option<Vec<PathBuf>> = names.iter().map(|name| example(name)).collect();
     if paths.is_none() {
-        skip(test, "examples not built (`cargo build --examples` or `cargo test`)");
+        skip(test, why_not_built(names));
     }
     paths
+}
+
+/// Why some of the examples `names` were not built: `http_server` needs `--features hyper`.
+fn why_not_built(names: &[&str]) -> &'static str {
+    if names.contains(&"http_server") && example("http_server").is_none() {
+        "http_server not built (`--features hyper`)"
+    } else {
+        "examples not built (`cargo build --examples` or `cargo test`)"
+    }
 }
 
 /// Every backend built in that this kernel has.
@@ -149,6 +158,13 @@ impl Drop for Running {
     }
 }
 
+/// Sends `signum` to the example.
+pub fn signal(process: &Running, signum: libc::c_int) {
+    let pid = process.child.id();
+    // SAFETY: kill takes no pointers; the child is not reaped yet, so the pid is ours.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signum) }, 0, "kill {pid}");
+}
+
 /// An example server started on a free port, with that port.
 pub struct ServerProcess {
     pub process: Running,
@@ -210,6 +226,19 @@ pub fn peer_port<'a>(line: &'a str, prefix: &str, test: &str) -> &'a str {
     port.unwrap_or("?")
 }
 
+/// On every backend: runs `body(test, backend, paths)`, `test` naming the backend and `paths`
+/// the compiled examples `names`. Skipped where they are not built.
+pub fn with_each_backend(
+    test: &str,
+    names: &[&str],
+    mut body: impl FnMut(&str, Backend, &[PathBuf]),
+) {
+    let Some(paths) = examples(test, names) else { return };
+    for backend in backends(test) {
+        body(&format!("{test} on {backend}"), backend, &paths);
+    }
+}
+
 /// On every backend: starts the example server `names[0]` with `extra` arguments (its banner
 /// the lines `before`, then `serving on`), and runs `check(test, backend, server, clients)`
 /// with the paths of the other examples in `names`. Skipped where they are not built.
@@ -220,14 +249,12 @@ pub fn with_each_server(
     before: &[&str],
     mut check: impl FnMut(&str, Backend, &mut ServerProcess, &[PathBuf]),
 ) {
-    let Some(paths) = examples(test, names) else { return };
-    for backend in backends(test) {
-        let test = format!("{test} on {backend}");
-        let Some(mut server) = start_server(&paths[0], backend, extra, before, &test) else {
-            continue;
+    with_each_backend(test, names, |test, backend, paths| {
+        let Some(mut server) = start_server(&paths[0], backend, extra, before, test) else {
+            return;
         };
-        check(&test, backend, &mut server, &paths[1..]);
-    }
+        check(test, backend, &mut server, &paths[1..]);
+    });
 }
 
 /// On every backend: starts the example server `names[0]` for 10 seconds at most (its banner
