@@ -7,11 +7,12 @@ use std::os::fd::OwnedFd;
 
 use ringloop::{
     AcceptedSocketOptions, Address, BaseProtocol, BufferedProtocol, ConnectOptions, Error,
-    EventLoop, ExtraInfo, ServerOptions, StreamReader, StreamWriter, TlsConfig, UnixConnectOptions,
-    UnixServerOptions,
+    EventLoop, ExtraInfo, Server, ServerOptions, StreamReader, StreamWriter, TlsConfig, Transport,
+    UnixConnectOptions, UnixServerOptions,
 };
 use uring_tests::tls::{
-    client_options, close_server, pki, rustls_peer_server, tls_connect, tls_server, TlsRec, WAIT,
+    client_options, close_server, pki, rustls_peer_server, tls_connect, tls_server, Shared, TlsRec,
+    WAIT,
 };
 use uring_tests::{backend_tests, my_warnings, pattern, run_until, run_within, Ev, TempDir};
 
@@ -61,6 +62,42 @@ where
         Ok::<_, Error>(reply)
     })
     .unwrap()
+}
+
+/// A TLS connection whose server side paused reading at once: what the client writes backs
+/// up into its plaintext backlog.
+struct PausedReader {
+    server: Server,
+    /// The client's transport and recorder.
+    transport: Transport,
+    client: Shared,
+    /// The server side's recorder and transport.
+    reader: Shared,
+    reader_transport: Transport,
+}
+
+impl PausedReader {
+    fn open(lp: &EventLoop) -> PausedReader {
+        let (server, port, served) = tls_server(lp, false, ServerOptions::default());
+        let (transport, client) = tls_connect(lp, port, client_options()).unwrap();
+        assert!(run_until(lp, WAIT, || served
+            .borrow()
+            .first()
+            .is_some_and(|s| s.borrow().transport.is_some())));
+        let reader = served.borrow()[0].clone();
+        let reader_transport = reader.borrow().transport.clone().unwrap();
+        reader_transport.pause_reading();
+        assert!(!reader_transport.is_reading());
+        PausedReader { server, transport, client, reader, reader_transport }
+    }
+
+    /// Closes the client's side: both sides lose the connection; then the server closes.
+    fn close(self, lp: &EventLoop) {
+        self.transport.close();
+        let lost = || self.client.borrow().is_lost() && self.reader.borrow().is_lost();
+        assert!(run_until(lp, WAIT, lost));
+        close_server(lp, self.server);
+    }
 }
 
 backend_tests! {
@@ -180,13 +217,8 @@ backend_tests! {
     /// written total); once the reader resumes, everything arrives and `resume_writing`
     /// comes.
     fn slow_reader_pauses_the_writer(lp) {
-        let (server, port, served) = tls_server(lp, false, ServerOptions::default());
-        let (transport, client) = tls_connect(lp, port, client_options()).unwrap();
-        assert!(run_until(lp, WAIT, || served.borrow().first().is_some_and(|s| s.borrow().transport.is_some())));
-        let reader = served.borrow()[0].clone();
-        let reader_transport = reader.borrow().transport.clone().unwrap();
-        reader_transport.pause_reading();
-        assert!(!reader_transport.is_reading());
+        let paused = PausedReader::open(lp);
+        let (transport, client, reader) = (&paused.transport, &paused.client, &paused.reader);
         let chunk = pattern(64 * 1024);
         let mut written = 0;
         while !client.borrow().events.contains(&Ev::Pause) && written < 64 << 20 {
@@ -199,25 +231,19 @@ backend_tests! {
         assert_eq!((low, high), (16 * 1024, 64 * 1024));
         assert!(transport.get_write_buffer_size() <= high + chunk.len(), "backlog bounded");
         assert!(written < 32 << 20, "paused only after {written} bytes");
-        reader_transport.resume_reading();
+        paused.reader_transport.resume_reading();
         assert!(run_until(lp, WAIT * 3.0, || reader.borrow().data.len() == written));
         assert!(client.borrow().events.contains(&Ev::Resume));
         assert_eq!(transport.get_write_buffer_size(), 0);
         assert!(reader.borrow().data.chunks(chunk.len()).all(|c| c == chunk), "corrupted");
-        transport.close();
-        assert!(run_until(lp, WAIT, || client.borrow().is_lost() && reader.borrow().is_lost()));
-        close_server(lp, server);
+        paused.close(lp);
     }
 
     /// `writelines` of many small buffers and `write_bytes` of large ones, before and while the
     /// plaintext waits in the backlog (the reader paused): every byte arrives once, in order.
     fn writelines_and_write_bytes_keep_order(lp) {
-        let (server, port, served) = tls_server(lp, false, ServerOptions::default());
-        let (transport, client) = tls_connect(lp, port, client_options()).unwrap();
-        assert!(run_until(lp, WAIT, || served.borrow().first().is_some_and(|s| s.borrow().transport.is_some())));
-        let reader = served.borrow()[0].clone();
-        let reader_transport = reader.borrow().transport.clone().unwrap();
-        reader_transport.pause_reading();
+        let paused = PausedReader::open(lp);
+        let (transport, reader) = (&paused.transport, &paused.reader);
         let mut expected = Vec::new();
         for round in 0..64usize {
             let lines: Vec<Vec<u8>> = (0..50).map(|i| format!("{round}:{i};").into_bytes()).collect();
@@ -229,13 +255,11 @@ backend_tests! {
             run_until(lp, 0.001, || false);
         }
         assert!(transport.get_write_buffer_size() > 0, "nothing waited in the backlog");
-        reader_transport.resume_reading();
+        paused.reader_transport.resume_reading();
         assert!(run_until(lp, WAIT * 3.0, || reader.borrow().data.len() >= expected.len()));
         assert!(reader.borrow().data == expected, "reordered, lost or repeated bytes");
         assert_eq!(transport.get_write_buffer_size(), 0);
-        transport.close();
-        assert!(run_until(lp, WAIT, || client.borrow().is_lost() && reader.borrow().is_lost()));
-        close_server(lp, server);
+        paused.close(lp);
     }
 
     /// `set_write_buffer_limits` on a TLS transport: asyncio's rules, and a backlog already
