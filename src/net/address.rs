@@ -1,5 +1,6 @@
-//! [`Address`]: asyncio's `host, port` arguments as one value, for clients and servers alike,
-//! and its resolution through the loop's own `getaddrinfo`.
+//! [`Address`]: asyncio's `host, port` arguments as one value, for clients and servers alike
+//! (with [`Hosts`], a server's several hosts), and its resolution through the loop's own
+//! `getaddrinfo`.
 
 use std::fmt;
 use std::io;
@@ -8,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use super::dns::{describe_lookup, AddrInfo, AddrInfoHints};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::server::Hosts;
 
 /// Where to connect, listen or bind: asyncio's `host` and `port` arguments as one value, taken
 /// as `impl Into<Address>` by [`create_connection`](EventLoop::create_connection),
@@ -268,6 +268,67 @@ fn literal_info(addr: SocketAddr, hints: &AddrInfoHints) -> Option<AddrInfo> {
         (protocol, _) => protocol,
     };
     Some(AddrInfo { family, socktype: hints.socktype, protocol, canonname: None, addr })
+}
+
+/// The hosts of an [`Address`](crate::Address) (asyncio's `host` argument), built with
+/// `into()`: `(hosts, port).into()` is an address with several hosts, or none.
+///
+/// `None`, `""` and [`Hosts::Any`] mean every interface: one socket per address family the
+/// wildcard resolves to. A `&str`/`String` is one host; a `Vec` or array is several, and
+/// duplicate addresses give one socket each (an empty string in a list also means "any").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Hosts {
+    /// Every interface.
+    #[default]
+    Any,
+    /// These hosts (names or numeric addresses).
+    List(Vec<String>),
+}
+
+impl From<&str> for Hosts {
+    fn from(host: &str) -> Hosts {
+        if host.is_empty() {
+            Hosts::Any
+        } else {
+            Hosts::List(vec![host.to_owned()])
+        }
+    }
+}
+
+impl From<String> for Hosts {
+    fn from(host: String) -> Hosts {
+        Hosts::from(host.as_str())
+    }
+}
+
+impl From<&String> for Hosts {
+    fn from(host: &String) -> Hosts {
+        Hosts::from(host.as_str())
+    }
+}
+
+impl<T: Into<Hosts>> From<Option<T>> for Hosts {
+    fn from(host: Option<T>) -> Hosts {
+        host.map_or(Hosts::Any, Into::into)
+    }
+}
+
+impl<S: AsRef<str>> From<Vec<S>> for Hosts {
+    fn from(hosts: Vec<S>) -> Hosts {
+        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> From<[S; N]> for Hosts {
+    fn from(hosts: [S; N]) -> Hosts {
+        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
+    }
+}
+
+impl<S: AsRef<str>> From<&[S]> for Hosts {
+    fn from(hosts: &[S]) -> Hosts {
+        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
+    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ const ACCEPT_RETRY_DELAY: f64 = 1.0;
 mod options;
 mod tcp;
 mod unix;
-pub use options::{Hosts, ServerOptions};
+pub use crate::net::address::Hosts;
+pub use options::ServerOptions;
 pub use unix::UnixServerOptions;
 
 /// Where a server is in its life.

@@ -1,69 +1,9 @@
-//! The arguments of `create_server`: [`Hosts`] and [`ServerOptions`].
+//! The arguments of `create_server`: [`ServerOptions`] (its hosts are [`Hosts`](crate::Hosts),
+//! part of an [`Address`](crate::Address)).
 
 use std::os::fd::OwnedFd;
 
 use crate::tls::TlsConfig;
-
-/// The hosts of an [`Address`](crate::Address) (asyncio's `host` argument), built with
-/// `into()`: `(hosts, port).into()` is an address with several hosts, or none.
-///
-/// `None`, `""` and [`Hosts::Any`] mean every interface: one socket per address family the
-/// wildcard resolves to. A `&str`/`String` is one host; a `Vec` or array is several, and
-/// duplicate addresses give one socket each (an empty string in a list also means "any").
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Hosts {
-    /// Every interface.
-    #[default]
-    Any,
-    /// These hosts (names or numeric addresses).
-    List(Vec<String>),
-}
-
-impl From<&str> for Hosts {
-    fn from(host: &str) -> Hosts {
-        if host.is_empty() {
-            Hosts::Any
-        } else {
-            Hosts::List(vec![host.to_owned()])
-        }
-    }
-}
-
-impl From<String> for Hosts {
-    fn from(host: String) -> Hosts {
-        Hosts::from(host.as_str())
-    }
-}
-
-impl From<&String> for Hosts {
-    fn from(host: &String) -> Hosts {
-        Hosts::from(host.as_str())
-    }
-}
-
-impl<T: Into<Hosts>> From<Option<T>> for Hosts {
-    fn from(host: Option<T>) -> Hosts {
-        host.map_or(Hosts::Any, Into::into)
-    }
-}
-
-impl<S: AsRef<str>> From<Vec<S>> for Hosts {
-    fn from(hosts: Vec<S>) -> Hosts {
-        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
-    }
-}
-
-impl<S: AsRef<str>, const N: usize> From<[S; N]> for Hosts {
-    fn from(hosts: [S; N]) -> Hosts {
-        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
-    }
-}
-
-impl<S: AsRef<str>> From<&[S]> for Hosts {
-    fn from(hosts: &[S]) -> Hosts {
-        Hosts::List(hosts.iter().map(|h| h.as_ref().to_owned()).collect())
-    }
-}
 
 /// The keyword arguments of [`EventLoop::create_server`](crate::EventLoop::create_server). `Default`: any family, no extra
 /// flags, no socket, backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` and `SO_KEEPALIVE` off,

@@ -56,8 +56,8 @@
 
 mod duplex;
 mod io;
+mod read_source;
 mod reader;
-mod subprocess;
 mod unix;
 mod writer;
 
@@ -72,8 +72,8 @@ use std::task::{Context, Poll, Waker};
 use bytes::BytesMut;
 
 pub use duplex::DuplexStream;
+pub(crate) use read_source::ReadSource;
 pub use reader::StreamReader;
-pub(crate) use subprocess::SubprocessStreamProtocol;
 pub use unix::{open_unix_connection, start_unix_server};
 pub use writer::{StreamWriter, WriterTransport};
 
@@ -141,7 +141,7 @@ pub(crate) struct StreamState {
     /// The transport, for reading backpressure (dropped at `connection_lost`, which breaks
     /// the transport → protocol → state → transport cycle): a connection's, or a child's
     /// stdout or stderr pipe.
-    transport: RefCell<Option<subprocess::ReadSource>>,
+    transport: RefCell<Option<ReadSource>>,
     /// This side paused the transport's reading.
     reading_paused: Cell<bool>,
     /// The transport called `pause_writing` (and not yet `resume_writing`).
@@ -157,7 +157,7 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    fn new(limit: usize) -> Rc<StreamState> {
+    pub(crate) fn new(limit: usize) -> Rc<StreamState> {
         Rc::new(StreamState {
             limit,
             buffer: RefCell::new(BytesMut::new()),
@@ -176,9 +176,14 @@ impl StreamState {
     }
 
     fn set_transport(&self, transport: &Transport) {
+        self.set_source(ReadSource::Stream(transport.clone()));
+    }
+
+    /// The transport to pause and resume, unless one is set or the connection is lost.
+    pub(crate) fn set_source(&self, source: ReadSource) {
         let mut slot = self.transport.borrow_mut();
         if slot.is_none() && !self.is_lost() {
-            *slot = Some(subprocess::ReadSource::Stream(transport.clone()));
+            *slot = Some(source);
         }
     }
 
@@ -188,7 +193,7 @@ impl StreamState {
     }
 
     /// asyncio's `StreamReader.feed_data`.
-    fn feed_data(&self, data: &[u8]) {
+    pub(crate) fn feed_data(&self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -207,12 +212,12 @@ impl StreamState {
     }
 
     /// The transport paused the writer: `drain` waits.
-    fn pause_writing(&self) {
+    pub(crate) fn pause_writing(&self) {
         self.writing_paused.set(true);
     }
 
     /// The transport resumed the writer: `drain`s waiting return.
-    fn resume_writing(&self) {
+    pub(crate) fn resume_writing(&self) {
         self.writing_paused.set(false);
         self.drain_generation.set(self.drain_generation.get() + 1);
         self.drain_wakers.wake();
@@ -281,7 +286,7 @@ impl StreamState {
 
     /// `connection_lost`: asyncio's `StreamReaderProtocol.connection_lost` and
     /// `FlowControlMixin.connection_lost`.
-    fn connection_lost(&self, error: Option<Error>) {
+    pub(crate) fn connection_lost(&self, error: Option<Error>) {
         match &error {
             None => self.feed_eof(),
             Some(err) => self.set_exception(err.clone()),
@@ -434,7 +439,8 @@ where
     type Fut = Fut;
 }
 
-fn check_limit(limit: usize) -> Result<()> {
+/// `Error::InvalidArgument` for a buffer limit of 0.
+pub(crate) fn check_limit(limit: usize) -> Result<()> {
     if limit == 0 {
         return Err(Error::invalid_argument(
             ArgumentKind::OutOfRange,

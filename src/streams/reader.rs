@@ -25,7 +25,7 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    pub(super) fn new(state: Rc<StreamState>) -> StreamReader {
+    pub(crate) fn new(state: Rc<StreamState>) -> StreamReader {
         StreamReader { state }
     }
 

@@ -127,7 +127,7 @@ impl<T: WriterTransport> Drop for WriterInner<T> {
 }
 
 impl<T: WriterTransport> StreamWriter<T> {
-    pub(super) fn new(transport: T, state: Rc<StreamState>) -> StreamWriter<T> {
+    pub(crate) fn new(transport: T, state: Rc<StreamState>) -> StreamWriter<T> {
         StreamWriter {
             inner: Rc::new(WriterInner { transport, state, ended: Cell::new(Ended::No) }),
         }

@@ -49,6 +49,7 @@ mod options;
 mod process;
 mod protocol;
 mod spawn;
+mod streams;
 mod transport;
 
 use std::cell::RefCell;

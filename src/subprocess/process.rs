@@ -8,10 +8,11 @@ use std::pin::Pin;
 
 use nix::sys::signal::Signal;
 
+use super::streams::SubprocessStreamProtocol;
 use super::{ProcessOptions, SubprocessTransport};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::streams::{StreamReader, StreamWriter, SubprocessStreamProtocol};
+use crate::streams::{StreamReader, StreamWriter};
 use crate::transport::WriteTransport;
 
 /// A child process with streams for its pipes (asyncio's `Process`), from

@@ -1,39 +1,14 @@
 //! The streams of a child process (asyncio's `SubprocessStreamProtocol`): a protocol that
 //! feeds a [`StreamReader`] from the child's stdout and stderr pipes and stands behind a
-//! [`StreamWriter`] on its stdin, for [`Process`](crate::subprocess::Process).
+//! [`StreamWriter`] on its stdin, for [`Process`](super::Process).
 
 use std::rc::Rc;
 
-use super::{check_limit, StreamReader, StreamState, StreamWriter};
+use super::{PipeTransport, SubprocessProtocol, SubprocessTransport};
 use crate::error::{Error, Result};
 use crate::protocol::BaseProtocol;
-use crate::subprocess::{PipeTransport, SubprocessProtocol, SubprocessTransport};
-use crate::transport::{ReadTransport, Transport, WriteTransport};
-
-/// The transport a reader pauses and resumes (reading backpressure): a connection's, or a
-/// child's stdout or stderr pipe.
-pub(super) enum ReadSource {
-    /// A stream connection.
-    Stream(Transport),
-    /// A child's stdout or stderr.
-    Pipe(ReadTransport),
-}
-
-impl ReadSource {
-    pub(super) fn pause_reading(&self) {
-        match self {
-            ReadSource::Stream(transport) => transport.pause_reading(),
-            ReadSource::Pipe(transport) => transport.pause_reading(),
-        }
-    }
-
-    pub(super) fn resume_reading(&self) {
-        match self {
-            ReadSource::Stream(transport) => transport.resume_reading(),
-            ReadSource::Pipe(transport) => transport.resume_reading(),
-        }
-    }
-}
+use crate::streams::{check_limit, ReadSource, StreamReader, StreamState, StreamWriter};
+use crate::transport::WriteTransport;
 
 /// The protocol of a child whose piped streams are [`StreamReader`]s and a [`StreamWriter`]
 /// (asyncio's `SubprocessStreamProtocol`). Clones share the streams' states.
@@ -74,14 +49,10 @@ impl BaseProtocol<SubprocessTransport> for SubprocessStreamProtocol {
     /// Gives the readers their pipes, for reading backpressure.
     fn connection_made(&mut self, transport: SubprocessTransport) {
         for fd in [1, 2] {
-            let (Some(state), Some(PipeTransport::Read(pipe))) =
+            if let (Some(state), Some(PipeTransport::Read(pipe))) =
                 (self.state(fd), transport.get_pipe_transport(fd))
-            else {
-                continue;
-            };
-            let mut slot = state.transport.borrow_mut();
-            if slot.is_none() && !state.is_lost() {
-                *slot = Some(ReadSource::Pipe(pipe));
+            {
+                state.set_source(ReadSource::Pipe(pipe));
             }
         }
     }
