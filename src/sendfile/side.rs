@@ -19,11 +19,12 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use super::transfer::{Step, Transfer, TransferFuture};
 use crate::driver::{Op, OpId};
 use crate::error::{Error, Result};
-use crate::event_loop::OpOwner;
-use crate::transport::Writer;
+use crate::event_loop::{LoopFd, OpOwner, OpTarget};
 
 /// The transfer a transport runs, if any, and its chunk in flight.
 #[derive(Default)]
@@ -84,10 +85,23 @@ impl SendFileSide {
     }
 }
 
-/// A transport that runs `sendfile` transfers: the stream transport.
-pub(crate) trait SendFileHost: Writer {
+/// A transport that runs `sendfile` transfers (the stream transport): what the transfer needs
+/// of it, and the transfer's steps, provided.
+pub(crate) trait SendFileHost: OpTarget + Sized + 'static {
     /// Its transfer.
     fn sendfile_side(&self) -> &SendFileSide;
+
+    /// The socket.
+    fn socket(&self) -> &LoopFd;
+
+    /// True with nothing buffered to write and no write in flight.
+    fn writes_idle(&self) -> bool;
+
+    /// Writes a copied chunk's bytes (not empty) behind what is buffered.
+    fn write_copied(self: &Rc<Self>, bytes: Bytes);
+
+    /// True once the transport is closed.
+    fn is_closed(&self) -> bool;
 
     /// Everything written: the write side is idle and no transfer runs. What waited for that
     /// (`close()`, `write_eof`) happens now.
@@ -112,10 +126,10 @@ pub(crate) trait SendFileHost: Writer {
     fn advance_sendfile(self: &Rc<Self>) {
         let side = self.sendfile_side();
         let Some(transfer) = side.current() else { return };
-        if side.op.get().is_some() || !self.write_side().is_idle() {
+        if side.op.get().is_some() || !self.writes_idle() {
             return;
         }
-        let fd = &self.base().fd;
+        let fd = self.socket();
         let Some(op) = transfer.next_op(fd.raw()) else { return self.end_sendfile(Ok(())) };
         let owner: OpOwner = self.clone();
         side.op.set(fd.submit(op, owner));
@@ -136,7 +150,7 @@ pub(crate) trait SendFileHost: Writer {
             Step::Next => self.advance_sendfile(),
             Step::Copied(bytes) => {
                 if !bytes.is_empty() {
-                    self.queue(bytes);
+                    self.write_copied(bytes);
                 }
                 if transfer.wants_more() {
                     self.advance_sendfile();
@@ -151,7 +165,7 @@ pub(crate) trait SendFileHost: Writer {
     /// Ends the transfer; writes are taken again, and what waited for the flush goes on.
     fn end_sendfile(self: &Rc<Self>, result: Result<()>) {
         self.sendfile_side().end(result);
-        if self.write_side().is_idle() && !self.base().is_closed() {
+        if self.writes_idle() && !self.is_closed() {
             self.on_flushed();
         }
     }

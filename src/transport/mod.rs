@@ -133,7 +133,6 @@ pub use handle::Transport;
 pub(crate) use pipe::{CheckedPipe, PipeKind};
 pub use pipe::{ReadTransport, WriteTransport};
 use socket_names::SocketNames;
-pub(crate) use write_side::Writer;
 
 /// A value of a transport's `get_extra_info`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,7 +32,7 @@ use super::write_side::{Sink, WriteSide, Writer};
 use super::ExtraInfo;
 use super::SocketNames;
 use crate::error::{Error, Result, RuntimeKind};
-use crate::event_loop::{Completed, EventLoop, OpTarget};
+use crate::event_loop::{Completed, EventLoop, LoopFd, OpTarget};
 use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
 
 /// Logged (past a few) for writes after `close` or after the connection was lost (asyncio:
@@ -269,7 +269,7 @@ impl StreamCore {
     fn send_now(
         self: &Rc<Self>,
         total: usize,
-        send: impl FnOnce(&crate::event_loop::LoopFd) -> io::Result<usize>,
+        send: impl FnOnce(&LoopFd) -> io::Result<usize>,
     ) -> usize {
         match send(&self.base.fd) {
             Ok(sent) => sent,
@@ -396,6 +396,22 @@ impl Writer for StreamCore {
 impl SendFileHost for StreamCore {
     fn sendfile_side(&self) -> &SendFileSide {
         &self.sendfile
+    }
+
+    fn socket(&self) -> &LoopFd {
+        &self.base.fd
+    }
+
+    fn writes_idle(&self) -> bool {
+        self.write.is_idle()
+    }
+
+    fn write_copied(self: &Rc<Self>, bytes: Bytes) {
+        self.queue(bytes);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.base.is_closed()
     }
 
     /// `close()` finishes; a pending `write_eof` shuts the socket down for writing.
