@@ -164,8 +164,9 @@ impl Transfer {
     }
 
     /// Makes the transfer take the chunked fallback from its start, for a transport that
-    /// cannot take zero-copy bytes (TLS: the kernel does not encrypt); without `fallback`,
-    /// `SendfileNotAvailable` saying `why`, nothing sent.
+    /// cannot take zero-copy bytes (TLS: the kernel does not encrypt) or a kernel that refused
+    /// the first splice; without `fallback`, `SendfileNotAvailable` saying `why`, nothing sent.
+    /// An error if the file cannot be put back at the start (the copy would read elsewhere).
     pub(crate) fn copy_instead(&self, why: &str) -> Result<()> {
         if self.method.get() == Method::Copy {
             return Ok(());
@@ -183,21 +184,14 @@ impl Transfer {
         Ok(())
     }
 
-    /// Switches to the chunked fallback if allowed; otherwise ends with
-    /// `SendfileNotAvailable`.
+    /// The kernel refused to splice the file (`err`): the chunked fallback if allowed (see
+    /// [`copy_instead`](Self::copy_instead)), else the end with `SendfileNotAvailable`.
     fn fall_back(&self, err: io::Error) -> Step {
-        if !self.may_fall_back {
-            return Step::Ended(Err(Error::SendfileNotAvailable(format!(
-                "{}: the kernel cannot send this file zero-copy ({err}); nothing was sent \
-                 (pass fallback = true to copy it through the loop)",
-                self.what
-            ))));
+        let why = format!("the kernel cannot send this file zero-copy ({err})");
+        match self.copy_instead(&why) {
+            Ok(()) => Step::Next,
+            Err(error) => Step::Ended(Err(error)),
         }
-        self.method.set(Method::Copy);
-        if self.seekable {
-            let _ = self.seek(self.start);
-        }
-        Step::Next
     }
 
     /// Ends the transfer with `result` (the bytes sent, or the error): the file's position is

@@ -8,6 +8,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 use super::{protocol_maker, Listener, Server, ServerOptions, Serving};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
+use crate::net::accepted::prepare_stream_socket;
 use crate::net::address::{Address, Lookup};
 use crate::net::dns::{AddrInfo, AddrInfoHints};
 use crate::protocol::AnyProtocol;
@@ -174,18 +175,13 @@ impl EventLoop {
     }
 }
 
-/// Checks and prepares a user-supplied socket (`ServerOptions::sock`).
+/// Checks and prepares a user-supplied socket (`ServerOptions::sock`): a stream socket, made
+/// non-blocking, and its address.
 fn adopt_socket(sock: OwnedFd) -> Result<Listener> {
     let fd = sock.as_raw_fd();
-    let socket = SockRef::from(&sock);
-    let kind = socket.r#type().map_err(|e| Error::io(format!("create_server(sock fd {fd})"), e))?;
-    if kind != Type::STREAM {
-        return Err(Error::invalid_argument(
-            ArgumentKind::UnsuitableFd,
-            format!("A Stream Socket was expected, got fd {fd} of type {kind:?}"),
-        ));
-    }
-    socket.set_nonblocking(true).map_err(|e| Error::io("create_server: set_nonblocking", e))?;
-    let addr = socket.local_addr().map_err(|e| Error::io(format!("getsockname(fd {fd})"), e))?;
+    prepare_stream_socket(&sock, "create_server")?;
+    let addr = SockRef::from(&sock)
+        .local_addr()
+        .map_err(|e| Error::io(format!("getsockname(fd {fd})"), e))?;
     Ok(Listener { fd: sock, addr })
 }
