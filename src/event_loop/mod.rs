@@ -175,7 +175,11 @@ fn seconds_to_ns(seconds: f64) -> Result<u64> {
             "a timer's time must be a number, not NaN",
         ));
     }
-    Ok((seconds * 1e9).ceil().clamp(0.0, u64::MAX as f64) as u64)
+    // Rounded up without `f64::ceil` (a libm call on x86_64's baseline): the cast saturates
+    // (below 0 gives 0, past `u64::MAX` the maximum), then one more if a fraction was cut off.
+    let ns = seconds * 1e9;
+    let whole = ns as u64;
+    Ok(if (whole as f64) < ns { whole.saturating_add(1) } else { whole })
 }
 
 impl EventLoop {
@@ -381,5 +385,22 @@ impl fmt::Debug for EventLoop {
             .field("state", &self.inner.state.get())
             .field("debug", &self.inner.debug.get())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::seconds_to_ns;
+
+    #[test]
+    fn seconds_round_up_to_whole_nanoseconds_and_saturate() {
+        assert_eq!(seconds_to_ns(0.0).unwrap(), 0);
+        assert_eq!(seconds_to_ns(1.0).unwrap(), 1_000_000_000);
+        assert_eq!(seconds_to_ns(1.5e-9).unwrap(), 2, "a fraction rounds up: never early");
+        assert_eq!(seconds_to_ns(2.5).unwrap(), 2_500_000_000);
+        assert_eq!(seconds_to_ns(-1.0).unwrap(), 0);
+        assert_eq!(seconds_to_ns(f64::INFINITY).unwrap(), u64::MAX);
+        assert_eq!(seconds_to_ns(1e30).unwrap(), u64::MAX);
+        assert!(seconds_to_ns(f64::NAN).is_err());
     }
 }
