@@ -302,7 +302,7 @@ impl ByteStream for TlsLayer {
         self.begin_sendfile(transfer)
     }
 
-    fn check_hand_over(&self) -> Result<()> {
+    fn hand_over(&self) -> Result<u32> {
         Err(Error::runtime(RuntimeKind::AlreadyTls, "start_tls: the transport already speaks TLS"))
     }
 }

@@ -3,17 +3,18 @@
 //! user's protocol gets the same type either way.
 //!
 //! # Implementation
-//! The handle is `Rc<dyn ByteStream>` plus a flag shared by it and its clones: each method is
-//! one indirect call. When a stream is handed over to a layer by `start_tls`
-//! ([`Transport::hand_over`]), the flag of the handles that existed is cleared and the layer
-//! gets a handle with a flag of its own. Handles whose flag is cleared are *stale*: their
+//! The handle is `Rc<dyn ByteStream>` plus the generation of the stream it was made in: each
+//! method is one indirect call, after one more that reads the stream's generation. A stream
+//! handed over to a layer by `start_tls` ([`Transport::hand_over`]) moves to its next
+//! generation and the layer gets a handle of it; handles of an older one are *stale*: their
 //! writes fail with [`Error::Runtime`], their other calls do nothing, and `is_closing` is
 //! true, so code still holding the plain transport cannot write around the layer (asyncio
 //! only says "must stop using" it). The rule lives here alone: a [`ByteStream`] never sees a
-//! stale handle's call.
+//! stale handle's call. (A flag shared by a generation's handles would cost an allocation
+//! per connection; the number costs nothing.)
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -78,9 +79,14 @@ pub(crate) trait ByteStream: fmt::Debug {
     fn on_connection_lost(&self, hook: Box<dyn FnOnce()>);
     /// Runs `transfer` once the write buffer is flushed (`EventLoop::sendfile`).
     fn start_sendfile(self: Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture>;
-    /// Whether the stream can be handed over to a layer inserted above it (`start_tls`): an
-    /// error when it cannot (closing, its write side shut down, a layer itself).
-    fn check_hand_over(&self) -> Result<()>;
+    /// The stream's generation (see the module docs); a stream that is never handed over
+    /// stays at 0.
+    fn generation(&self) -> u32 {
+        0
+    }
+    /// Hands the stream over to a layer inserted above it (`start_tls`): its next generation,
+    /// or an error when it cannot be (closing, its write side shut down, a layer itself).
+    fn hand_over(&self) -> Result<u32>;
 }
 
 /// The error a stale handle's write gets (see the module docs).
@@ -100,19 +106,24 @@ pub(crate) fn stale_handle(call: &str) -> Error {
 pub struct Transport {
     /// The stream it drives.
     stream: Rc<dyn ByteStream>,
-    /// Shared with its clones: false once the stream was handed over (the handle is stale).
-    current: Rc<Cell<bool>>,
+    /// The stream's generation it was made in: stale once the stream moved on.
+    generation: u32,
 }
 
 impl Transport {
     /// A handle on `stream`.
     pub(crate) fn new(stream: Rc<dyn ByteStream>) -> Transport {
-        Transport { stream, current: Rc::new(Cell::new(true)) }
+        Transport { stream, generation: 0 }
+    }
+
+    /// True unless the stream was handed over since the handle was made.
+    fn is_current(&self) -> bool {
+        self.stream.generation() == self.generation
     }
 
     /// The stream, unless the handle is stale.
     fn live(&self) -> Option<Rc<dyn ByteStream>> {
-        self.current.get().then(|| self.stream.clone())
+        self.is_current().then(|| self.stream.clone())
     }
 
     /// Calls `act` on the stream unless the handle is stale.
@@ -193,7 +204,7 @@ impl Transport {
     /// True once the transport is closing or closed (`close`, `abort`, EOF, an error), and
     /// on a handle of a transport [`start_tls`](crate::EventLoop::start_tls) took over.
     pub fn is_closing(&self) -> bool {
-        !self.current.get() || self.stream.is_closing()
+        !self.is_current() || self.stream.is_closing()
     }
 
     /// The protocol, if it is a `P` (and `connection_lost` has not been delivered yet).
@@ -266,7 +277,7 @@ impl Transport {
     /// True unless reading is paused or the transport is closing (asyncio's `is_reading`);
     /// still true after an EOF the protocol kept open, though nothing more can arrive.
     pub fn is_reading(&self) -> bool {
-        self.current.get() && self.stream.is_reading()
+        self.is_current() && self.stream.is_reading()
     }
 
     /// Calls `hook` once the connection is lost and its socket handed to the driver to close
@@ -277,7 +288,7 @@ impl Transport {
 
     /// Switches to an already adapted protocol (a layer inserted by `start_tls`).
     pub(crate) fn replace_protocol(&self, protocol: Rc<DynProtocol>) {
-        if self.current.get() {
+        if self.is_current() {
             self.stream.set_protocol(protocol);
         }
     }
@@ -290,9 +301,8 @@ impl Transport {
     /// A handle for a layer inserted above this stream (`start_tls`); this handle and every
     /// clone of it are stale from now on (see the module docs).
     pub(crate) fn hand_over(&self) -> Result<Transport> {
-        self.acting("start_tls")?.check_hand_over()?;
-        self.current.set(false);
-        Ok(Transport::new(self.stream.clone()))
+        let generation = self.acting("start_tls")?.hand_over()?;
+        Ok(Transport { stream: self.stream.clone(), generation })
     }
 }
 

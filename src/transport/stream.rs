@@ -63,6 +63,8 @@ pub(crate) struct StreamCore {
     sendfile: SendFileSide,
     /// `write_eof` progress.
     eof: Cell<WriteEof>,
+    /// Its generation (see `handle.rs`): one more each time it is handed over.
+    generation: Cell<u32>,
     /// `getpeername` and `getsockname` at creation.
     names: SocketNames,
 }
@@ -86,6 +88,7 @@ impl Transport {
             write: WriteSide::new(Sink::Socket),
             sendfile: SendFileSide::default(),
             eof: Cell::new(WriteEof::No),
+            generation: Cell::new(0),
             names,
         });
         let transport = Transport::new(core.clone());
@@ -226,12 +229,18 @@ impl ByteStream for StreamCore {
         self.base.on_lost(hook);
     }
 
-    fn check_hand_over(&self) -> Result<()> {
+    fn generation(&self) -> u32 {
+        self.generation.get()
+    }
+
+    fn hand_over(&self) -> Result<u32> {
         if !self.base.is_open() || self.eof.get() != WriteEof::No {
             let why = "start_tls: the transport is closing (or its write side was shut down)";
             return Err(Error::runtime(RuntimeKind::TransportClosing, why));
         }
-        Ok(())
+        let next = self.generation.get() + 1;
+        self.generation.set(next);
+        Ok(next)
     }
 
     fn start_sendfile(self: Rc<Self>, transfer: Rc<Transfer>) -> Result<TransferFuture> {
