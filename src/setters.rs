@@ -6,6 +6,7 @@
 /// - `FIELD: Type` stores the argument as is;
 /// - `FIELD: Some(Type)` stores `Some(FIELD)`;
 /// - `FIELD: Some(into Type)` takes `impl Into<Type>` and stores `Some(FIELD.into())`;
+/// - `FIELD: into Type` takes `impl Into<Type>` and stores `FIELD.into()`;
 /// - `fn NAME => FIELD: ...` names the method `NAME` rather than `FIELD`.
 ///
 /// Each is documented "Sets [`FIELD`](Self::FIELD)." unless doc comments precede its entry,
@@ -24,6 +25,10 @@ macro_rules! setters {
     };
     (@entry $docs:tt $name:ident $field:ident Some($ty:ty) $(, $($rest:tt)*)?) => {
         setters!(@fn $docs $name $field ($ty) Some($field));
+        setters!($($($rest)*)?);
+    };
+    (@entry $docs:tt $name:ident $field:ident into $ty:ty $(, $($rest:tt)*)?) => {
+        setters!(@fn $docs $name $field (impl Into<$ty>) $field.into());
         setters!($($($rest)*)?);
     };
     (@entry $docs:tt $name:ident $field:ident $ty:ty $(, $($rest:tt)*)?) => {

@@ -112,22 +112,19 @@ impl ProcessOptions {
         ProcessOptions::default()
     }
 
-    /// The child's stdin. [`Stdio::Stdout`] is refused when the child is spawned.
-    pub fn stdin(mut self, stdin: impl Into<Stdio>) -> ProcessOptions {
-        self.stdin = stdin.into();
-        self
-    }
-
-    /// The child's stdout. [`Stdio::Stdout`] is refused when the child is spawned.
-    pub fn stdout(mut self, stdout: impl Into<Stdio>) -> ProcessOptions {
-        self.stdout = stdout.into();
-        self
-    }
-
-    /// The child's stderr; [`Stdio::Stdout`] merges it into stdout.
-    pub fn stderr(mut self, stderr: impl Into<Stdio>) -> ProcessOptions {
-        self.stderr = stderr.into();
-        self
+    setters! {
+        /// The child's stdin. [`Stdio::Stdout`] is refused when the child is spawned.
+        stdin: into Stdio,
+        /// The child's stdout. [`Stdio::Stdout`] is refused when the child is spawned.
+        stdout: into Stdio,
+        /// The child's stderr; [`Stdio::Stdout`] merges it into stdout.
+        stderr: into Stdio,
+        /// Puts the child in this process group, or in a new group it leads when it is 0
+        /// (`process_group=`). Not with [`start_new_session`](Self::start_new_session).
+        process_group: Some(u32),
+        /// The buffer limit of the [`Process`](super::Process) stdout and stderr readers
+        /// (asyncio's `limit=`, default [`DEFAULT_LIMIT`]); not used by `subprocess_exec`.
+        limit: usize,
     }
 
     /// The child's working directory (`cwd=`). A relative program path is found from there.
@@ -170,13 +167,6 @@ impl ProcessOptions {
         self
     }
 
-    /// Puts the child in process group `pgid`, or in a new group it leads when `pgid` is 0
-    /// (`process_group=`). Not with [`start_new_session`](Self::start_new_session).
-    pub fn process_group(mut self, pgid: u32) -> ProcessOptions {
-        self.process_group = Some(pgid);
-        self
-    }
-
     /// Runs the child in a new session (`start_new_session=True`): it is the leader of a new
     /// session and process group, without a controlling terminal.
     pub fn start_new_session(mut self) -> ProcessOptions {
@@ -188,13 +178,6 @@ impl ProcessOptions {
     /// each must be open (and 3 or more) when the child is spawned.
     pub fn pass_fds(mut self, fds: impl IntoIterator<Item = RawFd>) -> ProcessOptions {
         self.pass_fds.extend(fds);
-        self
-    }
-
-    /// The buffer limit of the [`Process`](super::Process) stdout and stderr readers
-    /// (asyncio's `limit=`, default [`DEFAULT_LIMIT`]); not used by `subprocess_exec`.
-    pub fn limit(mut self, limit: usize) -> ProcessOptions {
-        self.limit = limit;
         self
     }
 
