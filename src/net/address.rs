@@ -270,7 +270,7 @@ fn literal_info(addr: SocketAddr, hints: &AddrInfoHints) -> Option<AddrInfo> {
     Some(AddrInfo { family, socktype: hints.socktype, protocol, canonname: None, addr })
 }
 
-/// The hosts of an [`Address`](crate::Address) (asyncio's `host` argument), built with
+/// The hosts of an [`Address`] (asyncio's `host` argument), built with
 /// `into()`: `(hosts, port).into()` is an address with several hosts, or none.
 ///
 /// `None`, `""` and [`Hosts::Any`] mean every interface: one socket per address family the
