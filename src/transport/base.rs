@@ -10,10 +10,12 @@
 //!   │                                                                           ▲
 //!   └──abort() / fatal error / EOF ─────────────────────────────────────────────┘
 //! ```
-//! Entering `Closed` ([`TransportCore::finish`]) cancels every op in flight and schedules
-//! `connection_lost` for the next iteration; right after it the fd goes to the driver to be
-//! closed ([`LoopFd::close`]), which waits for any cancelled op the kernel still holds.
-//! `connection_lost` is delivered exactly once; the protocol is dropped after it.
+//! Entering `Closed` ([`TransportCore::finish`]: the end of a gentle close once flushed, an
+//! abort, a fatal error, EOF) cancels every op in flight, drops what is still buffered (only an
+//! abort or an error leaves anything), and schedules `connection_lost` for the next iteration;
+//! right after it the fd goes to the driver to be closed ([`LoopFd::close`]), which waits for
+//! any cancelled op the kernel still holds. `connection_lost` is delivered exactly once; the
+//! protocol is dropped after it.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -136,7 +138,7 @@ impl<E: Deliver> TransportBase<E> {
 }
 
 /// The behaviour every transport shares, on top of its [`TransportBase`]. A transport says which ops
-/// it has ([`cancel_ops`](Self::cancel_ops), [`close_fd`](Self::close_fd)), what a gentle close
+/// it has ([`end_sides`](Self::end_sides), [`close_fd`](Self::close_fd)), what a gentle close
 /// is ([`close`](Self::close)) and how it names itself (`Debug`); the rest is provided.
 pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
     /// The callbacks its protocol takes.
@@ -145,9 +147,11 @@ pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
     /// The shared state.
     fn base(&self) -> &TransportBase<Self::Event>;
 
-    /// Cancels every op in flight (their slots are emptied); `error` is why the transport
-    /// closes (`None`: a clean close or an abort).
-    fn cancel_ops(&self, error: Option<&Error>);
+    /// Ends every side for good: cancels every op in flight (their slots are emptied) and
+    /// drops what is still buffered to write (nothing after a gentle close, which waits for
+    /// the flush; the rest of the buffer after an abort or a fatal error). `error` is why the
+    /// transport closes (`None`: a clean close or an abort).
+    fn end_sides(&self, error: Option<&Error>);
 
     /// Hands the fd to the driver to close, with the slots of whatever is still in flight
     /// ([`LoopFd::close`]).
@@ -155,9 +159,6 @@ pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
 
     /// The gentle close (asyncio's `close()`): flush what is buffered, then finish.
     fn close(self: &Rc<Self>);
-
-    /// Drops what is buffered to write (an abort or a fatal error); nothing by default.
-    fn drop_buffered(&self) {}
 
     /// The transport as messages name it (`<Transport fd=7 Open ...>`): its `Debug`.
     fn describe(&self) -> String {
@@ -169,30 +170,22 @@ pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
         self.base().fd.event_loop()
     }
 
-    /// Closes at once with `error` (abort, fatal error): the buffer is dropped, then
-    /// [`finish`](Self::finish). No-op once closed.
-    fn force_close(self: &Rc<Self>, error: Option<Error>) {
-        if !self.base().is_closed() {
-            self.drop_buffered();
-            self.finish(error);
-        }
-    }
-
-    /// Enters `Closed`: cancels what is in flight and schedules `connection_lost(error)`, after
-    /// which the fd is closed. No-op once closed.
+    /// Enters `Closed` (a gentle close once flushed; at once for an abort or a fatal error):
+    /// ends the sides ([`end_sides`](Self::end_sides): ops cancelled, the buffer dropped) and
+    /// schedules `connection_lost(error)`, after which the fd is closed. No-op once closed.
     fn finish(self: &Rc<Self>, error: Option<Error>) {
         if self.enter_closed(error.as_ref()) {
             self.schedule_lost(error);
         }
     }
 
-    /// Enters `Closed` and cancels what is in flight, without scheduling `connection_lost`
+    /// Enters `Closed` and ends the sides, without scheduling `connection_lost`
     /// yet (the caller does, after a last callback); false if it was closed already.
     fn enter_closed(&self, error: Option<&Error>) -> bool {
         if self.base().life.replace(Life::Closed) == Life::Closed {
             return false;
         }
-        self.cancel_ops(error);
+        self.end_sides(error);
         true
     }
 
@@ -237,7 +230,7 @@ pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
         let base = self.base();
         let report = |context| base.fd.report(context, || self.describe());
         if let Some(error) = base.dispatcher.report_failures(report) {
-            self.force_close(Some(error));
+            self.finish(Some(error));
         } else if base.dispatcher.take_close_after_eof() {
             self.close();
         }

@@ -156,7 +156,7 @@ impl DatagramTransport {
     /// Closes at once: queued datagrams are dropped, `connection_lost(None)` follows.
     /// Idempotent.
     pub fn abort(&self) {
-        self.core.force_close(None);
+        self.core.finish(None);
     }
 
     base_transport_methods!();
@@ -250,9 +250,7 @@ impl DatagramCore {
                 );
                 self.notify(DatagramEvent::Error(Error::io(why, err)));
             }
-            Err(err) if is_fatal(&err) => {
-                return self.force_close(Some(self.error("recvfrom", err)))
-            }
+            Err(err) if is_fatal(&err) => return self.finish(Some(self.error("recvfrom", err))),
             Err(err) => self.notify(DatagramEvent::Error(self.error("recvfrom", err))),
         }
         if !more {
@@ -287,9 +285,10 @@ impl TransportCore for DatagramCore {
         &self.base
     }
 
-    fn cancel_ops(&self, _: Option<&Error>) {
+    fn end_sides(&self, _: Option<&Error>) {
         self.base.fd.cancel(&self.recv_op);
         self.base.fd.cancel(&self.send_op);
+        self.queue.borrow_mut().clear();
     }
 
     fn close_fd(&self) {
@@ -304,10 +303,6 @@ impl TransportCore for DatagramCore {
                 self.finish(None);
             }
         }
-    }
-
-    fn drop_buffered(&self) {
-        self.queue.borrow_mut().clear();
     }
 }
 

@@ -176,7 +176,7 @@ impl TransportCore for ReadCore {
         &self.base
     }
 
-    fn cancel_ops(&self, _: Option<&Error>) {
+    fn end_sides(&self, _: Option<&Error>) {
         self.read.close(&self.base.fd);
     }
 
@@ -300,7 +300,7 @@ impl WriteTransport {
 
     /// Closes at once: the buffer is dropped, `connection_lost(None)` follows.
     pub fn abort(&self) {
-        self.core.force_close(None);
+        self.core.finish(None);
     }
 
     base_transport_methods!();
@@ -377,7 +377,7 @@ impl WriteCore {
             )),
             Err(err) => Some(Error::io(format!("watching write pipe fd {fd}"), err)),
         };
-        self.force_close(error);
+        self.finish(error);
     }
 
     /// In `Closing` with nothing left to write: close.
@@ -394,7 +394,7 @@ impl WriteCore {
         let error = Error::io(format!("write to pipe fd {}", self.base.fd.raw()), err);
         log::debug!(target: "ringloop", "{self:?}: Fatal write error on pipe transport: {error}");
         self.base.lost_write("write: the pipe is closed or closing; the data is dropped");
-        self.force_close(Some(error));
+        self.finish(Some(error));
     }
 }
 
@@ -405,9 +405,10 @@ impl TransportCore for WriteCore {
         &self.base
     }
 
-    fn cancel_ops(&self, _: Option<&Error>) {
+    fn end_sides(&self, _: Option<&Error>) {
         self.base.fd.cancel(self.write.op_slot());
         self.base.fd.cancel(&self.watch_op);
+        self.write.clear();
     }
 
     fn close_fd(&self) {
@@ -419,10 +420,6 @@ impl TransportCore for WriteCore {
         if self.base.start_closing() {
             self.finish_if_flushed();
         }
-    }
-
-    fn drop_buffered(&self) {
-        self.write.clear();
     }
 }
 

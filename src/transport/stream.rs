@@ -157,7 +157,7 @@ impl ByteStream for StreamCore {
     }
 
     fn abort(self: Rc<Self>) {
-        self.force_close(None);
+        self.finish(None);
     }
 
     fn is_closing(&self) -> bool {
@@ -283,7 +283,7 @@ impl StreamCore {
         match send(&self.base.fd) {
             Ok(sent) => sent,
             Err(err) => {
-                self.force_close(Some(self.io_error("send", err)));
+                self.finish(Some(self.io_error("send", err)));
                 total
             }
         }
@@ -317,7 +317,7 @@ impl StreamCore {
                 // Closes, through `report_protocol_failures`, once `eof_received` answers false.
                 self.notify(Event::Eof);
             }
-            Got::Error(err) => self.force_close(Some(self.io_error("recv", err))),
+            Got::Error(err) => self.finish(Some(self.io_error("recv", err))),
         }
     }
 
@@ -327,7 +327,7 @@ impl StreamCore {
         }
         let flow = match self.write.on_completion(result) {
             Ok(flow) => flow,
-            Err(err) => return self.force_close(Some(self.io_error("send", err))),
+            Err(err) => return self.finish(Some(self.io_error("send", err))),
         };
         self.submit_write();
         self.notify_flow(flow);
@@ -369,9 +369,10 @@ impl TransportCore for StreamCore {
         &self.base
     }
 
-    fn cancel_ops(&self, error: Option<&Error>) {
+    fn end_sides(&self, error: Option<&Error>) {
         self.read.close(&self.base.fd);
         self.base.fd.cancel(self.write.op_slot());
+        self.write.clear();
         self.sendfile.abort(|slot| self.base.fd.cancel(slot), self.base.fd.raw(), error);
     }
 
@@ -389,10 +390,6 @@ impl TransportCore for StreamCore {
                 self.finish(None);
             }
         }
-    }
-
-    fn drop_buffered(&self) {
-        self.write.clear();
     }
 }
 
