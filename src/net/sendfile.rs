@@ -112,5 +112,5 @@ fn check_stream_socket(sock: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<
             format!("{what}: only SOCK_STREAM sockets are supported, got {kind:?}"),
         ));
     }
-    crate::net::sock::check_nonblocking(sock, &what)
+    super::sock::check_nonblocking(sock, &what)
 }

@@ -70,7 +70,8 @@ pub(crate) struct StreamCore {
 }
 
 impl Transport {
-    /// Wraps a connected socket and schedules `connection_made`, then reading.
+    /// Wraps a connected stream socket (every caller checked `SOCK_STREAM`: an accept, a
+    /// connect, or `prepare_stream_socket`) and schedules `connection_made`, then reading.
     pub(crate) fn start(
         event_loop: &EventLoop,
         fd: OwnedFd,
@@ -79,7 +80,7 @@ impl Transport {
         event_loop.check_open()?;
         let socket = SockRef::from(&fd);
         let names = SocketNames::of(&socket);
-        if names.is_inet() && matches!(socket.r#type(), Ok(socket2::Type::STREAM)) {
+        if names.is_inet() {
             let _ = socket.set_nodelay(true);
         }
         let core = Rc::new(StreamCore {

@@ -6,8 +6,8 @@
 //! buffer and never pauses the protocol. Whatever is left is buffered and written by one op at
 //! a time, in order: on a socket, when 64 KiB or more queued up while a send was in flight,
 //! `Op::SendMsg` of all of it as one vectored send, never copied again, else `Op::Send` of the
-//! front chunks merged; on a file `Op::Write` of the front chunks merged. The buffer's water marks tell the transport
-//! when to call `pause_writing` and `resume_writing`.
+//! front chunks merged; on a file `Op::Write` of the front chunks merged. The buffer's water
+//! marks tell the transport when to call `pause_writing` and `resume_writing`.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
