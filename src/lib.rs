@@ -91,11 +91,13 @@
 
 #[macro_use]
 mod setters;
+mod dispatch;
 mod done_callbacks;
 pub(crate) mod driver;
 mod error;
 mod event_loop;
 mod executor;
+mod flow_control;
 mod future;
 #[macro_use]
 pub mod tls;

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::protocol::{BaseProtocol, Protocol};
+use crate::protocol::{adapt_for, BaseProtocol, Protocol, StreamingKind, WriteOnlyProtocol};
 use crate::transport::{CheckedPipe, PipeKind, ReadTransport, WriteTransport};
 
 /// Checks that `fd` is a pipe, FIFO, socket or character device (asyncio: "Pipe transport is
@@ -113,8 +113,10 @@ impl EventLoop {
         P: Protocol<ReadTransport> + 'static,
         F: FnOnce() -> P,
     {
-        self.start_pipe(protocol_factory, pipe.into(), "connect_read_pipe", ReadTransport::start)
-            .await
+        let start: StartPipe<ReadTransport, P> = |event_loop, pipe, protocol| {
+            ReadTransport::start(event_loop, pipe, adapt_for::<_, StreamingKind, P>(protocol))
+        };
+        self.start_pipe(protocol_factory, pipe.into(), "connect_read_pipe", start).await
     }
 
     /// Registers the write end of a pipe (asyncio's `connect_write_pipe`), taking `pipe` (a
@@ -137,8 +139,10 @@ impl EventLoop {
         P: BaseProtocol<WriteTransport> + 'static,
         F: FnOnce() -> P,
     {
-        self.start_pipe(protocol_factory, pipe.into(), "connect_write_pipe", WriteTransport::start)
-            .await
+        let start: StartPipe<WriteTransport, P> = |event_loop, pipe, protocol| {
+            WriteTransport::start(event_loop, pipe, Rc::new(WriteOnlyProtocol(protocol)))
+        };
+        self.start_pipe(protocol_factory, pipe.into(), "connect_write_pipe", start).await
     }
 
     /// Starts a pipe transport: checks that the loop is open and `pipe` fit ([`prepare`]; it
@@ -166,5 +170,5 @@ impl EventLoop {
     }
 }
 
-/// `ReadTransport::start` or `WriteTransport::start`.
+/// `ReadTransport::start` or `WriteTransport::start`, with the protocol adapted.
 type StartPipe<T, P> = fn(&EventLoop, CheckedPipe, Rc<RefCell<P>>) -> Result<T>;

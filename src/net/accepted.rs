@@ -10,9 +10,10 @@ use socket2::SockRef;
 
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
+use crate::protocol::adapt;
 use crate::protocol::AnyProtocol;
 use crate::tls::{self, TlsConfig, TlsSetup};
-use crate::transport::dispatch::{adapt, DynProtocol};
+use crate::transport::DynProtocol;
 use crate::transport::Transport;
 
 /// The TLS keyword arguments of [`EventLoop::connect_accepted_socket_with`] (asyncio's `ssl`,

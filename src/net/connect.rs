@@ -22,9 +22,9 @@ use super::staggered::{staggered_race, Attempt};
 use crate::driver::{Op, SockAddrBuf};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{EventLoop, OpFuture};
+use crate::protocol::adapt;
 use crate::protocol::AnyProtocol;
 use crate::tls::TlsConfig;
-use crate::transport::dispatch::adapt;
 use crate::transport::Transport;
 
 /// The keyword arguments of [`EventLoop::create_connection`] (asyncio's `ssl`, `family`,

@@ -14,9 +14,9 @@ use super::connect::{sockaddr_buf, InFlight};
 use crate::driver::Op;
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
+use crate::protocol::adapt;
 use crate::protocol::AnyProtocol;
 use crate::tls::TlsConfig;
-use crate::transport::dispatch::adapt;
 use crate::transport::Transport;
 
 /// The longest `sun_path` Linux takes, in bytes (a filesystem path also needs a final NUL).

@@ -35,11 +35,12 @@ use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::LoopFd;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
 use crate::future::Future;
+use crate::protocol::adapt;
 use crate::protocol::AnyProtocol;
 use crate::task::Task;
 use crate::tls::TlsSetup;
 use crate::toolbox::sleep_on;
-use crate::transport::dispatch::{adapt, DynProtocol};
+use crate::transport::DynProtocol;
 use crate::transport::{describe_addr, Transport};
 
 /// How long accepting pauses after running out of descriptors or memory (asyncio's

@@ -30,11 +30,11 @@ use std::rc::Rc;
 use super::child::Child;
 use super::protocol::{FailedPipes, SubprocessEvent};
 use super::transport::{PipeTransport, SubprocessTransport};
+use crate::dispatch::{Dispatcher, ErasedProtocol};
 use crate::driver::{ExitInfo, Op};
 use crate::error::Error;
 use crate::event_loop::{Completed, ExceptionContext, OpTarget};
 use crate::streams::Wakers;
-use crate::transport::dispatch::{Dispatcher, ErasedProtocol};
 
 /// Whether protocol callbacks go out yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use super::transport::SubprocessTransport;
+use crate::dispatch::{call, Deliver, Delivered, ErasedProtocol, Role};
 use crate::error::Error;
 use crate::protocol::BaseProtocol;
-use crate::transport::dispatch::{call, Deliver, Delivered, ErasedProtocol, Role};
 
 /// The callbacks of a child process started by
 /// [`subprocess_exec`](crate::EventLoop::subprocess_exec) or

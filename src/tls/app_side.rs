@@ -25,10 +25,10 @@ use socket2::SockAddr;
 
 use super::layer::{Stage, TlsLayer};
 use crate::error::{Error, Result, RuntimeKind};
+use crate::flow_control::FlowEvent;
 use crate::sendfile::{Transfer, TransferFuture};
-use crate::transport::dispatch::DynProtocol;
-use crate::transport::flow_control::FlowEvent;
 use crate::transport::handle::ByteStream;
+use crate::transport::DynProtocol;
 use crate::transport::ExtraInfo;
 
 /// Plaintext written by the user (or read by a `sendfile` that copies): borrowed, copied into

@@ -31,14 +31,15 @@ use super::config::TlsSetup;
 use super::errors::{closed_in_handshake, tls_error, truncated};
 use super::scratch::Scratch;
 use super::session::{Fed, Plain, Session};
+use crate::dispatch::{Delivered, Dispatcher, ErasedProtocol, Event};
 use crate::error::Error;
 use crate::event_loop::TimerHandle;
 use crate::event_loop::{EventLoop, ExceptionContext, Inner};
+use crate::flow_control::{FlowEvent, WriteBuffer};
 use crate::future::Future;
 use crate::sendfile::Transfer;
 use crate::transport::base::LostWrites;
-use crate::transport::dispatch::{Delivered, Dispatcher, DynProtocol, ErasedProtocol, Event};
-use crate::transport::flow_control::{FlowEvent, WriteBuffer};
+use crate::transport::DynProtocol;
 use crate::transport::Transport;
 
 /// Where the layer is (see the module docs).

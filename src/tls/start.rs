@@ -12,8 +12,9 @@ use super::session::Session;
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::future::Future;
+use crate::protocol::adapt;
 use crate::protocol::AnyProtocol;
-use crate::transport::dispatch::{adapt, DynProtocol};
+use crate::transport::DynProtocol;
 use crate::transport::Transport;
 
 /// The keyword arguments of [`EventLoop::start_tls`] (asyncio's `server_side`,

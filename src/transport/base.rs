@@ -22,11 +22,11 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use super::dispatch::{Deliver, Dispatcher, ErasedProtocol};
-use super::flow_control::FlowEvent;
+use crate::dispatch::{Deliver, Dispatcher, ErasedProtocol};
 use crate::error::{Error, Result};
 use crate::event_loop::LoopFd;
 use crate::event_loop::{EventLoop, OpTarget};
+use crate::flow_control::FlowEvent;
 
 /// Writes after the connection is gone are logged once more than this many were lost
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`), on every transport alike.

@@ -29,20 +29,19 @@ use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::base::{Life, TransportBase, TransportCore};
-use super::dispatch::{DatagramAdapter, DatagramEvent};
-use super::flow_control::{Buffered, SendQueue};
 use super::write_side::fast_path;
 use super::{ExtraInfo, SocketNames};
+use crate::dispatch::{DatagramEvent, ErasedProtocol};
 use crate::driver::dgram::DATAGRAM_CAPACITY;
 use crate::driver::{Op, OpId, RecvBuf, SendMsgBuf};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::{Completed, EventLoop, OpTarget};
-use crate::protocol::DatagramProtocol;
+use crate::flow_control::{Buffered, SendQueue};
 
 /// The shared state of a datagram transport.
 pub(crate) struct DatagramCore {
     /// The skeleton: fd, lifecycle, protocol.
-    base: TransportBase<DatagramEvent>,
+    base: TransportBase<DatagramEvent<DatagramTransport>>,
     /// The persistent receive in flight.
     recv_op: Cell<Option<OpId>>,
     /// Datagrams waiting to be sent.
@@ -69,16 +68,16 @@ impl DatagramTransport {
     /// Wraps a non-blocking datagram socket; `connection_made` runs at the next iteration,
     /// then receiving starts. `address` is `remote_addr` (connected, or the default
     /// destination with `allow_broadcast`).
-    pub(crate) fn start<P: DatagramProtocol + 'static>(
+    pub(crate) fn start(
         event_loop: &EventLoop,
         fd: OwnedFd,
-        protocol: Rc<RefCell<P>>,
+        protocol: Rc<dyn ErasedProtocol<DatagramEvent<DatagramTransport>>>,
         address: Option<SockAddr>,
     ) -> Result<DatagramTransport> {
         event_loop.check_open()?;
         let names = SocketNames::of(&socket2::SockRef::from(&fd));
         let core = Rc::new(DatagramCore {
-            base: TransportBase::new(event_loop, fd, Rc::new(DatagramAdapter(protocol))),
+            base: TransportBase::new(event_loop, fd, protocol),
             names,
             address,
             recv_op: Cell::new(None),
@@ -159,14 +158,9 @@ impl DatagramTransport {
         self.core.finish(None);
     }
 
-    base_transport_methods!();
+    base_transport_methods!(DatagramEvent<DatagramTransport>);
     write_buffer_methods!(queue);
     socket_methods!();
-
-    /// Switches to another protocol; later events go to it.
-    pub fn set_protocol<P: DatagramProtocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.base.dispatcher.set(Rc::new(DatagramAdapter(protocol)));
-    }
 }
 
 impl DatagramCore {
@@ -279,9 +273,9 @@ impl DatagramCore {
 }
 
 impl TransportCore for DatagramCore {
-    type Event = DatagramEvent;
+    type Event = DatagramEvent<DatagramTransport>;
 
-    fn base(&self) -> &TransportBase<DatagramEvent> {
+    fn base(&self) -> &TransportBase<DatagramEvent<DatagramTransport>> {
         &self.base
     }
 

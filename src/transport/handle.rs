@@ -22,10 +22,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use socket2::SockAddr;
 
-use super::dispatch::{adapt, DynProtocol};
+use super::DynProtocol;
 use super::ExtraInfo;
 use crate::error::{Error, Result, RuntimeKind};
-use crate::protocol::AnyProtocol;
 use crate::sendfile::{Transfer, TransferFuture};
 
 /// What a [`Transport`] handle drives: the whole stream-transport interface, type-erased.
@@ -212,13 +211,6 @@ impl Transport {
         self.live()?.protocol()?.downcast::<RefCell<P>>().ok()
     }
 
-    /// Switches to another protocol, a [`Protocol`](crate::Protocol) or a
-    /// [`BufferedProtocol`](crate::BufferedProtocol) (either way round); later events go to
-    /// it, and the next bytes received are delivered as the new protocol's kind wants them.
-    pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
-        self.replace_protocol(adapt(protocol));
-    }
-
     /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low`
     /// alone gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
     /// `pause_writing` follows at once if the buffer is already above the new `high`.
@@ -286,7 +278,8 @@ impl Transport {
         self.stream.on_connection_lost(Box::new(hook));
     }
 
-    /// Switches to an already adapted protocol (a layer inserted by `start_tls`).
+    /// Switches to an already adapted protocol: `set_protocol` (in `crate::protocol`, which
+    /// adapts it), or a layer inserted by `start_tls`.
     pub(crate) fn replace_protocol(&self, protocol: Rc<DynProtocol>) {
         if self.is_current() {
             self.stream.set_protocol(protocol);

@@ -14,10 +14,12 @@
 //! | write pipe (`pipe.rs`) | — | `WriteSide` to a file (`write`) |
 //! | datagram (`datagram.rs`) | its own `RecvMsgMulti` | its own `SendQueue` of datagrams |
 //!
-//! Protocol calls go through `dispatch/` (the re-entrancy queue, and the adapters that
-//! type-erase each kind of protocol); water marks and buffers are `flow_control.rs`. Each
-//! transport core is the owner of its driver ops ([`OpTarget`](crate::event_loop::OpTarget))
-//! and tells them apart by the ids its sides store.
+//! Protocol calls go through a [`Dispatcher`](crate::dispatch::Dispatcher) (`crate::dispatch`:
+//! the re-entrancy queue and its events) to a type-erased protocol; no file here names a
+//! protocol trait (`crate::protocol` adapts the user's protocol, `set_protocol` included).
+//! Water marks and write buffers are `crate::flow_control`, which the TLS layer uses too.
+//! Each transport core is the owner of its driver ops
+//! ([`OpTarget`](crate::event_loop::OpTarget)) and tells them apart by the ids its sides store.
 //!
 //! # The layer seam (TLS)
 //! A layer such as TLS sits between a stream transport and the user's protocol, as asyncio's
@@ -31,9 +33,18 @@
 //! connection for `start_tls`).
 
 /// The methods every transport shares on its handle (`self.core`, whose `base` is a
-/// [`base::TransportBase`]): `is_closing` and `get_protocol` (asyncio's `BaseTransport`).
+/// [`base::TransportBase`] sending events of type `$event`): `is_closing` and `get_protocol`
+/// (asyncio's `BaseTransport`), and the erased half of `set_protocol`.
 macro_rules! base_transport_methods {
-    () => {
+    ($event:ty) => {
+        /// Later events go to `protocol` (`set_protocol`, once `crate::protocol` adapted it).
+        pub(crate) fn replace_protocol(
+            &self,
+            protocol: Rc<dyn crate::dispatch::ErasedProtocol<$event>>,
+        ) {
+            self.core.base.dispatcher.set(protocol);
+        }
+
         /// True once the transport is closing or closed (`close`, `abort`, EOF, an error).
         pub fn is_closing(&self) -> bool {
             !self.core.base.is_open()
@@ -47,7 +58,7 @@ macro_rules! base_transport_methods {
 }
 
 /// The write-buffer methods of a writing transport (asyncio's `WriteTransport`), on its core's
-/// outgoing buffer `$buffer` (a [`flow_control::Buffered`]).
+/// outgoing buffer `$buffer` (a [`Buffered`](crate::flow_control::Buffered)).
 macro_rules! write_buffer_methods {
     ($buffer:ident) => {
         /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low`
@@ -116,8 +127,6 @@ macro_rules! debug_as_core {
 
 pub(crate) mod base;
 mod datagram;
-pub(crate) mod dispatch;
-pub(crate) mod flow_control;
 pub(crate) mod handle;
 mod pipe;
 mod read_side;
@@ -127,12 +136,17 @@ pub(crate) mod write_side;
 
 use std::os::fd::RawFd;
 
+use crate::dispatch::{ErasedProtocol, Event};
+
 pub(crate) use datagram::describe_addr;
 pub use datagram::DatagramTransport;
 pub use handle::Transport;
 pub(crate) use pipe::{CheckedPipe, PipeKind};
 pub use pipe::{ReadTransport, WriteTransport};
 use socket_names::SocketNames;
+
+/// A byte transport's protocol, type-erased (the stream transport's, or with `T`, a pipe's).
+pub(crate) type DynProtocol<T = Transport> = dyn ErasedProtocol<Event<T>>;
 
 /// A value of a transport's `get_extra_info`.
 #[derive(Clone, Debug, PartialEq, Eq)]

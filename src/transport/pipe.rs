@@ -28,15 +28,14 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::base::{Life, TransportBase, TransportCore};
-use super::dispatch::{adapt_for, Event, WriteOnlyProtocol};
-use super::flow_control::Buffered;
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
-use super::ExtraInfo;
+use super::{DynProtocol, ExtraInfo};
+use crate::dispatch::Event;
 use crate::driver::{Interest, Op, OpId};
 use crate::error::{Error, Result};
 use crate::event_loop::{Completed, EventLoop, ExceptionContext, OpTarget};
-use crate::protocol::{BaseProtocol, Protocol, StreamingKind};
+use crate::flow_control::Buffered;
 
 /// The shared state of a read pipe transport.
 pub(crate) struct ReadCore {
@@ -56,13 +55,12 @@ pub struct ReadTransport {
 impl ReadTransport {
     /// Wraps a pipe checked by `crate::pipes` driving `protocol`: at the next iteration
     /// `connection_made` runs, then the first read is submitted.
-    pub(crate) fn start<P: Protocol<ReadTransport> + 'static>(
+    pub(crate) fn start(
         event_loop: &EventLoop,
         pipe: CheckedPipe,
-        protocol: Rc<RefCell<P>>,
+        protocol: Rc<DynProtocol<ReadTransport>>,
     ) -> Result<ReadTransport> {
-        let adapter = adapt_for::<ReadTransport, StreamingKind, P>(protocol);
-        let base = TransportBase::new(event_loop, pipe.fd, adapter);
+        let base = TransportBase::new(event_loop, pipe.fd, protocol);
         let read = ReadSide::file(pipe.kind == PipeKind::Fifo);
         let transport = ReadTransport { core: Rc::new(ReadCore { base, read }) };
         transport.core.start(Event::Made(transport.clone()), |core| core.submit_read())?;
@@ -100,16 +98,11 @@ impl ReadTransport {
         self.core.close();
     }
 
-    base_transport_methods!();
+    base_transport_methods!(Event<ReadTransport>);
 
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
         pipe_info(name, &self.core.base.fd)
-    }
-
-    /// Switches to another protocol; later events go to it.
-    pub fn set_protocol<P: Protocol<ReadTransport> + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.core.base.dispatcher.set(adapt_for::<ReadTransport, StreamingKind, P>(protocol));
     }
 }
 
@@ -233,12 +226,12 @@ impl WriteTransport {
     /// `connection_made` runs, then the watch for the reader going away is submitted (not on
     /// a character device: a tty is readable when it has input, which says nothing about a
     /// reader).
-    pub(crate) fn start<P: BaseProtocol<WriteTransport> + 'static>(
+    pub(crate) fn start(
         event_loop: &EventLoop,
         pipe: CheckedPipe,
-        protocol: Rc<RefCell<P>>,
+        protocol: Rc<DynProtocol<WriteTransport>>,
     ) -> Result<WriteTransport> {
-        let base = TransportBase::new(event_loop, pipe.fd, Rc::new(WriteOnlyProtocol(protocol)));
+        let base = TransportBase::new(event_loop, pipe.fd, protocol);
         let core = WriteCore { base, write: WriteSide::new(Sink::File), watch_op: Cell::new(None) };
         let transport = WriteTransport { core: Rc::new(core) };
         transport.core.start(Event::Made(transport.clone()), move |core| {
@@ -303,20 +296,12 @@ impl WriteTransport {
         self.core.finish(None);
     }
 
-    base_transport_methods!();
+    base_transport_methods!(Event<WriteTransport>);
     write_buffer_methods!(write);
 
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
         pipe_info(name, &self.core.base.fd)
-    }
-
-    /// Switches to another protocol; later events go to it.
-    pub fn set_protocol<P>(&self, protocol: Rc<RefCell<P>>)
-    where
-        P: BaseProtocol<WriteTransport> + 'static,
-    {
-        self.core.base.dispatcher.set(Rc::new(WriteOnlyProtocol(protocol)));
     }
 }
 

@@ -24,15 +24,16 @@ use bytes::Bytes;
 use socket2::{SockAddr, SockRef};
 
 use super::base::{Life, TransportBase, TransportCore};
-use super::dispatch::{DynProtocol, Event};
-use super::flow_control::Buffered;
 use super::handle::{ByteStream, Transport};
 use super::read_side::{Got, ReadSide, ReadState};
 use super::write_side::{Sink, WriteSide, Writer};
+use super::DynProtocol;
 use super::ExtraInfo;
 use super::SocketNames;
+use crate::dispatch::Event;
 use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::{Completed, EventLoop, LoopFd, OpTarget};
+use crate::flow_control::Buffered;
 use crate::sendfile::{SendFileHost, SendFileSide, Transfer, TransferFuture};
 
 /// Logged (past a few) for writes after `close` or after the connection was lost (asyncio:

@@ -16,11 +16,11 @@ use std::os::fd::BorrowedFd;
 use bytes::Bytes;
 use socket2::SockRef;
 
-use super::flow_control::{Buffered, FlowEvent, WriteBuffer};
 use crate::driver::{Op, OpId, SendMsgBuf};
 use crate::error::Result;
 use crate::event_loop::LoopFd;
 use crate::event_loop::OpOwner;
+use crate::flow_control::{Buffered, FlowEvent, WriteBuffer};
 use std::rc::Rc;
 
 use super::base::TransportCore;

@@ -18,6 +18,11 @@
 //! `pause_writing` or `resume_writing` is only reported ("protocol.X() failed") and the
 //! transport goes on, as asyncio does with an exception there.
 
+mod adapters;
+
+pub use adapters::Receive;
+pub(crate) use adapters::{adapt, adapt_for, DatagramAdapter, WriteOnlyProtocol};
+
 use crate::error::Error;
 
 /// Callbacks common to every protocol (asyncio's `BaseProtocol`).
@@ -120,7 +125,7 @@ pub enum BufferedKind {}
 /// fn drivable<K, P: AnyProtocol<K>>(_: &P) {}
 /// drivable::<BufferedKind, _>(&Sink(vec![0; 16], 0));
 /// ```
-pub trait AnyProtocol<Kind>: crate::transport::dispatch::Receive<Kind> + 'static {}
+pub trait AnyProtocol<Kind>: Receive<Kind> + 'static {}
 
 impl<P: Protocol + 'static> AnyProtocol<StreamingKind> for P {}
 impl<P: BufferedProtocol + 'static> AnyProtocol<BufferedKind> for P {}

@@ -1,12 +1,15 @@
 //! The write buffers of transports and their high/low water marks (asyncio's
-//! `FlowControlMixin`): [`WriteBuffer`] for the bytes of a stream or write pipe,
-//! [`SendQueue`] for the datagrams of a datagram transport, both with [`WaterMarks`].
+//! `FlowControlMixin`): [`WriteBuffer`] for the bytes of a stream or write pipe (and of the
+//! TLS layer's plaintext), [`SendQueue`] for the datagrams of a datagram transport, both with
+//! [`WaterMarks`]. A buffer change yields a [`FlowEvent`], which becomes the protocol's
+//! `pause_writing`/`resume_writing` event.
 
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes};
 use socket2::SockAddr;
 
+use crate::dispatch::{DatagramEvent, Event};
 use crate::error::{ArgumentKind, Error, Result};
 
 /// asyncio's default high-water mark: 64 KiB.
@@ -32,6 +35,24 @@ pub(crate) enum FlowEvent {
     Pause,
     /// Call `resume_writing`.
     Resume,
+}
+
+impl<T> From<FlowEvent> for Event<T> {
+    fn from(flow: FlowEvent) -> Self {
+        match flow {
+            FlowEvent::Pause => Event::PauseWriting,
+            FlowEvent::Resume => Event::ResumeWriting,
+        }
+    }
+}
+
+impl<T> From<FlowEvent> for DatagramEvent<T> {
+    fn from(flow: FlowEvent) -> Self {
+        match flow {
+            FlowEvent::Pause => DatagramEvent::PauseWriting,
+            FlowEvent::Resume => DatagramEvent::ResumeWriting,
+        }
+    }
 }
 
 /// asyncio's water marks over a buffer whose size its owner keeps, and the flow state they

@@ -1,6 +1,7 @@
 //! Delivering protocol callbacks without re-entering a protocol that is already running: the
-//! re-entrancy queue every transport calls its protocol through. (How each kind of protocol
-//! takes each event is in `protocols.rs`.)
+//! re-entrancy queue every transport calls its protocol through, and the events it carries
+//! (`events.rs`). How each kind of protocol takes each event is `crate::protocol`'s business:
+//! this module names neither transports nor protocol traits.
 //!
 //! A transport calls its protocol through a [`Dispatcher`]. If the protocol's `RefCell` is
 //! borrowed (the protocol is inside one of its own callbacks and called, say, `write`, which
@@ -14,7 +15,7 @@
 //! `pause_writing` or `resume_writing` ([`Role::Notice`]) it is only reported, as asyncio only
 //! logs an exception there.
 
-mod protocols;
+mod events;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -22,10 +23,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-pub use protocols::Receive;
-pub(crate) use protocols::{
-    adapt, adapt_for, DatagramAdapter, DatagramEvent, DynProtocol, Event, WriteOnlyProtocol,
-};
+pub(crate) use events::{DatagramEvent, Event};
 
 use crate::error::{panic_message, Error};
 use crate::event_loop::ExceptionContext;

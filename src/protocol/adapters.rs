@@ -1,8 +1,12 @@
-//! How each kind of protocol takes each event: the events ([`Event`] for byte transports,
-//! [`DatagramEvent`] for datagram endpoints) and the adapters that type-erase a user's protocol
-//! for the [`Dispatcher`](super::Dispatcher): [`ByteProtocol`] for a `Protocol` or a
-//! `BufferedProtocol` ([`Receive`] says how each takes bytes and EOF), [`WriteOnlyProtocol`]
-//! for a write pipe's `BaseProtocol`, [`DatagramAdapter`] for a `DatagramProtocol`.
+//! How each kind of protocol takes each event: the adapters that type-erase a user's protocol
+//! for a transport's [`Dispatcher`](crate::dispatch::Dispatcher) — [`ByteProtocol`] for a
+//! `Protocol` or a `BufferedProtocol` ([`Receive`] says how each takes bytes and EOF),
+//! [`WriteOnlyProtocol`] for a write pipe's `BaseProtocol`, [`DatagramAdapter`] for a
+//! `DatagramProtocol` — and the transports' `set_protocol`, which adapts the new protocol.
+//!
+//! The transports never name a protocol trait: they send [`Event`]s to a type-erased
+//! [`ErasedProtocol`], and this module is the one place that turns those into calls of the
+//! traits in `super`. So `transport` depends on `dispatch` alone, and `protocol` on both.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -11,7 +15,14 @@ use std::rc::Rc;
 
 use socket2::SockAddr;
 
-use super::{call, Calling, Deliver, Delivered, ErasedProtocol, Failure, Role};
+use super::{
+    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
+    StreamingKind,
+};
+use crate::dispatch::{call, Calling, DatagramEvent, Deliver, Delivered, ErasedProtocol};
+use crate::dispatch::{Event, Failure};
+use crate::error::{Error, RuntimeKind};
+use crate::transport::{DatagramTransport, DynProtocol, ReadTransport, Transport, WriteTransport};
 
 /// [`call`] for an event (handed back as it is when the protocol is busy).
 fn call_event<P: ?Sized, E: Deliver>(
@@ -21,78 +32,8 @@ fn call_event<P: ?Sized, E: Deliver>(
 ) -> Delivered<E> {
     call(protocol, event.callback(), event, |e| e, deliver)
 }
-use crate::error::{Error, RuntimeKind};
-use crate::protocol::{
-    AnyProtocol, BaseProtocol, BufferedKind, BufferedProtocol, DatagramProtocol, Protocol,
-    StreamingKind,
-};
-use crate::transport::flow_control::FlowEvent;
-use crate::transport::{DatagramTransport, Transport};
-
-/// A protocol callback of a byte transport (stream or pipe). `T` is the transport type
-/// `connection_made` gets (the stream [`Transport`], or a pipe transport).
-pub(crate) enum Event<T = Transport> {
-    /// `connection_made`.
-    Made(T),
-    /// `data_received`, or `get_buffer`/`buffer_updated` (the bytes copied, since the read
-    /// buffer is recycled).
-    Data(Vec<u8>),
-    /// `eof_received`, whose answer decides whether a stream closes.
-    Eof,
-    /// `connection_lost`.
-    Lost(Option<Error>),
-    /// `pause_writing`.
-    PauseWriting,
-    /// `resume_writing`.
-    ResumeWriting,
-}
-
-impl<T> Deliver for Event<T> {
-    type Data<'a> = &'a [u8];
-
-    fn copied(data: &[u8]) -> Self {
-        Event::Data(data.to_vec())
-    }
-
-    fn lost(error: Option<Error>) -> Self {
-        Event::Lost(error)
-    }
-
-    fn callback(&self) -> &'static str {
-        match self {
-            Event::Made(_) => "connection_made",
-            Event::Data(_) => "data_received",
-            Event::Eof => "eof_received",
-            Event::Lost(_) => "connection_lost",
-            Event::PauseWriting => "pause_writing",
-            Event::ResumeWriting => "resume_writing",
-        }
-    }
-
-    fn role(&self) -> Role {
-        match self {
-            Event::Eof => Role::Eof,
-            Event::Lost(_) => Role::Lost,
-            Event::Made(_) | Event::PauseWriting | Event::ResumeWriting => Role::Notice,
-            Event::Data(_) => Role::Other,
-        }
-    }
-}
-
-impl<T> From<FlowEvent> for Event<T> {
-    fn from(flow: FlowEvent) -> Self {
-        match flow {
-            FlowEvent::Pause => Event::PauseWriting,
-            FlowEvent::Resume => Event::ResumeWriting,
-        }
-    }
-}
-
-/// A byte transport's protocol, type-erased (the stream transport's, or with `T`, a pipe's).
-pub(crate) type DynProtocol<T = Transport> = dyn ErasedProtocol<Event<T>>;
-
 /// How each protocol kind takes received bytes and EOF: the seal of
-/// [`AnyProtocol`](crate::protocol::AnyProtocol) (nameable only inside the crate).
+/// [`AnyProtocol`] (nameable only inside the crate).
 pub trait Receive<Kind, T = Transport>: BaseProtocol<T> {
     /// Hands `data` (not empty) to the protocol, naming in `calling` each method it calls.
     #[doc(hidden)]
@@ -114,7 +55,7 @@ impl<T, P: Protocol<T>> Receive<StreamingKind, T> for P {
 }
 
 /// asyncio's message for a `get_buffer` that returned nothing to read into.
-pub(crate) const EMPTY_BUFFER: &str = "get_buffer() returned an empty buffer";
+const EMPTY_BUFFER: &str = "get_buffer() returned an empty buffer";
 
 impl<P: BufferedProtocol> Receive<BufferedKind> for P {
     /// As many `get_buffer(remaining)` / copy / `buffer_updated(n)` rounds as the protocol's
@@ -223,70 +164,16 @@ impl<T, P: BaseProtocol<T> + 'static> ErasedProtocol<Event<T>> for WriteOnlyProt
     }
 }
 
-/// A protocol callback of a datagram transport.
-pub(crate) enum DatagramEvent {
-    /// `connection_made`.
-    Made(DatagramTransport),
-    /// `datagram_received` (copied: the receive buffer is reused).
-    Datagram(Vec<u8>, Option<SockAddr>),
-    /// `error_received`.
-    Error(Error),
-    /// `connection_lost`.
-    Lost(Option<Error>),
-    /// `pause_writing`.
-    PauseWriting,
-    /// `resume_writing`.
-    ResumeWriting,
-}
-
-impl Deliver for DatagramEvent {
-    /// One datagram and its sender.
-    type Data<'a> = (&'a [u8], Option<SockAddr>);
-
-    fn copied((data, addr): (&[u8], Option<SockAddr>)) -> Self {
-        DatagramEvent::Datagram(data.to_vec(), addr)
-    }
-
-    fn lost(error: Option<Error>) -> Self {
-        DatagramEvent::Lost(error)
-    }
-
-    fn callback(&self) -> &'static str {
-        match self {
-            DatagramEvent::Made(_) => "connection_made",
-            DatagramEvent::Datagram(..) => "datagram_received",
-            DatagramEvent::Error(_) => "error_received",
-            DatagramEvent::Lost(_) => "connection_lost",
-            DatagramEvent::PauseWriting => "pause_writing",
-            DatagramEvent::ResumeWriting => "resume_writing",
-        }
-    }
-
-    fn role(&self) -> Role {
-        match self {
-            DatagramEvent::Lost(_) => Role::Lost,
-            DatagramEvent::Made(_) | DatagramEvent::PauseWriting | DatagramEvent::ResumeWriting => {
-                Role::Notice
-            }
-            DatagramEvent::Datagram(..) | DatagramEvent::Error(_) => Role::Other,
-        }
-    }
-}
-
-impl From<FlowEvent> for DatagramEvent {
-    fn from(flow: FlowEvent) -> Self {
-        match flow {
-            FlowEvent::Pause => DatagramEvent::PauseWriting,
-            FlowEvent::Resume => DatagramEvent::ResumeWriting,
-        }
-    }
-}
-
 /// A [`DatagramProtocol`] shared with the user.
 pub(crate) struct DatagramAdapter<P>(pub(crate) Rc<RefCell<P>>);
 
-impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent> for DatagramAdapter<P> {
-    fn deliver(&self, event: DatagramEvent) -> Delivered<DatagramEvent> {
+impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent<DatagramTransport>>
+    for DatagramAdapter<P>
+{
+    fn deliver(
+        &self,
+        event: DatagramEvent<DatagramTransport>,
+    ) -> Delivered<DatagramEvent<DatagramTransport>> {
         call_event(&self.0, event, |protocol, event, _| {
             match event {
                 DatagramEvent::Made(transport) => protocol.connection_made(transport),
@@ -300,7 +187,7 @@ impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent> for DatagramAd
         })
     }
 
-    fn data(&self, data: (&[u8], Option<SockAddr>)) -> Delivered<DatagramEvent> {
+    fn data(&self, data: (&[u8], Option<SockAddr>)) -> Delivered<DatagramEvent<DatagramTransport>> {
         let copy = DatagramEvent::copied;
         call(&self.0, "datagram_received", data, copy, |protocol, (data, addr), _| {
             protocol.datagram_received(data, addr);
@@ -310,5 +197,38 @@ impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent> for DatagramAd
 
     fn as_any(&self) -> Rc<dyn Any> {
         self.0.clone()
+    }
+}
+
+impl Transport {
+    /// Switches to another protocol, a [`Protocol`] or a [`BufferedProtocol`] (either way
+    /// round); later events go to it, and the next bytes received are delivered as the new
+    /// protocol's kind wants them.
+    pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
+        self.replace_protocol(adapt(protocol));
+    }
+}
+
+impl ReadTransport {
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P: Protocol<ReadTransport> + 'static>(&self, protocol: Rc<RefCell<P>>) {
+        self.replace_protocol(adapt_for::<ReadTransport, StreamingKind, P>(protocol));
+    }
+}
+
+impl WriteTransport {
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P>(&self, protocol: Rc<RefCell<P>>)
+    where
+        P: BaseProtocol<WriteTransport> + 'static,
+    {
+        self.replace_protocol(Rc::new(WriteOnlyProtocol(protocol)));
+    }
+}
+
+impl DatagramTransport {
+    /// Switches to another protocol; later events go to it.
+    pub fn set_protocol<P: DatagramProtocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
+        self.replace_protocol(Rc::new(DatagramAdapter(protocol)));
     }
 }
