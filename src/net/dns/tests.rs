@@ -106,33 +106,53 @@ fn fast_path_equals_libc() {
     }
 }
 
-/// Addresses survive the trip through C socket addresses, flow info and scope included.
+/// Addresses survive the trip into C and back, port and scope id included: `getnameinfo`
+/// turns them into numeric text, libc's `getaddrinfo` reads that text back into the same address.
 #[test]
-fn sockaddr_round_trip() {
-    let v6 = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 443, 7, 3));
+fn addresses_survive_getnameinfo_and_getaddrinfo() {
+    let v6 = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 443, 0, 1));
+    let numeric = libc::NI_NUMERICHOST | libc::NI_NUMERICSERV;
+    let hints = AddrInfoHints::new().socktype(libc::SOCK_STREAM);
     for addr in ["10.1.2.3:65535".parse().unwrap(), v6] {
-        let (storage, len) = to_sockaddr(&addr);
-        // SAFETY: `storage` holds `len` bytes of a socket address.
-        let back = unsafe { from_sockaddr(ptr::addr_of!(storage).cast(), len) };
-        assert_eq!(back, Some(addr));
+        let (host, port) = blocking_getnameinfo(addr, numeric).unwrap();
+        let found = blocking_getaddrinfo(Some(&host), Some(&port), &hints).unwrap();
+        assert_eq!(found.iter().map(|ai| ai.addr).collect::<Vec<_>>(), [addr], "{host} {port}");
     }
+}
+
+/// Asserts `result` failed with the `Error::Dns` of `code`, its message `question` and the
+/// text glibc's `gai_strerror` gives for `code` (called directly).
+fn assert_gai_error<T: fmt::Debug>(result: Result<T>, code: i32, question: &str) {
+    let err = result.unwrap_err();
+    let Error::Dns { kind, code: found, message } = err else { panic!("{err:?}") };
+    assert_eq!((kind, found), (DnsErrorKind::from_code(code), code), "{message}");
+    // SAFETY: `gai_strerror` returns a pointer to a static NUL-terminated string.
+    let text = unsafe { std::ffi::CStr::from_ptr(libc::gai_strerror(code)) };
+    assert_eq!(message, format!("{question}: {}", text.to_string_lossy()));
 }
 
 /// EAI codes become `Error::Dns` with their kind, the question and libc's text.
 #[test]
 fn gai_errors_name_the_question() {
-    let err = blocking_getaddrinfo(
-        Some("127.0.0.1"),
-        Some("no-such-service-x"),
-        &AddrInfoHints::default(),
-    )
-    .unwrap_err();
-    let Error::Dns { kind, code, message } = err else { panic!("{err:?}") };
+    let service = Some("no-such-service-x");
+    let err =
+        blocking_getaddrinfo(Some("127.0.0.1"), service, &AddrInfoHints::default()).unwrap_err();
+    let Error::Dns { kind, code, ref message } = err else { panic!("{err:?}") };
     assert_eq!((kind, code), (DnsErrorKind::Service, libc::EAI_SERVICE));
     assert!(message.starts_with("getaddrinfo(127.0.0.1:no-such-service-x): "), "{message}");
     assert!(!message.contains("Errno"), "{message}");
-    let err = blocking_getaddrinfo(Some("a\0b"), None, &AddrInfoHints::default()).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    let question = "getaddrinfo(127.0.0.1:no-such-service-x)";
+    assert_gai_error(Err::<(), _>(err), libc::EAI_SERVICE, question);
+    // Neither host nor port: libc's EAI_NONAME.
+    let neither = blocking_getaddrinfo(None, None, &AddrInfoHints::default());
+    assert_gai_error(neither, libc::EAI_NONAME, "getaddrinfo(no host, any port)");
+    // getnameinfo with an unknown flag: glibc's EAI_BADFLAGS, before any lookup.
+    let bad_flags = blocking_getnameinfo("127.0.0.1:80".parse().unwrap(), 0x4000_0000);
+    assert_gai_error(bad_flags, libc::EAI_BADFLAGS, "getnameinfo(127.0.0.1:80, flags 0x40000000)");
+    for (host, port) in [(Some("a\0b"), None), (None, Some("a\0b"))] {
+        let err = blocking_getaddrinfo(host, port, &AddrInfoHints::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    }
 }
 
 /// Lookups are named in Rust's address idiom, not as Python tuples or `Some(..)`.
