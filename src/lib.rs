@@ -55,7 +55,7 @@
 //! | `asyncio.shield` | [`shield`], [`Shield`] |
 //! | `asyncio.create_task` | [`create_task`], alias [`spawn`] |
 //! | `asyncio.run_coroutine_threadsafe`, `concurrent.futures.Future` | [`LoopHandle::run_coroutine_threadsafe`] (and `_with`), [`ConcurrentFuture`] |
-//! | no equivalent: one loop per thread on several threads, one port (`SO_REUSEPORT`) | [`spawn_loops`], [`LoopSpawner`], [`LoopThreads`], [`reuse_port_listeners`] |
+//! | no equivalent: one loop per thread on several threads, one port (`SO_REUSEPORT`) | [`spawn_loops`], [`LoopMain`], [`LoopSpawner`], [`LoopThreads`], [`reuse_port_listeners`] |
 //! | no equivalent: graceful shutdown on SIGINT/SIGTERM (`close`, `wait_closed`, `abort_clients` after a grace period) | [`Server::serve_until_signal`], [`Server::serve_until`], [`Shutdown`] |
 //! | no equivalent: hyper's runtime (feature `hyper`) | module `hyper`: `serve_http1`, `HyperIo`, `LoopExecutor`, `LoopTimer` |
 //! | no equivalent: tokio's I/O traits (feature `tokio-io`), tokio-util codecs | tokio's `AsyncRead`/`AsyncWrite` on [`StreamReader`], [`StreamWriter`] and [`DuplexStream`] (a reader and writer in one value, for `Framed`) |
@@ -128,7 +128,7 @@ pub use event_loop::{
 };
 pub use executor::Executor;
 pub use future::Future;
-pub use loop_threads::{reuse_port_listeners, spawn_loops, LoopSpawner, LoopThreads};
+pub use loop_threads::{reuse_port_listeners, spawn_loops, LoopMain, LoopSpawner, LoopThreads};
 pub use net::accepted::AcceptedSocketOptions;
 pub use net::address::Address;
 pub use net::connect::ConnectOptions;

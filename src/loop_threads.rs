@@ -75,17 +75,36 @@ pub(crate) fn run_and_close<F: Future>(event_loop: EventLoop, future: F) -> Resu
 ///     result.unwrap().unwrap();
 /// }
 /// ```
-pub fn spawn_loops<I, F, Fut>(
+pub fn spawn_loops<I: Send + 'static, M: LoopMain<I>>(
     inputs: impl IntoIterator<Item = I>,
-    main: F,
-) -> Result<LoopThreads<Fut::Output>>
+    main: M,
+) -> Result<LoopThreads<M::Value>> {
+    LoopSpawner::new().spawn(inputs, main)
+}
+
+/// What each thread of [`spawn_loops`] runs: a function, shared by the threads, from one input
+/// to the future its loop runs to completion, whose value comes back through
+/// [`LoopThreads::join`].
+///
+/// A blanket impl covers every `Fn(I) -> Fut + Send + Sync + 'static` whose `Fut` is
+/// `'static` and gives a `Send` value, so callers pass a closure and never name this trait;
+/// the closure's argument type is inferred from the inputs. The future need not be `Send`: it
+/// is made on the loop's thread and stays there.
+pub trait LoopMain<I>: Fn(I) -> <Self as LoopMain<I>>::Future + Send + Sync + 'static {
+    /// The future `main(input)` returns.
+    type Future: Future<Output = Self::Value> + 'static;
+    /// What that future gives.
+    type Value: Send + 'static;
+}
+
+impl<I, F, Fut> LoopMain<I> for F
 where
-    I: Send + 'static,
     F: Fn(I) -> Fut + Send + Sync + 'static,
     Fut: Future + 'static,
     Fut::Output: Send + 'static,
 {
-    LoopSpawner::new().spawn(inputs, main)
+    type Future = Fut;
+    type Value = Fut::Output;
 }
 
 /// How [`spawn_loops`] starts its threads: the backend, the threads' names. `Default`: the best
@@ -113,17 +132,11 @@ impl LoopSpawner {
     }
 
     /// [`spawn_loops`] with these settings.
-    pub fn spawn<I, F, Fut>(
+    pub fn spawn<I: Send + 'static, M: LoopMain<I>>(
         self,
         inputs: impl IntoIterator<Item = I>,
-        main: F,
-    ) -> Result<LoopThreads<Fut::Output>>
-    where
-        I: Send + 'static,
-        F: Fn(I) -> Fut + Send + Sync + 'static,
-        Fut: Future + 'static,
-        Fut::Output: Send + 'static,
-    {
+        main: M,
+    ) -> Result<LoopThreads<M::Value>> {
         let main = std::sync::Arc::new(main);
         let prefix = self.name.as_deref().unwrap_or("ringloop");
         let mut starting = Vec::new();
