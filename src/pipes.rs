@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::protocol::{adapt_for, BaseProtocol, Protocol, StreamingKind, WriteOnlyProtocol};
+use crate::protocol::{BaseProtocol, Protocol, Receive, StreamingKind, WriteOnlyProtocol};
 use crate::transport::{CheckedPipe, PipeKind, ReadTransport, WriteTransport};
 
 /// Checks that `fd` is a pipe, FIFO, socket or character device (asyncio: "Pipe transport is
@@ -114,7 +114,7 @@ impl EventLoop {
         F: FnOnce() -> P,
     {
         let start: StartPipe<ReadTransport, P> = |event_loop, pipe, protocol| {
-            ReadTransport::start(event_loop, pipe, adapt_for::<_, StreamingKind, P>(protocol))
+            ReadTransport::start(event_loop, pipe, Receive::<StreamingKind, _>::erase(protocol).0)
         };
         self.start_pipe(protocol_factory, pipe.into(), "connect_read_pipe", start).await
     }

@@ -54,7 +54,6 @@ impl EventLoop {
         options: AcceptedSocketOptions,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
-        K: 'static,
         P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {
@@ -91,7 +90,6 @@ impl EventLoop {
         socket: OwnedFd,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
-        K: 'static,
         P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {

@@ -180,7 +180,6 @@ impl EventLoop {
         options: ConnectOptions,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
-        K: 'static,
         P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {

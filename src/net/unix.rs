@@ -258,7 +258,6 @@ impl EventLoop {
         mut options: UnixConnectOptions,
     ) -> Result<(Transport, Rc<RefCell<P>>)>
     where
-        K: 'static,
         P: AnyProtocol<K>,
         F: FnOnce() -> P,
     {

@@ -35,6 +35,13 @@ fn call_event<P: ?Sized, E: Deliver>(
 /// How each protocol kind takes received bytes and EOF: the seal of
 /// [`AnyProtocol`] (nameable only inside the crate).
 pub trait Receive<Kind, T = Transport>: BaseProtocol<T> {
+    /// `protocol` as a transport of type `T` drives it. Each impl names its own kind, so no
+    /// caller has to bound the kind parameter (`K: 'static`) to erase the protocol.
+    #[doc(hidden)]
+    fn erase(protocol: Rc<RefCell<Self>>) -> Erased<T>
+    where
+        Self: Sized + 'static,
+        T: 'static;
     /// Hands `data` (not empty) to the protocol, naming in `calling` each method it calls.
     #[doc(hidden)]
     fn receive(&mut self, data: &[u8], calling: &Calling) -> Result<(), Failure>;
@@ -43,7 +50,21 @@ pub trait Receive<Kind, T = Transport>: BaseProtocol<T> {
     fn receive_eof(&mut self) -> bool;
 }
 
-impl<T, P: Protocol<T>> Receive<StreamingKind, T> for P {
+/// A protocol as [`Receive::erase`] gives it (a public type only to the trait's signature:
+/// nameable only inside the crate, like the trait).
+pub struct Erased<T>(pub(crate) Rc<DynProtocol<T>>);
+
+impl<T> std::fmt::Debug for Erased<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Erased")
+    }
+}
+
+impl<T: 'static, P: Protocol<T> + 'static> Receive<StreamingKind, T> for P {
+    fn erase(protocol: Rc<RefCell<Self>>) -> Erased<T> {
+        ByteProtocol::<P, StreamingKind, T>::erased(protocol)
+    }
+
     fn receive(&mut self, data: &[u8], _: &Calling) -> Result<(), Failure> {
         self.data_received(data);
         Ok(())
@@ -57,7 +78,11 @@ impl<T, P: Protocol<T>> Receive<StreamingKind, T> for P {
 /// asyncio's message for a `get_buffer` that returned nothing to read into.
 const EMPTY_BUFFER: &str = "get_buffer() returned an empty buffer";
 
-impl<P: BufferedProtocol> Receive<BufferedKind> for P {
+impl<P: BufferedProtocol + 'static> Receive<BufferedKind> for P {
+    fn erase(protocol: Rc<RefCell<Self>>) -> Erased<Transport> {
+        ByteProtocol::<P, BufferedKind, Transport>::erased(protocol)
+    }
+
     /// As many `get_buffer(remaining)` / copy / `buffer_updated(n)` rounds as the protocol's
     /// buffers need to take all of `data`. A `get_buffer` that panics or returns an empty
     /// buffer is a failure, and `buffer_updated` is then not called, as in asyncio.
@@ -95,15 +120,15 @@ pub(crate) struct ByteProtocol<P, K, T> {
 }
 
 /// `protocol` as a stream transport drives it.
-pub(crate) fn adapt<K: 'static, P: AnyProtocol<K>>(protocol: Rc<RefCell<P>>) -> Rc<DynProtocol> {
-    adapt_for::<Transport, K, P>(protocol)
+pub(crate) fn adapt<K, P: AnyProtocol<K>>(protocol: Rc<RefCell<P>>) -> Rc<DynProtocol> {
+    P::erase(protocol).0
 }
 
-/// `protocol` as a transport of type `T` (a stream or a read pipe) drives it.
-pub(crate) fn adapt_for<T: 'static, K: 'static, P: Receive<K, T> + 'static>(
-    protocol: Rc<RefCell<P>>,
-) -> Rc<DynProtocol<T>> {
-    Rc::new(ByteProtocol { protocol, kind: PhantomData::<fn() -> (K, T)> })
+impl<P: Receive<K, T> + 'static, K: 'static, T: 'static> ByteProtocol<P, K, T> {
+    /// `protocol`, erased.
+    fn erased(protocol: Rc<RefCell<P>>) -> Erased<T> {
+        Erased(Rc::new(ByteProtocol { protocol, kind: PhantomData::<fn() -> (K, T)> }))
+    }
 }
 
 impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> ErasedProtocol<Event<T>>
@@ -204,7 +229,7 @@ impl Transport {
     /// Switches to another protocol, a [`Protocol`] or a [`BufferedProtocol`] (either way
     /// round); later events go to it, and the next bytes received are delivered as the new
     /// protocol's kind wants them.
-    pub fn set_protocol<K: 'static, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
+    pub fn set_protocol<K, P: AnyProtocol<K>>(&self, protocol: Rc<RefCell<P>>) {
         self.replace_protocol(adapt(protocol));
     }
 }
@@ -212,7 +237,7 @@ impl Transport {
 impl ReadTransport {
     /// Switches to another protocol; later events go to it.
     pub fn set_protocol<P: Protocol<ReadTransport> + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.replace_protocol(adapt_for::<ReadTransport, StreamingKind, P>(protocol));
+        self.replace_protocol(Receive::<StreamingKind, _>::erase(protocol).0);
     }
 }
 

@@ -21,7 +21,7 @@
 mod adapters;
 
 pub use adapters::Receive;
-pub(crate) use adapters::{adapt, adapt_for, DatagramAdapter, WriteOnlyProtocol};
+pub(crate) use adapters::{adapt, DatagramAdapter, WriteOnlyProtocol};
 
 use crate::error::Error;
 

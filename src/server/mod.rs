@@ -312,7 +312,6 @@ async fn on_accept_error(
 /// Boxes `protocol_factory` into the maker a server calls for each connection.
 fn protocol_maker<K, P, F>(protocol_factory: F) -> ProtocolMaker
 where
-    K: 'static,
     P: AnyProtocol<K>,
     F: Fn() -> P + 'static,
 {

@@ -109,7 +109,6 @@ impl EventLoop {
         mut options: ServerOptions,
     ) -> Result<Server>
     where
-        K: 'static,
         P: AnyProtocol<K>,
         F: Fn() -> P + 'static,
     {

@@ -251,7 +251,6 @@ impl EventLoop {
         mut options: UnixServerOptions,
     ) -> Result<Server>
     where
-        K: 'static,
         P: AnyProtocol<K>,
         F: Fn() -> P + 'static,
     {

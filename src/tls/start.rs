@@ -134,7 +134,6 @@ impl EventLoop {
         options: StartTlsOptions,
     ) -> impl std::future::Future<Output = Result<Transport>> + 'static
     where
-        K: 'static,
         P: AnyProtocol<K>,
     {
         let started = self.insert_tls(transport, adapt(protocol), &sslcontext, &options);

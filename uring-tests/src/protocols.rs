@@ -35,7 +35,7 @@ impl Protocol for Received {
 
 /// Wraps the connected socket `fd` in a transport driving `protocol`
 /// (`connect_accepted_socket` run to completion).
-pub fn connect_accepted<K: 'static, P: AnyProtocol<K>>(
+pub fn connect_accepted<K, P: AnyProtocol<K>>(
     event_loop: &EventLoop,
     fd: OwnedFd,
     protocol: P,
