@@ -6,13 +6,12 @@
 //!
 //! # Implementation
 //!
-//! The calls into libc are the `dns_lookup` crate's; this module converts to and from ringloop's
-//! types and errors. `dns_lookup` refuses a lookup with neither host nor port without asking
-//! libc: that one is answered here, with libc's `EAI_NONAME`. Names libc returns must be UTF-8:
-//! `dns_lookup` panics on a canonical name that is not (the executor turns the panic into
-//! [`Error::Panic`]) and fails `getnameinfo` on a host or service name that is not. glibc
-//! gives names from DNS as ASCII (it escapes other bytes), so only a hosts file or another NSS
-//! source can hold such a name.
+//! `getnameinfo` is the `dns_lookup` crate's, which fails (an [`Error::Io`]) on a host or
+//! service name that is not UTF-8. `getaddrinfo` calls libc directly: `dns_lookup`'s panics on
+//! a canonical name that is not UTF-8, where this module converts it lossily, as it converts
+//! nothing else (glibc gives names from DNS as ASCII, so only a hosts file or another NSS source
+//! can hold such a name). Both report libc's failures through `dns_lookup`'s `LookupError`,
+//! which carries the `EAI_*` code and `gai_strerror`'s text (and, for `EAI_SYSTEM`, `errno`).
 //!
 //! A numeric host (an IPv4 or IPv6 literal, with an optional `%scope`) with a numeric or no
 //! port is resolved on the loop thread, without a thread hop, by `numeric_lookup`. That
@@ -21,13 +20,11 @@
 //! The unit test `fast_path_equals_libc` checks it against libc over a grid of inputs. It is
 //! compiled only for glibc (`target_env = "gnu"`); elsewhere every lookup goes to libc.
 
-#[cfg(target_env = "gnu")]
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-#[cfg(target_env = "gnu")]
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::ptr;
 
 use dns_lookup::LookupError;
 
@@ -167,8 +164,7 @@ impl EventLoop {
     /// [`Error::Dns`] with the `EAI_*` code for libc's failures (asyncio's `socket.gaierror`),
     /// naming the host and port asked; [`Error::Io`] for `EAI_SYSTEM`;
     /// [`Error::InvalidArgument`] if `host` or `port` holds a NUL byte; [`Error::Runtime`] if
-    /// the lookup needs the default executor after `shutdown_default_executor`;
-    /// [`Error::Panic`] if libc gives a canonical name that is not UTF-8.
+    /// the lookup needs the default executor after `shutdown_default_executor`.
     ///
     /// # Example
     ///
@@ -231,34 +227,44 @@ impl EventLoop {
     }
 }
 
-/// libc's `getaddrinfo` through `dns_lookup`, blocking: the whole list, in libc's order.
+/// libc's `getaddrinfo`, blocking: the whole list, freed before returning.
 pub(crate) fn blocking_getaddrinfo(
     host: Option<&str>,
     service: Option<&str>,
     hints: &AddrInfoHints,
 ) -> Result<Vec<AddrInfo>> {
     let what = || format!("getaddrinfo({})", describe_lookup(host, service));
-    for (text, name) in [(host, "host"), (service, "port")] {
-        if text.is_some_and(|text| text.contains('\0')) {
-            let message = format!("{}: {name} contains a NUL byte", what());
-            return Err(Error::invalid_argument(ArgumentKind::Malformed, message));
-        }
-    }
-    if host.is_none() && service.is_none() {
-        // `dns_lookup` refuses this without asking libc, whose answer is `EAI_NONAME`.
-        return Err(lookup_error(what(), LookupError::new(libc::EAI_NONAME)));
-    }
-    let hints = dns_lookup::AddrInfoHints {
-        flags: hints.flags,
-        address: hints.family,
-        socktype: hints.socktype,
-        protocol: hints.protocol,
+    let to_c = |text: Option<&str>, name: &str| -> Result<Option<CString>> {
+        text.map(CString::new).transpose().map_err(|_| {
+            Error::invalid_argument(
+                ArgumentKind::Malformed,
+                format!("{}: {name} contains a NUL byte", what()),
+            )
+        })
     };
-    let list = dns_lookup::getaddrinfo(host, service, Some(hints))
-        .map_err(|err| lookup_error(what(), err))?;
-    // An entry is an error only for a family other than IPv4 and IPv6 (which glibc does not
-    // return): such entries are skipped.
-    Ok(list.filter_map(io::Result::ok).map(addr_info).collect())
+    let c_host = to_c(host, "host")?;
+    let c_service = to_c(service, "port")?;
+    // SAFETY: `addrinfo` is plain old data; all zeros (null pointers) is a valid value.
+    let mut c_hints: libc::addrinfo = unsafe { mem::zeroed() };
+    c_hints.ai_family = hints.family;
+    c_hints.ai_socktype = hints.socktype;
+    c_hints.ai_protocol = hints.protocol;
+    c_hints.ai_flags = hints.flags;
+    let mut list = AddrInfoList(ptr::null_mut());
+    // SAFETY: the strings are NUL-terminated and outlive the call; `c_hints` is a valid
+    // addrinfo; `list.0` receives a list that `AddrInfoList` frees exactly once.
+    let code = unsafe {
+        libc::getaddrinfo(
+            c_host.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            c_service.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            &c_hints,
+            &mut list.0,
+        )
+    };
+    if code != 0 {
+        return Err(lookup_error(what(), LookupError::new(code)));
+    }
+    Ok(list.to_vec())
 }
 
 /// libc's `getnameinfo` through `dns_lookup`, blocking.
@@ -284,14 +290,82 @@ fn lookup_error(what: String, err: LookupError) -> Error {
     }
 }
 
-/// One entry of `dns_lookup`'s list as ringloop's [`AddrInfo`].
-fn addr_info(entry: dns_lookup::AddrInfo) -> AddrInfo {
-    AddrInfo {
-        family: entry.address,
-        socktype: entry.socktype,
-        protocol: entry.protocol,
-        canonname: entry.canonname,
-        addr: entry.sockaddr,
+/// Owns the list libc's `getaddrinfo` returned and frees it when dropped, whatever path
+/// the caller leaves by.
+struct AddrInfoList(*mut libc::addrinfo);
+
+impl AddrInfoList {
+    /// The list as [`AddrInfo`]s, in order. Entries of families other than IPv4 and IPv6
+    /// (which glibc does not return) are skipped.
+    fn to_vec(&self) -> Vec<AddrInfo> {
+        let mut found = Vec::new();
+        let mut node = self.0;
+        while !node.is_null() {
+            // SAFETY: `node` is an entry of the list libc returned, alive until `self` drops.
+            let ai = unsafe { &*node };
+            // SAFETY: libc gives `ai_addr` pointing at `ai_addrlen` bytes of a socket address.
+            if let Some(addr) = unsafe { from_sockaddr(ai.ai_addr, ai.ai_addrlen) } {
+                let canonname = (!ai.ai_canonname.is_null()).then(|| {
+                    // SAFETY: a non-null `ai_canonname` is a NUL-terminated string of the list.
+                    let name = unsafe { CStr::from_ptr(ai.ai_canonname) };
+                    name.to_string_lossy().into_owned()
+                });
+                found.push(AddrInfo {
+                    family: ai.ai_family,
+                    socktype: ai.ai_socktype,
+                    protocol: ai.ai_protocol,
+                    canonname,
+                    addr,
+                });
+            }
+            node = ai.ai_next;
+        }
+        found
+    }
+}
+
+impl Drop for AddrInfoList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: a non-null pointer here came from a successful `getaddrinfo` and has not
+            // been freed: only this drop frees it.
+            unsafe { libc::freeaddrinfo(self.0) };
+        }
+    }
+}
+
+/// A `std` address from a C socket address; `None` if it is not IPv4 or IPv6 or too short.
+///
+/// # Safety
+///
+/// `addr` must be null or point to `len` readable bytes.
+unsafe fn from_sockaddr(addr: *const libc::sockaddr, len: libc::socklen_t) -> Option<SocketAddr> {
+    if addr.is_null() || (len as usize) < mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: `addr` points to at least the family field (checked above); unaligned reads
+    // make no assumption on alignment.
+    let family = unsafe { ptr::read_unaligned(ptr::addr_of!((*addr).sa_family)) };
+    match i32::from(family) {
+        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the caller's `len` covers a whole `sockaddr_in`.
+            let sin = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the caller's `len` covers a whole `sockaddr_in6`.
+            let sin6 = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                port,
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 
