@@ -22,7 +22,9 @@
 
 use std::process::ExitCode;
 
-use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport, Error, EventLoop};
+use ringloop::{
+    BaseProtocol, DatagramOptions, DatagramProtocol, DatagramTransport, Error, EventLoop,
+};
 use socket2::SockAddr;
 
 mod support;
@@ -42,7 +44,7 @@ struct EchoClientProtocol {
     session: Session,
 }
 
-impl DatagramProtocol for EchoClientProtocol {
+impl BaseProtocol<DatagramTransport> for EchoClientProtocol {
     fn connection_made(&mut self, transport: DatagramTransport) {
         self.session.print(format_args!("Send: {}", self.message));
         if let Err(e) = transport.sendto(self.message.as_bytes(), None) {
@@ -51,6 +53,12 @@ impl DatagramProtocol for EchoClientProtocol {
         self.transport = Some(transport);
     }
 
+    fn connection_lost(&mut self, _error: Option<Error>) {
+        self.session.lost("Connection closed");
+    }
+}
+
+impl DatagramProtocol for EchoClientProtocol {
     fn datagram_received(&mut self, data: &[u8], _addr: Option<SockAddr>) {
         self.session.print(format_args!("Received: {}", String::from_utf8_lossy(data)));
         self.session.print("Close the socket");
@@ -61,10 +69,6 @@ impl DatagramProtocol for EchoClientProtocol {
 
     fn error_received(&mut self, error: Error) {
         self.session.print(format_args!("Error received: {error}"));
-    }
-
-    fn connection_lost(&mut self, _error: Option<Error>) {
-        self.session.lost("Connection closed");
     }
 }
 

@@ -23,7 +23,7 @@
 
 use std::process::ExitCode;
 
-use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport, EventLoop};
+use ringloop::{BaseProtocol, DatagramOptions, DatagramProtocol, DatagramTransport, EventLoop};
 use socket2::SockAddr;
 
 mod support;
@@ -41,11 +41,13 @@ struct EchoServerProtocol {
     event_loop: EventLoop,
 }
 
-impl DatagramProtocol for EchoServerProtocol {
+impl BaseProtocol<DatagramTransport> for EchoServerProtocol {
     fn connection_made(&mut self, transport: DatagramTransport) {
         self.transport = Some(transport);
     }
+}
 
+impl DatagramProtocol for EchoServerProtocol {
     fn datagram_received(&mut self, data: &[u8], addr: Option<SockAddr>) {
         let message = py_repr(&String::from_utf8_lossy(data));
         let from = py_sockaddr(addr.as_ref());

@@ -182,14 +182,17 @@ impl EventLoop {
     /// # Example
     ///
     /// ```
-    /// use ringloop::{DatagramOptions, DatagramProtocol, DatagramTransport};
+    /// use ringloop::{BaseProtocol, DatagramOptions, DatagramProtocol, DatagramTransport};
     /// use socket2::SockAddr;
     ///
     /// struct Echo(Option<DatagramTransport>);
-    /// impl DatagramProtocol for Echo {
+    /// impl BaseProtocol<DatagramTransport> for Echo {
     ///     fn connection_made(&mut self, transport: DatagramTransport) {
     ///         self.0 = Some(transport);
     ///     }
+    /// }
+    ///
+    /// impl DatagramProtocol for Echo {
     ///     fn datagram_received(&mut self, data: &[u8], addr: Option<SockAddr>) {
     ///         let transport = self.0.as_ref().unwrap();
     ///         transport.sendto(data, addr.as_ref()).unwrap();

@@ -29,11 +29,13 @@ use crate::error::Error;
 ///
 /// `T` is the transport the protocol is given: the stream [`Transport`] by default, a
 /// [`ReadTransport`] for `connect_read_pipe`, a [`WriteTransport`] for `connect_write_pipe`
-/// (implement `BaseProtocol<WriteTransport>`: a write pipe needs no `Protocol`).
+/// (implement `BaseProtocol<WriteTransport>`: a write pipe needs no `Protocol`), a
+/// [`DatagramTransport`] for a [`DatagramProtocol`].
 ///
 /// [`Transport`]: crate::Transport
 /// [`ReadTransport`]: crate::ReadTransport
 /// [`WriteTransport`]: crate::WriteTransport
+/// [`DatagramTransport`]: crate::DatagramTransport
 pub trait BaseProtocol<T = crate::transport::Transport> {
     /// The connection is made; `transport` is the protocol's handle to it (keep a clone).
     fn connection_made(&mut self, transport: T) {
@@ -133,19 +135,18 @@ impl<P: BufferedProtocol + 'static> AnyProtocol<BufferedKind> for P {}
 /// A datagram protocol (asyncio's `DatagramProtocol`): the callbacks of a
 /// [`DatagramTransport`](crate::DatagramTransport) made by
 /// [`EventLoop::create_datagram_endpoint`](crate::EventLoop::create_datagram_endpoint).
+/// As in asyncio it extends [`BaseProtocol`], of a `DatagramTransport` here (implement
+/// `BaseProtocol<DatagramTransport>` for `connection_made` and the rest): `pause_writing` and
+/// `resume_writing` follow the send queue (past its high-water mark, drained to its low-water
+/// mark); `sendto` never refuses a datagram, so ignoring them grows the queue without bound
+/// while the socket cannot send.
 ///
 /// Call order: `connection_made` first, then any number of `datagram_received` and
-/// `error_received`, then `connection_lost` exactly once. `pause_writing`/`resume_writing`
-/// alternate, starting with `pause_writing`, as for streams (the send queue passed its
-/// high-water mark / drained to its low-water mark). Re-entrancy and panics are handled as for
-/// [`Protocol`]: a callback the transport would make while the protocol is inside one is
-/// delivered right after it returns; a panic force-closes the endpoint.
-pub trait DatagramProtocol {
-    /// The endpoint is ready; `transport` is the protocol's handle to it (keep a clone).
-    fn connection_made(&mut self, transport: crate::DatagramTransport) {
-        let _ = transport;
-    }
-
+/// `error_received`, then `connection_lost` exactly once (`None` after `close()`/`abort()`,
+/// else the fatal error). Re-entrancy and panics are handled as for [`Protocol`]: a callback
+/// the transport would make while the protocol is inside one is delivered right after it
+/// returns; a panic force-closes the endpoint.
+pub trait DatagramProtocol: BaseProtocol<crate::DatagramTransport> {
     /// One whole datagram arrived from `addr` (`None` when the sender has no address, as an
     /// unbound unix socket). `data` is only valid during the call.
     fn datagram_received(&mut self, data: &[u8], addr: Option<socket2::SockAddr>) {
@@ -158,18 +159,4 @@ pub trait DatagramProtocol {
     fn error_received(&mut self, error: Error) {
         let _ = error;
     }
-
-    /// The endpoint is closed: `None` after `close()`/`abort()`, else the fatal error. Called
-    /// exactly once, last.
-    fn connection_lost(&mut self, error: Option<Error>) {
-        let _ = error;
-    }
-
-    /// The send queue went over its high-water mark: stop sending for a while. As for
-    /// streams, `sendto` never refuses a datagram, so ignoring this grows the queue without
-    /// bound while the socket cannot send.
-    fn pause_writing(&mut self) {}
-
-    /// The send queue drained to its low-water mark: sending may resume.
-    fn resume_writing(&mut self) {}
 }

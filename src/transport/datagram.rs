@@ -152,14 +152,8 @@ impl DatagramTransport {
         self.core.close();
     }
 
-    /// Closes at once: queued datagrams are dropped, `connection_lost(None)` follows.
-    /// Idempotent.
-    pub fn abort(&self) {
-        self.core.finish(None);
-    }
-
     base_transport_methods!(DatagramEvent<DatagramTransport>);
-    write_buffer_methods!(queue);
+    write_transport_methods!(queue);
     socket_methods!();
 }
 

@@ -57,10 +57,17 @@ macro_rules! base_transport_methods {
     };
 }
 
-/// The write-buffer methods of a writing transport (asyncio's `WriteTransport`), on its core's
-/// outgoing buffer `$buffer` (a [`Buffered`](crate::flow_control::Buffered)).
-macro_rules! write_buffer_methods {
+/// The methods of a writing transport's handle (asyncio's `WriteTransport`) besides its
+/// writes: `abort`, and the write-buffer methods over its core's outgoing buffer `$buffer` (a
+/// [`Buffered`](crate::flow_control::Buffered)).
+macro_rules! write_transport_methods {
     ($buffer:ident) => {
+        /// Closes at once: what is buffered is dropped, `connection_lost(None)` follows.
+        /// Idempotent.
+        pub fn abort(&self) {
+            self.core.finish(None);
+        }
+
         /// Sets the water marks (asyncio's rules: `high` alone gives `low = high/4`, `low`
         /// alone gives `high = 4*low`, none gives 64 KiB / 16 KiB; `high < low` is an error).
         /// `pause_writing` follows at once if the buffer is already above the new `high`.

@@ -291,13 +291,8 @@ impl WriteTransport {
         self.core.close();
     }
 
-    /// Closes at once: the buffer is dropped, `connection_lost(None)` follows.
-    pub fn abort(&self) {
-        self.core.finish(None);
-    }
-
     base_transport_methods!(Event<WriteTransport>);
-    write_buffer_methods!(write);
+    write_transport_methods!(write);
 
     /// asyncio's `get_extra_info`: `"pipe"` gives the fd while it is open.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
 use ringloop::{
-    Address, ConnectOptions, DatagramOptions, DatagramProtocol, Error, EventLoop, Server,
-    ServerOptions,
+    Address, BaseProtocol, ConnectOptions, DatagramOptions, DatagramProtocol, Error, EventLoop,
+    Server, ServerOptions,
 };
 use uring_tests::{backend_tests, echo_lines, off_loop, run_within, skipped, Received};
 
@@ -72,6 +72,7 @@ async fn line_echo_server(lp: &EventLoop, address: &str) -> Server {
 
 /// A datagram protocol that does nothing.
 struct Quiet;
+impl BaseProtocol<ringloop::DatagramTransport> for Quiet {}
 impl DatagramProtocol for Quiet {}
 
 backend_tests! {

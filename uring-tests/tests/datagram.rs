@@ -15,8 +15,8 @@ use std::os::unix::net::UnixDatagram;
 use std::rc::Rc;
 
 use ringloop::{
-    ArgumentKind, DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr, Error,
-    EventLoop, ExtraInfo,
+    ArgumentKind, BaseProtocol, DatagramOptions, DatagramProtocol, DatagramTransport, EndpointAddr,
+    Error, EventLoop, ExtraInfo,
 };
 use socket2::SockAddr;
 use uring_tests::{
@@ -63,7 +63,7 @@ impl Rec {
     }
 }
 
-impl DatagramProtocol for Rec {
+impl BaseProtocol<DatagramTransport> for Rec {
     fn connection_made(&mut self, transport: DatagramTransport) {
         if self.transport.is_some() {
             self.violations.push("connection_made twice".into());
@@ -71,6 +71,23 @@ impl DatagramProtocol for Rec {
         self.transport = Some(transport);
     }
 
+    fn connection_lost(&mut self, error: Option<Error>) {
+        if self.transport.is_none() {
+            self.violations.push("connection_lost before connection_made".into());
+        }
+        self.lost.push(error);
+    }
+
+    fn pause_writing(&mut self) {
+        self.pauses += 1;
+    }
+
+    fn resume_writing(&mut self) {
+        self.resumes += 1;
+    }
+}
+
+impl DatagramProtocol for Rec {
     fn datagram_received(&mut self, data: &[u8], addr: Option<SockAddr>) {
         self.check_open("datagram_received");
         if self.panic_on_data {
@@ -88,21 +105,6 @@ impl DatagramProtocol for Rec {
     fn error_received(&mut self, error: Error) {
         self.check_open("error_received");
         self.errors.push(error);
-    }
-
-    fn connection_lost(&mut self, error: Option<Error>) {
-        if self.transport.is_none() {
-            self.violations.push("connection_lost before connection_made".into());
-        }
-        self.lost.push(error);
-    }
-
-    fn pause_writing(&mut self) {
-        self.pauses += 1;
-    }
-
-    fn resume_writing(&mut self) {
-        self.resumes += 1;
     }
 }
 
@@ -170,13 +172,19 @@ impl Pinger {
     }
 }
 
-impl DatagramProtocol for Pinger {
+impl BaseProtocol<DatagramTransport> for Pinger {
     fn connection_made(&mut self, transport: DatagramTransport) {
         self.transport = Some(transport);
         self.send_next();
         self.send_next();
     }
 
+    fn connection_lost(&mut self, _error: Option<Error>) {
+        self.lost = true;
+    }
+}
+
+impl DatagramProtocol for Pinger {
     fn datagram_received(&mut self, data: &[u8], _addr: Option<SockAddr>) {
         let i = self.checked;
         if data != self.window(i) {
@@ -189,10 +197,6 @@ impl DatagramProtocol for Pinger {
 
     fn error_received(&mut self, error: Error) {
         self.errors.push(error);
-    }
-
-    fn connection_lost(&mut self, _error: Option<Error>) {
-        self.lost = true;
     }
 }
 
