@@ -124,7 +124,7 @@ struct Row {
     p99_micros: f64,
     cpu_micros_per_request: f64,
     switches_per_request: f64,
-    /// Against each of the workload's baselines' row of the same size (tokio first): the
+    /// Against each of the report's baselines' row of the same size (tokio first): the
     /// median of the per-repetition ratios (each run against the baseline's run of the same
     /// repetition), with their lowest and highest.
     versus: Vec<Option<Versus>>,
@@ -219,10 +219,18 @@ impl Report {
         groups.into_iter().map(|(which, size, runs)| self.row(which, size, &runs)).collect()
     }
 
+    /// The baselines this report divides by: the workload's first (tokio) always, the others
+    /// when the run has them.
+    fn baselines(&self) -> Vec<Impl> {
+        let all = self.options.workload.baselines();
+        let ran = |b: &&Impl| self.options.impls.contains(b);
+        all.iter().take(1).chain(all.iter().skip(1).filter(ran)).copied().collect()
+    }
+
     /// The medians of `runs`, the runs of `which` at `size`.
     fn row(&self, which: Impl, size: usize, runs: &[&Run]) -> Row {
         let of = |f: fn(&Run) -> f64| median_of(runs, f);
-        let baselines = self.options.workload.baselines();
+        let baselines = self.baselines();
         Row {
             which,
             size,
@@ -310,7 +318,7 @@ impl Report {
             num(row.cpu_micros_per_request),
             num(row.switches_per_request),
         );
-        for (base, versus) in o.workload.baselines().iter().zip(&row.versus) {
+        for (base, versus) in self.baselines().iter().zip(&row.versus) {
             let key = base.to_string().replace('-', "_");
             let v = versus.unwrap_or(Versus::NAN);
             let _ = write!(
@@ -366,7 +374,7 @@ impl Printed for Report {
         columns.push("req/s".into());
         columns.extend(echo_only("MiB/s"));
         columns.extend(["p50 µs", "p99 µs", "server CPU µs/req", "switches/req"].map(String::from));
-        for (i, base) in self.options.workload.baselines().iter().enumerate() {
+        for (i, base) in self.baselines().iter().enumerate() {
             if i == 0 {
                 columns.push(format!("req/s vs {base}"));
                 columns.push(format!("CPU/req vs {base} (lowest–highest)"));

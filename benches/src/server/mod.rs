@@ -8,6 +8,7 @@
 //! [`crate::tls::material`], the sendfile servers send the file named by `--file` to every
 //! connection and close it ([`sendfile`]).
 
+mod raw_epoll;
 mod raw_uring;
 pub mod raw_uring_max;
 pub mod ringloop_protocol;
@@ -94,6 +95,7 @@ impl Workload {
                 Impl::Tokio,
                 Impl::RawUring,
                 Impl::RawUringMax(Techniques::MAX),
+                Impl::RawEpoll,
             ],
             Workload::Http => vec![
                 Impl::RingloopUring,
@@ -122,10 +124,11 @@ impl Workload {
     }
 
     /// The servers the report divides each row by: tokio (the reference) and, for echo, the
-    /// strongest raw io_uring loop (the limit); for sendfile, the raw `sendfile(2)` loop.
+    /// strongest raw io_uring loop (the limit) and the raw epoll loop (the epoll backend's
+    /// baseline); for sendfile, the raw `sendfile(2)` loop.
     pub fn baselines(self) -> &'static [Impl] {
         match self {
-            Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX)],
+            Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX), Impl::RawEpoll],
             Workload::Http | Workload::Tls => &[Impl::Tokio],
             Workload::Sendfile => &[Impl::RawSendfile],
         }
@@ -150,6 +153,9 @@ pub enum Impl {
     /// io_uring with no runtime and every technique that helped: the limit
     /// (`raw-uring-max`), or it without some of them, to measure what each buys.
     RawUringMax(Techniques),
+    /// epoll with no runtime, level-triggered, a `recv` and a `send` per request: the
+    /// baseline of ringloop's epoll backend.
+    RawEpoll,
     /// sendfile: ringloop's chunked fallback (read into a buffer, then write), on io_uring.
     RingloopCopy,
     /// sendfile: a `poll(2)` loop calling `sendfile(2)`, no runtime: the baseline.
@@ -168,6 +174,7 @@ impl fmt::Display for Impl {
             Impl::Tokio => f.write_str("tokio"),
             Impl::RawUring => f.write_str("raw-uring"),
             Impl::RawUringMax(techniques) => f.write_str(&techniques.name()),
+            Impl::RawEpoll => f.write_str("raw-epoll"),
             Impl::RingloopCopy => f.write_str("ringloop-copy"),
             Impl::RawSendfile => f.write_str("raw-sendfile"),
             Impl::RawSplice => f.write_str("raw-splice"),
@@ -240,6 +247,7 @@ fn run(
         (Workload::Echo, Impl::Tokio) => tokio_server::serve::<Echo>(listener, announce),
         (Workload::Echo, Impl::RawUring) => raw_uring::serve(listener, announce),
         (Workload::Echo, Impl::RawUringMax(t)) => raw_uring_max::serve(listener, t, announce),
+        (Workload::Echo, Impl::RawEpoll) => raw_epoll::serve(listener, announce),
         (Workload::Http, Impl::RingloopUring) => {
             ringloop_protocol::serve::<Responder>(listener, uring, announce)
         }
