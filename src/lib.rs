@@ -99,6 +99,8 @@ mod event_loop;
 mod executor;
 mod flow_control;
 mod future;
+#[cfg(test)]
+mod layering_tests;
 #[macro_use]
 pub mod tls;
 #[cfg(feature = "hyper")]
