@@ -115,6 +115,9 @@ pub(super) struct FdTable<T> {
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
+    /// Bytes and chunks the stream receives took since
+    /// [`take_received`](Self::take_received).
+    received: (usize, usize),
     /// The buffer every `RecvMsgMulti` receives into (allocated at first use).
     dgram_scratch: super::ops::Scratch,
 }
@@ -131,6 +134,7 @@ impl<T> Default for FdTable<T> {
             released: Vec::new(),
             more: Vec::new(),
             pool: BufPool::default(),
+            received: (0, 0),
             dgram_scratch: None,
         }
     }
@@ -291,7 +295,13 @@ impl<T> FdTable<T> {
                     &mut self.dgram_scratch,
                 ) {
                     Persistent::Wait => {}
-                    Persistent::More(result, data) => self.more.push((key, result, data)),
+                    Persistent::More(result, data) => {
+                        if let (Op::RecvMulti { .. }, Some(bytes)) = (&slot.op, &data) {
+                            self.received.0 += bytes.len();
+                            self.received.1 += 1;
+                        }
+                        self.more.push((key, result, data));
+                    }
                     Persistent::End(result) => self.finish(key, result),
                 }
             } else if let Some(result) = ops::attempt(&mut slot.op, revents) {
@@ -299,6 +309,11 @@ impl<T> FdTable<T> {
             }
         }
         true
+    }
+
+    /// The stream bytes and chunks received since the last call.
+    pub(super) fn take_received(&mut self) -> (usize, usize) {
+        mem::take(&mut self.received)
     }
 
     /// Finishes every op waiting on `fd` with `errno` and forgets the fd.
