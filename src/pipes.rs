@@ -18,8 +18,8 @@ use std::rc::Rc;
 
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::protocol::{BaseProtocol, Protocol, Receive, StreamingKind, WriteOnlyProtocol};
-use crate::transport::{CheckedPipe, PipeKind, ReadTransport, WriteTransport};
+use crate::protocol::{adapt_read_pipe, adapt_write_pipe, BaseProtocol, Protocol};
+use crate::transport::{CheckedPipe, DynProtocol, PipeKind, ReadTransport, WriteTransport};
 
 /// Checks that `fd` is a pipe, FIFO, socket or character device (asyncio: "Pipe transport is
 /// for pipes/sockets only."), and makes it non-blocking (see the module docs).
@@ -113,10 +113,8 @@ impl EventLoop {
         P: Protocol<ReadTransport> + 'static,
         F: FnOnce() -> P,
     {
-        let start: StartPipe<ReadTransport, P> = |event_loop, pipe, protocol| {
-            ReadTransport::start(event_loop, pipe, Receive::<StreamingKind, _>::erase(protocol).0)
-        };
-        self.start_pipe(protocol_factory, pipe.into(), "connect_read_pipe", start).await
+        let (adapt, start) = (adapt_read_pipe, ReadTransport::start);
+        self.start_pipe(protocol_factory, adapt, pipe.into(), "connect_read_pipe", start).await
     }
 
     /// Registers the write end of a pipe (asyncio's `connect_write_pipe`), taking `pipe` (a
@@ -139,27 +137,26 @@ impl EventLoop {
         P: BaseProtocol<WriteTransport> + 'static,
         F: FnOnce() -> P,
     {
-        let start: StartPipe<WriteTransport, P> = |event_loop, pipe, protocol| {
-            WriteTransport::start(event_loop, pipe, Rc::new(WriteOnlyProtocol(protocol)))
-        };
-        self.start_pipe(protocol_factory, pipe.into(), "connect_write_pipe", start).await
+        let (adapt, start) = (adapt_write_pipe, WriteTransport::start);
+        self.start_pipe(protocol_factory, adapt, pipe.into(), "connect_write_pipe", start).await
     }
 
     /// Starts a pipe transport: checks that the loop is open and `pipe` fit ([`prepare`]; it
-    /// is closed otherwise), calls `start` on it with the factory's protocol, and returns once
-    /// `connection_made` has run (a callback scheduled after the transport's start runs after
-    /// it).
+    /// is closed otherwise), calls `start` on it with the factory's protocol as `adapt`
+    /// erases it, and returns once `connection_made` has run (a callback scheduled after the
+    /// transport's start runs after it).
     async fn start_pipe<T, P>(
         &self,
         protocol_factory: impl FnOnce() -> P,
+        adapt: fn(Rc<RefCell<P>>) -> Rc<DynProtocol<T>>,
         pipe: OwnedFd,
         call: &str,
-        start: StartPipe<T, P>,
+        start: fn(&EventLoop, CheckedPipe, Rc<DynProtocol<T>>) -> Result<T>,
     ) -> Result<(T, Rc<RefCell<P>>)> {
         let protocol = Rc::new(RefCell::new(protocol_factory()));
         self.check_open()?;
         let kind = prepare(&pipe, call)?;
-        let transport = start(self, CheckedPipe { fd: pipe, kind }, protocol.clone())?;
+        let transport = start(self, CheckedPipe { fd: pipe, kind }, adapt(protocol.clone()))?;
         let started = self.create_future();
         let done = started.clone();
         self.call_soon(move || {
@@ -169,6 +166,3 @@ impl EventLoop {
         Ok((transport, protocol))
     }
 }
-
-/// `ReadTransport::start` or `WriteTransport::start`, with the protocol adapted.
-type StartPipe<T, P> = fn(&EventLoop, CheckedPipe, Rc<RefCell<P>>) -> Result<T>;

@@ -24,7 +24,7 @@ use super::address::Address;
 use super::dns::AddrInfoHints;
 use crate::error::{ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
-use crate::protocol::{DatagramAdapter, DatagramProtocol};
+use crate::protocol::{adapt_datagram, DatagramProtocol};
 use crate::transport::DatagramTransport;
 
 /// An endpoint address: asyncio's `(host, port)` tuple or unix path string.
@@ -238,12 +238,8 @@ impl EventLoop {
             }
         };
         let protocol = Rc::new(RefCell::new(protocol_factory()));
-        let transport = DatagramTransport::start(
-            self,
-            socket,
-            Rc::new(DatagramAdapter(protocol.clone())),
-            address,
-        )?;
+        let transport =
+            DatagramTransport::start(self, socket, adapt_datagram(protocol.clone()), address)?;
         Ok((transport, protocol))
     }
 

@@ -124,6 +124,27 @@ pub(crate) fn adapt<K, P: AnyProtocol<K>>(protocol: Rc<RefCell<P>>) -> Rc<DynPro
     P::erase(protocol).0
 }
 
+/// `protocol` as a read pipe transport drives it.
+pub(crate) fn adapt_read_pipe<P: Protocol<ReadTransport> + 'static>(
+    protocol: Rc<RefCell<P>>,
+) -> Rc<DynProtocol<ReadTransport>> {
+    Receive::<StreamingKind, _>::erase(protocol).0
+}
+
+/// `protocol` as a write pipe transport drives it (it is never given data or EOF).
+pub(crate) fn adapt_write_pipe<P: BaseProtocol<WriteTransport> + 'static>(
+    protocol: Rc<RefCell<P>>,
+) -> Rc<DynProtocol<WriteTransport>> {
+    Rc::new(WriteOnlyProtocol(protocol))
+}
+
+/// `protocol` as a datagram transport drives it.
+pub(crate) fn adapt_datagram<P: DatagramProtocol + 'static>(
+    protocol: Rc<RefCell<P>>,
+) -> Rc<dyn ErasedProtocol<DatagramEvent<DatagramTransport>>> {
+    Rc::new(DatagramAdapter(protocol))
+}
+
 impl<P: Receive<K, T> + 'static, K: 'static, T: 'static> ByteProtocol<P, K, T> {
     /// `protocol`, erased.
     fn erased(protocol: Rc<RefCell<P>>) -> Erased<T> {
@@ -161,7 +182,7 @@ impl<T: 'static, K: 'static, P: Receive<K, T> + 'static> ErasedProtocol<Event<T>
 
 /// A [`BaseProtocol`] shared with the user, for transports that never read (write pipes):
 /// `data_received` and `eof_received` events are never sent to it.
-pub(crate) struct WriteOnlyProtocol<P>(pub(crate) Rc<RefCell<P>>);
+struct WriteOnlyProtocol<P>(Rc<RefCell<P>>);
 
 impl<T, P: BaseProtocol<T> + 'static> ErasedProtocol<Event<T>> for WriteOnlyProtocol<P> {
     fn deliver(&self, event: Event<T>) -> Delivered<Event<T>> {
@@ -190,7 +211,7 @@ impl<T, P: BaseProtocol<T> + 'static> ErasedProtocol<Event<T>> for WriteOnlyProt
 }
 
 /// A [`DatagramProtocol`] shared with the user.
-pub(crate) struct DatagramAdapter<P>(pub(crate) Rc<RefCell<P>>);
+struct DatagramAdapter<P>(Rc<RefCell<P>>);
 
 impl<P: DatagramProtocol + 'static> ErasedProtocol<DatagramEvent<DatagramTransport>>
     for DatagramAdapter<P>
@@ -237,7 +258,7 @@ impl Transport {
 impl ReadTransport {
     /// Switches to another protocol; later events go to it.
     pub fn set_protocol<P: Protocol<ReadTransport> + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.replace_protocol(Receive::<StreamingKind, _>::erase(protocol).0);
+        self.replace_protocol(adapt_read_pipe(protocol));
     }
 }
 
@@ -247,13 +268,13 @@ impl WriteTransport {
     where
         P: BaseProtocol<WriteTransport> + 'static,
     {
-        self.replace_protocol(Rc::new(WriteOnlyProtocol(protocol)));
+        self.replace_protocol(adapt_write_pipe(protocol));
     }
 }
 
 impl DatagramTransport {
     /// Switches to another protocol; later events go to it.
     pub fn set_protocol<P: DatagramProtocol + 'static>(&self, protocol: Rc<RefCell<P>>) {
-        self.replace_protocol(Rc::new(DatagramAdapter(protocol)));
+        self.replace_protocol(adapt_datagram(protocol));
     }
 }

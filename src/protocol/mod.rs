@@ -21,7 +21,7 @@
 mod adapters;
 
 pub use adapters::Receive;
-pub(crate) use adapters::{adapt, DatagramAdapter, WriteOnlyProtocol};
+pub(crate) use adapters::{adapt, adapt_datagram, adapt_read_pipe, adapt_write_pipe};
 
 use crate::error::Error;
 
