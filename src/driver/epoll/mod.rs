@@ -54,7 +54,8 @@ const EVENTS_AFTER_LARGE_TURN: usize = 4;
 /// Ops that usually need no wait (`Send`) or that have a syscall to make before they can wait
 /// (`Connect`) are queued by `submit` instead and tried at the start of the next turn, before
 /// the wait; a `Send` that gets `EAGAIN` (a `Connect` that gets `EINPROGRESS`) then waits for
-/// `POLLOUT`. Submission itself makes no syscall. A `Read` (and a persistent
+/// `POLLOUT`. Submission itself makes no syscall. A `SendFile` waits first (its chunks after
+/// the first find the socket full; see `ops::tries_first`). A `Read` (and a persistent
 /// receive) waits first: with level triggering, an fd that still holds data is reported by the
 /// very wait every turn makes anyway, so an optimistic read before it would save no syscall.
 ///

@@ -39,6 +39,11 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
 /// Whether `op` starts with a try at the next turn rather than by waiting for readiness: it has
 /// a syscall to make before it can wait (`Connect`) or usually succeeds at once (`Send`,
 /// `SendMsg`, `Write`: sockets and pipes are usually writable).
+///
+/// `SendFile` waits first: each chunk of a transfer asks for the rest of the file and gets what
+/// the socket takes, so every chunk after the first finds the socket full, and a try would cost
+/// a `sendfile(2)` that answers `EAGAIN`. One call per writability is what the raw baseline
+/// makes; the first chunk pays a turn for it (`docs/benchmarks.md`, "sendfile").
 pub(super) fn tries_first(op: &Op) -> bool {
     matches!(
         op,
@@ -46,7 +51,6 @@ pub(super) fn tries_first(op: &Op) -> bool {
             | Op::Send { .. }
             | Op::Write { .. }
             | Op::SendMsg { .. }
-            | Op::SendFile { .. }
     )
 }
 
