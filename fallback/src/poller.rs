@@ -189,8 +189,6 @@ pub struct Events {
     list: Box<[libc::epoll_event]>,
     /// How many records the last wait filled.
     len: usize,
-    /// The most records a wait may fill (at most the capacity).
-    limit: usize,
 }
 
 impl Events {
@@ -198,13 +196,7 @@ impl Events {
     pub fn with_capacity(capacity: usize) -> Events {
         let capacity = capacity.clamp(1, libc::c_int::MAX as usize);
         let list = vec![libc::epoll_event { events: 0, u64: 0 }; capacity].into();
-        Events { list, len: 0, limit: capacity }
-    }
-
-    /// Lets the next waits return at most `limit` events (at least one, at most the
-    /// capacity); the rest stay ready in the kernel for a later wait.
-    pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit.clamp(1, self.list.len());
+        Events { list, len: 0 }
     }
 
     /// The most events one wait can return.
@@ -233,9 +225,8 @@ impl Events {
     }
 
     fn max_events(&self) -> libc::c_int {
-        // Cannot truncate: `with_capacity` clamps the capacity to `c_int::MAX`, and the limit
-        // is at most the capacity.
-        self.limit as libc::c_int
+        // Cannot truncate: `with_capacity` clamps the capacity to `c_int::MAX`.
+        self.list.len() as libc::c_int
     }
 }
 
@@ -338,30 +329,6 @@ mod tests {
         read_byte(&rx);
         assert_eq!(poll_now(&poller, &mut events), []);
         assert!(events.is_empty());
-    }
-
-    #[test]
-    fn a_limit_takes_that_many_and_leaves_the_rest_ready_in_turn() {
-        let poller = Poller::new().unwrap();
-        let mut events = Events::with_capacity(8);
-        let pipes: Vec<_> = (0..5).map(|_| pipe()).collect();
-        for (token, (rx, tx)) in pipes.iter().enumerate() {
-            poller.add(rx.as_raw_fd(), IN, token as u64).unwrap();
-            write_byte(tx);
-        }
-        events.set_limit(2);
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..3 {
-            let got = poll_now(&poller, &mut events);
-            assert!(!got.is_empty() && got.len() <= 2, "{got:?}");
-            seen.extend(got.iter().map(|&(token, _)| token));
-        }
-        // Level-triggered fds left out come round in the next waits: all five within three.
-        assert_eq!(seen.len(), 5, "{seen:?}");
-        events.set_limit(0); // at least one
-        assert_eq!(poll_now(&poller, &mut events).len(), 1);
-        events.set_limit(100); // at most the capacity
-        assert_eq!(poll_now(&poller, &mut events).len(), 5);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -21,22 +22,19 @@ use super::{Completion, EventFd, Op, OpId};
 
 /// The waker's token. An fd's token is the fd itself, which is never negative once registered.
 const WAKER_TOKEN: u64 = u64::MAX;
-/// Ready fds taken from the kernel per turn; the others stay ready for the next one.
-const EVENTS_PER_TURN: usize = 1024;
-/// The mean chunk a turn's stream receives took from which the next turn takes only
-/// [`EVENTS_AFTER_LARGE_TURN`] ready fds.
-const LARGE_CHUNK: usize = 16 * 1024;
-/// Ready fds taken per turn after a turn whose stream chunks were [`LARGE_CHUNK`] or more on
-/// average.
+/// Ready fds taken from the kernel per wait.
+const EVENTS_PER_WAIT: usize = 1024;
+/// The stream bytes after which a turn leaves the rest of its wait's ready fds to the next
+/// turns (one 64 KiB chunk, the receive buffer's size).
 ///
-/// A turn receives from every ready fd before the loop dispatches any chunk, so with many
-/// connections streaming (64 echoing 16 KiB messages, 16 in flight each) a turn held a 64 KiB
-/// chunk per connection, 4 MiB, before the protocols sent them back: 1.4-1.5x tokio's CPU per
-/// request, where a loop that echoes each chunk as it reads it costs 1.0x. Taking four ready
-/// fds per turn while turns are large measured 1.06-1.12x; small messages keep whole-table
-/// turns (a four-fd cap there costs an `epoll_wait` per four requests: 1.08x tokio at 64 B
-/// against 0.93x). Registrations are level-triggered: fds left out are reported again.
-const EVENTS_AFTER_LARGE_TURN: usize = 4;
+/// A turn receives from every ready fd it takes before the loop dispatches any chunk. With
+/// many connections streaming (64 echoing 16 KiB messages, 16 in flight each) a whole wait's
+/// worth of fds held a 64 KiB chunk per connection, 4 MiB, before the protocols sent them
+/// back: 1.4-1.5x tokio's CPU per request, where a loop that echoes each chunk as it reads it
+/// costs 1.0x. With this budget a turn takes fds until it has received 64 KiB, the loop
+/// dispatches, and the next turn goes on with the same wait's fds, without a syscall; small
+/// messages never spend the budget and keep whole-wait turns.
+const TURN_BYTES: usize = 64 * 1024;
 
 /// The epoll driver: the contract of `driver/mod.rs` on top of a [`Poller`].
 ///
@@ -65,6 +63,11 @@ const EVENTS_AFTER_LARGE_TURN: usize = 4;
 /// completion, so in the steady state the mask is unchanged and no `epoll_ctl` is made at all.
 /// Level triggering makes a re-armed op see readiness that is still there.
 ///
+/// A turn takes the wait's ready fds in order until its stream receives reach
+/// [`TURN_BYTES`]; the rest of the wait's readiness is kept, with each fd entry's epoch, for
+/// the next turns, which take it before they wait again. Readiness kept for an entry that went
+/// since (an fd forgotten or closed, its number perhaps another file's now) is dropped.
+///
 /// Verdicts of `epoll_ctl` are completions, as io_uring would give them: `EPERM` (a regular file
 /// or directory, always ready for `poll(2)`) finishes the ops with `DEFAULT_POLLMASK`; `EBADF`
 /// and any other error finish them with that errno. `ENOENT` on `MOD` means the fd was closed
@@ -85,6 +88,9 @@ pub(crate) struct EpollDriver<T> {
     waker: Arc<EventFd>,
     /// Ops in flight and the fds they wait on.
     table: FdTable<T>,
+    /// Readiness the last wait reported that a turn left for the next ones (the fd, its
+    /// events, its entry's epoch then), oldest first; see [`TURN_BYTES`].
+    deferred: VecDeque<(RawFd, u32, u64)>,
 }
 
 impl<T: Clone> EpollDriver<T> {
@@ -95,9 +101,10 @@ impl<T: Clone> EpollDriver<T> {
         poller.add(waker.as_raw_fd(), libc::EPOLLIN as u32, WAKER_TOKEN)?;
         Ok(EpollDriver {
             poller,
-            events: Events::with_capacity(EVENTS_PER_TURN),
+            events: Events::with_capacity(EVENTS_PER_WAIT),
             waker,
             table: FdTable::default(),
+            deferred: VecDeque::new(),
         })
     }
 
@@ -138,31 +145,58 @@ impl<T: Clone> EpollDriver<T> {
         self.table.end_gracefully(id.0)
     }
 
-    /// Reconciles registrations, waits once, and appends the completions to `out`.
+    /// Reconciles registrations, waits once (unless an earlier wait's readiness is left),
+    /// and appends the completions to `out`.
     pub(crate) fn turn(
         &mut self,
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        let (bytes, chunks) = self.table.take_received();
-        let large = chunks > 0 && bytes / chunks >= LARGE_CHUNK;
-        self.events.set_limit(if large { EVENTS_AFTER_LARGE_TURN } else { EVENTS_PER_TURN });
+        self.table.take_received();
         self.table.start_queued();
         self.table.reconcile(&self.poller);
-        let timeout = if self.table.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
-        self.poller.wait(&mut self.events, timeout)?;
-        for (token, revents) in &self.events {
-            if token == WAKER_TOKEN {
-                self.waker.drain()?;
-            } else if !self.table.wake(token as RawFd, revents) {
-                // Registered under a token the table no longer knows: stop its reports.
-                let _ = self.poller.delete(token as RawFd);
-            }
+        if self.deferred.is_empty() {
+            let timeout = if self.table.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+            self.poller.wait(&mut self.events, timeout)?;
+            self.take_events()?;
+        } else {
+            self.take_deferred();
         }
         self.table.deliver_more(out);
         self.table.deliver(out);
         self.close_released();
         Ok(())
+    }
+
+    /// Wakes the ops of each fd the wait reported, until the turn has received
+    /// [`TURN_BYTES`]; the rest is deferred to the next turns.
+    fn take_events(&mut self) -> io::Result<()> {
+        for (token, revents) in &self.events {
+            if token == WAKER_TOKEN {
+                self.waker.drain()?;
+            } else if self.table.received() >= TURN_BYTES {
+                if let Some(epoch) = self.table.epoch(token as RawFd) {
+                    self.deferred.push_back((token as RawFd, revents, epoch));
+                }
+            } else if !self.table.wake(token as RawFd, revents) {
+                // Registered under a token the table no longer knows: stop its reports.
+                let _ = self.poller.delete(token as RawFd);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes the ops of deferred readiness, oldest first, until the turn has received
+    /// [`TURN_BYTES`]. Readiness of an fd whose entry went since is dropped: the number may
+    /// name another file now, and the registration of a file still open was deleted with the
+    /// entry, so a new one reports what is still ready.
+    fn take_deferred(&mut self) {
+        while self.table.received() < TURN_BYTES {
+            let Some((fd, revents, epoch)) = self.deferred.pop_front() else { break };
+            if self.table.epoch(fd) == Some(epoch) {
+                self.table.wake(fd, revents);
+            }
+        }
     }
 
     /// The eventfd that interrupts a blocked [`turn`](Self::turn).
@@ -196,6 +230,7 @@ impl<T: Clone> EpollDriver<T> {
     /// waited for them; returns `true` and the ops' owners.
     pub(crate) fn shutdown(&mut self) -> (bool, Vec<T>) {
         let owners = self.table.cancel_all();
+        self.deferred.clear();
         self.close_released();
         (true, owners)
     }

@@ -45,13 +45,7 @@ pub(super) fn readiness(op: &Op) -> (RawFd, u32) {
 /// a `sendfile(2)` that answers `EAGAIN`. One call per writability is what the raw baseline
 /// makes; the first chunk pays a turn for it (`docs/benchmarks.md`, "sendfile").
 pub(super) fn tries_first(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Connect { .. }
-            | Op::Send { .. }
-            | Op::Write { .. }
-            | Op::SendMsg { .. }
-    )
+    matches!(op, Op::Connect { .. } | Op::Send { .. } | Op::Write { .. } | Op::SendMsg { .. })
 }
 
 /// The first try of a [`tries_first`] op, at the start of a turn; `None`: wait for readiness.

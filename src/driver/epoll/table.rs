@@ -85,6 +85,8 @@ pub(super) struct FdEntry {
     pub(super) registration: Registration,
     /// Listed in [`FdTable::dirty`]: its waiters changed since the last reconcile.
     dirty: bool,
+    /// Tells this entry from an earlier one of the same fd number (see [`FdTable::epoch`]).
+    epoch: u64,
 }
 
 impl FdEntry {
@@ -115,9 +117,10 @@ pub(super) struct FdTable<T> {
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
-    /// Bytes and chunks the stream receives took since
-    /// [`take_received`](Self::take_received).
-    received: (usize, usize),
+    /// Bytes the stream receives took since [`take_received`](Self::take_received).
+    received: usize,
+    /// The epoch of the newest fd entry.
+    last_epoch: u64,
     /// The buffer every `RecvMsgMulti` receives into (allocated at first use).
     dgram_scratch: super::ops::Scratch,
 }
@@ -134,7 +137,8 @@ impl<T> Default for FdTable<T> {
             released: Vec::new(),
             more: Vec::new(),
             pool: BufPool::default(),
-            received: (0, 0),
+            received: 0,
+            last_epoch: 0,
             dgram_scratch: None,
         }
     }
@@ -240,11 +244,16 @@ impl<T> FdTable<T> {
 
     /// Appends waiting op `key` to `fd`'s waiter list.
     fn link(&mut self, fd: RawFd, key: usize) {
-        let entry = self.fds.entry(fd).or_insert(FdEntry {
-            head: None,
-            tail: None,
-            registration: Registration::Unregistered,
-            dirty: false,
+        let last_epoch = &mut self.last_epoch;
+        let entry = self.fds.entry(fd).or_insert_with(|| {
+            *last_epoch += 1;
+            FdEntry {
+                head: None,
+                tail: None,
+                registration: Registration::Unregistered,
+                dirty: false,
+                epoch: *last_epoch,
+            }
         });
         let prev = entry.tail.replace(key);
         match prev {
@@ -297,8 +306,7 @@ impl<T> FdTable<T> {
                     Persistent::Wait => {}
                     Persistent::More(result, data) => {
                         if let (Op::RecvMulti { .. }, Some(bytes)) = (&slot.op, &data) {
-                            self.received.0 += bytes.len();
-                            self.received.1 += 1;
+                            self.received += bytes.len();
                         }
                         self.more.push((key, result, data));
                     }
@@ -311,9 +319,22 @@ impl<T> FdTable<T> {
         true
     }
 
-    /// The stream bytes and chunks received since the last call.
-    pub(super) fn take_received(&mut self) -> (usize, usize) {
+    /// The stream bytes received since the last call.
+    pub(super) fn take_received(&mut self) -> usize {
         mem::take(&mut self.received)
+    }
+
+    /// The stream bytes received since [`take_received`](Self::take_received).
+    pub(super) fn received(&self) -> usize {
+        self.received
+    }
+
+    /// The epoch of `fd`'s entry, `None` if it has none. An entry made after another of the
+    /// same fd number was removed (the fd closed and the number reused, or forgotten and
+    /// waited on again) has a later epoch: a readiness reported for the earlier one is not
+    /// the new one's.
+    pub(super) fn epoch(&self, fd: RawFd) -> Option<u64> {
+        self.fds.get(&fd).map(|entry| entry.epoch)
     }
 
     /// Finishes every op waiting on `fd` with `errno` and forgets the fd.

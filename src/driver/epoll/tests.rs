@@ -195,3 +195,52 @@ fn a_read_and_a_send_on_one_fd_share_one_registration() {
         assert_eq!(registration(d, fd), Registration::Epoll(IN | OUT));
     });
 }
+
+/// One turn of at most `timeout`: the owners of its completions, in the order delivered.
+fn owners_of_one_turn(d: &mut Driver<u32>, timeout: Option<Duration>) -> Vec<u32> {
+    let mut out = Vec::new();
+    d.turn(timeout, &mut out).expect("turn");
+    out.iter().map(|c| c.owner).collect()
+}
+
+#[test]
+fn a_turn_that_received_64_kib_leaves_the_other_ready_fds_to_the_next_turn() {
+    let mut d = driver();
+    let pairs: Vec<_> = (0..3).map(|_| unix_stream_pair()).collect();
+    write(&pairs[0].1, &vec![7; super::TURN_BYTES]);
+    write(&pairs[1].1, b"x");
+    write(&pairs[2].1, b"y");
+    for (owner, (ours, _)) in pairs.iter().enumerate() {
+        d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, owner as u32);
+    }
+    // Registered in submission order, so the wait reports them in that order.
+    assert_eq!(owners_of_one_turn(&mut d, LONG), [0], "the 64 KiB chunk spent the turn");
+    assert_eq!(epoll(&d).deferred.len(), 2);
+    // The next turn goes on with the same wait's fds.
+    assert_eq!(owners_of_one_turn(&mut d, Some(Duration::ZERO)), [1, 2]);
+    assert!(epoll(&d).deferred.is_empty());
+}
+
+#[test]
+fn deferred_readiness_of_an_fd_number_given_to_a_new_file_is_dropped() {
+    let mut d = driver();
+    let (big, big_peer) = unix_stream_pair();
+    let (a, a_peer) = unix_stream_pair();
+    write(&big_peer, &vec![7; super::TURN_BYTES]);
+    write(&a_peer, b"x");
+    d.submit(Op::RecvMulti { fd: big.as_raw_fd() }, 1);
+    let reader = d.submit(poll(&a, Interest::READ), 2);
+    assert_eq!(owners_of_one_turn(&mut d, LONG), [1]);
+    assert_eq!(epoll(&d).deferred.len(), 1, "a's readiness waits for the next turn");
+    // The loop stops using `a`'s number, and a new file with nothing to read takes it.
+    assert_eq!(d.cancel(reader), Some(2));
+    d.forget_fd(a.as_raw_fd());
+    let (c, _c_peer) = unix_stream_pair();
+    // SAFETY: both descriptors are open; `a` owns its number and will close the new file.
+    assert!(unsafe { libc::dup2(c.as_raw_fd(), a.as_raw_fd()) } >= 0);
+    drop(c);
+    d.submit(poll(&a, Interest::READ), 3);
+    assert!(owners_of_one_turn(&mut d, Some(Duration::ZERO)).is_empty(), "stale readiness");
+    assert!(epoll(&d).deferred.is_empty());
+    assert!(owners_of_one_turn(&mut d, Some(Duration::ZERO)).is_empty(), "nothing to read");
+}
