@@ -1,12 +1,12 @@
 //! The epoll driver's op table: ops in flight, grouped by the fd they wait on, and the lazy
 //! reconcile of the epoll set with what they wait for.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem;
 use std::os::fd::{OwnedFd, RawFd};
 
 use ringloop_fallback::Poller;
+use rustc_hash::FxHashMap;
 use slab::Slab;
 
 use super::ops::Persistent;
@@ -102,7 +102,7 @@ pub(super) struct FdTable<T> {
     /// Every op in flight.
     ops: Slab<OpSlot<T>>,
     /// The fds with waiting ops, and those idle since the last reconcile.
-    pub(super) fds: HashMap<RawFd, FdEntry>,
+    pub(super) fds: FxHashMap<RawFd, FdEntry>,
     /// Fds to reconcile at the next turn.
     pub(super) dirty: Vec<RawFd>,
     /// Ops to try at the next turn, in submission order.
@@ -129,7 +129,7 @@ impl<T> Default for FdTable<T> {
     fn default() -> Self {
         FdTable {
             ops: Slab::new(),
-            fds: HashMap::new(),
+            fds: FxHashMap::default(),
             dirty: Vec::new(),
             queued: Vec::new(),
             ready: Vec::new(),
