@@ -152,7 +152,7 @@ impl<T: Clone> EpollDriver<T> {
         timeout: Option<Duration>,
         out: &mut Vec<Completion<T>>,
     ) -> io::Result<()> {
-        self.table.take_received();
+        self.table.reset_received();
         self.table.start_queued();
         self.table.reconcile(&self.poller);
         if self.deferred.is_empty() {

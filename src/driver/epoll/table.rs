@@ -117,7 +117,7 @@ pub(super) struct FdTable<T> {
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
-    /// Bytes the stream receives took since [`take_received`](Self::take_received).
+    /// Bytes the stream receives took since [`reset_received`](Self::reset_received).
     received: usize,
     /// The epoch of the newest fd entry.
     last_epoch: u64,
@@ -319,12 +319,12 @@ impl<T> FdTable<T> {
         true
     }
 
-    /// The stream bytes received since the last call.
-    pub(super) fn take_received(&mut self) -> usize {
-        mem::take(&mut self.received)
+    /// Starts counting the stream bytes received (a turn's) from zero.
+    pub(super) fn reset_received(&mut self) {
+        self.received = 0;
     }
 
-    /// The stream bytes received since [`take_received`](Self::take_received).
+    /// The stream bytes received since [`reset_received`](Self::reset_received).
     pub(super) fn received(&self) -> usize {
         self.received
     }
