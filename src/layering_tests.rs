@@ -58,9 +58,6 @@ fn module_uses(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
         modules.insert(name, used);
     }
-    for used in modules.values_mut() {
-        used.retain(|name| !name.is_empty());
-    }
     let names: BTreeSet<String> = modules.keys().cloned().collect();
     for (module, used) in modules.iter_mut() {
         used.retain(|other| other != module && names.contains(other));

@@ -163,6 +163,30 @@ pub fn raise_nofile(want: u64) -> Result<(), String> {
     syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)).map(drop).map_err(|e| format!("setrlimit: {e}"))
 }
 
+/// A new close-on-exec epoll instance.
+pub fn epoll() -> io::Result<OwnedFd> {
+    // SAFETY (in syscall!): epoll_create1 takes no pointers.
+    let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+    // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `epoll_ctl(op)` of `fd` with `events` and `key`.
+pub fn epoll_ctl(
+    epoll: &OwnedFd,
+    op: i32,
+    fd: &impl AsRawFd,
+    events: u32,
+    key: u64,
+) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    let mut event = libc::epoll_event { events, u64: key };
+    // SAFETY (in syscall!): `event` lives across the call; both fds are open.
+    syscall!(epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event))
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl(fd {fd}): {e}")))
+}
+
 /// A close-on-exec pipe `(read end, write end)`, grown to 1 MiB where the system allows (as
 /// ringloop's io_uring driver grows its splice pipes).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

@@ -116,8 +116,8 @@ impl Poller {
     fn epoll_pwait2(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let timespec = timeout.map(KernelTimespec::from);
         let timespec_ptr = timespec.as_ref().map_or(ptr::null(), |ts| ts as *const KernelTimespec);
-        // SAFETY: the buffer pointer and `max_events` (at most its length) describe `events.list`,
-        // which the kernel may fill during the call; `timespec_ptr` is null (wait forever) or points to a live
+        // SAFETY: the buffer pointer and `max_events` describe `events.list`, which the kernel may
+        // fill during the call; `timespec_ptr` is null (wait forever) or points to a live
         // `KernelTimespec` (the layout of `struct __kernel_timespec`); the sigmask is null, so its
         // size is ignored. Every argument is passed as a `long`, as `syscall(2)` reads them.
         let n = Errno::result(unsafe {
@@ -142,8 +142,8 @@ impl Poller {
                 d.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int
             }
         };
-        // SAFETY: the buffer pointer and `max_events` (at most its length) describe
-        // `events.list`, which the kernel may fill during the call.
+        // SAFETY: the buffer pointer and `max_events` describe `events.list`, which the kernel may
+        // fill during the call.
         let n = Errno::result(unsafe {
             libc::epoll_wait(
                 self.epfd.as_raw_fd(),
@@ -195,8 +195,7 @@ impl Events {
     /// Creates a buffer for up to `capacity` events per wait (at least one).
     pub fn with_capacity(capacity: usize) -> Events {
         let capacity = capacity.clamp(1, libc::c_int::MAX as usize);
-        let list = vec![libc::epoll_event { events: 0, u64: 0 }; capacity].into();
-        Events { list, len: 0 }
+        Events { list: vec![libc::epoll_event { events: 0, u64: 0 }; capacity].into(), len: 0 }
     }
 
     /// The most events one wait can return.

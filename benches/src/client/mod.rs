@@ -13,12 +13,12 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::histogram::Histogram;
-use crate::sys::{syscall, ProcessSample};
+use crate::sys::{self, epoll_ctl, syscall, ProcessSample};
 
 mod link;
 mod messages;
@@ -108,10 +108,7 @@ impl<M: Messages> Client<M> {
         messages: M,
         tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> io::Result<Client<M>> {
-        // SAFETY (in syscall!): epoll_create1 takes no pointers.
-        let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        let epoll = sys::epoll()?;
         let mut servers = Vec::with_capacity(ports.len());
         for (s, &port) in ports.iter().enumerate() {
             let mut conns = Vec::with_capacity(load.connections);
@@ -303,20 +300,4 @@ pub(crate) fn connect(port: u16) -> io::Result<TcpStream> {
             }
         }
     }
-}
-
-/// `epoll_ctl(op)` of `stream` with `events` and `key`.
-pub(crate) fn epoll_ctl(
-    epoll: &OwnedFd,
-    op: i32,
-    stream: &impl AsRawFd,
-    events: u32,
-    key: u64,
-) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
-    let mut event = libc::epoll_event { events, u64: key };
-    // SAFETY (in syscall!): `event` lives across the call; both fds are open.
-    syscall!(epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event))
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl(fd {fd}): {e}")))
 }

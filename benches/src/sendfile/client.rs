@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, ErrorKind, Read};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, syscall};
@@ -59,21 +59,12 @@ struct Sink {
 /// reaches EOF; the bytes each received. `timeout` bounds the whole.
 pub fn receive(port: u16, n: usize, discard: Discard, timeout: Duration) -> io::Result<Vec<u64>> {
     let deadline = Instant::now() + timeout;
-    // SAFETY (in syscall!): epoll_create1 takes no pointers.
-    let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-    // SAFETY: a successful epoll_create1 returns a new fd that nothing else owns.
-    let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+    let epoll = sys::epoll()?;
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let stream = crate::client::connect(port)?;
         stream.set_nonblocking(true)?;
-        crate::client::epoll_ctl(
-            &epoll,
-            libc::EPOLL_CTL_ADD,
-            &stream,
-            libc::EPOLLIN as u32,
-            i as u64,
-        )?;
+        sys::epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, &stream, libc::EPOLLIN as u32, i as u64)?;
         let pipe = match discard {
             Discard::Read => None,
             Discard::Splice => Some(sys::pipe()?),
@@ -111,7 +102,7 @@ pub fn receive(port: u16, n: usize, discard: Discard, timeout: Duration) -> io::
             if !conn.done && sink.drain(conn)? {
                 conn.done = true;
                 open -= 1;
-                crate::client::epoll_ctl(&epoll, libc::EPOLL_CTL_DEL, &conn.stream, 0, 0)?;
+                sys::epoll_ctl(&epoll, libc::EPOLL_CTL_DEL, &conn.stream, 0, 0)?;
             }
         }
     }

@@ -57,6 +57,8 @@ pub(crate) use self::persistent::cancel_a_recv_multi;
 #[cfg(feature = "fallback")]
 pub(crate) use self::polls::rearm_while_data_is_unread;
 #[cfg(feature = "fallback")]
+pub(crate) use self::send_file::file_with;
+#[cfg(feature = "fallback")]
 pub(crate) use self::sockets::{
     cancel_a_stalled_send, read_and_send_on_one_fd, send_to_a_full_socket,
 };

@@ -244,3 +244,17 @@ fn deferred_readiness_of_an_fd_number_given_to_a_new_file_is_dropped() {
     assert!(epoll(&d).deferred.is_empty());
     assert!(owners_of_one_turn(&mut d, Some(Duration::ZERO)).is_empty(), "nothing to read");
 }
+
+#[test]
+fn a_sendfile_waits_for_pollout_before_its_first_call() {
+    use crate::driver::contract_tests::file_with;
+    let mut d = driver();
+    let (ours, _peer) = unix_stream_pair();
+    let file = file_with(b"hello");
+    let op = Op::SendFile { fd: ours.as_raw_fd(), file: file.as_raw_fd(), offset: 0, len: 5 };
+    let id = d.submit(op, 1);
+    // Not queued for a try at the next turn (as a `Send` is): waiting for writability.
+    assert!(epoll(&d).table.queued.is_empty());
+    assert!(epoll(&d).table.fds.contains_key(&ours.as_raw_fd()));
+    assert_eq!(outcomes(&turn_once(&mut d, LONG)), [(id, 1, 5)]);
+}
