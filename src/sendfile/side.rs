@@ -11,9 +11,16 @@
 //!   pipe drained into the socket), the file position is set to `offset + sent`, and only
 //!   then are writes taken again, so every byte the kernel took from the file reaches the
 //!   socket before any later write. With no chunk in flight it ends at once.
-//! * `close()` lets the transfer run to its end, as it lets the buffer flush; an abort or a
-//!   fatal error cancels the chunk (the connection is gone anyway) and ends the transfer with
-//!   that error (an abort: `ConnectionAborted`).
+//! * `close()` lets the transfer run to its end, as it lets the buffer flush. An abort, or a
+//!   fatal error that is not the socket's own (a protocol callback's panic), cancels the chunk
+//!   (the connection is gone anyway) and ends the transfer with that error (an abort:
+//!   `ConnectionAborted`).
+//! * **The socket's own error** (a receive or send that failed, such as a reset) leaves the
+//!   chunk in flight to end: the broken socket fails it at once, and its completion says how
+//!   many bytes reached the socket before, so the file position counts them (cancelled, a
+//!   splice that had moved bytes would go uncounted). The transfer then ends with the
+//!   transport's error. The transport's close does not cancel that chunk; the driver closes
+//!   the fd once it ended.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -33,6 +40,9 @@ pub(crate) struct SendFileSide {
     transfer: RefCell<Option<Rc<Transfer>>>,
     /// Its chunk in flight.
     op: Cell<Option<OpId>>,
+    /// The chunk in flight when the socket failed, left to end, and the socket's error (see
+    /// the module docs). Not in `op`, so the transport's close does not cancel it.
+    draining: RefCell<Option<(OpId, Error)>>,
 }
 
 impl SendFileSide {
@@ -43,7 +53,12 @@ impl SendFileSide {
 
     /// Whether `id` is the chunk in flight.
     pub(crate) fn owns(&self, id: OpId) -> bool {
-        self.op.get() == Some(id)
+        self.op.get() == Some(id) || self.draining.borrow().as_ref().is_some_and(|d| d.0 == id)
+    }
+
+    /// True while a chunk is in flight (also one left to end after the socket failed).
+    fn chunk_in_flight(&self) -> bool {
+        self.op.get().is_some() || self.draining.borrow().is_some()
     }
 
     /// The chunk's slot (for the transport's close).
@@ -65,7 +80,8 @@ impl SendFileSide {
 
     /// The transport closes for good (`error`, or an abort): cancels the chunk in flight
     /// through `cancel` and ends the transfer with the transport's error, or one saying it was
-    /// aborted.
+    /// aborted; after the socket's own error, leaves the chunk in flight to end first (see the
+    /// module docs).
     pub(crate) fn abort(
         &self,
         cancel: impl FnOnce(&Cell<Option<OpId>>),
@@ -73,6 +89,13 @@ impl SendFileSide {
         error: Option<&Error>,
     ) {
         if !self.is_active() {
+            return;
+        }
+        if let (Some(error), Some(id)) =
+            (error.filter(|e| e.raw_os_error().is_some()), self.op.get())
+        {
+            self.op.set(None);
+            *self.draining.borrow_mut() = Some((id, error.clone()));
             return;
         }
         cancel(&self.op);
@@ -126,7 +149,7 @@ pub(crate) trait SendFileHost: OpTarget + Sized + 'static {
     fn advance_sendfile(self: &Rc<Self>) {
         let side = self.sendfile_side();
         let Some(transfer) = side.current() else { return };
-        if side.op.get().is_some() || !self.writes_idle() {
+        if side.chunk_in_flight() || !self.writes_idle() {
             return;
         }
         let fd = self.socket();
@@ -145,8 +168,18 @@ pub(crate) trait SendFileHost: OpTarget + Sized + 'static {
     fn on_chunk(self: &Rc<Self>, result: io::Result<u32>, op: Option<Op>) {
         let side = self.sendfile_side();
         side.op.set(None);
+        let failed = side.draining.take();
         let Some(transfer) = side.current() else { return };
-        match transfer.on_chunk(result, op) {
+        let step = transfer.on_chunk(result, op);
+        if let Some((_, error)) = failed {
+            // The socket failed meanwhile: the chunk's bytes are counted, copied ones that
+            // will never be sent taken back, and the transfer ends with the socket's error.
+            if let Step::Copied(bytes) = step {
+                transfer.take_back(bytes.len() as u64);
+            }
+            return self.end_sendfile(Err(error));
+        }
+        match step {
             Step::Next => self.advance_sendfile(),
             Step::Copied(bytes) => {
                 if !bytes.is_empty() {
@@ -176,7 +209,7 @@ pub(crate) trait SendFileHost: OpTarget + Sized + 'static {
         let side = self.sendfile_side();
         let Some(transfer) = side.current() else { return };
         transfer.abandon();
-        if side.op.get().is_none() {
+        if !side.chunk_in_flight() {
             self.end_sendfile(Ok(()));
         }
     }
