@@ -36,6 +36,12 @@ const EVENTS_PER_WAIT: usize = 1024;
 /// messages never spend the budget and keep whole-wait turns.
 const TURN_BYTES: usize = 64 * 1024;
 
+/// Deletes the registration of `fd`, reported under a token the table no longer knows, so
+/// that it stops reporting.
+fn forget_unknown(poller: &Poller, fd: RawFd) {
+    let _ = poller.delete(fd);
+}
+
 /// The epoll driver: the contract of `driver/mod.rs` on top of a [`Poller`].
 ///
 /// # Implementation
@@ -175,12 +181,12 @@ impl<T: Clone> EpollDriver<T> {
             if token == WAKER_TOKEN {
                 self.waker.drain()?;
             } else if self.table.received() >= TURN_BYTES {
-                if let Some(epoch) = self.table.epoch(token as RawFd) {
-                    self.deferred.push_back((token as RawFd, revents, epoch));
+                match self.table.epoch(token as RawFd) {
+                    Some(epoch) => self.deferred.push_back((token as RawFd, revents, epoch)),
+                    None => forget_unknown(&self.poller, token as RawFd),
                 }
             } else if !self.table.wake(token as RawFd, revents) {
-                // Registered under a token the table no longer knows: stop its reports.
-                let _ = self.poller.delete(token as RawFd);
+                forget_unknown(&self.poller, token as RawFd);
             }
         }
         Ok(())

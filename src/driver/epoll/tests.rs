@@ -258,3 +258,22 @@ fn a_sendfile_waits_for_pollout_before_its_first_call() {
     assert!(epoll(&d).table.fds.contains_key(&ours.as_raw_fd()));
     assert_eq!(outcomes(&turn_once(&mut d, LONG)), [(id, 1, 5)]);
 }
+
+#[test]
+fn a_registration_the_table_does_not_know_is_deleted_also_when_the_turn_is_spent() {
+    let mut d = driver();
+    let (big, big_peer) = unix_stream_pair();
+    write(&big_peer, &vec![7; 2 * super::TURN_BYTES]);
+    d.submit(Op::RecvMulti { fd: big.as_raw_fd() }, 1);
+    assert_eq!(owners_of_one_turn(&mut d, LONG), [1]);
+    // A registration made behind the table's back, ready, and reported after `big` (which
+    // level triggering put back at the end of the ready list with data left).
+    let (stray, stray_peer) = unix_stream_pair();
+    write(&stray_peer, b"x");
+    let token = stray.as_raw_fd() as u64;
+    epoll(&d).poller.add(stray.as_raw_fd(), IN, token).expect("add");
+    assert_eq!(owners_of_one_turn(&mut d, LONG), [1], "big's next chunk spends the turn");
+    assert!(epoll(&d).deferred.is_empty(), "an unknown fd is not kept for later");
+    // Deleted: adding it again is allowed (EEXIST otherwise).
+    epoll(&d).poller.add(stray.as_raw_fd(), IN, token).expect("registered again");
+}
