@@ -340,7 +340,7 @@ impl TlsLayer {
         }
         self.backlog.borrow_mut().clear();
         self.held.borrow_mut().clear();
-        self.wake_sendfile();
+        self.sendfile_lost(error.as_ref());
         if self.app.get() == App::Made {
             self.app.set(App::Lost);
             self.to_app(Event::Lost(error));

@@ -6,8 +6,8 @@
 //! The rules are the stream transport's (`sendfile/side.rs`): the backlog is flushed first
 //! (here: reads wait while the plaintext backlog is above its low-water mark, which also keeps
 //! a slow peer from growing it), `write` is refused while the transfer runs, `close()` waits
-//! for its end (then sends `close_notify`), an abort or a fatal error ends it with the
-//! connection's error, and dropping the `sendfile` future ends it after the chunk being read.
+//! for its end (then sends `close_notify`), a fatal error of the socket ends it with that
+//! error (an abort, or an end without one: "the TLS connection ended"), and dropping the `sendfile` future ends it after the chunk being read.
 //! One task per transfer drives the chunks.
 
 use std::future::poll_fn;
@@ -104,6 +104,16 @@ impl TlsLayer {
     /// Whether the transfer's bytes still go anywhere (open, or closing after the transfer).
     fn takes_data(&self) -> bool {
         matches!(self.stage.get(), Stage::Wrapped | Stage::Flushing)
+    }
+
+    /// The stream below is gone (with `error`, the socket's, if it failed): a transfer
+    /// running ends with that error, the file position counting what the layer took, and its
+    /// task is woken to stop. Without an error it ends as the connection having ended.
+    pub(super) fn sendfile_lost(&self, error: Option<&Error>) {
+        if let (Some(transfer), Some(error)) = (self.sendfile.borrow().as_ref(), error) {
+            transfer.finish(Err(error.clone()));
+        }
+        self.wake_sendfile();
     }
 
     /// Wakes a transfer waiting for the backlog to drain (or for the end).

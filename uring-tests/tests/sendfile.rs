@@ -297,6 +297,7 @@ backend_tests! {
         assert!(matches!(errno, Some(libc::EPIPE | libc::ECONNRESET)), "{err}");
         let at = position(&file);
         assert!(at > 1000 + 100 * 1024 - 1 && at < 1000 + (32 << 20), "position {at}");
+        assert!(transport.is_closing(), "the reset closed the transport");
 
         let (peer, sock) = tcp_pair();
         socket2::SockRef::from(&sock).set_nonblocking(true).unwrap();
@@ -310,6 +311,24 @@ backend_tests! {
         assert!(matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)), "{err}");
         let at = position(&file);
         assert!((100 * 1024..32 << 20).contains(&at), "position {at}");
+    }
+
+    fn the_peer_closing_after_receiving_everything_leaves_the_full_count(lp) {
+        let (_dir, data, file) = patterned_file(lp, "sendfile-peer-close-after", 3 << 20);
+        let (peer, ours) = tcp_pair();
+        let (transport, _protocol) = connect_accepted(lp, ours, Received::default());
+        let len = data.len();
+        let closer = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut got = vec![0u8; len];
+            peer.read_exact(&mut got).unwrap();
+            drop(peer);
+            got
+        });
+        assert_eq!(sendfile(lp, &transport, &file, 0, None, false).expect("sent"), len as u64);
+        let got = closer.join().unwrap();
+        assert_eq!(hash(&got), hash(&data));
+        assert_eq!(position(&file), len as u64);
     }
 
     fn a_dropped_transfer_leaves_the_stream_whole(lp) {

@@ -32,11 +32,33 @@ fn tls_reader(tcp: TcpStream) -> Reader {
     })
 }
 
+/// A rustls client on `tcp` that reads `n` bytes of plaintext, then drops the connection
+/// with more unread (a reset): how many it read.
+fn tls_quitter(tcp: TcpStream, n: usize) -> Reader {
+    std::thread::spawn(move || {
+        tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let name = "localhost".try_into().unwrap();
+        let conn = rustls::ClientConnection::new(rustls_client(), name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let mut got = vec![0u8; n];
+        stream.read_exact(&mut got)?;
+        Ok(got)
+    })
+}
+
 /// A TLS server transport on our end of a TCP pair, after its handshake with a
 /// [`tls_reader`] on the other end.
 fn tls_connection(lp: &EventLoop) -> (Transport, Rc<RefCell<Received>>, Reader) {
+    tls_connection_to(lp, tls_reader)
+}
+
+/// A TLS server transport on our end of a TCP pair whose other end `peer` runs.
+fn tls_connection_to(
+    lp: &EventLoop,
+    peer_thread: impl FnOnce(TcpStream) -> Reader,
+) -> (Transport, Rc<RefCell<Received>>, Reader) {
     let (peer, ours) = tcp_pair();
-    let reader = tls_reader(peer);
+    let reader = peer_thread(peer);
     let lp2 = lp.clone();
     let (transport, protocol) = run_within(lp, WAIT, async move {
         let options = AcceptedSocketOptions::new().ssl(pki().server());
@@ -111,6 +133,28 @@ backend_tests! {
         transport.close();
         assert!(run_until(lp, WAIT, || protocol.borrow().lost));
         assert_eq!(reader.join().unwrap().expect("a clean TLS close"), b"");
+    }
+
+    /// The peer resets the connection partway: the copying transfer ends with the OS's error,
+    /// the file position past what the peer got and short of the end, the transport closing.
+    fn the_peer_closing_mid_tls_sendfile_is_an_error_with_the_position_updated(lp) {
+        let dir = TempDir::for_test(lp, "tls-sendfile-peer-close");
+        let data = pattern(32 << 20);
+        let file = file_with(&dir, &data);
+        let (transport, protocol, quitter) =
+            tls_connection_to(lp, |tcp| tls_quitter(tcp, 100 * 1024));
+        let result = start_sendfile(lp, &transport, &file, 0, true);
+        assert!(run_until(lp, WAIT * 3.0, || quitter.is_finished()), "the peer never quit");
+        let got = quitter.join().unwrap().expect("100 KiB of plaintext");
+        assert!(got[..] == data[..got.len()], "the file's first bytes");
+        assert!(run_until(lp, WAIT * 3.0, || result.borrow().is_some()), "the transfer never ended");
+        let error = result.borrow_mut().take().unwrap().expect_err("the peer reset");
+        let errno = error.raw_os_error();
+        assert!(matches!(errno, Some(libc::EPIPE | libc::ECONNRESET)), "{error}");
+        let at = (&file).stream_position().unwrap();
+        assert!(at >= got.len() as u64 && at < data.len() as u64, "position {at}");
+        assert!(transport.is_closing());
+        assert!(run_until(lp, WAIT, || protocol.borrow().lost));
     }
 
     /// `close()` right after starting a transfer: the transfer runs to its end, then
