@@ -1,4 +1,5 @@
-//! epoll backend: the io_uring completions, emulated on level-triggered readiness.
+//! epoll backend: the io_uring completions, emulated on readiness (level-triggered, and
+//! edge-triggered for a TCP socket that only receives: see `FdTable::wanted`).
 //!
 //! * `table.rs` keeps the ops in flight, grouped by fd, and reconciles the epoll set lazily.
 //! * `ops.rs` says what each op waits for and does its non-blocking syscall.
@@ -11,6 +12,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +69,10 @@ fn forget_unknown(poller: &Poller, fd: RawFd) {
 /// the next [`turn`](Self::turn) reconciles the dirty fds before it waits (`ADD` a new fd, `MOD`
 /// a changed mask, `DEL` an fd nothing waits on). The loop re-arms a `Poll` right after its
 /// completion, so in the steady state the mask is unchanged and no `epoll_ctl` is made at all.
-/// Level triggering makes a re-armed op see readiness that is still there.
+/// Level triggering makes a re-armed op see readiness that is still there. A TCP socket whose
+/// only waiter is a `RecvMulti` is registered edge-triggered instead (see `FdTable::wanted`):
+/// a receive that fills its buffer lists the fd to receive from again after the next wait,
+/// and urgent data turns it back to level triggering.
 ///
 /// A turn takes the wait's ready fds in order until its stream receives reach
 /// [`TURN_BYTES`]; the rest of the wait's readiness is kept, with each fd entry's epoch, for
@@ -162,9 +167,15 @@ impl<T: Clone> EpollDriver<T> {
         self.table.start_queued();
         self.table.reconcile(&self.poller);
         if self.deferred.is_empty() {
-            let timeout = if self.table.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+            let mut again = mem::take(&mut self.table.again);
+            let idle = self.table.ready.is_empty() && again.is_empty();
+            let timeout = if idle { timeout } else { Some(Duration::ZERO) };
             self.poller.wait(&mut self.events, timeout)?;
             self.take_events()?;
+            self.take_again(&mut again);
+            if self.table.again.is_empty() {
+                self.table.again = again; // keep the allocation
+            }
         } else {
             self.take_deferred();
         }
@@ -190,6 +201,22 @@ impl<T: Clone> EpollDriver<T> {
             }
         }
         Ok(())
+    }
+
+    /// Receives again from the edge-triggered fds listed in `again` (emptied), as if the wait
+    /// had reported their events again, within the turn's budget like the wait's own fds. An fd
+    /// whose entry went since is skipped (its number may be another file's now).
+    fn take_again(&mut self, again: &mut Vec<(RawFd, u32, u64)>) {
+        for (fd, revents, epoch) in again.drain(..) {
+            if self.table.epoch(fd) != Some(epoch) {
+                continue;
+            }
+            if self.table.received() >= TURN_BYTES {
+                self.deferred.push_back((fd, revents, epoch));
+            } else {
+                self.table.wake(fd, revents);
+            }
+        }
     }
 
     /// Wakes the ops of deferred readiness, oldest first, until the turn has received

@@ -16,7 +16,8 @@ use crate::driver::{BufPool, Op, RecvBuf, RecvMsgBuf};
 /// Conditions reported whatever the interest, as io_uring's `POLL_ADD` reports them.
 pub(super) const ALWAYS_REPORTED: u32 = (libc::POLLERR | libc::POLLHUP) as u32;
 /// The interest bits that are events; the high bits are epoll flags (`EPOLLET`, `EPOLLONESHOT`,
-/// ...) an op must not smuggle in, as registrations are shared and level-triggered.
+/// ...) an op must not smuggle in, as registrations are shared and their triggering is the
+/// table's choice (`FdTable::wanted`).
 const EVENT_BITS: u32 = 0xffff;
 /// Readable.
 const IN: u32 = libc::POLLIN as u32;

@@ -34,16 +34,26 @@ pub(crate) fn connect(fd: RawFd, addr: &SockAddrBuf) -> io::Result<u32> {
 /// The outcome of a non-blocking connect once the socket is writable (`SO_ERROR`): 0, or the
 /// pending error (or the errno of `getsockopt` itself).
 pub(crate) fn socket_error(fd: RawFd) -> io::Result<u32> {
-    let mut error: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let ptr = (&mut error as *mut libc::c_int).cast();
-    // SAFETY: the kernel writes at most `len` bytes into the live c_int `error` and updates the
-    // live socklen_t `len`.
-    syscall!(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, ptr, &mut len) })?;
-    match error {
+    match socket_option(fd, libc::SO_ERROR)? {
         0 => Ok(0),
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
+}
+
+/// Whether `fd` is a TCP socket (`SO_PROTOCOL`); false for anything else and on error.
+pub(crate) fn is_tcp(fd: RawFd) -> bool {
+    socket_option(fd, libc::SO_PROTOCOL).is_ok_and(|protocol| protocol == libc::IPPROTO_TCP)
+}
+
+/// The `c_int` value of socket option `name` at level `SOL_SOCKET`.
+fn socket_option(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let ptr = (&mut value as *mut libc::c_int).cast();
+    // SAFETY: the kernel writes at most `len` bytes into the live c_int `value` and updates the
+    // live socklen_t `len`.
+    syscall!(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, ptr, &mut len) })?;
+    Ok(value)
 }
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)` without the peer's address: the new fd.

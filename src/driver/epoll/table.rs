@@ -18,6 +18,12 @@ use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
 const DEFAULT_POLLMASK: u32 =
     (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
+/// Urgent data (TCP `MSG_OOB`) is pending.
+const PRI: u32 = libc::POLLPRI as u32;
+/// The stream ended or failed: a receive that came back short left that to tell.
+const ENDED: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// Added to the mask of an edge-triggered registration (see [`FdTable::wanted`]).
+const EDGE: u32 = (libc::EPOLLET | libc::EPOLLRDHUP) as u32 | PRI;
 
 /// An op in flight, in the driver's slab; its key is its [`OpId`].
 #[derive(Debug)]
@@ -87,12 +93,20 @@ pub(super) struct FdEntry {
     dirty: bool,
     /// Tells this entry from an earlier one of the same fd number (see [`FdTable::epoch`]).
     epoch: u64,
+    /// May be registered edge-triggered: a TCP socket (the entry made for its `RecvMulti`)
+    /// that has not reported urgent data (see [`FdTable::wanted`]).
+    edge_ok: bool,
 }
 
 impl FdEntry {
     /// Whether no op waits on the fd.
     pub(super) fn is_idle(&self) -> bool {
         self.head.is_none()
+    }
+
+    /// Whether the kernel has the fd edge-triggered.
+    fn is_edge_triggered(&self) -> bool {
+        matches!(self.registration, Registration::Epoll(mask) if mask & libc::EPOLLET as u32 != 0)
     }
 }
 
@@ -123,6 +137,10 @@ pub(super) struct FdTable<T> {
     last_epoch: u64,
     /// The buffer every `RecvMsgMulti` receives into (allocated at first use).
     dgram_scratch: super::ops::Scratch,
+    /// Edge-triggered fds to receive from at the next turn without a new edge (the fd, the
+    /// events its edge reported, its entry's epoch): a receive filled its buffer, so more may
+    /// be there, or the stream's end is still to be received.
+    pub(super) again: Vec<(RawFd, u32, u64)>,
 }
 
 impl<T> Default for FdTable<T> {
@@ -140,6 +158,7 @@ impl<T> Default for FdTable<T> {
             received: 0,
             last_epoch: 0,
             dgram_scratch: None,
+            again: Vec::new(),
         }
     }
 }
@@ -245,6 +264,7 @@ impl<T> FdTable<T> {
     /// Appends waiting op `key` to `fd`'s waiter list.
     fn link(&mut self, fd: RawFd, key: usize) {
         let last_epoch = &mut self.last_epoch;
+        let receives = matches!(self.ops[key].op, Op::RecvMulti { .. });
         let entry = self.fds.entry(fd).or_insert_with(|| {
             *last_epoch += 1;
             FdEntry {
@@ -253,6 +273,7 @@ impl<T> FdTable<T> {
                 registration: Registration::Unregistered,
                 dirty: false,
                 epoch: *last_epoch,
+                edge_ok: receives && super::syscall::is_tcp(fd),
             }
         });
         let prev = entry.tail.replace(key);
@@ -288,10 +309,21 @@ impl<T> FdTable<T> {
     }
 
     /// Attempts every op waiting on `fd` with `revents`, oldest first. False if `fd` is unknown.
+    ///
+    /// On an edge-triggered fd a receive that filled its buffer lists the fd in
+    /// [`again`](Self::again) (more may be there, and no new edge would say so), as does one
+    /// whose edge also said the stream ended (the end comes after the bytes, from the next
+    /// receive); urgent data turns the fd to level triggering for good (TCP stops a receive at
+    /// the urgent mark, short of what is there).
     pub(super) fn wake(&mut self, fd: RawFd, revents: u32) -> bool {
-        let Some(entry) = self.fds.get(&fd) else {
+        let Some(entry) = self.fds.get_mut(&fd) else {
             return false;
         };
+        let (edge, epoch) = (entry.is_edge_triggered(), entry.epoch);
+        if edge && revents & PRI != 0 {
+            entry.edge_ok = false;
+            mark_dirty(&mut self.dirty, fd, entry);
+        }
         let mut cursor = entry.head;
         while let Some(key) = cursor {
             let slot = &mut self.ops[key];
@@ -307,6 +339,9 @@ impl<T> FdTable<T> {
                     Persistent::More(result, data) => {
                         if let (Op::RecvMulti { .. }, Some(bytes)) = (&slot.op, &data) {
                             self.received += bytes.len();
+                            if edge && (bytes.len() >= BufPool::BUF_SIZE || revents & ENDED != 0) {
+                                self.again.push((fd, revents, epoch));
+                            }
                         }
                         self.more.push((key, result, data));
                     }
@@ -427,18 +462,32 @@ impl<T> FdTable<T> {
     }
 
     /// The event mask `entry`'s waiters need; `None` if nothing waits.
+    ///
+    /// Level-triggered, except a TCP socket whose only waiter is a `RecvMulti`: edge-triggered
+    /// (`EPOLLET`, with `EPOLLRDHUP` so that an end arriving with the last bytes is known), as
+    /// mio and tokio register sockets. A level-triggered fd already read is
+    /// polled again by every wait and stays on the kernel's ready list in the order it was
+    /// last reported, which put ringloop's p99 above tokio's (`docs/benchmarks.md`). A short
+    /// receive is taken to mean the socket is drained, as mio does: true of TCP except at the
+    /// urgent mark, so `EPOLLPRI` is asked for and urgent data turns the fd to level triggering
+    /// (see [`wake`](Self::wake)). A re-registration (`MOD`) polls the fd at once, so turning
+    /// from one mode to the other loses no readiness; and no edge goes unread, since only a
+    /// wait takes one, right after the reconcile that registered the fd's waiting receive,
+    /// which then receives (or keeps the readiness, with the entry's epoch, for a later turn).
     fn wanted(&self, entry: &FdEntry) -> Option<u32> {
         let mut mask = None;
         let mut cursor = entry.head;
+        let mut edge = entry.edge_ok;
         while let Some(key) = cursor {
             let slot = &self.ops[key];
+            edge &= matches!(slot.op, Op::RecvMulti { .. });
             mask = Some(mask.unwrap_or(0) | readiness(&slot.op).1);
             cursor = match slot.state {
                 OpState::Waiting(link) => link.next,
                 _ => unreachable!("only a waiting op is in a waiter list"),
             };
         }
-        mask
+        mask.map(|mask| if edge { mask | EDGE } else { mask })
     }
 
     fn set_registration(&mut self, fd: RawFd, registration: Registration) {

@@ -277,3 +277,107 @@ fn a_registration_the_table_does_not_know_is_deleted_also_when_the_turn_is_spent
     // Deleted: adding it again is allowed (EEXIST otherwise).
     epoll(&d).poller.add(stray.as_raw_fd(), IN, token).expect("registered again");
 }
+
+/// A connected TCP pair on 127.0.0.1: ours non-blocking, the peer blocking, `TCP_NODELAY`.
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    peer.set_nodelay(true).unwrap();
+    (ours, peer)
+}
+
+/// Turns `d` until the receives have delivered `want` bytes (at most 10 turns of up to
+/// 200 ms each); the bytes.
+fn receive(d: &mut Driver<u32>, want: usize) -> Vec<u8> {
+    let (mut got, mut out) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        if got.len() >= want {
+            break;
+        }
+        d.turn(Some(Duration::from_millis(200)), &mut out).expect("turn");
+        for completion in out.drain(..) {
+            got.extend_from_slice(completion.data.as_deref().unwrap_or_default());
+        }
+    }
+    got
+}
+
+#[test]
+fn a_tcp_socket_that_only_receives_is_edge_triggered_and_others_are_not() {
+    let mut d = driver();
+    let (tcp, _peer) = tcp_pair();
+    let (unix, _unix_peer) = unix_stream_pair();
+    d.submit(Op::RecvMulti { fd: tcp.as_raw_fd() }, 1);
+    d.submit(Op::RecvMulti { fd: unix.as_raw_fd() }, 2);
+    let writer = d.submit(poll(&tcp, Interest::WRITE), 3);
+    assert_eq!(outcomes(&turn_once(&mut d, LONG)), [(writer, 3, OUT)]);
+    assert_eq!(registration(&d, tcp.as_raw_fd()), Registration::Epoll(IN | OUT));
+    assert_eq!(registration(&d, unix.as_raw_fd()), Registration::Epoll(IN));
+    // The writer is gone: the receive alone, edge-triggered.
+    assert!(turn_once(&mut d, Some(Duration::ZERO)).is_empty());
+    let edge = (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
+    assert_eq!(registration(&d, tcp.as_raw_fd()), Registration::Epoll(IN | edge));
+}
+
+#[test]
+fn an_edge_triggered_receive_that_fills_its_buffer_goes_on_without_a_new_edge() {
+    use std::io::Write;
+    let mut d = driver();
+    let (ours, mut peer) = tcp_pair();
+    // All there before the first receive: one edge for more than one buffer.
+    let data: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+    peer.write_all(&data).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+    assert!(receive(&mut d, data.len()) == data, "the rest never came");
+}
+
+#[test]
+fn urgent_data_turns_an_edge_triggered_socket_to_level_triggering() {
+    use std::io::Write;
+    let mut d = driver();
+    let (ours, mut peer) = tcp_pair();
+    d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+    assert!(turn_once(&mut d, Some(Duration::ZERO)).is_empty());
+    let edge = (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
+    assert_eq!(registration(&d, ours.as_raw_fd()), Registration::Epoll(IN | edge));
+    // A receive stops at the urgent mark, short of the bytes after it: no edge says so.
+    peer.write_all(b"ab").unwrap();
+    // SAFETY: sends one byte from a live buffer on the peer's open socket.
+    let sent = unsafe { libc::send(peer.as_raw_fd(), b"c".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1);
+    peer.write_all(b"de").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(receive(&mut d, 4), b"abde", "the bytes after the urgent mark never came");
+    assert_eq!(registration(&d, ours.as_raw_fd()), Registration::Epoll(IN));
+}
+
+#[test]
+fn an_end_that_came_with_the_last_bytes_is_received_after_them() {
+    use std::io::Write;
+    // Less than a buffer, and more (the end then waits behind a receive that filled it).
+    for payload in [b"hello".to_vec(), (0..100 * 1024).map(|i| (i % 251) as u8).collect()] {
+        let mut d = driver();
+        let (ours, mut peer) = tcp_pair();
+        // All there before the first receive: one edge, and short receives that are not the
+        // end.
+        peer.write_all(&payload).unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            d.turn(Some(Duration::from_millis(200)), &mut out).expect("turn");
+            if out.iter().any(|c| !c.more) {
+                break;
+            }
+        }
+        let got: Vec<u8> =
+            out.iter().flat_map(|c| c.data.as_deref().unwrap_or_default().to_vec()).collect();
+        assert!(got == payload, "{} bytes of {}", got.len(), payload.len());
+        let end = out.last().expect("completions");
+        assert!(end.id == id && !end.more && matches!(end.result, Ok(0)), "no end: {out:?}");
+    }
+}
