@@ -205,10 +205,11 @@ impl<T: Clone> EpollDriver<T> {
 
     /// Receives again from the edge-triggered fds listed in `again` (emptied), as if the wait
     /// had reported their events again, within the turn's budget like the wait's own fds. An fd
-    /// whose entry went since is skipped (its number may be another file's now).
+    /// whose entry went since is skipped (its number may be another file's now), and so is one
+    /// turned level-triggered since (the wait reports what it still holds).
     fn take_again(&mut self, again: &mut Vec<(RawFd, u32, u64)>) {
         for (fd, revents, epoch) in again.drain(..) {
-            if self.table.epoch(fd) != Some(epoch) {
+            if self.table.edge_triggered_epoch(fd) != Some(epoch) {
                 continue;
             }
             if self.table.received() >= TURN_BYTES {

@@ -372,6 +372,11 @@ impl<T> FdTable<T> {
         self.fds.get(&fd).map(|entry| entry.epoch)
     }
 
+    /// The epoch of `fd`'s entry if the kernel has the fd edge-triggered.
+    pub(super) fn edge_triggered_epoch(&self, fd: RawFd) -> Option<u64> {
+        self.fds.get(&fd).filter(|entry| entry.is_edge_triggered()).map(|entry| entry.epoch)
+    }
+
     /// Finishes every op waiting on `fd` with `errno` and forgets the fd.
     fn fail(&mut self, fd: RawFd, errno: i32) {
         while let Some(key) = self.fds.get(&fd).and_then(|entry| entry.head) {
