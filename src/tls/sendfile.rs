@@ -7,8 +7,9 @@
 //! (here: reads wait while the plaintext backlog is above its low-water mark, which also keeps
 //! a slow peer from growing it), `write` is refused while the transfer runs, `close()` waits
 //! for its end (then sends `close_notify`), a fatal error of the socket ends it with that
-//! error (an abort, or an end without one: "the TLS connection ended"), and dropping the `sendfile` future ends it after the chunk being read.
-//! One task per transfer drives the chunks.
+//! error (an abort, or an end without one: "the TLS connection ended"), and dropping the
+//! `sendfile` future ends it after the chunk being read. One task per transfer drives the
+//! chunks.
 
 use std::future::poll_fn;
 use std::io;

@@ -16,16 +16,29 @@ use uring_tests::{
     backend_tests, pattern, run_ready, run_until, run_within, tcp_pair, Received, TempDir,
 };
 
-/// A peer thread: what it decrypted until the server's `close_notify`.
+/// A peer thread: the plaintext it decrypted.
 type Reader = JoinHandle<std::io::Result<Vec<u8>>>;
 
-/// A rustls client on `tcp` that reads until the server's `close_notify`: the plaintext.
-fn tls_reader(tcp: TcpStream) -> Reader {
+/// The peer's side: a rustls client stream over TCP.
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A peer thread running a rustls client on `tcp` (reads time out after 60 s) and `read` on
+/// its stream.
+fn tls_peer(
+    tcp: TcpStream,
+    read: impl FnOnce(&mut TlsStream) -> std::io::Result<Vec<u8>> + Send + 'static,
+) -> Reader {
     std::thread::spawn(move || {
         tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
         let name = "localhost".try_into().unwrap();
         let conn = rustls::ClientConnection::new(rustls_client(), name).unwrap();
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        read(&mut rustls::StreamOwned::new(conn, tcp))
+    })
+}
+
+/// A rustls client on `tcp` that reads until the server's `close_notify`: the plaintext.
+fn tls_reader(tcp: TcpStream) -> Reader {
+    tls_peer(tcp, |stream| {
         let mut got = Vec::new();
         stream.read_to_end(&mut got)?; // Ok only at close_notify
         Ok(got)
@@ -33,13 +46,9 @@ fn tls_reader(tcp: TcpStream) -> Reader {
 }
 
 /// A rustls client on `tcp` that reads `n` bytes of plaintext, then drops the connection
-/// with more unread (a reset): how many it read.
+/// with more unread (a reset): those bytes.
 fn tls_quitter(tcp: TcpStream, n: usize) -> Reader {
-    std::thread::spawn(move || {
-        tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let name = "localhost".try_into().unwrap();
-        let conn = rustls::ClientConnection::new(rustls_client(), name).unwrap();
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
+    tls_peer(tcp, move |stream| {
         let mut got = vec![0u8; n];
         stream.read_exact(&mut got)?;
         Ok(got)

@@ -55,6 +55,8 @@ pub(crate) use self::lifecycle::cancel_right_after_each_submit;
 pub(crate) use self::lifecycle::{cancel_after_the_turn, cancel_before_the_turn};
 pub(crate) use self::persistent::cancel_a_recv_multi;
 #[cfg(feature = "fallback")]
+pub(crate) use self::persistent::receive_past_urgent_data;
+#[cfg(feature = "fallback")]
 pub(crate) use self::polls::rearm_while_data_is_unread;
 #[cfg(feature = "fallback")]
 pub(crate) use self::send_file::file_with;

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{each_config, kept_after_cancel, listener, no_look, settle, tcp_pair, turn_until};
-use super::{short_wait, Look, LIMIT};
+use super::{short_wait, turn_once, Look, LIMIT};
 use crate::driver::any::Driver;
 use crate::driver::{Backend, Completion, Op, OpId};
 
@@ -121,6 +121,75 @@ fn stop_delivers_what_was_received_then_ecanceled_and_leaves_the_rest_in_the_soc
         all.extend(rest);
         assert_eq!(all, b"onetwo");
     });
+}
+
+/// 100 KiB of patterned bytes: more than one receive buffer (64 KiB).
+fn more_than_a_buffer() -> Vec<u8> {
+    (0..100 * 1024).map(|i| (i % 251) as u8).collect()
+}
+
+/// A `RecvMulti` armed on a socket already holding more than one buffer's worth (on epoll,
+/// one edge for it all) receives it all, with nothing more coming.
+#[test]
+fn recv_multi_takes_more_than_a_buffer_that_was_there_before_it() {
+    each_config(|mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let data = more_than_a_buffer();
+        peer.write_all(&data).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+        let mut out = Vec::new();
+        turn_until(&mut d, &mut out, |out| bytes_of(out).len() >= data.len());
+        assert!(bytes_of(&out) == data, "the rest never came");
+    });
+}
+
+/// An end of stream that came with the last bytes, before the `RecvMulti` was armed (on
+/// epoll, one edge for both), is delivered after them: for less than a buffer and for more.
+#[test]
+fn recv_multi_delivers_an_end_that_came_with_the_last_bytes() {
+    each_config(|mut d| {
+        for payload in [b"hello".to_vec(), more_than_a_buffer()] {
+            let (ours, mut peer) = tcp_pair();
+            peer.write_all(&payload).unwrap();
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+            let mut out = Vec::new();
+            turn_until(&mut d, &mut out, |out| out.iter().any(|c| !c.more));
+            let got = bytes_of(&out);
+            assert!(got == payload, "{} bytes of {}", got.len(), payload.len());
+            let end = out.last().expect("completions");
+            assert!(end.id == id && !end.more && matches!(end.result, Ok(0)), "no end: {out:?}");
+            // As the loop does before its socket closes (the next pair may reuse the number).
+            d.forget_fd(ours.as_raw_fd());
+        }
+    });
+}
+
+#[test]
+fn recv_multi_receives_the_bytes_after_urgent_data() {
+    each_config(|mut d| receive_past_urgent_data(&mut d, &no_look, &no_look));
+}
+
+/// TCP urgent data (`MSG_OOB`) in the middle of a stream: a receive stops at the urgent mark,
+/// short of the bytes after it (on epoll no edge says they are there), and they still come;
+/// the urgent byte itself is not in the stream. `armed` sees the driver once the `RecvMulti`
+/// is registered, `after` once everything arrived.
+pub(crate) fn receive_past_urgent_data(d: &mut Driver<u32>, armed: Look, after: Look) {
+    let (ours, mut peer) = tcp_pair();
+    d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
+    assert!(turn_once(d, Some(Duration::ZERO)).is_empty());
+    armed(d, ours.as_raw_fd());
+    let mut out = Vec::new();
+    peer.write_all(b"ab").unwrap();
+    // SAFETY: sends one byte from a live buffer on the peer's open socket.
+    let sent = unsafe { libc::send(peer.as_raw_fd(), b"c".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1);
+    peer.write_all(b"de").unwrap();
+    turn_until(d, &mut out, |out| bytes_of(out).len() >= 4);
+    assert_eq!(bytes_of(&out), b"abde", "the bytes after the urgent mark never came");
+    after(d, ours.as_raw_fd());
 }
 
 #[test]

@@ -38,12 +38,6 @@ const EVENTS_PER_WAIT: usize = 1024;
 /// messages never spend the budget and keep whole-wait turns.
 const TURN_BYTES: usize = 64 * 1024;
 
-/// Deletes the registration of `fd`, reported under a token the table no longer knows, so
-/// that it stops reporting.
-fn forget_unknown(poller: &Poller, fd: RawFd) {
-    let _ = poller.delete(fd);
-}
-
 /// The epoll driver: the contract of `driver/mod.rs` on top of a [`Poller`].
 ///
 /// # Implementation
@@ -102,6 +96,9 @@ pub(crate) struct EpollDriver<T> {
     /// Readiness the last wait reported that a turn left for the next ones (the fd, its
     /// events, its entry's epoch then), oldest first; see [`TURN_BYTES`].
     deferred: VecDeque<(RawFd, u32, u64)>,
+    /// The table's [`again`](FdTable::again) list as the turn takes it, swapped with the
+    /// table's (empty) one so that both keep their allocations.
+    again: Vec<(RawFd, u32, u64)>,
 }
 
 impl<T: Clone> EpollDriver<T> {
@@ -116,6 +113,7 @@ impl<T: Clone> EpollDriver<T> {
             waker,
             table: FdTable::default(),
             deferred: VecDeque::new(),
+            again: Vec::new(),
         })
     }
 
@@ -167,15 +165,12 @@ impl<T: Clone> EpollDriver<T> {
         self.table.start_queued();
         self.table.reconcile(&self.poller);
         if self.deferred.is_empty() {
-            let mut again = mem::take(&mut self.table.again);
-            let idle = self.table.ready.is_empty() && again.is_empty();
+            mem::swap(&mut self.table.again, &mut self.again);
+            let idle = self.table.ready.is_empty() && self.again.is_empty();
             let timeout = if idle { timeout } else { Some(Duration::ZERO) };
             self.poller.wait(&mut self.events, timeout)?;
             self.take_events()?;
-            self.take_again(&mut again);
-            if self.table.again.is_empty() {
-                self.table.again = again; // keep the allocation
-            }
+            self.take_again();
         } else {
             self.take_deferred();
         }
@@ -194,21 +189,27 @@ impl<T: Clone> EpollDriver<T> {
             } else if self.table.received() >= TURN_BYTES {
                 match self.table.epoch(token as RawFd) {
                     Some(epoch) => self.deferred.push_back((token as RawFd, revents, epoch)),
-                    None => forget_unknown(&self.poller, token as RawFd),
+                    None => self.forget_unknown(token as RawFd),
                 }
             } else if !self.table.wake(token as RawFd, revents) {
-                forget_unknown(&self.poller, token as RawFd);
+                self.forget_unknown(token as RawFd);
             }
         }
         Ok(())
     }
 
-    /// Receives again from the edge-triggered fds listed in `again` (emptied), as if the wait
-    /// had reported their events again, within the turn's budget like the wait's own fds. An fd
-    /// whose entry went since is skipped (its number may be another file's now), and so is one
-    /// turned level-triggered since (the wait reports what it still holds).
-    fn take_again(&mut self, again: &mut Vec<(RawFd, u32, u64)>) {
-        for (fd, revents, epoch) in again.drain(..) {
+    /// Deletes the registration of `fd`, reported under a token the table no longer knows, so
+    /// that it stops reporting.
+    fn forget_unknown(&self, fd: RawFd) {
+        let _ = self.poller.delete(fd);
+    }
+
+    /// Receives again from the edge-triggered fds in [`again`](Self::again) (emptied), as if
+    /// the wait had reported their events again, within the turn's budget like the wait's own
+    /// fds. An fd whose entry went since is skipped (its number may be another file's now), and
+    /// so is one turned level-triggered since (the wait reports what it still holds).
+    fn take_again(&mut self) {
+        for (fd, revents, epoch) in self.again.drain(..) {
             if self.table.edge_triggered_epoch(fd) != Some(epoch) {
                 continue;
             }

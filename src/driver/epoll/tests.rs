@@ -13,8 +13,9 @@ use crate::driver::any::Driver;
 use crate::driver::contract_tests::{cancel_a_stalled_send, cancel_after_the_turn};
 use crate::driver::contract_tests::{cancel_before_the_turn, close_an_fd_after_its_poll};
 use crate::driver::contract_tests::{outcomes, poll, read_and_send_on_one_fd};
-use crate::driver::contract_tests::{rearm_while_data_is_unread, send_to_a_full_socket};
-use crate::driver::contract_tests::{turn_once, unix_stream_pair, write, HUP, IN, LIMIT, OUT};
+use crate::driver::contract_tests::{rearm_while_data_is_unread, receive_past_urgent_data};
+use crate::driver::contract_tests::{send_to_a_full_socket, tcp_pair, turn_once};
+use crate::driver::contract_tests::{unix_stream_pair, write, HUP, IN, LIMIT, OUT};
 use crate::driver::{Interest, Op};
 use crate::test_support::pipe;
 
@@ -278,32 +279,6 @@ fn a_registration_the_table_does_not_know_is_deleted_also_when_the_turn_is_spent
     epoll(&d).poller.add(stray.as_raw_fd(), IN, token).expect("registered again");
 }
 
-/// A connected TCP pair on 127.0.0.1: ours non-blocking, the peer blocking, `TCP_NODELAY`.
-fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (ours, _) = listener.accept().unwrap();
-    ours.set_nonblocking(true).unwrap();
-    peer.set_nodelay(true).unwrap();
-    (ours, peer)
-}
-
-/// Turns `d` until the receives have delivered `want` bytes (at most 10 turns of up to
-/// 200 ms each); the bytes.
-fn receive(d: &mut Driver<u32>, want: usize) -> Vec<u8> {
-    let (mut got, mut out) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        if got.len() >= want {
-            break;
-        }
-        d.turn(Some(Duration::from_millis(200)), &mut out).expect("turn");
-        for completion in out.drain(..) {
-            got.extend_from_slice(completion.data.as_deref().unwrap_or_default());
-        }
-    }
-    got
-}
-
 #[test]
 fn a_tcp_socket_that_only_receives_is_edge_triggered_and_others_are_not() {
     let mut d = driver();
@@ -317,67 +292,18 @@ fn a_tcp_socket_that_only_receives_is_edge_triggered_and_others_are_not() {
     assert_eq!(registration(&d, unix.as_raw_fd()), Registration::Epoll(IN));
     // The writer is gone: the receive alone, edge-triggered.
     assert!(turn_once(&mut d, Some(Duration::ZERO)).is_empty());
-    let edge = (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
-    assert_eq!(registration(&d, tcp.as_raw_fd()), Registration::Epoll(IN | edge));
+    assert_eq!(registration(&d, tcp.as_raw_fd()), Registration::Epoll(IN | EDGE));
 }
 
-#[test]
-fn an_edge_triggered_receive_that_fills_its_buffer_goes_on_without_a_new_edge() {
-    use std::io::Write;
-    let mut d = driver();
-    let (ours, mut peer) = tcp_pair();
-    // All there before the first receive: one edge for more than one buffer.
-    let data: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
-    peer.write_all(&data).unwrap();
-    thread::sleep(Duration::from_millis(50));
-    d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
-    assert!(receive(&mut d, data.len()) == data, "the rest never came");
-}
+/// What an edge-triggered registration adds to the mask.
+const EDGE: u32 = (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
 
 #[test]
 fn urgent_data_turns_an_edge_triggered_socket_to_level_triggering() {
-    use std::io::Write;
     let mut d = driver();
-    let (ours, mut peer) = tcp_pair();
-    d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
-    assert!(turn_once(&mut d, Some(Duration::ZERO)).is_empty());
-    let edge = (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
-    assert_eq!(registration(&d, ours.as_raw_fd()), Registration::Epoll(IN | edge));
-    // A receive stops at the urgent mark, short of the bytes after it: no edge says so.
-    peer.write_all(b"ab").unwrap();
-    // SAFETY: sends one byte from a live buffer on the peer's open socket.
-    let sent = unsafe { libc::send(peer.as_raw_fd(), b"c".as_ptr().cast(), 1, libc::MSG_OOB) };
-    assert_eq!(sent, 1);
-    peer.write_all(b"de").unwrap();
-    thread::sleep(Duration::from_millis(50));
-    assert_eq!(receive(&mut d, 4), b"abde", "the bytes after the urgent mark never came");
-    assert_eq!(registration(&d, ours.as_raw_fd()), Registration::Epoll(IN));
-}
-
-#[test]
-fn an_end_that_came_with_the_last_bytes_is_received_after_them() {
-    use std::io::Write;
-    // Less than a buffer, and more (the end then waits behind a receive that filled it).
-    for payload in [b"hello".to_vec(), (0..100 * 1024).map(|i| (i % 251) as u8).collect()] {
-        let mut d = driver();
-        let (ours, mut peer) = tcp_pair();
-        // All there before the first receive: one edge, and short receives that are not the
-        // end.
-        peer.write_all(&payload).unwrap();
-        peer.shutdown(std::net::Shutdown::Write).unwrap();
-        thread::sleep(Duration::from_millis(50));
-        let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
-        let mut out = Vec::new();
-        for _ in 0..10 {
-            d.turn(Some(Duration::from_millis(200)), &mut out).expect("turn");
-            if out.iter().any(|c| !c.more) {
-                break;
-            }
-        }
-        let got: Vec<u8> =
-            out.iter().flat_map(|c| c.data.as_deref().unwrap_or_default().to_vec()).collect();
-        assert!(got == payload, "{} bytes of {}", got.len(), payload.len());
-        let end = out.last().expect("completions");
-        assert!(end.id == id && !end.more && matches!(end.result, Ok(0)), "no end: {out:?}");
-    }
+    receive_past_urgent_data(
+        &mut d,
+        &|d, fd| assert_eq!(registration(d, fd), Registration::Epoll(IN | EDGE)),
+        &|d, fd| assert_eq!(registration(d, fd), Registration::Epoll(IN)),
+    );
 }
