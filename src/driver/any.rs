@@ -84,6 +84,13 @@ impl<T: Clone> Driver<T> {
         dispatch!(self, d => d.cancel(id))
     }
 
+    /// Cancels one-shot op `id` if nothing of it has happened yet (no byte moved, no
+    /// connection begun) and returns its owner; `None` leaves the op as it was. See the
+    /// contract.
+    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
+        dispatch!(self, d => d.withdraw(id))
+    }
+
     /// Ends persistent op `id` ([`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`])
     /// but keeps its owner:
     /// what the kernel already took is delivered, then a final `ECANCELED`. No-op for an

@@ -33,6 +33,10 @@
 //!   it; no completion for that op is delivered afterwards. An op not yet in the kernel is
 //!   withdrawn: the kernel never sees it. io_uring sends `ASYNC_CANCEL` for one it holds and
 //!   keeps the op's memory until the final CQE arrives; epoll drops the interest at once.
+//!   [`withdraw`](any::Driver::withdraw) cancels a one-shot op only while nothing of it has
+//!   happened (io_uring: not yet submitted; epoll: queued, or waiting for readiness, since
+//!   each of its syscalls finishes inside a turn), so the caller knows no byte moved; else it
+//!   leaves the op as it was.
 //! * **Fd numbers: only the driver closes an fd it handed to the kernel.** An op names its fd
 //!   by number, and the kernel resolves the number when the op runs: when the SQE is submitted,
 //!   or later still for an op that runs in an io-wq worker or behind a link. So an fd an op has

@@ -99,6 +99,18 @@ impl LoopFd {
         }
     }
 
+    /// Withdraws the one-shot op in `slot` if nothing of it has happened yet (see
+    /// `Driver::withdraw`), emptying the slot: true then, or with no op in the slot.
+    pub(crate) fn withdraw(&self, slot: &Cell<Option<OpId>>) -> bool {
+        let Some(id) = slot.get() else { return true };
+        let Some(event_loop) = self.event_loop() else { return false };
+        let withdrawn = event_loop.with_driver(|driver| driver.withdraw(id)).flatten();
+        if withdrawn.is_some() {
+            slot.set(None);
+        }
+        withdrawn.is_some()
+    }
+
     /// Stops the persistent op in `slot`, if any, keeping it there: what the kernel already
     /// took is still delivered, then its final `ECANCELED`.
     pub(crate) fn end_gracefully(&self, slot: &Cell<Option<OpId>>) {

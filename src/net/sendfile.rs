@@ -97,8 +97,7 @@ impl EventLoop {
             return Ok(0);
         };
         let job = socket::start(self, sock, transfer.clone())?;
-        let backend = self.backend();
-        TransferFuture::new(transfer, move || job.abandon(backend)).await
+        TransferFuture::new(transfer, move || job.abandon()).await
     }
 }
 

@@ -7,10 +7,13 @@
 //!   and `close()` wait for it as they wait for the buffer. Reading goes on.
 //! * One chunk at a time, each a driver op owned by the transport, so many transfers on one
 //!   loop progress side by side and none holds the loop.
-//! * **A dropped `sendfile` future never cancels the chunk in flight**: the chunk ends (the
+//! * **A dropped `sendfile` future never cancels a chunk under way**: the chunk ends (the
 //!   pipe drained into the socket), the file position is set to `offset + sent`, and only
 //!   then are writes taken again, so every byte the kernel took from the file reaches the
-//!   socket before any later write. With no chunk in flight it ends at once.
+//!   socket before any later write. A chunk nothing of which has happened (not yet
+//!   submitted; on epoll, any chunk between turns, as each is one syscall made inside a turn)
+//!   is withdrawn, so the transfer ends at once, as it does with no chunk in flight. Else
+//!   a drop on epoll would let a chunk waiting for writability send the rest of the file.
 //! * `close()` lets the transfer run to its end, as it lets the buffer flush. An abort, or a
 //!   fatal error that is not the socket's own (a protocol callback's panic), cancels the chunk
 //!   (the connection is gone anyway) and ends the transfer with that error (an abort:
@@ -209,6 +212,8 @@ pub(crate) trait SendFileHost: OpTarget + Sized + 'static {
         let side = self.sendfile_side();
         let Some(transfer) = side.current() else { return };
         transfer.abandon();
+        // A chunk nothing of which has happened (epoll: not yet made) is just withdrawn.
+        self.socket().withdraw(&side.op);
         if !side.chunk_in_flight() {
             self.end_sendfile(Ok(()));
         }

@@ -8,12 +8,14 @@
 //! chunk is one op: `Op::SendFile`, or for the chunked fallback an `Op::Read` of the file and
 //! `Op::Send`s of what it read.
 //!
-//! Dropping the future before the end: on epoll a chunk is a syscall made inside one turn, so
-//! a chunk not yet made is withdrawn and nothing is half sent. On io_uring the kernel may
-//! hold bytes taken from the file in the pipe, or a send of them in flight, that cannot be
-//! put back; rather than let a later send on the socket overtake them (a hole in the stream),
-//! the socket is shut down (`shutdown(SHUT_RDWR)`) and the chunk left to end, after which the
-//! file position is set to what was sent. A dropped transfer with nothing in flight just ends.
+//! Dropping the future before the end: a chunk nothing of which has happened is withdrawn
+//! (`LoopFd::withdraw`: on epoll every chunk between turns, as each is one syscall made
+//! inside a turn; on io_uring one not yet submitted), and the transfer ends at once, as it
+//! does with nothing in flight. Else the kernel may hold bytes taken from the file in the
+//! pipe, or a send of them in flight, that cannot be put back; rather than let a later send
+//! on the socket overtake them (a hole in the stream), the socket is shut down
+//! (`shutdown(SHUT_RDWR)`) and the chunk left to end, after which the file position is set
+//! to what was sent.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -22,7 +24,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::transfer::{Step, Transfer};
-use crate::driver::{Backend, Op, OpId};
+use crate::driver::{Op, OpId};
 use crate::error::{Error, Result};
 use crate::event_loop::LoopFd;
 use crate::event_loop::{Completed, EventLoop, OpOwner, OpTarget};
@@ -95,19 +97,13 @@ impl SocketTransfer {
     }
 
     /// The caller dropped the future (see the module docs).
-    pub(crate) fn abandon(self: &Rc<Self>, backend: Backend) {
+    pub(crate) fn abandon(self: &Rc<Self>) {
         self.transfer.abandon();
-        let Some(id) = self.op.get() else { return self.transfer.finish(Ok(())) };
-        if backend == Backend::Uring {
+        if !self.socket.withdraw(&self.op) {
             self.socket.with_fd(|fd| {
                 let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
             });
             return; // the chunk ends soon (the socket refuses more), then the transfer
-        }
-        self.op.set(None);
-        if let Some(event_loop) = self.socket.event_loop() {
-            // Withdrawn: epoll makes a chunk's syscall inside one turn, so none is half done.
-            drop(event_loop.with_driver(|driver| driver.cancel(id)));
         }
         if let Some((bytes, at)) = self.copied.take() {
             self.transfer.take_back((bytes.len() - at) as u64);

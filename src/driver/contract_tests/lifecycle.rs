@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{collect, each_config, poll, settle, tcp_pair, turn_once, unix_stream_pair, write};
-use super::{no_look, Look, LIMIT};
+use bytes::Bytes;
+
+use super::{collect, each_config, outcomes, poll, read_some, settle, tcp_pair, turn_once};
+use super::{no_look, unix_stream_pair, write, Look, LIMIT};
 use crate::driver::any::Driver;
-use crate::driver::{Interest, Op, OpId};
+use crate::driver::{Backend, Interest, Op, OpId};
 use crate::test_support::pipe;
 
 #[test]
@@ -207,5 +209,47 @@ fn dropping_a_driver_with_ops_in_flight_does_not_hang() {
         let start = Instant::now();
         drop(d);
         assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
+    });
+}
+
+#[test]
+fn withdraw_takes_back_an_op_not_yet_submitted() {
+    each_config(|mut d| {
+        let (ours, peer) = unix_stream_pair();
+        let send = Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"never"), offset: 0 };
+        let id = d.submit(send, 7);
+        assert_eq!(d.withdraw(id), Some(7));
+        assert_eq!(d.withdraw(id), None, "withdrawn twice");
+        assert!(settle(&mut d).is_empty(), "a withdrawn op completed");
+        assert_eq!(read_some(&peer), 0, "a withdrawn send was made");
+    });
+}
+
+#[test]
+fn withdraw_leaves_what_may_have_begun() {
+    each_config(|mut d| {
+        // A read of an empty pipe after a turn: in the kernel on io_uring; on epoll waiting
+        // for readiness, with no syscall made that moved anything.
+        let (r, w) = pipe();
+        let id = d.submit(Op::Read { fd: r.as_raw_fd(), buf: Vec::with_capacity(16) }, 1);
+        assert!(turn_once(&mut d, Some(Duration::ZERO)).is_empty());
+        let withdrawn = d.withdraw(id);
+        write(&w, b"data");
+        if d.backend() == Backend::Uring {
+            assert_eq!(withdrawn, None);
+            let out = collect(&mut d, 1, LIMIT);
+            assert_eq!(outcomes(&out), vec![(id, 1, 4)], "the read was not left as it was");
+            assert_eq!(d.withdraw(id), None, "a delivered op withdrawn");
+        } else {
+            assert_eq!(withdrawn, Some(1));
+            assert!(settle(&mut d).is_empty(), "a withdrawn op completed");
+            assert_eq!(read_some(&r), 4, "a withdrawn read took bytes");
+        }
+        // A persistent op may have delivered already: never withdrawn, even before its turn.
+        let (ours, _peer) = tcp_pair();
+        let recv = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 2);
+        assert_eq!(d.withdraw(recv), None);
+        assert_eq!(d.cancel(recv), Some(2));
+        settle(&mut d);
     });
 }

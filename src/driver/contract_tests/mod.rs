@@ -17,7 +17,8 @@
 //! checks in its own terms is a `pub(crate)` function here, taking a [`Look`] for that check.
 //!
 //! * `polls.rs`: `Poll`, readiness and cancelling polls.
-//! * `lifecycle.rs`: turns, timeouts, the waker, cancellation at scale, dropping the driver.
+//! * `lifecycle.rs`: turns, timeouts, the waker, cancellation at scale, `withdraw`, dropping
+//!   the driver.
 //! * `sockets.rs`: `Connect` and `Send`.
 //! * `read_write.rs`: `Read` and `Write` on pipes, PTYs and regular files.
 //! * `persistent.rs`: `RecvMulti` and `AcceptMulti`, `end_gracefully` and `cancel`.

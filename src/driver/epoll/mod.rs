@@ -129,6 +129,16 @@ impl<T: Clone> EpollDriver<T> {
         owner
     }
 
+    /// Cancels one-shot op `id` if it is queued, or waiting with nothing done (each of its
+    /// syscalls finishes inside a turn; only a `Connect` waits with its work begun).
+    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
+        if self.table.untouched(id.0) {
+            self.cancel(id)
+        } else {
+            None
+        }
+    }
+
     /// Closes `fd` once no op names it: now, or when its last op is delivered or cancelled.
     pub(crate) fn close_fd(&mut self, fd: OwnedFd) {
         if let Some(fd) = self.table.close_fd(fd) {

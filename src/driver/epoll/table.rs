@@ -216,6 +216,17 @@ impl<T> FdTable<T> {
         Some(slot.owner)
     }
 
+    /// Whether one-shot op `key` has done nothing yet: queued, or waiting for readiness (a
+    /// `Connect` waits with its connection begun).
+    pub(super) fn untouched(&self, key: usize) -> bool {
+        self.ops.get(key).is_some_and(|slot| match slot.state {
+            _ if slot.op.is_persistent() => false,
+            OpState::Queued => true,
+            OpState::Waiting(_) => !matches!(slot.op, Op::Connect { .. }),
+            OpState::Ready(_) => false,
+        })
+    }
+
     /// Cancels every op; returns their owners.
     pub(super) fn cancel_all(&mut self) -> Vec<T> {
         let keys: Vec<usize> = self.ops.iter().map(|(key, _)| key).collect();

@@ -125,6 +125,17 @@ impl<T: Clone> UringDriver<T> {
         Some(owner)
     }
 
+    /// Cancels one-shot op `id` if the kernel has not seen it (queued, with no splice of a
+    /// `SendFile` begun) and returns its owner; `None` leaves the op as it was.
+    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
+        let untouched = self.table.slots.get(id.0).is_some_and(slot::Slot::untouched);
+        if untouched {
+            self.cancel(id)
+        } else {
+            None
+        }
+    }
+
     /// Ends persistent op `id` but keeps its owner: what the kernel already took is delivered,
     /// then a final `ECANCELED` (at the next turn for an op out of the kernel). No-op for an
     /// unknown, cancelled, stopping or one-shot op.

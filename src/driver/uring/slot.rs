@@ -152,6 +152,13 @@ pub(super) struct Slot<T> {
 }
 
 impl<T> Slot<T> {
+    /// Whether this one-shot op has done nothing yet: queued for the kernel (or for a poll
+    /// after `EAGAIN`) with no `SendFile` splice begun.
+    pub(super) fn untouched(&self) -> bool {
+        let queued = matches!(self.state, SlotState::Queued(_) | SlotState::QueuedPoll(_));
+        queued && self.job.is_none() && !self.op.is_persistent()
+    }
+
     /// Detaches the owner. Returns it and whether the kernel holds the op (then an
     /// `AsyncCancel` must follow); `None` if it was detached already.
     pub(super) fn detach(&mut self) -> Option<(T, bool)> {
