@@ -11,7 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use bytes::Bytes;
 use socket2::SockRef;
@@ -82,7 +82,7 @@ impl WriteSide {
         let sink = self.sink;
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         fast_path(fd, |fd| match sink {
-            Sink::Socket => SockRef::from(&fd).send_with_flags(data, flags),
+            Sink::Socket => crate::sys::send(fd.as_raw_fd(), data, flags),
             Sink::File => nix::unistd::write(fd, data).map_err(io::Error::from),
         })
     }

@@ -70,9 +70,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<u32> {
 pub(crate) fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(MAX_IO);
-    // SAFETY: the kernel writes at most `len` bytes into `spare`, live memory owned by `buf`.
-    let n = syscall!(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?
-        as usize;
+    let n = crate::sys::recv(fd, &mut spare[..len], libc::MSG_DONTWAIT)?;
     // SAFETY: the kernel initialised the first `n <= len` bytes of the spare capacity, so the
     // first `buf.len() + n` bytes are initialised and within the capacity.
     unsafe { buf.set_len(buf.len() + n) };
@@ -85,9 +83,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     let bytes = tail(buf, offset)?;
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
     let len = bytes.len().min(MAX_IO);
-    // SAFETY: the kernel reads at most `len` bytes of the live slice `bytes`.
-    let n = syscall!(unsafe { libc::send(fd, bytes.as_ptr().cast(), len, flags) })?;
-    Ok(n as u32)
+    Ok(crate::sys::send(fd, &bytes[..len], flags)? as u32)
 }
 
 /// `recvmsg(MSG_DONTWAIT)` of one datagram into `msg`: the count taken (the datagram, its
