@@ -49,9 +49,11 @@ pub(crate) fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Res
 /// (about 1% of a server's CPU in the HTTP benchmark). The loop's sends carry `MSG_DONTWAIT`
 /// and never block, so cancellation has nothing to interrupt. The count sent, maybe short.
 pub(crate) fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    let (addr, addr_len) = (std::ptr::null::<libc::sockaddr>(), 0 as libc::socklen_t);
+    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
+    let (addr, addr_len) = (std::ptr::null::<libc::sockaddr>(), 0 as libc::c_long);
     // SAFETY: the kernel reads at most `buf.len()` bytes of the live slice `buf`, and no
-    // address (null, length 0).
+    // address (null, length 0). Every argument is a `long` or a pointer, as `syscall(2)`
+    // reads them.
     let n = syscall!(unsafe {
         libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), flags, addr, addr_len)
     })?;
@@ -65,10 +67,11 @@ pub(crate) fn recv(
     buf: &mut [MaybeUninit<u8>],
     flags: libc::c_int,
 ) -> io::Result<usize> {
+    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
     let (addr, addr_len) =
         (std::ptr::null_mut::<libc::sockaddr>(), std::ptr::null_mut::<libc::socklen_t>());
     // SAFETY: the kernel writes at most `buf.len()` bytes into the live slice `buf`, and no
-    // address (null pointers).
+    // address (null pointers). Every argument is a `long` or a pointer (see `send`).
     let n = syscall!(unsafe {
         libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), flags, addr, addr_len)
     })?;
