@@ -3,8 +3,8 @@
 //! Calls that `nix` wraps safely (`fcntl` on an fd the caller holds, `eventfd`, `pipe2`, ...) go
 //! through `nix`; the rest through [`syscall!`], which turns the `-1` of a raw call into the
 //! errno, once. [`retry_eintr`] repeats a call that a signal interrupted, and [`would_block`]
-//! says whether an error only means "not now". [`send`] and [`recv`], the loop's per-message
-//! socket calls, skip glibc's cancellation-point wrappers.
+//! says whether an error only means "not now". [`send`], [`recv`], [`sendmsg`] and
+//! [`recvmsg`], the loop's per-message socket calls, skip glibc's cancellation-point wrappers.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -75,6 +75,38 @@ pub(crate) fn recv(
     let n = syscall!(unsafe {
         libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), flags, addr, addr_len)
     })?;
+    Ok(n as usize)
+}
+
+/// `sendmsg(fd, hdr, flags)` through `syscall(2)` (see [`send`]): the count sent.
+///
+/// # Safety
+/// `hdr` must point at a live `msghdr` whose iovecs, address and control pointers describe
+/// live memory of the lengths it gives.
+pub(crate) unsafe fn sendmsg(
+    fd: RawFd,
+    hdr: *const libc::msghdr,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
+    // SAFETY: the caller's contract: the kernel only reads `hdr` and what it points at.
+    let n = syscall!(unsafe { libc::syscall(libc::SYS_sendmsg, fd, hdr, flags) })?;
+    Ok(n as usize)
+}
+
+/// `recvmsg(fd, hdr, flags)` through `syscall(2)` (see [`send`]): the count received.
+///
+/// # Safety
+/// `hdr` must point at a live `msghdr` whose iovecs, address and control pointers describe
+/// live, writable memory of the lengths it gives.
+pub(crate) unsafe fn recvmsg(
+    fd: RawFd,
+    hdr: *mut libc::msghdr,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
+    // SAFETY: the caller's contract: the kernel writes only within what `hdr` describes.
+    let n = syscall!(unsafe { libc::syscall(libc::SYS_recvmsg, fd, hdr, flags) })?;
     Ok(n as usize)
 }
 

@@ -92,7 +92,7 @@ pub(crate) fn recvmsg(fd: RawFd, msg: &mut RecvMsgBuf) -> io::Result<u32> {
     let hdr = msg.header();
     // SAFETY: `hdr` points at the live boxed header, whose iovec, address and data pointers
     // `header()` just set to live memory of the given sizes inside `msg`.
-    let n = syscall!(unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) })?;
+    let n = unsafe { crate::sys::recvmsg(fd, hdr, libc::MSG_DONTWAIT) }?;
     Ok(n as u32)
 }
 
@@ -101,7 +101,7 @@ pub(crate) fn sendmsg(fd: RawFd, msg: &mut SendMsgBuf) -> io::Result<u32> {
     let hdr = msg.header();
     // SAFETY: `hdr` points at the live boxed header, whose iovec and address pointers
     // `header()` just set to live memory inside `msg`; the kernel only reads them.
-    let n = syscall!(unsafe { libc::sendmsg(fd, hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })?;
+    let n = unsafe { crate::sys::sendmsg(fd, hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) }?;
     Ok(n as u32)
 }
 
