@@ -49,11 +49,23 @@ pub(crate) fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Res
 /// (about 1% of a server's CPU in the HTTP benchmark). The loop's sends carry `MSG_DONTWAIT`
 /// and never block, so cancellation has nothing to interrupt. The count sent, maybe short.
 pub(crate) fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    send_to(fd, buf, flags, None)
+}
+
+/// `sendto(fd, buf, flags, to)` through `syscall(2)` (see [`send`]): the count sent. With
+/// `to`, the datagram goes there; without, to the connected peer.
+pub(crate) fn send_to(
+    fd: RawFd,
+    buf: &[u8],
+    flags: libc::c_int,
+    to: Option<&socket2::SockAddr>,
+) -> io::Result<usize> {
     let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
-    let (addr, addr_len) = (std::ptr::null::<libc::sockaddr>(), 0 as libc::c_long);
-    // SAFETY: the kernel reads at most `buf.len()` bytes of the live slice `buf`, and no
-    // address (null, length 0). Every argument is a `long` or a pointer, as `syscall(2)`
-    // reads them.
+    let (addr, addr_len) = to.map_or((std::ptr::null(), 0), |to| (to.as_ptr(), to.len()));
+    let addr_len = addr_len as libc::c_long;
+    // SAFETY: the kernel reads at most `buf.len()` bytes of the live slice `buf`, and
+    // `addr_len` bytes of the live address `to` (or none: null, length 0). Every argument is
+    // a `long` or a pointer, as `syscall(2)` reads them.
     let n = syscall!(unsafe {
         libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), flags, addr, addr_len)
     })?;

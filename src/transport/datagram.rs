@@ -22,7 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -188,12 +188,8 @@ impl DatagramCore {
         }
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         let result = fast_path(&self.base.fd, |fd| {
-            let socket = socket2::SockRef::from(&fd);
-            match to {
-                Some(to) => socket.send_to_with_flags(data, to, flags),
-                None => socket.send_with_flags(data, flags),
-            }
-            .map(|sent| sent.max(1)) // an empty datagram sent is sent
+            // An empty datagram sent is sent.
+            crate::sys::send_to(fd.as_raw_fd(), data, flags, to).map(|sent| sent.max(1))
         });
         match result {
             Ok(sent) => sent > 0,
