@@ -3,6 +3,7 @@
 
 use std::io;
 use std::mem;
+use std::num::NonZeroU32;
 use std::os::fd::{OwnedFd, RawFd};
 
 use ringloop_fallback::Poller;
@@ -51,13 +52,30 @@ enum OpState {
     Ready(io::Result<u32>),
 }
 
-/// Neighbours in an fd's waiter list (slab keys).
+/// Neighbours in an fd's waiter list.
 #[derive(Clone, Copy, Debug, Default)]
 struct Link {
     /// The op that waited longer.
-    prev: Option<usize>,
+    prev: Option<Key>,
     /// The op that waited less long.
-    next: Option<usize>,
+    next: Option<Key>,
+}
+
+/// An op's slab key in a waiter list, in four bytes (`Option<Key>` too, through the
+/// `NonZeroU32` niche): an fd entry holds two, one per fd the loop waits on, so at 10,000
+/// idle connections every byte here is 16 KiB of the hash map's buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key(NonZeroU32);
+
+impl Key {
+    fn new(key: usize) -> Key {
+        let stored = u32::try_from(key + 1).ok().and_then(NonZeroU32::new);
+        Key(stored.expect("fewer than 2^32 - 1 ops in flight"))
+    }
+
+    fn get(self) -> usize {
+        self.0.get() as usize - 1
+    }
 }
 
 impl<T> OpSlot<T> {
@@ -84,9 +102,9 @@ pub(super) enum Registration {
 #[derive(Debug)]
 pub(super) struct FdEntry {
     /// The op waiting longest, first to be attempted.
-    head: Option<usize>,
+    head: Option<Key>,
     /// The op waiting least long.
-    tail: Option<usize>,
+    tail: Option<Key>,
     /// The registration as of the last reconcile.
     pub(super) registration: Registration,
     /// Listed in [`FdTable::dirty`]: its waiters changed since the last reconcile.
@@ -287,10 +305,10 @@ impl<T> FdTable<T> {
                 edge_ok: receives && super::syscall::is_tcp(fd),
             }
         });
-        let prev = entry.tail.replace(key);
+        let prev = entry.tail.replace(Key::new(key));
         match prev {
-            Some(prev) => self.ops[prev].link().next = Some(key),
-            None => entry.head = Some(key),
+            Some(prev) => self.ops[prev.get()].link().next = Some(Key::new(key)),
+            None => entry.head = Some(Key::new(key)),
         }
         *self.ops[key].link() = Link { prev, next: None };
         mark_dirty(&mut self.dirty, fd, entry);
@@ -302,11 +320,11 @@ impl<T> FdTable<T> {
         let link = *self.ops[key].link();
         let entry = self.fds.get_mut(&fd).expect("a waiting op's fd has an entry");
         match link.prev {
-            Some(prev) => self.ops[prev].link().next = link.next,
+            Some(prev) => self.ops[prev.get()].link().next = link.next,
             None => entry.head = link.next,
         }
         match link.next {
-            Some(next) => self.ops[next].link().prev = link.prev,
+            Some(next) => self.ops[next.get()].link().prev = link.prev,
             None => entry.tail = link.prev,
         }
         mark_dirty(&mut self.dirty, fd, entry);
@@ -336,7 +354,8 @@ impl<T> FdTable<T> {
             mark_dirty(&mut self.dirty, fd, entry);
         }
         let mut cursor = entry.head;
-        while let Some(key) = cursor {
+        while let Some(waiter) = cursor {
+            let key = waiter.get();
             let slot = &mut self.ops[key];
             cursor = slot.link().next;
             if slot.op.is_persistent() {
@@ -390,7 +409,7 @@ impl<T> FdTable<T> {
 
     /// Finishes every op waiting on `fd` with `errno` and forgets the fd.
     fn fail(&mut self, fd: RawFd, errno: i32) {
-        while let Some(key) = self.fds.get(&fd).and_then(|entry| entry.head) {
+        while let Some(key) = self.fds.get(&fd).and_then(|entry| entry.head).map(Key::get) {
             self.finish(key, Err(io::Error::from_raw_os_error(errno)));
         }
         self.fds.remove(&fd);
@@ -495,7 +514,7 @@ impl<T> FdTable<T> {
         let mut cursor = entry.head;
         let mut edge = entry.edge_ok;
         while let Some(key) = cursor {
-            let slot = &self.ops[key];
+            let slot = &self.ops[key.get()];
             edge &= matches!(slot.op, Op::RecvMulti { .. });
             mask = Some(mask.unwrap_or(0) | readiness(&slot.op).1);
             cursor = match slot.state {
