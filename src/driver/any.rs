@@ -88,7 +88,11 @@ impl<T: Clone> Driver<T> {
     /// connection begun) and returns its owner; `None` leaves the op as it was. See the
     /// contract.
     pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
-        dispatch!(self, d => d.withdraw(id))
+        if dispatch!(self, d => d.untouched(id)) {
+            self.cancel(id)
+        } else {
+            None
+        }
     }
 
     /// Ends persistent op `id` ([`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`])

@@ -104,11 +104,11 @@ impl LoopFd {
     pub(crate) fn withdraw(&self, slot: &Cell<Option<OpId>>) -> bool {
         let Some(id) = slot.get() else { return true };
         let Some(event_loop) = self.event_loop() else { return false };
-        let withdrawn = event_loop.with_driver(|driver| driver.withdraw(id)).flatten();
-        if withdrawn.is_some() {
+        let withdrawn = event_loop.with_driver(|driver| driver.withdraw(id)).flatten().is_some();
+        if withdrawn {
             slot.set(None);
         }
-        withdrawn.is_some()
+        withdrawn
     }
 
     /// Stops the persistent op in `slot`, if any, keeping it there: what the kernel already

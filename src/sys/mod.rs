@@ -100,10 +100,8 @@ pub(crate) unsafe fn sendmsg(
     hdr: *const libc::msghdr,
     flags: libc::c_int,
 ) -> io::Result<usize> {
-    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
     // SAFETY: the caller's contract: the kernel only reads `hdr` and what it points at.
-    let n = syscall!(unsafe { libc::syscall(libc::SYS_sendmsg, fd, hdr, flags) })?;
-    Ok(n as usize)
+    unsafe { msg_call(libc::SYS_sendmsg, fd, hdr, flags) }
 }
 
 /// `recvmsg(fd, hdr, flags)` through `syscall(2)` (see [`send`]): the count received.
@@ -116,9 +114,24 @@ pub(crate) unsafe fn recvmsg(
     hdr: *mut libc::msghdr,
     flags: libc::c_int,
 ) -> io::Result<usize> {
-    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
     // SAFETY: the caller's contract: the kernel writes only within what `hdr` describes.
-    let n = syscall!(unsafe { libc::syscall(libc::SYS_recvmsg, fd, hdr, flags) })?;
+    unsafe { msg_call(libc::SYS_recvmsg, fd, hdr, flags) }
+}
+
+/// `sendmsg` or `recvmsg` (`number`) through `syscall(2)`, every argument a `long` or a
+/// pointer: the count.
+///
+/// # Safety
+/// As [`sendmsg`] or [`recvmsg`], whichever `number` names.
+unsafe fn msg_call(
+    number: libc::c_long,
+    fd: RawFd,
+    hdr: *const libc::msghdr,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let (fd, flags) = (fd as libc::c_long, flags as libc::c_long);
+    // SAFETY: the caller's contract.
+    let n = syscall!(unsafe { libc::syscall(number, fd, hdr, flags) })?;
     Ok(n as usize)
 }
 

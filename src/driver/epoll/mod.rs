@@ -129,14 +129,11 @@ impl<T: Clone> EpollDriver<T> {
         owner
     }
 
-    /// Cancels one-shot op `id` if it is queued, or waiting with nothing done (each of its
-    /// syscalls finishes inside a turn; only a `Connect` waits with its work begun).
-    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
-        if self.table.untouched(id.0) {
-            self.cancel(id)
-        } else {
-            None
-        }
+    /// Whether one-shot op `id` has done nothing yet, so `withdraw` may cancel it: queued, or
+    /// waiting with nothing done (each of its syscalls finishes inside a turn; only a
+    /// `Connect` waits with its work begun).
+    pub(crate) fn untouched(&self, id: OpId) -> bool {
+        self.table.untouched(id.0)
     }
 
     /// Closes `fd` once no op names it: now, or when its last op is delivered or cancelled.

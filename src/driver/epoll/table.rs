@@ -305,10 +305,11 @@ impl<T> FdTable<T> {
                 edge_ok: receives && super::syscall::is_tcp(fd),
             }
         });
-        let prev = entry.tail.replace(Key::new(key));
+        let waiter = Key::new(key);
+        let prev = entry.tail.replace(waiter);
         match prev {
-            Some(prev) => self.ops[prev.get()].link().next = Some(Key::new(key)),
-            None => entry.head = Some(Key::new(key)),
+            Some(prev) => self.ops[prev.get()].link().next = Some(waiter),
+            None => entry.head = Some(waiter),
         }
         *self.ops[key].link() = Link { prev, next: None };
         mark_dirty(&mut self.dirty, fd, entry);

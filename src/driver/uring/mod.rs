@@ -125,15 +125,10 @@ impl<T: Clone> UringDriver<T> {
         Some(owner)
     }
 
-    /// Cancels one-shot op `id` if the kernel has not seen it (queued, with no splice of a
-    /// `SendFile` begun) and returns its owner; `None` leaves the op as it was.
-    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
-        let untouched = self.table.slots.get(id.0).is_some_and(slot::Slot::untouched);
-        if untouched {
-            self.cancel(id)
-        } else {
-            None
-        }
+    /// Whether one-shot op `id` has done nothing yet, so `withdraw` may cancel it: the kernel
+    /// has not seen it (queued, with no splice of a `SendFile` begun).
+    pub(crate) fn untouched(&self, id: OpId) -> bool {
+        self.table.slots.get(id.0).is_some_and(slot::Slot::untouched)
     }
 
     /// Ends persistent op `id` but keeps its owner: what the kernel already took is delivered,
