@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::runner::Options;
+use crate::runner::{ClientLoop, Options};
 use crate::server::{Impl, Workload};
 use crate::{http, rss, sendfile, USAGE};
 
@@ -50,6 +50,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         },
         connections: 64,
         pipeline: 1,
+        client: ClientLoop::Epoll,
         warmup: Duration::from_millis(50),
         duration: Duration::from_millis(200),
         repeat: 15,
@@ -62,6 +63,13 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         match arg.as_str() {
             "--connections" => options.connections = args.parsed(arg)?,
             "--pipeline" => options.pipeline = args.parsed(arg)?,
+            "--client" => {
+                options.client = match args.value(arg)? {
+                    "epoll" => ClientLoop::Epoll,
+                    "uring" if workload != Workload::Tls => ClientLoop::Uring,
+                    other => return Err(format!("--client: {other:?} is not epoll or uring")),
+                }
+            }
             "--repeat" => options.repeat = args.parsed(arg)?,
             "--duration" => options.duration = args.seconds(arg)?,
             "--warmup" => options.warmup = args.seconds(arg)?,

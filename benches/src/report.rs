@@ -299,7 +299,7 @@ impl Report {
         let cpus: Vec<String> = row.reps.iter().map(|&(_, cpu)| num(cpu)).collect();
         let mut out = format!(
             "  {{\"workload\": \"{}\", \"impl\": \"{}\", \"size\": {}, \"connections\": {}, \
-             \"pipeline\": {}, \"duration_s\": {}, \"repeat\": {}, \"kernel\": \"{}\", \
+             \"pipeline\": {}, \"client\": \"{}\", \"duration_s\": {}, \"repeat\": {}, \"kernel\": \"{}\", \
              \"pinned\": {}, \"req_per_s\": {}, \"mib_per_s\": {}, \"p50_us\": {}, \
              \"p99_us\": {}, \"server_cpu_us_per_req\": {}, \"server_switches_per_req\": {}",
             o.workload.name(),
@@ -307,6 +307,7 @@ impl Report {
             row.size,
             o.connections,
             o.pipeline,
+            o.client.name(),
             num(o.duration.as_secs_f64()),
             o.repeat,
             crate::sys::kernel_release(),
@@ -358,8 +359,8 @@ impl Printed for Report {
         );
         let _ = writeln!(
             out,
-            "{} connections, pipeline {}, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
-            o.connections, o.pipeline, o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
+            "{} connections, pipeline {}, {} client, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
+            o.connections, o.pipeline, o.client.name(), o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
         );
         out
     }

@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::client::{self, Client, Load, Messages};
+use crate::client::{self, Client, Generator, Load, Messages, UringClient};
 use crate::report::{Report, Run};
 use crate::server::{Impl, Workload};
 
@@ -26,6 +26,8 @@ pub struct Options {
     pub connections: usize,
     /// Messages in flight per connection.
     pub pipeline: usize,
+    /// The load generator's loop.
+    pub client: ClientLoop,
     /// Warm-up before each measured window.
     pub warmup: Duration,
     /// Each measured window.
@@ -38,6 +40,26 @@ pub struct Options {
     pub handshakes: usize,
     /// `tls`: idle connections opened per server for the memory per connection.
     pub idle: usize,
+}
+
+/// Which loop the load generator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLoop {
+    /// One epoll thread, a `write` per connection with something queued (the default).
+    Epoll,
+    /// One io_uring loop: a `RECV` always in flight per connection, a turn's `SEND`s
+    /// submitted together ([`UringClient`]). Plain TCP only.
+    Uring,
+}
+
+impl ClientLoop {
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientLoop::Epoll => "epoll",
+            ClientLoop::Uring => "uring",
+        }
+    }
 }
 
 /// A server the runner started, as the commands' extra phases see it.
@@ -173,7 +195,7 @@ fn label(workload: Workload, size: usize) -> String {
 
 /// `options.repeat` rounds of one window per server, with `messages` of `size` bytes; each
 /// round's progress line goes to stderr.
-fn rounds<M: Messages>(
+fn rounds<M: Messages + 'static>(
     servers: &[ServerProcess],
     options: &Options,
     size: usize,
@@ -191,8 +213,15 @@ fn rounds<M: Messages>(
         Workload::Tls => Some(crate::tls::material::client_config()?),
         _ => None,
     };
-    let mut client =
-        Client::connect(&ports, &load, messages, tls.as_ref()).map_err(|e| e.to_string())?;
+    let connected = match options.client {
+        ClientLoop::Epoll => Client::connect(&ports, &load, messages, tls.as_ref())
+            .map(|c| Box::new(c) as Box<dyn Generator>),
+        ClientLoop::Uring if tls.is_some() => return Err("--client uring: plain TCP only".into()),
+        ClientLoop::Uring => {
+            UringClient::connect(&ports, &load, messages).map(|c| Box::new(c) as Box<dyn Generator>)
+        }
+    };
+    let mut client = connected.map_err(|e| e.to_string())?;
     for rep in 1..=options.repeat {
         // Each round starts with the next server, so none always follows the same one.
         let mut line = format!(

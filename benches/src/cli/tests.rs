@@ -76,6 +76,9 @@ fn options_are_parsed() {
     )
     .unwrap();
     assert_eq!((o.impls.as_slice(), o.pipeline), (&[Impl::StreamsEpoll][..], 16));
+    assert_eq!(parse_run(Workload::Echo, &[]).unwrap().client, ClientLoop::Epoll);
+    let o = parse_run(Workload::Http, &args(&["--client", "uring"])).unwrap();
+    assert_eq!(o.client, ClientLoop::Uring);
 }
 
 #[test]
@@ -95,8 +98,11 @@ fn bad_options_are_errors() {
             &["--impls", "ringloop-streams-uring"],
             &["--connections"],
             &["--what"],
+            &["--client", "kqueue"],
         ],
     );
+    // The io_uring client speaks plain TCP only.
+    assert!(parse_run(Workload::Tls, &args(&["--client", "uring"])).is_err());
     let http = |list: &[String]| parse_run(Workload::Http, list);
     let bad: [&[&str]; 3] =
         [&["--sizes", "64"], &["--impls", "raw-uring-max"], &["--impls", "raw-uring"]];

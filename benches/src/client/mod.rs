@@ -9,6 +9,8 @@
 //! (seconds long) falls on all of them alike instead of on whichever ran then.
 //!
 //! A connection is a [`Link`]: plain TCP, or TLS over it for the `tls` command.
+//!
+//! `--client uring` drives the same load from an io_uring loop instead ([`UringClient`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -22,9 +24,55 @@ use crate::sys::{self, epoll_ctl, syscall, ProcessSample};
 
 mod link;
 mod messages;
+mod uring;
 
 pub use link::Link;
 pub use messages::{Echo, Http, Messages};
+pub use uring::UringClient;
+
+/// A load generator's loop: what [`Generator::window`] drives.
+pub trait Generator {
+    /// Queues `pipeline` messages on each connection to `server` and starts writing them.
+    fn start(&mut self, server: usize, now: Instant) -> io::Result<()>;
+
+    /// Whether all of `server`'s messages are back.
+    fn idle(&self, server: usize) -> bool;
+
+    /// Runs the loop until `until`, or in `Drain` until `server` has nothing in flight.
+    fn turn_until(
+        &mut self,
+        server: usize,
+        phase: Phase,
+        until: Instant,
+        tally: &mut Tally,
+    ) -> io::Result<()>;
+
+    /// The load it was made for.
+    fn load(&self) -> Load;
+
+    /// One window on server `server`: warm-up, the measured part (with `sample` read at its
+    /// edges), then a drain of its messages.
+    fn window(
+        &mut self,
+        server: usize,
+        sample: &dyn Fn() -> io::Result<ProcessSample>,
+    ) -> io::Result<Outcome> {
+        let (now, load) = (Instant::now(), self.load());
+        self.start(server, now)?;
+        // Only `Measure` counts into it: warm-up and drain leave it alone.
+        let mut tally = Tally { requests: 0, latency: Histogram::default() };
+        self.turn_until(server, Phase::Warmup, now + load.warmup, &mut tally)?;
+        let (started, before) = (Instant::now(), sample()?);
+        self.turn_until(server, Phase::Measure, started + load.duration, &mut tally)?;
+        let (elapsed, after) = (started.elapsed(), sample()?);
+        self.turn_until(server, Phase::Drain, Instant::now() + DRAIN_LIMIT, &mut tally)?;
+        if !self.idle(server) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "replies still missing after 5 s"));
+        }
+        let server = after.since(before);
+        Ok(Outcome { requests: tally.requests, elapsed, latency: tally.latency, server })
+    }
+}
 
 /// What one load window is.
 #[derive(Debug, Clone, Copy)]
@@ -55,15 +103,62 @@ pub struct Outcome {
 /// How long draining a server's messages after its window may take.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// One connection's state.
-struct Conn<R> {
-    stream: Link,
+/// One connection's messages, whichever loop drives it.
+#[derive(Default)]
+struct Pending {
     /// When each message in flight was queued, oldest first.
     in_flight: VecDeque<Instant>,
     /// Bytes queued but not yet written.
     unsent: usize,
     /// Where in a request the next byte to write is.
     offset: usize,
+}
+
+impl Pending {
+    /// Queues `count` messages of `size` bytes at `now`.
+    fn queue(&mut self, count: usize, size: usize, now: Instant) {
+        for _ in 0..count {
+            self.in_flight.push_back(now);
+        }
+        self.unsent += count * size;
+    }
+
+    /// `n` queued bytes were written.
+    fn wrote(&mut self, n: usize, size: usize) {
+        (self.unsent, self.offset) = (self.unsent - n, (self.offset + n) % size);
+    }
+
+    /// `done` replies came back at `now`: counts them (in `Measure`) and, unless draining,
+    /// queues their messages again.
+    fn answered(
+        &mut self,
+        done: usize,
+        size: usize,
+        now: Instant,
+        phase: Phase,
+        tally: &mut Tally,
+    ) -> io::Result<()> {
+        for _ in 0..done {
+            let sent_at = self.in_flight.pop_front().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "more replies than requests")
+            })?;
+            if phase == Phase::Measure {
+                tally.latency.record(now.duration_since(sent_at).as_nanos() as u64);
+                tally.requests += 1;
+            }
+        }
+        if phase != Phase::Drain {
+            self.queue(done, size, now);
+        }
+        Ok(())
+    }
+}
+
+/// One connection's state.
+struct Conn<R> {
+    stream: Link,
+    /// Its messages.
+    pending: Pending,
     /// What is known of the reply being received.
     replies: R,
     /// Whether EPOLLOUT is registered (a write hit WouldBlock).
@@ -84,7 +179,7 @@ pub struct Client<M: Messages> {
 
 /// Where a window is.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub enum Phase {
     /// Echoed messages are sent again but not counted.
     Warmup,
     /// Echoed messages are counted and sent again.
@@ -94,7 +189,7 @@ enum Phase {
 }
 
 /// What echoed messages are counted into.
-struct Tally {
+pub struct Tally {
     requests: u64,
     latency: Histogram,
 }
@@ -119,16 +214,14 @@ impl<M: Messages> Client<M> {
                 epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, &stream, libc::EPOLLIN as u32, key(s, i))?;
                 conns.push(Conn {
                     stream,
-                    in_flight: VecDeque::new(),
-                    unsent: 0,
-                    offset: 0,
+                    pending: Pending::default(),
                     replies: M::Replies::default(),
                     want_write: false,
                 });
             }
             servers.push(conns);
         }
-        let payload = messages.request().repeat((256 * 1024 / messages.request().len()).max(1));
+        let payload = payload(&messages);
         Ok(Client {
             epoll,
             servers,
@@ -137,75 +230,6 @@ impl<M: Messages> Client<M> {
             payload,
             read_buf: vec![0u8; 256 * 1024],
         })
-    }
-
-    /// One window on server `server`: warm-up, the measured part (with `sample` read at its
-    /// edges), then a drain of its messages.
-    pub fn window(
-        &mut self,
-        server: usize,
-        sample: &dyn Fn() -> io::Result<ProcessSample>,
-    ) -> io::Result<Outcome> {
-        let (now, size) = (Instant::now(), self.messages.request().len());
-        for i in 0..self.servers[server].len() {
-            let conn = &mut self.servers[server][i];
-            for _ in 0..self.load.pipeline {
-                conn.in_flight.push_back(now);
-                conn.unsent += size;
-            }
-            self.flush(server, i)?;
-        }
-        // Only `Measure` counts into it: warm-up and drain leave it alone.
-        let mut tally = Tally { requests: 0, latency: Histogram::default() };
-        self.turn_until(server, Phase::Warmup, now + self.load.warmup, &mut tally)?;
-        let (started, before) = (Instant::now(), sample()?);
-        self.turn_until(server, Phase::Measure, started + self.load.duration, &mut tally)?;
-        let (elapsed, after) = (started.elapsed(), sample()?);
-        self.turn_until(server, Phase::Drain, Instant::now() + DRAIN_LIMIT, &mut tally)?;
-        if self.servers[server].iter().any(|c| !c.in_flight.is_empty()) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "replies still missing after 5 s"));
-        }
-        let server = after.since(before);
-        Ok(Outcome { requests: tally.requests, elapsed, latency: tally.latency, server })
-    }
-
-    /// Runs the event loop until `until`, or in `Drain` until `server` has nothing in flight.
-    fn turn_until(
-        &mut self,
-        server: usize,
-        phase: Phase,
-        until: Instant,
-        tally: &mut Tally,
-    ) -> io::Result<()> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
-        loop {
-            let now = Instant::now();
-            let drained = || self.servers[server].iter().all(|c| c.in_flight.is_empty());
-            if now >= until || (phase == Phase::Drain && drained()) {
-                return Ok(());
-            }
-            let timeout = (until - now).as_millis().clamp(1, 10) as i32;
-            // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
-            let n = syscall!(epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                timeout
-            ));
-            let n = match n {
-                Ok(n) => n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
-            };
-            let now = Instant::now();
-            for event in &events[..n] {
-                let (s, i) = ((event.u64 >> 32) as usize, (event.u64 & 0xffff_ffff) as usize);
-                if event.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
-                    self.receive(s, i, now, phase, tally)?;
-                }
-                self.flush(s, i)?;
-            }
-        }
     }
 
     /// Reads what connection `i` of server `s` has; each reply completed is counted (in
@@ -232,44 +256,31 @@ impl<M: Messages> Client<M> {
             Err(e) => return Err(io::Error::new(e.kind(), format!("read: {e}"))),
         };
         let done = self.messages.replies(&mut conn.replies, &self.read_buf[..got])?;
-        for _ in 0..done {
-            let sent_at = conn.in_flight.pop_front().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "more replies than requests")
-            })?;
-            if phase == Phase::Measure {
-                tally.latency.record(now.duration_since(sent_at).as_nanos() as u64);
-                tally.requests += 1;
-            }
-            if phase != Phase::Drain {
-                conn.in_flight.push_back(now);
-                conn.unsent += size;
-            }
-        }
-        Ok(())
+        conn.pending.answered(done, size, now, phase, tally)
     }
 
     /// Writes what connection `i` of server `s` has queued; watches for writability while
     /// some is left.
     fn flush(&mut self, s: usize, i: usize) -> io::Result<()> {
         let (conn, size) = (&mut self.servers[s][i], self.messages.request().len());
-        while conn.unsent > 0 {
-            let end = self.payload.len().min(conn.offset + conn.unsent);
-            match conn.stream.write(&self.payload[conn.offset..end]) {
-                Ok(n) => (conn.unsent, conn.offset) = (conn.unsent - n, (conn.offset + n) % size),
+        while conn.pending.unsent > 0 {
+            let end = self.payload.len().min(conn.pending.offset + conn.pending.unsent);
+            match conn.stream.write(&self.payload[conn.pending.offset..end]) {
+                Ok(n) => conn.pending.wrote(n, size),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io::Error::new(e.kind(), format!("write: {e}"))),
             }
         }
-        let want_write = conn.unsent > 0 || conn.stream.pending_out();
-        if conn.unsent == 0 && want_write {
+        let want_write = conn.pending.unsent > 0 || conn.stream.pending_out();
+        if conn.pending.unsent == 0 && want_write {
             match conn.stream.flush() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(io::Error::new(e.kind(), format!("flush: {e}"))),
                 Ok(()) => {}
             }
         }
-        let want_write = conn.unsent > 0 || conn.stream.pending_out();
+        let want_write = conn.pending.unsent > 0 || conn.stream.pending_out();
         if want_write != conn.want_write {
             conn.want_write = want_write;
             let out = if want_write { libc::EPOLLOUT as u32 } else { 0 };
@@ -278,6 +289,67 @@ impl<M: Messages> Client<M> {
         }
         Ok(())
     }
+}
+
+impl<M: Messages> Generator for Client<M> {
+    fn start(&mut self, server: usize, now: Instant) -> io::Result<()> {
+        let (pipeline, size) = (self.load.pipeline, self.messages.request().len());
+        for i in 0..self.servers[server].len() {
+            self.servers[server][i].pending.queue(pipeline, size, now);
+            self.flush(server, i)?;
+        }
+        Ok(())
+    }
+
+    fn idle(&self, server: usize) -> bool {
+        self.servers[server].iter().all(|c| c.pending.in_flight.is_empty())
+    }
+
+    fn turn_until(
+        &mut self,
+        server: usize,
+        phase: Phase,
+        until: Instant,
+        tally: &mut Tally,
+    ) -> io::Result<()> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+        loop {
+            let now = Instant::now();
+            if now >= until || (phase == Phase::Drain && self.idle(server)) {
+                return Ok(());
+            }
+            let timeout = (until - now).as_millis().clamp(1, 10) as i32;
+            // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
+            let n = syscall!(epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout
+            ));
+            let n = match n {
+                Ok(n) => n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
+            };
+            let now = Instant::now();
+            for event in &events[..n] {
+                let (s, i) = ((event.u64 >> 32) as usize, (event.u64 & 0xffff_ffff) as usize);
+                if event.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                    self.receive(s, i, now, phase, tally)?;
+                }
+                self.flush(s, i)?;
+            }
+        }
+    }
+
+    fn load(&self) -> Load {
+        self.load
+    }
+}
+
+/// Requests back to back (at least 256 KiB of them): what writes take their bytes from.
+fn payload<M: Messages>(messages: &M) -> Vec<u8> {
+    messages.request().repeat((256 * 1024 / messages.request().len()).max(1))
 }
 
 /// The epoll key of connection `i` to server `s`.
@@ -299,5 +371,78 @@ pub(crate) fn connect(port: u16) -> io::Result<TcpStream> {
                 return Err(io::Error::new(e.kind(), format!("connect 127.0.0.1:{port}: {e}")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A blocking echo server on its own port, a thread per connection (left running).
+    fn echo_server() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map(Result::unwrap) {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buf) {
+                        stream.write_all(&buf[..n]).unwrap();
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// Both loops count whole echoes only, in every window, for ping-pong and pipelined
+    /// load, and end with nothing in flight.
+    #[test]
+    fn both_clients_count_echoes_of_each_server_in_turn() {
+        let ports = [echo_server(), echo_server()];
+        let sample = || sys::sample_process(std::process::id());
+        for pipeline in [1, 8] {
+            let load = Load {
+                connections: 4,
+                pipeline,
+                warmup: Duration::from_millis(10),
+                duration: Duration::from_millis(50),
+            };
+            let clients: [Box<dyn Generator>; 2] = [
+                Box::new(Client::connect(&ports, &load, Echo::new(300), None).unwrap()),
+                Box::new(UringClient::connect(&ports, &load, Echo::new(300)).unwrap()),
+            ];
+            for mut client in clients {
+                for server in [0, 1, 0] {
+                    let outcome = client.window(server, &sample).unwrap();
+                    assert!(outcome.requests > 0, "pipeline {pipeline}, server {server}");
+                    assert!(outcome.latency.quantile(0.5) > 0);
+                }
+            }
+        }
+    }
+
+    /// A server that closes its connections fails the window with an error, not a hang.
+    #[test]
+    fn a_server_closing_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+            }
+        });
+        let load = Load {
+            connections: 2,
+            pipeline: 1,
+            warmup: Duration::from_millis(10),
+            duration: Duration::from_millis(20),
+        };
+        let sample = || sys::sample_process(std::process::id());
+        let mut client = UringClient::connect(&[port], &load, Echo::new(64)).unwrap();
+        let err = client.window(0, &sample).unwrap_err();
+        assert!(err.to_string().contains("closed") || err.to_string().contains("reset"), "{err}");
     }
 }
