@@ -103,6 +103,16 @@ impl<T: Clone> Driver<T> {
         dispatch!(self, d => d.end_gracefully(id))
     }
 
+    /// Hands the kernel the ops queued so far without waiting (io_uring; a no-op on epoll);
+    /// completions that come of it are appended to `out`. See the contract.
+    pub(crate) fn submit_queued(&mut self, out: &mut Vec<Completion<T>>) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => d.submit_queued(out),
+            #[cfg(feature = "fallback")]
+            Driver::Epoll(_) => Ok(()),
+        }
+    }
+
     /// Submits, waits up to `timeout` (`None` = until something happens), collects completions.
     pub(crate) fn turn(
         &mut self,

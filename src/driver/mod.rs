@@ -25,7 +25,11 @@
 //!   carries the owner and the kernel's result (`Ok(n)` or the errno as `io::Error`). For a
 //!   one-shot op it is final. Spurious returns with no completion are allowed; `EINTR`,
 //!   `EBUSY`/`EAGAIN` from the kernel and CQ overflow are handled inside and never reach the
-//!   caller. Only the turn touches the kernel's queues.
+//!   caller. Only the turn touches the kernel's queues, and
+//!   [`submit_queued`](any::Driver::submit_queued): the loop's last act before it stops
+//!   running, it hands the kernel what is queued without waiting (io_uring; epoll, whose ops
+//!   are syscalls made inside a turn, does nothing), appending what that completes to the
+//!   caller's vector for the next dispatch.
 //! * **Ownership.** The driver owns an op's resources from `submit` until the kernel's *final*
 //!   completion for it, whatever happens to the owner meanwhile. No kernel-visible pointer points
 //!   into a future, a task or a user buffer.
@@ -114,9 +118,54 @@ pub(crate) use wait_id::ExitInfo;
 pub(crate) const MAX_IO: usize = i32::MAX as usize;
 
 /// Identity of an op in flight: the key of its slot in the driver's slab (the SQE `user_data`
-/// on io_uring). Keys are reused after the final completion.
+/// on io_uring) and that slot's generation. Keys are reused after the final completion, and
+/// an owner may still name its op after that: the loop reaps a completion in the turn and
+/// dispatches it later, and an op submitted meanwhile may take the key. The generation tells
+/// the two apart, so a cancel or withdraw with an id whose op has ended does nothing, and a
+/// completion is never taken for a newer op's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct OpId(pub(crate) usize);
+pub(crate) struct OpId {
+    key: u32,
+    generation: u32,
+}
+
+impl OpId {
+    /// The id of the op in slot `key` of `generation`.
+    pub(crate) fn new(key: usize, generation: u32) -> OpId {
+        let key = u32::try_from(key).expect("fewer than 2^32 ops in flight");
+        OpId { key, generation }
+    }
+
+    /// Its slot's key.
+    pub(crate) fn key(self) -> usize {
+        self.key as usize
+    }
+}
+
+/// A driver's slot generations: one per slab key, advanced each time the key takes an op.
+#[derive(Debug, Default)]
+pub(crate) struct Generations(Vec<u32>);
+
+impl Generations {
+    /// The id of a new op in slot `key`: the key's next generation.
+    pub(crate) fn issue(&mut self, key: usize) -> OpId {
+        if key >= self.0.len() {
+            self.0.resize(key + 1, 0);
+        }
+        self.0[key] = self.0[key].wrapping_add(1);
+        OpId::new(key, self.0[key])
+    }
+
+    /// The id of the op in slot `key` now (for its completions).
+    pub(crate) fn current(&self, key: usize) -> OpId {
+        OpId::new(key, self.0.get(key).copied().unwrap_or(0))
+    }
+
+    /// Whether `id` names the op in its slot now, not one that ended before.
+    pub(crate) fn names(&self, id: OpId) -> bool {
+        self.0.get(id.key()) == Some(&id.generation)
+    }
+}
 
 /// Readiness a `Poll` op waits for, as `poll(2)` bits (`POLLIN`, `POLLOUT`; `POLLERR` and
 /// `POLLHUP` are always reported).

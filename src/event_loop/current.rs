@@ -109,6 +109,7 @@ impl RunningGuard {
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
+        self.event_loop.submit_queued();
         let inner = &self.event_loop.inner;
         inner.stopping.set(false);
         if inner.state.get() == LoopState::Running {

@@ -61,6 +61,13 @@ impl LoopFd {
         self.event_loop.upgrade().map(|inner| EventLoop { inner })
     }
 
+    /// Whether a small write goes into the loop's batch for its next turn (see
+    /// `Inner::batches_sends`).
+    #[inline]
+    pub(crate) fn batches_sends(&self) -> bool {
+        self.event_loop.upgrade().is_some_and(|inner| inner.batches_sends())
+    }
+
     /// Whether the fd is still open (its close not yet submitted).
     pub(crate) fn is_open(&self) -> bool {
         self.fd.borrow().is_some()

@@ -114,6 +114,15 @@ pub(crate) struct Inner {
     pub(crate) kernel_may_hold_fds: Cell<bool>,
 }
 
+impl Inner {
+    /// Whether a small socket write goes into the iteration's batch (an SQE submitted by the
+    /// turn's `io_uring_enter`) rather than a `send(2)` of its own: on io_uring, while the loop
+    /// runs, so a turn, or the stop's [`submit_queued`](EventLoop::submit_queued), follows.
+    pub(crate) fn batches_sends(&self) -> bool {
+        self.backend == Backend::Uring && self.state.get() == LoopState::Running
+    }
+}
+
 /// An event loop: one per thread, `!Send`. Clones are cheap and refer to the same loop.
 ///
 /// ```
@@ -365,6 +374,20 @@ impl EventLoop {
     /// Runs `f` with the driver, or returns `None` when the loop is closed.
     pub(crate) fn with_driver<R>(&self, f: impl FnOnce(&mut Driver<OpOwner>) -> R) -> Option<R> {
         self.inner.driver.borrow_mut().as_mut().map(f)
+    }
+
+    /// Hands the kernel the ops queued since the last turn, without waiting: what the loop
+    /// does as it stops running, so a write batched for the next turn is on the socket when
+    /// `run_forever` returns. What that completes is dispatched by the next run.
+    pub(crate) fn submit_queued(&self) {
+        let (Ok(mut driver), Ok(mut out)) =
+            (self.inner.driver.try_borrow_mut(), self.inner.completions.try_borrow_mut())
+        else {
+            return;
+        };
+        if let Some(Err(e)) = driver.as_mut().map(|d| d.submit_queued(&mut out)) {
+            log::debug!(target: "ringloop", "submitting queued ops as the loop stops: {e}");
+        }
     }
 
     /// Ops in flight in the driver (diagnostics and tests).

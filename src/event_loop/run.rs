@@ -109,13 +109,15 @@ impl EventLoop {
         let timers = self.inner.timers.borrow_mut().clear();
         let remote = self.inner.remote.close();
         let watches = std::mem::take(&mut *self.inner.watches.borrow_mut());
+        // What the stop's `submit_queued` reaped and no run dispatched.
+        let reaped = std::mem::take(&mut *self.inner.completions.borrow_mut());
         let tasks: Vec<_> = self.inner.tasks.borrow_mut().drain().collect();
         if self.get_debug() {
             for task in &tasks {
                 log::warn!(target: "ringloop", "Task was destroyed but it is pending: {}", task.name());
             }
         }
-        drop((ready, timers, remote, watches));
+        drop((ready, timers, remote, watches, reaped));
         for task in tasks {
             task.abandon();
         }

@@ -4,7 +4,9 @@
 //!
 //! Reading: one persistent `Op::RecvMulti` delivers every chunk while reading; the transport
 //! owns no read buffer (a chunk is the driver's and goes to `data_received` as is). Writing:
-//! the fast-path `send(2)`, then the buffer and one `Op::Send` at a time. `write_eof`
+//! the fast-path `send(2)` (or, on io_uring while the loop runs, a small write batched into
+//! the iteration's `io_uring_enter`: see `write_side.rs`), then the buffer and one `Op::Send`
+//! at a time. `write_eof`
 //! shuts the socket down for writing once the buffer is flushed, with a direct `shutdown(2)`:
 //! it never blocks on a socket, and as an op it would run in an io-wq worker that looks the fd
 //! number up late. A data or EOF callback that panics is a fatal error: reported to the
@@ -101,7 +103,12 @@ impl Transport {
 
 impl ByteStream for StreamCore {
     fn write(self: Rc<Self>, data: &[u8]) -> Result<()> {
-        if self.accepts_write(data.len())? {
+        if !self.accepts_write(data.len())? {
+            return Ok(());
+        }
+        if self.write.batches(&self.base.fd, data.len(), true) {
+            self.batch(Bytes::copy_from_slice(data));
+        } else {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
                 self.queue(Bytes::copy_from_slice(&data[sent..]));
@@ -111,7 +118,12 @@ impl ByteStream for StreamCore {
     }
 
     fn write_bytes(self: Rc<Self>, data: Bytes) -> Result<()> {
-        if self.accepts_write(data.len())? {
+        if !self.accepts_write(data.len())? {
+            return Ok(());
+        }
+        if self.write.batches(&self.base.fd, data.len(), false) {
+            self.batch(data);
+        } else {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, &data));
             if sent < data.len() {
                 self.queue(data.slice(sent..));
@@ -372,6 +384,7 @@ impl TransportCore for StreamCore {
     }
 
     fn end_sides(&self, error: Option<&Error>) {
+        self.write.send_batched_now(&self.base.fd);
         self.read.close(&self.base.fd);
         self.base.fd.cancel(self.write.op_slot());
         self.write.clear();

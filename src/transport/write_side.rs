@@ -8,6 +8,20 @@
 //! `Op::SendMsg` of all of it as one vectored send, never copied again, else `Op::Send` of the
 //! front chunks merged; on a file `Op::Write` of the front chunks merged. The buffer's water
 //! marks tell the transport when to call `pause_writing` and `resume_writing`.
+//!
+//! **Batched sends** (io_uring, while the loop runs): instead of its own `send(2)`, a small
+//! write to a socket becomes an `Op::Send` that the iteration's single `io_uring_enter`
+//! submits with everything else the iteration queued, so a server answering many connections
+//! in one iteration makes one syscall for all of them, not one each. Writes made before that
+//! turn join the same send (the queued op is withdrawn and queued again, merged). It changes
+//! nothing a protocol relies on: a batched write never pauses the protocol (only writes that
+//! keep the buffer within the high-water mark are batched), its bytes are counted by
+//! `get_write_buffer_size` until the kernel took them, and they reach the socket before
+//! `run_forever` returns (the loop submits what is queued as it stops). `abort` and fatal
+//! errors first send what was batched and not yet submitted, directly, as asyncio's write
+//! would have done at once; the rest of the buffer is dropped as always. A write of a borrowed
+//! slice is batched only up to [`BATCH_COPY_MAX`] bytes (it must be copied; past that the copy
+//! costs more than the syscall it saves); an owned `Bytes` up to the high-water mark.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
@@ -33,6 +47,10 @@ const MAX_IOVECS: usize = 1024;
 /// of at most this much); from it on they go out as one vectored `sendmsg`, uncopied.
 const VECTORED_MIN: usize = 64 * 1024;
 
+/// The largest borrowed write that is copied into the loop's batch (see the module docs): at
+/// 16 KiB a copy per write cost more than the `send(2)` it saved (`docs/benchmarks.md`).
+pub(crate) const BATCH_COPY_MAX: usize = 4 * 1024;
+
 /// What the side writes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sink {
@@ -50,12 +68,15 @@ pub(crate) struct WriteSide {
     op: Cell<Option<OpId>>,
     /// What it writes to.
     sink: Sink,
+    /// The write in flight is a batched send the kernel may not have seen yet.
+    batched: Cell<bool>,
 }
 
 impl WriteSide {
     /// An empty write side for `sink`.
     pub(crate) fn new(sink: Sink) -> WriteSide {
-        WriteSide { buffer: RefCell::new(WriteBuffer::default()), op: Cell::new(None), sink }
+        let buffer = RefCell::new(WriteBuffer::default());
+        WriteSide { buffer, op: Cell::new(None), sink, batched: Cell::new(false) }
     }
 
     /// True with nothing buffered and no write in flight.
@@ -108,6 +129,50 @@ impl WriteSide {
         })
     }
 
+    /// Whether a write of `len` bytes (`copied`: from a borrowed slice) goes into the loop's
+    /// batch (see the module docs): on a socket, with nothing buffered or only a batched send
+    /// still queued, keeping the buffer within the high-water mark, while `fd`'s loop batches.
+    pub(crate) fn batches(&self, fd: &LoopFd, len: usize, copied: bool) -> bool {
+        let buffered = self.buffer.borrow().len();
+        let queued_behind = buffered > 0 || self.op.get().is_some();
+        self.sink == Sink::Socket
+            && (!queued_behind || self.batched.get())
+            && (!copied || len <= BATCH_COPY_MAX)
+            && buffered + len <= self.buffer.borrow().limits().0
+            && fd.batches_sends()
+    }
+
+    /// Adds `data` (not empty) to the batched send for the loop's next turn: the send queued
+    /// by an earlier write of this iteration is withdrawn and queued again with `data` merged
+    /// in, if the kernel has not seen it yet. Call only when [`batches`](Self::batches) said so.
+    pub(crate) fn batch(&self, data: Bytes, fd: &LoopFd, owner: impl FnOnce() -> OpOwner) {
+        // Withdrawn unless submitted meanwhile (the loop stopped): `data` then waits behind it.
+        let merge = self.batched.take() && fd.withdraw(&self.op);
+        let flow = self.push(data);
+        debug_assert!(flow.is_none(), "a batched write stays within the high-water mark");
+        if merge || self.op.get().is_none() {
+            self.submit(fd, owner);
+            self.batched.set(self.op.get().is_some());
+        }
+    }
+
+    /// What was batched and not yet handed to the kernel is sent now, directly, as far as the
+    /// socket takes it (what asyncio's write would have done at once); before `abort` or a
+    /// fatal error drops the buffer.
+    pub(crate) fn send_batched_now(&self, fd: &LoopFd) {
+        if !self.batched.take() || !fd.withdraw(&self.op) {
+            return;
+        }
+        let buffer = self.buffer.borrow();
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        for chunk in buffer.front_chunks(usize::MAX) {
+            let sent = fast_path(fd, |fd| crate::sys::send(fd.as_raw_fd(), &chunk, flags));
+            if sent.map_or(true, |sent| sent < chunk.len()) {
+                break;
+            }
+        }
+    }
+
     /// Buffers `data` (not empty); `Pause` when that crossed the high-water mark. The
     /// transport then calls [`submit`](Self::submit).
     pub(crate) fn push(&self, data: Bytes) -> Option<FlowEvent> {
@@ -156,6 +221,7 @@ impl WriteSide {
     /// to the low-water mark); an error is returned for the transport to handle.
     pub(crate) fn on_completion(&self, result: io::Result<u32>) -> io::Result<Option<FlowEvent>> {
         self.op.set(None);
+        self.batched.set(false);
         let written = match result {
             Ok(n) => n as usize,
             Err(e) if would_block(&e) => 0,
@@ -206,6 +272,11 @@ pub(crate) trait Writer: TransportCore {
         if !self.base().is_closed() {
             self.write_side().submit(&self.base().fd, || -> OpOwner { self.clone() });
         }
+    }
+
+    /// Adds `data` (not empty) to the loop's batch (see [`WriteSide::batch`]).
+    fn batch(self: &Rc<Self>, data: Bytes) {
+        self.write_side().batch(data, &self.base().fd, || -> OpOwner { self.clone() });
     }
 }
 

@@ -540,16 +540,18 @@ backend_tests! {
         lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &ringloop::ExceptionContext| {
             m.borrow_mut().push(ctx.message.clone());
         }));
-        let log = Log::default();
-        let server = serve(lp, &log, "127.0.0.1", ServerOptions::default());
-        let at = addr(&server, 0);
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: `limit` is a valid rlimit to fill.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
         let saved = limit;
         limit.rlim_cur = (open_fds() + 32) as libc::rlim_t;
+        // Lowered before the server starts: io_uring reads the limit when the accept is
+        // submitted (`io_accept_prep`), which the loop does as `run_until_complete` returns.
         // SAFETY: lowers the soft limit only.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let log = Log::default();
+        let server = serve(lp, &log, "127.0.0.1", ServerOptions::default());
+        let at = addr(&server, 0);
         let mut filler = Vec::new();
         while let Ok(f) = std::fs::File::open("/dev/null") {
             filler.push(f);

@@ -111,7 +111,7 @@ fn cancel_suppresses_the_completion_and_frees_the_slot() {
         }
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(d.in_flight(), 0);
-        assert_eq!(d.cancel(OpId(12345)), None);
+        assert_eq!(d.cancel(OpId::new(12345, 1)), None);
     });
 }
 
@@ -222,6 +222,30 @@ fn withdraw_takes_back_an_op_not_yet_submitted() {
         assert_eq!(d.withdraw(id), None, "withdrawn twice");
         assert!(settle(&mut d).is_empty(), "a withdrawn op completed");
         assert_eq!(read_some(&peer), 0, "a withdrawn send was made");
+    });
+}
+
+#[test]
+fn an_id_whose_op_ended_names_nothing_though_its_slot_is_reused() {
+    each_config(|mut d| {
+        // The loop reaps a completion in the turn and dispatches it later: meanwhile an op
+        // submitted by another owner may take the slot, while the first still holds its id.
+        let (r, w) = pipe();
+        write(&w, b"x");
+        let ended = d.submit(poll(&r, Interest::READ), 1);
+        let out = collect(&mut d, 1, LIMIT);
+        assert_eq!(out.iter().map(|c| c.id).collect::<Vec<_>>(), [ended], "the id it was given");
+        let (ours, peer) = unix_stream_pair();
+        let send = Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"new"), offset: 0 };
+        let newer = d.submit(send, 2);
+        assert_eq!(newer.key(), ended.key(), "the freed slot is reused (what this test needs)");
+        assert_ne!(newer, ended);
+        assert_eq!(d.withdraw(ended), None, "a stale id withdrew the newer op");
+        assert_eq!(d.cancel(ended), None, "a stale id cancelled the newer op");
+        d.end_gracefully(ended);
+        let out = collect(&mut d, 1, LIMIT);
+        assert_eq!(outcomes(&out), vec![(newer, 2, 3)], "the newer op completes, as itself");
+        assert_eq!(read_some(&peer), 3);
     });
 }
 

@@ -144,8 +144,8 @@ pub(crate) fn read_and_send_on_one_fd(d: &mut Driver<u32>, waiting: Look) {
         done.extend(out.into_iter().map(|c| (c.id, c.result.unwrap())));
         assert!(Instant::now() < deadline, "only {done:?}");
     }
-    done.sort_by_key(|&(id, _)| id.0);
+    done.sort_by_key(|&(id, _)| id.key());
     let mut expected = [(read, 2), (send, 4)];
-    expected.sort_by_key(|&(id, _)| id.0);
+    expected.sort_by_key(|&(id, _)| id.key());
     assert_eq!(done, expected);
 }

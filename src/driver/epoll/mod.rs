@@ -119,12 +119,12 @@ impl<T: Clone> EpollDriver<T> {
 
     /// Queues `op`; it is armed (its fd registered) at the next turn.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        OpId(self.table.submit(op, owner))
+        self.table.submit(op, owner)
     }
 
     /// Detaches `id` at once: its owner comes back and no completion is ever delivered for it.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
-        let owner = self.table.cancel(id.0);
+        let owner = self.table.key_of(id).and_then(|key| self.table.cancel(key));
         self.close_released();
         owner
     }
@@ -133,7 +133,7 @@ impl<T: Clone> EpollDriver<T> {
     /// waiting with nothing done (each of its syscalls finishes inside a turn; only a
     /// `Connect` waits with its work begun).
     pub(crate) fn untouched(&self, id: OpId) -> bool {
-        self.table.untouched(id.0)
+        self.table.key_of(id).is_some_and(|key| self.table.untouched(key))
     }
 
     /// Closes `fd` once no op names it: now, or when its last op is delivered or cancelled.
@@ -158,7 +158,9 @@ impl<T: Clone> EpollDriver<T> {
 
     /// Ends persistent op `id` (its results so far are still delivered, then `ECANCELED`).
     pub(crate) fn end_gracefully(&mut self, id: OpId) {
-        self.table.end_gracefully(id.0)
+        if let Some(key) = self.table.key_of(id) {
+            self.table.end_gracefully(key);
+        }
     }
 
     /// Reconciles registrations, waits once (unless an earlier wait's readiness is left),

@@ -13,7 +13,7 @@ use slab::Slab;
 use super::ops::Persistent;
 use super::ops::{self, readiness};
 use crate::driver::fd_uses::FdUses;
-use crate::driver::{BufPool, Completion, Op, OpId, RecvBuf};
+use crate::driver::{BufPool, Completion, Generations, Op, OpId, RecvBuf};
 
 /// What `poll(2)` says of a file without a poll method (regular file, directory): the kernel's
 /// `DEFAULT_POLLMASK`. epoll refuses such files with `EPERM`.
@@ -159,6 +159,8 @@ pub(super) struct FdTable<T> {
     /// events its edge reported, its entry's epoch): a receive filled its buffer, so more may
     /// be there, or the stream's end is still to be received.
     pub(super) again: Vec<(RawFd, u32, u64)>,
+    /// Each slot's generation: which op an [`OpId`] names.
+    generations: Generations,
 }
 
 impl<T> Default for FdTable<T> {
@@ -177,6 +179,7 @@ impl<T> Default for FdTable<T> {
             last_epoch: 0,
             dgram_scratch: None,
             again: Vec::new(),
+            generations: Generations::default(),
         }
     }
 }
@@ -187,7 +190,18 @@ impl<T> FdTable<T> {
         self.ops.len()
     }
 
-    pub(super) fn submit(&mut self, op: Op, owner: T) -> usize {
+    pub(super) fn submit(&mut self, op: Op, owner: T) -> OpId {
+        let key = self.insert(op, owner);
+        self.generations.issue(key)
+    }
+
+    /// The slot `id` names, unless its op has ended (the key may hold a newer op).
+    pub(super) fn key_of(&self, id: OpId) -> Option<usize> {
+        self.generations.names(id).then(|| id.key())
+    }
+
+    /// Takes `op` into a slot: queued, waiting on its fd, or ready at once for a bad fd.
+    fn insert(&mut self, op: Op, owner: T) -> usize {
         let (fd, _) = readiness(&op);
         self.fds_in_use.add(fd);
         if let Some(second) = op.second_fd() {
@@ -432,7 +446,7 @@ impl<T> FdTable<T> {
             let OpState::Ready(result) = slot.state else {
                 unreachable!("only ready ops are listed as ready")
             };
-            let (id, owner, op) = (OpId(key), slot.owner, Some(slot.op));
+            let (id, owner, op) = (self.generations.current(key), slot.owner, Some(slot.op));
             out.push(Completion { id, owner, result, more: false, op, data: None });
         }
     }
@@ -540,7 +554,8 @@ impl<T: Clone> FdTable<T> {
     pub(super) fn deliver_more(&mut self, out: &mut Vec<Completion<T>>) {
         for (key, result, data) in self.more.drain(..) {
             let owner = self.ops[key].owner.clone();
-            out.push(Completion { id: OpId(key), owner, result, more: true, op: None, data });
+            let id = self.generations.current(key);
+            out.push(Completion { id, owner, result, more: true, op: None, data });
         }
     }
 }

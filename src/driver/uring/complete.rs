@@ -7,7 +7,7 @@ use super::persistent::{self, Rings};
 use super::slot::{readiness_poll, result, SlotState};
 use super::table::OpTable;
 use super::wait_id;
-use crate::driver::{Completion, Op, OpId};
+use crate::driver::{Completion, Op};
 
 /// Handles the CQE of user op `key`.
 pub(super) fn on_cqe<T: Clone>(
@@ -66,6 +66,7 @@ pub(super) fn deliver<T>(
     out: &mut Vec<Completion<T>>,
 ) {
     let read_done = matches!(table.slots[key].state, SlotState::Submitted(_));
+    let id = table.id(key);
     let mut slot = table.free(key);
     if let (true, Op::Read { buf, .. }, Ok(n)) = (read_done, &mut slot.op, usize::try_from(res)) {
         let spare = buf.capacity() - buf.len();
@@ -76,7 +77,7 @@ pub(super) fn deliver<T>(
         unsafe { buf.set_len(buf.len() + n.min(spare)) };
     }
     if let SlotState::Submitted(owner) | SlotState::AwaitingReadiness(owner) = slot.state {
-        let (id, result) = (OpId(key), result(res));
+        let result = result(res);
         out.push(Completion { id, owner, result, more: false, op: Some(slot.op), data: None });
     }
 }
@@ -110,9 +111,10 @@ pub(super) fn deliver_finished<T>(table: &mut OpTable<T>, out: &mut Vec<Completi
         if !matches!(table.slots.get(key).map(|s| &s.state), Some(SlotState::Finished(..))) {
             continue; // cancelled meanwhile
         }
+        let id = table.id(key);
         let slot = table.free(key);
         if let SlotState::Finished(owner, res) = slot.state {
-            let (id, result) = (OpId(key), result(res));
+            let result = result(res);
             out.push(Completion { id, owner, result, more: false, op: Some(slot.op), data: None });
         }
     }

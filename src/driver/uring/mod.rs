@@ -104,20 +104,21 @@ impl<T: Clone> UringDriver<T> {
 
     /// Queues `op` for the next turn: no syscall, nothing reaches the kernel before it.
     pub(crate) fn submit(&mut self, op: Op, owner: T) -> OpId {
-        OpId(self.table.insert(op, owner))
+        self.table.insert(op, owner)
     }
 
     /// Detaches `id`'s owner and returns it; no completion is delivered for it afterwards. An
     /// op the kernel does not hold yet is withdrawn (never submitted); one it holds gets an
     /// `AsyncCancel`, and its slot (with its memory) stays until its final CQE. `None` for an
-    /// unknown or already cancelled id.
+    /// unknown, ended or already cancelled id.
     pub(crate) fn cancel(&mut self, id: OpId) -> Option<T> {
-        let send_file = is_send_file(&self.table, id.0);
-        let (owner, in_kernel) = self.table.detach(id.0)?;
+        let key = self.table.key_of(id)?;
+        let send_file = is_send_file(&self.table, key);
+        let (owner, in_kernel) = self.table.detach(key)?;
         if in_kernel {
-            self.internal.push(cancel_sqe(slot::user_data(id.0)));
+            self.internal.push(cancel_sqe(slot::user_data(key)));
             if send_file {
-                let drain = slot::user_data(id.0) | slot::DRAIN;
+                let drain = slot::user_data(key) | slot::DRAIN;
                 self.internal.push(cancel_sqe(drain));
                 self.internal.push(cancel_sqe(drain | slot::DRAIN_POLL));
             }
@@ -128,25 +129,27 @@ impl<T: Clone> UringDriver<T> {
     /// Whether one-shot op `id` has done nothing yet, so `withdraw` may cancel it: the kernel
     /// has not seen it (queued, with no splice of a `SendFile` begun).
     pub(crate) fn untouched(&self, id: OpId) -> bool {
-        self.table.slots.get(id.0).is_some_and(slot::Slot::untouched)
+        let slot = self.table.key_of(id).and_then(|key| self.table.slots.get(key));
+        slot.is_some_and(slot::Slot::untouched)
     }
 
     /// Ends persistent op `id` but keeps its owner: what the kernel already took is delivered,
     /// then a final `ECANCELED` (at the next turn for an op out of the kernel). No-op for an
     /// unknown, cancelled, stopping or one-shot op.
     pub(crate) fn end_gracefully(&mut self, id: OpId) {
-        let Some(slot) = self.table.slots.get_mut(id.0) else { return };
+        let Some(key) = self.table.key_of(id) else { return };
+        let Some(slot) = self.table.slots.get_mut(key) else { return };
         if !slot.op.is_persistent() {
             return;
         }
         match std::mem::replace(&mut slot.state, SlotState::Cancelled) {
             SlotState::Submitted(owner) => {
                 slot.state = SlotState::Stopping(owner);
-                self.internal.push(cancel_sqe(slot::user_data(id.0)));
+                self.internal.push(cancel_sqe(slot::user_data(key)));
             }
             state @ (SlotState::Queued(_) | SlotState::Parked(_)) => {
                 slot.state = state;
-                self.table.finish_later(id.0, -libc::ECANCELED);
+                self.table.finish_later(key, -libc::ECANCELED);
             }
             state => slot.state = state,
         }
@@ -175,6 +178,17 @@ impl<T: Clone> UringDriver<T> {
         self.wait(if busy { Some(Duration::ZERO) } else { timeout })?;
         self.drain_cq(out);
         self.flush_overflow(out)
+    }
+
+    /// Pushes the queued ops to the SQ and submits it, without waiting; completions reaped
+    /// meanwhile (and ops that finished while queued) are appended to `out`.
+    pub(crate) fn submit_queued(&mut self, out: &mut Vec<Completion<T>>) -> io::Result<()> {
+        self.flush_queue(out)?;
+        complete::deliver_finished(&mut self.table, out);
+        if self.sq_len() > 0 {
+            self.submit_sq().or_else(expected_enter_error)?;
+        }
+        Ok(())
     }
 
     /// The eventfd that ends a blocked [`turn`](Self::turn) from any thread.

@@ -24,7 +24,7 @@ use io_uring::{cqueue, IoUring};
 use super::slot::{result, SlotState};
 use super::table::OpTable;
 use crate::driver::recv_buf::BufRing;
-use crate::driver::{dgram, Completion, Op, OpId, RecvBuf};
+use crate::driver::{dgram, Completion, Op, RecvBuf};
 
 /// The buffer group of the stream ring.
 pub(super) const BUF_GROUP: u16 = 0;
@@ -109,6 +109,7 @@ pub(super) fn on_cqe<T: Clone>(
     (res, flags): (i32, u32),
     out: &mut Vec<Completion<T>>,
 ) {
+    let id = table.id(key);
     let slot = &mut table.slots[key];
     let more = cqueue::more(flags);
     let outcome = outcome(&slot.op, res, flags, rings.for_op(&slot.op));
@@ -129,7 +130,7 @@ pub(super) fn on_cqe<T: Clone>(
     let stopping = matches!(slot.state, SlotState::Stopping(_));
     let end = match outcome {
         Outcome::Item(res, data) => {
-            let (id, owner, result) = (OpId(key), owner.clone(), result(res));
+            let (owner, result) = (owner.clone(), result(res));
             out.push(Completion { id, owner, result, more: true, op: None, data });
             if more {
                 return;
@@ -174,7 +175,7 @@ fn park<T>(table: &mut OpTable<T>, key: usize) {
 fn finish<T>(table: &mut OpTable<T>, key: usize, res: i32, out: &mut Vec<Completion<T>>) {
     let slot = table.free(key);
     if let SlotState::Submitted(owner) | SlotState::Stopping(owner) = slot.state {
-        let (id, result) = (OpId(key), result(res));
+        let (id, result) = (table.id(key), result(res));
         out.push(Completion { id, owner, result, more: false, op: Some(slot.op), data: None });
     }
 }

@@ -23,7 +23,7 @@ use crate::driver::{Op, OpId, RecvBuf};
 
 /// Whether op `id` is parked (out of the kernel after `ENOBUFS`).
 fn is_parked(d: &UringDriver<u32>, id: OpId) -> bool {
-    d.table.slots.get(id.0).is_some_and(|s| matches!(s.state, SlotState::Parked(_)))
+    d.table.slots.get(id.key()).is_some_and(|s| matches!(s.state, SlotState::Parked(_)))
 }
 
 /// `d` with a stream ring of two buffers.
@@ -130,11 +130,11 @@ fn a_stopped_recv_that_meets_a_dry_ring_ends_with_ecanceled_not_enobufs() {
     let (ours, _peer) = tcp_pair();
     let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
     d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
-    assert!(matches!(d.table.slots[id.0].state, SlotState::Submitted(_)));
+    assert!(matches!(d.table.slots[id.key()].state, SlotState::Submitted(_)));
     d.end_gracefully(id);
-    assert!(matches!(d.table.slots[id.0].state, SlotState::Stopping(_)));
+    assert!(matches!(d.table.slots[id.key()].state, SlotState::Stopping(_)));
     let mut out = Vec::new();
-    persistent::on_cqe(&mut d.table, &d.rings, id.0, (-libc::ENOBUFS, 0), &mut out);
+    persistent::on_cqe(&mut d.table, &d.rings, id.key(), (-libc::ENOBUFS, 0), &mut out);
     assert_eq!(out.len(), 1, "{out:?}");
     let last = out.pop().unwrap();
     assert!(!last.more);
@@ -144,7 +144,7 @@ fn a_stopped_recv_that_meets_a_dry_ring_ends_with_ecanceled_not_enobufs() {
     let Some(mut d) = uring_driver(&[]) else { return };
     let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 2);
     d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
-    persistent::on_cqe(&mut d.table, &d.rings, id.0, (-libc::ENOBUFS, 0), &mut out);
+    persistent::on_cqe(&mut d.table, &d.rings, id.key(), (-libc::ENOBUFS, 0), &mut out);
     assert!(out.is_empty(), "{out:?}");
     assert!(is_parked(&d, id));
 }
@@ -166,7 +166,7 @@ fn a_connection_accepted_for_a_cancelled_accept_is_closed() {
     let number = std::os::fd::IntoRawFd::into_raw_fd(high(server_side));
     let mut out = Vec::new();
     let more = 2; // IORING_CQE_F_MORE
-    persistent::on_cqe(&mut d.table, &d.rings, id.0, (number, more), &mut out);
+    persistent::on_cqe(&mut d.table, &d.rings, id.key(), (number, more), &mut out);
     assert!(out.is_empty(), "nothing is reported for a cancelled op");
     assert!(!is_open(number), "the accepted fd was closed");
     client.set_read_timeout(Some(LIMIT)).unwrap();
@@ -187,7 +187,7 @@ fn parked_recvs_are_rearmed_no_more_than_there_are_free_buffers() {
     d.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
     let mut out = Vec::new();
     for id in &ids {
-        persistent::on_cqe(&mut d.table, &d.rings, id.0, (-libc::ENOBUFS, 0), &mut out);
+        persistent::on_cqe(&mut d.table, &d.rings, id.key(), (-libc::ENOBUFS, 0), &mut out);
     }
     assert!(ids.iter().all(|id| is_parked(&d, *id)));
     persistent::rearm_parked(&mut d.table, &d.rings);

@@ -27,7 +27,7 @@ use io_uring::{opcode, squeue};
 
 use super::slot::{result, user_data, SlotState};
 use super::table::OpTable;
-use crate::driver::{Completion, Op, OpId};
+use crate::driver::{Completion, Op};
 
 /// Set in the `user_data` of a `SendFile`'s pipe → socket SQEs (below the internal range).
 pub(super) const DRAIN: u64 = 1 << 62;
@@ -230,7 +230,7 @@ pub(super) fn on_cqe<T>(
         pipes.give_back(job.pipe);
     }
     if let SlotState::Submitted(owner) = slot.state {
-        let (id, op) = (OpId(key), Some(slot.op));
+        let (id, op) = (table.id(key), Some(slot.op));
         out.push(Completion { id, owner, result, more: false, op, data: None });
     }
 }

@@ -16,7 +16,7 @@ use slab::Slab;
 
 use super::slot::{Slot, SlotState};
 use crate::driver::fd_uses::FdUses;
-use crate::driver::Op;
+use crate::driver::{Generations, Op, OpId};
 
 /// The driver's ops and the lists a turn walks.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub(super) struct OpTable<T> {
     pub(super) finished: Vec<usize>,
     /// [`Withdrawn`](SlotState::Withdrawn) slots, freed at the start of the next turn.
     withdrawn: Vec<usize>,
+    /// Each slot's generation: which op an [`OpId`] names.
+    generations: Generations,
 }
 
 impl<T> Default for OpTable<T> {
@@ -45,20 +47,31 @@ impl<T> Default for OpTable<T> {
             parked: VecDeque::new(),
             finished: Vec::new(),
             withdrawn: Vec::new(),
+            generations: Generations::default(),
         }
     }
 }
 
 impl<T> OpTable<T> {
     /// Takes a new op, queued for the next turn.
-    pub(super) fn insert(&mut self, op: Op, owner: T) -> usize {
+    pub(super) fn insert(&mut self, op: Op, owner: T) -> OpId {
         self.fds.add(op.fd());
         if let Some(second) = op.second_fd() {
             self.fds.add(second);
         }
         let key = self.slots.insert(Slot { op, state: SlotState::Queued(owner), job: None });
         self.pending.push(key);
-        key
+        self.generations.issue(key)
+    }
+
+    /// The slot `id` names, unless its op has ended (the key may hold a newer op).
+    pub(super) fn key_of(&self, id: OpId) -> Option<usize> {
+        self.generations.names(id).then(|| id.key())
+    }
+
+    /// The id of the op in slot `key`, for its completions.
+    pub(super) fn id(&self, key: usize) -> OpId {
+        self.generations.current(key)
     }
 
     /// Detaches op `key`'s owner (see [`Slot::detach`]). An op the kernel does not hold is
