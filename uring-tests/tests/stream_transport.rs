@@ -731,6 +731,58 @@ backend_tests! {
         assert!(got.iter().all(|&b| b == 1), "nothing written after abort reached the peer");
     }
 
+    // asyncio sends a write at once when nothing is buffered; on io_uring a small write made
+    // while the loop runs goes out with the iteration's io_uring_enter instead. Either way the
+    // writes of one callback arrive whole and in order, they are on the socket when the run
+    // returns (a blocking peer sees them without the loop turning again), and small ones
+    // never pause the protocol.
+    fn writes_in_a_callback_are_on_the_socket_when_the_run_returns(lp) {
+        let (mut peer, ours) = unix_pair();
+        let big = pattern(10_000); // past the batch's copy limit: behind the small ones
+        let want = [b"one".as_slice(), b"two", &big, b"three"].concat();
+        let lp2 = lp.clone();
+        let rec = Rec::new().with_data(move |tr, data| {
+            if data != b"go" {
+                return;
+            }
+            tr.set_write_buffer_limits(Some(16), Some(0)).unwrap();
+            tr.write(b"one").unwrap();
+            tr.write_bytes(bytes::Bytes::from_static(b"two")).unwrap();
+            assert!(tr.get_write_buffer_size() <= 6, "only what was written is counted");
+            tr.set_write_buffer_limits(None, None).unwrap();
+            tr.write(&big).unwrap();
+            tr.write(b"three").unwrap();
+            lp2.stop();
+        });
+        let (tr, proto) = connect(lp, ours, rec);
+        peer.write_all(b"go").unwrap();
+        lp.run_forever().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![0u8; want.len()];
+        peer.read_exact(&mut got).expect("the writes reached the socket before the run returned");
+        assert!(got == want, "the writes arrived whole and in order");
+        spin(lp, QUIET);
+        assert_eq!(tr.get_write_buffer_size(), 0);
+        assert_eq!(proto.borrow().count(&Ev::Pause), 0, "a small write paused the protocol");
+        proto.borrow().check();
+    }
+
+    // BEHAVIOURS 108: `abort` drops the buffer, but a write the kernel would have taken at
+    // once (asyncio's direct send) is not lost because it was batched for the turn.
+    fn a_write_then_abort_in_one_callback_still_sends_the_write(lp) {
+        let (mut peer, ours) = unix_pair();
+        let rec = Rec::new().with_data(|tr, _| {
+            tr.write(b"bye").unwrap();
+            tr.write(b", then abort").unwrap();
+            tr.abort();
+        });
+        let (_tr, proto) = connect(lp, ours, rec);
+        peer.write_all(b"x").unwrap();
+        wait_lost(lp, &proto);
+        assert_eq!(read_until_eof(peer), b"bye, then abort");
+        assert_eq!(proto.borrow().lost_count(), 1);
+    }
+
     // BEHAVIOURS 109, 39
     fn peer_reset_reports_econnreset_without_the_exception_handler(lp) {
         let errors = capture_error_texts(lp);
