@@ -50,7 +50,8 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         },
         connections: 64,
         pipeline: 1,
-        client: ClientLoop::Epoll,
+        // The harness drives plain TCP from io_uring; TLS needs the epoll client.
+        client: if workload == Workload::Tls { ClientLoop::Epoll } else { ClientLoop::Uring },
         warmup: Duration::from_millis(50),
         duration: Duration::from_millis(200),
         repeat: 15,

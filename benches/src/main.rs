@@ -53,9 +53,10 @@ options:
                       (default echo 64,1024,16384; tls 1024)
   --pipeline K        messages in flight per connection (default 1: ping-pong); the client
                       writes all queued requests of a connection in one write
-  --client epoll|uring  the load generator's loop (echo and http): epoll (default), a write
-                      per connection as it walks its events; or uring, a RECV always in
-                      flight per connection and a turn's requests sent in one io_uring_enter
+  --client uring|epoll  the load generator's loop: uring (echo and http default), a RECV
+                      always in flight per connection and a turn's requests sent in one
+                      io_uring_enter; or epoll (tls: the only one), a write per connection
+                      as it walks its events
   --duration SECS     measured part of each server's window (default 0.2)
   --warmup SECS       unmeasured start of each window (default 0.05)
   --repeat R          rounds, each a window per server in turn; the report shows

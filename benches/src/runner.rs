@@ -45,10 +45,10 @@ pub struct Options {
 /// Which loop the load generator runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientLoop {
-    /// One epoll thread, a `write` per connection with something queued (the default).
+    /// One epoll thread, a `write` per connection with something queued (`tls`'s).
     Epoll,
     /// One io_uring loop: a `RECV` always in flight per connection, a turn's `SEND`s
-    /// submitted together ([`UringClient`]). Plain TCP only.
+    /// submitted together ([`UringClient`]). Plain TCP only; the default for echo and http.
     Uring,
 }
 
@@ -151,6 +151,14 @@ pub fn run_then<T>(
     options: &Options,
     then: impl FnOnce(&[Started]) -> Result<T, String>,
 ) -> Result<(Report, T), String> {
+    let mut options = options.clone();
+    if options.client == ClientLoop::Uring {
+        if let Err(e) = client::uring_ring() {
+            eprintln!("{e}: the load generator runs on epoll instead");
+            options.client = ClientLoop::Epoll;
+        }
+    }
+    let options = &options;
     let cpus = crate::sys::cpus_available();
     let pinned = cpus >= 2;
     if pinned {
@@ -217,9 +225,9 @@ fn rounds<M: Messages + 'static>(
         ClientLoop::Epoll => Client::connect(&ports, &load, messages, tls.as_ref())
             .map(|c| Box::new(c) as Box<dyn Generator>),
         ClientLoop::Uring if tls.is_some() => return Err("--client uring: plain TCP only".into()),
-        ClientLoop::Uring => {
-            UringClient::connect(&ports, &load, messages).map(|c| Box::new(c) as Box<dyn Generator>)
-        }
+        ClientLoop::Uring => client::uring_ring()
+            .and_then(|ring| UringClient::connect(ring, &ports, &load, messages))
+            .map(|c| Box::new(c) as Box<dyn Generator>),
     };
     let mut client = connected.map_err(|e| e.to_string())?;
     for rep in 1..=options.repeat {

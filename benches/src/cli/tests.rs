@@ -76,9 +76,10 @@ fn options_are_parsed() {
     )
     .unwrap();
     assert_eq!((o.impls.as_slice(), o.pipeline), (&[Impl::StreamsEpoll][..], 16));
-    assert_eq!(parse_run(Workload::Echo, &[]).unwrap().client, ClientLoop::Epoll);
-    let o = parse_run(Workload::Http, &args(&["--client", "uring"])).unwrap();
-    assert_eq!(o.client, ClientLoop::Uring);
+    assert_eq!(parse_run(Workload::Echo, &[]).unwrap().client, ClientLoop::Uring);
+    assert_eq!(parse_run(Workload::Tls, &[]).unwrap().client, ClientLoop::Epoll);
+    let o = parse_run(Workload::Http, &args(&["--client", "epoll"])).unwrap();
+    assert_eq!(o.client, ClientLoop::Epoll);
 }
 
 #[test]

@@ -28,7 +28,7 @@ mod uring;
 
 pub use link::Link;
 pub use messages::{Echo, Http, Messages};
-pub use uring::UringClient;
+pub use uring::{ring as uring_ring, UringClient};
 
 /// A load generator's loop: what [`Generator::window`] drives.
 pub trait Generator {
@@ -412,7 +412,10 @@ mod tests {
             };
             let clients: [Box<dyn Generator>; 2] = [
                 Box::new(Client::connect(&ports, &load, Echo::new(300), None).unwrap()),
-                Box::new(UringClient::connect(&ports, &load, Echo::new(300)).unwrap()),
+                Box::new(
+                    UringClient::connect(uring_ring().unwrap(), &ports, &load, Echo::new(300))
+                        .unwrap(),
+                ),
             ];
             for mut client in clients {
                 for server in [0, 1, 0] {
@@ -441,7 +444,8 @@ mod tests {
             duration: Duration::from_millis(20),
         };
         let sample = || sys::sample_process(std::process::id());
-        let mut client = UringClient::connect(&[port], &load, Echo::new(64)).unwrap();
+        let mut client =
+            UringClient::connect(uring_ring().unwrap(), &[port], &load, Echo::new(64)).unwrap();
         let err = client.window(0, &sample).unwrap_err();
         assert!(err.to_string().contains("closed") || err.to_string().contains("reset"), "{err}");
     }

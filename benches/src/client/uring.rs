@@ -53,6 +53,15 @@ pub struct UringClient<M: Messages> {
     in_kernel: usize,
 }
 
+/// The client's ring (single issuer, deferred task running: Linux 6.1).
+pub fn ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(ENTRIES)
+        .map_err(|e| io::Error::new(e.kind(), format!("io_uring_setup: {e}")))
+}
+
 /// What an op is: the low bit of its `user_data`.
 const SEND: u64 = 1;
 
@@ -62,14 +71,14 @@ fn tag(s: usize, i: usize, op: u64) -> u64 {
 }
 
 impl<M: Messages> UringClient<M> {
-    /// Opens `load.connections` connections to each of `ports` (127.0.0.1), each with its
-    /// receive in flight.
-    pub fn connect(ports: &[u16], load: &Load, messages: M) -> io::Result<UringClient<M>> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(ENTRIES)
-            .map_err(|e| io::Error::new(e.kind(), format!("io_uring_setup: {e}")))?;
+    /// Opens `load.connections` connections to each of `ports` (127.0.0.1) on `ring` (from
+    /// [`ring`]), each with its receive in flight.
+    pub fn connect(
+        ring: IoUring,
+        ports: &[u16],
+        load: &Load,
+        messages: M,
+    ) -> io::Result<UringClient<M>> {
         let payload = payload(&messages);
         let mut client =
             UringClient { ring, servers: Vec::new(), load: *load, messages, payload, in_kernel: 0 };
