@@ -138,7 +138,7 @@ impl WriteSide {
         self.sink == Sink::Socket
             && (!queued_behind || self.batched.get())
             && (!copied || len <= BATCH_COPY_MAX)
-            && buffered + len <= self.buffer.borrow().limits().0
+            && buffered + len <= self.buffer.borrow().limits().1
             && fd.batches_sends()
     }
 
