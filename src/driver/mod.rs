@@ -161,9 +161,9 @@ impl Generations {
         OpId::new(key, self.0.get(key).copied().unwrap_or(0))
     }
 
-    /// Whether `id` names the op in its slot now, not one that ended before.
-    pub(crate) fn names(&self, id: OpId) -> bool {
-        self.0.get(id.key()) == Some(&id.generation)
+    /// The slot `id` names, unless its op has ended (the key may hold a newer op).
+    pub(crate) fn key_of(&self, id: OpId) -> Option<usize> {
+        (self.0.get(id.key()) == Some(&id.generation)).then(|| id.key())
     }
 }
 

@@ -121,24 +121,22 @@ impl WriteSide {
         if self.sink == Sink::File {
             return self.try_now(fd, buffers[0].as_ref());
         }
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-        fast_path(fd, |fd| {
-            let slices: Vec<IoSlice<'_>> =
-                buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
-            SockRef::from(&fd).send_vectored_with_flags(&slices, flags)
-        })
+        send_vectored_now(fd, buffers)
     }
 
     /// Whether a write of `len` bytes (`copied`: from a borrowed slice) goes into the loop's
     /// batch (see the module docs): on a socket, with nothing buffered or only a batched send
     /// still queued, keeping the buffer within the high-water mark, while `fd`'s loop batches.
     pub(crate) fn batches(&self, fd: &LoopFd, len: usize, copied: bool) -> bool {
-        let buffered = self.buffer.borrow().len();
+        let (buffered, (_, high)) = {
+            let buffer = self.buffer.borrow();
+            (buffer.len(), buffer.limits())
+        };
         let queued_behind = buffered > 0 || self.op.get().is_some();
         self.sink == Sink::Socket
             && (!queued_behind || self.batched.get())
             && (!copied || len <= BATCH_COPY_MAX)
-            && buffered + len <= self.buffer.borrow().limits().1
+            && buffered + len <= high
             && fd.batches_sends()
     }
 
@@ -160,16 +158,9 @@ impl WriteSide {
     /// socket takes it (what asyncio's write would have done at once); before `abort` or a
     /// fatal error drops the buffer.
     pub(crate) fn send_batched_now(&self, fd: &LoopFd) {
-        if !self.batched.take() || !fd.withdraw(&self.op) {
-            return;
-        }
-        let buffer = self.buffer.borrow();
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-        for chunk in buffer.front_chunks(usize::MAX) {
-            let sent = fast_path(fd, |fd| crate::sys::send(fd.as_raw_fd(), &chunk, flags));
-            if sent.map_or(true, |sent| sent < chunk.len()) {
-                break;
-            }
+        if self.batched.take() && fd.withdraw(&self.op) {
+            let chunks = self.buffer.borrow().front_chunks(MAX_IOVECS);
+            let _ = send_vectored_now(fd, &chunks); // the transport is ending either way
         }
     }
 
@@ -278,6 +269,16 @@ pub(crate) trait Writer: TransportCore {
     fn batch(self: &Rc<Self>, data: Bytes) {
         self.write_side().batch(data, &self.base().fd, || -> OpOwner { self.clone() });
     }
+}
+
+/// The fast path's vectored send: one `sendmsg(2)` of the first [`MAX_IOVECS`] of `buffers`.
+fn send_vectored_now<B: AsRef<[u8]>>(fd: &LoopFd, buffers: &[B]) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    fast_path(fd, |fd| {
+        let slices: Vec<IoSlice<'_>> =
+            buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
+        SockRef::from(&fd).send_vectored_with_flags(&slices, flags)
+    })
 }
 
 /// One direct syscall on `fd` (0 once closed), retried on `EINTR`; "would block" is 0.

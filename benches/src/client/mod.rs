@@ -103,18 +103,20 @@ pub struct Outcome {
 /// How long draining a server's messages after its window may take.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// One connection's messages, whichever loop drives it.
+/// One connection's messages and replies, whichever loop drives it.
 #[derive(Default)]
-struct Pending {
+struct Pending<R> {
     /// When each message in flight was queued, oldest first.
     in_flight: VecDeque<Instant>,
     /// Bytes queued but not yet written.
     unsent: usize,
     /// Where in a request the next byte to write is.
     offset: usize,
+    /// What is known of the reply being received.
+    replies: R,
 }
 
-impl Pending {
+impl<R> Pending<R> {
     /// Queues `count` messages of `size` bytes at `now`.
     fn queue(&mut self, count: usize, size: usize, now: Instant) {
         for _ in 0..count {
@@ -128,16 +130,17 @@ impl Pending {
         (self.unsent, self.offset) = (self.unsent - n, (self.offset + n) % size);
     }
 
-    /// `done` replies came back at `now`: counts them (in `Measure`) and, unless draining,
-    /// queues their messages again.
-    fn answered(
+    /// `data` came in at `now`: each reply it completes is counted (in `Measure`) and, unless
+    /// draining, its message queued again.
+    fn received<M: Messages<Replies = R>>(
         &mut self,
-        done: usize,
-        size: usize,
+        messages: &M,
+        data: &[u8],
         now: Instant,
         phase: Phase,
         tally: &mut Tally,
     ) -> io::Result<()> {
+        let (done, size) = (messages.replies(&mut self.replies, data)?, messages.request().len());
         for _ in 0..done {
             let sent_at = self.in_flight.pop_front().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "more replies than requests")
@@ -157,10 +160,8 @@ impl Pending {
 /// One connection's state.
 struct Conn<R> {
     stream: Link,
-    /// Its messages.
-    pending: Pending,
-    /// What is known of the reply being received.
-    replies: R,
+    /// Its messages and replies.
+    pending: Pending<R>,
     /// Whether EPOLLOUT is registered (a write hit WouldBlock).
     want_write: bool,
 }
@@ -212,12 +213,7 @@ impl<M: Messages> Client<M> {
                 stream.set_nodelay(true)?;
                 let stream = Link::new(stream, tls)?;
                 epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, &stream, libc::EPOLLIN as u32, key(s, i))?;
-                conns.push(Conn {
-                    stream,
-                    pending: Pending::default(),
-                    replies: M::Replies::default(),
-                    want_write: false,
-                });
+                conns.push(Conn { stream, pending: Pending::default(), want_write: false });
             }
             servers.push(conns);
         }
@@ -242,21 +238,9 @@ impl<M: Messages> Client<M> {
         phase: Phase,
         tally: &mut Tally,
     ) -> io::Result<()> {
-        let size = self.messages.request().len();
         let conn = &mut self.servers[s][i];
-        let got = match conn.stream.read(&mut self.read_buf) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "server closed a connection",
-                ))
-            }
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("read: {e}"))),
-        };
-        let done = self.messages.replies(&mut conn.replies, &self.read_buf[..got])?;
-        conn.pending.answered(done, size, now, phase, tally)
+        let got = bytes_read(conn.stream.read(&mut self.read_buf), "read")?;
+        conn.pending.received(&self.messages, &self.read_buf[..got], now, phase, tally)
     }
 
     /// Writes what connection `i` of server `s` has queued; watches for writability while
@@ -344,6 +328,19 @@ impl<M: Messages> Generator for Client<M> {
 
     fn load(&self) -> Load {
         self.load
+    }
+}
+
+/// What a read on a load connection came to: the count (0 when there was nothing yet), or the
+/// run's error (the server closed the connection, or `call` failed).
+fn bytes_read(read: io::Result<usize>, call: &str) -> io::Result<usize> {
+    match read {
+        Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed a connection")),
+        Ok(got) => Ok(got),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Ok(0)
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("{call}: {e}"))),
     }
 }
 

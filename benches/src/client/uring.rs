@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::{connect, payload, Generator, Load, Messages, Pending, Phase, Tally};
+use super::{bytes_read, connect, payload, Generator, Load, Messages, Pending, Phase, Tally};
 
 /// Bytes one `RECV` may take.
 const RECV_BUF: usize = 64 * 1024;
@@ -32,10 +32,8 @@ struct Conn<R> {
     stream: TcpStream,
     /// What its `RECV` writes; the kernel's until that op's completion.
     buf: Box<[u8]>,
-    /// Its messages.
-    pending: Pending,
-    /// What is known of the reply being received.
-    replies: R,
+    /// Its messages and replies.
+    pending: Pending<R>,
     /// Whether a `SEND` is in flight (at most one: each takes all that is queued).
     sending: bool,
 }
@@ -91,7 +89,6 @@ impl<M: Messages> UringClient<M> {
                     stream,
                     buf: vec![0u8; RECV_BUF].into_boxed_slice(),
                     pending: Pending::default(),
-                    replies: M::Replies::default(),
                     sending: false,
                 });
             }
@@ -185,22 +182,10 @@ impl<M: Messages> UringClient<M> {
         phase: Phase,
         tally: &mut Tally,
     ) -> io::Result<()> {
-        let size = self.messages.request().len();
         let conn = &mut self.servers[s][i];
-        let got = match result {
-            0 => {
-                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "server closed a connection");
-                return Err(e);
-            }
-            n if n > 0 => n as usize,
-            e if -e == libc::EAGAIN || -e == libc::EINTR => 0,
-            e => {
-                let e = io::Error::from_raw_os_error(-e);
-                return Err(io::Error::new(e.kind(), format!("recv: {e}")));
-            }
-        };
-        let done = self.messages.replies(&mut conn.replies, &conn.buf[..got])?;
-        conn.pending.answered(done, size, now, phase, tally)?;
+        let read = usize::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result));
+        let got = bytes_read(read, "recv")?;
+        conn.pending.received(&self.messages, &conn.buf[..got], now, phase, tally)?;
         self.recv(s, i)
     }
 }

@@ -197,7 +197,7 @@ impl<T> FdTable<T> {
 
     /// The slot `id` names, unless its op has ended (the key may hold a newer op).
     pub(super) fn key_of(&self, id: OpId) -> Option<usize> {
-        self.generations.names(id).then(|| id.key())
+        self.generations.key_of(id)
     }
 
     /// Takes `op` into a slot: queued, waiting on its fd, or ready at once for a bad fd.

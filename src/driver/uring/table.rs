@@ -66,7 +66,7 @@ impl<T> OpTable<T> {
 
     /// The slot `id` names, unless its op has ended (the key may hold a newer op).
     pub(super) fn key_of(&self, id: OpId) -> Option<usize> {
-        self.generations.names(id).then(|| id.key())
+        self.generations.key_of(id)
     }
 
     /// The id of the op in slot `key`, for its completions.
