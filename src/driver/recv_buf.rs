@@ -12,11 +12,14 @@ use std::cell::Cell;
 #[cfg(feature = "fallback")]
 use std::cell::{RefCell, RefMut};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::thread::ThreadId;
 
+use bytes::Bytes;
 use socket2::SockAddr;
 
 /// Bytes a multishot recv delivered (a stream chunk, or one whole datagram and its sender).
@@ -88,6 +91,52 @@ impl RecvBuf {
         self.source.as_deref()
     }
 
+    /// A second holder of these bytes, for a send of them that the loop batches without
+    /// copying (see [`into_bytes`](Self::into_bytes)): the ring slot goes back to the kernel
+    /// only once every holder is dropped. `None` for bytes not in a ring slot, and while a
+    /// quarter of the ring or more is out: a lent slot stays out at least until the next turn
+    /// reaps its send (longer if the peer is slow), and the receives of that turn's wait need
+    /// the rest. So stuck sends never starve the loop's reads, and a ring of 64 serving 64
+    /// connections runs dry rarely (lending while up to half was out made every third receive
+    /// of a 16 KiB ping-pong end in `ENOBUFS`; a ring of 128 cost 10% at pipelined 16 KiB
+    /// echo, its buffers cycling through twice the cache: `docs/benchmarks.md`).
+    pub(crate) fn lend(&self) -> Option<RecvBuf> {
+        match &self.inner {
+            Inner::Ring { ring, bid, offset, len } if *len < ring.buf_size && ring.lends() => {
+                ring.hold(*bid);
+                let inner =
+                    Inner::Ring { ring: Rc::clone(ring), bid: *bid, offset: *offset, len: *len };
+                Some(RecvBuf { inner, source: None })
+            }
+            _ => None,
+        }
+    }
+
+    /// The bytes as a [`Bytes`] that holds them (no copy): for a lent slot (see
+    /// [`lend`](Self::lend)) handed to a send. `Bytes` is `Send`; the slot is not (its ring is
+    /// the loop thread's), so dropped on another thread the `Bytes` leaks the slot rather than
+    /// give it back from there (never happens: the write buffer and the driver holding it stay
+    /// on the loop's thread).
+    pub(crate) fn into_bytes(self) -> Bytes {
+        let (ptr, len) = (self.as_ptr(), self.len());
+        Bytes::from_owner(Lent {
+            buf: ManuallyDrop::new(self),
+            thread: std::thread::current().id(),
+            ptr,
+            len,
+        })
+    }
+
+    /// [`into_bytes`](Self::into_bytes) narrowed to `part`, if `part` lies in these bytes
+    /// (else `self` back).
+    pub(crate) fn into_bytes_of(self, part: &[u8]) -> Result<Bytes, RecvBuf> {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.as_ptr() as usize);
+        if start > self.len() || self.len() - start < part.len() {
+            return Err(self);
+        }
+        Ok(self.into_bytes().slice(start..start + part.len()))
+    }
+
     /// Whether the bytes live in a provided-buffer ring slot (tests and diagnostics).
     #[cfg(test)]
     pub(crate) fn is_ring_slot(&self) -> bool {
@@ -118,11 +167,46 @@ impl Deref for RecvBuf {
 impl Drop for RecvBuf {
     fn drop(&mut self) {
         match &mut self.inner {
-            Inner::Ring { ring, bid, .. } => ring.give_back(*bid),
+            Inner::Ring { ring, bid, .. } => ring.release(*bid),
             #[cfg(feature = "fallback")]
             Inner::Pooled { pool, buf, .. } => pool.give_back(std::mem::take(buf)),
             #[cfg(any(test, feature = "fallback"))]
             Inner::Owned(_) => {}
+        }
+    }
+}
+
+/// A lent ring slot inside a [`Bytes`] (see [`RecvBuf::into_bytes`]).
+struct Lent {
+    /// The slot, dropped only on the thread that lent it.
+    buf: ManuallyDrop<RecvBuf>,
+    /// That thread.
+    thread: ThreadId,
+    /// Where the bytes are, so reading them never touches the ring's `Rc`.
+    ptr: *const u8,
+    /// How many.
+    len: usize,
+}
+
+// SAFETY: what `Lent` shares with its thread is the ring (an `Rc` and `Cell`s), and it touches
+// the ring only in `drop`, which does so only on the thread that lent it (elsewhere it leaks
+// the slot). `as_ref` reads bytes the kernel wrote before the slot was lent; they are not
+// written again until every holder is dropped (the slot is out of the ring until then).
+unsafe impl Send for Lent {}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr + len` are the slot's received bytes (taken from the `RecvBuf`
+        // this holds), valid and unchanged while it lives (see the `Send` impl).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if self.thread == std::thread::current().id() {
+            // SAFETY: dropped once, here; `buf` is not used again.
+            unsafe { ManuallyDrop::drop(&mut self.buf) };
         }
     }
 }
@@ -262,6 +346,8 @@ pub(crate) struct BufRing {
     live: Cell<bool>,
     /// Buffers out of the ring (delivered, not yet given back).
     out: Cell<usize>,
+    /// Per buffer, its holders beyond the first (see [`RecvBuf::lend`]).
+    lent: Box<[Cell<u16>]>,
 }
 
 impl BufRing {
@@ -272,7 +358,8 @@ impl BufRing {
         let ring = Mapping::new(usize::from(entries) * std::mem::size_of::<BufDescriptor>())?;
         let bufs = Mapping::new(usize::from(entries) * buf_size)?;
         let (tail, live, out) = (Cell::new(0), Cell::new(true), Cell::new(usize::from(entries)));
-        let ring = BufRing { ring, bufs, entries, buf_size, tail, live, out };
+        let lent = (0..entries).map(|_| Cell::new(0)).collect();
+        let ring = BufRing { ring, bufs, entries, buf_size, tail, live, out, lent };
         for bid in 0..entries {
             ring.give_back(bid);
         }
@@ -299,6 +386,27 @@ impl BufRing {
         self.out.set(self.out.get() + 1);
         let inner = Inner::Ring { ring: Rc::clone(self), bid, offset: 0, len };
         Some(RecvBuf { inner, source: None })
+    }
+
+    /// Whether a slot may be lent (see [`RecvBuf::lend`]): fewer than a quarter of the buffers
+    /// out.
+    fn lends(&self) -> bool {
+        self.out.get() < usize::from(self.entries) / 4
+    }
+
+    /// One more holder of buffer `bid` (out of the ring).
+    fn hold(&self, bid: u16) {
+        let held = &self.lent[usize::from(bid)];
+        held.set(held.get() + 1);
+    }
+
+    /// A holder of buffer `bid` is done with it: the last one gives it back.
+    fn release(&self, bid: u16) {
+        let held = &self.lent[usize::from(bid)];
+        match held.get() {
+            0 => self.give_back(bid),
+            n => held.set(n - 1),
+        }
     }
 
     /// After unregistering: buffers given back from now on stay out of the ring.
@@ -418,6 +526,54 @@ mod tests {
         assert_eq!((&*buf, ring.available()), (&b"ell"[..], 3));
         let owned = RecvBuf::owned(b"hello".to_vec()).into_datagram(3, 9, None);
         assert_eq!(&*owned, b"lo");
+    }
+
+    /// Writes `bytes` into buffer `bid` as the kernel would, and takes it out of the ring.
+    fn receive(ring: &Rc<BufRing>, bid: u16, bytes: &[u8]) -> RecvBuf {
+        // SAFETY (test): buffer `bid` is in the ring, and no kernel uses this ring.
+        unsafe { ring.buf_ptr(bid).copy_from(bytes.as_ptr(), bytes.len()) };
+        ring.take(bid, bytes.len()).unwrap()
+    }
+
+    #[test]
+    fn a_lent_slot_goes_back_once_every_holder_is_done() {
+        let ring = Rc::new(BufRing::new(8, 64).unwrap());
+        let buf = receive(&ring, 1, b"echo me");
+        let lent = buf.lend().expect("a ring slot with the ring mostly in");
+        let lent = lent.into_bytes_of(b"me").expect_err("equal bytes elsewhere are no part");
+        let bytes = lent.into_bytes_of(&buf[5..]).expect("a part of the slot");
+        drop(buf);
+        assert_eq!((&bytes[..], ring.available()), (&b"me"[..], 7), "the bytes keep it out");
+        let clone = bytes.clone();
+        drop(bytes);
+        assert_eq!(ring.available(), 7, "a clone of the bytes still holds it");
+        drop(clone);
+        assert_eq!(ring.available(), 8);
+        assert!(RecvBuf::owned(b"x".to_vec()).lend().is_none(), "only ring slots are lent");
+    }
+
+    #[test]
+    fn no_slot_is_lent_while_a_quarter_of_the_ring_is_out() {
+        let ring = Rc::new(BufRing::new(8, 64).unwrap());
+        let first = receive(&ring, 0, b"a");
+        let held = first.lend().unwrap();
+        drop(first);
+        let second = receive(&ring, 1, b"b");
+        assert!(second.lend().is_none(), "two of eight out: the rest is for receiving");
+        drop((held, second));
+        assert_eq!(ring.available(), 8);
+    }
+
+    #[test]
+    fn lent_bytes_dropped_on_another_thread_leak_the_slot() {
+        let ring = Rc::new(BufRing::new(8, 64).unwrap());
+        let bytes = receive(&ring, 2, b"far").lend().unwrap().into_bytes();
+        let bytes = std::thread::spawn(move || {
+            assert_eq!(&bytes[..], b"far");
+            drop(bytes);
+        });
+        bytes.join().unwrap();
+        assert_eq!(ring.available(), 7, "not given back from a thread that does not own the ring");
     }
 
     #[test]

@@ -24,8 +24,10 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
+use bytes::Bytes;
+
 use super::{EventLoop, ExceptionContext, Inner, OpOwner};
-use crate::driver::{Op, OpId};
+use crate::driver::{Op, OpId, RecvBuf};
 
 /// An fd registered with a loop and owned by one transport or listener: the ops on it are
 /// submitted, cancelled and stopped through it, and it is closed once, by the driver: through
@@ -66,6 +68,26 @@ impl LoopFd {
     #[inline]
     pub(crate) fn batches_sends(&self) -> bool {
         self.event_loop.upgrade().is_some_and(|inner| inner.batches_sends())
+    }
+
+    /// Runs `deliver` (a `data_received`) with `lent`, a second holder of the receive-ring
+    /// slot whose bytes it is given, kept by the loop: a write of those bytes to any transport
+    /// of the loop (an echo, a proxy's forward) may then hold the slot instead of copying them
+    /// (see [`hold_delivered`](Self::hold_delivered)). Unless taken, `lent` is dropped after.
+    pub(crate) fn while_delivering(&self, lent: RecvBuf, deliver: impl FnOnce()) {
+        let Some(inner) = self.event_loop.upgrade() else { return deliver() };
+        let outer = inner.delivering.replace(Some(lent));
+        deliver();
+        drop(inner.delivering.replace(outer));
+    }
+
+    /// `data` as `Bytes` holding the receive-ring slot being delivered (see
+    /// [`while_delivering`](Self::while_delivering)), when `data` lies in it: the slot goes
+    /// back to the kernel once the `Bytes` and its clones are dropped. Once per delivery.
+    pub(crate) fn hold_delivered(&self, data: &[u8]) -> Option<Bytes> {
+        let inner = self.event_loop.upgrade()?;
+        let slot = inner.delivering.take()?;
+        slot.into_bytes_of(data).map_err(|slot| inner.delivering.set(Some(slot))).ok()
     }
 
     /// Whether the fd is still open (its close not yet submitted).

@@ -36,7 +36,7 @@ pub use remote::{LoopHandle, ThreadsafeHandle};
 pub(crate) use remote::{Remote, RemoteItem};
 
 use crate::driver::any::Driver;
-use crate::driver::{Backend, Completion};
+use crate::driver::{Backend, Completion, RecvBuf};
 use crate::error::{ArgumentKind, Error, Result};
 use crate::executor::Executor;
 use crate::task::{TaskCore, TaskFactory};
@@ -112,6 +112,9 @@ pub(crate) struct Inner {
     /// The driver's shutdown left ops in the kernel: an fd closed from now on may still be
     /// named by one, so it is leaked instead (see the fd rule in `driver/mod.rs`).
     pub(crate) kernel_may_hold_fds: Cell<bool>,
+    /// While a stream's `data_received` runs on io_uring: a second holder of the receive-ring
+    /// slot it was given (see `LoopFd::while_delivering`).
+    pub(crate) delivering: Cell<Option<RecvBuf>>,
 }
 
 impl Inner {
@@ -239,6 +242,7 @@ impl EventLoop {
             executor_calls: RefCell::new(slab::Slab::new()),
             signals: RefCell::new(signals::SignalHandlers::default()),
             kernel_may_hold_fds: Cell::new(false),
+            delivering: Cell::new(None),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }

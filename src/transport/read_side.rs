@@ -64,6 +64,16 @@ pub(crate) enum Chunk {
     Copied(Vec<u8>),
 }
 
+impl Chunk {
+    /// A second holder of a received ring slot's bytes (see [`RecvBuf::lend`]).
+    pub(crate) fn lend(&self) -> Option<RecvBuf> {
+        match self {
+            Chunk::Received(data) => data.lend(),
+            Chunk::Read(_) | Chunk::Copied(_) => None,
+        }
+    }
+}
+
 impl Deref for Chunk {
     type Target = [u8];
 

@@ -108,6 +108,8 @@ impl ByteStream for StreamCore {
         }
         if self.write.batches(&self.base.fd, data.len(), true) {
             self.batch(Bytes::copy_from_slice(data));
+        } else if let Some(held) = self.hold_delivered(data) {
+            self.batch(held);
         } else {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
@@ -303,6 +305,16 @@ impl StreamCore {
         }
     }
 
+    /// `data` as a `Bytes` holding the received bytes it lies in (see
+    /// `LoopFd::hold_delivered`), when a write of it would be batched: a write too big to copy
+    /// into the batch (an echo, a proxy's forward) then goes into it without a copy.
+    fn hold_delivered(&self, data: &[u8]) -> Option<Bytes> {
+        if !self.write.batches(&self.base.fd, data.len(), false) {
+            return None;
+        }
+        self.base.fd.hold_delivered(data)
+    }
+
     fn submit_recv(self: &Rc<Self>) {
         if self.base.is_open() {
             self.read.submit(&self.base.fd, || self.clone());
@@ -322,8 +334,13 @@ impl StreamCore {
     fn on_read(self: &Rc<Self>, got: Got) {
         match got {
             Got::Data(chunk) => {
-                self.base.dispatcher.data(&chunk);
-                drop(chunk); // a ring buffer goes back to the driver at once
+                match chunk.lend() {
+                    Some(lent) => {
+                        self.base.fd.while_delivering(lent, || self.base.dispatcher.data(&chunk));
+                    }
+                    None => self.base.dispatcher.data(&chunk),
+                }
+                drop(chunk); // a ring buffer goes back to the driver at once, unless a send holds it
                 self.report_protocol_failures();
             }
             Got::Eof => {

@@ -21,7 +21,11 @@
 //! errors first send what was batched and not yet submitted, directly, as asyncio's write
 //! would have done at once; the rest of the buffer is dropped as always. A write of a borrowed
 //! slice is batched only up to [`BATCH_COPY_MAX`] bytes (it must be copied; past that the copy
-//! costs more than the syscall it saves); an owned `Bytes` up to the high-water mark.
+//! costs more than the syscall it saves), unless it lies in the bytes `data_received` is being
+//! given (an echo, a proxy's forward): then the batched send holds the receive's ring buffer
+//! instead of a copy (`LoopFd::hold_delivered`); an owned `Bytes` up to the high-water mark.
+//! A write that does not join the batch sends the batch first, with itself, in one direct
+//! vectored send: it never waits behind a batch, and is copied only if the socket is full.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
@@ -96,7 +100,12 @@ impl WriteSide {
 
     /// The fast path: when idle, one non-blocking syscall now. Returns how many bytes it took
     /// (0 when not idle or the kernel would block); an error is the transport's to handle.
+    /// Behind a batch the kernel has not seen, the batch goes first, in the same syscall (see
+    /// [`send_behind_batch`](Self::send_behind_batch)); the caller queues what is left.
     pub(crate) fn try_now(&self, fd: &LoopFd, data: &[u8]) -> io::Result<usize> {
+        if self.withdraw_batch(fd) {
+            return self.send_behind_batch(fd, &[data]);
+        }
         if !self.is_idle() {
             return Ok(0);
         }
@@ -115,6 +124,9 @@ impl WriteSide {
         fd: &LoopFd,
         buffers: &[B],
     ) -> io::Result<usize> {
+        if self.withdraw_batch(fd) {
+            return self.send_behind_batch(fd, buffers);
+        }
         if !self.is_idle() || buffers.is_empty() {
             return Ok(0);
         }
@@ -158,10 +170,39 @@ impl WriteSide {
     /// socket takes it (what asyncio's write would have done at once); before `abort` or a
     /// fatal error drops the buffer.
     pub(crate) fn send_batched_now(&self, fd: &LoopFd) {
-        if self.batched.take() && fd.withdraw(&self.op) {
+        if self.withdraw_batch(fd) {
             let chunks = self.buffer.borrow().front_chunks(MAX_IOVECS);
             let _ = send_vectored_now(fd, &chunks); // the transport is ending either way
         }
+    }
+
+    /// Takes back the batched send if the kernel has not seen it yet (its bytes stay buffered,
+    /// no write in flight); false if there is none or it was submitted meanwhile.
+    fn withdraw_batch(&self, fd: &LoopFd) -> bool {
+        self.batched.take() && fd.withdraw(&self.op)
+    }
+
+    /// A write that does not join the batch (too big to copy, or past the high-water mark),
+    /// with the batch withdrawn: the batch's bytes and then the write's go out in one direct
+    /// vectored send, where asyncio would have sent each write at once (without this, a write
+    /// behind the batch waited for it and was copied into the buffer: a stream echoing 64 KiB
+    /// chunks copied every other one). Returns how many of `buffers`' bytes went; whatever the
+    /// socket did not take stays buffered, for the caller's queue to submit.
+    fn send_behind_batch<B: AsRef<[u8]>>(&self, fd: &LoopFd, buffers: &[B]) -> io::Result<usize> {
+        let (chunks, batched, whole) = {
+            let buffer = self.buffer.borrow();
+            let chunks = buffer.front_chunks(MAX_IOVECS);
+            let whole = chunks.len() == buffer.chunk_count();
+            (chunks, buffer.len(), whole)
+        };
+        let mut all: Vec<&[u8]> = chunks.iter().map(|chunk| chunk.as_ref()).collect();
+        if whole {
+            all.extend(buffers.iter().map(|buffer| buffer.as_ref()));
+        }
+        let sent = send_vectored_now(fd, &all)?;
+        let flow = self.buffer.borrow_mut().consume(sent.min(batched));
+        debug_assert!(flow.is_none(), "a batched write never paused the protocol");
+        Ok(sent.saturating_sub(batched))
     }
 
     /// Buffers `data` (not empty); `Pause` when that crossed the high-water mark. The
