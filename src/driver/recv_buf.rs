@@ -99,7 +99,9 @@ impl RecvBuf {
     /// the rest. So stuck sends never starve the loop's reads, and a ring of 64 serving 64
     /// connections runs dry rarely (lending while up to half was out made every third receive
     /// of a 16 KiB ping-pong end in `ENOBUFS`; a ring of 128 cost 10% at pipelined 16 KiB
-    /// echo, its buffers cycling through twice the cache: `docs/benchmarks.md`).
+    /// echo, its buffers cycling through twice the cache: `docs/benchmarks.md`). Nor for a
+    /// chunk that filled its buffer: more bytes were waiting, a stream is flowing, and its
+    /// slots are better kept for receiving (lending those cost 5% at pipelined 16 KiB echo).
     pub(crate) fn lend(&self) -> Option<RecvBuf> {
         match &self.inner {
             Inner::Ring { ring, bid, offset, len } if *len < ring.buf_size && ring.lends() => {
@@ -550,6 +552,8 @@ mod tests {
         drop(clone);
         assert_eq!(ring.available(), 8);
         assert!(RecvBuf::owned(b"x".to_vec()).lend().is_none(), "only ring slots are lent");
+        let full = receive(&ring, 3, &[7; 64]);
+        assert!(full.lend().is_none(), "a chunk that filled its buffer: a stream is flowing");
     }
 
     #[test]
