@@ -121,12 +121,7 @@ impl RecvBuf {
     /// on the loop's thread).
     pub(crate) fn into_bytes(self) -> Bytes {
         let (ptr, len) = (self.as_ptr(), self.len());
-        Bytes::from_owner(Lent {
-            buf: ManuallyDrop::new(self),
-            thread: std::thread::current().id(),
-            ptr,
-            len,
-        })
+        Bytes::from_owner(Lent { buf: ManuallyDrop::new(self), thread: this_thread(), ptr, len })
     }
 
     /// [`into_bytes`](Self::into_bytes) narrowed to `part`, if `part` lies in these bytes
@@ -206,11 +201,30 @@ impl AsRef<[u8]> for Lent {
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        if self.thread == std::thread::current().id() {
+        if THREAD_ID.with(Cell::get) == Some(self.thread) {
             // SAFETY: dropped once, here; `buf` is not used again.
             unsafe { ManuallyDrop::drop(&mut self.buf) };
         }
     }
+}
+
+thread_local! {
+    /// The thread's id once it lent a slot, in a thread-local that needs no destructor: `Lent`'s
+    /// drop reads it also while the thread's other thread-locals are destroyed (a loop kept in
+    /// one and dropped at thread exit drops its sends' `Bytes` then), where
+    /// `std::thread::current` may panic.
+    static THREAD_ID: Cell<Option<ThreadId>> = const { Cell::new(None) };
+}
+
+/// The calling thread's id (see [`THREAD_ID`]).
+fn this_thread() -> ThreadId {
+    THREAD_ID.with(|id| {
+        id.get().unwrap_or_else(|| {
+            let current = std::thread::current().id();
+            id.set(Some(current));
+            current
+        })
+    })
 }
 
 /// epoll's receive buffers, reused: [`recv`](Self::recv) receives into one and
