@@ -234,6 +234,11 @@ impl WriteBuffer {
         self.front()
     }
 
+    /// The queued bytes, chunk by chunk, front first (for a direct vectored send).
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks.iter().map(|chunk| &chunk[..])
+    }
+
     /// The next chunks to send, without copying: the front chunk's unsent part and the chunks
     /// behind it, at most `max` of them (cheap clones).
     pub(crate) fn front_chunks(&self, max: usize) -> Vec<Bytes> {

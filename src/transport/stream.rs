@@ -28,7 +28,7 @@ use socket2::{SockAddr, SockRef};
 use super::base::{Life, TransportBase, TransportCore};
 use super::handle::{ByteStream, Transport};
 use super::read_side::{Got, ReadSide, ReadState};
-use super::write_side::{Sink, WriteSide, Writer};
+use super::write_side::{Sink, WriteSide, Writer, BATCH_COPY_MAX};
 use super::DynProtocol;
 use super::ExtraInfo;
 use super::SocketNames;
@@ -106,10 +106,8 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(data.len())? {
             return Ok(());
         }
-        if self.write.batches(&self.base.fd, data.len(), true) {
-            self.batch(Bytes::copy_from_slice(data));
-        } else if let Some(held) = self.hold_delivered(data) {
-            self.batch(held);
+        if let Some(batched) = self.for_batch(data) {
+            self.batch(batched);
         } else {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
@@ -123,7 +121,7 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(data.len())? {
             return Ok(());
         }
-        if self.write.batches(&self.base.fd, data.len(), false) {
+        if self.write.batches(&self.base.fd, data.len()) {
             self.batch(data);
         } else {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, &data));
@@ -305,14 +303,18 @@ impl StreamCore {
         }
     }
 
-    /// `data` as a `Bytes` holding the received bytes it lies in (see
-    /// `LoopFd::hold_delivered`), when a write of it would be batched: a write too big to copy
-    /// into the batch (an echo, a proxy's forward) then goes into it without a copy.
-    fn hold_delivered(&self, data: &[u8]) -> Option<Bytes> {
-        if !self.write.batches(&self.base.fd, data.len(), false) {
-            return None;
+    /// `data` as the `Bytes` a batched write of it adds to the loop's batch, if it is batched:
+    /// a copy up to [`BATCH_COPY_MAX`]; past that only when `data` lies in the bytes being
+    /// delivered (an echo, a proxy's forward), holding their receive buffer instead of a copy
+    /// (`LoopFd::hold_delivered`).
+    fn for_batch(&self, data: &[u8]) -> Option<Bytes> {
+        if !self.write.batches(&self.base.fd, data.len()) {
+            None
+        } else if data.len() <= BATCH_COPY_MAX {
+            Some(Bytes::copy_from_slice(data))
+        } else {
+            self.base.fd.hold_delivered(data)
         }
-        self.base.fd.hold_delivered(data)
     }
 
     fn submit_recv(self: &Rc<Self>) {

@@ -133,13 +133,14 @@ impl WriteSide {
         if self.sink == Sink::File {
             return self.try_now(fd, buffers[0].as_ref());
         }
-        send_vectored_now(fd, buffers)
+        send_vectored_now(fd, buffers.iter().map(AsRef::as_ref))
     }
 
-    /// Whether a write of `len` bytes (`copied`: from a borrowed slice) goes into the loop's
-    /// batch (see the module docs): on a socket, with nothing buffered or only a batched send
-    /// still queued, keeping the buffer within the high-water mark, while `fd`'s loop batches.
-    pub(crate) fn batches(&self, fd: &LoopFd, len: usize, copied: bool) -> bool {
+    /// Whether a write of `len` bytes may go into the loop's batch (see the module docs): on a
+    /// socket, with nothing buffered or only a batched send still queued, keeping the buffer
+    /// within the high-water mark, while `fd`'s loop batches. (A borrowed slice also needs a
+    /// copy of at most [`BATCH_COPY_MAX`] bytes, or to be held: the transport's part.)
+    pub(crate) fn batches(&self, fd: &LoopFd, len: usize) -> bool {
         let (buffered, (_, high)) = {
             let buffer = self.buffer.borrow();
             (buffer.len(), buffer.limits())
@@ -147,7 +148,6 @@ impl WriteSide {
         let queued_behind = buffered > 0 || self.op.get().is_some();
         self.sink == Sink::Socket
             && (!queued_behind || self.batched.get())
-            && (!copied || len <= BATCH_COPY_MAX)
             && buffered + len <= high
             && fd.batches_sends()
     }
@@ -157,7 +157,7 @@ impl WriteSide {
     /// in, if the kernel has not seen it yet. Call only when [`batches`](Self::batches) said so.
     pub(crate) fn batch(&self, data: Bytes, fd: &LoopFd, owner: impl FnOnce() -> OpOwner) {
         // Withdrawn unless submitted meanwhile (the loop stopped): `data` then waits behind it.
-        let merge = self.batched.take() && fd.withdraw(&self.op);
+        let merge = self.withdraw_batch(fd);
         let flow = self.push(data);
         debug_assert!(flow.is_none(), "a batched write stays within the high-water mark");
         if merge || self.op.get().is_none() {
@@ -171,8 +171,7 @@ impl WriteSide {
     /// fatal error drops the buffer.
     pub(crate) fn send_batched_now(&self, fd: &LoopFd) {
         if self.withdraw_batch(fd) {
-            let chunks = self.buffer.borrow().front_chunks(MAX_IOVECS);
-            let _ = send_vectored_now(fd, &chunks); // the transport is ending either way
+            let _ = send_vectored_now(fd, self.buffer.borrow().chunks()); // ending either way
         }
     }
 
@@ -189,17 +188,11 @@ impl WriteSide {
     /// chunks copied every other one). Returns how many of `buffers`' bytes went; whatever the
     /// socket did not take stays buffered, for the caller's queue to submit.
     fn send_behind_batch<B: AsRef<[u8]>>(&self, fd: &LoopFd, buffers: &[B]) -> io::Result<usize> {
-        let (chunks, batched, whole) = {
+        let (sent, batched) = {
             let buffer = self.buffer.borrow();
-            let chunks = buffer.front_chunks(MAX_IOVECS);
-            let whole = chunks.len() == buffer.chunk_count();
-            (chunks, buffer.len(), whole)
+            let all = buffer.chunks().chain(buffers.iter().map(AsRef::as_ref));
+            (send_vectored_now(fd, all)?, buffer.len())
         };
-        let mut all: Vec<&[u8]> = chunks.iter().map(|chunk| chunk.as_ref()).collect();
-        if whole {
-            all.extend(buffers.iter().map(|buffer| buffer.as_ref()));
-        }
-        let sent = send_vectored_now(fd, &all)?;
         let flow = self.buffer.borrow_mut().consume(sent.min(batched));
         debug_assert!(flow.is_none(), "a batched write never paused the protocol");
         Ok(sent.saturating_sub(batched))
@@ -312,14 +305,15 @@ pub(crate) trait Writer: TransportCore {
     }
 }
 
-/// The fast path's vectored send: one `sendmsg(2)` of the first [`MAX_IOVECS`] of `buffers`.
-fn send_vectored_now<B: AsRef<[u8]>>(fd: &LoopFd, buffers: &[B]) -> io::Result<usize> {
+/// The fast path's vectored send: one `sendmsg(2)` of the first [`MAX_IOVECS`] of `buffers`
+/// (bytes past those are simply not sent, so the count is always a prefix).
+fn send_vectored_now<'a>(
+    fd: &LoopFd,
+    buffers: impl Iterator<Item = &'a [u8]>,
+) -> io::Result<usize> {
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-    fast_path(fd, |fd| {
-        let slices: Vec<IoSlice<'_>> =
-            buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b.as_ref())).collect();
-        SockRef::from(&fd).send_vectored_with_flags(&slices, flags)
-    })
+    let slices: Vec<IoSlice<'a>> = buffers.take(MAX_IOVECS).map(IoSlice::new).collect();
+    fast_path(fd, |fd| SockRef::from(&fd).send_vectored_with_flags(&slices, flags))
 }
 
 /// One direct syscall on `fd` (0 once closed), retried on `EINTR`; "would block" is 0.

@@ -363,7 +363,15 @@ fn relay_stays_intact(lp: &EventLoop, forward: bool) {
     };
     let (tr, proto) = connect(lp, ours, rec);
     let (mut writer, sent) = (peer.try_clone().unwrap(), want.clone());
-    let writing = thread::spawn(move || writer.write_all(&sent));
+    // In 8 KiB pieces, paced: chunks that drain the socket, which the loop lends (a chunk
+    // that fills a whole receive buffer is never lent).
+    let writing = thread::spawn(move || {
+        for piece in sent.chunks(8192) {
+            writer.write_all(piece)?;
+            thread::sleep(Duration::from_micros(50));
+        }
+        Ok::<_, std::io::Error>(())
+    });
     let progress = Arc::new(AtomicUsize::new(0));
     let reader = reader_thread(far_peer, 8192, Duration::from_micros(100), progress);
     assert!(run_until(lp, 60.0, || reader.is_finished()), "the relay did not finish");

@@ -38,6 +38,10 @@ pub trait Generator {
     /// Whether all of `server`'s messages are back.
     fn idle(&self, server: usize) -> bool;
 
+    /// Waits at most `wait` (at least a millisecond for the epoll client) for the loop's
+    /// events and handles them: replies counted into `tally` in `phase`, requests written.
+    fn turn(&mut self, phase: Phase, wait: Duration, tally: &mut Tally) -> io::Result<()>;
+
     /// Runs the loop until `until`, or in `Drain` until `server` has nothing in flight.
     fn turn_until(
         &mut self,
@@ -45,7 +49,15 @@ pub trait Generator {
         phase: Phase,
         until: Instant,
         tally: &mut Tally,
-    ) -> io::Result<()>;
+    ) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= until || (phase == Phase::Drain && self.idle(server)) {
+                return Ok(());
+            }
+            self.turn(phase, until - now, tally)?;
+        }
+    }
 
     /// The load it was made for.
     fn load(&self) -> Load;
@@ -289,41 +301,30 @@ impl<M: Messages> Generator for Client<M> {
         self.servers[server].iter().all(|c| c.pending.in_flight.is_empty())
     }
 
-    fn turn_until(
-        &mut self,
-        server: usize,
-        phase: Phase,
-        until: Instant,
-        tally: &mut Tally,
-    ) -> io::Result<()> {
+    fn turn(&mut self, phase: Phase, wait: Duration, tally: &mut Tally) -> io::Result<()> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
-        loop {
-            let now = Instant::now();
-            if now >= until || (phase == Phase::Drain && self.idle(server)) {
-                return Ok(());
+        let timeout = wait.as_millis().clamp(1, 10) as i32;
+        // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
+        let n = syscall!(epoll_wait(
+            self.epoll.as_raw_fd(),
+            events.as_mut_ptr(),
+            events.len() as i32,
+            timeout
+        ));
+        let n = match n {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
+        };
+        let now = Instant::now();
+        for event in &events[..n] {
+            let (s, i) = ((event.u64 >> 32) as usize, (event.u64 & 0xffff_ffff) as usize);
+            if event.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                self.receive(s, i, now, phase, tally)?;
             }
-            let timeout = (until - now).as_millis().clamp(1, 10) as i32;
-            // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
-            let n = syscall!(epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                timeout
-            ));
-            let n = match n {
-                Ok(n) => n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
-            };
-            let now = Instant::now();
-            for event in &events[..n] {
-                let (s, i) = ((event.u64 >> 32) as usize, (event.u64 & 0xffff_ffff) as usize);
-                if event.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
-                    self.receive(s, i, now, phase, tally)?;
-                }
-                self.flush(s, i)?;
-            }
+            self.flush(s, i)?;
         }
+        Ok(())
     }
 
     fn load(&self) -> Load {

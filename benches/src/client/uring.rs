@@ -204,34 +204,23 @@ impl<M: Messages> Generator for UringClient<M> {
         self.servers[server].iter().all(|c| c.pending.in_flight.is_empty())
     }
 
-    fn turn_until(
-        &mut self,
-        server: usize,
-        phase: Phase,
-        until: Instant,
-        tally: &mut Tally,
-    ) -> io::Result<()> {
-        loop {
-            let now = Instant::now();
-            if now >= until || (phase == Phase::Drain && self.idle(server)) {
-                return Ok(());
+    fn turn(&mut self, phase: Phase, wait: Duration, tally: &mut Tally) -> io::Result<()> {
+        self.enter(wait.min(MAX_WAIT))?;
+        let now = Instant::now();
+        // Completions are copied out first: handling one queues new submissions.
+        let done: Vec<(u64, i32)> =
+            self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        self.in_kernel -= done.len();
+        for (data, result) in done {
+            let (s, i) = ((data >> 40) as usize, ((data & 0xff_ffff_ffff) >> 1) as usize);
+            if data & SEND == SEND {
+                self.sent(s, i, result)?;
+            } else {
+                self.received(s, i, result, now, phase, tally)?;
             }
-            self.enter((until - now).min(MAX_WAIT))?;
-            let now = Instant::now();
-            // Completions are copied out first: handling one queues new submissions.
-            let done: Vec<(u64, i32)> =
-                self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-            self.in_kernel -= done.len();
-            for (data, result) in done {
-                let (s, i) = ((data >> 40) as usize, ((data & 0xff_ffff_ffff) >> 1) as usize);
-                if data & SEND == SEND {
-                    self.sent(s, i, result)?;
-                } else {
-                    self.received(s, i, result, now, phase, tally)?;
-                }
-                self.flush(s, i)?;
-            }
+            self.flush(s, i)?;
         }
+        Ok(())
     }
 
     fn load(&self) -> Load {
