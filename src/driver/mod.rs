@@ -26,10 +26,11 @@
 //!   one-shot op it is final. Spurious returns with no completion are allowed; `EINTR`,
 //!   `EBUSY`/`EAGAIN` from the kernel and CQ overflow are handled inside and never reach the
 //!   caller. Only the turn touches the kernel's queues, and
-//!   [`submit_queued`](any::Driver::submit_queued): the loop's last act before it stops
-//!   running, it hands the kernel what is queued without waiting (io_uring; epoll, whose ops
-//!   are syscalls made inside a turn, does nothing), appending what that completes to the
-//!   caller's vector for the next dispatch.
+//!   [`submit_queued`](any::Driver::submit_queued): it hands the kernel what is queued without
+//!   waiting (io_uring; epoll, whose ops are syscalls made inside a turn, does nothing),
+//!   appending what that completes at once to the caller's vector. The loop calls it as it
+//!   stops running, and after a dispatch whose sends hold receive buffers (so those come back
+//!   before the next wait needs them).
 //! * **Ownership.** The driver owns an op's resources from `submit` until the kernel's *final*
 //!   completion for it, whatever happens to the owner meanwhile. No kernel-visible pointer points
 //!   into a future, a task or a user buffer.

@@ -93,15 +93,16 @@ impl RecvBuf {
 
     /// A second holder of these bytes, for a send of them that the loop batches without
     /// copying (see [`into_bytes`](Self::into_bytes)): the ring slot goes back to the kernel
-    /// only once every holder is dropped. `None` for bytes not in a ring slot, and while a
-    /// quarter of the ring or more is out: a lent slot stays out at least until the next turn
-    /// reaps its send (longer if the peer is slow), and the receives of that turn's wait need
-    /// the rest. So stuck sends never starve the loop's reads, and a ring of 64 serving 64
-    /// connections runs dry rarely (lending while up to half was out made every third receive
-    /// of a 16 KiB ping-pong end in `ENOBUFS`; a ring of 128 cost 10% at pipelined 16 KiB
-    /// echo, its buffers cycling through twice the cache: `docs/benchmarks.md`). Nor for a
-    /// chunk that filled its buffer: more bytes were waiting, a stream is flowing, and its
-    /// slots are better kept for receiving (lending those cost 5% at pipelined 16 KiB echo).
+    /// only once every holder is dropped. `None` for bytes not in a ring slot, and while half
+    /// the ring is lent (slots out and not yet received are not counted): the loop submits a
+    /// send holding a slot right after the dispatch, and a send the socket takes whole gives
+    /// its slot back before the next wait, when the kernel takes buffers for receives; the
+    /// limit keeps sends stuck on slow peers from starving the loop's reads. (When the sends
+    /// waited for the turn's enter, their slots were still out in its wait, and lending while
+    /// up to half the ring was out made every third receive of a 16 KiB ping-pong end in
+    /// `ENOBUFS`: `docs/benchmarks.md`.) Nor for a chunk that filled its buffer: more bytes
+    /// were waiting, a stream is flowing, and its slots are better kept for receiving (lending
+    /// those cost 5% at pipelined 16 KiB echo).
     pub(crate) fn lend(&self) -> Option<RecvBuf> {
         match &self.inner {
             Inner::Ring { ring, bid, offset, len } if *len < ring.buf_size && ring.lends() => {
@@ -364,6 +365,10 @@ pub(crate) struct BufRing {
     out: Cell<usize>,
     /// Per buffer, its holders beyond the first (see [`RecvBuf::lend`]).
     lent: Box<[Cell<u16>]>,
+    /// Per buffer, whether it was lent since it left the ring.
+    was_lent: Box<[Cell<bool>]>,
+    /// Buffers out of the ring that were lent since they left it.
+    lent_out: Cell<usize>,
 }
 
 impl BufRing {
@@ -375,7 +380,10 @@ impl BufRing {
         let bufs = Mapping::new(usize::from(entries) * buf_size)?;
         let (tail, live, out) = (Cell::new(0), Cell::new(true), Cell::new(usize::from(entries)));
         let lent = (0..entries).map(|_| Cell::new(0)).collect();
-        let ring = BufRing { ring, bufs, entries, buf_size, tail, live, out, lent };
+        let was_lent = (0..entries).map(|_| Cell::new(false)).collect();
+        let lent_out = Cell::new(0);
+        let ring =
+            BufRing { ring, bufs, entries, buf_size, tail, live, out, lent, was_lent, lent_out };
         for bid in 0..entries {
             ring.give_back(bid);
         }
@@ -404,16 +412,18 @@ impl BufRing {
         Some(RecvBuf { inner, source: None })
     }
 
-    /// Whether a slot may be lent (see [`RecvBuf::lend`]): fewer than a quarter of the buffers
-    /// out.
+    /// Whether a slot may be lent (see [`RecvBuf::lend`]): fewer than half the buffers lent.
     fn lends(&self) -> bool {
-        self.out.get() < usize::from(self.entries) / 4
+        self.lent_out.get() < usize::from(self.entries) / 2
     }
 
     /// One more holder of buffer `bid` (out of the ring).
     fn hold(&self, bid: u16) {
         let held = &self.lent[usize::from(bid)];
         held.set(held.get() + 1);
+        if !self.was_lent[usize::from(bid)].replace(true) {
+            self.lent_out.set(self.lent_out.get() + 1);
+        }
     }
 
     /// A holder of buffer `bid` is done with it: the last one gives it back.
@@ -438,6 +448,9 @@ impl BufRing {
     /// Publishes buffer `bid` at the tail of the ring.
     fn give_back(&self, bid: u16) {
         self.out.set(self.out.get() - 1);
+        if self.was_lent[usize::from(bid)].replace(false) {
+            self.lent_out.set(self.lent_out.get() - 1);
+        }
         if !self.live.get() {
             return;
         }
@@ -571,15 +584,22 @@ mod tests {
     }
 
     #[test]
-    fn no_slot_is_lent_while_a_quarter_of_the_ring_is_out() {
+    fn no_slot_is_lent_while_half_the_ring_is_lent() {
         let ring = Rc::new(BufRing::new(8, 64).unwrap());
-        let first = receive(&ring, 0, b"a");
-        let held = first.lend().unwrap();
-        drop(first);
-        let second = receive(&ring, 1, b"b");
-        assert!(second.lend().is_none(), "two of eight out: the rest is for receiving");
-        drop((held, second));
+        let waiting: Vec<_> = (4..8).map(|bid| receive(&ring, bid, b"w")).collect();
+        let mut held = Vec::new();
+        for bid in 0..4 {
+            let buf = receive(&ring, bid, b"a");
+            held.push(
+                buf.lend().expect("received bytes out of the ring do not count").into_bytes(),
+            );
+        }
+        assert!(waiting[0].lend().is_none(), "four of eight lent: the rest is for receiving");
+        held.pop();
+        let again = waiting[0].lend().expect("a lent slot given back counts no more");
+        drop((held, again, waiting));
         assert_eq!(ring.available(), 8);
+        assert_eq!(ring.lent_out.get(), 0);
     }
 
     #[test]

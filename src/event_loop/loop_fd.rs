@@ -83,11 +83,16 @@ impl LoopFd {
 
     /// `data` as `Bytes` holding the receive-ring slot being delivered (see
     /// [`while_delivering`](Self::while_delivering)), when `data` lies in it: the slot goes
-    /// back to the kernel once the `Bytes` and its clones are dropped. Once per delivery.
+    /// back to the kernel once the `Bytes` and its clones are dropped. Once per delivery. For
+    /// a batched send: the loop then submits its batch right after this dispatch, not at the
+    /// next turn's wait (see `EventLoop::turn_driver`).
     pub(crate) fn hold_delivered(&self, data: &[u8]) -> Option<Bytes> {
         let inner = self.event_loop.upgrade()?;
         let slot = inner.delivering.take()?;
-        slot.into_bytes_of(data).map_err(|slot| inner.delivering.set(Some(slot))).ok()
+        let held = slot.into_bytes_of(data).map_err(|slot| inner.delivering.set(Some(slot)));
+        let held = held.ok()?;
+        inner.sends_hold_slots.set(true);
+        Some(held)
     }
 
     /// Whether the fd is still open (its close not yet submitted).

@@ -115,6 +115,9 @@ pub(crate) struct Inner {
     /// While a stream's `data_received` runs on io_uring: a second holder of the receive-ring
     /// slot it was given (see `LoopFd::while_delivering`).
     pub(crate) delivering: Cell<Option<RecvBuf>>,
+    /// A batched send queued during this dispatch holds a receive-ring slot: the loop submits
+    /// it before the next wait, so that the slot is back when that wait's receives need it.
+    pub(crate) sends_hold_slots: Cell<bool>,
 }
 
 impl Inner {
@@ -243,6 +246,7 @@ impl EventLoop {
             signals: RefCell::new(signals::SignalHandlers::default()),
             kernel_may_hold_fds: Cell::new(false),
             delivering: Cell::new(None),
+            sends_hold_slots: Cell::new(false),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }

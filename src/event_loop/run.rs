@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::current::RunningGuard;
 use super::main_future::MainFuture;
 use super::remote::RemoteItem;
-use super::{monotonic_ns, Completed, EventLoop, LoopState, Ready};
+use super::{monotonic_ns, Completed, EventLoop, LoopState, OpOwner, Ready};
 use crate::driver::any::Driver;
 use crate::driver::Completion;
 use crate::error::{panic_message, Error, Result, RuntimeKind};
@@ -142,7 +142,9 @@ impl EventLoop {
     /// 2. timeout = 0 if callbacks are ready or the loop is stopping, else the time to the
     ///    earliest live timer, else none;
     /// 3. one driver turn: submit queued ops and wait for completions;
-    /// 4. dispatch completions and work queued by other threads;
+    /// 4. dispatch completions (then submit, without waiting, the sends that dispatch queued
+    ///    holding receive buffers, and dispatch what that completed: `turn_driver`) and work
+    ///    queued by other threads;
     /// 5. move due timers to the ready queue;
     /// 6. run exactly the callbacks that were ready when this step began: callbacks they
     ///    schedule run at the next iteration. Task steps and polls of `main` (the future a
@@ -186,18 +188,27 @@ impl EventLoop {
         Some(wait.min(cap))
     }
 
+    /// One driver turn and the dispatch of its completions. When that dispatch queued sends
+    /// holding receive-ring slots (an echo's or a proxy's writes, see `LoopFd::hold_delivered`),
+    /// they are submitted at once, without waiting, and what the socket took whole completes
+    /// and is dispatched here too: their slots are back in the ring before the next turn's
+    /// wait, when the kernel picks buffers for the receives it completes. (Submitted by that
+    /// wait instead, they would still be out then, and a ring lending to every connection of a
+    /// busy server would run dry.)
     fn turn_driver(&self, timeout: Option<Duration>) -> Result<()> {
         let mut completions = std::mem::take(&mut *self.inner.completions.borrow_mut());
         let turned = self.with_driver(|driver| driver.turn(timeout, &mut completions));
         // Completions collected before an error are dispatched all the same.
-        for completion in completions.drain(..) {
-            // Taken apart at once, so that no 150-byte `Completion` is moved again.
-            let Completion { id, owner, result, more, op, data } = completion;
-            owner.complete(Completed { id, result, more, op, data });
+        dispatch(&mut completions);
+        let mut submitted = None;
+        if self.inner.sends_hold_slots.take() {
+            submitted = self.with_driver(|driver| driver.submit_queued(&mut completions));
+            dispatch(&mut completions);
         }
         *self.inner.completions.borrow_mut() = completions;
-        match turned {
-            Some(Err(err)) => Err(Error::io("waiting for I/O completions", err)),
+        match (turned, submitted) {
+            (Some(Err(err)), _) => Err(Error::io("waiting for I/O completions", err)),
+            (_, Some(Err(err))) => Err(Error::io("submitting sends", err)),
             _ => Ok(()),
         }
     }
@@ -260,5 +271,14 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+/// Hands each completion to its owner.
+fn dispatch(completions: &mut Vec<Completion<OpOwner>>) {
+    for completion in completions.drain(..) {
+        // Taken apart at once, so that no 150-byte `Completion` is moved again.
+        let Completion { id, owner, result, more, op, data } = completion;
+        owner.complete(Completed { id, result, more, op, data });
     }
 }

@@ -855,6 +855,43 @@ backend_tests! {
         relay_stays_intact(lp, true);
     }
 
+    // A write of received bytes that holds their receive buffer (io_uring: 16 KiB, too big
+    // to copy into the batch) is submitted right after the dispatch that made it, not at the
+    // next turn's wait: the buffer must be back in the ring before that wait's receives take
+    // buffers. So, as asyncio's direct send would, it is on the socket when the callbacks
+    // `data_received` scheduled run (epoll: a direct send).
+    fn an_echo_of_a_receive_buffer_is_sent_before_the_callbacks_it_scheduled(lp) {
+        let (peer, ours) = tcp_pair();
+        set_nonblocking(peer.as_raw_fd());
+        let peer = Rc::new(RefCell::new(peer));
+        // Per callback: bytes delivered so far, bytes the peer had read by then.
+        let seen: Rc<RefCell<Vec<(usize, usize)>>> = Rc::default();
+        let (delivered, echoed) = (Rc::new(Cell::new(0)), Rc::new(RefCell::new(Vec::new())));
+        let (lp2, peer2, seen2) = (lp.clone(), peer.clone(), seen.clone());
+        let rec = Rec::new().with_data(move |tr, data| {
+            tr.write(data).unwrap();
+            delivered.set(delivered.get() + data.len());
+            let (peer, seen, echoed, delivered) =
+                (peer2.clone(), seen2.clone(), echoed.clone(), delivered.clone());
+            lp2.call_soon(move || {
+                read_available(&mut *peer.borrow_mut(), &mut echoed.borrow_mut());
+                seen.borrow_mut().push((delivered.get(), echoed.borrow().len()));
+            })
+            .unwrap();
+        });
+        let (tr, proto) = connect(lp, ours, rec);
+        let want = pattern(16 * 1024);
+        for round in 1..=8 {
+            peer.borrow_mut().write_all(&want).unwrap();
+            let echoed_round = || seen.borrow().last().is_some_and(|s| s.0 == round * want.len());
+            assert!(run_until(lp, WAIT, echoed_round), "round {round}");
+        }
+        let seen = seen.borrow();
+        assert!(seen.iter().all(|&(delivered, echoed)| delivered == echoed), "{seen:?}");
+        assert_eq!(seen.last().map(|s| s.1), Some(8 * want.len()));
+        abort_and_check(lp, &tr, &proto);
+    }
+
     // BEHAVIOURS 109, 39
     fn peer_reset_reports_econnreset_without_the_exception_handler(lp) {
         let errors = capture_error_texts(lp);

@@ -180,14 +180,17 @@ impl<T: Clone> UringDriver<T> {
         self.flush_overflow(out)
     }
 
-    /// Pushes the queued ops to the SQ and submits it, without waiting; completions reaped
-    /// meanwhile (and ops that finished while queued) are appended to `out`.
+    /// Pushes the queued ops to the SQ and submits it, without waiting; what completed
+    /// meanwhile (ops the kernel finished as they were submitted, such as a send the socket
+    /// took whole, and ops that finished while queued) is appended to `out`. No deferred
+    /// completion work runs: a multishot receive takes no buffer here.
     pub(crate) fn submit_queued(&mut self, out: &mut Vec<Completion<T>>) -> io::Result<()> {
         self.flush_queue(out)?;
         complete::deliver_finished(&mut self.table, out);
         if self.sq_len() > 0 {
             self.submit_sq().or_else(expected_enter_error)?;
         }
+        self.drain_cq(out);
         Ok(())
     }
 

@@ -128,3 +128,23 @@ fn completions_that_overflow_the_cq_are_all_delivered() {
         assert_eq!(d.in_flight(), 0);
     });
 }
+
+#[test]
+fn submit_queued_delivers_what_the_kernel_finished_as_it_submitted() {
+    each_uring_config(|d, _| {
+        let mut d = Driver::Uring(d);
+        let (ours, peer) = tcp_pair();
+        let buf = bytes::Bytes::from_static(b"sent at once");
+        d.submit(Op::Send { fd: ours.as_raw_fd(), buf, offset: 0 }, 7);
+        let mut out = Vec::new();
+        d.submit_queued(&mut out).unwrap();
+        // A send the socket takes whole completes as it is submitted, with no wait.
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].owner, out[0].result.as_ref().ok()), (7, Some(&12)));
+        assert!(out[0].op.is_some(), "the op comes back with its buffer");
+        assert_eq!(d.in_flight(), 0);
+        let mut got = [0u8; 12];
+        std::io::Read::read_exact(&mut &peer, &mut got).unwrap();
+        assert_eq!(&got, b"sent at once");
+    });
+}
