@@ -118,11 +118,10 @@ impl EventLoop {
             return Err(Error::io("spawning the executor shutdown thread", err));
         }
         if !joined.await? {
-            log::warn!(
-                target: "ringloop",
-                "The executor did not finish joining its threads within {:?}",
-                timeout.unwrap_or_default()
-            );
+            let timeout = timeout.unwrap_or_default();
+            let message =
+                format_args!("The executor did not finish joining its threads within {timeout:?}");
+            crate::error::log_or_stderr(log::Level::Warn, message);
         }
         Ok(())
     }

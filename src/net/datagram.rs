@@ -374,12 +374,16 @@ fn remove_stale_socket(path: &Path) {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if let Err(err) = std::fs::remove_file(path) {
-                log::error!("Unable to remove stale UNIX socket {path:?}: {err}");
+                let message = format_args!("Unable to remove stale UNIX socket {path:?}: {err}");
+                crate::error::log_or_stderr(log::Level::Error, message);
             }
         }
         Ok(_) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => log::error!("Unable to check or remove stale UNIX socket {path:?}: {err}"),
+        Err(err) => crate::error::log_or_stderr(
+            log::Level::Error,
+            format_args!("Unable to check or remove stale UNIX socket {path:?}: {err}"),
+        ),
     }
 }
 

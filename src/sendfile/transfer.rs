@@ -203,7 +203,8 @@ impl Transfer {
         let sent = self.sent.get();
         if self.seekable {
             if let Err(err) = self.seek(self.start + sent) {
-                log::warn!("ringloop: {}: setting the file position: {err}", self.what);
+                let message = format_args!("{}: setting the file position: {err}", self.what);
+                crate::error::log_or_stderr(log::Level::Warn, message);
             }
         }
         let previous = std::mem::replace(

@@ -113,11 +113,11 @@ impl Child {
                 io::Error::other("the exit watch completed without the child's status")
             }),
             Err(err) if err.raw_os_error() == Some(libc::ECHILD) => {
-                log::warn!(
-                    target: "ringloop",
-                    "child process pid {} was reaped by someone else; reporting returncode 255",
-                    self.pid
+                let pid = self.pid;
+                let message = format_args!(
+                    "child process pid {pid} was reaped by someone else; reporting returncode 255"
                 );
+                crate::error::log_or_stderr(log::Level::Warn, message);
                 self.reaped(255);
                 Ok(255)
             }

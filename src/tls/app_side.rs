@@ -191,10 +191,10 @@ impl ByteStream for TlsLayer {
 
     /// TLS cannot half-close (asyncio raises `NotImplementedError`): logged, nothing done.
     fn write_eof(self: Rc<Self>) {
-        log::warn!(
-            target: "ringloop",
+        let message = format_args!(
             "write_eof() on a TLS transport does nothing: TLS cannot half-close; call close()"
         );
+        crate::error::log_or_stderr(log::Level::Warn, message);
     }
 
     fn can_write_eof(&self) -> bool {

@@ -1,12 +1,14 @@
 //! A program with no `log` backend, run as a child by `tests/no_logger.rs`: it makes a
-//! callback panic, a streams server's handler fail and a protocol fail fatally, and prints
-//! `done` on stdout. What ringloop reports of them must reach its stderr.
+//! callback panic, a streams server's handler fail and a protocol fail fatally, shuts the
+//! default executor down with a job still running, and prints `done` on stdout. What ringloop
+//! reports of them must reach its stderr.
 //!
 //! Usage: `no_logger uring|epoll|auto` (`auto`: `EventLoop::new()`, which may say that
 //! io_uring is unavailable and run on epoll).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use ringloop::{
     Backend, BaseProtocol, Error, EventLoop, Protocol, Server, ServerOptions, StreamReader,
@@ -61,6 +63,9 @@ fn main() -> ringloop::Result<()> {
             let port = port_of(&server);
             l.run_in_executor(None, move || poke(port))?.await?;
         }
+        // A job that outlasts the shutdown's timeout: the loop warns that it did not join.
+        let _job = l.run_in_executor(None, || std::thread::sleep(Duration::from_millis(300)))?;
+        l.shutdown_default_executor(Some(Duration::from_millis(10))).await?;
         Ok::<_, Error>(())
     })??;
     lp.close()?;
