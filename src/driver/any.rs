@@ -40,9 +40,10 @@ impl<T: Clone> Driver<T> {
             None => match UringDriver::new() {
                 Ok(driver) => Ok(Driver::Uring(driver)),
                 Err(err) if cfg!(feature = "fallback") => {
-                    crate::error::notice(format_args!(
+                    crate::error::loop_log!(
+                        Warn,
                         "io_uring is unavailable: {err}. ringloop runs on epoll"
-                    ));
+                    );
                     Self::open_epoll()
                 }
                 Err(err) => Err(uring_error(err)),

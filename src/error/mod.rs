@@ -11,7 +11,7 @@ mod report;
 mod tests;
 
 pub use kinds::{ArgumentKind, DnsErrorKind, RuntimeKind, StateKind, TlsErrorKind};
-pub(crate) use report::{log_or_stderr, notice, panic_message};
+pub(crate) use report::{log_or_stderr, loop_log, panic_message};
 
 /// Shorthand for `Result<T, ringloop::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

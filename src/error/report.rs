@@ -13,11 +13,15 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Logs a notice the user should see once (running on epoll because io_uring is missing, say)
-/// as a warning, or writes it to stderr (see [`log_or_stderr`]).
-pub(crate) fn notice(message: fmt::Arguments<'_>) {
-    log_or_stderr(log::Level::Warn, message);
+/// [`log_or_stderr`] with `format!` arguments, the level named by its `log::Level` variant:
+/// `loop_log!(Warn, "fd {fd} leaked")`. For what the loop reports on its own (notices,
+/// warnings, errors), which the user must see whether or not a logger is installed.
+macro_rules! loop_log {
+    ($level:ident, $($arg:tt)+) => {
+        $crate::error::log_or_stderr(::log::Level::$level, format_args!($($arg)+))
+    };
 }
+pub(crate) use loop_log;
 
 /// Logs `message` at `level` under the `ringloop` target, or, when no `log` backend is set up,
 /// writes it to stderr as `ringloop: <level>: <message>`: Python logging's last-resort handler.

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use super::{EventLoop, Handle};
-use crate::error::{log_or_stderr, panic_message, Error};
+use crate::error::{loop_log, panic_message, Error};
 
 /// What asyncio passes to an exception handler as its `context` dict.
 #[derive(Clone, Debug, Default)]
@@ -103,7 +103,7 @@ impl EventLoop {
     /// as `ringloop: error: <context>`, like Python logging's last-resort handler: a failing
     /// handler or a protocol's fatal error is never silent.
     pub fn default_exception_handler(&self, context: &ExceptionContext) {
-        log_or_stderr(log::Level::Error, format_args!("{context}"));
+        loop_log!(Error, "{context}");
     }
 
     /// Calls the current exception handler with `context`. A custom handler that panics is
@@ -129,10 +129,7 @@ impl EventLoop {
 
     fn call_default_handler_guarded(&self, context: &ExceptionContext) {
         if catch_unwind(AssertUnwindSafe(|| self.default_exception_handler(context))).is_err() {
-            log_or_stderr(
-                log::Level::Error,
-                format_args!("Exception in default exception handler"),
-            );
+            loop_log!(Error, "Exception in default exception handler");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use super::{EventLoop, LoopHandle};
-use crate::error::{panic_message, Error, Result, RuntimeKind};
+use crate::error::{loop_log, panic_message, Error, Result, RuntimeKind};
 use crate::executor::Executor;
 use crate::future::Future;
 
@@ -119,9 +119,7 @@ impl EventLoop {
         }
         if !joined.await? {
             let timeout = timeout.unwrap_or_default();
-            let message =
-                format_args!("The executor did not finish joining its threads within {timeout:?}");
-            crate::error::log_or_stderr(log::Level::Warn, message);
+            loop_log!(Warn, "The executor did not finish joining its threads within {timeout:?}");
         }
         Ok(())
     }

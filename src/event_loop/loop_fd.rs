@@ -28,8 +28,7 @@ use bytes::Bytes;
 
 use super::{EventLoop, ExceptionContext, Inner, OpOwner};
 use crate::driver::{Op, OpId, RecvBuf};
-use crate::error::log_or_stderr;
-use log::Level;
+use crate::error::loop_log;
 
 /// An fd registered with a loop and owned by one transport or listener: the ops on it are
 /// submitted, cancelled and stopped through it, and it is closed once, by the driver: through
@@ -192,20 +191,13 @@ fn close_through_driver(event_loop: &Weak<Inner>, fd: OwnedFd) {
     // driver hands owners back, and drops the ones left only once it is out of the loop), so
     // this is a fallback that closes at once, as before the driver owned closes.
     let Ok(mut driver) = inner.driver.try_borrow_mut() else {
-        let fd_number = fd.as_raw_fd();
-        log_or_stderr(
-            Level::Error,
-            format_args!("fd {fd_number} closed while the driver was busy"),
-        );
+        loop_log!(Error, "fd {} closed while the driver was busy", fd.as_raw_fd());
         return drop(fd);
     };
     match driver.as_mut() {
         Some(driver) => driver.close_fd(fd),
         None if inner.kernel_may_hold_fds.get() => {
-            let fd_number = fd.as_raw_fd();
-            let message =
-                format_args!("fd {fd_number} leaked: the kernel may still hold an op on it");
-            log_or_stderr(Level::Warn, message);
+            loop_log!(Warn, "fd {} leaked: the kernel may still hold an op on it", fd.as_raw_fd());
             std::mem::forget(fd);
         }
         None => drop(fd),

@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
 use super::address::Address;
 use super::dns::AddrInfoHints;
-use crate::error::{ArgumentKind, Error, Result};
+use crate::error::{loop_log, ArgumentKind, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::protocol::{adapt_datagram, DatagramProtocol};
 use crate::transport::DatagramTransport;
@@ -374,16 +374,12 @@ fn remove_stale_socket(path: &Path) {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if let Err(err) = std::fs::remove_file(path) {
-                let message = format_args!("Unable to remove stale UNIX socket {path:?}: {err}");
-                crate::error::log_or_stderr(log::Level::Error, message);
+                loop_log!(Error, "Unable to remove stale UNIX socket {path:?}: {err}");
             }
         }
         Ok(_) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => crate::error::log_or_stderr(
-            log::Level::Error,
-            format_args!("Unable to check or remove stale UNIX socket {path:?}: {err}"),
-        ),
+        Err(err) => loop_log!(Error, "Unable to check or remove stale UNIX socket {path:?}: {err}"),
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::source::Source;
 use crate::driver::Op;
-use crate::error::{Error, Result, StateKind};
+use crate::error::{loop_log, Error, Result, StateKind};
 use crate::event_loop::LoopFd;
 
 /// The most bytes one chunk asks for. io_uring's chunk is a pipe's capacity at most (1 MiB)
@@ -203,8 +203,7 @@ impl Transfer {
         let sent = self.sent.get();
         if self.seekable {
             if let Err(err) = self.seek(self.start + sent) {
-                let message = format_args!("{}: setting the file position: {err}", self.what);
-                crate::error::log_or_stderr(log::Level::Warn, message);
+                loop_log!(Warn, "{}: setting the file position: {err}", self.what);
             }
         }
         let previous = std::mem::replace(

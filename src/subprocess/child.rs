@@ -24,7 +24,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::driver::wait_id;
-use crate::error::{Error, Result};
+use crate::error::{loop_log, Error, Result};
 use crate::event_loop::EventLoop;
 use crate::event_loop::LoopFd;
 use crate::sys::{retry_eintr, syscall};
@@ -114,10 +114,10 @@ impl Child {
             }),
             Err(err) if err.raw_os_error() == Some(libc::ECHILD) => {
                 let pid = self.pid;
-                let message = format_args!(
+                loop_log!(
+                    Warn,
                     "child process pid {pid} was reaped by someone else; reporting returncode 255"
                 );
-                crate::error::log_or_stderr(log::Level::Warn, message);
                 self.reaped(255);
                 Ok(255)
             }

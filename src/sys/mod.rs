@@ -7,6 +7,7 @@
 //! [`recvmsg`], the loop's per-message socket calls, skip glibc's cancellation-point wrappers.
 
 use std::io;
+#[cfg(any(test, feature = "fallback"))]
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
@@ -74,6 +75,7 @@ pub(crate) fn send_to(
 
 /// `recvfrom(fd, buf, flags)` with no address, through `syscall(2)` (see [`send`]): the count
 /// received into the first bytes of `buf` (0: end of stream).
+#[cfg(any(test, feature = "fallback"))]
 pub(crate) fn recv(
     fd: RawFd,
     buf: &mut [MaybeUninit<u8>],
@@ -95,6 +97,7 @@ pub(crate) fn recv(
 /// # Safety
 /// `hdr` must point at a live `msghdr` whose iovecs, address and control pointers describe
 /// live memory of the lengths it gives.
+#[cfg(feature = "fallback")]
 pub(crate) unsafe fn sendmsg(
     fd: RawFd,
     hdr: *const libc::msghdr,
@@ -109,6 +112,7 @@ pub(crate) unsafe fn sendmsg(
 /// # Safety
 /// `hdr` must point at a live `msghdr` whose iovecs, address and control pointers describe
 /// live, writable memory of the lengths it gives.
+#[cfg(feature = "fallback")]
 pub(crate) unsafe fn recvmsg(
     fd: RawFd,
     hdr: *mut libc::msghdr,
@@ -123,6 +127,7 @@ pub(crate) unsafe fn recvmsg(
 ///
 /// # Safety
 /// As [`sendmsg`] or [`recvmsg`], whichever `number` names.
+#[cfg(feature = "fallback")]
 unsafe fn msg_call(
     number: libc::c_long,
     fd: RawFd,

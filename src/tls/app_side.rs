@@ -24,7 +24,7 @@ use bytes::Bytes;
 use socket2::SockAddr;
 
 use super::layer::{Stage, TlsLayer};
-use crate::error::{Error, Result, RuntimeKind};
+use crate::error::{loop_log, Error, Result, RuntimeKind};
 use crate::flow_control::FlowEvent;
 use crate::sendfile::{Transfer, TransferFuture};
 use crate::transport::handle::ByteStream;
@@ -191,10 +191,10 @@ impl ByteStream for TlsLayer {
 
     /// TLS cannot half-close (asyncio raises `NotImplementedError`): logged, nothing done.
     fn write_eof(self: Rc<Self>) {
-        let message = format_args!(
+        loop_log!(
+            Warn,
             "write_eof() on a TLS transport does nothing: TLS cannot half-close; call close()"
         );
-        crate::error::log_or_stderr(log::Level::Warn, message);
     }
 
     fn can_write_eof(&self) -> bool {
