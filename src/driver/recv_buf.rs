@@ -93,8 +93,8 @@ impl RecvBuf {
 
     /// A second holder of these bytes, for a send of them that the loop batches without
     /// copying (see [`into_bytes`](Self::into_bytes)): the ring slot goes back to the kernel
-    /// only once every holder is dropped. `None` for bytes not in a ring slot, and while half
-    /// the ring is lent (slots out and not yet received are not counted): the loop submits a
+    /// only once every holder is dropped. `None` for bytes not in a ring slot, and while sends
+    /// hold half the ring (slots out for any other reason are not counted): the loop submits a
     /// send holding a slot right after the dispatch, and a send the socket takes whole gives
     /// its slot back before the next wait, when the kernel takes buffers for receives; the
     /// limit keeps sends stuck on slow peers from starving the loop's reads. (When the sends
@@ -121,8 +121,22 @@ impl RecvBuf {
     /// give it back from there (never happens: the write buffer and the driver holding it stay
     /// on the loop's thread).
     pub(crate) fn into_bytes(self) -> Bytes {
+        if let Some(ring) = self.ring() {
+            ring.sending.set(ring.sending.get() + 1);
+        }
         let (ptr, len) = (self.as_ptr(), self.len());
         Bytes::from_owner(Lent { buf: ManuallyDrop::new(self), thread: this_thread(), ptr, len })
+    }
+
+    /// The ring whose slot holds these bytes, if they are in one.
+    fn ring(&self) -> Option<&BufRing> {
+        match &self.inner {
+            Inner::Ring { ring, .. } => Some(ring),
+            #[cfg(feature = "fallback")]
+            Inner::Pooled { .. } => None,
+            #[cfg(any(test, feature = "fallback"))]
+            Inner::Owned(_) => None,
+        }
     }
 
     /// [`into_bytes`](Self::into_bytes) narrowed to `part`, if `part` lies in these bytes
@@ -203,6 +217,9 @@ impl AsRef<[u8]> for Lent {
 impl Drop for Lent {
     fn drop(&mut self) {
         if THREAD_ID.with(Cell::get) == Some(self.thread) {
+            if let Some(ring) = self.buf.ring() {
+                ring.sending.set(ring.sending.get() - 1);
+            }
             // SAFETY: dropped once, here; `buf` is not used again.
             unsafe { ManuallyDrop::drop(&mut self.buf) };
         }
@@ -365,10 +382,9 @@ pub(crate) struct BufRing {
     out: Cell<usize>,
     /// Per buffer, its holders beyond the first (see [`RecvBuf::lend`]).
     lent: Box<[Cell<u16>]>,
-    /// Per buffer, whether it was lent since it left the ring.
-    was_lent: Box<[Cell<bool>]>,
-    /// Buffers out of the ring that were lent since they left it.
-    lent_out: Cell<usize>,
+    /// Slots held by a send: the live [`Lent`]s (one left on another thread stays counted,
+    /// as its slot stays out).
+    sending: Cell<usize>,
 }
 
 impl BufRing {
@@ -380,10 +396,8 @@ impl BufRing {
         let bufs = Mapping::new(usize::from(entries) * buf_size)?;
         let (tail, live, out) = (Cell::new(0), Cell::new(true), Cell::new(usize::from(entries)));
         let lent = (0..entries).map(|_| Cell::new(0)).collect();
-        let was_lent = (0..entries).map(|_| Cell::new(false)).collect();
-        let lent_out = Cell::new(0);
-        let ring =
-            BufRing { ring, bufs, entries, buf_size, tail, live, out, lent, was_lent, lent_out };
+        let sending = Cell::new(0);
+        let ring = BufRing { ring, bufs, entries, buf_size, tail, live, out, lent, sending };
         for bid in 0..entries {
             ring.give_back(bid);
         }
@@ -412,18 +426,16 @@ impl BufRing {
         Some(RecvBuf { inner, source: None })
     }
 
-    /// Whether a slot may be lent (see [`RecvBuf::lend`]): fewer than half the buffers lent.
+    /// Whether a slot may be lent (see [`RecvBuf::lend`]): sends hold fewer than half the
+    /// buffers.
     fn lends(&self) -> bool {
-        self.lent_out.get() < usize::from(self.entries) / 2
+        self.sending.get() < usize::from(self.entries) / 2
     }
 
     /// One more holder of buffer `bid` (out of the ring).
     fn hold(&self, bid: u16) {
         let held = &self.lent[usize::from(bid)];
         held.set(held.get() + 1);
-        if !self.was_lent[usize::from(bid)].replace(true) {
-            self.lent_out.set(self.lent_out.get() + 1);
-        }
     }
 
     /// A holder of buffer `bid` is done with it: the last one gives it back.
@@ -448,9 +460,6 @@ impl BufRing {
     /// Publishes buffer `bid` at the tail of the ring.
     fn give_back(&self, bid: u16) {
         self.out.set(self.out.get() - 1);
-        if self.was_lent[usize::from(bid)].replace(false) {
-            self.lent_out.set(self.lent_out.get() - 1);
-        }
         if !self.live.get() {
             return;
         }
@@ -599,7 +608,7 @@ mod tests {
         let again = waiting[0].lend().expect("a lent slot given back counts no more");
         drop((held, again, waiting));
         assert_eq!(ring.available(), 8);
-        assert_eq!(ring.lent_out.get(), 0);
+        assert_eq!(ring.sending.get(), 0);
     }
 
     #[test]

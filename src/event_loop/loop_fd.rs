@@ -89,11 +89,16 @@ impl LoopFd {
     /// next turn's wait (see `EventLoop::turn_driver`).
     pub(crate) fn hold_delivered(&self, data: &[u8]) -> Option<Bytes> {
         let inner = self.event_loop.upgrade()?;
-        let slot = inner.delivering.take()?;
-        let held = slot.into_bytes_of(data).map_err(|slot| inner.delivering.set(Some(slot)));
-        let held = held.ok()?;
-        inner.sends_hold_slots.set(true);
-        Some(held)
+        match inner.delivering.take()?.into_bytes_of(data) {
+            Ok(held) => {
+                inner.sends_hold_slots.set(true);
+                Some(held)
+            }
+            Err(slot) => {
+                inner.delivering.set(Some(slot));
+                None
+            }
+        }
     }
 
     /// Whether the fd is still open (its close not yet submitted).

@@ -199,14 +199,14 @@ impl EventLoop {
         let mut completions = std::mem::take(&mut *self.inner.completions.borrow_mut());
         let turned = self.with_driver(|driver| driver.turn(timeout, &mut completions));
         // Completions collected before an error are dispatched all the same.
-        dispatch(&mut completions);
-        let mut submitted = None;
-        if self.inner.sends_hold_slots.take() {
-            submitted = self.with_driver(|driver| driver.submit_queued(&mut completions));
-            dispatch(&mut completions);
-        }
+        hand_out(&mut completions);
+        let submitted = self.inner.sends_hold_slots.take().then(|| {
+            let submitted = self.with_driver(|driver| driver.submit_queued(&mut completions));
+            hand_out(&mut completions);
+            submitted
+        });
         *self.inner.completions.borrow_mut() = completions;
-        match (turned, submitted) {
+        match (turned, submitted.flatten()) {
             (Some(Err(err)), _) => Err(Error::io("waiting for I/O completions", err)),
             (_, Some(Err(err))) => Err(Error::io("submitting sends", err)),
             _ => Ok(()),
@@ -275,7 +275,7 @@ impl EventLoop {
 }
 
 /// Hands each completion to its owner.
-fn dispatch(completions: &mut Vec<Completion<OpOwner>>) {
+fn hand_out(completions: &mut Vec<Completion<OpOwner>>) {
     for completion in completions.drain(..) {
         // Taken apart at once, so that no 150-byte `Completion` is moved again.
         let Completion { id, owner, result, more, op, data } = completion;

@@ -1,7 +1,8 @@
 //! Without a `log` backend, what the default exception handler reports (a panicking callback,
 //! a failing streams handler, a protocol's fatal error), the loop's own warnings (an executor
-//! that did not join in time) and the "io_uring is unavailable" notice go to stderr, as Python logging's last-resort handler does. Checked on a child
-//! process (`src/bin/no_logger.rs`), since this test binary's harness sets up a logger.
+//! that did not join in time) and the "io_uring is unavailable" notice go to stderr, as Python
+//! logging's last-resort handler does. Checked on a child process (`src/bin/no_logger.rs`),
+//! since this test binary's harness sets up a logger.
 
 use std::process::{Command, Output};
 

@@ -188,6 +188,8 @@ pub struct Client<M: Messages> {
     /// Requests back to back (at least 256 KiB of them), what writes take their bytes from.
     payload: Vec<u8>,
     read_buf: Vec<u8>,
+    /// What `epoll_wait` reports (kept, not zeroed per wait).
+    events: Vec<libc::epoll_event>,
 }
 
 /// Where a window is.
@@ -237,6 +239,7 @@ impl<M: Messages> Client<M> {
             messages,
             payload,
             read_buf: vec![0u8; 256 * 1024],
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
         })
     }
 
@@ -302,13 +305,12 @@ impl<M: Messages> Generator for Client<M> {
     }
 
     fn turn(&mut self, phase: Phase, wait: Duration, tally: &mut Tally) -> io::Result<()> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
         let timeout = wait.as_millis().clamp(1, 10) as i32;
-        // SAFETY (in syscall!): `events` is a live buffer of `events.len()` entries.
+        // SAFETY (in syscall!): `self.events` is a live buffer of `events.len()` entries.
         let n = syscall!(epoll_wait(
             self.epoll.as_raw_fd(),
-            events.as_mut_ptr(),
-            events.len() as i32,
+            self.events.as_mut_ptr(),
+            self.events.len() as i32,
             timeout
         ));
         let n = match n {
@@ -317,7 +319,8 @@ impl<M: Messages> Generator for Client<M> {
             Err(e) => return Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
         };
         let now = Instant::now();
-        for event in &events[..n] {
+        for k in 0..n {
+            let event = self.events[k];
             let (s, i) = ((event.u64 >> 32) as usize, (event.u64 & 0xffff_ffff) as usize);
             if event.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
                 self.receive(s, i, now, phase, tally)?;

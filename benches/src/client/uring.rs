@@ -49,6 +49,8 @@ pub struct UringClient<M: Messages> {
     payload: Vec<u8>,
     /// Ops submitted or queued whose completion has not arrived.
     in_kernel: usize,
+    /// A turn's completions, copied out of the CQ (kept to reuse its memory).
+    done: Vec<(u64, i32)>,
 }
 
 /// The client's ring (single issuer, deferred task running: Linux 6.1).
@@ -78,8 +80,15 @@ impl<M: Messages> UringClient<M> {
         messages: M,
     ) -> io::Result<UringClient<M>> {
         let payload = payload(&messages);
-        let mut client =
-            UringClient { ring, servers: Vec::new(), load: *load, messages, payload, in_kernel: 0 };
+        let mut client = UringClient {
+            ring,
+            servers: Vec::new(),
+            load: *load,
+            messages,
+            payload,
+            in_kernel: 0,
+            done: Vec::new(),
+        };
         for &port in ports {
             let mut conns = Vec::with_capacity(load.connections);
             for _ in 0..load.connections {
@@ -208,10 +217,10 @@ impl<M: Messages> Generator for UringClient<M> {
         self.enter(wait.min(MAX_WAIT))?;
         let now = Instant::now();
         // Completions are copied out first: handling one queues new submissions.
-        let done: Vec<(u64, i32)> =
-            self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let mut done = std::mem::take(&mut self.done);
+        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
         self.in_kernel -= done.len();
-        for (data, result) in done {
+        for (data, result) in done.drain(..) {
             let (s, i) = ((data >> 40) as usize, ((data & 0xff_ffff_ffff) >> 1) as usize);
             if data & SEND == SEND {
                 self.sent(s, i, result)?;
@@ -220,6 +229,7 @@ impl<M: Messages> Generator for UringClient<M> {
             }
             self.flush(s, i)?;
         }
+        self.done = done;
         Ok(())
     }
 
