@@ -12,6 +12,9 @@ use socket2::SockAddr;
 use crate::dispatch::{DatagramEvent, Event};
 use crate::error::{ArgumentKind, Error, Result};
 
+mod chunk_queue;
+use chunk_queue::ChunkQueue;
+
 /// asyncio's default high-water mark: 64 KiB.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
@@ -164,8 +167,8 @@ const COALESCE_FRONT_MAX: usize = 64 * 1024;
 /// Bytes accepted by `write` and not yet sent, in order, with the water marks.
 #[derive(Debug, Default)]
 pub(crate) struct WriteBuffer {
-    /// Queued chunks; the front one may be partly sent (`front_offset`).
-    chunks: VecDeque<Bytes>,
+    /// Queued chunks; the front one may be partly sent (advanced past what went).
+    chunks: ChunkQueue,
     /// Bytes queued, the front chunk's unsent part included.
     len: usize,
     /// When to pause and resume the protocol.
@@ -217,7 +220,7 @@ impl WriteBuffer {
         }
         let mut merged = 0;
         let mut count = 0;
-        for chunk in &self.chunks {
+        for chunk in self.chunks.iter() {
             if count > 0 && merged + chunk.len() > COALESCE_MAX {
                 break;
             }
@@ -226,7 +229,7 @@ impl WriteBuffer {
         }
         if count > 1 {
             let mut all = bytes::BytesMut::with_capacity(merged);
-            for chunk in self.chunks.drain(..count) {
+            for chunk in std::iter::from_fn(|| self.chunks.pop_front()).take(count) {
                 all.extend_from_slice(&chunk);
             }
             self.chunks.push_front(all.freeze());
@@ -267,19 +270,17 @@ impl WriteBuffer {
                 break;
             }
             n -= front.len();
+            // The last chunk out frees the queue: an idle connection holds none (its 144
+            // bytes were 13% of the memory per idle connection once every write went
+            // through the buffer, batched sends).
             self.chunks.pop_front();
-        }
-        if self.chunks.is_empty() {
-            // An idle connection holds no queue: its 144 bytes were 13% of the memory per
-            // idle connection once every write went through the buffer (batched sends).
-            self.chunks = VecDeque::new();
         }
         self.marks.shrank(self.len)
     }
 
     /// Drops everything queued (abort); no flow event.
     pub(crate) fn clear(&mut self) {
-        self.chunks = VecDeque::new();
+        self.chunks = ChunkQueue::default();
         self.len = 0;
     }
 }
@@ -339,14 +340,15 @@ mod tests {
         let mut buffer = WriteBuffer::default();
         buffer.push(Bytes::from_static(b"abc"));
         buffer.push(Bytes::from_static(b"de"));
-        assert!(buffer.chunks.capacity() > 0);
+        assert!(buffer.chunks.allocated() > 0);
         buffer.consume(4);
-        assert!(buffer.chunks.capacity() > 0, "one byte left");
+        assert_eq!(buffer.chunks.len(), 1, "one byte left");
         buffer.consume(1);
-        assert_eq!((buffer.len(), buffer.chunks.capacity()), (0, 0));
+        assert_eq!((buffer.len(), buffer.chunks.len(), buffer.chunks.allocated()), (0, 0, 0));
         buffer.push(Bytes::from_static(b"f"));
+        buffer.push(Bytes::from_static(b"g"));
         buffer.clear();
-        assert_eq!(buffer.chunks.capacity(), 0);
+        assert_eq!((buffer.chunks.len(), buffer.chunks.allocated()), (0, 0));
     }
 
     #[test]

@@ -192,7 +192,16 @@ impl<E: Deliver> Dispatcher<E> {
     }
 
     /// Delivers queued events while the protocol is free.
+    #[inline]
     pub(crate) fn flush(&self) {
+        if self.has_deferred() {
+            self.deliver_deferred();
+        }
+    }
+
+    /// [`flush`](Self::flush) with events queued (out of line: the hot path has none).
+    #[cold]
+    fn deliver_deferred(&self) {
         loop {
             let Some(event) = self.deferred.borrow_mut().pop_front() else { return };
             let role = event.role();
@@ -240,10 +249,17 @@ impl<E: Deliver> Dispatcher<E> {
     /// `resume_writing`, which asyncio only logs. Returns the first fatal error, which the
     /// transport closes with. Called after every delivery: it costs one borrow when nothing
     /// failed.
+    #[inline]
     pub(crate) fn report_failures(&self, report: impl Fn(ExceptionContext)) -> Option<Error> {
         if self.failures.borrow().is_empty() {
             return None;
         }
+        self.report_each_failure(&report)
+    }
+
+    /// [`report_failures`](Self::report_failures) with failures recorded.
+    #[cold]
+    fn report_each_failure(&self, report: &dyn Fn(ExceptionContext)) -> Option<Error> {
         let failures = std::mem::take(&mut *self.failures.borrow_mut());
         let mut fatal = None;
         for (Failure { callback, error }, closes) in failures {

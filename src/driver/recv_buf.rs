@@ -275,6 +275,7 @@ impl BufPool {
     /// `recv(fd, MSG_DONTWAIT)` into a pooled buffer: `Ok(Some(bytes))`, `Ok(None)` at the end
     /// of the stream, or the error (`EAGAIN` included). The buffer goes straight back to the
     /// pool unless bytes came.
+    #[inline]
     pub(crate) fn recv(&self, fd: std::os::fd::RawFd) -> io::Result<Option<RecvBuf>> {
         let mut buf = self.idle().pop().unwrap_or_else(|| Vec::with_capacity(Self::BUF_SIZE));
         match super::epoll::syscall::recv(fd, &mut buf) {

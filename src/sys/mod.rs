@@ -35,6 +35,7 @@ pub(crate) use syscall;
 
 /// Runs `call` again for as long as it fails with `EINTR` (a signal arrived before it did
 /// anything); returns its first other result.
+#[inline]
 pub(crate) fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match call() {
@@ -49,12 +50,14 @@ pub(crate) fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Res
 /// brackets every call with `pthread_enable_asynccancel`/`pthread_disable_asynccancel`
 /// (about 1% of a server's CPU in the HTTP benchmark). The loop's sends carry `MSG_DONTWAIT`
 /// and never block, so cancellation has nothing to interrupt. The count sent, maybe short.
+#[inline]
 pub(crate) fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     send_to(fd, buf, flags, None)
 }
 
 /// `sendto(fd, buf, flags, to)` through `syscall(2)` (see [`send`]): the count sent. With
 /// `to`, the datagram goes there; without, to the connected peer.
+#[inline]
 pub(crate) fn send_to(
     fd: RawFd,
     buf: &[u8],
@@ -76,6 +79,7 @@ pub(crate) fn send_to(
 /// `recvfrom(fd, buf, flags)` with no address, through `syscall(2)` (see [`send`]): the count
 /// received into the first bytes of `buf` (0: end of stream).
 #[cfg(any(test, feature = "fallback"))]
+#[inline]
 pub(crate) fn recv(
     fd: RawFd,
     buf: &mut [MaybeUninit<u8>],

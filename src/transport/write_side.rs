@@ -317,6 +317,7 @@ fn send_vectored_now<'a>(
 }
 
 /// One direct syscall on `fd` (0 once closed), retried on `EINTR`; "would block" is 0.
+#[inline]
 pub(crate) fn fast_path(
     fd: &LoopFd,
     mut call: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>,

@@ -67,6 +67,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<u32> {
 
 /// `recv(MSG_DONTWAIT)` into the spare capacity of `buf`, which grows by the count received
 /// (0: end of stream). MSG_DONTWAIT keeps even a blocking socket from blocking the loop.
+#[inline]
 pub(crate) fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(MAX_IO);
@@ -79,6 +80,7 @@ pub(crate) fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<u32> {
 
 /// `send(MSG_NOSIGNAL | MSG_DONTWAIT)` of `buf[offset..]`: the count sent (may be short);
 /// `EINVAL` for an offset past the end.
+#[inline]
 pub(crate) fn send(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<u32> {
     let bytes = tail(buf, offset)?;
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
