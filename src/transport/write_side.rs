@@ -306,15 +306,34 @@ pub(crate) trait Writer: TransportCore {
 }
 
 /// The fast path's vectored send: one `sendmsg(2)` of the first [`MAX_IOVECS`] of `buffers`
-/// (bytes past those are simply not sent, so the count is always a prefix).
+/// (bytes past those are simply not sent, so the count is always a prefix). Up to
+/// [`STACK_IOVECS`] buffers (a `writelines` of a few, a write behind a batch) are gathered on
+/// the stack; more, in a `Vec`.
 fn send_vectored_now<'a>(
     fd: &LoopFd,
     buffers: impl Iterator<Item = &'a [u8]>,
 ) -> io::Result<usize> {
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-    let slices: Vec<IoSlice<'a>> = buffers.take(MAX_IOVECS).map(IoSlice::new).collect();
-    fast_path(fd, |fd| SockRef::from(&fd).send_vectored_with_flags(&slices, flags))
+    let mut buffers = buffers.take(MAX_IOVECS).map(IoSlice::new);
+    let mut stack = [IoSlice::new(&[]); STACK_IOVECS];
+    let mut gathered = 0;
+    for (slot, slice) in stack.iter_mut().zip(&mut buffers) {
+        *slot = slice;
+        gathered += 1;
+    }
+    let heap: Vec<IoSlice<'a>>;
+    let slices = match (gathered == STACK_IOVECS).then(|| buffers.next()).flatten() {
+        None => &stack[..gathered],
+        Some(more) => {
+            heap = stack.into_iter().chain(std::iter::once(more)).chain(buffers).collect();
+            &heap[..]
+        }
+    };
+    fast_path(fd, |fd| SockRef::from(&fd).send_vectored_with_flags(slices, flags))
 }
+
+/// Buffers [`send_vectored_now`] gathers without allocating.
+const STACK_IOVECS: usize = 8;
 
 /// One direct syscall on `fd` (0 once closed), retried on `EINTR`; "would block" is 0.
 #[inline]

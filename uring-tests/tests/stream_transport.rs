@@ -570,6 +570,18 @@ fn echo_round_trip<S: Read + Write + AsRawFd>(lp: &EventLoop, peer: S, ours: Own
         got.borrow().len() >= 13
     }));
     assert_eq!(&got.borrow()[..], b"one two three");
+    // Eight pieces (gathered on the stack) and twenty (more than that), each in order.
+    for count in [8, 20] {
+        let pieces: Vec<Vec<u8>> = (0..count).map(|i| format!("<{i}>").into_bytes()).collect();
+        let want = pieces.concat();
+        tr.writelines(&pieces).unwrap();
+        got.borrow_mut().clear();
+        assert!(run_until(lp, WAIT, || {
+            read_available(&mut *peer.borrow_mut(), &mut got.borrow_mut());
+            got.borrow().len() >= want.len()
+        }));
+        assert_eq!(got.borrow()[..], want[..], "{count} pieces");
+    }
     // The peer half-closes: eof_received (false) → the transport closes → peer sees EOF.
     // SAFETY: shutdown on an open socket fd; no memory is passed.
     assert_eq!(unsafe { libc::shutdown(peer.borrow().as_raw_fd(), libc::SHUT_WR) }, 0);
@@ -867,6 +879,7 @@ backend_tests! {
         // Per callback: bytes delivered so far, bytes the peer had read by then.
         let seen: Rc<RefCell<Vec<(usize, usize)>>> = Rc::default();
         let (delivered, echoed) = (Rc::new(Cell::new(0)), Rc::new(RefCell::new(Vec::new())));
+        let all_echoed = echoed.clone();
         let (lp2, peer2, seen2) = (lp.clone(), peer.clone(), seen.clone());
         let rec = Rec::new().with_data(move |tr, data| {
             tr.write(data).unwrap();
@@ -889,6 +902,8 @@ backend_tests! {
         let seen = seen.borrow();
         assert!(seen.iter().all(|&(delivered, echoed)| delivered == echoed), "{seen:?}");
         assert_eq!(seen.last().map(|s| s.1), Some(8 * want.len()));
+        // The bytes, not only their count: each echo is its receive buffer's, sent in order.
+        assert!(*all_echoed.borrow() == want.repeat(8), "the echo differs from what was sent");
         abort_and_check(lp, &tr, &proto);
     }
 
