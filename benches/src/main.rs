@@ -62,10 +62,12 @@ options:
   --repeat R          rounds, each a window per server in turn; the report shows
                       medians, ratios paired per round (default 15)
   --impls A[,B...]    servers to run (echo default: ringloop-uring,ringloop-epoll,tokio,
-                      raw-uring,raw-uring-max; also raw-uring-max-no-TECHNIQUE[-no-...],
-                      TECHNIQUE one of defer-taskrun, ring-fd, fixed-files, link, skip,
-                      poll-first; http default: ringloop-uring,ringloop-epoll,
-                      ringloop-streams-uring,ringloop-streams-epoll,tokio)
+                      raw-uring,raw-uring-max,raw-epoll; also
+                      raw-uring-max-no-TECHNIQUE[-no-...], TECHNIQUE one of defer-taskrun,
+                      ring-fd, fixed-files, link, skip, poll-first; http default:
+                      ringloop-uring,ringloop-epoll,ringloop-streams-uring,
+                      ringloop-streams-epoll,ringloop-hyper-uring,ringloop-hyper-epoll,
+                      tokio,tokio-hyper)
   --json              print a JSON array instead of the table (the ping-pong part)
   --handshakes N      tls: handshakes per server per round (default 200)
   --idle N            tls: idle connections per server for the memory (default 1000)

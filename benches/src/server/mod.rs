@@ -4,10 +4,11 @@
 //! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and serves until its
 //! stdin closes (the runner holds the other end) or it gets SIGTERM: the echo servers write
 //! back every byte they read, the HTTP servers answer every request with
-//! [`crate::http::RESPONSE`], the TLS servers echo over TLS with the config of
+//! [`crate::http::RESPONSE`] (hyper's with its own head and the same body), the TLS servers echo over TLS with the config of
 //! [`crate::tls::material`], the sendfile servers send the file named by `--file` to every
 //! connection and close it ([`sendfile`]).
 
+mod http_hyper;
 mod raw_epoll;
 mod raw_uring;
 pub mod raw_uring_max;
@@ -85,8 +86,6 @@ impl Workload {
 
     /// The servers run by default, in the order the runner interleaves them.
     ///
-    /// Hyper servers (on tokio, and on ringloop once its hyper feature exists) belong in the
-    /// `Http` list, as new [`Impl`] variants with a `server/http_hyper.rs`.
     pub fn impls(self) -> Vec<Impl> {
         match self {
             Workload::Echo => vec![
@@ -102,7 +101,10 @@ impl Workload {
                 Impl::RingloopEpoll,
                 Impl::StreamsUring,
                 Impl::StreamsEpoll,
+                Impl::HyperUring,
+                Impl::HyperEpoll,
                 Impl::Tokio,
+                Impl::TokioHyper,
             ],
             Workload::Tls => vec![Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio],
             Workload::Sendfile => vec![
@@ -129,7 +131,8 @@ impl Workload {
     pub fn baselines(self) -> &'static [Impl] {
         match self {
             Workload::Echo => &[Impl::Tokio, Impl::RawUringMax(Techniques::MAX), Impl::RawEpoll],
-            Workload::Http | Workload::Tls => &[Impl::Tokio],
+            Workload::Http => &[Impl::Tokio, Impl::TokioHyper],
+            Workload::Tls => &[Impl::Tokio],
             Workload::Sendfile => &[Impl::RawSendfile],
         }
     }
@@ -146,6 +149,12 @@ pub enum Impl {
     StreamsUring,
     /// ringloop streams on epoll.
     StreamsEpoll,
+    /// hyper on ringloop (`ringloop::hyper::serve_http1`), io_uring.
+    HyperUring,
+    /// hyper on ringloop, epoll.
+    HyperEpoll,
+    /// hyper on tokio's current_thread runtime: the hyper servers' reference.
+    TokioHyper,
     /// tokio's current_thread runtime: the reference.
     Tokio,
     /// io_uring with no runtime, one op per connection at a time: the simple loop.
@@ -171,6 +180,9 @@ impl fmt::Display for Impl {
             Impl::RingloopEpoll => f.write_str("ringloop-epoll"),
             Impl::StreamsUring => f.write_str("ringloop-streams-uring"),
             Impl::StreamsEpoll => f.write_str("ringloop-streams-epoll"),
+            Impl::HyperUring => f.write_str("ringloop-hyper-uring"),
+            Impl::HyperEpoll => f.write_str("ringloop-hyper-epoll"),
+            Impl::TokioHyper => f.write_str("tokio-hyper"),
             Impl::Tokio => f.write_str("tokio"),
             Impl::RawUring => f.write_str("raw-uring"),
             Impl::RawUringMax(techniques) => f.write_str(&techniques.name()),
@@ -257,6 +269,9 @@ fn run(
         (Workload::Http, Impl::StreamsUring) => ringloop_streams::serve(listener, uring, announce),
         (Workload::Http, Impl::StreamsEpoll) => ringloop_streams::serve(listener, epoll, announce),
         (Workload::Http, Impl::Tokio) => tokio_server::serve::<Responder>(listener, announce),
+        (Workload::Http, Impl::HyperUring) => http_hyper::serve_ringloop(listener, uring, announce),
+        (Workload::Http, Impl::HyperEpoll) => http_hyper::serve_ringloop(listener, epoll, announce),
+        (Workload::Http, Impl::TokioHyper) => http_hyper::serve_tokio(listener, announce),
         (Workload::Tls, Impl::RingloopUring) => {
             ringloop_protocol::serve_tls(listener, uring, announce)
         }

@@ -33,7 +33,15 @@ pub fn serve<R: Reply + Send>(
     listener: TcpListener,
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
-    serve_each(listener, announce, connection::<R>)
+    serve_each(listener, announce, Timers::Off, connection::<R>)
+}
+
+/// Whether the runtime has tokio's timer driver: only servers that sleep (hyper's header-read
+/// timeout) pay for it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Timers {
+    Off,
+    On,
 }
 
 /// Runs a current_thread runtime that accepts on `listener` until the process exits and
@@ -41,16 +49,19 @@ pub fn serve<R: Reply + Send>(
 pub fn serve_each<F, Fut>(
     listener: TcpListener,
     announce: impl FnOnce() -> Result<(), String>,
+    timers: Timers,
     connection: F,
 ) -> Result<(), String>
 where
     F: Fn(TcpStream) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_io();
+    if timers == Timers::On {
+        builder.enable_time();
+    }
+    let runtime = builder.build().map_err(|e| format!("tokio runtime: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| format!("listener set_nonblocking: {e}"))?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)

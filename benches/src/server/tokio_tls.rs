@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::tokio_server::Timers;
+
 /// One connection: the handshake, then an echo until the client closes it.
 async fn connection(acceptor: TlsAcceptor, stream: TcpStream) {
     let Ok(mut stream) = acceptor.accept(stream).await else { return };
@@ -31,7 +33,7 @@ pub fn serve(
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     let acceptor = TlsAcceptor::from(crate::tls::material::server_config()? as Arc<_>);
-    super::tokio_server::serve_each(listener, announce, move |stream| {
+    super::tokio_server::serve_each(listener, announce, Timers::Off, move |stream| {
         connection(acceptor.clone(), stream)
     })
 }
