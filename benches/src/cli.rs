@@ -58,6 +58,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         json: false,
         handshakes: 200,
         idle: 1000,
+        alt_exe: None,
     };
     let mut args = Args { rest: args.iter() };
     while let Some(arg) = args.rest.next() {
@@ -82,6 +83,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
                 options.sizes = args.list(arg, size)?;
             }
             "--impls" => options.impls = args.list(arg, |s| Impl::parse(s, workload))?,
+            "--alt-exe" => options.alt_exe = Some(args.value(arg)?.into()),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -90,6 +92,10 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
                 return Err(format!("{}: unknown option {other:?}\n\n{USAGE}", workload.name()))
             }
         }
+    }
+    let alt = options.impls.iter().any(|which| matches!(which, Impl::Alt(_)));
+    if alt != options.alt_exe.is_some() {
+        return Err("--alt-exe and the NAME@alt servers come together".into());
     }
     if options.connections == 0 || options.pipeline == 0 || options.repeat == 0 {
         return Err("--connections, --pipeline and --repeat must be at least 1".into());

@@ -69,6 +69,10 @@ options:
                       ringloop-streams-epoll,ringloop-hyper-uring,ringloop-hyper-epoll,
                       tokio,tokio-hyper)
   --json              print a JSON array instead of the table (the ping-pong part)
+  --alt-exe PATH      another build of ringloop-bench (a copy of target/release/ringloop-bench
+                      from another commit): NAME@alt in --impls runs the ringloop server
+                      NAME from it, in the same rounds as this build's, so a change is
+                      measured against its parent paired per round
   --handshakes N      tls: handshakes per server per round (default 200)
   --idle N            tls: idle connections per server for the memory (default 1000)
 

@@ -40,6 +40,8 @@ pub struct Options {
     pub handshakes: usize,
     /// `tls`: idle connections opened per server for the memory per connection.
     pub idle: usize,
+    /// Another build of this runner, which serves the `NAME@alt` servers.
+    pub alt_exe: Option<std::path::PathBuf>,
 }
 
 /// Which loop the load generator runs.
@@ -93,16 +95,26 @@ impl Drop for ServerProcess {
 
 impl ServerProcess {
     /// Starts `ringloop-bench serve` for `workload` with `which` on any port, pinned to `cpu`,
-    /// with `extra` arguments, and waits (10 s at most) for the port it announces.
+    /// with `extra` arguments, and waits (10 s at most) for the port it announces. An
+    /// [`Impl::Alt`] server is the other build's (`alt_exe`).
     pub fn start(
         workload: Workload,
         which: Impl,
+        alt_exe: Option<&std::path::Path>,
         cpu: Option<usize>,
         extra: &[&std::ffi::OsStr],
     ) -> Result<ServerProcess, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let (exe, name) = match which.alt_base() {
+            Some(base) => {
+                let exe = alt_exe.ok_or_else(|| format!("{which} needs --alt-exe"))?;
+                (exe.to_path_buf(), base.to_string())
+            }
+            None => {
+                let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+                (exe, which.to_string())
+            }
+        };
         let mut command = Command::new(exe);
-        let name = which.to_string();
         command.args(["serve", "--workload", workload.name(), "--impl", &name, "--port", "0"]);
         if let Some(cpu) = cpu {
             command.args(["--cpu", &cpu.to_string()]);
@@ -166,7 +178,8 @@ pub fn run_then<T>(
     }
     let mut servers = Vec::new();
     for &which in &options.impls {
-        match ServerProcess::start(options.workload, which, pinned.then_some(0), &[]) {
+        let exe = options.alt_exe.as_deref();
+        match ServerProcess::start(options.workload, which, exe, pinned.then_some(0), &[]) {
             Ok(server) => servers.push(server),
             Err(e) => eprintln!("skipping {which}: {e}"),
         }

@@ -83,6 +83,31 @@ fn options_are_parsed() {
 }
 
 #[test]
+fn another_builds_servers_are_named_at_alt() {
+    let list = ["--impls", "ringloop-epoll,ringloop-epoll@alt", "--alt-exe", "/tmp/old-bench"];
+    let o = parse_run(Workload::Echo, &args(&list)).unwrap();
+    let alt = o.impls[1];
+    assert_eq!((o.impls[0], alt.alt_base()), (Impl::RingloopEpoll, Some(Impl::RingloopEpoll)));
+    assert_eq!(o.alt_exe.as_deref(), Some(std::path::Path::new("/tmp/old-bench")));
+    assert_eq!(alt.to_string(), "ringloop-epoll@alt");
+    assert_eq!(Impl::parse("ringloop-epoll@alt", Workload::Echo), Ok(alt));
+    let hyper = Impl::parse("ringloop-hyper-uring@alt", Workload::Http).unwrap();
+    assert_eq!(hyper.alt_base(), Some(Impl::HyperUring));
+    assert_eq!(Impl::Tokio.alt_base(), None);
+    let echo = |list: &[String]| parse_run(Workload::Echo, list);
+    all_refused(
+        "@alt",
+        echo,
+        &[
+            &["--impls", "ringloop-epoll@alt"], // no --alt-exe
+            &["--alt-exe", "/tmp/old-bench"],   // no @alt server
+            &["--impls", "tokio@alt", "--alt-exe", "/tmp/old-bench"], // not ringloop
+            &["--impls", "ringloop-hyper-uring@alt", "--alt-exe", "/x"], // not an echo server
+        ],
+    );
+}
+
+#[test]
 fn bad_options_are_errors() {
     let echo = |list: &[String]| parse_run(Workload::Echo, list);
     all_refused(

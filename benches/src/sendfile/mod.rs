@@ -138,7 +138,7 @@ pub fn run(options: &Options) -> Result<Report, String> {
     let extra = [OsStr::new("--file"), file.path.as_os_str()];
     let mut servers = Vec::new();
     for &which in &options.impls {
-        match ServerProcess::start(Workload::Sendfile, which, pinned.then_some(0), &extra) {
+        match ServerProcess::start(Workload::Sendfile, which, None, pinned.then_some(0), &extra) {
             Ok(server) => servers.push(server),
             Err(e) => eprintln!("skipping {which}: {e}"),
         }

@@ -96,16 +96,7 @@ impl Workload {
                 Impl::RawUringMax(Techniques::MAX),
                 Impl::RawEpoll,
             ],
-            Workload::Http => vec![
-                Impl::RingloopUring,
-                Impl::RingloopEpoll,
-                Impl::StreamsUring,
-                Impl::StreamsEpoll,
-                Impl::HyperUring,
-                Impl::HyperEpoll,
-                Impl::Tokio,
-                Impl::TokioHyper,
-            ],
+            Workload::Http => [&RINGLOOP_SERVERS[..], &[Impl::Tokio, Impl::TokioHyper]].concat(),
             Workload::Tls => vec![Impl::RingloopUring, Impl::RingloopEpoll, Impl::Tokio],
             Workload::Sendfile => vec![
                 Impl::RingloopUring,
@@ -121,6 +112,7 @@ impl Workload {
     pub fn serves(self, which: Impl) -> bool {
         match which {
             Impl::RawUringMax(_) => self == Workload::Echo,
+            Impl::Alt(_) => which.alt_base().is_some_and(|base| self.serves(base)),
             _ => self.impls().contains(&which),
         }
     }
@@ -171,7 +163,22 @@ pub enum Impl {
     RawSendfile,
     /// sendfile: a `poll(2)` loop splicing file → pipe → socket with `splice(2)`, no runtime.
     RawSplice,
+    /// A ringloop server as another build of this runner serves it (`--alt-exe`), named
+    /// `NAME@alt`: two builds side by side in the same rounds, each round's ratio paired. The
+    /// index of its server in [`RINGLOOP_SERVERS`].
+    Alt(u8),
 }
+
+/// ringloop's servers: the HTTP runs' first six, and those another build can run as
+/// `NAME@alt`.
+const RINGLOOP_SERVERS: [Impl; 6] = [
+    Impl::RingloopUring,
+    Impl::RingloopEpoll,
+    Impl::StreamsUring,
+    Impl::StreamsEpoll,
+    Impl::HyperUring,
+    Impl::HyperEpoll,
+];
 
 impl fmt::Display for Impl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -190,13 +197,28 @@ impl fmt::Display for Impl {
             Impl::RingloopCopy => f.write_str("ringloop-copy"),
             Impl::RawSendfile => f.write_str("raw-sendfile"),
             Impl::RawSplice => f.write_str("raw-splice"),
+            Impl::Alt(_) => write!(f, "{}@alt", self.alt_base().ok_or(fmt::Error)?),
         }
     }
 }
 
 impl Impl {
+    /// The server an `@alt` one runs in the other build; `None` for any other.
+    pub fn alt_base(self) -> Option<Impl> {
+        match self {
+            Impl::Alt(index) => RINGLOOP_SERVERS.get(usize::from(index)).copied(),
+            _ => None,
+        }
+    }
+
     /// Parses a name as `Display` prints it, for a server of `workload`.
     pub fn parse(name: &str, workload: Workload) -> Result<Impl, String> {
+        if let Some(base) = name.strip_suffix("@alt") {
+            let base = Impl::parse(base, workload)?;
+            let index = RINGLOOP_SERVERS.iter().position(|&b| b == base);
+            let alt = index.map(|i| Impl::Alt(i as u8));
+            return alt.ok_or_else(|| format!("{base}@alt: only ringloop servers"));
+        }
         let found = workload.impls().into_iter().find(|i| i.to_string() == name);
         let found = found.or_else(|| Techniques::parse(name).map(Impl::RawUringMax));
         match found {
