@@ -4,9 +4,9 @@
 //! A server binds `127.0.0.1:PORT`, prints `listening on PORT` on stdout, and serves until its
 //! stdin closes (the runner holds the other end) or it gets SIGTERM: the echo servers write
 //! back every byte they read, the HTTP servers answer every request with
-//! [`crate::http::RESPONSE`] (hyper's with its own head and the same body), the TLS servers echo over TLS with the config of
-//! [`crate::tls::material`], the sendfile servers send the file named by `--file` to every
-//! connection and close it ([`sendfile`]).
+//! [`crate::http::RESPONSE`] (hyper's with its own head and the same body), the TLS servers
+//! echo over TLS with the config of [`crate::tls::material`], the sendfile servers send the
+//! file named by `--file` to every connection and close it ([`sendfile`]).
 
 mod http_hyper;
 mod raw_epoll;
@@ -85,7 +85,6 @@ impl Workload {
     }
 
     /// The servers run by default, in the order the runner interleaves them.
-    ///
     pub fn impls(self) -> Vec<Impl> {
         match self {
             Workload::Echo => vec![
