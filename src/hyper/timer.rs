@@ -1,19 +1,30 @@
 //! `LoopTimer`: hyper's `rt::Timer` on the running loop's own timers.
 //!
 //! # Implementation
-//! hyper wants its timer and sleeps `Send + Sync`, and a loop's timers are not (they live in
-//! the loop thread's `Rc`s). So a [`LoopSleep`] holds only `Send` things: its deadline, an
-//! `Arc`'d [`Alarm`] the timer callback rings, and the key of its [`TimerHandle`] in a
-//! thread-local table ([`ARMED`]) on the thread that armed it. Dropped on that thread, it
-//! takes its handle out of the table and cancels the timer; dropped elsewhere (hyper never
-//! does), the timer fires in its time and takes its own entry out. Whichever comes first
-//! removes the entry, and the alarm says which did, so a key is never removed twice.
+//! hyper makes a sleep per request for its header-read timeout (armed while it waits for a
+//! head, dropped once the head is in), so a sleep must cost little. The sleeps of a thread share
+//! one registry ([`SLEEPS`]): a slab of the armed ones (deadline, waker) and a min-heap of
+//! their deadlines, served by **one** loop timer ([`call_later`](crate::EventLoop::call_later))
+//! at the earliest deadline. Arming is a slab insert and a heap push; dropping a sleep takes
+//! it out of the slab and leaves its heap entry stale: the timer, when it fires, rings what
+//! is due, skips what is stale and arms itself for the next live deadline. The heap is
+//! rebuilt from the slab once stale entries outnumber live ones, so memory stays O(live
+//! sleeps). (A `call_later` per sleep, with its handle, boxed callback and an `Arc<Mutex>`
+//! alarm, cost ~1,300 instructions per hyper request and 4-8% of its CPU:
+//! `docs/benchmarks.md`.)
+//!
+//! hyper wants its timer and sleeps `Send + Sync`: a [`LoopSleep`] holds only its deadline and
+//! where its entry is (thread, key, generation). Polled or dropped on another thread than
+//! the one that armed it (hyper does neither), it arms again there, or leaves its entry to
+//! ring a waker nobody waits on.
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -21,18 +32,18 @@ use std::time::{Duration, Instant};
 use ::hyper::rt::{Sleep, Timer};
 use slab::Slab;
 
-use crate::event_loop::TimerHandle;
+use crate::event_loop::{Inner, TimerHandle};
 use crate::toolbox::running_loop_for;
+use crate::EventLoop;
 
 thread_local! {
-    /// The loop timers of this thread's armed [`LoopSleep`]s.
-    static ARMED: RefCell<Slab<TimerHandle>> = const { RefCell::new(Slab::new()) };
+    /// The armed [`LoopSleep`]s of this thread and their loop timer.
+    static SLEEPS: RefCell<Sleeps> = RefCell::new(Sleeps::default());
 }
 
-/// hyper's timer (`hyper::rt::Timer`) on the loop running on the calling thread: each sleep
-/// is one [`call_later`](crate::EventLoop::call_later) timer, armed at its first poll and
-/// cancelled when it is dropped. Give it to
-/// `hyper::server::conn::http1::Builder::timer` for hyper's timeouts
+/// hyper's timer (`hyper::rt::Timer`) on the loop running on the calling thread: a sleep is
+/// armed at its first poll, on one loop timer its thread's sleeps share, and disarmed when
+/// dropped. Give it to `hyper::server::conn::http1::Builder::timer` for hyper's timeouts
 /// (`header_read_timeout`); [`http1_builder`](super::http1_builder) does.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoopTimer;
@@ -53,42 +64,155 @@ impl Timer for LoopTimer {
 pub struct LoopSleep {
     /// When it completes.
     deadline: Instant,
-    /// Rung by the timer.
-    alarm: Arc<SharedAlarm>,
-    /// Where its timer is, once armed.
+    /// Its entry in its thread's [`SLEEPS`], once armed.
     armed: Option<Armed>,
 }
 
-/// Where an armed [`LoopSleep`]'s timer handle is kept.
+/// Where an armed [`LoopSleep`]'s entry is.
 #[derive(Clone, Copy, Debug)]
 struct Armed {
-    /// The thread (and so the loop) it was armed on.
+    /// The thread whose [`SLEEPS`] holds it.
     thread: ThreadId,
-    /// Its key in that thread's [`ARMED`].
+    /// Its key in the slab.
     key: usize,
+    /// Its generation: the key of a rung or dropped entry is reused by later ones.
+    generation: u64,
 }
 
-/// What a sleep shares with its timer's callback.
-#[derive(Debug)]
-enum Alarm {
-    /// Not rung yet: the task to wake when it is.
-    Waiting(Option<Waker>),
-    /// The timer fired.
-    Rang,
+/// A thread's armed sleeps.
+#[derive(Default)]
+struct Sleeps {
+    /// The armed sleeps not rung yet.
+    entries: Slab<Entry>,
+    /// Their deadlines, earliest first, with the entry each was pushed for (stale once that
+    /// entry rang or was dropped).
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// The next generation.
+    next_generation: u64,
+    /// The loop timer that rings them, if one is set.
+    timer: Option<LoopAlarm>,
 }
 
-/// An [`Alarm`] shared across threads.
-type SharedAlarm = Mutex<Alarm>;
+/// An armed sleep.
+struct Entry {
+    /// When it rings.
+    deadline: Instant,
+    /// Which arming it is.
+    generation: u64,
+    /// The task to wake.
+    waker: Waker,
+}
 
-fn lock(alarm: &SharedAlarm) -> MutexGuard<'_, Alarm> {
-    // Plain assignments only under this lock: never left half-done.
-    alarm.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The loop timer a thread's sleeps share.
+struct LoopAlarm {
+    /// The loop it is set on (another loop running on the thread later sets its own).
+    event_loop: Weak<Inner>,
+    /// When it fires.
+    deadline: Instant,
+    /// The timer.
+    handle: TimerHandle,
+}
+
+impl Sleeps {
+    /// Arms a sleep until `deadline` that wakes `waker`, on `event_loop`.
+    fn arm(&mut self, event_loop: &EventLoop, deadline: Instant, waker: &Waker) -> (usize, u64) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let key = self.entries.insert(Entry { deadline, generation, waker: waker.clone() });
+        self.deadlines.push(Reverse((deadline, key, generation)));
+        self.compact();
+        self.set_timer(event_loop);
+        (key, generation)
+    }
+
+    /// The entry armed as `key` and `generation`, if it is still armed (not rung, not dropped).
+    fn entry(&mut self, key: usize, generation: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(key).filter(|entry| entry.generation == generation)
+    }
+
+    /// Disarms the sleep armed as `key` and `generation` (its heap entry goes stale).
+    fn disarm(&mut self, key: usize, generation: u64) {
+        if self.entry(key, generation).is_some() {
+            self.entries.remove(key);
+        }
+    }
+
+    /// Rebuilds the heap from the armed entries once stale ones outnumber them.
+    fn compact(&mut self) {
+        if self.deadlines.len() > 2 * self.entries.len() + 64 {
+            let live = self.entries.iter().map(|(key, e)| Reverse((e.deadline, key, e.generation)));
+            self.deadlines = live.collect();
+        }
+    }
+
+    /// Drops stale deadlines off the top of the heap.
+    fn skip_stale(&mut self) {
+        while let Some(&Reverse((_, key, generation))) = self.deadlines.peek() {
+            if self.entry(key, generation).is_some() {
+                return;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    /// Takes out every sleep due by `now` and returns their wakers.
+    fn take_due(&mut self, now: Instant) -> Vec<Waker> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((deadline, key, generation))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.entry(key, generation).is_some() {
+                due.push(self.entries.remove(key).waker);
+            }
+        }
+        due
+    }
+
+    /// Sets the loop timer on `event_loop` for the earliest live deadline, unless one set on
+    /// that loop fires by then.
+    fn set_timer(&mut self, event_loop: &EventLoop) {
+        self.skip_stale();
+        let Some(&Reverse((deadline, ..))) = self.deadlines.peek() else { return };
+        if let Some(timer) = &self.timer {
+            let same_loop =
+                timer.event_loop.upgrade().is_some_and(|l| Rc::ptr_eq(&l, &event_loop.inner));
+            if same_loop && timer.deadline <= deadline && !timer.handle.cancelled() {
+                return;
+            }
+        }
+        if let Some(old) = self.timer.take() {
+            old.handle.cancel();
+        }
+        let delay = deadline.saturating_duration_since(Instant::now());
+        let Ok(handle) = event_loop.call_later(delay, ring_due) else { return };
+        let event_loop = Rc::downgrade(&event_loop.inner);
+        self.timer = Some(LoopAlarm { event_loop, deadline, handle });
+    }
+}
+
+/// The loop timer's callback: wakes the sleeps due and sets the timer for the next.
+fn ring_due() {
+    let due = SLEEPS.try_with(|sleeps| {
+        let mut sleeps = sleeps.borrow_mut();
+        sleeps.timer = None;
+        let due = sleeps.take_due(Instant::now());
+        if let Ok(event_loop) = crate::get_running_loop() {
+            sleeps.set_timer(&event_loop);
+        }
+        due
+    });
+    // Woken outside the borrow: a waker may poll its sleep at once.
+    for waker in due.unwrap_or_default() {
+        waker.wake();
+    }
 }
 
 impl LoopSleep {
     /// A sleep until `deadline`, armed at its first poll.
     pub fn until(deadline: Instant) -> LoopSleep {
-        LoopSleep { deadline, alarm: Arc::new(Mutex::new(Alarm::Waiting(None))), armed: None }
+        LoopSleep { deadline, armed: None }
     }
 
     /// When it completes.
@@ -96,8 +220,8 @@ impl LoopSleep {
         self.deadline
     }
 
-    /// Arms the loop timer; false when there is no loop to arm it on.
-    fn arm(&mut self, delay: Duration) -> bool {
+    /// Arms it on this thread's loop to wake `waker`; false when there is no loop to arm it on.
+    fn arm(&mut self, waker: &Waker) -> bool {
         let event_loop = match running_loop_for("hyper's LoopTimer") {
             Ok(event_loop) => event_loop,
             Err(err) => {
@@ -105,30 +229,26 @@ impl LoopSleep {
                 return false;
             }
         };
-        let armed = ARMED.try_with(|armed| {
-            let mut armed = armed.borrow_mut();
-            let key = armed.vacant_key();
-            let alarm = self.alarm.clone();
-            let ring = move || {
-                let waiting = std::mem::replace(&mut *lock(&alarm), Alarm::Rang);
-                // `try_with`: nothing to remove once the thread's table is gone.
-                let _ = ARMED.try_with(|armed| armed.borrow_mut().try_remove(key));
-                if let Alarm::Waiting(Some(waker)) = waiting {
-                    waker.wake();
-                }
-            };
-            let timer = event_loop.call_later(delay, ring).ok()?;
-            armed.insert(timer);
-            Some(key)
-        });
-        let armed = armed.ok().flatten();
-        match armed {
-            Some(key) => {
-                self.armed = Some(Armed { thread: std::thread::current().id(), key });
-                true
+        let deadline = self.deadline;
+        let armed = SLEEPS.try_with(|sleeps| sleeps.borrow_mut().arm(&event_loop, deadline, waker));
+        let Ok((key, generation)) = armed else { return false };
+        self.armed = Some(Armed { thread: std::thread::current().id(), key, generation });
+        true
+    }
+
+    /// Polls an armed sleep on its own thread: `Some(pending)` with its waker updated, `None`
+    /// if it is not armed here.
+    fn poll_armed(&self, waker: &Waker) -> Option<bool> {
+        let armed = self.armed.filter(|armed| armed.thread == std::thread::current().id())?;
+        let pending = SLEEPS.try_with(|sleeps| {
+            let mut sleeps = sleeps.borrow_mut();
+            let Some(entry) = sleeps.entry(armed.key, armed.generation) else { return false };
+            if !entry.waker.will_wake(waker) {
+                entry.waker = waker.clone();
             }
-            None => false,
-        }
+            true
+        });
+        Some(pending.unwrap_or(false))
     }
 }
 
@@ -137,23 +257,17 @@ impl Future for LoopSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if this.armed.is_none() {
-            // A deadline that is due now is ready (and never rounded down into a busy wait).
-            let delay = this.deadline.saturating_duration_since(Instant::now());
-            if delay.is_zero() || !this.arm(delay) {
-                *lock(&this.alarm) = Alarm::Rang;
-            }
+        if let Some(pending) = this.poll_armed(cx.waker()) {
+            // Rung (its entry taken out) or still armed.
+            return if pending { Poll::Pending } else { Poll::Ready(()) };
         }
-        let mut alarm = lock(&this.alarm);
-        match &mut *alarm {
-            Alarm::Rang => Poll::Ready(()),
-            Alarm::Waiting(waker) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
+        // Not armed, or armed on another thread: arm it here. A deadline that is due now is
+        // ready (and never rounded down into a busy wait).
+        if this.deadline <= Instant::now() || !this.arm(cx.waker()) {
+            this.armed = None;
+            return Poll::Ready(());
         }
+        Poll::Pending
     }
 }
 
@@ -162,13 +276,9 @@ impl Sleep for LoopSleep {}
 impl Drop for LoopSleep {
     fn drop(&mut self) {
         let Some(armed) = self.armed else { return };
-        if armed.thread != std::thread::current().id() || matches!(*lock(&self.alarm), Alarm::Rang)
-        {
-            return;
-        }
-        let timer = ARMED.try_with(|table| table.borrow_mut().try_remove(armed.key));
-        if let Ok(Some(timer)) = timer {
-            timer.cancel();
+        if armed.thread == std::thread::current().id() {
+            let _ =
+                SLEEPS.try_with(|sleeps| sleeps.borrow_mut().disarm(armed.key, armed.generation));
         }
     }
 }
@@ -178,7 +288,49 @@ impl fmt::Debug for LoopSleep {
         f.debug_struct("LoopSleep")
             .field("deadline", &self.deadline)
             .field("armed", &self.armed)
-            .field("alarm", &*lock(&self.alarm))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What this thread's registry holds: (armed sleeps, heap entries).
+    fn held() -> (usize, usize) {
+        SLEEPS.with(|sleeps| {
+            let sleeps = sleeps.borrow();
+            (sleeps.entries.len(), sleeps.deadlines.len())
+        })
+    }
+
+    #[test]
+    fn dropped_sleeps_leave_memory_bounded_by_the_live_ones() {
+        let event_loop = EventLoop::new().expect("a loop");
+        event_loop
+            .run_until_complete(async {
+                let waker = Waker::noop();
+                let mut cx = Context::from_waker(waker);
+                // Ten live sleeps, and 10,000 armed and dropped after them, as hyper arms and
+                // drops one per request; their deadlines are later, so that no arming finds
+                // the stale entries on top of the heap.
+                let mut live: Vec<_> = (0..10)
+                    .map(|_| LoopSleep::until(Instant::now() + Duration::from_secs(10)))
+                    .collect();
+                for sleep in &mut live {
+                    assert!(Pin::new(sleep).poll(&mut cx).is_pending());
+                }
+                for _ in 0..10_000 {
+                    let mut sleep = LoopSleep::until(Instant::now() + Duration::from_secs(30));
+                    assert!(Pin::new(&mut sleep).poll(&mut cx).is_pending());
+                }
+                let (armed, heap) = held();
+                assert_eq!(armed, 10);
+                assert!(heap <= 2 * armed + 64 + 1, "{heap} heap entries for {armed} sleeps");
+                drop(live);
+                assert_eq!(held().0, 0);
+            })
+            .expect("run");
+        event_loop.close().expect("close");
     }
 }

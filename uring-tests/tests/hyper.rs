@@ -146,25 +146,90 @@ backend_tests! {
         assert!(ran.get());
     }
 
-    fn loop_sleep_ends_at_its_deadline_and_dropping_it_cancels_its_timer(lp) {
-        let lp2 = lp.clone();
+    fn loop_sleep_ends_at_its_deadline(lp) {
         run_within(lp, 5.0, async move {
             let start = Instant::now();
             LoopTimer.sleep(Duration::from_millis(30)).await;
             assert!(start.elapsed() >= Duration::from_millis(30), "{:?}", start.elapsed());
             // A deadline already passed is ready at the first poll.
-            LoopTimer.sleep_until(Instant::now() - Duration::from_millis(1)).await;
-            let (before, cancelled_before) = lp2.scheduled_timers();
-            let mut pending = LoopTimer.sleep(Duration::from_secs(60));
-            let poll = std::future::poll_fn(|cx| {
-                assert!(pending.as_mut().poll(cx).is_pending());
-                std::task::Poll::Ready(())
-            });
-            poll.await;
-            assert_eq!(lp2.scheduled_timers().0, before + 1, "armed at the first poll");
-            drop(pending);
-            let (after, cancelled) = lp2.scheduled_timers();
-            assert!(after == before || cancelled == cancelled_before + 1, "not cancelled");
+            let mut passed = LoopTimer.sleep_until(Instant::now() - Duration::from_millis(1));
+            assert!(poll_once(passed.as_mut(), &counting_waker().0).is_ready());
         });
+    }
+
+    fn loop_sleeps_share_one_loop_timer_armed_at_the_first_poll(lp) {
+        let lp2 = lp.clone();
+        run_within(lp, 5.0, async move {
+            let (before, _) = lp2.scheduled_timers();
+            let (waker, _) = counting_waker();
+            let mut sleeps: Vec<_> =
+                (1..=100).map(|i| LoopTimer.sleep(Duration::from_secs(60 + i))).collect();
+            assert_eq!(lp2.scheduled_timers().0, before, "nothing armed before a poll");
+            for sleep in &mut sleeps {
+                assert!(poll_once(sleep.as_mut(), &waker).is_pending());
+            }
+            assert_eq!(lp2.scheduled_timers().0, before + 1, "one loop timer for 100 sleeps");
+            // An earlier deadline armed after them rings at its own time.
+            let start = Instant::now();
+            LoopTimer.sleep(Duration::from_millis(30)).await;
+            let waited = start.elapsed();
+            assert!(waited >= Duration::from_millis(30) && waited < Duration::from_secs(4));
+        });
+    }
+
+    fn loop_sleeps_ring_in_deadline_order_and_a_dropped_one_never_wakes(lp) {
+        let lp2 = lp.clone();
+        run_within(lp, 5.0, async move {
+            let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+            let tasks: Vec<_> = [50u64, 10, 30]
+                .into_iter()
+                .map(|ms| {
+                    let order = order.clone();
+                    lp2.create_task(async move {
+                        LoopTimer.sleep(Duration::from_millis(ms)).await;
+                        order.borrow_mut().push(ms);
+                    })
+                    .expect("create_task")
+                })
+                .collect();
+            let (waker, wakes) = counting_waker();
+            let mut dropped = LoopTimer.sleep(Duration::from_millis(20));
+            assert!(poll_once(dropped.as_mut(), &waker).is_pending());
+            drop(dropped);
+            for task in tasks {
+                task.await.expect("sleeping task");
+            }
+            assert_eq!(*order.borrow(), [10, 30, 50]);
+            assert_eq!(wakes.get(), 0, "a dropped sleep woke its waker");
+        });
+    }
+}
+
+/// Polls `future` once with `waker`.
+fn poll_once<F: std::future::Future + ?Sized>(
+    future: std::pin::Pin<&mut F>,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    future.poll(&mut std::task::Context::from_waker(waker))
+}
+
+/// A waker that counts its wakes (it is `Send`: the count is atomic).
+fn counting_waker() -> (std::task::Waker, std::sync::Arc<CountingWaker>) {
+    let count = std::sync::Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+    (std::task::Waker::from(count.clone()), count)
+}
+
+/// The count behind [`counting_waker`].
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl CountingWaker {
+    fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
