@@ -3,8 +3,8 @@
 //!
 //! - I/O: [`HyperIo`] makes a stream connection's [`StreamReader`] and [`StreamWriter`]
 //!   hyper's `rt::Read + rt::Write`;
-//! - timer: [`LoopTimer`] gives hyper sleeps on the loop's own timers (hyper's
-//!   `header_read_timeout` needs one);
+//! - timer: [`LoopTimer`] gives hyper sleeps on the loop's own timers, a thread's sleeps
+//!   sharing one loop timer (hyper's `header_read_timeout` arms one per request);
 //! - executor: [`LoopExecutor`] spawns hyper's background futures as tasks of the running
 //!   loop; they need not be `Send` (what HTTP/2, with hyper's `http2` feature, asks for);
 //! - [`serve_http1`] serves one connection with a hyper service: with
