@@ -130,11 +130,11 @@ impl Sleeps {
         self.entries.get_mut(key).filter(|entry| entry.generation == generation)
     }
 
-    /// Disarms the sleep armed as `key` and `generation` (its heap entry goes stale).
-    fn disarm(&mut self, key: usize, generation: u64) {
-        if self.entry(key, generation).is_some() {
-            self.entries.remove(key);
-        }
+    /// Disarms the sleep armed as `key` and `generation` (its heap entry goes stale) and
+    /// returns its waker, for the caller to drop once the registry is no longer borrowed.
+    fn disarm(&mut self, key: usize, generation: u64) -> Option<Waker> {
+        self.entry(key, generation)?;
+        Some(self.entries.remove(key).waker)
     }
 
     /// Rebuilds the heap from the armed entries once stale ones outnumber them.
@@ -240,15 +240,17 @@ impl LoopSleep {
     /// if it is not armed here.
     fn poll_armed(&self, waker: &Waker) -> Option<bool> {
         let armed = self.armed.filter(|armed| armed.thread == std::thread::current().id())?;
-        let pending = SLEEPS.try_with(|sleeps| {
+        let polled = SLEEPS.try_with(|sleeps| {
             let mut sleeps = sleeps.borrow_mut();
-            let Some(entry) = sleeps.entry(armed.key, armed.generation) else { return false };
-            if !entry.waker.will_wake(waker) {
-                entry.waker = waker.clone();
+            let entry = sleeps.entry(armed.key, armed.generation)?;
+            if entry.waker.will_wake(waker) {
+                return Some(None);
             }
-            true
+            Some(Some(std::mem::replace(&mut entry.waker, waker.clone())))
         });
-        Some(pending.unwrap_or(false))
+        let pending = matches!(polled, Ok(Some(_)));
+        drop(polled); // the waker replaced, out of the registry's borrow (see `Drop`)
+        Some(pending)
     }
 }
 
@@ -277,8 +279,12 @@ impl Drop for LoopSleep {
     fn drop(&mut self) {
         let Some(armed) = self.armed else { return };
         if armed.thread == std::thread::current().id() {
-            let _ =
+            // The entry's waker is dropped after the registry's borrow ends: it may hold the
+            // last reference to a task (another executor's waker), whose future may hold
+            // sleeps that disarm in turn.
+            let waker =
                 SLEEPS.try_with(|sleeps| sleeps.borrow_mut().disarm(armed.key, armed.generation));
+            drop(waker);
         }
     }
 }
@@ -329,6 +335,47 @@ mod tests {
                 assert!(heap <= 2 * armed + 64 + 1, "{heap} heap entries for {armed} sleeps");
                 drop(live);
                 assert_eq!(held().0, 0);
+            })
+            .expect("run");
+        event_loop.close().expect("close");
+    }
+
+    /// A waker that holds a sleep: the last reference to it is the registry's, as another
+    /// executor's waker may hold the last reference to a task whose future holds sleeps.
+    struct HoldsSleep(std::sync::Mutex<Option<LoopSleep>>);
+
+    impl std::task::Wake for HoldsSleep {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+
+    /// A waker holding `inner`, after arming it.
+    fn waker_holding_armed(cx: &mut Context<'_>) -> Waker {
+        let mut inner = LoopSleep::until(Instant::now() + Duration::from_secs(10));
+        assert!(Pin::new(&mut inner).poll(cx).is_pending());
+        Waker::from(std::sync::Arc::new(HoldsSleep(std::sync::Mutex::new(Some(inner)))))
+    }
+
+    #[test]
+    fn a_waker_dropped_by_the_registry_may_drop_sleeps() {
+        let event_loop = EventLoop::new().expect("a loop");
+        event_loop
+            .run_until_complete(async {
+                let mut cx = Context::from_waker(Waker::noop());
+                // Dropping the sleep drops its waker, which drops the sleep it holds.
+                let mut outer = LoopSleep::until(Instant::now() + Duration::from_secs(10));
+                let holder = waker_holding_armed(&mut cx);
+                assert!(Pin::new(&mut outer).poll(&mut Context::from_waker(&holder)).is_pending());
+                drop(holder);
+                assert_eq!(held().0, 2);
+                drop(outer);
+                assert_eq!(held().0, 0);
+                // Polling with another waker replaces (drops) the one that holds a sleep.
+                let mut outer = LoopSleep::until(Instant::now() + Duration::from_secs(10));
+                let holder = waker_holding_armed(&mut cx);
+                assert!(Pin::new(&mut outer).poll(&mut Context::from_waker(&holder)).is_pending());
+                drop(holder);
+                assert!(Pin::new(&mut outer).poll(&mut cx).is_pending());
+                assert_eq!(held().0, 1);
             })
             .expect("run");
         event_loop.close().expect("close");
