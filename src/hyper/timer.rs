@@ -342,7 +342,10 @@ mod tests {
 
     /// A waker that holds a sleep: the last reference to it is the registry's, as another
     /// executor's waker may hold the last reference to a task whose future holds sleeps.
-    struct HoldsSleep(std::sync::Mutex<Option<LoopSleep>>);
+    struct HoldsSleep {
+        /// Held for its drop.
+        _sleep: LoopSleep,
+    }
 
     impl std::task::Wake for HoldsSleep {
         fn wake(self: std::sync::Arc<Self>) {}
@@ -352,7 +355,7 @@ mod tests {
     fn waker_holding_armed(cx: &mut Context<'_>) -> Waker {
         let mut inner = LoopSleep::until(Instant::now() + Duration::from_secs(10));
         assert!(Pin::new(&mut inner).poll(cx).is_pending());
-        Waker::from(std::sync::Arc::new(HoldsSleep(std::sync::Mutex::new(Some(inner)))))
+        Waker::from(std::sync::Arc::new(HoldsSleep { _sleep: inner }))
     }
 
     #[test]
