@@ -87,10 +87,13 @@ backend_tests! {
             };
             let (server, port) = streams_server(&lp2, serve).await;
             let waited = off_loop(&lp2, move || {
+                // Timed from before the connect: hyper's timeout may start at the accept, before
+                // this thread writes (a thread starved for 200 ms under valgrind saw the close
+                // 20 µs after its write).
+                let start = Instant::now();
                 let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
                 stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 stream.write_all(b"GET / HTTP/1.1\r\n").expect("half a request");
-                let start = Instant::now();
                 let mut rest = Vec::new();
                 let _ = stream.read_to_end(&mut rest);
                 start.elapsed()
