@@ -126,6 +126,31 @@ backend_tests! {
         });
     }
 
+    fn readuntil_finds_a_separator_split_across_chunks_and_in_a_long_buffer(lp) {
+        run(lp, |lp| async move {
+            let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 64 * 1024).await;
+            let r = reader.clone();
+            let head = lp.create_task(async move { r.readuntil(b"\r\n\r\n").await }).unwrap();
+            // Three of the separator's four bytes: not found yet, nothing taken.
+            write_and_buffer(&lp, &sw, &reader, b"GET / HTTP/1.1\r\n\r").await;
+            sleep(&lp, 0.02).await;
+            assert!(!head.done());
+            sw.write(b"\nbody").unwrap();
+            let head = must(&lp, head).await.unwrap().unwrap();
+            assert_eq!(head, b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(must(&lp, reader.readexactly(4)).await.unwrap(), b"body");
+            // A buffer past 256 bytes is searched another way: the first match still wins.
+            let mut long = pattern(1000);
+            long.retain(|&b| b != b'\r');
+            long.extend_from_slice(b"\r\n\r\nrest\r\n\r\n");
+            write_and_buffer(&lp, &sw, &reader, &long).await;
+            let first = must(&lp, reader.readuntil(b"\r\n\r\n")).await.unwrap();
+            assert_eq!(first, &long[..long.len() - 8]);
+            assert_eq!(must(&lp, reader.readuntil(b"\r\n\r\n")).await.unwrap(), b"rest\r\n\r\n");
+            shut(server, &lp).await;
+        });
+    }
+
     fn limit_overrun(lp) {
         run(lp, |lp| async move {
             let (server, (_sr, sw), (reader, _cw)) = pair(&lp, 8).await;
