@@ -121,7 +121,7 @@ impl Sleeps {
         let key = self.entries.insert(Entry { deadline, generation, waker: waker.clone() });
         self.deadlines.push(Reverse((deadline, key, generation)));
         self.compact();
-        self.set_timer(event_loop);
+        self.keep_timer(event_loop, deadline);
         (key, generation)
     }
 
@@ -170,18 +170,33 @@ impl Sleeps {
         due
     }
 
-    /// Sets the loop timer on `event_loop` for the earliest live deadline, unless one set on
-    /// that loop fires by then.
-    fn set_timer(&mut self, event_loop: &EventLoop) {
-        self.skip_stale();
-        let Some(&Reverse((deadline, ..))) = self.deadlines.peek() else { return };
-        if let Some(timer) = &self.timer {
+    /// Keeps a loop timer on `event_loop` due by every armed deadline, `armed` the one armed
+    /// last. A timer on that loop is due by every earlier one already (set for the earliest,
+    /// and moved whenever an earlier one was armed), so only `armed` is compared: stale heap
+    /// entries are left for the timer's firing and the compaction, not popped per arming.
+    fn keep_timer(&mut self, event_loop: &EventLoop, armed: Instant) {
+        let on_this_loop = self.timer.as_ref().filter(|timer| {
             let same_loop =
                 timer.event_loop.upgrade().is_some_and(|l| Rc::ptr_eq(&l, &event_loop.inner));
-            if same_loop && timer.deadline <= deadline && !timer.handle.cancelled() {
-                return;
-            }
+            same_loop && !timer.handle.cancelled()
+        });
+        match on_this_loop {
+            Some(timer) if timer.deadline <= armed => {}
+            Some(_) => self.set_timer(event_loop, armed),
+            None => self.set_timer_for_earliest(event_loop),
         }
+    }
+
+    /// Sets the loop timer on `event_loop` for the earliest live deadline, if any.
+    fn set_timer_for_earliest(&mut self, event_loop: &EventLoop) {
+        self.skip_stale();
+        if let Some(&Reverse((deadline, ..))) = self.deadlines.peek() {
+            self.set_timer(event_loop, deadline);
+        }
+    }
+
+    /// Sets the loop timer on `event_loop` for `deadline`, in place of the one set before.
+    fn set_timer(&mut self, event_loop: &EventLoop, deadline: Instant) {
         if let Some(old) = self.timer.take() {
             old.handle.cancel();
         }
@@ -199,7 +214,7 @@ fn ring_due() {
         sleeps.timer = None;
         let due = sleeps.take_due(Instant::now());
         if let Ok(event_loop) = crate::get_running_loop() {
-            sleeps.set_timer(&event_loop);
+            sleeps.set_timer_for_earliest(&event_loop);
         }
         due
     });
