@@ -133,6 +133,7 @@ macro_rules! debug_as_core {
 }
 
 pub(crate) mod base;
+mod copy_pool;
 mod datagram;
 pub(crate) mod handle;
 mod pipe;

@@ -304,14 +304,14 @@ impl StreamCore {
     }
 
     /// `data` as the `Bytes` a batched write of it adds to the loop's batch, if it is batched:
-    /// a copy up to [`BATCH_COPY_MAX`]; past that only when `data` lies in the bytes being
+    /// a copy up to [`BATCH_COPY_MAX`] (in a recycled buffer, `copy_pool`); past that only when `data` lies in the bytes being
     /// delivered (an echo, a proxy's forward), holding their receive buffer instead of a copy
     /// (`LoopFd::hold_delivered`).
     fn for_batch(&self, data: &[u8]) -> Option<Bytes> {
         if !self.write.batches(&self.base.fd, data.len()) {
             None
         } else if data.len() <= BATCH_COPY_MAX {
-            Some(Bytes::copy_from_slice(data))
+            Some(super::copy_pool::copy(data))
         } else {
             self.base.fd.hold_delivered(data)
         }
