@@ -40,14 +40,24 @@ thread_local! {
 /// A `Bytes` holding a copy of `data` (one of at most [`BATCH_COPY_MAX`] bytes is pooled; an
 /// empty or larger one is copied as `Bytes::copy_from_slice` does).
 pub(crate) fn copy(data: &[u8]) -> Bytes {
-    let Some(class) = class_of(data.len()) else { return Bytes::copy_from_slice(data) };
+    copy_all(&[data])
+}
+
+/// A `Bytes` holding `buffers` one after the other (a `writelines`), pooled as [`copy`]'s.
+pub(crate) fn copy_all(buffers: &[&[u8]]) -> Bytes {
+    let len = buffers.iter().map(|b| b.len()).sum();
+    let Some(class) = class_of(len) else { return Bytes::from(buffers.concat()) };
     let mut buffer = FREE
         .try_with(|free| free.borrow_mut()[class].pop())
         .ok()
         .flatten()
         .unwrap_or_else(|| vec![0; SMALLEST << class].into_boxed_slice());
-    buffer[..data.len()].copy_from_slice(data);
-    Bytes::from_owner(Pooled { buffer, len: data.len(), class })
+    let mut end = 0;
+    for data in buffers {
+        buffer[end..end + data.len()].copy_from_slice(data);
+        end += data.len();
+    }
+    Bytes::from_owner(Pooled { buffer, len, class })
 }
 
 /// The class of a copy of `len` bytes, if it is pooled.
@@ -133,6 +143,14 @@ mod tests {
         let copies: Vec<Bytes> = (0..kept + 10).map(|_| copy(&[7; BATCH_COPY_MAX])).collect();
         drop(copies);
         assert_eq!(free_count(class), kept);
+    }
+
+    #[test]
+    fn buffers_are_copied_one_after_the_other() {
+        let parts: [&[u8]; 3] = [b"one", b"", &[9; 300]];
+        assert_eq!(&copy_all(&parts)[..], &parts.concat()[..]);
+        let large: [&[u8]; 2] = [&[1; BATCH_COPY_MAX], b"x"];
+        assert_eq!(&copy_all(&large)[..], &large.concat()[..]);
     }
 
     #[test]

@@ -137,6 +137,10 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(total)? {
             return Ok(());
         }
+        if total <= BATCH_COPY_MAX && self.write.batches(&self.base.fd, total) {
+            self.batch(super::copy_pool::copy_all(buffers));
+            return Ok(());
+        }
         let mut skip = self.send_now(total, |fd| self.write.try_now_vectored(fd, buffers));
         let mut flow = None;
         for buffer in buffers {

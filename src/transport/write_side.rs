@@ -23,7 +23,8 @@
 //! slice is batched only up to [`BATCH_COPY_MAX`] bytes (it must be copied; past that the copy
 //! costs more than the syscall it saves), unless it lies in the bytes `data_received` is being
 //! given (an echo, a proxy's forward): then the batched send holds the receive's ring buffer
-//! instead of a copy (`LoopFd::hold_delivered`); an owned `Bytes` up to the high-water mark.
+//! instead of a copy (`LoopFd::hold_delivered`); an owned `Bytes` up to the high-water mark;
+//! a `writelines` of at most `BATCH_COPY_MAX` bytes in all, as one copy.
 //! A write that does not join the batch sends the batch first, with itself, in one direct
 //! vectored send: it never waits behind a batch, and is copied only if the socket is full.
 

@@ -811,7 +811,8 @@ backend_tests! {
     fn writes_in_a_callback_are_on_the_socket_when_the_run_returns(lp) {
         let (mut peer, ours) = unix_pair();
         let big = pattern(10_000); // past the batch's copy limit: behind the small ones
-        let want = [b"one".as_slice(), b"two", &big, b"three"].concat();
+        let want = [b"one".as_slice(), b"two", b"four", b"five", &big, b"three", b"six", b"seven"]
+            .concat();
         let lp2 = lp.clone();
         let rec = Rec::new().with_data(move |tr, data| {
             if data != b"go" {
@@ -820,10 +821,12 @@ backend_tests! {
             tr.set_write_buffer_limits(Some(16), Some(0)).unwrap();
             tr.write(b"one").unwrap();
             tr.write_bytes(bytes::Bytes::from_static(b"two")).unwrap();
-            assert!(tr.get_write_buffer_size() <= 6, "only what was written is counted");
+            tr.writelines([b"four".as_slice(), b"five"]).unwrap();
+            assert!(tr.get_write_buffer_size() <= 14, "only what was written is counted");
             tr.set_write_buffer_limits(None, None).unwrap();
             tr.write(&big).unwrap();
             tr.write(b"three").unwrap();
+            tr.writelines([b"six".as_slice(), b"seven"]).unwrap();
             lp2.stop();
         });
         let (tr, proto) = connect(lp, ours, rec);
