@@ -14,7 +14,7 @@
 //! `docs/benchmarks.md`.)
 //!
 //! hyper wants its timer and sleeps `Send + Sync`: a [`LoopSleep`] holds only its deadline and
-//! where its entry is (thread, key, generation). Polled or dropped on another thread than
+//! where its entry is (its thread's registry, key, generation). Polled or dropped on another thread than
 //! the one that armed it (hyper does neither), it arms again there, or leaves its entry to
 //! ring a waker nobody waits on.
 
@@ -25,8 +25,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use ::hyper::rt::{Sleep, Timer};
@@ -38,8 +38,11 @@ use crate::EventLoop;
 
 thread_local! {
     /// The armed [`LoopSleep`]s of this thread and their loop timer.
-    static SLEEPS: RefCell<Sleeps> = RefCell::new(Sleeps::default());
+    static SLEEPS: RefCell<Sleeps> = RefCell::new(Sleeps::new());
 }
+
+/// The next registry's number: a [`LoopSleep`] knows its thread's registry by it.
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(0);
 
 /// hyper's timer (`hyper::rt::Timer`) on the loop running on the calling thread: a sleep is
 /// armed at its first poll, on one loop timer its thread's sleeps share, and disarmed when
@@ -71,8 +74,8 @@ pub struct LoopSleep {
 /// Where an armed [`LoopSleep`]'s entry is.
 #[derive(Clone, Copy, Debug)]
 struct Armed {
-    /// The thread whose [`SLEEPS`] holds it.
-    thread: ThreadId,
+    /// The number of the [`SLEEPS`] that holds it (its thread's).
+    registry: u64,
     /// Its key in the slab.
     key: usize,
     /// Its generation: the key of a rung or dropped entry is reused by later ones.
@@ -80,8 +83,9 @@ struct Armed {
 }
 
 /// A thread's armed sleeps.
-#[derive(Default)]
 struct Sleeps {
+    /// This registry's number, unique in the process.
+    id: u64,
     /// The armed sleeps not rung yet.
     entries: Slab<Entry>,
     /// Their deadlines, earliest first, with the entry each was pushed for (stale once that
@@ -114,6 +118,17 @@ struct LoopAlarm {
 }
 
 impl Sleeps {
+    /// The registry of a thread's first sleep.
+    fn new() -> Sleeps {
+        Sleeps {
+            id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
+            entries: Slab::new(),
+            deadlines: BinaryHeap::new(),
+            next_generation: 0,
+            timer: None,
+        }
+    }
+
     /// Arms a sleep until `deadline` that wakes `waker`, on `event_loop`.
     fn arm(&mut self, event_loop: &EventLoop, deadline: Instant, waker: &Waker) -> (usize, u64) {
         let generation = self.next_generation;
@@ -245,26 +260,35 @@ impl LoopSleep {
             }
         };
         let deadline = self.deadline;
-        let armed = SLEEPS.try_with(|sleeps| sleeps.borrow_mut().arm(&event_loop, deadline, waker));
-        let Ok((key, generation)) = armed else { return false };
-        self.armed = Some(Armed { thread: std::thread::current().id(), key, generation });
-        true
+        let armed = SLEEPS.try_with(|sleeps| {
+            let mut sleeps = sleeps.borrow_mut();
+            let (key, generation) = sleeps.arm(&event_loop, deadline, waker);
+            Armed { registry: sleeps.id, key, generation }
+        });
+        self.armed = armed.ok();
+        self.armed.is_some()
     }
 
     /// Polls an armed sleep on its own thread: `Some(pending)` with its waker updated, `None`
     /// if it is not armed here.
     fn poll_armed(&self, waker: &Waker) -> Option<bool> {
-        let armed = self.armed.filter(|armed| armed.thread == std::thread::current().id())?;
+        let armed = self.armed?;
         let polled = SLEEPS.try_with(|sleeps| {
             let mut sleeps = sleeps.borrow_mut();
-            let entry = sleeps.entry(armed.key, armed.generation)?;
-            if entry.waker.will_wake(waker) {
-                return Some(None);
+            if sleeps.id != armed.registry {
+                return None; // armed on another thread
             }
-            Some(Some(std::mem::replace(&mut entry.waker, waker.clone())))
+            let Some(entry) = sleeps.entry(armed.key, armed.generation) else {
+                return Some((false, None)); // rung
+            };
+            if entry.waker.will_wake(waker) {
+                return Some((true, None));
+            }
+            Some((true, Some(std::mem::replace(&mut entry.waker, waker.clone()))))
         });
-        let pending = matches!(polled, Ok(Some(_)));
-        drop(polled); // the waker replaced, out of the registry's borrow (see `Drop`)
+        // The thread's registry is gone (thread exit): rung for good.
+        let (pending, replaced) = polled.unwrap_or(Some((false, None)))?;
+        drop(replaced); // out of the registry's borrow (see `Drop`)
         Some(pending)
     }
 }
@@ -293,14 +317,14 @@ impl Sleep for LoopSleep {}
 impl Drop for LoopSleep {
     fn drop(&mut self) {
         let Some(armed) = self.armed else { return };
-        if armed.thread == std::thread::current().id() {
-            // The entry's waker is dropped after the registry's borrow ends: it may hold the
-            // last reference to a task (another executor's waker), whose future may hold
-            // sleeps that disarm in turn.
-            let waker =
-                SLEEPS.try_with(|sleeps| sleeps.borrow_mut().disarm(armed.key, armed.generation));
-            drop(waker);
-        }
+        // The entry's waker is dropped after the registry's borrow ends: it may hold the last
+        // reference to a task (another executor's waker), whose future may hold sleeps that
+        // disarm in turn. On another thread than its own, the entry is left to ring.
+        let waker = SLEEPS.try_with(|sleeps| {
+            let mut sleeps = sleeps.borrow_mut();
+            (sleeps.id == armed.registry).then(|| sleeps.disarm(armed.key, armed.generation))
+        });
+        drop(waker);
     }
 }
 
@@ -397,5 +421,85 @@ mod tests {
             })
             .expect("run");
         event_loop.close().expect("close");
+    }
+
+    /// Arms `sleep` on a loop of this thread, with a no-op waker.
+    fn arm_here(sleep: &mut LoopSleep) {
+        let event_loop = EventLoop::new().expect("a loop");
+        event_loop
+            .run_until_complete(async {
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(Pin::new(sleep).poll(&mut cx).is_pending());
+            })
+            .expect("run");
+        event_loop.close().expect("close");
+    }
+
+    #[test]
+    fn a_sleep_moved_to_another_thread_arms_there_and_leaves_its_first_entry() {
+        // Armed here, polled to its end on another thread: armed again there.
+        let mut sleep = LoopSleep::until(Instant::now() + Duration::from_millis(50));
+        arm_here(&mut sleep);
+        assert_eq!(held().0, 1);
+        let rang_there = std::thread::spawn(move || {
+            let event_loop = EventLoop::new().expect("a loop");
+            let armed_there = event_loop
+                .run_until_complete(async move {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let pending = Pin::new(&mut sleep).poll(&mut cx).is_pending();
+                    let armed_there = held().0;
+                    sleep.await;
+                    (pending, armed_there, held().0)
+                })
+                .expect("run");
+            event_loop.close().expect("close");
+            armed_there
+        })
+        .join()
+        .expect("the other thread");
+        assert_eq!(rang_there, (true, 1, 0), "pending, armed there, then rung there");
+        assert_eq!(held().0, 1, "the first entry is left to ring here");
+
+        // Armed here, dropped on another thread: this registry is not touched from there.
+        let mut sleep = LoopSleep::until(Instant::now() + Duration::from_secs(10));
+        arm_here(&mut sleep); // (that loop rang the first entry, due by then)
+        let armed_here = held().0;
+        assert!(armed_here >= 1);
+        let there = std::thread::spawn(move || {
+            // A sleep of that thread with the moved one's key and generation, which a drop
+            // that did not tell the registries apart would disarm.
+            let event_loop = EventLoop::new().expect("a loop");
+            let left = event_loop
+                .run_until_complete(async move {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let moved = sleep.armed.expect("armed");
+                    let arm = |cx: &mut Context<'_>| {
+                        let mut own = LoopSleep::until(sleep.deadline);
+                        assert!(Pin::new(&mut own).poll(cx).is_pending());
+                        own
+                    };
+                    // Keys 0, 1, ... are taken in turn; the moved one's key is re-armed until
+                    // its generation comes.
+                    let mut own: Vec<_> = (0..moved.key).map(|_| arm(&mut cx)).collect();
+                    loop {
+                        let last = arm(&mut cx);
+                        let armed = last.armed.expect("armed");
+                        assert_eq!(armed.key, moved.key);
+                        assert!(armed.generation <= moved.generation);
+                        if armed.generation == moved.generation {
+                            own.push(last);
+                            break;
+                        }
+                    }
+                    drop(sleep);
+                    (own.len(), held().0)
+                })
+                .expect("run");
+            event_loop.close().expect("close");
+            left
+        });
+        let (own, armed_there) = there.join().expect("the other thread");
+        assert_eq!(armed_there, own, "that thread's own sleeps stay armed");
+        assert_eq!(held().0, armed_here);
     }
 }
