@@ -438,7 +438,8 @@ mod tests {
     #[test]
     fn a_sleep_moved_to_another_thread_arms_there_and_leaves_its_first_entry() {
         // Armed here, polled to its end on another thread: armed again there.
-        let mut sleep = LoopSleep::until(Instant::now() + Duration::from_millis(50));
+        // Long enough to arm it first, also under valgrind.
+        let mut sleep = LoopSleep::until(Instant::now() + Duration::from_millis(500));
         arm_here(&mut sleep);
         assert_eq!(held().0, 1);
         let rang_there = std::thread::spawn(move || {
