@@ -260,7 +260,7 @@ impl<T: Clone> UringDriver<T> {
                     return Ok(false);
                 }
             }
-            let pending = std::mem::take(&mut self.table.pending);
+            let pending = self.table.take_pending();
             for (i, &key) in pending.iter().enumerate() {
                 let Some(sqes) = self.op_sqes(key) else { continue };
                 for (n, sqe) in sqes.iter().flatten().enumerate() {
@@ -275,6 +275,7 @@ impl<T: Clone> UringDriver<T> {
                 }
                 self.mark_submitted(key);
             }
+            self.table.recycle_pending(pending);
         }
         Ok(true)
     }

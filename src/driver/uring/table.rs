@@ -28,6 +28,9 @@ pub(super) struct OpTable<T> {
     /// [`Queued`](SlotState::Queued) and [`QueuedPoll`](SlotState::QueuedPoll) ops, in the
     /// order their SQEs go to the kernel.
     pub(super) pending: Vec<usize>,
+    /// An empty list that keeps the allocation of a walked `pending` (see
+    /// [`take_pending`](Self::take_pending)).
+    spare: Vec<usize>,
     /// [`Parked`](SlotState::Parked) ops, oldest first.
     pub(super) parked: VecDeque<usize>,
     /// [`Finished`](SlotState::Finished) ops, whose results the next turn delivers.
@@ -44,6 +47,7 @@ impl<T> Default for OpTable<T> {
             slots: Slab::new(),
             fds: FdUses::default(),
             pending: Vec::new(),
+            spare: Vec::new(),
             parked: VecDeque::new(),
             finished: Vec::new(),
             withdrawn: Vec::new(),
@@ -62,6 +66,20 @@ impl<T> OpTable<T> {
         let key = self.slots.insert(Slot { op, state: SlotState::Queued(owner), job: None });
         self.pending.push(key);
         self.generations.issue(key)
+    }
+
+    /// Takes the pending list for a turn to walk, leaving an empty one that holds the last
+    /// walked list's allocation: a busy turn queues an op per connection, and a list that
+    /// started empty every turn was regrown ~5 times per turn (~50 instructions per request
+    /// at 64 connections, callgrind).
+    pub(super) fn take_pending(&mut self) -> Vec<usize> {
+        std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare))
+    }
+
+    /// Gives back a list [`take_pending`](Self::take_pending) handed out, once walked.
+    pub(super) fn recycle_pending(&mut self, mut walked: Vec<usize>) {
+        walked.clear();
+        self.spare = walked;
     }
 
     /// The slot `id` names, unless its op has ended (the key may hold a newer op).
@@ -161,5 +179,24 @@ impl<T> OpTable<T> {
     pub(super) fn leak(&mut self) {
         std::mem::forget(std::mem::take(&mut self.slots));
         self.fds.leak_waiting();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pending_list_keeps_its_allocation_from_turn_to_turn() {
+        let mut table = OpTable::<u32>::default();
+        table.pending.extend(0..100);
+        let walked = table.take_pending();
+        assert_eq!((walked.len(), table.pending.len()), (100, 0));
+        let address = walked.as_ptr();
+        table.recycle_pending(walked);
+        table.pending.push(7); // queued during the walk, or at the next turn
+        assert_eq!(table.take_pending(), [7]);
+        assert_eq!(table.pending.as_ptr(), address, "the walked list, emptied, queues next");
+        assert!(table.pending.is_empty() && table.pending.capacity() >= 100);
     }
 }
