@@ -1,25 +1,32 @@
-//! Copies of small borrowed writes for the loop's batch, in buffers recycled per thread.
+//! Copies of small borrowed writes for the loop's batch, in buffers recycled per thread
+//! without an allocation per copy.
 //!
 //! A batched write of a borrowed slice must be copied (the kernel reads it after `write`
 //! returns). `Bytes::copy_from_slice` made that two allocations: the copy, and the shared
 //! header `bytes` adds when the send op clones the buffered `Bytes`. And a server answering 64
 //! connections in one turn allocates 64 copies before it frees one: past glibc's per-thread
 //! cache (7 chunks a size) every 1 KiB copy took `malloc`'s slow path and its free the
-//! consolidating one, ~550 instructions per request (`docs/benchmarks.md`). Here a copy goes
-//! into a buffer of its size class taken from this thread's free list, and goes back to it when
-//! the last `Bytes` of it drops; the `Bytes` is made with `Bytes::from_owner` (one small
-//! allocation, clones counted without allocating).
+//! consolidating one, ~550 instructions per request (`docs/benchmarks.md`). A pool of plain
+//! buffers wrapped with `Bytes::from_owner` still allocated the owner's box per copy and freed
+//! it at the last drop (~250 instructions per request). Here each copy is split off a
+//! [`BytesMut`] slot that outlives it: the slot's shared header counts the copies, and once
+//! they are all dropped [`BytesMut::try_reclaim`] takes the whole buffer back, so a warm
+//! thread copies with no allocation at all (two reference-count updates instead).
 //!
 //! # Implementation
-//! Classes are powers of two from [`SMALLEST`] to [`BATCH_COPY_MAX`]; each free list keeps at
-//! most [`KEPT_BYTES`] of buffers, so a thread keeps at most `KEPT_BYTES` per class whatever
-//! burst it served (memory per idle connection does not grow with the pool). A buffer dropped
-//! on another thread (`Bytes` is `Send`) joins that thread's lists, or is freed once the
-//! thread's lists are gone.
+//! Classes are powers of two from [`SMALLEST`] to [`BATCH_COPY_MAX`]; a slot of a class holds
+//! that many bytes. Each class keeps its slots oldest first, at most [`KEPT_BYTES`] of them:
+//! a copy takes the oldest (sends complete in about the order they were made, so it is the
+//! likeliest to be free), or a new one if that is still held (by a send to a slow peer, say),
+//! and the held one goes to the back, or is let go when the class is full (its memory is freed
+//! with its last copy). So a thread keeps at most `KEPT_BYTES` per class whatever burst it
+//! served, and a copy held for long pins only its own slot. A copy dropped on another thread
+//! (`Bytes` is `Send`) only counts down its slot's header, which is atomic.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::write_side::BATCH_COPY_MAX;
 
@@ -29,12 +36,12 @@ const SMALLEST: usize = 64;
 /// The size classes, `SMALLEST` to `BATCH_COPY_MAX` by powers of two.
 const CLASSES: usize = (BATCH_COPY_MAX / SMALLEST).trailing_zeros() as usize + 1;
 
-/// Bytes of free buffers a thread keeps per class.
+/// Bytes of slots a thread keeps per class.
 const KEPT_BYTES: usize = 256 * 1024;
 
 thread_local! {
-    /// This thread's free buffers, by class.
-    static FREE: RefCell<[Vec<Box<[u8]>>; CLASSES]> = RefCell::new(Default::default());
+    /// This thread's slots, by class, oldest first.
+    static SLOTS: RefCell<[VecDeque<BytesMut>; CLASSES]> = RefCell::new(Default::default());
 }
 
 /// A `Bytes` holding a copy of `data` (one of at most [`BATCH_COPY_MAX`] bytes is pooled; an
@@ -47,17 +54,32 @@ pub(crate) fn copy(data: &[u8]) -> Bytes {
 pub(crate) fn copy_all(buffers: &[&[u8]]) -> Bytes {
     let len = buffers.iter().map(|b| b.len()).sum();
     let Some(class) = class_of(len) else { return Bytes::from(buffers.concat()) };
-    let mut buffer = FREE
-        .try_with(|free| free.borrow_mut()[class].pop())
+    let mut slot = SLOTS
+        .try_with(|slots| take_slot(&mut slots.borrow_mut()[class], class, len))
         .ok()
         .flatten()
-        .unwrap_or_else(|| vec![0; SMALLEST << class].into_boxed_slice());
-    let mut end = 0;
+        .unwrap_or_else(|| BytesMut::with_capacity(SMALLEST << class));
     for data in buffers {
-        buffer[end..end + data.len()].copy_from_slice(data);
-        end += data.len();
+        slot.extend_from_slice(data);
     }
-    Bytes::from_owner(Pooled { buffer, len, class })
+    let copy = slot.split().freeze();
+    // Gone with its thread's slots (thread exit): the slot is simply dropped.
+    let _ = SLOTS.try_with(|slots| slots.borrow_mut()[class].push_back(slot));
+    copy
+}
+
+/// The oldest slot of `class` if it has room for `len` bytes (its copies all dropped), else
+/// `None` (a new slot is made); a held oldest slot goes to the back while the class has room
+/// for one more beside the new one.
+fn take_slot(slots: &mut VecDeque<BytesMut>, class: usize, len: usize) -> Option<BytesMut> {
+    let mut oldest = slots.pop_front()?;
+    if oldest.try_reclaim(len) {
+        return Some(oldest);
+    }
+    if slots.len() + 2 <= KEPT_BYTES / (SMALLEST << class) {
+        slots.push_back(oldest);
+    }
+    None
 }
 
 /// The class of a copy of `len` bytes, if it is pooled.
@@ -69,42 +91,17 @@ fn class_of(len: usize) -> Option<usize> {
     Some((rounded / SMALLEST).trailing_zeros() as usize)
 }
 
-/// A pooled buffer and how much of it a copy fills; back to its free list when dropped.
-struct Pooled {
-    /// The buffer, `SMALLEST << class` bytes.
-    buffer: Box<[u8]>,
-    /// The copy's length.
-    len: usize,
-    /// Its size class.
-    class: usize,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buffer[..self.len]
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.buffer);
-        let kept = KEPT_BYTES / buffer.len();
-        // Gone with its thread's lists (thread exit): the buffer is simply freed.
-        let _ = FREE.try_with(|free| {
-            let list = &mut free.borrow_mut()[self.class];
-            if list.len() < kept {
-                list.push(buffer);
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn free_count(class: usize) -> usize {
-        FREE.with(|free| free.borrow()[class].len())
+    /// Runs `f` on a thread of its own: a fresh set of slots.
+    fn on_new_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    fn slot_count(class: usize) -> usize {
+        SLOTS.with(|slots| slots.borrow()[class].len())
     }
 
     #[test]
@@ -119,30 +116,60 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_holds_the_bytes_and_its_buffer_is_reused_after_the_last_clone() {
-        let class = class_of(1000).unwrap();
-        let data: Vec<u8> = (0..1000).map(|i| i as u8).collect();
-        let first = copy(&data);
-        let clone = first.clone();
-        let address = first.as_ptr();
-        assert_eq!(&first[..], &data[..]);
-        let before = free_count(class);
-        drop(first);
-        assert_eq!(free_count(class), before, "a clone still holds the buffer");
-        drop(clone);
-        assert_eq!(free_count(class), before + 1);
-        let second = copy(&data[..900]);
-        assert_eq!(second.as_ptr(), address, "the freed buffer is taken again");
-        assert_eq!(&second[..], &data[..900]);
+    fn a_slot_is_reused_once_every_clone_of_its_copy_is_dropped() {
+        on_new_thread(|| {
+            let data: Vec<u8> = (0..1000).map(|i| i as u8).collect();
+            let first = copy(&data);
+            let clone = first.clone();
+            let address = first.as_ptr();
+            assert_eq!(&first[..], &data[..]);
+            drop(first);
+            let second = copy(&data);
+            assert_ne!(second.as_ptr(), address, "a clone still holds the first slot");
+            assert_eq!(slot_count(class_of(1000).unwrap()), 2);
+            drop(clone);
+            let third = copy(&data[..900]);
+            assert_eq!(third.as_ptr(), address, "the oldest slot, free again, is taken");
+            assert_eq!(&third[..], &data[..900]);
+            assert_eq!(&second[..], &data[..], "untouched by the copy after it");
+        });
     }
 
     #[test]
-    fn a_thread_keeps_at_most_its_bound_of_free_buffers() {
-        let class = class_of(BATCH_COPY_MAX).unwrap();
-        let kept = KEPT_BYTES / BATCH_COPY_MAX;
-        let copies: Vec<Bytes> = (0..kept + 10).map(|_| copy(&[7; BATCH_COPY_MAX])).collect();
-        drop(copies);
-        assert_eq!(free_count(class), kept);
+    fn a_held_copy_is_never_written_over() {
+        on_new_thread(|| {
+            let held = copy(&[1; 1000]);
+            let also_held = copy(&[3; 40]);
+            let mut held_for_good = Vec::new();
+            for round in 0..1000 {
+                let passing = copy(&[2; 1000]);
+                let small = copy(&[4; 30]);
+                assert!(passing.iter().all(|&b| b == 2) && small.iter().all(|&b| b == 4));
+                if round % 7 == 0 {
+                    held_for_good.push(passing.clone()); // one held to the end now and then
+                }
+            }
+            assert!(held_for_good.iter().all(|copy| copy.iter().all(|&b| b == 2)));
+            assert!(held.iter().all(|&b| b == 1), "the held copy kept its bytes");
+            assert!(also_held.iter().all(|&b| b == 3));
+        });
+    }
+
+    #[test]
+    fn a_thread_keeps_at_most_its_bound_of_slots() {
+        on_new_thread(|| {
+            let class = class_of(BATCH_COPY_MAX).unwrap();
+            let kept = KEPT_BYTES / BATCH_COPY_MAX;
+            let copies: Vec<Bytes> = (0..kept + 10).map(|_| copy(&[7; BATCH_COPY_MAX])).collect();
+            assert_eq!(slot_count(class), kept);
+            let addresses: Vec<_> = copies.iter().map(|c| c.as_ptr()).collect();
+            drop(copies);
+            for _ in 0..kept {
+                let again = copy(&[8; BATCH_COPY_MAX]);
+                assert!(addresses.contains(&again.as_ptr()), "a kept slot, no new buffer");
+            }
+            assert_eq!(slot_count(class), kept);
+        });
     }
 
     #[test]
@@ -155,18 +182,22 @@ mod tests {
 
     #[test]
     fn empty_and_large_writes_are_copied_unpooled() {
-        for len in [0, BATCH_COPY_MAX + 1] {
-            let data = vec![3; len];
-            assert_eq!(&copy(&data)[..], &data[..]);
-        }
+        on_new_thread(|| {
+            for len in [0, BATCH_COPY_MAX + 1] {
+                let data = vec![3; len];
+                assert_eq!(&copy(&data)[..], &data[..]);
+            }
+            assert!((0..CLASSES).all(|class| slot_count(class) == 0));
+        });
     }
 
     #[test]
-    fn a_copy_dropped_on_another_thread_is_freed_there() {
-        let bytes = copy(&[1; 2000]);
-        let class = class_of(2000).unwrap();
-        let before = free_count(class);
-        std::thread::spawn(move || drop(bytes)).join().unwrap();
-        assert_eq!(free_count(class), before);
+    fn a_copy_dropped_on_another_thread_frees_its_slot_for_this_one() {
+        on_new_thread(|| {
+            let bytes = copy(&[1; 2000]);
+            let address = bytes.as_ptr();
+            std::thread::spawn(move || drop(bytes)).join().unwrap();
+            assert_eq!(copy(&[2; 2000]).as_ptr(), address);
+        });
     }
 }
