@@ -95,6 +95,10 @@ pub(crate) trait ErasedProtocol<E: Deliver> {
     fn data(&self, data: E::Data<'_>) -> Delivered<E>;
     /// The user's `Rc<RefCell<P>>`, for `get_protocol`.
     fn as_any(&self) -> Rc<dyn Any>;
+    /// The transport below let go of this protocol without `connection_lost`: its loop closed
+    /// with it open (see `OpenTransport`). A protocol that is itself a layer (TLS) lets go of
+    /// what it holds in turn; a user's protocol is simply dropped.
+    fn released(&self) {}
 }
 
 /// Which callback is running: set by a protocol adapter before each user method it calls, so
@@ -147,6 +151,18 @@ impl<E: Deliver> Dispatcher<E> {
             failures: RefCell::new(Vec::new()),
             close_after_eof: Cell::new(false),
         }
+    }
+
+    /// Lets go of the protocol, and of the events it has not taken, without delivering them
+    /// (the transport's loop closed with it open: see `OpenTransport`).
+    pub(crate) fn release(&self) {
+        let protocol = self.protocol.borrow_mut().take();
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        // Outside the borrows: a protocol's drop may call back into its transport.
+        if let Some(protocol) = &protocol {
+            protocol.released();
+        }
+        drop((protocol, deferred));
     }
 
     fn protocol(&self) -> Option<Rc<dyn ErasedProtocol<E>>> {

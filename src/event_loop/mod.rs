@@ -9,6 +9,7 @@ mod loop_fd;
 mod main_future;
 mod op_future;
 mod op_target;
+mod open_transports;
 mod remote;
 mod run;
 mod signals;
@@ -32,6 +33,7 @@ pub(crate) use op_future::OpFuture;
 #[cfg(test)]
 pub(crate) use op_target::nobody;
 pub(crate) use op_target::{Completed, OpOwner, OpTarget};
+pub(crate) use open_transports::{OpenKey, OpenTransport};
 pub use remote::{LoopHandle, ThreadsafeHandle};
 pub(crate) use remote::{Remote, RemoteItem};
 
@@ -118,6 +120,9 @@ pub(crate) struct Inner {
     /// A batched send queued during this dispatch holds a receive-ring slot: the loop submits
     /// it before the next wait, so that the slot is back when that wait's receives need it.
     pub(crate) sends_hold_slots: Cell<bool>,
+    /// Transports started and not finished, released when the loop closes (or drops) with
+    /// them open. Last: dropped after the driver, which drains every op first.
+    pub(crate) open_transports: open_transports::OpenTransports,
 }
 
 impl Inner {
@@ -247,6 +252,7 @@ impl EventLoop {
             kernel_may_hold_fds: Cell::new(false),
             delivering: Cell::new(None),
             sends_hold_slots: Cell::new(false),
+            open_transports: open_transports::OpenTransports::default(),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }

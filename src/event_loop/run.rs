@@ -88,8 +88,11 @@ impl EventLoop {
 
     /// Closes the loop: signal handlers removed (dispositions restored), pending callbacks and
     /// timers discarded, unfinished tasks dropped (their futures released), fd watches
-    /// removed, the default executor shut down without waiting, and the backend (ring or epoll
-    /// fd, eventfd) closed. A running loop cannot be closed; closing twice does nothing.
+    /// removed, the default executor shut down without waiting, the backend (ring or epoll
+    /// fd, eventfd) closed, and transports still open released: each closes its fd and drops
+    /// its protocol without a `connection_lost` (a protocol that keeps its transport would
+    /// otherwise keep both, and the fd, forever). A running loop cannot be closed; closing
+    /// twice does nothing.
     pub fn close(&self) -> Result<()> {
         match self.inner.state.get() {
             LoopState::Running => {
@@ -133,6 +136,9 @@ impl EventLoop {
             drop(owners);
         }
         drop(driver);
+        // Transports still open: each closes its fd (at once: the driver is gone) and lets go
+        // of its protocol, which may hold it (no `connection_lost`: the loop is closed).
+        self.inner.open_transports.release_all();
         Ok(())
     }
 

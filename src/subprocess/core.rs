@@ -33,7 +33,7 @@ use super::transport::{PipeTransport, SubprocessTransport};
 use crate::dispatch::{Dispatcher, ErasedProtocol};
 use crate::driver::{ExitInfo, Op};
 use crate::error::Error;
-use crate::event_loop::{Completed, ExceptionContext, OpTarget};
+use crate::event_loop::{Completed, ExceptionContext, OpTarget, OpenKey, OpenTransport};
 use crate::streams::Wakers;
 
 /// Whether protocol callbacks go out yet.
@@ -86,6 +86,9 @@ pub(crate) struct SubprocessCore {
     pipes: RefCell<[PipeSlot; 3]>,
     /// Tasks waiting for the exit ([`Process::wait`](super::Process::wait)).
     exit_wakers: Wakers,
+    /// Where the loop lists the transport from its start until `connection_lost` (see
+    /// [`OpenTransport`]).
+    open_key: OpenKey,
 }
 
 impl SubprocessCore {
@@ -104,6 +107,7 @@ impl SubprocessCore {
             life: Cell::new(Life::Open),
             pipes: RefCell::new([PipeSlot::None, PipeSlot::None, PipeSlot::None]),
             exit_wakers: Wakers::default(),
+            open_key: OpenKey::default(),
         })
     }
 
@@ -159,6 +163,10 @@ impl SubprocessCore {
             self.deliver(event);
         }
         self.gate.set(Gate::Open);
+        if let Some(event_loop) = self.event_loop() {
+            let open: std::rc::Weak<Self> = Rc::downgrade(self);
+            event_loop.list_open(open, &self.open_key);
+        }
         self.watch_exit();
         self.try_finish();
     }
@@ -297,6 +305,9 @@ impl SubprocessCore {
         }
         self.life.set(Life::Finished);
         self.deliver(SubprocessEvent::Lost(None));
+        if let Some(event_loop) = self.event_loop() {
+            event_loop.unlist_open(&self.open_key);
+        }
     }
 
     /// Has the driver wait for the child's exit and reap it.
@@ -374,6 +385,18 @@ impl OpTarget for ExitWatch {
         // The op's share of the siginfo: once it is gone, the watch's is the only one.
         drop(done.op);
         self.core.on_reaped(done.result, ExitInfo::get(&self.info));
+    }
+}
+
+impl OpenTransport for SubprocessCore {
+    /// The loop closed with the transport open: the child is killed and reaped unless it
+    /// was (as when its exit watch is dropped), and the protocol, which may hold this
+    /// transport, is let go of without `connection_lost`.
+    fn release_at_close(&self) {
+        self.life.set(Life::Finished);
+        self.pending.borrow_mut().clear();
+        self.drop_child(None);
+        self.dispatcher.release();
     }
 }
 

@@ -600,6 +600,20 @@ impl ErasedProtocol<Event<Transport>> for TlsLayer {
         Delivered::Done { keep_open: false }
     }
 
+    /// The stream below was released with its closed loop: the user's protocol, which may
+    /// hold this layer through its transport, is let go of (no `connection_lost`), and so is
+    /// the stream.
+    fn released(&self) {
+        self.cancel_timer();
+        self.stage.set(Stage::Closed);
+        let waiter = self.waiter.borrow_mut().take();
+        let (lower, sendfile) = (self.lower.borrow_mut().take(), self.sendfile.borrow_mut().take());
+        self.backlog.borrow_mut().clear();
+        self.held.borrow_mut().clear();
+        drop((waiter, lower, sendfile));
+        self.dispatcher.release();
+    }
+
     fn as_any(&self) -> Rc<dyn Any> {
         match self.this.upgrade() {
             Some(layer) => layer,

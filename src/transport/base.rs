@@ -25,7 +25,7 @@ use std::rc::Rc;
 use crate::dispatch::{Deliver, Dispatcher, ErasedProtocol};
 use crate::error::{Error, Result};
 use crate::event_loop::LoopFd;
-use crate::event_loop::{EventLoop, OpTarget};
+use crate::event_loop::{EventLoop, OpTarget, OpenKey, OpenTransport};
 use crate::flow_control::FlowEvent;
 
 /// Writes after the connection is gone are logged once more than this many were lost
@@ -74,6 +74,9 @@ pub(crate) struct TransportBase<E: Deliver> {
     /// Called once, after `connection_lost` was delivered and the fd handed to the driver
     /// (servers count their connections).
     lost_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Where the loop lists the transport from its start until `connection_lost` (see
+    /// [`OpenTransport`]).
+    open_key: OpenKey,
 }
 
 impl<E: Deliver> TransportBase<E> {
@@ -89,6 +92,7 @@ impl<E: Deliver> TransportBase<E> {
             dispatcher: Dispatcher::new(protocol),
             lost_writes: LostWrites::default(),
             lost_hooks: RefCell::new(Vec::new()),
+            open_key: OpenKey::default(),
         }
     }
 
@@ -191,21 +195,24 @@ pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
 
     /// Schedules `connection_lost(error)` for the next iteration, then the close of the fd
     /// and the lost hooks; a `connection_lost` that met a borrowed protocol is retried until
-    /// delivered. Without a loop (or once it is closed) the fd is closed at once and no
-    /// `connection_lost` comes.
+    /// delivered. Without a loop (or once it is closed) the fd is closed at once, the protocol
+    /// let go of, and no `connection_lost` comes.
     fn schedule_lost(self: &Rc<Self>, error: Option<Error>) {
-        let Some(event_loop) = self.event_loop() else { return self.close_fd() };
+        let Some(event_loop) = self.event_loop() else { return self.release_at_close() };
         let core = self.clone();
         let scheduled = event_loop.call_soon(move || {
             core.notify(Self::Event::lost(error));
             core.close_fd();
+            if let Some(event_loop) = core.event_loop() {
+                event_loop.unlist_open(&core.base().open_key);
+            }
             for hook in core.base().lost_hooks.take() {
                 hook();
             }
             core.flush_deferred_later();
         });
         if scheduled.is_err() {
-            self.close_fd();
+            self.release_at_close();
         }
     }
 
@@ -266,6 +273,18 @@ pub(crate) trait TransportCore: OpTarget + fmt::Debug + Sized + 'static {
             then(&core);
             core.flush_deferred_later();
         })?;
+        let open: std::rc::Weak<Self> = Rc::downgrade(self);
+        event_loop.list_open(open, &self.base().open_key);
         Ok(())
+    }
+}
+
+impl<T: TransportCore> OpenTransport for T {
+    fn release_at_close(&self) {
+        self.enter_closed(None);
+        self.close_fd();
+        let base = self.base();
+        drop(base.lost_hooks.take());
+        base.dispatcher.release();
     }
 }

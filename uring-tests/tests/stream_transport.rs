@@ -775,6 +775,43 @@ backend_tests! {
         assert!(!tr.is_reading());
     }
 
+    // A protocol that keeps its transport (asyncio's `self.transport = transport`) makes a
+    // cycle with it, which `connection_lost` breaks. Closing the loop with the connection
+    // still open breaks it too: the transport lets go of its protocol, so both are freed and
+    // the socket closes; no callback runs on the closed loop.
+    fn closing_the_loop_with_a_connection_open_frees_it_and_closes_its_socket(lp) {
+        let (mut peer, ours) = unix_pair();
+        let fd = ours.as_raw_fd();
+        let (tr, proto) = connect(lp, ours, Rec::new());
+        tr.write(b"sent before the close").unwrap();
+        spin(lp, QUIET);
+        drop(tr);
+        lp.close().unwrap();
+        assert!(!is_open(fd), "the socket was closed with the loop");
+        assert_eq!(Rc::strong_count(&proto), 1, "the transport let go of its protocol");
+        assert_eq!(proto.borrow().lost_count(), 0, "no callback after the loop closed");
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"sent before the close", "then EOF");
+    }
+
+    // The same when the loop is dropped without `close()`, here a paused transport (no op in
+    // flight), which only the loop's list of open transports still reaches.
+    fn dropping_the_loop_with_a_paused_connection_open_frees_it(lp) {
+        let own = EventLoop::with_backend(lp.backend()).unwrap();
+        let (peer, ours) = unix_pair();
+        let fd = ours.as_raw_fd();
+        let (tr, proto) = connect(&own, ours, Rec::new());
+        tr.pause_reading();
+        spin(&own, QUIET);
+        assert_eq!(own.ops_in_flight(), 0, "paused: no receive in flight");
+        drop(tr);
+        drop(own);
+        assert!(!is_open(fd), "the socket was closed with the loop");
+        assert_eq!(Rc::strong_count(&proto), 1, "the transport let go of its protocol");
+        drop(peer);
+    }
+
     // BEHAVIOURS 108
     fn abort_drops_the_buffer(lp) {
         let (peer, ours) = unix_pair();

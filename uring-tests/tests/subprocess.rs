@@ -120,6 +120,19 @@ backend_tests! {
         }
     }
 
+    /// A loop closed with a child running: the child is killed and reaped, and the protocol,
+    /// which keeps its transport, is let go of (no callback on the closed loop).
+    fn closing_the_loop_with_a_child_running_kills_it_and_frees_the_protocol(lp) {
+        let own = ringloop::EventLoop::with_backend(lp.backend()).unwrap();
+        let (transport, rec) = exec(&own, "sleep", &["30"], ProcessOptions::new());
+        let pid = transport.get_pid();
+        drop(transport);
+        own.close().unwrap();
+        assert_eq!(proc_state(pid), None, "pid {pid} is gone (killed and reaped)");
+        assert_eq!(std::rc::Rc::strong_count(&rec), 1, "the protocol was let go of");
+        assert!(rec.borrow().transport.is_some(), "no connection_lost on a closed loop");
+    }
+
     fn close_leaves_an_exited_child_alone(lp) {
         install_logger();
         lp.set_debug(true);

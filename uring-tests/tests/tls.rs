@@ -441,6 +441,22 @@ backend_tests! {
         close_server(lp, server);
     }
 
+    /// A loop closed with TLS connections open lets go of both sides' protocols (each keeps
+    /// its transport: the layer, the protocol and the stream below hold one another).
+    fn closing_the_loop_with_tls_connections_open_frees_them(lp) {
+        let own = EventLoop::with_backend(lp.backend()).unwrap();
+        let (server, port, served) = tls_server(&own, true, ServerOptions::default());
+        let (transport, client) = tls_connect(&own, port, client_options()).unwrap();
+        transport.write(b"x").unwrap();
+        assert!(run_until(&own, WAIT, || client.borrow().data == b"x"));
+        let peer = served.borrow()[0].clone();
+        drop((transport, server));
+        own.close().unwrap();
+        assert_eq!(std::rc::Rc::strong_count(&client), 1, "the client's protocol was let go");
+        assert_eq!(std::rc::Rc::strong_count(&peer), 2, "the server side's (and `served`)");
+        assert!(!client.borrow().is_lost() && !peer.borrow().is_lost(), "no callback");
+    }
+
     /// TLS over Unix stream sockets (`server_hostname` required: a path is no host name).
     fn unix_sockets(lp) {
         let dir = TempDir::for_test(lp, "tls-unix");
