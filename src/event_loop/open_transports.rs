@@ -59,26 +59,48 @@ impl Drop for OpenTransports {
     }
 }
 
-/// Where a transport is listed: the key, while it is.
-#[derive(Default)]
-pub(crate) struct OpenKey(Cell<Option<usize>>);
+/// Where a transport is listed: the key, while it is. Four bytes (`NONE` when unlisted):
+/// every open connection carries one.
+pub(crate) struct OpenKey(Cell<u32>);
 
 impl OpenKey {
-    /// Keeps the key [`OpenTransports::add`] gave.
-    pub(crate) fn set(&self, key: usize) {
-        self.0.set(Some(key));
+    /// Not listed.
+    const NONE: u32 = u32::MAX;
+
+    /// Keeps the key [`OpenTransports::add`] gave; false for a key past `u32` (never: that
+    /// many transports open at once), which the caller then unlists.
+    fn set(&self, key: usize) -> bool {
+        match u32::try_from(key) {
+            Ok(key) if key != Self::NONE => {
+                self.0.set(key);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The key, once: a transport is unlisted at most once.
-    pub(crate) fn take(&self) -> Option<usize> {
-        self.0.take()
+    fn take(&self) -> Option<usize> {
+        match self.0.replace(Self::NONE) {
+            Self::NONE => None,
+            key => Some(key as usize),
+        }
+    }
+}
+
+impl Default for OpenKey {
+    fn default() -> Self {
+        OpenKey(Cell::new(Self::NONE))
     }
 }
 
 impl super::EventLoop {
     /// Lists a started transport until it finishes (see [`OpenTransports`]).
     pub(crate) fn list_open(&self, transport: Weak<dyn OpenTransport>, key: &OpenKey) {
-        key.set(self.inner.open_transports.add(transport));
+        let listed = self.inner.open_transports.add(transport);
+        if !key.set(listed) {
+            self.inner.open_transports.remove(listed);
+        }
     }
 
     /// Unlists a transport that finished (its `connection_lost` delivered).
