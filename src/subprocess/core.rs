@@ -393,9 +393,7 @@ impl OpenTransport for SubprocessCore {
     /// was (as when its exit watch is dropped), and the protocol, which may hold this
     /// transport, is let go of without `connection_lost`.
     fn release_at_close(&self) {
-        self.life.set(Life::Finished);
-        self.pending.borrow_mut().clear();
-        self.drop_child(None);
+        self.abandon();
         self.dispatcher.release();
     }
 }

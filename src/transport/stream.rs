@@ -137,8 +137,8 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(total)? {
             return Ok(());
         }
-        if total <= BATCH_COPY_MAX && self.write.batches(&self.base.fd, total) {
-            self.batch(super::copy_pool::copy_all(buffers));
+        if let Some(batched) = self.copy_for_batch(buffers, total) {
+            self.batch(batched);
             return Ok(());
         }
         let mut skip = self.send_now(total, |fd| self.write.try_now_vectored(fd, buffers));
@@ -308,17 +308,21 @@ impl StreamCore {
     }
 
     /// `data` as the `Bytes` a batched write of it adds to the loop's batch, if it is batched:
-    /// a copy up to [`BATCH_COPY_MAX`] (in a recycled buffer, `copy_pool`); past that only when `data` lies in the bytes being
-    /// delivered (an echo, a proxy's forward), holding their receive buffer instead of a copy
-    /// (`LoopFd::hold_delivered`).
+    /// a copy up to [`BATCH_COPY_MAX`] ([`copy_for_batch`](Self::copy_for_batch)); past that
+    /// only when `data` lies in the bytes being delivered (an echo, a proxy's forward),
+    /// holding their receive buffer instead of a copy (`LoopFd::hold_delivered`).
     fn for_batch(&self, data: &[u8]) -> Option<Bytes> {
-        if !self.write.batches(&self.base.fd, data.len()) {
-            None
-        } else if data.len() <= BATCH_COPY_MAX {
-            Some(super::copy_pool::copy(data))
-        } else {
-            self.base.fd.hold_delivered(data)
+        if data.len() > BATCH_COPY_MAX && self.write.batches(&self.base.fd, data.len()) {
+            return self.base.fd.hold_delivered(data);
         }
+        self.copy_for_batch(&[data], data.len())
+    }
+
+    /// A copy of `buffers` (`total` bytes) for the loop's batch, if a write of them is
+    /// batched and within [`BATCH_COPY_MAX`] (in a recycled buffer, `copy_pool`).
+    fn copy_for_batch(&self, buffers: &[&[u8]], total: usize) -> Option<Bytes> {
+        let batched = total <= BATCH_COPY_MAX && self.write.batches(&self.base.fd, total);
+        batched.then(|| super::copy_pool::copy_all(buffers))
     }
 
     fn submit_recv(self: &Rc<Self>) {
