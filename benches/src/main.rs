@@ -64,7 +64,8 @@ options:
   --impls A[,B...]    servers to run (echo default: ringloop-uring,ringloop-epoll,tokio,
                       raw-uring,raw-uring-max,raw-epoll; also
                       raw-uring-max-no-TECHNIQUE[-no-...], TECHNIQUE one of defer-taskrun,
-                      ring-fd, fixed-files, link, skip, poll-first; http default:
+                      ring-fd, fixed-files, multishot (then also link, skip; and
+                      -with-poll-first, -with-fixed-buffers); http default:
                       ringloop-uring,ringloop-epoll,ringloop-streams-uring,
                       ringloop-streams-epoll,ringloop-hyper-uring,ringloop-hyper-epoll,
                       tokio,tokio-hyper)

@@ -68,11 +68,21 @@ fn abandon(port: u16) {
 #[test]
 fn echo_servers_echo_exactly_and_survive_resets() {
     let mut servers = Workload::Echo.impls();
-    for variant in ["raw-uring-max-no-link", "raw-uring-max-no-skip-no-fixed-files"] {
+    let variants = [
+        "raw-uring-max-no-fixed-files",
+        "raw-uring-max-no-multishot",
+        "raw-uring-max-no-multishot-no-link",
+        "raw-uring-max-no-multishot-no-skip-no-fixed-files",
+    ];
+    for variant in variants {
         servers.push(Impl::parse(variant, Workload::Echo).unwrap());
     }
     servers.push(
-        Impl::parse("raw-uring-max-with-fixed-buffers-with-poll-first", Workload::Echo).unwrap(),
+        Impl::parse(
+            "raw-uring-max-no-multishot-with-fixed-buffers-with-poll-first",
+            Workload::Echo,
+        )
+        .unwrap(),
     );
     for which in servers {
         let port = start(Workload::Echo, which);

@@ -19,6 +19,10 @@ pub struct Techniques {
     pub skip: bool,
     /// `IORING_RECVSEND_POLL_FIRST` on the recv.
     pub poll_first: bool,
+    /// A multishot recv per connection from a provided-buffer ring, a send per chunk
+    /// (`multishot.rs`). Without it, the linked loop: `link`, `skip`, `poll-first` and
+    /// `fixed-buffers` apply only there.
+    pub multishot: bool,
 }
 
 /// The name of the loop with [`Techniques::MAX`].
@@ -28,7 +32,7 @@ pub const NAME: &str = "raw-uring-max";
 type Switch = fn(&mut Techniques) -> &mut bool;
 
 /// Each technique's name, and its switch.
-const SWITCHES: [(&str, Switch); 7] = [
+const SWITCHES: [(&str, Switch); 8] = [
     ("defer-taskrun", |t| &mut t.defer_taskrun),
     ("ring-fd", |t| &mut t.ring_fd),
     ("fixed-files", |t| &mut t.fixed_files),
@@ -36,6 +40,7 @@ const SWITCHES: [(&str, Switch); 7] = [
     ("link", |t| &mut t.link),
     ("skip", |t| &mut t.skip),
     ("poll-first", |t| &mut t.poll_first),
+    ("multishot", |t| &mut t.multishot),
 ];
 
 impl Techniques {
@@ -49,6 +54,7 @@ impl Techniques {
         link: true,
         skip: true,
         poll_first: false,
+        multishot: true,
     };
 
     /// The impl name: `raw-uring-max`, then `-no-NAME` or `-with-NAME` for each technique
@@ -92,6 +98,9 @@ mod tests {
         assert_eq!(Techniques::MAX.name(), "raw-uring-max");
         let t = Techniques { fixed_files: false, poll_first: true, ..Techniques::MAX };
         assert_eq!(t.name(), "raw-uring-max-no-fixed-files-with-poll-first");
+        let linked = Techniques { multishot: false, link: false, ..Techniques::MAX };
+        assert_eq!(linked.name(), "raw-uring-max-no-link-no-multishot");
+        assert_eq!(Techniques::parse("raw-uring-max-no-multishot-no-link"), Some(linked));
         assert_eq!(Techniques::parse(&t.name()), Some(t));
         assert_eq!(Techniques::parse("raw-uring-max"), Some(Techniques::MAX));
         assert_eq!(Techniques::parse("raw-uring-max-no-what"), None);
