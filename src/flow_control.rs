@@ -215,8 +215,9 @@ impl WriteBuffer {
     /// [`COALESCE_FRONT_MAX`] or more goes alone, so no byte is copied over and over while a
     /// slow reader takes a big merge a little at a time.
     pub(crate) fn front_coalesced(&mut self) -> Option<Bytes> {
-        if self.chunks.front()?.len() >= COALESCE_FRONT_MAX {
-            return self.front();
+        let front = self.chunks.front()?;
+        if front.len() >= COALESCE_FRONT_MAX || self.chunks.len() == 1 {
+            return Some(front.clone()); // nothing to merge (the usual case: one write a turn)
         }
         let mut merged = 0;
         let mut count = 0;

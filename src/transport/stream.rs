@@ -344,7 +344,11 @@ impl StreamCore {
     fn on_read(self: &Rc<Self>, got: Got) {
         match got {
             Got::Data(chunk) => {
-                match chunk.lend() {
+                // Only a write of more than `BATCH_COPY_MAX` bytes holds the slot (a smaller one
+                // is copied: `for_batch`), and it must lie in the chunk: a chunk no bigger is
+                // not lent, which spares every small message the lending's bookkeeping.
+                let lent = (chunk.len() > BATCH_COPY_MAX).then(|| chunk.lend()).flatten();
+                match lent {
                     Some(lent) => {
                         self.base.fd.while_delivering(lent, || self.base.dispatcher.data(&chunk));
                     }
