@@ -67,7 +67,7 @@
 //!   than freed, and so are fds whose ops the kernel did not hand back.
 //!
 //! * **Persistent ops.** [`Op::RecvMulti`], [`Op::RecvMsgMulti`] and [`Op::AcceptMulti`]
-//!   complete many times: each result comes with `more: true` (a recv chunk or a datagram
+//!   complete many times: each result comes with `more()` (a recv chunk or a datagram
 //!   carries its bytes in [`Completion::data`]),
 //!   and the op ends only with a final completion (end of stream, an error, or `ECANCELED`
 //!   after [`end_gracefully`](any::Driver::end_gracefully)). The backend re-arms them itself whenever the kernel
@@ -305,7 +305,7 @@ pub(crate) enum Op {
         info: Rc<ExitInfo>,
     },
     /// Receive from `fd` until end of stream, an error or [`end_gracefully`](any::Driver::end_gracefully): a
-    /// *persistent* op. Each chunk comes in a completion with `more: true`, `Ok(n)` and the
+    /// *persistent* op. Each chunk comes in a completion with `more()`, `Ok(n)` and the
     /// bytes in [`Completion::data`]; the final completion is `Ok(0)` (end of stream), the
     /// error, or `ECANCELED` after `end_gracefully`. No buffer is held per op while the socket is idle:
     /// io_uring takes one from the driver's provided-buffer ring (multishot recv, re-armed by
@@ -317,7 +317,7 @@ pub(crate) enum Op {
         fd: RawFd,
     },
     /// Receive datagrams on `fd` until an error or `end_gracefully`/`cancel`: a *persistent* op. Each
-    /// completion with `more: true` is one whole datagram: `Ok(n)` with its `n` bytes and its
+    /// completion with `more()` is one whole datagram: `Ok(n)` with its `n` bytes and its
     /// sender in [`Completion::data`] (an empty datagram is `Ok(0)`, not an end), or
     /// `Err(EMSGSIZE)` for a datagram longer than [`dgram::DATAGRAM_CAPACITY`], which is
     /// dropped, never delivered cut short. A datagram is never split or merged. The final
@@ -332,7 +332,7 @@ pub(crate) enum Op {
         fd: RawFd,
     },
     /// Accept connections on the listening socket `fd` until an error or `end_gracefully`/`cancel`: a
-    /// persistent op (a multishot accept on io_uring). Each connection comes in a completion with `more: true` and the new
+    /// persistent op (a multishot accept on io_uring). Each connection comes in a completion with `more()` and the new
     /// fd (non-blocking, close-on-exec) as the result; an error is the final completion.
     AcceptMulti {
         /// The listening socket.
@@ -418,18 +418,25 @@ impl Op {
 pub(crate) struct Completion<T> {
     /// The op this completes.
     pub(crate) id: OpId,
-    /// The owner given at submit (a clone when `more` is true, moved out when final).
+    /// The owner given at submit (a clone while [`more`](Self::more), moved out when final).
     pub(crate) owner: T,
     /// `Ok(res)` for a non-negative CQE result, otherwise the errno.
     pub(crate) result: io::Result<u32>,
-    /// True while a multishot op keeps going (this completion is not final).
-    pub(crate) more: bool,
-    /// The op with its buffers, handed back on the final completion (`None` when `more`).
+    /// The op with its buffers, handed back on the final completion; `None` exactly while a
+    /// persistent op keeps going ([`more`](Self::more)). (No separate flag: at 129 bytes a
+    /// completion was moved with a `memcpy` call, twice per request; see `RecvBuf`.)
     pub(crate) op: Option<Op>,
     /// The bytes of an [`Op::RecvMulti`] chunk or an [`Op::RecvMsgMulti`] datagram (with its
     /// sender); `None` for every other completion. Drop it soon: on io_uring it is a slot of
     /// one of the driver's buffer rings until dropped.
     pub(crate) data: Option<RecvBuf>,
+}
+
+impl<T> Completion<T> {
+    /// True while a persistent op keeps going (this completion is not its last).
+    pub(crate) fn more(&self) -> bool {
+        self.op.is_none()
+    }
 }
 
 /// Which backend a loop runs on (`SelectorEventLoop` ↔ `Epoll`, `ProactorEventLoop` ↔ `Uring`).

@@ -284,7 +284,8 @@ impl EventLoop {
 fn hand_out(completions: &mut Vec<Completion<OpOwner>>) {
     for completion in completions.drain(..) {
         // Taken apart at once, so that no 150-byte `Completion` is moved again.
-        let Completion { id, owner, result, more, op, data } = completion;
+        let more = completion.more();
+        let Completion { id, owner, result, op, data } = completion;
         owner.complete(Completed { id, result, more, op, data });
     }
 }

@@ -105,7 +105,7 @@ fn one_op_delivers_many_whole_datagrams_each_with_its_source() {
         }
         let out = exactly(&mut d, sent.len());
         for (i, (c, (from, data))) in out.iter().zip(sent).enumerate() {
-            assert_eq!((c.id, c.owner, c.more), (id, 7, true), "datagram {i}");
+            assert_eq!((c.id, c.owner, c.more()), (id, 7, true), "datagram {i}");
             assert_eq!(c.result.as_ref().unwrap(), &(data.len() as u32), "datagram {i}");
             let got = c.data.as_ref().expect("a datagram carries its bytes");
             assert!(&got[..] == data, "datagram {i}: not whole ({} bytes)", got.len());
@@ -126,7 +126,7 @@ fn an_oversize_datagram_is_emsgsize_and_the_next_one_still_comes() {
         peer.send(&vec![2; DATAGRAM_CAPACITY]).unwrap();
         let out = exactly(&mut d, 2);
         let err = out[0].result.as_ref().unwrap_err();
-        assert_eq!((err.raw_os_error(), out[0].more), (Some(libc::EMSGSIZE), true));
+        assert_eq!((err.raw_os_error(), out[0].more()), (Some(libc::EMSGSIZE), true));
         assert!(out[0].data.is_none(), "never delivered cut short");
         let next = out[1].data.as_deref().expect("the next datagram");
         assert!(next.len() == DATAGRAM_CAPACITY && next.iter().all(|b| *b == 2), "{}", next.len());
@@ -146,7 +146,7 @@ fn a_receive_error_ends_the_op_and_a_new_one_receives_again() {
         let out = collect(&mut d, 1, LIMIT);
         let last = out.last().expect("a final completion");
         let err = last.result.as_ref().unwrap_err();
-        assert_eq!((err.raw_os_error(), last.more), (Some(libc::ECONNREFUSED), false));
+        assert_eq!((err.raw_os_error(), last.more()), (Some(libc::ECONNREFUSED), false));
         assert!(matches!(last.op, Some(Op::RecvMsgMulti { .. })));
         assert_eq!(d.in_flight(), 0);
     });

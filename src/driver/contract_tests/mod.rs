@@ -240,7 +240,7 @@ pub(crate) fn turn_once(d: &mut Driver<u32>, timeout: Option<Duration>) -> Vec<C
     let (start, mut out) = (Instant::now(), Vec::new());
     d.turn(timeout, &mut out).expect("turn");
     assert!(start.elapsed() < Duration::from_secs(1), "the turn blocked: {out:?}");
-    assert!(out.iter().all(|c| !c.more && c.op.is_some()), "{out:?}");
+    assert!(out.iter().all(|c| !c.more() && c.op.is_some()), "{out:?}");
     out
 }
 
@@ -265,7 +265,7 @@ pub(crate) fn run(d: &mut Driver<u32>, op: Op) -> Completion<u32> {
     let mut out = collect(d, 1, LIMIT);
     assert_eq!(out.len(), 1, "{out:?}");
     let c = out.pop().unwrap();
-    assert_eq!((c.id, c.owner, c.more), (id, 9, false), "{c:?}");
+    assert_eq!((c.id, c.owner, c.more()), (id, 9, false), "{c:?}");
     assert!(c.op.is_some(), "a final completion hands the op back");
     assert_eq!(d.in_flight(), 0);
     c

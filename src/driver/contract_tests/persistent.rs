@@ -39,7 +39,7 @@ fn recv_multi_delivers_every_chunk_in_order_then_end_of_stream() {
         assert_eq!(bytes_of(&out), expected);
         assert_eq!(out.len(), 5, "one completion per chunk: {out:?}");
         for c in &out {
-            assert_eq!((c.id, c.owner, c.more), (id, 1, true));
+            assert_eq!((c.id, c.owner, c.more()), (id, 1, true));
             let data = c.data.as_ref().expect("a chunk carries its bytes");
             assert_eq!(data.len() as u32, *c.result.as_ref().unwrap());
             assert_eq!(data.is_ring_slot(), d.backend() == Backend::Uring, "io_uring lends slots");
@@ -49,7 +49,7 @@ fn recv_multi_delivers_every_chunk_in_order_then_end_of_stream() {
         drop(peer);
         turn_until(&mut d, &mut out, |out| !out.is_empty());
         let last = out.pop().expect("end of stream");
-        assert_eq!((last.result.unwrap(), last.more), (0, false));
+        assert_eq!((last.more(), last.result.unwrap()), (false, 0));
         assert!(matches!(last.op, Some(Op::RecvMulti { .. })));
         assert_eq!(d.in_flight(), 0);
     });
@@ -108,7 +108,7 @@ fn stop_delivers_what_was_received_then_ecanceled_and_leaves_the_rest_in_the_soc
         turn_until(&mut d, &mut out, |out| !out.is_empty());
         d.end_gracefully(id);
         peer.write_all(b"two").unwrap();
-        turn_until(&mut d, &mut out, |out| out.last().is_some_and(|c| !c.more));
+        turn_until(&mut d, &mut out, |out| out.last().is_some_and(|c| !c.more()));
         let last = out.pop().unwrap();
         assert_eq!(last.result.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
         assert_eq!(d.in_flight(), 0);
@@ -156,11 +156,11 @@ fn recv_multi_delivers_an_end_that_came_with_the_last_bytes() {
             std::thread::sleep(Duration::from_millis(50));
             let id = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 1);
             let mut out = Vec::new();
-            turn_until(&mut d, &mut out, |out| out.iter().any(|c| !c.more));
+            turn_until(&mut d, &mut out, |out| out.iter().any(|c| !c.more()));
             let got = bytes_of(&out);
             assert!(got == payload, "{} bytes of {}", got.len(), payload.len());
             let end = out.last().expect("completions");
-            assert!(end.id == id && !end.more && matches!(end.result, Ok(0)), "no end: {out:?}");
+            assert!(end.id == id && !end.more() && matches!(end.result, Ok(0)), "no end: {out:?}");
             // As the loop does before its socket closes (the next pair may reuse the number).
             d.forget_fd(ours.as_raw_fd());
         }
@@ -204,7 +204,7 @@ fn accept_multi_accepts_several_connections_until_cancelled() {
         let mut ports: Vec<u16> = out
             .iter()
             .map(|c| {
-                assert_eq!((c.id, c.owner, c.more), (id, 3, true));
+                assert_eq!((c.id, c.owner, c.more()), (id, 3, true));
                 let fd = c.result.as_ref().copied().expect("an accepted fd") as i32;
                 // SAFETY: the accept made this fd for us; nothing else owns it.
                 let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });

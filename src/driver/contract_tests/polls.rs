@@ -24,7 +24,7 @@ fn poll_completes_with_pollin_after_a_write() {
         let out = collect(&mut d, 1, LIMIT);
         assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
         assert_eq!(outcomes(&out), [(id, 7, IN)]);
-        assert!(!out[0].more && matches!(out[0].op, Some(Op::Poll { .. })), "{out:?}");
+        assert!(!out[0].more() && matches!(out[0].op, Some(Op::Poll { .. })), "{out:?}");
         assert_eq!(d.in_flight(), 0);
         assert_eq!(d.cancel(id), None, "a completed op is gone");
     });

@@ -46,7 +46,7 @@ fn read_waits_for_data_then_sees_eof() {
         w.write_all(b"hello").unwrap();
         let mut out = collect(&mut d, 1, LIMIT);
         let c = out.pop().expect("the read completes once data is there");
-        assert_eq!((c.owner, c.more), (7, false));
+        assert_eq!((c.owner, c.more()), (7, false));
         assert_eq!(c.result.as_ref().unwrap(), &5);
         assert_eq!(read_bytes(c), b"hello");
         drop(w);

@@ -145,7 +145,7 @@ pub(super) struct FdTable<T> {
     fds_in_use: FdUses,
     /// Fds whose close waited for an op that has now ended: the driver forgets and closes them.
     pub(super) released: Vec<OwnedFd>,
-    /// Results of persistent ops that keep waiting (`more: true`), delivered before `ready`.
+    /// Results of persistent ops that keep waiting (`more()`), delivered before `ready`.
     pub(super) more: Vec<(usize, io::Result<u32>, Option<RecvBuf>)>,
     /// The buffers every `RecvMulti` receives into.
     pool: BufPool,
@@ -447,7 +447,7 @@ impl<T> FdTable<T> {
                 unreachable!("only ready ops are listed as ready")
             };
             let (id, owner, op) = (self.generations.current(key), slot.owner, Some(slot.op));
-            out.push(Completion { id, owner, result, more: false, op, data: None });
+            out.push(Completion { id, owner, result, op, data: None });
         }
     }
 
@@ -555,7 +555,7 @@ impl<T: Clone> FdTable<T> {
         for (key, result, data) in self.more.drain(..) {
             let owner = self.ops[key].owner.clone();
             let id = self.generations.current(key);
-            out.push(Completion { id, owner, result, more: true, op: None, data });
+            out.push(Completion { id, owner, result, op: None, data });
         }
     }
 }

@@ -78,7 +78,7 @@ pub(super) fn deliver<T>(
     }
     if let SlotState::Submitted(owner) | SlotState::AwaitingReadiness(owner) = slot.state {
         let result = result(res);
-        out.push(Completion { id, owner, result, more: false, op: Some(slot.op), data: None });
+        out.push(Completion { id, owner, result, op: Some(slot.op), data: None });
     }
 }
 
@@ -115,7 +115,7 @@ pub(super) fn deliver_finished<T>(table: &mut OpTable<T>, out: &mut Vec<Completi
         let slot = table.free(key);
         if let SlotState::Finished(owner, res) = slot.state {
             let result = result(res);
-            out.push(Completion { id, owner, result, more: false, op: Some(slot.op), data: None });
+            out.push(Completion { id, owner, result, op: Some(slot.op), data: None });
         }
     }
 }

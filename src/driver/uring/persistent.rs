@@ -131,7 +131,7 @@ pub(super) fn on_cqe<T: Clone>(
     let end = match outcome {
         Outcome::Item(res, data) => {
             let (owner, result) = (owner.clone(), result(res));
-            out.push(Completion { id, owner, result, more: true, op: None, data });
+            out.push(Completion { id, owner, result, op: None, data });
             if more {
                 return;
             }
@@ -176,7 +176,7 @@ fn finish<T>(table: &mut OpTable<T>, key: usize, res: i32, out: &mut Vec<Complet
     let slot = table.free(key);
     if let SlotState::Submitted(owner) | SlotState::Stopping(owner) = slot.state {
         let (id, result) = (table.id(key), result(res));
-        out.push(Completion { id, owner, result, more: false, op: Some(slot.op), data: None });
+        out.push(Completion { id, owner, result, op: Some(slot.op), data: None });
     }
 }
 

@@ -56,7 +56,7 @@ fn receive_holding_buffers(
         let mut out = Vec::new();
         d.turn(Some(Duration::from_millis(20)), &mut out).unwrap();
         for c in out {
-            assert!(c.more, "{what}: the op must survive ENOBUFS: {c:?}");
+            assert!(c.more(), "{what}: the op must survive ENOBUFS: {c:?}");
             let data = c.data.unwrap_or_else(|| panic!("{what}: bytes"));
             all = add(&data);
             held.push(data);
@@ -137,7 +137,7 @@ fn a_stopped_recv_that_meets_a_dry_ring_ends_with_ecanceled_not_enobufs() {
     persistent::on_cqe(&mut d.table, &d.rings, id.key(), (-libc::ENOBUFS, 0), &mut out);
     assert_eq!(out.len(), 1, "{out:?}");
     let last = out.pop().unwrap();
-    assert!(!last.more);
+    assert!(!last.more());
     assert_eq!(last.result.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
     // Not stopped, the same CQE parks the op instead: buffer exhaustion waits, never fails.
     // (A new driver: the first one's real op is still in its kernel under the freed key.)

@@ -231,7 +231,7 @@ pub(super) fn on_cqe<T>(
     }
     if let SlotState::Submitted(owner) = slot.state {
         let (id, op) = (table.id(key), Some(slot.op));
-        out.push(Completion { id, owner, result, more: false, op, data: None });
+        out.push(Completion { id, owner, result, op, data: None });
     }
 }
 
