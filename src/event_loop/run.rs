@@ -283,7 +283,7 @@ impl EventLoop {
 /// Hands each completion to its owner.
 fn hand_out(completions: &mut Vec<Completion<OpOwner>>) {
     for completion in completions.drain(..) {
-        // Taken apart at once, so that no 150-byte `Completion` is moved again.
+        // Taken apart at once, so that the `Completion` (128 bytes) is not moved again.
         let more = completion.more();
         let Completion { id, owner, result, op, data } = completion;
         owner.complete(Completed { id, result, more, op, data });
