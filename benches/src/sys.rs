@@ -285,9 +285,13 @@ mod tests {
     #[test]
     fn own_cpu_time_grows() {
         let before = sample_process(std::process::id()).unwrap();
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        // Spin for some ticks: a running thread's runtime in schedstat is brought up to date
+        // only at a tick or a switch, so a few milliseconds of work could read as none.
+        let (mut x, start) = (0u64, std::time::Instant::now());
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
         }
         let after = sample_process(std::process::id()).unwrap();
         assert!(after.since(before).cpu_nanos > 0, "{before:?} -> {after:?} ({x})");

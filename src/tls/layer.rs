@@ -331,15 +331,12 @@ impl TlsLayer {
 
     /// The stream below is gone: the user's `connection_lost`, once.
     fn on_lost(self: &Rc<Self>, error: Option<Error>) {
-        self.cancel_timer();
-        self.stage.set(Stage::Closed);
+        self.shut();
         let error = self.error.borrow_mut().take().or(error);
         if let Some(waiter) = self.waiter.borrow_mut().take() {
             let why = error.clone().unwrap_or_else(|| closed_in_handshake(&self.peer()));
             let _ = waiter.set_exception(why);
         }
-        self.backlog.borrow_mut().clear();
-        self.held.borrow_mut().clear();
         self.sendfile_lost(error.as_ref());
         if self.app.get() == App::Made {
             self.app.set(App::Lost);
@@ -555,6 +552,15 @@ impl TlsLayer {
         *self.timer.borrow_mut() = timer.ok();
     }
 
+    /// The layer is done, whether its stream was lost or released: no timer, no more
+    /// handshaking, nothing kept to write or to hand over.
+    fn shut(&self) {
+        self.cancel_timer();
+        self.stage.set(Stage::Closed);
+        self.backlog.borrow_mut().clear();
+        self.held.borrow_mut().clear();
+    }
+
     fn cancel_timer(&self) {
         if let Some(timer) = self.timer.borrow_mut().take() {
             timer.cancel();
@@ -604,12 +610,9 @@ impl ErasedProtocol<Event<Transport>> for TlsLayer {
     /// hold this layer through its transport, is let go of (no `connection_lost`), and so is
     /// the stream.
     fn released(&self) {
-        self.cancel_timer();
-        self.stage.set(Stage::Closed);
+        self.shut();
         let waiter = self.waiter.borrow_mut().take();
         let (lower, sendfile) = (self.lower.borrow_mut().take(), self.sendfile.borrow_mut().take());
-        self.backlog.borrow_mut().clear();
-        self.held.borrow_mut().clear();
         drop((waiter, lower, sendfile));
         self.dispatcher.release();
     }

@@ -168,8 +168,7 @@ impl Queue<'_> {
         // after the connection's last completion (see `Conn::buf`), and the pool never frees
         // or moves a buffer (with `multishot`, a ring buffer, given back to the ring only on
         // its send's completion, and the ring is never freed); accept, close and cancel carry
-        // no buffer. Linked entries are pushed in one
-        // call, so the chain stays whole.
+        // no buffer. Linked entries are pushed in one call, so the chain stays whole.
         unsafe { self.sq.push_multiple(entries) }.map_err(|_| "submission queue full".to_string())
     }
 }

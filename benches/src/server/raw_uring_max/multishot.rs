@@ -53,6 +53,8 @@ struct BufRing {
     bufs: Box<[u8]>,
     /// The next descriptor to fill (wrapping, as the kernel's).
     tail: u16,
+    /// Buffers published and not yet taken by a receive.
+    available: usize,
 }
 
 impl BufRing {
@@ -62,7 +64,7 @@ impl BufRing {
         let page = Box::new(DescPage([EMPTY; RING_BUFFERS as usize]));
         let descs: *mut Desc = Box::into_raw(page).cast();
         let bufs = vec![0u8; usize::from(RING_BUFFERS) * RING_BUFFER].into_boxed_slice();
-        let mut ring = BufRing { descs, bufs, tail: 0 };
+        let mut ring = BufRing { descs, bufs, tail: 0, available: 0 };
         for bid in 0..RING_BUFFERS {
             ring.give_back(bid);
         }
@@ -93,6 +95,7 @@ impl BufRing {
             std::ptr::addr_of_mut!((*desc).bid).write(bid);
         }
         self.tail = self.tail.wrapping_add(1);
+        self.available += 1;
         // SAFETY: descriptor 0's `resv`, a 2-byte-aligned `u16` in the page that the kernel
         // reads with acquire semantics; this release store publishes the descriptor above.
         let tail = unsafe { &*std::ptr::addr_of!((*self.descs).resv).cast::<AtomicU16>() };
@@ -120,7 +123,7 @@ struct Conn {
 struct Echo {
     slots: Slots<Conn>,
     ring: BufRing,
-    /// Connections whose recv ended for want of buffers, re-armed when one comes back.
+    /// Connections whose recv ended for want of buffers, re-armed once the ring has some.
     starved: Vec<u32>,
 }
 
@@ -160,20 +163,21 @@ impl Design for Echo {
         let Some(conn) = self.slots.get_mut(slot) else { return Ok(()) };
         let (res, flags) = (cqe.result(), cqe.flags());
         if let (Some(bid), true) = (cqueue::buffer_select(flags), res > 0) {
+            self.ring.available -= 1;
             if conn.failed {
                 self.ring.give_back(bid);
             } else {
                 conn.queue.push_back((bid, res as u32));
             }
         }
-        let rearm = !cqueue::more(flags) && !conn.failed && (res > 0 || res == -libc::ENOBUFS);
-        if !cqueue::more(flags) && !rearm {
-            conn.receiving = false;
-        }
-        match rearm {
-            true if res > 0 => queue.push(&[self.recv(slot)])?,
-            true => self.starved.push(slot), // until a buffer comes back
-            false => {}
+        if !cqueue::more(flags) {
+            // The kernel ended the recv: armed again (at once, or once the ring has buffers)
+            // unless it ended for good.
+            match res {
+                _ if conn.failed => conn.receiving = false,
+                n if n > 0 || n == -libc::ENOBUFS => self.starved.push(slot),
+                _ => conn.receiving = false,
+            }
         }
         self.progress(slot, queue)
     }
@@ -199,9 +203,6 @@ impl Design for Echo {
                 let (bid, _) = conn.queue.pop_front().expect("the chunk just sent");
                 conn.sent = 0;
                 self.ring.give_back(bid);
-                for slot in std::mem::take(&mut self.starved) {
-                    queue.push(&[self.recv(slot)])?;
-                }
             }
         }
         self.progress(slot, queue)
@@ -209,9 +210,20 @@ impl Design for Echo {
 }
 
 impl Echo {
+    /// Arms again the recvs that ended, as many as the ring has buffers for, whichever path
+    /// gave those back (a send done, a failed connection's queue dropped).
+    fn rearm_starved(&mut self, queue: &mut Queue<'_>) -> Result<(), String> {
+        for _ in 0..self.ring.available.min(self.starved.len()) {
+            let slot = self.starved.pop().expect("counted above");
+            queue.push(&[self.recv(slot)])?;
+        }
+        Ok(())
+    }
+
     /// Keeps a send in flight while a chunk waits; closes the connection once its recv has
     /// ended and no send is in flight.
     fn progress(&mut self, slot: u32, queue: &mut Queue<'_>) -> Result<(), String> {
+        self.rearm_starved(queue)?;
         let Some(conn) = self.slots.get_mut(slot) else { return Ok(()) };
         if conn.sending {
             return Ok(());
