@@ -37,6 +37,9 @@ impl<'a> Args<'a> {
     }
 }
 
+/// The default `--settle` with `--pipeline` above 1.
+const PIPELINED_SETTLE: usize = 20;
+
 /// The options of `echo` (`workload` Echo) or `http`.
 pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String> {
     let mut options = Options {
@@ -53,6 +56,7 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         // The issue's harness drives plain TCP from io_uring; TLS needs the epoll client.
         client: if workload == Workload::Tls { ClientLoop::Epoll } else { ClientLoop::Uring },
         warmup: Duration::from_millis(50),
+        settle: 0,
         duration: Duration::from_millis(200),
         repeat: 15,
         json: false,
@@ -60,10 +64,12 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
         idle: 1000,
         alt_exe: None,
     };
+    let mut settle = None;
     let mut args = Args { rest: args.iter() };
     while let Some(arg) = args.rest.next() {
         match arg.as_str() {
             "--connections" => options.connections = args.parsed(arg)?,
+            "--settle" => settle = Some(args.parsed(arg)?),
             "--pipeline" => options.pipeline = args.parsed(arg)?,
             "--client" => {
                 options.client = match args.value(arg)? {
@@ -93,6 +99,9 @@ pub fn parse_run(workload: Workload, args: &[String]) -> Result<Options, String>
             }
         }
     }
+    // Pipelined rounds start cold under TCP BBR (docs/benchmarks.md, "Pipelined rounds start
+    // cold"); ping-pong ones do not.
+    options.settle = settle.unwrap_or(if options.pipeline > 1 { PIPELINED_SETTLE } else { 0 });
     let alt = options.impls.iter().any(|which| matches!(which, Impl::Alt(_)));
     if alt != options.alt_exe.is_some() {
         return Err("--alt-exe and the NAME@alt servers come together".into());

@@ -59,6 +59,9 @@ options:
                       as it walks its events
   --duration SECS     measured part of each server's window (default 0.2)
   --warmup SECS       unmeasured start of each window (default 0.05)
+  --settle R          unmeasured rounds before the measured ones, for each size (default 20
+                      with --pipeline above 1, else 0: under TCP BBR, pipelined connections
+                      start with pacing that fades over the first rounds)
   --repeat R          rounds, each a window per server in turn; the report shows
                       medians, ratios paired per round (default 15)
   --impls A[,B...]    servers to run (echo default: ringloop-uring,ringloop-epoll,tokio,

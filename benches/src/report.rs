@@ -359,8 +359,8 @@ impl Printed for Report {
         );
         let _ = writeln!(
             out,
-            "{} connections, pipeline {}, {} client, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions (ratios: paired per repetition)",
-            o.connections, o.pipeline, o.client.name(), o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat
+            "{} connections, pipeline {}, {} client, {:.2} s warm-up + {:.2} s measured, medians of {} interleaved repetitions after {} unmeasured (ratios: paired per repetition)",
+            o.connections, o.pipeline, o.client.name(), o.warmup.as_secs_f64(), o.duration.as_secs_f64(), o.repeat, o.settle
         );
         out
     }

@@ -30,6 +30,8 @@ pub struct Options {
     pub client: ClientLoop,
     /// Warm-up before each measured window.
     pub warmup: Duration,
+    /// Unmeasured rounds before the first measured one, per size.
+    pub settle: usize,
     /// Each measured window.
     pub duration: Duration,
     /// Repetitions of the whole interleaved round.
@@ -243,13 +245,16 @@ fn rounds<M: Messages + 'static>(
             .map(|c| Box::new(c) as Box<dyn Generator>),
     };
     let mut client = connected.map_err(|e| e.to_string())?;
-    for rep in 1..=options.repeat {
+    // The settling rounds come first and stay out of the report.
+    for round in 0..options.settle + options.repeat {
+        let (settling, rep) = (round < options.settle, round + 1);
+        let (kind, number, of) = match settling {
+            true => ("settling", rep, options.settle),
+            false => ("round", rep - options.settle, options.repeat),
+        };
+        let label = label(options.workload, size);
+        let mut line = format!("{label}  {kind} {number:>2}/{of}  CPU µs/req:");
         // Each round starts with the next server, so none always follows the same one.
-        let mut line = format!(
-            "{}  round {rep:>2}/{}  CPU µs/req:",
-            label(options.workload, size),
-            options.repeat
-        );
         for k in 0..servers.len() {
             let index = (rep - 1 + k) % servers.len();
             let server = &servers[index];
@@ -257,9 +262,11 @@ fn rounds<M: Messages + 'static>(
             let outcome = client
                 .window(index, &move || crate::sys::sample_process(pid))
                 .map_err(|e| format!("{}: {e}", server.which))?;
-            let run = Run::new(server.which, size, rep, &outcome);
+            let run = Run::new(server.which, size, number, &outcome);
             line += &format!("  {} {:.2}", server.which, run.cpu_micros_per_request);
-            report.runs.push(run);
+            if !settling {
+                report.runs.push(run);
+            }
         }
         eprintln!("{line}");
     }

@@ -21,6 +21,7 @@ fn defaults_are_the_documented_ones() {
         let o = parse_run(workload, &[]).unwrap();
         assert_eq!(o.impls, workload.impls());
         assert_eq!((o.connections, o.pipeline, o.repeat, o.json), (64, 1, 15, false));
+        assert_eq!(o.settle, 0, "ping-pong rounds need no settling");
         assert_eq!((o.warmup, o.duration), (Duration::from_millis(50), Duration::from_millis(200)));
         // A default run stays within 70 s: sizes x repetitions x servers windows.
         let windows = (o.sizes.len() * o.repeat * o.impls.len()) as u32;
@@ -76,6 +77,11 @@ fn options_are_parsed() {
     )
     .unwrap();
     assert_eq!((o.impls.as_slice(), o.pipeline), (&[Impl::StreamsEpoll][..], 16));
+    assert_eq!((o.settle, PIPELINED_SETTLE), (20, 20), "pipelined runs settle first");
+    let o = parse_run(Workload::Echo, &args(&["--pipeline", "16", "--settle", "3"])).unwrap();
+    assert_eq!(o.settle, 3);
+    let o = parse_run(Workload::Echo, &args(&["--settle", "2"])).unwrap();
+    assert_eq!((o.pipeline, o.settle), (1, 2));
     assert_eq!(parse_run(Workload::Echo, &[]).unwrap().client, ClientLoop::Uring);
     assert_eq!(parse_run(Workload::Tls, &[]).unwrap().client, ClientLoop::Epoll);
     let o = parse_run(Workload::Http, &args(&["--client", "epoll"])).unwrap();
@@ -120,6 +126,8 @@ fn bad_options_are_errors() {
             &["--sizes", "0"],
             &["--sizes", "x"],
             &["--duration", "-1"],
+            &["--settle", "-1"],
+            &["--settle"],
             &["--impls", "nginx"],
             &["--impls", "ringloop-streams-uring"],
             &["--connections"],
