@@ -222,7 +222,8 @@ impl WriteSide {
     /// front chunk, or one vectored `sendmsg` of the queued chunks (no copy); on a file, one
     /// `write` of the front chunks merged.
     pub(crate) fn submit(&self, fd: &LoopFd, owner: impl FnOnce() -> OpOwner) {
-        if self.op.get().is_some() {
+        // A send that completed whole left nothing: the usual case, checked first.
+        if self.op.get().is_some() || self.buffer.borrow().is_empty() {
             return;
         }
         let Some(op) = self.next_op(fd.raw()) else { return };
