@@ -207,6 +207,28 @@ pub fn run_then<T>(
     Ok((report, extra))
 }
 
+/// One round of a size's run: a window per server.
+#[derive(Debug, PartialEq, Eq)]
+struct Round {
+    /// Unmeasured (`--settle`): left out of the report.
+    settling: bool,
+    /// Its number among the settling or the measured rounds, from 1.
+    number: usize,
+    /// The servers' indexes in window order.
+    order: Vec<usize>,
+}
+
+/// The rounds of a size's run: `settle` settling ones, then `repeat` measured ones, over
+/// `servers` servers. Each round starts with the server after the last round's first, so
+/// that none always follows the same one.
+fn plan(settle: usize, repeat: usize, servers: usize) -> impl Iterator<Item = Round> {
+    (0..settle + repeat).map(move |round| Round {
+        settling: round < settle,
+        number: if round < settle { round + 1 } else { round - settle + 1 },
+        order: (0..servers).map(|k| (round + k) % servers).collect(),
+    })
+}
+
 /// How progress lines and errors name a run: the echo size, or `http`.
 fn label(workload: Workload, size: usize) -> String {
     match workload {
@@ -245,18 +267,12 @@ fn rounds<M: Messages + 'static>(
             .map(|c| Box::new(c) as Box<dyn Generator>),
     };
     let mut client = connected.map_err(|e| e.to_string())?;
-    // The settling rounds come first and stay out of the report.
-    for round in 0..options.settle + options.repeat {
-        let (settling, rep) = (round < options.settle, round + 1);
-        let (kind, number, of) = match settling {
-            true => ("settling", rep, options.settle),
-            false => ("round", rep - options.settle, options.repeat),
-        };
-        let label = label(options.workload, size);
+    for round in plan(options.settle, options.repeat, servers.len()) {
+        let (kind, of) =
+            if round.settling { ("settling", options.settle) } else { ("round", options.repeat) };
+        let (label, number) = (label(options.workload, size), round.number);
         let mut line = format!("{label}  {kind} {number:>2}/{of}  CPU µs/req:");
-        // Each round starts with the next server, so none always follows the same one.
-        for k in 0..servers.len() {
-            let index = (rep - 1 + k) % servers.len();
+        for index in round.order {
             let server = &servers[index];
             let pid = server.pid();
             let outcome = client
@@ -264,11 +280,28 @@ fn rounds<M: Messages + 'static>(
                 .map_err(|e| format!("{}: {e}", server.which))?;
             let run = Run::new(server.which, size, number, &outcome);
             line += &format!("  {} {:.2}", server.which, run.cpu_micros_per_request);
-            if !settling {
+            if !round.settling {
                 report.runs.push(run);
             }
         }
         eprintln!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settling_rounds_come_first_and_every_round_starts_one_server_later() {
+        let rounds: Vec<Round> = plan(2, 3, 2).collect();
+        let kinds: Vec<(bool, usize)> = rounds.iter().map(|r| (r.settling, r.number)).collect();
+        assert_eq!(kinds, [(true, 1), (true, 2), (false, 1), (false, 2), (false, 3)]);
+        let orders: Vec<&[usize]> = rounds.iter().map(|r| r.order.as_slice()).collect();
+        assert_eq!(orders, [[0, 1], [1, 0], [0, 1], [1, 0], [0, 1]]);
+        let plain: Vec<Round> = plan(0, 2, 3).collect();
+        assert!(plain.iter().all(|r| !r.settling));
+        assert_eq!(plain[1], Round { settling: false, number: 2, order: vec![1, 2, 0] });
+    }
 }

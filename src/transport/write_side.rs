@@ -222,7 +222,7 @@ impl WriteSide {
     /// front chunk, or one vectored `sendmsg` of the queued chunks (no copy); on a file, one
     /// `write` of the front chunks merged.
     pub(crate) fn submit(&self, fd: &LoopFd, owner: impl FnOnce() -> OpOwner) {
-        // A send that completed whole left nothing: the usual case, checked first.
+        // In flight already, or nothing buffered (the usual case once a send completed whole).
         if self.op.get().is_some() || self.buffer.borrow().is_empty() {
             return;
         }
