@@ -418,13 +418,13 @@ impl Op {
 pub(crate) struct Completion<T> {
     /// The op this completes.
     pub(crate) id: OpId,
-    /// The owner given at submit (a clone while [`more`](Self::more), moved out when final).
+    /// The owner given at submit (a clone while the op keeps going, moved out when final).
     pub(crate) owner: T,
     /// `Ok(res)` for a non-negative CQE result, otherwise the errno.
     pub(crate) result: io::Result<u32>,
     /// The op with its buffers, handed back on the final completion; `None` exactly while a
-    /// persistent op keeps going ([`more`](Self::more)). (No separate flag: at 129 bytes a
-    /// completion was moved with a `memcpy` call, twice per request; see `RecvBuf`.)
+    /// persistent op keeps going (the owner's `Completed::more`). (No separate flag: at 129
+    /// bytes a completion was moved with a `memcpy` call, twice per request; see `RecvBuf`.)
     pub(crate) op: Option<Op>,
     /// The bytes of an [`Op::RecvMulti`] chunk or an [`Op::RecvMsgMulti`] datagram (with its
     /// sender); `None` for every other completion. Drop it soon: on io_uring it is a slot of
@@ -432,8 +432,10 @@ pub(crate) struct Completion<T> {
     pub(crate) data: Option<RecvBuf>,
 }
 
+#[cfg(test)]
 impl<T> Completion<T> {
-    /// True while a persistent op keeps going (this completion is not its last).
+    /// True while a persistent op keeps going (this completion is not its last), as the
+    /// owner's `Completed::more` reads it.
     pub(crate) fn more(&self) -> bool {
         self.op.is_none()
     }

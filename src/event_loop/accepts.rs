@@ -29,8 +29,8 @@ pub(crate) struct AcceptWaiter {
 impl OpTarget for AcceptWaiter {
     /// Queues one completion's result and wakes the awaiting task.
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { result, more, .. } = done;
-        self.results.borrow_mut().push_back(result);
+        let more = done.more();
+        self.results.borrow_mut().push_back(done.result);
         if !more {
             self.ended.set(true);
         }

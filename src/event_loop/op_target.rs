@@ -20,12 +20,18 @@ pub(crate) struct Completed {
     pub(crate) id: OpId,
     /// The kernel's result: `Ok(n)`, or the errno.
     pub(crate) result: io::Result<u32>,
-    /// True while a persistent op goes on (this completion is not its last).
-    pub(crate) more: bool,
-    /// The op with its buffers, on the final completion.
+    /// The op with its buffers, on the final completion: `None` exactly while a persistent op
+    /// goes on ([`more`](Self::more)).
     pub(crate) op: Option<Op>,
     /// A chunk's or a datagram's bytes.
     pub(crate) data: Option<RecvBuf>,
+}
+
+impl Completed {
+    /// True while a persistent op goes on (this completion is not its last).
+    pub(crate) fn more(&self) -> bool {
+        self.op.is_none()
+    }
 }
 
 /// The owner of a driver op: told of each of its completions.

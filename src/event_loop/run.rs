@@ -284,8 +284,7 @@ impl EventLoop {
 fn hand_out(completions: &mut Vec<Completion<OpOwner>>) {
     for completion in completions.drain(..) {
         // Taken apart at once, so that the `Completion` (128 bytes) is not moved again.
-        let more = completion.more();
         let Completion { id, owner, result, op, data } = completion;
-        owner.complete(Completed { id, result, more, op, data });
+        owner.complete(Completed { id, result, op, data });
     }
 }

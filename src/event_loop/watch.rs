@@ -61,8 +61,8 @@ struct WatchTarget {
 
 impl OpTarget for WatchTarget {
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { id, result, more, .. } = done;
-        debug_assert!(!more, "watch polls are one-shot");
+        debug_assert!(!done.more(), "watch polls are one-shot");
+        let Completed { id, result, .. } = done;
         if let Some(inner) = self.event_loop.upgrade() {
             EventLoop { inner }.on_watch_ready(self.fd, self.dir, id, result);
         }

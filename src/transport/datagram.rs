@@ -293,7 +293,8 @@ impl TransportCore for DatagramCore {
 impl OpTarget for DatagramCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { id, result, more, data, .. } = done;
+        let more = done.more();
+        let Completed { id, result, data, .. } = done;
         if self.recv_op.get() == Some(id) {
             if !more {
                 self.recv_op.set(None);

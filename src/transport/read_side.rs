@@ -166,10 +166,11 @@ impl ReadSide {
     pub(crate) fn on_completion(
         &self,
         result: io::Result<u32>,
-        more: bool,
         op: Option<Op>,
         data: Option<RecvBuf>,
     ) -> Option<Got> {
+        // The final completion hands the op back; a persistent op's others do not.
+        let more = op.is_none();
         if !more {
             self.op.set(None);
         }

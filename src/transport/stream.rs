@@ -479,9 +479,9 @@ impl SendFileHost for StreamCore {
 impl OpTarget for StreamCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { id, result, more, op, data } = done;
+        let Completed { id, result, op, data } = done;
         if self.read.owns(id) {
-            if let Some(got) = self.read.on_completion(result, more, op, data) {
+            if let Some(got) = self.read.on_completion(result, op, data) {
                 self.on_read(got);
             }
             self.submit_recv();
