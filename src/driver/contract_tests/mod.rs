@@ -261,8 +261,13 @@ pub(crate) fn settle(d: &mut Driver<u32>) -> Vec<Completion<u32>> {
 /// Submits `op` (owner 9) and returns its one completion, checked final, with the op handed
 /// back and nothing left in flight.
 pub(crate) fn run(d: &mut Driver<u32>, op: Op) -> Completion<u32> {
+    run_within(d, op, LIMIT)
+}
+
+/// [`run`], the completion due within `limit`.
+pub(crate) fn run_within(d: &mut Driver<u32>, op: Op, limit: Duration) -> Completion<u32> {
     let id = d.submit(op, 9);
-    let mut out = collect(d, 1, LIMIT);
+    let mut out = collect(d, 1, limit);
     assert_eq!(out.len(), 1, "{out:?}");
     let c = out.pop().unwrap();
     assert_eq!((c.id, c.owner, c.more()), (id, 9, false), "{c:?}");

@@ -105,14 +105,22 @@ pub(super) struct SpliceJob {
     pipe: Pipe,
     /// Its SQEs in the kernel.
     outstanding: u8,
-    /// Bytes spliced into the pipe and not (yet) into the socket.
-    in_pipe: u32,
-    /// Bytes the socket took.
+    /// Bytes spliced into the pipe.
+    filled: u32,
+    /// Bytes the socket took (out of the pipe).
     sent: u32,
     /// The first error met (`-errno`), other than the `ECANCELED` of a broken link.
     error: Option<i32>,
     /// The socket was full once: each drain waits for writability first.
     wait_first: bool,
+}
+
+impl SpliceJob {
+    /// Bytes in the pipe, once none of the op's SQEs is out. Filled and sent are counted apart
+    /// so that the CQEs of the two linked splices may be reaped in either order.
+    fn in_pipe(&self) -> u32 {
+        self.filled.saturating_sub(self.sent)
+    }
 }
 
 /// The SQEs that op `key` (a `SendFile`, queued) sends next: the linked file → pipe and
@@ -132,7 +140,7 @@ pub(super) fn sqes(
     if let Some(job) = slot.job.as_mut() {
         // Draining what a short send, a full socket or a broken link left in the pipe.
         let pipe = Fd(job.pipe.read.as_raw_fd());
-        let drain = opcode::Splice::new(pipe, -1, socket, -1, job.in_pipe)
+        let drain = opcode::Splice::new(pipe, -1, socket, -1, job.in_pipe())
             .flags(move_pages)
             .build()
             .user_data(user_data(key) | DRAIN);
@@ -161,7 +169,7 @@ pub(super) fn sqes(
         .build()
         .user_data(user_data(key) | DRAIN);
     let job =
-        SpliceJob { pipe, outstanding: 2, in_pipe: 0, sent: 0, error: None, wait_first: false };
+        SpliceJob { pipe, outstanding: 2, filled: 0, sent: 0, error: None, wait_first: false };
     slot.job = Some(Box::new(job));
     Ok([Some(fill), Some(drain)])
 }
@@ -192,12 +200,9 @@ pub(super) fn on_cqe<T>(
     };
     job.outstanding = job.outstanding.saturating_sub(1);
     match (u32::try_from(res), step) {
-        (Ok(n), Step::Fill) => job.in_pipe += n,
+        (Ok(n), Step::Fill) => job.filled += n,
         (Ok(_), Step::Wait) => {}
-        (Ok(n), Step::Drain) => {
-            job.in_pipe = job.in_pipe.saturating_sub(n);
-            job.sent += n;
-        }
+        (Ok(n), Step::Drain) => job.sent += n,
         // The socket is full: wait for it before each drain from now on.
         (Err(_), Step::Drain) if res == -libc::EAGAIN => job.wait_first = true,
         // The link broke (a short fill), or a cancel: the pipe says what is left.
@@ -226,7 +231,7 @@ pub(super) fn on_cqe<T>(
         (0, Some(err)) => result(err),
         (sent, _) => Ok(sent),
     };
-    if job.in_pipe == 0 {
+    if job.in_pipe() == 0 {
         pipes.give_back(job.pipe);
     }
     if let SlotState::Submitted(owner) = slot.state {
@@ -237,5 +242,5 @@ pub(super) fn on_cqe<T>(
 
 /// Whether a transfer with nothing out goes on: bytes wait in the pipe and nothing failed.
 fn job_goes_on(job: Option<&SpliceJob>) -> bool {
-    job.is_some_and(|job| job.in_pipe > 0 && job.error.is_none())
+    job.is_some_and(|job| job.in_pipe() > 0 && job.error.is_none())
 }
