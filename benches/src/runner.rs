@@ -267,11 +267,12 @@ fn rounds<M: Messages + 'static>(
             .map(|c| Box::new(c) as Box<dyn Generator>),
     };
     let mut client = connected.map_err(|e| e.to_string())?;
+    let name = label(options.workload, size);
     for round in plan(options.settle, options.repeat, servers.len()) {
         let (kind, of) =
             if round.settling { ("settling", options.settle) } else { ("round", options.repeat) };
-        let (label, number) = (label(options.workload, size), round.number);
-        let mut line = format!("{label}  {kind} {number:>2}/{of}  CPU µs/req:");
+        let number = round.number;
+        let mut line = format!("{name}  {kind} {number:>2}/{of}  CPU µs/req:");
         for index in round.order {
             let server = &servers[index];
             let pid = server.pid();

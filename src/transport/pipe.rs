@@ -186,8 +186,7 @@ impl TransportCore for ReadCore {
 impl OpTarget for ReadCore {
     /// The read's completion (or, on a FIFO, the first poll's).
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { result, op, data, .. } = done;
-        if let Some(got) = self.read.on_completion(result, op, data) {
+        if let Some(got) = self.read.on_completion(done) {
             self.on_read(got);
         }
         self.submit_read();

@@ -20,8 +20,7 @@ use std::io;
 use std::ops::Deref;
 
 use crate::driver::{Interest, Op, OpId, RecvBuf};
-use crate::event_loop::LoopFd;
-use crate::event_loop::OpOwner;
+use crate::event_loop::{Completed, LoopFd, OpOwner};
 
 /// Bytes asked of the kernel per read of a file.
 const FILE_READ_SIZE: usize = 64 * 1024;
@@ -163,17 +162,12 @@ impl ReadSide {
 
     /// A completion of the side's op: what to act on now, or `None` (nothing, or held while
     /// paused). The transport then calls [`submit`](Self::submit) to keep reading.
-    pub(crate) fn on_completion(
-        &self,
-        result: io::Result<u32>,
-        op: Option<Op>,
-        data: Option<RecvBuf>,
-    ) -> Option<Got> {
-        // The final completion hands the op back; a persistent op's others do not.
-        let more = op.is_none();
+    pub(crate) fn on_completion(&self, done: Completed) -> Option<Got> {
+        let more = done.more();
         if !more {
             self.op.set(None);
         }
+        let Completed { result, op, data, .. } = done;
         let got = match (&self.source, result, op) {
             (_, Err(e), _) if e.raw_os_error() == Some(libc::ECANCELED) => return None,
             (Source::File { poll_first, .. }, Err(e), Some(Op::Poll { .. })) => {

@@ -479,16 +479,15 @@ impl SendFileHost for StreamCore {
 impl OpTarget for StreamCore {
     /// A driver completion: the receive's or the send's, told apart by their ids.
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { id, result, op, data } = done;
-        if self.read.owns(id) {
-            if let Some(got) = self.read.on_completion(result, op, data) {
+        if self.read.owns(done.id) {
+            if let Some(got) = self.read.on_completion(done) {
                 self.on_read(got);
             }
             self.submit_recv();
-        } else if self.write.owns(id) {
-            self.on_sent(result);
-        } else if self.sendfile.owns(id) {
-            self.on_chunk(result, op);
+        } else if self.write.owns(done.id) {
+            self.on_sent(done.result);
+        } else if self.sendfile.owns(done.id) {
+            self.on_chunk(done.result, done.op);
         }
         self.flush_deferred_later();
     }

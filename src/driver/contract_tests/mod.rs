@@ -209,8 +209,13 @@ pub(crate) fn collect(d: &mut Driver<u32>, want: usize, limit: Duration) -> Vec<
 /// 50 ms, or `RINGLOOP_MAX_WAIT_MS` when set: under valgrind (docs/testing.md) a thread
 /// waiting in `io_uring_enter` keeps valgrind's lock, and a peer thread needs the gaps.
 pub(crate) fn short_wait() -> Duration {
-    let capped = std::env::var("RINGLOOP_MAX_WAIT_MS").ok().and_then(|ms| ms.parse().ok());
-    Duration::from_millis(capped.unwrap_or(50))
+    capped_wait().unwrap_or(Duration::from_millis(50))
+}
+
+/// `RINGLOOP_MAX_WAIT_MS`, set when the tests run under valgrind (docs/testing.md).
+pub(crate) fn capped_wait() -> Option<Duration> {
+    let ms = std::env::var("RINGLOOP_MAX_WAIT_MS").ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
 }
 
 /// Turns until `done(out)` or [`LIMIT`].

@@ -7,7 +7,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::{each_config, is_open, run, run_errno, run_within, settle, tcp_pair, turns, LIMIT};
+use super::{capped_wait, each_config, is_open, run, run_errno, run_within, settle, tcp_pair};
+use super::{turns, LIMIT};
 use crate::driver::any::Driver;
 use crate::driver::{Op, OpId};
 
@@ -89,8 +90,7 @@ fn chunks_of_a_big_file_arrive_whole_and_in_order() {
         // Under valgrind (waits capped, docs/testing.md) the reader runs only in the sender's
         // gaps and takes ~200 KB/s: 2 MiB there, still two pipes' worth and more than the
         // socket's buffers take at first.
-        let valgrind = std::env::var_os("RINGLOOP_MAX_WAIT_MS").is_some();
-        let data = pattern(if valgrind { 2 << 20 } else { 8 << 20 });
+        let data = pattern(if capped_wait().is_some() { 2 << 20 } else { 8 << 20 });
         let file = file_with(&data);
         let (ours, peer) = tcp_pair();
         // One bound for the whole transfer, not LIMIT per read or per chunk: a reader the
@@ -99,8 +99,9 @@ fn chunks_of_a_big_file_arrive_whole_and_in_order() {
         // `backoff:4` under valgrind; CI once saw a reader wait 5 s). The test is about order
         // and completeness, not latency; reading into room for the whole file keeps the reads
         // large from the first.
-        let deadline = Instant::now() + LIMIT * 4;
-        peer.set_read_timeout(Some(LIMIT * 4)).unwrap();
+        let bound = LIMIT * 4;
+        let deadline = Instant::now() + bound;
+        peer.set_read_timeout(Some(bound)).unwrap();
         let len = data.len();
         let reader = std::thread::spawn(move || {
             let mut got = Vec::with_capacity(len);
