@@ -165,12 +165,19 @@ pub(crate) const COALESCE_MAX: usize = 256 * 1024;
 const COALESCE_FRONT_MAX: usize = 64 * 1024;
 
 /// Bytes accepted by `write` and not yet sent, in order, with the water marks.
+///
+/// A batched send's copy is not queued here: the op owns it (`driver::SendBuf::Copied`). The
+/// buffer only counts it, as [`held`](Self::held) bytes ahead of the queued ones, until the
+/// send completes ([`release_held`](Self::release_held)) or is withdrawn
+/// ([`unhold`](Self::unhold)).
 #[derive(Debug, Default)]
 pub(crate) struct WriteBuffer {
     /// Queued chunks; the front one may be partly sent (advanced past what went).
     chunks: ChunkQueue,
-    /// Bytes queued, the front chunk's unsent part included.
+    /// Bytes waiting: those queued (the front chunk's unsent part included) and those held.
     len: usize,
+    /// Bytes the send in flight holds in a copy of its own, ahead of the queued chunks.
+    held: usize,
     /// When to pause and resume the protocol.
     marks: WaterMarks,
 }
@@ -254,6 +261,42 @@ impl WriteBuffer {
         self.chunks.len()
     }
 
+    /// Counts `n` more bytes held by the send in flight (see the type's docs); `Pause` when
+    /// that crossed the high-water mark.
+    pub(crate) fn hold(&mut self, n: usize) -> Option<FlowEvent> {
+        self.len += n;
+        self.held += n;
+        self.marks.grew(self.len)
+    }
+
+    /// Bytes the send in flight holds in its own copy.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The send holding the held bytes completed having sent `sent` of them; `rest`, their
+    /// unsent tail, is queued ahead of everything else. `Resume` when that brought the buffer
+    /// to the low-water mark while paused.
+    pub(crate) fn release_held(&mut self, sent: usize, rest: Option<Bytes>) -> Option<FlowEvent> {
+        debug_assert_eq!(sent + rest.as_ref().map_or(0, Bytes::len), self.held);
+        self.len -= sent;
+        self.held = 0;
+        if let Some(rest) = rest.filter(|rest| !rest.is_empty()) {
+            self.chunks.push_front(rest);
+        }
+        self.marks.shrank(self.len)
+    }
+
+    /// The send holding the held bytes was withdrawn unsent: its copy, `bytes`, is queued
+    /// ahead of everything else.
+    pub(crate) fn unhold(&mut self, bytes: Bytes) {
+        debug_assert_eq!(bytes.len(), self.held);
+        self.held = 0;
+        if !bytes.is_empty() {
+            self.chunks.push_front(bytes);
+        }
+    }
+
     /// The next bytes to send (a cheap clone of the front chunk's unsent part).
     pub(crate) fn front(&self) -> Option<Bytes> {
         self.chunks.front().cloned()
@@ -262,7 +305,7 @@ impl WriteBuffer {
     /// Records that `n` bytes from the front were sent; returns `Resume` when that brought the
     /// buffer to `low` or below while paused.
     pub(crate) fn consume(&mut self, mut n: usize) -> Option<FlowEvent> {
-        debug_assert!(n <= self.len);
+        debug_assert!(n <= self.len - self.held);
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else { break };
@@ -283,6 +326,7 @@ impl WriteBuffer {
     pub(crate) fn clear(&mut self) {
         self.chunks = ChunkQueue::default();
         self.len = 0;
+        self.held = 0;
     }
 }
 
@@ -350,6 +394,29 @@ mod tests {
         buffer.push(Bytes::from_static(b"g"));
         buffer.clear();
         assert_eq!((buffer.chunks.len(), buffer.chunks.allocated()), (0, 0));
+    }
+
+    #[test]
+    fn held_bytes_count_ahead_of_the_queue_until_their_send_ends() {
+        let mut buf = WriteBuffer::default();
+        buf.set_limits(Some(8), Some(4)).unwrap();
+        assert_eq!(buf.hold(6), None);
+        assert_eq!(buf.push(Bytes::from_static(b"xyz")), Some(FlowEvent::Pause), "9 > 8");
+        assert_eq!((buf.len(), buf.held()), (9, 6));
+        assert_eq!(buf.front().unwrap(), Bytes::from_static(b"xyz"), "only queued bytes");
+        // Its send took 2 of the 6: the unsent 4 go first, and 7 bytes still wait.
+        assert_eq!(buf.release_held(2, Some(Bytes::from_static(b"cdef"))), None);
+        assert_eq!((buf.len(), buf.held()), (7, 0));
+        assert_eq!(buf.front_coalesced().unwrap(), Bytes::from_static(b"cdefxyz"));
+        assert_eq!(buf.consume(3), Some(FlowEvent::Resume), "4 <= low");
+        // Held and withdrawn: the copy is queued first, counted once.
+        assert_eq!(buf.hold(2), None);
+        buf.unhold(Bytes::from_static(b"ab"));
+        assert_eq!((buf.len(), buf.held()), (6, 0));
+        assert_eq!(buf.front_coalesced().unwrap(), Bytes::from_static(b"abfxyz"));
+        assert_eq!(buf.hold(1), None);
+        buf.clear();
+        assert_eq!((buf.len(), buf.held()), (0, 0));
     }
 
     #[test]

@@ -87,13 +87,16 @@ impl<T: Clone> Driver<T> {
 
     /// Cancels one-shot op `id` if nothing of it has happened yet (no byte moved, no
     /// connection begun) and returns its owner; `None` leaves the op as it was. See the
-    /// contract.
-    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<T> {
-        if dispatch!(self, d => d.untouched(id)) {
-            self.cancel(id)
-        } else {
-            None
-        }
+    /// contract. The op comes back too (a batched send's copy is still to be sent).
+    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<(T, Op)> {
+        dispatch!(self, d => d.withdraw(id))
+    }
+
+    /// Appends `buffers` to the owned copy of send `id` while the kernel has not seen it
+    /// ([`SendBuf::Copied`](super::SendBuf::Copied), queued); false, with nothing done,
+    /// otherwise. See the contract.
+    pub(crate) fn append(&mut self, id: OpId, buffers: &[&[u8]]) -> bool {
+        dispatch!(self, d => d.append(id, buffers))
     }
 
     /// Ends persistent op `id` ([`Op::RecvMulti`], [`Op::RecvMsgMulti`], [`Op::AcceptMulti`])

@@ -40,8 +40,12 @@
 //!   keeps the op's memory until the final CQE arrives; epoll drops the interest at once.
 //!   [`withdraw`](any::Driver::withdraw) cancels a one-shot op only while nothing of it has
 //!   happened (io_uring: not yet submitted; epoll: queued, or waiting for readiness, since
-//!   each of its syscalls finishes inside a turn), so the caller knows no byte moved; else it
-//!   leaves the op as it was.
+//!   each of its syscalls finishes inside a turn), so the caller knows no byte moved, and
+//!   hands the op back with its owner; else it leaves the op as it was.
+//! * **Appending to a send.** [`append`](any::Driver::append) adds bytes to an
+//!   [`Op::Send`] of a copy the op owns ([`SendBuf::Copied`]) while the op is still queued
+//!   (io_uring: its SQE is built at the turn, from the copy as it is then; epoll: before its
+//!   first try), and says whether it did; any other op or state is left as it was.
 //! * **Fd numbers: only the driver closes an fd it handed to the kernel.** An op names its fd
 //!   by number, and the kernel resolves the number when the op runs: when the SQE is submitted,
 //!   or later still for an op that runs in an io-wq worker or behind a link. So an fd an op has
@@ -98,6 +102,7 @@ pub(crate) mod epoll;
 mod fd_uses;
 mod msg;
 pub(crate) mod recv_buf;
+mod send_buf;
 pub(crate) mod uring;
 pub(crate) mod wait_id;
 
@@ -113,6 +118,7 @@ pub(crate) use recv_buf::RecvBuf;
 #[cfg(feature = "fallback")]
 pub(crate) use msg::RecvMsgBuf;
 pub(crate) use msg::SendMsgBuf;
+pub(crate) use send_buf::SendBuf;
 pub(crate) use wait_id::ExitInfo;
 
 /// The most bytes one read, write, recv or send moves: results are a CQE's `i32`.
@@ -226,8 +232,9 @@ pub(crate) enum Op {
     Send {
         /// The socket.
         fd: RawFd,
-        /// The bytes.
-        buf: bytes::Bytes,
+        /// The bytes: shared, or a copy the op owns (which [`append`](any::Driver::append)
+        /// may add to until the op reaches the kernel).
+        buf: SendBuf,
         /// Where in `buf` to start.
         offset: usize,
     },

@@ -142,13 +142,24 @@ impl LoopFd {
     /// Withdraws the one-shot op in `slot` if nothing of it has happened yet (see
     /// `Driver::withdraw`), emptying the slot: true then, or with no op in the slot.
     pub(crate) fn withdraw(&self, slot: &Cell<Option<OpId>>) -> bool {
-        let Some(id) = slot.get() else { return true };
-        let Some(event_loop) = self.event_loop() else { return false };
-        let withdrawn = event_loop.with_driver(|driver| driver.withdraw(id)).flatten().is_some();
-        if withdrawn {
-            slot.set(None);
-        }
-        withdrawn
+        slot.get().is_none() || self.take_back(slot).is_some()
+    }
+
+    /// Withdraws the one-shot op in `slot` as [`withdraw`](Self::withdraw) does, and hands
+    /// it back (a batched send's copy is still to be sent); `None`, leaving the slot as it
+    /// was, when the slot is empty or the op not withdrawn.
+    pub(crate) fn take_back(&self, slot: &Cell<Option<OpId>>) -> Option<Op> {
+        let id = slot.get()?;
+        let (_, op) = self.event_loop()?.with_driver(|driver| driver.withdraw(id)).flatten()?;
+        slot.set(None);
+        Some(op)
+    }
+
+    /// Appends `buffers` to the queued send in `slot`, if it holds an owned copy the kernel has
+    /// not seen yet (see `Driver::append`); false, with nothing done, otherwise.
+    pub(crate) fn append(&self, slot: &Cell<Option<OpId>>, buffers: &[&[u8]]) -> bool {
+        let (Some(id), Some(event_loop)) = (slot.get(), self.event_loop()) else { return false };
+        event_loop.with_driver(|driver| driver.append(id, buffers)).unwrap_or(false)
     }
 
     /// Stops the persistent op in `slot`, if any, keeping it there: what the kernel already

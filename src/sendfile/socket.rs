@@ -58,7 +58,7 @@ impl SocketTransfer {
     fn advance(self: &Rc<Self>) {
         let op = match &*self.copied.borrow() {
             Some((bytes, at)) => {
-                Some(Op::Send { fd: self.socket.raw(), buf: bytes.clone(), offset: *at })
+                Some(Op::Send { fd: self.socket.raw(), buf: bytes.clone().into(), offset: *at })
             }
             None => self.transfer.next_op(self.socket.raw()),
         };

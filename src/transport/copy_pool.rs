@@ -1,6 +1,13 @@
 //! Copies of small borrowed writes for the loop's batch, in buffers recycled per thread
 //! without an allocation per copy.
 //!
+//! A batched write that starts a send copies into a plain `Vec` the send op owns
+//! ([`send_copy`]; `driver::SendBuf`), and writes made before the op reaches the kernel are
+//! appended to it; its completion hands the `Vec` back ([`recycle`]). That is the usual case,
+//! and the cheapest: no shared header, no reference count, no queue of chunks. The rest of
+//! this module is for a copy that must join the write buffer as `Bytes` (behind a send the
+//! kernel already has, say): [`copy_all`].
+//!
 //! A batched write of a borrowed slice must be copied (the kernel reads it after `write`
 //! returns). `Bytes::copy_from_slice` made that two allocations: the copy, and the shared
 //! header `bytes` adds when the send op clones the buffered `Bytes`. And a server answering 64
@@ -42,6 +49,42 @@ const KEPT_BYTES: usize = 256 * 1024;
 thread_local! {
     /// This thread's slots, by class, oldest first.
     static SLOTS: RefCell<[VecDeque<BytesMut>; CLASSES]> = RefCell::new(Default::default());
+    /// Send copies handed back, last in first out (the warmest first), and their capacity.
+    static SPARE_COPIES: RefCell<(Vec<Vec<u8>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
+/// The smallest capacity of a new send copy: a copy reused for a slightly larger write then
+/// does not grow.
+const SMALLEST_COPY: usize = 512;
+
+/// A send copy of `buffers` (`len` bytes in all), for an `Op::Send` to own: a recycled
+/// buffer, or a new one.
+pub(crate) fn send_copy(buffers: &[&[u8]], len: usize) -> Vec<u8> {
+    let spare = SPARE_COPIES.try_with(|spare| {
+        let (copies, kept) = &mut *spare.borrow_mut();
+        let copy = copies.pop()?;
+        *kept -= copy.capacity();
+        Some(copy)
+    });
+    let mut copy = spare.ok().flatten().unwrap_or_default();
+    copy.reserve(len.max(SMALLEST_COPY));
+    for data in buffers {
+        copy.extend_from_slice(data);
+    }
+    copy
+}
+
+/// Takes back a send copy whose send completed, for the next [`send_copy`]: kept while the
+/// thread keeps less than [`KEPT_BYTES`] of them, else freed.
+pub(crate) fn recycle(mut copy: Vec<u8>) {
+    copy.clear();
+    let _ = SPARE_COPIES.try_with(|spare| {
+        let (copies, kept) = &mut *spare.borrow_mut();
+        if *kept + copy.capacity() <= KEPT_BYTES {
+            *kept += copy.capacity();
+            copies.push(copy);
+        }
+    });
 }
 
 /// A `Bytes` holding `buffers` one after the other (a write, or a `writelines`). A copy of at
@@ -103,6 +146,23 @@ mod tests {
 
     fn slot_count(class: usize) -> usize {
         SLOTS.with(|slots| slots.borrow()[class].len())
+    }
+
+    #[test]
+    fn a_recycled_send_copy_is_reused_and_the_thread_keeps_a_bounded_number() {
+        on_new_thread(|| {
+            let copy = send_copy(&[b"head", b"-tail"], 9);
+            assert_eq!(copy, b"head-tail");
+            let address = copy.as_ptr();
+            recycle(copy);
+            let again = send_copy(&[b"next"], 4);
+            assert_eq!((again.as_ptr(), &again[..]), (address, &b"next"[..]), "reused, cleared");
+            let copies: Vec<_> =
+                (0..2 * KEPT_BYTES / SMALLEST_COPY).map(|_| send_copy(&[b"x"], 1)).collect();
+            copies.into_iter().for_each(recycle);
+            let kept = SPARE_COPIES.with(|spare| spare.borrow().1);
+            assert!(kept <= KEPT_BYTES, "{kept} bytes kept");
+        });
     }
 
     #[test]

@@ -327,11 +327,11 @@ impl WriteCore {
         }
     }
 
-    fn on_written(self: &Rc<Self>, result: io::Result<u32>) {
+    fn on_written(self: &Rc<Self>, result: io::Result<u32>, op: Option<Op>) {
         if self.base.is_closed() {
             return;
         }
-        match self.write.on_completion(result) {
+        match self.write.on_completion(result, op) {
             Ok(flow) => {
                 self.submit_write();
                 self.notify_flow(flow);
@@ -411,9 +411,9 @@ impl Writer for WriteCore {
 impl OpTarget for WriteCore {
     /// The write's or the watch's completion, told apart by their ids.
     fn complete(self: Rc<Self>, done: Completed) {
-        let Completed { id, result, .. } = done;
+        let Completed { id, result, op, .. } = done;
         if self.write.owns(id) {
-            self.on_written(result);
+            self.on_written(result, op);
         } else if self.watch_op.get() == Some(id) {
             self.watch_op.set(None);
             self.on_reader_gone(result);

@@ -33,6 +33,7 @@ use super::DynProtocol;
 use super::ExtraInfo;
 use super::SocketNames;
 use crate::dispatch::Event;
+use crate::driver::Op;
 use crate::error::{Error, Result, RuntimeKind};
 use crate::event_loop::{Completed, EventLoop, LoopFd, OpTarget};
 use crate::flow_control::Buffered;
@@ -106,9 +107,7 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(data.len())? {
             return Ok(());
         }
-        if let Some(batched) = self.for_batch(data) {
-            self.batch(batched);
-        } else {
+        if !self.try_batch(&[data], data.len()) {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
                 self.queue(Bytes::copy_from_slice(&data[sent..]));
@@ -137,8 +136,7 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(total)? {
             return Ok(());
         }
-        if let Some(batched) = self.copy_for_batch(buffers, total) {
-            self.batch(batched);
+        if self.try_batch(buffers, total) {
             return Ok(());
         }
         let mut skip = self.send_now(total, |fd| self.write.try_now_vectored(fd, buffers));
@@ -307,22 +305,24 @@ impl StreamCore {
         }
     }
 
-    /// `data` as the `Bytes` a batched write of it adds to the loop's batch, if it is batched:
-    /// a copy up to [`BATCH_COPY_MAX`] ([`copy_for_batch`](Self::copy_for_batch)); past that
-    /// only when `data` lies in the bytes being delivered (an echo, a proxy's forward),
-    /// holding their receive buffer instead of a copy (`LoopFd::hold_delivered`).
-    fn for_batch(&self, data: &[u8]) -> Option<Bytes> {
-        if data.len() > BATCH_COPY_MAX && self.write.batches(&self.base.fd, data.len()) {
-            return self.base.fd.hold_delivered(data);
+    /// Adds a write of `buffers` (`total` bytes, not empty) to the loop's batch if it is
+    /// batched, and says whether it was: a copy of up to [`BATCH_COPY_MAX`] bytes
+    /// ([`WriteSide::batch_copy`]); past that only one buffer lying in the bytes being
+    /// delivered (an echo, a proxy's forward), holding their receive buffer instead of a copy
+    /// (`LoopFd::hold_delivered`).
+    fn try_batch(self: &Rc<Self>, buffers: &[&[u8]], total: usize) -> bool {
+        if !self.write.batches(&self.base.fd, total) {
+            return false;
         }
-        self.copy_for_batch(&[data], data.len())
-    }
-
-    /// A copy of `buffers` (`total` bytes) for the loop's batch, if a write of them is
-    /// batched and within [`BATCH_COPY_MAX`] (in a recycled buffer, `copy_pool`).
-    fn copy_for_batch(&self, buffers: &[&[u8]], total: usize) -> Option<Bytes> {
-        let batched = total <= BATCH_COPY_MAX && self.write.batches(&self.base.fd, total);
-        batched.then(|| super::copy_pool::copy_all(buffers))
+        if total <= BATCH_COPY_MAX {
+            self.batch_copy(buffers, total);
+            return true;
+        }
+        let held = match buffers {
+            [data] => self.base.fd.hold_delivered(data),
+            _ => None,
+        };
+        held.map(|held| self.batch(held)).is_some()
     }
 
     fn submit_recv(self: &Rc<Self>) {
@@ -366,11 +366,11 @@ impl StreamCore {
         }
     }
 
-    fn on_sent(self: &Rc<Self>, result: io::Result<u32>) {
+    fn on_sent(self: &Rc<Self>, result: io::Result<u32>, op: Option<Op>) {
         if self.base.is_closed() {
             return;
         }
-        let flow = match self.write.on_completion(result) {
+        let flow = match self.write.on_completion(result, op) {
             Ok(flow) => flow,
             Err(err) => return self.finish(Some(self.io_error("send", err))),
         };
@@ -485,7 +485,7 @@ impl OpTarget for StreamCore {
             }
             self.submit_recv();
         } else if self.write.owns(done.id) {
-            self.on_sent(done.result);
+            self.on_sent(done.result, done.op);
         } else if self.sendfile.owns(done.id) {
             self.on_chunk(done.result, done.op);
         }

@@ -10,21 +10,23 @@
 //! marks tell the transport when to call `pause_writing` and `resume_writing`.
 //!
 //! **Batched sends** (io_uring, while the loop runs): instead of its own `send(2)`, a small
-//! write to a socket becomes an `Op::Send` that the iteration's single `io_uring_enter`
-//! submits with everything else the iteration queued, so a server answering many connections
-//! in one iteration makes one syscall for all of them, not one each. Writes made before that
-//! turn join the same send (the queued op is withdrawn and queued again, merged). It changes
-//! nothing a protocol relies on: a batched write never pauses the protocol (only writes that
-//! keep the buffer within the high-water mark are batched), its bytes are counted by
+//! write to a socket becomes an `Op::Send` that the iteration's single `io_uring_enter` submits
+//! with everything else the iteration queued, so a server answering many connections in one
+//! iteration makes one syscall for all of them, not one each. Writes made before that turn join
+//! the same send: a copied write is appended to the send's own copy (`SendBuf::Copied`,
+//! `Driver::append`), anything else withdraws the queued op and queues it again, merged. It
+//! changes nothing a protocol relies on: a batched write never pauses the protocol (only writes
+//! that keep the buffer within the high-water mark are batched), its bytes are counted by
 //! `get_write_buffer_size` until the kernel took them, and they reach the socket before
 //! `run_forever` returns (the loop submits what is queued as it stops). `abort` and fatal
-//! errors first send what was batched and not yet submitted, directly, as asyncio's write
-//! would have done at once; the rest of the buffer is dropped as always. A write of a borrowed
-//! slice is batched only up to [`BATCH_COPY_MAX`] bytes (it must be copied; past that the copy
-//! costs more than the syscall it saves), unless it lies in the bytes `data_received` is being
-//! given (an echo, a proxy's forward): then the batched send holds the receive's ring buffer
-//! instead of a copy (`LoopFd::hold_delivered`); an owned `Bytes` up to the high-water mark;
-//! a `writelines` of at most `BATCH_COPY_MAX` bytes in all, as one copy.
+//! errors first send what was batched and not yet submitted, directly, as asyncio's write would
+//! have done at once; the rest of the buffer is dropped as always. A write of a borrowed slice
+//! is batched only up to [`BATCH_COPY_MAX`] bytes (it must be copied; past that the copy costs
+//! more than the syscall it saves; the copy is the send op's own, counted by the buffer as held
+//! bytes, and comes back for the next copy with the completion), unless it lies in the bytes
+//! `data_received` is being given (an echo, a proxy's forward): then the batched send holds the
+//! receive's ring buffer instead of a copy (`LoopFd::hold_delivered`); an owned `Bytes` up to
+//! the high-water mark; a `writelines` of at most `BATCH_COPY_MAX` bytes in all, as one copy.
 //! A write that does not join the batch sends the batch first, with itself, in one direct
 //! vectored send: it never waits behind a batch, and is copied only if the socket is full.
 
@@ -35,7 +37,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use bytes::Bytes;
 use socket2::SockRef;
 
-use crate::driver::{Op, OpId, SendMsgBuf};
+use crate::driver::{Op, OpId, SendBuf, SendMsgBuf};
 use crate::error::Result;
 use crate::event_loop::LoopFd;
 use crate::event_loop::OpOwner;
@@ -43,6 +45,7 @@ use crate::flow_control::{Buffered, FlowEvent, WriteBuffer};
 use std::rc::Rc;
 
 use super::base::TransportCore;
+use super::copy_pool;
 use crate::sys::{retry_eintr, would_block};
 
 /// Buffers per `sendmsg(2)` at most (Linux's `UIO_MAXIOV`).
@@ -153,6 +156,38 @@ impl WriteSide {
             && fd.batches_sends()
     }
 
+    /// Adds a copy of `buffers` (`len` bytes in all, not empty) to the batched send for the
+    /// loop's next turn. The copy is the send's own (`SendBuf::Copied`): appended to the send
+    /// an earlier write of this iteration queued, while the kernel has not seen it, or, with
+    /// nothing buffered and no write in flight, the start of a new one. Else (behind a send
+    /// the kernel has, or one of shared bytes) it is a pooled `Bytes` for [`batch`](Self::batch).
+    /// Call only when [`batches`](Self::batches) said so.
+    pub(crate) fn batch_copy(
+        &self,
+        buffers: &[&[u8]],
+        len: usize,
+        fd: &LoopFd,
+        owner: impl Fn() -> OpOwner,
+    ) {
+        let held = self.buffer.borrow().held() > 0; // the send in flight is a copy of its own
+        let copied = if held {
+            fd.append(&self.op, buffers)
+        } else if self.is_idle() {
+            let copy = SendBuf::Copied(copy_pool::send_copy(buffers, len));
+            self.op.set(fd.submit(Op::Send { fd: fd.raw(), buf: copy, offset: 0 }, owner()));
+            self.batched.set(self.op.get().is_some());
+            self.batched.get()
+        } else {
+            false
+        };
+        if copied {
+            let flow = self.buffer.borrow_mut().hold(len);
+            debug_assert!(flow.is_none(), "a batched write stays within the high-water mark");
+        } else {
+            self.batch(copy_pool::copy_all(buffers), fd, owner);
+        }
+    }
+
     /// Adds `data` (not empty) to the batched send for the loop's next turn: the send queued
     /// by an earlier write of this iteration is withdrawn and queued again with `data` merged
     /// in, if the kernel has not seen it yet. Call only when [`batches`](Self::batches) said so.
@@ -177,9 +212,17 @@ impl WriteSide {
     }
 
     /// Takes back the batched send if the kernel has not seen it yet (its bytes stay buffered,
-    /// no write in flight); false if there is none or it was submitted meanwhile.
+    /// a copy of its own queued ahead as a chunk; no write in flight); false if there is none
+    /// or it was submitted meanwhile.
     fn withdraw_batch(&self, fd: &LoopFd) -> bool {
-        self.batched.take() && fd.withdraw(&self.op)
+        if !self.batched.take() {
+            return false;
+        }
+        let Some(op) = fd.take_back(&self.op) else { return false };
+        if let Op::Send { buf: SendBuf::Copied(copy), .. } = op {
+            self.buffer.borrow_mut().unhold(Bytes::from(copy));
+        }
+        true
     }
 
     /// A write that does not join the batch (too big to copy, or past the high-water mark),
@@ -238,23 +281,43 @@ impl WriteSide {
             Sink::Socket if buffer.chunk_count() > 1 && buffer.len() >= VECTORED_MIN => {
                 Op::SendMsg { fd, msg: SendMsgBuf::vectored(buffer.front_chunks(MAX_IOVECS)) }
             }
-            Sink::Socket => Op::Send { fd, buf: buffer.front_coalesced()?, offset: 0 },
+            Sink::Socket => Op::Send { fd, buf: buffer.front_coalesced()?.into(), offset: 0 },
             Sink::File => Op::Write { fd, buf: buffer.front_coalesced()?, offset: 0 },
         };
         Some(op)
     }
 
-    /// The write in flight completed: what it wrote is consumed (`Resume` when the buffer fell
-    /// to the low-water mark); an error is returned for the transport to handle.
-    pub(crate) fn on_completion(&self, result: io::Result<u32>) -> io::Result<Option<FlowEvent>> {
+    /// The write in flight, `op`, completed: what it wrote is consumed (`Resume` when the
+    /// buffer fell to the low-water mark), a copy of its own recycled with its unsent tail
+    /// queued first; an error is returned for the transport to handle.
+    pub(crate) fn on_completion(
+        &self,
+        result: io::Result<u32>,
+        op: Option<Op>,
+    ) -> io::Result<Option<FlowEvent>> {
         self.op.set(None);
         self.batched.set(false);
         let written = match result {
             Ok(n) => n as usize,
             Err(e) if would_block(&e) => 0,
-            Err(e) => return Err(e),
+            Err(e) => {
+                let mut buffer = self.buffer.borrow_mut();
+                let held = buffer.held();
+                let _ = buffer.release_held(held, None); // ending: gone with the rest
+                return Err(e);
+            }
         };
-        Ok(self.buffer.borrow_mut().consume(written))
+        let mut buffer = self.buffer.borrow_mut();
+        if buffer.held() == 0 {
+            return Ok(buffer.consume(written));
+        }
+        let Some(Op::Send { buf: SendBuf::Copied(copy), .. }) = op else {
+            unreachable!("only a send of its own copy holds bytes")
+        };
+        let rest = copy.get(written..).filter(|rest| !rest.is_empty()).map(Bytes::copy_from_slice);
+        let flow = buffer.release_held(written.min(copy.len()), rest);
+        copy_pool::recycle(copy);
+        Ok(flow)
     }
 
     /// Drops everything buffered (abort).
@@ -305,6 +368,13 @@ pub(crate) trait Writer: TransportCore {
     fn batch(self: &Rc<Self>, data: Bytes) {
         self.write_side().batch(data, &self.base().fd, || -> OpOwner { self.clone() });
     }
+
+    /// Adds a copy of `buffers` (`len` bytes, not empty) to the loop's batch (see
+    /// [`WriteSide::batch_copy`]).
+    fn batch_copy(self: &Rc<Self>, buffers: &[&[u8]], len: usize) {
+        let owner = || -> OpOwner { self.clone() };
+        self.write_side().batch_copy(buffers, len, &self.base().fd, owner);
+    }
 }
 
 /// The fast path's vectored send: one `sendmsg(2)` of the first [`MAX_IOVECS`] of `buffers`
@@ -348,5 +418,39 @@ pub(crate) fn fast_path(
         None => Ok(0),
         Some(Err(e)) if would_block(&e) => Ok(0),
         Some(result) => result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copied_send(bytes: &[u8]) -> Option<Op> {
+        Some(Op::Send { fd: -1, buf: SendBuf::Copied(bytes.to_vec()), offset: 0 })
+    }
+
+    #[test]
+    fn a_short_send_of_its_own_copy_queues_the_unsent_tail_first() {
+        let side = WriteSide::new(Sink::Socket);
+        assert_eq!(side.buffer.borrow_mut().hold(5), None);
+        side.push(Bytes::from_static(b" world"));
+        assert_eq!(side.len(), 11);
+        assert_eq!(side.on_completion(Ok(2), copied_send(b"hello")).unwrap(), None);
+        assert_eq!(side.len(), 9);
+        let next = side.next_op(7).expect("the rest is sent next");
+        let Op::Send { buf, .. } = next else { panic!("{next:?}") };
+        assert_eq!(&buf[..], b"llo world", "the tail first, then what was queued behind it");
+    }
+
+    #[test]
+    fn a_whole_send_of_its_own_copy_leaves_the_side_idle() {
+        let side = WriteSide::new(Sink::Socket);
+        side.buffer.borrow_mut().hold(5);
+        assert_eq!(side.on_completion(Ok(5), copied_send(b"hello")).unwrap(), None);
+        assert!(side.is_idle() && side.len() == 0);
+        side.buffer.borrow_mut().hold(5);
+        let err = io::Error::from_raw_os_error(libc::EPIPE);
+        assert!(side.on_completion(Err(err), copied_send(b"hello")).is_err());
+        assert!(side.is_idle() && side.len() == 0, "a failed send's bytes are not counted");
     }
 }

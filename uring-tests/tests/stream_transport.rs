@@ -331,6 +331,29 @@ fn read_until_eof(mut peer: impl Read + AsFd) -> Vec<u8> {
 /// match) from a peer through a transport whose `data_received` writes each chunk, in two
 /// writes, back to that peer (`forward` false) or to a second transport's peer, whose socket
 /// has a small send buffer and who reads slowly; the peer must read exactly what was sent.
+/// Runs the loop until `rec`, on the transport over `ours`, stops it from the `data_received`
+/// of the peer's "go"; then `want` must be on the socket (the peer reads it without the loop
+/// turning again), the buffer empty, and the protocol never paused.
+fn writes_of_one_callback_arrive_in_order(
+    lp: &EventLoop,
+    mut peer: std::os::unix::net::UnixStream,
+    ours: OwnedFd,
+    rec: Rec,
+    want: &[u8],
+) -> (Transport, Shared) {
+    let (tr, proto) = connect(lp, ours, rec);
+    peer.write_all(b"go").unwrap();
+    lp.run_forever().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = vec![0u8; want.len()];
+    peer.read_exact(&mut got).expect("the writes reached the socket before the run returned");
+    assert!(got == want, "the writes arrived whole and in order");
+    spin(lp, QUIET);
+    assert_eq!(tr.get_write_buffer_size(), 0);
+    assert_eq!(proto.borrow().count(&Ev::Pause), 0, "a small write paused the protocol");
+    (tr, proto)
+}
+
 fn relay_stays_intact(lp: &EventLoop, forward: bool) {
     if starved_under_valgrind(lp) {
         return;
@@ -846,7 +869,7 @@ backend_tests! {
     // returns (a blocking peer sees them without the loop turning again), and small ones
     // never pause the protocol.
     fn writes_in_a_callback_are_on_the_socket_when_the_run_returns(lp) {
-        let (mut peer, ours) = unix_pair();
+        let (peer, ours) = unix_pair();
         let big = pattern(10_000); // past the batch's copy limit: behind the small ones
         let want = [b"one".as_slice(), b"two", b"four", b"five", &big, b"three", b"six", b"seven"]
             .concat();
@@ -866,17 +889,31 @@ backend_tests! {
             tr.writelines([b"six".as_slice(), b"seven"]).unwrap();
             lp2.stop();
         });
-        let (tr, proto) = connect(lp, ours, rec);
-        peer.write_all(b"go").unwrap();
-        lp.run_forever().unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut got = vec![0u8; want.len()];
-        peer.read_exact(&mut got).expect("the writes reached the socket before the run returned");
-        assert!(got == want, "the writes arrived whole and in order");
-        spin(lp, QUIET);
-        assert_eq!(tr.get_write_buffer_size(), 0);
-        assert_eq!(proto.borrow().count(&Ev::Pause), 0, "a small write paused the protocol");
+        let (_tr, proto) = writes_of_one_callback_arrive_in_order(lp, peer, ours, rec, &want);
         proto.borrow().check();
+    }
+
+    // Many small writes of one callback: on io_uring the first starts a send with a copy of
+    // its own and the others are appended to it until the turn submits it. They arrive whole
+    // and in order, and are counted by get_write_buffer_size until sent.
+    fn many_small_writes_of_one_callback_arrive_whole_and_in_order(lp) {
+        let (peer, ours) = unix_pair();
+        let writes: Vec<Vec<u8>> = (0..200u32).map(|i| pattern(1 + (i as usize * 37) % 300)).collect();
+        let want = writes.concat();
+        let (lp2, total) = (lp.clone(), want.len());
+        let rec = Rec::new().with_data(move |tr, _| {
+            for (i, data) in writes.iter().enumerate() {
+                if i % 3 == 0 {
+                    tr.writelines([&data[..1], &data[1..]]).unwrap();
+                } else {
+                    tr.write(data).unwrap();
+                }
+            }
+            assert!(tr.get_write_buffer_size() <= total, "counted once each");
+            lp2.stop();
+        });
+        let (tr, proto) = writes_of_one_callback_arrive_in_order(lp, peer, ours, rec, &want);
+        abort_and_check(lp, &tr, &proto);
     }
 
     // BEHAVIOURS 108: `abort` drops the buffer, but a write the kernel would have taken at

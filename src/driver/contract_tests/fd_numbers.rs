@@ -128,7 +128,7 @@ fn a_connect_cancelled_before_the_turn_never_connects_the_number_reused() {
 fn a_send_cancelled_before_the_turn_never_writes_to_the_number_reused() {
     each_config(|mut d| {
         let (ours, number, mut old_peer) = high_tcp_pair();
-        let op = Op::Send { fd: number, buf: Bytes::from_static(b"secret"), offset: 0 };
+        let op = Op::Send { fd: number, buf: Bytes::from_static(b"secret").into(), offset: 0 };
         let id = d.submit(op, 1);
         assert_eq!(d.cancel(id), Some(1));
         d.close_fd(ours);
@@ -148,7 +148,7 @@ fn a_send_in_the_kernel_keeps_its_number_until_its_final_completion() {
         let big = Bytes::from(vec![7u8; 8 << 20]);
         let (mut offset, mut pending) = (0, None);
         while pending.is_none() {
-            let id = d.submit(Op::Send { fd: number, buf: big.clone(), offset }, 1);
+            let id = d.submit(Op::Send { fd: number, buf: big.clone().into(), offset }, 1);
             match turns(&mut d, 3).pop() {
                 Some(c) => offset += c.result.expect("send") as usize,
                 None => pending = Some(id),

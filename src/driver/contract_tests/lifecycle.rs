@@ -216,10 +216,11 @@ fn dropping_a_driver_with_ops_in_flight_does_not_hang() {
 fn withdraw_takes_back_an_op_not_yet_submitted() {
     each_config(|mut d| {
         let (ours, peer) = unix_stream_pair();
-        let send = Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"never"), offset: 0 };
+        let send =
+            Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"never").into(), offset: 0 };
         let id = d.submit(send, 7);
-        assert_eq!(d.withdraw(id), Some(7));
-        assert_eq!(d.withdraw(id), None, "withdrawn twice");
+        assert_eq!(d.withdraw(id).map(|(owner, _)| owner), Some(7));
+        assert!(d.withdraw(id).is_none(), "withdrawn twice");
         assert!(settle(&mut d).is_empty(), "a withdrawn op completed");
         assert_eq!(read_some(&peer), 0, "a withdrawn send was made");
     });
@@ -236,11 +237,12 @@ fn an_id_whose_op_ended_names_nothing_though_its_slot_is_reused() {
         let out = collect(&mut d, 1, LIMIT);
         assert_eq!(out.iter().map(|c| c.id).collect::<Vec<_>>(), [ended], "the id it was given");
         let (ours, peer) = unix_stream_pair();
-        let send = Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"new"), offset: 0 };
+        let send =
+            Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"new").into(), offset: 0 };
         let newer = d.submit(send, 2);
         assert_eq!(newer.key(), ended.key(), "the freed slot is reused (what this test needs)");
         assert_ne!(newer, ended);
-        assert_eq!(d.withdraw(ended), None, "a stale id withdrew the newer op");
+        assert!(d.withdraw(ended).is_none(), "a stale id withdrew the newer op");
         assert_eq!(d.cancel(ended), None, "a stale id cancelled the newer op");
         d.end_gracefully(ended);
         let out = collect(&mut d, 1, LIMIT);
@@ -257,13 +259,13 @@ fn withdraw_leaves_what_may_have_begun() {
         let (r, w) = pipe();
         let id = d.submit(Op::Read { fd: r.as_raw_fd(), buf: Vec::with_capacity(16) }, 1);
         assert!(turn_once(&mut d, Some(Duration::ZERO)).is_empty());
-        let withdrawn = d.withdraw(id);
+        let withdrawn = d.withdraw(id).map(|(owner, _)| owner);
         write(&w, b"data");
         if d.backend() == Backend::Uring {
             assert_eq!(withdrawn, None);
             let out = collect(&mut d, 1, LIMIT);
             assert_eq!(outcomes(&out), vec![(id, 1, 4)], "the read was not left as it was");
-            assert_eq!(d.withdraw(id), None, "a delivered op withdrawn");
+            assert!(d.withdraw(id).is_none(), "a delivered op withdrawn");
         } else {
             assert_eq!(withdrawn, Some(1));
             assert!(settle(&mut d).is_empty(), "a withdrawn op completed");
@@ -272,7 +274,7 @@ fn withdraw_leaves_what_may_have_begun() {
         // A persistent op may have delivered already: never withdrawn, even before its turn.
         let (ours, _peer) = tcp_pair();
         let recv = d.submit(Op::RecvMulti { fd: ours.as_raw_fd() }, 2);
-        assert_eq!(d.withdraw(recv), None);
+        assert!(d.withdraw(recv).is_none());
         assert_eq!(d.cancel(recv), Some(2));
         settle(&mut d);
     });

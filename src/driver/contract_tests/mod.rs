@@ -458,7 +458,7 @@ pub(crate) fn backed_up_pair(d: &mut Driver<u32>) -> (TcpStream, TcpStream) {
     peer.set_nonblocking(true).unwrap();
     shrink(&ours, libc::SO_SNDBUF);
     let big = Bytes::from(vec![7u8; 8 << 20]);
-    let c = run(d, Op::Send { fd: ours.as_raw_fd(), buf: big, offset: 0 });
+    let c = run(d, Op::Send { fd: ours.as_raw_fd(), buf: big.into(), offset: 0 });
     let sent = c.result.unwrap() as usize;
     assert!(0 < sent && sent < 8 << 20, "a partial send, not {sent}");
     assert!(matches!(c.op, Some(Op::Send { offset: 0, .. })));

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{backed_up_pair, drain, each_config, kept_after_cancel, listener, run, settle};
+use super::{
+    backed_up_pair, collect, drain, each_config, kept_after_cancel, listener, run, settle,
+};
 use super::{no_look, run_errno, sockaddr, tcp_pair, tcp_socket, turn_once, turns, Look, LIMIT};
 use crate::driver::any::Driver;
-use crate::driver::Op;
+use crate::driver::{Op, SendBuf};
 
 #[test]
 fn connect_succeeds_to_a_listener_and_is_refused_by_a_closed_port() {
@@ -33,7 +35,7 @@ fn send_sends_from_the_offset_and_the_peer_reads_it() {
     each_config(|mut d| {
         let (ours, mut peer) = tcp_pair();
         let buf = Bytes::from_static(b"hello world");
-        let c = run(&mut d, Op::Send { fd: ours.as_raw_fd(), buf, offset: 6 });
+        let c = run(&mut d, Op::Send { fd: ours.as_raw_fd(), buf: buf.into(), offset: 6 });
         assert_eq!(c.result.unwrap(), 5);
         let Some(Op::Send { buf, offset, .. }) = c.op else { panic!("{:?}", c.op) };
         assert_eq!((&buf[..], offset), (&b"hello world"[..], 6));
@@ -46,6 +48,49 @@ fn send_sends_from_the_offset_and_the_peer_reads_it() {
 }
 
 #[test]
+fn a_queued_send_of_its_own_copy_is_appended_to_until_its_turn() {
+    each_config(|mut d| {
+        let (ours, mut peer) = tcp_pair();
+        let copy = SendBuf::Copied(b"one".to_vec());
+        let id = d.submit(Op::Send { fd: ours.as_raw_fd(), buf: copy, offset: 0 }, 1);
+        assert!(d.append(id, &[b", two", b"", b", three"]), "queued: the copy grows");
+        let shared = Bytes::from_static(b"shared").into();
+        let other = d.submit(Op::Send { fd: ours.as_raw_fd(), buf: shared, offset: 0 }, 2);
+        assert!(!d.append(other, &[b"!"]), "shared bytes are never written to");
+        let out = collect(&mut d, 2, LIMIT);
+        assert!(!d.append(id, &[b"late"]), "appended after its turn");
+        let mut results: Vec<_> =
+            out.iter().map(|c| (c.owner, c.result.as_ref().ok().copied())).collect();
+        results.sort();
+        assert_eq!(results, [(1, Some(15)), (2, Some(6))]);
+        let sent = out.into_iter().find(|c| c.owner == 1).and_then(|c| c.op);
+        let Some(Op::Send { buf: SendBuf::Copied(copy), .. }) = sent else { panic!("{sent:?}") };
+        assert_eq!(copy, b"one, two, three", "the copy comes back with the completion");
+        let mut got = [0; 21];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"one, two, threeshared", "in the order submitted, appends included");
+    });
+}
+
+#[test]
+fn a_withdrawn_send_hands_back_its_copy_unsent() {
+    each_config(|mut d| {
+        let (ours, peer) = tcp_pair();
+        let copy = SendBuf::Copied(b"kept".to_vec());
+        let id = d.submit(Op::Send { fd: ours.as_raw_fd(), buf: copy, offset: 0 }, 3);
+        assert!(d.append(id, &[b" back"]));
+        let Some((3, Op::Send { buf: SendBuf::Copied(copy), .. })) = d.withdraw(id) else {
+            panic!("not withdrawn with its op")
+        };
+        assert_eq!(copy, b"kept back");
+        assert!(!d.append(id, &[b"!"]), "a withdrawn send appended to");
+        assert!(settle(&mut d).is_empty(), "a withdrawn send completed");
+        peer.set_nonblocking(true).unwrap();
+        assert!((&peer).read(&mut [0; 16]).is_err(), "a withdrawn send was made");
+    });
+}
+
+#[test]
 fn a_send_that_would_block_waits_until_the_peer_reads() {
     each_config(|mut d| send_to_a_full_socket(&mut d, &no_look));
 }
@@ -54,8 +99,10 @@ fn a_send_that_would_block_waits_until_the_peer_reads() {
 /// until the peer reads, then completes whole.
 pub(crate) fn send_to_a_full_socket(d: &mut Driver<u32>, waiting: Look) {
     let (ours, peer) = backed_up_pair(d);
-    let id =
-        d.submit(Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"more"), offset: 0 }, 2);
+    let id = d.submit(
+        Op::Send { fd: ours.as_raw_fd(), buf: Bytes::from_static(b"more").into(), offset: 0 },
+        2,
+    );
     for i in 0..3 {
         let out = turn_once(d, Some(Duration::from_millis(10)));
         assert!(out.is_empty(), "the send waits: {i} {out:?}");
@@ -87,7 +134,7 @@ pub(crate) fn cancel_a_stalled_send(d: &mut Driver<u32>, settled: Look) {
     // The first send may complete short; keep sending until one stays pending.
     let (mut offset, mut out) = (0, Vec::new());
     let pending = loop {
-        let op = Op::Send { fd: ours.as_raw_fd(), buf: big.clone(), offset };
+        let op = Op::Send { fd: ours.as_raw_fd(), buf: big.clone().into(), offset };
         let id = d.submit(op, 9);
         let start = Instant::now();
         while out.is_empty() && start.elapsed() < Duration::from_millis(50) {
@@ -132,7 +179,7 @@ pub(crate) fn read_and_send_on_one_fd(d: &mut Driver<u32>, waiting: Look) {
     let (ours, peer) = backed_up_pair(d);
     let fd = ours.as_raw_fd();
     let read = d.submit(Op::Read { fd, buf: Vec::with_capacity(16) }, 2);
-    let send = d.submit(Op::Send { fd, buf: Bytes::from_static(b"tail"), offset: 0 }, 3);
+    let send = d.submit(Op::Send { fd, buf: Bytes::from_static(b"tail").into(), offset: 0 }, 3);
     assert!(turn_once(d, Some(Duration::ZERO)).is_empty());
     waiting(d, fd);
     (&peer).write_all(b"hi").unwrap();

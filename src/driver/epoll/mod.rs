@@ -129,11 +129,20 @@ impl<T: Clone> EpollDriver<T> {
         owner
     }
 
-    /// Whether one-shot op `id` has done nothing yet, so `withdraw` may cancel it: queued, or
-    /// waiting with nothing done (each of its syscalls finishes inside a turn; only a
-    /// `Connect` waits with its work begun).
-    pub(crate) fn untouched(&self, id: OpId) -> bool {
-        self.table.key_of(id).is_some_and(|key| self.table.untouched(key))
+    /// Cancels one-shot op `id` if it has done nothing yet: queued, or waiting with nothing
+    /// done (each of its syscalls finishes inside a turn; only a `Connect` waits with its work
+    /// begun). Its owner and op come back.
+    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<(T, Op)> {
+        let key = self.table.key_of(id).filter(|&key| self.table.untouched(key))?;
+        let withdrawn = self.table.cancel_slot(key);
+        self.close_released();
+        withdrawn
+    }
+
+    /// Appends `buffers` to send `id`'s owned copy while its first try is still to come;
+    /// false, with nothing done, otherwise.
+    pub(crate) fn append(&mut self, id: OpId, buffers: &[&[u8]]) -> bool {
+        self.table.key_of(id).is_some_and(|key| self.table.append(key, buffers))
     }
 
     /// Closes `fd` once no op names it: now, or when its last op is delivered or cancelled.

@@ -225,6 +225,11 @@ impl<T> FdTable<T> {
     }
 
     pub(super) fn cancel(&mut self, key: usize) -> Option<T> {
+        self.cancel_slot(key).map(|(owner, _)| owner)
+    }
+
+    /// [`cancel`](Self::cancel), handing back the op as well as its owner.
+    pub(super) fn cancel_slot(&mut self, key: usize) -> Option<(T, Op)> {
         match self.ops.get(key)?.state {
             OpState::Queued => self.queued.retain(|&k| k != key),
             OpState::Waiting(_) => self.unlink(key),
@@ -245,7 +250,18 @@ impl<T> FdTable<T> {
             // An accept that already accepted: its fd would leak.
             slot.op.discard_result(res as i32);
         }
-        Some(slot.owner)
+        Some((slot.owner, slot.op))
+    }
+
+    /// Appends `buffers` to queued send `key`'s owned copy; false, with nothing done, for any
+    /// other op or state.
+    pub(super) fn append(&mut self, key: usize, buffers: &[&[u8]]) -> bool {
+        match self.ops.get_mut(key) {
+            Some(OpSlot {
+                state: OpState::Queued, op: Op::Send { buf, offset: 0, .. }, ..
+            }) => buf.append(buffers),
+            _ => false,
+        }
     }
 
     /// Whether one-shot op `key` has done nothing yet: queued, or waiting for readiness (a

@@ -126,11 +126,29 @@ impl<T: Clone> UringDriver<T> {
         Some(owner)
     }
 
-    /// Whether one-shot op `id` has done nothing yet, so `withdraw` may cancel it: the kernel
-    /// has not seen it (queued, with no splice of a `SendFile` begun).
-    pub(crate) fn untouched(&self, id: OpId) -> bool {
-        let slot = self.table.key_of(id).and_then(|key| self.table.slots.get(key));
-        slot.is_some_and(slot::Slot::untouched)
+    /// Cancels one-shot op `id` if the kernel has not seen it (queued, with no splice of a
+    /// `SendFile` begun): its owner and op come back, and nothing of it is ever sent.
+    pub(crate) fn withdraw(&mut self, id: OpId) -> Option<(T, Op)> {
+        let key = self.table.key_of(id)?;
+        if !self.table.slots.get(key).is_some_and(slot::Slot::untouched) {
+            return None;
+        }
+        let (owner, _) = self.table.detach(key)?;
+        Some((owner, self.table.take_withdrawn_op(key)))
+    }
+
+    /// Appends `buffers` to queued send `id`'s owned copy (its SQE is built at the next turn,
+    /// from the copy as it is then); false, with nothing done, for any other op or state.
+    pub(crate) fn append(&mut self, id: OpId, buffers: &[&[u8]]) -> bool {
+        let slot = self.table.key_of(id).and_then(|key| self.table.slots.get_mut(key));
+        match slot {
+            Some(slot::Slot {
+                state: SlotState::Queued(_),
+                op: Op::Send { buf, offset: 0, .. },
+                ..
+            }) => buf.append(buffers),
+            _ => false,
+        }
     }
 
     /// Ends persistent op `id` but keeps its owner: what the kernel already took is delivered,

@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_send_past_its_buffer_is_einval() {
-        let mut op = Op::Send { fd: 1, buf: bytes::Bytes::from_static(b"ab"), offset: 3 };
+        let mut op = Op::Send { fd: 1, buf: bytes::Bytes::from_static(b"ab").into(), offset: 3 };
         assert_eq!(sqe(&mut op).unwrap_err(), -libc::EINVAL);
     }
 }

@@ -106,6 +106,15 @@ impl<T> OpTable<T> {
         Some((owner, in_kernel))
     }
 
+    /// The op of withdrawn slot `key`, handed back to its owner; the slot keeps a placeholder
+    /// that names no fd until the next turn frees it.
+    pub(super) fn take_withdrawn_op(&mut self, key: usize) -> Op {
+        let slot = &mut self.slots[key];
+        debug_assert!(matches!(slot.state, SlotState::Withdrawn));
+        let placeholder = Op::Poll { fd: -1, interest: crate::driver::Interest(0) };
+        std::mem::replace(&mut slot.op, placeholder)
+    }
+
     /// Ends op `key` for good: frees its slot (handing its op back) and its fd use, closing
     /// the fd if a close waited for this op.
     pub(super) fn free(&mut self, key: usize) -> Slot<T> {

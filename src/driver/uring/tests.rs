@@ -135,7 +135,7 @@ fn submit_queued_delivers_what_the_kernel_finished_as_it_submitted() {
         let mut d = Driver::Uring(d);
         let (ours, peer) = tcp_pair();
         let buf = bytes::Bytes::from_static(b"sent at once");
-        d.submit(Op::Send { fd: ours.as_raw_fd(), buf, offset: 0 }, 7);
+        d.submit(Op::Send { fd: ours.as_raw_fd(), buf: buf.into(), offset: 0 }, 7);
         let mut out = Vec::new();
         d.submit_queued(&mut out).unwrap();
         // A send the socket takes whole completes as it is submitted, with no wait.
