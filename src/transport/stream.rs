@@ -107,7 +107,8 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(data.len())? {
             return Ok(());
         }
-        if !self.try_batch(&[data], data.len()) {
+        let batched = self.write.batches(&self.base.fd, data.len());
+        if !(batched && self.batch_borrowed(&[data], data.len())) {
             let sent = self.send_now(data.len(), |fd| self.write.try_now(fd, data));
             if sent < data.len() {
                 self.queue(Bytes::copy_from_slice(&data[sent..]));
@@ -136,7 +137,7 @@ impl ByteStream for StreamCore {
         if !self.accepts_write(total)? {
             return Ok(());
         }
-        if self.try_batch(buffers, total) {
+        if self.write.batches(&self.base.fd, total) && self.batch_borrowed(buffers, total) {
             return Ok(());
         }
         let mut skip = self.send_now(total, |fd| self.write.try_now_vectored(fd, buffers));
@@ -305,15 +306,13 @@ impl StreamCore {
         }
     }
 
-    /// Adds a write of `buffers` (`total` bytes, not empty) to the loop's batch if it is
-    /// batched, and says whether it was: a copy of up to [`BATCH_COPY_MAX`] bytes
+    /// Adds a write of `buffers` (`total` bytes, not empty), which the write side
+    /// [`batches`](WriteSide::batches), to the loop's batch if a borrowed write can be, and
+    /// says whether it was: a copy of up to [`BATCH_COPY_MAX`] bytes
     /// ([`WriteSide::batch_copy`]); past that only one buffer lying in the bytes being
     /// delivered (an echo, a proxy's forward), holding their receive buffer instead of a copy
     /// (`LoopFd::hold_delivered`).
-    fn try_batch(self: &Rc<Self>, buffers: &[&[u8]], total: usize) -> bool {
-        if !self.write.batches(&self.base.fd, total) {
-            return false;
-        }
+    fn batch_borrowed(self: &Rc<Self>, buffers: &[&[u8]], total: usize) -> bool {
         if total <= BATCH_COPY_MAX {
             self.batch_copy(buffers, total);
             return true;
