@@ -312,7 +312,12 @@ impl WriteSide {
             return Ok(buffer.consume(written));
         }
         let Some(Op::Send { buf: SendBuf::Copied(copy), .. }) = op else {
-            unreachable!("only a send of its own copy holds bytes")
+            // Only a send of its own copy holds bytes; were that ever broken, the transport
+            // fails with an error rather than the loop with a panic.
+            debug_assert!(false, "held bytes without a copied send: {op:?}");
+            let held = buffer.held();
+            let _ = buffer.release_held(held, None);
+            return Err(io::Error::other("a send completed without the bytes it held"));
         };
         let rest = copy.get(written..).filter(|rest| !rest.is_empty()).map(Bytes::copy_from_slice);
         let flow = buffer.release_held(written.min(copy.len()), rest);
