@@ -275,16 +275,22 @@ impl WriteBuffer {
     }
 
     /// The send holding the held bytes completed having sent `sent` of them; `rest`, their
-    /// unsent tail, is queued ahead of everything else. `Resume` when that brought the buffer
-    /// to the low-water mark while paused.
+    /// unsent tail (not empty), is queued ahead of everything else. `Resume` when that brought
+    /// the buffer to the low-water mark while paused.
     pub(crate) fn release_held(&mut self, sent: usize, rest: Option<Bytes>) -> Option<FlowEvent> {
         debug_assert_eq!(sent + rest.as_ref().map_or(0, Bytes::len), self.held);
         self.len -= sent;
         self.held = 0;
-        if let Some(rest) = rest.filter(|rest| !rest.is_empty()) {
+        if let Some(rest) = rest {
             self.chunks.push_front(rest);
         }
         self.marks.shrank(self.len)
+    }
+
+    /// The send holding the held bytes failed: they are dropped, as the transport ends.
+    pub(crate) fn drop_held(&mut self) {
+        self.len -= self.held;
+        self.held = 0;
     }
 
     /// The send holding the held bytes was withdrawn unsent: its copy, `bytes`, is queued

@@ -401,6 +401,15 @@ impl Op {
         }
     }
 
+    /// Appends `buffers` to a send of a copy of its own ([`SendBuf::Copied`]); false, with
+    /// nothing done, for any other op. Each backend calls it only while the op is queued.
+    pub(crate) fn append(&mut self, buffers: &[&[u8]]) -> bool {
+        match self {
+            Op::Send { buf, .. } => buf.append(buffers),
+            _ => false,
+        }
+    }
+
     /// Whether the op is persistent: it completes many times (see the contract).
     pub(crate) fn is_persistent(&self) -> bool {
         matches!(self, Op::RecvMulti { .. } | Op::AcceptMulti { .. } | Op::RecvMsgMulti { .. })

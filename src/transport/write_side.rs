@@ -301,9 +301,7 @@ impl WriteSide {
             Ok(n) => n as usize,
             Err(e) if would_block(&e) => 0,
             Err(e) => {
-                let mut buffer = self.buffer.borrow_mut();
-                let held = buffer.held();
-                let _ = buffer.release_held(held, None); // ending: gone with the rest
+                self.buffer.borrow_mut().drop_held(); // ending: gone with the rest
                 return Err(e);
             }
         };
@@ -315,8 +313,7 @@ impl WriteSide {
             // Only a send of its own copy holds bytes; were that ever broken, the transport
             // fails with an error rather than the loop with a panic.
             debug_assert!(false, "held bytes without a copied send: {op:?}");
-            let held = buffer.held();
-            let _ = buffer.release_held(held, None);
+            buffer.drop_held();
             return Err(io::Error::other("a send completed without the bytes it held"));
         };
         let rest = copy.get(written..).filter(|rest| !rest.is_empty()).map(Bytes::copy_from_slice);

@@ -257,9 +257,7 @@ impl<T> FdTable<T> {
     /// other op or state.
     pub(super) fn append(&mut self, key: usize, buffers: &[&[u8]]) -> bool {
         match self.ops.get_mut(key) {
-            Some(OpSlot {
-                state: OpState::Queued, op: Op::Send { buf, offset: 0, .. }, ..
-            }) => buf.append(buffers),
+            Some(slot) if matches!(slot.state, OpState::Queued) => slot.op.append(buffers),
             _ => false,
         }
     }

@@ -142,11 +142,7 @@ impl<T: Clone> UringDriver<T> {
     pub(crate) fn append(&mut self, id: OpId, buffers: &[&[u8]]) -> bool {
         let slot = self.table.key_of(id).and_then(|key| self.table.slots.get_mut(key));
         match slot {
-            Some(slot::Slot {
-                state: SlotState::Queued(_),
-                op: Op::Send { buf, offset: 0, .. },
-                ..
-            }) => buf.append(buffers),
+            Some(slot) if matches!(slot.state, SlotState::Queued(_)) => slot.op.append(buffers),
             _ => false,
         }
     }
