@@ -71,6 +71,7 @@ fn echo_servers_echo_exactly_and_survive_resets() {
     let variants = [
         "raw-uring-max-no-fixed-files",
         "raw-uring-max-no-multishot",
+        "raw-uring-max-with-bundle",
         "raw-uring-max-no-multishot-no-link",
         "raw-uring-max-no-multishot-no-skip-no-fixed-files",
     ];

@@ -12,7 +12,10 @@
 //! an error, or cancelled after a failed send) and no send is in flight, so nothing of it is
 //! in flight when its slot is freed; the generation in `user_data` is kept anyway, as in the
 //! linked loop. With `defer-taskrun`, `ring-fd` and `fixed-files` as in `raw-uring-max`;
-//! `link`, `skip`, `poll-first` and `fixed-buffers` do not apply.
+//! `link`, `skip`, `poll-first` and `fixed-buffers` do not apply. With `bundle`
+//! (`raw-uring-max-with-bundle`) the recv carries `IORING_RECVSEND_BUNDLE`: one completion may
+//! cover several buffers, those the ring held one after the other from the one it names, each
+//! then queued as a chunk of its own.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -55,6 +58,9 @@ struct BufRing {
     tail: u16,
     /// Buffers published and not yet taken by a receive.
     available: usize,
+    /// For each buffer, the tail at which it was last published: where a bundle that starts
+    /// with it finds the buffers after it.
+    published_at: Vec<u16>,
 }
 
 impl BufRing {
@@ -64,7 +70,8 @@ impl BufRing {
         let page = Box::new(DescPage([EMPTY; RING_BUFFERS as usize]));
         let descs: *mut Desc = Box::into_raw(page).cast();
         let bufs = vec![0u8; usize::from(RING_BUFFERS) * RING_BUFFER].into_boxed_slice();
-        let mut ring = BufRing { descs, bufs, tail: 0, available: 0 };
+        let published_at = vec![0; usize::from(RING_BUFFERS)];
+        let mut ring = BufRing { descs, bufs, tail: 0, available: 0, published_at };
         for bid in 0..RING_BUFFERS {
             ring.give_back(bid);
         }
@@ -94,12 +101,41 @@ impl BufRing {
             std::ptr::addr_of_mut!((*desc).len).write(RING_BUFFER as u32);
             std::ptr::addr_of_mut!((*desc).bid).write(bid);
         }
+        self.published_at[usize::from(bid)] = self.tail;
         self.tail = self.tail.wrapping_add(1);
         self.available += 1;
         // SAFETY: descriptor 0's `resv`, a 2-byte-aligned `u16` in the page that the kernel
         // reads with acquire semantics; this release store publishes the descriptor above.
         let tail = unsafe { &*std::ptr::addr_of!((*self.descs).resv).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl BufRing {
+    /// The buffers a receive of `len` bytes filled, starting with `first`, as `(buffer id,
+    /// length)`: one, or with `bundle` as many as `len` needs, taken from the ring one after
+    /// the other; they are no longer available.
+    fn taken(&mut self, first: u16, len: u32, bundle: bool) -> Result<Vec<(u16, u32)>, String> {
+        let count = if bundle { len.div_ceil(RING_BUFFER as u32) } else { 1 };
+        let start = self.published_at[usize::from(first)];
+        let mut taken = Vec::with_capacity(count as usize);
+        let mut left = len;
+        for i in 0..count as u16 {
+            let at = start.wrapping_add(i);
+            let index = usize::from(at & (RING_BUFFERS - 1));
+            // SAFETY: `index < RING_BUFFERS`, inside the page; the kernel never writes a
+            // descriptor's `bid` (without `IOU_PBUF_RING_INC` it only reads them).
+            let bid = unsafe { std::ptr::addr_of!((*self.descs.add(index)).bid).read() };
+            // Published since (the tail lapped the ring): the buffer that was there is lost.
+            if self.published_at[usize::from(bid)] != at {
+                return Err(format!("bundle: descriptor {index} re-published before it was read"));
+            }
+            let chunk = left.min(RING_BUFFER as u32);
+            taken.push((bid, chunk));
+            left -= chunk;
+        }
+        self.available -= taken.len();
+        Ok(taken)
     }
 }
 
@@ -125,6 +161,8 @@ struct Echo {
     ring: BufRing,
     /// Connections whose recv ended for want of buffers, re-armed once the ring has some.
     starved: Vec<u32>,
+    /// Receives are bundles (the `bundle` technique).
+    bundle: bool,
 }
 
 /// Serves until the process exits.
@@ -136,7 +174,7 @@ pub fn serve(
     let echo = |submitter: &Submitter<'_>, accept| {
         let ring = BufRing::new(submitter)?;
         let slots = Slots::new(accept, techniques.fixed_files);
-        Ok(Echo { slots, ring, starved: Vec::new() })
+        Ok(Echo { slots, ring, starved: Vec::new(), bundle: techniques.bundle })
     };
     run(&listener, techniques, announce, echo)
 }
@@ -163,11 +201,12 @@ impl Design for Echo {
         let Some(conn) = self.slots.get_mut(slot) else { return Ok(()) };
         let (res, flags) = (cqe.result(), cqe.flags());
         if let (Some(bid), true) = (cqueue::buffer_select(flags), res > 0) {
-            self.ring.available -= 1;
-            if conn.failed {
-                self.ring.give_back(bid);
-            } else {
-                conn.queue.push_back((bid, res as u32));
+            for (bid, len) in self.ring.taken(bid, res as u32, self.bundle)? {
+                if conn.failed {
+                    self.ring.give_back(bid);
+                } else {
+                    conn.queue.push_back((bid, len));
+                }
             }
         }
         if !cqueue::more(flags) {
@@ -246,7 +285,11 @@ impl Echo {
 
     /// The connection's multishot recv.
     fn recv(&self, slot: u32) -> squeue::Entry {
-        let entry = opcode::RecvMulti::new(types::Fd(slot as i32), GROUP).build();
+        let fd = types::Fd(slot as i32);
+        let entry = match self.bundle {
+            true => opcode::RecvMultiBundle::new(fd, GROUP).build(),
+            false => opcode::RecvMulti::new(fd, GROUP).build(),
+        };
         self.slots.target(Op::Recv, slot, entry)
     }
 }

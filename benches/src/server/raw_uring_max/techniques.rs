@@ -23,6 +23,9 @@ pub struct Techniques {
     /// (`multishot.rs`). Without it, the linked loop: `link`, `skip`, `poll-first` and
     /// `fixed-buffers` apply only there.
     pub multishot: bool,
+    /// `IORING_RECVSEND_BUNDLE` on the multishot recv (Linux 6.10): one receive may fill
+    /// several ring buffers, one after the other in the ring. `multishot` only.
+    pub bundle: bool,
 }
 
 /// The name of the loop with [`Techniques::MAX`].
@@ -32,7 +35,7 @@ pub const NAME: &str = "raw-uring-max";
 type Switch = fn(&mut Techniques) -> &mut bool;
 
 /// Each technique's name, and its switch.
-const SWITCHES: [(&str, Switch); 8] = [
+const SWITCHES: [(&str, Switch); 9] = [
     ("defer-taskrun", |t| &mut t.defer_taskrun),
     ("ring-fd", |t| &mut t.ring_fd),
     ("fixed-files", |t| &mut t.fixed_files),
@@ -41,6 +44,7 @@ const SWITCHES: [(&str, Switch); 8] = [
     ("skip", |t| &mut t.skip),
     ("poll-first", |t| &mut t.poll_first),
     ("multishot", |t| &mut t.multishot),
+    ("bundle", |t| &mut t.bundle),
 ];
 
 impl Techniques {
@@ -55,6 +59,7 @@ impl Techniques {
         skip: true,
         poll_first: false,
         multishot: true,
+        bundle: false,
     };
 
     /// The impl name: `raw-uring-max`, then `-no-NAME` or `-with-NAME` for each technique
