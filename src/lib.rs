@@ -80,10 +80,10 @@
 //!
 //! # Memory
 //!
-//! Each connection costs about 1.1 KiB of user space when idle (`docs/benchmarks.md`). The
-//! io_uring backend receives into one ring of 64 provided buffers of 64 KiB per loop, shared by
+//! Each connection costs about 1.2 KiB of user space when idle (`docs/benchmarks.md`). The
+//! io_uring backend receives into one ring of 128 provided buffers of 64 KiB per loop, shared by
 //! every connection: its pages are touched only as data is written into them, so it costs up
-//! to 4 MiB per loop once a fast sender has filled every buffer, and far less while messages
+//! to 8 MiB per loop once fast senders have filled every buffer, and far less while messages
 //! are small. The epoll backend keeps up to as many idle 64 KiB read buffers, also touched
 //! only as used. A loop with a datagram endpoint adds a second ring, of 64 datagram-sized
 //! buffers (about 4 MiB once filled), on io_uring.

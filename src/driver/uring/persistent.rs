@@ -28,8 +28,11 @@ use crate::driver::{dgram, Completion, Op, RecvBuf};
 
 /// The buffer group of the stream ring.
 pub(super) const BUF_GROUP: u16 = 0;
-/// Buffers in the stream ring.
-pub(super) const RING_BUFFERS: u16 = 64;
+/// Buffers in the stream ring. 128: with 64 they ran dry under 64 connections' pipelined 16 KiB
+/// echoes (more `ENOBUFS` completions than receives, each a re-arm: 2-3% of the CPU per
+/// request); a buffer is resident only as far as data touched it, so many idle connections
+/// cost a page per buffer, shared by all (`docs/benchmarks.md`, "A receive ring of 128").
+pub(super) const RING_BUFFERS: u16 = 128;
 /// Bytes per stream ring buffer.
 pub(super) const BUF_SIZE: usize = 64 * 1024;
 /// The buffer group of the datagram ring.
