@@ -327,10 +327,6 @@ fn read_until_eof(mut peer: impl Read + AsFd) -> Vec<u8> {
     got
 }
 
-/// Streams 4 MiB (no period: a send of a buffer that a newer receive overwrote would not
-/// match) from a peer through a transport whose `data_received` writes each chunk, in two
-/// writes, back to that peer (`forward` false) or to a second transport's peer, whose socket
-/// has a small send buffer and who reads slowly; the peer must read exactly what was sent.
 /// Runs the loop until `rec`, on the transport over `ours`, stops it from the `data_received`
 /// of the peer's "go"; then `want` must be on the socket (the peer reads it without the loop
 /// turning again), the buffer empty, and the protocol never paused.
@@ -354,6 +350,10 @@ fn writes_of_one_callback_arrive_in_order(
     (tr, proto)
 }
 
+/// Streams 4 MiB (no period: a send of a buffer that a newer receive overwrote would not
+/// match) from a peer through a transport whose `data_received` writes each chunk, in two
+/// writes, back to that peer (`forward` false) or to a second transport's peer, whose socket
+/// has a small send buffer and who reads slowly; the peer must read exactly what was sent.
 fn relay_stays_intact(lp: &EventLoop, forward: bool) {
     if starved_under_valgrind(lp) {
         return;

@@ -112,16 +112,27 @@ impl BufRing {
 }
 
 impl BufRing {
-    /// The buffers a receive of `len` bytes filled, starting with `first`, as `(buffer id,
-    /// length)`: one, or with `bundle` as many as `len` needs, taken from the ring one after
-    /// the other; they are no longer available.
-    fn taken(&mut self, first: u16, len: u32, bundle: bool) -> Result<Vec<(u16, u32)>, String> {
-        let count = if bundle { len.div_ceil(RING_BUFFER as u32) } else { 1 };
+    /// Queues on `queue`, as `(buffer id, length)`, the buffers a receive of `len` bytes
+    /// filled: `first`, which its CQE names, and with `bundle` the buffers published after
+    /// it, as many as `len` needs. They are no longer available.
+    fn take_into(
+        &mut self,
+        first: u16,
+        len: u32,
+        bundle: bool,
+        queue: &mut VecDeque<(u16, u32)>,
+    ) -> Result<(), String> {
+        if !bundle {
+            self.available -= 1;
+            queue.push_back((first, len));
+            return Ok(());
+        }
         let start = self.published_at[usize::from(first)];
-        let mut taken = Vec::with_capacity(count as usize);
         let mut left = len;
-        for i in 0..count as u16 {
-            let at = start.wrapping_add(i);
+        for at in (0..).map(|i| start.wrapping_add(i)) {
+            if left == 0 {
+                break;
+            }
             let index = usize::from(at & (RING_BUFFERS - 1));
             // SAFETY: `index < RING_BUFFERS`, inside the page; the kernel never writes a
             // descriptor's `bid` (without `IOU_PBUF_RING_INC` it only reads them).
@@ -131,11 +142,11 @@ impl BufRing {
                 return Err(format!("bundle: descriptor {index} re-published before it was read"));
             }
             let chunk = left.min(RING_BUFFER as u32);
-            taken.push((bid, chunk));
+            self.available -= 1;
+            queue.push_back((bid, chunk));
             left -= chunk;
         }
-        self.available -= taken.len();
-        Ok(taken)
+        Ok(())
     }
 }
 
@@ -201,11 +212,11 @@ impl Design for Echo {
         let Some(conn) = self.slots.get_mut(slot) else { return Ok(()) };
         let (res, flags) = (cqe.result(), cqe.flags());
         if let (Some(bid), true) = (cqueue::buffer_select(flags), res > 0) {
-            for (bid, len) in self.ring.taken(bid, res as u32, self.bundle)? {
-                if conn.failed {
+            let queued = conn.queue.len();
+            self.ring.take_into(bid, res as u32, self.bundle, &mut conn.queue)?;
+            if conn.failed {
+                for (bid, _) in conn.queue.drain(queued..) {
                     self.ring.give_back(bid);
-                } else {
-                    conn.queue.push_back((bid, len));
                 }
             }
         }
