@@ -58,19 +58,19 @@ struct BufRing {
     tail: u16,
     /// Buffers published and not yet taken by a receive.
     available: usize,
-    /// For each buffer, the tail at which it was last published: where a bundle that starts
-    /// with it finds the buffers after it.
-    published_at: Vec<u16>,
+    /// With bundles, for each buffer, the tail at which it was last published: where a
+    /// bundle that starts with it finds the buffers after it. `None`: receives are not bundles.
+    published_at: Option<Box<[u16]>>,
 }
 
 impl BufRing {
     /// Makes the ring, fills it with every buffer, and registers it as [`GROUP`].
-    fn new(submitter: &Submitter<'_>) -> Result<BufRing, String> {
+    fn new(submitter: &Submitter<'_>, bundles: bool) -> Result<BufRing, String> {
         const EMPTY: Desc = Desc { addr: 0, len: 0, bid: 0, resv: 0 };
         let page = Box::new(DescPage([EMPTY; RING_BUFFERS as usize]));
         let descs: *mut Desc = Box::into_raw(page).cast();
         let bufs = vec![0u8; usize::from(RING_BUFFERS) * RING_BUFFER].into_boxed_slice();
-        let published_at = vec![0; usize::from(RING_BUFFERS)];
+        let published_at = bundles.then(|| vec![0; usize::from(RING_BUFFERS)].into());
         let mut ring = BufRing { descs, bufs, tail: 0, available: 0, published_at };
         for bid in 0..RING_BUFFERS {
             ring.give_back(bid);
@@ -101,7 +101,9 @@ impl BufRing {
             std::ptr::addr_of_mut!((*desc).len).write(RING_BUFFER as u32);
             std::ptr::addr_of_mut!((*desc).bid).write(bid);
         }
-        self.published_at[usize::from(bid)] = self.tail;
+        if let Some(published_at) = &mut self.published_at {
+            published_at[usize::from(bid)] = self.tail;
+        }
         self.tail = self.tail.wrapping_add(1);
         self.available += 1;
         // SAFETY: descriptor 0's `resv`, a 2-byte-aligned `u16` in the page that the kernel
@@ -112,22 +114,26 @@ impl BufRing {
 }
 
 impl BufRing {
+    /// Whether receives from this ring are bundles.
+    fn bundles(&self) -> bool {
+        self.published_at.is_some()
+    }
+
     /// Queues on `queue`, as `(buffer id, length)`, the buffers a receive of `len` bytes
-    /// filled: `first`, which its CQE names, and with `bundle` the buffers published after
-    /// it, as many as `len` needs. They are no longer available.
+    /// filled: `first`, which its CQE names, and with bundles the buffers published after it,
+    /// as many as `len` needs. They are no longer available.
     fn take_into(
         &mut self,
         first: u16,
         len: u32,
-        bundle: bool,
         queue: &mut VecDeque<(u16, u32)>,
     ) -> Result<(), String> {
-        if !bundle {
+        let Some(published_at) = &self.published_at else {
             self.available -= 1;
             queue.push_back((first, len));
             return Ok(());
-        }
-        let start = self.published_at[usize::from(first)];
+        };
+        let start = published_at[usize::from(first)];
         let mut left = len;
         for at in (0..).map(|i| start.wrapping_add(i)) {
             if left == 0 {
@@ -138,7 +144,7 @@ impl BufRing {
             // descriptor's `bid` (without `IOU_PBUF_RING_INC` it only reads them).
             let bid = unsafe { std::ptr::addr_of!((*self.descs.add(index)).bid).read() };
             // Published since (the tail lapped the ring): the buffer that was there is lost.
-            if self.published_at[usize::from(bid)] != at {
+            if published_at[usize::from(bid)] != at {
                 return Err(format!("bundle: descriptor {index} re-published before it was read"));
             }
             let chunk = left.min(RING_BUFFER as u32);
@@ -172,8 +178,6 @@ struct Echo {
     ring: BufRing,
     /// Connections whose recv ended for want of buffers, re-armed once the ring has some.
     starved: Vec<u32>,
-    /// Receives are bundles (the `bundle` technique).
-    bundle: bool,
 }
 
 /// Serves until the process exits.
@@ -183,9 +187,9 @@ pub fn serve(
     announce: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     let echo = |submitter: &Submitter<'_>, accept| {
-        let ring = BufRing::new(submitter)?;
+        let ring = BufRing::new(submitter, techniques.bundle)?;
         let slots = Slots::new(accept, techniques.fixed_files);
-        Ok(Echo { slots, ring, starved: Vec::new(), bundle: techniques.bundle })
+        Ok(Echo { slots, ring, starved: Vec::new() })
     };
     run(&listener, techniques, announce, echo)
 }
@@ -213,7 +217,7 @@ impl Design for Echo {
         let (res, flags) = (cqe.result(), cqe.flags());
         if let (Some(bid), true) = (cqueue::buffer_select(flags), res > 0) {
             let queued = conn.queue.len();
-            self.ring.take_into(bid, res as u32, self.bundle, &mut conn.queue)?;
+            self.ring.take_into(bid, res as u32, &mut conn.queue)?;
             if conn.failed {
                 for (bid, _) in conn.queue.drain(queued..) {
                     self.ring.give_back(bid);
@@ -297,7 +301,7 @@ impl Echo {
     /// The connection's multishot recv.
     fn recv(&self, slot: u32) -> squeue::Entry {
         let fd = types::Fd(slot as i32);
-        let entry = match self.bundle {
+        let entry = match self.ring.bundles() {
             true => opcode::RecvMultiBundle::new(fd, GROUP).build(),
             false => opcode::RecvMulti::new(fd, GROUP).build(),
         };
